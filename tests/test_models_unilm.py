@@ -169,6 +169,36 @@ def test_no_leak_by_gradients(which):
     assert (influence(model, ex, q, full)[own] > 0).all()
 
 
+@pytest.mark.parametrize("which", ["paper", 0, 1])
+def test_no_leak_by_gradients_with_kept_and_random_tokens_in_place(which):
+    """With BERT's kept/random tokens in place (no [M] at all here), a [P] of step i gets no gradient
+    from any in-place position masked at step >= i, over both layers; earlier steps' are its context."""
+    model = tiny_model(4)
+    corruption = dict(mask_frac=0.0, random_frac=0.5)
+    if which == "paper":
+        ex = build_pmlm_example(X, [], np.random.default_rng(0), TOK, steps=[[3, 4], [1]], add_special_tokens=False,
+                                **corruption)
+    else:
+        r = np.random.default_rng(which)
+        ex = build_pmlm_example(r.integers(10, VOCAB, size=24), r.integers(10, VOCAB, size=12),
+                                example_rng(3, 0, which), TOK, **corruption)
+    n, pos = ex["num_original"], ex["position_ids"]
+    step, is_p = pmlm_roles(ex)
+    in_place_step = np.zeros(n, dtype=np.int64)
+    originals = np.flatnonzero((step > 0) & ~is_p)
+    in_place_step[pos[originals]] = step[originals]
+    for q in np.flatnonzero(is_p):
+        g = influence(model, ex, q)[:n]
+        assert (g[in_place_step >= step[q]] == 0).all()
+        assert (g[in_place_step < step[q]] > 0).all()
+    # the check can fail: Figure 5's mask as written (every in-place token visible to every [P])
+    figure_5 = ex["attention_mask"].copy()
+    figure_5[n:, :n] |= figure_5[n:, :1]  # every appended query sees the whole in-place part
+    figure_5[:n, :n] = True
+    q = int(np.flatnonzero(is_p)[0])
+    assert (influence(model, ex, q, figure_5)[:n][in_place_step >= step[q]] > 0).all()
+
+
 # ----------------------------------------------------------------------------- one pass (Figure 3)
 def step_instance(ex: dict, i: int) -> tuple[dict, np.ndarray]:
     """The separate instance that predicts factorization step i (Figure 3's PAR row), laid out in a

@@ -97,12 +97,12 @@ def test_table_1_conditioning_sets():
 # --------------------------------------------------------------------------- random examples
 
 
-def random_example(seed: int, objective: str = "ae+par"):
+def random_example(seed: int, objective: str = "ae+par", **corruption):
     """A PMLM example from `example_rng` plus the factorization steps it must have used."""
     r = np.random.default_rng(1000 + seed)
     a = r.integers(10, 1000, size=int(r.integers(5, 60)))
     b = r.integers(10, 1000, size=int(r.integers(0, 40)))
-    ex = build_pmlm_example(a, b, example_rng(7, 0, seed), TOK, objective=objective)
+    ex = build_pmlm_example(a, b, example_rng(7, 0, seed), TOK, objective=objective, **corruption)
     # Documented draw order: Algorithm 1 over non-special positions, then the factorization order.
     n = len(a) + 2 + (len(b) + 1 if len(b) else 0)
     maskable = np.ones(n, dtype=bool)
@@ -143,6 +143,59 @@ def test_no_leak_through_any_attention_path(seed):
     np.testing.assert_array_equal(ex["par_labels"][:n], I)
     unmasked = np.setdiff1d(np.arange(n), masked)
     np.testing.assert_array_equal(ids[unmasked], original[unmasked])
+
+
+# x1..x6 with x2, x4, x5 masked (steps 4, 5 -> 2) and all three KEPT in place (BERT's 10%): the in-place
+# copies of x4, x5 take step 1 and that of x2 step 2, so no [P] of their step or an earlier one reads them.
+KEPT_IN_PLACE = np.array(
+    [
+        # x1 x2 x3 x4 x5 x6 P4 P5 x4 x5 P2 x2
+        [1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0],  # x1   step-0 in-place tokens: step-0 in-place part only
+        [1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0],  # x2   in place, step 2: in-place tokens of steps <= 2
+        [1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0],  # x3
+        [1, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0],  # x4   in place, step 1
+        [1, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0],  # x5   in place, step 1
+        [1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0],  # x6
+        [1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0],  # [P] of x4, step 1: never x4/x5 in place
+        [1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0],  # [P] of x5
+        [1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0],  # x4, step 1
+        [1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0],  # x5, step 1
+        [1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0],  # [P] of x2, step 2: x4, x5 (either copy), never x2
+        [1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1],  # x2, step 2
+    ],
+    dtype=bool,
+)
+
+
+def test_kept_tokens_in_place_are_hidden_from_their_own_and_earlier_steps():
+    ex = build_pmlm_example(X, [], np.random.default_rng(0), TOK, steps=[[3, 4], [1]], add_special_tokens=False,
+                            mask_frac=0.0, random_frac=0.0)
+    np.testing.assert_array_equal(ex["input_ids"][:6], X)  # all three kept
+    np.testing.assert_array_equal(ex["ae_labels"][:6], [I, 12, I, 14, 15, I])  # still AE-predicted
+    np.testing.assert_array_equal(ex["attention_mask"], KEPT_IN_PLACE)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("corruption", [dict(mask_frac=0.0, random_frac=0.5), dict()])  # kept + random; 80/10/10
+def test_no_par_prediction_reaches_a_masked_position_in_place(seed, corruption):
+    """§3.2 / eq. (5) whatever the in-place content: over any path, a [P] of step i reaches no in-place
+    position masked at step >= i unless it holds [M]; with `mask_frac=0` it reaches exactly the
+    in-place copies of the earlier steps."""
+    ex, steps, original, _ = random_example(seed, **corruption)
+    n, ids, pos = ex["num_original"], ex["input_ids"], ex["position_ids"]
+    step_of = {int(p): i for i, s in enumerate(steps) for p in s}
+    reach = closure(ex["attention_mask"])
+    for q in np.flatnonzero(ids[n:] == TOK.pseudo) + n:
+        i = step_of[int(pos[q])]
+        leaking = [p for p, s in step_of.items() if s >= i and ids[p] != TOK.mask]
+        assert not reach[q, leaking].any()
+        if corruption:
+            assert {p for p in step_of if reach[q, p]} == {p for p, s in step_of.items() if s < i}
+    assert not reach[:n, n:].any()
+    masked = sorted(step_of)
+    np.testing.assert_array_equal(ex["ae_labels"][masked], original[masked])
+    if corruption:
+        assert (ids[masked] != TOK.mask).all()
 
 
 def test_determinism():

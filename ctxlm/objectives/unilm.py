@@ -48,9 +48,22 @@ x5"; then "x1, x3, x4, x5, x6 and the pseudo mask of x2"). They are also the rul
 see spans <= s; a [P] of span s sees true tokens of spans < s and the [P]s of span s), with the
 in-place part in the role of the source.
 
-What the mask cannot hide: 10% of the masked positions keep their own token in place (the paper's
-80/10/10, §4.1), and the in-place part is visible to every [P]. That is BERT's corruption applied
-as the paper states it, not a mask leak; pass `mask_frac=1.0, random_frac=0.0` to turn it off.
+BERT's 80/10/10 in place (§4.1) and the mask. 10% of the masked positions keep their own token in
+place and 10% hold a random one. With Figure 5's rules as written ("[M] ... can be attended by all
+the tokens") a [P] would read such a position directly, or through any in-place token that attended
+it: measured on our data, 10.3% of the PAR predictions could reach the very token they predict,
+against §3.2 ("[P] are not allowed to attend to the content of themselves") and eq. (5) (step i
+conditions on x_{\\M>=i} only). So a masked position whose in-place content is not [M] takes the
+step of its factorization step, like an appended original: in-place tokens of step 0 (context and
+[M]s) attend step-0 in-place tokens only; an in-place token of step t attends the in-place tokens of
+steps <= t (itself included, so the AE prediction there still sees its kept or random token); a
+[P] of step i attends in-place tokens of steps < i only, and an original of step i those of steps
+<= i. Steps are monotone along every attention edge, so nothing leaks over any number of layers.
+With every masked position [M] (`mask_frac=1.0`) the mask is exactly Figure 5. The price: an AE
+prediction at an [M] does not see the 20% kept/random positions elsewhere (it sees the context and
+every [M]). UniLMv2's pre-training code is unpublished; microsoft/unilm's s2s-ft fine-tuning
+corrupts the [P] inputs themselves (its `keep_prob` / `random_prob`), never a target token that a
+[P] of the same or an earlier step can attend, which is the invariant kept here.
 """
 
 from __future__ import annotations
@@ -188,7 +201,7 @@ def corrupt_positions(
 # --------------------------------------------------------------------------- attention (Figure 5)
 
 
-def attention_from_steps(step: np.ndarray, is_pseudo: np.ndarray) -> np.ndarray:
+def attention_from_steps(step: np.ndarray, is_pseudo: np.ndarray, in_place: np.ndarray | None = None) -> np.ndarray:
     """The §3.2 mask from each token's step (0 = given context) and whether it is a [P].
 
     Returns bool [L, L], True where query row q may attend key column k:
@@ -197,7 +210,10 @@ def attention_from_steps(step: np.ndarray, is_pseudo: np.ndarray) -> np.ndarray:
       query [P] of step s,            key original of step t >= 1 -> iff t <  s
       query [P] of step s,            key [P] of step t            -> iff t == s
       query original,                 key [P]                      -> never
-    (A context query has s = 0, so it sees the context only.)
+    (A context query has s = 0, so it sees the context only.) With `in_place` given, an in-place
+    query attends in-place keys only (the AE side never sees the appended part, eq. 3); an in-place
+    token of step t >= 1 (a masked position whose in-place content is not [M]) is an "original of
+    step t" for these rules.
     """
     step = np.asarray(step, dtype=np.int64)
     is_pseudo = np.asarray(is_pseudo, dtype=bool)
@@ -207,7 +223,11 @@ def attention_from_steps(step: np.ndarray, is_pseudo: np.ndarray) -> np.ndarray:
     original_sees_original = ~q_pseudo & ~k_pseudo & (k_step <= q_step)
     pseudo_sees_original = q_pseudo & ~k_pseudo & (k_step < q_step)
     pseudo_sees_own_step = q_pseudo & k_pseudo & (k_step == q_step)
-    return key_context | original_sees_original | pseudo_sees_original | pseudo_sees_own_step
+    allowed = key_context | original_sees_original | pseudo_sees_original | pseudo_sees_own_step
+    if in_place is not None:
+        in_place = np.asarray(in_place, dtype=bool)
+        allowed &= ~in_place[:, None] | in_place[None, :]
+    return allowed
 
 
 def appended_roles(num_original: int, step_layout: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -224,14 +244,22 @@ def appended_roles(num_original: int, step_layout: Sequence[int]) -> tuple[np.nd
     return np.concatenate(step), np.concatenate(pseudo)
 
 
-def pseudo_mask_attention(num_original: int, step_layout: Sequence[int]) -> np.ndarray:
+def pseudo_mask_attention(num_original: int, step_layout: Sequence[int],
+                          in_place_steps: np.ndarray | None = None) -> np.ndarray:
     """Figure 5's self-attention mask for `num_original` in-place tokens and the given steps.
 
     `step_layout[i]` is the number of positions of the (i+1)-th factorization step; the layout is
     that of `build_pmlm_example` (in-place part, then per step its [P]s and its originals).
-    Returns bool [L, L], True = the query row may attend the key column. Rules: module docstring.
+    `in_place_steps[p]` is the factorization step of in-place position p when its in-place content
+    is not [M] (kept or random, BERT's 10% + 10%), 0 otherwise (context or [M]); default all 0, the
+    paper's Figure 5. Returns bool [L, L], True = the query row may attend the key column. Rules:
+    module docstring.
     """
-    return attention_from_steps(*appended_roles(num_original, step_layout))
+    step, is_pseudo = appended_roles(num_original, step_layout)
+    if in_place_steps is not None:
+        step[:num_original] = in_place_steps
+    in_place = np.arange(len(step)) < num_original
+    return attention_from_steps(step, is_pseudo, in_place)
 
 
 # --------------------------------------------------------------------------- pre-training example
@@ -317,6 +345,11 @@ def build_pmlm_example(
         ae_labels[:] = IGNORE_INDEX
     if objective == "ae":
         steps = []
+    # A masked position whose in-place content is not [M] (kept or random) carries its step, so that
+    # no [P] of that step or an earlier one reads it, directly or through the in-place part.
+    in_place_steps = np.zeros(n, dtype=np.int64)
+    for i, step in enumerate(steps, start=1):
+        in_place_steps[step[inputs[step] != tok.mask]] = i
 
     # In-place part, then for each step (in factorization order) its [P]s and its originals.
     input_ids, position_ids, token_types = [inputs], [np.arange(n)], [types]
@@ -332,7 +365,7 @@ def build_pmlm_example(
         "input_ids": input_ids,
         "position_ids": np.concatenate(position_ids).astype(np.int64),
         "token_type_ids": np.concatenate(token_types).astype(np.int64),
-        "attention_mask": pseudo_mask_attention(n, [len(s) for s in steps]),
+        "attention_mask": pseudo_mask_attention(n, [len(s) for s in steps], in_place_steps),
         "ae_labels": ae_labels,
         "par_labels": np.concatenate(par_labels).astype(np.int64),
         "num_original": n,
