@@ -289,3 +289,52 @@ def test_mlm_examples_are_deterministic(wiki):
         differ_seed += not np.array_equal(x["input_ids"], other_seed.example(i, epoch=2)["input_ids"])
     count = len(range(0, len(a), 7))
     assert differ_epoch == count and differ_seed == count
+
+
+# ----------------------------------------------------------------------------- stage 2 + MLM: what the copy head copies
+def test_generation_with_mlm_gives_the_copy_head_the_original_source(wiki):
+    """The encoder reads the masked source; `copy_source_ids` is the unmasked `[CLS] x [SEP]`."""
+    store, tokenizer, tok = wiki
+    source_max, target_max = fragment_budgets(500, 0.8)
+    windows = palm_windows(store.sentence_lengths, store.document_offsets, np.arange(store.num_documents),
+                           source_max, target_max)
+    examples = PalmExamples(store, windows, tok, "generation+mlm", replace_pool=tokenizer.replace_pool, seed=1)
+    for i in range(0, len(examples), 11):
+        ex = examples.example(i)
+        original = build_palm_example(*examples.fragment(i), tok)["input_ids"]
+        np.testing.assert_array_equal(ex["copy_source_ids"], original)
+        chosen = ex["mlm_labels"] != IGNORE_INDEX
+        np.testing.assert_array_equal(ex["mlm_labels"][chosen], original[chosen])
+        assert (ex["input_ids"][chosen] == tok.mask).any()
+    assert "copy_source_ids" not in PalmExamples(store, windows, tok, "generation",
+                                                 replace_pool=tokenizer.replace_pool).example(0)
+
+
+def test_copy_head_copies_a_masked_word_from_copy_source_ids():
+    """A word w present in the source only at a [MASK]ed position: with `copy_source_ids` the copy mass
+    of that position moves from [MASK] to w (eq. 6), and the training loss is −log P(w)."""
+    import torch
+
+    from ctxlm.config import PalmConfig
+    from ctxlm.models.palm import PalmModel
+
+    torch.manual_seed(0)
+    cfg = PalmConfig(vocab_size=40, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                     decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, dropout=0.0,
+                     attention_dropout=0.0, mask_token_id=4, copy=True)
+    model = PalmModel(cfg).double().eval()
+    original = torch.tensor([[2, 10, 11, 30, 12, 3]])  # w = 30 at position 3
+    masked = original.clone()
+    masked[0, 3] = cfg.mask_token_id
+    decoder, labels = torch.tensor([[2]]), torch.tensor([[30]])
+    new = model(masked, decoder_input_ids=decoder, labels=labels, copy_source_ids=original,
+                return_log_probs=True).log_probs[0, 0].exp()
+    old = model(masked, decoder_input_ids=decoder, labels=labels, return_log_probs=True).log_probs[0, 0].exp()
+    moved = new[30] - old[30]
+    assert moved > 1e-3
+    torch.testing.assert_close(old[cfg.mask_token_id] - new[cfg.mask_token_id], moved)
+    keep = torch.ones(cfg.vocab_size, dtype=torch.bool)
+    keep[[30, cfg.mask_token_id]] = False
+    torch.testing.assert_close(new[keep], old[keep])
+    loss = model(masked, decoder_input_ids=decoder, labels=labels, copy_source_ids=original).loss
+    torch.testing.assert_close(loss, -new[30].log())

@@ -200,9 +200,12 @@ class PalmModel(nn.Module):
         mlm_weight: float = 1.0,
         label_smoothing: float = 0.0,
         return_log_probs: bool = False,
+        copy_source_ids: torch.Tensor | None = None,
     ) -> Seq2SeqOutput:
         """Stage 1 (MLM): pass `mlm_labels` only. Stage 2 / fine-tuning: `decoder_input_ids` and
-        `labels` (eq. 1), optionally with `mlm_labels` weighted by `mlm_weight`."""
+        `labels` (eq. 1), optionally with `mlm_labels` weighted by `mlm_weight`. `copy_source_ids`:
+        the tokens x_l the copy head copies (eq. 6) when `input_ids` is a masked source (default:
+        `input_ids`; see `objectives.palm`)."""
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         enc = self.encode(input_ids, attention_mask)
@@ -219,11 +222,12 @@ class PalmModel(nn.Module):
             if decoder_input_ids is None:
                 raise ValueError("labels need decoder_input_ids")
             dec = self.decoder(self.embed(decoder_input_ids), self.decoder.cross_kv(enc), attention_mask)
+            copied = input_ids if copy_source_ids is None else copy_source_ids
             if self.pointer is not None and not return_log_probs:  # PALM's mixture, at the labels only
-                lm_loss, lm_sum, lm_count = self.copy_loss(dec, enc, input_ids, attention_mask, labels,
+                lm_loss, lm_sum, lm_count = self.copy_loss(dec, enc, copied, attention_mask, labels,
                                                            label_smoothing)
             else:
-                scores = self.output_scores(dec, enc, input_ids, attention_mask)
+                scores = self.output_scores(dec, enc, copied, attention_mask)
                 lm_loss, lm_sum, lm_count = token_nll(scores, labels, label_smoothing)
                 if return_log_probs:
                     log_probs = scores.float() if self.pointer is not None else F.log_softmax(scores.float(), -1)

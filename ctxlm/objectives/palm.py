@@ -13,6 +13,15 @@ alone exceeds its budget cannot start (or follow) a window and is skipped by the
 
 Stage 1 masks the encoder input with BERT's 80/10/10 corruption (`masking.bert_mask`); stage 2
 trains the decoder on the continuation (eq. 1).
+
+Stage 2 with an added encoder MLM loss ("generation+mlm") runs the encoder once, on the masked
+source, and gives the copy head the ORIGINAL source as `copy_source_ids`: eq. (6) sums the copy
+attention over the positions l whose token x_l is y_t, and x_l is the source word, not the [MASK]
+or random token the encoder was shown. The encoder state at a masked position is trained (by the
+MLM term) to stand for exactly that word, so copying it is consistent; without `copy_source_ids`
+the copy head could copy [MASK] and random replacements and never the masked words. (Running the
+encoder twice, clean for the decoder and masked for the MLM head, would also do, at twice the
+encoder cost; the decoder here reads a 15%-corrupted source, a denoising signal as in MASS/BART.)
 """
 
 from __future__ import annotations
@@ -122,5 +131,6 @@ class PalmExamples:
         if self.stage == "mlm":
             return masked
         example = build_palm_example(source, target, self.tok)
+        example["copy_source_ids"] = example["input_ids"]  # eq. (6) copies the original words
         example.update(masked)  # the encoder sees the masked source
         return example
