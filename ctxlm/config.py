@@ -244,6 +244,7 @@ class GlmDataConfig:
     shuffle_spans: bool = True  # off: the "no shuffle" ablation
     sentinel: bool = False  # on: distinct sentinel tokens instead of one [MASK] (ablation)
     long_mode: str = "document"  # multitask: the long-span objective mixed with blank infilling
+    gmask_end_prob: float = 0.5  # document objective: P([gMASK] span ends the text), else anywhere (THUDM/GLM)
     valid_fraction: float = 0.01
     max_valid_documents: int = 50
 

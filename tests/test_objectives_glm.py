@@ -264,7 +264,7 @@ def test_document_span_is_at_the_end_and_uniform_over_half_to_all():
     n = 10
     seen = dict.fromkeys(range(5, 11), 0)
     for seed in range(3000):
-        [(start, end)] = sample_document_span(n, np.random.default_rng(seed))
+        [(start, end)] = sample_document_span(n, np.random.default_rng(seed), end_prob=1.0)
         assert end == n
         seen[end - start] += 1
     assert all(abs(c - 500) < 110 for c in seen.values()), seen  # 6 lengths, 500 +- 5 sd
@@ -273,6 +273,25 @@ def test_document_span_is_at_the_end_and_uniform_over_half_to_all():
         [(start, end)] = sample_document_span(1000, np.random.default_rng(seed))
         fractions.append((end - start) / 1000)
     assert min(fractions) >= 0.5 and max(fractions) <= 1.0 and abs(np.mean(fractions) - 0.75) < 0.03
+
+
+def test_document_span_ends_the_text_half_the_time_else_starts_uniformly():
+    """THUDM/GLM's "gpt" branch: the generated part is the text's end with probability gpt_infill_prob
+    (0.5), else a block of the same length placed uniformly. n = 10, length 5: start 5 at the end,
+    else uniform over 0..5."""
+    n, draws = 10, 6000
+    starts = np.zeros(n + 1)
+    for seed in range(draws):
+        [(start, end)] = sample_document_span(n, np.random.default_rng(seed), low=0.5, high=0.5)
+        assert end - start == 5 and 0 <= start <= 5
+        starts[start] += 1
+    # P(start = 5) = 0.5 + 0.5 / 6, every other start 0.5 / 6
+    assert abs(starts[5] / draws - (0.5 + 0.5 / 6)) < 0.02
+    assert np.all(np.abs(starts[:5] / draws - 0.5 / 6) < 0.015), starts
+    ends = [sample_document_span(1000, np.random.default_rng(s))[0][1] == 1000 for s in range(2000)]
+    assert abs(np.mean(ends) - 0.5) < 0.04  # a span of >= 500 tokens ends the text by chance ~0.4%
+    with pytest.raises(CtxlmError):
+        sample_document_span(10, np.random.default_rng(0), end_prob=1.5)
 
 
 # ---------------------------------------------------------------- objectives and multitask
@@ -287,12 +306,20 @@ def test_sentence_and_document_objectives_use_their_mask_tokens():
     assert TOK.smask in ex["input_ids"][:sep] and M not in ex["input_ids"][:sep]
     assert reassemble(ex) == [CLS] + text.tolist() + [EOS]
 
-    doc = document_example(text, rng, TOK)
+    doc = document_example(text, rng, TOK, end_prob=1.0)
     sep = int(doc["part_a_length"])
     assert doc["input_ids"][sep - 1] == TOK.gmask  # [CLS] prefix [gMASK]: nothing after the blank
     assert doc["input_ids"][0] == CLS and (doc["block_position_ids"] == 1).sum() == 1
     assert (doc["position_ids"][sep:] == sep - 1).all()
     assert reassemble(doc) == [CLS] + text.tolist()
+
+    inside = document_example(text, np.random.default_rng(2), TOK, low=0.5, high=0.5, end_prob=0.0)
+    sep = int(inside["part_a_length"])
+    part_a = inside["input_ids"][:sep].tolist()
+    blank = part_a.index(TOK.gmask)
+    assert blank < sep - 1 and part_a[blank + 1:] == text[-(sep - 1 - blank):].tolist()  # text follows
+    assert (inside["position_ids"][sep:] == blank).all() and inside["labels"][-1] == TOK.eop
+    assert reassemble(inside) == [CLS] + text.tolist()
 
 
 def test_multitask_mode_is_blank_half_the_time():

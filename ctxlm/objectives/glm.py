@@ -195,23 +195,30 @@ def sample_sentence_spans(
 
 
 def sample_document_span(
-    n: int, rng: np.random.Generator, *, low: float = 0.5, high: float = 1.0
+    n: int, rng: np.random.Generator, *, low: float = 0.5, high: float = 1.0, end_prob: float = 0.5
 ) -> list[Span]:
     """The single span of the document-level objective (GLM paper §2.2.1; it becomes [gMASK]).
 
-    The span ends at the end of the text and its length is uniform over the integers in
-    `[ceil(low * n), floor(high * n)]` (at least 1), so the model learns to continue a prefix. (THUDM/GLM
-    draws one length per batch, shared by its examples; here each example draws its own.) Returns
-    `[(n - length, n)]`.
+    Its length is uniform over the integers in `[ceil(low * n), floor(high * n)]` (at least 1).
+    With probability `end_prob` the span ends at the end of the text (the model continues a
+    prefix); otherwise its start is uniform over `0..n - length`, so text may follow the [gMASK].
+    That is THUDM/GLM's `ConstructBlockStrategy` "gpt" branch: with probability `gpt_infill_prob`
+    (0.5 by default and in its GLM-Doc scripts) the generated part is the end of the text, else it
+    is one block of the same length placed uniformly by `sample_spans` (task "generation"). THUDM/GLM
+    draws one length per batch, shared by its examples; here each example draws its own. Draws: the
+    length, then the coin, then the start. Returns `[(start, start + length)]`.
     """
     if n < 1:
         raise CtxlmError(f"sample_document_span: the text must have at least 1 token, got {n}")
     if not 0.0 <= low <= high <= 1.0:
         raise CtxlmError(f"sample_document_span: need 0 <= low <= high <= 1, got low={low}, high={high}")
+    if not 0.0 <= end_prob <= 1.0:
+        raise CtxlmError(f"sample_document_span: end_prob must be in [0, 1], got {end_prob}")
     shortest = max(1, math.ceil(low * n - 1e-9))
     longest = max(shortest, math.floor(high * n + 1e-9))
     length = int(rng.integers(shortest, longest + 1))
-    return [(n - length, n)]
+    start = n - length if rng.random() < end_prob else int(rng.integers(0, n - length + 1))
+    return [(start, start + length)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,16 +429,19 @@ def sentence_example(
 
 
 def document_example(
-    tokens, rng: np.random.Generator, tok: GlmTokens, *, low: float = 0.5, high: float = 1.0, **opts
+    tokens, rng: np.random.Generator, tok: GlmTokens, *, low: float = 0.5, high: float = 1.0,
+    end_prob: float = 0.5, **opts
 ) -> dict[str, np.ndarray]:
-    """Document-level objective: one [gMASK] span at the end covering 50-100% of the text.
+    """Document-level objective: one [gMASK] span covering 50-100% of the text, at the end with
+    probability `end_prob`, elsewhere otherwise (`sample_document_span`, as THUDM/GLM).
 
-    Defaults to `add_eos=False`, so Part A is `[CLS] prefix [gMASK]`, the same shape as the
-    generation prompt of `build_seq2seq_example` (THUDM/GLM's document branch likewise puts nothing
-    after [gMASK]).
+    Defaults to `add_eos=False`: Part A is `[CLS] prefix [gMASK]` when the span ends the text, the
+    shape of the generation prompt of `build_seq2seq_example`, and `[CLS] prefix [gMASK] suffix`
+    otherwise. (THUDM/GLM's end branch puts nothing after [gMASK]; its other branch keeps the rest
+    of the text after it.)
     """
     tokens = _as_ids(tokens)
-    spans = sample_document_span(len(tokens), rng, low=low, high=high)
+    spans = sample_document_span(len(tokens), rng, low=low, high=high, end_prob=end_prob)
     opts.setdefault("mask_id", tok.gmask)
     opts.setdefault("add_eos", False)
     return build_blank_infilling_example(tokens, spans, rng, tok, **opts)
@@ -633,7 +643,8 @@ class GlmExamples:
     """Index -> GLM pretraining example over chunks of a token store: what the training loop reads.
 
     `data.task` picks the objective: "blank" (Poisson spans, [MASK]), "sentence" (whole sentences,
-    [sMASK]), "document" (one long [gMASK] span at the end) or "multitask" (blank infilling and
+    [sMASK]), "document" (one long [gMASK] span, at the end with probability `data.gmask_end_prob`)
+    or "multitask" (blank infilling and
     `data.long_mode` with equal chances, drawn once per batch as the paper does: "within one training
     batch, we sample short spans and longer spans ... with equal chances"). Example `i` of epoch `e`
     is a pure function of (seed, e, i); in multitask mode `batch(indices, epoch, batch_number)`
@@ -679,6 +690,8 @@ class GlmExamples:
             opts.update(ratio=self.data.mask_ratio, poisson_lambda=self.data.poisson_lambda)
         elif mode == "sentence":
             opts.update(ratio=self.data.mask_ratio)
+        else:
+            opts.update(end_prob=self.data.gmask_end_prob)
         return multitask_example(mode, tokens, rng, self.tok, sentence_bounds=bounds, **opts)
 
     def batch_mode(self, epoch: int, batch_number: int) -> str:
