@@ -2,6 +2,7 @@
 
     ctxlm tokenizer train --corpus PATH... --vocab-size N --out DIR
     ctxlm pretrain --objective palm --stage {mlm,generation} --corpus PATH... --config palm-tiny --out DIR
+    ctxlm pretrain --objective {mass,bart,glm,unilm} ...   (MASS and BART run on a PALM config)
     ctxlm generate --model DIR (--text "..." | --input FILE.jsonl [--output FILE.jsonl])
     ctxlm convert (--from-hf HF_DIR | --to-hf DIR) --out DIR
 """
@@ -69,7 +70,7 @@ def cmd_pretrain(args) -> None:
     config.train = dataclasses.replace(config.train, **_train_overrides(args))
     if args.fragment_length is not None or args.mlm_weight is not None:
         if config.model.family != "palm":
-            raise CtxlmError("--fragment-length and --mlm-weight are PALM options")
+            raise CtxlmError("--fragment-length and --mlm-weight are PALM-model options (palm, mass, bart)")
         if args.fragment_length is not None:
             config.data = dataclasses.replace(config.data, fragment_length=args.fragment_length)
         if args.mlm_weight is not None:
@@ -327,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tokenizer_train)
 
     p = verbs.add_parser("pretrain", help="pre-train a model on unlabeled text")
-    p.add_argument("--objective", default="palm", choices=["palm", "glm", "unilm"])
+    p.add_argument("--objective", default="palm", choices=["palm", "mass", "bart", "glm", "unilm"],
+                   help="palm (two stages), mass or bart (baselines on a PALM model), glm, unilm")
     p.add_argument("--stage", default="generation", choices=["mlm", "generation"],
                    help="PALM stage 1 (encoder MLM) or 2 (continuation generation)")
     p.add_argument("--glm-task", choices=["blank", "sentence", "document", "multitask"],

@@ -223,12 +223,17 @@ class FinetuneConfig:
 
 @dataclass
 class PalmDataConfig:
-    """PALM pre-training examples (paper §2.2, §3.1)."""
+    """PALM pre-training examples (paper §2.2, §3.1), and the MASS and BART baselines that run on the
+    PALM model family (segments of at most `fragment_length` tokens, special tokens included)."""
 
     fragment_length: int = 500  # L: source + target tokens, special tokens included
     source_ratio: float = 0.8  # the source takes 80%·L, the target the remaining 20%·L
     mlm_probability: float = 0.15
     mlm_weight: float = 0.0  # stage 2: weight of an added encoder MLM loss (0 = the paper's reading)
+    mass_ratio: float = 0.5  # MASS: the masked span's share of a segment
+    bart_mask_ratio: float = 0.3  # BART text infilling: share of tokens masked
+    bart_poisson_lambda: float = 3.0  # BART: span lengths ~ Poisson(λ)
+    bart_permute_sentences: bool = True  # BART: sentence permutation before infilling
     valid_fraction: float = 0.01  # held-out documents
     max_valid_documents: int = 50
 

@@ -23,7 +23,9 @@ from .tokenization import TextTokenizer
 from .training import TrainResult, train
 
 PALM_STAGES = ("mlm", "generation")
-OBJECTIVES = ("palm", "glm", "unilm")
+# objective → the model family it trains (MASS and BART are baselines on the PALM encoder-decoder)
+OBJECTIVE_FAMILY = {"palm": "palm", "mass": "palm", "bart": "palm", "glm": "glm", "unilm": "unilm"}
+OBJECTIVES = tuple(OBJECTIVE_FAMILY)
 
 
 @dataclass
@@ -66,12 +68,47 @@ def prepare_palm_data(store: TokenStore, tokenizer: TextTokenizer, data: PalmDat
     })
 
 
+def prepare_denoising_data(store: TokenStore, tokenizer: TextTokenizer, data: PalmDataConfig, objective: str,
+                           seed: int, max_positions: int | None = None) -> PreparedData:
+    """MASS or BART examples of a store: chunks of whole sentences of at most `data.fragment_length`
+    tokens with [CLS] and [SEP], split by document (as `prepare_palm_data`)."""
+    from .objectives.bart import BartExamples
+    from .objectives.chunks import sentence_chunks
+    from .objectives.mass import MassExamples
+
+    if max_positions is not None and data.fragment_length > max_positions:
+        raise CtxlmError(f"data.fragment_length {data.fragment_length} exceeds the model's max_position_embeddings "
+                         f"{max_positions}")
+    budget = data.fragment_length - 2
+    train_docs, valid_docs = store.split_documents(data.valid_fraction, seed)
+    valid_docs = valid_docs[: data.max_valid_documents]
+    chunks = {name: sentence_chunks(store.sentence_lengths, store.document_offsets, docs, budget)
+              for name, docs in (("train", train_docs), ("valid", valid_docs))}
+    if len(chunks["train"]) == 0:
+        raise CtxlmError(f"the corpus yields no {objective.upper()} segments of ≤ {budget} tokens")
+    tok = palm_tokens(tokenizer)
+    if objective == "mass":
+        make = lambda c: MassExamples(store, c, tok, replace_pool=tokenizer.replace_pool,  # noqa: E731
+                                      ratio=data.mass_ratio, seed=seed)
+    else:
+        make = lambda c: BartExamples(store, c, tok, ratio=data.bart_mask_ratio,  # noqa: E731
+                                      poisson_lambda=data.bart_poisson_lambda,
+                                      permute=data.bart_permute_sentences, seed=seed)
+    return PreparedData(make(chunks["train"]), make(chunks["valid"]), {
+        "objective": objective, "max_length": data.fragment_length,
+        "train_documents": len(train_docs), "valid_documents": len(valid_docs),
+        "train_segments": len(chunks["train"]), "valid_segments": len(chunks["valid"]),
+    })
+
+
 def prepare_data(objective: str, store: TokenStore, tokenizer: TextTokenizer, model_config, data_config,
                  stage: str, seed: int) -> PreparedData:
-    """Training and held-out examples of a store for an objective family."""
+    """Training and held-out examples of a store for an objective."""
     max_positions = model_config.max_position_embeddings
     if objective == "palm":
         return prepare_palm_data(store, tokenizer, data_config, stage, seed, max_positions)
+    if objective in ("mass", "bart"):
+        return prepare_denoising_data(store, tokenizer, data_config, objective, seed, max_positions)
     if objective == "glm":
         from .models.glm import glm_tokens
         from .objectives.glm import prepare_glm_data
@@ -122,9 +159,9 @@ def pretrain(
 ) -> TrainResult:
     """Pre-train (or continue pre-training) a model on `corpus`; see `ctxlm pretrain --help`.
 
-    `objective` is the model family's: "palm" (with `stage` "mlm" or "generation"), "glm" (with
-    `glm_task` overriding `config.data.task`) or "unilm" (with `unilm_objective` overriding
-    `config.data.objective`). The architecture comes from `init` when given (a model directory:
+    `objective` is "palm" (with `stage` "mlm" or "generation"), "mass" or "bart" (baselines on a
+    PALM model, `objectives/mass.py` and `bart.py`), "glm" (with `glm_task` overriding
+    `config.data.task`) or "unilm" (with `unilm_objective` overriding `config.data.objective`). The architecture comes from `init` when given (a model directory:
     PALM's stage 2 starts from stage 1), else from `config.model`. With `resume`, training continues
     exactly from the newest checkpoint in `out_dir`.
     """
@@ -149,12 +186,13 @@ def pretrain(
     if model.config.vocab_size < tokenizer.vocab_size:
         raise CtxlmError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model only {model.config.vocab_size}")
 
-    if model.config.family != objective:
-        raise CtxlmError(f"--objective {objective} needs a {objective} model; the config is a "
-                         f"{model.config.family} model (e.g. --config {objective}-tiny)")
+    family = OBJECTIVE_FAMILY[objective]
+    if model.config.family != family:
+        raise CtxlmError(f"--objective {objective} needs a {family} model; the config is a "
+                         f"{model.config.family} model (e.g. --config {family}-tiny)")
     data_config = config.data
-    if not isinstance(data_config, DATA_CONFIG_TYPES[objective]):
-        data_config = DATA_CONFIG_TYPES[objective]()
+    if not isinstance(data_config, DATA_CONFIG_TYPES[family]):
+        data_config = DATA_CONFIG_TYPES[family]()
     if glm_task is not None:
         data_config = dataclasses.replace(data_config, task=glm_task)
     if unilm_objective is not None:

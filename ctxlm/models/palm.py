@@ -74,9 +74,18 @@ class Decoder(nn.Module):
     def cross_kv(self, encoder_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [layer.encoder_attn.project_kv(encoder_states) for layer in self.layers]
 
-    def forward(self, token_embeddings, cross_kv, source_mask, cache: KVCache | None = None):
-        start = cache.length if cache is not None else 0
-        x = token_embeddings + self.embed_positions(token_embeddings.shape[1], start)
+    def forward(self, token_embeddings, cross_kv, source_mask, cache: KVCache | None = None, position_ids=None):
+        """`position_ids` (B, T): explicit positions (MASS's span keeps its place in the sentence);
+        default 0, 1, ... (after the cache's tokens when decoding)."""
+        if position_ids is not None:
+            positions = self.embed_positions
+            if int(position_ids.max()) >= positions.max_positions:
+                raise ValueError(f"decoder position {int(position_ids.max())} exceeds max_position_embeddings "
+                                 f"{positions.max_positions}")
+            x = token_embeddings + F.embedding(position_ids + positions.offset, positions.weight)
+        else:
+            start = cache.length if cache is not None else 0
+            x = token_embeddings + self.embed_positions(token_embeddings.shape[1], start)
         x = F.dropout(self.layernorm_embedding(x), self.dropout, self.training)
         cross_mask = key_padding_mask(source_mask)
         for i, layer in enumerate(self.layers):
@@ -201,11 +210,13 @@ class PalmModel(nn.Module):
         label_smoothing: float = 0.0,
         return_log_probs: bool = False,
         copy_source_ids: torch.Tensor | None = None,
+        decoder_position_ids: torch.Tensor | None = None,
     ) -> Seq2SeqOutput:
         """Stage 1 (MLM): pass `mlm_labels` only. Stage 2 / fine-tuning: `decoder_input_ids` and
         `labels` (eq. 1), optionally with `mlm_labels` weighted by `mlm_weight`. `copy_source_ids`:
         the tokens x_l the copy head copies (eq. 6) when `input_ids` is a masked source (default:
-        `input_ids`; see `objectives.palm`)."""
+        `input_ids`; see `objectives.palm`). `decoder_position_ids`: explicit decoder positions
+        (MASS, `objectives.mass`; default 0, 1, ...)."""
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         enc = self.encode(input_ids, attention_mask)
@@ -221,7 +232,8 @@ class PalmModel(nn.Module):
         if labels is not None:
             if decoder_input_ids is None:
                 raise ValueError("labels need decoder_input_ids")
-            dec = self.decoder(self.embed(decoder_input_ids), self.decoder.cross_kv(enc), attention_mask)
+            dec = self.decoder(self.embed(decoder_input_ids), self.decoder.cross_kv(enc), attention_mask,
+                               position_ids=decoder_position_ids)
             copied = input_ids if copy_source_ids is None else copy_source_ids
             if self.pointer is not None and not return_log_probs:  # PALM's mixture, at the labels only
                 lm_loss, lm_sum, lm_count = self.copy_loss(dec, enc, copied, attention_mask, labels,

@@ -1,4 +1,4 @@
-"""Non-overlapping chunks of whole sentences: how GLM and UniLMv2 cut documents into examples.
+"""Non-overlapping chunks of whole sentences: how GLM, UniLMv2, MASS and BART cut documents into examples.
 
 (PALM's overlapping windows, a source and a target each of whole sentences, are in `palm.py`.)
 """
@@ -30,3 +30,11 @@ def sentence_chunks(sentence_lengths: np.ndarray, document_offsets: np.ndarray, 
             rows.append((s, e - s))
             s = e
     return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def chunk_text(store, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens of sentences `first .. first + count − 1` of a token store, and the sentence
+    boundaries within them (`count + 1` offsets, 0 first)."""
+    offsets = np.asarray(store.sentence_offsets[int(first):int(first) + int(count) + 1], dtype=np.int64)
+    tokens = np.asarray(store.tokens[offsets[0]:offsets[-1]], dtype=np.int64)
+    return tokens, offsets - offsets[0]

@@ -41,17 +41,39 @@ def bert_mask(
     `IGNORE_INDEX` elsewhere.
     """
     ids = np.asarray(ids)
-    inputs = ids.copy()
-    labels = np.full_like(ids, IGNORE_INDEX, dtype=np.int64)
     candidates = np.flatnonzero(maskable) if maskable is not None else np.arange(len(ids))
     if len(candidates) == 0:
-        return inputs, labels
+        return ids.copy(), np.full_like(ids, IGNORE_INDEX, dtype=np.int64)
     n_select = max(1, int(round(prob * len(candidates))))
     chosen = rng.choice(candidates, size=min(n_select, len(candidates)), replace=False)
-    labels[chosen] = ids[chosen]
-    action = rng.random(len(chosen))
-    to_mask = chosen[action < mask_frac]
-    to_random = chosen[(action >= mask_frac) & (action < mask_frac + random_frac)]
+    return corrupt_positions(ids, chosen, rng, mask_id=mask_id, replace_pool=replace_pool, mask_frac=mask_frac,
+                             random_frac=random_frac)
+
+
+def corrupt_positions(
+    ids: np.ndarray,
+    positions: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    mask_id: int,
+    replace_pool: np.ndarray,
+    mask_frac: float = 0.8,
+    random_frac: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """BERT's 80/10/10 corruption at the given positions (UniLMv2 §4.1, MASS §3.1, `bert_mask`).
+
+    Of `positions`, `mask_frac` become `mask_id`, `random_frac` a token drawn uniformly from
+    `replace_pool`, the rest keep their token. Returns `(inputs, labels)`: `labels` holds the
+    original token at every given position and `IGNORE_INDEX` elsewhere.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    positions = np.asarray(positions, dtype=np.int64)
+    inputs = ids.copy()
+    labels = np.full_like(ids, IGNORE_INDEX)
+    labels[positions] = ids[positions]
+    action = rng.random(len(positions))
+    to_mask = positions[action < mask_frac]
+    to_random = positions[(action >= mask_frac) & (action < mask_frac + random_frac)]
     inputs[to_mask] = mask_id
-    inputs[to_random] = rng.choice(replace_pool, size=len(to_random))
+    inputs[to_random] = rng.choice(np.asarray(replace_pool), size=len(to_random))
     return inputs, labels

@@ -74,7 +74,7 @@ from typing import Sequence
 import numpy as np
 
 from ctxlm.errors import CtxlmError
-from ctxlm.objectives.masking import IGNORE_INDEX
+from ctxlm.objectives.masking import IGNORE_INDEX, corrupt_positions
 
 OBJECTIVES = ("ae+par", "ae", "par", "ae+ar", "ar")  # Table 6's pre-training objectives
 
@@ -164,38 +164,6 @@ def single_token_steps(steps: Sequence[np.ndarray]) -> list[np.ndarray]:
     allow right-to-left inside a block; the paper does not say which its ablation used.)
     """
     return [np.array([p], dtype=np.int64) for step in steps for p in step]
-
-
-# --------------------------------------------------------------------------- AE corruption
-
-
-def corrupt_positions(
-    ids: np.ndarray,
-    positions: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    mask_id: int,
-    replace_pool: np.ndarray,
-    mask_frac: float = 0.8,
-    random_frac: float = 0.1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """BERT's 80/10/10 corruption (§4.1) at the given positions (as `bert_mask`, positions given).
-
-    Of `positions`, `mask_frac` become [M], `random_frac` a token drawn uniformly from
-    `replace_pool`, the rest keep their token. Returns `(inputs, labels)`: `labels` holds the
-    original token at every given position and `IGNORE_INDEX` elsewhere (eq. 3's x_M).
-    """
-    ids = np.asarray(ids, dtype=np.int64)
-    positions = np.asarray(positions, dtype=np.int64)
-    inputs = ids.copy()
-    labels = np.full_like(ids, IGNORE_INDEX)
-    labels[positions] = ids[positions]
-    action = rng.random(len(positions))
-    to_mask = positions[action < mask_frac]
-    to_random = positions[(action >= mask_frac) & (action < mask_frac + random_frac)]
-    inputs[to_mask] = mask_id
-    inputs[to_random] = rng.choice(np.asarray(replace_pool), size=len(to_random))
-    return inputs, labels
 
 
 # --------------------------------------------------------------------------- attention (Figure 5)
