@@ -212,3 +212,30 @@ def pretrain(
                 "store": str(store.directory), **data.description}
     return train(model, data.train, config.train, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                  valid_examples=data.valid, resume=resume, loss_options=loss_options, run_info=run_info)
+
+
+def pretrain_variant(name: str, corpus: Sequence[str | Path], out_dir: str | Path, config: PretrainConfig, *,
+                     tokenizer: TextTokenizer | str | Path, **options) -> Path | None:
+    """Run the stages of `PRETRAIN_VARIANTS[name]` (`objectives/variants.py`) in order, stage i in
+    `out_dir/<i>-<objective>[-<stage>]`, each from the previous stage's model, with the variant's
+    model and data overrides on `config`; `options` go to every `pretrain` call. Returns the last
+    stage's directory, where fine-tuning starts, or None for a variant without pre-training."""
+    from .objectives.variants import PRETRAIN_VARIANTS
+
+    if name not in PRETRAIN_VARIANTS:
+        raise CtxlmError(f"unknown pre-training variant '{name}' (choose from {', '.join(PRETRAIN_VARIANTS)})")
+    variant = PRETRAIN_VARIANTS[name]
+    if config.model.family != variant.family:
+        raise CtxlmError(f"variant '{name}' needs a {variant.family} model config, got {config.model.family}")
+    model = dataclasses.replace(config.model, **variant.model)
+    data = config.data if isinstance(config.data, DATA_CONFIG_TYPES[variant.family]) \
+        else DATA_CONFIG_TYPES[variant.family]()
+    init = None
+    for i, step in enumerate(variant.stages, start=1):
+        stage_config = dataclasses.replace(config, model=model, data=dataclasses.replace(data, **step.data))
+        suffix = f"-{step.stage}" if step.objective == "palm" else ""
+        stage_dir = Path(out_dir) / f"{i}-{step.objective}{suffix}"
+        pretrain(corpus, stage_dir, stage_config, objective=step.objective, stage=step.stage, tokenizer=tokenizer,
+                 init=init, **options)
+        init = stage_dir
+    return init
