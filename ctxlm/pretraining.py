@@ -161,8 +161,9 @@ def pretrain(
 
     `objective` is "palm" (with `stage` "mlm" or "generation"), "mass" or "bart" (baselines on a
     PALM model, `objectives/mass.py` and `bart.py`), "glm" (with `glm_task` overriding
-    `config.data.task`) or "unilm" (with `unilm_objective` overriding `config.data.objective`). The architecture comes from `init` when given (a model directory:
-    PALM's stage 2 starts from stage 1), else from `config.model`. With `resume`, training continues
+    `config.data.task`) or "unilm" (with `unilm_objective` overriding `config.data.objective`).
+    The architecture comes from `init` when given (a model directory: PALM's stage 2 starts from
+    stage 1), else from `config.model`. With `resume`, training continues
     exactly from the newest checkpoint in `out_dir`.
     """
     out_dir = Path(out_dir)

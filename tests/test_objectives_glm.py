@@ -528,6 +528,23 @@ def test_examples_fit_max_length_and_reassemble_their_chunk(task):
     assert modes == ({"blank", "sentence"} if task == "multitask" else {task})
 
 
+def test_document_examples_follow_the_configured_gmask_end_prob():
+    store = random_store(3)
+    max_text = glm_text_budget(64, "document")
+    chunks = sentence_chunks(store.sentence_lengths, store.document_offsets, np.arange(store.num_documents), max_text)
+    share = {}
+    for end_prob in (1.0, 0.5, 0.0):
+        data = GlmDataConfig(max_length=64, task="document", gmask_end_prob=end_prob)
+        examples = GlmExamples(store, chunks, TOK, data, seed=1)
+        at_end = [ex["input_ids"][int(ex["part_a_length"]) - 1] == TOK.gmask
+                  for ex in (examples.example(i, epoch) for epoch in range(4) for i in range(len(examples)))]
+        share[end_prob] = np.mean(at_end)
+    # a uniform start still ends the text by chance (1 in n - length + 1): P(end) = p + (1 - p) q
+    q = share[0.0]
+    assert share[1.0] == 1.0 and 0.05 < q < 0.6
+    assert abs(share[0.5] - (0.5 + 0.5 * q)) < 0.06, share
+
+
 def test_multitask_batch_hook_draws_one_mode_per_batch_half_the_time():
     store = random_store(2)
     data = GlmDataConfig(max_length=96, task="multitask", long_mode="document")

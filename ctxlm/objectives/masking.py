@@ -60,7 +60,7 @@ def corrupt_positions(
     mask_frac: float = 0.8,
     random_frac: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """BERT's 80/10/10 corruption at the given positions (UniLMv2 §4.1, MASS §3.1, `bert_mask`).
+    """BERT's 80/10/10 corruption at the given positions (`bert_mask`; UniLMv2 §4.1, MASS).
 
     Of `positions`, `mask_frac` become `mask_id`, `random_frac` a token drawn uniformly from
     `replace_pool`, the rest keep their token. Returns `(inputs, labels)`: `labels` holds the

@@ -31,7 +31,8 @@ the key column. Every token carries a *step*: 0 for the in-place part, i >= 1 fo
 tokens of the i-th factorization step.
 
 * Everyone may attend the in-place part (Figure 5: "Both conventional masks [M] and given context
-  (x1, x3, x6) can be attended by all the tokens").
+  (x1, x3, x6) can be attended by all the tokens"), except a masked position that does not hold
+  [M] (see below).
 * In-place tokens attend only the in-place part: every appended original is predicted in some
   step >= 1, i.e. "in the future" of the in-place part (implicit leakage, §3.2; this also keeps the
   AE predictions at [M] conditioned on x\\M only, eq. 3).
@@ -44,26 +45,27 @@ tokens of the i-th factorization step.
 
 The paper's text does not spell out [P]-to-[P] or original-to-[P] attention; the rules above give
 each [P] exactly the conditioning sets §3.2 lists ("only x1, x3, x6 and the pseudo masks of x4,
-x5"; then "x1, x3, x4, x5, x6 and the pseudo mask of x2"). They are also the rules of s2s-ft's span-aware pseudo-mask fine-tuning mask (target tokens of span s
-see spans <= s; a [P] of span s sees true tokens of spans < s and the [P]s of span s), with the
-in-place part in the role of the source.
+x5"; then "x1, x3, x4, x5, x6 and the pseudo mask of x2"). They are also the rules of s2s-ft's
+span-aware pseudo-mask fine-tuning mask (target tokens of span s see spans <= s; a [P] of span s
+sees true tokens of spans < s and the [P]s of span s), with the in-place part in the role of the
+source.
 
 BERT's 80/10/10 in place (§4.1) and the mask. 10% of the masked positions keep their own token in
 place and 10% hold a random one. With Figure 5's rules as written ("[M] ... can be attended by all
-the tokens") a [P] would read such a position directly, or through any in-place token that attended
-it: measured on our data, 10.3% of the PAR predictions could reach the very token they predict,
-against §3.2 ("[P] are not allowed to attend to the content of themselves") and eq. (5) (step i
-conditions on x_{\\M>=i} only). So a masked position whose in-place content is not [M] takes the
-step of its factorization step, like an appended original: in-place tokens of step 0 (context and
-[M]s) attend step-0 in-place tokens only; an in-place token of step t attends the in-place tokens of
-steps <= t (itself included, so the AE prediction there still sees its kept or random token); a
-[P] of step i attends in-place tokens of steps < i only, and an original of step i those of steps
-<= i. Steps are monotone along every attention edge, so nothing leaks over any number of layers.
-With every masked position [M] (`mask_frac=1.0`) the mask is exactly Figure 5. The price: an AE
-prediction at an [M] does not see the 20% kept/random positions elsewhere (it sees the context and
-every [M]). UniLMv2's pre-training code is unpublished; microsoft/unilm's s2s-ft fine-tuning
-corrupts the [P] inputs themselves (its `keep_prob` / `random_prob`), never a target token that a
-[P] of the same or an earlier step can attend, which is the invariant kept here.
+the tokens") a [P] would read such a position directly, or through any in-place token that
+attended it: about 10% of the PAR predictions (10.1% measured over 120k [P]s) could attend the very
+token they predict, against §3.2 ("[P] are not allowed to attend to the content of themselves")
+and eq. (5) (step i conditions on x_{\\M>=i} only). So a masked position whose in-place content
+is not [M] takes the step of its factorization step, like an appended original: in-place tokens of
+step 0 (context and [M]s) attend step-0 in-place tokens only; an in-place token of step t attends
+the in-place tokens of steps <= t (itself included, so the AE prediction there still sees its kept
+or random token); a [P] of step i attends in-place tokens of steps < i only, an original of step i
+those of steps <= i. Steps never decrease along an attention edge, so nothing leaks over any
+number of layers. With every masked position [M] (`mask_frac=1.0`) the mask is exactly Figure 5.
+The price: an AE prediction at an [M] does not see the 20% kept/random positions elsewhere (it sees
+the context and every [M]). UniLMv2's pre-training code is unpublished; microsoft/unilm's s2s-ft
+fine-tuning corrupts the [P] inputs themselves (`keep_prob` / `random_prob`) but never lets a [P]
+attend a target token of its own or a later step, the invariant kept here.
 """
 
 from __future__ import annotations
