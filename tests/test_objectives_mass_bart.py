@@ -116,6 +116,28 @@ def test_bart_worked_example_without_permutation():
     assert ex["labels"].tolist() == TEXT.tolist() + [TOK.sep]
 
 
+def test_bart_example_is_its_documented_draws_composed():
+    """Permutation, then span lengths, then their layout, from one generator: replaying the draws by
+    hand gives the same example, and every drawn span is one [MASK] in the encoder input."""
+    text, bounds = np.arange(10, 40), np.array([0, 7, 19, 30])
+    for seed in range(20):
+        ex = build_bart_example(text, bounds, TOK, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        shuffled = permute_sentences(text, bounds, rng)
+        lengths = infilling_span_lengths(len(text), rng)
+        spans = place_infilling_spans(lengths, len(text), rng)
+        assert sum(lengths) == 9 and [e - s for s, e in spans] == lengths  # ceil(0.3 * 30)
+        expected = [TOK.cls]
+        last = 0
+        for start, end in spans:
+            expected += shuffled[last:start].tolist() + [M]
+            last = end
+        expected += shuffled[last:].tolist() + [TOK.sep]
+        assert ex["input_ids"].tolist() == expected
+        assert ex["decoder_input_ids"].tolist() == [TOK.cls] + text.tolist()
+        assert ex["labels"].tolist() == text.tolist() + [TOK.sep]
+
+
 def test_bart_permutes_sentences_and_the_decoder_reconstructs_the_original():
     text, bounds = np.arange(10, 19), np.array([0, 2, 5, 9])  # sentences A=10 11, B=12..14, C=15..18
     sentences = {(10, 11): "A", (12, 13, 14): "B", (15, 16, 17, 18): "C"}

@@ -615,7 +615,7 @@ def glm_text_budget(max_length: int, task: str = "multitask", *, ratio: float = 
     `max(1, int(ratio * n))` spans (they are >= 1 token each and stop at that many tokens) and the
     sentence objective at most `max(1, ceil(ratio * n))` sentences (it stops once they cover
     `ratio * n` tokens); both bounds are reached when every span or sentence is one token. The
-    document objective gives `[CLS] prefix [gMASK]` + `[sop] span`: n + 3. The budget is the largest
+    document objective gives `[CLS] prefix [gMASK] suffix` + `[sop] span`: n + 3. The budget is the largest
     n whose worst case fits, over the objectives `task` uses. Every position id is then below
     `max_length` too (positions index Part A; block positions are at most a span's length + 1).
     """
