@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
+from ctxlm.data.json_text import check_no_surrogates, json_problem, parse_json
 from ctxlm.errors import CtxlmError, where
 
 log = logging.getLogger(__name__)
@@ -133,10 +134,7 @@ def jsonl_rows(path: str | Path) -> Iterator[tuple[str, dict]]:
             line = _decode(raw, at)
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CtxlmError(f"{at}: invalid JSON ({e.msg} at column {e.colno})") from None
+            row = parse_json(line, at)
             if not isinstance(row, dict):
                 raise CtxlmError(f"{at}: expected a JSON object, got {_json_type(row)}")
             yield at, row
@@ -167,12 +165,15 @@ def _load_json_document(path: str | Path) -> Any | None:
     with _open(path) as f:
         text = _decode(f.read(), str(path))
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":
             return None
-        at = where(path, e.lineno)
-        raise CtxlmError(f"{at}: invalid JSON ({e.msg} at column {e.colno})") from None
+        raise CtxlmError(f"{where(path, e.lineno)}: invalid JSON ({e.msg} at column {e.colno})") from None
+    except (ValueError, RecursionError) as e:
+        raise CtxlmError(f"{path}: invalid JSON ({json_problem(e)})") from None
+    check_no_surrogates(document, text, str(path))
+    return document
 
 
 def _first_row(path: str | Path) -> tuple[str, dict]:
