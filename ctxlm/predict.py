@@ -31,6 +31,7 @@ from .training import collate
 
 GENERATION_FILE = "generation.json"
 SORT_WINDOW = 8  # batches whose sources are sorted by length together (see `generate_stream`)
+SORT_PREFIX_CHARS = 16_384  # characters of a source tokenized to rank it by length
 
 
 def save_generation_config(directory: str | Path, cfg: GenerationConfig) -> None:
@@ -112,8 +113,8 @@ class Seq2SeqPredictor:
         window = batch_size * sort_window
         for first in range(start - start % window, len(texts), window):
             rows = range(first, min(first + window, len(texts)))
-            lengths = [min(len(ids), self.max_source_tokens)
-                       for ids in self.tokenizer.encode_batch([texts[i] for i in rows])]
+            lengths = [min(len(ids), self.max_source_tokens)  # a prefix is enough to rank truncated sources
+                       for ids in self.tokenizer.encode_batch([texts[i][:SORT_PREFIX_CHARS] for i in rows])]
             order = sorted(rows, key=lambda i: (-lengths[i - first], i))
             finished: dict[int, str] = {}
             next_row = max(first, start)
