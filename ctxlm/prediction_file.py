@@ -60,7 +60,7 @@ def _check_line(raw: bytes, row: Mapping, path: Path, number: int) -> None:
     try:
         line = raw.decode("utf-8").rstrip("\n")
         written = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # bad UTF-8 or JSON
         raise CtxlmError(f"{at}: not a JSON line this command wrote; remove the file or "
                          "start without --resume") from None
     prediction = written.get(PREDICTION_FIELD) if isinstance(written, dict) else None
@@ -78,7 +78,7 @@ def write_predictions(predictor, rows: Sequence[Mapping], output: str | Path | T
     and skipped. Returns the number of rows decoded by this call."""
     texts = []
     for index, row in enumerate(rows):
-        if not isinstance(row.get(source_field), str):
+        if not isinstance(row, Mapping) or not isinstance(row.get(source_field), str):
             raise CtxlmError(f"input row {index + 1}: field '{source_field}' missing or not a string")
         texts.append(row[source_field])
     if isinstance(output, (str, Path)):
