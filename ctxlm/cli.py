@@ -125,7 +125,7 @@ def _read_sources(path: Path, field: str) -> list[dict]:
 
 
 def cmd_generate(args) -> None:
-    from .predict import Seq2SeqPredictor
+    from .predict import SORT_WINDOW, Seq2SeqPredictor
 
     if (args.text is None) == (args.input is None):
         raise CtxlmError("give exactly one of --text and --input")
@@ -134,16 +134,13 @@ def cmd_generate(args) -> None:
     if args.text is not None:
         print(predictor.generate([args.text], cfg)[0])
         return
+    if args.resume and args.output is None:
+        raise CtxlmError("--resume needs --output (the file to continue)")
     rows = _read_sources(Path(args.input), args.source_field)
-    predictions = predictor.generate([r[args.source_field] for r in rows], cfg, batch_size=args.batch_size,
-                                     progress=True)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
-        for row, prediction in zip(rows, predictions):
-            out.write(json.dumps({**row, "prediction": prediction}, ensure_ascii=False) + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    window = SORT_WINDOW if args.sort_window is None else args.sort_window
+    predictor.generate_to_file(rows, args.output or sys.stdout, cfg, source_field=args.source_field,
+                               batch_size=args.batch_size, sort_window=window, resume=args.resume,
+                               progress=args.output is not None)
 
 
 SEQ2SEQ_TASKS = ["qa", "summarization", "qg", "dialog", "seq2seq"]
@@ -360,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-field", default="source")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-source-tokens", type=int, help="truncate sources to this many tokens")
+    p.add_argument("--sort-window", type=int,
+                   help="batches sorted by source length together (default 8; 1: input order); "
+                        "the output keeps input order")
+    p.add_argument("--resume", action="store_true", help="keep the rows --output already holds, decode the rest")
     _add_decoding_flags(p)
     p.set_defaults(func=cmd_generate)
 

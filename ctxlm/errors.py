@@ -10,7 +10,7 @@ class CtxlmError(Exception):
     """A user-facing error whose message is one line naming the file/line/key at fault."""
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split("\n")))
+        super().__init__(" ".join(str(message).splitlines()))
 
 
 def where(path, line: int | None = None) -> str:

@@ -67,3 +67,16 @@ def prompt_example(cfg, source: list[int], max_source: int) -> dict:
 
         return build_seq2seq_prompt(source, _unilm_tokens(cfg), max_source=max_source)
     raise CtxlmError(f"no seq2seq layout for model family '{cfg.family}'")
+
+
+def decoding_source_budget(cfg, max_source: int, max_new_tokens: int) -> int:
+    """The most tokens (specials included) a prompt may have with `max_new_tokens` to follow:
+    `max_source`, but for UniLMv2 also no more than its target's first position allows, since target
+    token t takes position S + t < max_position_embeddings (§3.4)."""
+    if cfg.family != "unilm":
+        return max_source
+    room = cfg.max_position_embeddings - max_new_tokens
+    if room < 2:
+        raise CtxlmError(f"max_new_tokens {max_new_tokens} leaves no room for the source in "
+                         f"max_position_embeddings {cfg.max_position_embeddings}")
+    return min(max_source, room)

@@ -18,7 +18,7 @@ import inspect
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 
@@ -26,10 +26,12 @@ from .checkpoint import load_model_dir, resolve_model_dir
 from .config import GenerationConfig, from_mapping
 from .errors import CtxlmError
 from .generation import generate
-from .layouts import pair_example, prompt_example
+from .layouts import decoding_source_budget, pair_example, prompt_example
 from .training import collate
 
 GENERATION_FILE = "generation.json"
+SORT_WINDOW = 8  # batches whose sources are sorted by length together (see `generate_stream`)
+SORT_PREFIX_CHARS = 16_384  # characters of a source tokenized to rank it by length
 
 
 def save_generation_config(directory: str | Path, cfg: GenerationConfig) -> None:
@@ -81,9 +83,10 @@ class Seq2SeqPredictor:
         """Decode each source text (beam search by default)."""
         cfg = cfg or self.default_generation
         sources = self.tokenizer.encode_batch(list(texts))
+        max_source = decoding_source_budget(self.model.config, self.max_source_tokens, cfg.max_new_tokens)
         outputs: list[str] = []
         for start in _batches(len(sources), batch_size, progress, "generate"):
-            batch = self._collate([prompt_example(self.model.config, s, self.max_source_tokens)
+            batch = self._collate([prompt_example(self.model.config, s, max_source)
                                    for s in sources[start:start + batch_size]])
             input_ids = batch.pop("input_ids")
             mask = input_ids.ne(self.tokenizer.pad_id)  # the prompt's own layout masks are the model's business
@@ -91,6 +94,50 @@ class Seq2SeqPredictor:
             result = generate(self.model, input_ids, mask, cfg, **prompt)
             outputs.extend(self.tokenizer.decode(ids) for ids in result.tokens)
         return outputs
+
+    def generate_stream(self, texts: Sequence[str], cfg: GenerationConfig | None = None, batch_size: int = 16, *,
+                        sort_window: int = SORT_WINDOW, start: int = 0) -> Iterator[str]:
+        """Yield the predictions of `texts[start:]` in input order, each as soon as it and all rows
+        before it are decoded.
+
+        Rows are cut into windows of `sort_window` batches at fixed offsets (multiples of
+        `sort_window * batch_size`); inside a window, batches are formed longest source first, so each
+        batch pads little. A window's rows come out once its batches reach them, so at most one
+        window of work is in flight; `sort_window=1` keeps input order (one batch in flight).
+        Because windows sit at fixed offsets and only batches holding a row before `start` are
+        skipped, a run resumed at `start` decodes the same batches as an uninterrupted one.
+        """
+        if batch_size < 1 or sort_window < 1:
+            raise CtxlmError(f"batch_size and sort_window must be at least 1, got {batch_size} and {sort_window}")
+        cfg = cfg or self.default_generation
+        window = batch_size * sort_window
+        for first in range(start - start % window, len(texts), window):
+            rows = range(first, min(first + window, len(texts)))
+            lengths = [min(len(ids), self.max_source_tokens)  # a prefix is enough to rank truncated sources
+                       for ids in self.tokenizer.encode_batch([texts[i][:SORT_PREFIX_CHARS] for i in rows])]
+            order = sorted(rows, key=lambda i: (-lengths[i - first], i))
+            finished: dict[int, str] = {}
+            next_row = max(first, start)
+            for b in range(0, len(order), batch_size):
+                batch = order[b:b + batch_size]
+                if max(batch) < start:
+                    continue
+                predictions = self.generate([texts[i] for i in batch], cfg, batch_size=len(batch))
+                finished.update((i, p) for i, p in zip(batch, predictions) if i >= start)
+                while next_row in finished:
+                    yield finished.pop(next_row)
+                    next_row += 1
+
+    def generate_to_file(self, rows: Sequence[Mapping | str], output: str | Path, cfg: GenerationConfig | None = None,
+                         *, source_field: str = "source", batch_size: int = 16, sort_window: int = SORT_WINDOW,
+                         resume: bool = False, progress: bool = False) -> int:
+        """Write each row plus its `prediction` to the JSONL file `output`, streamed in input order
+        (see `ctxlm.prediction_file.write_predictions`); returns the number of rows decoded now."""
+        from .prediction_file import write_predictions
+
+        rows = [{source_field: row} if isinstance(row, str) else row for row in rows]
+        return write_predictions(self, rows, output, cfg, source_field=source_field, batch_size=batch_size,
+                                 sort_window=sort_window, resume=resume, progress=progress)
 
     @torch.no_grad()
     def perplexity(self, sources: Sequence[str], targets: Sequence[str], *, max_target_tokens: int = 128,

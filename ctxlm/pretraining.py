@@ -8,16 +8,19 @@ store into training and held-out `Examples`.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from .checkpoint import build_model, latest_checkpoint, load_model_dir
 from .config import DATA_CONFIG_TYPES, PalmDataConfig, PretrainConfig
 from .data.store import TokenStore
 from .errors import CtxlmError
+from .objectives.chunks import skipped_sentences
 from .objectives.palm import PalmExamples, PalmTokens, fragment_budgets, palm_windows
 from .tokenization import TextTokenizer
 from .training import TrainResult, train
@@ -65,6 +68,8 @@ def prepare_palm_data(store: TokenStore, tokenizer: TextTokenizer, data: PalmDat
         "objective": f"palm/{objective}", "source_max": source_max, "target_max": target_max,
         "train_documents": len(train_docs), "valid_documents": len(valid_docs),
         "train_fragments": len(windows["train"]), "valid_fragments": len(windows["valid"]),
+        "skipped": palm_skipped(store, np.concatenate([train_docs, valid_docs]),
+                                np.concatenate([windows["train"], windows["valid"]]), source_max, stage),
     })
 
 
@@ -98,7 +103,30 @@ def prepare_denoising_data(store: TokenStore, tokenizer: TextTokenizer, data: Pa
         "objective": objective, "max_length": data.fragment_length,
         "train_documents": len(train_docs), "valid_documents": len(valid_docs),
         "train_segments": len(chunks["train"]), "valid_segments": len(chunks["valid"]),
+        "skipped": skipped_sentences(store.sentence_lengths, store.document_offsets,
+                                     np.concatenate([train_docs, valid_docs]),
+                                     np.concatenate([chunks["train"], chunks["valid"]]), budget),
     })
+
+
+def palm_skipped(store: TokenStore, documents: np.ndarray, windows: np.ndarray, source_max: int,
+                 stage: str) -> dict[str, int]:
+    """What PALM's windows leave out: one-sentence documents (no target), sentences longer than the
+    source budget, and all sentences in no example; stage 1 trains on sources only, so it never
+    sees a document's last sentence (always a target)."""
+    lengths = store.sentence_lengths
+    sizes = store.document_offsets[documents + 1] - store.document_offsets[documents]
+    spans = windows[:, :2] if stage == "mlm" else np.stack([windows[:, 0], windows[:, 1] + windows[:, 2]], axis=1)
+    return {"one_sentence_documents": int((sizes == 1).sum()),
+            **skipped_sentences(lengths, store.document_offsets, documents, spans, source_max - 2)}
+
+
+def report_skipped(skipped: dict[str, int]) -> None:
+    """One warning line with the counts of what a run skipped (also in run.json, under 'skipped')."""
+    counts = ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in skipped.items() if n)
+    if counts:
+        warnings.warn(f"skipped while building examples: {counts} (counts in run.json under 'skipped')",
+                      stacklevel=2)
 
 
 def prepare_data(objective: str, store: TokenStore, tokenizer: TextTokenizer, model_config, data_config,
@@ -202,6 +230,8 @@ def pretrain(
     store = TokenStore.build(corpus, tokenizer, cache_dir=cache_dir, format=corpus_format, text_field=text_field,
                              fallback_encoding=fallback_encoding, progress=config.train.progress)
     data = prepare_data(objective, store, tokenizer, model.config, data_config, stage, config.train.seed)
+    data.description["skipped"] = {**store.meta.get("skipped", {}), **data.description.get("skipped", {})}
+    report_skipped(data.description["skipped"])
     loss_options = {}
     if objective == "palm" and stage == "generation":
         loss_options["mlm_weight"] = data_config.mlm_weight

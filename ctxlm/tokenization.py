@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -29,6 +30,8 @@ SPECIAL_TOKENS = [
 # a tokenizer we train reserves them right after SPECIAL_TOKENS (ids 10..109).
 SENTINEL_TOKENS = [f"[S{i}]" for i in range(100)]
 TOKENIZER_FILE = "tokenizer.json"
+MAX_TOKEN_ID = 2**32 - 1  # the Rust library's ids are u32
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Names a role token may have: BERT style first, then RoBERTa/BART style.
 ROLE_TOKEN_NAMES: dict[str, tuple[str, ...]] = {
@@ -149,16 +152,29 @@ class TextTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, without special tokens."""
-        return self.backend.encode(text, add_special_tokens=False).ids
+        try:
+            return self.backend.encode(text, add_special_tokens=False).ids
+        except TypeError:
+            _check_texts([text])
+            raise
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text (no special tokens), encoded in parallel by the Rust library."""
-        encodings = self.backend.encode_batch_fast(list(texts), add_special_tokens=False)
+        texts = list(texts)
+        try:
+            encodings = self.backend.encode_batch_fast(texts, add_special_tokens=False)
+        except TypeError:
+            _check_texts(texts)
+            raise
         return [encoding.ids for encoding in encodings]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
-        """Text of ``ids`` (a list or array)."""
-        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        """Text of ``ids`` (a list or array); ids the vocabulary lacks decode to nothing."""
+        ids = [int(i) for i in ids]
+        if ids and not (0 <= min(ids) and max(ids) <= MAX_TOKEN_ID):
+            bad = next(i for i in ids if not 0 <= i <= MAX_TOKEN_ID)
+            raise CtxlmError(f"{self.source}: cannot decode token id {bad} (ids are 0 to {MAX_TOKEN_ID})")
+        return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def token_to_id(self, token: str) -> int | None:
         return self._vocab.get(token)
@@ -171,6 +187,18 @@ class TextTokenizer:
 
     def __repr__(self) -> str:
         return f"TextTokenizer({self.source!r}, vocab_size={self.vocab_size})"
+
+
+def _check_texts(texts: Sequence) -> None:
+    """Raise `CtxlmError` for the first text the Rust tokenizer cannot take (not a string, or
+    holding an unpaired surrogate, which has no UTF-8 encoding)."""
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise CtxlmError(f"text {index + 1} is not a string (got {type(text).__name__})")
+        surrogate = _SURROGATE.search(text)
+        if surrogate:
+            raise CtxlmError(f"text {index + 1} holds an unpaired surrogate U+{ord(surrogate.group()):04X} at "
+                             f"character {surrogate.start() + 1} (not encodable as UTF-8)")
 
 
 def new_wordpiece_tokenizer() -> Tokenizer:

@@ -38,6 +38,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 import pysbd
 
+from ctxlm.data.json_text import check_no_surrogates, json_problem
 from ctxlm.errors import CtxlmError, where
 
 Document = list[str]
@@ -213,12 +214,13 @@ def iter_blocks(
 ) -> Iterator[TextBlock]:
     """Stream the `TextBlock`s of one corpus file (see the module docstring for formats).
 
-    Raises `CtxlmError` if the file holds no text at all.
+    A JSONL row without text gives a block with no texts (an empty document, so that callers can
+    count it). Raises `CtxlmError` if the file holds no text at all.
     """
     resolved = resolve_format(path, format, fallback_encoding)
     any_text = False
     for block in _BLOCK_READERS[resolved](path, text_field, fallback_encoding):
-        any_text = True
+        any_text = any_text or bool(block.texts)
         yield block
     if not any_text:
         raise CtxlmError(f"{path}: empty file (no text)")
@@ -270,6 +272,9 @@ def _jsonl_blocks(path: str | Path, text_field: str | None, fallback_encoding: s
             row = json.loads(text)
         except json.JSONDecodeError as error:
             raise CtxlmError(f"{where(path, line_number)}: not valid JSON ({error.msg})") from None
+        except (ValueError, RecursionError) as error:
+            raise CtxlmError(f"{where(path, line_number)}: not valid JSON ({json_problem(error)})") from None
+        check_no_surrogates(row, text, where(path, line_number))
         if not isinstance(row, dict):
             raise CtxlmError(
                 f"{where(path, line_number)}: row is not a JSON object (got {type(row).__name__})"
@@ -288,9 +293,8 @@ def _jsonl_blocks(path: str | Path, text_field: str | None, fallback_encoding: s
                 f"{where(path, line_number)}: field {field!r} must be a string "
                 f"or a list of strings"
             )
-        paragraphs = tuple(p for item in value for p in text_paragraphs(item))
-        if paragraphs:
-            yield TextBlock(paragraphs, True, False, end_byte)
+        # a row without text is an empty document (a block with no texts), counted by the store
+        yield TextBlock(tuple(p for item in value for p in text_paragraphs(item)), True, False, end_byte)
 
 
 _BLOCK_READERS = {
@@ -312,17 +316,27 @@ def text_paragraphs(text: str) -> list[str]:
 
 def iter_documents(
     path: str | Path, format: str = "auto", text_field: str | None = None,
-    fallback_encoding: str | None = None,
+    fallback_encoding: str | None = None, stats: dict | None = None,
 ) -> Iterator[Document]:
-    """Stream the documents (lists of sentences) of one corpus file; empty ones are skipped."""
-    document: Document = []
+    """Stream the documents (lists of sentences) of one corpus file; empty ones are skipped and
+    counted in ``stats["empty_documents"]`` when a ``stats`` dict is given."""
+    document: Document | None = None
     for block in iter_blocks(path, format, text_field, fallback_encoding):
-        if block.starts_document and document:
-            yield document
+        if block.starts_document and document is not None:
+            yield from _nonempty(document, stats)
+            document = None
+        if document is None:
             document = []
         document.extend(block_sentences(block))
+    if document is not None:
+        yield from _nonempty(document, stats)
+
+
+def _nonempty(document: Document, stats: dict | None) -> Iterator[Document]:
     if document:
         yield document
+    elif stats is not None:
+        stats["empty_documents"] = stats.get("empty_documents", 0) + 1
 
 
 def expand_corpus_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:

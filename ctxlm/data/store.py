@@ -17,7 +17,8 @@ process pool for paragraph/JSONL input), tokenized with the Rust batch encoder a
 ``tokens.bin``; only offsets stay in memory. It writes into a temporary sibling directory and
 renames it into place, so an interrupted build never leaves a store that looks complete.
 
-Sentences that encode to no tokens are dropped, and so are documents left without sentences.
+Sentences that encode to no tokens are dropped, and so are documents left without sentences
+(e.g. JSONL rows without text); ``meta["skipped"]`` counts both.
 """
 
 from __future__ import annotations
@@ -345,14 +346,18 @@ def _write_store(
     document_offsets = array("q", [0])
     num_tokens = 0
     open_document_sentences = 0  # sentences so far in the document being read
+    open_document = False  # a document has been started and not closed
+    skipped = {"empty_documents": 0, "empty_sentences": 0}  # without text / encoding to no tokens
     source_index = -1
     started = time.time()
 
     def close_document() -> None:
-        nonlocal open_document_sentences
+        nonlocal open_document_sentences, open_document
         if open_document_sentences:
             document_offsets.append(len(sentence_offsets) - 1)
-        open_document_sentences = 0
+        elif open_document:
+            skipped["empty_documents"] += 1
+        open_document_sentences, open_document = 0, False
 
     total_bytes = sum(source["size"] for source in sources)
     with open(directory / TOKENS_FILE, "wb") as tokens_file, tqdm(
@@ -372,6 +377,7 @@ def _write_store(
             for block, sentences in zip(blocks, sentences_per_block):
                 if block.starts_document:
                     close_document()
+                    open_document = True
                 for _ in sentences:
                     ids = next(encoded)
                     if ids:
@@ -379,6 +385,8 @@ def _write_store(
                         num_tokens += len(ids)
                         sentence_offsets.append(num_tokens)
                         open_document_sentences += 1
+                    else:
+                        skipped["empty_sentences"] += 1
             np.asarray(chunk_ids, dtype=dtype).tofile(tokens_file)
             bar.set_postfix(documents=len(document_offsets) - 1, refresh=False)
         close_document()
@@ -406,5 +414,6 @@ def _write_store(
         "num_documents": len(document_offsets) - 1,
         "num_sentences": len(sentence_offsets) - 1,
         "num_tokens": num_tokens,
+        "skipped": skipped,
         "build_seconds": round(time.time() - started, 3),
     }

@@ -79,6 +79,8 @@ class ClozeExample:
 
 
 def _get(row: dict, key: str, kind: type | tuple, at: str):
+    if not isinstance(row, dict):
+        raise CtxlmError(f"{at}: must be an object with '{key}', got {type(row).__name__}")
     if key not in row:
         raise CtxlmError(f"{at}: missing field '{key}'")
     value = row[key]
@@ -149,6 +151,9 @@ def _copa(row, at, training, rng):
     label = _label(row, [0, 1], at, training)
     joiner = " because " if question == "cause" else ", so "
     choices = [remove_final_punc(lowercase_first(c)) for c in choices]
+    for name, choice in zip(("choice1", "choice2"), choices):
+        if not choice.strip():
+            raise CtxlmError(f"{at}: field '{name}' has no text before its final punctuation")
 
     def example(first, second, gold):
         parts = [('"', False), (first, False), ('" or "', False), (second, False), ('"? ', False),
@@ -291,7 +296,10 @@ def _record(row, at, training, rng, max_train_candidates: int = 10):
         if query.count("@placeholder") != 1:
             raise CtxlmError(f"{q_at}: field 'query' must hold exactly one @placeholder")
         before, after = query.split("@placeholder")
-        answers = [_get(a, "text", str, f"{q_at}.answers[{ai}]") for ai, a in enumerate(qa.get("answers", []))]
+        answers = qa.get("answers", [])
+        if not isinstance(answers, list):
+            raise CtxlmError(f"{q_at}: field 'answers' must be list, got {type(answers).__name__}")
+        answers = [_get(a, "text", str, f"{q_at}.answers[{ai}]") for ai, a in enumerate(answers)]
         if training and not answers:
             raise CtxlmError(f"{q_at}: missing field 'answers'")
         answers = list(dict.fromkeys(answers))

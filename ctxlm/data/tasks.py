@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
+from ctxlm.data.json_text import check_no_surrogates, json_problem, parse_json
 from ctxlm.errors import CtxlmError, where
 
 log = logging.getLogger(__name__)
@@ -133,10 +134,7 @@ def jsonl_rows(path: str | Path) -> Iterator[tuple[str, dict]]:
             line = _decode(raw, at)
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CtxlmError(f"{at}: invalid JSON ({e.msg} at column {e.colno})") from None
+            row = parse_json(line, at)
             if not isinstance(row, dict):
                 raise CtxlmError(f"{at}: expected a JSON object, got {_json_type(row)}")
             yield at, row
@@ -167,12 +165,15 @@ def _load_json_document(path: str | Path) -> Any | None:
     with _open(path) as f:
         text = _decode(f.read(), str(path))
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":
             return None
-        at = where(path, e.lineno)
-        raise CtxlmError(f"{at}: invalid JSON ({e.msg} at column {e.colno})") from None
+        raise CtxlmError(f"{where(path, e.lineno)}: invalid JSON ({e.msg} at column {e.colno})") from None
+    except (ValueError, RecursionError) as e:
+        raise CtxlmError(f"{path}: invalid JSON ({json_problem(e)})") from None
+    check_no_surrogates(document, text, str(path))
+    return document
 
 
 def _first_row(path: str | Path) -> tuple[str, dict]:
@@ -312,6 +313,7 @@ def _squad_pairs(document: Any, path: str | Path, separator: str = SEP, answer_f
     at = str(path)
     if not isinstance(document, dict):
         raise CtxlmError(f"{path}: expected one SQuAD JSON document (an object with 'data')")
+    skipped = 0
     for i, article in _objects(_get(document, "data", list, at, "data"), at, "data"):
         name = f"data[{i}].paragraphs"
         for j, paragraph in _objects(_get(article, "paragraphs", list, at, name), at, name):
@@ -329,6 +331,7 @@ def _squad_pairs(document: Any, path: str | Path, separator: str = SEP, answer_f
                 if not answers:
                     if qa.get("is_impossible"):
                         _count(stats, "skipped_impossible")
+                        skipped += 1
                         continue
                     _fail(at, f"{q}.answers", f"is empty (question id {question_id})")
                 for a, answer in _objects(answers, at, f"{q}.answers"):
@@ -337,6 +340,8 @@ def _squad_pairs(document: Any, path: str | Path, separator: str = SEP, answer_f
                 parts = (answer_text, context) if answer_first else (context, answer_text)
                 _count(stats, "pairs")
                 yield Pair(separator.join(parts), question, question_id)
+    if skipped:
+        log.warning("%s: skipped %d unanswerable questions", path, skipped)
 
 
 def _check_span(context: str, answer: dict, at: str, name: str, question_id: str) -> None:
@@ -374,6 +379,7 @@ def read_marco(
     such column, as in the eval set) is counted in `stats["unanswerable"]` and yielded unlabeled
     (target None), or skipped when `skip_unanswerable=True` (use that for training).
     """
+    skipped = 0
     for at, row, label in _marco_rows(path):
         _count(stats, "rows")
         query = _get(row, "query", str, at, label("query"))
@@ -387,9 +393,12 @@ def read_marco(
         if not answers:
             _count(stats, "unanswerable")
             if skip_unanswerable:
+                skipped += 1
                 continue
         _count(stats, "pairs")
         yield Pair(source, answers[0] if answers else None, pair_id, tuple(answers))
+    if skipped:
+        log.warning("%s: skipped %d rows without a well-formed answer", path, skipped)
 
 
 Label = Callable[[str], str]  # field name -> its path in error messages

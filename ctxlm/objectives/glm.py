@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from ctxlm.errors import CtxlmError
-from ctxlm.objectives.chunks import sentence_chunks
+from ctxlm.objectives.chunks import sentence_chunks, skipped_sentences
 from ctxlm.objectives.masking import IGNORE_INDEX, example_rng
 
 Span = tuple[int, int]
@@ -729,4 +729,6 @@ def prepare_glm_data(store, tok: GlmTokens, data, seed: int, max_positions: int 
         "max_length": data.max_length, "max_text": max_text,
         "train_documents": len(train_docs), "valid_documents": len(valid_docs),
         "train_chunks": len(chunks["train"]), "valid_chunks": len(chunks["valid"]),
+        "skipped": skipped_sentences(lengths, store.document_offsets, np.concatenate([train_docs, valid_docs]),
+                                     np.concatenate([chunks["train"], chunks["valid"]]), max_text),
     }

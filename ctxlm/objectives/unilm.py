@@ -452,7 +452,7 @@ def pad_example(example: dict, length: int, tok: UnilmTokens) -> dict:
 
 # --------------------------------------------------------------------------- pre-training data
 
-from ctxlm.objectives.chunks import sentence_chunks  # noqa: E402
+from ctxlm.objectives.chunks import sentence_chunks, skipped_sentences  # noqa: E402
 from ctxlm.objectives.masking import example_rng  # noqa: E402
 
 
@@ -531,4 +531,7 @@ def prepare_unilm_data(store, tok: UnilmTokens, data, seed: int, max_positions: 
         "objective": f"unilm/{data.objective}", "max_length": data.max_length,
         "train_documents": len(train_docs), "valid_documents": len(valid_docs),
         "train_chunks": len(chunks["train"]), "valid_chunks": len(chunks["valid"]),
+        "skipped": skipped_sentences(store.sentence_lengths, store.document_offsets,
+                                     np.concatenate([train_docs, valid_docs]),
+                                     np.concatenate([chunks["train"], chunks["valid"]]), budget),
     }
