@@ -198,7 +198,11 @@ PACKAGES = ("ctxlm", "torch", "transformers", "tokenizers", "numpy", "scipy", "r
 
 
 def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
+    """Python's and each package's version, and the device training ran on."""
+    import torch
+
+    versions = {"python": platform.python_version(),
+                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})"}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -357,6 +361,8 @@ def _pretrain_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[tuple[i
     for cell in cells:
         points, offset = [], 0
         for stage in cell["stages"]:
+            if points:
+                points.append((offset, float("nan")))  # a gap between stages
             points += [(offset + step, loss) for step, loss in
                        read_metrics(_cell_dir(out_dir, cell) / "pretrain" / stage["stage"] / "metrics.jsonl")]
             offset += stage["steps"]

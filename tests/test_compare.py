@@ -15,11 +15,14 @@ from conftest import wiki_slice
 from ctxlm import compare as compare_module
 from ctxlm.checkpoint import build_model
 from ctxlm.cli import main
-from ctxlm.compare import Budget, compare, matched_model_config, parameter_count
+from ctxlm.compare import (TASK_SCORING, Budget, compare, example_nll, matched_model_config, parameter_count,
+                           score_predictions)
 from ctxlm.config import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.finetuning import read_pairs
-from ctxlm.metrics import rouge
+from ctxlm.config import load_finetune_config
+from ctxlm.metrics import coco_qg, rouge
+from ctxlm.predict import Seq2SeqPredictor
 from ctxlm.report import corpus_perplexity, mean_score, paired_bootstrap
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -79,8 +82,9 @@ def test_matched_model_has_palms_parameter_count(family):
         return abs(parameter_count(config) - target) / target
 
     for width in sorted(range(128, 512, 4), key=lambda w: (abs(w - 256), w)):
-        errors = {depth: error(width, depth) for depth in range(1, 14)}
+        errors = {depth: error(width, depth) for depth in range(6, 14)}
         best = min(errors, key=errors.get)
+        assert 6 < best < 13  # the count grows with depth: an interior minimum is the minimum over all depths
         if errors[best] <= 0.02:
             break
     assert (matched.d_model, matched.num_layers) == (width, best)
@@ -122,6 +126,24 @@ def test_perplexity_statistic_pools_tokens():
     assert mean_score(np.array([[1.0], [3.0]])) == 2.0
     with pytest.raises(CtxlmError, match="one shape"):
         paired_bootstrap(np.zeros((1, 3)), np.zeros((1, 4)))
+
+
+def test_per_example_scores_average_to_the_reported_metrics(data_dir):
+    """The bootstrap's per-example ROUGE-L (summarization) and sentence ROUGE-L (qg) average to the
+    table's `metrics.rouge` and `metrics.coco_qg` values; the baselines are the documented rules."""
+    giga = read_pairs("summarization", data_dir / "summarization/gigaword/valid.jsonl", limit=20)
+    scoring = TASK_SCORING["summarization"]
+    predictions = [scoring.baseline(p.source) for p in giga]
+    assert predictions[0] == " ".join(giga[0].source.split()[:8])
+    metrics, stats = score_predictions(scoring, predictions, giga)
+    assert np.mean(stats) == pytest.approx(rouge(predictions, [p.target for p in giga])["rougeL"])
+    assert metrics["rougeL"] == pytest.approx(np.mean(stats))
+    qg = read_pairs("qg", data_dir / "qg/squad_du2017/valid.jsonl", limit=20)
+    predictions = [TASK_SCORING["qg"].baseline(p.source) for p in qg]
+    assert predictions[0] == " ".join(qg[0].source.split()[:12]) + " ?"
+    stats = TASK_SCORING["qg"].example_stats(predictions, [[p.target] for p in qg])
+    reference = coco_qg(predictions, [p.target for p in qg], meteor=False)["rougeL"]
+    assert np.mean(stats) == pytest.approx(reference)
 
 
 # ------------------------------------------------------------------------------------ the comparison
@@ -203,6 +225,12 @@ def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_p
     assert (out / "cells/mass-seed0/result.json").is_file()
     assert [row["objective"] for row in table] == ["palm", "mass", "baseline: lead-8 words"]
     assert "Loss curves" not in (out / "report.md").read_text()
+    # dialog's per-example (NLL, tokens) pool to `Seq2SeqPredictor.perplexity`
+    recipe = load_finetune_config(str(setup / "recipe.yaml"))
+    pairs = read_pairs("summarization", setup / "valid.jsonl")
+    predictor = Seq2SeqPredictor.load(out / "cells/mass-seed0/finetune", max_source_tokens=recipe.max_source_tokens)
+    assert corpus_perplexity(np.array(example_nll(predictor, pairs, recipe))) == pytest.approx(predictor.perplexity(
+        [p.source for p in pairs], [p.target for p in pairs], max_target_tokens=recipe.max_target_tokens), rel=1e-5)
     with pytest.raises(CtxlmError, match="another 'budget'"):
         compare(**{**options, "budget": Budget(tokens=999)})
 
