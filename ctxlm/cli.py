@@ -5,8 +5,6 @@
     ctxlm pretrain --objective {mass,bart,glm,unilm} ...   (MASS and BART run on a PALM config)
     ctxlm generate --model DIR (--text "..." | --input FILE.jsonl [--output FILE.jsonl])
     ctxlm convert (--from-hf HF_DIR | --to-hf DIR) --out DIR
-    ctxlm compare --corpus PATH... --tokenizer T --task gigaword --train F --valid F --objectives palm,none
-                  (--budget-minutes M | --budget-tokens N) --seeds 3 --out DIR
 """
 
 from __future__ import annotations

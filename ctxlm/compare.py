@@ -57,7 +57,6 @@ from .tokenization import TextTokenizer
 from .training import BatchStream, autocast, build_optimizer, collate
 
 DEFAULT_OBJECTIVES = ("palm", "palm-nocopy", "palm-noae", "mass", "bart", "glm", "unilm", "none")
-REFERENCE = "palm"  # every other objective is tested against it
 DIALOG_TRAIN_PAIRS = 10_000  # PALM Table 5: Cornell fine-tuned on 10K pairs, scored by perplexity
 TOKEN_KEYS = ("input_ids", "decoder_input_ids")  # what the training loop counts as tokens
 
@@ -71,7 +70,7 @@ def parameter_count(model_config) -> int:
 
 
 def _widths(width: int, step: int) -> list[int]:
-    """Widths that are multiples of `step`, nearest to `width` first, within [width/2, 2·width]."""
+    """width + k·step for k = 0, −1, 1, −2, 2, …: nearest first, within [width/2, 2·width]."""
     offsets = sorted(range(-(width // 2) // step, (width // step) + 1), key=lambda k: (abs(k), k))
     return [width + k * step for k in offsets if width + k * step >= max(step, width // 2)]
 
@@ -475,8 +474,10 @@ def compare(
     YAML file or `FinetuneConfig` (its task picks the scoring); `config` the PALM-family pre-training
     config (named or YAML); `eval_path` the scored file (default `valid_path`); for dialog,
     `train_limit` defaults to PALM's 10K pairs."""
-    from .report import write_comparison_report
+    from .report import pyplot, write_comparison_report
 
+    if plots:
+        pyplot()  # fail now, not after the runs
     unknown = [o for o in objectives if o not in PRETRAIN_VARIANTS]
     if unknown or not objectives:
         raise CtxlmError(f"unknown objective '{unknown[0] if unknown else ''}' (choose from "

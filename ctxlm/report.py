@@ -25,6 +25,8 @@ import numpy as np
 
 from .errors import CtxlmError
 
+REFERENCE = "palm"  # every other objective is tested against it
+
 # statistic(x): x has shape (..., examples, k) → shape (...): a score from per-example statistics
 Statistic = Callable[[np.ndarray], np.ndarray]
 
@@ -91,25 +93,33 @@ def format_mean_std(values: Sequence[float], digits: int = 2) -> str:
 
 
 # ------------------------------------------------------------------------------------ plots
-def loss_plot(curves: dict[str, Sequence[tuple[int, float]]], path: str | Path, title: str) -> Path:
-    """One line per curve name (`label` → [(step, loss), ...]) in a PNG; curves sharing the text
-    before " seed" share a colour."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise CtxlmError("plots need matplotlib (pip install matplotlib), or compare with plots off") from None
+        raise CtxlmError("plots need matplotlib (pip install matplotlib), or compare with plots off "
+                         "(--no-plots)") from None
+    return plt
+
+
+def loss_plot(curves: dict[str, Sequence[tuple[int, float]]], path: str | Path, title: str) -> Path:
+    """One line per curve name (`label` → [(step, loss), ...]) in a PNG; curves sharing the text
+    before " seed" share a colour."""
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
     colours: dict[str, str] = {}
     for label, points in curves.items():
+        if not points:
+            continue
         group = label.split(" seed")[0]
         first = group not in colours
         colour = colours.setdefault(group, f"C{len(colours) % 10}")
-        if points:
-            steps, losses = zip(*points)
-            axes.plot(steps, losses, color=colour, alpha=0.8, linewidth=1.2, label=group if first else None)
+        steps, losses = zip(*points)
+        axes.plot(steps, losses, color=colour, alpha=0.8, linewidth=1.2, label=group if first else None)
     axes.set_xlabel("step")
     axes.set_ylabel("training loss")
     axes.set_title(title)
@@ -256,7 +266,7 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
     over seeds, and the paired bootstrap against PALM on the primary metric; then the baseline."""
     objectives = list(dict.fromkeys(c["objective"] for c in cells))
     by_objective = {o: sorted((c for c in cells if c["objective"] == o), key=lambda c: c["seed"]) for o in objectives}
-    reference = by_objective.get("palm")
+    reference = by_objective.get(REFERENCE)
     rows = []
     for objective, group in by_objective.items():
         row = {"objective": objective, "family": group[0]["family"], "parameters": group[0]["parameters"],
@@ -264,7 +274,7 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
                "pretrain_seconds": [c["pretrain_seconds"] for c in group],
                "finetune_seconds": [c["finetune_seconds"] for c in group],
                "metrics": {m: [c["metrics"][m] for c in group] for m in group[0]["metrics"]}, "bootstrap": None}
-        if reference is not None and objective != "palm":
+        if reference is not None and objective != REFERENCE:
             seeds = sorted(set(row["seeds"]) & {c["seed"] for c in reference})
             pick = lambda cells: [c["example_stats"] for c in cells if c["seed"] in seeds]  # noqa: E731
             if seeds:
@@ -285,7 +295,7 @@ def _table_rows(rows: list[dict], metrics: list[str], primary: str) -> list[list
             out.append([row["objective"], "—", "—", *values, "—", "—"])
             continue
         test = row["bootstrap"]
-        difference = ("reference" if row["objective"] == "palm" else "—") if test is None else \
+        difference = ("reference" if row["objective"] == REFERENCE else "—") if test is None else \
             f"{test['difference']:+.2f} [{test['ci_low']:+.2f}, {test['ci_high']:+.2f}]"
         out.append([row["objective"], f"{row['parameters']:,}", f"{np.mean(row['tokens_seen']):,.0f}", *values,
                     difference, "—" if test is None else f"{test['p_value']:.3f}"])
@@ -317,10 +327,10 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
                      f"{settings['valid']}); scored on {len(cells[0]['example_stats'])} examples of "
                      f"{settings['eval']}.")
     report.heading("Results")
-    report.table(["objective", "parameters", "tokens seen", *metrics, f"Δ {primary} vs palm [95% CI]", "p"],
+    report.table(["objective", "parameters", "tokens seen", *metrics, f"Δ {primary} vs {REFERENCE} [95% CI]", "p"],
                  _table_rows(rows, metrics, primary))
     report.paragraph(f"Mean ± sample standard deviation over seeds ({better} {primary} is better). Δ and p: a "
-                     f"paired bootstrap ({resamples} resamples) of {primary} against palm: the evaluation "
+                     f"paired bootstrap ({resamples} resamples) of {primary} against {REFERENCE}: the evaluation "
                      "examples are drawn with replacement, the same draw for both objectives and every seed; "
                      f"{primary} is computed per seed and averaged over the seeds both ran (seeds pooled). "
                      "The interval is the resampled Δ's 2.5-97.5 percentiles; p (two-sided) is the smallest α "
