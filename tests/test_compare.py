@@ -3,8 +3,10 @@ and resuming a killed comparison without redoing finished cells."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from scipy import stats as scipy_stats
 
 from conftest import wiki_slice
 from ctxlm import compare as compare_module
+from ctxlm import training
 from ctxlm.checkpoint import build_model
 from ctxlm.cli import main
 from ctxlm.compare import (TASK_SCORING, Budget, compare, example_nll, matched_model_config, parameter_count,
@@ -20,7 +23,7 @@ from ctxlm.compare import (TASK_SCORING, Budget, compare, example_nll, matched_m
 from ctxlm.config import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.finetuning import read_pairs
-from ctxlm.config import load_finetune_config
+from ctxlm.config import load_finetune_config, load_pretrain_config
 from ctxlm.metrics import coco_qg, rouge
 from ctxlm.predict import Seq2SeqPredictor
 from ctxlm.report import corpus_perplexity, mean_score, paired_bootstrap
@@ -57,9 +60,9 @@ def setup(data_dir, tmp_path_factory):
 
 
 def arguments(root, out, **options):
-    return dict(corpus=[root / "wiki.txt"], tokenizer=root / "tok", recipe=str(root / "recipe.yaml"),
-                train_path=root / "train.jsonl", valid_path=root / "valid.jsonl", out_dir=out,
-                config=str(root / "config.yaml"), **options)
+    return {"corpus": [root / "wiki.txt"], "tokenizer": root / "tok", "recipe": str(root / "recipe.yaml"),
+            "train_path": root / "train.jsonl", "valid_path": root / "valid.jsonl", "out_dir": out,
+            "config": str(root / "config.yaml"), **options}
 
 
 # ------------------------------------------------------------------------------------ matched sizes
@@ -240,3 +243,38 @@ def test_budget_needs_exactly_one_of_minutes_and_tokens():
         Budget()
     with pytest.raises(CtxlmError, match="one pre-training budget"):
         Budget(minutes=1, tokens=5)
+
+
+def test_an_interrupted_stage_resumes_from_its_checkpoint(setup, tmp_path, monkeypatch):
+    """Killed after stage 2's second checkpoint: the rerun keeps stage 1, resumes stage 2 from its
+    checkpoint (the loop's resume) and runs it to its planned steps."""
+    config = load_pretrain_config(str(setup / "config.yaml"))
+    config.train = dataclasses.replace(config.train, save_every=1)
+    real_save, real_pretrain = training.save_training_checkpoint, compare_module.pretrain
+
+    def save_then_die(out_dir, step, *args, **kwargs):
+        path = real_save(out_dir, step, *args, **kwargs)
+        if Path(out_dir).name == "2-palm-generation" and step == 2:
+            raise KeyboardInterrupt
+        return path
+
+    runs = []
+
+    def recording_pretrain(corpus, out_dir, *args, **kwargs):
+        runs.append((Path(out_dir).name, kwargs["resume"]))
+        return real_pretrain(corpus, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(training, "save_training_checkpoint", save_then_die)
+    monkeypatch.setattr(compare_module, "pretrain", recording_pretrain)
+    options = arguments(setup, tmp_path / "cmp", objectives=["palm"], budget=Budget(tokens=4000), seeds=1,
+                        plots=False, config=config, resamples=10)
+    with pytest.raises(KeyboardInterrupt):
+        compare(**options)
+    monkeypatch.setattr(training, "save_training_checkpoint", real_save)
+    compare(**options)
+    assert runs == [("1-palm-mlm", False), ("2-palm-generation", False), ("2-palm-generation", True)]
+    stage = json.loads((tmp_path / "cmp/cells/palm-seed0/result.json").read_text())["stages"][1]
+    assert stage["steps"] > 2
+    stage_dir = tmp_path / "cmp/cells/palm-seed0/pretrain/2-palm-generation"
+    steps = sorted({json.loads(line)["step"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()})
+    assert steps == list(range(1, stage["steps"] + 1))
