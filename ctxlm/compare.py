@@ -52,7 +52,7 @@ from .metrics import compute_metrics
 from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
 from .predict import Seq2SeqPredictor
 from .pretraining import model_config_for_tokenizer, prepare_data, pretrain
-from .report import Statistic, corpus_perplexity, mean_score
+from .report import Statistic, corpus_bleu4, corpus_perplexity, mean_score
 from .tokenization import TextTokenizer
 from .training import BatchStream, autocast, build_optimizer, collate
 
@@ -134,9 +134,6 @@ class Budget:
         if (self.minutes or self.tokens) <= 0:
             raise CtxlmError("the pre-training budget must be positive")
 
-    def describe(self) -> str:
-        return f"{self.minutes:g} minutes" if self.minutes is not None else f"{self.tokens:,} tokens"
-
 
 def step_tokens(examples, train, pad_id: int):
     """Tokens of each optimizer step of a run, as the training loop counts them (a pure function of
@@ -154,12 +151,10 @@ def step_tokens(examples, train, pad_id: int):
 
 def steps_for_tokens(examples, train, pad_id: int, budget: int) -> tuple[int, int]:
     """(steps, tokens): the fewest steps whose tokens reach `budget`."""
-    steps = tokens = 0
-    for n in step_tokens(examples, train, pad_id):
-        steps, tokens = steps + 1, tokens + n
-        if tokens >= budget:
-            return steps, tokens
-    raise AssertionError("unreachable")
+    stream, steps, tokens = step_tokens(examples, train, pad_id), 0, 0
+    while tokens < budget:
+        steps, tokens = steps + 1, tokens + next(stream)
+    return steps, tokens
 
 
 def tokens_in_steps(examples, train, pad_id: int, steps: int) -> int:
@@ -209,14 +204,18 @@ def rouge_l_per_example(predictions: Sequence[str], references: Sequence[Sequenc
     return [[100 * scorer.score_multi(list(refs), p)["rougeL"].fmeasure] for p, refs in zip(predictions, references)]
 
 
-def coco_rouge_l_per_example(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[list[float]]:
-    """pycocoevalcap's sentence ROUGE-L × 100 of each prediction (its mean is `coco_qg`'s rougeL)."""
-    from pycocoevalcap.rouge.rouge import Rouge
+def bleu_statistics(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[list[float]]:
+    """Per-example BLEU sufficient statistics as pycocoevalcap's Bleu(4) collects them (its
+    `cook_refs` / `cook_test`, "closest" reference length): hypothesis length, reference length,
+    then n-gram guesses and clipped matches for n = 1..4 (`corpus_bleu4` turns sums into BLEU-4)."""
+    from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
 
-    one_line = lambda text: " ".join(text.split())  # noqa: E731
-    truths = {i: [one_line(r) for r in refs] for i, refs in enumerate(references)}
-    _, scores = Rouge().compute_score(truths, {i: [one_line(p)] for i, p in enumerate(predictions)})
-    return [[100 * float(s)] for s in scores]
+    rows = []
+    for prediction, refs in zip(predictions, references):
+        cooked = cook_test(prediction, cook_refs(list(refs)))
+        reflen = min((abs(n - cooked["testlen"]), n) for n in cooked["reflen"])[1]
+        rows.append([cooked["testlen"], reflen, *cooked["guess"], *cooked["correct"]])
+    return rows
 
 
 @dataclass(frozen=True)
@@ -240,8 +239,8 @@ class TaskScoring:
 TASK_SCORING: dict[str, TaskScoring] = {
     "summarization": TaskScoring(("rouge1", "rouge2", "rougeL"), "rougeL", mean_score, True,
                                  rouge_l_per_example, lead_words(8), "lead-8 words"),
-    "qg": TaskScoring(("bleu4", "meteor", "coco_rougeL"), "coco_rougeL", mean_score, True,
-                      coco_rouge_l_per_example, lead_words(12, " ?"), "first 12 words + ?"),
+    "qg": TaskScoring(("bleu4", "meteor", "coco_rougeL"), "bleu4", corpus_bleu4, True, bleu_statistics,
+                      lead_words(12, " ?"), "first 12 words + ?"),
     "dialog": TaskScoring((), "perplexity", corpus_perplexity, False),
 }
 

@@ -41,6 +41,17 @@ def corpus_perplexity(x: np.ndarray) -> np.ndarray:
     return np.exp(x[..., 0].sum(axis=-1) / x[..., 1].sum(axis=-1))
 
 
+def corpus_bleu4(x: np.ndarray) -> np.ndarray:
+    """Corpus BLEU-4 × 100 from per-example (hypothesis length, reference length, 4 n-gram guesses,
+    4 clipped matches), with pycocoevalcap's smoothing constants (its Bleu(4) to the last digit)."""
+    totals = x.sum(axis=-2)
+    small, tiny = 1e-9, 1e-15
+    log_precisions = np.log((totals[..., 6:10] + tiny) / (totals[..., 2:6] + small)).mean(axis=-1)
+    ratio = (totals[..., 0] + tiny) / (totals[..., 1] + small)
+    brevity = np.where(ratio < 1, 1 - 1 / ratio, 0.0)
+    return 100 * np.exp(log_precisions + brevity)
+
+
 @dataclass(frozen=True)
 class BootstrapResult:
     difference: float  # statistic(a) − statistic(b), averaged over seeds

@@ -26,7 +26,7 @@ from ctxlm.finetuning import read_pairs
 from ctxlm.config import load_finetune_config, load_pretrain_config
 from ctxlm.metrics import coco_qg, rouge
 from ctxlm.predict import Seq2SeqPredictor
-from ctxlm.report import corpus_perplexity, mean_score, paired_bootstrap
+from ctxlm.report import corpus_bleu4, corpus_perplexity, mean_score, paired_bootstrap
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -132,8 +132,9 @@ def test_perplexity_statistic_pools_tokens():
 
 
 def test_per_example_scores_average_to_the_reported_metrics(data_dir):
-    """The bootstrap's per-example ROUGE-L (summarization) and sentence ROUGE-L (qg) average to the
-    table's `metrics.rouge` and `metrics.coco_qg` values; the baselines are the documented rules."""
+    """The bootstrap's per-example statistics give the table's values: ROUGE-L (summarization) as
+    `metrics.rouge`, BLEU-4 from n-gram counts (qg) as `metrics.coco_qg` (pycocoevalcap); the
+    baselines are the documented rules."""
     giga = read_pairs("summarization", data_dir / "summarization/gigaword/valid.jsonl", limit=20)
     scoring = TASK_SCORING["summarization"]
     predictions = [scoring.baseline(p.source) for p in giga]
@@ -144,9 +145,11 @@ def test_per_example_scores_average_to_the_reported_metrics(data_dir):
     qg = read_pairs("qg", data_dir / "qg/squad_du2017/valid.jsonl", limit=20)
     predictions = [TASK_SCORING["qg"].baseline(p.source) for p in qg]
     assert predictions[0] == " ".join(qg[0].source.split()[:12]) + " ?"
-    stats = TASK_SCORING["qg"].example_stats(predictions, [[p.target] for p in qg])
-    reference = coco_qg(predictions, [p.target for p in qg], meteor=False)["rougeL"]
-    assert np.mean(stats) == pytest.approx(reference)
+    references = [[p.target] for p in qg]
+    stats = np.array(TASK_SCORING["qg"].example_stats(predictions, references))
+    reference = coco_qg(predictions, [p.target for p in qg], meteor=False)
+    assert corpus_bleu4(stats) == pytest.approx(reference["bleu4"], rel=1e-9)
+    assert 0 < reference["bleu4"] < 100
 
 
 # ------------------------------------------------------------------------------------ the comparison
@@ -193,10 +196,23 @@ def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_p
     and leaves the first cell's result untouched."""
     calls = {"pretrain": [], "finetune": []}
     real_pretrain, real_finetune = compare_module.pretrain, compare_module.finetune
+    real_batch = training.BatchStream.batch
+    fed, training_in = {}, [None]  # stage folder → tokens its training loop was given
+
+    def counting_batch(self, micro_batch, pad_id):
+        epoch, batch = real_batch(self, micro_batch, pad_id)
+        if training_in[0] is not None:
+            fed[training_in[0]] += sum(int(batch[k].ne(pad_id).sum()) for k in ("input_ids", "decoder_input_ids")
+                                       if k in batch)
+        return epoch, batch
 
     def counting_pretrain(corpus, out_dir, *args, **kwargs):
         calls["pretrain"].append(str(out_dir))
-        return real_pretrain(corpus, out_dir, *args, **kwargs)
+        fed[str(out_dir)], training_in[0] = 0, str(out_dir)
+        try:
+            return real_pretrain(corpus, out_dir, *args, **kwargs)
+        finally:
+            training_in[0] = None
 
     def counting_finetune(train, valid, out_dir, *args, **kwargs):
         calls["finetune"].append(str(out_dir))
@@ -206,6 +222,7 @@ def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_p
 
     monkeypatch.setattr(compare_module, "pretrain", counting_pretrain)
     monkeypatch.setattr(compare_module, "finetune", counting_finetune)
+    monkeypatch.setattr(training.BatchStream, "batch", counting_batch)
     kill_at_call = 2
     out = tmp_path / "cmp"
     options = arguments(setup, out, objectives=["palm", "mass"], budget=Budget(tokens=1500), seeds=1,
@@ -214,9 +231,11 @@ def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_p
         compare(**options)
     first = out / "cells/palm-seed0/result.json"
     written = first.stat().st_mtime_ns
-    assert len(calls["pretrain"]) == 3 and not (out / "cells/mass-seed0/result.json").exists()
+    assert len(fed) == 3 and not (out / "cells/mass-seed0/result.json").exists()
     palm_stages = json.loads(first.read_text())["stages"]
-    assert sum(s["tokens"] for s in palm_stages) >= 1500 and all(s["tokens"] >= 750 for s in palm_stages)
+    assert all(s["tokens"] >= 750 for s in palm_stages)  # each of the 2 stages: half the budget
+    for stage in palm_stages:  # the recorded tokens are those the loop was fed
+        assert stage["tokens"] == fed[str(out / "cells/palm-seed0/pretrain" / stage["stage"])]
 
     calls["pretrain"].clear()
     calls["finetune"].clear()
