@@ -253,7 +253,7 @@ def task_scoring(task: str) -> TaskScoring:
 
 def table_metrics(scoring: TaskScoring) -> list[str]:
     """The metrics scored now: METEOR only where Java runs it."""
-    return [m for m in scoring.metrics if m != "meteor" or shutil.which("java")] or [scoring.primary]
+    return [m for m in scoring.metrics if m != "meteor" or shutil.which("java")]
 
 
 def score_predictions(scoring: TaskScoring, predictions: list[str], pairs: Sequence[Pair]) -> tuple[dict, list]:
