@@ -6,7 +6,8 @@
 - `loss_plot`: training-loss curves as a PNG (matplotlib).
 - `Report`: headings, paragraphs, tables and images, written as Markdown and as one
   self-contained HTML file (PNGs embedded as base64).
-- `environment`: package versions and the git commit of the running ctxlm.
+- `package_versions`, `git_commit`: what the report was made with.
+- `write_comparison_report`: all of it for `ctxlm compare`'s cells.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ Statistic = Callable[[np.ndarray], np.ndarray]
 
 
 def mean_score(x: np.ndarray) -> np.ndarray:
-    """The mean of a per-example score (column 0): ROUGE, sentence ROUGE-L."""
+    """The mean of a per-example score (column 0), e.g. ROUGE."""
     return x[..., 0].mean(axis=-1)
 
 
@@ -69,7 +70,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_s
     Each resample draws the examples with replacement (the same draw for both systems and every
     seed), computes the statistic per seed and averages over seeds (seeds pooled). `indices`
     (resamples × examples) replaces the random draws. The p-value is the smallest α at which the
-    (1 − α) percentile interval excludes 0."""
+    (1 − α) percentile interval excludes 0. Arrays of shape (seeds, examples) hold one score per
+    example."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
@@ -80,8 +82,9 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_s
     if indices is None:
         indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
-    def pooled(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return np.mean([statistic(x[s][idx]) for s in range(x.shape[0])], axis=0)
+    def pooled(x: np.ndarray, idx: np.ndarray, chunk: int = 64) -> np.ndarray:  # chunks bound the memory
+        return np.concatenate([np.mean([statistic(x[s][idx[i:i + chunk]]) for s in range(x.shape[0])], axis=0)
+                               for i in range(0, len(idx), chunk)])
 
     everything = np.arange(n)[None]
     observed = float((pooled(a, everything) - pooled(b, everything))[0])
