@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from ctxlm.finetuning import read_pairs
 from ctxlm.config import load_finetune_config, load_pretrain_config
 from ctxlm.metrics import coco_qg, rouge
 from ctxlm.predict import Seq2SeqPredictor
-from ctxlm.report import corpus_bleu4, corpus_perplexity, mean_score, paired_bootstrap
+from ctxlm.report import corpus_bleu4, corpus_perplexity, git_commit, mean_score, paired_bootstrap
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -150,6 +151,15 @@ def test_per_example_scores_average_to_the_reported_metrics(data_dir):
     reference = coco_qg(predictions, [p.target for p in qg], meteor=False)
     assert corpus_bleu4(stats) == pytest.approx(reference["bleu4"], rel=1e-9)
     assert 0 < reference["bleu4"] < 100
+
+
+def test_git_commit_is_the_checked_out_commit():
+    root = Path(__file__).resolve().parents[1]
+    try:
+        expected = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    assert git_commit() == expected.stdout.strip()
 
 
 # ------------------------------------------------------------------------------------ the comparison
