@@ -475,14 +475,14 @@ def compare(
     `train_limit` defaults to PALM's 10K pairs."""
     from .report import pyplot, write_comparison_report
 
-    if plots:
-        pyplot()  # fail now, not after the runs
     unknown = [o for o in objectives if o not in PRETRAIN_VARIANTS]
     if unknown or not objectives:
         raise CtxlmError(f"unknown objective '{unknown[0] if unknown else ''}' (choose from "
                          f"{', '.join(PRETRAIN_VARIANTS)})")
     if seeds < 1:
         raise CtxlmError("--seeds must be at least 1")
+    if plots:
+        pyplot()  # fail now, not after the runs
     out_dir = Path(out_dir)
     recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
     if finetune_steps is not None:

@@ -163,7 +163,7 @@ def test_git_commit_is_the_checked_out_commit():
 
 
 # ------------------------------------------------------------------------------------ the comparison
-def test_compare_writes_a_complete_report(setup, tmp_path, capsys):
+def test_compare_writes_a_complete_report(setup, tmp_path):
     """palm and none × 2 seeds on a minutes budget, through the CLI: every cell, both plots, the
     table with each objective and the lead-8 baseline (its ROUGE computed here independently)."""
     pytest.importorskip("matplotlib")
@@ -202,8 +202,9 @@ def test_compare_writes_a_complete_report(setup, tmp_path, capsys):
 
 
 def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_path, monkeypatch):
-    """Fine-tuning fails in the second cell; the rerun pre-trains and fine-tunes only that cell,
-    and leaves the first cell's result untouched."""
+    """Killed while fine-tuning the second cell: the rerun fine-tunes only that cell (its finished
+    pre-training kept) and leaves the first cell's result untouched. Each stage's recorded tokens
+    are those its training loop was fed."""
     calls = {"pretrain": [], "finetune": []}
     real_pretrain, real_finetune = compare_module.pretrain, compare_module.finetune
     real_batch = training.BatchStream.batch
