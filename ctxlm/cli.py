@@ -293,6 +293,32 @@ def cmd_convert(args) -> None:
     print(f"wrote {args.out}")
 
 
+def _command_line(args) -> str:
+    """The verb's command line, rebuilt from its parsed flags (defaults included)."""
+    import shlex
+
+    words = ["ctxlm", args.verb]
+    for name, value in vars(args).items():
+        if name in ("verb", "func") or value is None or value is False:
+            continue
+        words.append("--" + name.replace("_", "-"))
+        if value is not True:
+            words += [shlex.quote(str(v)) for v in (value if isinstance(value, list) else [value])]
+    return " ".join(words)
+
+
+def cmd_compare(args) -> None:
+    from .compare import Budget, compare
+
+    compare(args.corpus, args.tokenizer, args.task, args.train, args.valid, args.out,
+            budget=Budget(minutes=args.budget_minutes, tokens=args.budget_tokens),
+            objectives=[o.strip() for o in args.objectives.split(",") if o.strip()], config=args.config,
+            seeds=args.seeds, finetune_steps=args.finetune_steps, eval_path=args.eval, eval_limit=args.eval_limit,
+            train_limit=args.train_limit, cache_dir=args.cache_dir, resamples=args.resamples,
+            plots=not args.no_plots, command=_command_line(args))
+    print(f"report: {Path(args.out) / 'report.md'} and report.html")
+
+
 def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding (defaults: the model's generation.json, else beam 5, 64 tokens)")
     g.add_argument("--beam", type=int)
@@ -417,6 +443,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="--eval: write each line's masked, filled and original text (JSONL)")
     _add_decoding_flags(p)
     p.set_defaults(func=cmd_infill)
+
+    p = verbs.add_parser("compare", help="pre-train, fine-tune and score several objectives; write a report")
+    p.add_argument("--corpus", nargs="+", required=True, help="pre-training files or directories")
+    p.add_argument("--tokenizer", required=True, help="tokenizer.json or its directory")
+    p.add_argument("--task", required=True, help="the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML")
+    p.add_argument("--train", required=True, help="the task's training file")
+    p.add_argument("--valid", required=True, help="the task's validation file (best checkpoint; scored "
+                   "unless --eval)")
+    p.add_argument("--eval", help="score this file instead of --valid")
+    p.add_argument("--objectives", default="palm,palm-nocopy,palm-noae,mass,bart,glm,unilm,none",
+                   help="comma-separated pre-training variants (objectives/variants.py)")
+    p.add_argument("--config", default="palm-tiny", help="the PALM model and pre-training config (named or "
+                   "YAML); GLM and UniLMv2 are sized to its parameter count")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget-minutes", type=float, help="pre-training wall time per objective")
+    budget.add_argument("--budget-tokens", type=int, help="pre-training tokens per objective")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--finetune-steps", type=int, help="override the recipe's max_steps")
+    p.add_argument("--train-limit", type=int, help="fine-tune on the first N pairs (dialog: 10000)")
+    p.add_argument("--eval-limit", type=int, help="score only the first N pairs")
+    p.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+    p.add_argument("--no-plots", action="store_true", help="no loss plots (no matplotlib needed)")
+    p.add_argument("--cache-dir", help="token store cache (default OUT/store)")
+    p.add_argument("--out", required=True, help="the comparison's folder (rerun to resume)")
+    p.set_defaults(func=cmd_compare)
 
     p = verbs.add_parser("convert", help="convert between ctxlm and transformers' BART")
     p.add_argument("--from-hf", help="a BartForConditionalGeneration directory")

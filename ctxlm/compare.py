@@ -1,0 +1,518 @@
+"""Compare pre-training objectives on one downstream task, under one budget, over several seeds.
+
+    from ctxlm.compare import Budget, compare
+    table = compare(["wiki.txt"], "tok/", "gigaword", "train.jsonl", "valid.jsonl", "runs/compare",
+                    objectives=["palm", "mass", "glm", "none"], budget=Budget(minutes=5), seeds=3)
+
+For each cell (objective, seed) it pre-trains the variant (`objectives/variants.py`) on the corpus,
+fine-tunes it with the task's recipe, decodes and scores the evaluation file, and writes the
+cell's `result.json` (atomically); then it writes `report.md` and `report.html` (`ctxlm.report`).
+
+- Matched size: PALM-family variants use the given config; GLM and UniLMv2 get the width and
+  depth whose total parameter count is closest to it (`matched_model_config`).
+- Matched budget: every pre-training stage of a variant gets an equal share. A token budget runs
+  each stage until the tokens the loop has counted (non-padding `input_ids` and
+  `decoder_input_ids`) reach its share. The training loop has no clock, so a minutes budget is
+  turned into steps: a few steps are timed on the real model and data (`seconds_per_step`, once
+  per objective, kept in `budget/`); tokens seen are then counted exactly by replaying the data
+  stream.
+- Resumable: a finished cell is never redone; inside a cell, finished stages are kept and an
+  interrupted stage or fine-tuning continues from its newest checkpoint (the loop's resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import build_model, latest_checkpoint
+from .config import (
+    DATA_CONFIG_TYPES,
+    FinetuneConfig,
+    PretrainConfig,
+    load_finetune_config,
+    load_pretrain_config,
+    model_config_from_dict,
+)
+from .data.store import TokenStore
+from .data.tasks import SEP, Pair
+from .errors import CtxlmError
+from .finetuning import finetune, read_pairs
+from .layouts import pair_example
+from .metrics import compute_metrics
+from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
+from .predict import Seq2SeqPredictor
+from .pretraining import model_config_for_tokenizer, prepare_data, pretrain
+from .report import Statistic, corpus_bleu4, corpus_perplexity, mean_score
+from .tokenization import TextTokenizer
+from .training import BatchStream, autocast, build_optimizer, collate
+
+DEFAULT_OBJECTIVES = ("palm", "palm-nocopy", "palm-noae", "mass", "bart", "glm", "unilm", "none")
+DIALOG_TRAIN_PAIRS = 10_000  # PALM Table 5: Cornell fine-tuned on 10K pairs, scored by perplexity
+TOKEN_KEYS = ("input_ids", "decoder_input_ids")  # what the training loop counts as tokens
+
+
+# ------------------------------------------------------------------------------------ matched sizes
+def parameter_count(model_config) -> int:
+    """Parameters of the model a config builds (shared weights once), built on the meta device."""
+    with torch.device("meta"):
+        model = build_model(model_config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _widths(width: int, step: int) -> list[int]:
+    """width + k·step for k = 0, −1, 1, −2, 2, …: nearest first, within [width/2, 2·width]."""
+    offsets = sorted(range(-(width // 2) // step, (width // step) + 1), key=lambda k: (abs(k), k))
+    return [width + k * step for k in offsets if width + k * step >= max(step, width // 2)]
+
+
+def matched_model_config(family: str, reference, tolerance: float = 0.02):
+    """A `family` (glm or unilm) config with about as many parameters as the `reference` (PALM)
+    config: its heads, FFN ratio, vocabulary, positions and dropout; the depth that best matches at
+    PALM's width, else at the nearest width (a multiple of the head count) that comes within
+    `tolerance` (relative), else the closest found."""
+    target = parameter_count(reference)
+    heads = reference.encoder_attention_heads
+    ffn_ratio = reference.encoder_ffn_dim / reference.d_model
+    shared = dict(family=family, vocab_size=reference.vocab_size, num_heads=heads,
+                  max_position_embeddings=reference.max_position_embeddings, dropout=reference.dropout,
+                  attention_dropout=reference.attention_dropout)
+
+    def config(width: int, layers: int):
+        return model_config_from_dict({**shared, "d_model": width, "ffn_dim": round(ffn_ratio * width),
+                                       "num_layers": layers})
+
+    best, best_error = None, float("inf")
+    for width in _widths(reference.d_model, heads):
+        one, two = parameter_count(config(width, 1)), parameter_count(config(width, 2))
+        layers = max(1, round((target - one) / (two - one)) + 1)  # the count is linear in depth
+        candidate = config(width, layers)
+        error = abs(parameter_count(candidate) - target) / target
+        if error < best_error:
+            best, best_error = candidate, error
+        if best_error <= tolerance:
+            break
+    return best
+
+
+def family_configs(families: Sequence[str], palm: PretrainConfig, tokenizer: TextTokenizer) -> dict:
+    """The pre-training config of each model family: PALM's as given (sized for the tokenizer);
+    GLM and UniLMv2 size-matched to it, their examples as long as PALM's fragments."""
+    palm = dataclasses.replace(palm, model=model_config_for_tokenizer(palm.model, tokenizer))
+    configs = {}
+    for family in families:
+        if family == palm.model.family:
+            configs[family] = palm
+            continue
+        data = DATA_CONFIG_TYPES[family](max_length=palm.data.fragment_length, valid_fraction=palm.data.valid_fraction,
+                                         max_valid_documents=palm.data.max_valid_documents)
+        model = model_config_for_tokenizer(matched_model_config(family, palm.model), tokenizer)
+        configs[family] = PretrainConfig(model=model, train=palm.train, data=data)
+    return configs
+
+
+# ------------------------------------------------------------------------------------ budgets
+@dataclass(frozen=True)
+class Budget:
+    """The pre-training budget of every objective: wall-clock minutes or tokens (one of them)."""
+
+    minutes: float | None = None
+    tokens: int | None = None
+
+    def __post_init__(self):
+        if (self.minutes is None) == (self.tokens is None):
+            raise CtxlmError("give one pre-training budget: minutes or tokens")
+        if (self.minutes or self.tokens) <= 0:
+            raise CtxlmError("the pre-training budget must be positive")
+
+
+def step_tokens(examples, train, pad_id: int):
+    """Tokens of each optimizer step of a run, as the training loop counts them (a pure function of
+    the seed, so replaying the stream gives the run's exact numbers)."""
+    stream = BatchStream(examples, train.batch_size, train.seed)
+    micro = 0
+    while True:
+        total = 0
+        for _ in range(train.grad_accum):
+            _, batch = stream.batch(micro, pad_id)
+            total += sum(int(batch[k].ne(pad_id).sum()) for k in TOKEN_KEYS if k in batch)
+            micro += 1
+        yield total
+
+
+def steps_for_tokens(examples, train, pad_id: int, budget: int) -> tuple[int, int]:
+    """(steps, tokens): the fewest steps whose tokens reach `budget`."""
+    stream, steps, tokens = step_tokens(examples, train, pad_id), 0, 0
+    while tokens < budget:
+        steps, tokens = steps + 1, tokens + next(stream)
+    return steps, tokens
+
+
+def tokens_in_steps(examples, train, pad_id: int, steps: int) -> int:
+    stream = step_tokens(examples, train, pad_id)
+    return sum(next(stream) for _ in range(steps))
+
+
+def seconds_per_step(model_config, examples, train, pad_id: int, steps: int = 3) -> float:
+    """Wall time of one optimizer step (forward, backward, AdamW) of a new model on the training
+    loop's device, timed over `steps` steps after one warm-up step."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(train.seed)
+    model = build_model(model_config).to(device).train()
+    optimizer = build_optimizer(model, train)
+    stream = BatchStream(examples, train.batch_size, train.seed)
+    micro, started = 0, 0.0
+    for step in range(steps + 1):
+        if step == 1:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        for _ in range(train.grad_accum):
+            _, batch = stream.batch(micro, pad_id)
+            micro += 1
+            with autocast(device, train.bf16):
+                loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            (loss / train.grad_accum).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / steps
+
+
+# ------------------------------------------------------------------------------------ task scoring
+def lead_words(n: int, suffix: str = "") -> Callable[[str], str]:
+    """The baseline that copies the first `n` words of the source (before any " [SEP] ")."""
+    return lambda source: " ".join(source.split(SEP)[0].split()[:n]) + suffix
+
+
+def rouge_l_per_example(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[list[float]]:
+    """ROUGE-L F1 × 100 of each prediction (rouge-score, stemmed, best reference): `metrics.rouge`'s
+    per-example terms."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return [[100 * scorer.score_multi(list(refs), p)["rougeL"].fmeasure] for p, refs in zip(predictions, references)]
+
+
+def bleu_statistics(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[list[float]]:
+    """Per-example BLEU sufficient statistics as pycocoevalcap's Bleu(4) collects them (its
+    `cook_refs` / `cook_test`, "closest" reference length): hypothesis length, reference length,
+    then n-gram guesses and clipped matches for n = 1..4 (`corpus_bleu4` turns sums into BLEU-4)."""
+    from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
+
+    rows = []
+    for prediction, refs in zip(predictions, references):
+        cooked = cook_test(prediction, cook_refs(list(refs)))
+        reflen = min((abs(n - cooked["testlen"]), n) for n in cooked["reflen"])[1]
+        rows.append([cooked["testlen"], reflen, *cooked["guess"], *cooked["correct"]])
+    return rows
+
+
+@dataclass(frozen=True)
+class TaskScoring:
+    """How a task family is scored: the table's metrics, the one the bootstrap tests (`primary`,
+    from per-example statistics and `statistic`), and the simple baseline's rule."""
+
+    metrics: tuple[str, ...]  # `compute_metrics` names; () = perplexity only, no decoding
+    primary: str
+    statistic: Statistic
+    higher_is_better: bool
+    example_stats: Callable[[Sequence[str], Sequence[Sequence[str]]], list[list[float]]] | None = None
+    baseline: Callable[[str], str] | None = None
+    baseline_name: str = ""
+
+    @property
+    def decodes(self) -> bool:
+        return bool(self.metrics)
+
+
+TASK_SCORING: dict[str, TaskScoring] = {
+    "summarization": TaskScoring(("rouge1", "rouge2", "rougeL"), "rougeL", mean_score, True,
+                                 rouge_l_per_example, lead_words(8), "lead-8 words"),
+    "qg": TaskScoring(("bleu4", "meteor", "coco_rougeL"), "bleu4", corpus_bleu4, True, bleu_statistics,
+                      lead_words(12, " ?"), "first 12 words + ?"),
+    "dialog": TaskScoring((), "perplexity", corpus_perplexity, False),
+}
+
+
+def task_scoring(task: str) -> TaskScoring:
+    if task not in TASK_SCORING:
+        raise CtxlmError(f"compare scores {', '.join(TASK_SCORING)} tasks; the recipe's task is '{task}'")
+    return TASK_SCORING[task]
+
+
+def table_metrics(scoring: TaskScoring) -> list[str]:
+    """The metrics scored now: METEOR only where Java runs it."""
+    return [m for m in scoring.metrics if m != "meteor" or shutil.which("java")]
+
+
+def score_predictions(scoring: TaskScoring, predictions: list[str], pairs: Sequence[Pair]) -> tuple[dict, list]:
+    references = [list(p.references) for p in pairs]
+    metrics = compute_metrics(predictions, references, table_metrics(scoring))
+    return metrics, scoring.example_stats(predictions, references)
+
+
+@torch.no_grad()
+def example_nll(predictor: Seq2SeqPredictor, pairs: Sequence[Pair], recipe: FinetuneConfig) -> list[list[float]]:
+    """(NLL sum, target tokens) of each reference given its source, as `Seq2SeqPredictor.perplexity`
+    scores them (its value is `corpus_perplexity` of these)."""
+    model, tokenizer = predictor.model, predictor.tokenizer
+    sources = tokenizer.encode_batch([p.source for p in pairs])
+    targets = tokenizer.encode_batch([p.target for p in pairs])
+    stats = []
+    for source, target in zip(sources, targets):
+        example = pair_example(model.config, source, target, recipe.max_source_tokens, recipe.max_target_tokens)
+        batch = {k: v.to(predictor.device) for k, v in collate([example], tokenizer.pad_id).items()}
+        metrics = model(**batch).metrics
+        stats.append([float(metrics["lm_nll_sum"]), float(metrics["lm_tokens"])])
+    return stats
+
+
+def score_model(scoring: TaskScoring, model_dir: Path, pairs: Sequence[Pair], recipe: FinetuneConfig,
+                batch_size: int = 32) -> tuple[dict, list, list[str] | None]:
+    """(metrics, per-example statistics, predictions or None) of a fine-tuned model."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    predictor = Seq2SeqPredictor.load(model_dir, device=device, max_source_tokens=recipe.max_source_tokens)
+    if not scoring.decodes:
+        stats = example_nll(predictor, pairs, recipe)
+        return {scoring.primary: float(corpus_perplexity(np.asarray(stats)))}, stats, None
+    predictions = predictor.generate([p.source for p in pairs], recipe.decoding, batch_size=batch_size)
+    return (*score_predictions(scoring, predictions, pairs), predictions)
+
+
+# ------------------------------------------------------------------------------------ files
+def write_json_atomic(path: Path, values: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(values, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def stage_dir_name(index: int, stage: Stage) -> str:
+    """As `pretraining.pretrain_variant` names its stage folders."""
+    return f"{index}-{stage.objective}" + (f"-{stage.stage}" if stage.objective == "palm" else "")
+
+
+DONE = "compare-done.json"  # written into a stage or fine-tuning folder once it finished
+
+
+# ------------------------------------------------------------------------------------ the run
+@dataclass
+class Comparison:
+    """One comparison's fixed inputs (what every cell shares)."""
+
+    corpus: list[str]
+    tokenizer: TextTokenizer
+    recipe: FinetuneConfig
+    train_path: Path
+    valid_path: Path
+    eval_pairs: list[Pair]
+    configs: dict  # family → PretrainConfig
+    budget: Budget
+    out_dir: Path
+    scoring: TaskScoring
+    train_limit: int | None
+    cache_dir: Path
+
+    def stage_config(self, variant: Variant, stage: Stage, seed: int, max_steps: int) -> PretrainConfig:
+        base = self.configs[variant.family]
+        return dataclasses.replace(base, model=dataclasses.replace(base.model, **variant.model),
+                                   data=dataclasses.replace(base.data, **stage.data),
+                                   train=dataclasses.replace(base.train, seed=seed, max_steps=max_steps))
+
+    def examples(self, stage: Stage, config: PretrainConfig):
+        store = TokenStore.build(self.corpus, self.tokenizer, cache_dir=self.cache_dir, progress=False)
+        return prepare_data(stage.objective, store, self.tokenizer, config.model, config.data, stage.stage,
+                            config.train.seed).train
+
+    def minutes_steps(self, objective: str) -> list[int]:
+        """Steps of each stage under the minutes budget, from timed steps (kept in budget/)."""
+        path = self.out_dir / "budget" / f"{objective}.json"
+        if path.is_file():
+            return [s["max_steps"] for s in read_json(path)["stages"]]
+        variant = PRETRAIN_VARIANTS[objective]
+        share = self.budget.minutes * 60 / len(variant.stages)
+        stages = []
+        for index, stage in enumerate(variant.stages, start=1):
+            config = self.stage_config(variant, stage, 0, 1)
+            seconds = seconds_per_step(config.model, self.examples(stage, config), config.train, self.tokenizer.pad_id)
+            stages.append({"stage": stage_dir_name(index, stage), "seconds_per_step": seconds,
+                           "max_steps": max(1, int(share / seconds))})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"budget_seconds_per_stage": share, "stages": stages})
+        return [s["max_steps"] for s in stages]
+
+    def pretrain_cell(self, objective: str, seed: int, cell_dir: Path) -> tuple[Path | None, list[dict]]:
+        """Pre-train one cell's stages (finished ones kept, an interrupted one resumed)."""
+        variant = PRETRAIN_VARIANTS[objective]
+        planned = self.minutes_steps(objective) if self.budget.minutes is not None and variant.stages else None
+        init, stages = None, []
+        for index, stage in enumerate(variant.stages, start=1):
+            stage_dir = cell_dir / "pretrain" / stage_dir_name(index, stage)
+            done = stage_dir / DONE
+            if not done.is_file():
+                config = self.stage_config(variant, stage, seed, 1)
+                examples = self.examples(stage, config)
+                if planned is not None:
+                    steps = planned[index - 1]
+                    tokens = tokens_in_steps(examples, config.train, self.tokenizer.pad_id, steps)
+                else:
+                    share = -(-self.budget.tokens // len(variant.stages))
+                    steps, tokens = steps_for_tokens(examples, config.train, self.tokenizer.pad_id, share)
+                config = self.stage_config(variant, stage, seed, steps)
+                started = time.perf_counter()
+                pretrain(self.corpus, stage_dir, config, objective=stage.objective, stage=stage.stage,
+                         tokenizer=self.tokenizer, init=init, resume=latest_checkpoint(stage_dir) is not None,
+                         cache_dir=self.cache_dir)
+                write_json_atomic(done, {"stage": stage_dir.name, "steps": steps, "tokens": tokens,
+                                         "seconds": time.perf_counter() - started})
+            stages.append(read_json(done))
+            init = stage_dir
+        return init, stages
+
+    def finetune_cell(self, objective: str, seed: int, init: Path | None, cell_dir: Path) -> dict:
+        ft_dir = cell_dir / "finetune"
+        done = ft_dir / DONE
+        if not done.is_file():
+            variant = PRETRAIN_VARIANTS[objective]
+            base = self.configs[variant.family].model
+            recipe = dataclasses.replace(self.recipe, train=dataclasses.replace(self.recipe.train, seed=seed))
+            started = time.perf_counter()
+            result = finetune(self.train_path, self.valid_path, ft_dir, recipe, init=init,
+                              model_config=None if init else dataclasses.replace(base, **variant.model),
+                              tokenizer=self.tokenizer, resume=latest_checkpoint(ft_dir) is not None,
+                              train_limit=self.train_limit)
+            write_json_atomic(done, {"steps": result.step, "seconds": time.perf_counter() - started,
+                                     "final_metrics": result.final_metrics})
+        return read_json(done)
+
+    def run_cell(self, objective: str, seed: int) -> dict:
+        """A cell's result: pre-training, fine-tuning, scoring (a finished cell is read back)."""
+        cell_dir = self.out_dir / "cells" / f"{objective}-seed{seed}"
+        result_path = cell_dir / "result.json"
+        if result_path.is_file():
+            return read_json(result_path)
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        variant = PRETRAIN_VARIANTS[objective]
+        init, stages = self.pretrain_cell(objective, seed, cell_dir)
+        finetuned = self.finetune_cell(objective, seed, init, cell_dir)
+        started = time.perf_counter()
+        metrics, stats, predictions = score_model(self.scoring, cell_dir / "finetune", self.eval_pairs, self.recipe)
+        if predictions is not None:
+            write_json_atomic(cell_dir / "predictions.json", predictions)
+        model = dataclasses.replace(self.configs[variant.family].model, **variant.model)
+        result = {
+            "objective": objective, "seed": seed, "family": variant.family, "parameters": parameter_count(model),
+            "stages": stages, "tokens_seen": sum(s["tokens"] for s in stages),
+            "pretrain_seconds": sum(s["seconds"] for s in stages),
+            "finetune_steps": finetuned["steps"], "finetune_seconds": finetuned["seconds"],
+            "score_seconds": time.perf_counter() - started, "metrics": metrics, "example_stats": stats,
+        }
+        write_json_atomic(result_path, result)
+        return result
+
+    def baseline(self) -> dict | None:
+        """The task's simple baseline scored on the evaluation pairs (None for dialog)."""
+        if self.scoring.baseline is None:
+            return None
+        predictions = [self.scoring.baseline(p.source) for p in self.eval_pairs]
+        metrics, stats = score_predictions(self.scoring, predictions, self.eval_pairs)
+        return {"name": self.scoring.baseline_name, "metrics": metrics, "example_stats": stats,
+                "predictions": predictions}
+
+
+def check_settings(out_dir: Path, settings: dict) -> None:
+    """Record the settings in `out_dir/settings.json`; a resumed comparison must have the same."""
+    path = out_dir / "settings.json"
+    if path.is_file():
+        before = read_json(path)
+        for key, value in settings.items():
+            if key in before and before[key] != value:
+                raise CtxlmError(f"{out_dir}: the comparison there was started with another '{key}' "
+                                 f"({before[key]!r}, now {value!r}); use a new --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, settings)
+
+
+def compare(
+    corpus: Sequence[str | Path],
+    tokenizer: TextTokenizer | str | Path,
+    recipe: FinetuneConfig | str,
+    train_path: str | Path,
+    valid_path: str | Path,
+    out_dir: str | Path,
+    *,
+    budget: Budget,
+    objectives: Sequence[str] = DEFAULT_OBJECTIVES,
+    config: PretrainConfig | str = "palm-tiny",
+    seeds: int = 3,
+    finetune_steps: int | None = None,
+    eval_path: str | Path | None = None,
+    eval_limit: int | None = None,
+    train_limit: int | None = None,
+    cache_dir: str | Path | None = None,
+    resamples: int = 1000,
+    plots: bool = True,
+    command: str | None = None,
+) -> list[dict]:
+    """Pre-train, fine-tune and score every (objective, seed) cell, then write the report; returns
+    the report's table (one row per objective, then the baseline's). `recipe` is a recipe name,
+    YAML file or `FinetuneConfig` (its task picks the scoring); `config` the PALM-family pre-training
+    config (named or YAML); `eval_path` the scored file (default `valid_path`); for dialog,
+    `train_limit` defaults to PALM's 10K pairs."""
+    from .report import pyplot, write_comparison_report
+
+    unknown = [o for o in objectives if o not in PRETRAIN_VARIANTS]
+    if unknown or not objectives:
+        raise CtxlmError(f"unknown objective '{unknown[0] if unknown else ''}' (choose from "
+                         f"{', '.join(PRETRAIN_VARIANTS)})")
+    if seeds < 1:
+        raise CtxlmError("--seeds must be at least 1")
+    if plots:
+        pyplot()  # fail now, not after the runs
+    out_dir = Path(out_dir)
+    recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
+    if finetune_steps is not None:
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, max_steps=finetune_steps))
+    scoring = task_scoring(recipe.task)
+    if recipe.task == "dialog" and train_limit is None:
+        train_limit = DIALOG_TRAIN_PAIRS
+    config = config if isinstance(config, PretrainConfig) else load_pretrain_config(config)
+    if config.model.family != "palm":
+        raise CtxlmError(f"compare's --config is the PALM encoder-decoder's (the size GLM and UniLMv2 are matched "
+                         f"to), got a {config.model.family} config")
+    tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer.load(tokenizer)
+    eval_path = Path(eval_path or valid_path)
+    families = sorted({PRETRAIN_VARIANTS[o].family for o in objectives})
+    run = Comparison(
+        corpus=[str(c) for c in corpus], tokenizer=tokenizer, recipe=recipe, train_path=Path(train_path),
+        valid_path=Path(valid_path), eval_pairs=read_pairs(recipe.task, eval_path, recipe.reader, eval_limit),
+        configs=family_configs(families, config, tokenizer), budget=budget, out_dir=out_dir, scoring=scoring,
+        train_limit=train_limit, cache_dir=Path(cache_dir) if cache_dir else out_dir / "store")
+    settings = {"corpus": run.corpus, "budget": dataclasses.asdict(budget), "recipe": dataclasses.asdict(recipe),
+                "config": dataclasses.asdict(config), "train": str(train_path), "valid": str(valid_path),
+                "eval": str(eval_path), "eval_limit": eval_limit, "train_limit": train_limit,
+                "vocab_size": tokenizer.vocab_size}
+    check_settings(out_dir, settings)
+    cells = []
+    for objective in objectives:
+        for seed in range(seeds):
+            cell = run.run_cell(objective, seed)
+            print(f"{objective} seed {seed}: {cell['parameters']:,} parameters, {cell['tokens_seen']:,} tokens, "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in cell["metrics"].items()), flush=True)
+            cells.append(cell)
+    return write_comparison_report(out_dir, cells, run.baseline(), scoring, settings, resamples=resamples,
+                                   plots=plots, command=command)

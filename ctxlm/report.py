@@ -1,0 +1,400 @@
+"""The statistics and the report of an objective comparison (`ctxlm.compare`).
+
+- `paired_bootstrap`: the paired bootstrap test of two systems scored on the same examples
+  (Koehn 2004; Efron & Tibshirani 1993, §16.4), over several seeds.
+- `mean_std`: mean ± sample standard deviation over seeds.
+- `loss_plot`: training-loss curves as a PNG (matplotlib).
+- `Report`: headings, paragraphs, tables and images, written as Markdown and as one
+  self-contained HTML file (PNGs embedded as base64).
+- `package_versions`, `git_commit`: what the report was made with.
+- `write_comparison_report`: all of it for `ctxlm compare`'s cells.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import json
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import CtxlmError
+
+REFERENCE = "palm"  # every other objective is tested against it
+
+# statistic(x): x has shape (..., examples, k) → shape (...): a score from per-example statistics
+Statistic = Callable[[np.ndarray], np.ndarray]
+
+
+def mean_score(x: np.ndarray) -> np.ndarray:
+    """The mean of a per-example score (column 0), e.g. ROUGE."""
+    return x[..., 0].mean(axis=-1)
+
+
+def corpus_perplexity(x: np.ndarray) -> np.ndarray:
+    """exp(Σ NLL / Σ tokens) of per-example (NLL sum, target tokens) columns."""
+    return np.exp(x[..., 0].sum(axis=-1) / x[..., 1].sum(axis=-1))
+
+
+def corpus_bleu4(x: np.ndarray) -> np.ndarray:
+    """Corpus BLEU-4 × 100 from per-example (hypothesis length, reference length, 4 n-gram guesses,
+    4 clipped matches), with pycocoevalcap's smoothing constants (its Bleu(4) to the last digit)."""
+    totals = x.sum(axis=-2)
+    small, tiny = 1e-9, 1e-15
+    log_precisions = np.log((totals[..., 6:10] + tiny) / (totals[..., 2:6] + small)).mean(axis=-1)
+    ratio = (totals[..., 0] + tiny) / (totals[..., 1] + small)
+    brevity = np.where(ratio < 1, 1 - 1 / ratio, 0.0)
+    return 100 * np.exp(log_precisions + brevity)
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    difference: float  # statistic(a) − statistic(b), averaged over seeds
+    ci_low: float  # percentile confidence interval of the difference
+    ci_high: float
+    p_value: float  # two-sided: 2 · min(P*(Δ ≤ 0), P*(Δ ≥ 0)), capped at 1
+    resamples: int
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_score, *, resamples: int = 1000,
+                     seed: int = 0, confidence: float = 0.95, indices: np.ndarray | None = None) -> BootstrapResult:
+    """Paired bootstrap of statistic(a) − statistic(b) for per-example statistics `a` and `b` of shape
+    (seeds, examples, k): seed s of `a` is paired with seed s of `b`, example i with example i.
+
+    Each resample draws the examples with replacement (the same draw for both systems and every
+    seed), computes the statistic per seed and averages over seeds (seeds pooled). `indices`
+    (resamples × examples) replaces the random draws. The p-value is the smallest α at which the
+    (1 − α) percentile interval excludes 0. Arrays of shape (seeds, examples) hold one score per
+    example."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    if a.shape != b.shape or a.ndim != 3 or a.shape[1] == 0:
+        raise CtxlmError(f"paired bootstrap needs two (seeds, examples, k) arrays of one shape, got {a.shape} "
+                         f"and {b.shape}")
+    n = a.shape[1]
+    if indices is None:
+        indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+    def pooled(x: np.ndarray, idx: np.ndarray, chunk: int = 64) -> np.ndarray:  # chunks bound the memory
+        return np.concatenate([np.mean([statistic(x[s][idx[i:i + chunk]]) for s in range(x.shape[0])], axis=0)
+                               for i in range(0, len(idx), chunk)])
+
+    everything = np.arange(n)[None]
+    observed = float((pooled(a, everything) - pooled(b, everything))[0])
+    deltas = pooled(a, indices) - pooled(b, indices)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(deltas, [tail, 1 - tail])
+    p = min(1.0, 2 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
+    return BootstrapResult(observed, float(low), float(high), p, len(indices))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def format_mean_std(values: Sequence[float], digits: int = 2) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------ plots
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CtxlmError("plots need matplotlib (pip install matplotlib), or compare with plots off "
+                         "(--no-plots)") from None
+    return plt
+
+
+def loss_plot(curves: dict[str, Sequence[tuple[int, float]]], path: str | Path, title: str) -> Path:
+    """One line per curve name (`label` → [(step, loss), ...]) in a PNG; curves sharing the text
+    before " seed" share a colour."""
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    colours: dict[str, str] = {}
+    for label, points in curves.items():
+        if not points:
+            continue
+        group = label.split(" seed")[0]
+        first = group not in colours
+        colour = colours.setdefault(group, f"C{len(colours) % 10}")
+        steps, losses = zip(*points)
+        axes.plot(steps, losses, color=colour, alpha=0.8, linewidth=1.2, label=group if first else None)
+    axes.set_xlabel("step")
+    axes.set_ylabel("training loss")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    if colours:
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------------ the document
+@dataclass
+class Report:
+    """A report as blocks: ("h1" | "h2" | "p" | "pre", text), ("table", header, rows), ("img", path, alt)."""
+
+    blocks: list[tuple] = field(default_factory=list)
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append((f"h{level}", text))
+
+    def paragraph(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def code(self, text: str) -> None:
+        self.blocks.append(("pre", text))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        self.blocks.append(("table", list(header), [[str(c) for c in row] for row in rows]))
+
+    def image(self, path: Path, alt: str) -> None:
+        self.blocks.append(("img", Path(path), alt))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, *rest in self.blocks:
+            if kind.startswith("h"):
+                out.append("#" * int(kind[1]) + " " + rest[0])
+            elif kind == "p":
+                out.append(rest[0])
+            elif kind == "pre":
+                out.append("```\n" + rest[0] + "\n```")
+            elif kind == "table":
+                header, rows = rest
+                cells = lambda row: "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"  # noqa: E731
+                out.append("\n".join([cells(header), "|" + "---|" * len(header)] + [cells(r) for r in rows]))
+            else:
+                out.append(f"![{rest[1]}]({rest[0].name})")
+        return "\n\n".join(out) + "\n"
+
+    def html(self) -> str:
+        out = []
+        for kind, *rest in self.blocks:
+            if kind.startswith("h"):
+                out.append(f"<{kind}>{html.escape(rest[0])}</{kind}>")
+            elif kind == "p":
+                out.append(f"<p>{html.escape(rest[0])}</p>")
+            elif kind == "pre":
+                out.append(f"<pre>{html.escape(rest[0])}</pre>")
+            elif kind == "table":
+                header, rows = rest
+                head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+                body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            else:
+                data = base64.b64encode(rest[0].read_bytes()).decode("ascii")
+                out.append(f'<img alt="{html.escape(rest[1])}" src="data:image/png;base64,{data}">')
+        style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
+                 "td,th{border:1px solid #bbb;padding:.25em .6em;text-align:right}pre{background:#f4f4f4;"
+                 "padding:.6em;white-space:pre-wrap}img{max-width:100%}")
+        return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>ctxlm compare</title>"
+                f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+
+    def write(self, directory: str | Path, name: str = "report") -> tuple[Path, Path]:
+        directory = Path(directory)
+        md, page = directory / f"{name}.md", directory / f"{name}.html"
+        md.write_text(self.markdown(), encoding="utf-8")
+        page.write_text(self.html(), encoding="utf-8")
+        return md, page
+
+
+# ------------------------------------------------------------------------------------ provenance
+PACKAGES = ("ctxlm", "torch", "transformers", "tokenizers", "numpy", "scipy", "rouge-score", "pycocoevalcap",
+            "sacrebleu", "matplotlib")
+
+
+def package_versions() -> dict[str, str]:
+    """Python's and each package's version, and the device training ran on."""
+    import torch
+
+    versions = {"python": platform.python_version(),
+                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})"}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit(start: str | Path | None = None) -> str | None:
+    """The commit checked out where ctxlm's source lives, read from `.git` (worktrees and packed
+    refs included); None outside a git checkout."""
+    here = Path(start or Path(__file__).resolve().parent)
+    for folder in (here, *here.parents):
+        dot_git = folder / ".git"
+        if dot_git.exists():
+            break
+    else:
+        return None
+    git_dir = dot_git
+    if dot_git.is_file():  # a worktree: "gitdir: <path>"
+        git_dir = (folder / dot_git.read_text(encoding="utf-8").split(":", 1)[1].strip()).resolve()
+    common = git_dir
+    if (git_dir / "commondir").is_file():
+        common = (git_dir / (git_dir / "commondir").read_text(encoding="utf-8").strip()).resolve()
+    head = (git_dir / "HEAD").read_text(encoding="utf-8").strip()
+    if not head.startswith("ref:"):
+        return head
+    ref = head.split(":", 1)[1].strip()
+    for base in (git_dir, common):
+        if (base / ref).is_file():
+            return (base / ref).read_text(encoding="utf-8").strip()
+    packed = common / "packed-refs"
+    if packed.is_file():
+        for line in packed.read_text(encoding="utf-8").splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    return None
+
+
+def read_metrics(path: Path, key: str = "loss") -> list[tuple[int, float]]:
+    """(step, value) of a run's metrics.jsonl rows that have `key` (the training loss by default)."""
+    if not path.is_file():
+        return []
+    rows = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return [(row["step"], row[key]) for row in rows if key in row]
+
+
+# ------------------------------------------------------------------------------------ the comparison's report
+def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: int) -> list[dict]:
+    """One row per objective (in order): parameters, tokens seen, wall times, each metric's values
+    over seeds, and the paired bootstrap against PALM on the primary metric; then the baseline."""
+    objectives = list(dict.fromkeys(c["objective"] for c in cells))
+    by_objective = {o: sorted((c for c in cells if c["objective"] == o), key=lambda c: c["seed"]) for o in objectives}
+    reference = by_objective.get(REFERENCE)
+    rows = []
+    for objective, group in by_objective.items():
+        row = {"objective": objective, "family": group[0]["family"], "parameters": group[0]["parameters"],
+               "seeds": [c["seed"] for c in group], "tokens_seen": [c["tokens_seen"] for c in group],
+               "pretrain_seconds": [c["pretrain_seconds"] for c in group],
+               "finetune_seconds": [c["finetune_seconds"] for c in group],
+               "metrics": {m: [c["metrics"][m] for c in group] for m in group[0]["metrics"]}, "bootstrap": None}
+        if reference is not None and objective != REFERENCE:
+            seeds = sorted(set(row["seeds"]) & {c["seed"] for c in reference})
+            pick = lambda cells: [c["example_stats"] for c in cells if c["seed"] in seeds]  # noqa: E731
+            if seeds:
+                row["bootstrap"] = dataclasses.asdict(paired_bootstrap(
+                    pick(group), pick(reference), scoring.statistic, resamples=resamples))
+        rows.append(row)
+    if baseline is not None:
+        rows.append({"objective": f"baseline: {baseline['name']}", "metrics": {
+            m: [v] for m, v in baseline["metrics"].items()}})
+    return rows
+
+
+def _table_rows(rows: list[dict], metrics: list[str], primary: str) -> list[list[str]]:
+    out = []
+    for row in rows:
+        values = [format_mean_std(row["metrics"][m]) if m in row["metrics"] else "—" for m in metrics]
+        if "parameters" not in row:  # the baseline
+            out.append([row["objective"], "—", "—", *values, "—", "—"])
+            continue
+        test = row["bootstrap"]
+        difference = ("reference" if row["objective"] == REFERENCE else "—") if test is None else \
+            f"{test['difference']:+.2f} [{test['ci_low']:+.2f}, {test['ci_high']:+.2f}]"
+        out.append([row["objective"], f"{row['parameters']:,}", f"{np.mean(row['tokens_seen']):,.0f}", *values,
+                    difference, "—" if test is None else f"{test['p_value']:.3f}"])
+    return out
+
+
+def _cell_rows(cells: list[dict], primary: str) -> list[list[str]]:
+    return [[c["objective"], c["seed"], f"{c['parameters']:,}",
+             " + ".join(str(s["steps"]) for s in c["stages"]) or "0", f"{c['tokens_seen']:,}",
+             f"{c['pretrain_seconds']:.1f}", c["finetune_steps"], f"{c['finetune_seconds']:.1f}",
+             f"{c['score_seconds']:.1f}", f"{c['metrics'][primary]:.2f}"] for c in cells]
+
+
+def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | None, scoring, settings: dict, *,
+                            resamples: int = 1000, plots: bool = True, command: str | None = None) -> list[dict]:
+    """`report.md`, `report.html` (and `table.json`, the loss plots) of a comparison's cells."""
+    out_dir = Path(out_dir)
+    rows = results_table(cells, baseline, scoring, resamples)
+    (out_dir / "table.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    metrics = list(cells[0]["metrics"])
+    primary, better = scoring.primary, "higher" if scoring.higher_is_better else "lower"
+    report = Report()
+    report.heading(f"Pre-training objectives on {settings['recipe']['task']}", 1)
+    report.code(command or "(called from Python: ctxlm.compare.compare)")
+    report.paragraph(f"ctxlm commit {git_commit() or 'unknown (not a git checkout)'}. Pre-training budget "
+                     f"{_budget_text(settings['budget'])} per objective, shared equally by its stages; corpus "
+                     f"{', '.join(settings['corpus'])}. Fine-tuning: the recipe's settings on {settings['train']} "
+                     f"(up to {settings['recipe']['train']['max_steps']} steps, best validation loss on "
+                     f"{settings['valid']}); scored on {len(cells[0]['example_stats'])} examples of "
+                     f"{settings['eval']}.")
+    report.heading("Results")
+    report.table(["objective", "parameters", "tokens seen", *metrics, f"Δ {primary} vs {REFERENCE} [95% CI]", "p"],
+                 _table_rows(rows, metrics, primary))
+    report.paragraph(f"Mean ± sample standard deviation over seeds ({better} {primary} is better). Δ and p: a "
+                     f"paired bootstrap ({resamples} resamples) of {primary} against {REFERENCE}: the evaluation "
+                     "examples are drawn with replacement, the same draw for both objectives and every seed; "
+                     f"{primary} is computed per seed and averaged over the seeds both ran (seeds pooled). "
+                     "The interval is the resampled Δ's 2.5-97.5 percentiles; p (two-sided) is the smallest α "
+                     "whose percentile interval excludes 0.")
+    if "meteor" not in metrics and "bleu4" in metrics:
+        report.paragraph("METEOR is left out: it needs Java, which is not installed here.")
+    report.heading("Cells")
+    report.table(["objective", "seed", "parameters", "pre-training steps", "tokens seen", "pre-training s",
+                  "fine-tuning steps", "fine-tuning s", "scoring s", primary], _cell_rows(cells, primary))
+    report.paragraph("Tokens seen are the non-padding input (and decoder input) tokens the training loop "
+                     "counts, counted exactly by replaying each stage's data stream. Wall times count the run "
+                     "that finished each stage (an interrupted and resumed one counts its last part only).")
+    if plots:
+        report.heading("Loss curves")
+        for name, title, curves in (("pretrain_loss.png", "pre-training loss (stages in sequence)",
+                                     _pretrain_curves(out_dir, cells)),
+                                    ("finetune_loss.png", "fine-tuning loss", _finetune_curves(out_dir, cells))):
+            report.image(loss_plot(curves, out_dir / name, title), title)
+    report.heading("Environment")
+    report.table(["package", "version"], list(package_versions().items()))
+    report.write(out_dir)
+    return rows
+
+
+def _budget_text(budget: dict) -> str:
+    if budget.get("minutes") is not None:
+        return (f"{budget['minutes']:g} minutes (turned into steps by timing a few steps of each stage; "
+                "see budget/)")
+    return f"{budget['tokens']:,} tokens"
+
+
+def _cell_dir(out_dir: Path, cell: dict) -> Path:
+    return out_dir / "cells" / f"{cell['objective']}-seed{cell['seed']}"
+
+
+def _pretrain_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    curves = {}
+    for cell in cells:
+        points, offset = [], 0
+        for stage in cell["stages"]:
+            if points:
+                points.append((offset, float("nan")))  # a gap between stages
+            points += [(offset + step, loss) for step, loss in
+                       read_metrics(_cell_dir(out_dir, cell) / "pretrain" / stage["stage"] / "metrics.jsonl")]
+            offset += stage["steps"]
+        if points:
+            curves[f"{cell['objective']} seed {cell['seed']}"] = points
+    return curves
+
+
+def _finetune_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    return {f"{c['objective']} seed {c['seed']}": read_metrics(_cell_dir(out_dir, c) / "finetune" / "metrics.jsonl")
+            for c in cells}

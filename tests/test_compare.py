@@ -1,0 +1,310 @@
+"""`ctxlm compare`: matched model sizes, the paired bootstrap, a complete report on a tiny budget,
+and resuming a killed comparison without redoing finished cells."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats as scipy_stats
+
+from conftest import wiki_slice
+from ctxlm import compare as compare_module
+from ctxlm import training
+from ctxlm.checkpoint import build_model
+from ctxlm.cli import main
+from ctxlm.compare import (TASK_SCORING, Budget, compare, example_nll, matched_model_config, parameter_count,
+                           score_predictions)
+from ctxlm.config import named_model_config
+from ctxlm.errors import CtxlmError
+from ctxlm.finetuning import read_pairs
+from ctxlm.config import load_finetune_config, load_pretrain_config
+from ctxlm.metrics import coco_qg, rouge
+from ctxlm.predict import Seq2SeqPredictor
+from ctxlm.report import corpus_bleu4, corpus_perplexity, git_commit, mean_score, paired_bootstrap
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY_MODEL = dict(base="palm-tiny", d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                  decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128)
+
+
+@pytest.fixture(scope="module")
+def setup(data_dir, tmp_path_factory):
+    """A Wikipedia slice and a tokenizer trained on it, a Gigaword slice (48 train, 6 valid pairs),
+    a tiny PALM config and a tiny Gigaword recipe (YAML overrides)."""
+    root = tmp_path_factory.mktemp("compare")
+    corpus = wiki_slice(root / "wiki.txt", 1200)
+    from ctxlm.tokenization import train_tokenizer
+
+    train_tokenizer([corpus], 1000, root / "tok")
+    for name, n in (("train", 48), ("valid", 6)):
+        lines = (data_dir / "summarization/gigaword" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+        (root / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "config.yaml").write_text(yaml.safe_dump({
+        "model": TINY_MODEL,
+        "train": dict(batch_size=4, lr=1e-3, warmup_steps=1, eval_every=0, eval_batches=1, log_every=1,
+                      save_every=0, keep_checkpoints=1, progress=False),
+        "data": dict(fragment_length=64, valid_fraction=0.05, max_valid_documents=2)}))
+    (root / "recipe.yaml").write_text(yaml.safe_dump({
+        "task": "summarization", "max_source_tokens": 48, "max_target_tokens": 16, "max_valid_examples": 6,
+        "train": dict(batch_size=8, lr=1e-3, max_steps=3, warmup_steps=1, eval_every=3, eval_batches=1,
+                      log_every=1, save_every=0, keep_checkpoints=1, progress=False, early_stopping_patience=0),
+        "decoding": dict(num_beams=1, max_new_tokens=6)}))
+    return root
+
+
+def arguments(root, out, **options):
+    return {"corpus": [root / "wiki.txt"], "tokenizer": root / "tok", "recipe": str(root / "recipe.yaml"),
+            "train_path": root / "train.jsonl", "valid_path": root / "valid.jsonl", "out_dir": out,
+            "config": str(root / "config.yaml"), **options}
+
+
+# ------------------------------------------------------------------------------------ matched sizes
+@pytest.mark.parametrize("family", ["glm", "unilm"])
+def test_matched_model_has_palms_parameter_count(family):
+    """GLM / UniLMv2 sized to a PALM config: within 2% of its parameters (counted on a real CPU
+    build), at the width nearest PALM's (a multiple of its heads) where some depth comes within 2%,
+    with the best depth there: found here by brute force over widths and depths."""
+    palm = named_model_config("palm-tiny", vocab_size=3000, max_position_embeddings=128)
+    target = sum(p.numel() for p in build_model(palm).parameters())
+    assert parameter_count(palm) == target
+    matched = matched_model_config(family, palm)
+    real = sum(p.numel() for p in build_model(matched).parameters())
+    assert abs(real - target) / target <= 0.02
+    assert matched.num_heads == 4 and matched.ffn_dim == 4 * matched.d_model
+
+    def error(width, depth):
+        config = named_model_config(f"{family}-tiny", vocab_size=3000, max_position_embeddings=128, d_model=width,
+                                    ffn_dim=4 * width, num_layers=depth)
+        return abs(parameter_count(config) - target) / target
+
+    for width in sorted(range(128, 512, 4), key=lambda w: (abs(w - 256), w)):
+        errors = {depth: error(width, depth) for depth in range(6, 14)}
+        best = min(errors, key=errors.get)
+        assert 6 < best < 13  # the count grows with depth: an interior minimum is the minimum over all depths
+        if errors[best] <= 0.02:
+            break
+    assert (matched.d_model, matched.num_layers) == (width, best)
+
+
+# ------------------------------------------------------------------------------------ bootstrap
+def test_bootstrap_with_every_resample_is_the_exact_distribution():
+    """Given all n^n resamples, the interval and p-value are those of the exact bootstrap
+    distribution, computed here by brute force; 1000 random resamples come close to it."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(1.0, 1.0, size=(2, 5)), rng.normal(0.0, 1.0, size=(2, 5))
+    every = np.array(list(itertools.product(range(5), repeat=5)))
+    exact = paired_bootstrap(a, b, indices=every)
+    deltas = sorted(sum(np.mean([a[s][i] - b[s][i] for i in idx]) for s in range(2)) / 2 for idx in every)
+    p = min(1.0, 2 * min(sum(d <= 0 for d in deltas), sum(d >= 0 for d in deltas)) / len(deltas))
+    assert exact.p_value == pytest.approx(p)
+    assert exact.difference == pytest.approx((a - b).mean())
+    assert exact.ci_low == pytest.approx(np.quantile(deltas, 0.025))
+    assert exact.ci_high == pytest.approx(np.quantile(deltas, 0.975))
+    sampled = paired_bootstrap(a, b, resamples=1000, seed=1)
+    assert sampled.resamples == 1000 and abs(sampled.p_value - exact.p_value) < 0.05
+
+
+def test_bootstrap_interval_matches_scipy_and_identical_systems_give_p_one():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.3, 1.0, size=60)
+    b = a - rng.normal(0.3, 0.5, size=60)
+    ours = paired_bootstrap(a[None], b[None], resamples=4000, seed=0)
+    reference = scipy_stats.bootstrap((a, b), lambda x, y: np.mean(x - y), paired=True, n_resamples=4000,
+                                      method="percentile", random_state=0).confidence_interval
+    assert ours.ci_low == pytest.approx(reference.low, abs=0.03)
+    assert ours.ci_high == pytest.approx(reference.high, abs=0.03)
+    assert paired_bootstrap(a[None], a[None], resamples=50).p_value == 1.0
+
+
+def test_perplexity_statistic_pools_tokens():
+    nll_tokens = np.array([[2.0, 1.0], [6.0, 3.0]])  # per-token NLL 2 on both: perplexity e^2
+    assert corpus_perplexity(nll_tokens) == pytest.approx(np.exp(8 / 4))
+    assert mean_score(np.array([[1.0], [3.0]])) == 2.0
+    with pytest.raises(CtxlmError, match="one shape"):
+        paired_bootstrap(np.zeros((1, 3)), np.zeros((1, 4)))
+
+
+def test_per_example_scores_average_to_the_reported_metrics(data_dir):
+    """The bootstrap's per-example statistics give the table's values: ROUGE-L (summarization) as
+    `metrics.rouge`, BLEU-4 from n-gram counts (qg) as `metrics.coco_qg` (pycocoevalcap); the
+    baselines are the documented rules."""
+    giga = read_pairs("summarization", data_dir / "summarization/gigaword/valid.jsonl", limit=20)
+    scoring = TASK_SCORING["summarization"]
+    predictions = [scoring.baseline(p.source) for p in giga]
+    assert predictions[0] == " ".join(giga[0].source.split()[:8])
+    metrics, stats = score_predictions(scoring, predictions, giga)
+    assert np.mean(stats) == pytest.approx(rouge(predictions, [p.target for p in giga])["rougeL"])
+    assert metrics["rougeL"] == pytest.approx(np.mean(stats))
+    qg = read_pairs("qg", data_dir / "qg/squad_du2017/valid.jsonl", limit=20)
+    predictions = [TASK_SCORING["qg"].baseline(p.source) for p in qg]
+    assert predictions[0] == " ".join(qg[0].source.split()[:12]) + " ?"
+    references = [[p.target] for p in qg]
+    stats = np.array(TASK_SCORING["qg"].example_stats(predictions, references))
+    reference = coco_qg(predictions, [p.target for p in qg], meteor=False)
+    assert corpus_bleu4(stats) == pytest.approx(reference["bleu4"], rel=1e-9)
+    assert 0 < reference["bleu4"] < 100
+
+
+def test_git_commit_is_the_checked_out_commit():
+    root = Path(__file__).resolve().parents[1]
+    try:
+        expected = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    assert git_commit() == expected.stdout.strip()
+
+
+# ------------------------------------------------------------------------------------ the comparison
+def test_compare_writes_a_complete_report(setup, tmp_path):
+    """palm and none × 2 seeds on a minutes budget, through the CLI: every cell, both plots, the
+    table with each objective and the lead-8 baseline (its ROUGE computed here independently)."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "cmp"
+    argv = ["compare", "--corpus", str(setup / "wiki.txt"), "--tokenizer", str(setup / "tok"),
+            "--task", str(setup / "recipe.yaml"), "--train", str(setup / "train.jsonl"),
+            "--valid", str(setup / "valid.jsonl"), "--config", str(setup / "config.yaml"),
+            "--objectives", "palm,none", "--budget-minutes", "0.01", "--seeds", "2", "--resamples", "200",
+            "--out", str(out)]
+    assert main(argv) == 0
+    for cell in ("palm-seed0", "palm-seed1", "none-seed0", "none-seed1"):
+        result = json.loads((out / "cells" / cell / "result.json").read_text())
+        assert set(result["metrics"]) == {"rouge1", "rouge2", "rougeL"} and len(result["example_stats"]) == 6
+        assert np.mean(result["example_stats"]) == pytest.approx(result["metrics"]["rougeL"])
+    palm = json.loads((out / "cells/palm-seed0/result.json").read_text())
+    assert [s["stage"] for s in palm["stages"]] == ["1-palm-mlm", "2-palm-generation"]
+    assert palm["tokens_seen"] > 0 and palm["parameters"] == parameter_count(
+        compare_module.family_configs(["palm"], compare_module.load_pretrain_config(str(setup / "config.yaml")),
+                                      compare_module.TextTokenizer.load(setup / "tok"))["palm"].model)
+    steps = [s["max_steps"] for s in json.loads((out / "budget/palm.json").read_text())["stages"]]
+    assert [s["steps"] for s in palm["stages"]] == steps
+    for name in ("pretrain_loss.png", "finetune_loss.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = json.loads((out / "table.json").read_text())
+    assert [row["objective"] for row in table] == ["palm", "none", "baseline: lead-8 words"]
+    assert table[1]["bootstrap"]["resamples"] == 200
+    pairs = read_pairs("summarization", setup / "valid.jsonl")
+    lead = rouge([" ".join(p.source.split()[:8]) for p in pairs], [p.target for p in pairs])
+    assert table[2]["metrics"]["rougeL"][0] == pytest.approx(lead["rougeL"])
+    markdown = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    for text in ("| palm |", "| none |", "baseline: lead-8 words", "--budget-minutes 0.01", "torch",
+                 "pretrain_loss.png"):
+        assert text in markdown
+    assert page.count("data:image/png;base64,") == 2 and "baseline: lead-8 words" in page
+
+
+def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_path, monkeypatch):
+    """Killed while fine-tuning the second cell: the rerun fine-tunes only that cell (its finished
+    pre-training kept) and leaves the first cell's result untouched. Each stage's recorded tokens
+    are those its training loop was fed."""
+    calls = {"pretrain": [], "finetune": []}
+    real_pretrain, real_finetune = compare_module.pretrain, compare_module.finetune
+    real_batch = training.BatchStream.batch
+    fed, training_in = {}, [None]  # stage folder → tokens its training loop was given
+
+    def counting_batch(self, micro_batch, pad_id):
+        epoch, batch = real_batch(self, micro_batch, pad_id)
+        if training_in[0] is not None:
+            fed[training_in[0]] += sum(int(batch[k].ne(pad_id).sum()) for k in ("input_ids", "decoder_input_ids")
+                                       if k in batch)
+        return epoch, batch
+
+    def counting_pretrain(corpus, out_dir, *args, **kwargs):
+        calls["pretrain"].append(str(out_dir))
+        fed[str(out_dir)], training_in[0] = 0, str(out_dir)
+        try:
+            return real_pretrain(corpus, out_dir, *args, **kwargs)
+        finally:
+            training_in[0] = None
+
+    def counting_finetune(train, valid, out_dir, *args, **kwargs):
+        calls["finetune"].append(str(out_dir))
+        if kill_at_call == len(calls["finetune"]):
+            raise KeyboardInterrupt  # killed
+        return real_finetune(train, valid, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "pretrain", counting_pretrain)
+    monkeypatch.setattr(compare_module, "finetune", counting_finetune)
+    monkeypatch.setattr(training.BatchStream, "batch", counting_batch)
+    kill_at_call = 2
+    out = tmp_path / "cmp"
+    options = arguments(setup, out, objectives=["palm", "mass"], budget=Budget(tokens=1500), seeds=1,
+                        plots=False, resamples=50)
+    with pytest.raises(KeyboardInterrupt):
+        compare(**options)
+    first = out / "cells/palm-seed0/result.json"
+    written = first.stat().st_mtime_ns
+    assert len(fed) == 3 and not (out / "cells/mass-seed0/result.json").exists()
+    palm_stages = json.loads(first.read_text())["stages"]
+    assert all(s["tokens"] >= 750 for s in palm_stages)  # each of the 2 stages: half the budget
+    for stage in palm_stages:  # the recorded tokens are those the loop was fed
+        assert stage["tokens"] == fed[str(out / "cells/palm-seed0/pretrain" / stage["stage"])]
+
+    calls["pretrain"].clear()
+    calls["finetune"].clear()
+    kill_at_call = None
+    table = compare(**options)
+    assert calls["pretrain"] == []  # mass's stage had finished: kept
+    assert calls["finetune"] == [str(out / "cells/mass-seed0/finetune")]
+    assert first.stat().st_mtime_ns == written
+    assert (out / "cells/mass-seed0/result.json").is_file()
+    assert [row["objective"] for row in table] == ["palm", "mass", "baseline: lead-8 words"]
+    assert "Loss curves" not in (out / "report.md").read_text()
+    # dialog's per-example (NLL, tokens) pool to `Seq2SeqPredictor.perplexity`
+    recipe = load_finetune_config(str(setup / "recipe.yaml"))
+    pairs = read_pairs("summarization", setup / "valid.jsonl")
+    predictor = Seq2SeqPredictor.load(out / "cells/mass-seed0/finetune", max_source_tokens=recipe.max_source_tokens)
+    assert corpus_perplexity(np.array(example_nll(predictor, pairs, recipe))) == pytest.approx(predictor.perplexity(
+        [p.source for p in pairs], [p.target for p in pairs], max_target_tokens=recipe.max_target_tokens), rel=1e-5)
+    with pytest.raises(CtxlmError, match="another 'budget'"):
+        compare(**{**options, "budget": Budget(tokens=999)})
+
+
+def test_budget_needs_exactly_one_of_minutes_and_tokens():
+    with pytest.raises(CtxlmError, match="one pre-training budget"):
+        Budget()
+    with pytest.raises(CtxlmError, match="one pre-training budget"):
+        Budget(minutes=1, tokens=5)
+
+
+def test_an_interrupted_stage_resumes_from_its_checkpoint(setup, tmp_path, monkeypatch):
+    """Killed after stage 2's second checkpoint: the rerun keeps stage 1, resumes stage 2 from its
+    checkpoint (the loop's resume) and runs it to its planned steps."""
+    config = load_pretrain_config(str(setup / "config.yaml"))
+    config.train = dataclasses.replace(config.train, save_every=1)
+    real_save, real_pretrain = training.save_training_checkpoint, compare_module.pretrain
+
+    def save_then_die(out_dir, step, *args, **kwargs):
+        path = real_save(out_dir, step, *args, **kwargs)
+        if Path(out_dir).name == "2-palm-generation" and step == 2:
+            raise KeyboardInterrupt
+        return path
+
+    runs = []
+
+    def recording_pretrain(corpus, out_dir, *args, **kwargs):
+        runs.append((Path(out_dir).name, kwargs["resume"]))
+        return real_pretrain(corpus, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(training, "save_training_checkpoint", save_then_die)
+    monkeypatch.setattr(compare_module, "pretrain", recording_pretrain)
+    options = arguments(setup, tmp_path / "cmp", objectives=["palm"], budget=Budget(tokens=4000), seeds=1,
+                        plots=False, config=config, resamples=10)
+    with pytest.raises(KeyboardInterrupt):
+        compare(**options)
+    monkeypatch.setattr(training, "save_training_checkpoint", real_save)
+    compare(**options)
+    assert runs == [("1-palm-mlm", False), ("2-palm-generation", False), ("2-palm-generation", True)]
+    stage = json.loads((tmp_path / "cmp/cells/palm-seed0/result.json").read_text())["stages"][1]
+    assert stage["steps"] > 2
+    stage_dir = tmp_path / "cmp/cells/palm-seed0/pretrain/2-palm-generation"
+    steps = sorted({json.loads(line)["step"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()})
+    assert steps == list(range(1, stage["steps"] + 1))
