@@ -39,7 +39,7 @@ HEAD_NAME = "head.json"  # a task head on the backbone (classification, extracti
 HEAD_TYPES = {
     "unilm-classifier": ("ctxlm.models.unilm", "UnilmClassifier"),
     "unilm-qa": ("ctxlm.models.unilm", "UnilmQuestionAnswering"),
-    "glm-cloze": ("ctxlm.cloze", "GlmClozeModel"),
+    "glm-cloze": ("ctxlm.tasks.cloze", "GlmClozeModel"),
 }
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"  # the best weights by the validation metric (fine-tuning)

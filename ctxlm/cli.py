@@ -173,21 +173,21 @@ def cmd_finetune(args) -> None:
     model_config = _scratch_model_config(args)
     common = dict(model_config=model_config, tokenizer=args.tokenizer, resume=args.resume)
     if args.task == "cloze":
-        from .cloze import finetune_cloze
+        from .tasks.cloze import finetune_cloze
 
         _need(args, "dataset", "data_dir")
         result = finetune_cloze(args.init, args.dataset, args.data_dir, args.out,
                                 TrainConfig(**{**CLOZE_TRAIN, **overrides}), max_length=args.max_length,
                                 score_eop=args.score_eop, **common)
     elif args.task == "classify":
-        from .classification import finetune_classifier
+        from .tasks.classification import finetune_classifier
 
         _need(args, "dataset", "data_dir")
         result = finetune_classifier(args.init, args.dataset, args.data_dir, args.out, train_overrides=overrides,
                                      max_length=args.max_length or 128, pooler=args.pooler,
                                      train_limit=args.train_limit, valid_limit=args.valid_limit, **common)
     elif args.task == "squad":
-        from .extractive_qa import QaSettings, finetune_squad
+        from .tasks.extractive_qa import QaSettings, finetune_squad
 
         _need(args, "train")
         settings = QaSettings(max_length=args.max_length or 384, doc_stride=args.doc_stride,
@@ -196,7 +196,7 @@ def cmd_finetune(args) -> None:
                                 settings=settings, train_limit=args.train_limit, valid_limit=args.valid_limit,
                                 **common)
     else:
-        from .finetuning import finetune
+        from .tasks.seq2seq import finetune
 
         _need(args, "train")
         recipe = load_finetune_config(args.recipe)
@@ -218,24 +218,24 @@ def cmd_evaluate(args) -> None:
     from .metrics import evaluate_files, format_markdown_table
 
     if args.task == "cloze":
-        from .cloze import evaluate_cloze
+        from .tasks.cloze import evaluate_cloze
 
         _need(args, "model", "dataset", "data_dir")
         results = evaluate_cloze(args.model, args.dataset, args.data_dir, args.split or "dev32",
                                  max_length=args.max_length)
     elif args.task == "classify":
-        from .classification import evaluate_classifier
+        from .tasks.classification import evaluate_classifier
 
         _need(args, "model", "data_dir")
         results = evaluate_classifier(args.model, args.dataset, args.data_dir, args.split or "dev", limit=args.limit,
                                       max_length=args.max_length)
     elif args.task == "squad":
-        from .extractive_qa import evaluate_squad
+        from .tasks.extractive_qa import evaluate_squad
 
         _need(args, "model", "ref")
         results = evaluate_squad(args.model, args.ref, limit=args.limit, predictions_out=args.predictions_out)
     elif args.model is not None:
-        from .finetuning import read_pairs
+        from .tasks.seq2seq import read_pairs
         from .predict import Seq2SeqPredictor
 
         if args.task is None or args.ref is None:
@@ -256,7 +256,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_infill(args) -> None:
-    from .infilling import evaluate_infilling, infill_texts
+    from .tasks.infilling import evaluate_infilling, infill_texts
     from .predict import load_generation_config
 
     cfg = _generation_config(args, load_generation_config(args.model))

@@ -69,7 +69,7 @@ def default_corpus(out: Path) -> list[Path]:
 def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
     """Step 5: Gigaword fine-tuning of the pre-trained model and of a model trained from scratch."""
     from .config import load_finetune_config
-    from .finetuning import decode_pairs, finetune, read_pairs
+    from .tasks.seq2seq import decode_pairs, finetune, read_pairs
     from .metrics import rouge
 
     gigaword = Path(args.gigaword)

@@ -14,7 +14,7 @@ import torch
 from ctxlm.checkpoint import load_model_dir, save_model_dir
 from ctxlm.config import named_model_config
 from ctxlm.errors import CtxlmError
-from ctxlm.extractive_qa import (
+from ctxlm.tasks.extractive_qa import (
     QaFeatures,
     QaSettings,
     best_spans,
@@ -209,7 +209,7 @@ def test_squad_v11_metric_against_hand_computations():
     assert token_f1("Broncos", "Denver Broncos") == pytest.approx(2 / 3)
     assert token_f1("the cat sat on a mat", "a cat on the mat") == pytest.approx(2 * 0.75 / 1.75)
     assert token_f1("nothing", "Denver") == 0.0
-    from ctxlm.extractive_qa import SquadQuestion
+    from ctxlm.tasks.extractive_qa import SquadQuestion
 
     questions = [SquadQuestion("a", "?", "", (("Denver Broncos", 0), ("Broncos", 7))),
                  SquadQuestion("b", "?", "", (("Santa Clara", 0),)),

@@ -19,7 +19,7 @@ table "cloze questions and verbalizers for the 8 SuperGLUE tasks", pattern 0 of 
 | ReCoRD  | passage query-before-@placeholder [M] query-after             | the passage's entities     |
 
 A pattern is a list of `(text, shortenable)` parts with the blank as its own part `(MASK, False)`;
-`ctxlm.cloze` tokenizes the parts and cuts shortenable ones (passages, premises) from their ends
+`ctxlm.tasks.cloze` tokenizes the parts and cuts shortenable ones (passages, premises) from their ends
 until the longest candidate row fits the model, so the blank and the question always survive.
 
 Training-set conventions follow THUDM/GLM's `tasks/superglue/dataset.py`: COPA's training rows are

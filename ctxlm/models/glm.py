@@ -16,7 +16,7 @@ Architecture"):
 Decoding (§2.3: "the given context constitutes Part A with a mask token appended at the end; the
 model generates Part B autoregressively") speaks the `KVCache` protocol of `ctxlm.generation`:
 Part A is encoded once into the cache, then every Part B token is appended at the mask's position
-with block positions 1, 2, ... Text infilling (`ctxlm.infilling`) and cloze scoring (`ctxlm.cloze`)
+with block positions 1, 2, ... Text infilling (`ctxlm.tasks.infilling`) and cloze scoring (`ctxlm.tasks.cloze`)
 build on it.
 """
 

@@ -41,13 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_model_dir
-from .config import GlmConfig, TrainConfig
-from .data.superglue import MASK, ClozeExample, load_superglue, superglue_file, task_metrics, task_name
-from .errors import CtxlmError
-from .models.glm import GlmModel, glm_tokens
-from .objectives.glm import build_cloze_candidates
-from .training import TrainResult, collate, train
+from ..checkpoint import load_model_dir
+from ..config import GlmConfig, TrainConfig
+from ..data.superglue import MASK, ClozeExample, load_superglue, superglue_file, task_metrics, task_name
+from ..errors import CtxlmError
+from ..models.glm import GlmModel, glm_tokens
+from ..objectives.glm import build_cloze_candidates
+from ..training import TrainResult, collate, train
 
 __all__ = ["GlmClozeModel", "ClozeExamples", "cloze_loss", "score_candidates", "finetune_cloze", "evaluate_cloze",
            "predict_cloze", "fit_parts"]
@@ -295,7 +295,7 @@ def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, 
     selected model is scored on the dev split; its metrics join `final_metrics` as
     `<split>/<name>` and are written to `out_dir/eval_<split>.json`.
     """
-    from .finetuning import starting_model
+    from .seq2seq import starting_model
 
     out_dir = Path(out_dir)
     task = task_name(dataset)

@@ -40,13 +40,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import build_model, latest_checkpoint, load_model_dir, read_model_config
+from ..checkpoint import build_model, latest_checkpoint, load_model_dir, read_model_config
 from .classification import epochs_train_config, load_backbone, tokens_of
-from .config import TrainConfig, UnilmConfig
-from .errors import CtxlmError
-from .models.unilm import UnilmQuestionAnswering
-from .tokenization import TextTokenizer
-from .training import TrainResult, collate, distributed_context, train
+from ..config import TrainConfig, UnilmConfig
+from ..errors import CtxlmError
+from ..models.unilm import UnilmQuestionAnswering
+from ..tokenization import TextTokenizer
+from ..training import TrainResult, collate, distributed_context, train
 
 SETTINGS_FILE = "qa.json"  # the window settings, beside the fine-tuned model
 

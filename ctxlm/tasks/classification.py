@@ -32,15 +32,15 @@ import numpy as np
 import scipy.stats
 import torch
 
-from .finetuning import starting_model
-from .checkpoint import build_model, latest_checkpoint, load_model_dir, read_head, read_model_config
-from .config import TrainConfig, UnilmConfig
-from .data.glue import GlueDataset, Row, get_dataset
-from .errors import CtxlmError
-from .models.unilm import UnilmClassifier, UnilmModel
-from .objectives.unilm import UnilmTokens, build_classification_input
-from .tokenization import TextTokenizer
-from .training import TrainResult, collate, distributed_context, train
+from .seq2seq import starting_model
+from ..checkpoint import build_model, latest_checkpoint, load_model_dir, read_head, read_model_config
+from ..config import TrainConfig, UnilmConfig
+from ..data.glue import GlueDataset, Row, get_dataset
+from ..errors import CtxlmError
+from ..models.unilm import UnilmClassifier, UnilmModel
+from ..objectives.unilm import UnilmTokens, build_classification_input
+from ..tokenization import TextTokenizer
+from ..training import TrainResult, collate, distributed_context, train
 
 TASK_FILE = "classification.json"  # dataset and max_length, beside the fine-tuned model
 DEFAULT_MAX_LENGTH = 128
