@@ -63,6 +63,7 @@ def cmd_tokenizer_train(args) -> None:
 
 def cmd_pretrain(args) -> None:
     from .config import load_pretrain_config
+    from .families import default_objective
     from .pretraining import pretrain
 
     config = load_pretrain_config(args.config)
@@ -81,7 +82,8 @@ def cmd_pretrain(args) -> None:
             raise CtxlmError("--glm-no-shuffle and --glm-sentinel are GLM options")
         config.data = dataclasses.replace(config.data, shuffle_spans=config.data.shuffle_spans and not args.glm_no_shuffle,
                                           sentinel=config.data.sentinel or args.glm_sentinel)
-    result = pretrain(args.corpus, args.out, config, objective=args.objective, stage=args.stage,
+    objective = args.objective or default_objective(config.model.family).name
+    result = pretrain(args.corpus, args.out, config, objective=objective, stage=args.stage,
                       glm_task=args.glm_task, unilm_objective=args.unilm_objective,
                       tokenizer=args.tokenizer, init=args.init, resume=args.resume, cache_dir=args.cache_dir,
                       corpus_format=args.format, text_field=args.text_field,
@@ -327,7 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tokenizer_train)
 
     p = verbs.add_parser("pretrain", help="pre-train a model on unlabeled text")
-    p.add_argument("--objective", default="palm", choices=["palm", "glm", "unilm"])
+    from .families import OBJECTIVES
+
+    p.add_argument("--objective", choices=list(OBJECTIVES),
+                   help="pre-training objective (default: the --config family's own)")
     p.add_argument("--stage", default="generation", choices=["mlm", "generation"],
                    help="PALM stage 1 (encoder MLM) or 2 (continuation generation)")
     p.add_argument("--glm-task", choices=["blank", "sentence", "document", "multitask"],

@@ -1,8 +1,8 @@
 """Pre-training entry points: corpus → token store → objective examples → the training loop.
 
 `pretrain(...)` is what `ctxlm pretrain` calls; researchers can call it with a `PretrainConfig`
-built in Python. Each objective family contributes one `prepare_*` function that turns a token
-store into training and held-out `Examples`.
+built in Python. Each objective (registered with its model family in `ctxlm.families`) has one
+`prepare` function that turns a token store into training and held-out `Examples`.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from typing import Any, Sequence
 import torch
 
 from .checkpoint import build_model, latest_checkpoint, load_model_dir
-from .config import DATA_CONFIG_TYPES, PalmDataConfig, PretrainConfig
+from .config import PalmDataConfig, PretrainConfig
 from .data.store import TokenStore
 from .errors import CtxlmError
+from .families import get_objective, resolve
 from .objectives.palm import PalmExamples, PalmTokens, fragment_budgets, palm_windows
 from .tokenization import TextTokenizer
 from .training import TrainResult, train
 
 PALM_STAGES = ("mlm", "generation")
-OBJECTIVES = ("palm", "glm", "unilm")
 
 
 @dataclass
@@ -66,21 +66,16 @@ def prepare_palm_data(store: TokenStore, tokenizer: TextTokenizer, data: PalmDat
     })
 
 
+def prepare_palm_objective(store: TokenStore, tokenizer: TextTokenizer, model_config, data: PalmDataConfig,
+                           stage: str, seed: int) -> PreparedData:
+    """The PALM objective's `prepare` (`ctxlm.families.palm`)."""
+    return prepare_palm_data(store, tokenizer, data, stage, seed, model_config.max_position_embeddings)
+
+
 def prepare_data(objective: str, store: TokenStore, tokenizer: TextTokenizer, model_config, data_config,
                  stage: str, seed: int) -> PreparedData:
-    """Training and held-out examples of a store for an objective family."""
-    max_positions = model_config.max_position_embeddings
-    if objective == "palm":
-        return prepare_palm_data(store, tokenizer, data_config, stage, seed, max_positions)
-    if objective == "glm":
-        from .models.glm import glm_tokens
-        from .objectives.glm import prepare_glm_data
-
-        return PreparedData(*prepare_glm_data(store, glm_tokens(model_config), data_config, seed, max_positions,
-                                              sentinel_ids=tokenizer.sentinel_ids or None))
-    from .objectives.unilm import prepare_unilm_data, unilm_tokens
-
-    return PreparedData(*prepare_unilm_data(store, unilm_tokens(tokenizer), data_config, seed, max_positions))
+    """Training and held-out examples of a store for a registered objective."""
+    return resolve(get_objective(objective).prepare)(store, tokenizer, model_config, data_config, stage, seed)
 
 
 # Model config fields filled from the tokenizer: `<field>` → the token's name.
@@ -122,15 +117,14 @@ def pretrain(
 ) -> TrainResult:
     """Pre-train (or continue pre-training) a model on `corpus`; see `ctxlm pretrain --help`.
 
-    `objective` is the model family's: "palm" (with `stage` "mlm" or "generation"), "glm" (with
-    `glm_task` overriding `config.data.task`) or "unilm" (with `unilm_objective` overriding
-    `config.data.objective`). The architecture comes from `init` when given (a model directory:
+    `objective` is a registered objective (`ctxlm.families.OBJECTIVES`): "palm" (with `stage` "mlm"
+    or "generation"), "glm" (with `glm_task` overriding `config.data.task`) or "unilm" (with
+    `unilm_objective` overriding `config.data.objective`); the model must be of its family. The architecture comes from `init` when given (a model directory:
     PALM's stage 2 starts from stage 1), else from `config.model`. With `resume`, training continues
     exactly from the newest checkpoint in `out_dir`.
     """
     out_dir = Path(out_dir)
-    if objective not in OBJECTIVES:
-        raise CtxlmError(f"unknown objective '{objective}' (choose from {', '.join(OBJECTIVES)})")
+    spec = get_objective(objective)
     resume_from = latest_checkpoint(out_dir) if resume else None
     if resume and resume_from is None:
         raise CtxlmError(f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints")
@@ -149,12 +143,12 @@ def pretrain(
     if model.config.vocab_size < tokenizer.vocab_size:
         raise CtxlmError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model only {model.config.vocab_size}")
 
-    if model.config.family != objective:
-        raise CtxlmError(f"--objective {objective} needs a {objective} model; the config is a "
-                         f"{model.config.family} model (e.g. --config {objective}-tiny)")
+    if model.config.family != spec.family:
+        raise CtxlmError(f"--objective {objective} needs a {spec.family} model; the config is a "
+                         f"{model.config.family} model (e.g. --config {spec.family}-tiny)")
     data_config = config.data
-    if not isinstance(data_config, DATA_CONFIG_TYPES[objective]):
-        data_config = DATA_CONFIG_TYPES[objective]()
+    if not isinstance(data_config, spec.data_config):
+        data_config = spec.data_config()
     if glm_task is not None:
         data_config = dataclasses.replace(data_config, task=glm_task)
     if unilm_objective is not None:
@@ -163,12 +157,8 @@ def pretrain(
     store = TokenStore.build(corpus, tokenizer, cache_dir=cache_dir, format=corpus_format, text_field=text_field,
                              fallback_encoding=fallback_encoding, progress=config.train.progress)
     data = prepare_data(objective, store, tokenizer, model.config, data_config, stage, config.train.seed)
-    loss_options = {}
-    if objective == "palm" and stage == "generation":
-        loss_options["mlm_weight"] = data_config.mlm_weight
-    if config.train.label_smoothing and (objective != "palm" or stage == "generation"):
-        loss_options["label_smoothing"] = config.train.label_smoothing
-    run_info = {"objective": objective, "stage": stage if objective == "palm" else None,
+    loss_options = spec.options(data_config, stage, config.train.label_smoothing)
+    run_info = {"objective": objective, "stage": stage if stage in spec.stages else None,
                 "corpus": [str(c) for c in corpus],
                 "init": str(init) if init else None, "data": dataclasses.asdict(data_config),
                 "store": str(store.directory), **data.description}
