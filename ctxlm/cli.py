@@ -85,7 +85,8 @@ def cmd_pretrain(args) -> None:
     objective = args.objective or default_objective(config.model.family).name
     result = pretrain(args.corpus, args.out, config, objective=objective, stage=args.stage,
                       glm_task=args.glm_task, unilm_objective=args.unilm_objective,
-                      tokenizer=args.tokenizer, init=args.init, resume=args.resume, cache_dir=args.cache_dir,
+                      tokenizer=args.tokenizer, init=args.init, init_from_hf=args.init_from_hf,
+                      hf_decoder=args.decoder, resume=args.resume, cache_dir=args.cache_dir,
                       corpus_format=args.format, text_field=args.text_field,
                       fallback_encoding=args.fallback_encoding)
     summary = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items())
@@ -291,10 +292,20 @@ def cmd_convert(args) -> None:
     if (args.from_hf is None) == (args.to_hf is None):
         raise CtxlmError("give exactly one of --from-hf and --to-hf")
     if args.from_hf:
-        import_from_hf(args.from_hf, args.out)
+        print(import_from_hf(args.from_hf, args.out, family=args.family, decoder=args.decoder).summary())
     else:
-        export_to_hf(args.to_hf, args.out, drop_copy_head=args.drop_copy_head)
+        for note in export_to_hf(args.to_hf, args.out, drop_copy_head=args.drop_copy_head):
+            print(note)
     print(f"wrote {args.out}")
+
+
+def _add_hf_init_flags(p: argparse.ArgumentParser) -> None:
+    from .families import FAMILIES
+
+    p.add_argument("--family", choices=list(FAMILIES),
+                   help="the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa)")
+    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
+                   help="PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers")
 
 
 def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
@@ -347,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="palm-tiny", help="named config or YAML file")
     p.add_argument("--out", required=True)
     p.add_argument("--init", help="model directory to start from (stage 2 starts from stage 1)")
+    p.add_argument("--init-from-hf", help="a transformers directory or hub id, converted on the fly "
+                   "(see `ctxlm convert`; the objective's family is the target)")
+    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
+                   help="--init-from-hf BERT/RoBERTa into PALM: a fresh decoder or one from the encoder")
     p.add_argument("--fragment-length", type=int, help="PALM fragment length L (source 80%%, target 20%%)")
     p.add_argument("--mlm-weight", type=float, help="stage 2: weight of an added encoder MLM loss")
     p.add_argument("--no-copy", action="store_true", help="without the pointer-generator")
@@ -420,11 +435,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_flags(p)
     p.set_defaults(func=cmd_infill)
 
-    p = verbs.add_parser("convert", help="convert between ctxlm and transformers' BART")
-    p.add_argument("--from-hf", help="a BartForConditionalGeneration directory")
-    p.add_argument("--to-hf", help="a ctxlm model directory")
+    p = verbs.add_parser("convert", help="convert between ctxlm and transformers checkpoints")
+    p.add_argument("--from-hf", help="a transformers directory or hub id: BART (PALM), BERT/RoBERTa (PALM's "
+                   "encoder; BERT also UniLMv2 or GLM with --family), or a directory ctxlm exported")
+    p.add_argument("--to-hf", help="a ctxlm model directory: PALM → BART, UniLMv2 → BERT, GLM → its own layout")
     p.add_argument("--out", required=True)
-    p.add_argument("--drop-copy-head", action="store_true", help="export a copy-head model without it")
+    _add_hf_init_flags(p)
+    p.add_argument("--drop-copy-head", action="store_true", help="export PALM without saving its copy head alongside")
     p.set_defaults(func=cmd_convert)
     return parser
 

@@ -107,6 +107,8 @@ def pretrain(
     stage: str = "generation",
     tokenizer: TextTokenizer | str | Path | None = None,
     init: str | Path | None = None,
+    init_from_hf: str | Path | None = None,
+    hf_decoder: str = "fresh",
     resume: bool = False,
     glm_task: str | None = None,
     unilm_objective: str | None = None,
@@ -120,8 +122,9 @@ def pretrain(
     `objective` is a registered objective (`ctxlm.families.OBJECTIVES`): "palm" (with `stage` "mlm"
     or "generation"), "glm" (with `glm_task` overriding `config.data.task`) or "unilm" (with
     `unilm_objective` overriding `config.data.objective`); the model must be of its family. The architecture comes from `init` when given (a model directory:
-    PALM's stage 2 starts from stage 1), else from `config.model`. With `resume`, training continues
-    exactly from the newest checkpoint in `out_dir`.
+    PALM's stage 2 starts from stage 1), or from `init_from_hf` (a transformers directory or hub id,
+    converted into the objective's family as `ctxlm convert` does, with `hf_decoder`), else from
+    `config.model`. With `resume`, training continues exactly from the newest checkpoint in `out_dir`.
     """
     out_dir = Path(out_dir)
     spec = get_objective(objective)
@@ -129,8 +132,16 @@ def pretrain(
     if resume and resume_from is None:
         raise CtxlmError(f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints")
     torch.manual_seed(config.train.seed)
+    if init is not None and init_from_hf is not None:
+        raise CtxlmError("give at most one of --init and --init-from-hf")
+    conversion = None
     if resume_from is not None or init is not None:  # a resumed run's weights come with its training state
         model, saved_tokenizer = load_model_dir(resume_from or init, weights=resume_from is None)
+        tokenizer = tokenizer or saved_tokenizer
+    elif init_from_hf is not None:
+        from .convert import model_from_hf
+
+        model, saved_tokenizer, conversion = model_from_hf(init_from_hf, family=spec.family, decoder=hf_decoder)
         tokenizer = tokenizer or saved_tokenizer
     else:
         model = None
@@ -161,6 +172,7 @@ def pretrain(
     run_info = {"objective": objective, "stage": stage if stage in spec.stages else None,
                 "corpus": [str(c) for c in corpus],
                 "init": str(init) if init else None, "data": dataclasses.asdict(data_config),
+                "init_from_hf": conversion.summary() if conversion else None,
                 "store": str(store.directory), **data.description}
     return train(model, data.train, config.train, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                  valid_examples=data.valid, resume=resume, loss_options=loss_options, run_info=run_info)

@@ -40,6 +40,6 @@ register(Family(
     pair_example=pair_example,
     prompt_example=prompt_example,
     heads={"glm-cloze": "ctxlm.tasks.cloze:GlmClozeModel"},
-    from_hf={"bert": "ctxlm.models.hf_glm:glm_from_bert"},
+    from_hf={"bert": "ctxlm.models.hf_glm:glm_from_bert", "ctxlm-glm": "ctxlm.models.hf_glm:glm_from_export"},
     to_hf="ctxlm.models.hf_glm:export_glm",
 ))
