@@ -45,10 +45,10 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", default="auto", choices=["auto", "sentences", "paragraphs", "jsonl"],
-                   help="corpus file format (auto: .jsonl → jsonl; text with one sentence a line → "
-                        "sentences; otherwise paragraphs)")
-    p.add_argument("--text-field", help="JSONL field holding the text (default: text, paragraphs, ...)")
+    p.add_argument("--format", default="auto", choices=["auto", "sentences", "paragraphs", "jsonl", "dataset"],
+                   help="corpus file format (auto: .parquet/.arrow, save_to_disk directories and hub:NAME → "
+                        "dataset; .jsonl → jsonl; text with one sentence a line → sentences; otherwise paragraphs)")
+    p.add_argument("--text-field", help="JSONL/dataset field holding the text (default: text, paragraphs, ...)")
     p.add_argument("--fallback-encoding", help="decode lines that are not UTF-8 with this encoding "
                    "(e.g. latin-1) instead of stopping with an error")
 
@@ -205,6 +205,8 @@ def cmd_finetune(args) -> None:
         recipe = load_finetune_config(args.recipe)
         if args.task is not None:
             recipe.task = args.task
+        recipe.reader.update({f"{side}_field": getattr(args, f"{side}_field") for side in ("source", "target")
+                              if getattr(args, f"{side}_field") is not None})
         recipe.train = dataclasses.replace(recipe.train, **overrides)
         result = finetune(args.train, args.valid, args.out, recipe, init=args.init, train_limit=args.train_limit,
                           **common)
@@ -373,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("generate", help="generate from a model (beam search by default)")
     p.add_argument("--model", required=True)
     p.add_argument("--text")
-    p.add_argument("--input", help="JSONL with a source field per row")
+    p.add_argument("--input", help="JSONL (or a dataset: .parquet, .arrow, save_to_disk directory, hub:NAME) "
+                   "with a source field per row")
     p.add_argument("--output", help="JSONL output (input rows plus 'prediction'); default stdout")
     p.add_argument("--source-field", default="source")
     p.add_argument("--batch-size", type=int, default=16)
@@ -388,8 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=SEQ2SEQ_TASKS + NLU_TASKS,
                    help="a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad")
     p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, or YAML")
-    p.add_argument("--train", help="training file in the task's format")
+    p.add_argument("--train", help="training file in the task's format, or a dataset (.parquet, .arrow, "
+                   "save_to_disk directory, hub:NAME) with --source-field/--target-field")
     p.add_argument("--valid", help="validation file (loss, best checkpoint, early stopping)")
+    p.add_argument("--source-field", help="seq2seq: the JSONL/dataset field holding the source")
+    p.add_argument("--target-field", help="seq2seq: the JSONL/dataset field holding the target")
     p.add_argument("--out", required=True)
     p.add_argument("--train-limit", type=int, help="use only the first N training rows")
     p.add_argument("--valid-limit", type=int, help="classify/squad: use only the first N validation rows")
