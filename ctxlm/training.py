@@ -21,6 +21,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .errors import CtxlmError
+from .extras import require
 from .objectives.masking import IGNORE_INDEX
 
 
@@ -142,11 +144,12 @@ class MetricsWriter:
         self.tb = None
         if tensorboard:
             try:
+                require("tensorboard", extra="tb", purpose="TensorBoard logs")
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step)
-            except ImportError:
-                self.tb = None
+            except (CtxlmError, ImportError) as error:
+                warnings.warn(f"{error}; metrics go to metrics.jsonl only")
 
     def write(self, step: int, values: dict[str, float]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
