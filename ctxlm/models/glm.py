@@ -34,6 +34,7 @@ from ..objectives.glm import GlmTokens
 from ..objectives.masking import IGNORE_INDEX
 from .layers import Attention, KVCache, activation, init_weights
 from .palm import token_nll
+from .pretrained import PretrainedMixin
 
 
 def glm_tokens(cfg: GlmConfig) -> GlmTokens:
@@ -101,7 +102,7 @@ class GlmLayer(nn.Module):
         return x + F.dropout(h, self.dropout, self.training)
 
 
-class GlmModel(nn.Module):
+class GlmModel(PretrainedMixin, nn.Module):
     def __init__(self, cfg: GlmConfig):
         super().__init__()
         self.config = cfg

@@ -46,6 +46,7 @@ from ..config import GlmConfig, TrainConfig
 from ..data.superglue import MASK, ClozeExample, load_superglue, superglue_file, task_metrics, task_name
 from ..errors import CtxlmError
 from ..models.glm import GlmModel, glm_tokens
+from ..models.pretrained import PretrainedMixin
 from ..objectives.glm import build_cloze_candidates
 from ..training import TrainResult, collate, train
 
@@ -98,7 +99,7 @@ class ClozeOutput:
     scores: torch.Tensor  # (B, C), -inf at padding
 
 
-class GlmClozeModel(nn.Module):
+class GlmClozeModel(PretrainedMixin, nn.Module):
     """A GLM scoring cloze candidates (see the module docstring). `cfg_or_model` is a `GlmConfig`
     (a new backbone) or a `GlmModel`. `task`, `max_length` (tokens of a row, Part B included) and
     `score_eop` (also score the closing [eop] of multi-token answers) are saved in `head.json`."""
