@@ -12,36 +12,44 @@ import argparse
 import dataclasses
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CtxlmError, plain_warnings
 
 
+TRAIN_HELP = {  # TrainConfig field → help (every field has a flag; YAML `train:` sections set them too)
+    "max_steps": "optimizer steps (the schedule's length)", "save_every": "checkpoint every N steps (and at the end)",
+    "eval_every": "validate every N steps (and at the end)", "bf16": "bfloat16 autocast",
+    "progress": "no progress bar", "clip_norm": "gradient norm clipping (0: off)",
+    "select_metric": "keep the best weights by this validation metric, e.g. valid/lm_loss (lower is better)",
+    "early_stopping_patience": "stop after this many validations without improvement (0: never)",
+}
+
+
 def _train_overrides(args) -> dict:
-    names = {"max_steps": "max_steps", "save_every": "save_every", "batch_size": "batch_size",
-             "lr": "lr", "seed": "seed", "grad_accum": "grad_accum", "eval_every": "eval_every",
-             "warmup_steps": "warmup_steps", "log_every": "log_every"}
-    values = {field: getattr(args, flag) for flag, field in names.items() if getattr(args, flag, None) is not None}
-    if getattr(args, "bf16", False):
-        values["bf16"] = True
-    if getattr(args, "no_progress", False):
-        values["progress"] = False
-    return values
+    """The TrainConfig fields given as flags."""
+    from .config import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-steps", type=int, help="optimizer steps (the schedule's length)")
-    p.add_argument("--save-every", type=int, help="checkpoint every N steps (and at the end)")
-    p.add_argument("--eval-every", type=int, help="validate every N steps (and at the end)")
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--grad-accum", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    """One flag per TrainConfig field (`--no-progress` for `progress`), plus --resume."""
+    from .config import TrainConfig
+
+    g = p.add_argument_group("training (TrainConfig; a YAML config's train: section sets the same fields)")
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, bool):
+            flag = f"--{f.name}" if not default else f"--no-{f.name}"
+            g.add_argument(flag.replace("_", "-"), dest=f.name, action="store_const", const=not default, default=None,
+                           help=TRAIN_HELP.get(f.name))
+        else:
+            kind = type(default) if default is not None else str
+            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, help=TRAIN_HELP.get(f.name))
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
@@ -175,26 +183,29 @@ def cmd_finetune(args) -> None:
     overrides = _train_overrides(args)
     model_config = _scratch_model_config(args)
     common = dict(model_config=model_config, tokenizer=args.tokenizer, resume=args.resume)
+    if args.task in NLU_TASKS:
+        nlu, recipe_train = _nlu_options(args)
+        overrides = {**recipe_train, **overrides}
     if args.task == "cloze":
         from .tasks.cloze import finetune_cloze
 
-        _need(args, "dataset", "data_dir")
-        result = finetune_cloze(args.init, args.dataset, args.data_dir, args.out,
-                                TrainConfig(**{**CLOZE_TRAIN, **overrides}), max_length=args.max_length,
-                                score_eop=args.score_eop, **common)
+        _need(nlu, "dataset", "data_dir")
+        result = finetune_cloze(args.init, nlu.dataset, nlu.data_dir, args.out,
+                                TrainConfig(**{**CLOZE_TRAIN, **overrides}), max_length=nlu.max_length,
+                                score_eop=nlu.score_eop, **common)
     elif args.task == "classify":
         from .tasks.classification import finetune_classifier
 
-        _need(args, "dataset", "data_dir")
-        result = finetune_classifier(args.init, args.dataset, args.data_dir, args.out, train_overrides=overrides,
-                                     max_length=args.max_length or 128, pooler=args.pooler,
+        _need(nlu, "dataset", "data_dir")
+        result = finetune_classifier(args.init, nlu.dataset, nlu.data_dir, args.out, train_overrides=overrides,
+                                     max_length=nlu.max_length or 128, pooler=nlu.pooler,
                                      train_limit=args.train_limit, valid_limit=args.valid_limit, **common)
     elif args.task == "squad":
         from .tasks.extractive_qa import QaSettings, finetune_squad
 
         _need(args, "train")
-        settings = QaSettings(max_length=args.max_length or 384, doc_stride=args.doc_stride,
-                              max_query_length=args.max_query_length, max_answer_length=args.max_answer_length)
+        settings = QaSettings(max_length=nlu.max_length or 384, doc_stride=nlu.doc_stride,
+                              max_query_length=nlu.max_query_length, max_answer_length=nlu.max_answer_length)
         result = finetune_squad(args.init, args.train, args.valid, args.out, train_overrides=overrides,
                                 settings=settings, train_limit=args.train_limit, valid_limit=args.valid_limit,
                                 **common)
@@ -217,6 +228,40 @@ def _need(args, *names: str) -> None:
     for name in names:
         if getattr(args, name) is None:
             raise CtxlmError(f"--task {args.task} needs --{name.replace('_', '-')}")
+
+
+@dataclass
+class NluOptions:
+    """`finetune --task cloze|classify|squad` settings: flags, or the top level of a --recipe YAML
+    (whose `train:` section holds TrainConfig fields, as the seq2seq recipes)."""
+
+    task: str | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    max_length: int | None = None
+    score_eop: bool = False
+    pooler: bool = False
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_answer_length: int = 30
+
+
+def _nlu_options(args) -> tuple[NluOptions, dict]:
+    """The NLU settings (flags over the recipe's values over the defaults) and the recipe's train
+    section."""
+    from .config import TrainConfig, from_mapping, read_yaml
+
+    values, train = {}, {}
+    if args.recipe is not None:
+        values = read_yaml(args.recipe)
+        train = values.pop("train", None) or {}
+        from_mapping(TrainConfig, train, f"{args.recipe}: train")  # names a typo or a wrong type
+    options = from_mapping(NluOptions, values, str(args.recipe))
+    if options.task not in (None, args.task):
+        raise CtxlmError(f"{args.recipe}: a recipe for --task {options.task}, not {args.task}")
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(NluOptions)
+             if f.name != "task" and getattr(args, f.name) is not None}
+    return dataclasses.replace(options, task=args.task, **flags), train
 
 
 def cmd_evaluate(args) -> None:
@@ -329,7 +374,10 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="ctxlm", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"ctxlm {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     tok = verbs.add_parser("tokenizer", help="train a WordPiece tokenizer").add_subparsers(dest="action", required=True)
@@ -390,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="tokenizer for --config")
     p.add_argument("--task", choices=SEQ2SEQ_TASKS + NLU_TASKS,
                    help="a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad")
-    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, or YAML")
+    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, or YAML; "
+                   "cloze/classify/squad: a YAML of their options (dataset, data_dir, max_length, ...) and train:")
     p.add_argument("--train", help="training file in the task's format, or a dataset (.parquet, .arrow, "
                    "save_to_disk directory, hub:NAME) with --source-field/--target-field")
     p.add_argument("--valid", help="validation file (loss, best checkpoint, early stopping)")
@@ -403,11 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", help="cloze: superglue/<Task>; classify: glue/MRPC, glue/STS-B, superglue/RTE")
     g.add_argument("--data-dir", help="the NLU data folder (e.g. ../shared/data/nlu)")
     g.add_argument("--max-length", type=int, help="tokens per input (cloze: the model's; classify 128; squad 384)")
-    g.add_argument("--score-eop", action="store_true", help="cloze: also score [eop] after multi-token answers")
-    g.add_argument("--pooler", action="store_true", help="classify: BERT's dense+tanh pooler before the classifier")
-    g.add_argument("--doc-stride", type=int, default=128, help="squad: tokens between window starts")
-    g.add_argument("--max-query-length", type=int, default=64)
-    g.add_argument("--max-answer-length", type=int, default=30)
+    g.add_argument("--score-eop", action="store_const", const=True,
+                   help="cloze: also score [eop] after multi-token answers")
+    g.add_argument("--pooler", action="store_const", const=True,
+                   help="classify: BERT's dense+tanh pooler before the classifier")
+    g.add_argument("--doc-stride", type=int, help="squad: tokens between window starts (default 128)")
+    g.add_argument("--max-query-length", type=int, help="squad: default 64")
+    g.add_argument("--max-answer-length", type=int, help="squad: default 30")
     _add_train_flags(p)
     p.set_defaults(func=cmd_finetune)
 
@@ -415,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", help="JSONL predictions (field 'prediction') or a .txt file, one a line")
     p.add_argument("--ref", help="JSONL references (field 'target') or a .txt file; squad: the SQuAD JSON")
     p.add_argument("--metrics", nargs="+", default=["summarization"],
-                   help="metric names or groups: summarization, qg, qa, dialog, rouge1, rougeL, rougeLsum, "
+                   help="metric names or groups, space- or comma-separated: summarization, qg, qa, dialog, rouge1, rougeL, rougeLsum, "
                         "bleu4, meteor, coco_rougeL, sacrebleu, marco_rougeL, marco_bleu1")
     p.add_argument("--pred-field", default="prediction")
     p.add_argument("--ref-field", default="target")

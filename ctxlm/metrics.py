@@ -372,9 +372,11 @@ METRIC_NAMES: tuple[str, ...] = tuple(_METRIC_SOURCES)
 
 
 def expand_metric_names(names: Sequence[str]) -> list[str]:
-    """Metric names in order, without repeats; a task family name (see METRIC_GROUPS) stands for its list."""
+    """Metric names in order, without repeats; a task family name (see METRIC_GROUPS) stands for its
+    list; an entry may hold several names separated by commas ("rouge1,rouge2,rougeL")."""
     if isinstance(names, str):
         names = [names]
+    names = [name.strip() for entry in names for name in entry.split(",") if name.strip()]
     expanded: list[str] = []
     for name in names:
         for metric in METRIC_GROUPS.get(name, [name]):

@@ -47,6 +47,7 @@ from .config import TrainConfig
 from .errors import CtxlmError
 from .extras import require
 from .objectives.masking import IGNORE_INDEX
+from .provenance import provenance
 
 
 class Examples(Protocol):
@@ -277,7 +278,8 @@ def train(
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "run.json").write_text(json.dumps(
-            {"train": asdict(cfg), **(run_info or {})}, indent=2, default=str) + "\n", encoding="utf-8")
+            {"train": asdict(cfg), **provenance(), **(run_info or {})}, indent=2, default=str) + "\n",
+            encoding="utf-8")
     progress = None
     if cfg.progress and rank == 0:
         from tqdm.auto import tqdm

@@ -108,6 +108,7 @@ def test_a_registered_family_pretrains_one_step_through_the_cli(toy_family, data
     assert code == 0
     run = json.loads((tmp_path / "run/run.json").read_text())
     assert run["objective"] == "toy-lm" and run["stage"] is None
+    assert run["versions"]["torch"] and "git_commit" in run
     model, tokenizer = load_model_dir(tmp_path / "run")
     assert isinstance(model, ToyModel) and model.config.vocab_size == tokenizer.vocab_size
     logged = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
