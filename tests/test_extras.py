@@ -13,6 +13,8 @@ import pytest
 
 from conftest import ROOT, wiki_slice
 from ctxlm import cli, metrics
+from ctxlm.convert import model_from_hf
+from ctxlm.data.tasks import jsonl_rows
 from ctxlm.errors import CtxlmError
 from ctxlm.extras import require
 
@@ -36,12 +38,9 @@ CASES = [
     ("pycocoevalcap", "eval", "pycocoevalcap", lambda tmp: metrics.coco_qg(["a b"], ["a b"], meteor=False)),
     ("scipy", "eval", "scipy", lambda tmp: metrics.pearson([1, 2, 3], [1, 2, 4])),
     ("spacy", "marco", "spacy", lambda tmp: metrics.marco_normalize(["a b"])),
-    ("datasets", "data", "datasets", lambda tmp: list(__import__("ctxlm.data.tasks", fromlist=["x"]).jsonl_rows(
-        _touch(tmp / "rows.parquet")))),
-    ("transformers", "hf", "transformers", lambda tmp: __import__("ctxlm.convert", fromlist=["x"]).model_from_hf(
-        _bert_config_dir(tmp))),
-    ("huggingface_hub", "hf", "huggingface-hub",
-     lambda tmp: __import__("ctxlm.convert", fromlist=["x"]).model_from_hf("someone/some-model")),
+    ("datasets", "data", "datasets", lambda tmp: list(jsonl_rows(_touch(tmp / "rows.parquet")))),
+    ("transformers", "hf", "transformers", lambda tmp: model_from_hf(_bert_config_dir(tmp))),
+    ("huggingface_hub", "hf", "huggingface-hub", lambda tmp: model_from_hf("someone/some-model")),
 ]
 
 

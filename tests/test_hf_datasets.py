@@ -77,3 +77,16 @@ def test_dataset_errors_name_the_row_and_field(inputs, tmp_path, capsys):
                  "--vocab-size", "200", "--out", str(tmp_path / "tok")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "pairs.parquet row 1: field 'nope' missing" in err
+
+
+def test_a_hub_dataset_without_network_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    """Offline mode stands in for a missing network (the same error, without the client's retries)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    code = main(["tokenizer", "train", "--corpus", "hub:ctxlm-test/no-such-dataset:train", "--vocab-size", "200",
+                 "--out", str(tmp_path / "tok")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: hub:ctxlm-test/no-such-dataset:train: the Hugging Face hub cannot be reached")

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_model
 
-from ..config import GlmConfig
+from ..checkpoint import load_weights
+from ..config import GlmConfig, model_config_from_dict
 from ..errors import CtxlmError
 from .glm import GlmModel
 from .hf import (
@@ -98,14 +99,10 @@ def glm_from_bert(hf_dir: Path, tokenizer, *, config: GlmConfig | None = None, d
 
 def glm_from_export(hf_dir: Path, tokenizer, *, config: GlmConfig | None = None, decoder: str = "fresh"):
     """A directory written by `export_glm` → (GlmModel, tokenizer, Conversion)."""
-    from ..config import model_config_from_dict
-
     if config is None:
         values = json.loads((Path(hf_dir) / "config.json").read_text(encoding="utf-8"))
         config = model_config_from_dict(values.get("ctxlm", {}), source=f"{hf_dir}/config.json: ctxlm")
     model = GlmModel(config)
-    from ..checkpoint import load_weights
-
     load_weights(model, load_file(str(Path(hf_dir) / "model.safetensors")), source=str(hf_dir))
     return model, tokenizer, Conversion(MODEL_TYPE, "glm", state_names(model), [])
 
