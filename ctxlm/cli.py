@@ -3,7 +3,7 @@
     ctxlm tokenizer train --corpus PATH... --vocab-size N --out DIR
     ctxlm pretrain --objective palm --stage {mlm,generation} --corpus PATH... --config palm-tiny --out DIR
     ctxlm generate --model DIR (--text "..." | --input FILE.jsonl [--output FILE.jsonl])
-    ctxlm convert (--from-hf HF_DIR | --to-hf DIR) --out DIR
+    ctxlm convert (--from-hf HF_DIR_OR_HUB_ID [--family F] | --to-hf DIR) --out DIR
 """
 
 from __future__ import annotations
@@ -346,15 +346,6 @@ def cmd_convert(args) -> None:
     print(f"wrote {args.out}")
 
 
-def _add_hf_init_flags(p: argparse.ArgumentParser) -> None:
-    from .families import FAMILIES
-
-    p.add_argument("--family", choices=list(FAMILIES),
-                   help="the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa)")
-    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
-                   help="PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers")
-
-
 def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding (defaults: the model's generation.json, else beam 5, 64 tokens)")
     g.add_argument("--beam", type=int)
@@ -375,6 +366,7 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .families import FAMILIES, OBJECTIVES
 
     parser = argparse.ArgumentParser(prog="ctxlm", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"ctxlm {__version__}")
@@ -390,8 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tokenizer_train)
 
     p = verbs.add_parser("pretrain", help="pre-train a model on unlabeled text")
-    from .families import OBJECTIVES
-
     p.add_argument("--objective", choices=list(OBJECTIVES),
                    help="pre-training objective (default: the --config family's own)")
     p.add_argument("--stage", default="generation", choices=["mlm", "generation"],
@@ -466,8 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", help="JSONL predictions (field 'prediction') or a .txt file, one a line")
     p.add_argument("--ref", help="JSONL references (field 'target') or a .txt file; squad: the SQuAD JSON")
     p.add_argument("--metrics", nargs="+", default=["summarization"],
-                   help="metric names or groups, space- or comma-separated: summarization, qg, qa, dialog, rouge1, rougeL, rougeLsum, "
-                        "bleu4, meteor, coco_rougeL, sacrebleu, marco_rougeL, marco_bleu1")
+                   help="metric names or groups, space- or comma-separated: summarization, qg, qa, dialog, "
+                        "rouge1, rougeL, rougeLsum, bleu4, meteor, coco_rougeL, sacrebleu, marco_rougeL, marco_bleu1")
     p.add_argument("--pred-field", default="prediction")
     p.add_argument("--ref-field", default="target")
     p.add_argument("--model", help="a model: perplexity of --ref (seq2seq tasks), or cloze/classify/squad scores")
@@ -497,7 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "encoder; BERT also UniLMv2 or GLM with --family), or a directory ctxlm exported")
     p.add_argument("--to-hf", help="a ctxlm model directory: PALM → BART, UniLMv2 → BERT, GLM → its own layout")
     p.add_argument("--out", required=True)
-    _add_hf_init_flags(p)
+    p.add_argument("--family", choices=list(FAMILIES),
+                   help="the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa)")
+    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
+                   help="PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers")
     p.add_argument("--drop-copy-head", action="store_true", help="export PALM without saving its copy head alongside")
     p.set_defaults(func=cmd_convert)
     return parser

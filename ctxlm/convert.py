@@ -36,7 +36,9 @@ def hf_source_dir(source: str | Path) -> Path:
     path = Path(source)
     if path.is_dir():
         return path
-    if path.exists() or str(source).count("/") > 1 or str(source).startswith((".", "/", "~")):
+    if path.exists():
+        raise CtxlmError(f"{source}: not a directory (a transformers checkpoint is a directory)")
+    if str(source).count("/") > 1 or str(source).startswith((".", "/", "~")):
         raise CtxlmError(f"{source}: no such directory")
     hub = require("huggingface_hub", extra="hf", purpose=f"fetching '{source}' from the Hugging Face hub")
     try:

@@ -121,10 +121,11 @@ def pretrain(
 
     `objective` is a registered objective (`ctxlm.families.OBJECTIVES`): "palm" (with `stage` "mlm"
     or "generation"), "glm" (with `glm_task` overriding `config.data.task`) or "unilm" (with
-    `unilm_objective` overriding `config.data.objective`); the model must be of its family. The architecture comes from `init` when given (a model directory:
-    PALM's stage 2 starts from stage 1), or from `init_from_hf` (a transformers directory or hub id,
-    converted into the objective's family as `ctxlm convert` does, with `hf_decoder`), else from
-    `config.model`. With `resume`, training continues exactly from the newest checkpoint in `out_dir`.
+    `unilm_objective` overriding `config.data.objective`); the model must be of its family. The
+    architecture comes from `init` when given (a model directory: PALM's stage 2 starts from stage
+    1), or from `init_from_hf` (a transformers directory or hub id, converted into the objective's
+    family as `ctxlm convert` does, with `hf_decoder`), else from `config.model`. With `resume`,
+    training continues exactly from the newest checkpoint in `out_dir`.
     """
     out_dir = Path(out_dir)
     spec = get_objective(objective)

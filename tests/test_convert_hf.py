@@ -163,7 +163,8 @@ def test_palm_from_bert_with_a_decoder_from_the_encoder(tmp_path, capsys):
                                    atol=1e-4, rtol=0)
     state = model.state_dict()
     assert torch.equal(state["decoder.layers.1.fc1.weight"], state["encoder.layers.1.fc1.weight"])
-    assert torch.equal(state["decoder.layers.0.self_attn.q_proj.weight"], state["encoder.layers.0.self_attn.q_proj.weight"])
+    assert torch.equal(state["decoder.layers.0.self_attn.q_proj.weight"],
+                       state["encoder.layers.0.self_attn.q_proj.weight"])
     fresh = json.loads((tmp_path / "palm/conversion.json").read_text())["fresh"]
     assert "decoder.layers.0.encoder_attn.q_proj.weight" in fresh and "decoder.layers.0.fc1.weight" not in fresh
     fresh_decoder = model_from_hf(path)[2].fresh

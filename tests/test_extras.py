@@ -69,7 +69,8 @@ def test_the_cli_reports_a_missing_extra_in_one_line(monkeypatch, tmp_path, caps
     hide(monkeypatch, "transformers")
     assert cli.main(["convert", "--from-hf", str(_bert_config_dir(tmp_path)), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err == "error: missing package 'transformers' (converting transformers checkpoints): pip install 'ctxlm[hf]'\n"
+    assert err == ("error: missing package 'transformers' (converting transformers checkpoints): "
+                   "pip install 'ctxlm[hf]'\n")
 
 
 def test_without_tensorboard_training_warns_and_logs_jsonl(monkeypatch, tmp_path):

@@ -16,10 +16,10 @@ A *document* is a `list[str]` of non-empty, stripped sentences. Three file forma
   directory, ``hub:NAME``; see `ctxlm.data.hf_datasets`), one document per row, the text field as
   in ``jsonl``.
 
-``auto`` picks ``dataset`` for those inputs and ``jsonl`` for ``.jsonl``/``.json`` files. For anything else it looks at the
-first 300 non-empty lines: if more than 60% of them end with sentence-final punctuation
-(``.``, ``!`` or ``?``, optionally followed by closing quotes or brackets) the file is read as
-``sentences``, otherwise as ``paragraphs``. One-sentence-a-line files score ~100% and
+``auto`` picks ``dataset`` for those inputs and ``jsonl`` for ``.jsonl``/``.json`` files. For
+anything else it looks at the first 300 non-empty lines: if more than 60% of them end with
+sentence-final punctuation (``.``, ``!`` or ``?``, optionally followed by closing quotes or
+brackets) the file is read as ``sentences``, otherwise as ``paragraphs``. One-sentence-a-line files score ~100% and
 hard-wrapped prose ~15-35%, so the threshold sits well clear of both.
 
 Files are read line by line, never whole. Reading happens in two steps so that the slow

@@ -96,7 +96,9 @@ def open_dataset(source: str | Path) -> DatasetSource:
         except Exception as error:  # pyarrow raises ArrowInvalid and OSError subclasses
             raise CtxlmError(f"{path}: not a readable Parquet file ({error})") from None
         size, digest = _files_fingerprint([path])
-        batches = lambda: (b.to_pydict() for b in parquet.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS))  # noqa: E731
+        def batches():
+            return (batch.to_pydict() for batch in parquet.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS))
+
         return DatasetSource(str(path), meta.num_rows, size, digest, batches)
     try:
         if path.is_dir():

@@ -111,8 +111,9 @@ def mlm_head_pairs(state: dict, ours: str = "mlm_head.") -> list[tuple[str, str]
     names = next((n for n in MLM_HEAD_NAMES.values() if n["bias"] in state), None)
     if names is None:
         return []
-    return [(f"{ours}{a}.{kind}", f"{names[a]}.{kind}") for a in ("dense", "layer_norm") for kind in ("weight", "bias")] \
-        + [(f"{ours}bias", names["bias"])]
+    pairs = [(f"{ours}{a}.{kind}", f"{names[a]}.{kind}") for a in ("dense", "layer_norm")
+             for kind in ("weight", "bias")]
+    return pairs + [(f"{ours}bias", names["bias"])]
 
 
 def copy_pairs(model, state: dict, pairs: list[tuple[str, str]]) -> list[str]:
@@ -274,7 +275,8 @@ def init_decoder_from_encoder(model: PalmModel) -> list[str]:
     cross-attention stays fresh. Returns the decoder names filled."""
     n = min(model.config.decoder_layers, model.config.encoder_layers)
     shared = ["embed_positions.weight", "layernorm_embedding.weight", "layernorm_embedding.bias"]
-    shared += [f"layers.{i}.{name}.{kind}" for i in range(n) for name in BERT_LAYER_NAMES for kind in ("weight", "bias")]
+    shared += [f"layers.{i}.{name}.{kind}" for i in range(n) for name in BERT_LAYER_NAMES
+               for kind in ("weight", "bias")]
     state = model.state_dict()
     if model.config.decoder_ffn_dim != model.config.encoder_ffn_dim:
         raise CtxlmError("the decoder starts from the encoder only when their FFN sizes agree")
@@ -301,8 +303,6 @@ def palm_from_bart_model(hf_dir: Path, tokenizer, *, config: PalmConfig | None =
 def palm_from_encoder_model(hf_dir: Path, tokenizer, *, config: PalmConfig | None = None, decoder: str = "fresh"):
     """A BERT/RoBERTa directory → PALM whose encoder, embeddings and MLM head come from it (§3.1);
     the decoder is fresh, or (`decoder="encoder"`) starts from the encoder's layers."""
-    if decoder not in ("fresh", "encoder"):
-        raise CtxlmError(f"decoder initialisation must be 'fresh' or 'encoder', not '{decoder}'")
     hf = load_hf_model(hf_dir)
     ids = {}
     if tokenizer is not None:
