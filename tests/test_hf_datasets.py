@@ -90,3 +90,15 @@ def test_a_hub_dataset_without_network_is_a_one_line_error(monkeypatch, tmp_path
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: hub:ctxlm-test/no-such-dataset:train: the Hugging Face hub cannot be reached")
+
+
+def test_finetune_reads_a_dataset_with_named_fields(inputs, tmp_path):
+    root, _ = inputs
+    (tmp_path / "glm.yaml").write_text("model:\n  base: glm-tiny\n  d_model: 32\n  num_layers: 1\n  num_heads: 2\n"
+                                       "  ffn_dim: 64\n  max_position_embeddings: 128\n", encoding="utf-8")
+    assert main(["finetune", "--config", str(tmp_path / "glm.yaml"), "--tokenizer", str(root / "tok"),
+                 "--train", f"{root / 'pairs_saved'}:validation", "--source-field", "document", "--target-field",
+                 "summary", "--out", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "2",
+                 "--no-progress"]) == 0
+    run = json.loads((tmp_path / "run/run.json").read_text())
+    assert run["train_examples"] == 3 and run["train_file"].endswith("pairs_saved:validation")
