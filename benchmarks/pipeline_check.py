@@ -4,7 +4,7 @@ The same tiny encoder-decoder (palm-tiny's shape, copy head off) is trained from
 Gigaword pairs two ways, with the same tokenizer, batches (in the same order), learning rate,
 schedule, clipping, weight decay and label smoothing:
 
-- **ctxlm**: `ctxlm.finetuning.finetune` (its own model, layout, loss and training loop);
+- **ctxlm**: `ctxlm.tasks.seq2seq.finetune` (its own model, layout, loss and training loop);
 - **transformers**: `BartForConditionalGeneration` with transformers' own initialisation, a plain
   PyTorch loop, transformers' `LabelSmoother` (what `Seq2SeqTrainer` uses) and
   `get_linear_schedule_with_warmup`.
@@ -167,7 +167,7 @@ def hf_headlines(model, tokenizer, sources: list[str], args) -> list[str]:
 # ------------------------------------------------------------------------------------- the check
 def run_seed(args, seed: int, tokenizer, out: Path, train_path: Path, valid_pairs) -> list[dict]:
     from ctxlm.config import GenerationConfig
-    from ctxlm.finetuning import decode_pairs, finetune, pair_examples, read_pairs
+    from ctxlm.tasks.seq2seq import decode_pairs, finetune, pair_examples, read_pairs
     from ctxlm.metrics import rouge
     from ctxlm.checkpoint import load_model_dir
 
@@ -210,7 +210,7 @@ def run_seed(args, seed: int, tokenizer, out: Path, train_path: Path, valid_pair
 
 
 def main(argv=None) -> int:
-    from ctxlm.finetuning import read_pairs
+    from ctxlm.tasks.seq2seq import read_pairs
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -33,42 +33,19 @@ TOKENIZER_NAME = "tokenizer.json"
 TRAINER_STATE_NAME = "trainer_state.pt"
 HEAD_NAME = "head.json"  # a task head on the backbone (classification, extractive QA, cloze)
 
-# Task-head models: `head.json`'s "type" → (module, class). Such a model has `.config` (its
-# backbone's config, saved as config.json) and `head_config()` (its constructor arguments + type);
-# it is rebuilt as `cls(backbone_config, **arguments)`.
-HEAD_TYPES = {
-    "unilm-classifier": ("ctxlm.models.unilm", "UnilmClassifier"),
-    "unilm-qa": ("ctxlm.models.unilm", "UnilmQuestionAnswering"),
-    "glm-cloze": ("ctxlm.cloze", "GlmClozeModel"),
-}
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"  # the best weights by the validation metric (fine-tuning)
 
 
 def build_model(config, head: dict | None = None):
-    """The model for a config's family, with a task head when `head` (a `head.json`) is given."""
+    """The model for a config's family (`ctxlm.families`), with a task head when `head` (a
+    `head.json`: its "type" and constructor arguments) is given: `cls(config, **arguments)`."""
+    from .families import get_family, head_class
+
     if head is not None:
-        import importlib
-
         arguments = dict(head)
-        kind = arguments.pop("type", None)
-        if kind not in HEAD_TYPES:
-            raise CtxlmError(f"unknown task head '{kind}' (known: {', '.join(HEAD_TYPES)})")
-        module, name = HEAD_TYPES[kind]
-        return getattr(importlib.import_module(module), name)(config, **arguments)
-    if config.family == "palm":
-        from .models.palm import PalmModel
-
-        return PalmModel(config)
-    if config.family == "glm":
-        from .models.glm import GlmModel
-
-        return GlmModel(config)
-    if config.family == "unilm":
-        from .models.unilm import UnilmModel
-
-        return UnilmModel(config)
-    raise CtxlmError(f"unknown model family '{config.family}'")
+        return head_class(arguments.pop("type", None))(config, **arguments)
+    return get_family(config.family).build(config)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -4,7 +4,7 @@
     ctxlm pretrain --objective palm --stage {mlm,generation} --corpus PATH... --config palm-tiny --out DIR
     ctxlm pretrain --objective {mass,bart,glm,unilm} ...   (MASS and BART run on a PALM config)
     ctxlm generate --model DIR (--text "..." | --input FILE.jsonl [--output FILE.jsonl])
-    ctxlm convert (--from-hf HF_DIR | --to-hf DIR) --out DIR
+    ctxlm convert (--from-hf HF_DIR_OR_HUB_ID [--family F] | --to-hf DIR) --out DIR
 """
 
 from __future__ import annotations
@@ -13,43 +13,51 @@ import argparse
 import dataclasses
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CtxlmError, plain_warnings
 
 
+TRAIN_HELP = {  # TrainConfig field → help (every field has a flag; YAML `train:` sections set them too)
+    "max_steps": "optimizer steps (the schedule's length)", "save_every": "checkpoint every N steps (and at the end)",
+    "eval_every": "validate every N steps (and at the end)", "bf16": "bfloat16 autocast",
+    "progress": "no progress bar", "clip_norm": "gradient norm clipping (0: off)",
+    "select_metric": "keep the best weights by this validation metric, e.g. valid/lm_loss (lower is better)",
+    "early_stopping_patience": "stop after this many validations without improvement (0: never)",
+}
+
+
 def _train_overrides(args) -> dict:
-    names = {"max_steps": "max_steps", "save_every": "save_every", "batch_size": "batch_size",
-             "lr": "lr", "seed": "seed", "grad_accum": "grad_accum", "eval_every": "eval_every",
-             "warmup_steps": "warmup_steps", "log_every": "log_every"}
-    values = {field: getattr(args, flag) for flag, field in names.items() if getattr(args, flag, None) is not None}
-    if getattr(args, "bf16", False):
-        values["bf16"] = True
-    if getattr(args, "no_progress", False):
-        values["progress"] = False
-    return values
+    """The TrainConfig fields given as flags."""
+    from .config import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-steps", type=int, help="optimizer steps (the schedule's length)")
-    p.add_argument("--save-every", type=int, help="checkpoint every N steps (and at the end)")
-    p.add_argument("--eval-every", type=int, help="validate every N steps (and at the end)")
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--grad-accum", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    """One flag per TrainConfig field (`--no-progress` for `progress`), plus --resume."""
+    from .config import TrainConfig
+
+    g = p.add_argument_group("training (TrainConfig; a YAML config's train: section sets the same fields)")
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, bool):
+            flag = f"--{f.name}" if not default else f"--no-{f.name}"
+            g.add_argument(flag.replace("_", "-"), dest=f.name, action="store_const", const=not default, default=None,
+                           help=TRAIN_HELP.get(f.name))
+        else:
+            kind = type(default) if default is not None else str
+            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, help=TRAIN_HELP.get(f.name))
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", default="auto", choices=["auto", "sentences", "paragraphs", "jsonl"],
-                   help="corpus file format (auto: .jsonl → jsonl; text with one sentence a line → "
-                        "sentences; otherwise paragraphs)")
-    p.add_argument("--text-field", help="JSONL field holding the text (default: text, paragraphs, ...)")
+    p.add_argument("--format", default="auto", choices=["auto", "sentences", "paragraphs", "jsonl", "dataset"],
+                   help="corpus file format (auto: .parquet/.arrow, save_to_disk directories and hub:NAME → "
+                        "dataset; .jsonl → jsonl; text with one sentence a line → sentences; otherwise paragraphs)")
+    p.add_argument("--text-field", help="JSONL/dataset field holding the text (default: text, paragraphs, ...)")
     p.add_argument("--fallback-encoding", help="decode lines that are not UTF-8 with this encoding "
                    "(e.g. latin-1) instead of stopping with an error")
 
@@ -64,6 +72,7 @@ def cmd_tokenizer_train(args) -> None:
 
 def cmd_pretrain(args) -> None:
     from .config import load_pretrain_config
+    from .families import default_objective
     from .pretraining import pretrain
 
     config = load_pretrain_config(args.config)
@@ -82,9 +91,11 @@ def cmd_pretrain(args) -> None:
             raise CtxlmError("--glm-no-shuffle and --glm-sentinel are GLM options")
         config.data = dataclasses.replace(config.data, shuffle_spans=config.data.shuffle_spans and not args.glm_no_shuffle,
                                           sentinel=config.data.sentinel or args.glm_sentinel)
-    result = pretrain(args.corpus, args.out, config, objective=args.objective, stage=args.stage,
+    objective = args.objective or default_objective(config.model.family).name
+    result = pretrain(args.corpus, args.out, config, objective=objective, stage=args.stage,
                       glm_task=args.glm_task, unilm_objective=args.unilm_objective,
-                      tokenizer=args.tokenizer, init=args.init, resume=args.resume, cache_dir=args.cache_dir,
+                      tokenizer=args.tokenizer, init=args.init, init_from_hf=args.init_from_hf,
+                      hf_decoder=args.decoder, resume=args.resume, cache_dir=args.cache_dir,
                       corpus_format=args.format, text_field=args.text_field,
                       fallback_encoding=args.fallback_encoding)
     summary = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items())
@@ -170,36 +181,41 @@ def cmd_finetune(args) -> None:
     overrides = _train_overrides(args)
     model_config = _scratch_model_config(args)
     common = dict(model_config=model_config, tokenizer=args.tokenizer, resume=args.resume)
+    if args.task in NLU_TASKS:
+        nlu, recipe_train = _nlu_options(args)
+        overrides = {**recipe_train, **overrides}
     if args.task == "cloze":
-        from .cloze import finetune_cloze
+        from .tasks.cloze import finetune_cloze
 
-        _need(args, "dataset", "data_dir")
-        result = finetune_cloze(args.init, args.dataset, args.data_dir, args.out,
-                                TrainConfig(**{**CLOZE_TRAIN, **overrides}), max_length=args.max_length,
-                                score_eop=args.score_eop, **common)
+        _need(nlu, "dataset", "data_dir")
+        result = finetune_cloze(args.init, nlu.dataset, nlu.data_dir, args.out,
+                                TrainConfig(**{**CLOZE_TRAIN, **overrides}), max_length=nlu.max_length,
+                                score_eop=nlu.score_eop, **common)
     elif args.task == "classify":
-        from .classification import finetune_classifier
+        from .tasks.classification import finetune_classifier
 
-        _need(args, "dataset", "data_dir")
-        result = finetune_classifier(args.init, args.dataset, args.data_dir, args.out, train_overrides=overrides,
-                                     max_length=args.max_length or 128, pooler=args.pooler,
+        _need(nlu, "dataset", "data_dir")
+        result = finetune_classifier(args.init, nlu.dataset, nlu.data_dir, args.out, train_overrides=overrides,
+                                     max_length=nlu.max_length or 128, pooler=nlu.pooler,
                                      train_limit=args.train_limit, valid_limit=args.valid_limit, **common)
     elif args.task == "squad":
-        from .extractive_qa import QaSettings, finetune_squad
+        from .tasks.extractive_qa import QaSettings, finetune_squad
 
         _need(args, "train")
-        settings = QaSettings(max_length=args.max_length or 384, doc_stride=args.doc_stride,
-                              max_query_length=args.max_query_length, max_answer_length=args.max_answer_length)
+        settings = QaSettings(max_length=nlu.max_length or 384, doc_stride=nlu.doc_stride,
+                              max_query_length=nlu.max_query_length, max_answer_length=nlu.max_answer_length)
         result = finetune_squad(args.init, args.train, args.valid, args.out, train_overrides=overrides,
                                 settings=settings, train_limit=args.train_limit, valid_limit=args.valid_limit,
                                 **common)
     else:
-        from .finetuning import finetune
+        from .tasks.seq2seq import finetune
 
         _need(args, "train")
         recipe = load_finetune_config(args.recipe)
         if args.task is not None:
             recipe.task = args.task
+        recipe.reader.update({f"{side}_field": getattr(args, f"{side}_field") for side in ("source", "target")
+                              if getattr(args, f"{side}_field") is not None})
         recipe.train = dataclasses.replace(recipe.train, **overrides)
         result = finetune(args.train, args.valid, args.out, recipe, init=args.init, train_limit=args.train_limit,
                           **common)
@@ -212,28 +228,62 @@ def _need(args, *names: str) -> None:
             raise CtxlmError(f"--task {args.task} needs --{name.replace('_', '-')}")
 
 
+@dataclass
+class NluOptions:
+    """`finetune --task cloze|classify|squad` settings: flags, or the top level of a --recipe YAML
+    (whose `train:` section holds TrainConfig fields, as the seq2seq recipes)."""
+
+    task: str | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    max_length: int | None = None
+    score_eop: bool = False
+    pooler: bool = False
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_answer_length: int = 30
+
+
+def _nlu_options(args) -> tuple[NluOptions, dict]:
+    """The NLU settings (flags over the recipe's values over the defaults) and the recipe's train
+    section."""
+    from .config import TrainConfig, from_mapping, read_yaml
+
+    values, train = {}, {}
+    if args.recipe is not None:
+        values = read_yaml(args.recipe)
+        train = values.pop("train", None) or {}
+        from_mapping(TrainConfig, train, f"{args.recipe}: train")  # names a typo or a wrong type
+    options = from_mapping(NluOptions, values, str(args.recipe))
+    if options.task not in (None, args.task):
+        raise CtxlmError(f"{args.recipe}: a recipe for --task {options.task}, not {args.task}")
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(NluOptions)
+             if f.name != "task" and getattr(args, f.name) is not None}
+    return dataclasses.replace(options, task=args.task, **flags), train
+
+
 def cmd_evaluate(args) -> None:
     from .metrics import evaluate_files, format_markdown_table
 
     if args.task == "cloze":
-        from .cloze import evaluate_cloze
+        from .tasks.cloze import evaluate_cloze
 
         _need(args, "model", "dataset", "data_dir")
         results = evaluate_cloze(args.model, args.dataset, args.data_dir, args.split or "dev32",
                                  max_length=args.max_length)
     elif args.task == "classify":
-        from .classification import evaluate_classifier
+        from .tasks.classification import evaluate_classifier
 
         _need(args, "model", "data_dir")
         results = evaluate_classifier(args.model, args.dataset, args.data_dir, args.split or "dev", limit=args.limit,
                                       max_length=args.max_length)
     elif args.task == "squad":
-        from .extractive_qa import evaluate_squad
+        from .tasks.extractive_qa import evaluate_squad
 
         _need(args, "model", "ref")
         results = evaluate_squad(args.model, args.ref, limit=args.limit, predictions_out=args.predictions_out)
     elif args.model is not None:
-        from .finetuning import read_pairs
+        from .tasks.seq2seq import read_pairs
         from .predict import Seq2SeqPredictor
 
         if args.task is None or args.ref is None:
@@ -254,7 +304,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_infill(args) -> None:
-    from .infilling import evaluate_infilling, infill_texts
+    from .tasks.infilling import evaluate_infilling, infill_texts
     from .predict import load_generation_config
 
     cfg = _generation_config(args, load_generation_config(args.model))
@@ -287,9 +337,10 @@ def cmd_convert(args) -> None:
     if (args.from_hf is None) == (args.to_hf is None):
         raise CtxlmError("give exactly one of --from-hf and --to-hf")
     if args.from_hf:
-        import_from_hf(args.from_hf, args.out)
+        print(import_from_hf(args.from_hf, args.out, family=args.family, decoder=args.decoder).summary())
     else:
-        export_to_hf(args.to_hf, args.out, drop_copy_head=args.drop_copy_head)
+        for note in export_to_hf(args.to_hf, args.out, drop_copy_head=args.drop_copy_head):
+            print(note)
     print(f"wrote {args.out}")
 
 
@@ -338,7 +389,11 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .families import FAMILIES, OBJECTIVES
+
     parser = argparse.ArgumentParser(prog="ctxlm", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"ctxlm {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     tok = verbs.add_parser("tokenizer", help="train a WordPiece tokenizer").add_subparsers(dest="action", required=True)
@@ -351,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tokenizer_train)
 
     p = verbs.add_parser("pretrain", help="pre-train a model on unlabeled text")
-    p.add_argument("--objective", default="palm", choices=["palm", "mass", "bart", "glm", "unilm"],
-                   help="palm (two stages), mass or bart (baselines on a PALM model), glm, unilm")
+    p.add_argument("--objective", choices=list(OBJECTIVES),
+                   help="pre-training objective (default: the --config family's own; mass and bart run on a PALM config)")
     p.add_argument("--stage", default="generation", choices=["mlm", "generation"],
                    help="PALM stage 1 (encoder MLM) or 2 (continuation generation)")
     p.add_argument("--glm-task", choices=["blank", "sentence", "document", "multitask"],
@@ -367,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="palm-tiny", help="named config or YAML file")
     p.add_argument("--out", required=True)
     p.add_argument("--init", help="model directory to start from (stage 2 starts from stage 1)")
+    p.add_argument("--init-from-hf", help="a transformers directory or hub id, converted on the fly "
+                   "(see `ctxlm convert`; the objective's family is the target)")
+    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
+                   help="--init-from-hf BERT/RoBERTa into PALM: a fresh decoder or one from the encoder")
     p.add_argument("--fragment-length", type=int, help="PALM fragment length L (source 80%%, target 20%%)")
     p.add_argument("--mlm-weight", type=float, help="stage 2: weight of an added encoder MLM loss")
     p.add_argument("--no-copy", action="store_true", help="without the pointer-generator")
@@ -378,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("generate", help="generate from a model (beam search by default)")
     p.add_argument("--model", required=True)
     p.add_argument("--text")
-    p.add_argument("--input", help="JSONL with a source field per row")
+    p.add_argument("--input", help="JSONL (or a dataset: .parquet, .arrow, save_to_disk directory, hub:NAME) "
+                   "with a source field per row")
     p.add_argument("--output", help="JSONL output (input rows plus 'prediction'); default stdout")
     p.add_argument("--source-field", default="source")
     p.add_argument("--batch-size", type=int, default=16)
@@ -396,9 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="tokenizer for --config")
     p.add_argument("--task", choices=SEQ2SEQ_TASKS + NLU_TASKS,
                    help="a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad")
-    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, or YAML")
-    p.add_argument("--train", help="training file in the task's format")
+    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, or YAML; "
+                   "cloze/classify/squad: a YAML of their options (dataset, data_dir, max_length, ...) and train:")
+    p.add_argument("--train", help="training file in the task's format, or a dataset (.parquet, .arrow, "
+                   "save_to_disk directory, hub:NAME) with --source-field/--target-field")
     p.add_argument("--valid", help="validation file (loss, best checkpoint, early stopping)")
+    p.add_argument("--source-field", help="seq2seq: the JSONL/dataset field holding the source")
+    p.add_argument("--target-field", help="seq2seq: the JSONL/dataset field holding the target")
     p.add_argument("--out", required=True)
     p.add_argument("--train-limit", type=int, help="use only the first N training rows")
     p.add_argument("--valid-limit", type=int, help="classify/squad: use only the first N validation rows")
@@ -406,11 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", help="cloze: superglue/<Task>; classify: glue/MRPC, glue/STS-B, superglue/RTE")
     g.add_argument("--data-dir", help="the NLU data folder (e.g. ../shared/data/nlu)")
     g.add_argument("--max-length", type=int, help="tokens per input (cloze: the model's; classify 128; squad 384)")
-    g.add_argument("--score-eop", action="store_true", help="cloze: also score [eop] after multi-token answers")
-    g.add_argument("--pooler", action="store_true", help="classify: BERT's dense+tanh pooler before the classifier")
-    g.add_argument("--doc-stride", type=int, default=128, help="squad: tokens between window starts")
-    g.add_argument("--max-query-length", type=int, default=64)
-    g.add_argument("--max-answer-length", type=int, default=30)
+    g.add_argument("--score-eop", action="store_const", const=True,
+                   help="cloze: also score [eop] after multi-token answers")
+    g.add_argument("--pooler", action="store_const", const=True,
+                   help="classify: BERT's dense+tanh pooler before the classifier")
+    g.add_argument("--doc-stride", type=int, help="squad: tokens between window starts (default 128)")
+    g.add_argument("--max-query-length", type=int, help="squad: default 64")
+    g.add_argument("--max-answer-length", type=int, help="squad: default 30")
     _add_train_flags(p)
     p.set_defaults(func=cmd_finetune)
 
@@ -418,8 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", help="JSONL predictions (field 'prediction') or a .txt file, one a line")
     p.add_argument("--ref", help="JSONL references (field 'target') or a .txt file; squad: the SQuAD JSON")
     p.add_argument("--metrics", nargs="+", default=["summarization"],
-                   help="metric names or groups: summarization, qg, qa, dialog, rouge1, rougeL, rougeLsum, "
-                        "bleu4, meteor, coco_rougeL, sacrebleu, marco_rougeL, marco_bleu1")
+                   help="metric names or groups, space- or comma-separated: summarization, qg, qa, dialog, "
+                        "rouge1, rougeL, rougeLsum, bleu4, meteor, coco_rougeL, sacrebleu, marco_rougeL, marco_bleu1")
     p.add_argument("--pred-field", default="prediction")
     p.add_argument("--ref-field", default="target")
     p.add_argument("--model", help="a model: perplexity of --ref (seq2seq tasks), or cloze/classify/squad scores")
@@ -444,36 +510,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_flags(p)
     p.set_defaults(func=cmd_infill)
 
-    p = verbs.add_parser("compare", help="pre-train, fine-tune and score several objectives; write a report")
-    p.add_argument("--corpus", nargs="+", required=True, help="pre-training files or directories")
-    p.add_argument("--tokenizer", required=True, help="tokenizer.json or its directory")
-    p.add_argument("--task", required=True, help="the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML")
-    p.add_argument("--train", required=True, help="the task's training file")
-    p.add_argument("--valid", required=True, help="the task's validation file (best checkpoint; scored "
-                   "unless --eval)")
-    p.add_argument("--eval", help="score this file instead of --valid")
-    p.add_argument("--objectives", default="palm,palm-nocopy,palm-noae,mass,bart,glm,unilm,none",
-                   help="comma-separated pre-training variants (objectives/variants.py)")
-    p.add_argument("--config", default="palm-tiny", help="the PALM model and pre-training config (named or "
-                   "YAML); GLM and UniLMv2 are sized to its parameter count")
-    budget = p.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--budget-minutes", type=float, help="pre-training wall time per objective")
-    budget.add_argument("--budget-tokens", type=int, help="pre-training tokens per objective")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--finetune-steps", type=int, help="override the recipe's max_steps")
-    p.add_argument("--train-limit", type=int, help="fine-tune on the first N pairs (dialog: 10000)")
-    p.add_argument("--eval-limit", type=int, help="score only the first N pairs")
-    p.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
-    p.add_argument("--no-plots", action="store_true", help="no loss plots (no matplotlib needed)")
-    p.add_argument("--cache-dir", help="token store cache (default OUT/store)")
-    p.add_argument("--out", required=True, help="the comparison's folder (rerun to resume)")
-    p.set_defaults(func=cmd_compare)
-
-    p = verbs.add_parser("convert", help="convert between ctxlm and transformers' BART")
-    p.add_argument("--from-hf", help="a BartForConditionalGeneration directory")
-    p.add_argument("--to-hf", help="a ctxlm model directory")
+    p = verbs.add_parser("convert", help="convert between ctxlm and transformers checkpoints")
+    p.add_argument("--from-hf", help="a transformers directory or hub id: BART (PALM), BERT/RoBERTa (PALM's "
+                   "encoder; BERT also UniLMv2 or GLM with --family), or a directory ctxlm exported")
+    p.add_argument("--to-hf", help="a ctxlm model directory: PALM → BART, UniLMv2 → BERT, GLM → its own layout")
     p.add_argument("--out", required=True)
-    p.add_argument("--drop-copy-head", action="store_true", help="export a copy-head model without it")
+    p.add_argument("--family", choices=list(FAMILIES),
+                   help="the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa)")
+    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
+                   help="PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers")
+    p.add_argument("--drop-copy-head", action="store_true", help="export PALM without saving its copy head alongside")
     p.set_defaults(func=cmd_convert)
     return parser
 

@@ -36,9 +36,9 @@ import torch
 
 from .checkpoint import build_model, latest_checkpoint
 from .config import (
-    DATA_CONFIG_TYPES,
     FinetuneConfig,
     PretrainConfig,
+    default_data_config,
     load_finetune_config,
     load_pretrain_config,
     model_config_from_dict,
@@ -46,7 +46,7 @@ from .config import (
 from .data.store import TokenStore
 from .data.tasks import SEP, Pair
 from .errors import CtxlmError
-from .finetuning import finetune, read_pairs
+from .tasks.seq2seq import finetune, read_pairs
 from .layouts import pair_example
 from .metrics import compute_metrics
 from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
@@ -113,7 +113,7 @@ def family_configs(families: Sequence[str], palm: PretrainConfig, tokenizer: Tex
         if family == palm.model.family:
             configs[family] = palm
             continue
-        data = DATA_CONFIG_TYPES[family](max_length=palm.data.fragment_length, valid_fraction=palm.data.valid_fraction,
+        data = default_data_config(family)(max_length=palm.data.fragment_length, valid_fraction=palm.data.valid_fraction,
                                          max_valid_documents=palm.data.max_valid_documents)
         model = model_config_for_tokenizer(matched_model_config(family, palm.model), tokenizer)
         configs[family] = PretrainConfig(model=model, train=palm.train, data=data)

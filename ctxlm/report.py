@@ -109,14 +109,12 @@ def format_mean_std(values: Sequence[float], digits: int = 2) -> str:
 # ------------------------------------------------------------------------------------ plots
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend."""
-    try:
-        import matplotlib
+    from .extras import require
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise CtxlmError("plots need matplotlib (pip install matplotlib), or compare with plots off "
-                         "(--no-plots)") from None
+    matplotlib = require("matplotlib", "report", "ctxlm compare's plots; or compare with --no-plots")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     return plt
 
 

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -44,7 +45,9 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .errors import CtxlmError
+from .extras import require
 from .objectives.masking import IGNORE_INDEX
+from .provenance import provenance
 
 
 class Examples(Protocol):
@@ -142,11 +145,12 @@ class MetricsWriter:
         self.tb = None
         if tensorboard:
             try:
+                require("tensorboard", extra="tb", purpose="TensorBoard logs")
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step)
-            except ImportError:
-                self.tb = None
+            except (CtxlmError, ImportError) as error:
+                warnings.warn(f"{error}; metrics go to metrics.jsonl only")
 
     def write(self, step: int, values: dict[str, float]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
@@ -274,7 +278,8 @@ def train(
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "run.json").write_text(json.dumps(
-            {"train": asdict(cfg), **(run_info or {})}, indent=2, default=str) + "\n", encoding="utf-8")
+            {"train": asdict(cfg), **provenance(), **(run_info or {})}, indent=2, default=str) + "\n",
+            encoding="utf-8")
     progress = None
     if cfg.progress and rank == 0:
         from tqdm.auto import tqdm

@@ -1,4 +1,4 @@
-"""UniLMv2 NLU fine-tuning (ctxlm.classification, §3.4): the pair layout and its truncation, GLUE
+"""UniLMv2 NLU fine-tuning (ctxlm.tasks.classification, §3.4): the pair layout and its truncation, GLUE
 metrics against hand computations, and short fine-tunes of a tiny random UniLMv2 on MRPC, STS-B and
 RTE whose evaluation is re-derived one example at a time."""
 
@@ -12,21 +12,18 @@ import pytest
 import torch
 
 from ctxlm.checkpoint import load_model_dir, save_model_dir
-from ctxlm.classification import (
+from ctxlm.tasks.classification import (
     PairExamples,
-    accuracy,
-    binary_f1,
     evaluate_classifier,
     finetune_classifier,
     glue_metrics,
     glue_train_config,
-    pearson,
-    spearman,
     truncate_pair,
 )
 from ctxlm.config import named_model_config
 from ctxlm.data.glue import DATASETS, Row, read_split
 from ctxlm.errors import CtxlmError
+from ctxlm.metrics import accuracy, binary_f1, pearson, spearman
 from ctxlm.models.palm import PalmModel
 from ctxlm.models.unilm import UnilmClassifier, UnilmModel
 from ctxlm.pretraining import model_config_for_tokenizer

@@ -57,8 +57,8 @@ def test_glm_cloze_and_infill_verbs(setup, data_dir, tmp_path, capsys):
 
 
 def test_unilm_classify_and_squad_verbs(setup, data_dir, tmp_path, capsys):
-    """finetune --task classify (MRPC) and --task squad (a SQuAD 1.1 file the test writes), then
-    evaluate each with the verb."""
+    """finetune --task classify (MRPC) and --task squad (a SQuAD 1.1 file the test writes, settings
+    from a YAML recipe), then evaluate each with the verb."""
     root, _ = setup
     nlu = str(data_dir / "nlu")
     scratch = ["--config", str(root / "unilm.yaml"), "--tokenizer", str(root / "tok"), "--no-progress"]
@@ -74,9 +74,13 @@ def test_unilm_classify_and_squad_verbs(setup, data_dir, tmp_path, capsys):
         {"id": "q2", "question": "In what centuries?",
          "answers": [{"text": "10th and 11th centuries", "answer_start": context.index("10th")}]}]}]}]}
     (tmp_path / "squad.json").write_text(json.dumps(squad), encoding="utf-8")
+    recipe = tmp_path / "squad.yaml"  # NLU options and train settings from YAML, as seq2seq recipes
+    recipe.write_text("task: squad\nmax_length: 64\nmax_query_length: 16\ndoc_stride: 32\n"
+                      "train:\n  max_steps: 2\n  batch_size: 2\n", encoding="utf-8")
     run("finetune", "--task", "squad", "--train", str(tmp_path / "squad.json"), "--valid", str(tmp_path / "squad.json"),
-        "--out", str(tmp_path / "qa"), "--max-steps", "2", "--max-length", "64", "--max-query-length", "16",
-        "--doc-stride", "16", "--batch-size", "2", *scratch)
+        "--out", str(tmp_path / "qa"), "--recipe", str(recipe), "--doc-stride", "16", *scratch)
+    run_json = json.loads((tmp_path / "qa/run.json").read_text())
+    assert run_json["train"]["max_steps"] == 2 and run_json["train"]["batch_size"] == 2
     run("evaluate", "--task", "squad", "--model", str(tmp_path / "qa"), "--ref", str(tmp_path / "squad.json"),
         "--output", str(tmp_path / "qa.json"))
     scores = json.loads((tmp_path / "qa.json").read_text())

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ctxlm.checkpoint import load_model_dir, save_model_dir
-from ctxlm.cloze import (
+from ctxlm.tasks.cloze import (
     ClozeExamples,
     GlmClozeModel,
     cloze_loss,

@@ -23,7 +23,7 @@ from ctxlm.compare import (TASK_SCORING, Budget, compare, example_nll, matched_m
                            score_predictions)
 from ctxlm.config import named_model_config
 from ctxlm.errors import CtxlmError
-from ctxlm.finetuning import read_pairs
+from ctxlm.tasks.seq2seq import read_pairs
 from ctxlm.config import load_finetune_config, load_pretrain_config
 from ctxlm.metrics import coco_qg, rouge
 from ctxlm.predict import Seq2SeqPredictor

@@ -14,17 +14,16 @@ import torch
 from ctxlm.checkpoint import load_model_dir, save_model_dir
 from ctxlm.config import named_model_config
 from ctxlm.errors import CtxlmError
-from ctxlm.extractive_qa import (
+from ctxlm.metrics import squad_f1, squad_normalize
+from ctxlm.tasks.extractive_qa import (
     QaFeatures,
     QaSettings,
     best_spans,
     char_span_to_tokens,
     evaluate_squad,
     finetune_squad,
-    normalize_answer,
     read_squad,
     squad_scores,
-    token_f1,
     window_starts,
 )
 from ctxlm.models.unilm import UnilmModel, UnilmQuestionAnswering
@@ -204,12 +203,12 @@ def test_best_spans_decodes_gold_logits_to_the_gold_answers(squad):
 
 
 def test_squad_v11_metric_against_hand_computations():
-    assert normalize_answer("The  Denver Broncos!") == "denver broncos"
-    assert normalize_answer("an apple, a pear & the plum") == "apple pear plum"
-    assert token_f1("Broncos", "Denver Broncos") == pytest.approx(2 / 3)
-    assert token_f1("the cat sat on a mat", "a cat on the mat") == pytest.approx(2 * 0.75 / 1.75)
-    assert token_f1("nothing", "Denver") == 0.0
-    from ctxlm.extractive_qa import SquadQuestion
+    assert squad_normalize("The  Denver Broncos!") == "denver broncos"
+    assert squad_normalize("an apple, a pear & the plum") == "apple pear plum"
+    assert squad_f1("Broncos", "Denver Broncos") == pytest.approx(2 / 3)
+    assert squad_f1("the cat sat on a mat", "a cat on the mat") == pytest.approx(2 * 0.75 / 1.75)
+    assert squad_f1("nothing", "Denver") == 0.0
+    from ctxlm.tasks.extractive_qa import SquadQuestion
 
     questions = [SquadQuestion("a", "?", "", (("Denver Broncos", 0), ("Broncos", 7))),
                  SquadQuestion("b", "?", "", (("Santa Clara", 0),)),

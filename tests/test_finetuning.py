@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from ctxlm.cli import main
 from ctxlm.config import FinetuneConfig, load_finetune_config, named_model_config
 from ctxlm.errors import CtxlmError
-from ctxlm.finetuning import decode_pairs, finetune, read_pairs
+from ctxlm.tasks.seq2seq import decode_pairs, finetune, read_pairs
 from ctxlm.metrics import rouge
 from ctxlm.tokenization import train_tokenizer
 

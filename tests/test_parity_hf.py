@@ -254,20 +254,3 @@ def test_convert_cli_round_trip(tmp_path):
     assert cli.main(["convert", "--to-hf", str(ctx_dir), "--out", str(out_dir)]) == 0
     again = BartForConditionalGeneration.from_pretrained(out_dir, local_files_only=True).eval()
     torch.testing.assert_close(hf_logits(again, ids, mask, dec, dec_mask)[keep], expected[keep], atol=1e-5, rtol=0)
-
-
-def test_convert_cli_refuses_copy_head(tmp_path, capsys):
-    """`--to-hf` on a copy-head model fails with a one-line error; `--drop-copy-head` exports."""
-    cfg = PalmConfig(vocab_size=VOCAB, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                     decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
-                     copy=True, pad_token_id=BART_PAD, eos_token_id=2, decoder_start_token_id=2)
-    save_model_dir(tmp_path / "ctx", PalmModel(cfg), TextTokenizer(bart_tokenizer()))
-    capsys.readouterr()
-    assert cli.main(["convert", "--to-hf", str(tmp_path / "ctx"), "--out", str(tmp_path / "hf")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error:") and err.count("\n") == 1 and "--drop-copy-head" in err
-    assert "Traceback" not in err and not (tmp_path / "hf").exists()
-    assert cli.main(["convert", "--to-hf", str(tmp_path / "ctx"), "--out", str(tmp_path / "hf"),
-                     "--drop-copy-head"]) == 0
-    exported = BartForConditionalGeneration.from_pretrained(tmp_path / "hf", local_files_only=True)
-    assert exported.config.vocab_size == VOCAB

@@ -8,20 +8,17 @@ import pytest
 from ctxlm.data.superglue import (
     MASK,
     TASKS,
-    f1_binary,
     load_superglue,
-    macro_f1,
     multirc_scores,
     read_superglue,
     record_scores,
-    squad_f1,
-    squad_normalize,
     superglue_file,
     task_metrics,
     task_name,
     wsc_noun_phrases,
 )
 from ctxlm.errors import CtxlmError
+from ctxlm.metrics import binary_f1, macro_f1, squad_f1, squad_normalize
 
 VERBALIZERS = {"BoolQ": ["No", "Yes"], "CB": ["Yes", "No", "Maybe"], "RTE": ["Yes", "No"], "WiC": ["No", "Yes"],
                "MultiRC": ["No", "Yes"]}
@@ -146,7 +143,7 @@ def test_wsc_noun_phrases():
 # ------------------------------------------------------------------------------------------ metrics
 def test_binary_and_macro_f1_by_hand():
     pred, gold = [1, 1, 0, 0, 1], [1, 0, 0, 1, 1]  # tp 2, fp 1, fn 1
-    assert f1_binary(pred, gold) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert binary_f1(pred, gold) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
     # CB: classes e, c, n. e: tp1 fp1 fn1 -> .5; c: tp1 fp0 fn1 -> 2/3; n: tp0 -> 0
     pred = ["e", "e", "c", "n"]
     gold = ["e", "c", "c", "e"]

@@ -1,6 +1,6 @@
 """Corpus files → documents → sentences.
 
-A *document* is a `list[str]` of non-empty, stripped sentences. Three file formats:
+A *document* is a `list[str]` of non-empty, stripped sentences. Four input formats:
 
 - ``sentences``: the BERT pre-training convention, one sentence per line and a blank line
   between documents (e.g. ``pretrain/wikipedia/sents_*.txt``).
@@ -12,11 +12,15 @@ A *document* is a `list[str]` of non-empty, stripped sentences. Three file forma
   string (split on blank lines into paragraphs, then into sentences with pysbd) or a list of
   strings (paragraphs, each split with pysbd).
 
-``auto`` picks ``jsonl`` for ``.jsonl``/``.json`` files. For anything else it looks at the
-first 300 non-empty lines: if more than 60% of them end with sentence-final punctuation
-(``.``, ``!`` or ``?``, optionally followed by closing quotes or brackets) the file is read as
-``sentences``, otherwise as ``paragraphs``. One-sentence-a-line files score ~100% and
-hard-wrapped prose ~15-35%, so the threshold sits well clear of both.
+- ``dataset``: Hugging Face `datasets` input (a Parquet or Arrow file, a ``save_to_disk``
+  directory, ``hub:NAME``; see `ctxlm.data.hf_datasets`), one document per row, the text field as
+  in ``jsonl``.
+
+``auto`` picks ``dataset`` for those inputs and ``jsonl`` for ``.jsonl``/``.json`` files. For
+anything else it looks at the first 300 non-empty lines: if more than 60% of them end with
+sentence-final punctuation (``.``, ``!`` or ``?``, optionally followed by closing quotes or
+brackets) the file is read as ``sentences``, otherwise as ``paragraphs``. One-sentence-a-line
+files score ~100% and hard-wrapped prose ~15-35%, so the threshold sits well clear of both.
 
 Files are read line by line, never whole. Reading happens in two steps so that the slow
 part (pysbd) can run in worker processes: `iter_blocks` streams `TextBlock`s (a document's
@@ -39,16 +43,17 @@ from typing import BinaryIO, Iterable, Iterator
 import pysbd
 
 from ctxlm.data.json_text import check_no_surrogates, json_problem
+from ctxlm.data.hf_datasets import is_dataset, open_dataset
 from ctxlm.errors import CtxlmError, where
 
 Document = list[str]
 
-FORMATS = ("auto", "sentences", "paragraphs", "jsonl")
+FORMATS = ("auto", "sentences", "paragraphs", "jsonl", "dataset")
 # JSONL fields tried in order when no text field is named (`paragraphs`: a list of strings).
 TEXT_FIELDS = ("text", "paragraphs", "content", "document", "article")
 MAX_LINE_CHARS = 1_000_000
 SEGMENT_WINDOW_CHARS = 3000
-CORPUS_SUFFIXES = (".txt", ".jsonl")
+CORPUS_SUFFIXES = (".txt", ".jsonl", ".parquet")
 SKIPPED_NAME_PREFIXES = ("readme", "license", "licence", "manifest")
 
 DETECT_LINES = 300
@@ -205,6 +210,10 @@ def resolve_format(path: str | Path, format: str = "auto", fallback_encoding: st
     """``format`` checked against `FORMATS`, with ``auto`` resolved for ``path``."""
     if format not in FORMATS:
         raise CtxlmError(f"unknown corpus format {format!r} (expected one of {', '.join(FORMATS)})")
+    if format in ("auto", "dataset") and is_dataset(path):
+        return "dataset"
+    if format == "dataset":
+        raise CtxlmError(f"{path}: not a dataset input (a .parquet or .arrow file, a save_to_disk directory, hub:NAME)")
     return detect_format(path, fallback_encoding) if format == "auto" else format
 
 
@@ -275,32 +284,39 @@ def _jsonl_blocks(path: str | Path, text_field: str | None, fallback_encoding: s
         except (ValueError, RecursionError) as error:
             raise CtxlmError(f"{where(path, line_number)}: not valid JSON ({json_problem(error)})") from None
         check_no_surrogates(row, text, where(path, line_number))
-        if not isinstance(row, dict):
-            raise CtxlmError(
-                f"{where(path, line_number)}: row is not a JSON object (got {type(row).__name__})"
-            )
-        field = text_field if text_field is not None else next((f for f in TEXT_FIELDS if f in row), None)
-        if field is None:
-            raise CtxlmError(f"{where(path, line_number)}: no text field (looked for {', '.join(TEXT_FIELDS)}; "
-                             f"found {', '.join(map(str, row)) or 'none'}; pass --text-field)")
-        if field not in row:
-            raise CtxlmError(f"{where(path, line_number)}: field {field!r} missing")
-        value = row[field]
-        if isinstance(value, str):
-            value = [value]
-        elif not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
-            raise CtxlmError(
-                f"{where(path, line_number)}: field {field!r} must be a string "
-                f"or a list of strings"
-            )
-        # a row without text is an empty document (a block with no texts), counted by the store
-        yield TextBlock(tuple(p for item in value for p in text_paragraphs(item)), True, False, end_byte)
+        yield _row_block(row, where(path, line_number), text_field, end_byte)
+
+
+def _dataset_blocks(path: str | Path, text_field: str | None, fallback_encoding: str | None) -> Iterator[TextBlock]:
+    source = open_dataset(path)
+    for number, (at, row) in enumerate(source.rows(), 1):
+        yield _row_block(row, at, text_field, source.size * number // max(source.num_rows, 1))
+
+
+def _row_block(row, at: str, text_field: str | None, end_byte: int) -> TextBlock:
+    """One document from a JSONL or dataset row: its text field, a string or a list of strings. A
+    row without text is an empty document (a block with no texts), counted by the store."""
+    if not isinstance(row, dict):
+        raise CtxlmError(f"{at}: row is not a JSON object (got {type(row).__name__})")
+    field = text_field if text_field is not None else next((f for f in TEXT_FIELDS if f in row), None)
+    if field is None:
+        raise CtxlmError(f"{at}: no text field (looked for {', '.join(TEXT_FIELDS)}; "
+                         f"found {', '.join(map(str, row)) or 'none'}; pass --text-field)")
+    if field not in row:
+        raise CtxlmError(f"{at}: field {field!r} missing")
+    value = row[field]
+    if isinstance(value, str):
+        value = [value]
+    elif not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
+        raise CtxlmError(f"{at}: field {field!r} must be a string or a list of strings")
+    return TextBlock(tuple(p for item in value for p in text_paragraphs(item)), True, False, end_byte)
 
 
 _BLOCK_READERS = {
     "sentences": _sentence_blocks,
     "paragraphs": _paragraph_blocks,
     "jsonl": _jsonl_blocks,
+    "dataset": _dataset_blocks,
 }
 
 
@@ -340,7 +356,8 @@ def _nonempty(document: Document, stats: dict | None) -> Iterator[Document]:
 
 
 def expand_corpus_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Files as given; directories expanded recursively (sorted) to ``*.txt``/``*.jsonl``.
+    """Files and dataset inputs as given; directories expanded recursively (sorted) to ``*.txt``,
+    ``*.jsonl`` and ``*.parquet`` (a ``save_to_disk`` directory is one dataset input).
 
     Inside directories, README*, LICENSE* and manifest* files and hidden entries are skipped.
     Repeated files are kept once. Raises `CtxlmError` for a missing path, a directory without
@@ -351,7 +368,7 @@ def expand_corpus_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     found: list[Path] = []
     for given in paths:
         path = Path(given)
-        if path.is_file():
+        if path.is_file() or is_dataset(given):
             found.append(path)
         elif path.is_dir():
             files = sorted(

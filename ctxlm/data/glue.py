@@ -1,5 +1,5 @@
 """GLUE / SuperGLUE sentence-pair datasets → `Row(text_a, text_b, label)` lists (UniLMv2 §4.3,
-Table 8), for `ctxlm.classification`.
+Table 8), for `ctxlm.tasks.classification`.
 
 Staged files (under `--data-dir`, e.g. ../shared/data/nlu):
 
@@ -149,7 +149,7 @@ class GlueDataset:
     files: dict[str, str]
     reader: Callable[[Path], list[Row]]
     num_labels: int  # 1 = regression
-    metrics: tuple[str, ...]  # the keys `ctxlm.classification.glue_metrics` returns, GLUE's order
+    metrics: tuple[str, ...]  # the keys `ctxlm.tasks.classification.glue_metrics` returns, GLUE's order
     label_names: tuple[str, ...] = ()
     holdout: int = 0  # > 0: "train" and "dev" both come from one file, split by `holdout_split`
     notes: str = field(default="", compare=False)

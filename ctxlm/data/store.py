@@ -47,6 +47,7 @@ from ctxlm.data.corpus import (
     iter_blocks,
     resolve_format,
 )
+from ctxlm.data.hf_datasets import open_dataset
 from ctxlm.errors import CtxlmError
 from ctxlm.tokenization import TextTokenizer
 
@@ -237,6 +238,9 @@ class TokenStore:
 
 
 def _source_record(path: Path, file_format: str) -> dict:
+    if file_format == "dataset":  # its fingerprint stands for the modification time
+        source = open_dataset(path)
+        return {"path": str(path), "size": source.size, "mtime_ns": source.fingerprint, "format": file_format}
     stat = path.stat()
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
             "format": file_format}

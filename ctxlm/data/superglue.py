@@ -19,7 +19,7 @@ table "cloze questions and verbalizers for the 8 SuperGLUE tasks", pattern 0 of 
 | ReCoRD  | passage query-before-@placeholder [M] query-after             | the passage's entities     |
 
 A pattern is a list of `(text, shortenable)` parts with the blank as its own part `(MASK, False)`;
-`ctxlm.cloze` tokenizes the parts and cuts shortenable ones (passages, premises) from their ends
+`ctxlm.tasks.cloze` tokenizes the parts and cuts shortenable ones (passages, premises) from their ends
 until the longest candidate row fits the model, so the blank and the question always survive.
 
 Training-set conventions follow THUDM/GLM's `tasks/superglue/dataset.py`: COPA's training rows are
@@ -34,9 +34,8 @@ SQuAD's normalization.
 
 from __future__ import annotations
 
-import re
 import string
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -44,6 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import CtxlmError
+from ..metrics import accuracy, binary_f1, macro_f1, squad_exact_match, squad_f1
 from .tasks import jsonl_rows
 
 MASK = "[MASK]"  # the blank: a pattern part of its own
@@ -378,52 +378,14 @@ def load_superglue(dataset: str, data_dir: str | Path, split: str, *, seed: int 
 # ----------------------------------------------------------------------------------- metrics
 
 
-def accuracy(predictions: Sequence, references: Sequence) -> float:
-    if len(predictions) != len(references) or not predictions:
-        raise CtxlmError(f"accuracy needs equally many (>0) predictions and references, got "
-                         f"{len(predictions)} and {len(references)}")
-    return float(np.mean([p == r for p, r in zip(predictions, references)]))
-
-
-def f1_binary(predictions: Sequence[int], references: Sequence[int], positive=1) -> float:
-    """F1 of the positive class (0 when it is never predicted nor present)."""
-    tp = sum(p == positive and r == positive for p, r in zip(predictions, references))
-    fp = sum(p == positive and r != positive for p, r in zip(predictions, references))
-    fn = sum(p != positive and r == positive for p, r in zip(predictions, references))
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-
-
-def macro_f1(predictions: Sequence, references: Sequence) -> float:
-    """Mean per-class F1 over the classes that occur in the references or the predictions
-    (scikit-learn's `f1_score(average="macro")`, which SuperGLUE uses for CB)."""
-    classes = sorted(set(references) | set(predictions), key=str)
-    return float(np.mean([f1_binary(predictions, references, c) for c in classes]))
-
-
 def multirc_scores(groups: Sequence[str], predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
     """MultiRC: F1a, the binary F1 over all answer options, and EM, the share of questions whose
     options are all labelled right."""
     by_question = defaultdict(list)
     for group, p, r in zip(groups, predictions, references):
         by_question[group].append(p == r)
-    return {"f1a": f1_binary(predictions, references, 1),
+    return {"f1a": binary_f1(predictions, references, 1),
             "em": float(np.mean([all(v) for v in by_question.values()]))}
-
-
-def squad_normalize(text: str) -> str:
-    """SQuAD's answer normalization: lower case, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def squad_f1(prediction: str, reference: str) -> float:
-    pred, ref = squad_normalize(prediction).split(), squad_normalize(reference).split()
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
 
 
 def record_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> dict[str, float]:
@@ -433,7 +395,7 @@ def record_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) 
         if not golds:
             raise CtxlmError("ReCoRD scoring needs the gold answers of every query")
         f1s.append(max(squad_f1(prediction, g) for g in golds))
-        ems.append(max(float(squad_normalize(prediction) == squad_normalize(g)) for g in golds))
+        ems.append(max(squad_exact_match(prediction, g) for g in golds))
     return {"f1": float(np.mean(f1s)), "em": float(np.mean(ems))}
 
 

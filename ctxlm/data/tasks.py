@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 from ctxlm.data.json_text import check_no_surrogates, json_problem, parse_json
+from ctxlm.data.hf_datasets import dataset_rows, is_dataset
 from ctxlm.errors import CtxlmError, where
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,12 @@ def _decode(data: bytes, at: str) -> str:
 
 
 def jsonl_rows(path: str | Path) -> Iterator[tuple[str, dict]]:
-    """`("file:line", row)` for each non-blank line of a JSON Lines file."""
+    """`("file:line", row)` for each non-blank line of a JSON Lines file, or `("SOURCE row N", row)`
+    for each row of a Hugging Face dataset input (`ctxlm.data.hf_datasets`: Parquet, Arrow,
+    save_to_disk, hub:NAME)."""
+    if is_dataset(path):
+        yield from dataset_rows(path)
+        return
     with _open(path) as lines:
         for lineno, raw in enumerate(lines, 1):
             at = where(path, lineno)
@@ -571,4 +577,6 @@ def read_task(task: str, path: str | Path, **options: Any) -> Iterator[Pair]:
     """
     if task not in TASK_READERS:
         raise CtxlmError(f"unknown task '{task}'; known tasks: {', '.join(sorted(TASK_READERS))}")
+    if "source_field" in options or "target_field" in options:  # named fields: any task, generic rows
+        return _with_options(read_jsonl_pairs, path, options)
     return TASK_READERS[task](path, **options)

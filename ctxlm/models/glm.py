@@ -16,7 +16,7 @@ Architecture"):
 Decoding (§2.3: "the given context constitutes Part A with a mask token appended at the end; the
 model generates Part B autoregressively") speaks the `KVCache` protocol of `ctxlm.generation`:
 Part A is encoded once into the cache, then every Part B token is appended at the mask's position
-with block positions 1, 2, ... Text infilling (`ctxlm.infilling`) and cloze scoring (`ctxlm.cloze`)
+with block positions 1, 2, ... Text infilling (`ctxlm.tasks.infilling`) and cloze scoring (`ctxlm.tasks.cloze`)
 build on it.
 """
 
@@ -34,6 +34,7 @@ from ..objectives.glm import GlmTokens
 from ..objectives.masking import IGNORE_INDEX
 from .layers import Attention, KVCache, activation, init_weights
 from .palm import token_nll
+from .pretrained import PretrainedMixin
 
 
 def glm_tokens(cfg: GlmConfig) -> GlmTokens:
@@ -101,7 +102,7 @@ class GlmLayer(nn.Module):
         return x + F.dropout(h, self.dropout, self.training)
 
 
-class GlmModel(nn.Module):
+class GlmModel(PretrainedMixin, nn.Module):
     def __init__(self, cfg: GlmConfig):
         super().__init__()
         self.config = cfg

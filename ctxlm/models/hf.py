@@ -1,4 +1,5 @@
-"""Adapters between ctxlm's PALM and Hugging Face transformers checkpoints.
+"""Adapters between ctxlm's PALM and Hugging Face transformers checkpoints, and what every family's
+converter shares (`Conversion`, loading a transformers directory, BERT's parameter names).
 
 - BART ↔ PALM: `BartForConditionalGeneration` maps by name (PALM's parameters are BART's without
   the `model.` prefix); the copy head and the MLM head have no BART counterpart.
@@ -11,14 +12,139 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..config import PalmConfig
 from ..errors import CtxlmError
+from ..extras import require
 from .layers import LearnedPositions
 from .palm import PalmModel
+
+
+# ------------------------------------------------------------------------------------- shared
+@dataclass
+class Conversion:
+    """What a conversion did: the parameters taken from the checkpoint, those freshly initialised,
+    and notes (tokens added, layer norms moved, ...)."""
+
+    source: str
+    family: str
+    mapped: list[str] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line: counts, the fresh parameters grouped by their first two name parts, notes."""
+        groups = sorted({".".join(name.split(".")[:2]) for name in self.fresh})
+        fresh = f"; freshly initialised: {', '.join(groups)}" if groups else "; nothing freshly initialised"
+        notes = "".join(f"; {note}" for note in self.notes)
+        return f"{self.source} → {self.family}: {len(self.mapped)} tensors mapped{fresh}{notes}"
+
+
+def transformers_module(purpose: str = "converting transformers checkpoints"):
+    return require("transformers", extra="hf", purpose=purpose)
+
+
+def load_hf_model(path: str | Path, model_class: str | None = None):
+    """A local transformers directory as its model class: `model_class` (e.g.
+    "BartForConditionalGeneration"), else the masked-LM class when the checkpoint has that head, else
+    the base model. Nothing is fetched from the hub."""
+    transformers = transformers_module()
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CtxlmError(f"{path}: not a transformers checkpoint directory (no config.json)")
+    try:
+        if model_class is None:
+            architectures = transformers.AutoConfig.from_pretrained(path, local_files_only=True).architectures or []
+            head = any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in architectures)
+            model_class = "AutoModelForMaskedLM" if head else "AutoModel"
+        return getattr(transformers, model_class).from_pretrained(path, local_files_only=True).eval()
+    except (OSError, ValueError, KeyError) as error:
+        raise CtxlmError(f"{path}: cannot load with transformers ({str(error).splitlines()[0]})") from None
+
+
+def state_names(model) -> list[str]:
+    """The names `save_model` writes (tied parameters once)."""
+    seen, names = set(), []
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() in seen and tensor.numel():
+            continue
+        seen.add(tensor.data_ptr())
+        names.append(name)
+    return names
+
+
+# A BERT layer's modules under ctxlm's post-LN layer names (BART's) ↔ BERT's.
+BERT_LAYER_NAMES = {
+    "self_attn.q_proj": "attention.self.query", "self_attn.k_proj": "attention.self.key",
+    "self_attn.v_proj": "attention.self.value", "self_attn.out_proj": "attention.output.dense",
+    "self_attn_layer_norm": "attention.output.LayerNorm", "fc1": "intermediate.dense",
+    "fc2": "output.dense", "final_layer_norm": "output.LayerNorm",
+}
+# BERT's / RoBERTa's masked-LM head ↔ `MaskedLMHead`.
+MLM_HEAD_NAMES = {
+    "bert": {"dense": "cls.predictions.transform.dense", "layer_norm": "cls.predictions.transform.LayerNorm",
+             "bias": "cls.predictions.bias"},
+    "roberta": {"dense": "lm_head.dense", "layer_norm": "lm_head.layer_norm", "bias": "lm_head.bias"},
+}
+
+
+def bert_prefix(state: dict) -> str:
+    """The prefix of a BERT/RoBERTa state dict's encoder ("bert.", "roberta." or "")."""
+    prefix = next((p for p in ("roberta.", "bert.", "") if f"{p}embeddings.word_embeddings.weight" in state), None)
+    if prefix is None:
+        raise CtxlmError("not a BERT/RoBERTa checkpoint (no embeddings.word_embeddings.weight)")
+    return prefix
+
+
+def bert_layer_pairs(ours: str, theirs: str) -> list[tuple[str, str]]:
+    """(our name, BERT's name) of every weight and bias of one post-LN layer."""
+    return [(f"{ours}{a}.{kind}", f"{theirs}{b}.{kind}") for a, b in BERT_LAYER_NAMES.items()
+            for kind in ("weight", "bias")]
+
+
+def mlm_head_pairs(state: dict, ours: str = "mlm_head.") -> list[tuple[str, str]]:
+    """(our name, theirs) of the checkpoint's masked-LM head; empty when it has none."""
+    names = next((n for n in MLM_HEAD_NAMES.values() if n["bias"] in state), None)
+    if names is None:
+        return []
+    pairs = [(f"{ours}{a}.{kind}", f"{names[a]}.{kind}") for a in ("dense", "layer_norm")
+             for kind in ("weight", "bias")]
+    return pairs + [(f"{ours}bias", names["bias"])]
+
+
+def copy_pairs(model, state: dict, pairs: list[tuple[str, str]]) -> list[str]:
+    """Copy `state[theirs]` into our parameter `ours` for each pair; return our names. A tensor of
+    ours with more rows (a vocabulary with added tokens) takes the checkpoint's rows first."""
+    own = model.state_dict()
+    for ours, theirs in pairs:
+        copy_rows(own[ours], state[theirs], f"'{theirs}' into ctxlm's '{ours}'")
+    return [ours for ours, _ in pairs]
+
+
+def copy_rows(target: torch.Tensor, rows: torch.Tensor, what: str = "checkpoint tensor") -> None:
+    """`rows` into the first rows of `target` (rows after them, for added tokens, stay fresh)."""
+    if target.shape[1:] != rows.shape[1:] or target.shape[0] < rows.shape[0]:
+        raise CtxlmError(f"{what}: shape {tuple(rows.shape)} does not fit {tuple(target.shape)}")
+    with torch.no_grad():
+        target[: rows.shape[0]].copy_(rows)
+
+
+def add_special_tokens(tokenizer, names: list[str]) -> tuple:
+    """The tokenizer with the special tokens of `names` it lacks added (new ids after its
+    vocabulary), and a note naming them (None when nothing was added)."""
+    from ..tokenization import TextTokenizer
+
+    missing = [name for name in names if tokenizer.token_to_id(name) is None]
+    if not missing:
+        return tokenizer, None
+    tokenizer.backend.add_special_tokens(missing)
+    extended = TextTokenizer(tokenizer.backend, tokenizer.source)
+    ids = [extended.token_to_id(name) for name in missing]
+    return extended, f"added tokens {' '.join(missing)} as ids {', '.join(map(str, ids))} (fresh embedding rows)"
 
 BART_FIELDS = [
     "vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
@@ -38,24 +164,23 @@ def palm_config_from_bart(hf_config, mask_token_id: int | None = None) -> PalmCo
 
 
 def bart_config_from_palm(cfg: PalmConfig):
-    from transformers import BartConfig
-
-    return BartConfig(
+    return transformers_module().BartConfig(
         **{name: getattr(cfg, name) for name in BART_FIELDS},
         forced_eos_token_id=None, forced_bos_token_id=None, is_encoder_decoder=True,
     )
 
 
-def palm_from_bart(bart, mask_token_id: int | None = None) -> PalmModel:
-    """A `BartForConditionalGeneration` (object) → PalmModel with the copy head off."""
-    model = PalmModel(palm_config_from_bart(bart.config, mask_token_id))
+def palm_from_bart(bart, mask_token_id: int | None = None, config: PalmConfig | None = None) -> PalmModel:
+    """A `BartForConditionalGeneration` (object) → PalmModel with the copy head off (or as `config`
+    says: a model exported by ctxlm gets its copy head back from the file saved alongside)."""
+    model = PalmModel(config or palm_config_from_bart(bart.config, mask_token_id))
     state = {}
     for key, value in bart.state_dict().items():
         if key in ("lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"):
             continue  # tied to model.shared.weight
         state[key.removeprefix("model.")] = value
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("mlm_head.")]
+    missing = [k for k in missing if not k.startswith(("mlm_head.", "pointer."))]
     if missing or unexpected:
         raise CtxlmError(f"BART checkpoint does not match: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model
@@ -64,12 +189,10 @@ def palm_from_bart(bart, mask_token_id: int | None = None) -> PalmModel:
 def bart_from_palm(model: PalmModel, drop_copy_head: bool = False):
     """PalmModel → `BartForConditionalGeneration`. A copy head has no BART counterpart: refused
     unless `drop_copy_head` (the exported model then uses the plain tied softmax)."""
-    from transformers import BartForConditionalGeneration
-
     if model.pointer is not None and not drop_copy_head:
         raise CtxlmError("this model has PALM's copy head, which BART cannot hold; pass --drop-copy-head "
                          "to export without it (its outputs will differ)")
-    bart = BartForConditionalGeneration(bart_config_from_palm(model.config))
+    bart = transformers_module().BartForConditionalGeneration(bart_config_from_palm(model.config))
     state = {}
     for key, value in model.state_dict().items():
         if key.startswith(("pointer.", "mlm_head.")):
@@ -79,19 +202,6 @@ def bart_from_palm(model: PalmModel, drop_copy_head: bool = False):
         state["model.decoder.embed_tokens.weight"] = state["model.shared.weight"]
     bart.load_state_dict(state, strict=True)
     return bart
-
-
-def load_bart_dir(path: str | Path):
-    """Load a local BART checkpoint directory with transformers (no hub access)."""
-    from transformers import BartForConditionalGeneration
-
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise CtxlmError(f"{path}: not a transformers checkpoint directory (no config.json)")
-    try:
-        return BartForConditionalGeneration.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise CtxlmError(f"{path}: cannot load as BART ({str(error).splitlines()[0]})") from None
 
 
 # ------------------------------------------------------------------------------ BERT / RoBERTa
@@ -119,18 +229,16 @@ def palm_config_from_encoder(hf_config, *, decoder_layers: int | None = None, co
     )
 
 
-def load_encoder_from_bert(model: PalmModel, hf_model) -> None:
+def load_encoder_from_bert(model: PalmModel, hf_model) -> list[str]:
     """Copy a `BertModel`/`RobertaModel` (or their *ForMaskedLM) into PALM's encoder, the shared
-    embedding and the MLM head."""
+    embedding and the MLM head (when the checkpoint has one); return the names filled."""
     hf_config = hf_model.config
     roberta = hf_config.model_type in ("roberta", "xlm-roberta", "camembert")
     state = hf_model.state_dict()
-    prefix = next((p for p in ("roberta.", "bert.", "") if f"{p}embeddings.word_embeddings.weight" in state), None)
-    if prefix is None:
-        raise CtxlmError("not a BERT/RoBERTa checkpoint (no embeddings.word_embeddings.weight)")
+    prefix = bert_prefix(state)
     cfg = model.config
-    if (hf_config.hidden_size, hf_config.num_hidden_layers, hf_config.vocab_size) != \
-            (cfg.d_model, cfg.encoder_layers, cfg.vocab_size):
+    if (hf_config.hidden_size, hf_config.num_hidden_layers) != (cfg.d_model, cfg.encoder_layers) \
+            or hf_config.vocab_size > cfg.vocab_size:
         raise CtxlmError("encoder shape differs from the checkpoint's; build the config with "
                          "palm_config_from_encoder")
 
@@ -138,7 +246,7 @@ def load_encoder_from_bert(model: PalmModel, hf_model) -> None:
         return state[prefix + name]
 
     with torch.no_grad():
-        model.shared.weight.copy_(get("embeddings.word_embeddings.weight"))
+        copy_rows(model.shared.weight, get("embeddings.word_embeddings.weight"))
         positions = get("embeddings.position_embeddings.weight") + get("embeddings.token_type_embeddings.weight")[0]
         table = model.encoder.embed_positions.weight
         table.zero_()
@@ -147,25 +255,10 @@ def load_encoder_from_bert(model: PalmModel, hf_model) -> None:
         table[LearnedPositions.offset:LearnedPositions.offset + n].copy_(positions[first:first + n])
         model.encoder.layernorm_embedding.weight.copy_(get("embeddings.LayerNorm.weight"))
         model.encoder.layernorm_embedding.bias.copy_(get("embeddings.LayerNorm.bias"))
-        for i, layer in enumerate(model.encoder.layers):
-            p = f"encoder.layer.{i}."
-            pairs = {
-                layer.self_attn.q_proj: "attention.self.query", layer.self_attn.k_proj: "attention.self.key",
-                layer.self_attn.v_proj: "attention.self.value", layer.self_attn.out_proj: "attention.output.dense",
-                layer.self_attn_layer_norm: "attention.output.LayerNorm", layer.fc1: "intermediate.dense",
-                layer.fc2: "output.dense", layer.final_layer_norm: "output.LayerNorm",
-            }
-            for module, name in pairs.items():
-                module.weight.copy_(get(p + name + ".weight"))
-                module.bias.copy_(get(p + name + ".bias"))
-        head = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias") \
-            if "cls.predictions.bias" in state else ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias")
-        if head[2] in state:
-            model.mlm_head.dense.weight.copy_(state[head[0] + ".weight"])
-            model.mlm_head.dense.bias.copy_(state[head[0] + ".bias"])
-            model.mlm_head.layer_norm.weight.copy_(state[head[1] + ".weight"])
-            model.mlm_head.layer_norm.bias.copy_(state[head[1] + ".bias"])
-            model.mlm_head.bias.copy_(state[head[2]])
+    pairs = [pair for i in range(cfg.encoder_layers)
+             for pair in bert_layer_pairs(f"encoder.layers.{i}.", f"{prefix}encoder.layer.{i}.")]
+    return ["shared.weight", "encoder.embed_positions.weight", "encoder.layernorm_embedding.weight",
+            "encoder.layernorm_embedding.bias"] + copy_pairs(model, state, pairs + mlm_head_pairs(state))
 
 
 def palm_from_encoder_checkpoint(hf_model, **config_overrides) -> PalmModel:
@@ -174,3 +267,64 @@ def palm_from_encoder_checkpoint(hf_model, **config_overrides) -> PalmModel:
     model = PalmModel(cfg)
     load_encoder_from_bert(model, hf_model)
     return model
+
+
+def init_decoder_from_encoder(model: PalmModel) -> list[str]:
+    """Decoder layer i takes encoder layer i's self-attention, FFN and layer norms (and the
+    decoder the encoder's positions and embedding layer norm), as BERT2BERT (Rothe et al., 2020);
+    cross-attention stays fresh. Returns the decoder names filled."""
+    n = min(model.config.decoder_layers, model.config.encoder_layers)
+    shared = ["embed_positions.weight", "layernorm_embedding.weight", "layernorm_embedding.bias"]
+    shared += [f"layers.{i}.{name}.{kind}" for i in range(n) for name in BERT_LAYER_NAMES
+               for kind in ("weight", "bias")]
+    state = model.state_dict()
+    if model.config.decoder_ffn_dim != model.config.encoder_ffn_dim:
+        raise CtxlmError("the decoder starts from the encoder only when their FFN sizes agree")
+    with torch.no_grad():
+        for name in shared:
+            state[f"decoder.{name}"].copy_(state[f"encoder.{name}"])
+    return [f"decoder.{name}" for name in shared]
+
+
+def _fresh(model, mapped: list[str]) -> list[str]:
+    done = set(mapped)
+    return [name for name in state_names(model) if name not in done]
+
+
+def palm_from_bart_model(hf_dir: Path, tokenizer, *, config: PalmConfig | None = None, decoder: str = "fresh"):
+    """A transformers BART directory → (PalmModel, tokenizer, Conversion): the whole model."""
+    bart = load_hf_model(hf_dir, "BartForConditionalGeneration")
+    mask_id = tokenizer.mask_id if tokenizer is not None else None
+    model = palm_from_bart(bart, mask_token_id=mask_id, config=config)
+    mapped = [name for name in state_names(model) if not name.startswith(("pointer.", "mlm_head."))]
+    return model, tokenizer, Conversion("bart", "palm", mapped, _fresh(model, mapped))
+
+
+def palm_from_encoder_model(hf_dir: Path, tokenizer, *, config: PalmConfig | None = None, decoder: str = "fresh"):
+    """A BERT/RoBERTa directory → PALM whose encoder, embeddings and MLM head come from it (§3.1);
+    the decoder is fresh, or (`decoder="encoder"`) starts from the encoder's layers."""
+    hf = load_hf_model(hf_dir)
+    ids = {}
+    if tokenizer is not None:
+        ids = dict(mask_token_id=tokenizer.mask_id, bos_token_id=tokenizer.cls_id, eos_token_id=tokenizer.sep_id)
+    model = PalmModel(config or palm_config_from_encoder(hf.config, **ids))
+    mapped = load_encoder_from_bert(model, hf)
+    notes = ["token type 0 folded into the position table"]
+    if decoder == "encoder":
+        mapped += init_decoder_from_encoder(model)
+        notes.append("decoder self-attention and FFN from the encoder's layers")
+    return model, tokenizer, Conversion(hf.config.model_type, "palm", mapped, _fresh(model, mapped), notes)
+
+
+def export_palm(model: PalmModel, tokenizer, out_dir: Path, *, drop_copy_head: bool = False) -> tuple[dict, list[str]]:
+    """PALM → `BartForConditionalGeneration` in `out_dir`. Returns the tensors BART cannot hold (the
+    copy head, the MLM head), which `ctxlm.convert` saves alongside, and notes."""
+    bart = bart_from_palm(model, drop_copy_head=True)
+    bart.save_pretrained(out_dir)
+    extra = {name: tensor for name, tensor in model.state_dict().items()
+             if name.startswith(("pointer.", "mlm_head.")) and not (drop_copy_head and name.startswith("pointer."))}
+    notes = []
+    if model.pointer is not None:
+        notes.append("the copy head is left out (transformers' BART decodes without it)" if drop_copy_head else
+                     "the copy head is saved alongside; transformers' BART decodes without it")
+    return extra, notes

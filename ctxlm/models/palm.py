@@ -32,6 +32,7 @@ from .layers import (
     tied_logits,
 )
 from .pointer_generator import PointerGenerator
+from .pretrained import PretrainedMixin
 
 
 def _layer_kwargs(cfg: PalmConfig) -> dict:
@@ -131,7 +132,7 @@ def token_nll(scores: torch.Tensor, labels: torch.Tensor, label_smoothing: float
     return loss / count.clamp_min(1), nll_sum.detach(), count
 
 
-class PalmModel(nn.Module):
+class PalmModel(PretrainedMixin, nn.Module):
     def __init__(self, cfg: PalmConfig):
         super().__init__()
         self.config = cfg

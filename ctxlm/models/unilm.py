@@ -32,6 +32,7 @@ from ..config import UnilmConfig
 from ..objectives.masking import IGNORE_INDEX
 from .layers import KVCache, MaskedLMHead, PostLNEncoderLayer, init_weights
 from .palm import token_nll
+from .pretrained import PretrainedMixin
 
 
 # ------------------------------------------------------------------------------ relative position
@@ -131,7 +132,7 @@ def full_attention_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | 
 
 
 # ------------------------------------------------------------------------------ the model
-class UnilmModel(nn.Module):
+class UnilmModel(PretrainedMixin, nn.Module):
     def __init__(self, cfg: UnilmConfig):
         super().__init__()
         self.config = cfg
@@ -292,7 +293,7 @@ class UnilmModel(nn.Module):
 
 
 # ------------------------------------------------------------------------------ NLU heads (§3.4)
-class UnilmClassifier(nn.Module):
+class UnilmClassifier(PretrainedMixin, nn.Module):
     """Text classification / regression on the [SOS] vector (§3.4: "We use the encoding vector of
     [SOS] as the representation of input, and then feed it to a randomly initialized softmax
     classifier"): dropout → linear. `pooler=True` inserts BERT's dense + tanh pooler first (as
@@ -335,7 +336,7 @@ class UnilmClassifier(nn.Module):
         return UnilmOutput(loss=loss, metrics=metrics, logits=logits)
 
 
-class UnilmQuestionAnswering(nn.Module):
+class UnilmQuestionAnswering(PretrainedMixin, nn.Module):
     """Extractive QA (SQuAD, Table 2): a linear layer gives each token a start and an end score.
 
     Input `[SOS] question [EOS] passage [EOS]` (`build_classification_input`). `answer_mask` (B, L)

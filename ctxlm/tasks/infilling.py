@@ -30,12 +30,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint import load_model_dir, resolve_model_dir
-from .config import GenerationConfig
-from .errors import CtxlmError, where
-from .generation import generate
-from .models.glm import GlmModel, glm_tokens
-from .objectives.glm import GlmTokens, build_infilling_prompt, part_b_block
+from ..checkpoint import load_model_dir, resolve_model_dir
+from ..config import GenerationConfig
+from ..errors import CtxlmError, where
+from ..extras import require
+from ..generation import generate
+from ..models.glm import GlmModel, glm_tokens
+from ..objectives.glm import GlmTokens, build_infilling_prompt, part_b_block
 
 __all__ = ["infill", "merge_infilled", "encode_with_blanks", "fill_words", "infill_texts", "mask_words", "infill_bleu",
            "evaluate_infilling", "BLANK"]
@@ -144,7 +145,7 @@ def _load_glm(model_dir, device):
 
 
 def _generation(model_dir, cfg: GenerationConfig | None) -> GenerationConfig:
-    from .predict import load_generation_config
+    from ..predict import load_generation_config
 
     return cfg or load_generation_config(resolve_model_dir(model_dir)) or GenerationConfig()
 
@@ -194,8 +195,7 @@ def mask_words(words: Sequence[str], ratio: float, rng: np.random.Generator) -> 
 def infill_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Corpus BLEU (0-100) of whitespace-tokenized texts: sacreBLEU with `tokenize="none"` (`force`
     silences its warning about tokenized input, which is what this data is)."""
-    import sacrebleu
-
+    sacrebleu = require("sacrebleu", extra="eval", purpose="infilling BLEU")
     if len(hypotheses) != len(references) or not hypotheses:
         raise CtxlmError(f"{len(hypotheses)} filled texts for {len(references)} references")
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize="none", force=True).score)

@@ -28,11 +28,8 @@ Table 9 (SQuAD column): batch 32, learning rate 2e-5, linear schedule, 10% warm-
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
-import re
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import build_model, latest_checkpoint, load_model_dir, read_model_config
+from ..checkpoint import build_model, latest_checkpoint, load_model_dir, read_model_config
 from .classification import epochs_train_config, load_backbone, tokens_of
-from .config import TrainConfig, UnilmConfig
-from .errors import CtxlmError
-from .models.unilm import UnilmQuestionAnswering
-from .tokenization import TextTokenizer
-from .training import TrainResult, collate, distributed_context, train
+from ..config import TrainConfig, UnilmConfig
+from ..errors import CtxlmError
+from ..metrics import squad_exact_match, squad_f1
+from ..models.unilm import UnilmQuestionAnswering
+from ..tokenization import TextTokenizer
+from ..training import TrainResult, collate, distributed_context, train
 
 SETTINGS_FILE = "qa.json"  # the window settings, beside the fine-tuned model
 
@@ -286,29 +284,6 @@ def predict_answers(model: UnilmQuestionAnswering, features: QaFeatures, batch_s
 
 
 # ------------------------------------------------------------------------------ SQuAD v1.1 metric
-PUNCTUATION = frozenset(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """evaluate-v1.1.py: lowercase, drop punctuation, drop articles, collapse whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in PUNCTUATION)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def exact_match(prediction: str, gold: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(gold))
-
-
-def token_f1(prediction: str, gold: str) -> float:
-    predicted, truth = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    common = sum((collections.Counter(predicted) & collections.Counter(truth)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(truth)
-    return 2 * precision * recall / (precision + recall)
-
-
 def squad_scores(predictions: Mapping[str, str], questions: Sequence[SquadQuestion]) -> dict[str, float]:
     """Exact match and F1 (×100), each the max over a question's gold answers, averaged over all
     questions (an unanswered question scores 0, as in evaluate-v1.1.py)."""
@@ -319,8 +294,8 @@ def squad_scores(predictions: Mapping[str, str], questions: Sequence[SquadQuesti
         if question.id not in predictions:
             continue
         golds = [text for text, _ in question.answers]
-        em += max(exact_match(predictions[question.id], g) for g in golds)
-        f1 += max(token_f1(predictions[question.id], g) for g in golds)
+        em += max(squad_exact_match(predictions[question.id], g) for g in golds)
+        f1 += max(squad_f1(predictions[question.id], g) for g in golds)
     return {"exact_match": 100 * em / len(questions), "f1": 100 * f1 / len(questions)}
 
 

@@ -16,15 +16,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint import build_model, latest_checkpoint, load_model_dir
-from .config import FinetuneConfig, GenerationConfig
-from .data.tasks import Pair, read_task
-from .errors import CtxlmError
-from .layouts import pair_example
-from .predict import Seq2SeqPredictor, save_generation_config
-from .pretraining import model_config_for_tokenizer
-from .tokenization import TextTokenizer
-from .training import TrainResult, train
+from ..checkpoint import build_model, latest_checkpoint, load_model_dir
+from ..config import FinetuneConfig, GenerationConfig
+from ..data.tasks import Pair, read_task
+from ..errors import CtxlmError
+from ..layouts import pair_example
+from ..predict import Seq2SeqPredictor, save_generation_config
+from ..pretraining import model_config_for_tokenizer
+from ..tokenization import TextTokenizer
+from ..training import TrainResult, train
 
 
 class PairExamples:

@@ -16,8 +16,8 @@ and Spearman correlations, RTE accuracy.
 
 Defaults follow Table 9's GLUE column at one point of its grid: batch 32, learning rate 2e-5,
 linear schedule with 10% warm-up, weight decay 0.01, 10 epochs; max length 128 (BERT's GLUE
-setting; the paper gives none). scipy and scikit-learn are not dependencies, so the metrics are
-scipy.stats (Pearson, Spearman), as GLUE's own evaluation.
+setting; the paper gives none). The metrics are `ctxlm.metrics`' (Pearson and Spearman from
+scipy.stats, as GLUE's own evaluation).
 """
 
 from __future__ import annotations
@@ -29,18 +29,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 import torch
 
-from .finetuning import starting_model
-from .checkpoint import build_model, latest_checkpoint, load_model_dir, read_head, read_model_config
-from .config import TrainConfig, UnilmConfig
-from .data.glue import GlueDataset, Row, get_dataset
-from .errors import CtxlmError
-from .models.unilm import UnilmClassifier, UnilmModel
-from .objectives.unilm import UnilmTokens, build_classification_input
-from .tokenization import TextTokenizer
-from .training import TrainResult, collate, distributed_context, train
+from .seq2seq import starting_model
+from ..checkpoint import build_model, latest_checkpoint, load_model_dir, read_head, read_model_config
+from ..config import TrainConfig, UnilmConfig
+from ..data.glue import GlueDataset, Row, get_dataset
+from ..errors import CtxlmError
+from ..metrics import accuracy, binary_f1, pearson, spearman
+from ..models.unilm import UnilmClassifier, UnilmModel
+from ..objectives.unilm import UnilmTokens, build_classification_input
+from ..tokenization import TextTokenizer
+from ..training import TrainResult, collate, distributed_context, train
 
 TASK_FILE = "classification.json"  # dataset and max_length, beside the fine-tuned model
 DEFAULT_MAX_LENGTH = 128
@@ -99,46 +99,6 @@ class PairExamples:
 
 
 # ------------------------------------------------------------------------------ metrics
-def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
-    predictions, labels = _aligned(predictions, labels)
-    return float(np.mean(predictions == labels))
-
-
-def binary_f1(predictions: Sequence[int], labels: Sequence[int], positive: int = 1) -> float:
-    """F1 of the positive class, 2·TP / (2·TP + FP + FN); 0 when there is no positive at all (as
-    scikit-learn's f1_score with zero_division=0)."""
-    predictions, labels = _aligned(predictions, labels)
-    tp = np.sum((predictions == positive) & (labels == positive))
-    fp = np.sum((predictions == positive) & (labels != positive))
-    fn = np.sum((predictions != positive) & (labels == positive))
-    return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.0
-
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    """Pearson's r (scipy.stats, as GLUE's evaluation); NaN when either side is constant."""
-    x, y = _aligned(x, y, np.float64)
-    if np.all(x == x[0]) or np.all(y == y[0]):
-        return math.nan
-    return float(scipy.stats.pearsonr(x, y)[0])
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rho (scipy.stats, as GLUE's evaluation): Pearson's r of the average ranks."""
-    x, y = _aligned(x, y, np.float64)
-    if np.all(x == x[0]) or np.all(y == y[0]):
-        return math.nan
-    return float(scipy.stats.spearmanr(x, y)[0])
-
-
-def _aligned(predictions, labels, dtype=None) -> tuple[np.ndarray, np.ndarray]:
-    predictions, labels = np.asarray(predictions, dtype=dtype), np.asarray(labels, dtype=dtype)
-    if predictions.shape != labels.shape or predictions.ndim != 1:
-        raise CtxlmError(f"{predictions.shape} predictions for {labels.shape} labels")
-    if len(labels) == 0:
-        raise CtxlmError("no predictions to score")
-    return predictions, labels
-
-
 def glue_metrics(dataset: str | GlueDataset, predictions: Sequence, labels: Sequence) -> dict[str, float]:
     """The dataset's GLUE metrics (×100): accuracy, f1 (positive class), pearson, spearman."""
     spec = get_dataset(dataset) if isinstance(dataset, str) else dataset

@@ -41,13 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_model_dir
-from .config import GlmConfig, TrainConfig
-from .data.superglue import MASK, ClozeExample, load_superglue, superglue_file, task_metrics, task_name
-from .errors import CtxlmError
-from .models.glm import GlmModel, glm_tokens
-from .objectives.glm import build_cloze_candidates
-from .training import TrainResult, collate, train
+from ..checkpoint import load_model_dir
+from ..config import GlmConfig, TrainConfig
+from ..data.superglue import MASK, ClozeExample, load_superglue, superglue_file, task_metrics, task_name
+from ..errors import CtxlmError
+from ..models.glm import GlmModel, glm_tokens
+from ..models.pretrained import PretrainedMixin
+from ..objectives.glm import build_cloze_candidates
+from ..training import TrainResult, collate, train
 
 __all__ = ["GlmClozeModel", "ClozeExamples", "cloze_loss", "score_candidates", "finetune_cloze", "evaluate_cloze",
            "predict_cloze", "fit_parts"]
@@ -98,7 +99,7 @@ class ClozeOutput:
     scores: torch.Tensor  # (B, C), -inf at padding
 
 
-class GlmClozeModel(nn.Module):
+class GlmClozeModel(PretrainedMixin, nn.Module):
     """A GLM scoring cloze candidates (see the module docstring). `cfg_or_model` is a `GlmConfig`
     (a new backbone) or a `GlmModel`. `task`, `max_length` (tokens of a row, Part B included) and
     `score_eop` (also score the closing [eop] of multi-token answers) are saved in `head.json`."""
@@ -295,7 +296,7 @@ def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, 
     selected model is scored on the dev split; its metrics join `final_metrics` as
     `<split>/<name>` and are written to `out_dir/eval_<split>.json`.
     """
-    from .finetuning import starting_model
+    from .seq2seq import starting_model
 
     out_dir = Path(out_dir)
     task = task_name(dataset)

@@ -1,0 +1,138 @@
+"""The registry of model families and pre-training objectives.
+
+A family (PALM, GLM, UniLMv2) registers in one place (`ctxlm/families/<name>.py`) everything the
+rest of the package looks up by a model config's `family`: its config dataclass, its model class,
+its task heads, its seq2seq layout, its pre-training objectives and its transformers converters.
+`build_model` (checkpoint.py), `pair_example` / `prompt_example` (layouts.py) and `pretrain`
+(pretraining.py) ask the registry instead of branching on the family.
+
+An objective belongs to one family, and a family may have several (PALM: its own two-stage
+objective; others such as MASS or BART's denoising run on the same model). `Objective.prepare`
+turns a token store into training and held-out examples.
+
+Classes and functions may be given as `"module:attribute"` strings, imported on first use, so that
+registering a family imports nothing heavy.
+
+A new family: one file defining its config, model, objective and layout, ending in
+`register(Family(...))`, plus its module name in `BUILTIN` below (or a `register` call from user
+code before the CLI runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CtxlmError
+
+Ref = Any  # a class / function, or "module:attribute"
+
+
+def resolve(ref: Ref):
+    """The object a `"module:attribute"` string names (or `ref` itself)."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A pre-training objective. `prepare(store, tokenizer, model_config, data_config, stage, seed)`
+    returns `ctxlm.pretraining.PreparedData`; `loss_options(data_config, stage, label_smoothing)` the
+    keyword arguments the model's forward takes besides the batch; `stages` the values `stage` may take
+    (PALM's "mlm" and "generation"; none: the objective has one stage)."""
+
+    name: str
+    family: str
+    data_config: type
+    prepare: Ref
+    loss_options: Ref = None
+    stages: tuple[str, ...] = ()
+
+    def options(self, data_config, stage: str, label_smoothing: float) -> dict:
+        if self.loss_options is None:
+            return {"label_smoothing": label_smoothing} if label_smoothing else {}
+        return resolve(self.loss_options)(data_config, stage, label_smoothing)
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything ctxlm needs to know about one model family.
+
+    - `config`: the model config dataclass (its `family` field defaults to `name`);
+    - `model`: the model class, built as `model(config)`;
+    - `objectives`: its pre-training objectives (the first is the default);
+    - `pair_example(cfg, source, target, max_source, max_target)` / `prompt_example(cfg, source,
+      max_source)`: the seq2seq fine-tuning and decoding layouts (None: no seq2seq use);
+    - `heads`: task-head models by `head.json` type, built as `cls(config, **arguments)`;
+    - `named_configs`: `--config` names added to `ctxlm.config.NAMED_CONFIGS`;
+    - `from_hf`: transformers `model_type` → `function(hf_model, **options) -> (model, report)`;
+    - `to_hf`: `function(model, tokenizer, out_dir, **options) -> report` (None: no export).
+    """
+
+    name: str
+    config: type
+    model: Ref
+    objectives: tuple[Objective, ...] = ()
+    pair_example: Ref = None
+    prompt_example: Ref = None
+    heads: dict[str, Ref] = field(default_factory=dict)
+    named_configs: dict[str, dict] = field(default_factory=dict)
+    from_hf: dict[str, Ref] = field(default_factory=dict)
+    to_hf: Ref = None
+
+    def build(self, config):
+        return resolve(self.model)(config)
+
+
+FAMILIES: dict[str, Family] = {}
+OBJECTIVES: dict[str, Objective] = {}
+HEADS: dict[str, Ref] = {}
+BUILTIN = ("palm", "glm", "unilm")  # modules of ctxlm.families registered at import
+
+
+def register(family: Family) -> Family:
+    """Add (or replace) a family, its objectives, heads and named configs."""
+    from ..config import NAMED_CONFIGS
+
+    for objective in family.objectives:
+        if objective.family != family.name:
+            raise CtxlmError(f"objective '{objective.name}' names family '{objective.family}', "
+                             f"registered under '{family.name}'")
+        OBJECTIVES[objective.name] = objective
+    FAMILIES[family.name] = family
+    HEADS.update(family.heads)
+    for name, values in family.named_configs.items():
+        NAMED_CONFIGS[name] = {"family": family.name, **values}
+    return family
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise CtxlmError(f"unknown model family '{name}' (known: {', '.join(FAMILIES)})")
+    return FAMILIES[name]
+
+
+def get_objective(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise CtxlmError(f"unknown objective '{name}' (choose from {', '.join(OBJECTIVES)})")
+    return OBJECTIVES[name]
+
+
+def head_class(kind: str | None):
+    if kind not in HEADS:
+        raise CtxlmError(f"unknown task head '{kind}' (known: {', '.join(HEADS)})")
+    return resolve(HEADS[kind])
+
+
+def default_objective(family: str) -> Objective:
+    objectives = get_family(family).objectives
+    if not objectives:
+        raise CtxlmError(f"model family '{family}' has no pre-training objective")
+    return objectives[0]
+
+
+for _module in BUILTIN:
+    importlib.import_module(f"{__name__}.{_module}")

@@ -1,0 +1,45 @@
+"""GLM (Du et al., 2021): one pre-LN transformer with 2D positions, pre-trained by autoregressive
+blank infilling."""
+
+from __future__ import annotations
+
+from ..config import GlmConfig, GlmDataConfig
+from . import Family, Objective, register
+
+
+def prepare_glm(store, tokenizer, model_config, data: GlmDataConfig, stage: str, seed: int):
+    from ..models.glm import glm_tokens
+    from ..objectives.glm import prepare_glm_data
+    from ..pretraining import PreparedData
+
+    return PreparedData(*prepare_glm_data(store, glm_tokens(model_config), data, seed,
+                                          model_config.max_position_embeddings,
+                                          sentinel_ids=tokenizer.sentinel_ids or None))
+
+
+def pair_example(cfg, source, target, max_source: int, max_target: int) -> dict:
+    """Part A `[CLS] source [gMASK]`, Part B `[sop] target`, labels `target [eop]` (GLM §2.3)."""
+    from ..models.glm import glm_tokens
+    from ..objectives.glm import build_seq2seq_example
+
+    return build_seq2seq_example(source, target, glm_tokens(cfg), max_source=max_source, max_target=max_target)
+
+
+def prompt_example(cfg, source, max_source: int) -> dict:
+    from ..models.glm import glm_tokens
+    from ..objectives.glm import build_seq2seq_example
+
+    return build_seq2seq_example(source, None, glm_tokens(cfg), max_source=max_source)
+
+
+register(Family(
+    name="glm",
+    config=GlmConfig,
+    model="ctxlm.models.glm:GlmModel",
+    objectives=(Objective("glm", "glm", GlmDataConfig, prepare_glm),),
+    pair_example=pair_example,
+    prompt_example=prompt_example,
+    heads={"glm-cloze": "ctxlm.tasks.cloze:GlmClozeModel"},
+    from_hf={"bert": "ctxlm.models.hf_glm:glm_from_bert", "ctxlm-glm": "ctxlm.models.hf_glm:glm_from_export"},
+    to_hf="ctxlm.models.hf_glm:export_glm",
+))

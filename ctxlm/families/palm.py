@@ -1,0 +1,49 @@
+"""PALM (Bi et al., 2020): a BART-shaped encoder-decoder with a pointer-generator, pre-trained by
+encoder MLM (stage 1) and context-conditioned continuation generation (stage 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import PalmConfig, PalmDataConfig
+from ..objectives.palm import PalmTokens, build_palm_example
+from . import Family, Objective, register
+
+
+def palm_config_tokens(cfg) -> PalmTokens:
+    return PalmTokens(cls=cfg.bos_token_id, sep=cfg.eos_token_id, mask=cfg.mask_token_id,
+                      decoder_start=cfg.decoder_start_token_id)
+
+
+def pair_example(cfg, source, target, max_source: int, max_target: int) -> dict:
+    """Encoder `[CLS] source [SEP]`, decoder `[CLS] target`, labels `target [SEP]`."""
+    return build_palm_example(source[: max_source - 2], target[: max_target - 1], palm_config_tokens(cfg))
+
+
+def prompt_example(cfg, source, max_source: int) -> dict:
+    tok = palm_config_tokens(cfg)
+    return {"input_ids": np.concatenate([[tok.cls], source[: max_source - 2], [tok.sep]]).astype(np.int64)}
+
+
+def palm_loss_options(data: PalmDataConfig, stage: str, label_smoothing: float) -> dict:
+    """Stage 2 may add the encoder MLM loss; label smoothing applies to generation only."""
+    if stage != "generation":
+        return {}
+    return {"mlm_weight": data.mlm_weight, **({"label_smoothing": label_smoothing} if label_smoothing else {})}
+
+
+register(Family(
+    name="palm",
+    config=PalmConfig,
+    model="ctxlm.models.palm:PalmModel",
+    objectives=(Objective("palm", "palm", PalmDataConfig, "ctxlm.pretraining:prepare_palm_objective",
+                          palm_loss_options, stages=("mlm", "generation")),
+                # baselines on the same encoder-decoder (`objectives/mass.py`, `objectives/bart.py`)
+                Objective("mass", "palm", PalmDataConfig, "ctxlm.pretraining:prepare_mass_objective"),
+                Objective("bart", "palm", PalmDataConfig, "ctxlm.pretraining:prepare_bart_objective")),
+    pair_example=pair_example,
+    prompt_example=prompt_example,
+    from_hf={"bart": "ctxlm.models.hf:palm_from_bart_model", "bert": "ctxlm.models.hf:palm_from_encoder_model",
+             "roberta": "ctxlm.models.hf:palm_from_encoder_model"},
+    to_hf="ctxlm.models.hf:export_palm",
+))

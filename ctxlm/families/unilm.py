@@ -1,0 +1,51 @@
+"""UniLMv2 (Bao et al., 2020): a BERT-shaped post-LN transformer with relative position bias,
+pre-trained as a pseudo-masked LM."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import UnilmConfig, UnilmDataConfig
+from . import Family, Objective, register
+
+
+def config_tokens(cfg):
+    from ..objectives.unilm import UnilmTokens
+
+    return UnilmTokens(sos=cfg.bos_token_id, eos=cfg.eos_token_id, mask=cfg.mask_token_id,
+                       pseudo=cfg.pseudo_token_id, pad=cfg.pad_token_id, replace_pool=np.zeros(0, np.int64))
+
+
+def prepare_unilm(store, tokenizer, model_config, data: UnilmDataConfig, stage: str, seed: int):
+    from ..objectives.unilm import prepare_unilm_data, unilm_tokens
+    from ..pretraining import PreparedData
+
+    return PreparedData(*prepare_unilm_data(store, unilm_tokens(tokenizer), data, seed,
+                                            model_config.max_position_embeddings))
+
+
+def pair_example(cfg, source, target, max_source: int, max_target: int) -> dict:
+    """`[SOS] source [EOS] target [EOS]` plus a pseudo mask [P] per target token (§3.4)."""
+    from ..objectives.unilm import build_seq2seq_example
+
+    return build_seq2seq_example(source, target, config_tokens(cfg), max_source=max_source, max_target=max_target)
+
+
+def prompt_example(cfg, source, max_source: int) -> dict:
+    from ..objectives.unilm import build_seq2seq_prompt
+
+    return build_seq2seq_prompt(source, config_tokens(cfg), max_source=max_source)
+
+
+register(Family(
+    name="unilm",
+    config=UnilmConfig,
+    model="ctxlm.models.unilm:UnilmModel",
+    objectives=(Objective("unilm", "unilm", UnilmDataConfig, prepare_unilm),),
+    pair_example=pair_example,
+    prompt_example=prompt_example,
+    heads={"unilm-classifier": "ctxlm.models.unilm:UnilmClassifier",
+           "unilm-qa": "ctxlm.models.unilm:UnilmQuestionAnswering"},
+    from_hf={"bert": "ctxlm.models.hf_unilm:unilm_from_bert"},
+    to_hf="ctxlm.models.hf_unilm:export_unilm",
+))
