@@ -510,6 +510,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_flags(p)
     p.set_defaults(func=cmd_infill)
 
+    p = verbs.add_parser("compare", help="pre-train, fine-tune and score several objectives; write a report")
+    p.add_argument("--corpus", nargs="+", required=True, help="pre-training files or directories")
+    p.add_argument("--tokenizer", required=True, help="tokenizer.json or its directory")
+    p.add_argument("--task", required=True, help="the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML")
+    p.add_argument("--train", required=True, help="the task's training file")
+    p.add_argument("--valid", required=True, help="the task's validation file (best checkpoint; scored "
+                   "unless --eval)")
+    p.add_argument("--eval", help="score this file instead of --valid")
+    p.add_argument("--objectives", default="palm,palm-nocopy,palm-noae,mass,bart,glm,unilm,none",
+                   help="comma-separated pre-training variants (objectives/variants.py)")
+    p.add_argument("--config", default="palm-tiny", help="the PALM model and pre-training config (named or "
+                   "YAML); GLM and UniLMv2 are sized to its parameter count")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget-minutes", type=float, help="pre-training wall time per objective")
+    budget.add_argument("--budget-tokens", type=int, help="pre-training tokens per objective")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--finetune-steps", type=int, help="override the recipe's max_steps")
+    p.add_argument("--train-limit", type=int, help="fine-tune on the first N pairs (dialog: 10000)")
+    p.add_argument("--eval-limit", type=int, help="score only the first N pairs")
+    p.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+    p.add_argument("--no-plots", action="store_true", help="no loss plots (no matplotlib needed)")
+    p.add_argument("--cache-dir", help="token store cache (default OUT/store)")
+    p.add_argument("--out", required=True, help="the comparison's folder (rerun to resume)")
+    p.set_defaults(func=cmd_compare)
+
     p = verbs.add_parser("convert", help="convert between ctxlm and transformers checkpoints")
     p.add_argument("--from-hf", help="a transformers directory or hub id: BART (PALM), BERT/RoBERTa (PALM's "
                    "encoder; BERT also UniLMv2 or GLM with --family), or a directory ctxlm exported")

@@ -26,7 +26,8 @@ from ctxlm.tasks.seq2seq import finetune
 from ctxlm.objectives.glm import GLM_TASKS
 from ctxlm.objectives.unilm import OBJECTIVES as UNILM_OBJECTIVES
 from ctxlm.objectives.variants import PRETRAIN_VARIANTS
-from ctxlm.pretraining import OBJECTIVE_FAMILY, PALM_STAGES, model_config_for_tokenizer, pretrain_variant
+from ctxlm.families import get_objective
+from ctxlm.pretraining import PALM_STAGES, model_config_for_tokenizer, pretrain_variant
 from ctxlm.tokenization import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -40,7 +41,7 @@ def test_registry_names_and_settings_are_valid():
         assert set(variant.model) <= model_fields, name
         data_fields = {f.name for f in dataclasses.fields(default_data_config(variant.family))}
         for stage in variant.stages:
-            assert OBJECTIVE_FAMILY[stage.objective] == variant.family, name
+            assert get_objective(stage.objective).family == variant.family, name
             assert set(stage.data) <= data_fields, name
             assert stage.objective != "palm" or stage.stage in PALM_STAGES
             assert stage.data.get("objective", "ae+par") in UNILM_OBJECTIVES
