@@ -428,9 +428,15 @@ class TrainingRun:
                 sums[key] = sums.get(key, 0) + torch.as_tensor(value, device=self.device).detach().double()
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(),
                                              cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
-        loss_value, norm_value, *sum_values = torch.stack([loss.double(), grad_norm.double(), *sums.values()]).tolist()
+        finite = (loss.isfinite() & grad_norm.isfinite()).double()
+        if self.world > 1:  # every rank skips when one rank's step is not finite
+            import torch.distributed as dist
+
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        numbers = torch.stack([finite, loss.double(), grad_norm.double(), *sums.values()]).tolist()
+        finite, loss_value, norm_value, *sum_values = numbers
         progress.step += 1
-        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+        if not finite:
             self.skip_step(loss_value, norm_value)
             return
         self.optimizer.step()
