@@ -425,7 +425,7 @@ class TrainingRun:
             (out.loss / cfg.grad_accum).backward()
             loss += out.loss.detach().float() / cfg.grad_accum
             for key, value in out.metrics.items():
-                sums[key] = sums.get(key, 0) + torch.as_tensor(value, device=self.device).detach().double()
+                sums[key] = sums.get(key, 0) + torch.as_tensor(value, device=self.device).detach().double().reshape(())
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(),
                                              cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
         finite = (loss.isfinite() & grad_norm.isfinite()).double()
@@ -508,8 +508,10 @@ class TrainingRun:
                 raise CtxlmError(f"select_metric '{cfg.select_metric}' is not among the validation metrics "
                                  f"({', '.join(values)})")
             if values[cfg.select_metric] < progress.best_value:
-                progress.best_value, progress.best_step, progress.bad_evals = values[cfg.select_metric], progress.step, 0
-                atomic_directory(self.out_dir / BEST_DIR, lambda tmp: write_model_files(tmp, self.model, self.tokenizer))
+                progress.best_value, progress.best_step = values[cfg.select_metric], progress.step
+                progress.bad_evals = 0
+                atomic_directory(self.out_dir / BEST_DIR,
+                                 lambda tmp: write_model_files(tmp, self.model, self.tokenizer))
             else:
                 progress.bad_evals += 1
             values["valid/best_step"] = progress.best_step
