@@ -36,6 +36,10 @@ def _train_overrides(args) -> dict:
             if getattr(args, f.name, None) is not None}
 
 
+def _run_flags(args) -> dict:
+    return {"resume": args.resume, "overwrite": args.overwrite, "allow_config_change": args.allow_config_change}
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (`--no-progress` for `progress`), plus --resume."""
     from .config import TrainConfig
@@ -51,6 +55,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             kind = type(default) if default is not None else str
             g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, help=TRAIN_HELP.get(f.name))
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (clears it)")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: allow a different --lr or --max-steps than the run was saved with")
 
 
 def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
@@ -95,11 +102,10 @@ def cmd_pretrain(args) -> None:
     result = pretrain(args.corpus, args.out, config, objective=objective, stage=args.stage,
                       glm_task=args.glm_task, unilm_objective=args.unilm_objective,
                       tokenizer=args.tokenizer, init=args.init, init_from_hf=args.init_from_hf,
-                      hf_decoder=args.decoder, resume=args.resume, cache_dir=args.cache_dir,
+                      hf_decoder=args.decoder, cache_dir=args.cache_dir,
                       corpus_format=args.format, text_field=args.text_field,
-                      fallback_encoding=args.fallback_encoding)
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items())
-    print(f"done: {result.step} steps → {args.out}" + (f" ({summary})" if summary else ""))
+                      fallback_encoding=args.fallback_encoding, **_run_flags(args))
+    _print_result(result, args.out)
 
 
 GENERATION_FLAGS = {  # flag → GenerationConfig field
@@ -171,6 +177,9 @@ def _scratch_model_config(args):
 
 
 def _print_result(result, out) -> None:
+    if result.interrupted:
+        print(f"stopped by a signal at step {result.step}; checkpoint written; continue with --resume")
+        return
     summary = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items() if v is not None)
     print(f"done: {result.step} steps → {out}" + (f" ({summary})" if summary else ""))
 
@@ -180,7 +189,7 @@ def cmd_finetune(args) -> None:
 
     overrides = _train_overrides(args)
     model_config = _scratch_model_config(args)
-    common = dict(model_config=model_config, tokenizer=args.tokenizer, resume=args.resume)
+    common = dict(model_config=model_config, tokenizer=args.tokenizer, **_run_flags(args))
     if args.task in NLU_TASKS:
         nlu, recipe_train = _nlu_options(args)
         overrides = {**recipe_train, **overrides}

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import build_model, latest_checkpoint, load_model_dir
+from .checkpoint import TOKENIZER_NAME, build_model, latest_checkpoint, load_model_dir
 from .config import PalmDataConfig, PretrainConfig, default_data_config
 from .data.store import TokenStore
 from .errors import CtxlmError
@@ -183,6 +183,8 @@ def pretrain(
     init_from_hf: str | Path | None = None,
     hf_decoder: str = "fresh",
     resume: bool = False,
+    overwrite: bool = False,
+    allow_config_change: bool = False,
     glm_task: str | None = None,
     unilm_objective: str | None = None,
     cache_dir: str | Path | None = None,
@@ -200,6 +202,7 @@ def pretrain(
     1), or from `init_from_hf` (a transformers directory or hub id, converted into the objective's
     family as `ctxlm convert` does, with `hf_decoder`), else from `config.model`. With `resume`,
     training continues exactly from the newest checkpoint in `out_dir`.
+    (See `train` for `overwrite` and `allow_config_change`.)
     """
     out_dir = Path(out_dir)
     spec = get_objective(objective)
@@ -209,17 +212,18 @@ def pretrain(
     torch.manual_seed(config.train.seed)
     if init is not None and init_from_hf is not None:
         raise CtxlmError("give at most one of --init and --init-from-hf")
-    conversion = None
-    if resume_from is not None or init is not None:  # a resumed run's weights come with its training state
-        model, saved_tokenizer = load_model_dir(resume_from or init, weights=resume_from is None)
-        tokenizer = tokenizer or saved_tokenizer
+    # the model is built as for a new run (`train` checks it against the checkpoint it resumes
+    # from, whose weights come with its training state)
+    model = saved_tokenizer = conversion = None
+    if init is not None:
+        model, saved_tokenizer = load_model_dir(init, weights=resume_from is None)
     elif init_from_hf is not None:
         from .convert import model_from_hf
 
         model, saved_tokenizer, conversion = model_from_hf(init_from_hf, family=spec.family, decoder=hf_decoder)
-        tokenizer = tokenizer or saved_tokenizer
-    else:
-        model = None
+    if resume_from is not None and (resume_from / TOKENIZER_NAME).is_file():
+        saved_tokenizer = TextTokenizer.load(resume_from)
+    tokenizer = tokenizer or saved_tokenizer
     if tokenizer is None:
         raise CtxlmError("no tokenizer: pass --tokenizer (or --init a model directory that has one)")
     if not isinstance(tokenizer, TextTokenizer):
@@ -252,7 +256,8 @@ def pretrain(
                 "init_from_hf": conversion.summary() if conversion else None,
                 "store": str(store.directory), **data.description}
     return train(model, data.train, config.train, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                 valid_examples=data.valid, resume=resume, loss_options=loss_options, run_info=run_info)
+                 valid_examples=data.valid, resume=resume, overwrite=overwrite,
+                 allow_config_change=allow_config_change, loss_options=loss_options, run_info=run_info)
 
 
 def pretrain_variant(name: str, corpus: Sequence[str | Path], out_dir: str | Path, config: PretrainConfig, *,

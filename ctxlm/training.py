@@ -20,6 +20,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections import defaultdict
@@ -34,11 +37,15 @@ from torch import nn
 
 from .checkpoint import (
     BEST_DIR,
-    WEIGHTS_NAME,
     atomic_directory,
+    clear_run,
+    config_differences,
     latest_checkpoint,
     load_trainer_state,
     load_weights_file,
+    read_model_config_values,
+    remove_stale_temporaries,
+    restore_best,
     save_model_dir,
     save_training_checkpoint,
     write_model_files,
@@ -138,7 +145,7 @@ class MetricsWriter:
         self.path = out_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line and json.loads(line).get("step", 0) <= resume_step]
+                    if _metrics_step(line) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         elif resume_step is None and self.path.exists():
             self.path.unlink()
@@ -165,6 +172,14 @@ class MetricsWriter:
             self.tb.close()
 
 
+def _metrics_step(line: str) -> float:
+    """A metrics.jsonl line's step; infinity for a line a killed run left half-written."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
 def summarize_nll(sums: dict[str, float], prefix: str) -> dict[str, float]:
     """Totals → means: `<name>_nll_sum` / `<name>_tokens` → `<prefix><name>_loss` and `_ppl`;
     `<name>_sum` / `<name>_count` (e.g. a regression head's squared errors) → `<prefix><name>`."""
@@ -185,21 +200,32 @@ def summarize_nll(sums: dict[str, float], prefix: str) -> dict[str, float]:
 @torch.no_grad()
 def evaluate(model: nn.Module, examples: Examples, batch_size: int, pad_id: int, *, max_batches: int | None = None,
              bf16: bool = False, loss_options: dict[str, Any] | None = None) -> dict[str, float]:
-    """Token-averaged loss and perplexity per objective over the first examples of `examples`
-    (a fixed set: epoch 0, in order)."""
+    """Token-averaged loss and perplexity per objective over `examples` (epoch 0), or over a fixed
+    sample of `max_batches * batch_size` of them (`validation_sample`)."""
     was_training = model.training
     model.eval()
     sums: dict[str, float] = defaultdict(float)
-    n = len(examples) if max_batches is None else min(len(examples), max_batches * batch_size)
+    chosen = validation_sample(len(examples), None if max_batches is None else max_batches * batch_size)
     device = next(model.parameters()).device
-    for start in range(0, n, batch_size):
-        batch = collate([examples.example(i, 0) for i in range(start, min(n, start + batch_size))], pad_id)
+    for start in range(0, len(chosen), batch_size):
+        batch = collate([examples.example(int(i), 0) for i in chosen[start:start + batch_size]], pad_id)
         with autocast(device, bf16):
             out = model(**{k: v.to(device) for k, v in batch.items()}, **(loss_options or {}))
         for key, value in out.metrics.items():
             sums[key] += float(value)
     model.train(was_training)
     return summarize_nll(sums, "")
+
+
+VALIDATION_SAMPLE_SEED = 20240101
+
+
+def validation_sample(n_examples: int, size: int | None) -> np.ndarray:
+    """The held-out examples a validation scores: all of them, or `size` spread over all of them
+    (a fixed random sample, the same at every validation and in every run; in index order)."""
+    if size is None or size >= n_examples:
+        return np.arange(n_examples)
+    return np.sort(np.random.default_rng(VALIDATION_SAMPLE_SEED).choice(n_examples, size, replace=False))
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -212,6 +238,7 @@ class TrainResult:
     step: int
     final_metrics: dict[str, float] = field(default_factory=dict)
     out_dir: Path | None = None
+    interrupted: bool = False  # stopped by SIGTERM/SIGINT: the last checkpoint holds the run so far
 
 
 def distributed_context() -> tuple[int, int]:
@@ -226,6 +253,351 @@ def distributed_context() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
+@dataclass
+class RunProgress:
+    """Where a run stands; saved in every checkpoint (plain ints and floats)."""
+
+    step: int = 0  # optimizer steps taken (skipped ones included)
+    micro_batch: int = 0  # micro-batches read (the data position)
+    best_value: float = math.inf  # the best `select_metric` value so far
+    best_step: int | None = None
+    bad_evals: int = 0  # validations in a row without improvement
+    skipped_steps: int = 0  # steps whose update was skipped (non-finite loss or gradient norm)
+    bad_steps_in_a_row: int = 0
+
+
+# TrainConfig fields a resumed run may change freely (they change neither the data order nor the
+# schedule), and those it may change with `allow_config_change`
+RESUMABLE_CHANGES = ("log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "progress",
+                     "early_stopping_patience", "max_nonfinite_steps")
+ALLOWED_CHANGES = ("lr", "max_steps")
+RUN_IDENTITY = ("objective", "stage", "task", "data")  # run_info keys a resumed run must share
+TOKEN_FIELDS = ("input_ids", "decoder_input_ids")
+
+
+class TrainingRun:
+    """One call of `train`, in named parts, each the one place of its guarantees:
+
+    - set-up and resume (`__init__`, `prepare_out_dir`, `resume_from`, `check_resumable`): a run
+      never mixes with another run's checkpoints, resumes only under the settings it was saved
+      with, and resumes with the `best/` it had at that checkpoint;
+    - one optimizer step (`optimizer_step`): a step with a non-finite loss or gradient norm leaves
+      the weights alone, and too many in a row stop the run;
+    - validation and selection (`validate_and_select`): the best weights so far, in `best/`;
+    - saving (`save_checkpoint`, `finish`): atomic checkpoints that hold the whole state, `best/`
+      included; SIGTERM/SIGINT end the run with a checkpoint.
+
+    `run` strings them together."""
+
+    def __init__(self, model: nn.Module, train_examples: Examples, cfg: TrainConfig, out_dir: str | Path, *,
+                 pad_id: int, tokenizer=None, valid_examples: Examples | None = None, resume: bool = False,
+                 overwrite: bool = False, allow_config_change: bool = False,
+                 loss_options: dict[str, Any] | None = None, run_info: dict[str, Any] | None = None,
+                 device: str | torch.device | None = None):
+        self.cfg, self.out_dir, self.pad_id, self.tokenizer = cfg, Path(out_dir), pad_id, tokenizer
+        self.valid_examples, self.loss_options, self.run_info = valid_examples, loss_options or {}, run_info or {}
+        self.rank, self.world = distributed_context()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model
+        model.to(self.device).train()
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           linear_schedule(cfg.warmup_steps, cfg.max_steps))
+        self.stream = BatchStream(train_examples, cfg.batch_size, cfg.seed, self.rank, self.world)
+        self.progress = RunProgress()
+        self.window: dict[str, float] = defaultdict(float)
+        self.final_metrics: dict[str, float] = {}
+        self.epoch = 0
+        self.stop_signal: int | None = None
+
+        torch.manual_seed(cfg.seed)
+        checkpoint = self.prepare_out_dir(resume, overwrite)
+        if checkpoint is not None:
+            self.resume_from(checkpoint, allow_config_change)
+
+        # find_unused_parameters: PALM's stage 1 leaves the decoder and copy head out of the graph
+        self.ddp_model = (nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+                          if self.world > 1 else model)
+        self.writer = self.bar = None
+        if self.rank == 0:
+            self.writer = MetricsWriter(self.out_dir, self.progress.step if checkpoint is not None else None)
+            (self.out_dir / "run.json").write_text(json.dumps(
+                {"train": asdict(cfg), **provenance(), **self.run_info}, indent=2, default=str) + "\n", encoding="utf-8")
+            if cfg.progress:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=cfg.max_steps, initial=self.progress.step, desc="train", unit="step",
+                                dynamic_ncols=True)
+
+    # -------------------------------------------------------------------------- set-up and resume
+    def prepare_out_dir(self, resume: bool, overwrite: bool) -> Path | None:
+        """The checkpoint to resume from (None for a new run). A new run refuses a folder holding
+        another run's checkpoints unless `overwrite` (which clears that run first); temporaries a
+        killed run left are removed."""
+        out_dir = self.out_dir
+        if resume and overwrite:
+            raise CtxlmError("give --resume or --overwrite, not both")
+        checkpoint = latest_checkpoint(out_dir)
+        if resume and checkpoint is None:
+            raise CtxlmError(f"{out_dir}: --resume given but no checkpoint found under {out_dir}/checkpoints")
+        if not resume and checkpoint is not None and not overwrite:
+            raise CtxlmError(f"{out_dir} holds a run's checkpoints ({checkpoint.name}); continue it with --resume "
+                             f"or start over with --overwrite")
+        if self.rank == 0:
+            if not resume and overwrite:
+                clear_run(out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(out_dir)
+        return checkpoint if resume else None
+
+    def resume_from(self, checkpoint: Path, allow_config_change: bool = False) -> None:
+        """Weights, optimizer, scheduler, RNG, progress and `best/` from `checkpoint`."""
+        state = load_trainer_state(checkpoint)
+        relaxed = self.check_resumable(state, checkpoint, allow_config_change)
+        load_weights_file(self.model, checkpoint, self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if relaxed:  # a new peak LR or schedule length applies from this step on
+            self.scheduler.base_lrs = [self.cfg.lr] * len(self.optimizer.param_groups)
+            for group in self.optimizer.param_groups:
+                group["initial_lr"] = self.cfg.lr
+                group["lr"] = self.cfg.lr * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self.progress = RunProgress(**{k: state[k] for k in asdict(self.progress) if k in state})
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.rank == 0:
+            restore_best(checkpoint, self.out_dir)
+
+    def check_resumable(self, state: dict[str, Any], checkpoint: Path, allow_config_change: bool) -> bool:
+        """Refuse to resume under settings that change the data order, the schedule or the model,
+        naming the first such key; True when an allowed change (lr, max_steps) is taken."""
+        saved_world = state.get("world_size", self.world)
+        if saved_world != self.world:
+            raise CtxlmError(f"{checkpoint}: saved with world size {saved_world}, now {self.world}; "
+                             f"resume with the same number of processes")
+        now = asdict(self.cfg)
+        changed = [k for k, v in state.get("train_config", {}).items()
+                   if k in now and now[k] != v and k not in RESUMABLE_CHANGES]
+        for key in changed:
+            if key not in ALLOWED_CHANGES or not allow_config_change:
+                hint = " (or pass --allow-config-change)" if key in ALLOWED_CHANGES else ""
+                raise CtxlmError(f"{checkpoint}: train config '{key}' was {state['train_config'][key]!r}, now "
+                                 f"{now[key]!r}; resume with the saved value{hint} or start over with --overwrite")
+        saved_run, run = state.get("run", {}), self.run_identity()
+        for key in saved_run.keys() & run.keys():
+            if saved_run[key] != run[key]:
+                raise CtxlmError(f"{checkpoint}: the run's {key} was {saved_run[key]!r}, now {run[key]!r}; "
+                                 f"start over with --overwrite")
+        differences = config_differences(read_model_config_values(checkpoint), asdict(self.model.config))
+        if differences:
+            raise CtxlmError(f"{checkpoint}: model config {differences[0]}; start over with --overwrite")
+        return bool(changed)
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            **asdict(self.progress), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "train_config": asdict(self.cfg), "world_size": self.world, "run": self.run_identity(),
+        }
+
+    def run_identity(self) -> dict[str, Any]:
+        """What the run trains on and for (`RUN_IDENTITY` of `run_info`), as plain JSON values."""
+        return json.loads(json.dumps({k: self.run_info[k] for k in RUN_IDENTITY if k in self.run_info}, default=str))
+
+    # -------------------------------------------------------------------------- one optimizer step
+    def optimizer_step(self) -> None:
+        """`grad_accum` micro-batches forward and backward, clipping, one update. A step whose loss
+        or gradient norm is not finite (NaN/Inf) leaves weights, optimizer and schedule alone and
+        is counted; `max_nonfinite_steps` of them in a row stop the run. The step's numbers reach
+        the host together, once."""
+        cfg, progress = self.cfg, self.progress
+        started = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = torch.zeros((), device=self.device)
+        sums: dict[str, torch.Tensor] = {}
+        tokens = 0
+        for _ in range(cfg.grad_accum):
+            self.epoch, batch = self.stream.batch(progress.micro_batch, self.pad_id)
+            progress.micro_batch += 1
+            tokens += sum(int(v.ne(self.pad_id).sum()) for k, v in batch.items() if k in TOKEN_FIELDS)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with autocast(self.device, cfg.bf16):
+                out = self.ddp_model(**batch, **self.loss_options)
+            (out.loss / cfg.grad_accum).backward()
+            loss += out.loss.detach().float() / cfg.grad_accum
+            for key, value in out.metrics.items():
+                sums[key] = sums.get(key, 0) + torch.as_tensor(value, device=self.device).detach().double().reshape(())
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(),
+                                             cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
+        finite = (loss.isfinite() & grad_norm.isfinite()).double()
+        if self.world > 1:  # every rank skips when one rank's step is not finite
+            import torch.distributed as dist
+
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        numbers = torch.stack([finite, loss.double(), grad_norm.double(), *sums.values()]).tolist()
+        finite, loss_value, norm_value, *sum_values = numbers
+        progress.step += 1
+        if not finite:
+            self.skip_step(loss_value, norm_value)
+            return
+        self.optimizer.step()
+        self.scheduler.step()
+        progress.bad_steps_in_a_row = 0
+        window = self.window
+        window["steps"] += 1
+        window["loss"] += loss_value
+        window["grad_norm"] += norm_value
+        window["tokens"] += tokens
+        window["seconds"] += time.perf_counter() - started
+        for key, value in zip(sums, sum_values):
+            window[key] += value
+
+    def skip_step(self, loss: float, grad_norm: float) -> None:
+        progress = self.progress
+        progress.skipped_steps += 1
+        progress.bad_steps_in_a_row += 1
+        if progress.bad_steps_in_a_row >= self.cfg.max_nonfinite_steps:
+            raise CtxlmError(f"step {progress.step}: loss or gradient norm not finite for "
+                             f"{progress.bad_steps_in_a_row} steps in a row; stopped without saving (the last "
+                             f"checkpoint is the last good state; try a lower --lr)")
+        if self.rank == 0:
+            self.note(f"step {progress.step}: loss {loss}, gradient norm {grad_norm}; update skipped")
+
+    def note(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, file=sys.stderr)
+
+    def log_step(self) -> None:
+        """Every `log_every` steps (and the last): the window's means to metrics.jsonl and the bar."""
+        step, window = self.progress.step, self.window
+        if self.rank == 0 and (step % self.cfg.log_every == 0 or self.last_step):
+            values = {"lr": self.scheduler.get_last_lr()[0], "epoch": self.epoch,
+                      "skipped_steps": self.progress.skipped_steps}
+            if window["steps"]:
+                values.update(loss=window["loss"] / window["steps"], grad_norm=window["grad_norm"] / window["steps"],
+                              tokens_per_s=window["tokens"] * self.world / max(window["seconds"], 1e-9))
+                values.update(summarize_nll(window, "train/"))
+                if self.bar is not None:
+                    self.bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
+                                         tok_s=f"{values['tokens_per_s']:.0f}")
+            self.writer.write(step, values)
+            window.clear()
+        if self.bar is not None:
+            self.bar.update(1)
+
+    @property
+    def last_step(self) -> bool:
+        return self.progress.step >= self.cfg.max_steps
+
+    # -------------------------------------------------------------------------- validation and selection
+    def validate_and_select(self) -> bool:
+        """Validate (every `eval_every` steps and at the end), keep the best weights in `best/`;
+        True when early stopping says stop."""
+        cfg, progress = self.cfg, self.progress
+        if self.rank != 0 or not ((cfg.eval_every and progress.step % cfg.eval_every == 0) or self.last_step):
+            return False
+        if self.valid_examples is None or len(self.valid_examples) == 0:
+            return False
+        values = evaluate(self.model, self.valid_examples, cfg.batch_size, self.pad_id, max_batches=cfg.eval_batches,
+                          bf16=cfg.bf16, loss_options=self.loss_options)
+        values = {f"valid/{k}": v for k, v in values.items()}
+        stop = False
+        if cfg.select_metric is not None:
+            if cfg.select_metric not in values:
+                raise CtxlmError(f"select_metric '{cfg.select_metric}' is not among the validation metrics "
+                                 f"({', '.join(values)})")
+            if values[cfg.select_metric] < progress.best_value:
+                progress.best_value, progress.best_step = values[cfg.select_metric], progress.step
+                progress.bad_evals = 0
+                atomic_directory(self.out_dir / BEST_DIR,
+                                 lambda tmp: write_model_files(tmp, self.model, self.tokenizer))
+            else:
+                progress.bad_evals += 1
+            values["valid/best_step"] = progress.best_step
+            stop = bool(cfg.early_stopping_patience and progress.bad_evals >= cfg.early_stopping_patience)
+        self.writer.write(progress.step, values)
+        self.final_metrics.update(values)
+        if self.bar is not None:
+            self.bar.write(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        return stop
+
+    # -------------------------------------------------------------------------- saving
+    def save_checkpoint(self) -> None:
+        """`checkpoints/step-N/`: weights, the whole training state and the best weights so far."""
+        if self.rank != 0:
+            return
+        if not all_finite(self.model):
+            raise CtxlmError(f"step {self.progress.step}: the weights are not finite; not saving them over the "
+                             f"last good checkpoint")
+        best = self.out_dir / BEST_DIR if self.progress.best_step is not None else None
+        save_training_checkpoint(self.out_dir, self.progress.step, self.model, self.tokenizer,
+                                 self.trainer_state(), keep=self.cfg.keep_checkpoints, best=best)
+
+    def finish(self) -> TrainResult:
+        """The run's directory gets the final weights: the best ones under selection, else the
+        last. A run stopped by a signal keeps only its checkpoint."""
+        result = TrainResult(step=self.progress.step, final_metrics=self.final_metrics, out_dir=self.out_dir)
+        if self.stop_signal is not None and not self.last_step:
+            result.interrupted = True
+            return result
+        if self.rank == 0:
+            if self.cfg.select_metric is not None and self.progress.best_step is not None:
+                load_weights_file(self.model, self.out_dir / BEST_DIR, self.device)
+                self.final_metrics["best_step"] = self.progress.best_step
+            save_model_dir(self.out_dir, self.model, self.tokenizer)
+        return result
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def run(self) -> TrainResult:
+        """Steps until `max_steps`, early stopping or SIGTERM/SIGINT; checkpoints every
+        `save_every` steps and at the stop."""
+        cfg = self.cfg
+        handlers = self.catch_stop_signals()
+        try:
+            stop = self.last_step
+            while not stop:
+                self.optimizer_step()
+                self.log_step()
+                early = self.validate_and_select()
+                stop = self.last_step or _agree(early or self.stop_signal is not None, self.world)
+                if (cfg.save_every and self.progress.step % cfg.save_every == 0) or stop:
+                    self.save_checkpoint()
+            return self.finish()
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            self.close()
+
+    def catch_stop_signals(self) -> dict:
+        """SIGTERM and SIGINT end the run after the current step, with a checkpoint; a second one
+        acts as usual. Returns the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def stop(signum, frame):
+            self.stop_signal = signum
+            signal.signal(signum, previous[signum])
+
+        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+        for signum in previous:
+            signal.signal(signum, stop)
+        return previous
+
+
+def all_finite(model: nn.Module) -> bool:
+    return bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
+
+
 def train(
     model: nn.Module,
     train_examples: Examples,
@@ -236,148 +608,26 @@ def train(
     tokenizer=None,
     valid_examples: Examples | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    allow_config_change: bool = False,
     loss_options: dict[str, Any] | None = None,
     run_info: dict[str, Any] | None = None,
     device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train `model` for `cfg.max_steps` optimizer steps; write checkpoints and the final model
-    directory into `out_dir`. With `resume`, continue from the newest checkpoint in `out_dir`.
+    directory into `out_dir`. With `resume`, continue from the newest checkpoint in `out_dir`
+    (under the same settings; `allow_config_change` lets lr and max_steps differ); without it,
+    a folder holding checkpoints is refused unless `overwrite` (which clears the old run).
 
     With `cfg.select_metric` (e.g. "valid/lm_loss", lower is better) the best weights so far are
     kept in `out_dir/best/`, training stops after `cfg.early_stopping_patience` validations without
     improvement (when > 0), and `out_dir` ends up holding the best weights (the last ones stay in
-    `checkpoints/`)."""
-    out_dir = Path(out_dir)
-    rank, world = distributed_context()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(device).train()
-    optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(cfg.warmup_steps, cfg.max_steps))
-    stream = BatchStream(train_examples, cfg.batch_size, cfg.seed, rank, world)
-    loss_options = loss_options or {}
-    progress_state = {"step": 0, "micro_batch": 0, "best_value": math.inf, "best_step": None, "bad_evals": 0}
-
-    torch.manual_seed(cfg.seed)
-    checkpoint = latest_checkpoint(out_dir) if resume else None
-    if resume and checkpoint is None:
-        raise CtxlmError(f"{out_dir}: --resume given but no checkpoint found under {out_dir}/checkpoints")
-    if checkpoint is not None:
-        load_weights_file(model, checkpoint, device)
-        state = load_trainer_state(checkpoint)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        progress_state.update({k: state[k] for k in progress_state if k in state})
-        torch.set_rng_state(state["torch_rng"])
-        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-    step = progress_state["step"]
-
-    # find_unused_parameters: PALM's stage 1 leaves the decoder and copy head out of the graph
-    ddp_model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
-    writer = MetricsWriter(out_dir, step if checkpoint is not None else None) if rank == 0 else None
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "run.json").write_text(json.dumps(
-            {"train": asdict(cfg), **provenance(), **(run_info or {})}, indent=2, default=str) + "\n",
-            encoding="utf-8")
-    progress = None
-    if cfg.progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
-
-    def trainer_state() -> dict[str, Any]:
-        return {
-            **progress_state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "train_config": asdict(cfg),
-        }
-
-    def validate_and_select() -> tuple[dict[str, float], bool]:
-        """Validation metrics, and whether to stop early."""
-        if valid_examples is None or len(valid_examples) == 0:
-            return {}, False
-        values = evaluate(model, valid_examples, cfg.batch_size, pad_id, max_batches=cfg.eval_batches,
-                          bf16=cfg.bf16, loss_options=loss_options)
-        values = {f"valid/{k}": v for k, v in values.items()}
-        if cfg.select_metric is None:
-            return values, False
-        if cfg.select_metric not in values:
-            raise CtxlmError(f"select_metric '{cfg.select_metric}' is not among the validation metrics "
-                             f"({', '.join(values)})")
-        if values[cfg.select_metric] < progress_state["best_value"]:
-            progress_state.update(best_value=values[cfg.select_metric], best_step=step, bad_evals=0)
-            atomic_directory(out_dir / BEST_DIR, lambda tmp: write_model_files(tmp, model, tokenizer))
-        else:
-            progress_state["bad_evals"] += 1
-        values["valid/best_step"] = progress_state["best_step"]
-        patience = cfg.early_stopping_patience
-        return values, bool(patience and progress_state["bad_evals"] >= patience)
-
-    window: dict[str, float] = defaultdict(float)
-    final_metrics: dict[str, float] = {}
-    stop = step >= cfg.max_steps
-    while not stop:
-        started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        for _ in range(cfg.grad_accum):
-            epoch, batch = stream.batch(progress_state["micro_batch"], pad_id)
-            progress_state["micro_batch"] += 1
-            batch = {k: v.to(device) for k, v in batch.items()}
-            window["tokens"] += sum(int(v.ne(pad_id).sum()) for k, v in batch.items()
-                                    if k in ("input_ids", "decoder_input_ids"))
-            with autocast(device, cfg.bf16):
-                out = ddp_model(**batch, **loss_options)
-            (out.loss / cfg.grad_accum).backward()
-            window["loss"] += float(out.loss.detach()) / cfg.grad_accum
-            for key, value in out.metrics.items():
-                window[key] += float(value)
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        progress_state["step"] = step
-        window["steps"] += 1
-        window["grad_norm"] += float(grad_norm)
-        window["seconds"] += time.perf_counter() - started
-        last = step >= cfg.max_steps
-
-        if rank == 0 and (step % cfg.log_every == 0 or last):
-            values = {"loss": window["loss"] / window["steps"], "lr": scheduler.get_last_lr()[0],
-                      "grad_norm": window["grad_norm"] / window["steps"], "epoch": epoch,
-                      "tokens_per_s": window["tokens"] * world / max(window["seconds"], 1e-9)}
-            values.update(summarize_nll(window, "train/"))
-            writer.write(step, values)
-            if progress is not None:
-                progress.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
-                                     tok_s=f"{values['tokens_per_s']:.0f}")
-            window.clear()
-        if progress is not None:
-            progress.update(1)
-
-        early = False
-        if rank == 0 and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
-            values, early = validate_and_select()
-            if values:
-                writer.write(step, values)
-                final_metrics.update(values)
-                if progress is not None:
-                    progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
-        stop = last or _agree(early, world)
-        if rank == 0 and ((cfg.save_every and step % cfg.save_every == 0) or stop):
-            save_training_checkpoint(out_dir, step, model, tokenizer, trainer_state(), keep=cfg.keep_checkpoints)
-    if rank == 0:
-        best = out_dir / BEST_DIR
-        if cfg.select_metric is not None and (best / WEIGHTS_NAME).is_file():
-            load_weights_file(model, best, device)
-            final_metrics["best_step"] = progress_state["best_step"]
-        save_model_dir(out_dir, model, tokenizer)
-    if progress is not None:
-        progress.close()
-    if writer is not None:
-        writer.close()
-    return TrainResult(step=step, final_metrics=final_metrics, out_dir=out_dir)
+    `checkpoints/`). SIGTERM/SIGINT stop after the current step with a checkpoint (the result
+    says `interrupted`)."""
+    return TrainingRun(model, train_examples, cfg, out_dir, pad_id=pad_id, tokenizer=tokenizer,
+                       valid_examples=valid_examples, resume=resume, overwrite=overwrite,
+                       allow_config_change=allow_config_change, loss_options=loss_options,
+                       run_info=run_info, device=device).run()
 
 
 def _agree(flag: bool, world: int) -> bool:
