@@ -420,8 +420,10 @@ def test_seq2seq_layout_and_mask():
 def test_seq2seq_truncation_and_prompt():
     ex = build_seq2seq_example(range(100, 120), range(200, 210), TOK, max_source=8, max_target=4)
     np.testing.assert_array_equal(ex["input_ids"][:8], [1, 100, 101, 102, 103, 104, 105, 2])
-    np.testing.assert_array_equal(ex["input_ids"][8:12], [200, 201, 202, 2])
+    np.testing.assert_array_equal(ex["input_ids"][8:12], [200, 201, 202, 203])  # cut: no [EOS]
     assert len(ex["input_ids"]) == 16
+    whole = build_seq2seq_example(range(100, 120), range(200, 203), TOK, max_source=8, max_target=4)
+    np.testing.assert_array_equal(whole["input_ids"][8:12], [200, 201, 202, 2])  # fits: ends in [EOS]
     prompt = build_seq2seq_prompt(range(100, 120), TOK, max_source=8)
     for key in ("input_ids", "position_ids", "token_type_ids"):
         np.testing.assert_array_equal(prompt[key], ex[key][:8])

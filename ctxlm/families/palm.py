@@ -16,8 +16,14 @@ def palm_config_tokens(cfg) -> PalmTokens:
 
 
 def pair_example(cfg, source, target, max_source: int, max_target: int) -> dict:
-    """Encoder `[CLS] source [SEP]`, decoder `[CLS] target`, labels `target [SEP]`."""
-    return build_palm_example(source[: max_source - 2], target[: max_target - 1], palm_config_tokens(cfg))
+    """Encoder `[CLS] source [SEP]`, decoder `[CLS] target`, labels `target [SEP]`. A target longer
+    than `max_target − 1` keeps its first `max_target` tokens as labels and no `[SEP]`: a cut target
+    must not teach the model to stop mid-sentence."""
+    tok = palm_config_tokens(cfg)
+    if len(target) < max_target:
+        return build_palm_example(source[: max_source - 2], target, tok)
+    kept = np.asarray(target[:max_target], dtype=np.int64)
+    return {**build_palm_example(source[: max_source - 2], kept[:-1], tok), "labels": kept}
 
 
 def prompt_example(cfg, source, max_source: int) -> dict:

@@ -345,6 +345,15 @@ def build_pmlm_example(
 # --------------------------------------------------------------------------- fine-tuning (§3.4)
 
 
+def _target_with_end(target, limit: int | None, eos: int) -> np.ndarray:
+    """`TGT [EOS]` in at most `limit` tokens; a target that does not fit keeps its first `limit`
+    tokens and no [EOS] (a cut target must not teach the model to stop mid-sentence)."""
+    target = np.asarray(target, dtype=np.int64)
+    if limit is not None and len(target) >= limit:
+        return _truncate(target, limit + 1, 1)
+    return np.concatenate([target, [eos]]).astype(np.int64)
+
+
 def _truncate(ids, limit: int | None, reserved: int) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64)
     if limit is None:
@@ -392,7 +401,7 @@ def build_seq2seq_example(
     [P], IGNORE elsewhere), `num_source` (S) and `num_original` (S + T, the length before the [P]s).
     """
     src = np.concatenate([[tok.sos], _truncate(source, max_source, 2), [tok.eos]]).astype(np.int64)
-    tgt = np.concatenate([_truncate(target, max_target, 1), [tok.eos]]).astype(np.int64)
+    tgt = _target_with_end(target, max_target, tok.eos)
     s, t = len(src), len(tgt)
     step = np.concatenate([np.zeros(s), np.arange(1, t + 1), np.arange(1, t + 1)]).astype(np.int64)
     is_pseudo = np.concatenate([np.zeros(s + t, dtype=bool), np.ones(t, dtype=bool)])

@@ -10,6 +10,7 @@ decodes as the recipe says unless told otherwise.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -60,6 +61,24 @@ def pair_examples(model_config, tokenizer: TextTokenizer, pairs: Sequence[Pair],
     sources = tokenizer.encode_batch([p.source for p in pairs])
     targets = tokenizer.encode_batch([p.target for p in pairs])
     return PairExamples(model_config, sources, targets, recipe.max_source_tokens, recipe.max_target_tokens)
+
+
+def truncation_counts(examples: PairExamples) -> dict[str, int]:
+    """How many sources and targets the length limits cut: sources longer than `max_source − 2`
+    (two special tokens), targets longer than `max_target − 1` (the end token; a cut target keeps
+    `max_target` tokens and no end token)."""
+    return {"examples": len(examples),
+            "sources_cut": sum(len(s) > examples.max_source - 2 for s in examples.sources),
+            "targets_cut": sum(len(t) >= examples.max_target for t in examples.targets)}
+
+
+def report_truncation(name: str, counts: dict[str, int], recipe: FinetuneConfig) -> None:
+    """One warning line when the limits cut anything (the counts also go to run.json)."""
+    if counts["sources_cut"] or counts["targets_cut"]:
+        warnings.warn(f"{name}: {counts['sources_cut']:,} of {counts['examples']:,} sources cut to "
+                      f"max_source_tokens {recipe.max_source_tokens}, {counts['targets_cut']:,} targets cut to "
+                      f"max_target_tokens {recipe.max_target_tokens} (counts in run.json under 'truncated')",
+                      stacklevel=2)
 
 
 def starting_model(out_dir: str | Path, resume: bool, init: str | Path | None, model_config=None,
@@ -117,7 +136,11 @@ def finetune(
     loss_options = {"label_smoothing": train_config.label_smoothing} if train_config.label_smoothing else {}
     run_info = {"task": recipe.task, "init": str(init) if init else None, "train_file": str(train_path),
                 "valid_file": str(valid_path) if valid_path else None, "train_examples": len(train_examples),
-                "recipe": dataclasses.asdict(recipe)}
+                "recipe": dataclasses.asdict(recipe), "truncated": {}}
+    for name, examples in (("train", train_examples), ("valid", valid_examples)):
+        if examples is not None:
+            run_info["truncated"][name] = truncation_counts(examples)
+            report_truncation(name, run_info["truncated"][name], recipe)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_generation_config(out_dir, recipe.decoding)
     return train(model, train_examples, train_config, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,

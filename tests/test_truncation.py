@@ -1,0 +1,49 @@
+"""Fine-tuning layouts never end a cut target with the end token, and cuts are counted (issue 8)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from ctxlm.config import FinetuneConfig, named_model_config
+from ctxlm.layouts import pair_example
+from ctxlm.objectives.masking import IGNORE_INDEX
+from ctxlm.tasks.seq2seq import PairExamples, report_truncation, truncation_counts
+
+END = {"palm": "eos_token_id", "glm": "eop_token_id", "unilm": "eos_token_id"}
+
+
+def labelled(example) -> list[int]:
+    labels = np.asarray(example["labels"])
+    return labels[labels != IGNORE_INDEX].tolist()
+
+
+@pytest.mark.parametrize("family", ["palm", "glm", "unilm"])
+def test_a_cut_target_keeps_max_target_tokens_and_no_end_token(family):
+    cfg = named_model_config(f"{family}-tiny", vocab_size=500)
+    end = getattr(cfg, END[family])
+    target = list(range(200, 210))
+    assert labelled(pair_example(cfg, [100, 101], target, 16, 11)) == target + [end]  # fits exactly
+    assert labelled(pair_example(cfg, [100, 101], target, 16, 10)) == target  # one too long: cut, no end
+    assert labelled(pair_example(cfg, [100, 101], target, 16, 4)) == target[:4]
+
+
+def test_palm_decoder_input_is_the_labels_shifted_right_when_cut():
+    cfg = named_model_config("palm-tiny", vocab_size=500)
+    example = pair_example(cfg, [100], list(range(200, 210)), 16, 4)
+    assert example["decoder_input_ids"].tolist() == [cfg.decoder_start_token_id, 200, 201, 202]
+    assert example["labels"].tolist() == [200, 201, 202, 203]
+
+
+def test_truncation_counts_and_one_warning_line():
+    cfg = named_model_config("palm-tiny", vocab_size=500)
+    sources = [[1] * 3, [1] * 4, [1] * 9]  # budget 6 − 2 = 4 source tokens: the last is cut
+    targets = [[2] * 2, [2] * 3, [2] * 5]  # max_target 3: targets of 3 or more tokens are cut
+    counts = truncation_counts(PairExamples(cfg, sources, targets, 6, 3))
+    assert counts == {"examples": 3, "sources_cut": 1, "targets_cut": 2}
+    recipe = FinetuneConfig(task="summarization", max_source_tokens=6, max_target_tokens=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report_truncation("train", counts, recipe)
+        report_truncation("valid", {"examples": 3, "sources_cut": 0, "targets_cut": 0}, recipe)
+    assert len(caught) == 1 and "1 of 3 sources" in str(caught[0].message) and "2 targets" in str(caught[0].message)
