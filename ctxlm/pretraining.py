@@ -17,6 +17,7 @@ import torch
 from .checkpoint import build_model, latest_checkpoint, load_model_dir
 from .config import DATA_CONFIG_TYPES, PalmDataConfig, PretrainConfig
 from .data.store import TokenStore
+from .distributed import main_process_first, setup
 from .errors import CtxlmError
 from .objectives.palm import PalmExamples, PalmTokens, fragment_budgets, palm_windows
 from .tokenization import TextTokenizer
@@ -160,9 +161,16 @@ def pretrain(
     if unilm_objective is not None:
         data_config = dataclasses.replace(data_config, objective=unilm_objective)
 
-    store = TokenStore.build(corpus, tokenizer, cache_dir=cache_dir, format=corpus_format, text_field=text_field,
-                             fallback_encoding=fallback_encoding, progress=config.train.progress)
+    cluster = setup()
+    with main_process_first(cluster):  # rank 0 builds the store; the others then open it
+        store = TokenStore.build(corpus, tokenizer, cache_dir=cache_dir, format=corpus_format,
+                                 text_field=text_field, fallback_encoding=fallback_encoding,
+                                 progress=config.train.progress and cluster.is_main)
     data = prepare_data(objective, store, tokenizer, model.config, data_config, stage, config.train.seed)
+    if objective == "palm" and stage == "mlm":  # stage 1 trains the encoder and its MLM head only
+        model.decoder.requires_grad_(False)
+        if model.pointer is not None:
+            model.pointer.requires_grad_(False)
     loss_options = {}
     if objective == "palm" and stage == "generation":
         loss_options["mlm_weight"] = data_config.mlm_weight
