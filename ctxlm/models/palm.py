@@ -12,7 +12,7 @@ token per sequence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +91,7 @@ class Seq2SeqOutput:
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]  # detached per-objective losses and token counts
     log_probs: torch.Tensor | None = None
+    loss_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # see `batch_loss`
 
 
 @dataclass
@@ -108,8 +109,8 @@ class DecodingState:
 
 
 def token_nll(scores: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
-    """Mean negative log-likelihood over labelled positions, plus the un-smoothed NLL sum and the
-    token count (for perplexity). `scores` are logits or log-probabilities (B..., V): cross-entropy
+    """The loss summed over labelled positions, the un-smoothed NLL sum (detached, for perplexity)
+    and the token count. `scores` are logits or log-probabilities (B..., V): cross-entropy
     renormalises with a log-softmax, which leaves log-probabilities unchanged. Label smoothing is
     torch's: (1 − ε)·NLL + ε·mean over the vocabulary of −log p."""
     flat, target = scores.reshape(-1, scores.shape[-1]).float(), labels.reshape(-1)
@@ -119,7 +120,24 @@ def token_nll(scores: torch.Tensor, labels: torch.Tensor, label_smoothing: float
     if label_smoothing > 0:
         loss = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX, reduction="sum",
                                label_smoothing=label_smoothing)
-    return loss / count.clamp_min(1), nll_sum.detach(), count
+    return loss, nll_sum.detach(), count
+
+
+def batch_loss(loss_sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ over objectives of each one's token mean: `loss_sums[o]` (weighted, token-summed) over
+    `counts[o]`. A model's `.loss` is this with its batch's counts; the training loop divides by the
+    counts of a whole optimizer step instead (all micro-batches and ranks)."""
+    total = None
+    for name, value in loss_sums.items():
+        part = value / counts[name].clamp_min(1)
+        total = part if total is None else total + part
+    return total
+
+
+def label_counts(batch: dict[str, torch.Tensor], fields: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Objective name → number of labelled positions (≠ IGNORE_INDEX) of its batch field, for the
+    fields present."""
+    return {name: (batch[key] != IGNORE_INDEX).sum() for name, key in fields.items() if batch.get(key) is not None}
 
 
 class PalmModel(nn.Module):
@@ -184,12 +202,18 @@ class PalmModel(nn.Module):
         loss = nll.sum()
         if label_smoothing > 0:
             loss = (1 - label_smoothing) * loss - label_smoothing * mean_log_p[keep].sum()
-        return loss / count.clamp_min(1), nll.detach().sum(), count
+        return loss, nll.detach().sum(), count
 
     def mlm_logits(self, encoder_states: torch.Tensor) -> torch.Tensor:
         return self.mlm_head(encoder_states, self.shared.weight)
 
     # ----------------------------------------------------------------------------- training
+    LABEL_FIELDS = {"mlm": "mlm_labels", "lm": "labels"}
+
+    def target_counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Labelled tokens per objective of a batch (the `<name>_tokens` that `forward` reports)."""
+        return label_counts(batch, self.LABEL_FIELDS)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -206,14 +230,13 @@ class PalmModel(nn.Module):
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         enc = self.encode(input_ids, attention_mask)
-        loss = enc.new_zeros((), dtype=torch.float32)
+        sums: dict[str, torch.Tensor] = {}
         metrics: dict[str, torch.Tensor] = {}
         log_probs = None
         if mlm_labels is not None:
             keep = mlm_labels != IGNORE_INDEX
             mlm_loss, mlm_sum, mlm_count = token_nll(self.mlm_logits(enc[keep]), mlm_labels[keep])
-            weight = mlm_weight if labels is not None else 1.0
-            loss = loss + weight * mlm_loss
+            sums["mlm"] = (mlm_weight if labels is not None else 1.0) * mlm_loss
             metrics.update(mlm_nll_sum=mlm_sum, mlm_tokens=mlm_count)
         if labels is not None:
             if decoder_input_ids is None:
@@ -227,9 +250,12 @@ class PalmModel(nn.Module):
                 lm_loss, lm_sum, lm_count = token_nll(scores, labels, label_smoothing)
                 if return_log_probs:
                     log_probs = scores.float() if self.pointer is not None else F.log_softmax(scores.float(), -1)
-            loss = loss + lm_loss
+            sums["lm"] = lm_loss
             metrics.update(lm_nll_sum=lm_sum, lm_tokens=lm_count)
-        return Seq2SeqOutput(loss=loss, metrics=metrics, log_probs=log_probs)
+        loss = batch_loss(sums, {name: metrics[f"{name}_tokens"] for name in sums})
+        if loss is None:
+            loss = enc.new_zeros((), dtype=torch.float32)
+        return Seq2SeqOutput(loss=loss, metrics=metrics, log_probs=log_probs, loss_sums=sums)
 
     # ----------------------------------------------------------------------------- decoding
     def start_decoding(self, input_ids, attention_mask=None, *, num_beams: int = 1, max_length: int = 128):
