@@ -22,8 +22,9 @@ def _train_overrides(args) -> dict:
              "lr": "lr", "seed": "seed", "grad_accum": "grad_accum", "eval_every": "eval_every",
              "warmup_steps": "warmup_steps", "log_every": "log_every"}
     values = {field: getattr(args, flag) for flag, field in names.items() if getattr(args, flag, None) is not None}
-    if getattr(args, "bf16", False):
-        values["bf16"] = True
+    for flag in ("bf16", "fsdp", "compile"):
+        if getattr(args, flag, False):
+            values[flag] = True
     if getattr(args, "no_progress", False):
         values["progress"] = False
     return values
@@ -40,6 +41,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--fsdp", action="store_true", help="under torchrun: shard parameters, gradients and optimizer "
+                   "state over the ranks (FSDP2) instead of replicating them (DDP)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
