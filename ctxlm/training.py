@@ -222,6 +222,200 @@ def distributed_context() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
+@dataclass
+class RunProgress:
+    """Where a run stands; saved in every checkpoint (plain ints and floats)."""
+
+    step: int = 0  # optimizer steps taken (skipped ones included)
+    micro_batch: int = 0  # micro-batches read (the data position)
+    best_value: float = math.inf  # the best `select_metric` value so far
+    best_step: int | None = None
+    bad_evals: int = 0  # validations in a row without improvement
+    skipped_steps: int = 0  # steps whose update was skipped (non-finite loss or gradient norm)
+    bad_steps_in_a_row: int = 0
+
+
+class TrainingRun:
+    """One call of `train`, in named parts: set-up and resume (`__init__`), one optimizer step
+    (`optimizer_step`), logging (`log_step`), validation and selection (`validate_and_select`),
+    saving (`save_checkpoint`) and the end (`finish`); `run` strings them together."""
+
+    def __init__(self, model: nn.Module, train_examples: Examples, cfg: TrainConfig, out_dir: str | Path, *,
+                 pad_id: int, tokenizer=None, valid_examples: Examples | None = None, resume: bool = False,
+                 loss_options: dict[str, Any] | None = None, run_info: dict[str, Any] | None = None,
+                 device: str | torch.device | None = None):
+        self.cfg, self.out_dir, self.pad_id, self.tokenizer = cfg, Path(out_dir), pad_id, tokenizer
+        self.valid_examples, self.loss_options, self.run_info = valid_examples, loss_options or {}, run_info or {}
+        self.rank, self.world = distributed_context()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model
+        model.to(self.device).train()
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           linear_schedule(cfg.warmup_steps, cfg.max_steps))
+        self.stream = BatchStream(train_examples, cfg.batch_size, cfg.seed, self.rank, self.world)
+        self.progress = RunProgress()
+        self.window: dict[str, float] = defaultdict(float)
+        self.final_metrics: dict[str, float] = {}
+        self.epoch = 0
+
+        torch.manual_seed(cfg.seed)
+        checkpoint = latest_checkpoint(self.out_dir) if resume else None
+        if resume and checkpoint is None:
+            raise CtxlmError(f"{self.out_dir}: --resume given but no checkpoint found under {self.out_dir}/checkpoints")
+        if checkpoint is not None:
+            self.resume_from(checkpoint)
+
+        # find_unused_parameters: PALM's stage 1 leaves the decoder and copy head out of the graph
+        self.ddp_model = (nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+                          if self.world > 1 else model)
+        self.writer = self.bar = None
+        if self.rank == 0:
+            self.writer = MetricsWriter(self.out_dir, self.progress.step if checkpoint is not None else None)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "run.json").write_text(json.dumps(
+                {"train": asdict(cfg), **self.run_info}, indent=2, default=str) + "\n", encoding="utf-8")
+            if cfg.progress:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=cfg.max_steps, initial=self.progress.step, desc="train", unit="step",
+                                dynamic_ncols=True)
+
+    # -------------------------------------------------------------------------- set-up and resume
+    def resume_from(self, checkpoint: Path) -> None:
+        """Weights, optimizer, scheduler, RNG and progress from `checkpoint`."""
+        load_weights_file(self.model, checkpoint, self.device)
+        state = load_trainer_state(checkpoint)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = RunProgress(**{k: state[k] for k in asdict(self.progress) if k in state})
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            **asdict(self.progress), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "train_config": asdict(self.cfg),
+        }
+
+    # -------------------------------------------------------------------------- one optimizer step
+    def optimizer_step(self) -> None:
+        """`grad_accum` micro-batches forward and backward, clipping, one update."""
+        cfg, window = self.cfg, self.window
+        started = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        for _ in range(cfg.grad_accum):
+            self.epoch, batch = self.stream.batch(self.progress.micro_batch, self.pad_id)
+            self.progress.micro_batch += 1
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            window["tokens"] += sum(int(v.ne(self.pad_id).sum()) for k, v in batch.items()
+                                    if k in ("input_ids", "decoder_input_ids"))
+            with autocast(self.device, cfg.bf16):
+                out = self.ddp_model(**batch, **self.loss_options)
+            (out.loss / cfg.grad_accum).backward()
+            window["loss"] += float(out.loss.detach()) / cfg.grad_accum
+            for key, value in out.metrics.items():
+                window[key] += float(value)
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(),
+                                             cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.progress.step += 1
+        window["steps"] += 1
+        window["grad_norm"] += float(grad_norm)
+        window["seconds"] += time.perf_counter() - started
+
+    def log_step(self) -> None:
+        """Every `log_every` steps (and the last): the window's means to metrics.jsonl and the bar."""
+        step, window = self.progress.step, self.window
+        if self.rank == 0 and (step % self.cfg.log_every == 0 or self.last_step):
+            values = {"loss": window["loss"] / window["steps"], "lr": self.scheduler.get_last_lr()[0],
+                      "grad_norm": window["grad_norm"] / window["steps"], "epoch": self.epoch,
+                      "tokens_per_s": window["tokens"] * self.world / max(window["seconds"], 1e-9)}
+            values.update(summarize_nll(window, "train/"))
+            self.writer.write(step, values)
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
+                                     tok_s=f"{values['tokens_per_s']:.0f}")
+            window.clear()
+        if self.bar is not None:
+            self.bar.update(1)
+
+    @property
+    def last_step(self) -> bool:
+        return self.progress.step >= self.cfg.max_steps
+
+    # -------------------------------------------------------------------------- validation and selection
+    def validate_and_select(self) -> bool:
+        """Validate (every `eval_every` steps and at the end), keep the best weights; True when
+        early stopping says stop."""
+        cfg, progress = self.cfg, self.progress
+        if self.rank != 0 or not ((cfg.eval_every and progress.step % cfg.eval_every == 0) or self.last_step):
+            return False
+        if self.valid_examples is None or len(self.valid_examples) == 0:
+            return False
+        values = evaluate(self.model, self.valid_examples, cfg.batch_size, self.pad_id, max_batches=cfg.eval_batches,
+                          bf16=cfg.bf16, loss_options=self.loss_options)
+        values = {f"valid/{k}": v for k, v in values.items()}
+        stop = False
+        if cfg.select_metric is not None:
+            if cfg.select_metric not in values:
+                raise CtxlmError(f"select_metric '{cfg.select_metric}' is not among the validation metrics "
+                                 f"({', '.join(values)})")
+            if values[cfg.select_metric] < progress.best_value:
+                progress.best_value, progress.best_step, progress.bad_evals = values[cfg.select_metric], progress.step, 0
+                atomic_directory(self.out_dir / BEST_DIR, lambda tmp: write_model_files(tmp, self.model, self.tokenizer))
+            else:
+                progress.bad_evals += 1
+            values["valid/best_step"] = progress.best_step
+            stop = bool(cfg.early_stopping_patience and progress.bad_evals >= cfg.early_stopping_patience)
+        self.writer.write(progress.step, values)
+        self.final_metrics.update(values)
+        if self.bar is not None:
+            self.bar.write(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        return stop
+
+    # -------------------------------------------------------------------------- saving
+    def save_checkpoint(self) -> None:
+        if self.rank == 0:
+            save_training_checkpoint(self.out_dir, self.progress.step, self.model, self.tokenizer,
+                                     self.trainer_state(), keep=self.cfg.keep_checkpoints)
+
+    def finish(self) -> TrainResult:
+        """The run's directory gets the final weights: the best ones under selection, else the last."""
+        if self.rank == 0:
+            best = self.out_dir / BEST_DIR
+            if self.cfg.select_metric is not None and (best / WEIGHTS_NAME).is_file():
+                load_weights_file(self.model, best, self.device)
+                self.final_metrics["best_step"] = self.progress.best_step
+            save_model_dir(self.out_dir, self.model, self.tokenizer)
+        return TrainResult(step=self.progress.step, final_metrics=self.final_metrics, out_dir=self.out_dir)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        try:
+            stop = self.last_step
+            while not stop:
+                self.optimizer_step()
+                self.log_step()
+                early = self.validate_and_select()
+                stop = self.last_step or _agree(early, self.world)
+                if (cfg.save_every and self.progress.step % cfg.save_every == 0) or stop:
+                    self.save_checkpoint()
+            return self.finish()
+        finally:
+            self.close()
+
+
 def train(
     model: nn.Module,
     train_examples: Examples,
@@ -243,136 +437,9 @@ def train(
     kept in `out_dir/best/`, training stops after `cfg.early_stopping_patience` validations without
     improvement (when > 0), and `out_dir` ends up holding the best weights (the last ones stay in
     `checkpoints/`)."""
-    out_dir = Path(out_dir)
-    rank, world = distributed_context()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(device).train()
-    optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(cfg.warmup_steps, cfg.max_steps))
-    stream = BatchStream(train_examples, cfg.batch_size, cfg.seed, rank, world)
-    loss_options = loss_options or {}
-    progress_state = {"step": 0, "micro_batch": 0, "best_value": math.inf, "best_step": None, "bad_evals": 0}
-
-    torch.manual_seed(cfg.seed)
-    checkpoint = latest_checkpoint(out_dir) if resume else None
-    if resume and checkpoint is None:
-        raise CtxlmError(f"{out_dir}: --resume given but no checkpoint found under {out_dir}/checkpoints")
-    if checkpoint is not None:
-        load_weights_file(model, checkpoint, device)
-        state = load_trainer_state(checkpoint)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        progress_state.update({k: state[k] for k in progress_state if k in state})
-        torch.set_rng_state(state["torch_rng"])
-        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-    step = progress_state["step"]
-
-    # find_unused_parameters: PALM's stage 1 leaves the decoder and copy head out of the graph
-    ddp_model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
-    writer = MetricsWriter(out_dir, step if checkpoint is not None else None) if rank == 0 else None
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "run.json").write_text(json.dumps(
-            {"train": asdict(cfg), **(run_info or {})}, indent=2, default=str) + "\n", encoding="utf-8")
-    progress = None
-    if cfg.progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
-
-    def trainer_state() -> dict[str, Any]:
-        return {
-            **progress_state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "train_config": asdict(cfg),
-        }
-
-    def validate_and_select() -> tuple[dict[str, float], bool]:
-        """Validation metrics, and whether to stop early."""
-        if valid_examples is None or len(valid_examples) == 0:
-            return {}, False
-        values = evaluate(model, valid_examples, cfg.batch_size, pad_id, max_batches=cfg.eval_batches,
-                          bf16=cfg.bf16, loss_options=loss_options)
-        values = {f"valid/{k}": v for k, v in values.items()}
-        if cfg.select_metric is None:
-            return values, False
-        if cfg.select_metric not in values:
-            raise CtxlmError(f"select_metric '{cfg.select_metric}' is not among the validation metrics "
-                             f"({', '.join(values)})")
-        if values[cfg.select_metric] < progress_state["best_value"]:
-            progress_state.update(best_value=values[cfg.select_metric], best_step=step, bad_evals=0)
-            atomic_directory(out_dir / BEST_DIR, lambda tmp: write_model_files(tmp, model, tokenizer))
-        else:
-            progress_state["bad_evals"] += 1
-        values["valid/best_step"] = progress_state["best_step"]
-        patience = cfg.early_stopping_patience
-        return values, bool(patience and progress_state["bad_evals"] >= patience)
-
-    window: dict[str, float] = defaultdict(float)
-    final_metrics: dict[str, float] = {}
-    stop = step >= cfg.max_steps
-    while not stop:
-        started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        for _ in range(cfg.grad_accum):
-            epoch, batch = stream.batch(progress_state["micro_batch"], pad_id)
-            progress_state["micro_batch"] += 1
-            batch = {k: v.to(device) for k, v in batch.items()}
-            window["tokens"] += sum(int(v.ne(pad_id).sum()) for k, v in batch.items()
-                                    if k in ("input_ids", "decoder_input_ids"))
-            with autocast(device, cfg.bf16):
-                out = ddp_model(**batch, **loss_options)
-            (out.loss / cfg.grad_accum).backward()
-            window["loss"] += float(out.loss.detach()) / cfg.grad_accum
-            for key, value in out.metrics.items():
-                window[key] += float(value)
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        progress_state["step"] = step
-        window["steps"] += 1
-        window["grad_norm"] += float(grad_norm)
-        window["seconds"] += time.perf_counter() - started
-        last = step >= cfg.max_steps
-
-        if rank == 0 and (step % cfg.log_every == 0 or last):
-            values = {"loss": window["loss"] / window["steps"], "lr": scheduler.get_last_lr()[0],
-                      "grad_norm": window["grad_norm"] / window["steps"], "epoch": epoch,
-                      "tokens_per_s": window["tokens"] * world / max(window["seconds"], 1e-9)}
-            values.update(summarize_nll(window, "train/"))
-            writer.write(step, values)
-            if progress is not None:
-                progress.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
-                                     tok_s=f"{values['tokens_per_s']:.0f}")
-            window.clear()
-        if progress is not None:
-            progress.update(1)
-
-        early = False
-        if rank == 0 and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
-            values, early = validate_and_select()
-            if values:
-                writer.write(step, values)
-                final_metrics.update(values)
-                if progress is not None:
-                    progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
-        stop = last or _agree(early, world)
-        if rank == 0 and ((cfg.save_every and step % cfg.save_every == 0) or stop):
-            save_training_checkpoint(out_dir, step, model, tokenizer, trainer_state(), keep=cfg.keep_checkpoints)
-    if rank == 0:
-        best = out_dir / BEST_DIR
-        if cfg.select_metric is not None and (best / WEIGHTS_NAME).is_file():
-            load_weights_file(model, best, device)
-            final_metrics["best_step"] = progress_state["best_step"]
-        save_model_dir(out_dir, model, tokenizer)
-    if progress is not None:
-        progress.close()
-    if writer is not None:
-        writer.close()
-    return TrainResult(step=step, final_metrics=final_metrics, out_dir=out_dir)
+    return TrainingRun(model, train_examples, cfg, out_dir, pad_id=pad_id, tokenizer=tokenizer,
+                       valid_examples=valid_examples, resume=resume, loss_options=loss_options,
+                       run_info=run_info, device=device).run()
 
 
 def _agree(flag: bool, world: int) -> bool:
