@@ -43,6 +43,7 @@ HEAD_TYPES = {
 }
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"  # the best weights by the validation metric (fine-tuning)
+SHARDED_DIR = "dcp"  # a checkpoint's sharded model and optimizer (FSDP; torch.distributed.checkpoint)
 
 
 def build_model(config, head: dict | None = None):
@@ -248,12 +249,15 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 
 def save_training_checkpoint(out_dir: str | Path, step: int, model, tokenizer, trainer_state: dict[str, Any],
-                             keep: int = 2) -> Path:
-    """Write `checkpoints/step-XXXXXXXX/` atomically, then drop all but the newest `keep`."""
+                             keep: int = 2, extra: dict[str, Path] | None = None) -> Path:
+    """Write `checkpoints/step-XXXXXXXX/` atomically, then drop all but the newest `keep`.
+    `extra` moves finished directories into it (name → path), e.g. the sharded state."""
 
     def write(tmp: Path) -> None:
         write_model_files(tmp, model, tokenizer)
         torch.save(trainer_state, tmp / TRAINER_STATE_NAME)
+        for name, path in (extra or {}).items():
+            os.rename(path, tmp / name)
 
     path = atomic_directory(Path(out_dir) / CHECKPOINTS_DIR / checkpoint_name(step), write)
     if keep > 0:

@@ -210,10 +210,17 @@ def load_sharded(directory: str | Path, model: nn.Module, optimizer: torch.optim
                    optim_state_dict=state.get("optimizer", {}))
 
 
-def export_safetensors(directory: str | Path, model: nn.Module, out_file: str | Path) -> None:
-    """One `model.safetensors` from a DCP checkpoint, read into `model` (a plain model of the same
-    architecture, in this one process)."""
-    from .checkpoint import save_weights
+def export_model_dir(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """A model directory (one `model.safetensors`) from a training checkpoint written under FSDP:
+    its DCP shards are read into a plain model, in this one process."""
+    from .checkpoint import SHARDED_DIR, TOKENIZER_NAME, build_model, read_head, read_model_config, save_model_dir
 
-    load_sharded(directory, model)
-    save_weights(model, out_file)
+    checkpoint = Path(checkpoint)
+    model = build_model(read_model_config(checkpoint), read_head(checkpoint))
+    load_sharded(checkpoint / SHARDED_DIR, model)
+    tokenizer = None
+    if (checkpoint / TOKENIZER_NAME).is_file():
+        from .tokenization import TextTokenizer
+
+        tokenizer = TextTokenizer.load(checkpoint / TOKENIZER_NAME)
+    return save_model_dir(out_dir, model, tokenizer)

@@ -2,26 +2,34 @@
 
 Inputs are an `Examples` source (index, epoch → dict of numpy arrays; PALM, GLM and UniLMv2
 objectives all provide one), a model whose `forward(**batch, **loss_options)` returns an object
-with `.loss` and `.metrics` (per-objective `<name>_nll_sum` and `<name>_tokens`), and a
-`TrainConfig`. The loop does AdamW with linear warm-up and linear decay, gradient accumulation,
-clipping, optional bf16 autocast, validation (loss and perplexity per objective), a progress bar,
-metrics as JSONL and TensorBoard, and atomic checkpoints with the full training state.
+with `.loss`, `.loss_sums` (per objective, token-summed) and `.metrics` (per-objective
+`<name>_nll_sum` and `<name>_tokens`) and whose `target_counts(batch)` counts each objective's
+targets, and a `TrainConfig`. The loop does AdamW (fused on CUDA) with linear warm-up and linear
+decay, gradient accumulation, clipping, optional bf16 autocast and torch.compile, validation (loss
+and perplexity per objective), a progress bar, metrics as JSONL and TensorBoard, and atomic
+checkpoints with the full training state.
+
+The loss of an optimizer step is, per objective, the sum of its token losses over all
+micro-batches and ranks of the step divided by the step's number of targets (the counts are
+summed before the first forward pass), so accumulation and data parallelism give the gradient of
+one large batch whatever the sequence lengths.
 
 Data order is a pure function of (seed, epoch): a fixed permutation of the examples per epoch,
-read in micro-batches; the position is a micro-batch counter. Together with the saved optimizer,
-scheduler and RNG states this makes `resume` continue exactly where the run stopped.
+read in micro-batches; the position is a micro-batch counter. A `DataLoader` builds micro-batches
+ahead (`data/loader.py`). Dropout is seeded per step and rank (`distributed.rank_seed`); with the
+saved optimizer and scheduler states this makes `resume` continue exactly where the run stopped.
 
-Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel, each rank reads
-its own micro-batches of the same permutation, and rank 0 alone writes.
+Under torchrun (WORLD_SIZE > 1) each rank drives `cuda:LOCAL_RANK` (or the CPU with gloo) and the
+model is wrapped in DistributedDataParallel, or sharded with FSDP2 (`cfg.fsdp`; checkpoints then
+also hold a DCP directory, loadable at another world size); each rank reads its own micro-batches
+of the same permutation, gradients are reduced once per step, and rank 0 alone writes.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,8 +41,12 @@ from torch import nn
 
 from .checkpoint import (
     BEST_DIR,
+    CHECKPOINTS_DIR,
+    SHARDED_DIR,
     WEIGHTS_NAME,
     atomic_directory,
+    build_model,
+    checkpoint_name,
     latest_checkpoint,
     load_trainer_state,
     load_weights_file,
@@ -43,7 +55,26 @@ from .checkpoint import (
     write_model_files,
 )
 from .config import TrainConfig
+from .data.loader import micro_batch_loader
+from .distributed import (
+    Cluster,
+    agree,
+    any_rank,
+    barrier,
+    full_state_dict,
+    gradient_sync,
+    is_fsdp,
+    load_sharded,
+    rank_seed,
+    save_sharded,
+    setup,
+    sum_over_ranks,
+    unused_parameters,
+    wrap_ddp,
+    wrap_fsdp,
+)
 from .errors import CtxlmError
+from .models.palm import batch_loss
 from .objectives.masking import IGNORE_INDEX
 
 
@@ -107,13 +138,16 @@ class BatchStream:
 
 # ------------------------------------------------------------------------------------ optimizer
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases, LayerNorm weights and other 1-D parameters."""
+    """AdamW (the fused kernel when the parameters are on CUDA); no weight decay on biases,
+    LayerNorm weights and other 1-D parameters."""
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+    fused = all(p.is_cuda for p in decay + no_decay) or None
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                             fused=fused)
 
 
 def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
@@ -182,20 +216,35 @@ def summarize_nll(sums: dict[str, float], prefix: str) -> dict[str, float]:
 def evaluate(model: nn.Module, examples: Examples, batch_size: int, pad_id: int, *, max_batches: int | None = None,
              bf16: bool = False, loss_options: dict[str, Any] | None = None) -> dict[str, float]:
     """Token-averaged loss and perplexity per objective over the first examples of `examples`
-    (a fixed set: epoch 0, in order)."""
+    (a fixed set: epoch 0, in order). The sums stay on the device until the end."""
     was_training = model.training
     model.eval()
-    sums: dict[str, float] = defaultdict(float)
+    sums: dict[str, Any] = {}
     n = len(examples) if max_batches is None else min(len(examples), max_batches * batch_size)
     device = next(model.parameters()).device
     for start in range(0, n, batch_size):
         batch = collate([examples.example(i, 0) for i in range(start, min(n, start + batch_size))], pad_id)
         with autocast(device, bf16):
             out = model(**{k: v.to(device) for k, v in batch.items()}, **(loss_options or {}))
-        for key, value in out.metrics.items():
-            sums[key] += float(value)
+        add_metrics(sums, out.metrics)
     model.train(was_training)
-    return summarize_nll(sums, "")
+    return summarize_nll(to_floats(sums), "")
+
+
+def add_metrics(sums: dict[str, Any], metrics: dict[str, torch.Tensor]) -> None:
+    """Add a batch's metrics to running sums, as float64 tensors on their device (no host sync)."""
+    for key, value in metrics.items():
+        value = torch.as_tensor(value).detach().to(torch.float64)
+        sums[key] = sums[key] + value.to(sums[key].device) if key in sums else value
+
+
+def to_floats(sums: dict[str, Any]) -> dict[str, float]:
+    """Running sums as Python floats: one host synchronisation for all of them."""
+    keys = [k for k, v in sums.items() if isinstance(v, torch.Tensor)]
+    if not keys:
+        return dict(sums)
+    values = torch.stack([sums[k].reshape(()).to(sums[keys[0]].device) for k in keys]).tolist()
+    return {**sums, **dict(zip(keys, values))}
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -211,15 +260,9 @@ class TrainResult:
 
 
 def distributed_context() -> tuple[int, int]:
-    """(rank, world size); initialises torch.distributed under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
+    """(rank, world size); sets up the process group under torchrun (`distributed.setup`)."""
+    cluster = setup()
+    return cluster.rank, cluster.world
 
 
 @dataclass
@@ -246,29 +289,31 @@ class TrainingRun:
                  device: str | torch.device | None = None):
         self.cfg, self.out_dir, self.pad_id, self.tokenizer = cfg, Path(out_dir), pad_id, tokenizer
         self.valid_examples, self.loss_options, self.run_info = valid_examples, loss_options or {}, run_info or {}
-        self.rank, self.world = distributed_context()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.cluster: Cluster = setup(device)
+        self.rank, self.world, self.device = self.cluster.rank, self.cluster.world, self.cluster.device
         self.model = model
         model.to(self.device).train()
+        self.fsdp = cfg.fsdp and self.world > 1
+        if self.fsdp:  # shard before the optimizer sees the parameters
+            wrap_fsdp(model, self.cluster, cfg.bf16)
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            linear_schedule(cfg.warmup_steps, cfg.max_steps))
         self.stream = BatchStream(train_examples, cfg.batch_size, cfg.seed, self.rank, self.world)
         self.progress = RunProgress()
-        self.window: dict[str, float] = defaultdict(float)
+        self.window: dict[str, Any] = {}
         self.final_metrics: dict[str, float] = {}
         self.epoch = 0
 
-        torch.manual_seed(cfg.seed)
         checkpoint = latest_checkpoint(self.out_dir) if resume else None
         if resume and checkpoint is None:
             raise CtxlmError(f"{self.out_dir}: --resume given but no checkpoint found under {self.out_dir}/checkpoints")
         if checkpoint is not None:
             self.resume_from(checkpoint)
-
-        # find_unused_parameters: PALM's stage 1 leaves the decoder and copy head out of the graph
-        self.ddp_model = (nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-                          if self.world > 1 else model)
+        self.batches = iter(micro_batch_loader(self.stream, pad_id, self.progress.micro_batch,
+                                               cfg.max_steps * cfg.grad_accum, self.device, cfg.data_workers))
+        self.parallel_model = self.wrap_data_parallel() if self.world > 1 and not self.fsdp else model
+        self.forward_model = torch.compile(self.parallel_model) if cfg.compile else self.parallel_model
         self.writer = self.bar = None
         if self.rank == 0:
             self.writer = MetricsWriter(self.out_dir, self.progress.step if checkpoint is not None else None)
@@ -283,64 +328,104 @@ class TrainingRun:
 
     # -------------------------------------------------------------------------- set-up and resume
     def resume_from(self, checkpoint: Path) -> None:
-        """Weights, optimizer, scheduler, RNG and progress from `checkpoint`."""
-        load_weights_file(self.model, checkpoint, self.device)
+        """Weights, optimizer, scheduler, RNG and progress from `checkpoint`. A checkpoint with a
+        DCP directory (written under FSDP) loads at any world size, sharded or not."""
         state = load_trainer_state(checkpoint)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if (checkpoint / SHARDED_DIR).is_dir():
+            load_sharded(checkpoint / SHARDED_DIR, self.model, self.optimizer)
+        else:
+            load_weights_file(self.model, checkpoint, self.device)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = RunProgress(**{k: state[k] for k in asdict(self.progress) if k in state})
         torch.set_rng_state(state["torch_rng"])
         if torch.cuda.is_available() and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
+    def wrap_data_parallel(self) -> nn.Module:
+        """DDP, finding unused parameters only when some trainable parameter gets no gradient from
+        the first micro-batch on some rank (probed once, without touching the RNG)."""
+        _, batch = self.stream.batch(self.progress.micro_batch, self.pad_id)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            out = self.model(**{k: v.to(self.device) for k, v in batch.items()}, **self.loss_options)
+            unused = unused_parameters(self.model, out.loss)
+        return wrap_ddp(self.model, self.cluster, find_unused_parameters=any_rank(bool(unused), self.cluster))
+
     def trainer_state(self) -> dict[str, Any]:
         return {
-            **asdict(self.progress), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+            **asdict(self.progress), "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+            **({} if self.fsdp else {"optimizer": self.optimizer.state_dict()}),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "train_config": asdict(self.cfg),
         }
 
     # -------------------------------------------------------------------------- one optimizer step
+    def next_micro_batches(self) -> list[dict[str, torch.Tensor]]:
+        """The step's `grad_accum` micro-batches, on the device (prepared ahead by the loader)."""
+        batches = []
+        for _ in range(self.cfg.grad_accum):
+            self.epoch, batch = next(self.batches)
+            self.progress.micro_batch += 1
+            batches.append({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
+        return batches
+
+    def step_target_counts(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Targets per objective over the step's micro-batches on every rank (one all-reduce)."""
+        counts: dict[str, torch.Tensor] = {}
+        for batch in batches:
+            for name, count in self.model.target_counts(batch).items():
+                counts[name] = counts[name] + count if name in counts else count
+        return {k: v.float() for k, v in sum_over_ranks(counts, self.cluster).items()}
+
     def optimizer_step(self) -> None:
-        """`grad_accum` micro-batches forward and backward, clipping, one update."""
+        """`grad_accum` micro-batches forward and backward (gradients reduced across ranks on the
+        last one only), the loss normalised by the whole step's targets, clipping, one update.
+        Metrics stay on the device (no host synchronisation)."""
         cfg, window = self.cfg, self.window
         started = time.perf_counter()
+        torch.manual_seed(rank_seed(cfg.seed, self.rank, self.progress.step))
+        batches = self.next_micro_batches()
+        counts = self.step_target_counts(batches)
         self.optimizer.zero_grad(set_to_none=True)
-        for _ in range(cfg.grad_accum):
-            self.epoch, batch = self.stream.batch(self.progress.micro_batch, self.pad_id)
-            self.progress.micro_batch += 1
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            window["tokens"] += sum(int(v.ne(self.pad_id).sum()) for k, v in batch.items()
-                                    if k in ("input_ids", "decoder_input_ids"))
-            with autocast(self.device, cfg.bf16):
-                out = self.ddp_model(**batch, **self.loss_options)
-            (out.loss / cfg.grad_accum).backward()
-            window["loss"] += float(out.loss.detach()) / cfg.grad_accum
-            for key, value in out.metrics.items():
-                window[key] += float(value)
+        for i, batch in enumerate(batches):
+            with gradient_sync(self.parallel_model, enabled=i == len(batches) - 1):
+                # under FSDP bf16 comes from its MixedPrecisionPolicy, not autocast
+                with autocast(self.device, cfg.bf16 and not self.fsdp):
+                    out = self.forward_model(**batch, **self.loss_options)
+                loss = batch_loss(out.loss_sums, counts)
+                (loss * self.world).backward()  # DDP and FSDP average the ranks' gradients
+            add_metrics(window, {"loss": loss, **out.metrics, "tokens": sum(
+                v.ne(self.pad_id).sum() for k, v in batch.items() if k in ("input_ids", "decoder_input_ids"))})
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(),
                                              cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
         self.optimizer.step()
         self.scheduler.step()
         self.progress.step += 1
-        window["steps"] += 1
-        window["grad_norm"] += float(grad_norm)
-        window["seconds"] += time.perf_counter() - started
+        add_metrics(window, {"grad_norm": grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor")
+                             else grad_norm})
+        window["steps"] = window.get("steps", 0) + 1
+        window["seconds"] = window.get("seconds", 0.0) + time.perf_counter() - started
 
     def log_step(self) -> None:
-        """Every `log_every` steps (and the last): the window's means to metrics.jsonl and the bar."""
-        step, window = self.progress.step, self.window
-        if self.rank == 0 and (step % self.cfg.log_every == 0 or self.last_step):
-            values = {"loss": window["loss"] / window["steps"], "lr": self.scheduler.get_last_lr()[0],
-                      "grad_norm": window["grad_norm"] / window["steps"], "epoch": self.epoch,
-                      "tokens_per_s": window["tokens"] * self.world / max(window["seconds"], 1e-9)}
-            values.update(summarize_nll(window, "train/"))
-            self.writer.write(step, values)
-            if self.bar is not None:
-                self.bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
-                                     tok_s=f"{values['tokens_per_s']:.0f}")
-            window.clear()
+        """Every `log_every` steps (and the last): the window's means, summed over the ranks, to
+        metrics.jsonl and the bar (the one host synchronisation of the window)."""
+        step = self.progress.step
+        if step % self.cfg.log_every == 0 or self.last_step:
+            grad_norm = self.window.pop("grad_norm")  # the same on every rank
+            window = to_floats({**sum_over_ranks({k: v for k, v in self.window.items()
+                                                  if isinstance(v, torch.Tensor)}, self.cluster),
+                                "grad_norm": grad_norm, "steps": self.window["steps"],
+                                "seconds": self.window["seconds"]})
+            self.window.clear()
+            if self.rank == 0:
+                values = {"loss": window["loss"] / window["steps"], "lr": self.scheduler.get_last_lr()[0],
+                          "grad_norm": window["grad_norm"] / window["steps"], "epoch": self.epoch,
+                          "tokens_per_s": window["tokens"] / max(window["seconds"], 1e-9)}
+                values.update(summarize_nll(window, "train/"))
+                self.writer.write(step, values)
+                if self.bar is not None:
+                    self.bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
+                                         tok_s=f"{values['tokens_per_s']:.0f}")
         if self.bar is not None:
             self.bar.update(1)
 
@@ -353,12 +438,14 @@ class TrainingRun:
         """Validate (every `eval_every` steps and at the end), keep the best weights; True when
         early stopping says stop."""
         cfg, progress = self.cfg, self.progress
-        if self.rank != 0 or not ((cfg.eval_every and progress.step % cfg.eval_every == 0) or self.last_step):
+        if not ((cfg.eval_every and progress.step % cfg.eval_every == 0) or self.last_step):
             return False
         if self.valid_examples is None or len(self.valid_examples) == 0:
             return False
+        if self.rank != 0 and not self.fsdp:  # under FSDP every rank takes part in each forward
+            return False
         values = evaluate(self.model, self.valid_examples, cfg.batch_size, self.pad_id, max_batches=cfg.eval_batches,
-                          bf16=cfg.bf16, loss_options=self.loss_options)
+                          bf16=cfg.bf16 and not self.fsdp, loss_options=self.loss_options)
         values = {f"valid/{k}": v for k, v in values.items()}
         stop = False
         if cfg.select_metric is not None:
@@ -367,31 +454,57 @@ class TrainingRun:
                                  f"({', '.join(values)})")
             if values[cfg.select_metric] < progress.best_value:
                 progress.best_value, progress.best_step, progress.bad_evals = values[cfg.select_metric], progress.step, 0
-                atomic_directory(self.out_dir / BEST_DIR, lambda tmp: write_model_files(tmp, self.model, self.tokenizer))
+                model = self.writable_model()
+                if self.rank == 0:
+                    atomic_directory(self.out_dir / BEST_DIR, lambda tmp: write_model_files(tmp, model, self.tokenizer))
             else:
                 progress.bad_evals += 1
             values["valid/best_step"] = progress.best_step
             stop = bool(cfg.early_stopping_patience and progress.bad_evals >= cfg.early_stopping_patience)
-        self.writer.write(progress.step, values)
+        if self.writer is not None:
+            self.writer.write(progress.step, values)
         self.final_metrics.update(values)
         if self.bar is not None:
             self.bar.write(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
         return stop
 
     # -------------------------------------------------------------------------- saving
+    def writable_model(self) -> nn.Module | None:
+        """The model to write files from: itself, or under FSDP (a collective: every rank calls it)
+        a plain CPU copy with the gathered weights on rank 0 (None elsewhere)."""
+        if not self.fsdp:
+            return self.model
+        state = full_state_dict(self.model)
+        if self.rank != 0:
+            return None
+        plain = build_model(self.model.config, self.model.head_config() if hasattr(self.model, "head_config")
+                            else None)
+        plain.load_state_dict(state)
+        return plain
+
     def save_checkpoint(self) -> None:
+        """A model directory plus the training state; under FSDP also a DCP directory of the
+        sharded model and optimizer (every rank writes its shards)."""
+        step, sharded = self.progress.step, None
+        if self.fsdp:
+            sharded = self.out_dir / CHECKPOINTS_DIR / f".{SHARDED_DIR}-{checkpoint_name(step)}"
+            save_sharded(sharded, self.model, self.optimizer)
+        model = self.writable_model()
         if self.rank == 0:
-            save_training_checkpoint(self.out_dir, self.progress.step, self.model, self.tokenizer,
-                                     self.trainer_state(), keep=self.cfg.keep_checkpoints)
+            save_training_checkpoint(self.out_dir, step, model, self.tokenizer, self.trainer_state(),
+                                     keep=self.cfg.keep_checkpoints,
+                                     extra={SHARDED_DIR: sharded} if sharded is not None else None)
+        barrier(self.cluster)
 
     def finish(self) -> TrainResult:
         """The run's directory gets the final weights: the best ones under selection, else the last."""
+        model = self.writable_model()
         if self.rank == 0:
             best = self.out_dir / BEST_DIR
             if self.cfg.select_metric is not None and (best / WEIGHTS_NAME).is_file():
-                load_weights_file(self.model, best, self.device)
+                load_weights_file(model, best, next(model.parameters()).device)
                 self.final_metrics["best_step"] = self.progress.best_step
-            save_model_dir(self.out_dir, self.model, self.tokenizer)
+            save_model_dir(self.out_dir, model, self.tokenizer)
         return TrainResult(step=self.progress.step, final_metrics=self.final_metrics, out_dir=self.out_dir)
 
     def close(self) -> None:
@@ -408,7 +521,7 @@ class TrainingRun:
                 self.optimizer_step()
                 self.log_step()
                 early = self.validate_and_select()
-                stop = self.last_step or _agree(early, self.world)
+                stop = self.last_step or agree(early, self.cluster)
                 if (cfg.save_every and self.progress.step % cfg.save_every == 0) or stop:
                     self.save_checkpoint()
             return self.finish()
@@ -441,13 +554,3 @@ def train(
                        valid_examples=valid_examples, resume=resume, loss_options=loss_options,
                        run_info=run_info, device=device).run()
 
-
-def _agree(flag: bool, world: int) -> bool:
-    """Rank 0's decision, shared with every rank (all stop together under DDP)."""
-    if world == 1:
-        return flag
-    import torch.distributed as dist
-
-    value = torch.tensor([1.0 if flag else 0.0])
-    dist.broadcast(value, src=0)
-    return bool(value.item())
