@@ -197,17 +197,22 @@ def save_sharded(directory: str | Path, model: nn.Module, optimizer: torch.optim
 
 def load_sharded(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
     """Load a DCP checkpoint into `model` (and `optimizer`), resharding to this world size; the
-    model may be FSDP-wrapped or plain (one process)."""
+    model may be FSDP-wrapped or plain (one process). Every model weight must be there; optimizer
+    state may lack parameters that never had a gradient (AdamW keeps none for them)."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     model_state, optimizer_state = get_state_dict(model, optimizer if optimizer is not None else [])
-    state: dict[str, Any] = {"model": model_state}
-    if optimizer is not None:
-        state["optimizer"] = optimizer_state
-    dcp.load(state, checkpoint_id=str(directory))
-    set_state_dict(model, optimizer if optimizer is not None else [], model_state_dict=state["model"],
-                   optim_state_dict=state.get("optimizer", {}))
+    model_state = {"model": model_state}
+    dcp.load(model_state, checkpoint_id=str(directory))
+    if optimizer is None:
+        set_state_dict(model, [], model_state_dict=model_state["model"], optim_state_dict={})
+        return
+    optimizer_state = {"optimizer": optimizer_state}
+    dcp.load(optimizer_state, checkpoint_id=str(directory), planner=DefaultLoadPlanner(allow_partial_load=True))
+    set_state_dict(model, optimizer, model_state_dict=model_state["model"],
+                   optim_state_dict=optimizer_state["optimizer"])
 
 
 def export_model_dir(checkpoint: str | Path, out_dir: str | Path) -> Path:

@@ -55,7 +55,7 @@ from .checkpoint import (
     write_model_files,
 )
 from .config import TrainConfig
-from .data.loader import micro_batch_loader
+from .data.loader import micro_batch_loader, rank_micro_batches
 from .distributed import (
     Cluster,
     agree,
@@ -111,19 +111,19 @@ def collate(examples: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, tor
 
 
 class BatchStream:
-    """Micro-batch `m` of the run: examples `perm_e[k*B:(k+1)*B]` where the global micro-batch
-    index `m*world + rank` falls in epoch e at batch k. A pure function of (seed, m)."""
+    """Micro-batch `g` of the run (counted over all ranks: rank r of W reads g = r, r + W, ...):
+    examples `perm_e[k*B:(k+1)*B]` where g falls in epoch e at batch k. A pure function of
+    (seed, g), whatever the number of ranks."""
 
-    def __init__(self, examples: Examples, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        self.examples, self.batch_size, self.seed, self.rank, self.world = examples, batch_size, seed, rank, world
+    def __init__(self, examples: Examples, batch_size: int, seed: int):
+        self.examples, self.batch_size, self.seed = examples, batch_size, seed
         self.batches_per_epoch = len(examples) // batch_size
         if self.batches_per_epoch == 0:
             raise CtxlmError(f"only {len(examples)} training examples, fewer than one batch of {batch_size}")
         self._perm_epoch, self._perm = -1, None
 
     def indices(self, micro_batch: int) -> tuple[int, np.ndarray]:
-        g = micro_batch * self.world + self.rank
-        epoch, k = divmod(g, self.batches_per_epoch)
+        epoch, k = divmod(micro_batch, self.batches_per_epoch)
         if epoch != self._perm_epoch:
             self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
             self._perm_epoch = epoch
@@ -132,7 +132,7 @@ class BatchStream:
     def batch(self, micro_batch: int, pad_id: int) -> tuple[int, dict[str, torch.Tensor]]:
         epoch, idx = self.indices(micro_batch)
         if hasattr(self.examples, "batch"):
-            return epoch, collate(self.examples.batch(idx, epoch, micro_batch * self.world + self.rank), pad_id)
+            return epoch, collate(self.examples.batch(idx, epoch, micro_batch), pad_id)
         return epoch, collate([self.examples.example(int(i), epoch) for i in idx], pad_id)
 
 
@@ -270,7 +270,7 @@ class RunProgress:
     """Where a run stands; saved in every checkpoint (plain ints and floats)."""
 
     step: int = 0  # optimizer steps taken (skipped ones included)
-    micro_batch: int = 0  # micro-batches read (the data position)
+    micro_batch: int = 0  # micro-batches read by all ranks together (the data position)
     best_value: float = math.inf  # the best `select_metric` value so far
     best_step: int | None = None
     bad_evals: int = 0  # validations in a row without improvement
@@ -299,7 +299,7 @@ class TrainingRun:
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            linear_schedule(cfg.warmup_steps, cfg.max_steps))
-        self.stream = BatchStream(train_examples, cfg.batch_size, cfg.seed, self.rank, self.world)
+        self.stream = BatchStream(train_examples, cfg.batch_size, cfg.seed)
         self.progress = RunProgress()
         self.window: dict[str, Any] = {}
         self.final_metrics: dict[str, float] = {}
@@ -310,8 +310,9 @@ class TrainingRun:
             raise CtxlmError(f"{self.out_dir}: --resume given but no checkpoint found under {self.out_dir}/checkpoints")
         if checkpoint is not None:
             self.resume_from(checkpoint)
-        self.batches = iter(micro_batch_loader(self.stream, pad_id, self.progress.micro_batch,
-                                               cfg.max_steps * cfg.grad_accum, self.device, cfg.data_workers))
+        mine = rank_micro_batches(self.progress.micro_batch, cfg.max_steps * cfg.grad_accum * self.world,
+                                  self.rank, self.world)
+        self.batches = iter(micro_batch_loader(self.stream, pad_id, mine, self.device, cfg.data_workers))
         self.parallel_model = self.wrap_data_parallel() if self.world > 1 and not self.fsdp else model
         self.forward_model = torch.compile(self.parallel_model) if cfg.compile else self.parallel_model
         self.writer = self.bar = None
@@ -345,7 +346,7 @@ class TrainingRun:
     def wrap_data_parallel(self) -> nn.Module:
         """DDP, finding unused parameters only when some trainable parameter gets no gradient from
         the first micro-batch on some rank (probed once, without touching the RNG)."""
-        _, batch = self.stream.batch(self.progress.micro_batch, self.pad_id)
+        _, batch = self.stream.batch(self.progress.micro_batch + self.rank, self.pad_id)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             out = self.model(**{k: v.to(self.device) for k, v in batch.items()}, **self.loss_options)
             unused = unused_parameters(self.model, out.loss)
@@ -365,7 +366,7 @@ class TrainingRun:
         batches = []
         for _ in range(self.cfg.grad_accum):
             self.epoch, batch = next(self.batches)
-            self.progress.micro_batch += 1
+            self.progress.micro_batch += self.world
             batches.append({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
         return batches
 

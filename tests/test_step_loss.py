@@ -4,15 +4,17 @@ token-summed losses and counts its targets before the forward pass."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from ctxlm.cloze import GlmClozeModel
-from ctxlm.config import named_model_config
+from ctxlm.config import TrainConfig, named_model_config
 from ctxlm.models.glm import GlmModel
 from ctxlm.models.palm import PalmModel
 from ctxlm.models.unilm import UnilmClassifier, UnilmModel, UnilmQuestionAnswering
 from ctxlm.objectives.masking import IGNORE_INDEX
+from ctxlm.training import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -47,13 +49,14 @@ def cases():
     cloze = {k: v[:, None] for k, v in glm_inputs.items()} | {
         "candidate_mask": torch.ones(B, 2, dtype=torch.bool), "gold": gold, "candidate_ids": ids((B, 2), 2)}
     return {
-        "palm generation+mlm, smoothed": (palm, {"input_ids": ids((B, T), 3), "decoder_input_ids": ids((B, 5), 4),
-                                                 "labels": labels((B, 5), 0.6, 5), "mlm_labels": labels((B, T), 0.3, 6)},
-                                          {"mlm_weight": 0.5, "label_smoothing": 0.1}),
+        "palm generation+mlm, smoothed": (
+            palm, {"input_ids": ids((B, T), 3), "decoder_input_ids": ids((B, 5), 4), "labels": labels((B, 5), 0.6, 5),
+                   "mlm_labels": labels((B, T), 0.3, 6)}, {"mlm_weight": 0.5, "label_smoothing": 0.1}),
         "unilm ae+par": (unilm, {"input_ids": ids((B, T), 7), "ae_labels": labels((B, T), 0.3, 8),
                                  "par_labels": labels((B, T), 0.3, 9)}, {}),
         "glm": (glm, {**glm_inputs, "labels": labels((B, T), 0.5, 10)}, {"label_smoothing": 0.1}),
-        "classifier": (UnilmClassifier(unilm, 3), {"input_ids": ids((B, T), 11), "labels": torch.tensor([0, 2, 1])}, {}),
+        "classifier": (UnilmClassifier(unilm, 3), {"input_ids": ids((B, T), 11), "labels": torch.tensor([0, 2, 1])},
+                       {}),
         "regression": (UnilmClassifier(unilm, 1), {"input_ids": ids((B, T), 12), "labels": torch.rand(B)}, {}),
         "extractive qa": (UnilmQuestionAnswering(unilm), {"input_ids": ids((B, T), 13),
                                                          "start_positions": torch.tensor([1, 2, 3]),
@@ -80,3 +83,35 @@ def test_models_count_targets_before_the_forward_pass_and_report_token_sums(name
     expected = sum(out.loss_sums[o] / counts[o] for o in counts)
     torch.testing.assert_close(out.loss, expected)
     assert torch.isfinite(out.loss) and out.loss.requires_grad
+
+
+class VariableLengths:
+    """32 seq2seq examples of different source and target lengths (a pure function of the index)."""
+
+    def __len__(self):
+        return 32
+
+    def example(self, index: int, epoch: int = 0) -> dict:
+        rng = np.random.default_rng([7, index])
+        source, target = int(rng.integers(3, 20)), int(rng.integers(2, 12))
+        labels = rng.integers(5, V, target)
+        return {"input_ids": rng.integers(5, V, source), "decoder_input_ids": np.concatenate([[2], labels[:-1]]),
+                "labels": labels}
+
+
+def test_accumulation_of_small_batches_equals_one_large_batch(tmp_path):
+    """Sequences of different lengths: 4 micro-batches of 2 give the weights of batches of 8 (the
+    step's loss divides by the step's target tokens; a mean of per-micro-batch means would not)."""
+    weights = []
+    for batch_size, accumulation in ((8, 1), (2, 4)):
+        torch.manual_seed(0)
+        model = PalmModel(named_model_config("palm-tiny", vocab_size=V, d_model=16, encoder_layers=1,
+                                             decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+                                             encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
+                                             dropout=0.0, attention_dropout=0.0, pad_token_id=0))
+        cfg = TrainConfig(max_steps=3, batch_size=batch_size, grad_accum=accumulation, lr=1e-2, warmup_steps=1,
+                          eval_every=0, save_every=0, progress=False, log_every=1)
+        train(model, VariableLengths(), cfg, tmp_path / str(batch_size), pad_id=0)
+        weights.append(model.state_dict())
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-5, atol=1e-6, msg=key)

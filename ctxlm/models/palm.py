@@ -75,12 +75,15 @@ class Decoder(nn.Module):
         return [layer.encoder_attn.project_kv(encoder_states) for layer in self.layers]
 
     def forward(self, token_embeddings, cross_kv, source_mask, cache: KVCache | None = None):
+        """`cross_kv`: per-layer keys and values (`cross_kv(encoder_states)`, decoding), or the
+        encoder states themselves (each layer projects them)."""
         start = cache.length if cache is not None else 0
         x = token_embeddings + self.embed_positions(token_embeddings.shape[1], start)
         x = F.dropout(self.layernorm_embedding(x), self.dropout, self.training)
         cross_mask = key_padding_mask(source_mask)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cross_kv[i], cross_mask, cache=cache, layer=i)
+            x = layer(x, cross_kv if isinstance(cross_kv, torch.Tensor) else cross_kv[i], cross_mask, cache=cache,
+                      layer=i)
         if cache is not None:
             cache.advance(token_embeddings.shape[1])
         return x
@@ -188,7 +191,7 @@ class PalmModel(nn.Module):
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         enc = self.encode(input_ids, attention_mask)
-        dec = self.decoder(self.embed(decoder_input_ids), self.decoder.cross_kv(enc), attention_mask)
+        dec = self.decoder(self.embed(decoder_input_ids), enc, attention_mask)
         return self.output_scores(dec, enc, input_ids, attention_mask)
 
     def copy_loss(self, decoder_states, encoder_states, source_ids, source_mask, labels, label_smoothing=0.0):
@@ -241,7 +244,7 @@ class PalmModel(nn.Module):
         if labels is not None:
             if decoder_input_ids is None:
                 raise ValueError("labels need decoder_input_ids")
-            dec = self.decoder(self.embed(decoder_input_ids), self.decoder.cross_kv(enc), attention_mask)
+            dec = self.decoder(self.embed(decoder_input_ids), enc, attention_mask)
             if self.pointer is not None and not return_log_probs:  # PALM's mixture, at the labels only
                 lm_loss, lm_sum, lm_count = self.copy_loss(dec, enc, input_ids, attention_mask, labels,
                                                            label_smoothing)
