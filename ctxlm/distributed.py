@@ -15,6 +15,7 @@ exportable to one `model.safetensors` (`export_safetensors`).
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,20 +200,28 @@ def load_sharded(directory: str | Path, model: nn.Module, optimizer: torch.optim
     """Load a DCP checkpoint into `model` (and `optimizer`), resharding to this world size; the
     model may be FSDP-wrapped or plain (one process). Every model weight must be there; optimizer
     state may lack parameters that never had a gradient (AdamW keeps none for them)."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     model_state, optimizer_state = get_state_dict(model, optimizer if optimizer is not None else [])
     model_state = {"model": model_state}
-    dcp.load(model_state, checkpoint_id=str(directory))
+    _dcp_load(model_state, directory)
     if optimizer is None:
         set_state_dict(model, [], model_state_dict=model_state["model"], optim_state_dict={})
         return
     optimizer_state = {"optimizer": optimizer_state}
-    dcp.load(optimizer_state, checkpoint_id=str(directory), planner=DefaultLoadPlanner(allow_partial_load=True))
+    _dcp_load(optimizer_state, directory, DefaultLoadPlanner(allow_partial_load=True))
     set_state_dict(model, optimizer, model_state_dict=model_state["model"],
                    optim_state_dict=optimizer_state["optimizer"])
+
+
+def _dcp_load(state: dict[str, Any], directory: str | Path, planner=None) -> None:
+    """`dcp.load` in place; without a process group this one process reads every shard."""
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(directory), planner=planner, no_dist=not dist.is_initialized())
 
 
 def export_model_dir(checkpoint: str | Path, out_dir: str | Path) -> Path:

@@ -4,6 +4,8 @@ token-summed losses and counts its targets before the forward pass."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -115,3 +117,24 @@ def test_accumulation_of_small_batches_equals_one_large_batch(tmp_path):
         weights.append(model.state_dict())
     for key in weights[0]:
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("CTXLM_TEST_COMPILE"), reason="inductor takes minutes to compile on 2 CPU "
+                    "cores (passed in 150 s); set CTXLM_TEST_COMPILE=1 to run")
+def test_compiled_model_trains_like_the_eager_one(tmp_path):
+    """`compile=True` (torch.compile, inductor on the CPU) runs a training step with the eager
+    model's result."""
+    weights = []
+    for compile in (False, True):
+        torch.manual_seed(0)
+        model = PalmModel(named_model_config("palm-tiny", vocab_size=V, d_model=16, encoder_layers=1,
+                                             decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+                                             encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
+                                             dropout=0.0, attention_dropout=0.0, pad_token_id=0, copy=False))
+        cfg = TrainConfig(max_steps=1, batch_size=8, lr=1e-2, warmup_steps=1, eval_every=0, save_every=0,
+                          progress=False, compile=compile)
+        train(model, VariableLengths(), cfg, tmp_path / str(compile), pad_id=0)
+        weights.append(model.state_dict())
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-5, msg=key)
