@@ -6,23 +6,36 @@ directory is a model directory too (the latest weights) and keeps its full train
 under `checkpoints/step-XXXXXXXX/`: a model directory plus `trainer_state.pt` (optimizer,
 scheduler, RNG states, data position, step, metrics so far).
 
-Every directory is written under a temporary name and renamed into place once its files are
-fsync'ed, so a crash (or a kill) never leaves a half-written checkpoint that looks complete, and a
-finished checkpoint is deleted only after a newer one is complete.
+Every directory is written under a temporary name (`.tmp-*`, normal permissions) and renamed into
+place once its files are fsync'ed, so a crash (or a kill) never leaves a half-written checkpoint
+that looks complete, and a finished checkpoint is deleted only after a newer one is complete. A
+full disk or a permission error while writing is a one-line `CtxlmError`; the previous copy stays.
+Leftover temporaries of a killed run are removed when the next run starts
+(`remove_stale_temporaries`).
+
+Under best-checkpoint selection each training checkpoint also holds the best weights so far
+(`best/`, hard links to the files of the run's `best/` directory when the file system allows), so
+resuming from any checkpoint restores the `best/` the run had at that step.
+
+Weights files carry `format_version` in their metadata, trainer states a `format_version` key;
+a newer version than this code's `FORMAT_VERSION` is refused. Trainer states hold only tensors
+and plain Python values and load with `weights_only=True`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors import safe_open
+from safetensors.torch import save_model
 
 from .config import model_config_from_dict
 from .errors import CtxlmError
@@ -41,6 +54,7 @@ HEAD_TYPES = {
     "unilm-qa": ("ctxlm.models.unilm", "UnilmQuestionAnswering"),
     "glm-cloze": ("ctxlm.cloze", "GlmClozeModel"),
 }
+FORMAT_VERSION = 1  # of model directories and checkpoints; bump on an incompatible change
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"  # the best weights by the validation metric (fine-tuning)
 SHARDED_DIR = "dcp"  # a checkpoint's sharded model and optimizer (FSDP; torch.distributed.checkpoint)
@@ -85,16 +99,58 @@ def _fsync_dir(path: Path) -> None:
 
 def _fsync_tree(path: Path) -> None:
     for file in path.iterdir():
-        if file.is_file():
+        if file.is_dir():
+            _fsync_tree(file)
+        elif file.is_file():
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
     _fsync_dir(path)
 
 
+def _temporary_directory(parent: Path, name: str) -> Path:
+    """A new empty `.tmp-<name>-<pid>-<random>` directory in `parent`, with the umask's permissions."""
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".tmp-{name}-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    return tmp
+
+
+def _write_error(target: Path, error: OSError) -> CtxlmError:
+    reason = "disk full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+    return CtxlmError(f"{target}: cannot write ({reason}); the previous copy is kept")
+
+
+def remove_stale_temporaries(out_dir: str | Path) -> None:
+    """Delete the `.tmp-*` and `.old-*` directories a killed run left in `out_dir`, its
+    `checkpoints/` and `best/` (call it while no other process writes there)."""
+    for parent in (Path(out_dir), Path(out_dir) / CHECKPOINTS_DIR):
+        if parent.is_dir():
+            for path in parent.iterdir():
+                if path.name.startswith((".tmp-", ".old-")):
+                    shutil.rmtree(path, ignore_errors=True)
+
+
+def link_files(source: Path, target: Path) -> None:
+    """Hard-link (or, where the file system cannot, copy) the files of `source` into `target`."""
+    target.mkdir(exist_ok=True)
+    for file in source.iterdir():
+        if file.is_file():
+            try:
+                os.link(file, target / file.name)
+            except OSError as error:
+                if error.errno == errno.ENOSPC:
+                    raise
+                shutil.copy2(file, target / file.name)
+
+
 def write_model_files(directory: Path, model, tokenizer) -> None:
     values = dataclasses.asdict(model.config)
     (directory / CONFIG_NAME).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    save_model(model, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "family": model.config.family})
+    save_model(model, str(directory / WEIGHTS_NAME),
+               metadata={"format": "pt", "family": model.config.family, "format_version": str(FORMAT_VERSION)})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory / WEIGHTS_NAME, 0o666 & ~umask)  # safetensors writes it 0600
     if hasattr(model, "head_config"):
         (directory / HEAD_NAME).write_text(json.dumps(model.head_config(), indent=2) + "\n", encoding="utf-8")
     if tokenizer is not None:
@@ -104,9 +160,9 @@ def write_model_files(directory: Path, model, tokenizer) -> None:
 def atomic_directory(final: Path, write) -> Path:
     """Run `write(tmp_dir)` and rename tmp_dir to `final` (replacing an older `final`)."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp = None
     try:
+        tmp = _temporary_directory(final.parent, final.name)
         write(tmp)
         _fsync_tree(tmp)
         if final.exists():
@@ -117,8 +173,11 @@ def atomic_directory(final: Path, write) -> Path:
         else:
             os.rename(tmp, final)
         _fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as error:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise _write_error(final, error) from None
         raise
     return final
 
@@ -127,9 +186,9 @@ def save_model_dir(directory: str | Path, model, tokenizer=None) -> Path:
     """Write a loadable model directory. Files are replaced one by one with `os.replace`, so the
     directory may also hold other things (a training run's metrics and checkpoints)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-model-", dir=directory))
+    tmp = None
     try:
+        tmp = _temporary_directory(directory, "model")
         write_model_files(tmp, model, tokenizer)
         _fsync_tree(tmp)
         for name in (TOKENIZER_NAME, HEAD_NAME, CONFIG_NAME, WEIGHTS_NAME):
@@ -138,20 +197,27 @@ def save_model_dir(directory: str | Path, model, tokenizer=None) -> Path:
             elif name == HEAD_NAME:
                 (directory / name).unlink(missing_ok=True)  # a plain model replaces a head model
         _fsync_dir(directory)
+    except OSError as error:
+        raise _write_error(directory, error) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
-def read_model_config(directory: str | Path):
+def read_model_config_values(directory: str | Path) -> dict:
+    """The raw `config.json` of a model directory."""
     path = Path(directory) / CONFIG_NAME
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CtxlmError(f"{directory}: not a ctxlm model directory (no {CONFIG_NAME})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CtxlmError(f"{path}: invalid JSON ({error})") from None
-    return model_config_from_dict(values, source=str(path))
+
+
+def read_model_config(directory: str | Path):
+    return model_config_from_dict(read_model_config_values(directory), source=str(Path(directory) / CONFIG_NAME))
 
 
 def read_head(directory: str | Path) -> dict | None:
@@ -198,13 +264,43 @@ def load_model_dir(directory: str | Path, *, with_tokenizer: bool = True, weight
 
 
 def load_weights_file(model, directory: Path, device: str | torch.device = "cpu") -> None:
-    """Load `directory/model.safetensors` into `model` (moved to `device`)."""
+    """Load `directory/model.safetensors` into `model` (moved to `device`); a file of a newer
+    format, another family, or another vocabulary or architecture (by `directory/config.json`) is
+    refused naming the difference."""
+    path = Path(directory) / WEIGHTS_NAME
     try:
-        state = load_file(str(directory / WEIGHTS_NAME), device=str(device))
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as error:  # safetensors raises its own error types
-        raise CtxlmError(f"{directory / WEIGHTS_NAME}: cannot read weights ({error})") from None
-    load_weights(model, state, source=str(directory / WEIGHTS_NAME))
+        raise CtxlmError(f"{path}: cannot read weights ({error})") from None
+    check_format_version(int(metadata.get("format_version", 0)), path)
+    family = metadata.get("family")
+    if family is not None and family != model.config.family:
+        raise CtxlmError(f"{path}: a {family} checkpoint cannot load into a {model.config.family} model")
+    if (Path(directory) / CONFIG_NAME).is_file():
+        differences = config_differences(read_model_config_values(directory), dataclasses.asdict(model.config),
+                                         ignore=NOT_ARCHITECTURE)
+        if differences:
+            raise CtxlmError(f"{path}: the checkpoint's {differences[0]}")
+    load_weights(model, state, source=str(path))
     model.to(device)
+
+
+NOT_ARCHITECTURE = ("dropout", "attention_dropout", "activation_dropout", "init_std")  # weights load across these
+
+
+def config_differences(saved: dict, current: dict, ignore=()) -> list[str]:
+    """'<key> is <saved>, the config says <current>' for each field both configs have and
+    disagree on, but the `ignore` ones; `vocab_size` first."""
+    keys = sorted(set(saved) & set(current) - set(ignore), key=lambda k: (k != "vocab_size", k))
+    return [f"{key} is {saved[key]!r}, the config says {current[key]!r}" for key in keys if saved[key] != current[key]]
+
+
+def check_format_version(version: int, source: Path) -> None:
+    if version > FORMAT_VERSION:
+        raise CtxlmError(f"{source}: written by a newer ctxlm (format {version}; this one reads up to "
+                         f"{FORMAT_VERSION}); upgrade ctxlm to load it")
 
 
 def load_weights(model, state: dict[str, torch.Tensor], source: str) -> None:
@@ -249,13 +345,16 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 
 def save_training_checkpoint(out_dir: str | Path, step: int, model, tokenizer, trainer_state: dict[str, Any],
-                             keep: int = 2, extra: dict[str, Path] | None = None) -> Path:
-    """Write `checkpoints/step-XXXXXXXX/` atomically, then drop all but the newest `keep`.
-    `extra` moves finished directories into it (name → path), e.g. the sharded state."""
+                             keep: int = 2, best: Path | None = None, extra: dict[str, Path] | None = None) -> Path:
+    """Write `checkpoints/step-XXXXXXXX/` atomically (with the best weights so far from `best`,
+    when given, and the finished directories of `extra` moved in: name → path, e.g. the sharded
+    state), then drop all but the newest `keep`."""
 
     def write(tmp: Path) -> None:
         write_model_files(tmp, model, tokenizer)
-        torch.save(trainer_state, tmp / TRAINER_STATE_NAME)
+        torch.save({**trainer_state, "format_version": FORMAT_VERSION}, tmp / TRAINER_STATE_NAME)
+        if best is not None:
+            link_files(best, tmp / BEST_DIR)
         for name, path in (extra or {}).items():
             os.rename(path, tmp / name)
 
@@ -266,5 +365,35 @@ def save_training_checkpoint(out_dir: str | Path, step: int, model, tokenizer, t
     return path
 
 
+def restore_best(checkpoint: Path, out_dir: Path) -> None:
+    """Make `out_dir/best/` what the run had when it wrote `checkpoint` (none if it had none)."""
+    saved = checkpoint / BEST_DIR
+    if (saved / WEIGHTS_NAME).is_file():
+        atomic_directory(out_dir / BEST_DIR, lambda tmp: link_files(saved, tmp))
+    elif (out_dir / BEST_DIR).exists():
+        shutil.rmtree(out_dir / BEST_DIR)
+
+
+RUN_FILES = (CHECKPOINTS_DIR, BEST_DIR, "tensorboard", "metrics.jsonl", "run.json", WEIGHTS_NAME, CONFIG_NAME,
+             HEAD_NAME)
+
+
+def clear_run(out_dir: str | Path) -> None:
+    """Delete a training run's checkpoints, best weights, metrics and model files from `out_dir`
+    (other files stay)."""
+    for name in RUN_FILES:
+        path = Path(out_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def load_trainer_state(checkpoint: str | Path) -> dict[str, Any]:
-    return torch.load(Path(checkpoint) / TRAINER_STATE_NAME, map_location="cpu", weights_only=False)
+    path = Path(checkpoint) / TRAINER_STATE_NAME
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling errors come in many types
+        raise CtxlmError(f"{path}: cannot read the training state ({error})") from None
+    check_format_version(int(state.get("format_version", 0)), path)
+    return state

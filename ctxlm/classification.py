@@ -202,6 +202,8 @@ def finetune_classifier(
     train_limit: int | None = None,
     valid_limit: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    allow_config_change: bool = False,
     device: str | torch.device | None = None,
 ) -> TrainResult:
     """Fine-tune UniLMv2 model directory `init` (or a new `model_config` model with `tokenizer`) on
@@ -240,7 +242,8 @@ def finetune_classifier(
     run_info = {"task": "classify", **task, "init": str(init) if init else None, "data_dir": str(data_dir),
                 "train_examples": len(train_rows), "valid_examples": len(valid_rows)}
     result = train(model, train_examples, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                   valid_examples=valid_examples, resume=resume, run_info=run_info, device=device)
+                   valid_examples=valid_examples, resume=resume, overwrite=overwrite,
+                   allow_config_change=allow_config_change, run_info=run_info, device=device)
     if distributed_context()[0] == 0:
         scores = score_rows(model, tokenizer, spec, valid_rows, max_length, batch_size=cfg.batch_size)
         (out_dir / "eval_dev.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")

@@ -30,6 +30,10 @@ def _train_overrides(args) -> dict:
     return values
 
 
+def _run_flags(args) -> dict:
+    return {"resume": args.resume, "overwrite": args.overwrite, "allow_config_change": args.allow_config_change}
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="optimizer steps (the schedule's length)")
     p.add_argument("--save-every", type=int, help="checkpoint every N steps (and at the end)")
@@ -45,6 +49,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    "state over the ranks (FSDP2) instead of replicating them (DDP)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (clears it)")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: allow a different --lr or --max-steps than the run was saved with")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -87,11 +94,10 @@ def cmd_pretrain(args) -> None:
                                           sentinel=config.data.sentinel or args.glm_sentinel)
     result = pretrain(args.corpus, args.out, config, objective=args.objective, stage=args.stage,
                       glm_task=args.glm_task, unilm_objective=args.unilm_objective,
-                      tokenizer=args.tokenizer, init=args.init, resume=args.resume, cache_dir=args.cache_dir,
+                      tokenizer=args.tokenizer, init=args.init, cache_dir=args.cache_dir,
                       corpus_format=args.format, text_field=args.text_field,
-                      fallback_encoding=args.fallback_encoding)
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items())
-    print(f"done: {result.step} steps → {args.out}" + (f" ({summary})" if summary else ""))
+                      fallback_encoding=args.fallback_encoding, **_run_flags(args))
+    _print_result(result, args.out)
 
 
 GENERATION_FLAGS = {  # flag → GenerationConfig field
@@ -166,6 +172,9 @@ def _scratch_model_config(args):
 
 
 def _print_result(result, out) -> None:
+    if result.interrupted:
+        print(f"stopped by a signal at step {result.step}; checkpoint written; continue with --resume")
+        return
     summary = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items() if v is not None)
     print(f"done: {result.step} steps → {out}" + (f" ({summary})" if summary else ""))
 
@@ -175,7 +184,7 @@ def cmd_finetune(args) -> None:
 
     overrides = _train_overrides(args)
     model_config = _scratch_model_config(args)
-    common = dict(model_config=model_config, tokenizer=args.tokenizer, resume=args.resume)
+    common = dict(model_config=model_config, tokenizer=args.tokenizer, **_run_flags(args))
     if args.task == "cloze":
         from .cloze import finetune_cloze
 

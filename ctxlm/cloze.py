@@ -291,7 +291,8 @@ def percent(metrics: dict[str, float]) -> dict[str, float]:
 
 def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, out_dir: str | Path,
                    train_config: TrainConfig, *, max_length: int | None = None, train_split: str = "train",
-                   dev_split: str | None = "dev32", resume: bool = False, model_config: GlmConfig | None = None,
+                   dev_split: str | None = "dev32", resume: bool = False, overwrite: bool = False,
+                   allow_config_change: bool = False, model_config: GlmConfig | None = None,
                    tokenizer=None, score_eop: bool = False) -> TrainResult:
     """Fine-tune a GLM on a SuperGLUE task as cloze questions with the one training loop.
 
@@ -329,7 +330,8 @@ def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, 
                 "train_examples": len(train_examples), "single_token": train_examples.single_token,
                 "head": model.head_config()}
     result = train(model, train_examples, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                   valid_examples=valid_examples, resume=resume, run_info=run_info)
+                   valid_examples=valid_examples, resume=resume, overwrite=overwrite,
+                   allow_config_change=allow_config_change, run_info=run_info)
     if dev_rows is not None:
         predicted = [int(np.argmax(s)) for s in predict_cloze(model, valid_examples, batch_size=cfg.batch_size)]
         scores = {"examples": len(dev_rows), **percent(task_metrics(dev_rows, predicted))}

@@ -178,6 +178,7 @@ class TrainConfig:
     progress: bool = True
     select_metric: str | None = None  # e.g. "valid/lm_loss": keep the best weights (lower is better)
     early_stopping_patience: int = 0  # stop after this many validations without improvement (0: never)
+    max_nonfinite_steps: int = 5  # stop after this many steps in a row with a NaN/Inf loss or gradient norm
 
 
 @dataclass

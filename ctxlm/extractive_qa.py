@@ -344,6 +344,8 @@ def finetune_squad(
     train_limit: int | None = None,
     valid_limit: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    allow_config_change: bool = False,
     device: str | torch.device | None = None,
 ) -> TrainResult:
     """Fine-tune UniLMv2 model directory `init` (or a new `model_config` model with `tokenizer`) for
@@ -378,7 +380,8 @@ def finetune_squad(
                 "train_questions": len(train_questions), "train_windows": len(train_features),
                 "train_unmappable_answers": train_features.skipped}
     result = train(model, train_features, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                   valid_examples=valid_features, resume=resume, run_info=run_info, device=device)
+                   valid_examples=valid_features, resume=resume, overwrite=overwrite,
+                   allow_config_change=allow_config_change, run_info=run_info, device=device)
     if valid_features is not None and distributed_context()[0] == 0:
         scores = squad_scores(predict_answers(model, valid_features, cfg.batch_size), valid_questions)
         (out_dir / "eval_dev.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")

@@ -95,6 +95,8 @@ def finetune(
     model_config=None,
     tokenizer: TextTokenizer | str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    allow_config_change: bool = False,
     train_limit: int | None = None,
 ) -> TrainResult:
     """Fine-tune `init` (a model directory; or a new `model_config` model with `tokenizer`, the
@@ -119,7 +121,8 @@ def finetune(
     out_dir.mkdir(parents=True, exist_ok=True)
     save_generation_config(out_dir, recipe.decoding)
     return train(model, train_examples, train_config, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                 valid_examples=valid_examples, resume=resume, loss_options=loss_options, run_info=run_info)
+                 valid_examples=valid_examples, resume=resume, overwrite=overwrite,
+                 allow_config_change=allow_config_change, loss_options=loss_options, run_info=run_info)
 
 
 def decode_pairs(model_dir: str | Path, pairs: Sequence[Pair], decoding: GenerationConfig | None = None,

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .checkpoint import build_model, latest_checkpoint, load_model_dir
+from .checkpoint import TOKENIZER_NAME, build_model, latest_checkpoint, load_model_dir
 from .config import DATA_CONFIG_TYPES, PalmDataConfig, PretrainConfig
 from .data.store import TokenStore
 from .distributed import main_process_first, setup
@@ -114,6 +114,8 @@ def pretrain(
     tokenizer: TextTokenizer | str | Path | None = None,
     init: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    allow_config_change: bool = False,
     glm_task: str | None = None,
     unilm_objective: str | None = None,
     cache_dir: str | Path | None = None,
@@ -127,7 +129,8 @@ def pretrain(
     `glm_task` overriding `config.data.task`) or "unilm" (with `unilm_objective` overriding
     `config.data.objective`). The architecture comes from `init` when given (a model directory:
     PALM's stage 2 starts from stage 1), else from `config.model`. With `resume`, training continues
-    exactly from the newest checkpoint in `out_dir`.
+    exactly from the newest checkpoint in `out_dir` (see `train` for `overwrite` and
+    `allow_config_change`).
     """
     out_dir = Path(out_dir)
     if objective not in OBJECTIVES:
@@ -136,11 +139,14 @@ def pretrain(
     if resume and resume_from is None:
         raise CtxlmError(f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints")
     torch.manual_seed(config.train.seed)
-    if resume_from is not None or init is not None:  # a resumed run's weights come with its training state
-        model, saved_tokenizer = load_model_dir(resume_from or init, weights=resume_from is None)
-        tokenizer = tokenizer or saved_tokenizer
-    else:
-        model = None
+    # the model is built as for a new run (`train` checks it against the checkpoint it resumes
+    # from, whose weights come with its training state)
+    model = saved_tokenizer = None
+    if init is not None:
+        model, saved_tokenizer = load_model_dir(init, weights=resume_from is None)
+    if resume_from is not None and (resume_from / TOKENIZER_NAME).is_file():
+        saved_tokenizer = TextTokenizer.load(resume_from)
+    tokenizer = tokenizer or saved_tokenizer
     if tokenizer is None:
         raise CtxlmError("no tokenizer: pass --tokenizer (or --init a model directory that has one)")
     if not isinstance(tokenizer, TextTokenizer):
@@ -181,4 +187,5 @@ def pretrain(
                 "init": str(init) if init else None, "data": dataclasses.asdict(data_config),
                 "store": str(store.directory), **data.description}
     return train(model, data.train, config.train, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                 valid_examples=data.valid, resume=resume, loss_options=loss_options, run_info=run_info)
+                 valid_examples=data.valid, resume=resume, overwrite=overwrite,
+                 allow_config_change=allow_config_change, loss_options=loss_options, run_info=run_info)

@@ -29,7 +29,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import sys
+import threading
 import time
+from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,13 +48,17 @@ from .checkpoint import (
     BEST_DIR,
     CHECKPOINTS_DIR,
     SHARDED_DIR,
-    WEIGHTS_NAME,
     atomic_directory,
     build_model,
     checkpoint_name,
+    clear_run,
+    config_differences,
     latest_checkpoint,
     load_trainer_state,
     load_weights_file,
+    read_model_config_values,
+    remove_stale_temporaries,
+    restore_best,
     save_model_dir,
     save_training_checkpoint,
     write_model_files,
@@ -169,7 +178,7 @@ class MetricsWriter:
         self.path = out_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line and json.loads(line).get("step", 0) <= resume_step]
+                    if _metrics_step(line) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         elif resume_step is None and self.path.exists():
             self.path.unlink()
@@ -195,6 +204,14 @@ class MetricsWriter:
             self.tb.close()
 
 
+def _metrics_step(line: str) -> float:
+    """A metrics.jsonl line's step; infinity for a line a killed run left half-written."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
 def summarize_nll(sums: dict[str, float], prefix: str) -> dict[str, float]:
     """Totals → means: `<name>_nll_sum` / `<name>_tokens` → `<prefix><name>_loss` and `_ppl`;
     `<name>_sum` / `<name>_count` (e.g. a regression head's squared errors) → `<prefix><name>`."""
@@ -215,15 +232,16 @@ def summarize_nll(sums: dict[str, float], prefix: str) -> dict[str, float]:
 @torch.no_grad()
 def evaluate(model: nn.Module, examples: Examples, batch_size: int, pad_id: int, *, max_batches: int | None = None,
              bf16: bool = False, loss_options: dict[str, Any] | None = None) -> dict[str, float]:
-    """Token-averaged loss and perplexity per objective over the first examples of `examples`
-    (a fixed set: epoch 0, in order). The sums stay on the device until the end."""
+    """Token-averaged loss and perplexity per objective over `examples` (epoch 0), or over a fixed
+    sample of `max_batches * batch_size` of them (`validation_sample`). The sums stay on the device
+    until the end."""
     was_training = model.training
     model.eval()
     sums: dict[str, Any] = {}
-    n = len(examples) if max_batches is None else min(len(examples), max_batches * batch_size)
+    chosen = validation_sample(len(examples), None if max_batches is None else max_batches * batch_size)
     device = next(model.parameters()).device
-    for start in range(0, n, batch_size):
-        batch = collate([examples.example(i, 0) for i in range(start, min(n, start + batch_size))], pad_id)
+    for start in range(0, len(chosen), batch_size):
+        batch = collate([examples.example(int(i), 0) for i in chosen[start:start + batch_size]], pad_id)
         with autocast(device, bf16):
             out = model(**{k: v.to(device) for k, v in batch.items()}, **(loss_options or {}))
         add_metrics(sums, out.metrics)
@@ -247,6 +265,17 @@ def to_floats(sums: dict[str, Any]) -> dict[str, float]:
     return {**sums, **dict(zip(keys, values))}
 
 
+VALIDATION_SAMPLE_SEED = 20240101
+
+
+def validation_sample(n_examples: int, size: int | None) -> np.ndarray:
+    """The held-out examples a validation scores: all of them, or `size` spread over all of them
+    (a fixed random sample, the same at every validation and in every run; in index order)."""
+    if size is None or size >= n_examples:
+        return np.arange(n_examples)
+    return np.sort(np.random.default_rng(VALIDATION_SAMPLE_SEED).choice(n_examples, size, replace=False))
+
+
 def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
@@ -257,6 +286,7 @@ class TrainResult:
     step: int
     final_metrics: dict[str, float] = field(default_factory=dict)
     out_dir: Path | None = None
+    interrupted: bool = False  # stopped by SIGTERM/SIGINT: the last checkpoint holds the run so far
 
 
 def distributed_context() -> tuple[int, int]:
@@ -278,13 +308,32 @@ class RunProgress:
     bad_steps_in_a_row: int = 0
 
 
+# TrainConfig fields a resumed run may change freely (they change neither the data order nor the
+# schedule), and those it may change with `allow_config_change`
+RESUMABLE_CHANGES = ("log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "progress",
+                     "early_stopping_patience", "max_nonfinite_steps", "fsdp", "compile", "data_workers")
+ALLOWED_CHANGES = ("lr", "max_steps")
+RUN_IDENTITY = ("objective", "stage", "task", "data")  # run_info keys a resumed run must share
+TOKEN_FIELDS = ("input_ids", "decoder_input_ids")
+
+
 class TrainingRun:
-    """One call of `train`, in named parts: set-up and resume (`__init__`), one optimizer step
-    (`optimizer_step`), logging (`log_step`), validation and selection (`validate_and_select`),
-    saving (`save_checkpoint`) and the end (`finish`); `run` strings them together."""
+    """One call of `train`, in named parts, each the one place of its guarantees:
+
+    - set-up and resume (`__init__`, `prepare_out_dir`, `resume_from`, `check_resumable`): a run
+      never mixes with another run's checkpoints, resumes only under the settings it was saved
+      with, and resumes with the `best/` it had at that checkpoint;
+    - one optimizer step (`optimizer_step`): a step with a non-finite loss or gradient norm leaves
+      the weights alone, and too many in a row stop the run;
+    - validation and selection (`validate_and_select`): the best weights so far, in `best/`;
+    - saving (`save_checkpoint`, `finish`): atomic checkpoints that hold the whole state, `best/`
+      included; SIGTERM/SIGINT end the run with a checkpoint.
+
+    `run` strings them together."""
 
     def __init__(self, model: nn.Module, train_examples: Examples, cfg: TrainConfig, out_dir: str | Path, *,
                  pad_id: int, tokenizer=None, valid_examples: Examples | None = None, resume: bool = False,
+                 overwrite: bool = False, allow_config_change: bool = False,
                  loss_options: dict[str, Any] | None = None, run_info: dict[str, Any] | None = None,
                  device: str | torch.device | None = None):
         self.cfg, self.out_dir, self.pad_id, self.tokenizer = cfg, Path(out_dir), pad_id, tokenizer
@@ -301,15 +350,14 @@ class TrainingRun:
                                                            linear_schedule(cfg.warmup_steps, cfg.max_steps))
         self.stream = BatchStream(train_examples, cfg.batch_size, cfg.seed)
         self.progress = RunProgress()
-        self.window: dict[str, Any] = {}
+        self.window: dict[str, Any] = defaultdict(float)
         self.final_metrics: dict[str, float] = {}
         self.epoch = 0
+        self.stop_signal: int | None = None
 
-        checkpoint = latest_checkpoint(self.out_dir) if resume else None
-        if resume and checkpoint is None:
-            raise CtxlmError(f"{self.out_dir}: --resume given but no checkpoint found under {self.out_dir}/checkpoints")
+        checkpoint = self.prepare_out_dir(resume, overwrite)
         if checkpoint is not None:
-            self.resume_from(checkpoint)
+            self.resume_from(checkpoint, allow_config_change)
         mine = rank_micro_batches(self.progress.micro_batch, cfg.max_steps * cfg.grad_accum * self.world,
                                   self.rank, self.world)
         self.batches = iter(micro_batch_loader(self.stream, pad_id, mine, self.device, cfg.data_workers))
@@ -318,7 +366,6 @@ class TrainingRun:
         self.writer = self.bar = None
         if self.rank == 0:
             self.writer = MetricsWriter(self.out_dir, self.progress.step if checkpoint is not None else None)
-            self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "run.json").write_text(json.dumps(
                 {"train": asdict(cfg), **self.run_info}, indent=2, default=str) + "\n", encoding="utf-8")
             if cfg.progress:
@@ -328,20 +375,80 @@ class TrainingRun:
                                 dynamic_ncols=True)
 
     # -------------------------------------------------------------------------- set-up and resume
-    def resume_from(self, checkpoint: Path) -> None:
-        """Weights, optimizer, scheduler, RNG and progress from `checkpoint`. A checkpoint with a
-        DCP directory (written under FSDP) loads at any world size, sharded or not."""
+    def prepare_out_dir(self, resume: bool, overwrite: bool) -> Path | None:
+        """The checkpoint to resume from (None for a new run). A new run refuses a folder holding
+        another run's checkpoints unless `overwrite` (which clears that run first); temporaries a
+        killed run left are removed."""
+        out_dir = self.out_dir
+        if resume and overwrite:
+            raise CtxlmError("give --resume or --overwrite, not both")
+        checkpoint = latest_checkpoint(out_dir)
+        if resume and checkpoint is None:
+            raise CtxlmError(f"{out_dir}: --resume given but no checkpoint found under {out_dir}/checkpoints")
+        if not resume and checkpoint is not None and not overwrite:
+            raise CtxlmError(f"{out_dir} holds a run's checkpoints ({checkpoint.name}); continue it with --resume "
+                             f"or start over with --overwrite")
+        if self.rank == 0:
+            if not resume and overwrite:
+                clear_run(out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(out_dir)
+        return checkpoint if resume else None
+
+    def resume_from(self, checkpoint: Path, allow_config_change: bool = False) -> None:
+        """Weights, optimizer, scheduler, RNG, progress and `best/` from `checkpoint`. A checkpoint
+        with a DCP directory (written under FSDP) loads at any world size, sharded or not."""
         state = load_trainer_state(checkpoint)
+        relaxed = self.check_resumable(state, checkpoint, allow_config_change)
         if (checkpoint / SHARDED_DIR).is_dir():
             load_sharded(checkpoint / SHARDED_DIR, self.model, self.optimizer)
+        elif self.fsdp:
+            raise CtxlmError(f"{checkpoint}: written without --fsdp; resume it without --fsdp")
         else:
             load_weights_file(self.model, checkpoint, self.device)
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if relaxed:  # a new peak LR or schedule length applies from this step on
+            self.scheduler.base_lrs = [self.cfg.lr] * len(self.optimizer.param_groups)
+            for group in self.optimizer.param_groups:
+                group["initial_lr"] = self.cfg.lr
+                group["lr"] = self.cfg.lr * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.progress = RunProgress(**{k: state[k] for k in asdict(self.progress) if k in state})
         torch.set_rng_state(state["torch_rng"])
         if torch.cuda.is_available() and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.rank == 0:
+            restore_best(checkpoint, self.out_dir)
+
+    def check_resumable(self, state: dict[str, Any], checkpoint: Path, allow_config_change: bool) -> bool:
+        """Refuse to resume under settings that change the data order, the schedule or the model,
+        naming the first such key; True when an allowed change (lr, max_steps) is taken."""
+        saved_world, exempt = state.get("world_size", self.world), ()
+        if saved_world != self.world:  # another number of processes must read the same micro-batches per step
+            saved_accum = state.get("train_config", {}).get("grad_accum", 1)
+            if saved_world * saved_accum != self.world * self.cfg.grad_accum:
+                raise CtxlmError(f"{checkpoint}: saved with world size {saved_world} × grad_accum {saved_accum}, now "
+                                 f"{self.world} × {self.cfg.grad_accum}; resume with grad_accum "
+                                 f"{saved_world * saved_accum / self.world:g} (the same micro-batches per step)")
+            exempt = ("grad_accum",)
+        now = asdict(self.cfg)
+        changed = [k for k, v in state.get("train_config", {}).items()
+                   if k in now and now[k] != v and k not in RESUMABLE_CHANGES + exempt]
+        for key in changed:
+            if key not in ALLOWED_CHANGES or not allow_config_change:
+                hint = " (or pass --allow-config-change)" if key in ALLOWED_CHANGES else ""
+                raise CtxlmError(f"{checkpoint}: train config '{key}' was {state['train_config'][key]!r}, now "
+                                 f"{now[key]!r}; resume with the saved value{hint} or start over with --overwrite")
+        saved_run, run = state.get("run", {}), self.run_identity()
+        for key in saved_run.keys() & run.keys():
+            if saved_run[key] != run[key]:
+                raise CtxlmError(f"{checkpoint}: the run's {key} was {saved_run[key]!r}, now {run[key]!r}; "
+                                 f"start over with --overwrite")
+        differences = config_differences(read_model_config_values(checkpoint), asdict(self.model.config))
+        if differences:
+            raise CtxlmError(f"{checkpoint}: model config {differences[0]}; start over with --overwrite")
+        return bool(changed)
 
     def wrap_data_parallel(self) -> nn.Module:
         """DDP, finding unused parameters only when some trainable parameter gets no gradient from
@@ -357,8 +464,12 @@ class TrainingRun:
             **asdict(self.progress), "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
             **({} if self.fsdp else {"optimizer": self.optimizer.state_dict()}),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "train_config": asdict(self.cfg),
+            "train_config": asdict(self.cfg), "world_size": self.world, "run": self.run_identity(),
         }
+
+    def run_identity(self) -> dict[str, Any]:
+        """What the run trains on and for (`RUN_IDENTITY` of `run_info`), as plain JSON values."""
+        return json.loads(json.dumps({k: self.run_info[k] for k in RUN_IDENTITY if k in self.run_info}, default=str))
 
     # -------------------------------------------------------------------------- one optimizer step
     def next_micro_batches(self) -> list[dict[str, torch.Tensor]]:
@@ -380,53 +491,87 @@ class TrainingRun:
 
     def optimizer_step(self) -> None:
         """`grad_accum` micro-batches forward and backward (gradients reduced across ranks on the
-        last one only), the loss normalised by the whole step's targets, clipping, one update.
-        Metrics stay on the device (no host synchronisation)."""
-        cfg, window = self.cfg, self.window
+        last one only), the loss normalised by the whole step's targets, clipping, one update. A
+        step whose loss or gradient norm is not finite (NaN/Inf) leaves weights, optimizer and
+        schedule alone and is counted; `max_nonfinite_steps` of them in a row stop the run. The
+        step's loss (summed over the ranks) and gradient norm reach the host together, once; the
+        other metrics stay on the device until the log step."""
+        cfg, progress = self.cfg, self.progress
         started = time.perf_counter()
-        torch.manual_seed(rank_seed(cfg.seed, self.rank, self.progress.step))
+        torch.manual_seed(rank_seed(cfg.seed, self.rank, progress.step))
         batches = self.next_micro_batches()
         counts = self.step_target_counts(batches)
         self.optimizer.zero_grad(set_to_none=True)
+        loss = torch.zeros((), device=self.device)
+        sums: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(batches):
             with gradient_sync(self.parallel_model, enabled=i == len(batches) - 1):
                 # under FSDP bf16 comes from its MixedPrecisionPolicy, not autocast
                 with autocast(self.device, cfg.bf16 and not self.fsdp):
                     out = self.forward_model(**batch, **self.loss_options)
-                loss = batch_loss(out.loss_sums, counts)
-                (loss * self.world).backward()  # DDP and FSDP average the ranks' gradients
-            add_metrics(window, {"loss": loss, **out.metrics, "tokens": sum(
-                v.ne(self.pad_id).sum() for k, v in batch.items() if k in ("input_ids", "decoder_input_ids"))})
+                part = batch_loss(out.loss_sums, counts)
+                (part * self.world).backward()  # DDP and FSDP average the ranks' gradients
+            loss = loss + part.detach()
+            add_metrics(sums, {**out.metrics, "tokens": sum(v.ne(self.pad_id).sum() for k, v in batch.items()
+                                                            if k in TOKEN_FIELDS)})
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(),
                                              cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+            grad_norm = grad_norm.full_tensor()
+        loss = sum_over_ranks({"loss": loss}, self.cluster)["loss"]
+        loss_value, norm_value = torch.stack([loss.double(), grad_norm.double()]).tolist()
+        progress.step += 1
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            self.skip_step(loss_value, norm_value)
+            return
         self.optimizer.step()
         self.scheduler.step()
-        self.progress.step += 1
-        add_metrics(window, {"grad_norm": grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor")
-                             else grad_norm})
-        window["steps"] = window.get("steps", 0) + 1
-        window["seconds"] = window.get("seconds", 0.0) + time.perf_counter() - started
+        progress.bad_steps_in_a_row = 0
+        window = self.window
+        window["steps"] += 1
+        window["loss"] += loss_value
+        window["grad_norm"] += norm_value
+        window["seconds"] += time.perf_counter() - started
+        for key, value in sums.items():
+            window[key] += value
+
+    def skip_step(self, loss: float, grad_norm: float) -> None:
+        progress = self.progress
+        progress.skipped_steps += 1
+        progress.bad_steps_in_a_row += 1
+        if progress.bad_steps_in_a_row >= self.cfg.max_nonfinite_steps:
+            raise CtxlmError(f"step {progress.step}: loss or gradient norm not finite for "
+                             f"{progress.bad_steps_in_a_row} steps in a row; stopped without saving (the last "
+                             f"checkpoint is the last good state; try a lower --lr)")
+        if self.rank == 0:
+            self.note(f"step {progress.step}: loss {loss}, gradient norm {grad_norm}; update skipped")
+
+    def note(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, file=sys.stderr)
 
     def log_step(self) -> None:
-        """Every `log_every` steps (and the last): the window's means, summed over the ranks, to
-        metrics.jsonl and the bar (the one host synchronisation of the window)."""
-        step = self.progress.step
+        """Every `log_every` steps (and the last): the window's means to metrics.jsonl and the bar.
+        The window's device sums are added over the ranks and reach the host here, once."""
+        step, window = self.progress.step, self.window
         if step % self.cfg.log_every == 0 or self.last_step:
-            grad_norm = self.window.pop("grad_norm")  # the same on every rank
-            window = to_floats({**sum_over_ranks({k: v for k, v in self.window.items()
-                                                  if isinstance(v, torch.Tensor)}, self.cluster),
-                                "grad_norm": grad_norm, "steps": self.window["steps"],
-                                "seconds": self.window["seconds"]})
-            self.window.clear()
+            totals = to_floats({**window, **sum_over_ranks({k: v for k, v in window.items()
+                                                            if isinstance(v, torch.Tensor)}, self.cluster)})
+            window.clear()
             if self.rank == 0:
-                values = {"loss": window["loss"] / window["steps"], "lr": self.scheduler.get_last_lr()[0],
-                          "grad_norm": window["grad_norm"] / window["steps"], "epoch": self.epoch,
-                          "tokens_per_s": window["tokens"] / max(window["seconds"], 1e-9)}
-                values.update(summarize_nll(window, "train/"))
+                values = {"lr": self.scheduler.get_last_lr()[0], "epoch": self.epoch,
+                          "skipped_steps": self.progress.skipped_steps}
+                if totals.get("steps"):
+                    steps = totals["steps"]
+                    values.update(loss=totals["loss"] / steps, grad_norm=totals["grad_norm"] / steps,
+                                  tokens_per_s=totals["tokens"] / max(totals["seconds"], 1e-9))
+                    values.update(summarize_nll(totals, "train/"))
+                    if self.bar is not None:
+                        self.bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
+                                             tok_s=f"{values['tokens_per_s']:.0f}")
                 self.writer.write(step, values)
-                if self.bar is not None:
-                    self.bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
-                                         tok_s=f"{values['tokens_per_s']:.0f}")
         if self.bar is not None:
             self.bar.update(1)
 
@@ -436,8 +581,8 @@ class TrainingRun:
 
     # -------------------------------------------------------------------------- validation and selection
     def validate_and_select(self) -> bool:
-        """Validate (every `eval_every` steps and at the end), keep the best weights; True when
-        early stopping says stop."""
+        """Validate (every `eval_every` steps and at the end), keep the best weights in `best/`;
+        True when early stopping says stop."""
         cfg, progress = self.cfg, self.progress
         if not ((cfg.eval_every and progress.step % cfg.eval_every == 0) or self.last_step):
             return False
@@ -484,29 +629,38 @@ class TrainingRun:
         return plain
 
     def save_checkpoint(self) -> None:
-        """A model directory plus the training state; under FSDP also a DCP directory of the
-        sharded model and optimizer (every rank writes its shards)."""
+        """`checkpoints/step-N/`: weights, the whole training state and the best weights so far;
+        under FSDP also a DCP directory of the sharded model and optimizer (every rank writes its
+        shards)."""
         step, sharded = self.progress.step, None
         if self.fsdp:
             sharded = self.out_dir / CHECKPOINTS_DIR / f".{SHARDED_DIR}-{checkpoint_name(step)}"
             save_sharded(sharded, self.model, self.optimizer)
         model = self.writable_model()
         if self.rank == 0:
+            if not all_finite(model):
+                raise CtxlmError(f"step {step}: the weights are not finite; not saving them over the last good "
+                                 f"checkpoint")
+            best = self.out_dir / BEST_DIR if self.progress.best_step is not None else None
             save_training_checkpoint(self.out_dir, step, model, self.tokenizer, self.trainer_state(),
-                                     keep=self.cfg.keep_checkpoints,
+                                     keep=self.cfg.keep_checkpoints, best=best,
                                      extra={SHARDED_DIR: sharded} if sharded is not None else None)
         barrier(self.cluster)
 
     def finish(self) -> TrainResult:
-        """The run's directory gets the final weights: the best ones under selection, else the last."""
+        """The run's directory gets the final weights: the best ones under selection, else the
+        last. A run stopped by a signal keeps only its checkpoint."""
+        result = TrainResult(step=self.progress.step, final_metrics=self.final_metrics, out_dir=self.out_dir)
+        if self.stop_signal is not None and not self.last_step:
+            result.interrupted = True
+            return result
         model = self.writable_model()
         if self.rank == 0:
-            best = self.out_dir / BEST_DIR
-            if self.cfg.select_metric is not None and (best / WEIGHTS_NAME).is_file():
-                load_weights_file(model, best, next(model.parameters()).device)
+            if self.cfg.select_metric is not None and self.progress.best_step is not None:
+                load_weights_file(model, self.out_dir / BEST_DIR, next(model.parameters()).device)
                 self.final_metrics["best_step"] = self.progress.best_step
             save_model_dir(self.out_dir, model, self.tokenizer)
-        return TrainResult(step=self.progress.step, final_metrics=self.final_metrics, out_dir=self.out_dir)
+        return result
 
     def close(self) -> None:
         if self.bar is not None:
@@ -515,19 +669,43 @@ class TrainingRun:
             self.writer.close()
 
     def run(self) -> TrainResult:
+        """Steps until `max_steps`, early stopping or SIGTERM/SIGINT; checkpoints every
+        `save_every` steps and at the stop."""
         cfg = self.cfg
+        handlers = self.catch_stop_signals()
         try:
             stop = self.last_step
             while not stop:
                 self.optimizer_step()
                 self.log_step()
                 early = self.validate_and_select()
-                stop = self.last_step or agree(early, self.cluster)
+                stop = self.last_step or agree(early or self.stop_signal is not None, self.cluster)
                 if (cfg.save_every and self.progress.step % cfg.save_every == 0) or stop:
                     self.save_checkpoint()
             return self.finish()
         finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
             self.close()
+
+    def catch_stop_signals(self) -> dict:
+        """SIGTERM and SIGINT end the run after the current step, with a checkpoint; a second one
+        acts as usual. Returns the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def stop(signum, frame):
+            self.stop_signal = signum
+            signal.signal(signum, previous[signum])
+
+        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+        for signum in previous:
+            signal.signal(signum, stop)
+        return previous
+
+
+def all_finite(model: nn.Module) -> bool:
+    return bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
 
 
 def train(
@@ -540,18 +718,24 @@ def train(
     tokenizer=None,
     valid_examples: Examples | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    allow_config_change: bool = False,
     loss_options: dict[str, Any] | None = None,
     run_info: dict[str, Any] | None = None,
     device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train `model` for `cfg.max_steps` optimizer steps; write checkpoints and the final model
-    directory into `out_dir`. With `resume`, continue from the newest checkpoint in `out_dir`.
+    directory into `out_dir`. With `resume`, continue from the newest checkpoint in `out_dir`
+    (under the same settings; `allow_config_change` lets lr and max_steps differ); without it,
+    a folder holding checkpoints is refused unless `overwrite` (which clears the old run).
 
     With `cfg.select_metric` (e.g. "valid/lm_loss", lower is better) the best weights so far are
     kept in `out_dir/best/`, training stops after `cfg.early_stopping_patience` validations without
     improvement (when > 0), and `out_dir` ends up holding the best weights (the last ones stay in
-    `checkpoints/`)."""
+    `checkpoints/`). SIGTERM/SIGINT stop after the current step with a checkpoint (the result
+    says `interrupted`)."""
     return TrainingRun(model, train_examples, cfg, out_dir, pad_id=pad_id, tokenizer=tokenizer,
-                       valid_examples=valid_examples, resume=resume, loss_options=loss_options,
+                       valid_examples=valid_examples, resume=resume, overwrite=overwrite,
+                       allow_config_change=allow_config_change, loss_options=loss_options,
                        run_info=run_info, device=device).run()
 
