@@ -21,7 +21,7 @@ import torch
 
 from ctxlm.checkpoint import build_model
 from ctxlm.config import PalmDataConfig, TrainConfig, named_model_config
-from ctxlm.data.loader import micro_batch_loader
+from ctxlm.data.loader import default_workers, micro_batch_loader
 from ctxlm.data.store import TokenStore
 from ctxlm.pretraining import model_config_for_tokenizer, prepare_palm_data
 from ctxlm.tokenization import train_tokenizer
@@ -82,7 +82,7 @@ def main() -> None:
         data = PalmDataConfig(fragment_length=args.fragment_length)
         examples = prepare_palm_data(store, tokenizer, data, "generation", seed=0).train
         stream = BatchStream(examples, args.batch, seed=0)
-        workers = args.workers
+        workers = default_workers(device) if args.workers is None else args.workers
         loader = loader_rate(stream, tokenizer.pad_id, args.batches, workers, device)
         torch.manual_seed(0)
         config = named_model_config(args.model, max_position_embeddings=max(512, args.fragment_length))

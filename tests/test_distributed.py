@@ -64,7 +64,7 @@ def run(tmp_path_factory):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         launcher = [sys.executable]
         if processes > 1:
-            launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", "29517"]
+            launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
         done = subprocess.run([*launcher, "-m", "ctxlm.cli", *common, *flags, "--out", str(out)], env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
