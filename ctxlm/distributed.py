@@ -9,7 +9,7 @@ FSDP2 (`fully_shard`) shards each transformer layer, then the root (the embeddin
 anything left); with bf16 the parameters are all-gathered in bfloat16 and gradients reduced in
 float32 (`MixedPrecisionPolicy`). Its checkpoints go through `torch.distributed.checkpoint` (DCP):
 one shard file per rank plus metadata, loadable at any world size (DCP reshards on load), and
-exportable to one `model.safetensors` (`export_safetensors`).
+exportable to a model directory with one `model.safetensors` (`export_model_dir`).
 """
 
 from __future__ import annotations
