@@ -121,8 +121,8 @@ def _write_error(target: Path, error: OSError) -> CtxlmError:
 
 
 def remove_stale_temporaries(out_dir: str | Path) -> None:
-    """Delete the `.tmp-*` and `.old-*` directories a killed run left in `out_dir`, its
-    `checkpoints/` and `best/` (call it while no other process writes there)."""
+    """Delete the `.tmp-*` and `.old-*` directories a killed run left in `out_dir` and its
+    `checkpoints/` (call it while no other process writes there)."""
     for parent in (Path(out_dir), Path(out_dir) / CHECKPOINTS_DIR):
         if parent.is_dir():
             for path in parent.iterdir():
@@ -394,6 +394,7 @@ def load_trainer_state(checkpoint: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors come in many types
-        raise CtxlmError(f"{path}: cannot read the training state ({error})") from None
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CtxlmError(f"{path}: cannot read the training state ({first_line})") from None
     check_format_version(int(state.get("format_version", 0)), path)
     return state

@@ -89,7 +89,7 @@ def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
         print(f"[5/5] Gigaword headlines, {name}: fine-tune {args.finetune_steps} steps on "
               f"{args.finetune_pairs} pairs, decode {len(valid)} (beam {recipe.decoding.num_beams})")
         finetune(gigaword / "train.jsonl", gigaword / "valid.jsonl", out / folder, recipe,
-                 train_limit=args.finetune_pairs, **start)
+                 train_limit=args.finetune_pairs, overwrite=True, **start)
         predictions[name] = decode_pairs(out / folder, valid, max_source_tokens=recipe.max_source_tokens)
         scores[name] = rouge(predictions[name], [p.target for p in valid])
     print(f"\n      Gigaword validation ({len(valid)} pairs)   ROUGE-1  ROUGE-2  ROUGE-L")
@@ -153,17 +153,18 @@ def main(argv=None) -> int:
         print(f"[2/5] stage 1: encoder masked LM, {args.mlm_steps} steps")
         config = PretrainConfig(model=model_config, train=dataclasses.replace(train, max_steps=args.mlm_steps),
                                 data=data)
-        pretrain(corpus, out / "stage1-mlm", config, stage="mlm", tokenizer=tokenizer, **reading)
+        pretrain(corpus, out / "stage1-mlm", config, stage="mlm", tokenizer=tokenizer, overwrite=True, **reading)
 
         print(f"[3/5] stage 2: continuation generation from stage 1, {args.generation_steps} steps")
         config.train = dataclasses.replace(train, max_steps=args.generation_steps)
-        pretrain(corpus, out / "stage2-generation", config, stage="generation", init=out / "stage1-mlm", **reading)
+        pretrain(corpus, out / "stage2-generation", config, stage="generation", init=out / "stage1-mlm",
+                 overwrite=True, **reading)
 
         model, _ = load_model_dir(out / "stage2-generation")
         after = evaluate(model, heldout, train.batch_size, tokenizer.pad_id, max_batches=train.eval_batches)
         print("[4/5] pre-training results")
         print(f"      held-out continuation perplexity ({len(heldout)} fragments of held-out documents, "
-              f"first {train.eval_batches * train.batch_size}):")
+              f"a fixed sample of {train.eval_batches * train.batch_size}):")
         print(f"        before pre-training: {before['lm_ppl']:10.1f}")
         print(f"        after  pre-training: {after['lm_ppl']:10.1f}")
         predictor = Seq2SeqPredictor(model, tokenizer)

@@ -518,10 +518,12 @@ class TrainingRun:
                                              cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
             grad_norm = grad_norm.full_tensor()
+        # the step's loss summed over the ranks (and the gradient norm, of the reduced gradients):
+        # a non-finite value on any rank makes every rank skip the step
         loss = sum_over_ranks({"loss": loss}, self.cluster)["loss"]
         loss_value, norm_value = torch.stack([loss.double(), grad_norm.double()]).tolist()
         progress.step += 1
-        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+        if not finite:
             self.skip_step(loss_value, norm_value)
             return
         self.optimizer.step()
@@ -599,7 +601,8 @@ class TrainingRun:
                 raise CtxlmError(f"select_metric '{cfg.select_metric}' is not among the validation metrics "
                                  f"({', '.join(values)})")
             if values[cfg.select_metric] < progress.best_value:
-                progress.best_value, progress.best_step, progress.bad_evals = values[cfg.select_metric], progress.step, 0
+                progress.best_value, progress.best_step = values[cfg.select_metric], progress.step
+                progress.bad_evals = 0
                 model = self.writable_model()
                 if self.rank == 0:
                     atomic_directory(self.out_dir / BEST_DIR, lambda tmp: write_model_files(tmp, model, self.tokenizer))

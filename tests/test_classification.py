@@ -219,7 +219,7 @@ def test_resume_continues_from_the_checkpoint_with_its_head(tiny, tmp_path):
     out = tmp_path / "rte"
     first = finetune_classifier(tiny["root"] / "init", "superglue/RTE", tiny["nlu"], out, pooler=True,
                                 train_overrides=dict(QUICK, max_steps=2))
-    resumed = finetune_classifier(None, "superglue/RTE", tiny["nlu"], out, resume=True,
+    resumed = finetune_classifier(None, "superglue/RTE", tiny["nlu"], out, resume=True, allow_config_change=True,
                                   train_overrides=dict(QUICK, max_steps=4))
     assert (first.step, resumed.step) == (2, 4)
     model, _ = load_model_dir(out)

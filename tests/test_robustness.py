@@ -121,6 +121,27 @@ def test_too_many_nonfinite_steps_stop_without_a_poisoned_checkpoint(tmp_path, b
     assert not (tmp_path / "run/model.safetensors").exists()
 
 
+@pytest.mark.filterwarnings("ignore:Seems like:UserWarning")  # the test's own optimizer.step
+def test_weights_that_turn_non_finite_are_not_saved(tmp_path):
+    """The second update leaves a NaN weight (the loss and gradients were finite): the step-2 save
+    is refused with one line and the step-1 checkpoint stays the newest."""
+    model = tiny_model()
+    training = TrainingRun(model, pairs(model), config(), tmp_path / "run", pad_id=0)
+    update, updates = training.optimizer.step, [0]
+
+    def update_then_break(*args, **kwargs):
+        update(*args, **kwargs)
+        updates[0] += 1
+        if updates[0] == 2:
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] = float("nan")
+
+    training.optimizer.step = update_then_break
+    with pytest.raises(CtxlmError, match=r"^step 2: the weights are not finite; not saving them"):
+        training.run()
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000001"]
+
+
 # ------------------------------------------------------------------------------- output folders
 def test_a_new_run_refuses_a_folder_with_checkpoints_and_overwrite_clears_it(tmp_path):
     out = tmp_path / "run"
