@@ -523,7 +523,7 @@ class TrainingRun:
         loss = sum_over_ranks({"loss": loss}, self.cluster)["loss"]
         loss_value, norm_value = torch.stack([loss.double(), grad_norm.double()]).tolist()
         progress.step += 1
-        if not finite:
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             self.skip_step(loss_value, norm_value)
             return
         self.optimizer.step()
