@@ -637,7 +637,8 @@ class TrainingRun:
         shards)."""
         step, sharded = self.progress.step, None
         if self.fsdp:
-            sharded = self.out_dir / CHECKPOINTS_DIR / f".{SHARDED_DIR}-{checkpoint_name(step)}"
+            # a temporary name (a killed run's is removed at the next start), moved into the checkpoint
+            sharded = self.out_dir / CHECKPOINTS_DIR / f".tmp-{SHARDED_DIR}-{checkpoint_name(step)}"
             save_sharded(sharded, self.model, self.optimizer)
         model = self.writable_model()
         if self.rank == 0:
