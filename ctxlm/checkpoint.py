@@ -49,6 +49,7 @@ HEAD_NAME = "head.json"  # a task head on the backbone (classification, extracti
 FORMAT_VERSION = 1  # of model directories and checkpoints; bump on an incompatible change
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"  # the best weights by the validation metric (fine-tuning)
+SHARDED_DIR = "dcp"  # a checkpoint's sharded model and optimizer (FSDP; torch.distributed.checkpoint)
 
 
 def build_model(config, head: dict | None = None):
@@ -321,15 +322,18 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 
 def save_training_checkpoint(out_dir: str | Path, step: int, model, tokenizer, trainer_state: dict[str, Any],
-                             keep: int = 2, best: Path | None = None) -> Path:
+                             keep: int = 2, best: Path | None = None, extra: dict[str, Path] | None = None) -> Path:
     """Write `checkpoints/step-XXXXXXXX/` atomically (with the best weights so far from `best`,
-    when given), then drop all but the newest `keep`."""
+    when given, and the finished directories of `extra` moved in: name → path, e.g. the sharded
+    state), then drop all but the newest `keep`."""
 
     def write(tmp: Path) -> None:
         write_model_files(tmp, model, tokenizer)
         torch.save({**trainer_state, "format_version": FORMAT_VERSION}, tmp / TRAINER_STATE_NAME)
         if best is not None:
             link_files(best, tmp / BEST_DIR)
+        for name, path in (extra or {}).items():
+            os.rename(path, tmp / name)
 
     path = atomic_directory(Path(out_dir) / CHECKPOINTS_DIR / checkpoint_name(step), write)
     if keep > 0:

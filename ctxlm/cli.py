@@ -22,6 +22,9 @@ from .errors import CtxlmError, plain_warnings
 TRAIN_HELP = {  # TrainConfig field → help (every field has a flag; YAML `train:` sections set them too)
     "max_steps": "optimizer steps (the schedule's length)", "save_every": "checkpoint every N steps (and at the end)",
     "eval_every": "validate every N steps (and at the end)", "bf16": "bfloat16 autocast",
+    "fsdp": "under torchrun: shard parameters, gradients and optimizer state over the ranks (FSDP2) instead of "
+            "replicating them (DDP)",
+    "compile": "torch.compile the model", "data_workers": "DataLoader worker processes (default: 4 on CUDA, 0 on CPU)",
     "progress": "no progress bar", "clip_norm": "gradient norm clipping (0: off)",
     "select_metric": "keep the best weights by this validation metric, e.g. valid/lm_loss (lower is better)",
     "early_stopping_patience": "stop after this many validations without improvement (0: never)",
@@ -40,6 +43,11 @@ def _run_flags(args) -> dict:
     return {"resume": args.resume, "overwrite": args.overwrite, "allow_config_change": args.allow_config_change}
 
 
+def _optional_type(annotation: str) -> type:
+    """The value type of an `X | None` TrainConfig field (default None)."""
+    return next((kind for kind in (int, float) if annotation.startswith(kind.__name__)), str)
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (`--no-progress` for `progress`), plus --resume."""
     from .config import TrainConfig
@@ -52,7 +60,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             g.add_argument(flag.replace("_", "-"), dest=f.name, action="store_const", const=not default, default=None,
                            help=TRAIN_HELP.get(f.name))
         else:
-            kind = type(default) if default is not None else str
+            kind = type(default) if default is not None else _optional_type(str(f.type))
             g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, help=TRAIN_HELP.get(f.name))
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (clears it)")

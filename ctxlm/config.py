@@ -164,6 +164,9 @@ class TrainConfig:
     clip_norm: float = 1.0  # 0 disables clipping
     label_smoothing: float = 0.0
     bf16: bool = False  # bfloat16 autocast (CPU and GPU)
+    fsdp: bool = False  # under torchrun: FSDP2 (sharded) instead of DDP (replicated)
+    compile: bool = False  # torch.compile the model
+    data_workers: int | None = None  # DataLoader processes (None: 4 on CUDA, 0 on the CPU)
     seed: int = 0
     log_every: int = 10
     eval_every: int = 200  # 0: only at the end

@@ -19,6 +19,7 @@ import torch
 from .checkpoint import TOKENIZER_NAME, build_model, latest_checkpoint, load_model_dir
 from .config import PalmDataConfig, PretrainConfig, default_data_config
 from .data.store import TokenStore
+from .distributed import main_process_first, setup
 from .errors import CtxlmError
 from .objectives.chunks import skipped_sentences
 from .families import get_objective, resolve
@@ -244,11 +245,18 @@ def pretrain(
     if unilm_objective is not None:
         data_config = dataclasses.replace(data_config, objective=unilm_objective)
 
-    store = TokenStore.build(corpus, tokenizer, cache_dir=cache_dir, format=corpus_format, text_field=text_field,
-                             fallback_encoding=fallback_encoding, progress=config.train.progress)
+    cluster = setup()
+    with main_process_first(cluster):  # rank 0 builds the store; the others then open it
+        store = TokenStore.build(corpus, tokenizer, cache_dir=cache_dir, format=corpus_format,
+                                 text_field=text_field, fallback_encoding=fallback_encoding,
+                                 progress=config.train.progress and cluster.is_main)
     data = prepare_data(objective, store, tokenizer, model.config, data_config, stage, config.train.seed)
     data.description["skipped"] = {**store.meta.get("skipped", {}), **data.description.get("skipped", {})}
     report_skipped(data.description["skipped"])
+    if objective == "palm" and stage == "mlm":  # stage 1 trains the encoder and its MLM head only
+        model.decoder.requires_grad_(False)
+        if model.pointer is not None:
+            model.pointer.requires_grad_(False)
     loss_options = spec.options(data_config, stage, config.train.label_smoothing)
     run_info = {"objective": objective, "stage": stage if stage in spec.stages else None,
                 "corpus": [str(c) for c in corpus],

@@ -2,17 +2,27 @@
 
 Inputs are an `Examples` source (index, epoch → dict of numpy arrays; PALM, GLM and UniLMv2
 objectives all provide one), a model whose `forward(**batch, **loss_options)` returns an object
-with `.loss` and `.metrics` (per-objective `<name>_nll_sum` and `<name>_tokens`), and a
-`TrainConfig`. The loop does AdamW with linear warm-up and linear decay, gradient accumulation,
-clipping, optional bf16 autocast, validation (loss and perplexity per objective), a progress bar,
-metrics as JSONL and TensorBoard, and atomic checkpoints with the full training state.
+with `.loss`, `.loss_sums` (per objective, token-summed) and `.metrics` (per-objective
+`<name>_nll_sum` and `<name>_tokens`) and whose `target_counts(batch)` counts each objective's
+targets, and a `TrainConfig`. The loop does AdamW (fused on CUDA) with linear warm-up and linear
+decay, gradient accumulation, clipping, optional bf16 autocast and torch.compile, validation (loss
+and perplexity per objective), a progress bar, metrics as JSONL and TensorBoard, and atomic
+checkpoints with the full training state.
+
+The loss of an optimizer step is, per objective, the sum of its token losses over all
+micro-batches and ranks of the step divided by the step's number of targets (the counts are
+summed before the first forward pass), so accumulation and data parallelism give the gradient of
+one large batch whatever the sequence lengths.
 
 Data order is a pure function of (seed, epoch): a fixed permutation of the examples per epoch,
-read in micro-batches; the position is a micro-batch counter. Together with the saved optimizer,
-scheduler and RNG states this makes `resume` continue exactly where the run stopped.
+read in micro-batches; the position is a micro-batch counter. A `DataLoader` builds micro-batches
+ahead (`data/loader.py`). Dropout is seeded per step and rank (`distributed.rank_seed`); with the
+saved optimizer and scheduler states this makes `resume` continue exactly where the run stopped.
 
-Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel, each rank reads
-its own micro-batches of the same permutation, and rank 0 alone writes.
+Under torchrun (WORLD_SIZE > 1) each rank drives `cuda:LOCAL_RANK` (or the CPU with gloo) and the
+model is wrapped in DistributedDataParallel, or sharded with FSDP2 (`cfg.fsdp`; checkpoints then
+also hold a DCP directory, loadable at another world size); each rank reads its own micro-batches
+of the same permutation, gradients are reduced once per step, and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -37,7 +47,11 @@ from torch import nn
 
 from .checkpoint import (
     BEST_DIR,
+    CHECKPOINTS_DIR,
+    SHARDED_DIR,
     atomic_directory,
+    build_model,
+    checkpoint_name,
     clear_run,
     config_differences,
     latest_checkpoint,
@@ -51,8 +65,27 @@ from .checkpoint import (
     write_model_files,
 )
 from .config import TrainConfig
+from .data.loader import micro_batch_loader, rank_micro_batches
+from .distributed import (
+    Cluster,
+    agree,
+    any_rank,
+    barrier,
+    full_state_dict,
+    gradient_sync,
+    is_fsdp,
+    load_sharded,
+    rank_seed,
+    save_sharded,
+    setup,
+    sum_over_ranks,
+    unused_parameters,
+    wrap_ddp,
+    wrap_fsdp,
+)
 from .errors import CtxlmError
 from .extras import require
+from .models.palm import batch_loss
 from .objectives.masking import IGNORE_INDEX
 from .provenance import provenance
 
@@ -90,19 +123,19 @@ def collate(examples: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, tor
 
 
 class BatchStream:
-    """Micro-batch `m` of the run: examples `perm_e[k*B:(k+1)*B]` where the global micro-batch
-    index `m*world + rank` falls in epoch e at batch k. A pure function of (seed, m)."""
+    """Micro-batch `g` of the run (counted over all ranks: rank r of W reads g = r, r + W, ...):
+    examples `perm_e[k*B:(k+1)*B]` where g falls in epoch e at batch k. A pure function of
+    (seed, g), whatever the number of ranks."""
 
-    def __init__(self, examples: Examples, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        self.examples, self.batch_size, self.seed, self.rank, self.world = examples, batch_size, seed, rank, world
+    def __init__(self, examples: Examples, batch_size: int, seed: int):
+        self.examples, self.batch_size, self.seed = examples, batch_size, seed
         self.batches_per_epoch = len(examples) // batch_size
         if self.batches_per_epoch == 0:
             raise CtxlmError(f"only {len(examples)} training examples, fewer than one batch of {batch_size}")
         self._perm_epoch, self._perm = -1, None
 
     def indices(self, micro_batch: int) -> tuple[int, np.ndarray]:
-        g = micro_batch * self.world + self.rank
-        epoch, k = divmod(g, self.batches_per_epoch)
+        epoch, k = divmod(micro_batch, self.batches_per_epoch)
         if epoch != self._perm_epoch:
             self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
             self._perm_epoch = epoch
@@ -111,19 +144,22 @@ class BatchStream:
     def batch(self, micro_batch: int, pad_id: int) -> tuple[int, dict[str, torch.Tensor]]:
         epoch, idx = self.indices(micro_batch)
         if hasattr(self.examples, "batch"):
-            return epoch, collate(self.examples.batch(idx, epoch, micro_batch * self.world + self.rank), pad_id)
+            return epoch, collate(self.examples.batch(idx, epoch, micro_batch), pad_id)
         return epoch, collate([self.examples.example(int(i), epoch) for i in idx], pad_id)
 
 
 # ------------------------------------------------------------------------------------ optimizer
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases, LayerNorm weights and other 1-D parameters."""
+    """AdamW (the fused kernel when the parameters are on CUDA); no weight decay on biases,
+    LayerNorm weights and other 1-D parameters."""
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+    fused = all(p.is_cuda for p in decay + no_decay) or None
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                             fused=fused)
 
 
 def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
@@ -201,20 +237,36 @@ def summarize_nll(sums: dict[str, float], prefix: str) -> dict[str, float]:
 def evaluate(model: nn.Module, examples: Examples, batch_size: int, pad_id: int, *, max_batches: int | None = None,
              bf16: bool = False, loss_options: dict[str, Any] | None = None) -> dict[str, float]:
     """Token-averaged loss and perplexity per objective over `examples` (epoch 0), or over a fixed
-    sample of `max_batches * batch_size` of them (`validation_sample`)."""
+    sample of `max_batches * batch_size` of them (`validation_sample`). The sums stay on the device
+    until the end."""
     was_training = model.training
     model.eval()
-    sums: dict[str, float] = defaultdict(float)
+    sums: dict[str, Any] = {}
     chosen = validation_sample(len(examples), None if max_batches is None else max_batches * batch_size)
     device = next(model.parameters()).device
     for start in range(0, len(chosen), batch_size):
         batch = collate([examples.example(int(i), 0) for i in chosen[start:start + batch_size]], pad_id)
         with autocast(device, bf16):
             out = model(**{k: v.to(device) for k, v in batch.items()}, **(loss_options or {}))
-        for key, value in out.metrics.items():
-            sums[key] += float(value)
+        add_metrics(sums, out.metrics)
     model.train(was_training)
-    return summarize_nll(sums, "")
+    return summarize_nll(to_floats(sums), "")
+
+
+def add_metrics(sums: dict[str, Any], metrics: dict[str, torch.Tensor]) -> None:
+    """Add a batch's metrics to running sums, as float64 tensors on their device (no host sync)."""
+    for key, value in metrics.items():
+        value = torch.as_tensor(value).detach().to(torch.float64)
+        sums[key] = sums[key] + value.to(sums[key].device) if key in sums else value
+
+
+def to_floats(sums: dict[str, Any]) -> dict[str, float]:
+    """Running sums as Python floats: one host synchronisation for all of them."""
+    keys = [k for k, v in sums.items() if isinstance(v, torch.Tensor)]
+    if not keys:
+        return dict(sums)
+    values = torch.stack([sums[k].reshape(()).to(sums[keys[0]].device) for k in keys]).tolist()
+    return {**sums, **dict(zip(keys, values))}
 
 
 VALIDATION_SAMPLE_SEED = 20240101
@@ -242,15 +294,9 @@ class TrainResult:
 
 
 def distributed_context() -> tuple[int, int]:
-    """(rank, world size); initialises torch.distributed under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
+    """(rank, world size); sets up the process group under torchrun (`distributed.setup`)."""
+    cluster = setup()
+    return cluster.rank, cluster.world
 
 
 @dataclass
@@ -258,7 +304,7 @@ class RunProgress:
     """Where a run stands; saved in every checkpoint (plain ints and floats)."""
 
     step: int = 0  # optimizer steps taken (skipped ones included)
-    micro_batch: int = 0  # micro-batches read (the data position)
+    micro_batch: int = 0  # micro-batches read by all ranks together (the data position)
     best_value: float = math.inf  # the best `select_metric` value so far
     best_step: int | None = None
     bad_evals: int = 0  # validations in a row without improvement
@@ -269,7 +315,7 @@ class RunProgress:
 # TrainConfig fields a resumed run may change freely (they change neither the data order nor the
 # schedule), and those it may change with `allow_config_change`
 RESUMABLE_CHANGES = ("log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "progress",
-                     "early_stopping_patience", "max_nonfinite_steps")
+                     "early_stopping_patience", "max_nonfinite_steps", "fsdp", "compile", "data_workers")
 ALLOWED_CHANGES = ("lr", "max_steps")
 RUN_IDENTITY = ("objective", "stage", "task", "data")  # run_info keys a resumed run must share
 TOKEN_FIELDS = ("input_ids", "decoder_input_ids")
@@ -296,28 +342,31 @@ class TrainingRun:
                  device: str | torch.device | None = None):
         self.cfg, self.out_dir, self.pad_id, self.tokenizer = cfg, Path(out_dir), pad_id, tokenizer
         self.valid_examples, self.loss_options, self.run_info = valid_examples, loss_options or {}, run_info or {}
-        self.rank, self.world = distributed_context()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.cluster: Cluster = setup(device)
+        self.rank, self.world, self.device = self.cluster.rank, self.cluster.world, self.cluster.device
         self.model = model
         model.to(self.device).train()
+        self.fsdp = cfg.fsdp and self.world > 1
+        if self.fsdp:  # shard before the optimizer sees the parameters
+            wrap_fsdp(model, self.cluster, cfg.bf16)
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            linear_schedule(cfg.warmup_steps, cfg.max_steps))
-        self.stream = BatchStream(train_examples, cfg.batch_size, cfg.seed, self.rank, self.world)
+        self.stream = BatchStream(train_examples, cfg.batch_size, cfg.seed)
         self.progress = RunProgress()
-        self.window: dict[str, float] = defaultdict(float)
+        self.window: dict[str, Any] = defaultdict(float)
         self.final_metrics: dict[str, float] = {}
         self.epoch = 0
         self.stop_signal: int | None = None
 
-        torch.manual_seed(cfg.seed)
         checkpoint = self.prepare_out_dir(resume, overwrite)
         if checkpoint is not None:
             self.resume_from(checkpoint, allow_config_change)
-
-        # find_unused_parameters: PALM's stage 1 leaves the decoder and copy head out of the graph
-        self.ddp_model = (nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-                          if self.world > 1 else model)
+        mine = rank_micro_batches(self.progress.micro_batch, cfg.max_steps * cfg.grad_accum * self.world,
+                                  self.rank, self.world)
+        self.batches = iter(micro_batch_loader(self.stream, pad_id, mine, self.device, cfg.data_workers))
+        self.parallel_model = self.wrap_data_parallel() if self.world > 1 and not self.fsdp else model
+        self.forward_model = torch.compile(self.parallel_model) if cfg.compile else self.parallel_model
         self.writer = self.bar = None
         if self.rank == 0:
             self.writer = MetricsWriter(self.out_dir, self.progress.step if checkpoint is not None else None)
@@ -351,11 +400,17 @@ class TrainingRun:
         return checkpoint if resume else None
 
     def resume_from(self, checkpoint: Path, allow_config_change: bool = False) -> None:
-        """Weights, optimizer, scheduler, RNG, progress and `best/` from `checkpoint`."""
+        """Weights, optimizer, scheduler, RNG, progress and `best/` from `checkpoint`. A checkpoint
+        with a DCP directory (written under FSDP) loads at any world size, sharded or not."""
         state = load_trainer_state(checkpoint)
         relaxed = self.check_resumable(state, checkpoint, allow_config_change)
-        load_weights_file(self.model, checkpoint, self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if (checkpoint / SHARDED_DIR).is_dir():
+            load_sharded(checkpoint / SHARDED_DIR, self.model, self.optimizer)
+        elif self.fsdp:
+            raise CtxlmError(f"{checkpoint}: written without --fsdp; resume it without --fsdp")
+        else:
+            load_weights_file(self.model, checkpoint, self.device)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if relaxed:  # a new peak LR or schedule length applies from this step on
             self.scheduler.base_lrs = [self.cfg.lr] * len(self.optimizer.param_groups)
@@ -373,13 +428,17 @@ class TrainingRun:
     def check_resumable(self, state: dict[str, Any], checkpoint: Path, allow_config_change: bool) -> bool:
         """Refuse to resume under settings that change the data order, the schedule or the model,
         naming the first such key; True when an allowed change (lr, max_steps) is taken."""
-        saved_world = state.get("world_size", self.world)
-        if saved_world != self.world:
-            raise CtxlmError(f"{checkpoint}: saved with world size {saved_world}, now {self.world}; "
-                             f"resume with the same number of processes")
+        saved_world, exempt = state.get("world_size", self.world), ()
+        if saved_world != self.world:  # another number of processes must read the same micro-batches per step
+            saved_accum = state.get("train_config", {}).get("grad_accum", 1)
+            if saved_world * saved_accum != self.world * self.cfg.grad_accum:
+                raise CtxlmError(f"{checkpoint}: saved with world size {saved_world} × grad_accum {saved_accum}, now "
+                                 f"{self.world} × {self.cfg.grad_accum}; resume with grad_accum "
+                                 f"{saved_world * saved_accum / self.world:g} (the same micro-batches per step)")
+            exempt = ("grad_accum",)
         now = asdict(self.cfg)
         changed = [k for k, v in state.get("train_config", {}).items()
-                   if k in now and now[k] != v and k not in RESUMABLE_CHANGES]
+                   if k in now and now[k] != v and k not in RESUMABLE_CHANGES + exempt]
         for key in changed:
             if key not in ALLOWED_CHANGES or not allow_config_change:
                 hint = " (or pass --allow-config-change)" if key in ALLOWED_CHANGES else ""
@@ -395,10 +454,19 @@ class TrainingRun:
             raise CtxlmError(f"{checkpoint}: model config {differences[0]}; start over with --overwrite")
         return bool(changed)
 
+    def wrap_data_parallel(self) -> nn.Module:
+        """DDP, finding unused parameters only when some trainable parameter gets no gradient from
+        the first micro-batch on some rank (probed once, without touching the RNG)."""
+        _, batch = self.stream.batch(self.progress.micro_batch + self.rank, self.pad_id)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            out = self.model(**{k: v.to(self.device) for k, v in batch.items()}, **self.loss_options)
+            unused = unused_parameters(self.model, out.loss)
+        return wrap_ddp(self.model, self.cluster, find_unused_parameters=any_rank(bool(unused), self.cluster))
+
     def trainer_state(self) -> dict[str, Any]:
         return {
-            **asdict(self.progress), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+            **asdict(self.progress), "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+            **({} if self.fsdp else {"optimizer": self.optimizer.state_dict()}),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "train_config": asdict(self.cfg), "world_size": self.world, "run": self.run_identity(),
         }
@@ -408,39 +476,58 @@ class TrainingRun:
         return json.loads(json.dumps({k: self.run_info[k] for k in RUN_IDENTITY if k in self.run_info}, default=str))
 
     # -------------------------------------------------------------------------- one optimizer step
+    def next_micro_batches(self) -> list[dict[str, torch.Tensor]]:
+        """The step's `grad_accum` micro-batches, on the device (prepared ahead by the loader)."""
+        batches = []
+        for _ in range(self.cfg.grad_accum):
+            self.epoch, batch = next(self.batches)
+            self.progress.micro_batch += self.world
+            batches.append({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
+        return batches
+
+    def step_target_counts(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Targets per objective over the step's micro-batches on every rank (one all-reduce)."""
+        counts: dict[str, torch.Tensor] = {}
+        for batch in batches:
+            for name, count in self.model.target_counts(batch).items():
+                counts[name] = counts[name] + count if name in counts else count
+        return {k: v.float() for k, v in sum_over_ranks(counts, self.cluster).items()}
+
     def optimizer_step(self) -> None:
-        """`grad_accum` micro-batches forward and backward, clipping, one update. A step whose loss
-        or gradient norm is not finite (NaN/Inf) leaves weights, optimizer and schedule alone and
-        is counted; `max_nonfinite_steps` of them in a row stop the run. The step's numbers reach
-        the host together, once."""
+        """`grad_accum` micro-batches forward and backward (gradients reduced across ranks on the
+        last one only), the loss normalised by the whole step's targets, clipping, one update. A
+        step whose loss or gradient norm is not finite (NaN/Inf) leaves weights, optimizer and
+        schedule alone and is counted; `max_nonfinite_steps` of them in a row stop the run. The
+        step's loss (summed over the ranks) and gradient norm reach the host together, once; the
+        other metrics stay on the device until the log step."""
         cfg, progress = self.cfg, self.progress
         started = time.perf_counter()
+        torch.manual_seed(rank_seed(cfg.seed, self.rank, progress.step))
+        batches = self.next_micro_batches()
+        counts = self.step_target_counts(batches)
         self.optimizer.zero_grad(set_to_none=True)
         loss = torch.zeros((), device=self.device)
         sums: dict[str, torch.Tensor] = {}
-        tokens = 0
-        for _ in range(cfg.grad_accum):
-            self.epoch, batch = self.stream.batch(progress.micro_batch, self.pad_id)
-            progress.micro_batch += 1
-            tokens += sum(int(v.ne(self.pad_id).sum()) for k, v in batch.items() if k in TOKEN_FIELDS)
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            with autocast(self.device, cfg.bf16):
-                out = self.ddp_model(**batch, **self.loss_options)
-            (out.loss / cfg.grad_accum).backward()
-            loss += out.loss.detach().float() / cfg.grad_accum
-            for key, value in out.metrics.items():
-                sums[key] = sums.get(key, 0) + torch.as_tensor(value, device=self.device).detach().double().reshape(())
+        for i, batch in enumerate(batches):
+            with gradient_sync(self.parallel_model, enabled=i == len(batches) - 1):
+                # under FSDP bf16 comes from its MixedPrecisionPolicy, not autocast
+                with autocast(self.device, cfg.bf16 and not self.fsdp):
+                    out = self.forward_model(**batch, **self.loss_options)
+                part = batch_loss(out.loss_sums, counts)
+                (part * self.world).backward()  # DDP and FSDP average the ranks' gradients
+            loss = loss + part.detach()
+            add_metrics(sums, {**out.metrics, "tokens": sum(v.ne(self.pad_id).sum() for k, v in batch.items()
+                                                            if k in TOKEN_FIELDS)})
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(),
                                              cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
-        finite = (loss.isfinite() & grad_norm.isfinite()).double()
-        if self.world > 1:  # every rank skips when one rank's step is not finite
-            import torch.distributed as dist
-
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        numbers = torch.stack([finite, loss.double(), grad_norm.double(), *sums.values()]).tolist()
-        finite, loss_value, norm_value, *sum_values = numbers
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+            grad_norm = grad_norm.full_tensor()
+        # the step's loss summed over the ranks (and the gradient norm, of the reduced gradients):
+        # a non-finite value on any rank makes every rank skip the step
+        loss = sum_over_ranks({"loss": loss}, self.cluster)["loss"]
+        loss_value, norm_value = torch.stack([loss.double(), grad_norm.double()]).tolist()
         progress.step += 1
-        if not finite:
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             self.skip_step(loss_value, norm_value)
             return
         self.optimizer.step()
@@ -450,9 +537,8 @@ class TrainingRun:
         window["steps"] += 1
         window["loss"] += loss_value
         window["grad_norm"] += norm_value
-        window["tokens"] += tokens
         window["seconds"] += time.perf_counter() - started
-        for key, value in zip(sums, sum_values):
+        for key, value in sums.items():
             window[key] += value
 
     def skip_step(self, loss: float, grad_norm: float) -> None:
@@ -473,20 +559,25 @@ class TrainingRun:
             print(line, file=sys.stderr)
 
     def log_step(self) -> None:
-        """Every `log_every` steps (and the last): the window's means to metrics.jsonl and the bar."""
+        """Every `log_every` steps (and the last): the window's means to metrics.jsonl and the bar.
+        The window's device sums are added over the ranks and reach the host here, once."""
         step, window = self.progress.step, self.window
-        if self.rank == 0 and (step % self.cfg.log_every == 0 or self.last_step):
-            values = {"lr": self.scheduler.get_last_lr()[0], "epoch": self.epoch,
-                      "skipped_steps": self.progress.skipped_steps}
-            if window["steps"]:
-                values.update(loss=window["loss"] / window["steps"], grad_norm=window["grad_norm"] / window["steps"],
-                              tokens_per_s=window["tokens"] * self.world / max(window["seconds"], 1e-9))
-                values.update(summarize_nll(window, "train/"))
-                if self.bar is not None:
-                    self.bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
-                                         tok_s=f"{values['tokens_per_s']:.0f}")
-            self.writer.write(step, values)
+        if step % self.cfg.log_every == 0 or self.last_step:
+            totals = to_floats({**window, **sum_over_ranks({k: v for k, v in window.items()
+                                                            if isinstance(v, torch.Tensor)}, self.cluster)})
             window.clear()
+            if self.rank == 0:
+                values = {"lr": self.scheduler.get_last_lr()[0], "epoch": self.epoch,
+                          "skipped_steps": self.progress.skipped_steps}
+                if totals.get("steps"):
+                    steps = totals["steps"]
+                    values.update(loss=totals["loss"] / steps, grad_norm=totals["grad_norm"] / steps,
+                                  tokens_per_s=totals["tokens"] / max(totals["seconds"], 1e-9))
+                    values.update(summarize_nll(totals, "train/"))
+                    if self.bar is not None:
+                        self.bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
+                                             tok_s=f"{values['tokens_per_s']:.0f}")
+                self.writer.write(step, values)
         if self.bar is not None:
             self.bar.update(1)
 
@@ -499,12 +590,14 @@ class TrainingRun:
         """Validate (every `eval_every` steps and at the end), keep the best weights in `best/`;
         True when early stopping says stop."""
         cfg, progress = self.cfg, self.progress
-        if self.rank != 0 or not ((cfg.eval_every and progress.step % cfg.eval_every == 0) or self.last_step):
+        if not ((cfg.eval_every and progress.step % cfg.eval_every == 0) or self.last_step):
             return False
         if self.valid_examples is None or len(self.valid_examples) == 0:
             return False
+        if self.rank != 0 and not self.fsdp:  # under FSDP every rank takes part in each forward
+            return False
         values = evaluate(self.model, self.valid_examples, cfg.batch_size, self.pad_id, max_batches=cfg.eval_batches,
-                          bf16=cfg.bf16, loss_options=self.loss_options)
+                          bf16=cfg.bf16 and not self.fsdp, loss_options=self.loss_options)
         values = {f"valid/{k}": v for k, v in values.items()}
         stop = False
         if cfg.select_metric is not None:
@@ -514,29 +607,53 @@ class TrainingRun:
             if values[cfg.select_metric] < progress.best_value:
                 progress.best_value, progress.best_step = values[cfg.select_metric], progress.step
                 progress.bad_evals = 0
-                atomic_directory(self.out_dir / BEST_DIR,
-                                 lambda tmp: write_model_files(tmp, self.model, self.tokenizer))
+                model = self.writable_model()
+                if self.rank == 0:
+                    atomic_directory(self.out_dir / BEST_DIR, lambda tmp: write_model_files(tmp, model, self.tokenizer))
             else:
                 progress.bad_evals += 1
             values["valid/best_step"] = progress.best_step
             stop = bool(cfg.early_stopping_patience and progress.bad_evals >= cfg.early_stopping_patience)
-        self.writer.write(progress.step, values)
+        if self.writer is not None:
+            self.writer.write(progress.step, values)
         self.final_metrics.update(values)
         if self.bar is not None:
             self.bar.write(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
         return stop
 
     # -------------------------------------------------------------------------- saving
-    def save_checkpoint(self) -> None:
-        """`checkpoints/step-N/`: weights, the whole training state and the best weights so far."""
+    def writable_model(self) -> nn.Module | None:
+        """The model to write files from: itself, or under FSDP (a collective: every rank calls it)
+        a plain CPU copy with the gathered weights on rank 0 (None elsewhere)."""
+        if not self.fsdp:
+            return self.model
+        state = full_state_dict(self.model)
         if self.rank != 0:
-            return
-        if not all_finite(self.model):
-            raise CtxlmError(f"step {self.progress.step}: the weights are not finite; not saving them over the "
-                             f"last good checkpoint")
-        best = self.out_dir / BEST_DIR if self.progress.best_step is not None else None
-        save_training_checkpoint(self.out_dir, self.progress.step, self.model, self.tokenizer,
-                                 self.trainer_state(), keep=self.cfg.keep_checkpoints, best=best)
+            return None
+        plain = build_model(self.model.config, self.model.head_config() if hasattr(self.model, "head_config")
+                            else None)
+        plain.load_state_dict(state)
+        return plain
+
+    def save_checkpoint(self) -> None:
+        """`checkpoints/step-N/`: weights, the whole training state and the best weights so far;
+        under FSDP also a DCP directory of the sharded model and optimizer (every rank writes its
+        shards)."""
+        step, sharded = self.progress.step, None
+        if self.fsdp:
+            # a temporary name (a killed run's is removed at the next start), moved into the checkpoint
+            sharded = self.out_dir / CHECKPOINTS_DIR / f".tmp-{SHARDED_DIR}-{checkpoint_name(step)}"
+            save_sharded(sharded, self.model, self.optimizer)
+        model = self.writable_model()
+        if self.rank == 0:
+            if not all_finite(model):
+                raise CtxlmError(f"step {step}: the weights are not finite; not saving them over the last good "
+                                 f"checkpoint")
+            best = self.out_dir / BEST_DIR if self.progress.best_step is not None else None
+            save_training_checkpoint(self.out_dir, step, model, self.tokenizer, self.trainer_state(),
+                                     keep=self.cfg.keep_checkpoints, best=best,
+                                     extra={SHARDED_DIR: sharded} if sharded is not None else None)
+        barrier(self.cluster)
 
     def finish(self) -> TrainResult:
         """The run's directory gets the final weights: the best ones under selection, else the
@@ -545,11 +662,12 @@ class TrainingRun:
         if self.stop_signal is not None and not self.last_step:
             result.interrupted = True
             return result
+        model = self.writable_model()
         if self.rank == 0:
             if self.cfg.select_metric is not None and self.progress.best_step is not None:
-                load_weights_file(self.model, self.out_dir / BEST_DIR, self.device)
+                load_weights_file(model, self.out_dir / BEST_DIR, next(model.parameters()).device)
                 self.final_metrics["best_step"] = self.progress.best_step
-            save_model_dir(self.out_dir, self.model, self.tokenizer)
+            save_model_dir(self.out_dir, model, self.tokenizer)
         return result
 
     def close(self) -> None:
@@ -569,7 +687,7 @@ class TrainingRun:
                 self.optimizer_step()
                 self.log_step()
                 early = self.validate_and_select()
-                stop = self.last_step or _agree(early or self.stop_signal is not None, self.world)
+                stop = self.last_step or agree(early or self.stop_signal is not None, self.cluster)
                 if (cfg.save_every and self.progress.step % cfg.save_every == 0) or stop:
                     self.save_checkpoint()
             return self.finish()
@@ -629,13 +747,3 @@ def train(
                        allow_config_change=allow_config_change, loss_options=loss_options,
                        run_info=run_info, device=device).run()
 
-
-def _agree(flag: bool, world: int) -> bool:
-    """Rank 0's decision, shared with every rank (all stop together under DDP)."""
-    if world == 1:
-        return flag
-    import torch.distributed as dist
-
-    value = torch.tensor([1.0 if flag else 0.0])
-    dist.broadcast(value, src=0)
-    return bool(value.item())

@@ -81,7 +81,8 @@ def poison(model, bad_calls):
         out = forward(**batch)
         calls[0] += 1
         if calls[0] in bad_calls and model.training:
-            out = dataclasses.replace(out, loss=out.loss * float("nan"))
+            out = dataclasses.replace(out, loss=out.loss * float("nan"),
+                                      loss_sums={k: v * float("nan") for k, v in out.loss_sums.items()})
         return out
 
     model.forward = poisoned
@@ -201,7 +202,7 @@ def test_resume_refuses_another_model_config_objective_or_world_size(tmp_path):
     state_path = latest_checkpoint(out) / TRAINER_STATE_NAME
     state = torch.load(state_path, weights_only=True)
     torch.save({**state, "world_size": 2}, state_path)
-    with pytest.raises(CtxlmError, match=r"saved with world size 2, now 1"):
+    with pytest.raises(CtxlmError, match=r"world size 2 × grad_accum 1, now 1 × 1; resume with grad_accum 2"):
         run(out, resume=True)
 
 

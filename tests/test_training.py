@@ -16,6 +16,7 @@ from ctxlm.checkpoint import list_checkpoints, load_model_dir
 from ctxlm.cli import main
 from ctxlm.config import PalmDataConfig, PretrainConfig, TrainConfig, named_model_config
 from ctxlm.pretraining import pretrain
+from ctxlm.data.loader import rank_micro_batches
 from ctxlm.tokenization import train_tokenizer
 from ctxlm.training import BatchStream, collate, linear_schedule
 
@@ -70,9 +71,8 @@ def test_batch_stream_is_a_permutation_per_epoch_and_shards_by_rank():
     seen = np.concatenate([one.indices(m)[1] for m in range(4)])
     assert sorted(seen.tolist()) == list(range(12))
     assert one.indices(4)[0] == 1  # the fifth batch opens epoch 1
-    ranks = [BatchStream(Numbers(), 3, seed=1, rank=r, world=2) for r in range(2)]
-    both = np.concatenate([ranks[r].indices(m)[1] for m in range(2) for r in range(2)])
-    assert sorted(both.tolist()) == list(range(12))
+    ranks = [one.indices(g)[1] for r in range(2) for g in rank_micro_batches(0, 4, r, 2)]
+    assert sorted(np.concatenate(ranks).tolist()) == list(range(12))
 
 
 def test_resume_continues_exactly(corpus, tmp_path):

@@ -23,7 +23,7 @@ build on it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from ..config import GlmConfig
 from ..objectives.glm import GlmTokens
 from ..objectives.masking import IGNORE_INDEX
 from .layers import Attention, KVCache, activation, init_weights
-from .palm import token_nll
+from .palm import batch_loss, label_counts, token_nll
 from .pretrained import PretrainedMixin
 
 
@@ -70,6 +70,7 @@ class GlmOutput:
     loss: torch.Tensor | None
     metrics: dict[str, torch.Tensor]  # lm_nll_sum, lm_tokens (detached)
     hidden_states: torch.Tensor | None = None
+    loss_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # see `palm.batch_loss`
 
 
 @dataclass
@@ -165,6 +166,10 @@ class GlmModel(PretrainedMixin, nn.Module):
         return out
 
     # ----------------------------------------------------------------------------- training
+    def target_counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Labelled Part B tokens of a batch (the `lm_tokens` that `forward` reports)."""
+        return label_counts(batch, {"lm": "labels"})
+
     def forward(self, input_ids, position_ids, block_position_ids, part_a_length, labels=None,
                 attention_mask=None, label_smoothing: float = 0.0, **ignored) -> GlmOutput:
         """Autoregressive blank infilling loss (§2.1): mean NLL of the Part B labels. Extra batch
@@ -173,8 +178,9 @@ class GlmModel(PretrainedMixin, nn.Module):
         if labels is None:
             return GlmOutput(loss=None, metrics={}, hidden_states=h)
         keep = labels != IGNORE_INDEX  # logits only where there is a label: Part A has none
-        loss, nll_sum, count = token_nll(self.output_logits(h[keep]), labels[keep], label_smoothing)
-        return GlmOutput(loss=loss, metrics={"lm_nll_sum": nll_sum, "lm_tokens": count})
+        loss_sum, nll_sum, count = token_nll(self.output_logits(h[keep]), labels[keep], label_smoothing)
+        return GlmOutput(loss=batch_loss({"lm": loss_sum}, {"lm": count}),
+                         metrics={"lm_nll_sum": nll_sum, "lm_tokens": count}, loss_sums={"lm": loss_sum})
 
     # ----------------------------------------------------------------------------- decoding
     def last_blank_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

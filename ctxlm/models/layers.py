@@ -180,6 +180,10 @@ class PostLNDecoderLayer(_PostLNBlock):
         # Without a cache the whole target is processed at once: causal self-attention. With a
         # cache, x holds the newest position(s) and attends to every cached key (a multi-token
         # chunk on top of a cache must then pass an explicit `self_mask`).
+        # `cross_kv`: this layer's cross-attention keys and values, or the encoder states to project
+        # here (training: inside the layer's own forward, where FSDP has gathered its weights)
+        if isinstance(cross_kv, torch.Tensor):
+            cross_kv = self.encoder_attn.project_kv(cross_kv)
         causal = cache is None and self_mask is None
         h = self.self_attn(x, mask=self_mask, is_causal=causal, cache=cache, layer=layer)
         x = self.residual(x, h, self.self_attn_layer_norm)

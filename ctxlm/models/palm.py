@@ -12,7 +12,7 @@ token per sequence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -76,8 +76,10 @@ class Decoder(nn.Module):
         return [layer.encoder_attn.project_kv(encoder_states) for layer in self.layers]
 
     def forward(self, token_embeddings, cross_kv, source_mask, cache: KVCache | None = None, position_ids=None):
-        """`position_ids` (B, T): explicit positions (MASS's span keeps its place in the sentence);
-        default 0, 1, ... (after the cache's tokens when decoding)."""
+        """`cross_kv`: per-layer keys and values (`cross_kv(encoder_states)`, decoding), or the
+        encoder states themselves (each layer projects them). `position_ids` (B, T): explicit
+        positions (MASS's span keeps its place in the sentence); default 0, 1, ... (after the
+        cache's tokens when decoding)."""
         if position_ids is not None:
             positions = self.embed_positions
             if int(position_ids.max()) >= positions.max_positions:
@@ -90,7 +92,8 @@ class Decoder(nn.Module):
         x = F.dropout(self.layernorm_embedding(x), self.dropout, self.training)
         cross_mask = key_padding_mask(source_mask)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cross_kv[i], cross_mask, cache=cache, layer=i)
+            x = layer(x, cross_kv if isinstance(cross_kv, torch.Tensor) else cross_kv[i], cross_mask, cache=cache,
+                      layer=i)
         if cache is not None:
             cache.advance(token_embeddings.shape[1])
         return x
@@ -101,6 +104,7 @@ class Seq2SeqOutput:
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]  # detached per-objective losses and token counts
     log_probs: torch.Tensor | None = None
+    loss_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # see `batch_loss`
 
 
 @dataclass
@@ -118,8 +122,8 @@ class DecodingState:
 
 
 def token_nll(scores: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
-    """Mean negative log-likelihood over labelled positions, plus the un-smoothed NLL sum and the
-    token count (for perplexity). `scores` are logits or log-probabilities (B..., V): cross-entropy
+    """The loss summed over labelled positions, the un-smoothed NLL sum (detached, for perplexity)
+    and the token count. `scores` are logits or log-probabilities (B..., V): cross-entropy
     renormalises with a log-softmax, which leaves log-probabilities unchanged. Label smoothing is
     torch's: (1 − ε)·NLL + ε·mean over the vocabulary of −log p."""
     flat, target = scores.reshape(-1, scores.shape[-1]).float(), labels.reshape(-1)
@@ -129,7 +133,24 @@ def token_nll(scores: torch.Tensor, labels: torch.Tensor, label_smoothing: float
     if label_smoothing > 0:
         loss = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX, reduction="sum",
                                label_smoothing=label_smoothing)
-    return loss / count.clamp_min(1), nll_sum.detach(), count
+    return loss, nll_sum.detach(), count
+
+
+def batch_loss(loss_sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ over objectives of each one's token mean: `loss_sums[o]` (weighted, token-summed) over
+    `counts[o]`. A model's `.loss` is this with its batch's counts; the training loop divides by the
+    counts of a whole optimizer step instead (all micro-batches and ranks)."""
+    total = None
+    for name, value in loss_sums.items():
+        part = value / counts[name].clamp_min(1)
+        total = part if total is None else total + part
+    return total
+
+
+def label_counts(batch: dict[str, torch.Tensor], fields: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Objective name → number of labelled positions (≠ IGNORE_INDEX) of its batch field, for the
+    fields present."""
+    return {name: (batch[key] != IGNORE_INDEX).sum() for name, key in fields.items() if batch.get(key) is not None}
 
 
 class PalmModel(PretrainedMixin, nn.Module):
@@ -180,7 +201,7 @@ class PalmModel(PretrainedMixin, nn.Module):
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         enc = self.encode(input_ids, attention_mask)
-        dec = self.decoder(self.embed(decoder_input_ids), self.decoder.cross_kv(enc), attention_mask)
+        dec = self.decoder(self.embed(decoder_input_ids), enc, attention_mask)
         return self.output_scores(dec, enc, input_ids, attention_mask)
 
     def copy_loss(self, decoder_states, encoder_states, source_ids, source_mask, labels, label_smoothing=0.0):
@@ -194,12 +215,18 @@ class PalmModel(PretrainedMixin, nn.Module):
         loss = nll.sum()
         if label_smoothing > 0:
             loss = (1 - label_smoothing) * loss - label_smoothing * mean_log_p[keep].sum()
-        return loss / count.clamp_min(1), nll.detach().sum(), count
+        return loss, nll.detach().sum(), count
 
     def mlm_logits(self, encoder_states: torch.Tensor) -> torch.Tensor:
         return self.mlm_head(encoder_states, self.shared.weight)
 
     # ----------------------------------------------------------------------------- training
+    LABEL_FIELDS = {"mlm": "mlm_labels", "lm": "labels"}
+
+    def target_counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Labelled tokens per objective of a batch (the `<name>_tokens` that `forward` reports)."""
+        return label_counts(batch, self.LABEL_FIELDS)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -221,20 +248,18 @@ class PalmModel(PretrainedMixin, nn.Module):
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         enc = self.encode(input_ids, attention_mask)
-        loss = enc.new_zeros((), dtype=torch.float32)
+        sums: dict[str, torch.Tensor] = {}
         metrics: dict[str, torch.Tensor] = {}
         log_probs = None
         if mlm_labels is not None:
             keep = mlm_labels != IGNORE_INDEX
             mlm_loss, mlm_sum, mlm_count = token_nll(self.mlm_logits(enc[keep]), mlm_labels[keep])
-            weight = mlm_weight if labels is not None else 1.0
-            loss = loss + weight * mlm_loss
+            sums["mlm"] = (mlm_weight if labels is not None else 1.0) * mlm_loss
             metrics.update(mlm_nll_sum=mlm_sum, mlm_tokens=mlm_count)
         if labels is not None:
             if decoder_input_ids is None:
                 raise ValueError("labels need decoder_input_ids")
-            dec = self.decoder(self.embed(decoder_input_ids), self.decoder.cross_kv(enc), attention_mask,
-                               position_ids=decoder_position_ids)
+            dec = self.decoder(self.embed(decoder_input_ids), enc, attention_mask, position_ids=decoder_position_ids)
             copied = input_ids if copy_source_ids is None else copy_source_ids
             if self.pointer is not None and not return_log_probs:  # PALM's mixture, at the labels only
                 lm_loss, lm_sum, lm_count = self.copy_loss(dec, enc, copied, attention_mask, labels,
@@ -244,9 +269,12 @@ class PalmModel(PretrainedMixin, nn.Module):
                 lm_loss, lm_sum, lm_count = token_nll(scores, labels, label_smoothing)
                 if return_log_probs:
                     log_probs = scores.float() if self.pointer is not None else F.log_softmax(scores.float(), -1)
-            loss = loss + lm_loss
+            sums["lm"] = lm_loss
             metrics.update(lm_nll_sum=lm_sum, lm_tokens=lm_count)
-        return Seq2SeqOutput(loss=loss, metrics=metrics, log_probs=log_probs)
+        loss = batch_loss(sums, {name: metrics[f"{name}_tokens"] for name in sums})
+        if loss is None:
+            loss = enc.new_zeros((), dtype=torch.float32)
+        return Seq2SeqOutput(loss=loss, metrics=metrics, log_probs=log_probs, loss_sums=sums)
 
     # ----------------------------------------------------------------------------- decoding
     def start_decoding(self, input_ids, attention_mask=None, *, num_beams: int = 1, max_length: int = 128):

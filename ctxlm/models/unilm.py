@@ -22,7 +22,7 @@ position ids.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from torch import nn
 from ..config import UnilmConfig
 from ..objectives.masking import IGNORE_INDEX
 from .layers import KVCache, MaskedLMHead, PostLNEncoderLayer, init_weights
-from .palm import token_nll
+from .palm import batch_loss, label_counts, token_nll
 from .pretrained import PretrainedMixin
 
 
@@ -96,6 +96,7 @@ class UnilmOutput:
     metrics: dict[str, torch.Tensor]  # detached <name>_nll_sum / <name>_tokens (and mse_* for regression)
     log_probs: torch.Tensor | None = None  # seq2seq: (labelled tokens, V), row-major order
     logits: torch.Tensor | None = None  # NLU heads
+    loss_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # see `palm.batch_loss`
 
 
 @dataclass
@@ -187,6 +188,12 @@ class UnilmModel(PretrainedMixin, nn.Module):
         return self.mlm_head(states, self.embeddings.word_embeddings.weight)
 
     # ----------------------------------------------------------------------------- training
+    LABEL_FIELDS = {"ae": "ae_labels", "par": "par_labels", "lm": "labels"}
+
+    def target_counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Labelled tokens per objective of a batch (the `<name>_tokens` that `forward` reports)."""
+        return label_counts(batch, self.LABEL_FIELDS)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -206,7 +213,7 @@ class UnilmModel(PretrainedMixin, nn.Module):
         `labels` at the [P]s (§3.4), with optional label smoothing (Table 10). The softmax is
         computed at labelled positions only. Metrics: `ae_*`, `par_*`, `lm_*` `_nll_sum`/`_tokens`."""
         states = self.hidden_states(input_ids, position_ids, token_type_ids, attention_mask)
-        loss = states.new_zeros((), dtype=torch.float32)
+        sums: dict[str, torch.Tensor] = {}
         metrics: dict[str, torch.Tensor] = {}
         log_probs = None
         for name, target, smoothing in (("ae", ae_labels, 0.0), ("par", par_labels, 0.0),
@@ -215,12 +222,14 @@ class UnilmModel(PretrainedMixin, nn.Module):
                 continue
             keep = target != IGNORE_INDEX
             logits = self.lm_logits(states[keep])
-            part, nll_sum, count = token_nll(logits, target[keep], smoothing)
-            loss = loss + part
+            sums[name], nll_sum, count = token_nll(logits, target[keep], smoothing)
             metrics[f"{name}_nll_sum"], metrics[f"{name}_tokens"] = nll_sum, count
             if name == "lm" and return_log_probs:
                 log_probs = F.log_softmax(logits.float(), dim=-1)
-        return UnilmOutput(loss=loss, metrics=metrics, log_probs=log_probs)
+        loss = batch_loss(sums, {name: metrics[f"{name}_tokens"] for name in sums})
+        if loss is None:
+            loss = states.new_zeros((), dtype=torch.float32)
+        return UnilmOutput(loss=loss, metrics=metrics, log_probs=log_probs, loss_sums=sums)
 
     # ----------------------------------------------------------------------------- decoding (§3.4)
     def start_decoding(self, input_ids, attention_mask=None, *, num_beams: int = 1, max_length: int = 128):
@@ -317,6 +326,12 @@ class UnilmClassifier(PretrainedMixin, nn.Module):
         """What `ctxlm.checkpoint` saves as head.json to rebuild this model."""
         return {"type": "unilm-classifier", "num_labels": self.num_labels, "pooler": self.pooler is not None}
 
+    def target_counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Examples per batch: `mse` (regression) or `cls` (classes ≠ IGNORE_INDEX), as `forward`."""
+        if self.num_labels == 1:
+            return {"mse": torch.tensor(len(batch["labels"]), device=batch["labels"].device)}
+        return label_counts(batch, {"cls": "labels"})
+
     def forward(self, input_ids, position_ids=None, token_type_ids=None, attention_mask=None,
                 labels=None) -> UnilmOutput:
         states = self.unilm.hidden_states(input_ids, position_ids, token_type_ids, attention_mask)
@@ -324,16 +339,18 @@ class UnilmClassifier(PretrainedMixin, nn.Module):
         if self.pooler is not None:
             sos = torch.tanh(self.pooler(sos))
         logits = self.classifier(F.dropout(sos, self.config.dropout, self.training)).float()
-        loss, metrics = logits.new_zeros(()), {}
+        loss, metrics, sums = logits.new_zeros(()), {}, {}
         if labels is not None:
             if self.num_labels == 1:
                 errors = (logits[:, 0] - labels.float()) ** 2
-                loss = errors.mean()
+                sums["mse"] = errors.sum()
                 metrics = {"mse_sum": errors.sum().detach(), "mse_count": torch.tensor(len(errors))}
+                loss = batch_loss(sums, {"mse": metrics["mse_count"]})
             else:
-                loss, nll_sum, count = token_nll(logits, labels)
+                sums["cls"], nll_sum, count = token_nll(logits, labels)
                 metrics = {"cls_nll_sum": nll_sum, "cls_tokens": count}
-        return UnilmOutput(loss=loss, metrics=metrics, logits=logits)
+                loss = batch_loss(sums, {"cls": count})
+        return UnilmOutput(loss=loss, metrics=metrics, logits=logits, loss_sums=sums)
 
 
 class UnilmQuestionAnswering(PretrainedMixin, nn.Module):
@@ -356,16 +373,24 @@ class UnilmQuestionAnswering(PretrainedMixin, nn.Module):
         """What `ctxlm.checkpoint` saves as head.json to rebuild this model."""
         return {"type": "unilm-qa"}
 
+    def target_counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Answer boundaries per batch (two per example), as `forward`'s `qa_tokens`."""
+        if batch.get("start_positions") is None or batch.get("end_positions") is None:
+            return {}
+        both = torch.stack([batch["start_positions"], batch["end_positions"]])
+        return {"qa": (both != IGNORE_INDEX).sum()}
+
     def forward(self, input_ids, position_ids=None, token_type_ids=None, attention_mask=None,
                 answer_mask=None, start_positions=None, end_positions=None) -> UnilmOutput:
         states = self.unilm.hidden_states(input_ids, position_ids, token_type_ids, attention_mask)
         logits = self.qa_outputs(states).float()  # (B, L, 2)
         if answer_mask is not None:
             logits = logits.masked_fill(~answer_mask.bool()[..., None], float("-inf"))
-        loss, metrics = logits.new_zeros(()), {}
+        loss, metrics, sums = logits.new_zeros(()), {}, {}
         if start_positions is not None and end_positions is not None:
             scores = logits.permute(0, 2, 1).reshape(-1, logits.shape[1])  # (B·2, L): start, end per row
             target = torch.stack([start_positions, end_positions], dim=1).reshape(-1)
-            loss, nll_sum, count = token_nll(scores, target)
+            sums["qa"], nll_sum, count = token_nll(scores, target)
             metrics = {"qa_nll_sum": nll_sum, "qa_tokens": count}
-        return UnilmOutput(loss=loss, metrics=metrics, logits=logits)
+            loss = batch_loss(sums, {"qa": count})
+        return UnilmOutput(loss=loss, metrics=metrics, logits=logits, loss_sums=sums)

@@ -97,6 +97,7 @@ class ClozeOutput:
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]  # cls_nll_sum, cls_tokens, cls_error_sum, cls_error_count
     scores: torch.Tensor  # (B, C), -inf at padding
+    loss_sums: dict[str, torch.Tensor]  # {"cls": summed NLL} (see `models.palm.batch_loss`)
 
 
 class GlmClozeModel(PretrainedMixin, nn.Module):
@@ -144,6 +145,10 @@ class GlmClozeModel(PretrainedMixin, nn.Module):
             scores = rows.new_zeros(b * r).masked_scatter(keep, rows).view(b, r)
         return scores.masked_fill(~candidate_mask, float("-inf"))
 
+    def target_counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Scored examples of a batch (those with a gold candidate), as `forward`'s `cls_tokens`."""
+        return {"cls": batch["gold"].any(-1).sum()}
+
     def forward(self, input_ids, position_ids, block_position_ids, part_a_length, candidate_mask, gold,
                 labels=None, candidate_ids=None, **ignored) -> ClozeOutput:
         scores = self.candidate_scores(input_ids, position_ids, block_position_ids, part_a_length, candidate_mask,
@@ -153,7 +158,8 @@ class GlmClozeModel(PretrainedMixin, nn.Module):
         wrong = (~gold.gather(1, scores.argmax(-1, keepdim=True)).squeeze(1)) & has_gold
         metrics = {"cls_nll_sum": nll.sum().detach(), "cls_tokens": count.detach(),
                    "cls_error_sum": wrong.sum().float(), "cls_error_count": count.detach()}
-        return ClozeOutput(loss=nll.sum() / count.clamp(min=1), metrics=metrics, scores=scores.detach())
+        return ClozeOutput(loss=nll.sum() / count.clamp(min=1), metrics=metrics, scores=scores.detach(),
+                           loss_sums={"cls": nll.sum()})
 
 
 # ---------------------------------------------------------------------------------------- data

@@ -1,0 +1,240 @@
+"""Training on several processes, PyTorch's way: process group and device, DDP or FSDP2 wrapping,
+gradient-sync control for accumulation, agreement and reductions, sharded checkpoints.
+
+Under torchrun (WORLD_SIZE > 1) each process drives one device: `cuda:LOCAL_RANK` with NCCL
+(`torch.cuda.set_device` first, as PyTorch's DDP tutorial does), or the CPU with gloo. Every
+collective here runs on the process group's device (`Cluster.device`).
+
+FSDP2 (`fully_shard`) shards each transformer layer, then the root (the embeddings, heads and
+anything left); with bf16 the parameters are all-gathered in bfloat16 and gradients reduced in
+float32 (`MixedPrecisionPolicy`). Its checkpoints go through `torch.distributed.checkpoint` (DCP):
+one shard file per rank plus metadata, loadable at any world size (DCP reshards on load), and
+exportable to a model directory with one `model.safetensors` (`export_model_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+# ------------------------------------------------------------------------------ process group
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place: global rank, world size, local rank (its device index) and device."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def setup(device: str | torch.device | None = None) -> Cluster:
+    """The cluster of this process; under torchrun also `torch.cuda.set_device(LOCAL_RANK)` and the
+    process group (NCCL on CUDA, gloo on the CPU). Without torchrun: one process, `device` or
+    the first GPU or the CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is not None:
+        device = torch.device(device)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    if world == 1:
+        return Cluster(device=device)
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    return Cluster(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def barrier(cluster: Cluster) -> None:
+    if cluster.distributed:
+        dist.barrier(device_ids=[cluster.device.index] if cluster.device.type == "cuda" else None)
+
+
+@contextmanager
+def main_process_first(cluster: Cluster) -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. building a shared cache); the others wait at a barrier,
+    then run it (and find the cache)."""
+    if not cluster.is_main:
+        barrier(cluster)
+    yield
+    if cluster.is_main:
+        barrier(cluster)
+
+
+def agree(flag: bool, cluster: Cluster) -> bool:
+    """Rank 0's decision, shared with every rank (all stop together)."""
+    if not cluster.distributed:
+        return flag
+    value = torch.tensor([1 if flag else 0], device=cluster.device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def any_rank(flag: bool, cluster: Cluster) -> bool:
+    """True on every rank when it is true on some rank."""
+    if not cluster.distributed:
+        return flag
+    value = torch.tensor([1 if flag else 0], device=cluster.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def sum_over_ranks(values: dict[str, torch.Tensor], cluster: Cluster) -> dict[str, torch.Tensor]:
+    """Element-wise sums over the ranks of tensors with the same keys (one all-reduce, float64)."""
+    if not cluster.distributed or not values:
+        return values
+    keys = sorted(values)
+    flat = torch.stack([values[k].to(cluster.device, torch.float64).reshape(()) for k in keys])
+    dist.all_reduce(flat)
+    return dict(zip(keys, flat.unbind()))
+
+
+def rank_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed (dropout) of `rank` at optimizer step `step`: a pure function of the three,
+    so ranks draw different dropout masks and a resumed run (at any world size) draws the same."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+# ------------------------------------------------------------------------------ wrapping
+def unused_parameters(model: nn.Module, loss: torch.Tensor) -> list[str]:
+    """Names of trainable parameters that `loss` does not depend on (no gradient reaches them)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+    return [n for (n, _), g in zip(named, grads) if g is None]
+
+
+def transformer_layers(model: nn.Module) -> list[nn.Module]:
+    """The entries of every `layers` ModuleList (encoder, decoder or the one stack): FSDP's units."""
+    return [layer for name, module in model.named_modules()
+            if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers" for layer in module]
+
+
+def wrap_fsdp(model: nn.Module, cluster: Cluster, bf16: bool) -> nn.Module:
+    """FSDP2: `fully_shard` each transformer layer, then the root (in place; returns `model`)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16
+              else MixedPrecisionPolicy())
+    mesh = dist.device_mesh.init_device_mesh(cluster.device.type, (cluster.world,))
+    for layer in transformer_layers(model):
+        fully_shard(layer, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model
+
+
+def wrap_ddp(model: nn.Module, cluster: Cluster, find_unused_parameters: bool) -> nn.Module:
+    """DistributedDataParallel on this rank's device; `find_unused_parameters` only when some
+    trainable parameter is left out of the loss (it costs a graph traversal per backward)."""
+    device_ids = [cluster.device.index] if cluster.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                               find_unused_parameters=find_unused_parameters)
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def gradient_sync(model: nn.Module, enabled: bool):
+    """Context for one micro-batch's forward and backward: gradients are reduced across ranks only
+    when `enabled` (the last micro-batch of a step); the others accumulate locally (DDP's
+    `no_sync`, FSDP2's `set_requires_gradient_sync`)."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return nullcontext() if enabled else model.no_sync()
+    if is_fsdp(model):
+        model.set_requires_gradient_sync(enabled)
+    return nullcontext()
+
+
+# ------------------------------------------------------------------------------ state
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's weights as CPU tensors (a collective under FSDP: every rank must call it;
+    all ranks receive the full dict)."""
+    if not is_fsdp(model):
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
+                                                                broadcast_from_rank0=False))
+
+
+def save_sharded(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """DCP checkpoint of the (sharded) model and optimizer: every rank writes its shards."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer if optimizer is not None else [])
+    state: dict[str, Any] = {"model": model_state}
+    if optimizer is not None:
+        state["optimizer"] = optimizer_state
+    dcp.save(state, checkpoint_id=str(directory))
+
+
+def load_sharded(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Load a DCP checkpoint into `model` (and `optimizer`), resharding to this world size; the
+    model may be FSDP-wrapped or plain (one process). Every model weight must be there; optimizer
+    state may lack parameters that never had a gradient (AdamW keeps none for them)."""
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer if optimizer is not None else [])
+    model_state = {"model": model_state}
+    _dcp_load(model_state, directory)
+    if optimizer is None:
+        set_state_dict(model, [], model_state_dict=model_state["model"], optim_state_dict={})
+        return
+    optimizer_state = {"optimizer": optimizer_state}
+    _dcp_load(optimizer_state, directory, DefaultLoadPlanner(allow_partial_load=True))
+    set_state_dict(model, optimizer, model_state_dict=model_state["model"],
+                   optim_state_dict=optimizer_state["optimizer"])
+
+
+def _dcp_load(state: dict[str, Any], directory: str | Path, planner=None) -> None:
+    """`dcp.load` in place; without a process group this one process reads every shard."""
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(directory), planner=planner, no_dist=not dist.is_initialized())
+
+
+def export_model_dir(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """A model directory (one `model.safetensors`) from a training checkpoint written under FSDP:
+    its DCP shards are read into a plain model, in this one process."""
+    from .checkpoint import SHARDED_DIR, TOKENIZER_NAME, build_model, read_head, read_model_config, save_model_dir
+
+    checkpoint = Path(checkpoint)
+    model = build_model(read_model_config(checkpoint), read_head(checkpoint))
+    load_sharded(checkpoint / SHARDED_DIR, model)
+    tokenizer = None
+    if (checkpoint / TOKENIZER_NAME).is_file():
+        from .tokenization import TextTokenizer
+
+        tokenizer = TextTokenizer.load(checkpoint / TOKENIZER_NAME)
+    return save_model_dir(out_dir, model, tokenizer)
