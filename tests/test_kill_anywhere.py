@@ -109,7 +109,7 @@ def kill_loop(argv: list[str], out, timing: tuple[float, float], max_steps: int,
         process.join()
         if process.exitcode == -signal.SIGKILL:
             killed += 1
-            during_write += any(f"-{process.pid}-" in p.name for p in temporaries(out))
+            during_write += any(f"-{process.pid}-" in p.name and "step" in p.name for p in temporaries(out))
         else:
             assert process.exitcode == 0
     assert killed == KILLS
