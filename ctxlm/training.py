@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -73,7 +72,6 @@ from .distributed import (
     barrier,
     full_state_dict,
     gradient_sync,
-    is_fsdp,
     load_sharded,
     rank_seed,
     save_sharded,
