@@ -40,8 +40,15 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    _add_device_flag(p)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_device_flag(p: argparse.ArgumentParser, bf16_inference: bool = False) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    if bf16_inference:
+        p.add_argument("--bf16", action="store_true", help="run the model with bfloat16 weights")
 
 
 def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
@@ -85,7 +92,7 @@ def cmd_pretrain(args) -> None:
                       glm_task=args.glm_task, unilm_objective=args.unilm_objective,
                       tokenizer=args.tokenizer, init=args.init, resume=args.resume, cache_dir=args.cache_dir,
                       corpus_format=args.format, text_field=args.text_field,
-                      fallback_encoding=args.fallback_encoding)
+                      fallback_encoding=args.fallback_encoding, device=args.device)
     summary = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items())
     print(f"done: {result.step} steps → {args.out}" + (f" ({summary})" if summary else ""))
 
@@ -128,7 +135,8 @@ def cmd_generate(args) -> None:
 
     if (args.text is None) == (args.input is None):
         raise CtxlmError("give exactly one of --text and --input")
-    predictor = Seq2SeqPredictor.load(args.model, max_source_tokens=args.max_source_tokens)
+    predictor = Seq2SeqPredictor.load(args.model, args.device, bf16=args.bf16,
+                                      max_source_tokens=args.max_source_tokens)
     cfg = _generation_config(args, predictor.default_generation)
     if args.text is not None:
         print(predictor.generate([args.text], cfg)[0])
@@ -171,7 +179,7 @@ def cmd_finetune(args) -> None:
 
     overrides = _train_overrides(args)
     model_config = _scratch_model_config(args)
-    common = dict(model_config=model_config, tokenizer=args.tokenizer, resume=args.resume)
+    common = dict(model_config=model_config, tokenizer=args.tokenizer, resume=args.resume, device=args.device)
     if args.task == "cloze":
         from .cloze import finetune_cloze
 
@@ -217,23 +225,26 @@ def _need(args, *names: str) -> None:
 def cmd_evaluate(args) -> None:
     from .metrics import evaluate_files, format_markdown_table
 
+    placement = dict(device=args.device, bf16=args.bf16)
+
     if args.task == "cloze":
         from .cloze import evaluate_cloze
 
         _need(args, "model", "dataset", "data_dir")
         results = evaluate_cloze(args.model, args.dataset, args.data_dir, args.split or "dev32",
-                                 max_length=args.max_length)
+                                 max_length=args.max_length, **placement)
     elif args.task == "classify":
         from .classification import evaluate_classifier
 
         _need(args, "model", "data_dir")
         results = evaluate_classifier(args.model, args.dataset, args.data_dir, args.split or "dev", limit=args.limit,
-                                      max_length=args.max_length)
+                                      max_length=args.max_length, **placement)
     elif args.task == "squad":
         from .extractive_qa import evaluate_squad
 
         _need(args, "model", "ref")
-        results = evaluate_squad(args.model, args.ref, limit=args.limit, predictions_out=args.predictions_out)
+        results = evaluate_squad(args.model, args.ref, limit=args.limit, predictions_out=args.predictions_out,
+                                 **placement)
     elif args.model is not None:
         from .finetuning import read_pairs
         from .predict import Seq2SeqPredictor
@@ -241,7 +252,7 @@ def cmd_evaluate(args) -> None:
         if args.task is None or args.ref is None:
             raise CtxlmError("--model scores references by perplexity; give --task and --ref")
         pairs = read_pairs(args.task, args.ref, {"skip_empty": True} if args.task == "dialog" else None, args.limit)
-        predictor = Seq2SeqPredictor.load(args.model)
+        predictor = Seq2SeqPredictor.load(args.model, **placement)
         results = {"perplexity": predictor.perplexity([p.source for p in pairs], [p.target for p in pairs],
                                                       progress=True)}
     else:
@@ -262,13 +273,14 @@ def cmd_infill(args) -> None:
     cfg = _generation_config(args, load_generation_config(args.model))
     if args.eval is not None:
         results = evaluate_infilling(args.model, args.eval, mask_ratio=args.mask_ratio, seed=args.seed or 0,
-                                     limit=args.limit, generation_config=cfg, output=args.output, progress=True)
+                                     limit=args.limit, generation_config=cfg, output=args.output, progress=True,
+                                     device=args.device, bf16=args.bf16)
         print(json.dumps(results, indent=2))
         return
     if (args.text is None) == (args.input is None):
         raise CtxlmError("give --text (one or more), --input FILE (one text a line) or --eval FILE")
     texts = args.text if args.text is not None else _read_lines(Path(args.input))
-    for filled in infill_texts(args.model, texts, cfg):
+    for filled in infill_texts(args.model, texts, cfg, device=args.device, bf16=args.bf16):
         print(filled)
 
 
@@ -358,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-field", default="source")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-source-tokens", type=int, help="truncate sources to this many tokens")
+    _add_device_flag(p, bf16_inference=True)
     _add_decoding_flags(p)
     p.set_defaults(func=cmd_generate)
 
@@ -402,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="score only the first N rows")
     p.add_argument("--predictions-out", help="squad: write {id: answer} JSON here")
     p.add_argument("--output", help="also write the JSON results here")
+    _add_device_flag(p, bf16_inference=True)
     p.set_defaults(func=cmd_evaluate)
 
     p = verbs.add_parser("infill", help="fill [MASK] blanks with a GLM model, or evaluate infilling")
@@ -412,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-ratio", type=float, default=0.1)
     p.add_argument("--limit", type=int, help="--eval: the first N lines")
     p.add_argument("--output", help="--eval: write each line's masked, filled and original text (JSONL)")
+    _add_device_flag(p, bf16_inference=True)
     _add_decoding_flags(p)
     p.set_defaults(func=cmd_infill)
 

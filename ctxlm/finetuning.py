@@ -19,6 +19,7 @@ import torch
 from .checkpoint import build_model, latest_checkpoint, load_model_dir
 from .config import FinetuneConfig, GenerationConfig
 from .data.tasks import Pair, read_task
+from .device import resolve_device
 from .errors import CtxlmError
 from .layouts import pair_example
 from .predict import Seq2SeqPredictor, save_generation_config
@@ -96,6 +97,7 @@ def finetune(
     tokenizer: TextTokenizer | str | Path | None = None,
     resume: bool = False,
     train_limit: int | None = None,
+    device: str | torch.device | None = "auto",
 ) -> TrainResult:
     """Fine-tune `init` (a model directory; or a new `model_config` model with `tokenizer`, the
     paper's "− pre-training" baseline) on the task's train file, selecting on the valid file."""
@@ -119,11 +121,13 @@ def finetune(
     out_dir.mkdir(parents=True, exist_ok=True)
     save_generation_config(out_dir, recipe.decoding)
     return train(model, train_examples, train_config, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                 valid_examples=valid_examples, resume=resume, loss_options=loss_options, run_info=run_info)
+                 valid_examples=valid_examples, resume=resume, loss_options=loss_options, run_info=run_info,
+                 device=resolve_device(device))
 
 
 def decode_pairs(model_dir: str | Path, pairs: Sequence[Pair], decoding: GenerationConfig | None = None,
-                 *, max_source_tokens: int | None = None, batch_size: int = 16, progress: bool = False) -> list[str]:
+                 *, max_source_tokens: int | None = None, batch_size: int = 16, progress: bool = False,
+                 device: str | torch.device | None = "auto", bf16: bool = False) -> list[str]:
     """Predictions for the sources of `pairs` (decoding defaults to the model's generation.json)."""
-    predictor = Seq2SeqPredictor.load(model_dir, max_source_tokens=max_source_tokens)
+    predictor = Seq2SeqPredictor.load(model_dir, device, bf16=bf16, max_source_tokens=max_source_tokens)
     return predictor.generate([p.source for p in pairs], decoding, batch_size=batch_size, progress=progress)

@@ -17,6 +17,7 @@ import torch
 from .checkpoint import build_model, latest_checkpoint, load_model_dir
 from .config import DATA_CONFIG_TYPES, PalmDataConfig, PretrainConfig
 from .data.store import TokenStore
+from .device import resolve_device
 from .errors import CtxlmError
 from .objectives.palm import PalmExamples, PalmTokens, fragment_budgets, palm_windows
 from .tokenization import TextTokenizer
@@ -119,6 +120,7 @@ def pretrain(
     corpus_format: str = "auto",
     text_field: str | None = None,
     fallback_encoding: str | None = None,
+    device: str | torch.device | None = "auto",
 ) -> TrainResult:
     """Pre-train (or continue pre-training) a model on `corpus`; see `ctxlm pretrain --help`.
 
@@ -173,4 +175,5 @@ def pretrain(
                 "init": str(init) if init else None, "data": dataclasses.asdict(data_config),
                 "store": str(store.directory), **data.description}
     return train(model, data.train, config.train, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                 valid_examples=data.valid, resume=resume, loss_options=loss_options, run_info=run_info)
+                 valid_examples=data.valid, resume=resume, loss_options=loss_options, run_info=run_info,
+                 device=resolve_device(device))
