@@ -4,8 +4,8 @@
          weights), batch × (source + target) tokens;
 - glm:   GLM vs a transformers BERT of the same size given GLM's attention mask (Figure 2(d)) as a
          4-D boolean mask through SDPA, loss at the Part B labels;
-- unilm: UniLMv2 (relative position bias on, its default) vs transformers BERT given the same 2-D
-         (per example) seq2seq mask, loss at the target labels.
+- unilm: UniLMv2 (relative position bias on, its default; and off, like for like with BERT) vs
+         transformers BERT given the same 2-D (per example) seq2seq mask, loss at the target labels.
 
 One AdamW step each (forward, backward, update), fp32 and bf16 autocast, contenders interleaved
 (A B A B ...), medians of `--steps` timed steps after one warm-up. Prints a table and one JSON line:
@@ -19,6 +19,7 @@ big torch.matmul's FLOP/s measured at the start.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 from transformers import BertConfig, BertForMaskedLM
@@ -105,12 +106,16 @@ def unilm_contenders(args, device):
     labels = torch.randint(10, args.vocab, (args.batch, length), device=device)
     labels[:, :args.source] = IGNORE_INDEX
     segments = (index >= args.source).long().expand(args.batch, -1)
-    ours = UnilmModel(cfg).to(device).train()
     bert = bert_like(args, args.vocab, length, device)
+
+    def ctxlm_loss(m):
+        return m(ids, token_type_ids=segments, attention_mask=mask, labels=labels).loss
+
     return [Contender("transformers BERT (2-D mask)", stepper(bert, lambda m: m(
                 input_ids=ids, token_type_ids=segments, attention_mask=mask[:, None], labels=labels).loss)),
-            Contender("ctxlm UniLMv2", stepper(ours, lambda m: m(ids, token_type_ids=segments, attention_mask=mask,
-                                                                 labels=labels).loss))], ids.numel()
+            Contender("ctxlm UniLMv2", stepper(UnilmModel(cfg).to(device).train(), ctxlm_loss)),
+            Contender("ctxlm UniLMv2 (no rel. pos.)", stepper(UnilmModel(dataclasses.replace(
+                cfg, relative_position_bias=False)).to(device).train(), ctxlm_loss))], ids.numel()
 
 
 FAMILIES = {"palm": palm_contenders, "glm": glm_contenders, "unilm": unilm_contenders}

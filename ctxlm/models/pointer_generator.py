@@ -95,42 +95,79 @@ def _chunk(memory: torch.Tensor) -> int:
     return max(1, CHUNK_ELEMENTS // max(1, b * s * d))
 
 
-def exp_form_scores(memory: torch.Tensor, query: torch.Tensor, w_c: torch.Tensor) -> torch.Tensor:
-    """Eq. (3) through tanh(a + b) = 1 − 2 / (1 + e^{2a} e^{2b}) (module docstring), in float32 or wider."""
-    dtype = torch.promote_types(memory.dtype, torch.float32)
-    a = torch.exp(2 * memory.to(dtype)).unsqueeze(1)  # (B, 1, S, d)
-    b = torch.exp(2 * query.to(dtype)).unsqueeze(2)  # (B, T, 1, d)
-    w = w_c.to(dtype)
-    return w.sum() - 2 * (w / (1 + a * b)).sum(-1)
+def exp_form_scores(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Eq. (3) from a = e^{2 W_m h} (B,S,d) and b = e^{2 (W_s s + b_c)} (B,T,d):
+    e_tl = Σ_d w_d − 2 Σ_d w_d / (1 + a_ld b_td), since tanh(x + y) = 1 − 2 / (1 + e^{2x} e^{2y})."""
+    return w.sum() - 2 * (w / (1 + a.unsqueeze(1) * b.unsqueeze(2))).sum(-1)
 
 
-_fused_kernel = None  # exp_form_scores compiled on first use; False once compiling failed
+def exp_form_grads(a, b, w, grad):
+    """The gradients of Σ grad·e with respect to W_m h, W_s s + b_c and w_c. With q = 1 / (1 + ab):
+    tanh = 1 − 2q and tanh' = 1 − tanh² = 4q(1 − q). Two passes over (t, l, d), one division each
+    (the sums over l share theirs)."""
+    q = 1 / (1 + a.unsqueeze(1) * b.unsqueeze(2))  # (B, T, S, d), never materialised once compiled
+    gq = grad.unsqueeze(-1) * q
+    gq2 = gq * q
+    over_l = gq.sum(2)
+    return 4 * w * (gq - gq2).sum(1), 4 * w * (over_l - gq2.sum(2)), grad.sum() - 2 * over_l.sum((0, 1))
 
 
-def _fused(memory: torch.Tensor, query: torch.Tensor):
-    """The compiled eq. (3) kernel if it applies to these inputs, else None."""
-    global _fused_kernel
+_kernels: dict = {}  # "forward" / "backward": exp_form_scores / exp_form_grads compiled on first use
+
+
+def _compiled(name: str):
+    if name not in _kernels:
+        _kernels[name] = torch.compile({"forward": exp_form_scores, "backward": exp_form_grads}[name], dynamic=True)
+    return _kernels[name]
+
+
+class _FusedScores(torch.autograd.Function):
+    """Eq. (3) by `exp_form_scores` and its backward by `exp_form_grads`, each one compiled kernel
+    that keeps the B×T×S×d terms in registers; computed in float32 (or wider)."""
+
+    @staticmethod
+    def forward(ctx, memory, query, w_c):
+        dtype = torch.promote_types(memory.dtype, torch.float32)
+        a, b, w = torch.exp(2 * memory.to(dtype)), torch.exp(2 * query.to(dtype)), w_c.to(dtype)
+        ctx.save_for_backward(a, b, w)
+        ctx.dtypes = memory.dtype, query.dtype, w_c.dtype
+        return _compiled("forward")(a, b, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, w = ctx.saved_tensors
+        grads = _compiled("backward")(a, b, w, grad.to(a.dtype).contiguous())
+        return tuple(g.to(dtype) for g, dtype in zip(grads, ctx.dtypes))
+
+
+_fused_usable: bool | None = None  # whether torch.compile works here (tried once, on a tiny case)
+
+
+def _fused_applies(memory: torch.Tensor, query: torch.Tensor) -> bool:
+    """Whether eq. (3) should run as the compiled kernel for these inputs."""
+    global _fused_usable
     b, s, d = memory.shape
-    if FUSED_MIN_ELEMENTS is False or _fused_kernel is False or b * query.shape[1] * s * d < FUSED_MIN_ELEMENTS:
-        return None
+    if FUSED_MIN_ELEMENTS is False or _fused_usable is False or b * query.shape[1] * s * d < FUSED_MIN_ELEMENTS:
+        return False
     with torch.no_grad():  # one host sync: are both inputs inside the identity's safe range?
         if float(torch.maximum(memory.abs().amax(), query.abs().amax())) > FUSED_MAX_INPUT:
-            return None
-    if _fused_kernel is None:
-        _fused_kernel = torch.compile(exp_form_scores, dynamic=True)
-    return _fused_kernel
+            return False
+    if _fused_usable is None:
+        try:  # both kernels, before a training step depends on the backward one
+            trial = [torch.rand(shape, device=memory.device, requires_grad=True)
+                     for shape in ((2, 3, 4), (2, 5, 4), (4,))]
+            _FusedScores.apply(*trial).sum().backward()
+            _fused_usable = True
+        except Exception as error:  # no C++ compiler / Triton: the direct path
+            warnings.warn(f"torch.compile of PALM's copy attention failed, using the direct tanh ({error})")
+            _fused_usable = False
+    return _fused_usable
 
 
 def additive_scores(memory: torch.Tensor, query: torch.Tensor, w_c: torch.Tensor) -> torch.Tensor:
     """e_tl = w_c · tanh(memory_l + query_t) for memory (B,S,d) = W_m h, query (B,T,d) = W_s s + b_c."""
-    global _fused_kernel
-    kernel = _fused(memory, query)
-    if kernel is not None:
-        try:
-            return kernel(memory, query, w_c)
-        except Exception as error:  # no C++ compiler / Triton: keep training, on the direct path
-            warnings.warn(f"torch.compile of PALM's copy attention failed, using eager tanh ({error})")
-            _fused_kernel = False
+    if _fused_applies(memory, query):
+        return _FusedScores.apply(memory, query, w_c)
     return _AdditiveScores.apply(memory, query, w_c)
 
 
