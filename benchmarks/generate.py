@@ -3,9 +3,9 @@
 Batch 4, beam 5, source 400 tokens, exactly 64 new tokens (min = max), no-repeat-3-gram blocking,
 float32. The contenders run interleaved (transformers, ctxlm, ctxlm with PALM's copy head, again
 ...), `--repeats` times after a warm-up; medians are reported with the ratio to transformers (the
-target: ctxlm ≥ 2×), model-FLOPs utilisation (the FLOPs the leanest contender computes, per second, over a big
-torch.matmul's measured FLOP/s), and
-whether both produced the same token ids. A table, then one JSON line.
+target: ctxlm ≥ 2×), model-FLOPs utilisation (the FLOPs the leanest contender computes, per
+second, over a big torch.matmul's measured FLOP/s) and whether both produced the same token ids.
+A table, then one JSON line.
 
     python benchmarks/generate.py [--d-model 256 --layers 4 --vocab 30522 --repeats 3] [--no-copy]
 """
@@ -84,8 +84,9 @@ def main() -> None:
              f"d{args.d_model}, {args.layers}+{args.layers} layers, vocab {args.vocab}; {info['machine']['name']}; "
              f"medians of {args.repeats} interleaved runs; fp32 matmul peak {peak / 1e12:.2f} TFLOP/s; "
              f"ctxlm and transformers produced the same token ids: {same}")
-    report(title, rows, [("name", "decoder", "s"), ("tokens_per_s", "tokens/s", ".1f"), ("ms_per_step", "ms/step", ".1f"),
-                         ("ratio", "x transformers", ".2f"), ("mfu", "MFU", ".1%")], info)
+    report(title, rows, [("name", "decoder", "s"), ("tokens_per_s", "tokens/s", ".1f"),
+                         ("ms_per_step", "ms/step", ".1f"), ("ratio", "x transformers", ".2f"), ("mfu", "MFU", ".1%")],
+           info)
 
 
 if __name__ == "__main__":

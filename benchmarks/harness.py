@@ -1,5 +1,5 @@
 """What every benchmark shares: interleaved timing with medians, the machine's measured matmul peak,
-model FLOPs (counted by torch's FlopCounterMode: matmuls and attention, the work MFU is defined by),
+model FLOPs (torch's FLOP formulas for matmuls and attention, the work MFU is defined by),
 and the report (a table, then one JSON line).
 
 Contenders run A B C A B C ... so that a slow spell of a shared machine hits each about equally.

@@ -91,7 +91,8 @@ def glm_contenders(args, device):
     bert = bert_like(args, args.vocab, length, device)
     return [Contender("transformers BERT (GLM mask)", stepper(bert, lambda m: m(input_ids=ids, attention_mask=mask,
                                                                                  labels=labels).loss)),
-            Contender("ctxlm GLM", stepper(ours, lambda m: m(ids, positions, blocks, part_a, labels).loss))], ids.numel()
+            Contender("ctxlm GLM", stepper(ours, lambda m: m(ids, positions, blocks, part_a, labels).loss))], \
+        ids.numel()
 
 
 def unilm_contenders(args, device):

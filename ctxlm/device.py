@@ -46,7 +46,3 @@ def for_inference(model: nn.Module, device: str | torch.device | None = "auto", 
     model = model.eval().to(resolve_device(device))
     return model.to(torch.bfloat16) if bf16 else model
 
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where `model`'s weights are (batches follow it)."""
-    return next(model.parameters()).device

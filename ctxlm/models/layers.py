@@ -63,7 +63,8 @@ class KVCache:
         then swaps with the first, so a beam-search step allocates nothing."""
         rows = index.shape[0]
         if self._spare is None or self._spare[0][0].shape[0] != rows:
-            self._spare = tuple([b.new_empty((rows, *b.shape[1:])) for b in store] for store in (self.keys, self.values))
+            self._spare = tuple([b.new_empty((rows, *b.shape[1:])) for b in store]
+                                for store in (self.keys, self.values))
         for store, spare in zip((self.keys, self.values), self._spare):
             for i in range(len(store)):
                 torch.index_select(store[i][:, :, :self.length], 0, index, out=spare[i][:, :, :self.length])
