@@ -154,9 +154,10 @@ def _fused_applies(memory: torch.Tensor, query: torch.Tensor) -> bool:
             return False
     if _fused_usable is None:
         try:  # both kernels, before a training step depends on the backward one
-            trial = [torch.rand(shape, device=memory.device, requires_grad=True)
-                     for shape in ((2, 3, 4), (2, 5, 4), (4,))]
-            _FusedScores.apply(*trial).sum().backward()
+            with torch.inference_mode(False), torch.enable_grad():
+                trial = [torch.rand(shape, device=memory.device, requires_grad=True)
+                         for shape in ((2, 3, 4), (2, 5, 4), (4,))]
+                _FusedScores.apply(*trial).sum().backward()
             _fused_usable = True
         except Exception as error:  # no C++ compiler / Triton: the direct path
             warnings.warn(f"torch.compile of PALM's copy attention failed, using the direct tanh ({error})")
