@@ -62,10 +62,17 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         else:
             kind = type(default) if default is not None else _optional_type(str(f.type))
             g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, help=TRAIN_HELP.get(f.name))
+    _add_device_flag(p)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (clears it)")
     p.add_argument("--allow-config-change", action="store_true",
                    help="with --resume: allow a different --lr or --max-steps than the run was saved with")
+
+
+def _add_device_flag(p: argparse.ArgumentParser, bf16_inference: bool = False) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    if bf16_inference:
+        p.add_argument("--bf16", action="store_true", help="run the model with bfloat16 weights")
 
 
 def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
@@ -112,7 +119,7 @@ def cmd_pretrain(args) -> None:
                       tokenizer=args.tokenizer, init=args.init, init_from_hf=args.init_from_hf,
                       hf_decoder=args.decoder, cache_dir=args.cache_dir,
                       corpus_format=args.format, text_field=args.text_field,
-                      fallback_encoding=args.fallback_encoding, **_run_flags(args))
+                      fallback_encoding=args.fallback_encoding, device=args.device, **_run_flags(args))
     _print_result(result, args.out)
 
 
@@ -154,7 +161,8 @@ def cmd_generate(args) -> None:
 
     if (args.text is None) == (args.input is None):
         raise CtxlmError("give exactly one of --text and --input")
-    predictor = Seq2SeqPredictor.load(args.model, max_source_tokens=args.max_source_tokens)
+    predictor = Seq2SeqPredictor.load(args.model, args.device, bf16=args.bf16,
+                                      max_source_tokens=args.max_source_tokens)
     cfg = _generation_config(args, predictor.default_generation)
     if args.text is not None:
         print(predictor.generate([args.text], cfg)[0])
@@ -197,7 +205,7 @@ def cmd_finetune(args) -> None:
 
     overrides = _train_overrides(args)
     model_config = _scratch_model_config(args)
-    common = dict(model_config=model_config, tokenizer=args.tokenizer, **_run_flags(args))
+    common = dict(model_config=model_config, tokenizer=args.tokenizer, device=args.device, **_run_flags(args))
     if args.task in NLU_TASKS:
         nlu, recipe_train = _nlu_options(args)
         overrides = {**recipe_train, **overrides}
@@ -282,23 +290,26 @@ def _nlu_options(args) -> tuple[NluOptions, dict]:
 def cmd_evaluate(args) -> None:
     from .metrics import evaluate_files, format_markdown_table
 
+    placement = dict(device=args.device, bf16=args.bf16)
+
     if args.task == "cloze":
         from .tasks.cloze import evaluate_cloze
 
         _need(args, "model", "dataset", "data_dir")
         results = evaluate_cloze(args.model, args.dataset, args.data_dir, args.split or "dev32",
-                                 max_length=args.max_length)
+                                 max_length=args.max_length, **placement)
     elif args.task == "classify":
         from .tasks.classification import evaluate_classifier
 
         _need(args, "model", "data_dir")
         results = evaluate_classifier(args.model, args.dataset, args.data_dir, args.split or "dev", limit=args.limit,
-                                      max_length=args.max_length)
+                                      max_length=args.max_length, **placement)
     elif args.task == "squad":
         from .tasks.extractive_qa import evaluate_squad
 
         _need(args, "model", "ref")
-        results = evaluate_squad(args.model, args.ref, limit=args.limit, predictions_out=args.predictions_out)
+        results = evaluate_squad(args.model, args.ref, limit=args.limit, predictions_out=args.predictions_out,
+                                 **placement)
     elif args.model is not None:
         from .tasks.seq2seq import read_pairs
         from .predict import Seq2SeqPredictor
@@ -306,7 +317,7 @@ def cmd_evaluate(args) -> None:
         if args.task is None or args.ref is None:
             raise CtxlmError("--model scores references by perplexity; give --task and --ref")
         pairs = read_pairs(args.task, args.ref, {"skip_empty": True} if args.task == "dialog" else None, args.limit)
-        predictor = Seq2SeqPredictor.load(args.model)
+        predictor = Seq2SeqPredictor.load(args.model, **placement)
         results = {"perplexity": predictor.perplexity([p.source for p in pairs], [p.target for p in pairs],
                                                       progress=True)}
     else:
@@ -327,13 +338,14 @@ def cmd_infill(args) -> None:
     cfg = _generation_config(args, load_generation_config(args.model))
     if args.eval is not None:
         results = evaluate_infilling(args.model, args.eval, mask_ratio=args.mask_ratio, seed=args.seed or 0,
-                                     limit=args.limit, generation_config=cfg, output=args.output, progress=True)
+                                     limit=args.limit, generation_config=cfg, output=args.output, progress=True,
+                                     device=args.device, bf16=args.bf16)
         print(json.dumps(results, indent=2))
         return
     if (args.text is None) == (args.input is None):
         raise CtxlmError("give --text (one or more), --input FILE (one text a line) or --eval FILE")
     texts = args.text if args.text is not None else _read_lines(Path(args.input))
-    for filled in infill_texts(args.model, texts, cfg):
+    for filled in infill_texts(args.model, texts, cfg, device=args.device, bf16=args.bf16):
         print(filled)
 
 
@@ -464,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batches sorted by source length together (default 8; 1: input order); "
                         "the output keeps input order")
     p.add_argument("--resume", action="store_true", help="keep the rows --output already holds, decode the rest")
+    _add_device_flag(p, bf16_inference=True)
     _add_decoding_flags(p)
     p.set_defaults(func=cmd_generate)
 
@@ -514,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="score only the first N rows")
     p.add_argument("--predictions-out", help="squad: write {id: answer} JSON here")
     p.add_argument("--output", help="also write the JSON results here")
+    _add_device_flag(p, bf16_inference=True)
     p.set_defaults(func=cmd_evaluate)
 
     p = verbs.add_parser("infill", help="fill [MASK] blanks with a GLM model, or evaluate infilling")
@@ -524,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-ratio", type=float, default=0.1)
     p.add_argument("--limit", type=int, help="--eval: the first N lines")
     p.add_argument("--output", help="--eval: write each line's masked, filled and original text (JSONL)")
+    _add_device_flag(p, bf16_inference=True)
     _add_decoding_flags(p)
     p.set_defaults(func=cmd_infill)
 

@@ -89,8 +89,9 @@ def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
         print(f"[5/5] Gigaword headlines, {name}: fine-tune {args.finetune_steps} steps on "
               f"{args.finetune_pairs} pairs, decode {len(valid)} (beam {recipe.decoding.num_beams})")
         finetune(gigaword / "train.jsonl", gigaword / "valid.jsonl", out / folder, recipe,
-                 train_limit=args.finetune_pairs, overwrite=True, **start)
-        predictions[name] = decode_pairs(out / folder, valid, max_source_tokens=recipe.max_source_tokens)
+                 train_limit=args.finetune_pairs, overwrite=True, device=args.device, **start)
+        predictions[name] = decode_pairs(out / folder, valid, max_source_tokens=recipe.max_source_tokens,
+                                         device=args.device)
         scores[name] = rouge(predictions[name], [p.target for p in valid])
     print(f"\n      Gigaword validation ({len(valid)} pairs)   ROUGE-1  ROUGE-2  ROUGE-L")
     for name, values in scores.items():
@@ -113,11 +114,13 @@ def parse_args(argv):
     p.add_argument("--finetune-pairs", type=int, default=5000, help="Gigaword training pairs used")
     p.add_argument("--eval-pairs", type=int, default=200, help="Gigaword validation pairs decoded")
     p.add_argument("--gigaword", default=str(ROOT.parent / "shared" / "data" / "summarization" / "gigaword"))
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     from .checkpoint import load_model_dir
+    from .device import resolve_device
     from .data.store import TokenStore
     from .generation import GenerationConfig
     from .predict import Seq2SeqPredictor
@@ -132,6 +135,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     try:
+        device = resolve_device(args.device)
         corpus = [Path(c) for c in args.corpus] if args.corpus else default_corpus(out)
         reading = dict(fallback_encoding="latin-1")  # two of the Gutenberg books are Latin-1
 
@@ -147,27 +151,27 @@ def main(argv=None) -> int:
               f"{store.num_tokens} tokens (cached in {store.directory})")
 
         heldout = prepare_palm_data(store, tokenizer, data, "generation", train.seed).valid
-        untrained = build_model(model_config_for_tokenizer(model_config, tokenizer))
+        untrained = build_model(model_config_for_tokenizer(model_config, tokenizer)).to(device)
         before = evaluate(untrained, heldout, train.batch_size, tokenizer.pad_id, max_batches=train.eval_batches)
 
         print(f"[2/5] stage 1: encoder masked LM, {args.mlm_steps} steps")
         config = PretrainConfig(model=model_config, train=dataclasses.replace(train, max_steps=args.mlm_steps),
                                 data=data)
-        pretrain(corpus, out / "stage1-mlm", config, stage="mlm", tokenizer=tokenizer, overwrite=True, **reading)
+        pretrain(corpus, out / "stage1-mlm", config, stage="mlm", tokenizer=tokenizer, overwrite=True, device=device, **reading)
 
         print(f"[3/5] stage 2: continuation generation from stage 1, {args.generation_steps} steps")
         config.train = dataclasses.replace(train, max_steps=args.generation_steps)
         pretrain(corpus, out / "stage2-generation", config, stage="generation", init=out / "stage1-mlm",
-                 overwrite=True, **reading)
+                 overwrite=True, device=device, **reading)
 
-        model, _ = load_model_dir(out / "stage2-generation")
+        model, _ = load_model_dir(out / "stage2-generation", device=device)
         after = evaluate(model, heldout, train.batch_size, tokenizer.pad_id, max_batches=train.eval_batches)
         print("[4/5] pre-training results")
         print(f"      held-out continuation perplexity ({len(heldout)} fragments of held-out documents, "
               f"a fixed sample of {train.eval_batches * train.batch_size}):")
         print(f"        before pre-training: {before['lm_ppl']:10.1f}")
         print(f"        after  pre-training: {after['lm_ppl']:10.1f}")
-        predictor = Seq2SeqPredictor(model, tokenizer)
+        predictor = Seq2SeqPredictor(model, tokenizer, device)
         generation = GenerationConfig(num_beams=5, max_new_tokens=48, no_repeat_ngram_size=3)
         for i, (text, continuation) in enumerate(zip(TABLE1_INPUTS, predictor.generate(TABLE1_INPUTS, generation)), 1):
             print(f"\n      Table 1, example {i}\n      input:    {text}\n      continuation (beam 5): {continuation}")

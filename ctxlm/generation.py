@@ -152,10 +152,13 @@ def beam_search(model, input_ids, attention_mask, cfg: GenerationConfig, **input
         flat = running[:, :, :cur].reshape(b * k, cur)
         log_probs = model.decode_step(state, flat[:, -1]).float()
         log_probs = _process(log_probs, flat, cur - 1, cfg, eos)
-        vocab = log_probs.shape[-1]
-        totals = (log_probs.view(b, k, vocab) + running_scores[:, :, None]).view(b, k * vocab)
+        # a source's 2K best continuations are among the 2K best of each of its beams (adding the
+        # beam's score keeps a beam's order): two small top-k's instead of one over K × vocabulary
+        per_beam = min(keep, log_probs.shape[-1])
+        beam_scores, beam_tokens = torch.topk(log_probs, per_beam, dim=1)  # (b·k, per_beam)
+        totals = (beam_scores.view(b, k, per_beam) + running_scores[:, :, None]).view(b, k * per_beam)
         cand_scores, cand = torch.topk(totals, keep, dim=1)
-        cand_beam, cand_token = cand // vocab, cand % vocab
+        cand_beam, cand_token = cand // per_beam, beam_tokens.view(b, k * per_beam).gather(1, cand)
         cand_seqs = torch.take_along_dim(running, cand_beam[:, :, None], dim=1)
         cand_seqs[:, :, cur] = cand_token
         ends = (cand_token == eos) | (cur + 1 >= max_len)

@@ -2,11 +2,13 @@
 
     from ctxlm.predict import Seq2SeqPredictor
     from ctxlm.config import GenerationConfig
-    predictor = Seq2SeqPredictor.load("runs/gigaword")
+    predictor = Seq2SeqPredictor.load("runs/gigaword", device="auto", bf16=False)
     predictor.generate(["the actor bought the car in 1962 ."], GenerationConfig(num_beams=5))
     predictor.perplexity(sources, targets)
 
-Works for every family (PALM, GLM, UniLMv2): the input layout comes from `ctxlm.layouts`.
+Works for every family (PALM, GLM, UniLMv2): the input layout comes from `ctxlm.layouts`. The model
+and every batch live on `device` ("auto": CUDA when available, see `ctxlm.device`); `bf16` runs
+inference with bfloat16 weights.
 A fine-tuned model directory may carry `generation.json` (its recipe's decoding settings), used
 as the default decoding configuration.
 """
@@ -24,6 +26,7 @@ import torch
 
 from .checkpoint import load_model_dir, resolve_model_dir
 from .config import GenerationConfig, from_mapping
+from .device import for_inference, resolve_device
 from .errors import CtxlmError
 from .generation import generate
 from .layouts import decoding_source_budget, pair_example, prompt_example
@@ -58,19 +61,20 @@ def _batches(n: int, size: int, progress: bool, desc: str):
 class Seq2SeqPredictor:
     """Generation and scoring with any ctxlm model."""
 
-    def __init__(self, model, tokenizer, device: str | torch.device = "cpu", *, max_source_tokens: int | None = None,
-                 generation: GenerationConfig | None = None):
+    def __init__(self, model, tokenizer, device: str | torch.device | None = "auto", *, bf16: bool = False,
+                 max_source_tokens: int | None = None, generation: GenerationConfig | None = None):
         if tokenizer is None:
             raise CtxlmError("the model directory has no tokenizer.json")
-        self.model, self.tokenizer = model.eval().to(device), tokenizer
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
+        self.model, self.tokenizer = for_inference(model, self.device, bf16), tokenizer
         self.max_source_tokens = max_source_tokens or model.config.max_position_embeddings
         self.default_generation = generation or GenerationConfig()
         accepted = inspect.signature(model.start_decoding).parameters
         self._prompt_keys = {k for k in accepted if k not in ("num_beams", "max_length")}
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu", **options) -> "Seq2SeqPredictor":
+    def load(cls, directory: str | Path, device: str | torch.device | None = "auto", **options) -> "Seq2SeqPredictor":
+        device = resolve_device(device)
         model, tokenizer = load_model_dir(directory, device=device)
         options.setdefault("generation", load_generation_config(resolve_model_dir(directory)))
         return cls(model, tokenizer, device, **options)

@@ -20,6 +20,7 @@ from .checkpoint import TOKENIZER_NAME, build_model, latest_checkpoint, load_mod
 from .config import PalmDataConfig, PretrainConfig, default_data_config
 from .data.store import TokenStore
 from .distributed import main_process_first, setup
+from .device import resolve_device
 from .errors import CtxlmError
 from .objectives.chunks import skipped_sentences
 from .families import get_objective, resolve
@@ -192,6 +193,7 @@ def pretrain(
     corpus_format: str = "auto",
     text_field: str | None = None,
     fallback_encoding: str | None = None,
+    device: str | torch.device | None = "auto",
 ) -> TrainResult:
     """Pre-train (or continue pre-training) a model on `corpus`; see `ctxlm pretrain --help`.
 
@@ -265,7 +267,8 @@ def pretrain(
                 "store": str(store.directory), **data.description}
     return train(model, data.train, config.train, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                  valid_examples=data.valid, resume=resume, overwrite=overwrite,
-                 allow_config_change=allow_config_change, loss_options=loss_options, run_info=run_info)
+                 allow_config_change=allow_config_change, loss_options=loss_options, run_info=run_info,
+                 device=resolve_device(device))
 
 
 def pretrain_variant(name: str, corpus: Sequence[str | Path], out_dir: str | Path, config: PretrainConfig, *,

@@ -118,11 +118,11 @@ def test_cli_finetune_generate_evaluate(gigaword, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["finetune", "--config", str(config), "--tokenizer", str(root / "tok"), "--recipe", "gigaword",
                  "--train", str(root / "train.jsonl"), "--valid", str(root / "valid.jsonl"), "--out", str(out),
-                 "--max-steps", "4", "--eval-every", "2", "--batch-size", "8", "--no-progress"]) == 0
+                 "--max-steps", "4", "--eval-every", "2", "--batch-size", "8", "--no-progress", "--device", "cpu"]) == 0
     assert json.loads((out / "generation.json").read_text())["num_beams"] == 5  # the recipe's decoding
     preds = tmp_path / "preds.jsonl"
     assert main(["generate", "--model", str(out), "--input", str(root / "valid.jsonl"), "--source-field",
-                 "document", "--output", str(preds), "--beam", "2", "--max-length", "8"]) == 0
+                 "document", "--output", str(preds), "--beam", "2", "--max-length", "8", "--device", "cpu"]) == 0
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
     assert len(rows) == 40 and all("prediction" in r and "summary" in r for r in rows)
     capsys.readouterr()
@@ -132,9 +132,12 @@ def test_cli_finetune_generate_evaluate(gigaword, tmp_path, capsys):
     scores = json.loads(printed[: printed.index("}") + 1])
     expected = rouge([r["prediction"] for r in rows], [r["summary"] for r in rows], types=("rouge1", "rougeL"))
     assert scores == pytest.approx(expected)
-    assert main(["evaluate", "--model", str(out), "--task", "summarization", "--ref",
-                 str(root / "valid.jsonl")]) == 0
-    assert json.loads(capsys.readouterr().out.split("\n|")[0])["perplexity"] > 1.0
+    perplexity = {}
+    for precision in ([], ["--bf16"]):  # bfloat16 weights score close to float32 ones
+        assert main(["evaluate", "--model", str(out), "--task", "summarization", "--ref",
+                     str(root / "valid.jsonl"), "--device", "cpu", *precision]) == 0
+        perplexity[bool(precision)] = json.loads(capsys.readouterr().out.split("\n|")[0])["perplexity"]
+    assert perplexity[False] > 1.0 and perplexity[True] == pytest.approx(perplexity[False], rel=0.05)
 
 
 @pytest.mark.slow

@@ -216,6 +216,49 @@ def test_chunked_scores_equal_direct_evaluation(monkeypatch, chunk_elements):
         torch.testing.assert_close(additive_scores(memory, query, w_c), ref)
 
 
+def values_and_grads(fn, memory, query, w_c, weights):
+    inputs = [t.clone().requires_grad_(True) for t in (memory, query, w_c)]
+    out = fn(*inputs)
+    (out * weights).sum().backward()
+    return out.detach(), [t.grad for t in inputs]
+
+
+def test_exp_form_is_eq_3():
+    """tanh(a + b) = 1 − 2 / (1 + e^{2a} e^{2b}): the fused kernel's forward formula and its
+    hand-written gradients equal eq. (3) evaluated directly and differentiated by autograd, in
+    float64 (inputs up to the ±40 bound included)."""
+    g = torch.Generator().manual_seed(1)
+    memory, query, w_c = (torch.randn(shape, generator=g, dtype=torch.float64) * 3
+                          for shape in [(2, 5, 4), (2, 7, 4), (4,)])
+    memory[0, 0, 0], query[0, 0, 0], query[1, 1, 1] = 40.0, -39.5, -40.0  # cancel to tanh(0.5); saturate
+    weights = torch.randn(2, 7, 5, generator=g, dtype=torch.float64)
+    ref, ref_grads = values_and_grads(direct_scores, memory, query, w_c, weights)
+    a, b = torch.exp(2 * memory), torch.exp(2 * query)
+    torch.testing.assert_close(pointer_generator.exp_form_scores(a, b, w_c), ref, atol=1e-12, rtol=1e-12)
+    for mine, theirs in zip(pointer_generator.exp_form_grads(a, b, w_c, weights), ref_grads):
+        torch.testing.assert_close(mine, theirs, atol=1e-10, rtol=1e-10)
+
+
+def test_compiled_kernel_matches_the_direct_path(monkeypatch):
+    """The torch.compile'd kernels (training shapes) give eq. (3)'s float32 values and gradients; an
+    input beyond the ±40 bound goes the direct way, so large activations stay exact."""
+    monkeypatch.setattr(pointer_generator, "FUSED_MIN_ELEMENTS", 0)
+    g = torch.Generator().manual_seed(2)
+    memory, query, w_c = (torch.randn(shape, generator=g) for shape in [(2, 33, 16), (2, 9, 16), (16,)])
+    weights = torch.randn(2, 9, 33, generator=g)
+    direct = pointer_generator._AdditiveScores.apply
+    out, grads = values_and_grads(additive_scores, memory, query, w_c, weights)
+    assert pointer_generator._fused_usable and set(pointer_generator._kernels) == {"forward", "backward"}
+    ref, ref_grads = values_and_grads(direct, memory, query, w_c, weights)
+    torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+    memory[1, 2, 3] = 50.0
+    query[1, 4, 3] = -49.0  # tanh(1): e^{100} would overflow the exp form
+    monkeypatch.setattr(pointer_generator, "_FusedScores", None)  # must not be reached
+    torch.testing.assert_close(additive_scores(memory, query, w_c), direct(memory, query, w_c))
+
+
 def test_head_output_independent_of_chunk_size(monkeypatch):
     """The whole head gives the same log-probs and parameter gradients with tiny chunks."""
     def forward_backward():

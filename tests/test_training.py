@@ -108,7 +108,7 @@ def test_stage_two_starts_from_stage_one_and_generates(corpus, tmp_path):
         "  decoder_ffn_dim: 64\n  max_position_embeddings: 128\n"
         "train:\n  batch_size: 4\n  warmup_steps: 1\n  progress: false\n"
         "data:\n  fragment_length: 96\n  valid_fraction: 0.05\n", encoding="utf-8")
-    common = ["--corpus", str(path), "--max-steps", "3", "--cache-dir", str(tmp_path / "cache")]
+    common = ["--corpus", str(path), "--max-steps", "3", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
     assert main(["pretrain", "--stage", "mlm", "--config", str(config), "--tokenizer", str(tok),
                  "--out", str(tmp_path / "s1"), *common]) == 0
     stage1 = json.loads((tmp_path / "s1/metrics.jsonl").read_text().splitlines()[-1])
@@ -120,7 +120,8 @@ def test_stage_two_starts_from_stage_one_and_generates(corpus, tmp_path):
     assert tokenizer is not None and s2.config == s1.config
     moved = [k for k, v in s2.state_dict().items() if not torch.equal(v, s1.state_dict()[k])]
     assert any(k.startswith("decoder.") for k in moved)
-    assert main(["generate", "--model", str(tmp_path / "s2"), "--text", "The river flows.", "--max-length", "5"]) == 0
+    assert main(["generate", "--model", str(tmp_path / "s2"), "--text", "The river flows.", "--max-length", "5",
+                 "--device", "cpu", "--bf16"]) == 0
 
 
 @pytest.mark.slow

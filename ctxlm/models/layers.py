@@ -44,6 +44,7 @@ class KVCache:
         self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.length = 0
         self.max_length = max_length
+        self._spare: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # see `reorder`
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.length + k.shape[2]
@@ -57,10 +58,17 @@ class KVCache:
         self.length += t
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index` (beam search: the beams that survive a step)."""
-        for i in range(len(self.keys)):
-            self.keys[i] = self.keys[i].index_select(0, index)
-            self.values[i] = self.values[i].index_select(0, index)
+        """Keep batch rows `index` (beam search: the beams that survive a step; or rows repeated
+        once per beam). Only the filled positions are copied, into a second set of buffers that
+        then swaps with the first, so a beam-search step allocates nothing."""
+        rows = index.shape[0]
+        if self._spare is None or self._spare[0][0].shape[0] != rows:
+            self._spare = tuple([b.new_empty((rows, *b.shape[1:])) for b in store]
+                                for store in (self.keys, self.values))
+        for store, spare in zip((self.keys, self.values), self._spare):
+            for i in range(len(store)):
+                torch.index_select(store[i][:, :, :self.length], 0, index, out=spare[i][:, :, :self.length])
+                store[i], spare[i] = spare[i], store[i]
 
 
 class Attention(nn.Module):

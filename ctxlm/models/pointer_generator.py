@@ -15,9 +15,21 @@ with a subword tokenizer every source token is in the vocabulary, so the two coi
 
 The mixture is taken in probability space and returned as log-probabilities computed stably:
 log P = logaddexp(log λ + log P_v, log(1 − λ) + log P_c), with log P_c = −inf (and no gradient)
-where no source token matches. Eq. (3) is B×T×S×d if materialised at once; `additive_scores`
-evaluates it in chunks of target positions and recomputes each chunk in the backward pass, so
-training memory is O(B×T×S) for the scores plus one chunk.
+where no source token matches.
+
+Eq. (3) is B×T×S×d elementwise work. With a = W_m h_l and b = W_s s_t + b_c, the identity
+tanh(a + b) = 1 − 2 / (1 + e^{2a} e^{2b}) turns it into
+
+    e^c_tl = Σ_d w_d − 2 Σ_d w_d / (1 + A_ld B_td),   A = e^{2a} (B×S×d), B = e^{2b} (B×T×d)
+
+— still exactly eq. (3), but one multiply-add and one division per (t, l, d) instead of a tanh,
+the exponentials costing only B×(S+T)×d. `additive_scores` evaluates this form as one fused
+kernel through `torch.compile` (no B×T×S×d tensor in the forward or the backward pass) when the
+work is large (training) and both |a| and |b| stay ≤ 40, where e^{2a} e^{2b} cannot overflow
+before it saturates and the identity is as accurate in float32 as tanh itself (absolute error
+≲ 2·10⁻⁷ per term). Otherwise — small shapes (decoding, tests), larger inputs, or no working
+`torch.compile` — it evaluates tanh directly in chunks of target positions, recomputing each chunk
+in the backward pass (memory O(B×T×S) plus one chunk).
 
 Training needs log P only at the labels (and, with label smoothing, its mean over the
 vocabulary): `label_log_likelihood` gets both without building the B×T×V mixture, since P_c is
@@ -27,14 +39,20 @@ decoding and scoring; the tests check that the two agree.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .layers import tied_logits
 
-# Elements of one (batch, target-chunk, source, d) block of eq. (3) evaluated at once.
+# Elements of one (batch, target-chunk, source, d) block of eq. (3) evaluated at once (direct tanh).
 CHUNK_ELEMENTS = 1 << 24
+# B×T×S×d from which eq. (3) runs as the compiled kernel; False turns the kernel off.
+FUSED_MIN_ELEMENTS: int | bool = 1 << 22
+# |a|, |b| up to which e^{2a}·e^{2b} is safe in float32 (e^160 overflows to inf, which still gives tanh = 1).
+FUSED_MAX_INPUT = 40.0
 
 
 class _AdditiveScores(torch.autograd.Function):
@@ -77,8 +95,80 @@ def _chunk(memory: torch.Tensor) -> int:
     return max(1, CHUNK_ELEMENTS // max(1, b * s * d))
 
 
+def exp_form_scores(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Eq. (3) from a = e^{2 W_m h} (B,S,d) and b = e^{2 (W_s s + b_c)} (B,T,d):
+    e_tl = Σ_d w_d − 2 Σ_d w_d / (1 + a_ld b_td), since tanh(x + y) = 1 − 2 / (1 + e^{2x} e^{2y})."""
+    return w.sum() - 2 * (w / (1 + a.unsqueeze(1) * b.unsqueeze(2))).sum(-1)
+
+
+def exp_form_grads(a, b, w, grad):
+    """The gradients of Σ grad·e with respect to W_m h, W_s s + b_c and w_c. With q = 1 / (1 + ab):
+    tanh = 1 − 2q and tanh' = 1 − tanh² = 4q(1 − q). Two passes over (t, l, d), one division each
+    (the sums over l share theirs)."""
+    q = 1 / (1 + a.unsqueeze(1) * b.unsqueeze(2))  # (B, T, S, d), never materialised once compiled
+    gq = grad.unsqueeze(-1) * q
+    gq2 = gq * q
+    over_l = gq.sum(2)
+    return 4 * w * (gq - gq2).sum(1), 4 * w * (over_l - gq2.sum(2)), grad.sum() - 2 * over_l.sum((0, 1))
+
+
+_kernels: dict = {}  # "forward" / "backward": exp_form_scores / exp_form_grads compiled on first use
+
+
+def _compiled(name: str):
+    if name not in _kernels:
+        _kernels[name] = torch.compile({"forward": exp_form_scores, "backward": exp_form_grads}[name], dynamic=True)
+    return _kernels[name]
+
+
+class _FusedScores(torch.autograd.Function):
+    """Eq. (3) by `exp_form_scores` and its backward by `exp_form_grads`, each one compiled kernel
+    that keeps the B×T×S×d terms in registers; computed in float32 (or wider)."""
+
+    @staticmethod
+    def forward(ctx, memory, query, w_c):
+        dtype = torch.promote_types(memory.dtype, torch.float32)
+        a, b, w = torch.exp(2 * memory.to(dtype)), torch.exp(2 * query.to(dtype)), w_c.to(dtype)
+        ctx.save_for_backward(a, b, w)
+        ctx.dtypes = memory.dtype, query.dtype, w_c.dtype
+        return _compiled("forward")(a, b, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, w = ctx.saved_tensors
+        grads = _compiled("backward")(a, b, w, grad.to(a.dtype).contiguous())
+        return tuple(g.to(dtype) for g, dtype in zip(grads, ctx.dtypes))
+
+
+_fused_usable: bool | None = None  # whether torch.compile works here (tried once, on a tiny case)
+
+
+def _fused_applies(memory: torch.Tensor, query: torch.Tensor) -> bool:
+    """Whether eq. (3) should run as the compiled kernel for these inputs."""
+    global _fused_usable
+    b, s, d = memory.shape
+    if FUSED_MIN_ELEMENTS is False or _fused_usable is False or b * query.shape[1] * s * d < FUSED_MIN_ELEMENTS:
+        return False
+    with torch.no_grad():  # one host sync: are both inputs inside the identity's safe range?
+        if float(torch.maximum(memory.abs().amax(), query.abs().amax())) > FUSED_MAX_INPUT:
+            return False
+    if _fused_usable is None:
+        try:  # both kernels, before a training step depends on the backward one
+            with torch.inference_mode(False), torch.enable_grad():
+                trial = [torch.rand(shape, device=memory.device, requires_grad=True)
+                         for shape in ((2, 3, 4), (2, 5, 4), (4,))]
+                _FusedScores.apply(*trial).sum().backward()
+            _fused_usable = True
+        except Exception as error:  # no C++ compiler / Triton: the direct path
+            warnings.warn(f"torch.compile of PALM's copy attention failed, using the direct tanh ({error})")
+            _fused_usable = False
+    return _fused_usable
+
+
 def additive_scores(memory: torch.Tensor, query: torch.Tensor, w_c: torch.Tensor) -> torch.Tensor:
     """e_tl = w_c · tanh(memory_l + query_t) for memory (B,S,d) = W_m h, query (B,T,d) = W_s s + b_c."""
+    if _fused_applies(memory, query):
+        return _FusedScores.apply(memory, query, w_c)
     return _AdditiveScores.apply(memory, query, w_c)
 
 
@@ -135,14 +225,15 @@ class PointerGenerator(nn.Module):
         of x_l), and P_c(x_l) = Σ_l' α_l' [x_l' = x_l]."""
         s = decoder_states
         vocab_logits = F.linear(self.W_v(s), embedding, logits_bias).float()  # eq. (2)
-        lse = torch.logsumexp(vocab_logits, dim=-1)
         alpha, a, b = self.copy_attention(s, encoder_states, memory, source_mask)
         target = labels.clamp_min(0)
-        log_pv_y = vocab_logits.gather(-1, target[..., None]).squeeze(-1) - lse
+        # log P_v(y): cross-entropy's fused log-softmax and gather (and its backward)
+        log_pv_y = -F.cross_entropy(vocab_logits.flatten(0, -2), target.flatten(), reduction="none").view_as(target)
         p_copy_y = (alpha * (source_ids[:, None, :] == target[..., None])).sum(-1)  # eq. (6) at y
         log_p_y = torch.logaddexp(a + log_pv_y, b + safe_log(p_copy_y))  # eq. (7)
         if not smoothing:
             return log_p_y, None
+        lse = torch.logsumexp(vocab_logits, dim=-1)
         valid = source_mask.bool()
         same = (source_ids[:, :, None] == source_ids[:, None, :]) & valid[:, :, None] & valid[:, None, :]
         p_copy_src = alpha @ same.float()  # P_c(x_l) for every source position: (B, T, S)

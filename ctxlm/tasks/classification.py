@@ -34,6 +34,7 @@ import torch
 from .seq2seq import starting_model
 from ..checkpoint import build_model, latest_checkpoint, load_model_dir, read_head, read_model_config
 from ..config import TrainConfig, UnilmConfig
+from ..device import for_inference, resolve_device
 from ..data.glue import GlueDataset, Row, get_dataset
 from ..errors import CtxlmError
 from ..metrics import accuracy, binary_f1, pearson, spearman
@@ -164,7 +165,7 @@ def finetune_classifier(
     resume: bool = False,
     overwrite: bool = False,
     allow_config_change: bool = False,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = "auto",
 ) -> TrainResult:
     """Fine-tune UniLMv2 model directory `init` (or a new `model_config` model with `tokenizer`) on
     `dataset`'s train split; validate, select and finally score on its dev split. `train_config`
@@ -203,7 +204,8 @@ def finetune_classifier(
                 "train_examples": len(train_rows), "valid_examples": len(valid_rows)}
     result = train(model, train_examples, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                    valid_examples=valid_examples, resume=resume, overwrite=overwrite,
-                   allow_config_change=allow_config_change, run_info=run_info, device=device)
+                   allow_config_change=allow_config_change, run_info=run_info,
+                   device=resolve_device(device))
     if distributed_context()[0] == 0:
         scores = score_rows(model, tokenizer, spec, valid_rows, max_length, batch_size=cfg.batch_size)
         (out_dir / "eval_dev.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
@@ -226,7 +228,7 @@ def predict(model: UnilmClassifier, examples: PairExamples, batch_size: int = 32
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         outputs.append(logits[:, 0] if model.num_labels == 1 else logits.argmax(-1))
     model.train(was_training)
-    return torch.cat(outputs).cpu().numpy()
+    return torch.cat(outputs).float().cpu().numpy()
 
 
 def score_rows(model: UnilmClassifier, tokenizer: TextTokenizer, spec: GlueDataset, rows: Sequence[Row],
@@ -237,17 +239,19 @@ def score_rows(model: UnilmClassifier, tokenizer: TextTokenizer, spec: GlueDatas
 
 def evaluate_classifier(model_dir: str | Path, dataset: str | None, data_dir: str | Path, split: str = "dev", *,
                         batch_size: int = 32, limit: int | None = None, max_length: int | None = None,
-                        device: str | torch.device | None = None) -> dict[str, float]:
+                        device: str | torch.device | None = "auto", bf16: bool = False) -> dict[str, float]:
     """GLUE metrics (×100) of a fine-tuned classifier on `dataset`'s `split` (dataset and max
-    length default to those it was fine-tuned with, from classification.json)."""
+    length default to those it was fine-tuned with, from classification.json). `device` and
+    `bf16`: see `ctxlm.device`."""
     task_file = Path(model_dir) / TASK_FILE
     task = json.loads(task_file.read_text(encoding="utf-8")) if task_file.is_file() else {}
     dataset = dataset or task.get("dataset")
     if dataset is None:
         raise CtxlmError(f"{model_dir}: no {TASK_FILE}; give --dataset")
     spec = get_dataset(dataset)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     model, tokenizer = load_model_dir(model_dir, device=device)
+    model = for_inference(model, device, bf16)
     if not isinstance(model, UnilmClassifier):
         raise CtxlmError(f"{model_dir}: not a classifier (no unilm-classifier head.json); fine-tune one with "
                          f"--task classify")

@@ -43,6 +43,7 @@ from torch import nn
 
 from ..checkpoint import load_model_dir
 from ..config import GlmConfig, TrainConfig
+from ..device import for_inference, resolve_device
 from ..data.superglue import MASK, ClozeExample, load_superglue, superglue_file, task_metrics, task_name
 from ..errors import CtxlmError
 from ..models.glm import GlmModel, glm_tokens
@@ -247,7 +248,7 @@ def predict_cloze(model: GlmClozeModel, examples: ClozeExamples, *, batch_size: 
     for start in range(0, len(examples), batch_size):
         items = [examples.example(i) for i in range(start, min(len(examples), start + batch_size))]
         batch = {k: v.to(device) for k, v in collate(items, examples.pad).items()}
-        scores = model.candidate_scores(**{k: v for k, v in batch.items() if k != "gold"}).cpu().numpy()
+        scores = model.candidate_scores(**{k: v for k, v in batch.items() if k != "gold"}).float().cpu().numpy()
         out.extend(row[:len(item["gold"])] for row, item in zip(scores, items))
     model.train(was_training)
     return out
@@ -262,19 +263,18 @@ def _as_cloze_model(model, source) -> GlmClozeModel:
     raise CtxlmError(f"{source}: cloze tasks need a GLM model directory, got a {type(model).__name__}")
 
 
-def _device(device) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def evaluate_cloze(model_dir: str | Path, dataset: str, data_dir: str | Path, split: str = "dev32", *,
-                   batch_size: int = 8, max_length: int | None = None, device: str | None = None) -> dict:
+                   batch_size: int = 8, max_length: int | None = None, device: str | torch.device | None = "auto",
+                   bf16: bool = False) -> dict:
     """SuperGLUE metrics (×100) of a model directory on one split: accuracy for every task, CB's
     macro-F1 (`f1`), MultiRC's `f1a` and `em`, ReCoRD's `f1` and `em`. A plain GLM directory is
-    scored zero-shot. Returns the metrics plus `task`, `split` and `examples`."""
-    model, tokenizer = load_model_dir(model_dir, device=_device(device))
+    scored zero-shot. Returns the metrics plus `task`, `split` and `examples`. `device` and `bf16`:
+    see `ctxlm.device`."""
+    device = resolve_device(device)
+    model, tokenizer = load_model_dir(model_dir, device=device)
     if tokenizer is None:
         raise CtxlmError(f"{model_dir}: the model directory has no tokenizer.json")
-    model = _as_cloze_model(model, model_dir)
+    model = for_inference(_as_cloze_model(model, model_dir), device, bf16)
     max_length = max_length or model.max_length
     if max_length > model.config.max_position_embeddings:
         raise CtxlmError(f"--max-length {max_length} exceeds the model's max_position_embeddings "
@@ -294,7 +294,8 @@ def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, 
                    train_config: TrainConfig, *, max_length: int | None = None, train_split: str = "train",
                    dev_split: str | None = "dev32", resume: bool = False, overwrite: bool = False,
                    allow_config_change: bool = False, model_config: GlmConfig | None = None,
-                   tokenizer=None, score_eop: bool = False) -> TrainResult:
+                   tokenizer=None, score_eop: bool = False,
+                   device: str | torch.device | None = "auto") -> TrainResult:
     """Fine-tune a GLM on a SuperGLUE task as cloze questions with the one training loop.
 
     `init` is a GLM (or GLM cloze) model directory; or pass `model_config` and `tokenizer` to start
@@ -332,7 +333,8 @@ def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, 
                 "head": model.head_config()}
     result = train(model, train_examples, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                    valid_examples=valid_examples, resume=resume, overwrite=overwrite,
-                   allow_config_change=allow_config_change, run_info=run_info)
+                   allow_config_change=allow_config_change, run_info=run_info,
+                   device=resolve_device(device))
     if dev_rows is not None:
         predicted = [int(np.argmax(s)) for s in predict_cloze(model, valid_examples, batch_size=cfg.batch_size)]
         scores = {"examples": len(dev_rows), **percent(task_metrics(dev_rows, predicted))}

@@ -40,6 +40,7 @@ import torch
 from ..checkpoint import build_model, latest_checkpoint, load_model_dir, read_model_config
 from .classification import epochs_train_config, load_backbone, tokens_of
 from ..config import TrainConfig, UnilmConfig
+from ..device import for_inference, resolve_device
 from ..errors import CtxlmError
 from ..metrics import squad_exact_match, squad_f1
 from ..models.unilm import UnilmQuestionAnswering
@@ -276,7 +277,7 @@ def predict_answers(model: UnilmQuestionAnswering, features: QaFeatures, batch_s
         batch = collate([features.example(i) for i in indices], features.tok.pad)
         for label in ("start_positions", "end_positions"):
             batch.pop(label)
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.cpu().numpy()
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
         starts.extend(logits[:, :, 0])  # padded: `best_spans` reads the passage positions only
         ends.extend(logits[:, :, 1])
     model.train(was_training)
@@ -321,7 +322,7 @@ def finetune_squad(
     resume: bool = False,
     overwrite: bool = False,
     allow_config_change: bool = False,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = "auto",
 ) -> TrainResult:
     """Fine-tune UniLMv2 model directory `init` (or a new `model_config` model with `tokenizer`) for
     extractive QA on a SQuAD 1.1 train file; with `valid_file`, select on its loss and finally score
@@ -356,7 +357,8 @@ def finetune_squad(
                 "train_unmappable_answers": train_features.skipped}
     result = train(model, train_features, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                    valid_examples=valid_features, resume=resume, overwrite=overwrite,
-                   allow_config_change=allow_config_change, run_info=run_info, device=device)
+                   allow_config_change=allow_config_change, run_info=run_info,
+                   device=resolve_device(device))
     if valid_features is not None and distributed_context()[0] == 0:
         scores = squad_scores(predict_answers(model, valid_features, cfg.batch_size), valid_questions)
         (out_dir / "eval_dev.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
@@ -376,12 +378,13 @@ def load_settings(model_dir: str | Path) -> QaSettings:
 
 def evaluate_squad(model_dir: str | Path, file: str | Path, *, batch_size: int = 32, limit: int | None = None,
                    max_answer_length: int | None = None, predictions_out: str | Path | None = None,
-                   device: str | torch.device | None = None) -> dict[str, float]:
+                   device: str | torch.device | None = "auto", bf16: bool = False) -> dict[str, float]:
     """SQuAD v1.1 exact match and F1 (×100) of a fine-tuned QA model directory on a SQuAD 1.1 JSON
     file (its first `limit` questions). `predictions_out` gets {question id: answer} as JSON (the
-    official script's prediction file)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    official script's prediction file). `device` and `bf16`: see `ctxlm.device`."""
+    device = resolve_device(device)
     model, tokenizer = load_model_dir(model_dir, device=device)
+    model = for_inference(model, device, bf16)
     if not isinstance(model, UnilmQuestionAnswering):
         raise CtxlmError(f"{model_dir}: not an extractive QA model (no unilm-qa head.json); fine-tune one with "
                          f"--task squad")

@@ -32,6 +32,7 @@ import torch
 
 from ..checkpoint import load_model_dir, resolve_model_dir
 from ..config import GenerationConfig
+from ..device import for_inference, resolve_device
 from ..errors import CtxlmError, where
 from ..extras import require
 from ..generation import generate
@@ -134,14 +135,15 @@ def fill_words(tokenizer, ids: Sequence[int], *, unk_marker: str = "[UNK]") -> s
     return text
 
 
-def _load_glm(model_dir, device):
+def _load_glm(model_dir, device, bf16: bool):
+    device = resolve_device(device)
     model, tokenizer = load_model_dir(model_dir, device=device)
     if tokenizer is None:
         raise CtxlmError(f"{model_dir}: the model directory has no tokenizer.json")
     model = getattr(model, "glm", model)  # a cloze model infills with its backbone
     if not isinstance(model, GlmModel):
         raise CtxlmError(f"{model_dir}: text infilling needs a GLM model, got a {type(model).__name__}")
-    return model.eval(), tokenizer
+    return for_inference(model, device, bf16), tokenizer
 
 
 def _generation(model_dir, cfg: GenerationConfig | None) -> GenerationConfig:
@@ -151,12 +153,11 @@ def _generation(model_dir, cfg: GenerationConfig | None) -> GenerationConfig:
 
 
 def infill_texts(model_dir: str | Path, texts: Sequence[str], generation_config: GenerationConfig | None = None, *,
-                 device: str | None = None) -> list[str]:
+                 device: str | torch.device | None = "auto", bf16: bool = False) -> list[str]:
     """Fill the blanks (`[MASK]`, `[sMASK]`, `[gMASK]`) of each text: `ctxlm infill`. The text outside
     the blanks is kept as typed; each blank becomes its decoded fill. Decoding defaults to the
-    model's `generation.json`, else `GenerationConfig()`."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, tokenizer = _load_glm(model_dir, device)
+    model's `generation.json`, else `GenerationConfig()`. `device` and `bf16`: see `ctxlm.device`."""
+    model, tokenizer = _load_glm(model_dir, device, bf16)
     cfg, tok = _generation(model_dir, generation_config), glm_tokens(model.config)
     out = []
     for number, text in enumerate(texts, 1):
@@ -203,7 +204,8 @@ def infill_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
 def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: float, seed: int = 0,
                        limit: int | None = None, generation_config: GenerationConfig | None = None,
-                       device: str | None = None, output: str | Path | None = None,
+                       device: str | torch.device | None = "auto", bf16: bool = False,
+                       output: str | Path | None = None,
                        progress: bool = False) -> dict:
     """BLEU of a model's fills on a file of tokenized sentences (one a line; e.g. Yahoo Answers'
     `valid.txt`), masked with `mask_words` at `mask_ratio`. Line i's mask is drawn from
@@ -214,8 +216,7 @@ def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: f
     path = Path(path)
     if not path.is_file():
         raise CtxlmError(f"{path}: no such file")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, tokenizer = _load_glm(model_dir, device)
+    model, tokenizer = _load_glm(model_dir, device, bf16)
     cfg, tok = _generation(model_dir, generation_config), glm_tokens(model.config)
     with open(path, encoding="utf-8") as handle:
         lines = [(number, line.split()) for number, line in enumerate(handle, 1) if line.strip()]

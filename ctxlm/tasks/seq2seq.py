@@ -19,6 +19,7 @@ import torch
 
 from ..checkpoint import build_model, latest_checkpoint, load_model_dir
 from ..config import FinetuneConfig, GenerationConfig
+from ..device import resolve_device
 from ..data.tasks import Pair, read_task
 from ..errors import CtxlmError
 from ..layouts import pair_example
@@ -117,6 +118,7 @@ def finetune(
     overwrite: bool = False,
     allow_config_change: bool = False,
     train_limit: int | None = None,
+    device: str | torch.device | None = "auto",
 ) -> TrainResult:
     """Fine-tune `init` (a model directory; or a new `model_config` model with `tokenizer`, the
     paper's "− pre-training" baseline) on the task's train file, selecting on the valid file."""
@@ -145,11 +147,13 @@ def finetune(
     save_generation_config(out_dir, recipe.decoding)
     return train(model, train_examples, train_config, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                  valid_examples=valid_examples, resume=resume, overwrite=overwrite,
-                 allow_config_change=allow_config_change, loss_options=loss_options, run_info=run_info)
+                 allow_config_change=allow_config_change, loss_options=loss_options, run_info=run_info,
+                 device=resolve_device(device))
 
 
 def decode_pairs(model_dir: str | Path, pairs: Sequence[Pair], decoding: GenerationConfig | None = None,
-                 *, max_source_tokens: int | None = None, batch_size: int = 16, progress: bool = False) -> list[str]:
+                 *, max_source_tokens: int | None = None, batch_size: int = 16, progress: bool = False,
+                 device: str | torch.device | None = "auto", bf16: bool = False) -> list[str]:
     """Predictions for the sources of `pairs` (decoding defaults to the model's generation.json)."""
-    predictor = Seq2SeqPredictor.load(model_dir, max_source_tokens=max_source_tokens)
+    predictor = Seq2SeqPredictor.load(model_dir, device, bf16=bf16, max_source_tokens=max_source_tokens)
     return predictor.generate([p.source for p in pairs], decoding, batch_size=batch_size, progress=progress)
