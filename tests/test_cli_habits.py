@@ -30,7 +30,10 @@ def flag_values() -> tuple[list[str], dict]:
             argv.append(f"--{'no-' if f.default else ''}{f.name.replace('_', '-')}")
             expected[f.name] = not f.default
         else:
-            value = "valid/lm_loss" if f.default is None else type(f.default)(f.default + 3)
+            if f.default is not None:
+                value = type(f.default)(f.default + 3)
+            else:  # `X | None` fields
+                value = 3 if str(f.type).startswith("int") else "valid/lm_loss"
             argv += [f"--{f.name.replace('_', '-')}", str(value)]
             expected[f.name] = value
     return argv, expected
