@@ -70,3 +70,17 @@ def pretrained_palm(tmp_path_factory):
                       cache_dir=root / "cache")
     return {"dir": root / "model", "tokenizer": tokenizer, "config": config,
             "before": before, "after": result.final_metrics["valid/lm_loss"]}
+
+
+# The `model:` section of a pre-training YAML for a PALM small enough for subprocess tests.
+TINY_PALM_MODEL = """model:
+  base: palm-tiny
+  d_model: 32
+  encoder_layers: 1
+  decoder_layers: 1
+  encoder_attention_heads: 2
+  decoder_attention_heads: 2
+  encoder_ffn_dim: 64
+  decoder_ffn_dim: 64
+  max_position_embeddings: 128
+"""

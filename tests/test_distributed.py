@@ -15,21 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import wiki_slice
+from conftest import TINY_PALM_MODEL, wiki_slice
 from ctxlm.distributed import export_model_dir
 from ctxlm.tokenization import train_tokenizer
 
-CONFIG = """model:
-  base: palm-tiny
-  d_model: 32
-  encoder_layers: 1
-  decoder_layers: 1
-  encoder_attention_heads: 2
-  decoder_attention_heads: 2
-  encoder_ffn_dim: 64
-  decoder_ffn_dim: 64
-  max_position_embeddings: 128
-  dropout: 0.0
+CONFIG = TINY_PALM_MODEL + """  dropout: 0.0
   attention_dropout: 0.0
 train:
   batch_size: 4

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import wiki_slice
+from conftest import TINY_PALM_MODEL, wiki_slice
 from ctxlm.checkpoint import checkpoint_name, list_checkpoints
 from ctxlm.cli import main
 from ctxlm.tokenization import train_tokenizer
@@ -32,17 +32,7 @@ def optimizer_imports():
     """The first optimizer of a process imports torch._dynamo (seconds); do it once, before forking."""
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
-MODEL = """model:
-  base: palm-tiny
-  d_model: 32
-  encoder_layers: 1
-  decoder_layers: 1
-  encoder_attention_heads: 2
-  decoder_attention_heads: 2
-  encoder_ffn_dim: 64
-  decoder_ffn_dim: 64
-  max_position_embeddings: 128
-"""
+MODEL = TINY_PALM_MODEL
 TRAIN = """train:
   batch_size: 4
   lr: 1.0e-3

@@ -133,6 +133,21 @@ def copy_rows(target: torch.Tensor, rows: torch.Tensor, what: str = "checkpoint 
         target[: rows.shape[0]].copy_(rows)
 
 
+def bert_backbone_fields(hf_config, tokenizer) -> dict:
+    """The config fields a BERT checkpoint fixes for a BERT-shaped ctxlm backbone (GLM, UniLMv2):
+    its shape, dropout, activation and initialisation, with the vocabulary and the shared special
+    ids of `tokenizer`."""
+    return dict(
+        vocab_size=tokenizer.vocab_size, d_model=hf_config.hidden_size, num_layers=hf_config.num_hidden_layers,
+        num_heads=hf_config.num_attention_heads, ffn_dim=hf_config.intermediate_size,
+        max_position_embeddings=hf_config.max_position_embeddings, dropout=hf_config.hidden_dropout_prob,
+        attention_dropout=hf_config.attention_probs_dropout_prob, activation_function=hf_config.hidden_act,
+        layer_norm_eps=hf_config.layer_norm_eps, init_std=hf_config.initializer_range,
+        pad_token_id=hf_config.pad_token_id, bos_token_id=tokenizer.cls_id, eos_token_id=tokenizer.sep_id,
+        mask_token_id=tokenizer.mask_id,
+    )
+
+
 def add_special_tokens(tokenizer, names: list[str]) -> tuple:
     """The tokenizer with the special tokens of `names` it lacks added (new ids after its
     vocabulary), and a note naming them (None when nothing was added)."""

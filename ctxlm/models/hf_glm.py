@@ -28,6 +28,7 @@ from .glm import GlmModel
 from .hf import (
     Conversion,
     add_special_tokens,
+    bert_backbone_fields,
     bert_prefix,
     copy_rows,
     copy_pairs,
@@ -41,13 +42,7 @@ ARCHITECTURE, MODEL_TYPE = "CtxlmGlmModel", "ctxlm-glm"
 
 def glm_config_from_bert(hf_config, tokenizer) -> GlmConfig:
     return GlmConfig(
-        vocab_size=tokenizer.vocab_size, d_model=hf_config.hidden_size, num_layers=hf_config.num_hidden_layers,
-        num_heads=hf_config.num_attention_heads, ffn_dim=hf_config.intermediate_size,
-        max_position_embeddings=hf_config.max_position_embeddings, dropout=hf_config.hidden_dropout_prob,
-        attention_dropout=hf_config.attention_probs_dropout_prob, activation_function=hf_config.hidden_act,
-        layer_norm_eps=hf_config.layer_norm_eps, init_std=hf_config.initializer_range,
-        pad_token_id=hf_config.pad_token_id, bos_token_id=tokenizer.cls_id, eos_token_id=tokenizer.sep_id,
-        mask_token_id=tokenizer.mask_id, sop_token_id=tokenizer.special_id("[sop]"),
+        **bert_backbone_fields(hf_config, tokenizer), sop_token_id=tokenizer.special_id("[sop]"),
         eop_token_id=tokenizer.special_id("[eop]"), smask_token_id=tokenizer.special_id("[sMASK]"),
         gmask_token_id=tokenizer.special_id("[gMASK]"),
     )

@@ -19,6 +19,7 @@ from ..errors import CtxlmError
 from .hf import (
     Conversion,
     add_special_tokens,
+    bert_backbone_fields,
     bert_layer_pairs,
     bert_prefix,
     copy_rows,
@@ -51,15 +52,8 @@ MASK_NOTE = """# Exported from ctxlm (UniLMv2)
 
 
 def unilm_config_from_bert(hf_config, tokenizer) -> UnilmConfig:
-    return UnilmConfig(
-        vocab_size=tokenizer.vocab_size, d_model=hf_config.hidden_size, num_layers=hf_config.num_hidden_layers,
-        num_heads=hf_config.num_attention_heads, ffn_dim=hf_config.intermediate_size,
-        max_position_embeddings=hf_config.max_position_embeddings, type_vocab_size=hf_config.type_vocab_size,
-        dropout=hf_config.hidden_dropout_prob, attention_dropout=hf_config.attention_probs_dropout_prob,
-        activation_function=hf_config.hidden_act, layer_norm_eps=hf_config.layer_norm_eps,
-        init_std=hf_config.initializer_range, pad_token_id=hf_config.pad_token_id, bos_token_id=tokenizer.cls_id,
-        eos_token_id=tokenizer.sep_id, mask_token_id=tokenizer.mask_id, pseudo_token_id=tokenizer.special_id("[P]"),
-    )
+    return UnilmConfig(**bert_backbone_fields(hf_config, tokenizer), type_vocab_size=hf_config.type_vocab_size,
+                       pseudo_token_id=tokenizer.special_id("[P]"))
 
 
 def bert_pairs(cfg: UnilmConfig, prefix: str) -> list[tuple[str, str]]:
