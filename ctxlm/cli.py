@@ -126,7 +126,7 @@ def cmd_pretrain(args) -> None:
 GENERATION_FLAGS = {  # flag → GenerationConfig field
     "beam": "num_beams", "max_length": "max_new_tokens", "min_length": "min_new_tokens",
     "length_penalty": "length_penalty", "length_penalty_type": "length_penalty_type",
-    "no_repeat_ngram": "no_repeat_ngram_size", "early_stopping": "early_stopping", "sample": "do_sample",
+    "no_repeat_ngram": "no_repeat_ngram_size", "block_subword_loops": "block_subword_loops", "early_stopping": "early_stopping", "sample": "do_sample",
     "top_k": "top_k", "top_p": "top_p", "temperature": "temperature", "seed": "seed",
 }
 
@@ -408,6 +408,8 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--length-penalty-type", choices=["hf", "gnmt"],
                    help="hf (= fairseq): score/len^a; gnmt: score/((5+len)/6)^a")
     g.add_argument("--no-repeat-ngram", type=int)
+    g.add_argument("--block-subword-loops", type=lambda s: {"true": True, "false": False}[s.lower()],
+                   help="true/false: a '##' word piece may not occur twice in one word")
     g.add_argument("--early-stopping", type=lambda s: {"true": True, "false": False}.get(s.lower(), s),
                    help="true, false (transformers' heuristic) or never")
     g.add_argument("--sample", action="store_true", default=None, help="sample instead of beam search (beam 1)")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .config import GenerationConfig
 
 __all__ = ["GenerationConfig", "Generated", "generate", "beam_search", "greedy_or_sample", "sample_token",
-           "ban_repeated_ngrams", "length_normalizer"]
+           "ban_repeated_ngrams", "ban_subword_loops", "length_normalizer"]
 
 NEG_INF = -1.0e9  # transformers' "very negative" score for impossible beams
 
@@ -62,28 +62,49 @@ def ban_repeated_ngrams(sequences: torch.Tensor, log_probs: torch.Tensor, n: int
     return log_probs
 
 
-def _process(log_probs, sequences, step, cfg: GenerationConfig, eos: int):
-    """The logits processors (min length, n-gram blocking) on fresh log-probs, in place."""
+def ban_subword_loops(sequences: torch.Tensor, log_probs: torch.Tensor, continuation: torch.Tensor) -> torch.Tensor:
+    """Forbid a word piece that already occurs in the word being written.
+
+    `continuation` (V,) marks the pieces that continue a word (WordPiece's "##"). The current word is
+    the sequence's suffix from its last non-continuation token; the continuation pieces in it may not
+    come again. This stops the copy head's piece loops ("ms ##ps ##ps ##ps", "dis ##qu ##qu ##qu")
+    and leaves real words alone: a word rarely holds the same piece twice. log_probs is modified in
+    place and returned."""
+    is_piece = continuation[sequences]  # (N, L)
+    positions = torch.arange(sequences.shape[1], device=sequences.device)
+    word_start = torch.where(is_piece, -1, positions).amax(1, keepdim=True)  # the word's first token
+    rows, cols = (is_piece & (positions >= word_start)).nonzero(as_tuple=True)
+    log_probs[rows, sequences[rows, cols]] = float("-inf")
+    return log_probs
+
+
+def _process(log_probs, sequences, step, cfg: GenerationConfig, eos: int, continuation=None):
+    """The logits processors (min length, n-gram and subword-loop blocking) on fresh log-probs, in place."""
     if step < cfg.min_new_tokens:
         log_probs[:, eos] = float("-inf")
     if cfg.no_repeat_ngram_size:
         log_probs = ban_repeated_ngrams(sequences, log_probs, cfg.no_repeat_ngram_size)
+    if cfg.block_subword_loops and continuation is not None:
+        log_probs = ban_subword_loops(sequences, log_probs, continuation)
     return log_probs
 
 
 @torch.inference_mode()
 def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-             cfg: GenerationConfig | None = None, **inputs: torch.Tensor) -> Generated:
+             cfg: GenerationConfig | None = None, *, continuation: torch.Tensor | None = None,
+             **inputs: torch.Tensor) -> Generated:
     """Decode a batch of prompts. `inputs` are further prompt tensors the model's
-    `start_decoding` takes (GLM's positions, UniLMv2's segment ids, ...)."""
+    `start_decoding` takes (GLM's positions, UniLMv2's segment ids, ...); `continuation` (V,) marks
+    the tokenizer's word-continuing pieces, for `cfg.block_subword_loops`."""
     cfg = cfg or GenerationConfig()
     if cfg.num_beams == 1:
-        return greedy_or_sample(model, input_ids, attention_mask, cfg, **inputs)
-    return beam_search(model, input_ids, attention_mask, cfg, **inputs)
+        return greedy_or_sample(model, input_ids, attention_mask, cfg, continuation=continuation, **inputs)
+    return beam_search(model, input_ids, attention_mask, cfg, continuation=continuation, **inputs)
 
 
 @torch.inference_mode()
-def greedy_or_sample(model, input_ids, attention_mask, cfg: GenerationConfig, **inputs) -> Generated:
+def greedy_or_sample(model, input_ids, attention_mask, cfg: GenerationConfig, *, continuation=None,
+                     **inputs) -> Generated:
     b = input_ids.shape[0]
     eos = model.eos_token_id
     state = model.start_decoding(input_ids, attention_mask, num_beams=1, max_length=cfg.max_new_tokens + 1,
@@ -95,7 +116,7 @@ def greedy_or_sample(model, input_ids, attention_mask, cfg: GenerationConfig, **
     finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
     total = torch.zeros(b, device=input_ids.device)
     for step in range(cfg.max_new_tokens):
-        log_probs = _process(model.decode_step(state, sequences[:, -1]), sequences, step, cfg, eos)
+        log_probs = _process(model.decode_step(state, sequences[:, -1]), sequences, step, cfg, eos, continuation)
         if cfg.do_sample:
             token = sample_token(log_probs, cfg, generator)
         else:
@@ -128,7 +149,8 @@ def sample_token(log_probs: torch.Tensor, cfg: GenerationConfig, generator=None)
 
 
 @torch.inference_mode()
-def beam_search(model, input_ids, attention_mask, cfg: GenerationConfig, **inputs) -> Generated:
+def beam_search(model, input_ids, attention_mask, cfg: GenerationConfig, *, continuation=None,
+                **inputs) -> Generated:
     b, k = input_ids.shape[0], cfg.num_beams
     eos, device = model.eos_token_id, input_ids.device
     max_len = cfg.max_new_tokens + 1  # + the start token
@@ -151,7 +173,7 @@ def beam_search(model, input_ids, attention_mask, cfg: GenerationConfig, **input
     while True:
         flat = running[:, :, :cur].reshape(b * k, cur)
         log_probs = model.decode_step(state, flat[:, -1]).float()
-        log_probs = _process(log_probs, flat, cur - 1, cfg, eos)
+        log_probs = _process(log_probs, flat, cur - 1, cfg, eos, continuation)
         # a source's 2K best continuations are among the 2K best of each of its beams (adding the
         # beam's score keeps a beam's order): two small top-k's instead of one over K × vocabulary
         per_beam = min(keep, log_probs.shape[-1])

@@ -179,6 +179,10 @@ class TextTokenizer:
     def token_to_id(self, token: str) -> int | None:
         return self._vocab.get(token)
 
+    def continuation_ids(self) -> list[int]:
+        """The ids of the pieces that continue a word (WordPiece's "##" prefix)."""
+        return sorted(i for token, i in self._vocab.items() if token.startswith("##") and len(token) > 2)
+
     def id_to_token(self, token_id: int) -> str | None:
         return self.backend.id_to_token(int(token_id))
 

@@ -2,6 +2,7 @@
 `generate`, beam search against exhaustive enumeration, the KV cache against full recomputation,
 sampling filters, and the n-gram ban against brute force."""
 
+import dataclasses
 import itertools
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
 from ctxlm.config import PalmConfig
-from ctxlm.generation import GenerationConfig, ban_repeated_ngrams, generate, sample_token
+from ctxlm.generation import GenerationConfig, ban_repeated_ngrams, ban_subword_loops, generate, sample_token
 from ctxlm.models.hf import palm_from_bart
 from ctxlm.models.palm import PalmModel
 
@@ -295,3 +296,58 @@ def test_ban_repeated_ngrams_matches_brute_force(n):
             assert got == expected, (sequences[row].tolist(), n)
             keep = [v for v in range(vocab) if v not in expected]
             assert torch.equal(banned[row, keep], log_probs[row, keep])
+
+
+def brute_force_word_pieces(sequence: list[int], continuation: set[int]) -> set[int]:
+    """The continuation pieces of the word the sequence ends in (the word: its last non-piece token on)."""
+    start = max((i for i, t in enumerate(sequence) if t not in continuation), default=0)
+    return {t for t in sequence[start:] if t in continuation}
+
+
+def test_ban_subword_loops_matches_brute_force():
+    """Exactly the '##' pieces already in the current word are set to −inf; other tokens keep their score."""
+    g = torch.Generator().manual_seed(0)
+    vocab, continuation = 8, {3, 4, 5}  # ids 3-5 continue a word ("##ps"), the rest start one
+    mask = torch.tensor([i in continuation for i in range(vocab)])
+    for length in range(1, 12):
+        sequences = torch.randint(0, vocab, (50, length), generator=g)
+        log_probs = torch.randn(50, vocab, generator=g).log_softmax(-1)
+        banned = ban_subword_loops(sequences, log_probs.clone(), mask)
+        for row in range(50):
+            expected = brute_force_word_pieces(sequences[row].tolist(), continuation)
+            got = {v for v in range(vocab) if banned[row, v] == float("-inf")}
+            assert got == expected, sequences[row].tolist()
+            keep = [v for v in range(vocab) if v not in expected]
+            assert torch.equal(banned[row, keep], log_probs[row, keep])
+
+
+def test_block_subword_loops_stops_a_copy_loop():
+    """A model that always prefers '##ps' after 'ms' writes 'ms ##ps ##ps ...' unless loops are blocked."""
+    from ctxlm.predict import Seq2SeqPredictor  # noqa: F401 (the predictor passes the tokenizer's pieces)
+
+    class Looper:
+        eos_token_id, decoder_start_token_id = 0, 1
+
+        def start_decoding(self, input_ids, attention_mask, num_beams, max_length):
+            return {}
+
+        def decode_step(self, state, tokens):
+            scores = torch.full((tokens.shape[0], 5), -5.0)
+            scores[:, 3] = -0.1  # "##ps" is always the best next token
+            scores[:, 2] = -1.0  # then "ms"
+            scores[:, 0] = -3.0  # then the end
+            return scores.log_softmax(-1)
+
+        def reorder(self, state, index):
+            pass
+
+    mask = torch.tensor([False, False, False, True, False])
+    ids = torch.ones(1, 2, dtype=torch.long)
+    for beams in (1, 3):
+        cfg = GenerationConfig(num_beams=beams, max_new_tokens=6)
+        looped = generate(Looper(), ids, None, cfg, continuation=mask).tokens[0]
+        assert looped.count(3) >= 5
+        cfg = dataclasses.replace(cfg, block_subword_loops=True)
+        blocked = generate(Looper(), ids, None, cfg, continuation=mask).tokens[0]
+        words = " ".join({3: "##ps", 2: "ms", 0: "[end]"}.get(t, "?") for t in blocked).split("ms")
+        assert all(word.count("##ps") <= 1 for word in words), blocked
