@@ -78,6 +78,8 @@ def cpu_cells(s) -> list[dict]:
              lr=1e-3, batch=16),
         dict(name="qg-scratch-16k-lr1e-3", kind="finetune", start="scratch-16k", task="squad_qg", steps=s(2500), **ft),
         dict(name="giga-16k-lr1e-3", kind="finetune", start="pre-palm-16k", task="gigaword", steps=s(3000), **ft),
+        dict(name="giga-16k-lr3e-4", kind="finetune", start="pre-palm-16k", task="gigaword", steps=s(3000),
+             **{**ft, "lr": 3e-4}),
         dict(name="qg-16k-lr1e-3", kind="finetune", start="pre-palm-16k", task="squad_qg", steps=s(2500), **ft),
     ]
 

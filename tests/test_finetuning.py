@@ -148,7 +148,8 @@ def test_pretrained_palm_beats_training_from_scratch_on_gigaword(pretrained_palm
     recipe = load_finetune_config("gigaword")
     recipe.max_source_tokens, recipe.max_target_tokens, recipe.max_valid_examples = 64, 24, 200
     recipe.train = dataclasses.replace(recipe.train, max_steps=250, batch_size=16, warmup_steps=30, eval_every=0,
-                                       save_every=0, progress=False, bf16=True, early_stopping_patience=0)
+                                       save_every=0, progress=False, bf16=True, early_stopping_patience=0,
+                                       lr=3e-4)  # the rate this size was calibrated at (the recipe's is 1e-3)
     recipe.decoding = dataclasses.replace(recipe.decoding, num_beams=1, max_new_tokens=20)
     files = data_dir / GIGAWORD
     valid = read_pairs("summarization", files / "valid.jsonl", limit=200)
