@@ -164,10 +164,11 @@ def run_finetune(args, cell: dict) -> dict:
 
 
 def has_piece_loop(text: str) -> bool:
-    """A word holding one 3+ character piece three times in a row ("msps ps ps"), or a word said 3 times."""
+    """A word said three times in a row, or a word holding one piece of 2+ letters three times in a
+    row ("mspspsps"); only words with a letter count (Gigaword writes digits as "#", "# # #")."""
     import re
 
-    words = text.split()
+    words = [w for w in text.split() if re.search(r"[a-z]", w)]
     if any(a == b == c for a, b, c in zip(words, words[1:], words[2:])):
         return True
     return any(re.search(r"([a-z]{2,})\1\1", w) for w in words)
