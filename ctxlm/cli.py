@@ -126,7 +126,8 @@ def cmd_pretrain(args) -> None:
 GENERATION_FLAGS = {  # flag → GenerationConfig field
     "beam": "num_beams", "max_length": "max_new_tokens", "min_length": "min_new_tokens",
     "length_penalty": "length_penalty", "length_penalty_type": "length_penalty_type",
-    "no_repeat_ngram": "no_repeat_ngram_size", "block_subword_loops": "block_subword_loops", "early_stopping": "early_stopping", "sample": "do_sample",
+    "no_repeat_ngram": "no_repeat_ngram_size", "block_subword_loops": "block_subword_loops",
+    "early_stopping": "early_stopping", "sample": "do_sample",
     "top_k": "top_k", "top_p": "top_p", "temperature": "temperature", "seed": "seed",
 }
 

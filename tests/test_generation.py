@@ -351,3 +351,15 @@ def test_block_subword_loops_stops_a_copy_loop():
         blocked = generate(Looper(), ids, None, cfg, continuation=mask).tokens[0]
         words = " ".join({3: "##ps", 2: "ms", 0: "[end]"}.get(t, "?") for t in blocked).split("ms")
         assert all(word.count("##ps") <= 1 for word in words), blocked
+
+
+def test_cli_decoding_flags_reach_the_generation_config():
+    """`--block-subword-loops` and `--no-repeat-ngram` override the model's generation.json defaults."""
+    from ctxlm.cli import _generation_config, build_parser
+
+    args = build_parser().parse_args(["generate", "--model", "m", "--text", "t", "--block-subword-loops", "true",
+                                      "--no-repeat-ngram", "2"])
+    cfg = _generation_config(args, GenerationConfig(num_beams=3))
+    assert (cfg.block_subword_loops, cfg.no_repeat_ngram_size, cfg.num_beams) == (True, 2, 3)
+    args = build_parser().parse_args(["generate", "--model", "m", "--text", "t", "--block-subword-loops", "false"])
+    assert _generation_config(args, GenerationConfig(block_subword_loops=True)).block_subword_loops is False
