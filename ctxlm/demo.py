@@ -113,8 +113,8 @@ def parse_args(argv):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--finetune-lr", type=float, default=3e-4,
-                   help="3e-4: at 300 steps the pre-trained start keeps its lead; at the recipe's 1e-3 the "
-                        "model from scratch catches up and passes it (reports/quality)")
+                   help="the demo's 300 steps keep the old 3e-4; the gigaword recipe's 1e-3 is for its "
+                        "3,000 steps (reports/quality)")
     p.add_argument("--finetune-pairs", type=int, default=5000, help="Gigaword training pairs used")
     p.add_argument("--eval-pairs", type=int, default=200, help="Gigaword validation pairs decoded")
     p.add_argument("--gigaword", default=str(ROOT.parent / "shared" / "data" / "summarization" / "gigaword"))
