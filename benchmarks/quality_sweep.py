@@ -20,6 +20,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 import time
 import traceback
 from pathlib import Path
@@ -124,7 +125,8 @@ def run_pretrain(args, cell: dict) -> dict:
 def run_finetune(args, cell: dict) -> dict:
     from ctxlm.config import GenerationConfig, load_finetune_config, named_model_config
     from ctxlm.metrics import rouge, sacre_bleu
-    from ctxlm.tasks.seq2seq import decode_pairs, finetune, read_pairs
+    from ctxlm.predict import Seq2SeqPredictor
+    from ctxlm.tasks.seq2seq import finetune, read_pairs
 
     data = Path(args.data)
     files = {"gigaword": data / "summarization" / "gigaword", "squad_qg": data / "qg" / "squad_du2017"}[cell["task"]]
@@ -145,7 +147,8 @@ def run_finetune(args, cell: dict) -> dict:
                       device=args.device, **start)
     trained = time.time() - began
     valid = read_pairs(recipe.task, files / "valid.jsonl", limit=args.eval_rows)
-    references = [p.target for p in valid]
+    references, sources = [p.target for p in valid], [p.source for p in valid]
+    predictor = Seq2SeqPredictor.load(work, args.device, max_source_tokens=recipe.max_source_tokens)  # once per cell
     decodings = GIGAWORD_DECODINGS if cell["task"] == "gigaword" else QG_DECODINGS
     if args.decodings:
         decodings = {name: value for name, value in decodings.items() if name in args.decodings}
@@ -153,21 +156,19 @@ def run_finetune(args, cell: dict) -> dict:
     for name, overrides in decodings.items():
         cfg = GenerationConfig(**{**dataclasses.asdict(recipe.decoding), **overrides})
         began = time.time()
-        predictions = decode_pairs(work, valid, cfg, max_source_tokens=recipe.max_source_tokens, batch_size=64,
-                                   device=args.device)
+        predictions = predictor.generate(sources, cfg, batch_size=64)
         scores[name] = {**rouge(predictions, references), "bleu4": sacre_bleu(predictions, references),
                         "decode_s": round(time.time() - began, 1), "loops": sum(map(has_piece_loop, predictions))}
         out = Path(args.out) / "predictions" / f"{cell['name']}.{name}.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("\n".join(p.replace("\n", " ") for p in predictions) + "\n")
-    return {"train_s": round(trained, 1), "final": {k: v for k, v in result.final_metrics.items() if isinstance(v, (int, float))}, "scores": scores}
+    final = {k: v for k, v in result.final_metrics.items() if isinstance(v, (int, float))}
+    return {"train_s": round(trained, 1), "final": final, "scores": scores}
 
 
 def has_piece_loop(text: str) -> bool:
     """A word said three times in a row, or a word holding one piece of 2+ letters three times in a
     row ("mspspsps"); only words with a letter count (Gigaword writes digits as "#", "# # #")."""
-    import re
-
     words = [w for w in text.split() if re.search(r"[a-z]", w)]
     if any(a == b == c for a, b, c in zip(words, words[1:], words[2:])):
         return True
