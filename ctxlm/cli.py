@@ -395,7 +395,9 @@ def cmd_compare(args) -> None:
             budget=Budget(minutes=args.budget_minutes, tokens=args.budget_tokens),
             objectives=[o.strip() for o in args.objectives.split(",") if o.strip()], config=args.config,
             seeds=args.seeds, finetune_steps=args.finetune_steps, eval_path=args.eval, eval_limit=args.eval_limit,
-            train_limit=args.train_limit, cache_dir=args.cache_dir, resamples=args.resamples,
+            train_limit=args.train_limit, cache_dir=args.cache_dir, pretrain_dir=args.pretrain_dir,
+            corpus_format=args.format, text_field=args.text_field, fallback_encoding=args.fallback_encoding,
+            resamples=args.resamples,
             plots=not args.no_plots, command=_command_line(args))
     print(f"report: {Path(args.out) / 'report.md'} and report.html")
 
@@ -567,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
     p.add_argument("--no-plots", action="store_true", help="no loss plots (no matplotlib needed)")
     p.add_argument("--cache-dir", help="token store cache (default OUT/store)")
+    p.add_argument("--pretrain-dir", help="pre-train each cell here, shared by comparisons of other tasks on "
+                   "the same corpus, budget and config (default: inside each cell)")
+    _add_corpus_flags(p)
     p.add_argument("--out", required=True, help="the comparison's folder (rerun to resume)")
     p.set_defaults(func=cmd_compare)
 

@@ -18,6 +18,10 @@ cell's `result.json` (atomically); then it writes `report.md` and `report.html` 
   stream.
 - Resumable: a finished cell is never redone; inside a cell, finished stages are kept and an
   interrupted stage or fine-tuning continues from its newest checkpoint (the loop's resume).
+- Shared pre-training: with `pretrain_dir`, each (objective, seed)'s stages live in
+  `pretrain_dir/<objective>-seed<k>/` (and the budget's timings in `pretrain_dir/budget/`), so
+  comparisons of several tasks on one corpus and budget pre-train each cell once; the folder
+  records its corpus, budget, model config and vocabulary and refuses other ones.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from .data.store import TokenStore
 from .data.tasks import SEP, Pair
 from .errors import CtxlmError
 from .tasks.seq2seq import finetune, read_pairs
-from .layouts import pair_example
+from .layouts import pair_example, pair_source_budget
 from .metrics import compute_metrics
 from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
 from .predict import Seq2SeqPredictor
@@ -270,8 +274,9 @@ def example_nll(predictor: Seq2SeqPredictor, pairs: Sequence[Pair], recipe: Fine
     sources = tokenizer.encode_batch([p.source for p in pairs])
     targets = tokenizer.encode_batch([p.target for p in pairs])
     stats = []
+    max_source = pair_source_budget(model.config, recipe.max_source_tokens, recipe.max_target_tokens)
     for source, target in zip(sources, targets):
-        example = pair_example(model.config, source, target, recipe.max_source_tokens, recipe.max_target_tokens)
+        example = pair_example(model.config, source, target, max_source, recipe.max_target_tokens)
         batch = {k: v.to(predictor.device) for k, v in collate([example], tokenizer.pad_id).items()}
         metrics = model(**batch).metrics
         stats.append([float(metrics["lm_nll_sum"]), float(metrics["lm_tokens"])])
@@ -309,6 +314,13 @@ def stage_dir_name(index: int, stage: Stage) -> str:
 DONE = "compare-done.json"  # written into a stage or fine-tuning folder once it finished
 
 
+def stopped_by_signal(result) -> None:
+    """A run that SIGTERM/SIGINT stopped (its checkpoint written) stops the comparison: it is not
+    finished, so no DONE marker; the rerun resumes it."""
+    if result.interrupted:
+        raise KeyboardInterrupt(f"stopped by a signal at step {result.step}")
+
+
 # ------------------------------------------------------------------------------------ the run
 @dataclass
 class Comparison:
@@ -326,6 +338,13 @@ class Comparison:
     scoring: TaskScoring
     train_limit: int | None
     cache_dir: Path
+    pretrain_dir: Path | None = None  # shared pre-training (see the module's docstring)
+    reading: dict = dataclasses.field(default_factory=dict)  # corpus_format, text_field, fallback_encoding
+
+    def pretrain_root(self, objective: str, seed: int) -> Path:
+        if self.pretrain_dir is not None:
+            return self.pretrain_dir / f"{objective}-seed{seed}"
+        return self.out_dir / "cells" / f"{objective}-seed{seed}" / "pretrain"
 
     def stage_config(self, variant: Variant, stage: Stage, seed: int, max_steps: int) -> PretrainConfig:
         base = self.configs[variant.family]
@@ -334,13 +353,15 @@ class Comparison:
                                    train=dataclasses.replace(base.train, seed=seed, max_steps=max_steps))
 
     def examples(self, stage: Stage, config: PretrainConfig):
-        store = TokenStore.build(self.corpus, self.tokenizer, cache_dir=self.cache_dir, progress=False)
+        store = TokenStore.build(self.corpus, self.tokenizer, cache_dir=self.cache_dir, progress=False,
+                                 format=self.reading.get("corpus_format", "auto"),
+                                 **{k: v for k, v in self.reading.items() if k != "corpus_format"})
         return prepare_data(stage.objective, store, self.tokenizer, config.model, config.data, stage.stage,
                             config.train.seed).train
 
     def minutes_steps(self, objective: str) -> list[int]:
         """Steps of each stage under the minutes budget, from timed steps (kept in budget/)."""
-        path = self.out_dir / "budget" / f"{objective}.json"
+        path = (self.pretrain_dir or self.out_dir) / "budget" / f"{objective}.json"
         if path.is_file():
             return [s["max_steps"] for s in read_json(path)["stages"]]
         variant = PRETRAIN_VARIANTS[objective]
@@ -355,13 +376,13 @@ class Comparison:
         write_json_atomic(path, {"budget_seconds_per_stage": share, "stages": stages})
         return [s["max_steps"] for s in stages]
 
-    def pretrain_cell(self, objective: str, seed: int, cell_dir: Path) -> tuple[Path | None, list[dict]]:
+    def pretrain_cell(self, objective: str, seed: int) -> tuple[Path | None, list[dict]]:
         """Pre-train one cell's stages (finished ones kept, an interrupted one resumed)."""
         variant = PRETRAIN_VARIANTS[objective]
         planned = self.minutes_steps(objective) if self.budget.minutes is not None and variant.stages else None
         init, stages = None, []
         for index, stage in enumerate(variant.stages, start=1):
-            stage_dir = cell_dir / "pretrain" / stage_dir_name(index, stage)
+            stage_dir = self.pretrain_root(objective, seed) / stage_dir_name(index, stage)
             done = stage_dir / DONE
             if not done.is_file():
                 config = self.stage_config(variant, stage, seed, 1)
@@ -374,12 +395,13 @@ class Comparison:
                     steps, tokens = steps_for_tokens(examples, config.train, self.tokenizer.pad_id, share)
                 config = self.stage_config(variant, stage, seed, steps)
                 started = time.perf_counter()
-                pretrain(self.corpus, stage_dir, config, objective=stage.objective, stage=stage.stage,
-                         tokenizer=self.tokenizer, init=init, resume=latest_checkpoint(stage_dir) is not None,
-                         cache_dir=self.cache_dir)
+                stopped_by_signal(pretrain(
+                    self.corpus, stage_dir, config, objective=stage.objective, stage=stage.stage,
+                    tokenizer=self.tokenizer, init=init, resume=latest_checkpoint(stage_dir) is not None,
+                    cache_dir=self.cache_dir, **self.reading))
                 write_json_atomic(done, {"stage": stage_dir.name, "steps": steps, "tokens": tokens,
                                          "seconds": time.perf_counter() - started})
-            stages.append(read_json(done))
+            stages.append({**read_json(done), "dir": str(stage_dir)})
             init = stage_dir
         return init, stages
 
@@ -395,6 +417,7 @@ class Comparison:
                               model_config=None if init else dataclasses.replace(base, **variant.model),
                               tokenizer=self.tokenizer, resume=latest_checkpoint(ft_dir) is not None,
                               train_limit=self.train_limit)
+            stopped_by_signal(result)
             write_json_atomic(done, {"steps": result.step, "seconds": time.perf_counter() - started,
                                      "final_metrics": result.final_metrics})
         return read_json(done)
@@ -407,7 +430,7 @@ class Comparison:
             return read_json(result_path)
         cell_dir.mkdir(parents=True, exist_ok=True)
         variant = PRETRAIN_VARIANTS[objective]
-        init, stages = self.pretrain_cell(objective, seed, cell_dir)
+        init, stages = self.pretrain_cell(objective, seed)
         finetuned = self.finetune_cell(objective, seed, init, cell_dir)
         started = time.perf_counter()
         metrics, stats, predictions = score_model(self.scoring, cell_dir / "finetune", self.eval_pairs, self.recipe)
@@ -464,6 +487,10 @@ def compare(
     eval_limit: int | None = None,
     train_limit: int | None = None,
     cache_dir: str | Path | None = None,
+    pretrain_dir: str | Path | None = None,
+    corpus_format: str = "auto",
+    text_field: str | None = None,
+    fallback_encoding: str | None = None,
     resamples: int = 1000,
     plots: bool = True,
     command: str | None = None,
@@ -472,7 +499,9 @@ def compare(
     the report's table (one row per objective, then the baseline's). `recipe` is a recipe name,
     YAML file or `FinetuneConfig` (its task picks the scoring); `config` the PALM-family pre-training
     config (named or YAML); `eval_path` the scored file (default `valid_path`); for dialog,
-    `train_limit` defaults to PALM's 10K pairs."""
+    `train_limit` defaults to PALM's 10K pairs; `pretrain_dir` shares pre-training between
+    comparisons (see the module's docstring); `corpus_format`, `text_field` and `fallback_encoding`
+    read the corpus as `pretrain` does."""
     from .report import pyplot, write_comparison_report
 
     unknown = [o for o in objectives if o not in PRETRAIN_VARIANTS]
@@ -501,11 +530,16 @@ def compare(
         corpus=[str(c) for c in corpus], tokenizer=tokenizer, recipe=recipe, train_path=Path(train_path),
         valid_path=Path(valid_path), eval_pairs=read_pairs(recipe.task, eval_path, recipe.reader, eval_limit),
         configs=family_configs(families, config, tokenizer), budget=budget, out_dir=out_dir, scoring=scoring,
-        train_limit=train_limit, cache_dir=Path(cache_dir) if cache_dir else out_dir / "store")
+        train_limit=train_limit, cache_dir=Path(cache_dir) if cache_dir else out_dir / "store",
+        pretrain_dir=Path(pretrain_dir) if pretrain_dir else None,
+        reading=dict(corpus_format=corpus_format, text_field=text_field, fallback_encoding=fallback_encoding))
     settings = {"corpus": run.corpus, "budget": dataclasses.asdict(budget), "recipe": dataclasses.asdict(recipe),
                 "config": dataclasses.asdict(config), "train": str(train_path), "valid": str(valid_path),
                 "eval": str(eval_path), "eval_limit": eval_limit, "train_limit": train_limit,
-                "vocab_size": tokenizer.vocab_size}
+                "vocab_size": tokenizer.vocab_size, "reading": run.reading}
+    if pretrain_dir:
+        check_settings(Path(pretrain_dir), {k: settings[k] for k in ("corpus", "reading", "budget", "config",
+                                                                     "vocab_size")})
     check_settings(out_dir, settings)
     cells = []
     for objective in objectives:

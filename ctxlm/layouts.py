@@ -33,14 +33,28 @@ def prompt_example(cfg, source: list[int], max_source: int) -> dict:
     return _layout(cfg, "prompt_example")(cfg, np.asarray(source, np.int64), max_source)
 
 
+def source_room(cfg, max_source: int, target_tokens: int, limit_name: str) -> int:
+    """`max_source`, but no more than the positions `target_tokens` leave in the model's table."""
+    room = cfg.max_position_embeddings - target_tokens
+    if room < 2:
+        raise CtxlmError(f"{limit_name} {target_tokens} leaves no room for the source in "
+                         f"max_position_embeddings {cfg.max_position_embeddings}")
+    return min(max_source, room)
+
+
+def pair_source_budget(cfg, max_source: int, max_target: int) -> int:
+    """The most tokens (specials included) a training pair's source may keep: `max_source`, but
+    where source and target share one sequence and one position table (GLM, UniLMv2: no separate
+    decoder) no more than the positions `max_target` leaves, so every pair fits the model."""
+    if hasattr(cfg, "decoder_layers"):  # an encoder-decoder: the target has its own positions
+        return max_source
+    return source_room(cfg, max_source, max_target, "max_target_tokens")
+
+
 def decoding_source_budget(cfg, max_source: int, max_new_tokens: int) -> int:
     """The most tokens (specials included) a prompt may have with `max_new_tokens` to follow:
     `max_source`, but for UniLMv2 also no more than its target's first position allows, since target
     token t takes position S + t < max_position_embeddings (§3.4)."""
     if cfg.family != "unilm":
         return max_source
-    room = cfg.max_position_embeddings - max_new_tokens
-    if room < 2:
-        raise CtxlmError(f"max_new_tokens {max_new_tokens} leaves no room for the source in "
-                         f"max_position_embeddings {cfg.max_position_embeddings}")
-    return min(max_source, room)
+    return source_room(cfg, max_source, max_new_tokens, "max_new_tokens")

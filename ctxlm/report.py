@@ -386,7 +386,8 @@ def _pretrain_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[tuple[i
             if points:
                 points.append((offset, float("nan")))  # a gap between stages
             points += [(offset + step, loss) for step, loss in
-                       read_metrics(_cell_dir(out_dir, cell) / "pretrain" / stage["stage"] / "metrics.jsonl")]
+                       read_metrics(Path(stage.get("dir") or _cell_dir(out_dir, cell) / "pretrain" / stage["stage"])
+                                    / "metrics.jsonl")]
             offset += stage["steps"]
         if points:
             curves[f"{cell['objective']} seed {cell['seed']}"] = points

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -308,3 +309,61 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(setup, tmp_path, monke
     stage_dir = tmp_path / "cmp/cells/palm-seed0/pretrain/2-palm-generation"
     steps = sorted({json.loads(line)["step"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()})
     assert steps == list(range(1, stage["steps"] + 1))
+
+
+def test_comparisons_sharing_a_pretrain_dir_pre_train_each_cell_once(setup, tmp_path, monkeypatch):
+    """Two comparisons (two --out folders, as for two tasks) on one --pretrain-dir: the second
+    fine-tunes from the first's pre-trained stages without pre-training, its loss plot reads them
+    there; a third with another budget is refused before it trains anything."""
+    calls, real_pretrain = [], compare_module.pretrain
+
+    def recording_pretrain(corpus, out_dir, *args, **kwargs):
+        calls.append(Path(out_dir).relative_to(tmp_path).as_posix())
+        return real_pretrain(corpus, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "pretrain", recording_pretrain)
+    shared = tmp_path / "pretrain"
+    options = dict(objectives=["mass"], budget=Budget(tokens=1000), seeds=1, resamples=10, pretrain_dir=shared)
+    compare(**arguments(setup, tmp_path / "first", plots=False, **options))
+    assert calls == ["pretrain/mass-seed0/1-mass"] and not (tmp_path / "first/cells/mass-seed0/pretrain").exists()
+    compare(**arguments(setup, tmp_path / "second", **options))
+    assert calls == ["pretrain/mass-seed0/1-mass"]
+    first, second = (json.loads((tmp_path / f"{name}/cells/mass-seed0/result.json").read_text())["stages"]
+                     for name in ("first", "second"))
+    assert first == second and Path(first[0]["dir"]) == shared / "mass-seed0/1-mass"
+    assert (tmp_path / "second/pretrain_loss.png").is_file()
+    with pytest.raises(CtxlmError, match="another 'budget'"):
+        compare(**arguments(setup, tmp_path / "third", plots=False, **{**options, "budget": Budget(tokens=2000)}))
+    assert calls == ["pretrain/mass-seed0/1-mass"] and not (tmp_path / "third").exists()
+
+
+def test_sigterm_stops_the_comparison_and_the_rerun_resumes_the_stage(setup, tmp_path, monkeypatch):
+    """SIGTERM during stage 2 (the loop ends the step and writes a checkpoint): the comparison stops
+    there, the stage is not marked finished and no result is written; the rerun resumes the stage
+    from its checkpoint and runs it to its planned steps."""
+    import signal
+
+    real_batch, real_pretrain, sent, runs = training.BatchStream.batch, compare_module.pretrain, [], []
+
+    def batch_then_signal(self, micro_batch, pad_id):
+        if runs and runs[-1][0] == "2-palm-generation" and micro_batch == 2 and not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGTERM))
+        return real_batch(self, micro_batch, pad_id)
+
+    def recording_pretrain(corpus, out_dir, *args, **kwargs):
+        runs.append((Path(out_dir).name, kwargs["resume"]))
+        return real_pretrain(corpus, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(training.BatchStream, "batch", batch_then_signal)
+    monkeypatch.setattr(compare_module, "pretrain", recording_pretrain)
+    options = arguments(setup, tmp_path / "cmp", objectives=["palm"], budget=Budget(tokens=4000), seeds=1,
+                        plots=False, resamples=10)
+    with pytest.raises(KeyboardInterrupt, match="stopped by a signal"):
+        compare(**options)
+    stage_dir = tmp_path / "cmp/cells/palm-seed0/pretrain/2-palm-generation"
+    assert not (stage_dir / compare_module.DONE).exists() and not (tmp_path / "cmp/cells/palm-seed0/result.json").exists()
+    compare(**options)
+    assert runs == [("1-palm-mlm", False), ("2-palm-generation", False), ("2-palm-generation", True)]
+    stage = json.loads((tmp_path / "cmp/cells/palm-seed0/result.json").read_text())["stages"][1]
+    steps = sorted({json.loads(line)["step"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()})
+    assert stage["steps"] > 3 and steps == list(range(1, stage["steps"] + 1))

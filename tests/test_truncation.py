@@ -8,7 +8,10 @@ import pytest
 from ctxlm.config import FinetuneConfig, named_model_config
 from ctxlm.layouts import pair_example
 from ctxlm.objectives.masking import IGNORE_INDEX
-from ctxlm.tasks.seq2seq import PairExamples, report_truncation, truncation_counts
+from ctxlm.checkpoint import build_model
+from ctxlm.tasks.seq2seq import PairExamples, pair_examples, report_truncation, truncation_counts
+from ctxlm.data.tasks import Pair
+from ctxlm.training import collate
 
 END = {"palm": "eos_token_id", "glm": "eop_token_id", "unilm": "eos_token_id"}
 
@@ -40,10 +43,33 @@ def test_truncation_counts_and_one_warning_line():
     sources = [[1] * 3, [1] * 4, [1] * 9]  # budget 6 − 2 = 4 source tokens: the last is cut
     targets = [[2] * 2, [2] * 3, [2] * 5]  # max_target 3: targets of 3 or more tokens are cut
     counts = truncation_counts(PairExamples(cfg, sources, targets, 6, 3))
-    assert counts == {"examples": 3, "sources_cut": 1, "targets_cut": 2}
+    assert counts == {"examples": 3, "source_budget": 6, "sources_cut": 1, "targets_cut": 2}
     recipe = FinetuneConfig(task="summarization", max_source_tokens=6, max_target_tokens=3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report_truncation("train", counts, recipe)
         report_truncation("valid", {"examples": 3, "sources_cut": 0, "targets_cut": 0}, recipe)
     assert len(caught) == 1 and "1 of 3 sources" in str(caught[0].message) and "2 targets" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("family", ["palm", "glm", "unilm"])
+def test_training_pairs_fit_the_models_positions(family):
+    """A recipe whose source and target limits add up to more than the model's positions: GLM and
+    UniLMv2 (source and target in one sequence) keep max_position_embeddings − max_target_tokens
+    source tokens, so the longest pair runs through the model (it raised before); PALM's encoder
+    keeps max_source_tokens. The cut is counted against that budget."""
+    cfg = named_model_config(f"{family}-tiny", vocab_size=500, max_position_embeddings=64)
+
+    class Words:  # token ids are the words
+        pad_id = 0
+
+        def encode_batch(self, texts):
+            return [[int(w) for w in text.split()] for text in texts]
+
+    pairs = [Pair(" ".join(map(str, range(10, 80))), " ".join(map(str, range(100, 130))))]
+    recipe = FinetuneConfig(task="summarization", max_source_tokens=64, max_target_tokens=31)
+    examples = pair_examples(cfg, Words(), pairs, recipe)
+    budget = 64 if family == "palm" else 64 - 31
+    assert truncation_counts(examples) == {"examples": 1, "source_budget": budget, "sources_cut": 1, "targets_cut": 0}
+    batch = collate([examples.example(0)], 0)
+    assert np.isfinite(float(build_model(cfg)(**batch).loss.detach()))
