@@ -62,6 +62,9 @@ class BootstrapResult:
     resamples: int
 
 
+TIE_TOLERANCE = 1e-9  # relative: |Δ| below it counts as a tie (pycocoevalcap's BLEU-4 is ~1e-15, not 0, without 4-gram matches)
+
+
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_score, *, resamples: int = 1000,
                      seed: int = 0, confidence: float = 0.95, indices: np.ndarray | None = None) -> BootstrapResult:
     """Paired bootstrap of statistic(a) − statistic(b) for per-example statistics `a` and `b` of shape
@@ -70,7 +73,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_s
     Each resample draws the examples with replacement (the same draw for both systems and every
     seed), computes the statistic per seed and averages over seeds (seeds pooled). `indices`
     (resamples × examples) replaces the random draws. The p-value is the smallest α at which the
-    (1 − α) percentile interval excludes 0. Arrays of shape (seeds, examples) hold one score per
+    (1 − α) percentile interval excludes 0 (differences within rounding noise of 0 are ties). Arrays of shape (seeds, examples) hold one score per
     example."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim == 2:
@@ -91,7 +94,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_s
     deltas = pooled(a, indices) - pooled(b, indices)
     tail = (1 - confidence) / 2
     low, high = np.quantile(deltas, [tail, 1 - tail])
-    p = min(1.0, 2 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
+    tie = TIE_TOLERANCE * max(1.0, float(np.max(np.abs(deltas))))  # rounding noise is no difference
+    p = min(1.0, 2 * min(float(np.mean(deltas <= tie)), float(np.mean(deltas >= -tie))))
     return BootstrapResult(observed, float(low), float(high), p, len(indices))
 
 

@@ -47,7 +47,9 @@ def main(work: Path, out: Path) -> None:
         scorings[task] = TASK_SCORING[load_finetune_config(str(Path(__file__).parent / "recipes" / f"{task}.yaml")).task]
         table = json.loads((work / task / "table.json").read_text(encoding="utf-8"))
         baselines[task] = next((row for row in table if row["objective"].startswith("baseline")), None)
-    objectives = list(dict.fromkeys(o for task in TASKS for o in results[task]))
+    objectives = list(dict.fromkeys(row["objective"] for task in TASKS  # the comparisons' order
+                                    for row in json.loads((work / task / "table.json").read_text(encoding="utf-8"))
+                                    if "parameters" in row))
     header = ["objective"] + [f"{TASKS[t][0]} {m}" for t in TASKS for m in TASKS[t][1]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for objective in objectives:
