@@ -62,7 +62,7 @@ class BootstrapResult:
     resamples: int
 
 
-TIE_TOLERANCE = 1e-9  # relative: |Δ| below it counts as a tie (pycocoevalcap's BLEU-4 is ~1e-15, not 0, without 4-gram matches)
+TIE_TOLERANCE = 1e-9  # relative: |Δ| below it is floating-point noise (the same scores summed in another order), a tie
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_score, *, resamples: int = 1000,

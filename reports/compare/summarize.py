@@ -72,8 +72,11 @@ def main(work: Path, out: Path) -> None:
             pick = lambda group: [c["example_stats"] for c in group if c["seed"] in seeds]  # noqa: E731
             test = paired_bootstrap(pick(a), pick(b), scorings[task].statistic, resamples=1000)
             sign = 1 if scorings[task].higher_is_better else -1
-            verdict = ("supports" if sign * test.difference > 0 else "contradicts") if test.p_value < 0.05 \
-                else "no significant difference"
+            if abs(test.difference) < 0.005:  # below the table's precision (BLEU-4 of 1e-5 is no score)
+                verdict = "no difference at two decimals"
+            else:
+                verdict = ("supports" if sign * test.difference > 0 else "contradicts") if test.p_value < 0.05 \
+                    else "no significant difference"
             row.append(f"{test.difference:+.2f} [{test.ci_low:+.2f}, {test.ci_high:+.2f}], p {test.p_value:.3f}: "
                        f"{verdict}")
         claims.append(f"| {claim}: {better} vs {worse} | " + " | ".join(row) + " |")
@@ -85,7 +88,8 @@ def main(work: Path, out: Path) -> None:
         "## The papers' claims", "",
         "Paired bootstrap of the first variant minus the second on each task's primary metric (seeds "
         "paired, examples resampled, 1000 resamples; for perplexity a negative difference favours the "
-        "first). *supports* / *contradicts*: p < 0.05 in the claim's / the other direction.", "",
+        "first). *supports* / *contradicts*: p < 0.05 in the claim's / the other direction; a difference "
+        "below 0.005 (e.g. two BLEU-4 scores of 1e-5, pycocoevalcap's value when nothing matches) is none.", "",
         *claims, ""]), encoding="utf-8")
     print(f"wrote {out}")
 
