@@ -51,7 +51,7 @@ from .data.store import TokenStore
 from .data.tasks import SEP, Pair
 from .errors import CtxlmError
 from .tasks.seq2seq import finetune, read_pairs
-from .layouts import pair_example, pair_source_budget
+from .layouts import pair_example, pair_limits
 from .metrics import compute_metrics
 from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
 from .predict import Seq2SeqPredictor
@@ -274,9 +274,9 @@ def example_nll(predictor: Seq2SeqPredictor, pairs: Sequence[Pair], recipe: Fine
     sources = tokenizer.encode_batch([p.source for p in pairs])
     targets = tokenizer.encode_batch([p.target for p in pairs])
     stats = []
-    max_source = pair_source_budget(model.config, recipe.max_source_tokens, recipe.max_target_tokens)
     for source, target in zip(sources, targets):
-        example = pair_example(model.config, source, target, max_source, recipe.max_target_tokens)
+        limits = pair_limits(model.config, recipe.max_source_tokens, recipe.max_target_tokens, len(target))
+        example = pair_example(model.config, source, target, *limits)
         batch = {k: v.to(predictor.device) for k, v in collate([example], tokenizer.pad_id).items()}
         metrics = model(**batch).metrics
         stats.append([float(metrics["lm_nll_sum"]), float(metrics["lm_tokens"])])

@@ -33,22 +33,17 @@ def prompt_example(cfg, source: list[int], max_source: int) -> dict:
     return _layout(cfg, "prompt_example")(cfg, np.asarray(source, np.int64), max_source)
 
 
-def source_room(cfg, max_source: int, target_tokens: int, limit_name: str) -> int:
-    """`max_source`, but no more than the positions `target_tokens` leave in the model's table."""
-    room = cfg.max_position_embeddings - target_tokens
-    if room < 2:
-        raise CtxlmError(f"{limit_name} {target_tokens} leaves no room for the source in "
-                         f"max_position_embeddings {cfg.max_position_embeddings}")
-    return min(max_source, room)
-
-
-def pair_source_budget(cfg, max_source: int, max_target: int) -> int:
-    """The most tokens (specials included) a training pair's source may keep: `max_source`, but
-    where source and target share one sequence and one position table (GLM, UniLMv2: no separate
-    decoder) no more than the positions `max_target` leaves, so every pair fits the model."""
+def pair_limits(cfg, max_source: int, max_target: int, target_length: int) -> tuple[int, int]:
+    """(source, target) limits, specials included, of one training pair whose target has
+    `target_length` tokens: the recipe's `max_source` and `max_target`; but where source and target
+    share one sequence and one position table (GLM, UniLMv2: no separate decoder) the target keeps
+    at most `max_position_embeddings − 3` positions (the source keeps its two special tokens and
+    one of its own) and the source no more than the target leaves, so every pair fits the model."""
     if hasattr(cfg, "decoder_layers"):  # an encoder-decoder: the target has its own positions
-        return max_source
-    return source_room(cfg, max_source, max_target, "max_target_tokens")
+        return max_source, max_target
+    max_target = min(max_target, cfg.max_position_embeddings - 3)
+    target_positions = min(target_length + 1, max_target)  # the target and its end token
+    return min(max_source, cfg.max_position_embeddings - target_positions), max_target
 
 
 def decoding_source_budget(cfg, max_source: int, max_new_tokens: int) -> int:
@@ -57,4 +52,8 @@ def decoding_source_budget(cfg, max_source: int, max_new_tokens: int) -> int:
     token t takes position S + t < max_position_embeddings (§3.4)."""
     if cfg.family != "unilm":
         return max_source
-    return source_room(cfg, max_source, max_new_tokens, "max_new_tokens")
+    room = cfg.max_position_embeddings - max_new_tokens
+    if room < 2:
+        raise CtxlmError(f"max_new_tokens {max_new_tokens} leaves no room for the source in "
+                         f"max_position_embeddings {cfg.max_position_embeddings}")
+    return min(max_source, room)

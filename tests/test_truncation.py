@@ -43,7 +43,7 @@ def test_truncation_counts_and_one_warning_line():
     sources = [[1] * 3, [1] * 4, [1] * 9]  # budget 6 − 2 = 4 source tokens: the last is cut
     targets = [[2] * 2, [2] * 3, [2] * 5]  # max_target 3: targets of 3 or more tokens are cut
     counts = truncation_counts(PairExamples(cfg, sources, targets, 6, 3))
-    assert counts == {"examples": 3, "source_budget": 6, "sources_cut": 1, "targets_cut": 2}
+    assert counts == {"examples": 3, "sources_cut": 1, "targets_cut": 2}
     recipe = FinetuneConfig(task="summarization", max_source_tokens=6, max_target_tokens=3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -54,10 +54,10 @@ def test_truncation_counts_and_one_warning_line():
 
 @pytest.mark.parametrize("family", ["palm", "glm", "unilm"])
 def test_training_pairs_fit_the_models_positions(family):
-    """A recipe whose source and target limits add up to more than the model's positions: GLM and
-    UniLMv2 (source and target in one sequence) keep max_position_embeddings − max_target_tokens
-    source tokens, so the longest pair runs through the model (it raised before); PALM's encoder
-    keeps max_source_tokens. The cut is counted against that budget."""
+    """Recipe limits that add up to more than the model's 64 positions: GLM and UniLMv2 (source
+    and target in one sequence) keep of each source what its target leaves, and of a target at most
+    61 positions, so every pair runs through the model (the first raised before); PALM's encoder
+    keeps max_source_tokens. Cuts are counted against each pair's limits."""
     cfg = named_model_config(f"{family}-tiny", vocab_size=500, max_position_embeddings=64)
 
     class Words:  # token ids are the words
@@ -66,10 +66,16 @@ def test_training_pairs_fit_the_models_positions(family):
         def encode_batch(self, texts):
             return [[int(w) for w in text.split()] for text in texts]
 
-    pairs = [Pair(" ".join(map(str, range(10, 80))), " ".join(map(str, range(100, 130))))]
-    recipe = FinetuneConfig(task="summarization", max_source_tokens=64, max_target_tokens=31)
+    pairs = [Pair(" ".join(map(str, range(10, 80))), " ".join(map(str, range(100, 130)))),  # 70 + 30 tokens
+             Pair("5 6 7", " ".join(map(str, range(100, 200))))]  # a target longer than the positions
+    recipe = FinetuneConfig(task="summarization", max_source_tokens=64, max_target_tokens=128)
     examples = pair_examples(cfg, Words(), pairs, recipe)
-    budget = 64 if family == "palm" else 64 - 31
-    assert truncation_counts(examples) == {"examples": 1, "source_budget": budget, "sources_cut": 1, "targets_cut": 0}
-    batch = collate([examples.example(0)], 0)
-    assert np.isfinite(float(build_model(cfg)(**batch).loss.detach()))
+    one_sequence = family != "palm"
+    assert examples.limits(0) == ((64 - 31, 61) if one_sequence else (64, 128))
+    assert examples.limits(1) == ((3, 61) if one_sequence else (64, 128))
+    assert truncation_counts(examples) == {"examples": 2, "sources_cut": 1 + one_sequence,
+                                         "targets_cut": int(one_sequence)}
+    model = build_model(cfg)
+    for index in range(2 if one_sequence else 1):  # PALM's 100-token target needs a longer decoder table
+        batch = collate([examples.example(index)], 0)
+        assert np.isfinite(float(model(**batch).loss.detach()))

@@ -22,7 +22,7 @@ from ..config import FinetuneConfig, GenerationConfig
 from ..device import resolve_device
 from ..data.tasks import Pair, read_task
 from ..errors import CtxlmError
-from ..layouts import pair_example, pair_source_budget
+from ..layouts import pair_example, pair_limits
 from ..predict import Seq2SeqPredictor, save_generation_config
 from ..pretraining import model_config_for_tokenizer
 from ..tokenization import TextTokenizer
@@ -40,8 +40,12 @@ class PairExamples:
     def __len__(self) -> int:
         return len(self.sources)
 
+    def limits(self, index: int) -> tuple[int, int]:
+        """This pair's (source, target) limits (`layouts.pair_limits`)."""
+        return pair_limits(self.config, self.max_source, self.max_target, len(self.targets[index]))
+
     def example(self, index: int, epoch: int = 0) -> dict[str, np.ndarray]:
-        return pair_example(self.config, self.sources[index], self.targets[index], self.max_source, self.max_target)
+        return pair_example(self.config, self.sources[index], self.targets[index], *self.limits(index))
 
 
 def read_pairs(task: str, path: str | Path, options: dict | None = None, limit: int | None = None) -> list[Pair]:
@@ -61,25 +65,25 @@ def read_pairs(task: str, path: str | Path, options: dict | None = None, limit: 
 def pair_examples(model_config, tokenizer: TextTokenizer, pairs: Sequence[Pair], recipe: FinetuneConfig):
     sources = tokenizer.encode_batch([p.source for p in pairs])
     targets = tokenizer.encode_batch([p.target for p in pairs])
-    max_source = pair_source_budget(model_config, recipe.max_source_tokens, recipe.max_target_tokens)
-    return PairExamples(model_config, sources, targets, max_source, recipe.max_target_tokens)
+    return PairExamples(model_config, sources, targets, recipe.max_source_tokens, recipe.max_target_tokens)
 
 
 def truncation_counts(examples: PairExamples) -> dict[str, int]:
-    """How many sources and targets the length limits cut: sources longer than `max_source − 2`
-    (two special tokens), targets longer than `max_target − 1` (the end token; a cut target keeps
-    `max_target` tokens and no end token)."""
-    return {"examples": len(examples), "source_budget": examples.max_source,
-            "sources_cut": sum(len(s) > examples.max_source - 2 for s in examples.sources),
-            "targets_cut": sum(len(t) >= examples.max_target for t in examples.targets)}
+    """How many sources and targets the length limits cut (each pair's, `PairExamples.limits`):
+    sources longer than the source limit − 2 (two special tokens), targets longer than the target
+    limit − 1 (the end token; a cut target keeps the limit's tokens and no end token)."""
+    limits = [examples.limits(i) for i in range(len(examples))]
+    return {"examples": len(examples),
+            "sources_cut": sum(len(s) > m - 2 for s, (m, _) in zip(examples.sources, limits)),
+            "targets_cut": sum(len(t) >= m for t, (_, m) in zip(examples.targets, limits))}
 
 
 def report_truncation(name: str, counts: dict[str, int], recipe: FinetuneConfig) -> None:
     """One warning line when the limits cut anything (the counts also go to run.json)."""
     if counts["sources_cut"] or counts["targets_cut"]:
         warnings.warn(f"{name}: {counts['sources_cut']:,} of {counts['examples']:,} sources cut to "
-                      f"{counts.get('source_budget', recipe.max_source_tokens)} tokens (max_source_tokens "
-                      f"{recipe.max_source_tokens}), {counts['targets_cut']:,} targets cut to "
+                      f"max_source_tokens {recipe.max_source_tokens} (GLM, UniLMv2: or what the target's positions "
+                      f"leave), {counts['targets_cut']:,} targets cut to "
                       f"max_target_tokens {recipe.max_target_tokens} (counts in run.json under 'truncated')",
                       stacklevel=2)
 
