@@ -339,12 +339,16 @@ class Comparison:
     train_limit: int | None
     cache_dir: Path
     pretrain_dir: Path | None = None  # shared pre-training (see the module's docstring)
-    reading: dict = dataclasses.field(default_factory=dict)  # corpus_format, text_field, fallback_encoding
+    reading: dict = dataclasses.field(default_factory=lambda: dict(  # as `pretrain` takes them
+        corpus_format="auto", text_field=None, fallback_encoding=None))
+
+    def cell_dir(self, objective: str, seed: int) -> Path:
+        return self.out_dir / "cells" / f"{objective}-seed{seed}"
 
     def pretrain_root(self, objective: str, seed: int) -> Path:
         if self.pretrain_dir is not None:
             return self.pretrain_dir / f"{objective}-seed{seed}"
-        return self.out_dir / "cells" / f"{objective}-seed{seed}" / "pretrain"
+        return self.cell_dir(objective, seed) / "pretrain"
 
     def stage_config(self, variant: Variant, stage: Stage, seed: int, max_steps: int) -> PretrainConfig:
         base = self.configs[variant.family]
@@ -353,9 +357,10 @@ class Comparison:
                                    train=dataclasses.replace(base.train, seed=seed, max_steps=max_steps))
 
     def examples(self, stage: Stage, config: PretrainConfig):
+        reading = self.reading  # `pretrain`'s names; the store calls the format `format`
         store = TokenStore.build(self.corpus, self.tokenizer, cache_dir=self.cache_dir, progress=False,
-                                 format=self.reading.get("corpus_format", "auto"),
-                                 **{k: v for k, v in self.reading.items() if k != "corpus_format"})
+                                 format=reading["corpus_format"], text_field=reading["text_field"],
+                                 fallback_encoding=reading["fallback_encoding"])
         return prepare_data(stage.objective, store, self.tokenizer, config.model, config.data, stage.stage,
                             config.train.seed).train
 
@@ -424,7 +429,7 @@ class Comparison:
 
     def run_cell(self, objective: str, seed: int) -> dict:
         """A cell's result: pre-training, fine-tuning, scoring (a finished cell is read back)."""
-        cell_dir = self.out_dir / "cells" / f"{objective}-seed{seed}"
+        cell_dir = self.cell_dir(objective, seed)
         result_path = cell_dir / "result.json"
         if result_path.is_file():
             return read_json(result_path)

@@ -62,7 +62,7 @@ class BootstrapResult:
     resamples: int
 
 
-TIE_TOLERANCE = 1e-9  # relative: |Δ| below it is floating-point noise (the same scores summed in another order), a tie
+TIE_TOLERANCE = 1e-9  # relative: a smaller |Δ| is floating-point noise (scores summed in another order), a tie
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_score, *, resamples: int = 1000,
@@ -73,8 +73,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_s
     Each resample draws the examples with replacement (the same draw for both systems and every
     seed), computes the statistic per seed and averages over seeds (seeds pooled). `indices`
     (resamples × examples) replaces the random draws. The p-value is the smallest α at which the
-    (1 − α) percentile interval excludes 0 (differences within rounding noise of 0 are ties). Arrays of shape (seeds, examples) hold one score per
-    example."""
+    (1 − α) percentile interval excludes 0 (differences within rounding noise of 0 are ties).
+    Arrays of shape (seeds, examples) hold one score per example."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
