@@ -82,6 +82,9 @@ def cpu_cells(s) -> list[dict]:
         dict(name="giga-16k-lr3e-4", kind="finetune", start="pre-palm-16k", task="gigaword", steps=s(3000),
              **{**ft, "lr": 3e-4}),
         dict(name="qg-16k-lr1e-3", kind="finetune", start="pre-palm-16k", task="squad_qg", steps=s(2500), **ft),
+        # a shorter fine-tuning budget (1,000 steps): pre-trained vs from scratch
+        *[dict(name=f"giga{start}-16k-lr1e-3-s1000", kind="finetune", task="gigaword", steps=s(1000),
+               start="scratch-16k" if start else "pre-palm-16k", **ft) for start in ("", "-scratch")],
     ]
 
 

@@ -52,7 +52,7 @@ from .data.tasks import SEP, Pair
 from .errors import CtxlmError
 from .tasks.seq2seq import finetune, read_pairs
 from .layouts import pair_example, pair_limits
-from .metrics import compute_metrics
+from .metrics import compute_metrics, lead_words
 from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
 from .predict import Seq2SeqPredictor
 from .pretraining import model_config_for_tokenizer, prepare_data, pretrain
@@ -194,11 +194,6 @@ def seconds_per_step(model_config, examples, train, pad_id: int, steps: int = 3)
 
 
 # ------------------------------------------------------------------------------------ task scoring
-def lead_words(n: int, suffix: str = "") -> Callable[[str], str]:
-    """The baseline that copies the first `n` words of the source (before any " [SEP] ")."""
-    return lambda source: " ".join(source.split(SEP)[0].split()[:n]) + suffix
-
-
 def rouge_l_per_example(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[list[float]]:
     """ROUGE-L F1 × 100 of each prediction (rouge-score, stemmed, best reference): `metrics.rouge`'s
     per-example terms."""
@@ -314,13 +309,6 @@ def stage_dir_name(index: int, stage: Stage) -> str:
 DONE = "compare-done.json"  # written into a stage or fine-tuning folder once it finished
 
 
-def stopped_by_signal(result) -> None:
-    """A run that SIGTERM/SIGINT stopped (its checkpoint written) stops the comparison: it is not
-    finished, so no DONE marker; the rerun resumes it."""
-    if result.interrupted:
-        raise KeyboardInterrupt(f"stopped by a signal at step {result.step}")
-
-
 # ------------------------------------------------------------------------------------ the run
 @dataclass
 class Comparison:
@@ -400,10 +388,10 @@ class Comparison:
                     steps, tokens = steps_for_tokens(examples, config.train, self.tokenizer.pad_id, share)
                 config = self.stage_config(variant, stage, seed, steps)
                 started = time.perf_counter()
-                stopped_by_signal(pretrain(
+                pretrain(
                     self.corpus, stage_dir, config, objective=stage.objective, stage=stage.stage,
                     tokenizer=self.tokenizer, init=init, resume=latest_checkpoint(stage_dir) is not None,
-                    cache_dir=self.cache_dir, **self.reading))
+                    cache_dir=self.cache_dir, **self.reading).stop_if_interrupted()
                 write_json_atomic(done, {"stage": stage_dir.name, "steps": steps, "tokens": tokens,
                                          "seconds": time.perf_counter() - started})
             stages.append({**read_json(done), "dir": str(stage_dir)})
@@ -422,7 +410,7 @@ class Comparison:
                               model_config=None if init else dataclasses.replace(base, **variant.model),
                               tokenizer=self.tokenizer, resume=latest_checkpoint(ft_dir) is not None,
                               train_limit=self.train_limit)
-            stopped_by_signal(result)
+            result.stop_if_interrupted()
             write_json_atomic(done, {"steps": result.step, "seconds": time.perf_counter() - started,
                                      "final_metrics": result.final_metrics})
         return read_json(done)

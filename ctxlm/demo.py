@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PalmDataConfig, PretrainConfig, TrainConfig, named_model_config
+from .config import PalmDataConfig, PretrainConfig, TrainConfig, load_pretrain_config
 from .errors import CtxlmError, plain_warnings
 from .extras import require
 
@@ -70,7 +70,7 @@ def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
     """Step 5: Gigaword fine-tuning of the pre-trained model and of a model trained from scratch."""
     from .config import load_finetune_config
     from .tasks.seq2seq import decode_pairs, finetune, read_pairs
-    from .metrics import rouge
+    from .metrics import lead_words, rouge
 
     gigaword = Path(args.gigaword)
     if not (gigaword / "train.jsonl").is_file():
@@ -90,10 +90,12 @@ def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
         print(f"[5/5] Gigaword headlines, {name}: fine-tune {args.finetune_steps} steps on "
               f"{args.finetune_pairs} pairs, decode {len(valid)} (beam {recipe.decoding.num_beams})")
         finetune(gigaword / "train.jsonl", gigaword / "valid.jsonl", out / folder, recipe,
-                 train_limit=args.finetune_pairs, overwrite=True, device=args.device, **start)
+                 train_limit=args.finetune_pairs, overwrite=True, device=args.device, **start).stop_if_interrupted()
         predictions[name] = decode_pairs(out / folder, valid, max_source_tokens=recipe.max_source_tokens,
                                          device=args.device)
         scores[name] = rouge(predictions[name], [p.target for p in valid])
+    scores["the article's first 8 words"] = rouge(list(map(lead_words(8), [p.source for p in valid])),
+                                                  [p.target for p in valid])
     print(f"\n      Gigaword validation ({len(valid)} pairs)   ROUGE-1  ROUGE-2  ROUGE-L")
     for name, values in scores.items():
         print(f"      {name:30s} {values['rouge1']:8.2f} {values['rouge2']:8.2f} {values['rougeL']:8.2f}")
@@ -106,6 +108,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m ctxlm.demo", description="PALM pre-training demo")
     p.add_argument("--corpus", nargs="+", help=f"default: {DEFAULT_CORPUS}")
     p.add_argument("--out", default=str(ROOT / "demo-out"))
+    p.add_argument("--model", default="palm-tiny", help="a named config or a YAML file's model section")
     p.add_argument("--vocab-size", type=int, default=8000)
     p.add_argument("--fragment-length", type=int, default=160, help="L (the paper: 500)")
     p.add_argument("--mlm-steps", type=int, default=250)
@@ -147,7 +150,7 @@ def main(argv=None) -> int:
         print(f"[1/5] tokenizer: WordPiece, {args.vocab_size} tokens, on {', '.join(map(str, corpus))}")
         tokenizer = train_tokenizer(corpus, args.vocab_size, out / "tokenizer", **reading)
 
-        model_config = named_model_config("palm-tiny")
+        model_config = load_pretrain_config(args.model).model
         train = TrainConfig(batch_size=args.batch_size, lr=1e-3, warmup_steps=50, bf16=True, log_every=10,
                             eval_every=0, eval_batches=8, save_every=200, seed=args.seed)
         data = PalmDataConfig(fragment_length=args.fragment_length, valid_fraction=0.02, max_valid_documents=40)
@@ -162,12 +165,13 @@ def main(argv=None) -> int:
         print(f"[2/5] stage 1: encoder masked LM, {args.mlm_steps} steps")
         config = PretrainConfig(model=model_config, train=dataclasses.replace(train, max_steps=args.mlm_steps),
                                 data=data)
-        pretrain(corpus, out / "stage1-mlm", config, stage="mlm", tokenizer=tokenizer, overwrite=True, device=device, **reading)
+        pretrain(corpus, out / "stage1-mlm", config, stage="mlm", tokenizer=tokenizer, overwrite=True, device=device,
+                 **reading).stop_if_interrupted()
 
         print(f"[3/5] stage 2: continuation generation from stage 1, {args.generation_steps} steps")
         config.train = dataclasses.replace(train, max_steps=args.generation_steps)
         pretrain(corpus, out / "stage2-generation", config, stage="generation", init=out / "stage1-mlm",
-                 overwrite=True, device=device, **reading)
+                 overwrite=True, device=device, **reading).stop_if_interrupted()
 
         model, _ = load_model_dir(out / "stage2-generation", device=device)
         after = evaluate(model, heldout, train.batch_size, tokenizer.pad_id, max_batches=train.eval_batches)
@@ -185,6 +189,9 @@ def main(argv=None) -> int:
     except CtxlmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:  # SIGTERM/SIGINT: the interrupted run kept a checkpoint
+        print(f"stopped: {stop}; what was trained so far is in {out}", file=sys.stderr)
+        return 130
     print(f"\ndone in {time.time() - started:.0f} s; models, metrics.jsonl and TensorBoard logs in {out}")
     return 0
 

@@ -28,13 +28,13 @@ import re
 import shutil
 import string
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from ctxlm.data.tasks import jsonl_rows
+from ctxlm.data.tasks import SEP, jsonl_rows
 from ctxlm.errors import CtxlmError, where
 from ctxlm.extras import require
 
@@ -467,3 +467,9 @@ def format_markdown_table(results: dict[str, float]) -> str:
     rows += [f"| {name} | {score:.2f} |" if isinstance(score, float) else f"| {name} | {score} |"
              for name, score in results.items()]
     return "\n".join(rows)
+
+
+def lead_words(n: int, suffix: str = "") -> Callable[[str], str]:
+    """The lead baseline: the source's first `n` words (before any " [SEP] ") and `suffix` (Gigaword:
+    8 words; question generation: 12 words and " ?")."""
+    return lambda source: " ".join(source.split(SEP)[0].split()[:n]) + suffix

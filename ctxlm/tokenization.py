@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from ctxlm.data.corpus import expand_corpus_paths, iter_blocks
 from ctxlm.errors import CtxlmError
@@ -30,6 +30,10 @@ SPECIAL_TOKENS = [
 # a tokenizer we train reserves them right after SPECIAL_TOKENS (ids 10..109).
 SENTINEL_TOKENS = [f"[S{i}]" for i in range(100)]
 TOKENIZER_FILE = "tokenizer.json"
+# How Gigaword, WikiText and the Penn Treebank write a word their makers replaced: a tokenizer we train
+# keeps it one ordinary token (WordPiece would cut it into "<", "un", "##k", ">": four cheap pieces
+# that beam search's length normalisation favours and the copy head repeats).
+UNKNOWN_WORD_MARKER = "<unk>"
 MAX_TOKEN_ID = 2**32 - 1  # the Rust library's ids are u32
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -130,8 +134,12 @@ class TextTokenizer:
     def special_ids(self) -> np.ndarray:
         """Sorted int64 ids of all special tokens: added specials, role tokens, `SPECIAL_TOKENS`."""
         ids = {i for i, token in self.backend.get_added_tokens_decoder().items() if token.special}
-        names = [name for names in ROLE_TOKEN_NAMES.values() for name in names] + SPECIAL_TOKENS
-        ids.update(self._vocab[name] for name in names if name in self._vocab)
+        ids.update(self._vocab[name] for name in SPECIAL_TOKENS if name in self._vocab)
+        for role in ROLE_TOKEN_NAMES:  # the spelling this tokenizer uses (not a data marker like "<unk>")
+            try:
+                ids.add(self.special_id(role))
+            except CtxlmError:
+                pass
         return np.array(sorted(ids), dtype=np.int64)
 
     @functools.cached_property
@@ -226,7 +234,8 @@ def train_tokenizer(
     text_field: str | None = None,
     fallback_encoding: str | None = None,
 ) -> TextTokenizer:
-    """Train an uncased WordPiece tokenizer on corpus files; `SPECIAL_TOKENS` get ids 0..9.
+    """Train an uncased WordPiece tokenizer on corpus files; `SPECIAL_TOKENS` get ids 0..9, and the
+    data's unknown-word marker `UNKNOWN_WORD_MARKER` is one ordinary added token.
 
     Files (or directories) are read with `ctxlm.data.corpus`, in the same formats as the token
     store. The trainer sees paragraphs/lines as read, not pysbd sentences: WordPiece training
@@ -249,7 +258,7 @@ def train_tokenizer(
 
     tokenizer = new_wordpiece_tokenizer()
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - 1,  # and UNKNOWN_WORD_MARKER
         min_frequency=min_frequency,
         special_tokens=SPECIAL_TOKENS + SENTINEL_TOKENS,
         limit_alphabet=1000,
@@ -257,6 +266,7 @@ def train_tokenizer(
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts(), trainer=trainer)
+    tokenizer.add_tokens([AddedToken(UNKNOWN_WORD_MARKER, normalized=True)])
     trained = TextTokenizer(tokenizer)
     if out_dir is not None:
         trained.source = str(trained.save(out_dir))

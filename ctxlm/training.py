@@ -290,6 +290,13 @@ class TrainResult:
     out_dir: Path | None = None
     interrupted: bool = False  # stopped by SIGTERM/SIGINT: the last checkpoint holds the run so far
 
+    def stop_if_interrupted(self) -> "TrainResult":
+        """A pipeline of runs (compare, the demo) stops at a run that SIGTERM/SIGINT stopped: that run
+        is not finished (its checkpoint resumes it), so nothing after it may start from it."""
+        if self.interrupted:
+            raise KeyboardInterrupt(f"stopped by a signal at step {self.step}")
+        return self
+
 
 def distributed_context() -> tuple[int, int]:
     """(rank, world size); sets up the process group under torchrun (`distributed.setup`)."""

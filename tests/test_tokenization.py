@@ -9,7 +9,8 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from ctxlm.errors import CtxlmError
-from ctxlm.tokenization import SENTINEL_TOKENS, SPECIAL_TOKENS, TextTokenizer, train_tokenizer
+from ctxlm.tokenization import (SENTINEL_TOKENS, SPECIAL_TOKENS, UNKNOWN_WORD_MARKER, TextTokenizer,
+                                train_tokenizer)
 
 SLICE_LINES = 400
 
@@ -86,6 +87,17 @@ def test_encode_adds_no_specials_and_decode_can_keep_them(trained):
     with_mask = ids[:2] + [tokenizer.mask_id] + ids[2:]
     assert "[MASK]" not in tokenizer.decode(with_mask)
     assert "[MASK]" in tokenizer.decode(np.array(with_mask), skip_special_tokens=False)
+
+
+def test_unknown_word_marker_is_one_ordinary_token(trained):
+    """Gigaword's (WikiText's, PTB's) "<unk>" is one token, not "<", "un", "##k", ">": it decodes
+    back to itself, is not the tokenizer's [UNK] and not special (so generation may produce it)."""
+    tokenizer, _ = trained
+    marker = tokenizer.token_to_id(UNKNOWN_WORD_MARKER)
+    ids = tokenizer.encode("police said <unk> was arrested and <UNK> fled")
+    assert ids.count(marker) == 2 and len(ids) == len(tokenizer.encode("police said x was arrested and y fled"))
+    assert tokenizer.decode(ids) == "police said <unk> was arrested and <unk> fled"
+    assert marker != tokenizer.unk_id and marker not in tokenizer.special_ids and marker in tokenizer.replace_pool
 
 
 def test_save_and_load_round_trip(trained, tmp_path):

@@ -1,0 +1,35 @@
+"""`make demo` (ctxlm.demo): a stage that SIGTERM stopped ends the demo instead of feeding the next."""
+
+import pytest
+
+import ctxlm.pretraining
+import ctxlm.tasks.seq2seq
+from ctxlm import demo
+from ctxlm.training import TrainResult
+from conftest import TINY_PALM_MODEL
+
+
+def test_sigterm_in_a_stage_stops_the_demo(tmp_path, monkeypatch, capsys):
+    """The training loop answers SIGTERM with a checkpoint and an `interrupted` result; the demo
+    used to go on to stage 2 from that half-trained stage 1. Now it stops there (exit status 130)."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"Story {i} is about a river.\nIt flows north.\nThe town sits on it.\n\n"
+                              for i in range(200)), encoding="utf-8")
+    model = tmp_path / "model.yaml"
+    model.write_text(TINY_PALM_MODEL, encoding="utf-8")
+    monkeypatch.setenv("CTXLM_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def stopped_pretraining(*args, **kwargs):
+        calls.append(kwargs.get("stage"))
+        return TrainResult(step=3, interrupted=True)
+
+    def no_finetuning(*args, **kwargs):
+        pytest.fail("fine-tuning started after an interrupted pre-training stage")
+
+    monkeypatch.setattr(ctxlm.pretraining, "pretrain", stopped_pretraining)
+    monkeypatch.setattr(ctxlm.tasks.seq2seq, "finetune", no_finetuning)
+    code = demo.main(["--corpus", str(corpus), "--model", str(model), "--vocab-size", "300",
+                      "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 130 and calls == ["mlm"]
+    assert "stopped by a signal at step 3" in capsys.readouterr().err
