@@ -1,7 +1,8 @@
 """`make demo`: PALM end to end on the built-in corpus, small enough for a laptop CPU.
 
 1. trains a WordPiece tokenizer on the corpus (../shared/data/pretrain; WikiText-2 downloaded
-   with `datasets` when that folder is missing and the network is up);
+   with `datasets` when that folder is missing and the network is up) and the Gigaword training
+   articles;
 2. pre-trains `palm-mini` (d 128, 2 + 2 layers) in PALM's two stages: briefly the encoder as a
    masked LM, then mostly encoder and decoder on generating the next 20% of each fragment from the
    first 80% (`ctxlm compare` found stage 2 carries the gain at equal tokens);
