@@ -235,7 +235,8 @@ def train_tokenizer(
     fallback_encoding: str | None = None,
 ) -> TextTokenizer:
     """Train an uncased WordPiece tokenizer on corpus files; `SPECIAL_TOKENS` get ids 0..9, and the
-    data's unknown-word marker `UNKNOWN_WORD_MARKER` is one ordinary added token.
+    data's unknown-word marker `UNKNOWN_WORD_MARKER` is one ordinary token added after the
+    `vocab_size` trained ones.
 
     Files (or directories) are read with `ctxlm.data.corpus`, in the same formats as the token
     store. The trainer sees paragraphs/lines as read, not pysbd sentences: WordPiece training
@@ -258,7 +259,7 @@ def train_tokenizer(
 
     tokenizer = new_wordpiece_tokenizer()
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size - 1,  # and UNKNOWN_WORD_MARKER
+        vocab_size=vocab_size,
         min_frequency=min_frequency,
         special_tokens=SPECIAL_TOKENS + SENTINEL_TOKENS,
         limit_alphabet=1000,
