@@ -40,8 +40,8 @@ QG_DECODINGS = {"b5-ng3-loops": dict(num_beams=5, no_repeat_ngram_size=3, block_
 def cells(plan: str, scale: float) -> list[dict]:
     """The plan's cells: pre-training cells first, then fine-tuning cells naming the one they start from."""
     s = lambda n: max(2, int(n * scale))  # noqa: E731
-    if plan in ("cpu", "cpu2"):
-        return (cpu_cells if plan == "cpu" else cpu2_cells)(s)
+    if plan in CPU_PLANS:
+        return CPU_PLANS[plan](s)
     pre = dict(mlm_steps=s(1000), generation_steps=s(3000), lr=1e-3, batch=16)
     out = [
         dict(name="pre-palm-8k", kind="pretrain", vocab=8000, **pre),
@@ -99,6 +99,9 @@ def cpu2_cells(s) -> list[dict]:
         dict(name="giga-16k-lr1e-3-s1500", kind="finetune", start="pre-palm-16k", **ft),
         dict(name="giga-scratch-16k-lr1e-3-s1500", kind="finetune", start="scratch-16k", **ft),
     ]
+
+
+CPU_PLANS = {"cpu": cpu_cells, "cpu2": cpu2_cells}
 
 
 def tokenizer_for(args, vocab: int):
@@ -232,7 +235,7 @@ def main() -> None:
     p.add_argument("--eval-rows", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action="store_true")
-    p.add_argument("--plan", choices=["sweep", "cpu", "cpu2"], default="sweep",
+    p.add_argument("--plan", choices=["sweep", *CPU_PLANS], default="sweep",
                    help="sweep: the grid (run on a GPU); cpu: the winners at the 2-core machine's budget; "
                         "cpu2: pre-trained vs scratch after the <unk> fix")
     p.add_argument("--decodings", nargs="*", help="decoding settings to score (default: all of the task's)")
