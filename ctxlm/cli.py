@@ -127,6 +127,7 @@ GENERATION_FLAGS = {  # flag → GenerationConfig field
     "beam": "num_beams", "max_length": "max_new_tokens", "min_length": "min_new_tokens",
     "length_penalty": "length_penalty", "length_penalty_type": "length_penalty_type",
     "no_repeat_ngram": "no_repeat_ngram_size", "block_subword_loops": "block_subword_loops",
+    "block_word_repeats": "block_word_repeats",
     "early_stopping": "early_stopping", "sample": "do_sample",
     "top_k": "top_k", "top_p": "top_p", "temperature": "temperature", "seed": "seed",
 }
@@ -402,6 +403,10 @@ def cmd_compare(args) -> None:
     print(f"report: {Path(args.out) / 'report.md'} and report.html")
 
 
+def _true_or_false(text: str) -> bool:
+    return {"true": True, "false": False}[text.lower()]
+
+
 def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding (defaults: the model's generation.json, else beam 5, 64 tokens)")
     g.add_argument("--beam", type=int)
@@ -411,8 +416,10 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--length-penalty-type", choices=["hf", "gnmt"],
                    help="hf (= fairseq): score/len^a; gnmt: score/((5+len)/6)^a")
     g.add_argument("--no-repeat-ngram", type=int)
-    g.add_argument("--block-subword-loops", type=lambda s: {"true": True, "false": False}[s.lower()],
+    g.add_argument("--block-subword-loops", type=_true_or_false,
                    help="true/false: a '##' word piece may not occur twice in one word")
+    g.add_argument("--block-word-repeats", type=_true_or_false,
+                   help="true/false: a one-piece word may not come twice in a row ('share share')")
     g.add_argument("--early-stopping", type=lambda s: {"true": True, "false": False}.get(s.lower(), s),
                    help="true, false (transformers' heuristic) or never")
     g.add_argument("--sample", action="store_true", default=None, help="sample instead of beam search (beam 1)")

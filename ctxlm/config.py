@@ -197,6 +197,7 @@ class GenerationConfig:
     length_penalty_type: str = "hf"  # "hf" (= fairseq): score / len^α; "gnmt": score / ((5+len)/6)^α
     no_repeat_ngram_size: int = 0
     block_subword_loops: bool = False  # a "##" piece may not occur twice in one word ("ms ##ps ##ps")
+    block_word_repeats: bool = False  # a one-piece word may not come twice in a row ("share share")
     early_stopping: bool | str = False  # False (transformers' heuristic), True, or "never"
     do_sample: bool = False
     top_k: int = 0

@@ -198,7 +198,7 @@ def main(argv=None) -> int:
         print(f"        after  pre-training: {after['lm_ppl']:10.1f}")
         predictor = Seq2SeqPredictor(model, tokenizer, device)
         generation = GenerationConfig(num_beams=5, max_new_tokens=48, no_repeat_ngram_size=3,
-                                      block_subword_loops=True)
+                                      block_subword_loops=True, block_word_repeats=True)
         for i, (text, continuation) in enumerate(zip(TABLE1_INPUTS, predictor.generate(TABLE1_INPUTS, generation)), 1):
             print(f"\n      Table 1, example {i}\n      input:    {text}\n      continuation (beam 5): {continuation}")
         summarize_gigaword(args, out, model_config, tokenizer)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .config import GenerationConfig
 
 __all__ = ["GenerationConfig", "Generated", "generate", "beam_search", "greedy_or_sample", "sample_token",
-           "ban_repeated_ngrams", "ban_subword_loops", "length_normalizer"]
+           "ban_repeated_ngrams", "ban_subword_loops", "ban_word_repeats", "length_normalizer"]
 
 NEG_INF = -1.0e9  # transformers' "very negative" score for impossible beams
 
@@ -78,33 +78,52 @@ def ban_subword_loops(sequences: torch.Tensor, log_probs: torch.Tensor, continua
     return log_probs
 
 
-def _process(log_probs, sequences, step, cfg: GenerationConfig, eos: int, continuation=None):
-    """The logits processors (min length, n-gram and subword-loop blocking) on fresh log-probs, in place."""
+def ban_word_repeats(sequences: torch.Tensor, log_probs: torch.Tensor, word_start: torch.Tensor) -> torch.Tensor:
+    """Forbid a one-piece word right after itself ("share share", "indian indian").
+
+    `word_start` (V,) marks the tokens that begin a word and hold a letter. When the last token is one
+    of them, it may not come next (that would end the last word as this one piece and write it
+    again). A repeated word of several pieces is a repeated bigram, which `no_repeat_ngram_size` 2
+    forbids. log_probs is modified in place and returned."""
+    last = sequences[:, -1]
+    rows = word_start[last].nonzero(as_tuple=True)[0]
+    log_probs[rows, last[rows]] = float("-inf")
+    return log_probs
+
+
+def _process(log_probs, sequences, step, cfg: GenerationConfig, eos: int, continuation=None, word_start=None):
+    """The logits processors (min length, n-gram, subword-loop and word-repeat blocking) on fresh
+    log-probs, in place."""
     if step < cfg.min_new_tokens:
         log_probs[:, eos] = float("-inf")
     if cfg.no_repeat_ngram_size:
         log_probs = ban_repeated_ngrams(sequences, log_probs, cfg.no_repeat_ngram_size)
     if cfg.block_subword_loops and continuation is not None:
         log_probs = ban_subword_loops(sequences, log_probs, continuation)
+    if cfg.block_word_repeats and word_start is not None:
+        log_probs = ban_word_repeats(sequences, log_probs, word_start)
     return log_probs
 
 
 @torch.inference_mode()
 def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
              cfg: GenerationConfig | None = None, *, continuation: torch.Tensor | None = None,
-             **inputs: torch.Tensor) -> Generated:
+             word_start: torch.Tensor | None = None, **inputs: torch.Tensor) -> Generated:
     """Decode a batch of prompts. `inputs` are further prompt tensors the model's
     `start_decoding` takes (GLM's positions, UniLMv2's segment ids, ...); `continuation` (V,) marks
-    the tokenizer's word-continuing pieces, for `cfg.block_subword_loops`."""
+    the tokenizer's word-continuing pieces, for `cfg.block_subword_loops`; `word_start` (V,) its
+    word-beginning pieces that hold a letter, for `cfg.block_word_repeats`."""
     cfg = cfg or GenerationConfig()
     if cfg.num_beams == 1:
-        return greedy_or_sample(model, input_ids, attention_mask, cfg, continuation=continuation, **inputs)
-    return beam_search(model, input_ids, attention_mask, cfg, continuation=continuation, **inputs)
+        return greedy_or_sample(model, input_ids, attention_mask, cfg, continuation=continuation,
+                                word_start=word_start, **inputs)
+    return beam_search(model, input_ids, attention_mask, cfg, continuation=continuation, word_start=word_start,
+                       **inputs)
 
 
 @torch.inference_mode()
 def greedy_or_sample(model, input_ids, attention_mask, cfg: GenerationConfig, *, continuation=None,
-                     **inputs) -> Generated:
+                     word_start=None, **inputs) -> Generated:
     b = input_ids.shape[0]
     eos = model.eos_token_id
     state = model.start_decoding(input_ids, attention_mask, num_beams=1, max_length=cfg.max_new_tokens + 1,
@@ -116,7 +135,8 @@ def greedy_or_sample(model, input_ids, attention_mask, cfg: GenerationConfig, *,
     finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
     total = torch.zeros(b, device=input_ids.device)
     for step in range(cfg.max_new_tokens):
-        log_probs = _process(model.decode_step(state, sequences[:, -1]), sequences, step, cfg, eos, continuation)
+        log_probs = _process(model.decode_step(state, sequences[:, -1]), sequences, step, cfg, eos, continuation,
+                             word_start)
         if cfg.do_sample:
             token = sample_token(log_probs, cfg, generator)
         else:
@@ -149,7 +169,7 @@ def sample_token(log_probs: torch.Tensor, cfg: GenerationConfig, generator=None)
 
 
 @torch.inference_mode()
-def beam_search(model, input_ids, attention_mask, cfg: GenerationConfig, *, continuation=None,
+def beam_search(model, input_ids, attention_mask, cfg: GenerationConfig, *, continuation=None, word_start=None,
                 **inputs) -> Generated:
     b, k = input_ids.shape[0], cfg.num_beams
     eos, device = model.eos_token_id, input_ids.device
@@ -173,7 +193,7 @@ def beam_search(model, input_ids, attention_mask, cfg: GenerationConfig, *, cont
     while True:
         flat = running[:, :, :cur].reshape(b * k, cur)
         log_probs = model.decode_step(state, flat[:, -1]).float()
-        log_probs = _process(log_probs, flat, cur - 1, cfg, eos, continuation)
+        log_probs = _process(log_probs, flat, cur - 1, cfg, eos, continuation, word_start)
         # a source's 2K best continuations are among the 2K best of each of its beams (adding the
         # beam's score keeps a beam's order): two small top-k's instead of one over K × vocabulary
         per_beam = min(keep, log_probs.shape[-1])

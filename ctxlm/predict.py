@@ -73,6 +73,8 @@ class Seq2SeqPredictor:
         self._prompt_keys = {k for k in accepted if k not in ("num_beams", "max_length")}
         self.continuation = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=self.device)
         self.continuation[[i for i in tokenizer.continuation_ids() if i < model.config.vocab_size]] = True
+        self.word_start = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=self.device)
+        self.word_start[[i for i in tokenizer.lettered_word_start_ids() if i < model.config.vocab_size]] = True
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = "auto", **options) -> "Seq2SeqPredictor":
@@ -97,7 +99,8 @@ class Seq2SeqPredictor:
             input_ids = batch.pop("input_ids")
             mask = input_ids.ne(self.tokenizer.pad_id)  # the prompt's own layout masks are the model's business
             prompt = {k: v for k, v in batch.items() if k in self._prompt_keys and k != "attention_mask"}
-            result = generate(self.model, input_ids, mask, cfg, continuation=self.continuation, **prompt)
+            result = generate(self.model, input_ids, mask, cfg, continuation=self.continuation,
+                              word_start=self.word_start, **prompt)
             outputs.extend(self.tokenizer.decode(ids) for ids in result.tokens)
         return outputs
 

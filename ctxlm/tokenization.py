@@ -191,6 +191,12 @@ class TextTokenizer:
         """The ids of the pieces that continue a word (WordPiece's "##" prefix)."""
         return sorted(i for token, i in self._vocab.items() if token.startswith("##") and len(token) > 2)
 
+    def lettered_word_start_ids(self) -> list[int]:
+        """The ids of the pieces that begin a word and hold a letter ("share", not "##s", "#" or ",")."""
+        special = set(self.special_ids.tolist())
+        return sorted(i for token, i in self._vocab.items()
+                      if not token.startswith("##") and any(c.isalpha() for c in token) and i not in special)
+
     def id_to_token(self, token_id: int) -> str | None:
         return self.backend.id_to_token(int(token_id))
 

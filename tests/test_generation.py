@@ -10,7 +10,8 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
 from ctxlm.config import PalmConfig
-from ctxlm.generation import GenerationConfig, ban_repeated_ngrams, ban_subword_loops, generate, sample_token
+from ctxlm.generation import (GenerationConfig, ban_repeated_ngrams, ban_subword_loops, ban_word_repeats, generate,
+                              sample_token)
 from ctxlm.models.hf import palm_from_bart
 from ctxlm.models.palm import PalmModel
 
@@ -321,6 +322,59 @@ def test_ban_subword_loops_matches_brute_force():
             assert torch.equal(banned[row, keep], log_probs[row, keep])
 
 
+def test_ban_word_repeats_matches_brute_force():
+    """After a one-piece word, exactly that token is set to −inf; after a "##" piece or a token
+    without a letter, nothing is; other tokens keep their score."""
+    g = torch.Generator().manual_seed(0)
+    vocab, word_start = 8, {2, 5, 6}  # ids 2, 5, 6 begin a word with a letter; the rest are pieces, "#", ","
+    mask = torch.tensor([i in word_start for i in range(vocab)])
+    for length in range(1, 8):
+        sequences = torch.randint(0, vocab, (50, length), generator=g)
+        log_probs = torch.randn(50, vocab, generator=g).log_softmax(-1)
+        banned = ban_word_repeats(sequences, log_probs.clone(), mask)
+        for row in range(50):
+            last = sequences[row, -1].item()
+            expected = {last} if last in word_start else set()
+            got = {v for v in range(vocab) if banned[row, v] == float("-inf")}
+            assert got == expected
+            keep = [v for v in range(vocab) if v not in expected]
+            assert torch.equal(banned[row, keep], log_probs[row, keep])
+
+
+def test_block_word_repeats_stops_share_share():
+    """A model that prefers "share" after anything writes "share share ..." (bigram blocking still
+    lets a word follow itself once); with `block_word_repeats` no word follows itself, and a word
+    of several pieces may still begin with the last word ("share ##holders" after "share")."""
+
+    class Repeater:
+        eos_token_id, decoder_start_token_id = 0, 1
+
+        def start_decoding(self, input_ids, attention_mask, num_beams, max_length):
+            return {}
+
+        def decode_step(self, state, tokens):
+            scores = torch.full((tokens.shape[0], 5), -5.0)
+            scores[:, 2] = -0.1  # "share" is always the best next token
+            scores[:, 3] = torch.where(tokens == 2, -0.5, -9.0)  # "##holders", after "share"
+            scores[:, 4] = -2.0  # "prices"
+            scores[:, 0] = -3.0
+            return scores.log_softmax(-1)
+
+        def reorder(self, state, index):
+            pass
+
+    words = torch.tensor([False, False, True, False, True])
+    ids = torch.ones(1, 2, dtype=torch.long)
+    for beams in (1, 3):
+        cfg = GenerationConfig(num_beams=beams, max_new_tokens=6, no_repeat_ngram_size=2)
+        repeated = generate(Repeater(), ids, None, cfg, word_start=words).tokens[0]
+        assert [2, 2] in [repeated[i:i + 2] for i in range(len(repeated))], repeated
+        cfg = dataclasses.replace(cfg, block_word_repeats=True)
+        blocked = generate(Repeater(), ids, None, cfg, word_start=words).tokens[0]
+        assert all(not (a == b and words[a]) for a, b in zip(blocked, blocked[1:])), blocked
+        assert [2, 3] in [blocked[i:i + 2] for i in range(len(blocked))], blocked
+
+
 def test_block_subword_loops_stops_a_copy_loop():
     """A model that always prefers '##ps' after 'ms' writes 'ms ##ps ##ps ...' unless loops are blocked."""
     from ctxlm.predict import Seq2SeqPredictor  # noqa: F401 (the predictor passes the tokenizer's pieces)
@@ -363,3 +417,5 @@ def test_cli_decoding_flags_reach_the_generation_config():
     assert (cfg.block_subword_loops, cfg.no_repeat_ngram_size, cfg.num_beams) == (True, 2, 3)
     args = build_parser().parse_args(["generate", "--model", "m", "--text", "t", "--block-subword-loops", "false"])
     assert _generation_config(args, GenerationConfig(block_subword_loops=True)).block_subword_loops is False
+    args = build_parser().parse_args(["generate", "--model", "m", "--text", "t", "--block-word-repeats", "true"])
+    assert _generation_config(args, GenerationConfig()).block_word_repeats is True

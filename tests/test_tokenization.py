@@ -100,6 +100,17 @@ def test_unknown_word_marker_is_one_ordinary_token(trained):
     assert marker != tokenizer.unk_id and marker not in tokenizer.special_ids and marker in tokenizer.replace_pool
 
 
+def test_lettered_word_starts_are_the_pieces_that_begin_a_word_with_a_letter(trained):
+    """`block_word_repeats` bans these: words ("the", "<unk>"), not "##" pieces, digits, "#", "," or specials."""
+    tokenizer, _ = trained
+    starts = set(tokenizer.lettered_word_start_ids())
+    vocab = {tokenizer.id_to_token(i): i for i in range(len(tokenizer))}
+    assert {vocab["the"], vocab["<unk>"]} <= starts
+    assert all(vocab[t] not in starts for t in ("#", ",", ".", "[SEP]", "[CLS]", "[PAD]") if t in vocab)
+    assert not any(tokenizer.id_to_token(i).startswith("##") for i in starts)
+    assert all(any(c.isalpha() for c in tokenizer.id_to_token(i)) for i in starts)
+
+
 def test_save_and_load_round_trip(trained, tmp_path):
     tokenizer, out_dir = trained
     assert (out_dir / "tokenizer.json").is_file()
