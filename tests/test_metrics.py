@@ -148,6 +148,49 @@ def test_coco_qg_without_meteor_and_with_several_references():
     assert got["rougeL"] == pytest.approx(100 * Rouge().compute_score(gts, res)[0])
 
 
+@pytest.mark.parametrize("text, tokens", [
+    ("what is the sp ' s name?", "what is the sp 's name ?"),
+    ("what is the sp's name ?", "what is the sp 's name ?"),
+    ("it doesn ' t work, can ' t it?", "it does n't work , ca n't it ?"),
+    ("who said ` ` we are united ' '? ", "who said `` we are united '' ?"),
+    ("the u. s. and st. george in 1, 000 or 3. 5 at 4 : 51", "the u.s. and st. george in 1,000 or 3.5 at 4:51"),
+    ("north - south v & a t (n)", "north-south v&a t -lrb- n -rrb-"),
+    ("on january 7, 2016 ...", "on january 7 , 2016 ..."),
+])
+def test_ptb_tokens_writes_the_squad_qg_tokenization(text, tokens):
+    assert metrics.ptb_tokens(text) == tokens
+    assert metrics.ptb_tokens(tokens) == tokens
+
+
+def test_ptb_tokens_keeps_the_qg_references_and_recovers_their_wordpiece_round_trips(tmp_path):
+    """On the SQuAD QG validation questions (PTB-tokenized), `ptb_tokens` changes almost none, and
+    maps almost all of their WordPiece round trips (what a model writes) back onto them."""
+    from conftest import DATA
+    from ctxlm.tokenization import train_tokenizer
+
+    questions = [" ".join(json.loads(line)["question"].split())
+                 for line in (DATA / "qg" / "squad_du2017" / "valid.jsonl").read_text().splitlines()]
+    lines = tmp_path / "questions.txt"
+    lines.write_text("\n".join(questions) + "\n")
+    tokenizer = train_tokenizer(lines, 2000)
+    written = [tokenizer.decode(tokenizer.encode(q)) for q in questions]
+    assert sum(w != q for w, q in zip(written, questions)) > 900  # "name?", "sp ' s": not the references' tokens
+    assert sum(metrics.ptb_tokens(q) == q for q in questions) / len(questions) > 0.99
+    assert sum(metrics.ptb_tokens(w) == q for w, q in zip(written, questions)) / len(questions) > 0.97
+
+
+def test_coco_qg_scores_written_text_as_its_ptb_tokens():
+    """A model's "done?" is the reference's "done ?": scored as pycocoevalcap scores the PTB tokens."""
+    written = ["where is much of the scottish parliament's work done?", "who wrote the novel?"]
+    references = ["where is much of the work of the scottish parliament done ?", "who is the author of the novel ?"]
+    gts, res = coco_dicts([metrics.ptb_tokens(w) for w in written], [[r] for r in references])
+    got = metrics.coco_qg(written, references, meteor=False)
+    assert got["bleu4"] == pytest.approx(100 * coco_bleu(gts, res)[3])
+    assert got["rougeL"] == pytest.approx(100 * Rouge().compute_score(gts, res)[0])
+    raw_gts, raw_res = coco_dicts(written, [[r] for r in references])
+    assert got["rougeL"] > 100 * Rouge().compute_score(raw_gts, raw_res)[0] + 5
+
+
 def test_coco_identical_pair_is_100():
     got = metrics.coco_qg(["who wrote the novel ?"], ["who wrote the novel ?"], meteor=False)
     assert got == pytest.approx({"bleu4": 100.0, "rougeL": 100.0})
