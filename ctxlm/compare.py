@@ -52,7 +52,7 @@ from .data.tasks import SEP, Pair
 from .errors import CtxlmError
 from .tasks.seq2seq import finetune, read_pairs
 from .layouts import pair_example, pair_limits
-from .metrics import compute_metrics, lead_words
+from .metrics import compute_metrics, lead_words, ptb_tokens
 from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
 from .predict import Seq2SeqPredictor
 from .pretraining import model_config_for_tokenizer, prepare_data, pretrain
@@ -205,13 +205,14 @@ def rouge_l_per_example(predictions: Sequence[str], references: Sequence[Sequenc
 
 def bleu_statistics(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[list[float]]:
     """Per-example BLEU sufficient statistics as pycocoevalcap's Bleu(4) collects them (its
-    `cook_refs` / `cook_test`, "closest" reference length): hypothesis length, reference length,
-    then n-gram guesses and clipped matches for n = 1..4 (`corpus_bleu4` turns sums into BLEU-4)."""
+    `cook_refs` / `cook_test`, "closest" reference length) on the texts' `ptb_tokens`, as `coco_qg`
+    scores them: hypothesis length, reference length, then n-gram guesses and clipped matches for
+    n = 1..4 (`corpus_bleu4` turns sums into BLEU-4)."""
     from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
 
     rows = []
     for prediction, refs in zip(predictions, references):
-        cooked = cook_test(prediction, cook_refs(list(refs)))
+        cooked = cook_test(ptb_tokens(prediction), cook_refs([ptb_tokens(r) for r in refs]))
         reflen = min((abs(n - cooked["testlen"]), n) for n in cooked["reflen"])[1]
         rows.append([cooked["testlen"], reflen, *cooked["guess"], *cooked["correct"]])
     return rows
