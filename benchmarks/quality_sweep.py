@@ -33,7 +33,8 @@ GIGAWORD_DECODINGS = {  # name → GenerationConfig overrides of the recipe's de
     "b5-ng3-loops-lp0.6": dict(num_beams=5, no_repeat_ngram_size=3, block_subword_loops=True, length_penalty=0.6),
     "b5-ng3-loops-min6": dict(num_beams=5, no_repeat_ngram_size=3, block_subword_loops=True, min_new_tokens=6),
 }
-QG_DECODINGS = {"b5-ng3-loops": dict(num_beams=5, no_repeat_ngram_size=3, block_subword_loops=True),
+QG_DECODINGS = {"recipe": {},  # squad_qg.yaml's own: beam 8, GNMT length penalty 1.3, trigram + loop blocking
+                "b5-ng3-loops": dict(num_beams=5, no_repeat_ngram_size=3, block_subword_loops=True),
                 "greedy-loops": dict(num_beams=1, no_repeat_ngram_size=3, block_subword_loops=True)}
 
 
@@ -91,13 +92,17 @@ def cpu_cells(s) -> list[dict]:
 def cpu2_cells(s) -> list[dict]:
     """After the tokenizer kept Gigaword's "<unk>" one token: palm-tiny pre-trained mostly on stage 2
     (100 MLM + 1,500 continuation steps, about 30 minutes on one core; `compare` found stage 1 adds
-    nothing at equal tokens), fine-tuned 1,500 steps beside the same model from scratch."""
+    nothing at equal tokens), fine-tuned 1,500 steps beside the same model from scratch, on Gigaword
+    and on SQuAD question generation (Wikipedia sentences: the pre-training corpus's domain)."""
     ft = dict(task="gigaword", steps=s(1500), batch=16, lr=1e-3, smoothing=0.1)
+    qg = {**ft, "task": "squad_qg"}
     return [
         dict(name="pre-palm-16k", kind="pretrain", vocab=16000, mlm_steps=s(100), generation_steps=s(1500),
              lr=1e-3, batch=16),
         dict(name="giga-16k-lr1e-3-s1500", kind="finetune", start="pre-palm-16k", **ft),
         dict(name="giga-scratch-16k-lr1e-3-s1500", kind="finetune", start="scratch-16k", **ft),
+        dict(name="qg-16k-lr1e-3-s1500", kind="finetune", start="pre-palm-16k", **qg),
+        dict(name="qg-scratch-16k-lr1e-3-s1500", kind="finetune", start="scratch-16k", **qg),
     ]
 
 
