@@ -10,8 +10,9 @@
    beam-search continuations of the two input paragraphs of the paper's Table 1;
 4. fine-tunes the pre-trained model on the Gigaword training pairs, and the same architecture
    from scratch (the paper's Table 6 "− pre-training" row), decodes 1,000 validation articles with
-   beam search and prints ROUGE-1/2/L of both beside the article's first 8 words, and three
-   example headlines.
+   beam search (a word of several WordPiece pieces only as the training pairs or the article write
+   it: `ctxlm.lexicon`) and prints ROUGE-1/2/L of both beside the article's first 8 words, and
+   three example headlines.
 
 Everything it writes goes to demo-out/ (tokenizer, both stages' model directories with metrics
 and TensorBoard logs). Run `python -m ctxlm.demo --help` for the knobs.
@@ -86,8 +87,10 @@ def gigaword_articles(args, out: Path) -> list[Path]:
 def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
     """Step 5: Gigaword fine-tuning of the pre-trained model and of a model trained from scratch."""
     from .config import load_finetune_config
-    from .tasks.seq2seq import decode_pairs, finetune, read_pairs
+    from .lexicon import WordLexicon
     from .metrics import lead_words, rouge
+    from .predict import Seq2SeqPredictor
+    from .tasks.seq2seq import finetune, read_pairs
 
     gigaword = Path(args.gigaword)
     if not (gigaword / "train.jsonl").is_file():
@@ -100,16 +103,19 @@ def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
                                        lr=args.finetune_lr)
     recipe.decoding = dataclasses.replace(recipe.decoding, max_new_tokens=20)
     valid = read_pairs("summarization", gigaword / "valid.jsonl", limit=args.eval_pairs)
+    known = [text for p in read_pairs("summarization", gigaword / "train.jsonl") for text in (p.source, p.target)]
     scores, predictions = {}, {}
     runs = (("pre-trained (PALM)", "gigaword-pretrained", dict(init=out / "stage2-generation")),
             ("from scratch", "gigaword-scratch", dict(model_config=model_config, tokenizer=tokenizer)))
     for i, (name, folder, start) in enumerate(runs):
         print(f"[5/5] Gigaword headlines, {name}: fine-tune {args.finetune_steps} steps of {args.batch_size} "
-              f"pairs, decode {len(valid)} (beam {recipe.decoding.num_beams})")
+              f"pairs, decode {len(valid)} (beam {recipe.decoding.num_beams}; a word of several pieces only as the "
+              f"training pairs or the article write it)")
         finetune(gigaword / "train.jsonl", gigaword / "valid.jsonl", out / folder, recipe,
                  train_limit=args.finetune_pairs, overwrite=True, device=args.device, **start).stop_if_interrupted()
-        predictions[name] = decode_pairs(out / folder, valid, max_source_tokens=recipe.max_source_tokens,
-                                         device=args.device)
+        predictor = Seq2SeqPredictor.load(out / folder, args.device, max_source_tokens=recipe.max_source_tokens,
+                                          lexicon=WordLexicon.from_texts(tokenizer, known))
+        predictions[name] = predictor.generate([p.source for p in valid], batch_size=64)
         scores[name] = rouge(predictions[name], [p.target for p in valid])
     scores["the article's first 8 words"] = rouge(list(map(lead_words(8), [p.source for p in valid])),
                                                   [p.target for p in valid])

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .config import GenerationConfig
 
 __all__ = ["GenerationConfig", "Generated", "generate", "beam_search", "greedy_or_sample", "sample_token",
-           "ban_repeated_ngrams", "ban_subword_loops", "ban_word_repeats", "length_normalizer"]
+           "ban_repeated_ngrams", "ban_subword_loops", "ban_word_repeats", "ban_unknown_words", "length_normalizer"]
 
 NEG_INF = -1.0e9  # transformers' "very negative" score for impossible beams
 
@@ -91,7 +91,23 @@ def ban_word_repeats(sequences: torch.Tensor, log_probs: torch.Tensor, word_star
     return log_probs
 
 
-def _process(log_probs, sequences, step, cfg: GenerationConfig, eos: int, continuation=None, word_start=None):
+def ban_unknown_words(sequences: torch.Tensor, log_probs: torch.Tensor, lexicon) -> torch.Tensor:
+    """Forbid a "##" piece that would make the current word one the `lexicon` (`ctxlm.lexicon.
+    WordLexicon`) does not hold: the word so far is the sequence's suffix from its last piece that
+    does not continue a word. log_probs is modified in place and returned."""
+    pieces = torch.tensor(sorted(lexicon.continuation), dtype=torch.long, device=log_probs.device)
+    for row, sequence in enumerate(sequences.tolist()):
+        start = max((i for i, t in enumerate(sequence) if t not in lexicon.continuation), default=0)
+        allowed = torch.tensor(sorted(lexicon.allowed_after(tuple(sequence[start:]))), dtype=torch.long,
+                               device=log_probs.device)
+        kept = log_probs[row, allowed].clone()
+        log_probs[row, pieces] = float("-inf")
+        log_probs[row, allowed] = kept
+    return log_probs
+
+
+def _process(log_probs, sequences, step, cfg: GenerationConfig, eos: int, continuation=None, word_start=None,
+             lexicon=None):
     """The logits processors (min length, n-gram, subword-loop and word-repeat blocking) on fresh
     log-probs, in place."""
     if step < cfg.min_new_tokens:
@@ -102,28 +118,30 @@ def _process(log_probs, sequences, step, cfg: GenerationConfig, eos: int, contin
         log_probs = ban_subword_loops(sequences, log_probs, continuation)
     if cfg.block_word_repeats and word_start is not None:
         log_probs = ban_word_repeats(sequences, log_probs, word_start)
+    if lexicon is not None:
+        log_probs = ban_unknown_words(sequences, log_probs, lexicon)
     return log_probs
 
 
 @torch.inference_mode()
 def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
              cfg: GenerationConfig | None = None, *, continuation: torch.Tensor | None = None,
-             word_start: torch.Tensor | None = None, **inputs: torch.Tensor) -> Generated:
+             word_start: torch.Tensor | None = None, lexicon=None, **inputs: torch.Tensor) -> Generated:
     """Decode a batch of prompts. `inputs` are further prompt tensors the model's
     `start_decoding` takes (GLM's positions, UniLMv2's segment ids, ...); `continuation` (V,) marks
     the tokenizer's word-continuing pieces, for `cfg.block_subword_loops`; `word_start` (V,) its
-    word-beginning pieces that hold a letter, for `cfg.block_word_repeats`."""
+    word-beginning pieces that hold a letter, for `cfg.block_word_repeats`; `lexicon` (a
+    `ctxlm.lexicon.WordLexicon`) the words of several pieces that may be written."""
     cfg = cfg or GenerationConfig()
+    constraints = dict(continuation=continuation, word_start=word_start, lexicon=lexicon)
     if cfg.num_beams == 1:
-        return greedy_or_sample(model, input_ids, attention_mask, cfg, continuation=continuation,
-                                word_start=word_start, **inputs)
-    return beam_search(model, input_ids, attention_mask, cfg, continuation=continuation, word_start=word_start,
-                       **inputs)
+        return greedy_or_sample(model, input_ids, attention_mask, cfg, **constraints, **inputs)
+    return beam_search(model, input_ids, attention_mask, cfg, **constraints, **inputs)
 
 
 @torch.inference_mode()
 def greedy_or_sample(model, input_ids, attention_mask, cfg: GenerationConfig, *, continuation=None,
-                     word_start=None, **inputs) -> Generated:
+                     word_start=None, lexicon=None, **inputs) -> Generated:
     b = input_ids.shape[0]
     eos = model.eos_token_id
     state = model.start_decoding(input_ids, attention_mask, num_beams=1, max_length=cfg.max_new_tokens + 1,
@@ -136,7 +154,7 @@ def greedy_or_sample(model, input_ids, attention_mask, cfg: GenerationConfig, *,
     total = torch.zeros(b, device=input_ids.device)
     for step in range(cfg.max_new_tokens):
         log_probs = _process(model.decode_step(state, sequences[:, -1]), sequences, step, cfg, eos, continuation,
-                             word_start)
+                             word_start, lexicon)
         if cfg.do_sample:
             token = sample_token(log_probs, cfg, generator)
         else:
@@ -170,7 +188,7 @@ def sample_token(log_probs: torch.Tensor, cfg: GenerationConfig, generator=None)
 
 @torch.inference_mode()
 def beam_search(model, input_ids, attention_mask, cfg: GenerationConfig, *, continuation=None, word_start=None,
-                **inputs) -> Generated:
+                lexicon=None, **inputs) -> Generated:
     b, k = input_ids.shape[0], cfg.num_beams
     eos, device = model.eos_token_id, input_ids.device
     max_len = cfg.max_new_tokens + 1  # + the start token
@@ -193,7 +211,7 @@ def beam_search(model, input_ids, attention_mask, cfg: GenerationConfig, *, cont
     while True:
         flat = running[:, :, :cur].reshape(b * k, cur)
         log_probs = model.decode_step(state, flat[:, -1]).float()
-        log_probs = _process(log_probs, flat, cur - 1, cfg, eos, continuation, word_start)
+        log_probs = _process(log_probs, flat, cur - 1, cfg, eos, continuation, word_start, lexicon)
         # a source's 2K best continuations are among the 2K best of each of its beams (adding the
         # beam's score keeps a beam's order): two small top-k's instead of one over K × vocabulary
         per_beam = min(keep, log_probs.shape[-1])

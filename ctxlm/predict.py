@@ -62,7 +62,8 @@ class Seq2SeqPredictor:
     """Generation and scoring with any ctxlm model."""
 
     def __init__(self, model, tokenizer, device: str | torch.device | None = "auto", *, bf16: bool = False,
-                 max_source_tokens: int | None = None, generation: GenerationConfig | None = None):
+                 max_source_tokens: int | None = None, generation: GenerationConfig | None = None,
+                 lexicon=None):
         if tokenizer is None:
             raise CtxlmError("the model directory has no tokenizer.json")
         self.device = resolve_device(device)
@@ -75,6 +76,7 @@ class Seq2SeqPredictor:
         self.continuation[[i for i in tokenizer.continuation_ids() if i < model.config.vocab_size]] = True
         self.word_start = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=self.device)
         self.word_start[[i for i in tokenizer.lettered_word_start_ids() if i < model.config.vocab_size]] = True
+        self.lexicon = lexicon  # a `WordLexicon`: words of several pieces only as it (or the source) has them
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = "auto", **options) -> "Seq2SeqPredictor":
@@ -91,6 +93,8 @@ class Seq2SeqPredictor:
         """Decode each source text (beam search by default)."""
         cfg = cfg or self.default_generation
         sources = self.tokenizer.encode_batch(list(texts))
+        for source in sources if self.lexicon is not None else ():
+            self.lexicon.add(source)  # a source's own words may be copied
         max_source = decoding_source_budget(self.model.config, self.max_source_tokens, cfg.max_new_tokens)
         outputs: list[str] = []
         for start in _batches(len(sources), batch_size, progress, "generate"):
@@ -100,7 +104,7 @@ class Seq2SeqPredictor:
             mask = input_ids.ne(self.tokenizer.pad_id)  # the prompt's own layout masks are the model's business
             prompt = {k: v for k, v in batch.items() if k in self._prompt_keys and k != "attention_mask"}
             result = generate(self.model, input_ids, mask, cfg, continuation=self.continuation,
-                              word_start=self.word_start, **prompt)
+                              word_start=self.word_start, lexicon=self.lexicon, **prompt)
             outputs.extend(self.tokenizer.decode(ids) for ids in result.tokens)
         return outputs
 

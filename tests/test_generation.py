@@ -10,8 +10,9 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
 from ctxlm.config import PalmConfig
-from ctxlm.generation import (GenerationConfig, ban_repeated_ngrams, ban_subword_loops, ban_word_repeats, generate,
-                              sample_token)
+from ctxlm.generation import (GenerationConfig, ban_repeated_ngrams, ban_subword_loops, ban_unknown_words,
+                              ban_word_repeats, generate, sample_token)
+from ctxlm.lexicon import WordLexicon
 from ctxlm.models.hf import palm_from_bart
 from ctxlm.models.palm import PalmModel
 
@@ -373,6 +374,68 @@ def test_block_word_repeats_stops_share_share():
         blocked = generate(Repeater(), ids, None, cfg, word_start=words).tokens[0]
         assert all(not (a == b and words[a]) for a, b in zip(blocked, blocked[1:])), blocked
         assert [2, 3] in [blocked[i:i + 2] for i in range(len(blocked))], blocked
+
+
+def test_word_lexicon_holds_the_words_of_several_pieces():
+    lexicon = WordLexicon(continuation_ids={5, 6, 7})  # 5-7 are "##" pieces
+    assert lexicon.words([1, 5, 2, 3, 6, 7, 4]) == [(1, 5), (2,), (3, 6, 7), (4,)]
+    lexicon.add([1, 5, 2, 3, 6, 7, 4])
+    assert lexicon.allowed_after((1,)) == {5} and lexicon.allowed_after((3, 6)) == {7}
+    assert lexicon.allowed_after((2,)) == set() and lexicon.allowed_after((3, 6, 7)) == set()
+
+
+def test_ban_unknown_words_matches_brute_force():
+    """Exactly the "##" pieces that would not continue the current word along a known word are −inf."""
+    g = torch.Generator().manual_seed(0)
+    vocab, continuation = 9, {5, 6, 7, 8}
+    lexicon = WordLexicon(continuation)
+    known = [tuple(torch.randint(0, 5, (1,), generator=g).tolist() + torch.randint(5, 9, (n,), generator=g).tolist())
+             for n in (1, 1, 2, 2, 3, 3, 1, 2)]
+    for word in known:
+        lexicon.add(list(word))
+    for length in range(1, 7):
+        sequences = torch.randint(0, vocab, (60, length), generator=g)
+        log_probs = torch.randn(60, vocab, generator=g).log_softmax(-1)
+        banned = ban_unknown_words(sequences, log_probs.clone(), lexicon)
+        for row in range(60):
+            sequence = sequences[row].tolist()
+            start = max((i for i, t in enumerate(sequence) if t not in continuation), default=0)
+            word = tuple(sequence[start:])
+            expected = {p for p in continuation if not any(k[:len(word) + 1] == word + (p,) for k in known)}
+            assert {v for v in range(vocab) if banned[row, v] == float("-inf")} == expected
+            keep = [v for v in range(vocab) if v not in expected]
+            assert torch.equal(banned[row, keep], log_probs[row, keep])
+
+
+def test_a_lexicon_stops_pieces_glued_onto_another_word():
+    """A model that always wants "##us" next writes "nigeria ##us" without a lexicon; with one that
+    knows "fest ##us" it writes "nigeria", and may still write "fest ##us"."""
+
+    class Gluer:
+        eos_token_id, decoder_start_token_id = 0, 1
+
+        def start_decoding(self, input_ids, attention_mask, num_beams, max_length):
+            return {}
+
+        def decode_step(self, state, tokens):  # ids: 2 "nigeria", 3 "fest", 4 "##us"
+            scores = torch.full((tokens.shape[0], 5), -6.0)
+            scores[:, 4] = torch.where(tokens == 1, -9.0, -0.1)
+            scores[:, 2] = torch.where(tokens == 1, -0.1, -3.0)
+            scores[:, 3] = -2.0
+            scores[:, 0] = -2.5
+            return scores.log_softmax(-1)
+
+        def reorder(self, state, index):
+            pass
+
+    lexicon = WordLexicon(continuation_ids={4})
+    lexicon.add([3, 4])
+    ids = torch.ones(1, 2, dtype=torch.long)
+    for beams in (1, 3):
+        cfg = GenerationConfig(num_beams=beams, max_new_tokens=4)
+        assert generate(Gluer(), ids, None, cfg).tokens[0][:2] == [2, 4]
+        written = generate(Gluer(), ids, None, cfg, lexicon=lexicon).tokens[0]
+        assert all(b != 4 or a == 3 for a, b in zip([1] + written, written)), written
 
 
 def test_block_subword_loops_stops_a_copy_loop():
