@@ -95,15 +95,15 @@ def ban_unknown_words(sequences: torch.Tensor, log_probs: torch.Tensor, lexicon)
     """Forbid a "##" piece that would make the current word one the `lexicon` (`ctxlm.lexicon.
     WordLexicon`) does not hold: the word so far is the sequence's suffix from its last piece that
     does not continue a word. log_probs is modified in place and returned."""
-    pieces = torch.tensor(sorted(lexicon.continuation), dtype=torch.long, device=log_probs.device)
+    ban = torch.zeros(log_probs.shape[-1], dtype=torch.bool, device=log_probs.device)
+    ban[[i for i in lexicon.continuation if i < len(ban)]] = True
+    ban = ban.expand_as(log_probs).clone()
     for row, sequence in enumerate(sequences.tolist()):
         start = max((i for i, t in enumerate(sequence) if t not in lexicon.continuation), default=0)
-        allowed = torch.tensor(sorted(lexicon.allowed_after(tuple(sequence[start:]))), dtype=torch.long,
-                               device=log_probs.device)
-        kept = log_probs[row, allowed].clone()
-        log_probs[row, pieces] = float("-inf")
-        log_probs[row, allowed] = kept
-    return log_probs
+        allowed = lexicon.allowed_after(tuple(sequence[start:]))
+        if allowed:
+            ban[row, list(allowed)] = False
+    return log_probs.masked_fill_(ban, float("-inf"))
 
 
 def _process(log_probs, sequences, step, cfg: GenerationConfig, eos: int, continuation=None, word_start=None,
