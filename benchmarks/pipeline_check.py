@@ -54,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--beams", type=int, default=4)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--same-init", action="store_true",
+                   help="start ctxlm from transformers' initial weights (converted), to set initialisation aside")
     return p.parse_args(argv)
 
 
@@ -164,6 +166,19 @@ def hf_headlines(model, tokenizer, sources: list[str], args) -> list[str]:
     return out
 
 
+def bart_initial_weights(seed: int, model_config, tokenizer, directory: Path) -> Path:
+    """transformers' initialisation of the BART that `train_transformers` builds for this seed,
+    converted to a ctxlm model directory (`--same-init`)."""
+    from transformers import BartForConditionalGeneration
+
+    from ctxlm.checkpoint import save_model_dir
+    from ctxlm.models.hf import bart_config_from_palm, palm_from_bart
+
+    torch.manual_seed(seed)
+    bart = BartForConditionalGeneration(bart_config_from_palm(model_config))
+    return save_model_dir(directory, palm_from_bart(bart, config=model_config), tokenizer)
+
+
 # ------------------------------------------------------------------------------------- the check
 def run_seed(args, seed: int, tokenizer, out: Path, train_path: Path, valid_pairs) -> list[dict]:
     from ctxlm.config import GenerationConfig
@@ -180,8 +195,11 @@ def run_seed(args, seed: int, tokenizer, out: Path, train_path: Path, valid_pair
 
     started = time.perf_counter()
     run_dir = out / f"ctxlm-seed{seed}"
+    start = dict(model_config=model_config, tokenizer=tokenizer)
+    if args.same_init:  # the very weights train_transformers starts from, as a ctxlm model directory
+        start = dict(init=bart_initial_weights(seed, model_config, tokenizer, out / f"bart-init-seed{seed}"))
     if not (run_dir / "model.safetensors").is_file():
-        finetune(train_path, None, run_dir, recipe, model_config=model_config, tokenizer=tokenizer)
+        finetune(train_path, None, run_dir, recipe, **start)
     seconds = time.perf_counter() - started
     model, _ = load_model_dir(run_dir)
     model.eval()
