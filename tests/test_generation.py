@@ -323,6 +323,24 @@ def test_ban_subword_loops_matches_brute_force():
             assert torch.equal(banned[row, keep], log_probs[row, keep])
 
 
+class ScriptedModel:
+    """A model of the decoding protocol whose next-token scores are `scores(last tokens)`."""
+
+    eos_token_id, decoder_start_token_id = 0, 1
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def start_decoding(self, input_ids, attention_mask, num_beams, max_length):
+        return {}
+
+    def decode_step(self, state, tokens):
+        return self.scores(tokens).log_softmax(-1)
+
+    def reorder(self, state, index):
+        pass
+
+
 def test_ban_word_repeats_matches_brute_force():
     """After a one-piece word, exactly that token is set to −inf; after a "##" piece or a token
     without a letter, nothing is; other tokens keep their score."""
@@ -347,31 +365,22 @@ def test_block_word_repeats_stops_share_share():
     lets a word follow itself once); with `block_word_repeats` no word follows itself, and a word
     of several pieces may still begin with the last word ("share ##holders" after "share")."""
 
-    class Repeater:
-        eos_token_id, decoder_start_token_id = 0, 1
-
-        def start_decoding(self, input_ids, attention_mask, num_beams, max_length):
-            return {}
-
-        def decode_step(self, state, tokens):
-            scores = torch.full((tokens.shape[0], 5), -5.0)
-            scores[:, 2] = -0.1  # "share" is always the best next token
-            scores[:, 3] = torch.where(tokens == 2, -0.5, -9.0)  # "##holders", after "share"
-            scores[:, 4] = -2.0  # "prices"
-            scores[:, 0] = -3.0
-            return scores.log_softmax(-1)
-
-        def reorder(self, state, index):
-            pass
+    def scores(tokens):
+        scores = torch.full((tokens.shape[0], 5), -5.0)
+        scores[:, 2] = -0.1  # "share" is always the best next token
+        scores[:, 3] = torch.where(tokens == 2, -0.5, -9.0)  # "##holders", after "share"
+        scores[:, 4] = -2.0  # "prices"
+        scores[:, 0] = -3.0
+        return scores
 
     words = torch.tensor([False, False, True, False, True])
     ids = torch.ones(1, 2, dtype=torch.long)
     for beams in (1, 3):
         cfg = GenerationConfig(num_beams=beams, max_new_tokens=6, no_repeat_ngram_size=2)
-        repeated = generate(Repeater(), ids, None, cfg, word_start=words).tokens[0]
+        repeated = generate(ScriptedModel(scores), ids, None, cfg, word_start=words).tokens[0]
         assert [2, 2] in [repeated[i:i + 2] for i in range(len(repeated))], repeated
         cfg = dataclasses.replace(cfg, block_word_repeats=True)
-        blocked = generate(Repeater(), ids, None, cfg, word_start=words).tokens[0]
+        blocked = generate(ScriptedModel(scores), ids, None, cfg, word_start=words).tokens[0]
         assert all(not (a == b and words[a]) for a, b in zip(blocked, blocked[1:])), blocked
         assert [2, 3] in [blocked[i:i + 2] for i in range(len(blocked))], blocked
 
@@ -411,30 +420,21 @@ def test_a_lexicon_stops_pieces_glued_onto_another_word():
     """A model that always wants "##us" next writes "nigeria ##us" without a lexicon; with one that
     knows "fest ##us" it writes "nigeria", and may still write "fest ##us"."""
 
-    class Gluer:
-        eos_token_id, decoder_start_token_id = 0, 1
-
-        def start_decoding(self, input_ids, attention_mask, num_beams, max_length):
-            return {}
-
-        def decode_step(self, state, tokens):  # ids: 2 "nigeria", 3 "fest", 4 "##us"
-            scores = torch.full((tokens.shape[0], 5), -6.0)
-            scores[:, 4] = torch.where(tokens == 1, -9.0, -0.1)
-            scores[:, 2] = torch.where(tokens == 1, -0.1, -3.0)
-            scores[:, 3] = -2.0
-            scores[:, 0] = -2.5
-            return scores.log_softmax(-1)
-
-        def reorder(self, state, index):
-            pass
+    def scores(tokens):  # ids: 2 "nigeria", 3 "fest", 4 "##us"
+        scores = torch.full((tokens.shape[0], 5), -6.0)
+        scores[:, 4] = torch.where(tokens == 1, -9.0, -0.1)
+        scores[:, 2] = torch.where(tokens == 1, -0.1, -3.0)
+        scores[:, 3] = -2.0
+        scores[:, 0] = -2.5
+        return scores
 
     lexicon = WordLexicon(continuation_ids={4})
     lexicon.add([3, 4])
     ids = torch.ones(1, 2, dtype=torch.long)
     for beams in (1, 3):
         cfg = GenerationConfig(num_beams=beams, max_new_tokens=4)
-        assert generate(Gluer(), ids, None, cfg).tokens[0][:2] == [2, 4]
-        written = generate(Gluer(), ids, None, cfg, lexicon=lexicon).tokens[0]
+        assert generate(ScriptedModel(scores), ids, None, cfg).tokens[0][:2] == [2, 4]
+        written = generate(ScriptedModel(scores), ids, None, cfg, lexicon=lexicon).tokens[0]
         assert all(b != 4 or a == 3 for a, b in zip([1] + written, written)), written
 
 
@@ -442,30 +442,21 @@ def test_block_subword_loops_stops_a_copy_loop():
     """A model that always prefers '##ps' after 'ms' writes 'ms ##ps ##ps ...' unless loops are blocked."""
     from ctxlm.predict import Seq2SeqPredictor  # noqa: F401 (the predictor passes the tokenizer's pieces)
 
-    class Looper:
-        eos_token_id, decoder_start_token_id = 0, 1
-
-        def start_decoding(self, input_ids, attention_mask, num_beams, max_length):
-            return {}
-
-        def decode_step(self, state, tokens):
-            scores = torch.full((tokens.shape[0], 5), -5.0)
-            scores[:, 3] = -0.1  # "##ps" is always the best next token
-            scores[:, 2] = -1.0  # then "ms"
-            scores[:, 0] = -3.0  # then the end
-            return scores.log_softmax(-1)
-
-        def reorder(self, state, index):
-            pass
+    def scores(tokens):
+        scores = torch.full((tokens.shape[0], 5), -5.0)
+        scores[:, 3] = -0.1  # "##ps" is always the best next token
+        scores[:, 2] = -1.0  # then "ms"
+        scores[:, 0] = -3.0  # then the end
+        return scores
 
     mask = torch.tensor([False, False, False, True, False])
     ids = torch.ones(1, 2, dtype=torch.long)
     for beams in (1, 3):
         cfg = GenerationConfig(num_beams=beams, max_new_tokens=6)
-        looped = generate(Looper(), ids, None, cfg, continuation=mask).tokens[0]
+        looped = generate(ScriptedModel(scores), ids, None, cfg, continuation=mask).tokens[0]
         assert looped.count(3) >= 5
         cfg = dataclasses.replace(cfg, block_subword_loops=True)
-        blocked = generate(Looper(), ids, None, cfg, continuation=mask).tokens[0]
+        blocked = generate(ScriptedModel(scores), ids, None, cfg, continuation=mask).tokens[0]
         words = " ".join({3: "##ps", 2: "ms", 0: "[end]"}.get(t, "?") for t in blocked).split("ms")
         assert all(word.count("##ps") <= 1 for word in words), blocked
 
