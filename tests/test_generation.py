@@ -306,21 +306,27 @@ def brute_force_word_pieces(sequence: list[int], continuation: set[int]) -> set[
     return {t for t in sequence[start:] if t in continuation}
 
 
-def test_ban_subword_loops_matches_brute_force():
-    """Exactly the '##' pieces already in the current word are set to −inf; other tokens keep their score."""
+def check_against_brute_force(ban, expected, vocab: int, max_length: int):
+    """`ban(sequences, log_probs)` sets exactly `expected(sequence)` to −inf in each row of random
+    sequences (lengths 1 to max_length) and leaves every other score as it was."""
     g = torch.Generator().manual_seed(0)
-    vocab, continuation = 8, {3, 4, 5}  # ids 3-5 continue a word ("##ps"), the rest start one
-    mask = torch.tensor([i in continuation for i in range(vocab)])
-    for length in range(1, 12):
+    for length in range(1, max_length + 1):
         sequences = torch.randint(0, vocab, (50, length), generator=g)
         log_probs = torch.randn(50, vocab, generator=g).log_softmax(-1)
-        banned = ban_subword_loops(sequences, log_probs.clone(), mask)
+        banned = ban(sequences, log_probs.clone())
         for row in range(50):
-            expected = brute_force_word_pieces(sequences[row].tolist(), continuation)
-            got = {v for v in range(vocab) if banned[row, v] == float("-inf")}
-            assert got == expected, sequences[row].tolist()
-            keep = [v for v in range(vocab) if v not in expected]
+            want = expected(sequences[row].tolist())
+            assert {v for v in range(vocab) if banned[row, v] == float("-inf")} == want, sequences[row].tolist()
+            keep = [v for v in range(vocab) if v not in want]
             assert torch.equal(banned[row, keep], log_probs[row, keep])
+
+
+def test_ban_subword_loops_matches_brute_force():
+    """Exactly the '##' pieces already in the current word are set to −inf."""
+    continuation = {3, 4, 5}  # ids 3-5 continue a word ("##ps"), the rest start one
+    mask = torch.tensor([i in continuation for i in range(8)])
+    check_against_brute_force(lambda seqs, lp: ban_subword_loops(seqs, lp, mask),
+                              lambda seq: brute_force_word_pieces(seq, continuation), 8, 11)
 
 
 class ScriptedModel:
@@ -343,21 +349,11 @@ class ScriptedModel:
 
 def test_ban_word_repeats_matches_brute_force():
     """After a one-piece word, exactly that token is set to −inf; after a "##" piece or a token
-    without a letter, nothing is; other tokens keep their score."""
-    g = torch.Generator().manual_seed(0)
-    vocab, word_start = 8, {2, 5, 6}  # ids 2, 5, 6 begin a word with a letter; the rest are pieces, "#", ","
-    mask = torch.tensor([i in word_start for i in range(vocab)])
-    for length in range(1, 8):
-        sequences = torch.randint(0, vocab, (50, length), generator=g)
-        log_probs = torch.randn(50, vocab, generator=g).log_softmax(-1)
-        banned = ban_word_repeats(sequences, log_probs.clone(), mask)
-        for row in range(50):
-            last = sequences[row, -1].item()
-            expected = {last} if last in word_start else set()
-            got = {v for v in range(vocab) if banned[row, v] == float("-inf")}
-            assert got == expected
-            keep = [v for v in range(vocab) if v not in expected]
-            assert torch.equal(banned[row, keep], log_probs[row, keep])
+    without a letter, nothing is."""
+    word_start = {2, 5, 6}  # ids 2, 5, 6 begin a word with a letter; the rest are pieces, "#", ","
+    mask = torch.tensor([i in word_start for i in range(8)])
+    check_against_brute_force(lambda seqs, lp: ban_word_repeats(seqs, lp, mask),
+                              lambda seq: {seq[-1]} if seq[-1] in word_start else set(), 8, 7)
 
 
 def test_block_word_repeats_stops_share_share():
@@ -395,25 +391,18 @@ def test_word_lexicon_holds_the_words_of_several_pieces():
 
 def test_ban_unknown_words_matches_brute_force():
     """Exactly the "##" pieces that would not continue the current word along a known word are −inf."""
-    g = torch.Generator().manual_seed(0)
-    vocab, continuation = 9, {5, 6, 7, 8}
+    continuation = {5, 6, 7, 8}
+    known = [(0, 5), (1, 6), (2, 5, 7), (2, 6, 8), (3, 7, 7, 5), (4, 8, 6, 6), (0, 5, 5)]
     lexicon = WordLexicon(continuation)
-    known = [tuple(torch.randint(0, 5, (1,), generator=g).tolist() + torch.randint(5, 9, (n,), generator=g).tolist())
-             for n in (1, 1, 2, 2, 3, 3, 1, 2)]
     for word in known:
         lexicon.add(list(word))
-    for length in range(1, 7):
-        sequences = torch.randint(0, vocab, (60, length), generator=g)
-        log_probs = torch.randn(60, vocab, generator=g).log_softmax(-1)
-        banned = ban_unknown_words(sequences, log_probs.clone(), lexicon)
-        for row in range(60):
-            sequence = sequences[row].tolist()
-            start = max((i for i, t in enumerate(sequence) if t not in continuation), default=0)
-            word = tuple(sequence[start:])
-            expected = {p for p in continuation if not any(k[:len(word) + 1] == word + (p,) for k in known)}
-            assert {v for v in range(vocab) if banned[row, v] == float("-inf")} == expected
-            keep = [v for v in range(vocab) if v not in expected]
-            assert torch.equal(banned[row, keep], log_probs[row, keep])
+
+    def expected(sequence):
+        start = max((i for i, t in enumerate(sequence) if t not in continuation), default=0)
+        word = tuple(sequence[start:])
+        return {p for p in continuation if not any(k[:len(word) + 1] == word + (p,) for k in known)}
+
+    check_against_brute_force(lambda seqs, lp: ban_unknown_words(seqs, lp, lexicon), expected, 9, 6)
 
 
 def test_a_lexicon_stops_pieces_glued_onto_another_word():
