@@ -108,8 +108,8 @@ def ban_unknown_words(sequences: torch.Tensor, log_probs: torch.Tensor, lexicon)
 
 def _process(log_probs, sequences, step, cfg: GenerationConfig, eos: int, continuation=None, word_start=None,
              lexicon=None):
-    """The logits processors (min length, n-gram, subword-loop and word-repeat blocking) on fresh
-    log-probs, in place."""
+    """The logits processors (min length; n-gram, subword-loop and word-repeat blocking; known
+    words) on fresh log-probs, in place."""
     if step < cfg.min_new_tokens:
         log_probs[:, eos] = float("-inf")
     if cfg.no_repeat_ngram_size:

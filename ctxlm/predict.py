@@ -93,8 +93,9 @@ class Seq2SeqPredictor:
         """Decode each source text (beam search by default)."""
         cfg = cfg or self.default_generation
         sources = self.tokenizer.encode_batch(list(texts))
-        for source in sources if self.lexicon is not None else ():
-            self.lexicon.add(source)  # a source's own words may be copied
+        if self.lexicon is not None:
+            for source in sources:
+                self.lexicon.add(source)  # a source's own words may be copied
         max_source = decoding_source_budget(self.model.config, self.max_source_tokens, cfg.max_new_tokens)
         outputs: list[str] = []
         for start in _batches(len(sources), batch_size, progress, "generate"):
