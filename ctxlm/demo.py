@@ -104,6 +104,7 @@ def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
     recipe.decoding = dataclasses.replace(recipe.decoding, max_new_tokens=20)
     valid = read_pairs("summarization", gigaword / "valid.jsonl", limit=args.eval_pairs)
     known = [text for p in read_pairs("summarization", gigaword / "train.jsonl") for text in (p.source, p.target)]
+    lexicon = WordLexicon.from_texts(tokenizer, known)  # both runs decode the same articles
     scores, predictions = {}, {}
     runs = (("pre-trained (PALM)", "gigaword-pretrained", dict(init=out / "stage2-generation")),
             ("from scratch", "gigaword-scratch", dict(model_config=model_config, tokenizer=tokenizer)))
@@ -114,7 +115,7 @@ def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
         finetune(gigaword / "train.jsonl", gigaword / "valid.jsonl", out / folder, recipe,
                  train_limit=args.finetune_pairs, overwrite=True, device=args.device, **start).stop_if_interrupted()
         predictor = Seq2SeqPredictor.load(out / folder, args.device, max_source_tokens=recipe.max_source_tokens,
-                                          lexicon=WordLexicon.from_texts(tokenizer, known))
+                                          lexicon=lexicon)
         predictions[name] = predictor.generate([p.source for p in valid], batch_size=64)
         scores[name] = rouge(predictions[name], [p.target for p in valid])
     scores["the article's first 8 words"] = rouge(list(map(lead_words(8), [p.source for p in valid])),

@@ -99,8 +99,7 @@ def ban_unknown_words(sequences: torch.Tensor, log_probs: torch.Tensor, lexicon)
     ban[[i for i in lexicon.continuation if i < len(ban)]] = True
     ban = ban.expand_as(log_probs).clone()
     for row, sequence in enumerate(sequences.tolist()):
-        start = max((i for i, t in enumerate(sequence) if t not in lexicon.continuation), default=0)
-        allowed = lexicon.allowed_after(tuple(sequence[start:]))
+        allowed = lexicon.allowed_after(lexicon.words(sequence)[-1])
         if allowed:
             ban[row, list(allowed)] = False
     return log_probs.masked_fill_(ban, float("-inf"))
