@@ -195,10 +195,10 @@ def run_seed(args, seed: int, tokenizer, out: Path, train_path: Path, valid_pair
 
     started = time.perf_counter()
     run_dir = out / f"ctxlm-seed{seed}"
-    start = dict(model_config=model_config, tokenizer=tokenizer)
-    if args.same_init:  # the very weights train_transformers starts from, as a ctxlm model directory
-        start = dict(init=bart_initial_weights(seed, model_config, tokenizer, out / f"bart-init-seed{seed}"))
     if not (run_dir / "model.safetensors").is_file():
+        start = dict(model_config=model_config, tokenizer=tokenizer)
+        if args.same_init:  # the very weights train_transformers starts from, as a ctxlm model directory
+            start = dict(init=bart_initial_weights(seed, model_config, tokenizer, out / f"bart-init-seed{seed}"))
         finetune(train_path, None, run_dir, recipe, **start)
     seconds = time.perf_counter() - started
     model, _ = load_model_dir(run_dir)
