@@ -116,7 +116,7 @@ def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
                  train_limit=args.finetune_pairs, overwrite=True, device=args.device, **start).stop_if_interrupted()
         predictor = Seq2SeqPredictor.load(out / folder, args.device, max_source_tokens=recipe.max_source_tokens,
                                           lexicon=lexicon)
-        predictions[name] = predictor.generate([p.source for p in valid], batch_size=64)
+        predictions[name] = predictor.generate([p.source for p in valid], batch_size=64, progress=True)
         scores[name] = rouge(predictions[name], [p.target for p in valid])
     scores["the article's first 8 words"] = rouge(list(map(lead_words(8), [p.source for p in valid])),
                                                   [p.target for p in valid])
