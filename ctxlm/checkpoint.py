@@ -15,7 +15,12 @@ Leftover temporaries of a killed run are removed when the next run starts
 
 Under best-checkpoint selection each training checkpoint also holds the best weights so far
 (`best/`, hard links to the files of the run's `best/` directory when the file system allows), so
-resuming from any checkpoint restores the `best/` the run had at that step.
+resuming from any checkpoint restores the `best/` the run had at that step. Nothing is stored
+twice: a checkpoint written at the best step links its weights to `best/`, and the run's final
+model files link to those of `best/` or of the last checkpoint.
+
+One folder holds one run: `RunFolderLock` takes an OS lock on `.lock` in it (holding the PID) for
+the run's life, so a second run or a resume into the folder is refused while the first lives.
 
 Weights files carry `format_version` in their metadata, trainer states a `format_version` key;
 a newer version than this code's `FORMAT_VERSION` is refused. Trainer states hold only tensors
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -50,6 +56,8 @@ FORMAT_VERSION = 1  # of model directories and checkpoints; bump on an incompati
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"  # the best weights by the validation metric (fine-tuning)
 SHARDED_DIR = "dcp"  # a checkpoint's sharded model and optimizer (FSDP; torch.distributed.checkpoint)
+MODEL_FILES = (TOKENIZER_NAME, HEAD_NAME, CONFIG_NAME, WEIGHTS_NAME)  # a model directory's files
+LOCK_NAME = ".lock"  # a running run's lock on its output folder (`RunFolderLock`)
 
 
 def build_model(config, head: dict | None = None):
@@ -107,11 +115,12 @@ def remove_stale_temporaries(out_dir: str | Path) -> None:
                     shutil.rmtree(path, ignore_errors=True)
 
 
-def link_files(source: Path, target: Path) -> None:
-    """Hard-link (or, where the file system cannot, copy) the files of `source` into `target`."""
+def link_files(source: Path, target: Path, names: tuple[str, ...] | None = None) -> None:
+    """Hard-link (or, where the file system cannot, copy) the files of `source` (those of `names`
+    only, when given) into `target`."""
     target.mkdir(exist_ok=True)
     for file in source.iterdir():
-        if file.is_file():
+        if file.is_file() and (names is None or file.name in names):
             try:
                 os.link(file, target / file.name)
             except OSError as error:
@@ -162,13 +171,23 @@ def atomic_directory(final: Path, write) -> Path:
 def save_model_dir(directory: str | Path, model, tokenizer=None) -> Path:
     """Write a loadable model directory. Files are replaced one by one with `os.replace`, so the
     directory may also hold other things (a training run's metrics and checkpoints)."""
-    directory = Path(directory)
+    return _replace_model_files(Path(directory), lambda tmp: write_model_files(tmp, model, tokenizer))
+
+
+def link_model_dir(source: str | Path, directory: str | Path) -> Path:
+    """Make `directory` hold the model files of the model directory `source`, as hard links where
+    the file system allows (no second copy of the weights), replaced as `save_model_dir` does."""
+    return _replace_model_files(Path(directory), lambda tmp: link_files(Path(source), tmp, MODEL_FILES))
+
+
+def _replace_model_files(directory: Path, write) -> Path:
+    """`write(tmp)` the model files into a temporary directory, then move them into `directory`."""
     tmp = None
     try:
         tmp = _temporary_directory(directory, "model")
-        write_model_files(tmp, model, tokenizer)
+        write(tmp)
         _fsync_tree(tmp)
-        for name in (TOKENIZER_NAME, HEAD_NAME, CONFIG_NAME, WEIGHTS_NAME):
+        for name in MODEL_FILES:
             if (tmp / name).exists():
                 os.replace(tmp / name, directory / name)
             elif name == HEAD_NAME:
@@ -208,12 +227,26 @@ def read_head(directory: str | Path) -> dict | None:
         raise CtxlmError(f"{path}: invalid JSON ({error})") from None
 
 
+def refuse_transformers_dir(directory: Path) -> None:
+    """A transformers checkpoint (config.json naming `architectures` / `model_type` and no ctxlm
+    `family`) is refused with the command that converts it."""
+    try:
+        values = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no readable config.json: `read_model_config` names the problem
+    if isinstance(values, dict) and "family" not in values and ("architectures" in values or "model_type" in values):
+        kind = values.get("model_type") or ", ".join(values.get("architectures") or [])
+        raise CtxlmError(f"{directory}: a transformers checkpoint ({kind}), not a ctxlm model directory; convert "
+                         f"it first: ctxlm convert --from-hf {directory} --out OUT_DIR")
+
+
 def resolve_model_dir(directory: str | Path) -> Path:
     """A model directory, or a training output whose weights are not written yet: its newest
     checkpoint."""
     directory = Path(directory)
     if not directory.exists():
         raise CtxlmError(f"{directory}: no such model directory")
+    refuse_transformers_dir(directory)
     if (directory / WEIGHTS_NAME).is_file():
         return directory
     latest = latest_checkpoint(directory)
@@ -321,14 +354,33 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def resume_checkpoint(out_dir: str | Path, resume: bool | str) -> Path | None:
+    """The checkpoint a run into `out_dir` resumes from (None: a new run). `resume=True`: the
+    newest, which must exist; "auto": the newest if there is one; False: none."""
+    if not (resume is True or resume is False or resume == "auto"):
+        raise CtxlmError(f"resume must be True, False or 'auto', not {resume!r}")
+    if not resume:
+        return None
+    checkpoint = latest_checkpoint(out_dir)
+    if checkpoint is None and resume is True:
+        raise CtxlmError(f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints "
+                         f"(--resume auto starts a new run then)")
+    return checkpoint
+
+
 def save_training_checkpoint(out_dir: str | Path, step: int, model, tokenizer, trainer_state: dict[str, Any],
-                             keep: int = 2, best: Path | None = None, extra: dict[str, Path] | None = None) -> Path:
+                             keep: int = 2, best: Path | None = None, extra: dict[str, Path] | None = None,
+                             model_files: Path | None = None) -> Path:
     """Write `checkpoints/step-XXXXXXXX/` atomically (with the best weights so far from `best`,
     when given, and the finished directories of `extra` moved in: name → path, e.g. the sharded
-    state), then drop all but the newest `keep`."""
+    state), then drop all but the newest `keep` (0: keep all). `model_files`: a model directory
+    that already holds `model`'s files (`best/` at the best step), linked instead of written again."""
 
     def write(tmp: Path) -> None:
-        write_model_files(tmp, model, tokenizer)
+        if model_files is not None:
+            link_files(model_files, tmp, MODEL_FILES)
+        else:
+            write_model_files(tmp, model, tokenizer)
         torch.save({**trainer_state, "format_version": FORMAT_VERSION}, tmp / TRAINER_STATE_NAME)
         if best is not None:
             link_files(best, tmp / BEST_DIR)
@@ -375,3 +427,52 @@ def load_trainer_state(checkpoint: str | Path) -> dict[str, Any]:
         raise CtxlmError(f"{path}: cannot read the training state ({first_line})") from None
     check_format_version(int(state.get("format_version", 0)), path)
     return state
+
+
+class RunFolderLock:
+    """An exclusive OS lock (`flock`) on `out_dir/.lock` for the life of a run; the file holds the
+    holder's PID. Taking it while another process holds it is refused with one line naming that
+    PID. The OS drops the lock when its holder ends, however it ends (SIGKILL included: the file
+    then stays, and the next run takes it). `release` removes the file while still holding the
+    lock, so a run that opened it meanwhile finds it gone and locks a new one."""
+
+    def __init__(self, out_dir: str | Path):
+        self.path = Path(out_dir) / LOCK_NAME
+        self.fd = None
+        while self.fd is None:
+            fd = self._open_locked()
+            if self._still_linked(fd):
+                self.fd = fd
+            else:  # its holder removed it between our open and our lock
+                os.close(fd)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode("ascii"), 0)
+
+    def _open_locked(self) -> int:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise CtxlmError(f"{self.path}: cannot create the run folder's lock ({error.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise CtxlmError(f"{self.path.parent} is in use by another run (PID {holder}); wait for it to end, "
+                                 f"stop it, or choose another --out") from None
+            raise CtxlmError(f"{self.path}: cannot lock the run folder ({error.strerror})") from None
+        return fd
+
+    def _still_linked(self, fd: int) -> bool:
+        try:
+            linked, opened = os.stat(self.path), os.fstat(fd)
+            return (linked.st_dev, linked.st_ino) == (opened.st_dev, opened.st_ino)
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)  # closing the descriptor drops the lock
+            self.fd = None

@@ -21,6 +21,13 @@ from .errors import CtxlmError, plain_warnings
 
 TRAIN_HELP = {  # TrainConfig field → help (every field has a flag; YAML `train:` sections set them too)
     "max_steps": "optimizer steps (the schedule's length)", "save_every": "checkpoint every N steps (and at the end)",
+    "batch_size": "sequences per micro-batch", "grad_accum": "micro-batches per optimizer step",
+    "lr": "peak learning rate (AdamW)", "warmup_steps": "steps of linear warm-up (then linear decay to 0)",
+    "weight_decay": "AdamW weight decay", "adam_beta1": "AdamW beta1", "adam_beta2": "AdamW beta2",
+    "adam_eps": "AdamW epsilon", "label_smoothing": "label smoothing of the token losses",
+    "seed": "data order, dropout and new weights", "log_every": "write metrics.jsonl every N steps",
+    "eval_batches": "held-out batches per validation", "keep_checkpoints": "checkpoints kept (the newest)",
+    "max_nonfinite_steps": "stop after this many steps in a row with a NaN/Inf loss or gradient norm",
     "eval_every": "validate every N steps (and at the end)", "bf16": "bfloat16 autocast",
     "fsdp": "under torchrun: shard parameters, gradients and optimizer state over the ranks (FSDP2) instead of "
             "replicating them (DDP)",
@@ -28,7 +35,23 @@ TRAIN_HELP = {  # TrainConfig field → help (every field has a flag; YAML `trai
     "progress": "no progress bar", "clip_norm": "gradient norm clipping (0: off)",
     "select_metric": "keep the best weights by this validation metric, e.g. valid/lm_loss (lower is better)",
     "early_stopping_patience": "stop after this many validations without improvement (0: never)",
+    "warmup_ratio": "warm-up as a fraction of --max-steps (wins over --warmup-steps; pre-training defaults to the "
+                    "model family's)",
 }
+
+
+def _train_help(field: dataclasses.Field) -> str | None:
+    """TRAIN_HELP's text with the TrainConfig default, e.g. "... (default: 1000)", and where
+    pre-training takes the model family's instead; an on/off flag's default is its absence, and a
+    None default is explained by the text."""
+    from .families import OPTIMIZER_FIELDS
+
+    text = TRAIN_HELP.get(field.name)
+    if field.default is dataclasses.MISSING or field.default is None or isinstance(field.default, bool):
+        return text
+    value = f"{field.default:g}" if isinstance(field.default, float) else field.default
+    family = "; pre-training: the model family's" if field.name in OPTIMIZER_FIELDS else ""
+    return f"{text or ''} (default: {value}{family})".strip()
 
 
 def _train_overrides(args) -> dict:
@@ -58,12 +81,14 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         if isinstance(default, bool):
             flag = f"--{f.name}" if not default else f"--no-{f.name}"
             g.add_argument(flag.replace("_", "-"), dest=f.name, action="store_const", const=not default, default=None,
-                           help=TRAIN_HELP.get(f.name))
+                           help=_train_help(f))
         else:
             kind = type(default) if default is not None else _optional_type(str(f.type))
-            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, help=TRAIN_HELP.get(f.name))
+            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, help=_train_help(f))
     _add_device_flag(p)
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
+                   help="continue from the newest checkpoint in --out (one must exist); --resume auto: continue "
+                        "if there is one, else start a new run (the same command restarts a preempted job)")
     p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (clears it)")
     p.add_argument("--allow-config-change", action="store_true",
                    help="with --resume: allow a different --lr or --max-steps than the run was saved with")
@@ -84,21 +109,43 @@ def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
                    "(e.g. latin-1) instead of stopping with an error")
 
 
+INPUT_PATHS = ("corpus", "tokenizer", "init", "model", "input", "train", "valid", "eval", "pred", "ref", "data_dir",
+               "to_hf")  # flags naming files or folders that must exist (or datasets: hub:NAME, DIR:SPLIT)
+
+
+def _check_inputs(args) -> None:
+    """Refuse a --device that is not here and an input path that does not exist, before any work."""
+    from .data.hf_datasets import is_dataset
+    from .device import resolve_device
+
+    if getattr(args, "device", None) is not None:
+        resolve_device(args.device)
+    for name in INPUT_PATHS:
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None and not (Path(value).exists() or is_dataset(value)):
+                raise CtxlmError(f"--{name.replace('_', '-')} {value}: no such file or directory")
+
+
 def cmd_tokenizer_train(args) -> None:
+    _check_inputs(args)
     from .tokenization import train_tokenizer
 
     tok = train_tokenizer(args.corpus, args.vocab_size, args.out, min_frequency=args.min_frequency,
                           format=args.format, text_field=args.text_field, fallback_encoding=args.fallback_encoding)
-    print(f"wrote {Path(args.out) / 'tokenizer.json'} ({tok.vocab_size} tokens)")
+    short = "" if tok.vocab_size >= args.vocab_size else f" of {args.vocab_size:,} asked: the corpus has no more pieces"
+    print(f"wrote {Path(args.out) / 'tokenizer.json'} ({tok.vocab_size:,} tokens{short})")
 
 
 def cmd_pretrain(args) -> None:
-    from .config import load_pretrain_config
+    _check_inputs(args)
+    from .config import load_pretrain_config, train_keys_given
     from .families import default_objective
     from .pretraining import pretrain
 
     config = load_pretrain_config(args.config)
-    config.train = dataclasses.replace(config.train, **_train_overrides(args))
+    overrides = _train_overrides(args)
+    config.train = dataclasses.replace(config.train, **overrides)
     if args.fragment_length is not None or args.mlm_weight is not None:
         if config.model.family != "palm":
             raise CtxlmError("--fragment-length and --mlm-weight are PALM-model options (palm, mass, bart)")
@@ -106,8 +153,10 @@ def cmd_pretrain(args) -> None:
             config.data = dataclasses.replace(config.data, fragment_length=args.fragment_length)
         if args.mlm_weight is not None:
             config.data = dataclasses.replace(config.data, mlm_weight=args.mlm_weight)
-    if args.no_copy:
-        config.model = dataclasses.replace(config.model, copy=False)
+    if args.no_copy or args.copy:
+        if args.no_copy and args.copy:
+            raise CtxlmError("--copy and --no-copy exclude each other")
+        config.model = _set_copy(config.model, args.copy)
     if args.glm_no_shuffle or args.glm_sentinel:
         if config.model.family != "glm":
             raise CtxlmError("--glm-no-shuffle and --glm-sentinel are GLM options")
@@ -119,7 +168,8 @@ def cmd_pretrain(args) -> None:
                       tokenizer=args.tokenizer, init=args.init, init_from_hf=args.init_from_hf,
                       hf_decoder=args.decoder, cache_dir=args.cache_dir,
                       corpus_format=args.format, text_field=args.text_field,
-                      fallback_encoding=args.fallback_encoding, device=args.device, **_run_flags(args))
+                      fallback_encoding=args.fallback_encoding, device=args.device,
+                      train_given=set(overrides) | train_keys_given(args.config), **_run_flags(args))
     _print_result(result, args.out)
 
 
@@ -134,24 +184,57 @@ GENERATION_FLAGS = {  # flag → GenerationConfig field
 
 
 def _generation_config(args, defaults):
-    """The model's decoding defaults (its recipe's generation.json, else ours), overridden by flags."""
+    """The model's decoding defaults (its recipe's generation.json, else ours), overridden by flags
+    (`GenerationConfig.with_overrides`, as a Python config given to `Seq2SeqPredictor.generate`)."""
     from .config import GenerationConfig
 
-    values = dataclasses.asdict(defaults or GenerationConfig())
-    values.update({field: getattr(args, flag) for flag, field in GENERATION_FLAGS.items()
-                   if getattr(args, flag) is not None})
-    if values["do_sample"]:
-        values["num_beams"] = 1
-    return GenerationConfig(**values)
+    flags = {field: getattr(args, flag) for flag, field in GENERATION_FLAGS.items() if getattr(args, flag) is not None}
+    return (defaults or GenerationConfig()).with_overrides(**flags)
+
+
+def _run_info(model: Path) -> dict:
+    """The run.json of the run that wrote a model directory (the directory itself, its best/ or one
+    of its checkpoints), or {}."""
+    from .checkpoint import BEST_DIR, CHECKPOINTS_DIR
+
+    run = model
+    if model.name == BEST_DIR:
+        run = model.parent
+    elif model.parent.name == CHECKPOINTS_DIR:
+        run = model.parent.parent
+    path = run / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CtxlmError(f"{path}: unreadable ({error}); give --source-field") from None
+    return info if isinstance(info, dict) else {}
+
+
+def _model_source_field(model: str, input_path: str) -> str:
+    """generate's default --source-field: the model's fine-tuning recipe's reader source_field, else
+    the first of its task's source fields (summarization: document, article, source) that the
+    input's first row has, else the task's first; "source" for a model without a seq2seq run.json."""
+    from .data.tasks import jsonl_rows, task_source_fields
+
+    info = _run_info(Path(model))
+    reader = (info.get("recipe") or {}).get("reader") or {}
+    if reader.get("source_field"):
+        return reader["source_field"]
+    fields = task_source_fields(info.get("task"))
+    _, first = next(iter(jsonl_rows(input_path)), (None, {}))
+    return next((field for field in fields if field in first), fields[0])
 
 
 def _read_sources(path: Path, field: str) -> list[dict]:
-    from .data.tasks import jsonl_rows
+    from .data.tasks import jsonl_rows, row_fields
 
     rows = []
     for at, row in jsonl_rows(path):
         if not isinstance(row.get(field), str):
-            raise CtxlmError(f"{at}: field '{field}' missing or not a string")
+            raise CtxlmError(f"{at}: field '{field}' missing or not a string (the row has {row_fields(row)}); "
+                             "name the source field with --source-field")
         rows.append(row)
     if not rows:
         raise CtxlmError(f"{path}: no input rows")
@@ -159,7 +242,9 @@ def _read_sources(path: Path, field: str) -> list[dict]:
 
 
 def cmd_generate(args) -> None:
-    from .predict import SORT_WINDOW, Seq2SeqPredictor
+    _check_inputs(args)
+    from .predict import Seq2SeqPredictor
+    from .prediction_file import SORT_WINDOW
 
     if (args.text is None) == (args.input is None):
         raise CtxlmError("give exactly one of --text and --input")
@@ -171,9 +256,10 @@ def cmd_generate(args) -> None:
         return
     if args.resume and args.output is None:
         raise CtxlmError("--resume needs --output (the file to continue)")
-    rows = _read_sources(Path(args.input), args.source_field)
+    field = args.source_field or _model_source_field(args.model, args.input)
+    rows = _read_sources(Path(args.input), field)[:args.limit]
     window = SORT_WINDOW if args.sort_window is None else args.sort_window
-    predictor.generate_to_file(rows, args.output or sys.stdout, cfg, source_field=args.source_field,
+    predictor.generate_to_file(rows, args.output or sys.stdout, cfg, source_field=field,
                                batch_size=args.batch_size, sort_window=window, resume=args.resume,
                                progress=args.output is not None)
 
@@ -182,27 +268,44 @@ SEQ2SEQ_TASKS = ["qa", "summarization", "qg", "dialog", "seq2seq"]
 NLU_TASKS = ["cloze", "classify", "squad"]  # GLM's cloze questions; UniLMv2's classifier and span QA
 # PET's few-shot settings (Schick & Schütze, 2021), which GLM follows on FewGLUE
 CLOZE_TRAIN = dict(batch_size=16, lr=1e-5, max_steps=250, warmup_steps=25, eval_every=50, eval_batches=1000)
+FINETUNE_DEFAULTS = (
+    "Training flags override the --recipe's train: section, which overrides the task's settings, which override "
+    "the defaults shown: seq2seq tasks: the recipe's (e.g. gigaword); cloze: PET's few-shot settings ("
+    + ", ".join(f"{k} {v:g}" for k, v in CLOZE_TRAIN.items()) + "); classify and squad: UniLMv2's Table 9 "
+    "(batch_size 32, lr 2e-05, 10% warm-up, weight_decay 0.01, 10 epochs (squad: 4), validating once an epoch).")
+
+
+def _set_copy(model_config, copy: bool):
+    """`model_config` with PALM's copy head on or off (--copy / --no-copy)."""
+    if not any(f.name == "copy" for f in dataclasses.fields(model_config)):
+        raise CtxlmError(f"--copy/--no-copy: model family '{model_config.family}' has no copy head option")
+    return dataclasses.replace(model_config, copy=copy)
 
 
 def _scratch_model_config(args):
     from .config import load_pretrain_config
 
     if args.init is not None:
+        if getattr(args, "copy", False):
+            raise CtxlmError("--copy applies to a model trained from scratch (--config), not to --init")
         return None
     if args.config is None or args.tokenizer is None:
         raise CtxlmError("give --init MODEL_DIR (or --config and --tokenizer to train from scratch)")
-    return load_pretrain_config(args.config).model
+    model = load_pretrain_config(args.config).model
+    return _set_copy(model, True) if getattr(args, "copy", False) else model
 
 
 def _print_result(result, out) -> None:
     if result.interrupted:
-        print(f"stopped by a signal at step {result.step}; checkpoint written; continue with --resume")
+        print(f"stopped by a signal at step {result.step}; checkpoint written; continue with --resume "
+              f"(or --resume auto)")
         return
     summary = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items() if v is not None)
     print(f"done: {result.step} steps → {out}" + (f" ({summary})" if summary else ""))
 
 
 def cmd_finetune(args) -> None:
+    _check_inputs(args)
     from .config import TrainConfig, load_finetune_config
 
     overrides = _train_overrides(args)
@@ -290,6 +393,7 @@ def _nlu_options(args) -> tuple[NluOptions, dict]:
 
 
 def cmd_evaluate(args) -> None:
+    _check_inputs(args)
     from .metrics import evaluate_files, format_markdown_table
 
     placement = dict(device=args.device, bf16=args.bf16)
@@ -297,8 +401,8 @@ def cmd_evaluate(args) -> None:
     if args.task == "cloze":
         from .tasks.cloze import evaluate_cloze
 
-        _need(args, "model", "dataset", "data_dir")
-        results = evaluate_cloze(args.model, args.dataset, args.data_dir, args.split or "dev32",
+        _need(args, "model", "data_dir")
+        results = evaluate_cloze(args.model, args.dataset, args.data_dir, args.split or "dev32", limit=args.limit,
                                  max_length=args.max_length, **placement)
     elif args.task == "classify":
         from .tasks.classification import evaluate_classifier
@@ -326,7 +430,7 @@ def cmd_evaluate(args) -> None:
         if args.pred is None or args.ref is None:
             raise CtxlmError("give --pred (predictions) and --ref, or --model --task --ref for perplexity")
         results = evaluate_files(args.pred, args.ref, args.metrics, pred_field=args.pred_field,
-                                 ref_field=args.ref_field)
+                                 ref_field=args.ref_field, limit=args.limit)
     print(json.dumps(results, indent=2))
     print(format_markdown_table(results))
     if args.output:
@@ -334,8 +438,9 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_infill(args) -> None:
+    _check_inputs(args)
     from .tasks.infilling import evaluate_infilling, infill_texts
-    from .predict import load_generation_config
+    from .config import load_generation_config
 
     cfg = _generation_config(args, load_generation_config(args.model))
     if args.eval is not None:
@@ -363,6 +468,7 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def cmd_convert(args) -> None:
+    _check_inputs(args)
     from .convert import export_to_hf, import_from_hf
 
     if (args.from_hf is None) == (args.to_hf is None):
@@ -390,6 +496,7 @@ def _command_line(args) -> str:
 
 
 def cmd_compare(args) -> None:
+    _check_inputs(args)
     from .compare import Budget, compare
 
     compare(args.corpus, args.tokenizer, args.task, args.train, args.valid, args.out,
@@ -403,46 +510,100 @@ def cmd_compare(args) -> None:
     print(f"report: {Path(args.out) / 'report.md'} and report.html")
 
 
+BOOLEAN_WORDS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+
+
 def _true_or_false(text: str) -> bool:
-    return {"true": True, "false": False}[text.lower()]
+    """A boolean flag's value: yes/no, true/false or 1/0 (any case); else argparse's usage error."""
+    value = BOOLEAN_WORDS.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected yes/no, true/false or 1/0, got '{text}'")
+    return value
+
+
+def _true_false_or_never(text: str) -> bool | str:
+    """--early-stopping: a boolean (as `_true_or_false`) or "never"."""
+    if text.strip().lower() == "never":
+        return "never"
+    if text.strip().lower() not in BOOLEAN_WORDS:
+        raise argparse.ArgumentTypeError(f"expected yes/no, true/false, 1/0 or never, got '{text}'")
+    return _true_or_false(text)
+
+
+def _model_default(flag: str, text: str = "") -> str:
+    """A decoding flag's help: `text` and its default, the model's generation.json or else ours."""
+    from .config import GenerationConfig
+
+    value = getattr(GenerationConfig(), GENERATION_FLAGS[flag])
+    if value is None or isinstance(value, bool):
+        value = {True: "true", False: "false", None: "none"}[value]
+    return f"{text} (default: the model's generation.json, else {value})".strip()
 
 
 def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding (defaults: the model's generation.json, else beam 5, 64 tokens)")
-    g.add_argument("--beam", type=int)
-    g.add_argument("--max-length", type=int, help="max generated tokens (start token excluded)")
-    g.add_argument("--min-length", type=int, help="min generated tokens before EOS")
-    g.add_argument("--length-penalty", type=float)
+    g.add_argument("--beam", type=int, help=_model_default("beam", "beam size"))
+    g.add_argument("--max-length", type=int, help=_model_default("max_length", "max generated tokens (start token "
+                                                                               "excluded)"))
+    g.add_argument("--min-length", type=int, help=_model_default("min_length", "min generated tokens before EOS"))
+    g.add_argument("--length-penalty", type=float, help=_model_default("length_penalty", "exponent a"))
     g.add_argument("--length-penalty-type", choices=["hf", "gnmt"],
-                   help="hf (= fairseq): score/len^a; gnmt: score/((5+len)/6)^a")
-    g.add_argument("--no-repeat-ngram", type=int)
-    g.add_argument("--block-subword-loops", type=_true_or_false,
-                   help="true/false: a '##' word piece may not occur twice in one word")
-    g.add_argument("--block-word-repeats", type=_true_or_false,
-                   help="true/false: a one-piece word may not come twice in a row ('share share')")
-    g.add_argument("--early-stopping", type=lambda s: {"true": True, "false": False}.get(s.lower(), s),
-                   help="true, false (transformers' heuristic) or never")
-    g.add_argument("--sample", action="store_true", default=None, help="sample instead of beam search (beam 1)")
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--temperature", type=float)
-    g.add_argument("--seed", type=int)
+                   help=_model_default("length_penalty_type", "hf (= fairseq): score/len^a; gnmt: score/((5+len)/6)^a"))
+    g.add_argument("--no-repeat-ngram", type=int, help=_model_default("no_repeat_ngram", "n-grams of this size "
+                                                                                         "may not repeat (0: off)"))
+    g.add_argument("--block-subword-loops", type=_true_or_false, help=_model_default(
+        "block_subword_loops", "true/false: a '##' word piece may not occur twice in one word"))
+    g.add_argument("--block-word-repeats", type=_true_or_false, help=_model_default(
+        "block_word_repeats", "true/false: a one-piece word may not come twice in a row ('share share')"))
+    g.add_argument("--early-stopping", type=_true_false_or_never,
+                   help=_model_default("early_stopping", "true, false (transformers' heuristic) or never"))
+    g.add_argument("--sample", action="store_true", default=None,
+                   help=_model_default("sample", "sample instead of beam search (beam 1)"))
+    g.add_argument("--top-k", type=int, help=_model_default("top_k", "sample from the k likeliest (0: all)"))
+    g.add_argument("--top-p", type=float, help=_model_default("top_p", "nucleus sampling mass"))
+    g.add_argument("--temperature", type=float, help=_model_default("temperature", "sampling temperature"))
+    g.add_argument("--seed", type=int, help=_model_default("seed", "sampling seed"))
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help with each flag's default, `(default: X)`, where it has one (not None, not an
+    off switch) and its text does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text, default = action.help or "", action.default
+        if default in (None, False, argparse.SUPPRESS) or not action.option_strings or "default" in text.lower():
+            return action.help
+        value = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {value.replace('%', '%%')})".strip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows the defaults (verbs' parsers are this class too)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .config import NAMED_CONFIGS
     from .families import FAMILIES, OBJECTIVES
 
-    parser = argparse.ArgumentParser(prog="ctxlm", description=__doc__.split("\n")[0])
+    named = ", ".join(NAMED_CONFIGS)
+    named_palm = ", ".join(name for name, values in NAMED_CONFIGS.items() if values["family"] == "palm")
+    parser = _Parser(prog="ctxlm", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"ctxlm {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     tok = verbs.add_parser("tokenizer", help="train a WordPiece tokenizer").add_subparsers(dest="action", required=True)
     p = tok.add_parser("train", help="train an uncased BERT-style WordPiece tokenizer on a corpus")
     p.add_argument("--corpus", nargs="+", required=True, help="files or directories")
-    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--vocab-size", type=int, required=True,
+                   help="tokens in all: the special tokens, the <unk> marker and the trained pieces")
     p.add_argument("--out", required=True, help="directory for tokenizer.json")
-    p.add_argument("--min-frequency", type=int, default=2)
+    p.add_argument("--min-frequency", type=int, default=2, help="the fewest occurrences of a piece the trainer "
+                   "merges")
     _add_corpus_flags(p)
     p.set_defaults(func=cmd_tokenizer_train)
 
@@ -460,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UniLMv2 objective (default: the config's data.objective, ae+par)")
     p.add_argument("--corpus", nargs="+", required=True, help="files or directories")
     p.add_argument("--tokenizer", help="tokenizer.json or its directory (default: the --init model's)")
-    p.add_argument("--config", default="palm-tiny", help="named config or YAML file")
+    p.add_argument("--config", default="palm-tiny", help=f"named config ({named}) or YAML file")
     p.add_argument("--out", required=True)
     p.add_argument("--init", help="model directory to start from (stage 2 starts from stage 1)")
     p.add_argument("--init-from-hf", help="a transformers directory or hub id, converted on the fly "
@@ -470,6 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fragment-length", type=int, help="PALM fragment length L (source 80%%, target 20%%)")
     p.add_argument("--mlm-weight", type=float, help="stage 2: weight of an added encoder MLM loss")
     p.add_argument("--no-copy", action="store_true", help="without the pointer-generator")
+    p.add_argument("--copy", action="store_true", help="with PALM's pointer-generator (GLM, UniLMv2: copy: true)")
     p.add_argument("--cache-dir", help="token store cache (default $CTXLM_CACHE or ~/.cache/ctxlm)")
     _add_corpus_flags(p)
     _add_train_flags(p)
@@ -481,21 +643,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="JSONL (or a dataset: .parquet, .arrow, save_to_disk directory, hub:NAME) "
                    "with a source field per row")
     p.add_argument("--output", help="JSONL output (input rows plus 'prediction'); default stdout")
-    p.add_argument("--source-field", default="source")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--source-field", help="--input's field holding the source text (default: the one the "
+                   "model's fine-tuning task reads, from its run.json: e.g. document for Gigaword; else source)")
+    p.add_argument("--batch-size", type=int, default=16, help="sources decoded together")
     p.add_argument("--max-source-tokens", type=int, help="truncate sources to this many tokens")
     p.add_argument("--sort-window", type=int,
                    help="batches sorted by source length together (default 8; 1: input order); "
                         "the output keeps input order")
     p.add_argument("--resume", action="store_true", help="keep the rows --output already holds, decode the rest")
+    p.add_argument("--limit", type=int, help="--input: decode only the first N rows")
     _add_device_flag(p, bf16_inference=True)
     _add_decoding_flags(p)
     p.set_defaults(func=cmd_generate)
 
-    p = verbs.add_parser("finetune", help="fine-tune on a task")
+    p = verbs.add_parser("finetune", help="fine-tune on a task", description=FINETUNE_DEFAULTS)
     p.add_argument("--init", help="pre-trained model directory")
-    p.add_argument("--config", help="with --tokenizer: train a new model from scratch (named config or YAML)")
+    p.add_argument("--config", help=f"with --tokenizer: train a new model from scratch (named config: {named}; "
+                   "or YAML)")
     p.add_argument("--tokenizer", help="tokenizer for --config")
+    p.add_argument("--copy", action="store_true", help="with --config: PALM's pointer-generator on (copy: true)")
     p.add_argument("--task", choices=SEQ2SEQ_TASKS + NLU_TASKS,
                    help="a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad")
     p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, or YAML; "
@@ -528,11 +694,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", default=["summarization"],
                    help="metric names or groups, space- or comma-separated: summarization, qg, qa, dialog, "
                         "rouge1, rougeL, rougeLsum, bleu4, meteor, coco_rougeL, sacrebleu, marco_rougeL, marco_bleu1")
-    p.add_argument("--pred-field", default="prediction")
-    p.add_argument("--ref-field", default="target")
+    p.add_argument("--pred-field", default="prediction", help="--pred JSONL's field holding the prediction")
+    p.add_argument("--ref-field", default="target", help="--ref JSONL's field holding the reference")
     p.add_argument("--model", help="a model: perplexity of --ref (seq2seq tasks), or cloze/classify/squad scores")
     p.add_argument("--task", choices=SEQ2SEQ_TASKS + NLU_TASKS, help="with --model: the task")
-    p.add_argument("--dataset", help="cloze/classify: the dataset (classify: default the model's)")
+    p.add_argument("--dataset", help="cloze/classify: the dataset (default: the one the model was fine-tuned on)")
     p.add_argument("--data-dir", help="cloze/classify: the NLU data folder")
     p.add_argument("--split", help="cloze: dev32 (default) or train; classify: dev (default) or train")
     p.add_argument("--max-length", type=int)
@@ -547,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", nargs="+", help='texts with blanks, e.g. "the [MASK] sat on the [MASK] ."')
     p.add_argument("--input", help="a file of texts with blanks, one a line")
     p.add_argument("--eval", help="evaluate: mask --mask-ratio of each line's words, fill, BLEU against the line")
-    p.add_argument("--mask-ratio", type=float, default=0.1)
+    p.add_argument("--mask-ratio", type=float, default=0.1, help="--eval: the share of each line's words masked")
     p.add_argument("--limit", type=int, help="--eval: the first N lines")
     p.add_argument("--output", help="--eval: write each line's masked, filled and original text (JSONL)")
     _add_device_flag(p, bf16_inference=True)
@@ -564,12 +730,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", help="score this file instead of --valid")
     p.add_argument("--objectives", default="palm,palm-nocopy,palm-noae,mass,bart,glm,unilm,none",
                    help="comma-separated pre-training variants (objectives/variants.py)")
-    p.add_argument("--config", default="palm-tiny", help="the PALM model and pre-training config (named or "
-                   "YAML); GLM and UniLMv2 are sized to its parameter count")
+    p.add_argument("--config", default="palm-tiny", help=f"the PALM model and pre-training config (named: "
+                   f"{named_palm}; or YAML); GLM and UniLMv2 are sized to its parameter count")
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget-minutes", type=float, help="pre-training wall time per objective")
     budget.add_argument("--budget-tokens", type=int, help="pre-training tokens per objective")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3,
+                   help="runs per objective (seeds 0..N-1), each pre-training and fine-tuning")
     p.add_argument("--finetune-steps", type=int, help="override the recipe's max_steps")
     p.add_argument("--train-limit", type=int, help="fine-tune on the first N pairs (dialog: 10000)")
     p.add_argument("--eval-limit", type=int, help="score only the first N pairs")
@@ -596,6 +763,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stopped_after_checkpoint(interrupt: KeyboardInterrupt) -> bool:
+    """True for `training.RunStopped` (a pipeline's run stopped by a signal after its checkpoint),
+    without importing torch for the other verbs."""
+    training = sys.modules.get("ctxlm.training")
+    return training is not None and isinstance(interrupt, training.RunStopped)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     plain_warnings()
@@ -604,7 +778,10 @@ def main(argv: list[str] | None = None) -> int:
     except CtxlmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if _stopped_after_checkpoint(interrupt):  # compare: exit 0, as a training run stopped by a signal
+            print(f"{interrupt}; checkpoint written; rerun the same command to continue")
+            return 0
         print("interrupted (finished checkpoints are kept)", file=sys.stderr)
         return 130
     return 0

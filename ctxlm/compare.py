@@ -10,6 +10,11 @@ cell's `result.json` (atomically); then it writes `report.md` and `report.html` 
 
 - Matched size: PALM-family variants use the given config; GLM and UniLMv2 get the width and
   depth whose total parameter count is closest to it (`matched_model_config`).
+- Each family's optimiser: the given config's train settings are PALM's; GLM and UniLMv2 pre-train
+  with their family's optimiser defaults (`Family.train_defaults`: lr, warm-up, Adam β and ε, weight
+  decay) and the given config's other settings. A cell with a run whose held-out loss stayed at the
+  unigram level (`ctxlm.learning_check`) lists it in `result.json` under `not_learning`, and its
+  summary line says "did not learn (loss at unigram level)".
 - Matched budget: every pre-training stage of a variant gets an equal share. A token budget runs
   each stage until the tokens the loop has counted (non-padding `input_ids` and
   `decoder_input_ids`) reach its share. The training loop has no clock, so a minutes budget is
@@ -17,11 +22,13 @@ cell's `result.json` (atomically); then it writes `report.md` and `report.html` 
   per objective, kept in `budget/`); tokens seen are then counted exactly by replaying the data
   stream.
 - Resumable: a finished cell is never redone; inside a cell, finished stages are kept and an
-  interrupted stage or fine-tuning continues from its newest checkpoint (the loop's resume).
+  interrupted stage or fine-tuning continues from its newest checkpoint (the loop's resume). The
+  inputs are checked first; `settings.json` is written as the run starts, and a rerun with other
+  settings is refused (naming what changed) once the folder holds work (`check_settings`).
 - Shared pre-training: with `pretrain_dir`, each (objective, seed)'s stages live in
   `pretrain_dir/<objective>-seed<k>/` (and the budget's timings in `pretrain_dir/budget/`), so
   comparisons of several tasks on one corpus and budget pre-train each cell once; the folder
-  records its corpus, budget, model config and vocabulary and refuses other ones.
+  records its corpus, budget, model config and vocabulary and, once it holds work, refuses other ones.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import build_model, latest_checkpoint
+from .checkpoint import CHECKPOINTS_DIR, build_model, latest_checkpoint
 from .config import (
     FinetuneConfig,
     PretrainConfig,
@@ -53,6 +60,8 @@ from .errors import CtxlmError
 from .tasks.seq2seq import finetune, read_pairs
 from .layouts import pair_example, pair_limits
 from .metrics import compute_metrics, lead_words, ptb_tokens
+from .families import train_defaults
+from .learning_check import not_learning_in
 from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
 from .predict import Seq2SeqPredictor
 from .pretraining import model_config_for_tokenizer, prepare_data, pretrain
@@ -110,7 +119,8 @@ def matched_model_config(family: str, reference, tolerance: float = 0.02):
 
 def family_configs(families: Sequence[str], palm: PretrainConfig, tokenizer: TextTokenizer) -> dict:
     """The pre-training config of each model family: PALM's as given (sized for the tokenizer);
-    GLM and UniLMv2 size-matched to it, their examples as long as PALM's fragments."""
+    GLM and UniLMv2 size-matched to it, their examples as long as PALM's fragments, their optimiser
+    settings their family's defaults (`ctxlm.families.train_defaults`), the others PALM's."""
     palm = dataclasses.replace(palm, model=model_config_for_tokenizer(palm.model, tokenizer))
     configs = {}
     for family in families:
@@ -120,7 +130,9 @@ def family_configs(families: Sequence[str], palm: PretrainConfig, tokenizer: Tex
         data = default_data_config(family)(max_length=palm.data.fragment_length, valid_fraction=palm.data.valid_fraction,
                                          max_valid_documents=palm.data.max_valid_documents)
         model = model_config_for_tokenizer(matched_model_config(family, palm.model), tokenizer)
-        configs[family] = PretrainConfig(model=model, train=palm.train, data=data)
+        # the given train settings are PALM's; the others pre-train with their family's optimiser defaults
+        train = dataclasses.replace(palm.train, **train_defaults(family))
+        configs[family] = PretrainConfig(model=model, train=train, data=data)
     return configs
 
 
@@ -135,8 +147,9 @@ class Budget:
     def __post_init__(self):
         if (self.minutes is None) == (self.tokens is None):
             raise CtxlmError("give one pre-training budget: minutes or tokens")
-        if (self.minutes or self.tokens) <= 0:
-            raise CtxlmError("the pre-training budget must be positive")
+        unit, value = ("minutes", self.minutes) if self.minutes is not None else ("tokens", self.tokens)
+        if not value > 0:  # NaN too
+            raise CtxlmError(f"the pre-training budget must be > 0 (--budget-{unit}), got {value}")
 
 
 def step_tokens(examples, train, pad_id: int):
@@ -437,6 +450,7 @@ class Comparison:
             "pretrain_seconds": sum(s["seconds"] for s in stages),
             "finetune_steps": finetuned["steps"], "finetune_seconds": finetuned["seconds"],
             "score_seconds": time.perf_counter() - started, "metrics": metrics, "example_stats": stats,
+            "not_learning": runs_not_learning([Path(s["dir"]) for s in stages] + [cell_dir / "finetune"]),
         }
         write_json_atomic(result_path, result)
         return result
@@ -451,17 +465,68 @@ class Comparison:
                 "predictions": predictions}
 
 
-def check_settings(out_dir: Path, settings: dict) -> None:
-    """Record the settings in `out_dir/settings.json`; a resumed comparison must have the same."""
-    path = out_dir / "settings.json"
-    if path.is_file():
-        before = read_json(path)
-        for key, value in settings.items():
-            if key in before and before[key] != value:
-                raise CtxlmError(f"{out_dir}: the comparison there was started with another '{key}' "
-                                 f"({before[key]!r}, now {value!r}); use a new --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, settings)
+SHOWN_CHANGES = 4  # the `key: old -> new` a refused rerun names
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def setting_changes(before: dict, now: dict, prefix: str = "") -> list[str]:
+    """`key: old -> new` for each setting recorded in `before` that `now` changes (nested keys
+    dotted); keys only one side has are left out (settings a newer version added)."""
+    changes = []
+    for key, old in before.items():
+        if key not in now:
+            continue
+        new, name = now[key], f"{prefix}{key}"
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += setting_changes(old, new, f"{name}.")
+        elif old != new:
+            changes.append(f"{name}: {_short(old)} -> {_short(new)}")
+    return changes
+
+
+def holds_work(folder: Path) -> bool:
+    """Whether a comparison (or shared pre-training) folder holds work a rerun keeps: a timed
+    budget, a finished stage, fine-tuning or cell, or a checkpoint."""
+    return folder.is_dir() and any(path.name in (DONE, "result.json") or path.parent.name in ("budget", CHECKPOINTS_DIR)
+                                   for path in folder.rglob("*"))
+
+
+NOT_LEARNING = "did not learn (loss at unigram level)"
+
+
+def runs_not_learning(run_dirs: Sequence[Path]) -> dict[str, dict]:
+    """Run folder name → its `not_learning` record (`ctxlm.learning_check`), for the runs that have one."""
+    records = {path.name: not_learning_in(path) for path in run_dirs}
+    return {name: record for name, record in records.items() if record is not None}
+
+
+def did_not_learn(cell: dict) -> str:
+    """A cell summary's note: `; did not learn (loss at unigram level): <runs>`, or nothing."""
+    runs = cell.get("not_learning") or {}
+    return f"; {NOT_LEARNING}: {', '.join(runs)}" if runs else ""
+
+
+def check_settings(folder: Path, settings: dict) -> None:
+    """Refuse to resume the work in `folder` with other settings than its `settings.json` records,
+    naming the changed keys (a folder without work, as a failed start leaves it, takes new ones)."""
+    path = folder / "settings.json"
+    if not path.is_file() or not holds_work(folder):
+        return
+    changes = setting_changes(read_json(path), json.loads(json.dumps(settings, default=str)))
+    if changes:
+        keys = ", ".join(dict.fromkeys(f"'{change.split(':')[0].split('.')[0]}'" for change in changes))
+        more = f"; {len(changes) - SHOWN_CHANGES} more" if len(changes) > SHOWN_CHANGES else ""
+        raise CtxlmError(f"{folder}: the comparison there was started with another {keys} "
+                         f"({'; '.join(changes[:SHOWN_CHANGES])}{more}); rerun with those or use a new --out")
+
+
+def record_settings(folder: Path, settings: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / "settings.json", settings)
 
 
 def compare(
@@ -531,16 +596,21 @@ def compare(
                 "config": dataclasses.asdict(config), "train": str(train_path), "valid": str(valid_path),
                 "eval": str(eval_path), "eval_limit": eval_limit, "train_limit": train_limit,
                 "vocab_size": tokenizer.vocab_size, "reading": run.reading}
+    for path in (train_path, valid_path):  # the task's fields, before any pre-training
+        read_pairs(recipe.task, path, recipe.reader, 1)
+    folders = {out_dir: settings}
     if pretrain_dir:
-        check_settings(Path(pretrain_dir), {k: settings[k] for k in ("corpus", "reading", "budget", "config",
-                                                                     "vocab_size")})
-    check_settings(out_dir, settings)
+        folders[Path(pretrain_dir)] = {k: settings[k] for k in ("corpus", "reading", "budget", "config", "vocab_size")}
+    for folder, values in folders.items():
+        check_settings(folder, values)
+    for folder, values in folders.items():  # written once the inputs are checked and the run starts
+        record_settings(folder, values)
     cells = []
     for objective in objectives:
         for seed in range(seeds):
             cell = run.run_cell(objective, seed)
             print(f"{objective} seed {seed}: {cell['parameters']:,} parameters, {cell['tokens_seen']:,} tokens, "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in cell["metrics"].items()), flush=True)
+                  + ", ".join(f"{k} {v:.2f}" for k, v in cell["metrics"].items()) + did_not_learn(cell), flush=True)
             cells.append(cell)
     return write_comparison_report(out_dir, cells, run.baseline(), scoring, settings, resamples=resamples,
                                    plots=plots, command=command)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import types
 import typing
@@ -84,6 +85,7 @@ class GlmConfig:
     eop_token_id: int = 6  # [eop]: ends each Part B span
     smask_token_id: int = 7  # [sMASK]: sentence-level blank
     gmask_token_id: int = 8  # [gMASK]: document-level / generation blank
+    copy: bool = False  # PALM's copy head (eqs. 2-8) over Part A's tokens; ctxlm's extension (models/glm.py)
 
 
 @dataclass
@@ -112,6 +114,7 @@ class UnilmConfig:
     eos_token_id: int = 3  # [EOS] = [SEP]
     mask_token_id: int = 4  # [M]
     pseudo_token_id: int = 9  # [P]
+    copy: bool = False  # PALM's copy head (eqs. 2-8) over the seq2seq source; ctxlm's extension (models/unilm.py)
 
 
 NAMED_CONFIGS: dict[str, dict[str, Any]] = {
@@ -163,6 +166,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 1e-4
     warmup_steps: int = 100
+    warmup_ratio: float | None = None  # warm-up as a fraction of max_steps; when set, wins over warmup_steps
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -184,11 +188,40 @@ class TrainConfig:
     early_stopping_patience: int = 0  # stop after this many validations without improvement (0: never)
     max_nonfinite_steps: int = 5  # stop after this many steps in a row with a NaN/Inf loss or gradient norm
 
+    def warmup(self) -> int:
+        """The warm-up in steps: round(warmup_ratio × max_steps), at least 1, when the ratio is set;
+        else warmup_steps."""
+        if self.warmup_ratio is None:
+            return self.warmup_steps
+        if not 0 <= self.warmup_ratio <= 1:
+            raise CtxlmError(f"warmup_ratio must be between 0 and 1, not {self.warmup_ratio}")
+        return max(1, round(self.warmup_ratio * self.max_steps))
 
+
+def _remembers_given_fields(cls):
+    """Make the dataclass `cls`'s constructor record the names of the fields it is given (`_given`)."""
+    init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        self._given = frozenset(names[: len(args)]) | frozenset(kwargs)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_remembers_given_fields
 @dataclass
 class GenerationConfig:
     """Decoding settings (see `ctxlm.generation`). Lengths count generated tokens, the start token
-    excluded, as transformers' `min_new_tokens` / `max_new_tokens`."""
+    excluded, as transformers' `min_new_tokens` / `max_new_tokens`.
+
+    A config remembers the fields its constructor was given (`given_fields`), and `with_overrides`
+    lays only those over other settings: `GenerationConfig(num_beams=3)` over a model's saved
+    settings changes the beam and keeps the rest, as `ctxlm generate --beam 3` does. A config made
+    by `dataclasses.replace` or from a complete mapping names every field."""
 
     num_beams: int = 5
     max_new_tokens: int = 64
@@ -214,6 +247,24 @@ class GenerationConfig:
             raise CtxlmError(f"early_stopping must be true, false or never, not {self.early_stopping!r}")
         if self.do_sample and self.num_beams > 1:
             raise CtxlmError("sampling is supported with num_beams=1")
+
+    @property
+    def given_fields(self) -> frozenset[str]:
+        """The fields the constructor was given (the others hold their defaults)."""
+        return self.__dict__.get("_given", frozenset(f.name for f in dataclasses.fields(self)))
+
+    def with_overrides(self, cfg: GenerationConfig | None = None, **overrides: Any) -> GenerationConfig:
+        """These settings with the fields `cfg`'s constructor was given, then `overrides`, in their
+        place. Sampling asked for without a beam count decodes with one beam; more than one beam
+        asked for without `do_sample` turns sampling off."""
+        changes = {name: getattr(cfg, name) for name in cfg.given_fields} if cfg is not None else {}
+        changes.update(overrides)
+        if changes.get("do_sample") and "num_beams" not in changes:
+            changes["num_beams"] = 1
+        beams = changes.get("num_beams")
+        if isinstance(beams, int) and beams > 1 and "do_sample" not in changes:
+            changes["do_sample"] = False
+        return from_mapping(GenerationConfig, {**dataclasses.asdict(self), **changes}, "generation settings")
 
 
 @dataclass
@@ -399,16 +450,43 @@ def default_data_config(family: str) -> type:
     return default_objective(family).data_config
 
 
+EXAMPLE_LENGTHS = ("fragment_length", "max_length")  # a data config's example length (PALM; GLM, UniLMv2)
+
+
+def sized_data_config(model: Any, values: dict[str, Any] | None = None, source: str = "config") -> Any:
+    """The data config of `model`'s family from `values` (a YAML `data:` section), its example
+    length (`fragment_length`, `max_length`) unless given the smaller of the default and the
+    model's `max_position_embeddings` (palm-mini's 256, not 500)."""
+    cls = default_data_config(model.family)
+    values = {} if values is None else values
+    positions = getattr(model, "max_position_embeddings", None)
+    if isinstance(values, dict) and positions is not None:  # from_mapping names a wrong type
+        values = {**{f.name: min(f.default, positions) for f in dataclasses.fields(cls) if f.name in EXAMPLE_LENGTHS},
+                  **values}
+    return from_mapping(cls, values, source)
+
+
+def _is_named(spec: str) -> bool:
+    return not (spec.endswith((".yaml", ".yml")) or Path(spec).is_file())
+
+
+def train_keys_given(spec: str) -> set[str]:
+    """The TrainConfig fields a pre-training config sets itself (its YAML `train:` section); the
+    others may take the model family's defaults (`pretraining.with_train_defaults`)."""
+    return set() if _is_named(spec) else set(read_yaml(spec).get("train") or {})
+
+
 def load_pretrain_config(spec: str) -> PretrainConfig:
     """`spec` is a named config (`palm-tiny`) or a YAML file with `model`, `train`, `data` sections.
 
     In YAML, `model` is either a named config or a mapping of fields (optionally with
     `base: <named config>` to override a few). `data` holds the model family's data config
-    (`PalmDataConfig`, `GlmDataConfig` or `UnilmDataConfig`).
+    (`PalmDataConfig`, `GlmDataConfig` or `UnilmDataConfig`); an example length it does not give
+    fits the model's positions (`sized_data_config`).
     """
-    if not (spec.endswith((".yaml", ".yml")) or Path(spec).is_file()):
+    if _is_named(spec):
         model = named_model_config(spec)
-        return PretrainConfig(model=model, data=default_data_config(model.family)())
+        return PretrainConfig(model=model, data=sized_data_config(model))
     values = read_yaml(spec)
     unknown = set(values) - {"model", "train", "data"}
     if unknown:
@@ -427,7 +505,7 @@ def load_pretrain_config(spec: str) -> PretrainConfig:
     return PretrainConfig(
         model=model_config,
         train=from_mapping(TrainConfig, values.get("train") or {}, f"{spec}: train"),
-        data=from_mapping(default_data_config(model_config.family), values.get("data") or {}, f"{spec}: data"),
+        data=sized_data_config(model_config, values.get("data") or {}, f"{spec}: data"),
     )
 
 
@@ -459,3 +537,18 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 def save_json(path: str | Path, values: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+GENERATION_FILE = "generation.json"  # a model directory's decoding settings (its recipe's)
+
+
+def save_generation_config(directory: str | Path, cfg: GenerationConfig) -> None:
+    Path(directory, GENERATION_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n",
+                                                encoding="utf-8")
+
+
+def load_generation_config(directory: str | Path) -> GenerationConfig | None:
+    path = Path(directory) / GENERATION_FILE
+    if not path.is_file():
+        return None
+    return from_mapping(GenerationConfig, json.loads(path.read_text(encoding="utf-8")), str(path))

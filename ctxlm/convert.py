@@ -8,21 +8,29 @@ config in `ctxlm_config.json`, so that `--from-hf` on an exported directory rest
 
 A source is a local directory or a hub id (fetched with huggingface_hub; without network the hub
 id stops with an error saying so).
+
+Decoding settings travel both ways: an export holds transformers' `generation_config.json` (what
+`generate` can express; CTXLM_NOTE.md names the rest) and ctxlm's own `generation.json`; an import
+takes `generation.json` when present (a ctxlm export), with the fields `generation_config.json`
+sets laid over it. The exported tokenizer adds around a text what ctxlm adds around a source.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import load_model_dir, load_weights, save_model_dir
-from .config import model_config_from_dict
+from .checkpoint import load_model_dir, load_weights, resolve_model_dir
+from .config import GenerationConfig, model_config_from_dict
 from .errors import CtxlmError
 from .extras import require
 from .families import FAMILIES, get_family, resolve
+from .layouts import prompt_example
+from .config import load_generation_config, save_generation_config
 from .tokenization import TextTokenizer
 
 EXPORT_CONFIG = "ctxlm_config.json"
@@ -112,7 +120,23 @@ def model_from_hf(source: str | Path, *, family: str | None = None, decoder: str
         load_weights(model, {**model.state_dict(), **extra}, source=str(hf_dir / EXPORT_EXTRA))
         report.mapped += [name for name in extra if name not in report.mapped]
         report.fresh = [name for name in report.fresh if name not in extra]
+    model.generation_config = _hf_generation(hf_dir, report)
     return model.eval(), tokenizer, report
+
+
+def _hf_generation(hf_dir: Path, report) -> GenerationConfig | None:
+    """The directory's decoding settings: ctxlm's generation.json (an export's), with what
+    transformers' generation_config.json sets laid over it; a note in `report` says where from."""
+    from .models.hf import HF_GENERATION_FILE, generation_from_hf
+
+    saved = load_generation_config(hf_dir)
+    if not (hf_dir / HF_GENERATION_FILE).is_file():
+        return saved
+    cfg, notes = generation_from_hf(_read_json(hf_dir / HF_GENERATION_FILE), saved, str(hf_dir / HF_GENERATION_FILE))
+    report.notes += notes
+    if cfg is not None and saved is None:
+        report.notes.append(f"decoding settings from {HF_GENERATION_FILE} (the others: ctxlm's defaults)")
+    return cfg or saved
 
 
 def import_from_hf(source: str | Path, out_dir: str | Path, *, family: str | None = None,
@@ -120,16 +144,18 @@ def import_from_hf(source: str | Path, out_dir: str | Path, *, family: str | Non
     """A transformers checkpoint → a ctxlm model directory (and `conversion.json` saying what was
     mapped and what freshly initialised). Returns the `Conversion`."""
     model, tokenizer, report = model_from_hf(source, family=family, decoder=decoder)
-    save_model_dir(out_dir, model, tokenizer)
+    model.save_pretrained(out_dir, tokenizer)  # with its decoding settings (generation.json)
     (Path(out_dir) / "conversion.json").write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n",
                                                    encoding="utf-8")
     return report
 
 
 def export_to_hf(model_dir: str | Path, out_dir: str | Path, drop_copy_head: bool = False) -> list[str]:
-    """A ctxlm model directory → the family's transformers layout in `out_dir`, with ctxlm's config
-    and the tensors the layout cannot hold alongside, and the tokenizer. Returns notes."""
+    """A ctxlm model directory → the family's transformers layout in `out_dir`, with ctxlm's config,
+    the tensors the layout cannot hold and ctxlm's decoding settings alongside, and the tokenizer.
+    Returns notes."""
     model, tokenizer = load_model_dir(model_dir)
+    generation = load_generation_config(resolve_model_dir(model_dir)) or GenerationConfig()
     if hasattr(model, "head_config"):
         raise CtxlmError(f"{model_dir}: a task-head model ({model.head_config()['type']}); export its backbone")
     exporter = get_family(model.config.family).to_hf
@@ -137,7 +163,8 @@ def export_to_hf(model_dir: str | Path, out_dir: str | Path, drop_copy_head: boo
         raise CtxlmError(f"{model_dir}: {model.config.family} models have no transformers export")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    extra, notes = resolve(exporter)(model, tokenizer, out_dir, drop_copy_head=drop_copy_head)
+    extra, notes = resolve(exporter)(model, tokenizer, out_dir, drop_copy_head=drop_copy_head, generation=generation)
+    save_generation_config(out_dir, generation)
     config = model.config
     if drop_copy_head and getattr(config, "copy", False):
         config = dataclasses.replace(config, copy=False)
@@ -145,17 +172,52 @@ def export_to_hf(model_dir: str | Path, out_dir: str | Path, drop_copy_head: boo
     if extra:
         save_file({name: tensor.contiguous() for name, tensor in extra.items()}, str(out_dir / EXPORT_EXTRA))
     if tokenizer is not None:
-        _save_hf_tokenizer(tokenizer, out_dir)
+        _save_hf_tokenizer(tokenizer, out_dir, model.config)
+    _follow_umask(out_dir.glob("*.safetensors"))
     return notes
 
 
-def _save_hf_tokenizer(tokenizer: TextTokenizer, out_dir: Path) -> None:
-    """tokenizer.json plus transformers' `PreTrainedTokenizerFast` files (special tokens named)."""
+def _follow_umask(paths) -> None:
+    """Give files the umask's permissions (safetensors writes its files 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in paths:
+        os.chmod(path, 0o666 & ~umask)
+
+
+def source_template(tokenizer: TextTokenizer, model_config):
+    """A tokenizers post-processor that adds around a text exactly what ctxlm adds around a source
+    (the family's decoding layout: `[CLS] text [SEP]` for PALM and UniLMv2 as BART and BERT expect,
+    `[CLS] text [gMASK]` for GLM); a second text follows with type id 1 and the same closing tokens."""
+    from tokenizers.processors import TemplateProcessing
+
+    ids = prompt_example(model_config, [-1], model_config.max_position_embeddings)["input_ids"].tolist()
+    before, after = ids[: ids.index(-1)], ids[ids.index(-1) + 1:]
+    names = [tokenizer.id_to_token(i) for i in before + after]
+    if None in names:
+        raise CtxlmError(f"{tokenizer.source}: has no token for special id {(before + after)[names.index(None)]} "
+                         f"of the model's config")
+    first, last = names[: len(before)], names[len(before):]
+    pair = [*first, "$A", *last, "$B:1", *(f"{n}:1" for n in last)]
+    return TemplateProcessing(single=[*first, "$A", *last], pair=pair,
+                              special_tokens=sorted(set(zip(names, before + after))))
+
+
+def _save_hf_tokenizer(tokenizer: TextTokenizer, out_dir: Path, model_config) -> None:
+    """tokenizer.json plus transformers' `PreTrainedTokenizerFast` files (special tokens named), the
+    tokenizer adding ctxlm's special tokens around a text (`source_template`)."""
+    from tokenizers import Tokenizer
+
     transformers = require("transformers", extra="hf", purpose="writing a transformers tokenizer")
+    backend = Tokenizer.from_str(tokenizer.backend.to_str())
+    backend.post_processor = source_template(tokenizer, model_config)
     name = tokenizer.backend.id_to_token
+    segments = ["token_type_ids"] if getattr(model_config, "type_vocab_size", 0) else []  # BERT's, not BART's
     fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer.backend, pad_token=name(tokenizer.pad_id), unk_token=name(tokenizer.unk_id),
+        tokenizer_object=backend, pad_token=name(tokenizer.pad_id), unk_token=name(tokenizer.unk_id),
         cls_token=name(tokenizer.cls_id), sep_token=name(tokenizer.sep_id), bos_token=name(tokenizer.cls_id),
         eos_token=name(tokenizer.sep_id), mask_token=name(tokenizer.mask_id),
+        model_max_length=model_config.max_position_embeddings, clean_up_tokenization_spaces=False,
+        model_input_names=["input_ids", *segments, "attention_mask"],
     )
     fast.save_pretrained(out_dir)

@@ -461,16 +461,19 @@ def compute_metrics(predictions: Sequence[str], references: References, names: S
 # ---------------------------------------------------------------------------- files
 
 
-def _read_column(path: str | Path, field: str, allow_lists: bool) -> list:
-    """Items of a JSONL file's `field` (blank lines skipped), or a .txt file's lines."""
+def _read_column(path: str | Path, field: str, allow_lists: bool, limit: int | None = None) -> list:
+    """Items of a JSONL file's `field` (blank lines skipped), or a .txt file's lines; the first
+    `limit` only, when given (the rest is not read)."""
     path = Path(path)
     if path.suffix == ".txt":
         try:
-            return path.read_text(encoding="utf-8").splitlines()
+            return path.read_text(encoding="utf-8").splitlines()[:limit]
         except (OSError, UnicodeDecodeError) as error:
             raise CtxlmError(f"{where(path)}: cannot read: {error}") from None
     items = []
     for at, record in jsonl_rows(path):
+        if limit is not None and len(items) >= limit:
+            break
         if field not in record:
             raise CtxlmError(f"{at}: missing field {field!r}")
         value = record[field]
@@ -485,14 +488,16 @@ def _read_column(path: str | Path, field: str, allow_lists: bool) -> list:
     return items
 
 
-def read_predictions(path: str | Path, field: str = "prediction") -> list[str]:
-    """Predictions from JSONL (`field` of each object, a string) or a .txt file (one per line)."""
-    return _read_column(path, field, allow_lists=False)
+def read_predictions(path: str | Path, field: str = "prediction", limit: int | None = None) -> list[str]:
+    """Predictions from JSONL (`field` of each object, a string) or a .txt file (one per line); the
+    first `limit` only, when given."""
+    return _read_column(path, field, allow_lists=False, limit=limit)
 
 
-def read_references(path: str | Path, field: str = "target") -> list[str | list[str]]:
-    """References from JSONL (`field`: a string, or a list of strings for several references) or .txt."""
-    return _read_column(path, field, allow_lists=True)
+def read_references(path: str | Path, field: str = "target", limit: int | None = None) -> list[str | list[str]]:
+    """References from JSONL (`field`: a string, or a list of strings for several references) or .txt;
+    the first `limit` only, when given."""
+    return _read_column(path, field, allow_lists=True, limit=limit)
 
 
 def evaluate_files(
@@ -501,10 +506,12 @@ def evaluate_files(
     metrics: Sequence[str],
     pred_field: str = "prediction",
     ref_field: str = "target",
+    limit: int | None = None,
 ) -> dict[str, float]:
-    """Read both files, check they have as many rows, and `compute_metrics` on them."""
-    predictions = read_predictions(pred_path, pred_field)
-    references = read_references(ref_path, ref_field)
+    """Read both files (the first `limit` rows of each, when given), check they have as many rows,
+    and `compute_metrics` on them."""
+    predictions = read_predictions(pred_path, pred_field, limit)
+    references = read_references(ref_path, ref_field, limit)
     if len(predictions) != len(references):
         raise CtxlmError(
             f"{pred_path} has {len(predictions)} predictions but {ref_path} has {len(references)} references"

@@ -3,21 +3,23 @@
     from ctxlm.predict import Seq2SeqPredictor
     from ctxlm.config import GenerationConfig
     predictor = Seq2SeqPredictor.load("runs/gigaword", device="auto", bf16=False)
-    predictor.generate(["the actor bought the car in 1962 ."], GenerationConfig(num_beams=5))
+    predictor.generate(["the actor bought the car in 1962 ."])  # the model's saved decoding settings
+    predictor.generate(texts, GenerationConfig(num_beams=3))  # the same, but 3 beams
+    predictor.generate(texts, num_beams=3, max_new_tokens=20)  # the same, 3 beams and 20 tokens
     predictor.perplexity(sources, targets)
 
 Works for every family (PALM, GLM, UniLMv2): the input layout comes from `ctxlm.layouts`. The model
 and every batch live on `device` ("auto": CUDA when available, see `ctxlm.device`); `bf16` runs
 inference with bfloat16 weights.
 A fine-tuned model directory may carry `generation.json` (its recipe's decoding settings), used
-as the default decoding configuration.
+as the default decoding configuration; a model built in Python may carry them as its
+`generation_config` (which `save_pretrained` writes). A `GenerationConfig` given to `generate`
+changes only the fields its constructor was given (`GenerationConfig.with_overrides`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import json
 import math
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -25,28 +27,15 @@ from typing import Iterator, Mapping, Sequence
 import torch
 
 from .checkpoint import load_model_dir, resolve_model_dir
-from .config import GenerationConfig, from_mapping
+from .config import GenerationConfig, load_generation_config
 from .device import for_inference, resolve_device
 from .errors import CtxlmError
 from .generation import generate
 from .layouts import decoding_source_budget, pair_example, prompt_example
+from .prediction_file import SORT_WINDOW, write_predictions
 from .training import collate
 
-GENERATION_FILE = "generation.json"
-SORT_WINDOW = 8  # batches whose sources are sorted by length together (see `generate_stream`)
 SORT_PREFIX_CHARS = 16_384  # characters of a source tokenized to rank it by length
-
-
-def save_generation_config(directory: str | Path, cfg: GenerationConfig) -> None:
-    Path(directory, GENERATION_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n",
-                                                encoding="utf-8")
-
-
-def load_generation_config(directory: str | Path) -> GenerationConfig | None:
-    path = Path(directory) / GENERATION_FILE
-    if not path.is_file():
-        return None
-    return from_mapping(GenerationConfig, json.loads(path.read_text(encoding="utf-8")), str(path))
 
 
 def _batches(n: int, size: int, progress: bool, desc: str):
@@ -69,7 +58,7 @@ class Seq2SeqPredictor:
         self.device = resolve_device(device)
         self.model, self.tokenizer = for_inference(model, self.device, bf16), tokenizer
         self.max_source_tokens = max_source_tokens or model.config.max_position_embeddings
-        self.default_generation = generation or GenerationConfig()
+        self.default_generation = generation or getattr(model, "generation_config", None) or GenerationConfig()
         accepted = inspect.signature(model.start_decoding).parameters
         self._prompt_keys = {k for k in accepted if k not in ("num_beams", "max_length")}
         self.continuation = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=self.device)
@@ -89,9 +78,10 @@ class Seq2SeqPredictor:
         return {k: v.to(self.device) for k, v in collate(examples, self.tokenizer.pad_id).items()}
 
     def generate(self, texts: Sequence[str], cfg: GenerationConfig | None = None, batch_size: int = 16,
-                 progress: bool = False) -> list[str]:
-        """Decode each source text (beam search by default)."""
-        cfg = cfg or self.default_generation
+                 progress: bool = False, **overrides) -> list[str]:
+        """Decode each source text with the model's decoding settings, where `cfg` (the fields its
+        constructor was given) and then `overrides` (GenerationConfig fields) replace them."""
+        cfg = self.default_generation.with_overrides(cfg, **overrides)
         sources = self.tokenizer.encode_batch(list(texts))
         if self.lexicon is not None:
             for source in sources:
@@ -123,7 +113,7 @@ class Seq2SeqPredictor:
         """
         if batch_size < 1 or sort_window < 1:
             raise CtxlmError(f"batch_size and sort_window must be at least 1, got {batch_size} and {sort_window}")
-        cfg = cfg or self.default_generation
+        cfg = self.default_generation.with_overrides(cfg)
         window = batch_size * sort_window
         for first in range(start - start % window, len(texts), window):
             rows = range(first, min(first + window, len(texts)))
@@ -147,7 +137,6 @@ class Seq2SeqPredictor:
                          resume: bool = False, progress: bool = False) -> int:
         """Write each row plus its `prediction` to the JSONL file `output`, streamed in input order
         (see `ctxlm.prediction_file.write_predictions`); returns the number of rows decoded now."""
-        from .prediction_file import write_predictions
 
         rows = [{source_field: row} if isinstance(row, str) else row for row in rows]
         return write_predictions(self, rows, output, cfg, source_field=source_field, batch_size=batch_size,

@@ -21,7 +21,8 @@ from typing import Mapping, Sequence, TextIO
 
 from .config import GenerationConfig
 from .errors import CtxlmError, where
-from .predict import SORT_WINDOW
+
+SORT_WINDOW = 8  # batches whose sources are sorted by length together (`Seq2SeqPredictor.generate_stream`)
 
 PREDICTION_FIELD = "prediction"
 

@@ -11,19 +11,19 @@ import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 import torch
 
-from .checkpoint import TOKENIZER_NAME, build_model, latest_checkpoint, load_model_dir
-from .config import PalmDataConfig, PretrainConfig, default_data_config
+from .checkpoint import TOKENIZER_NAME, build_model, load_model_dir, resume_checkpoint
+from .config import PalmDataConfig, PretrainConfig, TrainConfig, default_data_config
 from .data.store import TokenStore
 from .distributed import main_process_first, setup
 from .device import resolve_device
 from .errors import CtxlmError
 from .objectives.chunks import skipped_sentences
-from .families import get_objective, resolve
+from .families import OPTIMIZER_FIELDS, WARMUP_FIELDS, get_objective, resolve, train_defaults
 from .objectives.palm import PalmExamples, PalmTokens, fragment_budgets, palm_windows
 from .tokenization import TextTokenizer
 from .training import TrainResult, train
@@ -51,7 +51,8 @@ def prepare_palm_data(store: TokenStore, tokenizer: TextTokenizer, data: PalmDat
     source_max, target_max = fragment_budgets(data.fragment_length, data.source_ratio)
     if max_positions is not None and max(source_max, target_max) > max_positions:
         raise CtxlmError(f"data.fragment_length {data.fragment_length} gives {source_max} source tokens, "
-                         f"more than the model's max_position_embeddings {max_positions}")
+                         f"more than the model's max_position_embeddings {max_positions}; lower --fragment-length "
+                         f"(data.fragment_length in a YAML config)")
     train_docs, valid_docs = store.split_documents(data.valid_fraction, seed)
     valid_docs = valid_docs[: data.max_valid_documents]
     lengths = store.sentence_lengths
@@ -83,7 +84,7 @@ def prepare_denoising_data(store: TokenStore, tokenizer: TextTokenizer, data: Pa
 
     if max_positions is not None and data.fragment_length > max_positions:
         raise CtxlmError(f"data.fragment_length {data.fragment_length} exceeds the model's max_position_embeddings "
-                         f"{max_positions}")
+                         f"{max_positions}; lower --fragment-length (data.fragment_length in a YAML config)")
     budget = data.fragment_length - 2
     train_docs, valid_docs = store.split_documents(data.valid_fraction, seed)
     valid_docs = valid_docs[: data.max_valid_documents]
@@ -173,6 +174,22 @@ def model_config_for_tokenizer(model_config, tokenizer: TextTokenizer):
     return dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, **ids)
 
 
+def with_train_defaults(train: TrainConfig, family: str,
+                        given: Collection[str] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+    """`train` with the model family's pre-training optimiser defaults (`Family.train_defaults`) in
+    the fields the user did not set: those not in `given`, or, when `given` is None, those still at
+    TrainConfig's own defaults (so a flag or YAML value equal to TrainConfig's default reads as
+    unset). The warm-up is one setting: a given `warmup_steps` or `warmup_ratio` keeps both.
+    Returns the config and the values it took from the family."""
+    base = TrainConfig()
+    if given is None:
+        given = {name for name in OPTIMIZER_FIELDS if getattr(train, name) != getattr(base, name)}
+    given = set(given) | (set(WARMUP_FIELDS) if set(given) & set(WARMUP_FIELDS) else set())
+    applied = {name: value for name, value in train_defaults(family).items()
+               if name not in given and getattr(train, name) != value}
+    return dataclasses.replace(train, **applied), applied
+
+
 def pretrain(
     corpus: Sequence[str | Path],
     out_dir: str | Path,
@@ -184,7 +201,7 @@ def pretrain(
     init: str | Path | None = None,
     init_from_hf: str | Path | None = None,
     hf_decoder: str = "fresh",
-    resume: bool = False,
+    resume: bool | str = False,
     overwrite: bool = False,
     allow_config_change: bool = False,
     glm_task: str | None = None,
@@ -194,6 +211,7 @@ def pretrain(
     text_field: str | None = None,
     fallback_encoding: str | None = None,
     device: str | torch.device | None = "auto",
+    train_given: Collection[str] | None = None,
 ) -> TrainResult:
     """Pre-train (or continue pre-training) a model on `corpus`; see `ctxlm pretrain --help`.
 
@@ -205,14 +223,15 @@ def pretrain(
     1), or from `init_from_hf` (a transformers directory or hub id, converted into the objective's
     family as `ctxlm convert` does, with `hf_decoder`), else from `config.model`. With `resume`,
     training continues exactly from the newest checkpoint in `out_dir`.
-    (See `train` for `overwrite` and `allow_config_change`.)
+    (See `train` for `overwrite` and `allow_config_change`.) The optimiser settings the user did not
+    set (`train_given`: the TrainConfig fields set; None: those not at TrainConfig's defaults) are
+    the objective's family's (`with_train_defaults`); run.json lists them under `train_defaults`.
     """
     out_dir = Path(out_dir)
     spec = get_objective(objective)
-    resume_from = latest_checkpoint(out_dir) if resume else None
-    if resume and resume_from is None:
-        raise CtxlmError(f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints")
-    torch.manual_seed(config.train.seed)
+    train_config, defaults_applied = with_train_defaults(config.train, spec.family, train_given)
+    resume_from = resume_checkpoint(out_dir, resume)
+    torch.manual_seed(train_config.seed)
     if init is not None and init_from_hf is not None:
         raise CtxlmError("give at most one of --init and --init-from-hf")
     # the model is built as for a new run (`train` checks it against the checkpoint it resumes
@@ -251,21 +270,21 @@ def pretrain(
     with main_process_first(cluster):  # rank 0 builds the store; the others then open it
         store = TokenStore.build(corpus, tokenizer, cache_dir=cache_dir, format=corpus_format,
                                  text_field=text_field, fallback_encoding=fallback_encoding,
-                                 progress=config.train.progress and cluster.is_main)
-    data = prepare_data(objective, store, tokenizer, model.config, data_config, stage, config.train.seed)
+                                 progress=train_config.progress and cluster.is_main)
+    data = prepare_data(objective, store, tokenizer, model.config, data_config, stage, train_config.seed)
     data.description["skipped"] = {**store.meta.get("skipped", {}), **data.description.get("skipped", {})}
     report_skipped(data.description["skipped"])
     if objective == "palm" and stage == "mlm":  # stage 1 trains the encoder and its MLM head only
         model.decoder.requires_grad_(False)
         if model.pointer is not None:
             model.pointer.requires_grad_(False)
-    loss_options = spec.options(data_config, stage, config.train.label_smoothing)
+    loss_options = spec.options(data_config, stage, train_config.label_smoothing)
     run_info = {"objective": objective, "stage": stage if stage in spec.stages else None,
                 "corpus": [str(c) for c in corpus],
                 "init": str(init) if init else None, "data": dataclasses.asdict(data_config),
                 "init_from_hf": conversion.summary() if conversion else None,
-                "store": str(store.directory), **data.description}
-    return train(model, data.train, config.train, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
+                "store": str(store.directory), "train_defaults": defaults_applied, **data.description}
+    return train(model, data.train, train_config, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                  valid_examples=data.valid, resume=resume, overwrite=overwrite,
                  allow_config_change=allow_config_change, loss_options=loss_options, run_info=run_info,
                  device=resolve_device(device))

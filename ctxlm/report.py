@@ -99,6 +99,25 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_s
     return BootstrapResult(observed, float(low), float(high), p, len(indices))
 
 
+def format_signed(value: float, digits: int = 2, tie: float = 0.0) -> str:
+    """`value` with its sign and `digits` decimals; "0" within `tie` of 0 (no difference), and two
+    significant digits (`+2.6e-05`) for any other value those decimals would show as 0.00."""
+    if abs(value) <= tie:
+        return "0"
+    text = f"{value:+.{digits}f}"
+    return f"{value:+.2g}" if float(text) == 0 else text
+
+
+def format_difference(difference: float, ci_low: float, ci_high: float, digits: int = 2) -> str:
+    """A bootstrap's "Δ [low, high]" printed so that it agrees with its p-value: a bound that is a
+    tie (within `TIE_TOLERANCE`, as `paired_bootstrap` counts them) prints as 0, so the interval
+    visibly includes 0, and a bound that only rounds to 0 keeps its sign and two significant digits,
+    so an interval that excludes 0 (p < 1 − confidence) shows it."""
+    tie = TIE_TOLERANCE * max(1.0, abs(ci_low), abs(ci_high))
+    low, high = (format_signed(x, digits, tie) for x in (ci_low, ci_high))
+    return f"{format_signed(difference, digits, tie)} [{low}, {high}]"
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
     values = np.asarray(values, dtype=np.float64)
@@ -312,7 +331,7 @@ def _table_rows(rows: list[dict], metrics: list[str], primary: str) -> list[list
             continue
         test = row["bootstrap"]
         difference = ("reference" if row["objective"] == REFERENCE else "—") if test is None else \
-            f"{test['difference']:+.2f} [{test['ci_low']:+.2f}, {test['ci_high']:+.2f}]"
+            format_difference(test["difference"], test["ci_low"], test["ci_high"])
         out.append([row["objective"], f"{row['parameters']:,}", f"{np.mean(row['tokens_seen']):,.0f}", *values,
                     difference, "—" if test is None else f"{test['p_value']:.3f}"])
     return out
@@ -322,7 +341,13 @@ def _cell_rows(cells: list[dict], primary: str) -> list[list[str]]:
     return [[c["objective"], c["seed"], f"{c['parameters']:,}",
              " + ".join(str(s["steps"]) for s in c["stages"]) or "0", f"{c['tokens_seen']:,}",
              f"{c['pretrain_seconds']:.1f}", c["finetune_steps"], f"{c['finetune_seconds']:.1f}",
-             f"{c['score_seconds']:.1f}", f"{c['metrics'][primary]:.2f}"] for c in cells]
+             f"{c['score_seconds']:.1f}", f"{c['metrics'][primary]:.2f}", _learned(c)] for c in cells]
+
+
+def _learned(cell: dict) -> str:
+    """"yes", or which of a cell's runs stayed at the unigram level (`ctxlm.learning_check`)."""
+    runs = cell.get("not_learning") or {}
+    return f"no: {', '.join(runs)} at the unigram level" if runs else "yes"
 
 
 def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | None, scoring, settings: dict, *,
@@ -350,15 +375,18 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
                      "examples are drawn with replacement, the same draw for both objectives and every seed; "
                      f"{primary} is computed per seed and averaged over the seeds both ran (seeds pooled). "
                      "The interval is the resampled Δ's 2.5-97.5 percentiles; p (two-sided) is the smallest α "
-                     "whose percentile interval excludes 0.")
+                     "whose percentile interval excludes 0. A bound of 0 is a tie (resamples on which the two "
+                     "objectives score the same), so that interval includes 0.")
     if "meteor" not in metrics and "bleu4" in metrics:
         report.paragraph("METEOR is left out: it needs Java, which is not installed here.")
     report.heading("Cells")
     report.table(["objective", "seed", "parameters", "pre-training steps", "tokens seen", "pre-training s",
-                  "fine-tuning steps", "fine-tuning s", "scoring s", primary], _cell_rows(cells, primary))
+                  "fine-tuning steps", "fine-tuning s", "scoring s", primary, "learned"], _cell_rows(cells, primary))
     report.paragraph("Tokens seen are the non-padding input (and decoder input) tokens the training loop "
                      "counts, counted exactly by replaying each stage's data stream. Wall times count the run "
-                     "that finished each stage (an interrupted and resumed one counts its last part only).")
+                     "that finished each stage (an interrupted and resumed one counts its last part only). "
+                     "Learned: \"no\" names the runs (pre-training stages, fine-tuning) whose held-out loss was "
+                     "still at the unigram entropy of their targets from 30% of the run on (`ctxlm.learning_check`).")
     if plots:
         report.heading("Loss curves")
         for name, title, curves in (("pretrain_loss.png", "pre-training loss (stages in sequence)",

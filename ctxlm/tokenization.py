@@ -240,19 +240,21 @@ def train_tokenizer(
     text_field: str | None = None,
     fallback_encoding: str | None = None,
 ) -> TextTokenizer:
-    """Train an uncased WordPiece tokenizer on corpus files; `SPECIAL_TOKENS` get ids 0..9, and the
-    data's unknown-word marker `UNKNOWN_WORD_MARKER` is one ordinary token added after the
-    `vocab_size` trained ones.
+    """Train an uncased WordPiece tokenizer of `vocab_size` tokens on corpus files (fewer when the
+    corpus has fewer pieces): `SPECIAL_TOKENS` get ids 0..9, `SENTINEL_TOKENS` the next 100, then
+    the trained pieces, and last the data's unknown-word marker `UNKNOWN_WORD_MARKER`, one ordinary
+    token (so `vocab_size - 1` tokens are trained).
 
     Files (or directories) are read with `ctxlm.data.corpus`, in the same formats as the token
     store. The trainer sees paragraphs/lines as read, not pysbd sentences: WordPiece training
     splits on whitespace anyway, so sentence splitting would only cost time. Saves
     ``out_dir/tokenizer.json`` when ``out_dir`` is given.
     """
-    reserved = len(SPECIAL_TOKENS) + len(SENTINEL_TOKENS)
+    reserved = len(SPECIAL_TOKENS) + len(SENTINEL_TOKENS) + 1  # and the unknown-word marker
     if not isinstance(vocab_size, int) or vocab_size <= reserved:
         raise CtxlmError(
-            f"vocab_size must be an integer above {reserved} (the reserved special tokens), got {vocab_size!r}"
+            f"vocab_size must be an integer above {reserved} (the reserved special tokens and "
+            f"{UNKNOWN_WORD_MARKER}), got {vocab_size!r}"
         )
     if not isinstance(min_frequency, int) or min_frequency < 1:
         raise CtxlmError(f"min_frequency must be a positive integer, got {min_frequency!r}")
@@ -265,7 +267,7 @@ def train_tokenizer(
 
     tokenizer = new_wordpiece_tokenizer()
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - 1,  # the marker comes on top
         min_frequency=min_frequency,
         special_tokens=SPECIAL_TOKENS + SENTINEL_TOKENS,
         limit_alphabet=1000,

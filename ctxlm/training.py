@@ -48,17 +48,20 @@ from .checkpoint import (
     BEST_DIR,
     CHECKPOINTS_DIR,
     SHARDED_DIR,
+    RunFolderLock,
     atomic_directory,
     build_model,
     checkpoint_name,
     clear_run,
     config_differences,
     latest_checkpoint,
+    link_model_dir,
     load_trainer_state,
     load_weights_file,
     read_model_config_values,
     remove_stale_temporaries,
     restore_best,
+    resume_checkpoint,
     save_model_dir,
     save_training_checkpoint,
     write_model_files,
@@ -83,6 +86,7 @@ from .distributed import (
 )
 from .errors import CtxlmError
 from .extras import require
+from .learning_check import LearningCheck
 from .models.palm import batch_loss
 from .objectives.masking import IGNORE_INDEX
 from .provenance import provenance
@@ -214,9 +218,14 @@ def _metrics_step(line: str) -> float:
         return math.inf
 
 
+# per-example cross-entropies (a classifier's classes, a QA head's answer boundaries): their exp is no perplexity
+PER_EXAMPLE_LOSSES = ("cls", "qa")
+
+
 def summarize_nll(sums: dict[str, float], prefix: str) -> dict[str, float]:
-    """Totals → means: `<name>_nll_sum` / `<name>_tokens` → `<prefix><name>_loss` and `_ppl`;
-    `<name>_sum` / `<name>_count` (e.g. a regression head's squared errors) → `<prefix><name>`."""
+    """Totals → means: `<name>_nll_sum` / `<name>_tokens` → `<prefix><name>_loss` and `_ppl` (no
+    `_ppl` for `PER_EXAMPLE_LOSSES`); `<name>_sum` / `<name>_count` (e.g. a regression head's squared
+    errors, a classifier's correct answers) → `<prefix><name>`."""
     out = {}
     for key in sorted(sums):
         if key.endswith("_nll_sum"):
@@ -225,7 +234,8 @@ def summarize_nll(sums: dict[str, float], prefix: str) -> dict[str, float]:
             if tokens:
                 loss = sums[key] / tokens
                 out[f"{prefix}{name}_loss"] = loss
-                out[f"{prefix}{name}_ppl"] = math.exp(min(loss, 50.0))
+                if name not in PER_EXAMPLE_LOSSES:
+                    out[f"{prefix}{name}_ppl"] = math.exp(min(loss, 50.0))
         elif key.endswith("_sum") and sums.get(f"{key[:-4]}_count"):
             out[f"{prefix}{key[:-4]}"] = sums[key] / sums[f"{key[:-4]}_count"]
     return out
@@ -294,8 +304,17 @@ class TrainResult:
         """A pipeline of runs (compare, the demo) stops at a run that SIGTERM/SIGINT stopped: that run
         is not finished (its checkpoint resumes it), so nothing after it may start from it."""
         if self.interrupted:
-            raise KeyboardInterrupt(f"stopped by a signal at step {self.step}")
+            raise RunStopped(self.step)
         return self
+
+
+class RunStopped(KeyboardInterrupt):
+    """Raised by `TrainResult.stop_if_interrupted`: a run of a pipeline stopped by SIGTERM/SIGINT
+    after writing a checkpoint (`ctxlm compare` then exits 0, as a stopped training run does)."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped by a signal at step {step}")
+        self.step = step
 
 
 def distributed_context() -> tuple[int, int]:
@@ -330,8 +349,9 @@ class TrainingRun:
     """One call of `train`, in named parts, each the one place of its guarantees:
 
     - set-up and resume (`__init__`, `prepare_out_dir`, `resume_from`, `check_resumable`): a run
-      never mixes with another run's checkpoints, resumes only under the settings it was saved
-      with, and resumes with the `best/` it had at that checkpoint;
+      holds its folder's lock for its life (`lock_out_dir`), never mixes with another run's
+      checkpoints, resumes only under the settings it was saved with, and resumes with the `best/`
+      it had at that checkpoint;
     - one optimizer step (`optimizer_step`): a step with a non-finite loss or gradient norm leaves
       the weights alone, and too many in a row stop the run;
     - validation and selection (`validate_and_select`): the best weights so far, in `best/`;
@@ -341,7 +361,7 @@ class TrainingRun:
     `run` strings them together."""
 
     def __init__(self, model: nn.Module, train_examples: Examples, cfg: TrainConfig, out_dir: str | Path, *,
-                 pad_id: int, tokenizer=None, valid_examples: Examples | None = None, resume: bool = False,
+                 pad_id: int, tokenizer=None, valid_examples: Examples | None = None, resume: bool | str = False,
                  overwrite: bool = False, allow_config_change: bool = False,
                  loss_options: dict[str, Any] | None = None, run_info: dict[str, Any] | None = None,
                  device: str | torch.device | None = None):
@@ -356,23 +376,32 @@ class TrainingRun:
             wrap_fsdp(model, self.cluster, cfg.bf16)
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           linear_schedule(cfg.warmup_steps, cfg.max_steps))
+                                                           linear_schedule(cfg.warmup(), cfg.max_steps))
         self.stream = BatchStream(train_examples, cfg.batch_size, cfg.seed)
+        self.learning_check = LearningCheck(train_examples, cfg.max_steps, self.out_dir)
         self.progress = RunProgress()
         self.window: dict[str, Any] = defaultdict(float)
         self.final_metrics: dict[str, float] = {}
         self.epoch = 0
         self.stop_signal: int | None = None
+        self.writer = self.bar = self.lock = None
+        try:
+            self.open_run(resume, overwrite, allow_config_change)
+        except BaseException:
+            self.close()  # releases the folder's lock
+            raise
 
+    def open_run(self, resume: bool | str, overwrite: bool, allow_config_change: bool) -> None:
+        """Lock and prepare the folder, resume, and start the data, the model wrappers and the logs."""
+        cfg = self.cfg
         checkpoint = self.prepare_out_dir(resume, overwrite)
         if checkpoint is not None:
             self.resume_from(checkpoint, allow_config_change)
         mine = rank_micro_batches(self.progress.micro_batch, cfg.max_steps * cfg.grad_accum * self.world,
                                   self.rank, self.world)
-        self.batches = iter(micro_batch_loader(self.stream, pad_id, mine, self.device, cfg.data_workers))
-        self.parallel_model = self.wrap_data_parallel() if self.world > 1 and not self.fsdp else model
+        self.batches = iter(micro_batch_loader(self.stream, self.pad_id, mine, self.device, cfg.data_workers))
+        self.parallel_model = self.wrap_data_parallel() if self.world > 1 and not self.fsdp else self.model
         self.forward_model = torch.compile(self.parallel_model) if cfg.compile else self.parallel_model
-        self.writer = self.bar = None
         if self.rank == 0:
             self.writer = MetricsWriter(self.out_dir, self.progress.step if checkpoint is not None else None)
             (self.out_dir / "run.json").write_text(json.dumps(
@@ -382,18 +411,23 @@ class TrainingRun:
 
                 self.bar = tqdm(total=cfg.max_steps, initial=self.progress.step, desc="train", unit="step",
                                 dynamic_ncols=True)
+            if checkpoint is not None:
+                self.note(f"resumed from {checkpoint} at step {self.progress.step} of {cfg.max_steps}")
+            warn_long_warmup(cfg)
 
     # -------------------------------------------------------------------------- set-up and resume
-    def prepare_out_dir(self, resume: bool, overwrite: bool) -> Path | None:
-        """The checkpoint to resume from (None for a new run). A new run refuses a folder holding
-        another run's checkpoints unless `overwrite` (which clears that run first); temporaries a
-        killed run left are removed."""
+    def prepare_out_dir(self, resume: bool | str, overwrite: bool) -> Path | None:
+        """The checkpoint to resume from (None for a new run): the newest with `resume` (True: one
+        must exist; "auto": if any). The folder is locked first, for the run's life. A new run
+        refuses a folder holding another run's checkpoints unless `overwrite` (which clears that run
+        first); temporaries a killed run left are removed."""
         out_dir = self.out_dir
         if resume and overwrite:
             raise CtxlmError("give --resume or --overwrite, not both")
-        checkpoint = latest_checkpoint(out_dir)
-        if resume and checkpoint is None:
-            raise CtxlmError(f"{out_dir}: --resume given but no checkpoint found under {out_dir}/checkpoints")
+        resume_checkpoint(out_dir, resume)  # a missing checkpoint is refused before the folder is made
+        self.lock_out_dir()
+        checkpoint = resume_checkpoint(out_dir, resume) if resume else latest_checkpoint(out_dir)
+        resume = checkpoint is not None if resume == "auto" else resume
         if not resume and checkpoint is not None and not overwrite:
             raise CtxlmError(f"{out_dir} holds a run's checkpoints ({checkpoint.name}); continue it with --resume "
                              f"or start over with --overwrite")
@@ -403,6 +437,19 @@ class TrainingRun:
             out_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(out_dir)
         return checkpoint if resume else None
+
+    def lock_out_dir(self) -> None:
+        """Rank 0 locks the output folder (`RunFolderLock`) until `close`; when it cannot, every
+        rank stops (none waits for it at a collective)."""
+        refused = None
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.lock = RunFolderLock(self.out_dir)
+            except CtxlmError as error:
+                refused = error
+        if any_rank(refused is not None, self.cluster):
+            raise refused or CtxlmError(f"{self.out_dir}: rank 0 could not lock the run folder")
 
     def resume_from(self, checkpoint: Path, allow_config_change: bool = False) -> None:
         """Weights, optimizer, scheduler, RNG, progress and `best/` from `checkpoint`. A checkpoint
@@ -583,6 +630,8 @@ class TrainingRun:
                         self.bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
                                              tok_s=f"{values['tokens_per_s']:.0f}")
                 self.writer.write(step, values)
+                if self.bar is None:  # --no-progress: a line instead of the bar
+                    self.note(progress_line(step, self.cfg.max_steps, values))
         if self.bar is not None:
             self.bar.update(1)
 
@@ -620,10 +669,11 @@ class TrainingRun:
             values["valid/best_step"] = progress.best_step
             stop = bool(cfg.early_stopping_patience and progress.bad_evals >= cfg.early_stopping_patience)
         if self.writer is not None:
+            self.learning_check.check(progress.step, values, self.writer)
             self.writer.write(progress.step, values)
         self.final_metrics.update(values)
-        if self.bar is not None:
-            self.bar.write(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        if self.rank == 0:
+            self.note(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
         return stop
 
     # -------------------------------------------------------------------------- saving
@@ -657,29 +707,40 @@ class TrainingRun:
             best = self.out_dir / BEST_DIR if self.progress.best_step is not None else None
             save_training_checkpoint(self.out_dir, step, model, self.tokenizer, self.trainer_state(),
                                      keep=self.cfg.keep_checkpoints, best=best,
-                                     extra={SHARDED_DIR: sharded} if sharded is not None else None)
+                                     extra={SHARDED_DIR: sharded} if sharded is not None else None,
+                                     model_files=best if self.progress.best_step == step else None)
         barrier(self.cluster)
 
     def finish(self) -> TrainResult:
         """The run's directory gets the final weights: the best ones under selection, else the
-        last. A run stopped by a signal keeps only its checkpoint."""
+        last; as hard links to the files of `best/` or of the last checkpoint (no second copy). A
+        run stopped by a signal keeps only its checkpoint."""
         result = TrainResult(step=self.progress.step, final_metrics=self.final_metrics, out_dir=self.out_dir)
         if self.stop_signal is not None and not self.last_step:
             result.interrupted = True
             return result
         model = self.writable_model()
         if self.rank == 0:
+            source = self.out_dir / CHECKPOINTS_DIR / checkpoint_name(self.progress.step)
             if self.cfg.select_metric is not None and self.progress.best_step is not None:
-                load_weights_file(model, self.out_dir / BEST_DIR, next(model.parameters()).device)
+                source = self.out_dir / BEST_DIR
+                load_weights_file(model, source, next(model.parameters()).device)
                 self.final_metrics["best_step"] = self.progress.best_step
-            save_model_dir(self.out_dir, model, self.tokenizer)
+            if source.is_dir():
+                link_model_dir(source, self.out_dir)
+            else:  # no checkpoint of the last step (a run of 0 steps)
+                save_model_dir(self.out_dir, model, self.tokenizer)
         return result
 
     def close(self) -> None:
+        """Close the logs and release the output folder's lock."""
         if self.bar is not None:
             self.bar.close()
         if self.writer is not None:
             self.writer.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def run(self) -> TrainResult:
         """Steps until `max_steps`, early stopping or SIGTERM/SIGINT; checkpoints every
@@ -717,6 +778,25 @@ class TrainingRun:
         return previous
 
 
+def progress_line(step: int, max_steps: int, values: dict[str, float]) -> str:
+    """A log step's line when there is no progress bar (`--no-progress`)."""
+    line = f"step {step}/{max_steps}:"
+    if "loss" in values:
+        line += f" loss {values['loss']:.4f}, lr {values['lr']:.3g}, {values['tokens_per_s']:,.0f} tokens/s"
+    else:
+        line += f" lr {values['lr']:.3g}, every update skipped"
+    return line
+
+
+def warn_long_warmup(cfg: TrainConfig) -> None:
+    """One warning when the warm-up is longer than the run: the learning rate never reaches `lr`."""
+    warmup = cfg.warmup()
+    if warmup > cfg.max_steps:
+        peak = cfg.lr * cfg.max_steps / warmup  # `linear_schedule` at the last step
+        warnings.warn(f"warmup_steps {warmup} is longer than max_steps {cfg.max_steps}: the learning rate "
+                      f"peaks at {peak:.3g}, not lr {cfg.lr:.3g} (lower --warmup-steps)", stacklevel=2)
+
+
 def all_finite(model: nn.Module) -> bool:
     return bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
 
@@ -730,7 +810,7 @@ def train(
     pad_id: int,
     tokenizer=None,
     valid_examples: Examples | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     overwrite: bool = False,
     allow_config_change: bool = False,
     loss_options: dict[str, Any] | None = None,
@@ -739,8 +819,10 @@ def train(
 ) -> TrainResult:
     """Train `model` for `cfg.max_steps` optimizer steps; write checkpoints and the final model
     directory into `out_dir`. With `resume`, continue from the newest checkpoint in `out_dir`
-    (under the same settings; `allow_config_change` lets lr and max_steps differ); without it,
-    a folder holding checkpoints is refused unless `overwrite` (which clears the old run).
+    (under the same settings; `allow_config_change` lets lr and max_steps differ); `resume="auto"`
+    does so when there is one and starts a new run otherwise (the same call restarts a preempted
+    job); without it, a folder holding checkpoints is refused unless `overwrite` (which clears the
+    old run). The folder is locked for the run's life: a second run into it is refused.
 
     With `cfg.select_metric` (e.g. "valid/lm_loss", lower is better) the best weights so far are
     kept in `out_dir/best/`, training stops after `cfg.early_stopping_patience` validations without

@@ -33,7 +33,7 @@ def flag_values() -> tuple[list[str], dict]:
             if f.default is not None:
                 value = type(f.default)(f.default + 3)
             else:  # `X | None` fields
-                value = 3 if str(f.type).startswith("int") else "valid/lm_loss"
+                value = {"int": 3, "float": 0.5}.get(str(f.type).split(" ")[0], "valid/lm_loss")
             argv += [f"--{f.name.replace('_', '-')}", str(value)]
             expected[f.name] = value
     return argv, expected

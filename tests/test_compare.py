@@ -207,6 +207,17 @@ def test_compare_writes_a_complete_report(setup, tmp_path):
     assert page.count("data:image/png;base64,") == 2 and "baseline: lead-8 words" in page
 
 
+def test_cells_table_says_which_runs_did_not_learn():
+    """The report's cells table marks a cell whose runs stayed at the unigram level, naming them."""
+    from ctxlm.report import _cell_rows
+
+    cell = {"objective": "unilm", "seed": 0, "parameters": 10, "stages": [{"steps": 5}], "tokens_seen": 50,
+            "pretrain_seconds": 1.0, "finetune_steps": 3, "finetune_seconds": 1.0, "score_seconds": 1.0,
+            "metrics": {"rougeL": 1.0}}
+    learned, stuck = _cell_rows([cell, {**cell, "not_learning": {"1-unilm": {"step": 4}, "finetune": {}}}], "rougeL")
+    assert learned[-1] == "yes" and stuck[-1] == "no: 1-unilm, finetune at the unigram level"
+
+
 def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_path, monkeypatch):
     """Killed while fine-tuning the second cell: the rerun fine-tunes only that cell (its finished
     pre-training kept) and leaves the first cell's result untouched. Each stage's recorded tokens

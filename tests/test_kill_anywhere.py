@@ -1,7 +1,8 @@
-"""Kill anywhere: `ctxlm pretrain` and `ctxlm finetune` SIGKILLed ten times at random moments
-(half of them while a checkpoint is being written), each time resumed with --resume, end with the
-same weights (and best/) as an uninterrupted run, bit for bit, and no temporaries left; SIGTERM
-and SIGINT end a run with exit status 0 and a checkpoint.
+"""Kill anywhere: `ctxlm pretrain` and `ctxlm finetune` SIGKILLed once before their first
+checkpoint and then ten times at random moments (half of them while a checkpoint is being
+written), every start the same command with `--resume auto` (as a preempted job is restarted), end
+with the same weights (and best/) as an uninterrupted run, bit for bit, and no temporaries left;
+SIGTERM and SIGINT end a run with exit status 0 and a checkpoint.
 
 The CLI runs in a forked child process (`main(argv)`, as `python -m ctxlm.cli` would) so that
 each start skips the interpreter's and torch's import time."""
@@ -47,6 +48,7 @@ PRETRAIN = MODEL + TRAIN + "  eval_every: 0\ndata:\n  fragment_length: 96\n  val
 RECIPE = ("task: summarization\nmax_source_tokens: 48\nmax_target_tokens: 16\n" + TRAIN +
           "  eval_every: 2\n  select_metric: valid/lm_loss\n  label_smoothing: 0.1\n")
 KILLS = 10
+AUTO = ["--resume", "auto"]  # every start of a killed run: one and the same command
 
 
 def _cli(argv: list[str]) -> None:
@@ -71,21 +73,39 @@ def temporaries(out) -> list:
             if p.name.startswith((".tmp-", ".old-"))]
 
 
+def kill_before_first_checkpoint(argv: list[str], out, setup: float, rng: random.Random) -> None:
+    """Start `argv` with --resume auto in an empty folder and SIGKILL it before its first checkpoint
+    is complete: within the first 60% of the uninterrupted run's set-up (`setup`), or as soon as
+    that checkpoint's temporary appears."""
+    process = start(argv + AUTO)
+    deadline = time.monotonic() + rng.uniform(0.1, 0.6) * setup
+    while process.is_alive() and time.monotonic() < deadline and not temporaries(out / "checkpoints"):
+        time.sleep(0.002)
+    os.kill(process.pid, signal.SIGKILL)
+    process.join()
+    assert process.exitcode == -signal.SIGKILL
+    assert not list_checkpoints(out)
+
+
 def kill_loop(argv: list[str], out, timing: tuple[float, float], max_steps: int, rng: random.Random) -> int:
-    """Start `argv` (with --resume once a checkpoint exists) and SIGKILL it KILLS times: every
+    """Start `argv` with --resume auto (the same command each time) and SIGKILL it KILLS times: every
     other time while its 1st-3rd checkpoint write is under way, else at a random moment within its
     set-up and first two steps (`timing`: their durations in the uninterrupted run; a run already
-    at its last checkpoint is killed within its set-up, or while it writes the final model); then
+    at its last checkpoint is killed within 90% of the time such a start last took, while it sets up
+    or writes the final model); then
     let it finish. Returns how many kills hit a checkpoint write."""
     setup, step = timing
     killed = during_write = 0
+    restart = setup  # how long a start of a finished run takes (measured when one gets through)
     for _ in range(5 * KILLS):
         if killed == KILLS:
             break
         done = list_checkpoints(out)[-1:] == [out / "checkpoints" / checkpoint_name(max_steps)]
-        process = start(argv + (["--resume"] if list_checkpoints(out) else []))
+        began = time.monotonic()
+        process = start(argv + AUTO)
         at_write, writes = killed % 2 == 1 and not done, rng.randint(1, 3)
-        deadline, seen = time.monotonic() + rng.uniform(0.0, setup + (0 if done else 2 * step)), set()
+        window = 0.9 * restart if done else setup + 2 * step
+        deadline, seen = began + rng.uniform(0.0, window), set()
         while process.is_alive():
             if at_write:
                 seen |= {p.name for p in temporaries(out) if f"-{process.pid}-" in p.name and "step" in p.name}
@@ -102,16 +122,18 @@ def kill_loop(argv: list[str], out, timing: tuple[float, float], max_steps: int,
             during_write += any(f"-{process.pid}-" in p.name and "step" in p.name for p in temporaries(out))
         else:
             assert process.exitcode == 0
+            if done:  # a finished run's start is quicker than the first run's set-up (the store is cached)
+                restart = time.monotonic() - began
     assert killed == KILLS
-    finish(argv + ["--resume"])
+    finish(argv + AUTO)
     return during_write
 
 
 def stop_with(signum: int, argv: list[str], out) -> None:
-    """Send `signum` once the run (resumed if it can be) has written a checkpoint: it exits 0 with a
-    newer checkpoint."""
+    """Send `signum` once the run (started with --resume auto) has written a checkpoint: it exits 0
+    with a newer checkpoint."""
     before = list_checkpoints(out)
-    process = start(argv + (["--resume"] if before else []))
+    process = start(argv + AUTO)
     while process.is_alive() and list_checkpoints(out) == before:
         time.sleep(0.002)
     os.kill(process.pid, signum)
@@ -143,7 +165,8 @@ def assert_same_weights(a, b) -> None:
 
 
 def test_pretraining_stopped_and_killed_ten_times_ends_bit_identical(data_dir, tmp_path, capsys):
-    """SIGTERM, then SIGINT (each exits 0 with a checkpoint), then ten SIGKILLs; resumed each time."""
+    """A SIGKILL before the first checkpoint, SIGTERM, then SIGINT (each exits 0 with a
+    checkpoint), then ten SIGKILLs; every start `--resume auto`."""
     corpus = wiki_slice(tmp_path / "wiki.txt", 1500)
     train_tokenizer(corpus, 600, tmp_path / "tok")
     (tmp_path / "tiny.yaml").write_text(PRETRAIN, encoding="utf-8")
@@ -151,6 +174,7 @@ def test_pretraining_stopped_and_killed_ten_times_ends_bit_identical(data_dir, t
               str(tmp_path / "tok"), "--cache-dir", str(tmp_path / "cache"), "--max-steps", "20"]
     timing = timed_run([*common, "--out", str(tmp_path / "full")], tmp_path / "full", 20)
     out = tmp_path / "killed"
+    kill_before_first_checkpoint([*common, "--out", str(out)], out, timing[0], random.Random(2))
     stop_with(signal.SIGTERM, [*common, "--out", str(out)], out)
     stop_with(signal.SIGINT, [*common, "--out", str(out)], out)
     during_write = kill_loop([*common, "--out", str(out)], out, timing, 20, random.Random(0))
@@ -176,6 +200,7 @@ def test_finetuning_killed_ten_times_keeps_best_and_final_weights(data_dir, tmp_
               "--valid", str(tmp_path / "valid.jsonl"), "--max-steps", "12"]
     timing = timed_run([*common, "--out", str(tmp_path / "full")], tmp_path / "full", 12)
     out = tmp_path / "killed"
+    kill_before_first_checkpoint([*common, "--out", str(out)], out, timing[0], random.Random(3))
     during_write = kill_loop([*common, "--out", str(out)], out, timing, 12, random.Random(1))
     assert during_write >= 1
     for name in ("best/model.safetensors", "model.safetensors"):

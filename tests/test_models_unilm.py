@@ -337,9 +337,10 @@ def test_classifier_learns_a_separable_task_and_shapes():
         optimizer.step()
         losses.append(float(out.loss.detach()))
     assert out.logits.shape == (24, 3)
-    assert set(out.metrics) == {"cls_nll_sum", "cls_tokens"} and int(out.metrics["cls_tokens"]) == 24
+    assert set(out.metrics) == {"cls_nll_sum", "cls_tokens", "cls_accuracy_sum", "cls_accuracy_count"}
+    assert int(out.metrics["cls_tokens"]) == int(out.metrics["cls_accuracy_count"]) == 24
     assert losses[-1] < 0.1 * losses[0]
-    assert (out.logits.argmax(-1) == batch["labels"]).all()
+    assert (out.logits.argmax(-1) == batch["labels"]).all() and int(out.metrics["cls_accuracy_sum"]) == 24
     regression = UnilmClassifier(tiny_model(7).config, num_labels=1, pooler=True)
     batch["labels"] = torch.rand(24)
     out = regression(**batch)

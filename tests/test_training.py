@@ -163,6 +163,7 @@ def test_config_typo_names_the_key_and_keeps_finished_checkpoints(corpus, tmp_pa
     before = sorted(p.name for p in (out / "checkpoints").iterdir())
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: palm-tiny\ntrain:\n  lerning_rate: 0.001\n", encoding="utf-8")
+    capsys.readouterr()  # the first run's progress lines
     code = main(["pretrain", "--corpus", str(path), "--config", str(bad), "--out", str(out), "--resume"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1

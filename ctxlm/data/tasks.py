@@ -86,6 +86,22 @@ def _fail(at: str, name: str, problem: str) -> NoReturn:
     raise CtxlmError(f"{at}: field '{name}' {problem}")
 
 
+FIELD_FLAGS = ("name your fields with --source-field and --target-field "
+               "(in a recipe YAML: reader: {source_field: ..., target_field: ...})")
+
+
+def row_fields(row: Mapping, shown: int = 12) -> str:
+    """`'a', 'b', ...` (sorted; the first `shown`, then a count) for messages naming a row's fields."""
+    names = sorted(map(str, row))
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(f"'{name}'" for name in names[:shown]) + more if names else "no fields"
+
+
+def _missing_field(at: str, row: Mapping, name: str, role: str) -> NoReturn:
+    """Raise `<at>: field '<name>' missing (the <role>); the row has ...; <the flags that fix it>`."""
+    raise CtxlmError(f"{at}: field '{name}' missing (the {role}); the row has {row_fields(row)}; {FIELD_FLAGS}")
+
+
 def _get(obj: Mapping, key: str, kind: type | tuple[type, ...], at: str, name: str) -> Any:
     """`obj[key]`, which must exist and have type `kind`; `name` is its path for messages."""
     if key not in obj:
@@ -214,6 +230,9 @@ def read_jsonl_pairs(
     skipped = 0
     for at, row in jsonl_rows(path):
         _count(stats, "rows")
+        for name, role in ((source_field, "source"), (target_field, "target")):
+            if name not in row and (role == "source" or require_target):
+                _missing_field(at, row, name, role)
         source = _get(row, source_field, str, at, source_field)
         target = None
         if require_target or target_field in row:
@@ -511,15 +530,48 @@ def _with_options(reader: Reader, path: str | Path, options: dict[str, Any]) -> 
     return reader(path, **options)
 
 
-def _by_first_row(path: str | Path, task: str, layouts: dict[str, Reader],
-                  options: dict[str, Any]) -> Iterator[Pair]:
-    """The reader of the first `layouts` source field (field -> reader) that JSONL row 1 has."""
+@dataclass(frozen=True)
+class Layout:
+    """A JSONL layout a task reader recognises by its source field: `source` → `target`, as read by
+    `reader`; `datasets` names who uses it (for messages). `one_field`: the source is that one
+    field (MS MARCO's joins the passages and the query)."""
+
+    source: str
+    target: str
+    reader: Reader
+    datasets: str
+    one_field: bool = True
+
+    def describe(self) -> str:
+        return f"{self.source}/{self.target}" + (f" ({self.datasets})" if self.datasets else "")
+
+
+GENERIC = Layout("source", "target", read_jsonl_pairs, "")
+TASK_LAYOUTS: dict[str, tuple[Layout, ...]] = {  # in the order tried
+    "summarization": (Layout("document", "summary", read_xsum, "Gigaword, XSum"),
+                      Layout("article", "highlights", read_cnndm, "CNN/DM"), GENERIC),
+    "qg": (Layout("sentence", "question", read_du2017_qg, "Du et al. 2017"), GENERIC),
+    "qa": (Layout("query", "wellFormedAnswers", read_marco, "MS MARCO", one_field=False), GENERIC),
+    "dialog": (Layout("context", "response", read_cornell, "Cornell"), GENERIC),
+    "seq2seq": (GENERIC,),
+}
+
+
+def task_source_fields(task: str | None) -> tuple[str, ...]:
+    """The one-field sources of `task`'s JSONL layouts, in the order its reader tries them
+    (`('source',)` for seq2seq and for a task without layouts)."""
+    return tuple(layout.source for layout in TASK_LAYOUTS.get(task or "", (GENERIC,)) if layout.one_field)
+
+
+def _by_first_row(path: str | Path, task: str, options: dict[str, Any]) -> Iterator[Pair]:
+    """The reader of the first of `task`'s layouts whose source field JSONL row 1 has."""
     at, row = _first_row(path)
-    for source_field, reader in layouts.items():
-        if source_field in row:
-            return _with_options(reader, path, options)
-    expected = " or ".join(f"'{name}' ({reader.__name__})" for name, reader in layouts.items())
-    raise CtxlmError(f"{at}: unrecognised {task} layout: fields {sorted(row)}; expected {expected}")
+    layouts = TASK_LAYOUTS[task]
+    for layout in layouts:
+        if layout.source in row:
+            return _with_options(layout.reader, path, options)
+    expected = ", ".join(layout.describe() for layout in layouts[:-1]) + f" or {layouts[-1].describe()}"
+    raise CtxlmError(f"{at}: unrecognised {task} layout: fields {sorted(row)}; expected {expected}; {FIELD_FLAGS}")
 
 
 def read_seq2seq(path: str | Path, **options: Any) -> Iterator[Pair]:
@@ -529,35 +581,33 @@ def read_seq2seq(path: str | Path, **options: Any) -> Iterator[Pair]:
 
 def read_summarization(path: str | Path, **options: Any) -> Iterator[Pair]:
     """JSONL document/summary (Gigaword, XSum), article/highlights (CNN/DM) or source/target."""
-    return _by_first_row(path, "summarization", {
-        "document": read_xsum, "article": read_cnndm, "source": read_jsonl_pairs}, options)
+    return _by_first_row(path, "summarization", options)
 
 
 def read_qg(path: str | Path, **options: Any) -> Iterator[Pair]:
     """SQuAD 1.1 JSON (`.json` document with `data`), sentence/question or source/target JSONL."""
-    layouts = {"sentence": read_du2017_qg, "source": read_jsonl_pairs}
+    fields = {layout.source for layout in TASK_LAYOUTS["qg"]}
     document = _load_json_document(path) if Path(path).suffix == ".json" else None
     if isinstance(document, dict) and "data" in document:
         _check_options(read_squad_qg, path, options)
         return _squad_pairs(document, path, **options)
-    if document is not None and not (isinstance(document, dict) and set(document) & set(layouts)):
+    if document is not None and not (isinstance(document, dict) and set(document) & fields):
         found = sorted(document) if isinstance(document, dict) else _json_type(document)
         raise CtxlmError(f"{path}: unrecognised qg layout: top-level fields {found}; "
                          "expected a SQuAD document with 'data'")
-    return _by_first_row(path, "qg", layouts, options)
+    return _by_first_row(path, "qg", options)
 
 
 def read_qa(path: str | Path, **options: Any) -> Iterator[Pair]:
     """MS MARCO v2.1 (`.json` column document or query/passages JSONL) or source/target JSONL."""
     if Path(path).suffix == ".json":
         return _with_options(read_marco, path, options)
-    return _by_first_row(path, "qa", {"query": read_marco, "source": read_jsonl_pairs}, options)
+    return _by_first_row(path, "qa", options)
 
 
 def read_dialog(path: str | Path, **options: Any) -> Iterator[Pair]:
     """JSONL with context/response (Cornell) or source/target."""
-    layouts = {"context": read_cornell, "source": read_jsonl_pairs}
-    return _by_first_row(path, "dialog", layouts, options)
+    return _by_first_row(path, "dialog", options)
 
 
 TASK_READERS: dict[str, Reader] = {

@@ -69,7 +69,9 @@ class Family:
     - `heads`: task-head models by `head.json` type, built as `cls(config, **arguments)`;
     - `named_configs`: `--config` names added to `ctxlm.config.NAMED_CONFIGS`;
     - `from_hf`: transformers `model_type` → `function(hf_model, **options) -> (model, report)`;
-    - `to_hf`: `function(model, tokenizer, out_dir, **options) -> report` (None: no export).
+    - `to_hf`: `function(model, tokenizer, out_dir, **options) -> report` (None: no export);
+    - `train_defaults`: pre-training optimiser settings (`TrainConfig` fields among
+      `OPTIMIZER_FIELDS`) that `pretrain` and `compare` use where the user set none.
     """
 
     name: str
@@ -82,6 +84,7 @@ class Family:
     named_configs: dict[str, dict] = field(default_factory=dict)
     from_hf: dict[str, Ref] = field(default_factory=dict)
     to_hf: Ref = None
+    train_defaults: dict[str, Any] = field(default_factory=dict)
 
     def build(self, config):
         return resolve(self.model)(config)
@@ -93,10 +96,20 @@ HEADS: dict[str, Ref] = {}
 BUILTIN = ("palm", "glm", "unilm")  # modules of ctxlm.families registered at import
 
 
+# The TrainConfig fields a family's `train_defaults` may set; the warm-up is one setting, given
+# either as `warmup_steps` or as `warmup_ratio` (which wins when set).
+OPTIMIZER_FIELDS = ("lr", "warmup_steps", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps")
+WARMUP_FIELDS = ("warmup_steps", "warmup_ratio")
+
+
 def register(family: Family) -> Family:
     """Add (or replace) a family, its objectives, heads and named configs."""
     from ..config import NAMED_CONFIGS
 
+    unknown = set(family.train_defaults) - set(OPTIMIZER_FIELDS)
+    if unknown:
+        raise CtxlmError(f"family '{family.name}': train_defaults may set {', '.join(OPTIMIZER_FIELDS)}, "
+                         f"not '{sorted(unknown)[0]}'")
     for objective in family.objectives:
         if objective.family != family.name:
             raise CtxlmError(f"objective '{objective.name}' names family '{objective.family}', "
@@ -125,6 +138,15 @@ def head_class(kind: str | None):
     if kind not in HEADS:
         raise CtxlmError(f"unknown task head '{kind}' (known: {', '.join(HEADS)})")
     return resolve(HEADS[kind])
+
+
+def train_defaults(family: str) -> dict[str, Any]:
+    """Every `OPTIMIZER_FIELDS` setting a `family` pre-trains with by default: its `train_defaults`
+    over `TrainConfig`'s defaults."""
+    from ..config import TrainConfig
+
+    base = TrainConfig()
+    return {name: get_family(family).train_defaults.get(name, getattr(base, name)) for name in OPTIMIZER_FIELDS}
 
 
 def default_objective(family: str) -> Objective:

@@ -42,4 +42,8 @@ register(Family(
     heads={"glm-cloze": "ctxlm.tasks.cloze:GlmClozeModel"},
     from_hf={"bert": "ctxlm.models.hf_glm:glm_from_bert", "ctxlm-glm": "ctxlm.models.hf_glm:glm_from_export"},
     to_hf="ctxlm.models.hf_glm:export_glm",
+    # THUDM/GLM's pre-training configs: Adam β (0.9, 0.98), ε 1e-6, weight decay 0.1 (config_block_*.json),
+    # warm-up 5% (ds_block_*.sh; their decay is cosine, ours linear). Peak lr: 1e-3 trains glm-tiny
+    # (reports/quality), where their 2e-4 (large) / 4e-4 (base) is for 335M / 110M models.
+    train_defaults=dict(lr=1e-3, warmup_ratio=0.05, weight_decay=0.1, adam_beta2=0.98, adam_eps=1e-6),
 ))

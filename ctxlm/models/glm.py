@@ -18,6 +18,18 @@ model generates Part B autoregressively") speaks the `KVCache` protocol of `ctxl
 Part A is encoded once into the cache, then every Part B token is appended at the mask's position
 with block positions 1, 2, ... Text infilling (`ctxlm.tasks.infilling`) and cloze scoring (`ctxlm.tasks.cloze`)
 build on it.
+
+Copy head (`GlmConfig.copy`, off by default; ctxlm's extension, not in the GLM paper): PALM's
+pointer-generator (Bi et al., 2020, eqs. 2-8, `pointer_generator.py`) on top of the last layer, so
+that GLM can be compared with PALM at equal output heads. The query s_t is a Part B position's
+final state (the vector the tied output layer reads); the memory h_l are the final states of Part
+A's tokens, the context Part B is generated from. Only ordinary tokens are copyable: [MASK],
+[sMASK], [gMASK], [sop], [eop], [CLS], [SEP] and padding get no copy attention (P_c gives mass
+only to tokens actually in Part A), unlike PALM, whose copy head also attends its source's [CLS]
+and [SEP]: in GLM the end token [eop] is never in Part A, so copying a special token could only
+waste probability. (The sentinel ablation's sentinel ids are not in the config and stay copyable.)
+Part B tokens of earlier blanks are not in the memory. P_v = softmax(W_e (W_v s_t + b_v)) starts
+(W_v = I, b_v = 0) as GLM's own tied softmax.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ from ..objectives.glm import GlmTokens
 from ..objectives.masking import IGNORE_INDEX
 from .layers import Attention, KVCache, activation, init_weights
 from .palm import batch_loss, label_counts, token_nll
+from .pointer_generator import PointerGenerator, copy_token_nll, gather_labelled, gather_positions, select_positions
 from .pretrained import PretrainedMixin
 
 
@@ -81,6 +94,7 @@ class GlmDecodingState:
     key_mask: torch.Tensor  # (N, cache capacity): False for Part A padding keys
     mask_position: torch.Tensor  # (N,) first position of the Part B tokens (the blank's index)
     step: int = 0  # Part B tokens fed so far; the next one has block position step + 1
+    copy_inputs: tuple | None = None  # the copy head's (h, W_m h, x, mask) of Part A, one row per beam
 
 
 class GlmLayer(nn.Module):
@@ -117,6 +131,10 @@ class GlmModel(PretrainedMixin, nn.Module):
         for layer in self.layers:
             for linear in (layer.attention.out_proj, layer.fc2):
                 nn.init.normal_(linear.weight, std=cfg.init_std / math.sqrt(2 * cfg.num_layers))
+        self.pointer = None  # made last: the other weights are those of the same seed without copy
+        if cfg.copy:
+            self.pointer = PointerGenerator(cfg.d_model)
+            self.pointer.reset_parameters(cfg.init_std)
 
     # ----------------------------------------------------------------------------- pieces
     def embed(self, input_ids, position_ids, block_position_ids, inputs_embeds=None) -> torch.Tensor:
@@ -137,6 +155,36 @@ class GlmModel(PretrainedMixin, nn.Module):
         """The single linear output layer, tied to the token embedding (§2.3)."""
         return F.linear(hidden, self.word_embeddings.weight)
 
+    def copyable(self, ids: torch.Tensor) -> torch.Tensor:
+        """Whether the copy head may copy each token: all but GLM's special tokens and padding."""
+        cfg = self.config
+        special = torch.tensor([cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.mask_token_id,
+                                cfg.sop_token_id, cfg.eop_token_id, cfg.smask_token_id, cfg.gmask_token_id],
+                               device=ids.device)
+        return ~torch.isin(ids, special)
+
+    def copy_memory(self, hidden, input_ids, part_a_length, attention_mask=None):
+        """The copy head's memory: final states (B, A, d), ids (B, A) and mask (B, A) of each row's
+        copyable Part A tokens (positions < part_a_length), packed to the left."""
+        keep = torch.arange(input_ids.shape[1], device=input_ids.device) < part_a_length.view(-1, 1)
+        keep = keep & self.copyable(input_ids)
+        if attention_mask is not None:
+            keep = keep & attention_mask.bool()
+        index, valid = select_positions(keep)
+        return gather_positions(hidden, index), gather_positions(input_ids, index), valid
+
+    def copy_inputs(self, hidden, input_ids, part_a_length, attention_mask=None) -> tuple:
+        """(h, W_m h, x, mask) of `copy_memory`, as `PointerGenerator.forward` takes them."""
+        states, ids, mask = self.copy_memory(hidden, input_ids, part_a_length, attention_mask)
+        return states, self.pointer.project_memory(states), ids, mask
+
+    def next_token_log_probs(self, hidden: torch.Tensor, copy_inputs: tuple | None = None) -> torch.Tensor:
+        """log P of the next token (B, T, V), float32: the tied softmax, or with the copy head the
+        eq. (7) mixture over `copy_inputs`."""
+        if self.pointer is None:
+            return F.log_softmax(self.output_logits(hidden).float(), dim=-1)
+        return self.pointer(hidden, *copy_inputs, self.word_embeddings.weight)
+
     def hidden_states(self, input_ids, position_ids, block_position_ids, part_a_length, attention_mask=None,
                       inputs_embeds=None) -> torch.Tensor:
         """Final hidden states (B, T, d). `inputs_embeds` replaces the token embeddings."""
@@ -150,9 +198,12 @@ class GlmModel(PretrainedMixin, nn.Module):
 
     def log_probs(self, input_ids, position_ids, block_position_ids, part_a_length,
                   attention_mask=None) -> torch.Tensor:
-        """log P(next token) at every position (B, T, V), float32."""
+        """log P(next token) at every position (B, T, V), float32 (with the copy head: eq. 7)."""
         h = self.hidden_states(input_ids, position_ids, block_position_ids, part_a_length, attention_mask)
-        return F.log_softmax(self.output_logits(h).float(), dim=-1)
+        copy_inputs = None
+        if self.pointer is not None:
+            copy_inputs = self.copy_inputs(h, input_ids, part_a_length, attention_mask)
+        return self.next_token_log_probs(h, copy_inputs)
 
     def label_log_probs(self, input_ids, position_ids, block_position_ids, part_a_length, labels,
                         attention_mask=None) -> torch.Tensor:
@@ -160,8 +211,15 @@ class GlmModel(PretrainedMixin, nn.Module):
         at labelled positions only."""
         h = self.hidden_states(input_ids, position_ids, block_position_ids, part_a_length, attention_mask)
         keep = labels != IGNORE_INDEX
-        log_probs = F.log_softmax(self.output_logits(h[keep]).float(), dim=-1)
         out = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+        if self.pointer is not None:  # eq. (7) at the labels, query by query
+            index, valid = select_positions(keep)
+            queries, targets = gather_positions(h, index), gather_positions(labels, index)
+            inputs = self.copy_inputs(h, input_ids, part_a_length, attention_mask)
+            log_p_y, _ = self.pointer.label_log_likelihood(queries, *inputs, self.word_embeddings.weight, None,
+                                                           targets)
+            return out.scatter_(1, index, log_p_y.masked_fill(~valid, 0.0))
+        log_probs = F.log_softmax(self.output_logits(h[keep]).float(), dim=-1)
         out[keep] = log_probs.gather(1, labels[keep][:, None]).squeeze(1)
         return out
 
@@ -177,8 +235,14 @@ class GlmModel(PretrainedMixin, nn.Module):
         h = self.hidden_states(input_ids, position_ids, block_position_ids, part_a_length, attention_mask)
         if labels is None:
             return GlmOutput(loss=None, metrics={}, hidden_states=h)
-        keep = labels != IGNORE_INDEX  # logits only where there is a label: Part A has none
-        loss_sum, nll_sum, count = token_nll(self.output_logits(h[keep]), labels[keep], label_smoothing)
+        if self.pointer is not None:  # eq. (7) at the labels, memory = Part A's copyable tokens
+            queries, targets = gather_labelled(h, labels)
+            loss_sum, nll_sum, count = copy_token_nll(
+                self.pointer, queries, *self.copy_memory(h, input_ids, part_a_length, attention_mask),
+                self.word_embeddings.weight, None, targets, label_smoothing)
+        else:
+            keep = labels != IGNORE_INDEX  # logits only where there is a label: Part A has none
+            loss_sum, nll_sum, count = token_nll(self.output_logits(h[keep]), labels[keep], label_smoothing)
         return GlmOutput(loss=batch_loss({"lm": loss_sum}, {"lm": count}),
                          metrics={"lm_nll_sum": nll_sum, "lm_tokens": count}, loss_sums={"lm": loss_sum})
 
@@ -229,13 +293,18 @@ class GlmModel(PretrainedMixin, nn.Module):
         cache = KVCache(cfg.num_layers, b, cfg.num_heads, cfg.d_model // cfg.num_heads, width + max_length,
                         x.dtype, device)
         part_a = torch.full((b,), t, device=device)  # the padded prompt is all Part A
-        self.run(x, glm_attention_mask(part_a, width, key_mask), cache)
+        h = self.run(x, glm_attention_mask(part_a, width, key_mask), cache)
+        copy_inputs = None
+        if self.pointer is not None:  # Part A's memory (not the part_b prefix), as in training
+            copy_inputs = self.copy_inputs(h[:, :t], input_ids, part_a, key_mask[:, :t])
         if num_beams > 1:
             rows = torch.arange(b, device=device).repeat_interleave(num_beams)
             cache.reorder(rows)
             key_mask, mask_positions = key_mask[rows], mask_positions[rows]
+            if copy_inputs is not None:  # one row per beam; `reorder` stays within a source, so never moves them
+                copy_inputs = tuple(value[rows] for value in copy_inputs)
         key_mask = torch.cat([key_mask, key_mask.new_ones(key_mask.shape[0], max_length)], 1)
-        return GlmDecodingState(cache=cache, key_mask=key_mask, mask_position=mask_positions)
+        return GlmDecodingState(cache=cache, key_mask=key_mask, mask_position=mask_positions, copy_inputs=copy_inputs)
 
     def decode_step(self, state: GlmDecodingState, tokens: torch.Tensor) -> torch.Tensor:
         """Append one Part B token per row - first position the mask's, block position 1, 2, ... -
@@ -247,6 +316,8 @@ class GlmModel(PretrainedMixin, nn.Module):
         x = self.embed(tokens[:, None], state.mask_position[:, None], block)
         end = state.cache.length + 1
         h = self.run(x, state.key_mask[:, None, None, :end], state.cache)
+        if self.pointer is not None:
+            return self.next_token_log_probs(h[:, -1:], state.copy_inputs)[:, -1]
         return F.log_softmax(self.output_logits(h[:, -1]).float(), dim=-1)
 
     def reorder(self, state: GlmDecodingState, index: torch.Tensor) -> None:

@@ -12,12 +12,13 @@ converter shares (`Conversion`, loading a transformers directory, BERT's paramet
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..config import PalmConfig
+from ..config import GenerationConfig, PalmConfig, from_mapping
 from ..errors import CtxlmError
 from ..extras import require
 from .layers import LearnedPositions
@@ -167,6 +168,78 @@ BART_FIELDS = [
     "dropout", "attention_dropout", "activation_dropout", "activation_function", "scale_embedding",
     "init_std", "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id",
 ]
+
+
+# ------------------------------------------------------------------------------------- decoding
+HF_GENERATION_FILE = "generation_config.json"
+# ctxlm GenerationConfig fields that transformers' GenerationConfig has under the same name and
+# meaning (lengths count new tokens; the "hf" length penalty is transformers' own)
+HF_DECODING_FIELDS = ("num_beams", "max_new_tokens", "min_new_tokens", "no_repeat_ngram_size", "do_sample")
+HF_BEAM_FIELDS = ("length_penalty", "early_stopping")  # written only for beam search
+HF_SAMPLING_FIELDS = ("top_k", "top_p", "temperature")  # written only for sampling
+# transformers settings ctxlm cannot follow, with the value that means "off"
+HF_UNFOLLOWED = {"forced_bos_token_id": None, "forced_eos_token_id": None, "repetition_penalty": 1.0,
+                 "num_beam_groups": 1, "diversity_penalty": 0.0, "bad_words_ids": None,
+                 "encoder_no_repeat_ngram_size": 0, "suppress_tokens": None, "begin_suppress_tokens": None}
+
+
+def hf_generation_values(cfg, model_config) -> dict:
+    """transformers' generation_config.json values for ctxlm's decoding settings `cfg` (a
+    `GenerationConfig`) and an encoder-decoder's special ids."""
+    names = HF_DECODING_FIELDS + (HF_BEAM_FIELDS if cfg.num_beams > 1 else ()) + \
+        (HF_SAMPLING_FIELDS if cfg.do_sample else ())
+    ids = {name: getattr(model_config, name) for name in ("decoder_start_token_id", "bos_token_id", "eos_token_id",
+                                                            "pad_token_id")}
+    return {**{name: getattr(cfg, name) for name in names}, **ids, "forced_bos_token_id": None,
+            "forced_eos_token_id": None}
+
+
+def ctxlm_only_settings(cfg) -> list[str]:
+    """The settings of `cfg` transformers' `generate` cannot express, as "name value" (empty when
+    it decodes as ctxlm does)."""
+    unexpressed = []
+    if cfg.length_penalty_type != "hf" and cfg.num_beams > 1:
+        unexpressed.append(f"length_penalty_type {cfg.length_penalty_type} (score / ((5 + len) / 6) ** "
+                           f"{cfg.length_penalty}; transformers divides by len ** {cfg.length_penalty})")
+    unexpressed += [f"{name} true" for name in ("block_subword_loops", "block_word_repeats") if getattr(cfg, name)]
+    if cfg.do_sample and cfg.seed is not None:
+        unexpressed.append(f"seed {cfg.seed} (transformers samples from torch's global generator)")
+    return unexpressed
+
+
+def generation_from_hf(values: dict, base, source: str) -> tuple:
+    """(ctxlm decoding settings, notes) from a transformers generation_config.json's `values`:
+    `base` (a `GenerationConfig`) with the fields the file sets, `max_length` / `min_length`
+    counted as an encoder-decoder's (the start token included); None when the file sets none. The
+    notes name what the file sets that ctxlm cannot follow."""
+    names = HF_DECODING_FIELDS + HF_BEAM_FIELDS + HF_SAMPLING_FIELDS
+    found = {name: values[name] for name in names if values.get(name) is not None}
+    for length, new in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens")):
+        if new not in found and isinstance(values.get(length), int):
+            found[new] = max(values[length] - 1, 0)
+    notes = [f"{source}: ctxlm does not follow {key}={values[key]!r}" for key, off in HF_UNFOLLOWED.items()
+             if values.get(key, off) != off]
+    if not found:
+        return None, notes
+    merged = from_mapping(GenerationConfig, {**dataclasses.asdict(base or GenerationConfig()), **found}, source)
+    return merged, notes
+
+
+def decoding_note(cfg, generator: str | None) -> str:
+    """CTXLM_NOTE.md's section on the decoding settings `cfg`, for an export whose transformers class
+    `generator` decodes with them (None: it does not generate)."""
+    lines = ["## Decoding", ""]
+    if generator is None:
+        lines.append("- transformers' class here does not generate text.")
+    else:
+        unexpressed = ctxlm_only_settings(cfg)
+        lines.append(f"- `{HF_GENERATION_FILE}` holds ctxlm's decoding settings as `{generator}.generate` reads "
+                     "them (beams, lengths as new tokens, length penalty, n-gram blocking, early stopping, sampling, "
+                     "special ids).")
+        lines.append("- ctxlm's settings that transformers cannot express, so that its `generate` decodes without "
+                     "them: " + ("; ".join(unexpressed) if unexpressed else "none") + ".")
+    lines.append("- `generation.json` holds all of ctxlm's settings; `ctxlm convert --from-hf` restores them exactly.")
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------- BART
@@ -331,15 +404,36 @@ def palm_from_encoder_model(hf_dir: Path, tokenizer, *, config: PalmConfig | Non
     return model, tokenizer, Conversion(hf.config.model_type, "palm", mapped, _fresh(model, mapped), notes)
 
 
-def export_palm(model: PalmModel, tokenizer, out_dir: Path, *, drop_copy_head: bool = False) -> tuple[dict, list[str]]:
-    """PALM → `BartForConditionalGeneration` in `out_dir`. Returns the tensors BART cannot hold (the
-    copy head, the MLM head), which `ctxlm.convert` saves alongside, and notes."""
+COPY_HEAD_NOTE = {
+    "kept": "PALM's copy head (pointer-generator) is not in `model.safetensors`: transformers' BART has no copy "
+            "head. `BartForConditionalGeneration` here computes this model without it, so its predictions differ "
+            "from ctxlm's, which decode with the copy head. The copy head is saved in `ctxlm_extra.safetensors`; "
+            "`ctxlm convert --from-hf` restores it.",
+    "dropped": "PALM's copy head (pointer-generator) was dropped (`--drop-copy-head`): transformers' BART has no "
+               "copy head. `BartForConditionalGeneration` here is this model without it, and its predictions "
+               "differ from those of the model with the copy head.",
+}
+
+
+def export_palm(model: PalmModel, tokenizer, out_dir: Path, *, drop_copy_head: bool = False,
+                generation=None) -> tuple[dict, list[str]]:
+    """PALM → `BartForConditionalGeneration` in `out_dir`, decoding with `generation` (ctxlm's
+    `GenerationConfig`, written as transformers' generation_config.json), and CTXLM_NOTE.md.
+    Returns the tensors BART cannot hold (the copy head, the MLM head), which `ctxlm.convert`
+    saves alongside, and notes."""
+    generation = generation or GenerationConfig()
     bart = bart_from_palm(model, drop_copy_head=True)
+    bart.generation_config = transformers_module().GenerationConfig(**hf_generation_values(generation, model.config))
     bart.save_pretrained(out_dir)
     extra = {name: tensor for name, tensor in model.state_dict().items()
              if name.startswith(("pointer.", "mlm_head.")) and not (drop_copy_head and name.startswith("pointer."))}
-    notes = []
+    notes, sections = [], []
     if model.pointer is not None:
         notes.append("the copy head is left out (transformers' BART decodes without it)" if drop_copy_head else
-                     "the copy head is saved alongside; transformers' BART decodes without it")
+                     "the copy head is saved alongside; transformers' BART decodes without it (see CTXLM_NOTE.md)")
+        sections.append("## The copy head\n\n" + COPY_HEAD_NOTE["dropped" if drop_copy_head else "kept"] + "\n")
+    text = ("# Exported from ctxlm (PALM)\n\n`model.safetensors` is a `BartForConditionalGeneration`; what BART "
+            "cannot hold (the copy head, the MLM head) is in `ctxlm_extra.safetensors`.\n\n")
+    (Path(out_dir) / "CTXLM_NOTE.md").write_text(
+        text + "\n".join(sections + [decoding_note(generation, "BartForConditionalGeneration")]), encoding="utf-8")
     return extra, notes

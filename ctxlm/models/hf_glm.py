@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, save_file
 
 from ..checkpoint import load_weights
 from ..config import GlmConfig, model_config_from_dict
@@ -32,6 +32,7 @@ from .hf import (
     bert_prefix,
     copy_rows,
     copy_pairs,
+    decoding_note,
     load_hf_model,
     state_names,
 )
@@ -102,10 +103,15 @@ def glm_from_export(hf_dir: Path, tokenizer, *, config: GlmConfig | None = None,
     return model, tokenizer, Conversion(MODEL_TYPE, "glm", state_names(model), [])
 
 
-def export_glm(model: GlmModel, tokenizer, out_dir: Path, **_) -> tuple[dict, list[str]]:
-    """GLM's own layout: `model.safetensors` (ctxlm's names) and a config.json naming the
-    architecture, with the ctxlm config under "ctxlm"."""
+def export_glm(model: GlmModel, tokenizer, out_dir: Path, *, generation=None, drop_copy_head: bool = False,
+               **_) -> tuple[dict, list[str]]:
+    """GLM's own layout: `model.safetensors` (ctxlm's names; the copy head's `pointer.*` too, unless
+    `drop_copy_head`) and a config.json naming the architecture, with the ctxlm config under
+    "ctxlm", and CTXLM_NOTE.md (on the decoding settings `generation` too)."""
     cfg = model.config
+    dropped = drop_copy_head and model.pointer is not None
+    if dropped:
+        cfg = dataclasses.replace(cfg, copy=False)
     config = {"architectures": [ARCHITECTURE], "model_type": MODEL_TYPE, "library_name": "ctxlm",
               "hidden_size": cfg.d_model, "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
               "intermediate_size": cfg.ffn_dim, "vocab_size": cfg.vocab_size,
@@ -113,5 +119,14 @@ def export_glm(model: GlmModel, tokenizer, out_dir: Path, **_) -> tuple[dict, li
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    save_model(model, str(out_dir / "model.safetensors"), metadata={"format": "pt", "architecture": ARCHITECTURE})
-    return {}, [f"GLM's own layout (architecture {ARCHITECTURE}); no transformers class loads it"]
+    state = {name: value.contiguous() for name, value in model.state_dict().items()
+             if not (dropped and name.startswith("pointer."))}  # GLM ties no tensors: save_file takes them
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt", "architecture": ARCHITECTURE})
+    note = f"# Exported from ctxlm (GLM)\n\nGLM's own layout ({ARCHITECTURE}); no transformers class loads it.\n"
+    decoding = "\n" + decoding_note(generation, None) if generation is not None else ""
+    (out_dir / "CTXLM_NOTE.md").write_text(note + decoding, encoding="utf-8")
+    notes = [f"GLM's own layout (architecture {ARCHITECTURE}); no transformers class loads it"]
+    if model.pointer is not None:  # ctxlm's copy head (models/glm.py), an extra head
+        notes.append("the copy head is left out" if dropped else
+                     "the copy head (pointer.*, ctxlm's extension) is saved in model.safetensors")
+    return {}, notes

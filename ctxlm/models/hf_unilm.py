@@ -24,6 +24,7 @@ from .hf import (
     bert_prefix,
     copy_rows,
     copy_pairs,
+    decoding_note,
     load_hf_model,
     mlm_head_pairs,
     state_names,
@@ -88,9 +89,11 @@ def unilm_from_bert(hf_dir: Path, tokenizer, *, config: UnilmConfig | None = Non
     return model, tokenizer, Conversion("bert", "unilm", mapped, fresh, notes)
 
 
-def export_unilm(model: UnilmModel, tokenizer, out_dir: Path, **_) -> tuple[dict, list[str]]:
-    """UniLMv2 → a `BertForMaskedLM` in `out_dir` (and a note on the bias table and the mask);
-    returns the relative-position table for `ctxlm.convert` to save alongside."""
+def export_unilm(model: UnilmModel, tokenizer, out_dir: Path, *, generation=None, drop_copy_head: bool = False,
+                 **_) -> tuple[dict, list[str]]:
+    """UniLMv2 → a `BertForMaskedLM` in `out_dir` (and a note on the bias table, the mask and the
+    decoding settings `generation`); returns the relative-position table and the copy head
+    (`copy: true`, unless `drop_copy_head`) for `ctxlm.convert` to save alongside."""
     transformers = transformers_module()
     cfg = model.config
     bert = transformers.BertForMaskedLM(transformers.BertConfig(
@@ -108,6 +111,13 @@ def export_unilm(model: UnilmModel, tokenizer, out_dir: Path, **_) -> tuple[dict
         raise CtxlmError(f"BERT layout mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
     bert.tie_weights()
     bert.save_pretrained(out_dir)
-    (Path(out_dir) / "CTXLM_NOTE.md").write_text(MASK_NOTE, encoding="utf-8")
+    decoding = "\n" + decoding_note(generation, None) if generation is not None else ""
+    (Path(out_dir) / "CTXLM_NOTE.md").write_text(MASK_NOTE + decoding, encoding="utf-8")
     extra = {RELATIVE_TABLE: ours[RELATIVE_TABLE]} if RELATIVE_TABLE in ours else {}
-    return extra, ["the relative-position table is saved alongside; see CTXLM_NOTE.md on the mask"]
+    notes = ["the relative-position table is saved alongside; see CTXLM_NOTE.md on the mask"]
+    if model.pointer is not None:  # ctxlm's copy head (models/unilm.py): no BERT counterpart
+        if not drop_copy_head:
+            extra.update({name: value for name, value in ours.items() if name.startswith("pointer.")})
+        notes.append("the copy head is left out (transformers' BERT decodes without it)" if drop_copy_head else
+                     "the copy head is saved alongside; transformers' BERT decodes without it")
+    return extra, notes

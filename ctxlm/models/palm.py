@@ -31,7 +31,7 @@ from .layers import (
     key_padding_mask,
     tied_logits,
 )
-from .pointer_generator import PointerGenerator
+from .pointer_generator import PointerGenerator, copy_token_nll
 from .pretrained import PretrainedMixin
 
 
@@ -206,16 +206,8 @@ class PalmModel(PretrainedMixin, nn.Module):
 
     def copy_loss(self, decoder_states, encoder_states, source_ids, source_mask, labels, label_smoothing=0.0):
         """`token_nll` of the eq. (7) mixture, computed at the labels (`label_log_likelihood`)."""
-        log_p_y, mean_log_p = self.pointer.label_log_likelihood(
-            decoder_states, encoder_states, self.pointer.project_memory(encoder_states), source_ids, source_mask,
-            self.shared.weight, self.final_logits_bias[0], labels, smoothing=label_smoothing > 0)
-        keep = labels != IGNORE_INDEX
-        count = keep.sum()
-        nll = -log_p_y[keep]
-        loss = nll.sum()
-        if label_smoothing > 0:
-            loss = (1 - label_smoothing) * loss - label_smoothing * mean_log_p[keep].sum()
-        return loss, nll.detach().sum(), count
+        return copy_token_nll(self.pointer, decoder_states, encoder_states, source_ids, source_mask,
+                              self.shared.weight, self.final_logits_bias[0], labels, label_smoothing)
 
     def mlm_logits(self, encoder_states: torch.Tensor) -> torch.Tensor:
         return self.mlm_head(encoder_states, self.shared.weight)

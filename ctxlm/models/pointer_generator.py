@@ -1,6 +1,8 @@
 """PALM's pointer-generator (Bi et al., 2020, §2.3, eqs. 2-8), on top of the decoder.
 
-For decoder state s_t and encoder states h_1..h_m of the source x_1..x_m:
+For a query state s_t and memory states h_1..h_m of the copyable tokens x_1..x_m (PALM: the
+decoder state and the encoder states of the source; GLM with `copy: true`: a Part B state and the
+final states of Part A's tokens; UniLMv2: a target [P] state and the source segment's final states):
 
     P_v(y_t)  = softmax(W_e (W_v s_t + b_v))                     (2)  W_e tied to the input embedding
     e^c_tl    = w_c^T tanh(W_m h_l + W_s s_t + b_c)              (3)  additive copy attention
@@ -15,7 +17,8 @@ with a subword tokenizer every source token is in the vocabulary, so the two coi
 
 The mixture is taken in probability space and returned as log-probabilities computed stably:
 log P = logaddexp(log λ + log P_v, log(1 − λ) + log P_c), with log P_c = −inf (and no gradient)
-where no source token matches.
+where no source token matches. A row whose memory has no copyable position at all (a GLM prompt
+of special tokens only) gets λ = 1 and P_c = 0: P = P_v.
 
 Eq. (3) is B×T×S×d elementwise work. With a = W_m h_l and b = W_s s_t + b_c, the identity
 tanh(a + b) = 1 − 2 / (1 + e^{2a} e^{2b}) turns it into
@@ -45,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..objectives.masking import IGNORE_INDEX
 from .layers import tied_logits
 
 # Elements of one (batch, target-chunk, source, d) block of eq. (3) evaluated at once (direct tanh).
@@ -201,20 +205,24 @@ class PointerGenerator(nn.Module):
             nn.init.normal_(self.gate.weight, std=std)
             self.gate.bias.zero_()
 
-    def project_memory(self, encoder_states: torch.Tensor) -> torch.Tensor:
-        """W_m h_l: depends on the source only, so decoding computes it once."""
-        return self.W_m(encoder_states)
+    def project_memory(self, memory_states: torch.Tensor) -> torch.Tensor:
+        """W_m h_l: depends on the memory only, so decoding computes it once."""
+        return self.W_m(memory_states)
 
-    def copy_attention(self, s, encoder_states, memory, source_mask):
-        """α (eqs. 3-4, float32) and the gate's log λ and log(1 − λ) (eqs. 5 and 8)."""
-        scores = additive_scores(memory, self.W_s(s), self.w_c).float()  # eq. (3)
-        scores = scores.masked_fill(~source_mask.bool()[:, None, :], float("-inf"))
-        alpha = torch.softmax(scores, dim=-1)  # eq. (4)
-        z = alpha.to(encoder_states.dtype) @ encoder_states  # eq. (5)
+    def copy_attention(self, s, memory_states, projected, memory_mask):
+        """α (eqs. 3-4, float32) and the gate's log λ and log(1 − λ) (eqs. 5 and 8). A row with no
+        copyable position gets α = 0, log λ = 0 and log(1 − λ) = −inf (P = P_v)."""
+        scores = additive_scores(projected, self.W_s(s), self.w_c).float()  # eq. (3)
+        valid = memory_mask.bool()
+        empty = ~valid.any(-1)  # (B,): nothing to copy; its row of scores stays finite (no NaN)
+        scores = scores.masked_fill(~(valid | empty[:, None])[:, None, :], float("-inf"))
+        alpha = torch.softmax(scores, dim=-1) * valid[:, None, :]  # eq. (4); exactly 0 on masked positions
+        z = alpha.to(memory_states.dtype) @ memory_states  # eq. (5)
         gate = self.gate(torch.cat([z, s], dim=-1)).float().squeeze(-1)  # eq. (8), before the sigmoid
-        return alpha, F.logsigmoid(gate), F.logsigmoid(-gate)
+        empty = empty[:, None]
+        return alpha, F.logsigmoid(gate).masked_fill(empty, 0.0), F.logsigmoid(-gate).masked_fill(empty, float("-inf"))
 
-    def label_log_likelihood(self, decoder_states, encoder_states, memory, source_ids, source_mask, embedding,
+    def label_log_likelihood(self, decoder_states, memory_states, projected, memory_ids, memory_mask, embedding,
                              logits_bias, labels, smoothing: bool = False):
         """log P(y_t) at the labels (B, T) and, if `smoothing`, the mean of log P over the vocabulary
         (B, T) — without a B×T×V mixture.
@@ -223,9 +231,9 @@ class PointerGenerator(nn.Module):
         absent from the source, so Σ_v log P(v) = V·a + Σ_v ℓ_v + Σ_{v in source} softplus(b +
         log P_c(v) − a − ℓ_v); the last sum runs over source positions l weighted by 1/(occurrences
         of x_l), and P_c(x_l) = Σ_l' α_l' [x_l' = x_l]."""
-        s = decoder_states
+        s, source_ids, source_mask = decoder_states, memory_ids, memory_mask
         vocab_logits = F.linear(self.W_v(s), embedding, logits_bias).float()  # eq. (2)
-        alpha, a, b = self.copy_attention(s, encoder_states, memory, source_mask)
+        alpha, a, b = self.copy_attention(s, memory_states, projected, memory_mask)
         target = labels.clamp_min(0)
         # log P_v(y): cross-entropy's fused log-softmax and gather (and its backward)
         log_pv_y = -F.cross_entropy(vocab_logits.flatten(0, -2), target.flatten(), reduction="none").view_as(target)
@@ -247,10 +255,10 @@ class PointerGenerator(nn.Module):
     def forward(
         self,
         decoder_states: torch.Tensor,  # s: (B, T, d)
-        encoder_states: torch.Tensor,  # h: (B, S, d)
-        memory: torch.Tensor,  # W_m h: (B, S, d)
-        source_ids: torch.Tensor,  # x: (B, S)
-        source_mask: torch.Tensor,  # (B, S) 1 for real tokens
+        memory_states: torch.Tensor,  # h: (B, S, d)
+        projected: torch.Tensor,  # W_m h: (B, S, d)
+        memory_ids: torch.Tensor,  # x: (B, S)
+        memory_mask: torch.Tensor,  # (B, S) 1 for copyable tokens
         embedding: torch.Tensor,  # W_e: (V, d)
         logits_bias: torch.Tensor | None = None,  # (V,)
         embedding_t: torch.Tensor | None = None,  # W_e^T stored contiguously (decoding; see tied_logits)
@@ -259,11 +267,52 @@ class PointerGenerator(nn.Module):
         s = decoder_states
         vocab_logits = tied_logits(self.W_v(s), embedding, logits_bias, embedding_t)  # eq. (2), before the softmax
         log_p_vocab = F.log_softmax(vocab_logits.float(), dim=-1)
-        alpha, log_lambda, log_one_minus = self.copy_attention(s, encoder_states, memory, source_mask)
+        alpha, log_lambda, log_one_minus = self.copy_attention(s, memory_states, projected, memory_mask)
         b, t, _ = alpha.shape
         p_copy = alpha.new_zeros(b, t, embedding.shape[0])
-        p_copy.scatter_add_(2, source_ids[:, None, :].expand(b, t, -1), alpha)  # eq. (6)
+        p_copy.scatter_add_(2, memory_ids[:, None, :].expand(b, t, -1), alpha)  # eq. (6)
         return torch.logaddexp(  # eq. (7), in log space
             log_lambda[..., None] + log_p_vocab,
             log_one_minus[..., None] + safe_log(p_copy),
         )
+
+
+def copy_token_nll(pointer: PointerGenerator, decoder_states, memory_states, memory_ids, memory_mask, embedding,
+                   logits_bias, labels, label_smoothing: float = 0.0):
+    """`palm.token_nll` of the eq. (7) mixture, computed at the labels (`label_log_likelihood`):
+    the (label-smoothed) loss sum, the detached NLL sum and the number of labels ≠ IGNORE_INDEX."""
+    log_p_y, mean_log_p = pointer.label_log_likelihood(
+        decoder_states, memory_states, pointer.project_memory(memory_states), memory_ids, memory_mask,
+        embedding, logits_bias, labels, smoothing=label_smoothing > 0)
+    keep = labels != IGNORE_INDEX
+    count = keep.sum()
+    nll = -log_p_y[keep]
+    loss = nll.sum()
+    if label_smoothing > 0:
+        loss = (1 - label_smoothing) * loss - label_smoothing * mean_log_p[keep].sum()
+    return loss, nll.detach().sum(), count
+
+
+def select_positions(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The True positions of each row of `keep` (B, L), packed to the left in order: index (B, W),
+    W the largest count, and valid (B, W), False past a row's count (where index points at one of
+    its other positions). One-sequence models (GLM, UniLMv2) gather the copy memory and the query
+    states out of their sequence with it."""
+    counts = keep.sum(1)
+    width = int(counts.max()) if keep.numel() else 0
+    index = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :width]
+    return index, torch.arange(width, device=keep.device) < counts[:, None]
+
+
+def gather_positions(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values[b, index[b, j]] for (B, L) or (B, L, d) `values`."""
+    if values.dim() == 2:
+        return values.gather(1, index)
+    return values.gather(1, index[..., None].expand(-1, -1, values.shape[-1]))
+
+
+def gather_labelled(states: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The states (B, T, d) and labels (B, T) of each row's labelled positions (labels ≠
+    IGNORE_INDEX) packed to the left; IGNORE_INDEX past a row's count."""
+    index, valid = select_positions(labels != IGNORE_INDEX)
+    return gather_positions(states, index), gather_positions(labels, index).masked_fill(~valid, IGNORE_INDEX)

@@ -17,6 +17,15 @@ row may attend the key column). Position embeddings AND relative-position bucket
 `position_ids`, never from array indices: an appended [P] or original token sits at the position
 of the token it stands for (§3.2), so its distance to every other token is a difference of
 position ids.
+
+Copy head (`UnilmConfig.copy`, off by default; ctxlm's extension, not in the UniLMv2 paper): PALM's
+pointer-generator (Bi et al., 2020, eqs. 2-8, `pointer_generator.py`) for the seq2seq `labels`
+and decoding. The memory h_l are the final states of the source segment's ordinary tokens (segment
+0; [SOS], [EOS], [M], [P] and padding are not copyable, so P_c gives mass only to source words);
+the query s_t of target t is its [P]'s final state passed through the masked-LM head's transform
+(dense, activation, LayerNorm: the vector the tied softmax reads), so that P_v = softmax(W_e (W_v
+s_t + b_v) + bias) starts (W_v = I, b_v = 0) as UniLMv2's own softmax. Pre-training (AE, PAR) has
+no source/target split and leaves the copy head out; seq2seq fine-tuning trains it.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from ..config import UnilmConfig
 from ..objectives.masking import IGNORE_INDEX
 from .layers import KVCache, MaskedLMHead, PostLNEncoderLayer, init_weights
 from .palm import batch_loss, label_counts, token_nll
+from .pointer_generator import PointerGenerator, copy_token_nll, gather_labelled, gather_positions, select_positions
 from .pretrained import PretrainedMixin
 
 
@@ -112,6 +122,7 @@ class DecodingState:
     key_valid: torch.Tensor  # (N, capacity) bool
     target_start: torch.Tensor  # (N,) long
     step: int = 0
+    copy_inputs: tuple | None = None  # the copy head's (h, W_m h, x, mask) of the source, one row per beam
 
 
 def full_attention_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pad_id: int) -> torch.Tensor:
@@ -148,6 +159,10 @@ class UnilmModel(PretrainedMixin, nn.Module):
                              if cfg.relative_position_bias else None)
         self.mlm_head = MaskedLMHead(cfg.d_model, cfg.vocab_size, cfg.activation_function, cfg.layer_norm_eps)
         init_weights(self, cfg.init_std)
+        self.pointer = None  # made last: the other weights are those of the same seed without copy
+        if cfg.copy:
+            self.pointer = PointerGenerator(cfg.d_model)
+            self.pointer.reset_parameters(cfg.init_std)
 
     # ----------------------------------------------------------------------------- pieces
     def attention_bias(self, mask: torch.Tensor, query_positions, key_positions) -> torch.Tensor:
@@ -187,6 +202,37 @@ class UnilmModel(PretrainedMixin, nn.Module):
         """The tied softmax classifier (§4.1) over the given hidden states."""
         return self.mlm_head(states, self.embeddings.word_embeddings.weight)
 
+    def lm_states(self, states: torch.Tensor) -> torch.Tensor:
+        """The masked-LM head's transform (dense, activation, LayerNorm): the copy head's s_t."""
+        head = self.mlm_head
+        return head.layer_norm(head.act(head.dense(states)))
+
+    def copy_memory(self, states, input_ids, source):
+        """The copy head's memory: final states (B, S, d), ids (B, S) and mask (B, S) of the
+        copyable tokens where `source` (B, L) is True, packed to the left."""
+        cfg = self.config
+        special = torch.tensor([cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.mask_token_id,
+                                cfg.pseudo_token_id], device=input_ids.device)
+        index, valid = select_positions(source.bool() & ~torch.isin(input_ids, special))
+        return gather_positions(states, index), gather_positions(input_ids, index), valid
+
+    def copy_lm_loss(self, states, input_ids, token_type_ids, labels, label_smoothing: float,
+                     return_log_probs: bool):
+        """The seq2seq loss with the copy head: `token_nll` of the eq. (7) mixture at the [P]s'
+        labels, memory = the source segment (token type 0). Returns the loss sum, NLL sum, count and,
+        if `return_log_probs`, log P (labelled tokens, V) in row-major order."""
+        if token_type_ids is None:
+            raise ValueError("the copy head needs token_type_ids to find the source segment (type 0)")
+        memory = self.copy_memory(states, input_ids, token_type_ids == 0)
+        queries, targets = gather_labelled(self.lm_states(states), labels)
+        embedding, bias = self.embeddings.word_embeddings.weight, self.mlm_head.bias
+        if not return_log_probs:
+            return (*copy_token_nll(self.pointer, queries, *memory, embedding, bias, targets, label_smoothing), None)
+        mem_states, ids, mask = memory
+        log_probs = self.pointer(queries, mem_states, self.pointer.project_memory(mem_states), ids, mask, embedding,
+                                 bias)
+        return (*token_nll(log_probs, targets, label_smoothing), log_probs[targets != IGNORE_INDEX])
+
     # ----------------------------------------------------------------------------- training
     LABEL_FIELDS = {"ae": "ae_labels", "par": "par_labels", "lm": "labels"}
 
@@ -220,6 +266,11 @@ class UnilmModel(PretrainedMixin, nn.Module):
                                         ("lm", labels, label_smoothing)):
             if target is None:
                 continue
+            if name == "lm" and self.pointer is not None:
+                sums[name], nll_sum, count, log_probs = self.copy_lm_loss(
+                    states, input_ids, token_type_ids, target, smoothing, return_log_probs)
+                metrics[f"{name}_nll_sum"], metrics[f"{name}_tokens"] = nll_sum, count
+                continue
             keep = target != IGNORE_INDEX
             logits = self.lm_logits(states[keep])
             sums[name], nll_sum, count = token_nll(logits, target[keep], smoothing)
@@ -248,7 +299,7 @@ class UnilmModel(PretrainedMixin, nn.Module):
         capacity = s + max_length + 1  # source, ≤ max_length − 1 targets, one [P]
         cache = KVCache(cfg.num_layers, b, cfg.num_heads, cfg.d_model // cfg.num_heads, capacity,
                         x.dtype, x.device)
-        self.run_layers(x, self.attention_bias(mask, positions, positions), cache)
+        h = self.run_layers(x, self.attention_bias(mask, positions, positions), cache)
         cache.advance(s)
         key_positions = positions.new_zeros(b, capacity)
         key_positions[:, :s] = positions
@@ -256,7 +307,12 @@ class UnilmModel(PretrainedMixin, nn.Module):
         key_valid[:, :s] = valid
         rows = torch.arange(b, device=x.device).repeat_interleave(num_beams)
         cache.reorder(rows)
-        return DecodingState(cache, key_positions[rows], key_valid[rows], valid.sum(1)[rows])
+        copy_inputs = None
+        if self.pointer is not None:  # one row per beam; `reorder` stays within a source, so never moves them
+            states, ids, source_mask = self.copy_memory(h, input_ids, valid)
+            copy_inputs = tuple(value[rows] for value in
+                                (states, self.pointer.project_memory(states), ids, source_mask))
+        return DecodingState(cache, key_positions[rows], key_valid[rows], valid.sum(1)[rows], copy_inputs=copy_inputs)
 
     def decode_step(self, state: DecodingState, tokens: torch.Tensor) -> torch.Tensor:
         """Log P (N, V) of target token t (t = the number of earlier calls), read from a [P] at
@@ -283,6 +339,9 @@ class UnilmModel(PretrainedMixin, nn.Module):
         x = self.run_layers(x, self.attention_bias(mask, query_positions, state.key_positions[:, :end]), cache)
         cache.advance(q - 1)  # keep the target token, drop the [P]
         state.step += 1
+        if self.pointer is not None:  # eq. (7) at the [P]
+            return self.pointer(self.lm_states(x[:, -1:]), *state.copy_inputs, self.embeddings.word_embeddings.weight,
+                                self.mlm_head.bias)[:, -1]
         return F.log_softmax(self.lm_logits(x[:, -1]).float(), dim=-1)
 
     def reorder(self, state: DecodingState, index: torch.Tensor) -> None:
@@ -309,7 +368,8 @@ class UnilmClassifier(PretrainedMixin, nn.Module):
     BERT's `BertForSequenceClassification`; UniLMv2 pre-training has no objective that trains it).
 
     `num_labels == 1` is regression (STS-B): MSE loss, metrics `mse_sum` / `mse_count`; otherwise
-    cross-entropy, metrics `cls_nll_sum` / `cls_tokens` (one "token" per example)."""
+    cross-entropy, metrics `cls_nll_sum` / `cls_tokens` (one "token" per example) and the share of
+    right answers, `cls_accuracy_sum` / `cls_accuracy_count`."""
 
     def __init__(self, model: UnilmModel | UnilmConfig, num_labels: int, pooler: bool = False):
         super().__init__()
@@ -348,7 +408,9 @@ class UnilmClassifier(PretrainedMixin, nn.Module):
                 loss = batch_loss(sums, {"mse": metrics["mse_count"]})
             else:
                 sums["cls"], nll_sum, count = token_nll(logits, labels)
-                metrics = {"cls_nll_sum": nll_sum, "cls_tokens": count}
+                correct = (logits.argmax(-1) == labels).sum()  # IGNORE_INDEX labels never match
+                metrics = {"cls_nll_sum": nll_sum, "cls_tokens": count, "cls_accuracy_sum": correct.detach(),
+                           "cls_accuracy_count": count}
                 loss = batch_loss(sums, {"cls": count})
         return UnilmOutput(loss=loss, metrics=metrics, logits=logits, loss_sums=sums)
 

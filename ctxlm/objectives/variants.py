@@ -70,6 +70,11 @@ PRETRAIN_VARIANTS: dict[str, Variant] = {
                            "UniLMv2 AE + AR, one token per step (Table 6; --unilm-objective ae+ar)"),
     "unilm-ar": Variant("unilm", (Stage("unilm", data={"objective": "ar"}),),
                         "UniLMv2 AR only (Table 6; --unilm-objective ar)"),
+    "glm-copy": Variant("glm", (Stage("glm", data={"task": "blank"}),), "GLM blank infilling with PALM's "
+                        "pointer-generator over Part A (ctxlm's extension; --copy, or copy: true)", model={"copy": True}),
+    "unilm-copy": Variant("unilm", (Stage("unilm", data={"objective": "ae+par"}),), "UniLMv2 AE + PAR with "
+                          "PALM's pointer-generator for seq2seq fine-tuning (ctxlm's extension; --copy, or copy: true)",
+                          model={"copy": True}),
     "unilm-norelpos": Variant("unilm", (Stage("unilm", data={"objective": "ae+par"}),),
                               "UniLMv2 − relative positions (Table 6; relative_position_bias: false)",
                               model={"relative_position_bias": False}),

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from .seq2seq import starting_model
-from ..checkpoint import build_model, latest_checkpoint, load_model_dir, read_head, read_model_config
+from ..checkpoint import build_model, load_model_dir, read_head, read_model_config, resume_checkpoint
 from ..config import TrainConfig, UnilmConfig
 from ..device import for_inference, resolve_device
 from ..data.glue import GlueDataset, Row, get_dataset
@@ -162,7 +163,7 @@ def finetune_classifier(
     tokenizer: TextTokenizer | str | Path | None = None,
     train_limit: int | None = None,
     valid_limit: int | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     overwrite: bool = False,
     allow_config_change: bool = False,
     device: str | torch.device | None = "auto",
@@ -174,9 +175,7 @@ def finetune_classifier(
     `final_metrics` gain `dev/<metric>` (also written to `out_dir/eval_dev.json`)."""
     spec = get_dataset(dataset)
     out_dir = Path(out_dir)
-    checkpoint = latest_checkpoint(out_dir) if resume else None
-    if resume and checkpoint is None:
-        raise CtxlmError(f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints")
+    checkpoint = resume_checkpoint(out_dir, resume)
     if checkpoint is not None:  # the weights come from the checkpoint (train(resume=True))
         backbone = build_model(read_model_config(checkpoint))
         tokenizer = TextTokenizer.load(checkpoint)
@@ -241,8 +240,8 @@ def evaluate_classifier(model_dir: str | Path, dataset: str | None, data_dir: st
                         batch_size: int = 32, limit: int | None = None, max_length: int | None = None,
                         device: str | torch.device | None = "auto", bf16: bool = False) -> dict[str, float]:
     """GLUE metrics (×100) of a fine-tuned classifier on `dataset`'s `split` (dataset and max
-    length default to those it was fine-tuned with, from classification.json). `device` and
-    `bf16`: see `ctxlm.device`."""
+    length default to those it was fine-tuned with, from classification.json; another dataset is
+    scored with a warning). `device` and `bf16`: see `ctxlm.device`."""
     task_file = Path(model_dir) / TASK_FILE
     task = json.loads(task_file.read_text(encoding="utf-8")) if task_file.is_file() else {}
     dataset = dataset or task.get("dataset")
@@ -257,6 +256,8 @@ def evaluate_classifier(model_dir: str | Path, dataset: str | None, data_dir: st
                          f"--task classify")
     if model.num_labels != spec.num_labels:
         raise CtxlmError(f"{model_dir}: a {model.num_labels}-label head, but {spec.name} has {spec.num_labels}")
+    if task.get("dataset") not in (None, spec.name):
+        warnings.warn(f"{model_dir}: fine-tuned on {task['dataset']}, scored on {spec.name}")
     if tokenizer is None:
         raise CtxlmError(f"{model_dir}: the model directory has no tokenizer.json")
     max_length = max_length or task.get("max_length", DEFAULT_MAX_LENGTH)

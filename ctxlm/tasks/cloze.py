@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -263,23 +264,31 @@ def _as_cloze_model(model, source) -> GlmClozeModel:
     raise CtxlmError(f"{source}: cloze tasks need a GLM model directory, got a {type(model).__name__}")
 
 
-def evaluate_cloze(model_dir: str | Path, dataset: str, data_dir: str | Path, split: str = "dev32", *,
-                   batch_size: int = 8, max_length: int | None = None, device: str | torch.device | None = "auto",
-                   bf16: bool = False) -> dict:
-    """SuperGLUE metrics (×100) of a model directory on one split: accuracy for every task, CB's
-    macro-F1 (`f1`), MultiRC's `f1a` and `em`, ReCoRD's `f1` and `em`. A plain GLM directory is
-    scored zero-shot. Returns the metrics plus `task`, `split` and `examples`. `device` and `bf16`:
-    see `ctxlm.device`."""
+def evaluate_cloze(model_dir: str | Path, dataset: str | None, data_dir: str | Path, split: str = "dev32", *,
+                   batch_size: int = 8, limit: int | None = None, max_length: int | None = None,
+                   device: str | torch.device | None = "auto", bf16: bool = False) -> dict:
+    """SuperGLUE metrics (×100) of a model directory on one split (its first `limit` rows, when
+    given): accuracy for every task, CB's macro-F1 (`f1`), MultiRC's `f1a` and `em`, ReCoRD's `f1`
+    and `em`. A plain GLM directory is scored zero-shot; a model fine-tuned on another task (its
+    head.json's `task`) is scored with a warning; `dataset` None scores the task it was fine-tuned
+    on. Returns the metrics plus `examples`. `device` and `bf16`: see `ctxlm.device`."""
     device = resolve_device(device)
     model, tokenizer = load_model_dir(model_dir, device=device)
     if tokenizer is None:
         raise CtxlmError(f"{model_dir}: the model directory has no tokenizer.json")
     model = for_inference(_as_cloze_model(model, model_dir), device, bf16)
+    if dataset is None:  # the task it was fine-tuned on, as classify's default
+        if model.task is None:
+            raise CtxlmError(f"{model_dir}: a GLM without a cloze task in head.json (not fine-tuned with "
+                             "--task cloze); give --dataset superglue/<Task>")
+        dataset = model.task
+    if model.task is not None and model.task != task_name(dataset):
+        warnings.warn(f"{model_dir}: fine-tuned on superglue/{model.task}, scored on superglue/{task_name(dataset)}")
     max_length = max_length or model.max_length
     if max_length > model.config.max_position_embeddings:
         raise CtxlmError(f"--max-length {max_length} exceeds the model's max_position_embeddings "
                          f"{model.config.max_position_embeddings}")
-    rows = load_superglue(dataset, data_dir, split)
+    rows = load_superglue(dataset, data_dir, split)[:limit]
     examples = ClozeExamples(rows, tokenizer, model.config, max_length, score_eop=model.score_eop)
     predicted = [int(np.argmax(s)) for s in predict_cloze(model, examples, batch_size=batch_size)]
     return {"examples": len(rows), **percent(task_metrics(rows, predicted))}
@@ -292,7 +301,7 @@ def percent(metrics: dict[str, float]) -> dict[str, float]:
 
 def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, out_dir: str | Path,
                    train_config: TrainConfig, *, max_length: int | None = None, train_split: str = "train",
-                   dev_split: str | None = "dev32", resume: bool = False, overwrite: bool = False,
+                   dev_split: str | None = "dev32", resume: bool | str = False, overwrite: bool = False,
                    allow_config_change: bool = False, model_config: GlmConfig | None = None,
                    tokenizer=None, score_eop: bool = False,
                    device: str | torch.device | None = "auto") -> TrainResult:

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import build_model, latest_checkpoint, load_model_dir, read_model_config
+from ..checkpoint import build_model, load_model_dir, read_model_config, resume_checkpoint
 from .classification import epochs_train_config, load_backbone, tokens_of
 from ..config import TrainConfig, UnilmConfig
 from ..device import for_inference, resolve_device
@@ -319,7 +319,7 @@ def finetune_squad(
     tokenizer: TextTokenizer | str | Path | None = None,
     train_limit: int | None = None,
     valid_limit: int | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     overwrite: bool = False,
     allow_config_change: bool = False,
     device: str | torch.device | None = "auto",
@@ -329,9 +329,7 @@ def finetune_squad(
     it (`final_metrics` gain `dev/exact_match`, `dev/f1`; also `out_dir/eval_dev.json`). Limits take
     the first questions of each file."""
     out_dir = Path(out_dir)
-    checkpoint = latest_checkpoint(out_dir) if resume else None
-    if resume and checkpoint is None:
-        raise CtxlmError(f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints")
+    checkpoint = resume_checkpoint(out_dir, resume)
     if checkpoint is not None:  # the weights come from the checkpoint (train(resume=True))
         backbone, tokenizer = build_model(read_model_config(checkpoint)), TextTokenizer.load(checkpoint)
     else:

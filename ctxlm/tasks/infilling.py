@@ -147,7 +147,7 @@ def _load_glm(model_dir, device, bf16: bool):
 
 
 def _generation(model_dir, cfg: GenerationConfig | None) -> GenerationConfig:
-    from ..predict import load_generation_config
+    from ..config import load_generation_config
 
     return cfg or load_generation_config(resolve_model_dir(model_dir)) or GenerationConfig()
 

@@ -17,13 +17,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..checkpoint import build_model, latest_checkpoint, load_model_dir
-from ..config import FinetuneConfig, GenerationConfig
+from ..checkpoint import build_model, load_model_dir, resume_checkpoint
+from ..config import FinetuneConfig, GenerationConfig, save_generation_config
 from ..device import resolve_device
 from ..data.tasks import Pair, read_task
 from ..errors import CtxlmError
 from ..layouts import pair_example, pair_limits
-from ..predict import Seq2SeqPredictor, save_generation_config
+from ..predict import Seq2SeqPredictor
 from ..pretraining import model_config_for_tokenizer
 from ..tokenization import TextTokenizer
 from ..training import TrainResult, train
@@ -93,9 +93,7 @@ def starting_model(out_dir: str | Path, resume: bool, init: str | Path | None, m
     """(model, tokenizer) a fine-tuning run starts from: its newest checkpoint when resuming (the
     training loop then loads the weights), else the `init` model directory, else a new
     `model_config` model sized for `tokenizer` (training from scratch, the "− pre-training" row)."""
-    checkpoint = latest_checkpoint(out_dir) if resume else None
-    if resume and checkpoint is None:
-        raise CtxlmError(f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints")
+    checkpoint = resume_checkpoint(out_dir, resume)
     if checkpoint is not None or init is not None:
         # a resumed run's weights come with its training state (`train` loads them)
         model, saved = load_model_dir(checkpoint or init, weights=checkpoint is None)
@@ -120,7 +118,7 @@ def finetune(
     init: str | Path | None = None,
     model_config=None,
     tokenizer: TextTokenizer | str | Path | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     overwrite: bool = False,
     allow_config_change: bool = False,
     train_limit: int | None = None,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ctxlm.compare import TASK_SCORING
 from ctxlm.config import load_finetune_config
-from ctxlm.report import format_mean_std, paired_bootstrap
+from ctxlm.report import format_difference, format_mean_std, paired_bootstrap
 
 TASKS = {"gigaword": ("Gigaword", ["rouge1", "rouge2", "rougeL"]),
          "squad_qg": ("SQuAD QG", ["bleu4", "meteor", "coco_rougeL"]),
@@ -77,7 +77,7 @@ def main(work: Path, out: Path) -> None:
             else:
                 verdict = ("supports" if sign * test.difference > 0 else "contradicts") if test.p_value < 0.05 \
                     else "no significant difference"
-            row.append(f"{test.difference:+.2f} [{test.ci_low:+.2f}, {test.ci_high:+.2f}], p {test.p_value:.3f}: "
+            row.append(f"{format_difference(test.difference, test.ci_low, test.ci_high)}, p {test.p_value:.3f}: "
                        f"{verdict}")
         claims.append(f"| {claim}: {better} vs {worse} | " + " | ".join(row) + " |")
     out.write_text("\n".join([
@@ -89,7 +89,9 @@ def main(work: Path, out: Path) -> None:
         "Paired bootstrap of the first variant minus the second on each task's primary metric (seeds "
         "paired, examples resampled, 1000 resamples; for perplexity a negative difference favours the "
         "first). *supports* / *contradicts*: p < 0.05 in the claim's / the other direction; a difference "
-        "below 0.005 (e.g. two BLEU-4 scores of 1e-5, pycocoevalcap's value when nothing matches) is none.", "",
+        "below 0.005 (e.g. two BLEU-4 scores of 1e-5, pycocoevalcap's value when nothing matches) is none. "
+        "An interval bound of 0 is a tie (resamples on which both score the same): that interval includes 0; "
+        "bounds that round to 0.00 without being 0 keep two significant digits.", "",
         *claims, ""]), encoding="utf-8")
     print(f"wrote {out}")
 

@@ -1,0 +1,8 @@
+"""`python -m ctxlm ...` (and `torchrun -m ctxlm ...`): the `ctxlm` command line."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

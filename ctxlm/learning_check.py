@@ -1,0 +1,117 @@
+"""Does a run learn? A model that predicts every target with the targets' unigram frequencies,
+whatever its input, scores the unigram entropy H = −Σ p log p of the target tokens as its loss;
+a run whose held-out loss still sits there well into its schedule has learnt nothing from the
+context (UniLMv2, post-LN, at too high a peak lr: every [M] and [P] converges to one output
+distribution, its AE and PAR losses equal).
+
+`LearningCheck` (one per training run) computes H once from the training examples' label ids and
+looks at each validation from `CHECK_FROM` of the run (and step `MIN_STEPS`) on; the first time the held-out loss is
+within `margin(H)` of H (or above it), it says so once: a one-line warning, a
+`{"step": N, "warning": "not_learning", ...}` row in metrics.jsonl and `"not_learning"` in run.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .objectives.masking import IGNORE_INDEX
+
+CHECK_FROM = 0.3  # validations at or after this fraction of max_steps are checked,
+MIN_STEPS = 50  # and at or after this step (a smoke run of a few steps has learnt nothing yet, by design)
+MARGIN_NATS, MARGIN_RATIO = 0.1, 0.03  # "at the unigram level": loss > H − max(0.1 nats, 3% of H)
+SAME_LOSS = 1e-3  # UniLMv2's AE and PAR held-out losses this close: one output distribution for both
+ENTROPY_EXAMPLES = 1000  # training examples H is counted over (spread over all of them)
+MIN_TARGETS = 200  # fewer targets than this in those examples: no check (H is not known well enough)
+CAUSES = ("likely causes: peak lr too high (--lr), warm-up too short (--warmup-ratio / --warmup-steps), "
+          "Adam β2 (--adam-beta2)")
+
+
+def unigram_entropy(examples, max_examples: int = ENTROPY_EXAMPLES) -> tuple[float, int]:
+    """(H in nats, number of targets): the entropy of the target token frequencies over the label ids
+    (every `*labels` array, IGNORE_INDEX left out) of the training examples of epoch 0, or of
+    `max_examples` of them spread evenly over the set."""
+    n = len(examples)
+    chosen = np.unique(np.linspace(0, n - 1, min(n, max_examples)).round().astype(np.int64)) if n else []
+    labels = [np.asarray(value).ravel() for i in chosen for key, value in examples.example(int(i), 0).items()
+              if key.endswith("labels")]
+    targets = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    targets = targets[targets != IGNORE_INDEX]
+    if targets.size == 0:
+        return math.nan, 0
+    p = np.unique(targets, return_counts=True)[1] / targets.size
+    return float(-(p * np.log(p)).sum()), int(targets.size)
+
+
+def margin(entropy: float) -> float:
+    return max(MARGIN_NATS, MARGIN_RATIO * entropy)
+
+
+def not_learning_reason(losses: dict[str, float], entropy: float) -> str | None:
+    """Why held-out `losses` (objective → mean loss) say the model has not learnt, or None: the best
+    of them within `margin` of the unigram entropy (or above it); said as UniLMv2's collapse when
+    its AE and PAR losses are equal there."""
+    losses = {k: v for k, v in losses.items() if math.isfinite(v)}
+    if not losses or not math.isfinite(entropy) or min(losses.values()) <= entropy - margin(entropy):
+        return None
+    if "ae" in losses and "par" in losses and abs(losses["ae"] - losses["par"]) <= SAME_LOSS:
+        return (f"held-out AE and PAR losses equal ({losses['ae']:.4f}, {losses['par']:.4f}) at the unigram "
+                f"entropy of the targets {entropy:.4f}: every [M] and [P] gets one output distribution")
+    shown = ", ".join(f"{name} {value:.4f}" for name, value in sorted(losses.items()))
+    return f"held-out loss ({shown}) at the unigram entropy of the targets {entropy:.4f} (loss at unigram level)"
+
+
+def held_out_losses(values: dict[str, Any], prefix: str = "valid/") -> dict[str, float]:
+    """Objective → loss of a validation's `<prefix><name>_loss` values."""
+    return {key[len(prefix):-len("_loss")]: float(value) for key, value in values.items()
+            if key.startswith(prefix) and key.endswith("_loss") and isinstance(value, (int, float))}
+
+
+class LearningCheck:
+    """The check of one run (see the module docstring); `check` after each validation."""
+
+    def __init__(self, train_examples, max_steps: int, out_dir: str | Path):
+        self.examples, self.max_steps, self.out_dir = train_examples, max_steps, Path(out_dir)
+        self.entropy: float | None = None  # counted at the first validation checked
+        self.targets = 0
+        self.warned = False
+
+    def check(self, step: int, values: dict[str, Any], writer=None) -> dict[str, Any] | None:
+        """After a validation at `step` with `values` (`valid/<name>_loss`, ...): the warning's record
+        the first time the run is not learning (then a warning, a row through `writer`, a
+        `MetricsWriter`, and run.json's `not_learning`), else None."""
+        if self.warned or step < max(CHECK_FROM * self.max_steps, MIN_STEPS):
+            return None
+        if self.entropy is None:
+            self.entropy, self.targets = unigram_entropy(self.examples)
+        if self.targets < MIN_TARGETS:
+            return None
+        reason = not_learning_reason(held_out_losses(values), self.entropy)
+        if reason is None:
+            return None
+        self.warned = True
+        record = {"step": step, "reason": reason, "unigram_entropy": self.entropy, "causes": CAUSES}
+        self.report(record, writer)
+        return record
+
+    def report(self, record: dict[str, Any], writer=None) -> None:
+        warnings.warn(f"step {record['step']}: not learning: {record['reason']}; {record['causes']}", stacklevel=3)
+        if writer is not None:
+            writer.write(record["step"], {"warning": "not_learning", "reason": record["reason"],
+                                               "unigram_entropy": record["unigram_entropy"]})
+        run_json = self.out_dir / "run.json"
+        if run_json.is_file():
+            values = json.loads(run_json.read_text(encoding="utf-8"))
+            values["not_learning"] = record
+            run_json.write_text(json.dumps(values, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def not_learning_in(run_dir: str | Path) -> dict[str, Any] | None:
+    """A finished run's `not_learning` record (run.json), or None."""
+    path = Path(run_dir) / "run.json"
+    return json.loads(path.read_text(encoding="utf-8")).get("not_learning") if path.is_file() else None

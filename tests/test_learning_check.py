@@ -1,0 +1,153 @@
+"""A run that is not learning says so (`ctxlm.learning_check`): the unigram entropy of the targets
+against brute force, the check's decision on made-up validation histories, and a UniLMv2 run at a
+collapsing setting that warns in the log, metrics.jsonl and run.json (and `compare` marks it)."""
+
+import json
+import math
+import warnings
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from ctxlm.learning_check import (
+    CHECK_FROM,
+    MIN_STEPS,
+    LearningCheck,
+    margin,
+    not_learning_in,
+    not_learning_reason,
+    unigram_entropy,
+)
+from ctxlm.objectives.masking import IGNORE_INDEX
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+class LabelExamples:
+    """Examples with given `ae_labels` / `par_labels` (and an input that is not a target)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def example(self, index, epoch=0):
+        ae, par = self.rows[index]
+        return {"input_ids": np.arange(7), "ae_labels": np.asarray(ae), "par_labels": np.asarray(par)}
+
+
+def random_rows(n, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        ids = rng.zipf(1.5, size=12) % 50
+        ids[rng.random(12) < 0.5] = IGNORE_INDEX
+        rows.append((ids, rng.integers(0, 50, size=rng.integers(1, 6))))
+    return rows
+
+
+def brute_force_entropy(rows):
+    targets = [int(t) for ae, par in rows for t in list(ae) + list(par) if t != IGNORE_INDEX]
+    counts = Counter(targets)
+    return -sum(c / len(targets) * math.log(c / len(targets)) for c in counts.values()), len(targets)
+
+
+def test_unigram_entropy_matches_brute_force():
+    rows = random_rows(40)
+    entropy, targets = unigram_entropy(LabelExamples(rows), max_examples=1000)
+    expected, n = brute_force_entropy(rows)
+    assert targets == n and entropy == pytest.approx(expected, rel=1e-12)
+    # one token: 0; k equally frequent tokens: log k
+    assert unigram_entropy(LabelExamples([([5, 5, IGNORE_INDEX], [5])]))[0] == pytest.approx(0.0)
+    assert unigram_entropy(LabelExamples([([1, 2, 3], [4])]))[0] == pytest.approx(math.log(4))
+    # a sample: the examples spread evenly over the set, first and last included
+    picked = [0, 13, 26, 39]
+    assert unigram_entropy(LabelExamples(rows), max_examples=4)[0] == pytest.approx(
+        brute_force_entropy([rows[i] for i in picked])[0], rel=1e-12)
+
+
+def test_decision_on_loss_histories():
+    entropy = 7.0
+    level = entropy - margin(entropy)
+    assert margin(7.0) == pytest.approx(0.21) and margin(2.0) == pytest.approx(0.1)
+    assert not_learning_reason({"lm": 5.2}, entropy) is None  # learnt
+    assert not_learning_reason({"lm": level - 1e-6}, entropy) is None
+    assert "unigram level" in not_learning_reason({"lm": level + 1e-3}, entropy)
+    assert "unigram level" in not_learning_reason({"lm": 8.5}, entropy)  # above it: worse than unigram
+    # one objective below the level is learning
+    assert not_learning_reason({"ae": 5.0, "par": 7.05}, entropy) is None
+    reason = not_learning_reason({"ae": 7.0123, "par": 7.0127}, entropy)
+    assert "AE and PAR losses equal" in reason
+    assert "AE and PAR" not in not_learning_reason({"ae": 7.01, "par": 7.2}, entropy)
+    assert not_learning_reason({"lm": float("nan")}, entropy) is None
+
+
+def test_check_warns_once_from_its_point_of_the_run(tmp_path):
+    rows = random_rows(200)
+    entropy = brute_force_entropy(rows)[0]
+    (tmp_path / "run.json").write_text(json.dumps({"train": {}}))
+    check = LearningCheck(LabelExamples(rows), max_steps=100, out_dir=tmp_path)
+    flat = {"valid/ae_loss": entropy + 0.01, "valid/par_loss": entropy + 0.0105, "valid/ae_ppl": 1.0}
+    learnt = {"valid/ae_loss": entropy - 1.0, "valid/par_loss": entropy - 0.9}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing may warn before the check fires
+        assert check.check(int(CHECK_FROM * 100) - 1, flat) is None  # too early in the run
+        assert check.check(50, learnt) is None
+        assert LearningCheck(LabelExamples(rows), max_steps=10, out_dir=tmp_path).check(MIN_STEPS - 1, flat) is None
+    with pytest.warns(UserWarning, match="step 60: not learning: held-out AE and PAR .*--lr"):
+        record = check.check(60, flat)
+    assert record["step"] == 60 and record["unigram_entropy"] == pytest.approx(entropy)
+    assert json.loads((tmp_path / "run.json").read_text())["not_learning"]["step"] == 60
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check.check(70, flat) is None  # once
+
+
+@pytest.fixture(scope="module")
+def collapsed_run(tmp_path_factory):
+    """A small UniLMv2 pre-trained at a peak lr far too high for it (1e-2, warm-up 10 steps, Adam β2
+    0.999): every [M] and [P] gets the unigram distribution."""
+    from conftest import wiki_slice
+
+    from ctxlm.config import PretrainConfig, TrainConfig, UnilmDataConfig, named_model_config
+    from ctxlm.pretraining import pretrain
+    from ctxlm.tokenization import train_tokenizer
+
+    root = tmp_path_factory.mktemp("collapse")
+    corpus = wiki_slice(root / "wiki.txt", 3000)
+    tokenizer = train_tokenizer(corpus, 2000, root / "tok")
+    config = PretrainConfig(
+        model=named_model_config("unilm-tiny", d_model=64, num_layers=2, num_heads=2, ffn_dim=256,
+                                 max_position_embeddings=128),
+        train=TrainConfig(**COLLAPSE, batch_size=16, eval_every=20, eval_batches=4, progress=False, save_every=0),
+        data=UnilmDataConfig(max_length=64, valid_fraction=0.05))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pretrain([corpus], root / "run", config, objective="unilm", tokenizer=tokenizer, cache_dir=root / "cache",
+                 train_given=COLLAPSE)
+    return root / "run", [str(w.message) for w in caught]
+
+
+COLLAPSE = dict(max_steps=60, lr=1e-2, warmup_steps=10, adam_beta2=0.999, adam_eps=1e-8)
+
+
+@pytest.mark.slow
+def test_collapsing_run_warns_in_all_three_places(collapsed_run):
+    from ctxlm.compare import NOT_LEARNING, did_not_learn, runs_not_learning
+
+    run_dir, messages = collapsed_run
+    assert sum("not learning" in m for m in messages) == 1
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    flagged = [row for row in rows if row.get("warning") == "not_learning"]
+    assert len(flagged) == 1 and flagged[0]["step"] >= max(CHECK_FROM * COLLAPSE["max_steps"], MIN_STEPS)
+    valid = next(row for row in rows if row["step"] == flagged[0]["step"] and "valid/ae_loss" in row)
+    assert rows[-1] == valid  # the warning comes before its validation's row (readers take the last row)
+    assert valid["valid/ae_loss"] > flagged[0]["unigram_entropy"] - margin(flagged[0]["unigram_entropy"])
+    record = json.loads((run_dir / "run.json").read_text())["not_learning"]
+    assert record == not_learning_in(run_dir) and record["step"] == flagged[0]["step"]
+    assert "--lr" in record["causes"] and "β2" in record["causes"]
+    cell = {"not_learning": runs_not_learning([run_dir, run_dir.parent / "absent"])}
+    assert list(cell["not_learning"]) == ["run"] and did_not_learn(cell) == f"; {NOT_LEARNING}: run"
+    assert did_not_learn({"not_learning": {}}) == ""
