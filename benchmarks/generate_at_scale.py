@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from ctxlm.checkpoint import build_model
-from ctxlm.config import GenerationConfig, named_model_config
+from ctxlm.config import GenerationConfig
+from ctxlm.config_loading import named_model_config
 from ctxlm.predict import Seq2SeqPredictor
 from ctxlm.pretraining import model_config_for_tokenizer
 from ctxlm.tokenization import train_tokenizer

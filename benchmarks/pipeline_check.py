@@ -79,7 +79,7 @@ def recipe_for(args, seed: int):
 
 
 def model_config_for(args, tokenizer):
-    from ctxlm.config import named_model_config
+    from ctxlm.config_loading import named_model_config
     from ctxlm.pretraining import model_config_for_tokenizer
 
     overrides = {}

@@ -119,8 +119,8 @@ def tokenizer_for(args, vocab: int):
 
 
 def run_pretrain(args, cell: dict) -> dict:
-    from ctxlm.config import (GlmDataConfig, PalmDataConfig, PretrainConfig, TrainConfig, UnilmDataConfig,
-                              named_model_config)
+    from ctxlm.config import GlmDataConfig, PalmDataConfig, PretrainConfig, TrainConfig, UnilmDataConfig
+    from ctxlm.config_loading import named_model_config
     from ctxlm.pretraining import pretrain
 
     work = Path(args.out) / "work" / cell["name"]
@@ -147,7 +147,8 @@ def run_pretrain(args, cell: dict) -> dict:
 
 
 def run_finetune(args, cell: dict) -> dict:
-    from ctxlm.config import GenerationConfig, load_finetune_config, named_model_config
+    from ctxlm.config import GenerationConfig, load_finetune_config
+    from ctxlm.config_loading import named_model_config
     from ctxlm.metrics import rouge, sacre_bleu
     from ctxlm.predict import Seq2SeqPredictor
     from ctxlm.tasks.seq2seq import finetune, read_pairs

@@ -43,7 +43,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_model
 
-from .config import model_config_from_dict
+from .config_loading import model_config_from_dict
 from .errors import CtxlmError
 
 CONFIG_NAME = "config.json"

@@ -139,7 +139,7 @@ def cmd_tokenizer_train(args) -> None:
 
 def cmd_pretrain(args) -> None:
     _check_inputs(args)
-    from .config import load_pretrain_config, train_keys_given
+    from .config_loading import load_pretrain_config, train_keys_given
     from .families import default_objective
     from .pretraining import pretrain
 
@@ -283,7 +283,7 @@ def _set_copy(model_config, copy: bool):
 
 
 def _scratch_model_config(args):
-    from .config import load_pretrain_config
+    from .config_loading import load_pretrain_config
 
     if args.init is not None:
         if getattr(args, "copy", False):

@@ -46,14 +46,8 @@ import numpy as np
 import torch
 
 from .checkpoint import CHECKPOINTS_DIR, build_model, latest_checkpoint
-from .config import (
-    FinetuneConfig,
-    PretrainConfig,
-    default_data_config,
-    load_finetune_config,
-    load_pretrain_config,
-    model_config_from_dict,
-)
+from .config import FinetuneConfig, PretrainConfig, load_finetune_config
+from .config_loading import default_data_config, load_pretrain_config, model_config_from_dict
 from .data.store import TokenStore
 from .data.tasks import SEP, Pair
 from .errors import CtxlmError

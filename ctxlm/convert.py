@@ -25,44 +25,18 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import load_model_dir, load_weights, resolve_model_dir
-from .config import GenerationConfig, model_config_from_dict
+from .config import GenerationConfig, load_generation_config, save_generation_config
+from .config_loading import model_config_from_dict
 from .errors import CtxlmError
 from .extras import require
 from .families import FAMILIES, get_family, resolve
+from .hub import hf_source_dir
 from .layouts import prompt_example
-from .config import load_generation_config, save_generation_config
 from .tokenization import TextTokenizer
 
 EXPORT_CONFIG = "ctxlm_config.json"
 EXPORT_EXTRA = "ctxlm_extra.safetensors"
 DECODER_INITS = ("fresh", "encoder")
-
-
-def hf_source_dir(source: str | Path) -> Path:
-    """A local transformers directory, or a hub id downloaded (or found in the cache) by
-    huggingface_hub."""
-    path = Path(source)
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise CtxlmError(f"{source}: not a directory (a transformers checkpoint is a directory)")
-    if str(source).count("/") > 1 or str(source).startswith((".", "/", "~")):
-        raise CtxlmError(f"{source}: no such directory")
-    hub = require("huggingface_hub", extra="hf", purpose=f"fetching '{source}' from the Hugging Face hub")
-    try:
-        return Path(hub.snapshot_download(str(source)))
-    except Exception as error:  # offline, unknown repo, gated: huggingface_hub raises many kinds
-        first = (str(error).splitlines() or [type(error).__name__])[0]
-        if _offline(error):
-            raise CtxlmError(f"{source}: not a local directory, and the Hugging Face hub cannot be reached (no "
-                             f"network?); download the model elsewhere and pass its directory") from None
-        raise CtxlmError(f"{source}: cannot fetch from the Hugging Face hub ({first})") from None
-
-
-def _offline(error: BaseException) -> bool:
-    names = {type(e).__name__ for e in (error, error.__cause__, error.__context__) if e is not None}
-    return bool(names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "ConnectError",
-                         "ConnectTimeout", "NameResolutionError", "MaxRetryError", "TimeoutError"})
 
 
 def _hf_tokenizer(hf_dir: Path) -> TextTokenizer | None:

@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PalmDataConfig, PretrainConfig, TrainConfig, load_pretrain_config
+from .config import PalmDataConfig, PretrainConfig, TrainConfig
+from .config_loading import load_pretrain_config
 from .errors import CtxlmError, plain_warnings
 from .extras import require
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .checkpoint import TOKENIZER_NAME, build_model, load_model_dir, resume_checkpoint
-from .config import PalmDataConfig, PretrainConfig, TrainConfig, default_data_config
+from .config import PalmDataConfig, PretrainConfig, TrainConfig
+from .config_loading import default_data_config
 from .data.store import TokenStore
 from .distributed import main_process_first, setup
 from .device import resolve_device

@@ -46,7 +46,8 @@ def pretrained_palm(tmp_path_factory):
     import torch
 
     from ctxlm.checkpoint import build_model
-    from ctxlm.config import PalmDataConfig, PretrainConfig, TrainConfig, named_model_config
+    from ctxlm.config import PalmDataConfig, PretrainConfig, TrainConfig
+    from ctxlm.config_loading import named_model_config
     from ctxlm.data.store import TokenStore
     from ctxlm.pretraining import model_config_for_tokenizer, prepare_palm_data, pretrain
     from ctxlm.tokenization import train_tokenizer

@@ -20,7 +20,7 @@ from ctxlm.tasks.classification import (
     glue_train_config,
     truncate_pair,
 )
-from ctxlm.config import named_model_config
+from ctxlm.config_loading import named_model_config
 from ctxlm.data.glue import DATASETS, Row, read_split
 from ctxlm.errors import CtxlmError
 from ctxlm.metrics import accuracy, binary_f1, pearson, spearman

@@ -17,7 +17,8 @@ import torch
 
 from ctxlm.checkpoint import build_model, save_model_dir
 from ctxlm.cli import build_parser, main
-from ctxlm.config import GenerationConfig, TrainConfig, named_model_config
+from ctxlm.config import GenerationConfig, TrainConfig
+from ctxlm.config_loading import named_model_config
 from ctxlm.metrics import compute_metrics
 from ctxlm.models.glm import GlmModel
 from ctxlm.models.unilm import UnilmClassifier, UnilmModel

@@ -19,7 +19,8 @@ from ctxlm.tasks.cloze import (
     fit_parts,
     predict_cloze,
 )
-from ctxlm.config import TrainConfig, named_model_config
+from ctxlm.config import TrainConfig
+from ctxlm.config_loading import named_model_config
 from ctxlm.data.superglue import TASKS, load_superglue
 from ctxlm.models.glm import GlmModel, glm_tokens
 from ctxlm.pretraining import model_config_for_tokenizer

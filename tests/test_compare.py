@@ -22,10 +22,11 @@ from ctxlm.checkpoint import build_model
 from ctxlm.cli import main
 from ctxlm.compare import (TASK_SCORING, Budget, compare, example_nll, matched_model_config, parameter_count,
                            score_predictions)
-from ctxlm.config import named_model_config
+from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.tasks.seq2seq import read_pairs
-from ctxlm.config import load_finetune_config, load_pretrain_config
+from ctxlm.config import load_finetune_config
+from ctxlm.config_loading import load_pretrain_config
 from ctxlm.metrics import coco_qg, rouge
 from ctxlm.predict import Seq2SeqPredictor
 from ctxlm.report import corpus_bleu4, corpus_perplexity, git_commit, mean_score, paired_bootstrap

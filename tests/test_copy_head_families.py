@@ -11,10 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+
+from test_models_glm import Recorder
 
 from ctxlm.cli import main
-from ctxlm.config import load_pretrain_config, named_model_config
+from ctxlm.config_loading import load_pretrain_config, named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.generation import GenerationConfig, generate
 from ctxlm.models.glm import GlmModel, glm_tokens
@@ -143,24 +144,6 @@ def test_glm_copy_loss_is_the_full_distribution_at_the_labels(smoothing):
     for a, b in zip(fast, torch.autograd.grad(reference / count, params)):
         assert torch.isfinite(a).all() and a.abs().sum() > 0
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
-
-
-class Recorder:
-    """The decoding protocol, recording each `decode_step`'s log-probs."""
-
-    def __init__(self, model):
-        self.model, self.steps = model, []
-        self.decoder_start_token_id, self.eos_token_id = model.decoder_start_token_id, model.eos_token_id
-
-    def start_decoding(self, *args, **kwargs):
-        return self.model.start_decoding(*args, **kwargs)
-
-    def decode_step(self, state, tokens):
-        self.steps.append(self.model.decode_step(state, tokens).clone())
-        return self.steps[-1]
-
-    def reorder(self, state, index):
-        self.model.reorder(state, index)
 
 
 GLM_SOURCES = [[21, 22, 23, 21, 24, 25], [26, 27], [28, 29, 20, 28]]

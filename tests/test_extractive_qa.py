@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ctxlm.checkpoint import load_model_dir, save_model_dir
-from ctxlm.config import named_model_config
+from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.metrics import squad_f1, squad_normalize
 from ctxlm.tasks.extractive_qa import (

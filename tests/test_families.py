@@ -16,7 +16,7 @@ from conftest import wiki_slice
 from ctxlm import families
 from ctxlm.checkpoint import build_model, load_model_dir
 from ctxlm.cli import main
-from ctxlm.config import named_model_config
+from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.layouts import pair_example, prompt_example
 from ctxlm.models.palm import batch_loss, label_counts, token_nll

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from ctxlm.cli import main
-from ctxlm.config import FinetuneConfig, load_finetune_config, named_model_config
+from ctxlm.config import FinetuneConfig, load_finetune_config
+from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.tasks.seq2seq import decode_pairs, finetune, read_pairs
 from ctxlm.metrics import lead_words, rouge

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ctxlm.checkpoint import build_model, save_model_dir
 from ctxlm.cli import main
-from ctxlm.config import named_model_config
+from ctxlm.config_loading import named_model_config
 from ctxlm.pretraining import model_config_for_tokenizer
 from ctxlm.tokenization import train_tokenizer
 from test_fuzz_readers import clean_texts, garbage_lines, json_values, non_blank_lines, texts

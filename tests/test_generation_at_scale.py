@@ -13,7 +13,8 @@ import torch
 from conftest import wiki_slice
 from ctxlm.checkpoint import build_model, save_model_dir
 from ctxlm.cli import main
-from ctxlm.config import GenerationConfig, named_model_config
+from ctxlm.config import GenerationConfig
+from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.predict import Seq2SeqPredictor
 from ctxlm.pretraining import model_config_for_tokenizer

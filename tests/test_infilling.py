@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ctxlm.checkpoint import save_model_dir
-from ctxlm.config import GenerationConfig, named_model_config
+from ctxlm.config import GenerationConfig
+from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.tasks.infilling import (
     BLANK,

@@ -111,7 +111,8 @@ def collapsed_run(tmp_path_factory):
     0.999): every [M] and [P] gets the unigram distribution."""
     from conftest import wiki_slice
 
-    from ctxlm.config import PretrainConfig, TrainConfig, UnilmDataConfig, named_model_config
+    from ctxlm.config import PretrainConfig, TrainConfig, UnilmDataConfig
+    from ctxlm.config_loading import named_model_config
     from ctxlm.pretraining import pretrain
     from ctxlm.tokenization import train_tokenizer
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ctxlm.checkpoint import load_model_dir
-from ctxlm.config import named_model_config
+from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.models.glm import GlmModel
 from ctxlm.models.palm import PalmModel

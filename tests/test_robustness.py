@@ -22,7 +22,8 @@ from ctxlm.checkpoint import (
     BEST_DIR, TRAINER_STATE_NAME, build_model, latest_checkpoint, list_checkpoints, load_model_dir,
     load_trainer_state,
 )
-from ctxlm.config import TrainConfig, named_model_config
+from ctxlm.config import TrainConfig
+from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.tasks.seq2seq import PairExamples
 from ctxlm.training import TrainingRun, evaluate, train, validation_sample

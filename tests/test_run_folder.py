@@ -16,18 +16,17 @@ import sys
 import time
 import warnings
 
-import numpy as np
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
 from conftest import TINY_PALM_MODEL, wiki_slice
-from ctxlm.checkpoint import LOCK_NAME, RunFolderLock, build_model, latest_checkpoint, list_checkpoints
+from test_robustness import pairs, tiny_model
+from ctxlm.checkpoint import LOCK_NAME, RunFolderLock, latest_checkpoint, list_checkpoints
 from ctxlm.cli import build_parser, main
-from ctxlm.config import TrainConfig, named_model_config
+from ctxlm.config import TrainConfig
 from ctxlm.errors import CtxlmError
-from ctxlm.tasks.seq2seq import PairExamples
 from ctxlm.training import train
 
 pytestmark = pytest.mark.usefixtures("single_thread", "optimizer_imports")
@@ -37,23 +36,6 @@ pytestmark = pytest.mark.usefixtures("single_thread", "optimizer_imports")
 def optimizer_imports():
     """The first optimizer of a process imports torch._dynamo (seconds); do it once, before forking."""
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
-
-VOCAB = 60
-
-
-def tiny_model():
-    torch.manual_seed(0)
-    return build_model(named_model_config(
-        "palm-tiny", vocab_size=VOCAB, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32))
-
-
-def pairs(model, n=48, seed=0):
-    rng = np.random.default_rng(seed)
-    sources = [rng.integers(10, VOCAB, rng.integers(4, 12)).tolist() for _ in range(n)]
-    targets = [rng.integers(10, VOCAB, rng.integers(2, 6)).tolist() for _ in range(n)]
-    return PairExamples(model.config, sources, targets, 16, 8)
-
 
 def config(**values) -> TrainConfig:
     base = dict(max_steps=6, batch_size=4, lr=1e-2, warmup_steps=1, log_every=1, eval_every=0, eval_batches=2,

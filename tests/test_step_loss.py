@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from ctxlm.tasks.cloze import GlmClozeModel
-from ctxlm.config import TrainConfig, named_model_config
+from ctxlm.config import TrainConfig
+from ctxlm.config_loading import named_model_config
 from ctxlm.models.glm import GlmModel
 from ctxlm.models.palm import PalmModel
 from ctxlm.models.unilm import UnilmClassifier, UnilmModel, UnilmQuestionAnswering

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from ctxlm.config import PretrainConfig, TrainConfig, named_model_config
+from ctxlm.config import PretrainConfig, TrainConfig
+from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
-from ctxlm.families import FAMILIES, OPTIMIZER_FIELDS, Family, register, train_defaults
+from ctxlm.families import FAMILIES, OPTIMIZER_FIELDS, register, train_defaults
 from ctxlm.families.unilm import UNILM_LR
 from ctxlm.pretraining import with_train_defaults
 
@@ -163,7 +164,7 @@ def small_corpus(tmp_path_factory):
 def test_short_run_at_the_defaults_learns(family, small_corpus):
     """A few hundred steps with no optimiser setting given: below the unigram level at the end (the
     learning check, run at the last validation, says nothing), UniLMv2's AE and PAR apart."""
-    from ctxlm.config import default_data_config
+    from ctxlm.config_loading import default_data_config
     from ctxlm.learning_check import margin, unigram_entropy
     from ctxlm.pretraining import pretrain, prepare_data
     from ctxlm.data.store import TokenStore

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from conftest import wiki_slice
 from ctxlm.checkpoint import list_checkpoints, load_model_dir
 from ctxlm.cli import main
-from ctxlm.config import PalmDataConfig, PretrainConfig, TrainConfig, named_model_config
+from ctxlm.config import PalmDataConfig, PretrainConfig, TrainConfig
+from ctxlm.config_loading import named_model_config
 from ctxlm.pretraining import pretrain
 from ctxlm.data.loader import rank_micro_batches
 from ctxlm.tokenization import train_tokenizer

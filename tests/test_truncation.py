@@ -5,7 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from ctxlm.config import FinetuneConfig, named_model_config
+from ctxlm.config import FinetuneConfig
+from ctxlm.config_loading import named_model_config
 from ctxlm.layouts import pair_example
 from ctxlm.objectives.masking import IGNORE_INDEX
 from ctxlm.checkpoint import build_model

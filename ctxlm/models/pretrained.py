@@ -33,7 +33,7 @@ class PretrainedMixin:
         """The model saved in `source` (a ctxlm model directory, a training run's output, or a hub
         repo id), in eval mode; it must be of this class."""
         from ..checkpoint import load_model_dir, resolve_model_dir
-        from ..convert import hf_source_dir
+        from ..hub import hf_source_dir
         from ..config import load_generation_config
 
         directory = resolve_model_dir(hf_source_dir(source))
