@@ -308,7 +308,9 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
                "seeds": [c["seed"] for c in group], "tokens_seen": [c["tokens_seen"] for c in group],
                "pretrain_seconds": [c["pretrain_seconds"] for c in group],
                "finetune_seconds": [c["finetune_seconds"] for c in group],
-               "metrics": {m: [c["metrics"][m] for c in group] for m in group[0]["metrics"]}, "bootstrap": None}
+               "metrics": {m: [c["metrics"][m] for c in group] for m in group[0]["metrics"]}, "bootstrap": None,
+               "did_not_learn": {c["seed"]: reason for c in group if (reason := did_not_learn(
+                   c, baseline, scoring.primary, scoring.higher_is_better)) is not None}}
         if reference is not None and objective != REFERENCE:
             seeds = sorted(set(row["seeds"]) & {c["seed"] for c in reference})
             pick = lambda cells: [c["example_stats"] for c in cells if c["seed"] in seeds]  # noqa: E731
@@ -323,31 +325,70 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
 
 
 def _table_rows(rows: list[dict], metrics: list[str], primary: str) -> list[list[str]]:
+    """The results table's rows; a Δ between objectives either of which has a cell that did not learn
+    reads "not testable at this scale" (the bootstrap stays in table.json)."""
     out = []
+    reference = next((row for row in rows if row["objective"] == REFERENCE), None)
+    stuck = {row["objective"] for row in rows if row.get("did_not_learn")}
     for row in rows:
         values = [format_mean_std(row["metrics"][m]) if m in row["metrics"] else "—" for m in metrics]
         if "parameters" not in row:  # the baseline
             out.append([row["objective"], "—", "—", *values, "—", "—"])
             continue
         test = row["bootstrap"]
-        difference = ("reference" if row["objective"] == REFERENCE else "—") if test is None else \
-            format_difference(test["difference"], test["ci_low"], test["ci_high"])
+        if test is None:
+            difference, p = ("reference" if row["objective"] == REFERENCE else "—"), "—"
+        elif stuck & {row["objective"], reference["objective"]}:
+            difference, p = "not testable at this scale", "—"
+        else:
+            difference = format_difference(test["difference"], test["ci_low"], test["ci_high"])
+            p = f"{test['p_value']:.3f}"
         out.append([row["objective"], f"{row['parameters']:,}", f"{np.mean(row['tokens_seen']):,.0f}", *values,
-                    difference, "—" if test is None else f"{test['p_value']:.3f}"])
+                    difference, p])
     return out
 
 
-def _cell_rows(cells: list[dict], primary: str) -> list[list[str]]:
+def _cell_rows(cells: list[dict], primary: str, baseline: dict | None = None,
+               higher_is_better: bool = True) -> list[list[str]]:
     return [[c["objective"], c["seed"], f"{c['parameters']:,}",
              " + ".join(str(s["steps"]) for s in c["stages"]) or "0", f"{c['tokens_seen']:,}",
              f"{c['pretrain_seconds']:.1f}", c["finetune_steps"], f"{c['finetune_seconds']:.1f}",
-             f"{c['score_seconds']:.1f}", f"{c['metrics'][primary]:.2f}", _learned(c)] for c in cells]
+             f"{c['score_seconds']:.1f}", f"{c['metrics'][primary]:.2f}",
+             _learned(c, baseline, primary, higher_is_better)] for c in cells]
 
 
-def _learned(cell: dict) -> str:
-    """"yes", or which of a cell's runs stayed at the unigram level (`ctxlm.learning_check`)."""
+def did_not_learn(cell: dict, baseline: dict | None = None, primary: str | None = None,
+                  higher_is_better: bool = True) -> str | None:
+    """Why a compare cell did not learn its task, or None: its primary metric does not beat the
+    task's trivial baseline (`baseline["metrics"][primary]`, one value), or some of its runs stayed at
+    the unigram level (`not_learning`, `ctxlm.learning_check`)."""
+    reasons = []
+    if baseline is not None and primary in baseline.get("metrics", {}) and primary in cell["metrics"]:
+        value, reference = cell["metrics"][primary], baseline["metrics"][primary][0]
+        if not (value > reference if higher_is_better else value < reference):
+            reasons.append(f"{primary} {value:.2f} does not beat {baseline['name']}'s {reference:.2f}")
     runs = cell.get("not_learning") or {}
-    return f"no: {', '.join(runs)} at the unigram level" if runs else "yes"
+    if runs:
+        reasons.append(f"{', '.join(runs)} at the unigram level")
+    return "; ".join(reasons) or None
+
+
+def claim_verdict(test: BootstrapResult, higher_is_better: bool, untestable: Sequence[str] = ()) -> str:
+    """A paired bootstrap of "better minus worse" read as a claim's verdict: "not testable at this
+    scale" when a side holds a cell that did not learn (`untestable`: their reasons); no difference
+    below the tables' two decimals; else supports / contradicts at p < 0.05."""
+    if untestable:
+        return "not testable at this scale (" + "; ".join(untestable) + ")"
+    if abs(test.difference) < 0.005:  # below the table's precision (BLEU-4 of 1e-5 is no score)
+        return "no difference at two decimals"
+    if test.p_value >= 0.05:
+        return "no significant difference"
+    return "supports" if (test.difference > 0) == higher_is_better else "contradicts"
+
+
+def _learned(cell: dict, baseline: dict | None, primary: str, higher_is_better: bool) -> str:
+    reason = did_not_learn(cell, baseline, primary, higher_is_better)
+    return "yes" if reason is None else f"no: {reason}"
 
 
 def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | None, scoring, settings: dict, *,
@@ -381,12 +422,15 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
         report.paragraph("METEOR is left out: it needs Java, which is not installed here.")
     report.heading("Cells")
     report.table(["objective", "seed", "parameters", "pre-training steps", "tokens seen", "pre-training s",
-                  "fine-tuning steps", "fine-tuning s", "scoring s", primary, "learned"], _cell_rows(cells, primary))
+                  "fine-tuning steps", "fine-tuning s", "scoring s", primary, "learned"],
+                 _cell_rows(cells, primary, baseline, scoring.higher_is_better))
     report.paragraph("Tokens seen are the non-padding input (and decoder input) tokens the training loop "
                      "counts, counted exactly by replaying each stage's data stream. Wall times count the run "
                      "that finished each stage (an interrupted and resumed one counts its last part only). "
-                     "Learned: \"no\" names the runs (pre-training stages, fine-tuning) whose held-out loss was "
-                     "still at the unigram entropy of their targets from 30% of the run on (`ctxlm.learning_check`).")
+                     "Learned: \"no\" when the cell does not beat the task's trivial baseline on "
+                     f"{primary}, or names its runs (pre-training stages, fine-tuning) whose held-out loss was "
+                     "still at the unigram entropy of their targets from 30% of the run on (`ctxlm.learning_check`); "
+                     "a difference involving such a cell is not evidence about the objectives.")
     if plots:
         report.heading("Loss curves")
         for name, title, curves in (("pretrain_loss.png", "pre-training loss (stages in sequence)",

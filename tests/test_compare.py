@@ -208,15 +208,40 @@ def test_compare_writes_a_complete_report(setup, tmp_path):
     assert page.count("data:image/png;base64,") == 2 and "baseline: lead-8 words" in page
 
 
-def test_cells_table_says_which_runs_did_not_learn():
-    """The report's cells table marks a cell whose runs stayed at the unigram level, naming them."""
-    from ctxlm.report import _cell_rows
+def test_cells_that_did_not_learn_make_claims_not_testable():
+    """A cell below the task's trivial baseline, or with a run at the unigram level, did not learn: the
+    cells table says why, the results table's Δ against it reads "not testable at this scale", and so
+    does a claim's verdict; cells that learned keep the bootstrap's verdict."""
+    from ctxlm.report import BootstrapResult, _cell_rows, _table_rows, claim_verdict, did_not_learn
 
+    baseline = {"name": "lead-8 words", "metrics": {"rougeL": [28.0]}}
     cell = {"objective": "unilm", "seed": 0, "parameters": 10, "stages": [{"steps": 5}], "tokens_seen": 50,
             "pretrain_seconds": 1.0, "finetune_steps": 3, "finetune_seconds": 1.0, "score_seconds": 1.0,
-            "metrics": {"rougeL": 1.0}}
-    learned, stuck = _cell_rows([cell, {**cell, "not_learning": {"1-unilm": {"step": 4}, "finetune": {}}}], "rougeL")
-    assert learned[-1] == "yes" and stuck[-1] == "no: 1-unilm, finetune at the unigram level"
+            "metrics": {"rougeL": 30.0}}
+    stuck = {**cell, "not_learning": {"1-unilm": {"step": 4}, "finetune": {}}}
+    below = {**cell, "metrics": {"rougeL": 28.0}}
+    assert did_not_learn(cell, baseline, "rougeL") is None
+    assert did_not_learn(below, baseline, "rougeL") == "rougeL 28.00 does not beat lead-8 words's 28.00"
+    lower = {**cell, "metrics": {"rougeL": 27.0}}  # lower is better (perplexity): 27 beats 28, 30 does not
+    assert did_not_learn(lower, baseline, "rougeL", higher_is_better=False) is None
+    assert did_not_learn(cell, baseline, "rougeL", higher_is_better=False) is not None
+    assert did_not_learn(stuck, None, "rougeL") == "1-unilm, finetune at the unigram level"
+    rows = _cell_rows([cell, stuck, below], "rougeL", baseline)
+    assert [r[-1] for r in rows] == ["yes", "no: 1-unilm, finetune at the unigram level",
+                                     "no: rougeL 28.00 does not beat lead-8 words's 28.00"]
+    test = BootstrapResult(difference=1.5, ci_low=0.5, ci_high=2.5, p_value=0.01, resamples=100)
+    assert claim_verdict(test, True) == "supports" and claim_verdict(test, False) == "contradicts"
+    assert claim_verdict(test, True, ["palm seed 0: below"]) == "not testable at this scale (palm seed 0: below)"
+    assert claim_verdict(dataclasses.replace(test, p_value=0.2), True) == "no significant difference"
+    table = [{"objective": "palm", "parameters": 10, "tokens_seen": [1], "metrics": {"rougeL": [30.0]},
+              "bootstrap": None, "did_not_learn": {}},
+             {"objective": "mass", "parameters": 10, "tokens_seen": [1], "metrics": {"rougeL": [29.0]},
+              "bootstrap": dataclasses.asdict(test), "did_not_learn": {}},
+             {"objective": "glm", "parameters": 10, "tokens_seen": [1], "metrics": {"rougeL": [9.0]},
+              "bootstrap": dataclasses.asdict(test), "did_not_learn": {0: "below"}}]
+    shown = _table_rows(table, ["rougeL"], "rougeL")
+    assert shown[1][-2:] == ["+1.50 [+0.50, +2.50]", "0.010"]
+    assert shown[2][-2:] == ["not testable at this scale", "—"]
 
 
 def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ctxlm.compare import TASK_SCORING
 from ctxlm.config import load_finetune_config
-from ctxlm.report import format_difference, format_mean_std, paired_bootstrap
+from ctxlm.report import claim_verdict, did_not_learn, format_difference, format_mean_std, paired_bootstrap
 
 TASKS = {"gigaword": ("Gigaword", ["rouge1", "rouge2", "rougeL"]),
          "squad_qg": ("SQuAD QG", ["bleu4", "meteor", "coco_rougeL"]),
@@ -46,7 +46,9 @@ def main(work: Path, out: Path) -> None:
         results[task] = cells(work / task)
         scorings[task] = TASK_SCORING[load_finetune_config(str(Path(__file__).parent / "recipes" / f"{task}.yaml")).task]
         table = json.loads((work / task / "table.json").read_text(encoding="utf-8"))
-        baselines[task] = next((row for row in table if row["objective"].startswith("baseline")), None)
+        row = next((row for row in table if row["objective"].startswith("baseline")), None)
+        baselines[task] = None if row is None else {"name": row["objective"].removeprefix("baseline: "),
+                                                    "metrics": row["metrics"]}
     objectives = list(dict.fromkeys(row["objective"] for task in TASKS  # the comparisons' order
                                     for row in json.loads((work / task / "table.json").read_text(encoding="utf-8"))
                                     if "parameters" in row))
@@ -69,14 +71,15 @@ def main(work: Path, out: Path) -> None:
             if not seeds:
                 row.append("—")
                 continue
-            pick = lambda group: [c["example_stats"] for c in group if c["seed"] in seeds]  # noqa: E731
-            test = paired_bootstrap(pick(a), pick(b), scorings[task].statistic, resamples=1000)
-            sign = 1 if scorings[task].higher_is_better else -1
-            if abs(test.difference) < 0.005:  # below the table's precision (BLEU-4 of 1e-5 is no score)
-                verdict = "no difference at two decimals"
-            else:
-                verdict = ("supports" if sign * test.difference > 0 else "contradicts") if test.p_value < 0.05 \
-                    else "no significant difference"
+            a, b = [c for c in a if c["seed"] in seeds], [c for c in b if c["seed"] in seeds]
+            scoring = scorings[task]
+            test = paired_bootstrap([c["example_stats"] for c in a], [c["example_stats"] for c in b],
+                                    scoring.statistic, resamples=1000)
+            untestable = [f"{c['objective']} seed {c['seed']}: {reason}" for c in a + b
+                          if (reason := did_not_learn(c, baselines[task], scoring.primary,
+                                                      scoring.higher_is_better)) is not None]
+            verdict = claim_verdict(test, scoring.higher_is_better, untestable[:2] + (
+                [f"{len(untestable) - 2} more"] if len(untestable) > 2 else []))
             row.append(f"{format_difference(test.difference, test.ci_low, test.ci_high)}, p {test.p_value:.3f}: "
                        f"{verdict}")
         claims.append(f"| {claim}: {better} vs {worse} | " + " | ".join(row) + " |")
@@ -88,7 +91,9 @@ def main(work: Path, out: Path) -> None:
         "## The papers' claims", "",
         "Paired bootstrap of the first variant minus the second on each task's primary metric (seeds "
         "paired, examples resampled, 1000 resamples; for perplexity a negative difference favours the "
-        "first). *supports* / *contradicts*: p < 0.05 in the claim's / the other direction; a difference "
+        "first). *not testable at this scale*: a cell of either side does not beat the task's trivial baseline "
+        "or stayed at the unigram level (`ctxlm.report.did_not_learn`), so the difference is between models "
+        "that did not learn. *supports* / *contradicts*: p < 0.05 in the claim's / the other direction; a difference "
         "below 0.005 (e.g. two BLEU-4 scores of 1e-5, pycocoevalcap's value when nothing matches) is none. "
         "An interval bound of 0 is a tie (resamples on which both score the same): that interval includes 0; "
         "bounds that round to 0.00 without being 0 keep two significant digits.", "",
