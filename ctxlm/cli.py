@@ -497,17 +497,33 @@ def _command_line(args) -> str:
 
 def cmd_compare(args) -> None:
     _check_inputs(args)
-    from .compare import Budget, compare
+    from .compare import Budget, compare, compare_train_sizes
 
-    compare(args.corpus, args.tokenizer, args.task, args.train, args.valid, args.out,
-            budget=Budget(minutes=args.budget_minutes, tokens=args.budget_tokens),
-            objectives=[o.strip() for o in args.objectives.split(",") if o.strip()], config=args.config,
-            seeds=args.seeds, finetune_steps=args.finetune_steps, eval_path=args.eval, eval_limit=args.eval_limit,
-            train_limit=args.train_limit, cache_dir=args.cache_dir, pretrain_dir=args.pretrain_dir,
-            corpus_format=args.format, text_field=args.text_field, fallback_encoding=args.fallback_encoding,
-            resamples=args.resamples,
-            plots=not args.no_plots, command=_command_line(args))
+    common = dict(budget=Budget(minutes=args.budget_minutes, tokens=args.budget_tokens),
+                  objectives=[o.strip() for o in args.objectives.split(",") if o.strip()], config=args.config,
+                  seeds=args.seeds, finetune_steps=args.finetune_steps, eval_path=args.eval,
+                  eval_limit=args.eval_limit, cache_dir=args.cache_dir, pretrain_dir=args.pretrain_dir,
+                  corpus_format=args.format, text_field=args.text_field, fallback_encoding=args.fallback_encoding,
+                  resamples=args.resamples, plots=not args.no_plots, command=_command_line(args))
+    task, limits = (args.corpus, args.tokenizer, args.task, args.train, args.valid, args.out), args.train_limit or [None]
+    if len(limits) > 1:
+        compare_train_sizes(*task, train_limits=limits, **common)
+        print(f"report: {Path(args.out) / 'train_sizes.md'} and train_sizes.html (each size: train-<size>/report.md)")
+        return
+    compare(*task, train_limit=limits[0], **common)
     print(f"report: {Path(args.out) / 'report.md'} and report.html")
+
+
+def _train_sizes(text: str) -> list[int | None]:
+    """--train-limit of compare: N, or sizes separated by commas, `all` for every pair."""
+    sizes = []
+    for word in text.split(","):
+        word = word.strip().lower()
+        if word != "all" and not (word.isdigit() and int(word) > 0):
+            raise argparse.ArgumentTypeError(f"expected positive numbers of pairs or 'all', separated by commas, "
+                                             f"got '{text}'")
+        sizes.append(None if word == "all" else int(word))
+    return sizes
 
 
 BOOLEAN_WORDS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
@@ -738,7 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3,
                    help="runs per objective (seeds 0..N-1), each pre-training and fine-tuning")
     p.add_argument("--finetune-steps", type=int, help="override the recipe's max_steps")
-    p.add_argument("--train-limit", type=int, help="fine-tune on the first N pairs (dialog: 10000)")
+    p.add_argument("--train-limit", type=_train_sizes,
+                   help="fine-tune on the first N pairs (dialog: 10000); several sizes, e.g. 1000,4000,all: one "
+                        "comparison per size sharing the pre-training, and train_sizes.md (PALM Table 5's question)")
     p.add_argument("--eval-limit", type=int, help="score only the first N pairs")
     p.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
     p.add_argument("--no-plots", action="store_true", help="no loss plots (no matplotlib needed)")

@@ -443,6 +443,7 @@ class Comparison:
             "stages": stages, "tokens_seen": sum(s["tokens"] for s in stages),
             "pretrain_seconds": sum(s["seconds"] for s in stages),
             "finetune_steps": finetuned["steps"], "finetune_seconds": finetuned["seconds"],
+            "finetune_best_step": finetuned["final_metrics"].get("best_step"),
             "score_seconds": time.perf_counter() - started, "metrics": metrics, "example_stats": stats,
             "not_learning": runs_not_learning([Path(s["dir"]) for s in stages] + [cell_dir / "finetune"]),
         }
@@ -498,7 +499,7 @@ def runs_not_learning(run_dirs: Sequence[Path]) -> dict[str, dict]:
     return {name: record for name, record in records.items() if record is not None}
 
 
-def did_not_learn(cell: dict) -> str:
+def not_learning_note(cell: dict) -> str:
     """A cell summary's note: `; did not learn (loss at unigram level): <runs>`, or nothing."""
     runs = cell.get("not_learning") or {}
     return f"; {NOT_LEARNING}: {', '.join(runs)}" if runs else ""
@@ -555,7 +556,8 @@ def compare(
     `train_limit` defaults to PALM's 10K pairs; `pretrain_dir` shares pre-training between
     comparisons (see the module's docstring); `corpus_format`, `text_field` and `fallback_encoding`
     read the corpus as `pretrain` does."""
-    from .report import pyplot, write_comparison_report
+    from .report import write_comparison_report
+    from .report_plots import pyplot
 
     unknown = [o for o in objectives if o not in PRETRAIN_VARIANTS]
     if unknown or not objectives:
@@ -604,7 +606,54 @@ def compare(
         for seed in range(seeds):
             cell = run.run_cell(objective, seed)
             print(f"{objective} seed {seed}: {cell['parameters']:,} parameters, {cell['tokens_seen']:,} tokens, "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in cell["metrics"].items()) + did_not_learn(cell), flush=True)
+                  + ", ".join(f"{k} {v:.2f}" for k, v in cell["metrics"].items()) + not_learning_note(cell), flush=True)
             cells.append(cell)
     return write_comparison_report(out_dir, cells, run.baseline(), scoring, settings, resamples=resamples,
                                    plots=plots, command=command)
+
+
+def train_size_name(limit: int | None) -> str:
+    return "all" if limit is None else str(limit)
+
+
+def compare_train_sizes(
+    corpus: Sequence[str | Path],
+    tokenizer: TextTokenizer | str | Path,
+    recipe: FinetuneConfig | str,
+    train_path: str | Path,
+    valid_path: str | Path,
+    out_dir: str | Path,
+    *,
+    train_limits: Sequence[int | None],
+    pretrain_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    plots: bool = True,
+    **options: Any,
+) -> dict[str, list[dict]]:
+    """PALM Table 5's question: how much pre-training helps as labelled data shrinks. One `compare`
+    per training-set size (`train_limits`: numbers of pairs, None for all) in `out_dir/train-<size>/`,
+    every size fine-tuning the same pre-trained cells (`pretrain_dir`, default `out_dir/pretrain`) on
+    the first pairs of `train_path`; then `train_sizes.md` (and a plot): each variant's primary
+    metric against the size, and PALM against no pre-training at each size. `options` are
+    `compare`'s. Returns each size's table."""
+    from .report import write_train_size_report
+
+    out_dir = Path(out_dir)
+    if not train_limits or len(set(train_limits)) != len(train_limits):
+        raise CtxlmError("give distinct training-set sizes, e.g. --train-limit 1000,4000,all")
+    if any(limit is not None and limit < 1 for limit in train_limits):
+        raise CtxlmError("a training-set size must be at least 1 pair (or all)")
+    tables = {}
+    for limit in train_limits:
+        name = train_size_name(limit)
+        print(f"training-set size {name}", flush=True)
+        tables[name] = compare(corpus, tokenizer, recipe, train_path, valid_path, out_dir / f"train-{name}",
+                               train_limit=limit, pretrain_dir=pretrain_dir or out_dir / "pretrain",
+                               cache_dir=cache_dir or out_dir / "store", plots=plots, **options)
+    recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
+    total = len(read_pairs(recipe.task, train_path, recipe.reader))
+    default = DIALOG_TRAIN_PAIRS if recipe.task == "dialog" else None
+    sizes = {train_size_name(limit): min(limit or default or total, total) for limit in train_limits}
+    write_train_size_report(out_dir, tables, sizes, task_scoring(recipe.task), plots=plots,
+                            command=options.get("command"))
+    return tables

@@ -38,9 +38,10 @@ def pair_limits(cfg, max_source: int, max_target: int, target_length: int) -> tu
     `target_length` tokens: the recipe's `max_source` and `max_target`; but where source and target
     share one sequence and one position table (GLM, UniLMv2: no separate decoder) the target keeps
     at most `max_position_embeddings − 3` positions (the source keeps its two special tokens and
-    one of its own) and the source no more than the target leaves, so every pair fits the model."""
+    one of its own) and the source no more than the target leaves, so every pair fits the model.
+    An encoder-decoder's source and target each keep at most its `max_position_embeddings`."""
     if hasattr(cfg, "decoder_layers"):  # an encoder-decoder: the target has its own positions
-        return max_source, max_target
+        return min(max_source, cfg.max_position_embeddings), min(max_target, cfg.max_position_embeddings)
     max_target = min(max_target, cfg.max_position_embeddings - 3)
     target_positions = min(target_length + 1, max_target)  # the target and its end token
     return min(max_source, cfg.max_position_embeddings - target_positions), max_target
@@ -48,10 +49,10 @@ def pair_limits(cfg, max_source: int, max_target: int, target_length: int) -> tu
 
 def decoding_source_budget(cfg, max_source: int, max_new_tokens: int) -> int:
     """The most tokens (specials included) a prompt may have with `max_new_tokens` to follow:
-    `max_source`, but for UniLMv2 also no more than its target's first position allows, since target
-    token t takes position S + t < max_position_embeddings (§3.4)."""
+    `max_source`, at most `max_position_embeddings`, and for UniLMv2 also no more than its target's
+    first position allows, since target token t takes position S + t < max_position_embeddings (§3.4)."""
     if cfg.family != "unilm":
-        return max_source
+        return min(max_source, cfg.max_position_embeddings)
     room = cfg.max_position_embeddings - max_new_tokens
     if room < 2:
         raise CtxlmError(f"max_new_tokens {max_new_tokens} leaves no room for the source in "

@@ -3,7 +3,7 @@
 - `paired_bootstrap`: the paired bootstrap test of two systems scored on the same examples
   (Koehn 2004; Efron & Tibshirani 1993, §16.4), over several seeds.
 - `mean_std`: mean ± sample standard deviation over seeds.
-- `loss_plot`: training-loss curves as a PNG (matplotlib).
+- The plots (`ctxlm.report_plots`): loss curves and scores per variant, a colour per variant.
 - `Report`: headings, paragraphs, tables and images, written as Markdown and as one
   self-contained HTML file (PNGs embedded as base64).
 - `package_versions`, `git_commit`: what the report was made with.
@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import CtxlmError
+from .report_plots import baseline_value, loss_plot, score_plot, variant_colours
 
 REFERENCE = "palm"  # every other objective is tested against it
 
@@ -127,44 +128,6 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 def format_mean_std(values: Sequence[float], digits: int = 2) -> str:
     mean, std = mean_std(values)
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
-
-
-# ------------------------------------------------------------------------------------ plots
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend."""
-    from .extras import require
-
-    matplotlib = require("matplotlib", "report", "ctxlm compare's plots; or compare with --no-plots")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def loss_plot(curves: dict[str, Sequence[tuple[int, float]]], path: str | Path, title: str) -> Path:
-    """One line per curve name (`label` → [(step, loss), ...]) in a PNG; curves sharing the text
-    before " seed" share a colour."""
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
-    colours: dict[str, str] = {}
-    for label, points in curves.items():
-        if not points:
-            continue
-        group = label.split(" seed")[0]
-        first = group not in colours
-        colour = colours.setdefault(group, f"C{len(colours) % 10}")
-        steps, losses = zip(*points)
-        axes.plot(steps, losses, color=colour, alpha=0.8, linewidth=1.2, label=group if first else None)
-    axes.set_xlabel("step")
-    axes.set_ylabel("training loss")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    if colours:
-        axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return Path(path)
 
 
 # ------------------------------------------------------------------------------------ the document
@@ -352,7 +315,7 @@ def _cell_rows(cells: list[dict], primary: str, baseline: dict | None = None,
                higher_is_better: bool = True) -> list[list[str]]:
     return [[c["objective"], c["seed"], f"{c['parameters']:,}",
              " + ".join(str(s["steps"]) for s in c["stages"]) or "0", f"{c['tokens_seen']:,}",
-             f"{c['pretrain_seconds']:.1f}", c["finetune_steps"], f"{c['finetune_seconds']:.1f}",
+             f"{c['pretrain_seconds']:.1f}", _finetune_steps(c), f"{c['finetune_seconds']:.1f}",
              f"{c['score_seconds']:.1f}", f"{c['metrics'][primary]:.2f}",
              _learned(c, baseline, primary, higher_is_better)] for c in cells]
 
@@ -360,11 +323,11 @@ def _cell_rows(cells: list[dict], primary: str, baseline: dict | None = None,
 def did_not_learn(cell: dict, baseline: dict | None = None, primary: str | None = None,
                   higher_is_better: bool = True) -> str | None:
     """Why a compare cell did not learn its task, or None: its primary metric does not beat the
-    task's trivial baseline (`baseline["metrics"][primary]`, one value), or some of its runs stayed at
+    task's trivial baseline (`baseline["metrics"][primary]`: a value, or a table row's one-value list), or some of its runs stayed at
     the unigram level (`not_learning`, `ctxlm.learning_check`)."""
-    reasons = []
-    if baseline is not None and primary in baseline.get("metrics", {}) and primary in cell["metrics"]:
-        value, reference = cell["metrics"][primary], baseline["metrics"][primary][0]
+    reasons, reference = [], baseline_value(baseline, primary)
+    if reference is not None and primary in cell["metrics"]:
+        value = cell["metrics"][primary]
         if not (value > reference if higher_is_better else value < reference):
             reasons.append(f"{primary} {value:.2f} does not beat {baseline['name']}'s {reference:.2f}")
     runs = cell.get("not_learning") or {}
@@ -384,6 +347,12 @@ def claim_verdict(test: BootstrapResult, higher_is_better: bool, untestable: Seq
     if test.p_value >= 0.05:
         return "no significant difference"
     return "supports" if (test.difference > 0) == higher_is_better else "contradicts"
+
+
+def _finetune_steps(cell: dict) -> str:
+    """The fine-tuning steps run, and the step whose weights were kept (best validation loss)."""
+    best = cell.get("finetune_best_step")
+    return f"{cell['finetune_steps']} (best {best})" if best is not None else str(cell["finetune_steps"])
 
 
 def _learned(cell: dict, baseline: dict | None, primary: str, higher_is_better: bool) -> str:
@@ -420,9 +389,12 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
                      "objectives score the same), so that interval includes 0.")
     if "meteor" not in metrics and "bleu4" in metrics:
         report.paragraph("METEOR is left out: it needs Java, which is not installed here.")
+    colours = variant_colours([c["objective"] for c in cells])
+    if plots:
+        report.image(_score_plot(out_dir, cells, baseline, scoring, colours), f"{primary} per objective")
     report.heading("Cells")
     report.table(["objective", "seed", "parameters", "pre-training steps", "tokens seen", "pre-training s",
-                  "fine-tuning steps", "fine-tuning s", "scoring s", primary, "learned"],
+                  "fine-tuning steps (best)", "fine-tuning s", "scoring s", primary, "learned"],
                  _cell_rows(cells, primary, baseline, scoring.higher_is_better))
     report.paragraph("Tokens seen are the non-padding input (and decoder input) tokens the training loop "
                      "counts, counted exactly by replaying each stage's data stream. Wall times count the run "
@@ -433,10 +405,17 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
                      "a difference involving such a cell is not evidence about the objectives.")
     if plots:
         report.heading("Loss curves")
-        for name, title, curves in (("pretrain_loss.png", "pre-training loss (stages in sequence)",
-                                     _pretrain_curves(out_dir, cells)),
-                                    ("finetune_loss.png", "fine-tuning loss", _finetune_curves(out_dir, cells))):
-            report.image(loss_plot(curves, out_dir / name, title), title)
+        for name, title, curves, share_y in (  # pre-training losses are each objective's own task
+                ("pretrain_loss.png", "pre-training loss (stages in sequence)", _pretrain_curves(out_dir, cells),
+                 False), ("finetune_loss.png", "fine-tuning loss", _finetune_curves(out_dir, cells), True)):
+            report.image(loss_plot(curves, out_dir / name, title, share_y=share_y, colours=colours), title)
+        report.paragraph("Each line is an objective's training loss averaged over its seeds (at the union of "
+                         "their logged steps, each seed interpolated between its own; a seed that stopped "
+                         "early drops out there), the band the lowest to the highest seed. Pre-training stages "
+                         "run in sequence, with a gap between them; the pre-training panels do not share a y "
+                         "axis (each objective's loss is its own task), the fine-tuning panels do. An "
+                         "objective has one colour in every plot, from its family's palette (PALM blues and "
+                         "greens, GLM oranges, UniLMv2 purples and reds).")
     report.heading("Environment")
     report.table(["package", "version"], list(package_versions().items()))
     report.write(out_dir)
@@ -454,22 +433,93 @@ def _cell_dir(out_dir: Path, cell: dict) -> Path:
     return out_dir / "cells" / f"{cell['objective']}-seed{cell['seed']}"
 
 
-def _pretrain_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[tuple[int, float]]]:
-    curves = {}
+def _pretrain_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[list[list[tuple[int, float]]]]]:
+    """objective → a curve per seed: each pre-training stage's (step in the stage, loss)."""
+    curves: dict[str, list] = {}
     for cell in cells:
-        points, offset = [], 0
-        for stage in cell["stages"]:
-            if points:
-                points.append((offset, float("nan")))  # a gap between stages
-            points += [(offset + step, loss) for step, loss in
-                       read_metrics(Path(stage.get("dir") or _cell_dir(out_dir, cell) / "pretrain" / stage["stage"])
-                                    / "metrics.jsonl")]
-            offset += stage["steps"]
-        if points:
-            curves[f"{cell['objective']} seed {cell['seed']}"] = points
+        stages = [read_metrics(Path(stage.get("dir") or _cell_dir(out_dir, cell) / "pretrain" / stage["stage"])
+                               / "metrics.jsonl") for stage in cell["stages"]]
+        if any(stages):
+            curves.setdefault(cell["objective"], []).append(stages)
     return curves
 
 
-def _finetune_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[tuple[int, float]]]:
-    return {f"{c['objective']} seed {c['seed']}": read_metrics(_cell_dir(out_dir, c) / "finetune" / "metrics.jsonl")
-            for c in cells}
+def _finetune_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[list[list[tuple[int, float]]]]]:
+    """objective → a curve per seed: the fine-tuning run's (step, loss), one stage."""
+    curves: dict[str, list] = {}
+    for cell in cells:
+        curves.setdefault(cell["objective"], []).append([read_metrics(_cell_dir(out_dir, cell) / "finetune"
+                                                                      / "metrics.jsonl")])
+    return curves
+
+
+def _score_plot(out_dir: Path, cells: list[dict], baseline: dict | None, scoring, colours: dict[str, str]) -> Path:
+    """`scores.png`: the primary metric per objective over its seeds, cells that did not learn marked."""
+    scores: dict[str, list[float]] = {}
+    stuck: dict[str, list[bool]] = {}
+    for cell in cells:
+        scores.setdefault(cell["objective"], []).append(cell["metrics"][scoring.primary])
+        stuck.setdefault(cell["objective"], []).append(
+            did_not_learn(cell, baseline, scoring.primary, scoring.higher_is_better) is not None)
+    return score_plot(scores, out_dir / "scores.png", scoring.primary, baseline=baseline, stuck=stuck,
+                      higher_is_better=scoring.higher_is_better, colours=colours)
+
+
+# ------------------------------------------------------------------------------------ training-set sizes
+def pretraining_gain(rows: list[dict], scoring) -> tuple[str, str]:
+    """One size's "palm vs none" from its results table (the bootstrap of none minus palm, turned
+    round): the difference with its interval and p, and the verdict on "pre-training helps"."""
+    by_objective = {row["objective"]: row for row in rows}
+    palm, none = by_objective.get(REFERENCE), by_objective.get("none")
+    if palm is None or none is None or none.get("bootstrap") is None:
+        return "—", "—"
+    test = BootstrapResult(**none["bootstrap"])
+    test = dataclasses.replace(test, difference=-test.difference, ci_low=-test.ci_high, ci_high=-test.ci_low)
+    untestable = [f"{row['objective']} seed {seed}: {reason}" for row in (palm, none)
+                  for seed, reason in (row.get("did_not_learn") or {}).items()]
+    verdict = claim_verdict(test, scoring.higher_is_better, untestable[:2] + (
+        [f"{len(untestable) - 2} more"] if len(untestable) > 2 else []))
+    return f"{format_difference(test.difference, test.ci_low, test.ci_high)}, p {test.p_value:.3f}", verdict
+
+
+def write_train_size_report(out_dir: Path, tables: dict[str, list[dict]], sizes: dict[str, int], scoring, *,
+                            plots: bool = True, command: str | None = None) -> None:
+    """`train_sizes.md` / `.html` of `compare_train_sizes`: each variant's primary metric (mean ± std
+    over seeds) at each training-set size, the baseline, PALM against no pre-training at each size,
+    and the plot of the metric against the size."""
+    primary, names = scoring.primary, list(tables)
+    objectives = list(dict.fromkeys(row["objective"] for rows in tables.values() for row in rows
+                                    if "parameters" in row))
+    cell = {name: {row["objective"]: row for row in rows} for name, rows in tables.items()}
+    report = Report()
+    report.heading(f"Pre-training as labelled data shrinks: {primary}", 1)
+    report.code(command or "(called from Python: ctxlm.compare.compare_train_sizes)")
+    report.paragraph("One `ctxlm compare` per training-set size (`train-<size>/`, each with its full report), "
+                     "every size fine-tuning the same pre-trained cells on the first pairs of the training file. "
+                     f"Mean ± std over seeds ({'higher' if scoring.higher_is_better else 'lower'} is better); a "
+                     "cell that did not learn is marked *.")
+    rows = []
+    for objective in objectives:
+        values = []
+        for name in names:
+            row = cell[name].get(objective)
+            values.append("—" if row is None else format_mean_std(row["metrics"][primary])
+                          + (" *" if row.get("did_not_learn") else ""))
+        rows.append([objective, *values])
+    baseline = next((row for row in tables[names[0]] if "parameters" not in row), None)
+    if baseline is not None:
+        rows.append([baseline["objective"], *(f"{baseline['metrics'][primary][0]:.2f}" for _ in names)])
+    report.table(["variant", *(f"{sizes[name]:,} pairs" for name in names)], rows)
+    report.heading(f"{REFERENCE} vs none (pre-training helps?)")
+    report.table(["training pairs", f"Δ {primary} [95% CI], p", "verdict"],
+                 [[f"{sizes[name]:,}", *pretraining_gain(tables[name], scoring)] for name in names])
+    if plots:
+        from .report_plots import low_resource_plot
+
+        points = {objective: {sizes[name]: cell[name][objective]["metrics"][primary] for name in names
+                              if objective in cell[name]} for objective in objectives}
+        line = None if baseline is None else {"name": baseline["objective"].removeprefix("baseline: "),
+                                              "metrics": baseline["metrics"]}
+        title = f"{primary} against the training pairs"
+        report.image(low_resource_plot(points, line, out_dir / "train_sizes.png", primary), title)
+    report.write(out_dir, "train_sizes")

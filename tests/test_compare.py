@@ -171,7 +171,7 @@ def test_git_commit_is_the_checked_out_commit():
 
 # ------------------------------------------------------------------------------------ the comparison
 def test_compare_writes_a_complete_report(setup, tmp_path):
-    """palm and none × 2 seeds on a minutes budget, through the CLI: every cell, both plots, the
+    """palm and none × 2 seeds on a minutes budget, through the CLI: every cell, the three plots, the
     table with each objective and the lead-8 baseline (its ROUGE computed here independently)."""
     pytest.importorskip("matplotlib")
     out = tmp_path / "cmp"
@@ -192,7 +192,7 @@ def test_compare_writes_a_complete_report(setup, tmp_path):
                                       compare_module.TextTokenizer.load(setup / "tok"))["palm"].model)
     steps = [s["max_steps"] for s in json.loads((out / "budget/palm.json").read_text())["stages"]]
     assert [s["steps"] for s in palm["stages"]] == steps
-    for name in ("pretrain_loss.png", "finetune_loss.png"):
+    for name in ("scores.png", "pretrain_loss.png", "finetune_loss.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = json.loads((out / "table.json").read_text())
     assert [row["objective"] for row in table] == ["palm", "none", "baseline: lead-8 words"]
@@ -205,7 +205,7 @@ def test_compare_writes_a_complete_report(setup, tmp_path):
     for text in ("| palm |", "| none |", "baseline: lead-8 words", "--budget-minutes 0.01", "torch",
                  "pretrain_loss.png"):
         assert text in markdown
-    assert page.count("data:image/png;base64,") == 2 and "baseline: lead-8 words" in page
+    assert page.count("data:image/png;base64,") == 3 and "baseline: lead-8 words" in page
 
 
 def test_cells_that_did_not_learn_make_claims_not_testable():
@@ -214,19 +214,22 @@ def test_cells_that_did_not_learn_make_claims_not_testable():
     does a claim's verdict; cells that learned keep the bootstrap's verdict."""
     from ctxlm.report import BootstrapResult, _cell_rows, _table_rows, claim_verdict, did_not_learn
 
-    baseline = {"name": "lead-8 words", "metrics": {"rougeL": [28.0]}}
+    baseline = {"name": "lead-8 words", "metrics": {"rougeL": 28.0}}  # as compare's baseline (tables: [28.0])
     cell = {"objective": "unilm", "seed": 0, "parameters": 10, "stages": [{"steps": 5}], "tokens_seen": 50,
             "pretrain_seconds": 1.0, "finetune_steps": 3, "finetune_seconds": 1.0, "score_seconds": 1.0,
             "metrics": {"rougeL": 30.0}}
     stuck = {**cell, "not_learning": {"1-unilm": {"step": 4}, "finetune": {}}}
     below = {**cell, "metrics": {"rougeL": 28.0}}
     assert did_not_learn(cell, baseline, "rougeL") is None
+    assert did_not_learn(below, {**baseline, "metrics": {"rougeL": [28.0]}}, "rougeL") is not None
     assert did_not_learn(below, baseline, "rougeL") == "rougeL 28.00 does not beat lead-8 words's 28.00"
     lower = {**cell, "metrics": {"rougeL": 27.0}}  # lower is better (perplexity): 27 beats 28, 30 does not
     assert did_not_learn(lower, baseline, "rougeL", higher_is_better=False) is None
     assert did_not_learn(cell, baseline, "rougeL", higher_is_better=False) is not None
     assert did_not_learn(stuck, None, "rougeL") == "1-unilm, finetune at the unigram level"
+    assert _cell_rows([{**cell, "finetune_best_step": 2}], "rougeL")[0][6] == "3 (best 2)"
     rows = _cell_rows([cell, stuck, below], "rougeL", baseline)
+    assert rows[0][6] == "3"
     assert [r[-1] for r in rows] == ["yes", "no: 1-unilm, finetune at the unigram level",
                                      "no: rougeL 28.00 does not beat lead-8 words's 28.00"]
     test = BootstrapResult(difference=1.5, ci_low=0.5, ci_high=2.5, p_value=0.01, resamples=100)
@@ -242,6 +245,36 @@ def test_cells_that_did_not_learn_make_claims_not_testable():
     shown = _table_rows(table, ["rougeL"], "rougeL")
     assert shown[1][-2:] == ["+1.50 [+0.50, +2.50]", "0.010"]
     assert shown[2][-2:] == ["not testable at this scale", "—"]
+
+
+def test_train_sizes_share_the_pre_training_and_report_palm_against_none(setup, tmp_path, capsys):
+    """`--train-limit 16,all` through the CLI: one comparison per size in train-<size>/, pre-training
+    each cell once (the shared pretrain/), fine-tuning on the first 16 and on all 48 pairs; then
+    train_sizes.md with each variant's ROUGE-L at each size (as in the sizes' own tables), the baseline,
+    and PALM vs none at each size, and the plot embedded in train_sizes.html."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "sizes"
+    argv = ["compare", "--corpus", str(setup / "wiki.txt"), "--tokenizer", str(setup / "tok"),
+            "--task", str(setup / "recipe.yaml"), "--train", str(setup / "train.jsonl"),
+            "--valid", str(setup / "valid.jsonl"), "--config", str(setup / "config.yaml"),
+            "--objectives", "palm,none", "--budget-tokens", "2000", "--seeds", "1", "--resamples", "100",
+            "--train-limit", "16,all", "--out", str(out)]
+    assert main(argv) == 0
+    assert "train_sizes.md" in capsys.readouterr().out
+    shared = {p.name for p in (out / "pretrain").iterdir() if p.is_dir()}
+    assert "palm-seed0" in shared and not any(name.startswith("none") for name in shared)
+    assert not list(out.glob("train-*/cells/palm-seed0/pretrain"))  # no second pre-training
+    for size, pairs in (("16", 16), ("all", 48)):
+        settings = json.loads((out / f"train-{size}" / "settings.json").read_text())
+        assert settings["train_limit"] == (None if size == "all" else pairs)
+    markdown = (out / "train_sizes.md").read_text()
+    assert "| variant | 16 pairs | 48 pairs |" in markdown
+    for size in ("16", "all"):
+        table = json.loads((out / f"train-{size}" / "table.json").read_text())
+        for row in table[:2]:
+            assert f"| {row['objective']} |" in markdown and f"{row['metrics']['rougeL'][0]:.2f}" in markdown
+    assert "baseline: lead-8 words" in markdown and "palm vs none" in markdown
+    assert (out / "train_sizes.html").read_text().count("data:image/png;base64,") == 1
 
 
 def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_path, monkeypatch):

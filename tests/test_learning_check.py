@@ -136,7 +136,7 @@ COLLAPSE = dict(max_steps=60, lr=1e-2, warmup_steps=10, adam_beta2=0.999, adam_e
 
 @pytest.mark.slow
 def test_collapsing_run_warns_in_all_three_places(collapsed_run):
-    from ctxlm.compare import NOT_LEARNING, did_not_learn, runs_not_learning
+    from ctxlm.compare import NOT_LEARNING, not_learning_note, runs_not_learning
 
     run_dir, messages = collapsed_run
     assert sum("not learning" in m for m in messages) == 1
@@ -150,5 +150,5 @@ def test_collapsing_run_warns_in_all_three_places(collapsed_run):
     assert record == not_learning_in(run_dir) and record["step"] == flagged[0]["step"]
     assert "--lr" in record["causes"] and "β2" in record["causes"]
     cell = {"not_learning": runs_not_learning([run_dir, run_dir.parent / "absent"])}
-    assert list(cell["not_learning"]) == ["run"] and did_not_learn(cell) == f"; {NOT_LEARNING}: run"
-    assert did_not_learn({"not_learning": {}}) == ""
+    assert list(cell["not_learning"]) == ["run"] and not_learning_note(cell) == f"; {NOT_LEARNING}: run"
+    assert not_learning_note({"not_learning": {}}) == ""

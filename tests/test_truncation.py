@@ -57,8 +57,9 @@ def test_truncation_counts_and_one_warning_line():
 def test_training_pairs_fit_the_models_positions(family):
     """Recipe limits that add up to more than the model's 64 positions: GLM and UniLMv2 (source
     and target in one sequence) keep of each source what its target leaves, and of a target at most
-    61 positions, so every pair runs through the model (the first raised before); PALM's encoder
-    keeps max_source_tokens. Cuts are counted against each pair's limits."""
+    61 positions; PALM's encoder and decoder each keep at most their 64 positions; so every pair runs
+    through the model (PALM's 100-token target raised before). Cuts are counted against each pair's
+    limits."""
     cfg = named_model_config(f"{family}-tiny", vocab_size=500, max_position_embeddings=64)
 
     class Words:  # token ids are the words
@@ -69,14 +70,22 @@ def test_training_pairs_fit_the_models_positions(family):
 
     pairs = [Pair(" ".join(map(str, range(10, 80))), " ".join(map(str, range(100, 130)))),  # 70 + 30 tokens
              Pair("5 6 7", " ".join(map(str, range(100, 200))))]  # a target longer than the positions
-    recipe = FinetuneConfig(task="summarization", max_source_tokens=64, max_target_tokens=128)
+    recipe = FinetuneConfig(task="summarization", max_source_tokens=96, max_target_tokens=128)
     examples = pair_examples(cfg, Words(), pairs, recipe)
     one_sequence = family != "palm"
-    assert examples.limits(0) == ((64 - 31, 61) if one_sequence else (64, 128))
-    assert examples.limits(1) == ((3, 61) if one_sequence else (64, 128))
-    assert truncation_counts(examples) == {"examples": 2, "sources_cut": 1 + one_sequence,
-                                         "targets_cut": int(one_sequence)}
+    assert examples.limits(0) == ((64 - 31, 61) if one_sequence else (64, 64))
+    assert examples.limits(1) == ((3, 61) if one_sequence else (64, 64))
+    assert truncation_counts(examples) == {"examples": 2, "sources_cut": 1 + one_sequence, "targets_cut": 1}
     model = build_model(cfg)
-    for index in range(2 if one_sequence else 1):  # PALM's 100-token target needs a longer decoder table
+    for index in range(2):
         batch = collate([examples.example(index)], 0)
         assert np.isfinite(float(model(**batch).loss.detach()))
+
+
+@pytest.mark.parametrize("family", ["palm", "glm"])
+def test_a_decoded_source_keeps_at_most_the_models_positions(family):
+    """A recipe's max_source_tokens beyond the model's positions: decoding keeps what fits."""
+    from ctxlm.layouts import decoding_source_budget
+
+    cfg = named_model_config(f"{family}-tiny", vocab_size=500, max_position_embeddings=64)
+    assert decoding_source_budget(cfg, 256, 32) == 64 and decoding_source_budget(cfg, 40, 32) == 40
