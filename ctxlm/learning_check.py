@@ -82,15 +82,16 @@ class LearningCheck:
         self.warned = False
 
     def check(self, step: int, values: dict[str, Any], writer=None) -> dict[str, Any] | None:
-        """After a validation at `step` with `values` (`valid/<name>_loss`, ...): the warning's record
-        the first time the run is not learning (then a warning, a row through `writer`, a
-        `MetricsWriter`, and run.json's `not_learning`), else None."""
+        """After a validation at `step` with `values` (`valid/<name>_loss`, ...; checked ones get
+        `valid/unigram_entropy`): the warning's record the first time the run is not learning (then
+        a warning, a row through `writer`, a `MetricsWriter`, and run.json's `not_learning`), else None."""
         if self.warned or step < max(CHECK_FROM * self.max_steps, MIN_STEPS):
             return None
         if self.entropy is None:
             self.entropy, self.targets = unigram_entropy(self.examples)
         if self.targets < MIN_TARGETS:
             return None
+        values["valid/unigram_entropy"] = self.entropy  # the reference, beside the losses it is checked against
         reason = not_learning_reason(held_out_losses(values), self.entropy)
         if reason is None:
             return None

@@ -146,6 +146,7 @@ def test_collapsing_run_warns_in_all_three_places(collapsed_run):
     valid = next(row for row in rows if row["step"] == flagged[0]["step"] and "valid/ae_loss" in row)
     assert rows[-1] == valid  # the warning comes before its validation's row (readers take the last row)
     assert valid["valid/ae_loss"] > flagged[0]["unigram_entropy"] - margin(flagged[0]["unigram_entropy"])
+    assert valid["valid/unigram_entropy"] == flagged[0]["unigram_entropy"]  # logged beside the losses
     record = json.loads((run_dir / "run.json").read_text())["not_learning"]
     assert record == not_learning_in(run_dir) and record["step"] == flagged[0]["step"]
     assert "--lr" in record["causes"] and "β2" in record["causes"]
