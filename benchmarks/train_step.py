@@ -13,7 +13,7 @@ tokens/s, ratio to transformers, and model-FLOPs utilisation: the matmul and att
 the leanest contender of the family computes (counted by torch's formulas), per second, over a
 big torch.matmul's FLOP/s measured at the start.
 
-    python benchmarks/train_step.py [--family palm|glm|unilm|all] [--steps 5] [--device auto]
+    python benchmarks/train_step.py [--family palm|glm|unilm|all] [--steps 5] [--device auto] [--ctxlm-optimizer]
 """
 
 from __future__ import annotations
@@ -22,22 +22,26 @@ import argparse
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM
 
 from harness import Contender, count_flops, interleaved_medians, machine, matmul_peak, median, precision_context, \
     report
-from ctxlm.config import GlmConfig, PalmConfig, UnilmConfig
+from ctxlm.config import GlmConfig, PalmConfig, TrainConfig, UnilmConfig
 from ctxlm.device import resolve_device
 from ctxlm.models.glm import GlmModel, glm_attention_mask
 from ctxlm.models.hf import bart_from_palm
 from ctxlm.models.palm import PalmModel
 from ctxlm.models.unilm import UnilmModel
 from ctxlm.objectives.masking import IGNORE_INDEX
+from ctxlm.training import build_optimizer
 
 
-def stepper(model, loss_fn):
-    """One optimizer step of `model` on the loss `loss_fn(model)`."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+def stepper(model, loss_fn, ctxlm_optimizer: bool = False):
+    """One optimizer step of `model` on the loss `loss_fn(model)`: torch's AdamW, or (`ctxlm_optimizer`)
+    the AdamW of ctxlm's training loop (`build_optimizer`: fused where torch has it, no decay on 1-D)."""
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-4)) if ctxlm_optimizer else \
+        torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -66,13 +70,21 @@ def palm_contenders(args, device):
     bart = bart_from_palm(ours).to(device).train()
     with_copy = PalmModel(PalmConfig(**{**cfg.__dict__, "copy": True})).to(device).train()
 
-    def ctxlm_loss(m):
-        return m(src, decoder_input_ids=dec, labels=labels).loss
+    smoothing = args.label_smoothing
 
-    return [Contender("transformers BART", stepper(bart, lambda m: m(input_ids=src, decoder_input_ids=dec,
-                                                                      labels=labels).loss)),
-            Contender("ctxlm PALM (copy off)", stepper(ours, ctxlm_loss)),
-            Contender("ctxlm PALM (copy on)", stepper(with_copy, ctxlm_loss))], src.numel() + dec.numel()
+    def ctxlm_loss(m):
+        return m(src, decoder_input_ids=dec, labels=labels, label_smoothing=smoothing).loss
+
+    def bart_loss(m):  # transformers' own loss without smoothing; with it, torch's (as the HF Trainer's)
+        if not smoothing:
+            return m(input_ids=src, decoder_input_ids=dec, labels=labels).loss
+        logits = m(input_ids=src, decoder_input_ids=dec).logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), label_smoothing=smoothing)
+
+    return [Contender("transformers BART", stepper(bart, bart_loss)),
+            Contender("ctxlm PALM (copy off)", stepper(ours, ctxlm_loss, args.ctxlm_optimizer)),
+            Contender("ctxlm PALM (copy on)", stepper(with_copy, ctxlm_loss, args.ctxlm_optimizer))], \
+        src.numel() + dec.numel()
 
 
 def glm_contenders(args, device):
@@ -91,7 +103,8 @@ def glm_contenders(args, device):
     bert = bert_like(args, args.vocab, length, device)
     return [Contender("transformers BERT (GLM mask)", stepper(bert, lambda m: m(input_ids=ids, attention_mask=mask,
                                                                                  labels=labels).loss)),
-            Contender("ctxlm GLM", stepper(ours, lambda m: m(ids, positions, blocks, part_a, labels).loss))], \
+            Contender("ctxlm GLM", stepper(ours, lambda m: m(ids, positions, blocks, part_a, labels).loss,
+                                           args.ctxlm_optimizer))], \
         ids.numel()
 
 
@@ -114,9 +127,10 @@ def unilm_contenders(args, device):
 
     return [Contender("transformers BERT (2-D mask)", stepper(bert, lambda m: m(
                 input_ids=ids, token_type_ids=segments, attention_mask=mask[:, None], labels=labels).loss)),
-            Contender("ctxlm UniLMv2", stepper(UnilmModel(cfg).to(device).train(), ctxlm_loss)),
+            Contender("ctxlm UniLMv2", stepper(UnilmModel(cfg).to(device).train(), ctxlm_loss, args.ctxlm_optimizer)),
             Contender("ctxlm UniLMv2 (no rel. pos.)", stepper(UnilmModel(dataclasses.replace(
-                cfg, relative_position_bias=False)).to(device).train(), ctxlm_loss))], ids.numel()
+                cfg, relative_position_bias=False)).to(device).train(), ctxlm_loss, args.ctxlm_optimizer))], \
+        ids.numel()
 
 
 FAMILIES = {"palm": palm_contenders, "glm": glm_contenders, "unilm": unilm_contenders}
@@ -134,6 +148,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per contender and precision")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="both", choices=["fp32", "bf16", "both"])
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="PALM family only (the recipes: 0.1)")
+    parser.add_argument("--ctxlm-optimizer", action="store_true",
+                        help="ctxlm's contenders step with the training loop's optimizer (build_optimizer) "
+                             "instead of torch.optim.AdamW with its defaults, as transformers' contenders")
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.manual_seed(0)
@@ -157,12 +175,15 @@ def main() -> None:
                              "tokens_per_s": tokens / seconds, "ratio": base / seconds,
                              "mfu": work / seconds / peaks[bf16], "step_s": seconds})
     info = {"benchmark": "train_step", "machine": machine(device), "steps": args.steps,
+            "ctxlm_optimizer": "build_optimizer" if args.ctxlm_optimizer else "torch.optim.AdamW",
+            "label_smoothing": args.label_smoothing,
             "shape": {"batch": args.batch, "source": args.source, "target": args.target, "d_model": args.d_model,
                       "layers": args.layers, "vocab": args.vocab},
             "matmul_peak_tflops": {("bf16" if k else "fp32"): v / 1e12 for k, v in peaks.items()}}
     title = (f"training step: batch {args.batch} x ({args.source}+{args.target}) tokens, d{args.d_model}, "
              f"{args.layers} layers per stack, vocab {args.vocab}; {info['machine']['name']}; medians of "
-             f"{args.steps} interleaved steps; matmul peak " +
+             f"{args.steps} interleaved steps; ctxlm's optimizer {info['ctxlm_optimizer']}; PALM label smoothing "
+             f"{args.label_smoothing}; matmul peak " +
              ", ".join(f"{k} {v:.2f} TFLOP/s" for k, v in info["matmul_peak_tflops"].items()))
     for row in rows:
         row["label"] = f"{row['precision']}  {row['name']}"

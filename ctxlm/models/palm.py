@@ -128,11 +128,12 @@ def token_nll(scores: torch.Tensor, labels: torch.Tensor, label_smoothing: float
     torch's: (1 − ε)·NLL + ε·mean over the vocabulary of −log p."""
     flat, target = scores.reshape(-1, scores.shape[-1]).float(), labels.reshape(-1)
     count = (target != IGNORE_INDEX).sum()
-    nll_sum = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX, reduction="sum")
+    log_p = F.log_softmax(flat, dim=-1)  # cross-entropy's own first step, shared by both losses
+    nll_sum = F.nll_loss(log_p, target, ignore_index=IGNORE_INDEX, reduction="sum")
     loss = nll_sum
-    if label_smoothing > 0:
-        loss = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX, reduction="sum",
-                               label_smoothing=label_smoothing)
+    if label_smoothing > 0:  # torch's cross_entropy(label_smoothing=ε), op for op, on the same log-softmax
+        smooth = (-log_p.sum(-1)).masked_fill_(target == IGNORE_INDEX, 0.0).sum()
+        loss = (1 - label_smoothing) * nll_sum + smooth * (label_smoothing / flat.shape[-1])
     return loss, nll_sum.detach(), count
 
 

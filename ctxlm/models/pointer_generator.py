@@ -47,6 +47,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils import _python_dispatch
 
 from ..objectives.masking import IGNORE_INDEX
 from .layers import tied_logits
@@ -147,11 +148,21 @@ class _FusedScores(torch.autograd.Function):
 _fused_usable: bool | None = None  # whether torch.compile works here (tried once, on a tiny case)
 
 
+def _dispatch_mode_active() -> bool:
+    """Whether a TorchDispatchMode (a FLOP counter, say) is active. torch.compile does not compile
+    under one, and marks the kernels' code skipped for the rest of the process: they would then run
+    eagerly, with B×T×S×d intermediates (~70× slower at PALM's training shapes, issue 20)."""
+    on_stack = getattr(_python_dispatch, "any_torch_dispatch_mode_on_stack", None)  # recent torch
+    return on_stack() if on_stack is not None else torch._C._len_torch_dispatch_stack() > 0
+
+
 def _fused_applies(memory: torch.Tensor, query: torch.Tensor) -> bool:
     """Whether eq. (3) should run as the compiled kernel for these inputs."""
     global _fused_usable
     b, s, d = memory.shape
     if FUSED_MIN_ELEMENTS is False or _fused_usable is False or b * query.shape[1] * s * d < FUSED_MIN_ELEMENTS:
+        return False
+    if _dispatch_mode_active():
         return False
     with torch.no_grad():  # one host sync: are both inputs inside the identity's safe range?
         if float(torch.maximum(memory.abs().amax(), query.abs().amax())) > FUSED_MAX_INPUT:
@@ -232,7 +243,8 @@ class PointerGenerator(nn.Module):
         log P_c(v) − a − ℓ_v); the last sum runs over source positions l weighted by 1/(occurrences
         of x_l), and P_c(x_l) = Σ_l' α_l' [x_l' = x_l]."""
         s, source_ids, source_mask = decoder_states, memory_ids, memory_mask
-        vocab_logits = F.linear(self.W_v(s), embedding, logits_bias).float()  # eq. (2)
+        hidden = self.W_v(s)
+        vocab_logits = F.linear(hidden, embedding, logits_bias).float()  # eq. (2)
         alpha, a, b = self.copy_attention(s, memory_states, projected, memory_mask)
         target = labels.clamp_min(0)
         # log P_v(y): cross-entropy's fused log-softmax and gather (and its backward)
@@ -241,15 +253,22 @@ class PointerGenerator(nn.Module):
         log_p_y = torch.logaddexp(a + log_pv_y, b + safe_log(p_copy_y))  # eq. (7)
         if not smoothing:
             return log_p_y, None
-        lse = torch.logsumexp(vocab_logits, dim=-1)
+        # x_y and x_l of the source tokens in one gather (one B×T×V scatter in the backward pass)
+        index = torch.cat([target[..., None], source_ids[:, None, :].expand(-1, s.shape[1], -1)], dim=-1)
+        picked = vocab_logits.gather(-1, index)
+        lse = picked[..., 0] - log_pv_y  # log Σ_v e^{x_v} = x_y − log P_v(y): no second pass over B×T×V
         valid = source_mask.bool()
         same = (source_ids[:, :, None] == source_ids[:, None, :]) & valid[:, :, None] & valid[:, None, :]
         p_copy_src = alpha @ same.float()  # P_c(x_l) for every source position: (B, T, S)
         weight = valid.float() / same.sum(-1).clamp_min(1)  # each distinct source token counted once
-        log_pv_src = vocab_logits.gather(-1, source_ids[:, None, :].expand(-1, s.shape[1], -1)) - lse[..., None]
+        log_pv_src = picked[..., 1:] - lse[..., None]
         correction = F.softplus(b[..., None] + safe_log(p_copy_src) - a[..., None] - log_pv_src)
         vocab = vocab_logits.shape[-1]
-        total = vocab * a + vocab_logits.sum(-1) - vocab * lse + (correction * weight[:, None, :]).sum(-1)
+        # Σ_v x_v = (W_v s)·Σ_v W_e[v] + Σ_v b_v, in float32 without a pass over B×T×V
+        logit_sum = (hidden.float() * embedding.sum(0, dtype=torch.float32)).sum(-1)
+        if logits_bias is not None:
+            logit_sum = logit_sum + logits_bias.sum(dtype=torch.float32)
+        total = vocab * a + logit_sum - vocab * lse + (correction * weight[:, None, :]).sum(-1)
         return log_p_y, total / vocab
 
     def forward(
