@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from test_models_glm import Recorder
+from test_models_unilm import cached_steps_with_reorder
 
 from ctxlm.cli import main
 from ctxlm.config_loading import load_pretrain_config, named_model_config
@@ -329,21 +330,11 @@ def test_unilm_cached_steps_with_copy_equal_teacher_forcing():
     """decode_step (padded batch, beams, rows reordered mid-way) equals one forward pass."""
     model = unilm_model(2)
     ids, mask = unilm_prompts()
-    beams, steps = 2, 5
-    g = torch.Generator().manual_seed(0)
-    history = torch.full((len(UNILM_SOURCES) * beams, 1), model.decoder_start_token_id)
-    state = model.start_decoding(ids, mask, num_beams=beams, max_length=steps + 1)
-    cached = []
-    for step in range(steps):
-        if step == 3:
-            index = torch.tensor([1, 1, 3, 2, 4, 4])
-            model.reorder(state, index)
-            history, cached = history[index], [c[index] for c in cached]
-        cached.append(model.decode_step(state, history[:, -1]))
-        history = torch.cat([history, torch.randint(*WORDS, (len(history), 1), generator=g)], dim=1)
+    beams = 2
+    cached, targets = cached_steps_with_reorder(model, ids, mask, beams, 5, WORDS)
     sources = [s for s in UNILM_SOURCES for _ in range(beams)]
-    full = unilm_teacher_forced(model, sources, [h[1:-1].tolist() for h in history])
-    torch.testing.assert_close(torch.stack(cached, 1), torch.stack(full), atol=1e-6, rtol=1e-6)
+    full = unilm_teacher_forced(model, sources, targets)
+    torch.testing.assert_close(cached, torch.stack(full), atol=1e-6, rtol=1e-6)
 
 
 @torch.no_grad()

@@ -258,28 +258,36 @@ def full_log_probs(model, sources, targets) -> list[torch.Tensor]:
     return list(out.log_probs.split([len(t) + 1 for t in targets]))
 
 
+@torch.no_grad()
+def cached_steps_with_reorder(model, ids, mask, beams: int, steps: int, words: tuple[int, int]):
+    """`decode_step` fed random words of range `words` for `steps` steps from the start token,
+    the rows reordered by hand before step 3: (the log-probs of every step stacked (N, steps, V),
+    the targets each row was fed, its last token left out)."""
+    g = torch.Generator().manual_seed(0)
+    history = torch.full((len(ids) * beams, 1), model.decoder_start_token_id)
+    state = model.start_decoding(ids, mask, num_beams=beams, max_length=steps + 1)
+    cached = []
+    for step in range(steps):
+        if step == 3:
+            index = torch.tensor([1, 1, 3, 2, 4, 4])
+            model.reorder(state, index)
+            history, cached = history[index], [c[index] for c in cached]
+        cached.append(model.decode_step(state, history[:, -1]))
+        history = torch.cat([history, torch.randint(*words, (len(history), 1), generator=g)], dim=1)
+    return torch.stack(cached, 1), [h[1:-1].tolist() for h in history]
+
+
 def test_cached_steps_equal_full_recomputation():
     """decode_step's log-probs (padded batch, beams, rows reordered mid-way) equal one forward pass
     of `build_seq2seq_example` with `labels` over the same target."""
     model = tiny_model(4)
     ids, mask = prompts()
-    beams, steps = 2, 6
-    g = torch.Generator().manual_seed(0)
-    history = torch.full((len(SOURCES) * beams, 1), model.decoder_start_token_id)
+    beams = 2
+    cached, targets = cached_steps_with_reorder(model, ids, mask, beams, 6, (10, VOCAB))
+    sources = [s for s in SOURCES for _ in range(beams)]  # targets: steps − 1 tokens; the last label is [EOS]
     with torch.no_grad():
-        state = model.start_decoding(ids, mask, num_beams=beams, max_length=steps + 1)
-        cached = []
-        for step in range(steps):
-            if step == 3:
-                index = torch.tensor([1, 1, 3, 2, 4, 4])
-                model.reorder(state, index)
-                history, cached = history[index], [c[index] for c in cached]
-            cached.append(model.decode_step(state, history[:, -1]))
-            history = torch.cat([history, torch.randint(10, VOCAB, (len(history), 1), generator=g)], dim=1)
-        sources = [s for s in SOURCES for _ in range(beams)]
-        targets = [h[1:-1].tolist() for h in history]  # steps − 1 tokens; the last label is [EOS]
         full = full_log_probs(model, sources, targets)
-    torch.testing.assert_close(torch.stack(cached, 1), torch.stack(full), atol=1e-5, rtol=0)
+    torch.testing.assert_close(cached, torch.stack(full), atol=1e-5, rtol=0)
 
 
 def eos_friendly(seed: int) -> UnilmModel:
