@@ -514,6 +514,13 @@ def cmd_compare(args) -> None:
     print(f"report: {Path(args.out) / 'report.md'} and report.html")
 
 
+def _row_count(text: str) -> int:
+    """A --limit-style flag's value: a number of rows, at least 1; else argparse's usage error."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of rows (1 or more), got '{text}'")
+    return int(text)
+
+
 def _train_sizes(text: str) -> list[int | None]:
     """--train-limit of compare: N, or sizes separated by commas, `all` for every pair."""
     sizes = []
@@ -667,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batches sorted by source length together (default 8; 1: input order); "
                         "the output keeps input order")
     p.add_argument("--resume", action="store_true", help="keep the rows --output already holds, decode the rest")
-    p.add_argument("--limit", type=int, help="--input: decode only the first N rows")
+    p.add_argument("--limit", type=_row_count, help="--input: decode only the first N rows")
     _add_device_flag(p, bf16_inference=True)
     _add_decoding_flags(p)
     p.set_defaults(func=cmd_generate)
@@ -688,8 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-field", help="seq2seq: the JSONL/dataset field holding the source")
     p.add_argument("--target-field", help="seq2seq: the JSONL/dataset field holding the target")
     p.add_argument("--out", required=True)
-    p.add_argument("--train-limit", type=int, help="use only the first N training rows")
-    p.add_argument("--valid-limit", type=int, help="classify/squad: use only the first N validation rows")
+    p.add_argument("--train-limit", type=_row_count, help="use only the first N training rows")
+    p.add_argument("--valid-limit", type=_row_count, help="classify/squad: use only the first N validation rows")
     g = p.add_argument_group("NLU (--task cloze / classify / squad)")
     g.add_argument("--dataset", help="cloze: superglue/<Task>; classify: glue/MRPC, glue/STS-B, superglue/RTE")
     g.add_argument("--data-dir", help="the NLU data folder (e.g. ../shared/data/nlu)")
@@ -718,7 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="cloze/classify: the NLU data folder")
     p.add_argument("--split", help="cloze: dev32 (default) or train; classify: dev (default) or train")
     p.add_argument("--max-length", type=int)
-    p.add_argument("--limit", type=int, help="score only the first N rows")
+    p.add_argument("--limit", type=_row_count, help="score only the first N rows")
     p.add_argument("--predictions-out", help="squad: write {id: answer} JSON here")
     p.add_argument("--output", help="also write the JSON results here")
     _add_device_flag(p, bf16_inference=True)
@@ -730,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="a file of texts with blanks, one a line")
     p.add_argument("--eval", help="evaluate: mask --mask-ratio of each line's words, fill, BLEU against the line")
     p.add_argument("--mask-ratio", type=float, default=0.1, help="--eval: the share of each line's words masked")
-    p.add_argument("--limit", type=int, help="--eval: the first N lines")
+    p.add_argument("--limit", type=_row_count, help="--eval: the first N lines")
     p.add_argument("--output", help="--eval: write each line's masked, filled and original text (JSONL)")
     _add_device_flag(p, bf16_inference=True)
     _add_decoding_flags(p)
@@ -757,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=_train_sizes,
                    help="fine-tune on the first N pairs (dialog: 10000); several sizes, e.g. 1000,4000,all: one "
                         "comparison per size sharing the pre-training, and train_sizes.md (PALM Table 5's question)")
-    p.add_argument("--eval-limit", type=int, help="score only the first N pairs")
+    p.add_argument("--eval-limit", type=_row_count, help="score only the first N pairs")
     p.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
     p.add_argument("--no-plots", action="store_true", help="no loss plots (no matplotlib needed)")
     p.add_argument("--cache-dir", help="token store cache (default OUT/store)")

@@ -291,7 +291,6 @@ def _table_rows(rows: list[dict], metrics: list[str], primary: str) -> list[list
     """The results table's rows; a Δ between objectives either of which has a cell that did not learn
     reads "not testable at this scale" (the bootstrap stays in table.json)."""
     out = []
-    reference = next((row for row in rows if row["objective"] == REFERENCE), None)
     stuck = {row["objective"] for row in rows if row.get("did_not_learn")}
     for row in rows:
         values = [format_mean_std(row["metrics"][m]) if m in row["metrics"] else "—" for m in metrics]
@@ -301,7 +300,7 @@ def _table_rows(rows: list[dict], metrics: list[str], primary: str) -> list[list
         test = row["bootstrap"]
         if test is None:
             difference, p = ("reference" if row["objective"] == REFERENCE else "—"), "—"
-        elif stuck & {row["objective"], reference["objective"]}:
+        elif stuck & {row["objective"], REFERENCE}:
             difference, p = "not testable at this scale", "—"
         else:
             difference = format_difference(test["difference"], test["ci_low"], test["ci_high"])

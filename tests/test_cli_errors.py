@@ -280,3 +280,13 @@ def test_python_dash_m_ctxlm_runs_the_cli(tmp_path):
                            "x"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr + done.stdout
     assert done.stderr == f"error: --model {tmp_path / 'absent'}: no such file or directory\n"
+
+
+@pytest.mark.parametrize("verb, flag", [("generate", "--limit"), ("evaluate", "--limit"), ("finetune", "--train-limit")])
+def test_a_row_limit_must_be_a_positive_number(capsys, verb, flag):
+    """`--limit -1` would slice from the end: refused in one line, as argparse's usage error."""
+    with pytest.raises(SystemExit) as done:
+        main([verb, "--model" if verb != "finetune" else "--out", "m", flag, "-1"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected a number of rows (1 or more), got '-1'" in err and "Traceback" not in err
