@@ -36,7 +36,9 @@ def main() -> None:
         lines += [f"## {name}: {settings}", "",
                   f"lr {train['lr']:g}, warm-up {train.get('warmup_ratio') or train['warmup_steps']}, "
                   f"β2 {train['adam_beta2']:g}, ε {train['adam_eps']:g}; not-learning check: "
-                  + (info["not_learning"]["reason"] if info.get("not_learning") else "did not fire"), "",
+                  + (info["not_learning"]["reason"] if info.get("not_learning") else "did not fire")
+                  + f"; validated up to step {max((r['step'] for r in validations(run)), default=0)} of "
+                    f"{train['max_steps']} (rerun command.sh to continue)", "",
                   "| step | AE | PAR | H | AE − PAR |", "|---|---|---|---|---|"]
         for row in validations(run):
             entropy = row.get("valid/unigram_entropy")
