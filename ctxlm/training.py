@@ -86,7 +86,7 @@ from .distributed import (
 )
 from .errors import CtxlmError
 from .extras import require
-from .learning_check import LearningCheck
+from .learning_check import LearningCheck, not_learning_in
 from .models.palm import batch_loss
 from .objectives.masking import IGNORE_INDEX
 from .provenance import provenance
@@ -404,8 +404,11 @@ class TrainingRun:
         self.forward_model = torch.compile(self.parallel_model) if cfg.compile else self.parallel_model
         if self.rank == 0:
             self.writer = MetricsWriter(self.out_dir, self.progress.step if checkpoint is not None else None)
+            earlier = not_learning_in(self.out_dir) if checkpoint is not None else None
+            self.learning_check.warned = earlier is not None  # a resumed run warns once in all
             (self.out_dir / "run.json").write_text(json.dumps(
-                {"train": asdict(cfg), **provenance(), **self.run_info}, indent=2, default=str) + "\n", encoding="utf-8")
+                {"train": asdict(cfg), **provenance(), **self.run_info,
+                 **({"not_learning": earlier} if earlier else {})}, indent=2, default=str) + "\n", encoding="utf-8")
             if cfg.progress:
                 from tqdm.auto import tqdm
 

@@ -153,3 +153,33 @@ def test_collapsing_run_warns_in_all_three_places(collapsed_run):
     cell = {"not_learning": runs_not_learning([run_dir, run_dir.parent / "absent"])}
     assert list(cell["not_learning"]) == ["run"] and not_learning_note(cell) == f"; {NOT_LEARNING}: run"
     assert not_learning_note({"not_learning": {}}) == ""
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_its_warning(collapsed_run):
+    """Resuming (here: the finished run, from its last checkpoint) rewrites run.json; the earlier
+    `not_learning` record stays, and the check does not warn a second time."""
+    from ctxlm.config import PretrainConfig, TrainConfig, UnilmDataConfig
+    from ctxlm.config_loading import named_model_config
+    from ctxlm.pretraining import pretrain
+    from ctxlm.tokenization import TextTokenizer
+
+    run_dir, _ = collapsed_run
+    before = not_learning_in(run_dir)
+    assert before is not None
+    run = json.loads((run_dir / "run.json").read_text())
+
+    config = PretrainConfig(
+        model=named_model_config("unilm-tiny", d_model=64, num_layers=2, num_heads=2, ffn_dim=256,
+                                 max_position_embeddings=128),
+        train=TrainConfig(**COLLAPSE, batch_size=16, eval_every=20, eval_batches=4, progress=False, save_every=0),
+        data=UnilmDataConfig(max_length=64, valid_fraction=0.05))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pretrain([run["corpus"][0]], run_dir, config, objective="unilm",
+                 tokenizer=TextTokenizer.load(run_dir.parent / "tok"), cache_dir=run_dir.parent / "cache", train_given=COLLAPSE,
+                 resume=True)
+    assert not any("not learning" in str(w.message) for w in caught)
+    assert not_learning_in(run_dir) == before
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sum(row.get("warning") == "not_learning" for row in rows) == 1
