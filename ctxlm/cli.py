@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import CLOZE_TRAIN
 from .errors import CtxlmError, plain_warnings
 
 
@@ -266,8 +267,6 @@ def cmd_generate(args) -> None:
 
 SEQ2SEQ_TASKS = ["qa", "summarization", "qg", "dialog", "seq2seq"]
 NLU_TASKS = ["cloze", "classify", "squad"]  # GLM's cloze questions; UniLMv2's classifier and span QA
-# PET's few-shot settings (Schick & Schütze, 2021), which GLM follows on FewGLUE
-CLOZE_TRAIN = dict(batch_size=16, lr=1e-5, max_steps=250, warmup_steps=25, eval_every=50, eval_batches=1000)
 FINETUNE_DEFAULTS = (
     "Training flags override the --recipe's train: section, which overrides the task's settings, which override "
     "the defaults shown: seq2seq tasks: the recipe's (e.g. gigaword); cloze: PET's few-shot settings ("
@@ -497,21 +496,56 @@ def _command_line(args) -> str:
 
 def cmd_compare(args) -> None:
     _check_inputs(args)
-    from .compare import Budget, compare, compare_train_sizes
+    from .compare import DEFAULT_OBJECTIVES, Budget, compare, compare_train_sizes
 
-    common = dict(budget=Budget(minutes=args.budget_minutes, tokens=args.budget_tokens),
-                  objectives=[o.strip() for o in args.objectives.split(",") if o.strip()], config=args.config,
-                  seeds=args.seeds, finetune_steps=args.finetune_steps, eval_path=args.eval,
+    objectives = [o.strip() for o in (args.objectives or "").split(",") if o.strip()] or None
+    common = dict(budget=Budget(minutes=args.budget_minutes, tokens=args.budget_tokens), objectives=objectives,
+                  config=args.config, seeds=args.seeds, finetune_steps=args.finetune_steps,
                   eval_limit=args.eval_limit, cache_dir=args.cache_dir, pretrain_dir=args.pretrain_dir,
                   corpus_format=args.format, text_field=args.text_field, fallback_encoding=args.fallback_encoding,
                   resamples=args.resamples, plots=not args.no_plots, command=_command_line(args))
-    task, limits = (args.corpus, args.tokenizer, args.task, args.train, args.valid, args.out), args.train_limit or [None]
+    limits = args.train_limit or [None]
+    nlu, nlu_train = _compare_nlu_options(args)
+    if nlu is not None:
+        from .compare_nlu import compare_nlu
+
+        if args.eval is not None or len(limits) > 1:
+            raise CtxlmError(f"--task {nlu.task} scores its dataset's dev split and takes one --train-limit; "
+                             "--eval and several training-set sizes are for seq2seq tasks")
+        compare_nlu(args.corpus, args.tokenizer, nlu.task, nlu.dataset, nlu.data_dir, args.out, train=nlu_train,
+                    max_length=nlu.max_length, score_eop=nlu.score_eop, pooler=nlu.pooler, train_limit=limits[0],
+                    **common)
+        print(f"report: {Path(args.out) / 'report.md'} and report.html")
+        return
+    _need(args, "train", "valid")
+    common.update(objectives=objectives or list(DEFAULT_OBJECTIVES), eval_path=args.eval)
+    task = (args.corpus, args.tokenizer, args.task, args.train, args.valid, args.out)
     if len(limits) > 1:
         compare_train_sizes(*task, train_limits=limits, **common)
         print(f"report: {Path(args.out) / 'train_sizes.md'} and train_sizes.html (each size: train-<size>/report.md)")
         return
     compare(*task, train_limit=limits[0], **common)
     print(f"report: {Path(args.out) / 'report.md'} and report.html")
+
+
+def _compare_nlu_options(args) -> tuple[NluOptions | None, dict]:
+    """compare's NLU settings and the recipe's train section, as `finetune` reads them
+    (`_nlu_options`), when --task is cloze, classify or a YAML for one (its `task:`); else (None, {})."""
+    from .compare_nlu import NLU_TASKS
+    from .config import read_yaml
+
+    task, recipe = args.task, None
+    if task not in NLU_TASKS:
+        if Path(task).suffix not in (".yaml", ".yml") or not Path(task).is_file():
+            return None, {}
+        task, recipe = read_yaml(args.task).get("task"), args.task
+        if task not in NLU_TASKS:
+            return None, {}
+    flags = argparse.Namespace(task=task, recipe=recipe, **{f.name: getattr(args, f.name, None) for f in
+                                                            dataclasses.fields(NluOptions) if f.name != "task"})
+    nlu, train = _nlu_options(flags)
+    _need(nlu, "dataset", "data_dir")
+    return nlu, train
 
 
 def _row_count(text: str) -> int:
@@ -746,13 +780,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("compare", help="pre-train, fine-tune and score several objectives; write a report")
     p.add_argument("--corpus", nargs="+", required=True, help="pre-training files or directories")
     p.add_argument("--tokenizer", required=True, help="tokenizer.json or its directory")
-    p.add_argument("--task", required=True, help="the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML")
-    p.add_argument("--train", required=True, help="the task's training file")
-    p.add_argument("--valid", required=True, help="the task's validation file (best checkpoint; scored "
-                   "unless --eval)")
-    p.add_argument("--eval", help="score this file instead of --valid")
-    p.add_argument("--objectives", default="palm,palm-nocopy,palm-noae,mass,bart,glm,unilm,none",
-                   help="comma-separated pre-training variants (objectives/variants.py)")
+    p.add_argument("--task", required=True, help="the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML; or "
+                   "an NLU task: cloze (GLM variants, FewGLUE), classify (UniLMv2 variants), or a YAML of their "
+                   "options with task: and train: (as finetune's --recipe)")
+    p.add_argument("--train", help="seq2seq tasks: the training file")
+    p.add_argument("--valid", help="seq2seq tasks: the validation file (best checkpoint; scored unless --eval)")
+    p.add_argument("--eval", help="seq2seq tasks: score this file instead of --valid")
+    p.add_argument("--objectives", help="comma-separated pre-training variants (objectives/variants.py; default: "
+                   "palm,palm-nocopy,palm-noae,mass,bart,glm,unilm,none; cloze: glm,glm-noshuffle,none; classify: "
+                   "unilm,unilm-ae,unilm-par,none; none is a new model of the task's family)")
     p.add_argument("--config", default="palm-tiny", help=f"the PALM model and pre-training config (named: "
                    f"{named_palm}; or YAML); GLM and UniLMv2 are sized to its parameter count")
     budget = p.add_mutually_exclusive_group(required=True)
@@ -762,10 +798,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs per objective (seeds 0..N-1), each pre-training and fine-tuning")
     p.add_argument("--finetune-steps", type=int, help="override the recipe's max_steps")
     p.add_argument("--train-limit", type=_train_sizes,
-                   help="fine-tune on the first N pairs (dialog: 10000); several sizes, e.g. 1000,4000,all: one "
-                        "comparison per size sharing the pre-training, and train_sizes.md (PALM Table 5's question)")
-    p.add_argument("--eval-limit", type=_row_count, help="score only the first N pairs")
+                   help="fine-tune on the first N pairs (dialog: 10000; classify: rows); several sizes, e.g. "
+                        "1000,4000,all (seq2seq tasks): one comparison per size sharing the pre-training, and "
+                        "train_sizes.md (PALM Table 5's question)")
+    p.add_argument("--eval-limit", type=_row_count, help="score only the first N pairs (classify: dev rows, also "
+                   "those it validates on; cloze: dev32 rows)")
     p.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+    g = p.add_argument_group("NLU (--task cloze / classify: select and score on the dev split)")
+    g.add_argument("--dataset", help="cloze: superglue/RTE, CB, COPA or BoolQ; classify: glue/MRPC, glue/STS-B, "
+                   "superglue/RTE")
+    g.add_argument("--data-dir", help="the NLU data folder (e.g. ../shared/data/nlu)")
+    g.add_argument("--max-length", type=int, help="tokens per input (cloze: the model's; classify 128)")
     p.add_argument("--no-plots", action="store_true", help="no loss plots (no matplotlib needed)")
     p.add_argument("--cache-dir", help="token store cache (default OUT/store)")
     p.add_argument("--pretrain-dir", help="pre-train each cell here, shared by comparisons of other tasks on "

@@ -7,6 +7,8 @@
 For each cell (objective, seed) it pre-trains the variant (`objectives/variants.py`) on the corpus,
 fine-tunes it with the task's recipe, decodes and scores the evaluation file, and writes the
 cell's `result.json` (atomically); then it writes `report.md` and `report.html` (`ctxlm.report`).
+`ctxlm.compare_nlu` does the same for the NLU tasks (GLM's cloze SuperGLUE, UniLMv2's
+classification) through `Comparison`'s fine-tuning and scoring hooks.
 
 - Matched size: PALM-family variants use the given config; GLM and UniLMv2 get the width and
   depth whose total parameter count is closest to it (`matched_model_config`).
@@ -49,7 +51,7 @@ from .checkpoint import CHECKPOINTS_DIR, build_model, latest_checkpoint
 from .config import FinetuneConfig, PretrainConfig, load_finetune_config
 from .config_loading import default_data_config, load_pretrain_config, model_config_from_dict
 from .data.store import TokenStore
-from .data.tasks import SEP, Pair
+from .data.tasks import Pair
 from .errors import CtxlmError
 from .tasks.seq2seq import finetune, read_pairs
 from .layouts import pair_example, pair_limits
@@ -269,6 +271,27 @@ def score_predictions(scoring: TaskScoring, predictions: list[str], pairs: Seque
     return metrics, scoring.example_stats(predictions, references)
 
 
+def target_labels(model_config, tokenizer: TextTokenizer, pairs: Sequence[Pair], recipe: FinetuneConfig) -> list:
+    """The label ids each pair's target is scored on (`pair_example`'s labels, ignored ones left out)."""
+    labels = []
+    for source, target in zip(tokenizer.encode_batch([p.source for p in pairs]),
+                              tokenizer.encode_batch([p.target for p in pairs])):
+        limits = pair_limits(model_config, recipe.max_source_tokens, recipe.max_target_tokens, len(target))
+        ids = np.asarray(pair_example(model_config, source, target, *limits)["labels"])
+        labels.append(ids[ids >= 0])
+    return labels
+
+
+def unigram_nll(train_labels: Sequence[np.ndarray], eval_labels: Sequence[np.ndarray],
+                vocab_size: int) -> list[list[float]]:
+    """(NLL sum, tokens) of each evaluation target under the unigram distribution of the training
+    targets, add-one smoothed over the vocabulary: what a model that reads neither the source nor
+    the target's own history scores (dialog's trivial baseline; `corpus_perplexity` of these)."""
+    counts = np.bincount(np.concatenate(list(train_labels)), minlength=vocab_size) + 1.0
+    log_p = np.log(counts / counts.sum())
+    return [[float(-log_p[ids].sum()), float(len(ids))] for ids in eval_labels]
+
+
 @torch.no_grad()
 def example_nll(predictor: Seq2SeqPredictor, pairs: Sequence[Pair], recipe: FinetuneConfig) -> list[list[float]]:
     """(NLL sum, target tokens) of each reference given its source, as `Seq2SeqPredictor.perplexity`
@@ -406,18 +429,33 @@ class Comparison:
             init = stage_dir
         return init, stages
 
+    def variant(self, objective: str) -> Variant:
+        """The named variant a cell runs (`objectives/variants.py`)."""
+        return PRETRAIN_VARIANTS[objective]
+
+    def finetune_run(self, init: Path | None, model_config, ft_dir: Path, seed: int):
+        """Fine-tune one cell with the task's recipe (from `init`, else a new `model_config` model)."""
+        recipe = dataclasses.replace(self.recipe, train=dataclasses.replace(self.recipe.train, seed=seed))
+        return finetune(self.train_path, self.valid_path, ft_dir, recipe, init=init, model_config=model_config,
+                        tokenizer=self.tokenizer, resume=latest_checkpoint(ft_dir) is not None,
+                        train_limit=self.train_limit)
+
+    def score_cell(self, model_dir: Path) -> tuple[dict, list, list | None]:
+        """(metrics, per-example statistics, predictions or None) of a fine-tuned cell."""
+        return score_model(self.scoring, model_dir, self.eval_pairs, self.recipe)
+
+    def prediction_notes(self, predictions: list | None) -> dict:
+        """Extra `result.json` keys about a cell's predictions (none for seq2seq tasks)."""
+        return {}
+
     def finetune_cell(self, objective: str, seed: int, init: Path | None, cell_dir: Path) -> dict:
         ft_dir = cell_dir / "finetune"
         done = ft_dir / DONE
         if not done.is_file():
-            variant = PRETRAIN_VARIANTS[objective]
+            variant = self.variant(objective)
             base = self.configs[variant.family].model
-            recipe = dataclasses.replace(self.recipe, train=dataclasses.replace(self.recipe.train, seed=seed))
             started = time.perf_counter()
-            result = finetune(self.train_path, self.valid_path, ft_dir, recipe, init=init,
-                              model_config=None if init else dataclasses.replace(base, **variant.model),
-                              tokenizer=self.tokenizer, resume=latest_checkpoint(ft_dir) is not None,
-                              train_limit=self.train_limit)
+            result = self.finetune_run(init, None if init else dataclasses.replace(base, **variant.model), ft_dir, seed)
             result.stop_if_interrupted()
             write_json_atomic(done, {"steps": result.step, "seconds": time.perf_counter() - started,
                                      "final_metrics": result.final_metrics})
@@ -430,11 +468,11 @@ class Comparison:
         if result_path.is_file():
             return read_json(result_path)
         cell_dir.mkdir(parents=True, exist_ok=True)
-        variant = PRETRAIN_VARIANTS[objective]
+        variant = self.variant(objective)
         init, stages = self.pretrain_cell(objective, seed)
         finetuned = self.finetune_cell(objective, seed, init, cell_dir)
         started = time.perf_counter()
-        metrics, stats, predictions = score_model(self.scoring, cell_dir / "finetune", self.eval_pairs, self.recipe)
+        metrics, stats, predictions = self.score_cell(cell_dir / "finetune")
         if predictions is not None:
             write_json_atomic(cell_dir / "predictions.json", predictions)
         model = dataclasses.replace(self.configs[variant.family].model, **variant.model)
@@ -446,12 +484,22 @@ class Comparison:
             "finetune_best_step": finetuned["final_metrics"].get("best_step"),
             "score_seconds": time.perf_counter() - started, "metrics": metrics, "example_stats": stats,
             "not_learning": runs_not_learning([Path(s["dir"]) for s in stages] + [cell_dir / "finetune"]),
+            **self.prediction_notes(predictions),
         }
         write_json_atomic(result_path, result)
         return result
 
     def baseline(self) -> dict | None:
-        """The task's simple baseline scored on the evaluation pairs (None for dialog)."""
+        """The task's simple baseline scored on the evaluation pairs: its rule's predictions, or for
+        a task scored by perplexity the training targets' unigram distribution (`unigram_nll`)."""
+        if not self.scoring.decodes:
+            model = next(iter(self.configs.values())).model
+            train = read_pairs(self.recipe.task, self.train_path, self.recipe.reader, self.train_limit)
+            stats = unigram_nll(target_labels(model, self.tokenizer, train, self.recipe),
+                                target_labels(model, self.tokenizer, self.eval_pairs, self.recipe),
+                                self.tokenizer.vocab_size)
+            return {"name": "unigram of the training targets", "example_stats": stats, "predictions": None,
+                    "metrics": {self.scoring.primary: float(corpus_perplexity(np.asarray(stats)))}}
         if self.scoring.baseline is None:
             return None
         predictions = [self.scoring.baseline(p.source) for p in self.eval_pairs]
@@ -557,16 +605,8 @@ def compare(
     comparisons (see the module's docstring); `corpus_format`, `text_field` and `fallback_encoding`
     read the corpus as `pretrain` does."""
     from .report import write_comparison_report
-    from .report_plots import pyplot
 
-    unknown = [o for o in objectives if o not in PRETRAIN_VARIANTS]
-    if unknown or not objectives:
-        raise CtxlmError(f"unknown objective '{unknown[0] if unknown else ''}' (choose from "
-                         f"{', '.join(PRETRAIN_VARIANTS)})")
-    if seeds < 1:
-        raise CtxlmError("--seeds must be at least 1")
-    if plots:
-        pyplot()  # fail now, not after the runs
+    check_run_options(objectives, seeds, plots)
     out_dir = Path(out_dir)
     recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
     if finetune_steps is not None:
@@ -574,10 +614,7 @@ def compare(
     scoring = task_scoring(recipe.task)
     if recipe.task == "dialog" and train_limit is None:
         train_limit = DIALOG_TRAIN_PAIRS
-    config = config if isinstance(config, PretrainConfig) else load_pretrain_config(config)
-    if config.model.family != "palm":
-        raise CtxlmError(f"compare's --config is the PALM encoder-decoder's (the size GLM and UniLMv2 are matched "
-                         f"to), got a {config.model.family} config")
+    config = palm_config(config)
     tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer.load(tokenizer)
     eval_path = Path(eval_path or valid_path)
     families = sorted({PRETRAIN_VARIANTS[o].family for o in objectives})
@@ -594,13 +631,49 @@ def compare(
                 "vocab_size": tokenizer.vocab_size, "reading": run.reading}
     for path in (train_path, valid_path):  # the task's fields, before any pre-training
         read_pairs(recipe.task, path, recipe.reader, 1)
-    folders = {out_dir: settings}
+    start_folders(out_dir, pretrain_dir, settings)
+    cells = run_cells(run, objectives, seeds)
+    return write_comparison_report(out_dir, cells, run.baseline(), scoring, settings, resamples=resamples,
+                                   plots=plots, command=command)
+
+
+def check_run_options(objectives: Sequence[str], seeds: int, plots: bool) -> None:
+    """Refuse unknown objectives, fewer than one seed, and plots without matplotlib, before any run."""
+    from .report_plots import pyplot
+
+    unknown = [o for o in objectives if o not in PRETRAIN_VARIANTS]
+    if unknown or not objectives:
+        raise CtxlmError(f"unknown objective '{unknown[0] if unknown else ''}' (choose from "
+                         f"{', '.join(PRETRAIN_VARIANTS)})")
+    if seeds < 1:
+        raise CtxlmError("--seeds must be at least 1")
+    if plots:
+        pyplot()  # fail now, not after the runs
+
+
+def palm_config(config: PretrainConfig | str) -> PretrainConfig:
+    """compare's --config (named, YAML or a `PretrainConfig`): the PALM one the others are sized to."""
+    config = config if isinstance(config, PretrainConfig) else load_pretrain_config(config)
+    if config.model.family != "palm":
+        raise CtxlmError(f"compare's --config is the PALM encoder-decoder's (the size GLM and UniLMv2 are matched "
+                         f"to), got a {config.model.family} config")
+    return config
+
+
+def start_folders(out_dir: Path, pretrain_dir: str | Path | None, settings: dict) -> None:
+    """Check `settings` against the comparison's folder (and the shared pre-training one), then
+    record them there (`check_settings`, `record_settings`)."""
+    folders = {Path(out_dir): settings}
     if pretrain_dir:
         folders[Path(pretrain_dir)] = {k: settings[k] for k in ("corpus", "reading", "budget", "config", "vocab_size")}
     for folder, values in folders.items():
         check_settings(folder, values)
     for folder, values in folders.items():  # written once the inputs are checked and the run starts
         record_settings(folder, values)
+
+
+def run_cells(run: Comparison, objectives: Sequence[str], seeds: int) -> list[dict]:
+    """Every (objective, seed) cell of `run`, each summarised in one printed line."""
     cells = []
     for objective in objectives:
         for seed in range(seeds):
@@ -608,8 +681,7 @@ def compare(
             print(f"{objective} seed {seed}: {cell['parameters']:,} parameters, {cell['tokens_seen']:,} tokens, "
                   + ", ".join(f"{k} {v:.2f}" for k, v in cell["metrics"].items()) + not_learning_note(cell), flush=True)
             cells.append(cell)
-    return write_comparison_report(out_dir, cells, run.baseline(), scoring, settings, resamples=resamples,
-                                   plots=plots, command=command)
+    return cells
 
 
 def train_size_name(limit: int | None) -> str:

@@ -267,6 +267,10 @@ class GenerationConfig:
         return from_mapping(GenerationConfig, {**dataclasses.asdict(self), **changes}, "generation settings")
 
 
+# PET's few-shot settings (Schick & Schütze, 2021), which GLM follows on FewGLUE: `finetune --task cloze`'s defaults
+CLOZE_TRAIN = dict(batch_size=16, lr=1e-5, max_steps=250, warmup_steps=25, eval_every=50, eval_batches=1000)
+
+
 @dataclass
 class FinetuneConfig:
     """A fine-tuning recipe: the task's input limits, the training settings and the decoding

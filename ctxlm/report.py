@@ -54,6 +54,15 @@ def corpus_bleu4(x: np.ndarray) -> np.ndarray:
     return 100 * np.exp(log_precisions + brevity)
 
 
+def corpus_pearson(x: np.ndarray) -> np.ndarray:
+    """Pearson's r × 100 of per-example (prediction, label) columns (NaN where either is constant)."""
+    centred = x[..., :2] - x[..., :2].mean(axis=-2, keepdims=True)
+    prediction, label = centred[..., 0], centred[..., 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100 * (prediction * label).sum(axis=-1) / np.sqrt(
+            (prediction ** 2).sum(axis=-1) * (label ** 2).sum(axis=-1))
+
+
 @dataclass(frozen=True)
 class BootstrapResult:
     difference: float  # statistic(a) − statistic(b), averaged over seeds
@@ -259,12 +268,14 @@ def read_metrics(path: Path, key: str = "loss") -> list[tuple[int, float]]:
 
 
 # ------------------------------------------------------------------------------------ the comparison's report
-def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: int) -> list[dict]:
+def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: int,
+                  reference_name: str = REFERENCE) -> list[dict]:
     """One row per objective (in order): parameters, tokens seen, wall times, each metric's values
-    over seeds, and the paired bootstrap against PALM on the primary metric; then the baseline."""
+    over seeds, and the paired bootstrap against `reference_name` (PALM) on the primary metric;
+    then the baseline."""
     objectives = list(dict.fromkeys(c["objective"] for c in cells))
     by_objective = {o: sorted((c for c in cells if c["objective"] == o), key=lambda c: c["seed"]) for o in objectives}
-    reference = by_objective.get(REFERENCE)
+    reference = by_objective.get(reference_name)
     rows = []
     for objective, group in by_objective.items():
         row = {"objective": objective, "family": group[0]["family"], "parameters": group[0]["parameters"],
@@ -274,7 +285,7 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
                "metrics": {m: [c["metrics"][m] for c in group] for m in group[0]["metrics"]}, "bootstrap": None,
                "did_not_learn": {c["seed"]: reason for c in group if (reason := did_not_learn(
                    c, baseline, scoring.primary, scoring.higher_is_better)) is not None}}
-        if reference is not None and objective != REFERENCE:
+        if reference is not None and objective != reference_name:
             seeds = sorted(set(row["seeds"]) & {c["seed"] for c in reference})
             pick = lambda cells: [c["example_stats"] for c in cells if c["seed"] in seeds]  # noqa: E731
             if seeds:
@@ -287,7 +298,7 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
     return rows
 
 
-def _table_rows(rows: list[dict], metrics: list[str], primary: str) -> list[list[str]]:
+def _table_rows(rows: list[dict], metrics: list[str], primary: str, reference: str = REFERENCE) -> list[list[str]]:
     """The results table's rows; a Δ between objectives either of which has a cell that did not learn
     reads "not testable at this scale" (the bootstrap stays in table.json)."""
     out = []
@@ -299,8 +310,8 @@ def _table_rows(rows: list[dict], metrics: list[str], primary: str) -> list[list
             continue
         test = row["bootstrap"]
         if test is None:
-            difference, p = ("reference" if row["objective"] == REFERENCE else "—"), "—"
-        elif stuck & {row["objective"], REFERENCE}:
+            difference, p = ("reference" if row["objective"] == reference else "—"), "—"
+        elif stuck & {row["objective"], reference}:
             difference, p = "not testable at this scale", "—"
         else:
             difference = format_difference(test["difference"], test["ci_low"], test["ci_high"])
@@ -323,16 +334,97 @@ def did_not_learn(cell: dict, baseline: dict | None = None, primary: str | None 
                   higher_is_better: bool = True) -> str | None:
     """Why a compare cell did not learn its task, or None: its primary metric does not beat the
     task's trivial baseline (`baseline["metrics"][primary]`: a value, or a table row's one-value list), or some of its runs stayed at
-    the unigram level (`not_learning`, `ctxlm.learning_check`)."""
+    the unigram level (`not_learning`, `ctxlm.learning_check`), or it predicts one class for every
+    example (`one_class`, NLU tasks). The runs that count are those the scored model comes out of:
+    the last pre-training stage and the fine-tuning (`model_runs`); an earlier stage at the unigram
+    level that a later one leaves (PALM's stage 1 at a small budget) is noted (`earlier_stages_not_learning`),
+    not counted."""
     reasons, reference = [], baseline_value(baseline, primary)
     if reference is not None and primary in cell["metrics"]:
         value = cell["metrics"][primary]
         if not (value > reference if higher_is_better else value < reference):
             reasons.append(f"{primary} {value:.2f} does not beat {baseline['name']}'s {reference:.2f}")
-    runs = cell.get("not_learning") or {}
+    runs = [name for name in cell.get("not_learning") or {} if name in model_runs(cell)]
     if runs:
         reasons.append(f"{', '.join(runs)} at the unigram level")
+    if cell.get("one_class") is not None:
+        reasons.append(f"predicts {cell['one_class']} for every example")
     return "; ".join(reasons) or None
+
+
+def model_runs(cell: dict) -> set[str]:
+    """The run folders a cell's scored model comes out of: its last pre-training stage (none
+    without pre-training) and its fine-tuning."""
+    stages = cell.get("stages") or []
+    return {"finetune", *([Path(stages[-1]["dir"]).name] if stages else [])}
+
+
+def earlier_stages_not_learning(cell: dict) -> list[str]:
+    """A cell's pre-training stages at the unigram level that a later stage came after."""
+    return [name for name in cell.get("not_learning") or {} if name not in model_runs(cell)]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper's claim that variant `better` beats variant `worse`, and the compare tasks (recipe
+    task kinds) it is tested on: those like the tasks it was made on."""
+
+    text: str
+    better: str
+    worse: str
+    tasks: tuple[str, ...]
+
+
+SEQ2SEQ_TASKS = ("summarization", "qg", "dialog")
+CLAIMS = (
+    Claim("PALM beats MASS (PALM Tables 3, 5: Gigaword, Cornell)", "palm", "mass", SEQ2SEQ_TASKS),
+    Claim("PALM beats BART (PALM Table 3: CNN/DM)", "palm", "bart", SEQ2SEQ_TASKS),
+    Claim("the copy mechanism helps (PALM Table 6, CNN/DM)", "palm", "palm-nocopy", SEQ2SEQ_TASKS),
+    Claim("stage 1, autoencoding, helps (PALM Table 6)", "palm", "palm-noae", SEQ2SEQ_TASKS),
+    Claim("stage 2, autoregression, helps (PALM Table 6)", "palm", "palm-noar", SEQ2SEQ_TASKS),
+    Claim("pre-training helps (PALM Table 6)", "palm", "none", SEQ2SEQ_TASKS),
+    Claim("the objective, copy head on both: PALM's beats GLM's (ctxlm's extension)", "palm", "glm-copy",
+          SEQ2SEQ_TASKS),
+    Claim("the objective, copy head on both: PALM's beats UniLMv2's (ctxlm's extension)", "palm", "unilm-copy",
+          SEQ2SEQ_TASKS),
+    Claim("the objective, no copy head: PALM's beats GLM's", "palm-nocopy", "glm", SEQ2SEQ_TASKS),
+    Claim("the objective, no copy head: PALM's beats UniLMv2's", "palm-nocopy", "unilm", SEQ2SEQ_TASKS),
+    Claim("UniLMv2 AE+PAR beats AE alone (UniLMv2 Table 6: SQuAD, MNLI, SST-2)", "unilm", "unilm-ae", ("classify",)),
+    Claim("UniLMv2 AE+PAR beats PAR alone (UniLMv2 Table 6: SQuAD, MNLI, SST-2)", "unilm", "unilm-par",
+          ("classify",)),
+    Claim("GLM's span shuffling helps (GLM Table 6: SuperGLUE)", "glm", "glm-noshuffle", ("cloze",)),
+)
+
+
+def shortened(reasons: Sequence[str], shown: int = 2) -> list[str]:
+    """The first `shown` reasons, then how many more there are."""
+    return list(reasons[:shown]) + ([f"{len(reasons) - shown} more"] if len(reasons) > shown else [])
+
+
+def claim_rows(cells: list[dict], baseline: dict | None, scoring, task: str, resamples: int) -> list[list[str]]:
+    """[claim: better vs worse, Δ [95% CI], p, verdict] of each claim (`CLAIMS`) tested on `task`
+    whose two variants have cells on a common seed: the paired bootstrap of better minus worse on
+    the primary metric, "not testable at this scale" when a cell of either side did not learn."""
+    by_objective: dict[str, list[dict]] = {}
+    for cell in sorted(cells, key=lambda c: c["seed"]):
+        by_objective.setdefault(cell["objective"], []).append(cell)
+    rows = []
+    for claim in CLAIMS:
+        if task not in claim.tasks:
+            continue
+        seeds = {c["seed"] for c in by_objective.get(claim.better, [])} & {c["seed"] for c in
+                                                                           by_objective.get(claim.worse, [])}
+        if not seeds:
+            continue
+        better, worse = ([c for c in by_objective[name] if c["seed"] in seeds] for name in (claim.better, claim.worse))
+        test = paired_bootstrap([c["example_stats"] for c in better], [c["example_stats"] for c in worse],
+                                scoring.statistic, resamples=resamples)
+        untestable = [f"{c['objective']} seed {c['seed']}: {reason}" for c in better + worse
+                      if (reason := did_not_learn(c, baseline, scoring.primary, scoring.higher_is_better))]
+        rows.append([f"{claim.text}: {claim.better} vs {claim.worse}",
+                     format_difference(test.difference, test.ci_low, test.ci_high), f"{test.p_value:.3f}",
+                     claim_verdict(test, scoring.higher_is_better, shortened(untestable))])
+    return rows
 
 
 def claim_verdict(test: BootstrapResult, higher_is_better: bool, untestable: Sequence[str] = ()) -> str:
@@ -355,32 +447,35 @@ def _finetune_steps(cell: dict) -> str:
 
 
 def _learned(cell: dict, baseline: dict | None, primary: str, higher_is_better: bool) -> str:
-    reason = did_not_learn(cell, baseline, primary, higher_is_better)
-    return "yes" if reason is None else f"no: {reason}"
+    reason, earlier = did_not_learn(cell, baseline, primary, higher_is_better), earlier_stages_not_learning(cell)
+    note = f" ({', '.join(earlier)} at the unigram level)" if earlier else ""
+    return ("yes" if reason is None else f"no: {reason}") + note
 
 
 def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | None, scoring, settings: dict, *,
                             resamples: int = 1000, plots: bool = True, command: str | None = None) -> list[dict]:
     """`report.md`, `report.html` (and `table.json`, the loss plots) of a comparison's cells."""
     out_dir = Path(out_dir)
-    rows = results_table(cells, baseline, scoring, resamples)
+    reference, task = settings.get("reference", REFERENCE), settings["recipe"]["task"]
+    rows = results_table(cells, baseline, scoring, resamples, reference)
     (out_dir / "table.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     metrics = list(cells[0]["metrics"])
     primary, better = scoring.primary, "higher" if scoring.higher_is_better else "lower"
     report = Report()
-    report.heading(f"Pre-training objectives on {settings['recipe']['task']}", 1)
+    report.heading(f"Pre-training objectives on {task} {settings['recipe'].get('dataset') or ''}".rstrip(), 1)
     report.code(command or "(called from Python: ctxlm.compare.compare)")
     report.paragraph(f"ctxlm commit {git_commit() or 'unknown (not a git checkout)'}. Pre-training budget "
                      f"{_budget_text(settings['budget'])} per objective, shared equally by its stages; corpus "
                      f"{', '.join(settings['corpus'])}. Fine-tuning: the recipe's settings on {settings['train']} "
-                     f"(up to {settings['recipe']['train']['max_steps']} steps, best validation loss on "
-                     f"{settings['valid']}); scored on {len(cells[0]['example_stats'])} examples of "
+                     f"(up to {settings['recipe']['train']['max_steps']} steps, "
+                     f"{settings.get('selection') or 'best validation loss on ' + settings['valid']}); scored on "
+                     f"{len(cells[0]['example_stats'])} examples of "
                      f"{settings['eval']}.")
     report.heading("Results")
-    report.table(["objective", "parameters", "tokens seen", *metrics, f"Δ {primary} vs {REFERENCE} [95% CI]", "p"],
-                 _table_rows(rows, metrics, primary))
+    report.table(["objective", "parameters", "tokens seen", *metrics, f"Δ {primary} vs {reference} [95% CI]", "p"],
+                 _table_rows(rows, metrics, primary, reference))
     report.paragraph(f"Mean ± sample standard deviation over seeds ({better} {primary} is better). Δ and p: a "
-                     f"paired bootstrap ({resamples} resamples) of {primary} against {REFERENCE}: the evaluation "
+                     f"paired bootstrap ({resamples} resamples) of {primary} against {reference}: the evaluation "
                      "examples are drawn with replacement, the same draw for both objectives and every seed; "
                      f"{primary} is computed per seed and averaged over the seeds both ran (seeds pooled). "
                      "The interval is the resampled Δ's 2.5-97.5 percentiles; p (two-sided) is the smallest α "
@@ -388,6 +483,14 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
                      "objectives score the same), so that interval includes 0.")
     if "meteor" not in metrics and "bleu4" in metrics:
         report.paragraph("METEOR is left out: it needs Java, which is not installed here.")
+    claims = claim_rows(cells, baseline, scoring, task, resamples)
+    if claims:
+        report.heading("The papers' claims on this task")
+        report.table(["claim", f"Δ {primary} [95% CI]", "p", "verdict"], claims)
+        report.paragraph(f"Paired bootstrap of the first variant minus the second ({resamples} resamples, seeds "
+                         "paired), for each claim made on this kind of task whose two variants ran. \"not "
+                         "testable at this scale\": a cell of either side did not learn (column \"learned\" "
+                         "below); supports / contradicts: p < 0.05 in the claim's / the other direction.")
     colours = variant_colours([c["objective"] for c in cells])
     if plots:
         report.image(_score_plot(out_dir, cells, baseline, scoring, colours), f"{primary} per objective")
@@ -476,8 +579,7 @@ def pretraining_gain(rows: list[dict], scoring) -> tuple[str, str]:
     test = dataclasses.replace(test, difference=-test.difference, ci_low=-test.ci_high, ci_high=-test.ci_low)
     untestable = [f"{row['objective']} seed {seed}: {reason}" for row in (palm, none)
                   for seed, reason in (row.get("did_not_learn") or {}).items()]
-    verdict = claim_verdict(test, scoring.higher_is_better, untestable[:2] + (
-        [f"{len(untestable) - 2} more"] if len(untestable) > 2 else []))
+    verdict = claim_verdict(test, scoring.higher_is_better, shortened(untestable))
     return f"{format_difference(test.difference, test.ci_low, test.ci_high)}, p {test.p_value:.3f}", verdict
 
 
@@ -505,9 +607,9 @@ def write_train_size_report(out_dir: Path, tables: dict[str, list[dict]], sizes:
             values.append("—" if row is None else format_mean_std(row["metrics"][primary])
                           + (" *" if row.get("did_not_learn") else ""))
         rows.append([objective, *values])
-    baseline = next((row for row in tables[names[0]] if "parameters" not in row), None)
-    if baseline is not None:
-        rows.append([baseline["objective"], *(f"{baseline['metrics'][primary][0]:.2f}" for _ in names)])
+    baselines = [next((row for row in tables[name] if "parameters" not in row), None) for name in names]
+    if baselines[0] is not None:  # each size's own (dialog's unigram baseline counts that size's pairs)
+        rows.append([baselines[0]["objective"], *(f"{b['metrics'][primary][0]:.2f}" for b in baselines)])
     report.table(["variant", *(f"{sizes[name]:,} pairs" for name in names)], rows)
     report.heading(f"{REFERENCE} vs none (pre-training helps?)")
     report.table(["training pairs", f"Δ {primary} [95% CI], p", "verdict"],
@@ -517,6 +619,7 @@ def write_train_size_report(out_dir: Path, tables: dict[str, list[dict]], sizes:
 
         points = {objective: {sizes[name]: cell[name][objective]["metrics"][primary] for name in names
                               if objective in cell[name]} for objective in objectives}
+        baseline = baselines[0]  # one line: the first size's (the same rule at every size)
         line = None if baseline is None else {"name": baseline["objective"].removeprefix("baseline: "),
                                               "metrics": baseline["metrics"]}
         title = f"{primary} against the training pairs"

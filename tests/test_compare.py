@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -21,7 +22,7 @@ from ctxlm import training
 from ctxlm.checkpoint import build_model
 from ctxlm.cli import main
 from ctxlm.compare import (TASK_SCORING, Budget, compare, example_nll, matched_model_config, parameter_count,
-                           score_predictions)
+                           score_predictions, target_labels, unigram_nll)
 from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.tasks.seq2seq import read_pairs
@@ -215,7 +216,8 @@ def test_cells_that_did_not_learn_make_claims_not_testable():
     from ctxlm.report import BootstrapResult, _cell_rows, _table_rows, claim_verdict, did_not_learn
 
     baseline = {"name": "lead-8 words", "metrics": {"rougeL": 28.0}}  # as compare's baseline (tables: [28.0])
-    cell = {"objective": "unilm", "seed": 0, "parameters": 10, "stages": [{"steps": 5}], "tokens_seen": 50,
+    cell = {"objective": "unilm", "seed": 0, "parameters": 10, "stages": [{"steps": 5, "dir": "p/unilm-seed0/1-unilm"}],
+            "tokens_seen": 50,
             "pretrain_seconds": 1.0, "finetune_steps": 3, "finetune_seconds": 1.0, "score_seconds": 1.0,
             "metrics": {"rougeL": 30.0}}
     stuck = {**cell, "not_learning": {"1-unilm": {"step": 4}, "finetune": {}}}
@@ -227,6 +229,13 @@ def test_cells_that_did_not_learn_make_claims_not_testable():
     assert did_not_learn(lower, baseline, "rougeL", higher_is_better=False) is None
     assert did_not_learn(cell, baseline, "rougeL", higher_is_better=False) is not None
     assert did_not_learn(stuck, None, "rougeL") == "1-unilm, finetune at the unigram level"
+    # PALM's stage 1 at the unigram level, left by stage 2: the scored model learned; the table notes it
+    two_stages = {**cell, "objective": "palm", "not_learning": {"1-palm-mlm": {"step": 4}},
+                  "stages": [{"steps": 5, "dir": "p/palm-seed0/1-palm-mlm"}, {"steps": 5, "dir": "p/palm-seed0/2-palm-generation"}]}
+    assert did_not_learn(two_stages, baseline, "rougeL") is None
+    assert _cell_rows([two_stages], "rougeL", baseline)[0][-1] == "yes (1-palm-mlm at the unigram level)"
+    last_stuck = {**two_stages, "not_learning": {"2-palm-generation": {"step": 5}}}
+    assert did_not_learn(last_stuck, baseline, "rougeL") == "2-palm-generation at the unigram level"
     assert _cell_rows([{**cell, "finetune_best_step": 2}], "rougeL")[0][6] == "3 (best 2)"
     rows = _cell_rows([cell, stuck, below], "rougeL", baseline)
     assert rows[0][6] == "3"
@@ -340,8 +349,21 @@ def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_p
     predictor = Seq2SeqPredictor.load(out / "cells/mass-seed0/finetune", max_source_tokens=recipe.max_source_tokens)
     assert corpus_perplexity(np.array(example_nll(predictor, pairs, recipe))) == pytest.approx(predictor.perplexity(
         [p.source for p in pairs], [p.target for p in pairs], max_target_tokens=recipe.max_target_tokens), rel=1e-5)
+    # dialog's trivial baseline scores the same target tokens as the model
+    labels = target_labels(predictor.model.config, predictor.tokenizer, pairs, recipe)
+    assert [len(ids) for ids in labels] == [tokens for _, tokens in example_nll(predictor, pairs, recipe)]
     with pytest.raises(CtxlmError, match="another 'budget'"):
         compare(**{**options, "budget": Budget(tokens=999)})
+
+
+def test_unigram_baseline_against_brute_force():
+    """Add-one unigram NLL of each evaluation target, counted by hand."""
+    train, evaluation, vocab = [np.array([1, 1, 2]), np.array([2, 3])], [np.array([1, 4]), np.array([3])], 5
+    counts = {0: 0, 1: 2, 2: 2, 3: 1, 4: 0}
+    total = sum(counts.values()) + vocab
+    expected = [[-math.log((counts[1] + 1) / total) - math.log((counts[4] + 1) / total), 2.0],
+                [-math.log((counts[3] + 1) / total), 1.0]]
+    assert np.allclose(unigram_nll(train, evaluation, vocab), expected)
 
 
 def test_budget_needs_exactly_one_of_minutes_and_tokens():
@@ -442,3 +464,21 @@ def test_sigterm_stops_the_comparison_and_the_rerun_resumes_the_stage(setup, tmp
     stage = json.loads((tmp_path / "cmp/cells/palm-seed0/result.json").read_text())["stages"][1]
     steps = sorted({json.loads(line)["step"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()})
     assert stage["steps"] > 3 and steps == list(range(1, stage["steps"] + 1))
+
+
+def test_dialog_comparison_has_the_unigram_baseline(setup, data_dir, tmp_path):
+    """A comparison scored by perplexity gets the training responses' unigram perplexity as its
+    baseline row, and a 3-step model that does not beat it did not learn."""
+    for name, n in (("train", 48), ("valid", 6)):
+        lines = (data_dir / "dialog/cornell" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    recipe = yaml.safe_load((setup / "recipe.yaml").read_text())
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "task": "dialog"}))
+    table = compare(**arguments(setup, tmp_path / "cmp", recipe=str(tmp_path / "recipe.yaml"),
+                                train_path=tmp_path / "train.jsonl", valid_path=tmp_path / "valid.jsonl"),
+                    budget=Budget(tokens=100), objectives=["none"], seeds=1, plots=False, train_limit=48)
+    assert [row["objective"] for row in table] == ["none", "baseline: unigram of the training targets"]
+    unigram = table[1]["metrics"]["perplexity"][0]
+    assert 1 < unigram < 1000  # the tokenizer has 1,000 tokens: add-one smoothing keeps it below that
+    assert table[0]["did_not_learn"] == {0: f"perplexity {table[0]['metrics']['perplexity'][0]:.2f} does not beat "
+                                            f"unigram of the training targets's {unigram:.2f}"}

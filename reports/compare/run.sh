@@ -1,46 +1,82 @@
 #!/bin/sh
-# Regenerates reports/compare/: `ctxlm compare` of 12 pre-training variants × 3 seeds on the shared
-# pre-training corpus, fine-tuned and scored on Gigaword, SQuAD question generation and Cornell
-# dialog (perplexity, 10K training pairs). About 100 minutes on a 2-core machine:
+# The CPU comparison (issue 19, point 7): `ctxlm compare` of six pre-training variants x 2 seeds at
+# palm-mini size (d 128, 2 + 2 layers; GLM and UniLMv2 matched to its parameter count), 3,000,000
+# pre-training tokens per variant, each family at its own optimiser defaults, bf16. Each cell is
+# pre-trained once (--pretrain-dir) and fine-tuned to convergence (early stopping on a held-out
+# slice of the training file, a step cap) on
+#   - Gigaword headlines: the first 20,000 training pairs, scored by ROUGE on all 1,000 validation
+#     pairs beside the article's first 8 words;
+#   - Cornell dialog: the first 1,000 training pairs (the low-resource end of PALM Table 5), scored by
+#     perplexity on all 2,000 validation pairs.
+# The last 1,000 pairs of each training file select checkpoints (never trained on, never scored).
+# Copy on: palm, bart, glm-copy, unilm-copy; copy off: palm-nocopy; no pre-training: none.
+# Two cells run side by side, one thread each; about 80 minutes on a 2-core machine:
 #
-#   nohup sh reports/compare/run.sh > reports/compare/work/run.log 2>&1 &
+#   nohup sh reports/compare/run.sh > reports/compare/run.log 2>&1 &
 #
-# Each cell is pre-trained once (--pretrain-dir, shared by the three tasks). Two halves of the
-# objectives run side by side, one thread each; then the full command of each task (the one its
-# report records) finds every cell done and writes the report. Rerun to resume after a kill.
+# Rerun to resume after a kill (finished cells are read back, interrupted runs resume). Every
+# setting below can be set from the environment.
 set -e
-cd "$(dirname "$0")/../.."
+SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+cd "$(dirname "$SELF")/../.."
 DATA=${CTXLM_DATA:-../shared/data}
-WORK=reports/compare/work
+WORK=${WORK:-reports/compare/work}
+REPORTS=${REPORTS:-reports/compare}
 CTXLM=${CTXLM:-.venv/bin/ctxlm}
-ALL=palm,palm-nocopy,palm-noae,palm-noar,mass,bart,glm,glm-noshuffle,unilm,unilm-ae,unilm-par,none
-HALF1=palm,palm-noae,mass,glm,unilm,unilm-par
-HALF2=palm-nocopy,palm-noar,bart,glm-noshuffle,unilm-ae,none
-export OMP_NUM_THREADS=1
+PYTHON=${PYTHON:-.venv/bin/python}
+CONFIG=${CONFIG:-reports/compare/palm-mini.yaml}
+RECIPES=${RECIPES:-reports/compare/recipes}
+TOKENS=${TOKENS:-3000000}
+SEEDS=${SEEDS:-2}
+PARALLEL=${PARALLEL:-2}
+VOCAB=${VOCAB:-16000}
+OBJECTIVES=${OBJECTIVES:-palm,unilm-copy,bart,glm-copy,palm-nocopy,none}
+GIGAWORD_PAIRS=${GIGAWORD_PAIRS:-20000}
+CORNELL_PAIRS=${CORNELL_PAIRS:-1000}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-[ -f $WORK/tokenizer/tokenizer.json ] || \
-  $CTXLM tokenizer train --corpus $DATA/pretrain --vocab-size 8000 --out $WORK/tokenizer --fallback-encoding latin-1
-
-compare() {  # task recipe train valid eval-limit objectives
+compare() {  # task train-limit objectives
   $CTXLM compare --corpus $DATA/pretrain --fallback-encoding latin-1 --tokenizer $WORK/tokenizer \
-    --config reports/compare/palm-mini.yaml --budget-tokens 700000 --seeds 3 \
-    --pretrain-dir $WORK/pretrain --cache-dir $WORK/store \
-    --task reports/compare/recipes/$1.yaml --train $DATA/$2 --valid $DATA/$3 --eval-limit $4 \
-    --objectives $5 --out $WORK/$1
+    --config $CONFIG --budget-tokens $TOKENS --seeds $SEEDS --pretrain-dir $WORK/pretrain --cache-dir $WORK/store \
+    --task $RECIPES/$1.yaml --train $(train_file $1) --train-limit $2 --valid $WORK/$1-select.jsonl \
+    --eval $(valid_file $1) --objectives $3 --out $WORK/$1
 }
-tasks() {  # objectives
-  compare gigaword summarization/gigaword/train.jsonl summarization/gigaword/valid.jsonl 1000 $1
-  compare squad_qg qg/squad_du2017/train.jsonl qg/squad_du2017/valid.jsonl 500 $1
-  compare cornell dialog/cornell/train.jsonl dialog/cornell/valid.jsonl 1000 $1
-}
+train_file() { case $1 in gigaword) echo $DATA/summarization/gigaword/train.jsonl;; cornell) echo $DATA/dialog/cornell/train.jsonl;; esac; }
+valid_file() { case $1 in gigaword) echo $DATA/summarization/gigaword/valid.jsonl;; cornell) echo $DATA/dialog/cornell/valid.jsonl;; esac; }
 
-tasks $HALF1 > $WORK/half1.log 2>&1 &
-sleep 30  # the first writes the shared folders' settings
-tasks $HALF2 > $WORK/half2.log 2>&1
-wait
-tasks $ALL
-for task in gigaword squad_qg cornell; do
-  mkdir -p reports/compare/$task
-  cp $WORK/$task/report.md $WORK/$task/report.html $WORK/$task/table.json $WORK/$task/*.png reports/compare/$task/
+if [ "$1" = cell ]; then  # one objective's cells of both tasks: `sh run.sh cell OBJECTIVE`
+  { compare gigaword $GIGAWORD_PAIRS $2 && compare cornell $CORNELL_PAIRS $2; } > $WORK/logs/$2.log 2>&1 \
+    || { echo "$2 failed: $WORK/logs/$2.log"; exit 1; }
+  echo "$2 done"
+  exit 0
+fi
+
+mkdir -p $WORK/logs
+for task in gigaword cornell; do  # the selection slice: the training file's last 1,000 pairs
+  [ -f $WORK/$task-select.jsonl ] || tail -n 1000 $(train_file $task) > $WORK/$task-select.jsonl
 done
-.venv/bin/python reports/compare/summarize.py $WORK reports/compare/summary.md
+if [ ! -f $WORK/tokenizer/tokenizer.json ]; then
+  # the corpus and the Gigaword training articles (as the demo: news names become whole tokens)
+  $PYTHON -c "
+import json, sys
+rows = [json.loads(line) for line in open('$(train_file gigaword)', encoding='utf-8')][:$GIGAWORD_PAIRS]
+open('$WORK/gigaword-articles.txt', 'w', encoding='utf-8').writelines(r['document'] + '\n' for r in rows)"
+  $CTXLM tokenizer train --corpus $DATA/pretrain $WORK/gigaword-articles.txt --vocab-size $VOCAB \
+    --out $WORK/tokenizer --fallback-encoding latin-1
+fi
+# the token store once, before the parallel cells read it
+$PYTHON -c "
+from ctxlm.data.store import TokenStore
+from ctxlm.tokenization import TextTokenizer
+TokenStore.build(['$DATA/pretrain'], TextTokenizer.load('$WORK/tokenizer'), cache_dir='$WORK/store',
+                 fallback_encoding='latin-1')"
+echo $OBJECTIVES | tr , '\n' | xargs -P $PARALLEL -I{} sh "$SELF" cell {}
+# each task's full command (the one its report records) finds every cell done and writes the report
+compare gigaword $GIGAWORD_PAIRS $OBJECTIVES
+compare cornell $CORNELL_PAIRS $OBJECTIVES
+for task in gigaword cornell; do
+  rm -rf $REPORTS/$task && mkdir -p $REPORTS/$task
+  cp $WORK/$task/report.md $WORK/$task/report.html $WORK/$task/table.json $WORK/$task/*.png $REPORTS/$task/
+done
+$PYTHON reports/compare/summarize.py $WORK $REPORTS/summary.md
+echo "reports in $REPORTS"

@@ -1,7 +1,8 @@
-"""Summarise the three comparisons of reports/compare/run.sh into reports/compare/summary.md: one
-headline table (every objective's mean ± std over seeds on each task), and the papers' claims as
-paired bootstraps between the two variants each claim names (ctxlm.report.paired_bootstrap over
-the cells' per-example statistics, seeds paired, 1000 resamples).
+"""Summarise the comparisons of reports/compare/run.sh (one folder per task under WORK) into
+reports/compare/summary.md: one headline table (every objective's mean ± std over seeds on each
+task), and the papers' claims as paired bootstraps between the two variants each claim names
+(ctxlm.report.paired_bootstrap over the cells' per-example statistics, seeds paired, 1000
+resamples). A claim none of whose tasks ran both variants is left out.
 
     python reports/compare/summarize.py reports/compare/work reports/compare/summary.md
 """
@@ -14,22 +15,11 @@ from pathlib import Path
 
 from ctxlm.compare import TASK_SCORING
 from ctxlm.config import load_finetune_config
-from ctxlm.report import claim_verdict, did_not_learn, format_difference, format_mean_std, paired_bootstrap
+from ctxlm.report import claim_rows, format_mean_std
 
-TASKS = {"gigaword": ("Gigaword", ["rouge1", "rouge2", "rougeL"]),
-         "squad_qg": ("SQuAD QG", ["bleu4", "meteor", "coco_rougeL"]),
-         "cornell": ("Cornell 10K", ["perplexity"])}
-CLAIMS = [  # (claim, better, worse): the paper says `better` beats `worse`
-    ("PALM beats MASS (PALM Tables 3, 5: Gigaword, Cornell)", "palm", "mass"),
-    ("PALM beats BART (PALM Table 3: CNN/DM)", "palm", "bart"),
-    ("the copy mechanism helps (PALM Table 6, CNN/DM)", "palm", "palm-nocopy"),
-    ("stage 1, autoencoding, helps (PALM Table 6)", "palm", "palm-noae"),
-    ("stage 2, autoregression, helps (PALM Table 6)", "palm", "palm-noar"),
-    ("pre-training helps (PALM Table 6)", "palm", "none"),
-    ("UniLMv2 AE+PAR beats AE alone (UniLMv2 Table 6: SQuAD, MNLI, SST-2)", "unilm", "unilm-ae"),
-    ("UniLMv2 AE+PAR beats PAR alone (UniLMv2 Table 6)", "unilm", "unilm-par"),
-    ("GLM's span shuffling helps (GLM Table 6 row 6: SuperGLUE)", "glm", "glm-noshuffle"),
-]
+ALL_TASKS = {"gigaword": ("Gigaword", ["rouge1", "rouge2", "rougeL"]),
+             "squad_qg": ("SQuAD QG", ["bleu4", "meteor", "coco_rougeL"]),
+             "cornell": ("Cornell", ["perplexity"])}
 
 
 def cells(task_dir: Path) -> dict[str, list[dict]]:
@@ -40,11 +30,20 @@ def cells(task_dir: Path) -> dict[str, list[dict]]:
     return {o: sorted(group, key=lambda c: c["seed"]) for o, group in by_objective.items()}
 
 
+def train_pairs(task_dir: Path) -> str:
+    """The fine-tuning set's size as the comparison recorded it (`settings.json`'s train_limit)."""
+    limit = json.loads((task_dir / "settings.json").read_text(encoding="utf-8")).get("train_limit")
+    return "all pairs" if limit is None else f"{limit:,} pairs"
+
+
 def main(work: Path, out: Path) -> None:
-    results, scorings, baselines = {}, {}, {}
+    results, scorings, baselines, kinds = {}, {}, {}, {}
+    TASKS = {task: (f"{name} ({train_pairs(work / task)})", metrics) for task, (name, metrics) in ALL_TASKS.items()
+             if (work / task / "table.json").is_file()}
     for task in TASKS:
         results[task] = cells(work / task)
-        scorings[task] = TASK_SCORING[load_finetune_config(str(Path(__file__).parent / "recipes" / f"{task}.yaml")).task]
+        kinds[task] = load_finetune_config(str(Path(__file__).parent / "recipes" / f"{task}.yaml")).task
+        scorings[task] = TASK_SCORING[kinds[task]]
         table = json.loads((work / task / "table.json").read_text(encoding="utf-8"))
         row = next((row for row in table if row["objective"].startswith("baseline")), None)
         baselines[task] = None if row is None else {"name": row["objective"].removeprefix("baseline: "),
@@ -59,32 +58,20 @@ def main(work: Path, out: Path) -> None:
                   if results[t].get(objective) else "—" for t in TASKS for m in TASKS[t][1]]
         lines.append(f"| {objective} | " + " | ".join(values) + " |")
     baseline = [f"{baselines[t]['metrics'][m][0]:.2f}" if baselines[t] else "—" for t in TASKS for m in TASKS[t][1]]
-    lines.append("| baseline (lead-8 words; first 12 words + ?) | " + " | ".join(baseline) + " |")
+    names = "; ".join(baselines[t]["name"] for t in TASKS if baselines[t])
+    lines.append(f"| baseline ({names}) | " + " | ".join(baseline) + " |")
 
     claims = ["| claim | " + " | ".join(f"{TASKS[t][0]} {scorings[t].primary}: difference [95% CI], p"
                                          for t in TASKS) + " |", "|" + "---|" * (len(TASKS) + 1)]
-    for claim, better, worse in CLAIMS:
-        row = []
-        for task in TASKS:
-            a, b = results[task].get(better, []), results[task].get(worse, [])
-            seeds = sorted({c["seed"] for c in a} & {c["seed"] for c in b})
-            if not seeds:
-                row.append("—")
-                continue
-            a, b = [c for c in a if c["seed"] in seeds], [c for c in b if c["seed"] in seeds]
-            scoring = scorings[task]
-            test = paired_bootstrap([c["example_stats"] for c in a], [c["example_stats"] for c in b],
-                                    scoring.statistic, resamples=1000)
-            untestable = [f"{c['objective']} seed {c['seed']}: {reason}" for c in a + b
-                          if (reason := did_not_learn(c, baselines[task], scoring.primary,
-                                                      scoring.higher_is_better)) is not None]
-            verdict = claim_verdict(test, scoring.higher_is_better, untestable[:2] + (
-                [f"{len(untestable) - 2} more"] if len(untestable) > 2 else []))
-            row.append(f"{format_difference(test.difference, test.ci_low, test.ci_high)}, p {test.p_value:.3f}: "
-                       f"{verdict}")
-        claims.append(f"| {claim}: {better} vs {worse} | " + " | ".join(row) + " |")
+    per_task = {t: {row[0]: row[1:] for row in claim_rows([c for group in results[t].values() for c in group],
+                                                           baselines[t], scorings[t], kinds[t], resamples=1000)}
+                for t in TASKS}  # claims made on the task's kind whose variants both ran
+    for claim in dict.fromkeys(name for t in TASKS for name in per_task[t]):
+        row = [f"{per_task[t][claim][0]}, p {per_task[t][claim][1]}: {per_task[t][claim][2]}" if claim in per_task[t]
+               else "—" for t in TASKS]
+        claims.append(f"| {claim} | " + " | ".join(row) + " |")
     out.write_text("\n".join([
-        "# ctxlm compare: three tasks, one pre-training per cell", "",
+        f"# ctxlm compare: {len(TASKS)} tasks, one pre-training per cell", "",
         f"Generated by `python reports/compare/summarize.py {work} {out}` from the runs of "
         "`reports/compare/run.sh`. Mean ± std over seeds; Cornell is perplexity (lower is better).", "",
         *lines, "",
