@@ -30,6 +30,15 @@ ENTROPY_EXAMPLES = 1000  # training examples H is counted over (spread over all 
 MIN_TARGETS = 200  # fewer targets than this in those examples: no check (H is not known well enough)
 CAUSES = ("likely causes: peak lr too high (--lr), warm-up too short (--warmup-ratio / --warmup-steps), "
           "Adam β2 (--adam-beta2)")
+SLOW_CAUSES = ("likely causes: too few steps for the objective (masked-LM losses leave the unigram level "
+               "later than left-to-right ones: --max-steps), peak lr too low or too high (--lr), warm-up "
+               "(--warmup-ratio / --warmup-steps), Adam β2 (--adam-beta2)")
+
+
+def likely_causes(reason: str) -> str:
+    """What to try: the optimiser settings for a collapse (AE and PAR equal), else also the length of
+    the run (a loss still at the unigram level may only be slow)."""
+    return CAUSES if "equal" in reason else SLOW_CAUSES
 
 
 def unigram_entropy(examples, max_examples: int = ENTROPY_EXAMPLES) -> tuple[float, int]:
@@ -96,7 +105,7 @@ class LearningCheck:
         if reason is None:
             return None
         self.warned = True
-        record = {"step": step, "reason": reason, "unigram_entropy": self.entropy, "causes": CAUSES}
+        record = {"step": step, "reason": reason, "unigram_entropy": self.entropy, "causes": likely_causes(reason)}
         self.report(record, writer)
         return record
 

@@ -15,6 +15,7 @@ from ctxlm.learning_check import (
     MIN_STEPS,
     LearningCheck,
     margin,
+    likely_causes,
     not_learning_in,
     not_learning_reason,
     unigram_entropy,
@@ -82,6 +83,14 @@ def test_decision_on_loss_histories():
     assert "AE and PAR losses equal" in reason
     assert "AE and PAR" not in not_learning_reason({"ae": 7.01, "par": 7.2}, entropy)
     assert not_learning_reason({"lm": float("nan")}, entropy) is None
+
+
+def test_causes_name_the_run_length_unless_ae_and_par_collapsed():
+    entropy = 7.0
+    slow = likely_causes(not_learning_reason({"lm": 6.95}, entropy))
+    assert "--max-steps" in slow and "--lr" in slow
+    collapsed = likely_causes(not_learning_reason({"ae": 7.0123, "par": 7.0127}, entropy))
+    assert "--max-steps" not in collapsed and "β2" in collapsed
 
 
 def test_check_warns_once_from_its_point_of_the_run(tmp_path):
