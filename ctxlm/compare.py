@@ -310,10 +310,15 @@ def example_nll(predictor: Seq2SeqPredictor, pairs: Sequence[Pair], recipe: Fine
 
 
 def score_model(scoring: TaskScoring, model_dir: Path, pairs: Sequence[Pair], recipe: FinetuneConfig,
-                batch_size: int = 32) -> tuple[dict, list, list[str] | None]:
-    """(metrics, per-example statistics, predictions or None) of a fine-tuned model."""
+                batch_size: int = 32, lexicon_texts: Sequence[str] = ()) -> tuple[dict, list, list[str] | None]:
+    """(metrics, per-example statistics, predictions or None) of a fine-tuned model; with
+    `recipe.lexicon`, decoded with a new `WordLexicon` of `lexicon_texts` (the training pairs)."""
+    from .lexicon import WordLexicon
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     predictor = Seq2SeqPredictor.load(model_dir, device=device, max_source_tokens=recipe.max_source_tokens)
+    if recipe.lexicon and scoring.decodes:  # new for each model: decoding adds each source's words to it
+        predictor.lexicon = WordLexicon.from_texts(predictor.tokenizer, lexicon_texts)
     if not scoring.decodes:
         stats = example_nll(predictor, pairs, recipe)
         return {scoring.primary: float(corpus_perplexity(np.asarray(stats)))}, stats, None
@@ -442,7 +447,11 @@ class Comparison:
 
     def score_cell(self, model_dir: Path) -> tuple[dict, list, list | None]:
         """(metrics, per-example statistics, predictions or None) of a fine-tuned cell."""
-        return score_model(self.scoring, model_dir, self.eval_pairs, self.recipe)
+        texts = ()
+        if self.recipe.lexicon:
+            pairs = read_pairs(self.recipe.task, self.train_path, self.recipe.reader, self.train_limit)
+            texts = [text for pair in pairs for text in (pair.source, pair.target)]
+        return score_model(self.scoring, model_dir, self.eval_pairs, self.recipe, lexicon_texts=texts)
 
     def prediction_notes(self, predictions: list | None) -> dict:
         """Extra `result.json` keys about a cell's predictions (none for seq2seq tasks)."""

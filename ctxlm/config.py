@@ -284,6 +284,9 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         lr=5e-5, warmup_steps=100, label_smoothing=0.1, eval_every=200, select_metric="valid/lm_loss"))
     decoding: GenerationConfig = field(default_factory=GenerationConfig)
+    # decode with a `ctxlm.lexicon.WordLexicon` of the training pairs: a word of several WordPiece
+    # pieces only as a training pair or the source writes it (`ctxlm compare`; the demo does the same)
+    lexicon: bool = False
 
 
 @dataclass

@@ -482,3 +482,25 @@ def test_dialog_comparison_has_the_unigram_baseline(setup, data_dir, tmp_path):
     assert 1 < unigram < 1000  # the tokenizer has 1,000 tokens: add-one smoothing keeps it below that
     assert table[0]["did_not_learn"] == {0: f"perplexity {table[0]['metrics']['perplexity'][0]:.2f} does not beat "
                                             f"unigram of the training targets's {unigram:.2f}"}
+
+
+def test_recipe_lexicon_decodes_as_the_demo(setup, tmp_path):
+    """`lexicon: true` in the recipe: each cell decodes with a new WordLexicon of the training pairs,
+    as `Seq2SeqPredictor(lexicon=WordLexicon.from_texts(...))` does (and differently from without)."""
+    from ctxlm.lexicon import WordLexicon
+
+    recipe = yaml.safe_load((setup / "recipe.yaml").read_text())
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "lexicon": True}))
+    out = tmp_path / "cmp"
+    compare(**arguments(setup, out, recipe=str(tmp_path / "recipe.yaml")), budget=Budget(tokens=100),
+            objectives=["none"], seeds=1, plots=False)
+    written = json.loads((out / "cells/none-seed0/predictions.json").read_text())
+    config = load_finetune_config(str(tmp_path / "recipe.yaml"))
+    train, valid = read_pairs("summarization", setup / "train.jsonl"), read_pairs("summarization", setup / "valid.jsonl")
+    sources = [p.source for p in valid]
+    plain = Seq2SeqPredictor.load(out / "cells/none-seed0/finetune", max_source_tokens=config.max_source_tokens)
+    lexicon = WordLexicon.from_texts(plain.tokenizer, [t for p in train for t in (p.source, p.target)])
+    with_lexicon = Seq2SeqPredictor.load(out / "cells/none-seed0/finetune", max_source_tokens=config.max_source_tokens,
+                                         lexicon=lexicon)
+    assert written == with_lexicon.generate(sources, config.decoding, batch_size=32)
+    assert written != plain.generate(sources, config.decoding, batch_size=32)
