@@ -1,7 +1,7 @@
 #!/bin/sh
 # The full `ctxlm compare` grid on one GPU (issue 19): every pre-training variant of
 # ctxlm/objectives/variants.py at palm-tiny size (GLM and UniLMv2 matched to its parameter count),
-# 3 seeds, 7,000,000 pre-training tokens per variant (10x reports/compare/run.sh's CPU run), bf16;
+# 3 seeds, 30,000,000 pre-training tokens per variant (10x reports/compare/run.sh's CPU run), bf16;
 # each cell fine-tuned to convergence (early stopping on the validation loss, a step cap) on
 # Gigaword at 1,000 / 4,000 / 10,000 / all training pairs (PALM Table 5's question), SQuAD question
 # generation, and Cornell dialog at the same sizes (perplexity). Cells run as parallel processes
@@ -24,7 +24,7 @@ CTXLM=${CTXLM:-.venv/bin/ctxlm}
 PYTHON=${PYTHON:-.venv/bin/python}
 CONFIG=${CONFIG:-$GPU/palm-tiny.yaml}
 RECIPES=${RECIPES:-$GPU/recipes}
-TOKENS=${TOKENS:-7000000}
+TOKENS=${TOKENS:-30000000}
 SEEDS=${SEEDS:-3}
 PARALLEL=${PARALLEL:-18}
 VOCAB=${VOCAB:-16000}
