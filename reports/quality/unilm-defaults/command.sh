@@ -1,28 +1,37 @@
 #!/bin/sh
-# UniLMv2 (unilm-tiny, examples of 128 tokens, bf16: unilm-tiny-128.yaml) pre-trained on the shared
-# corpus at its family's defaults (lr 3e-4, warm-up
-# 4.8%, Adam β2 0.98, ε 1e-6; no optimiser flag given), beside the same run at the settings under
-# which it collapsed (lr 1e-3, warm-up 100 steps, β2 0.999, ε 1e-8: what compare and the quality
-# sweep gave every family). Resumable: rerun the same command after a kill (--resume auto).
+# UniLMv2 (unilm-tiny: d 256, 4 layers; examples of 128 tokens, bf16: unilm-tiny-128.yaml) pre-trained
+# on the shared corpus in batches of 16, one thread a run:
+#   defaults          the family's defaults (lr 3e-4, warm-up 4.8%, Adam β2 0.98, ε 1e-6)
+#   collapsing        --lr 1e-3 --warmup-steps 100 --adam-beta2 0.999 --adam-eps 1e-8 (what compare and
+#                     the quality sweep once gave every family)
+#   lr1e-3            the defaults but --lr 1e-3
+#   lr1e-3-warmup10   the defaults but --lr 1e-3 --warmup-ratio 0.1
+# each for 1,000 steps, two at a time. Resumable: rerun the same command after a kill (the session
+# that made results.md stopped the last two early, after their check had spoken, to free the CPU).
 #
 #   nohup sh reports/quality/unilm-defaults/command.sh > reports/quality/unilm-defaults/work/run.log 2>&1 &
 #
-# Then `python reports/quality/unilm-defaults/summarize.py` writes results.md from the two runs'
-# metrics.jsonl and run.json (held-out AE and PAR losses against the unigram entropy of the targets,
-# and whether the not-learning check fired).
+# Then `python reports/quality/unilm-defaults/summarize.py` writes results.md and losses.png.
 set -e
 cd "$(dirname "$0")/../../.."
 DATA=${CTXLM_DATA:-../shared/data}
-WORK=reports/quality/unilm-defaults/work
+HERE=reports/quality/unilm-defaults
+WORK=$HERE/work
 CTXLM=${CTXLM:-.venv/bin/ctxlm}
-STEPS=${STEPS:-1000}
 mkdir -p $WORK
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 [ -f $WORK/tok/tokenizer.json ] || \
   $CTXLM tokenizer train --corpus $DATA/pretrain --vocab-size 8000 --out $WORK/tok --fallback-encoding latin-1
-common="--objective unilm --config reports/quality/unilm-defaults/unilm-tiny-128.yaml --corpus $DATA/pretrain --fallback-encoding latin-1 --tokenizer $WORK/tok \
-  --cache-dir $WORK/store --max-steps $STEPS --batch-size 16 --eval-every 100 --save-every 100 --no-progress --resume auto"
-$CTXLM pretrain $common --out $WORK/defaults > $WORK/defaults.log 2>&1 &
-$CTXLM pretrain $common --out $WORK/collapsing --lr 1e-3 --warmup-steps 100 --adam-beta2 0.999 --adam-eps 1e-8 \
-  > $WORK/collapsing.log 2>&1
+run() {  # name [optimiser flags]
+  name=$1
+  shift
+  $CTXLM pretrain --objective unilm --config $HERE/unilm-tiny-128.yaml --corpus $DATA/pretrain \
+    --fallback-encoding latin-1 --tokenizer $WORK/tok --cache-dir $WORK/store --max-steps 1000 --batch-size 16 \
+    --eval-every 100 --save-every 100 --no-progress --resume auto --out $WORK/$name "$@" > $WORK/$name.log 2>&1
+}
+run defaults &
+run collapsing --lr 1e-3 --warmup-steps 100 --adam-beta2 0.999 --adam-eps 1e-8 &
+wait
+run lr1e-3 --lr 1e-3 &
+run lr1e-3-warmup10 --lr 1e-3 --warmup-ratio 0.1 &
 wait
