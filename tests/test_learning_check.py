@@ -120,14 +120,21 @@ def collapsed_run(tmp_path_factory):
     0.999): every [M] and [P] gets the unigram distribution."""
     from conftest import wiki_slice
 
-    from ctxlm.config import PretrainConfig, TrainConfig, UnilmDataConfig
-    from ctxlm.config_loading import named_model_config
-    from ctxlm.pretraining import pretrain
     from ctxlm.tokenization import train_tokenizer
 
     root = tmp_path_factory.mktemp("collapse")
     corpus = wiki_slice(root / "wiki.txt", 3000)
-    tokenizer = train_tokenizer(corpus, 2000, root / "tok")
+    train_tokenizer(corpus, 2000, root / "tok")
+    return root / "run", pretrain_collapsing(root)
+
+
+def pretrain_collapsing(root, resume: bool = False) -> list[str]:
+    """Pre-train (or resume) the small UniLMv2 of `collapsed_run` in `root/run`; the warnings' texts."""
+    from ctxlm.config import PretrainConfig, TrainConfig, UnilmDataConfig
+    from ctxlm.config_loading import named_model_config
+    from ctxlm.pretraining import pretrain
+    from ctxlm.tokenization import TextTokenizer
+
     config = PretrainConfig(
         model=named_model_config("unilm-tiny", d_model=64, num_layers=2, num_heads=2, ffn_dim=256,
                                  max_position_embeddings=128),
@@ -135,9 +142,9 @@ def collapsed_run(tmp_path_factory):
         data=UnilmDataConfig(max_length=64, valid_fraction=0.05))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pretrain([corpus], root / "run", config, objective="unilm", tokenizer=tokenizer, cache_dir=root / "cache",
-                 train_given=COLLAPSE)
-    return root / "run", [str(w.message) for w in caught]
+        pretrain([root / "wiki.txt"], root / "run", config, objective="unilm", tokenizer=TextTokenizer.load(root / "tok"),
+                 cache_dir=root / "cache", train_given=COLLAPSE, resume=resume)
+    return [str(w.message) for w in caught]
 
 
 COLLAPSE = dict(max_steps=60, lr=1e-2, warmup_steps=10, adam_beta2=0.999, adam_eps=1e-8)
@@ -168,27 +175,10 @@ def test_collapsing_run_warns_in_all_three_places(collapsed_run):
 def test_a_resumed_run_keeps_its_warning(collapsed_run):
     """Resuming (here: the finished run, from its last checkpoint) rewrites run.json; the earlier
     `not_learning` record stays, and the check does not warn a second time."""
-    from ctxlm.config import PretrainConfig, TrainConfig, UnilmDataConfig
-    from ctxlm.config_loading import named_model_config
-    from ctxlm.pretraining import pretrain
-    from ctxlm.tokenization import TextTokenizer
-
     run_dir, _ = collapsed_run
     before = not_learning_in(run_dir)
     assert before is not None
-    run = json.loads((run_dir / "run.json").read_text())
-
-    config = PretrainConfig(
-        model=named_model_config("unilm-tiny", d_model=64, num_layers=2, num_heads=2, ffn_dim=256,
-                                 max_position_embeddings=128),
-        train=TrainConfig(**COLLAPSE, batch_size=16, eval_every=20, eval_batches=4, progress=False, save_every=0),
-        data=UnilmDataConfig(max_length=64, valid_fraction=0.05))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        pretrain([run["corpus"][0]], run_dir, config, objective="unilm",
-                 tokenizer=TextTokenizer.load(run_dir.parent / "tok"), cache_dir=run_dir.parent / "cache", train_given=COLLAPSE,
-                 resume=True)
-    assert not any("not learning" in str(w.message) for w in caught)
+    assert not any("not learning" in message for message in pretrain_collapsing(run_dir.parent, resume=True))
     assert not_learning_in(run_dir) == before
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert sum(row.get("warning") == "not_learning" for row in rows) == 1
