@@ -502,9 +502,11 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
                      "counts, counted exactly by replaying each stage's data stream. Wall times count the run "
                      "that finished each stage (an interrupted and resumed one counts its last part only). "
                      "Learned: \"no\" when the cell does not beat the task's trivial baseline on "
-                     f"{primary}, or names its runs (pre-training stages, fine-tuning) whose held-out loss was "
-                     "still at the unigram entropy of their targets from 30% of the run on (`ctxlm.learning_check`); "
-                     "a difference involving such a cell is not evidence about the objectives.")
+                     f"{primary}, or names the runs its model comes out of (the last pre-training stage, the "
+                     "fine-tuning) whose held-out loss was still at the unigram entropy of their targets from 30% of "
+                     "the run on (`ctxlm.learning_check`); a difference involving such a cell is not evidence about "
+                     "the objectives. An earlier stage at that level, which a later stage then left, is named in "
+                     "brackets and does not count.")
     if plots:
         report.heading("Loss curves")
         for name, title, curves, share_y in (  # pre-training losses are each objective's own task
