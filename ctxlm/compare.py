@@ -61,7 +61,8 @@ from .learning_check import not_learning_in
 from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
 from .predict import Seq2SeqPredictor
 from .pretraining import model_config_for_tokenizer, prepare_data, pretrain
-from .report import Statistic, corpus_bleu4, corpus_perplexity, mean_score
+from .report import (Statistic, corpus_bleu4, corpus_perplexity, counted_not_learning, earlier_stages_not_learning,
+                     mean_score)
 from .tokenization import TextTokenizer
 from .training import BatchStream, autocast, build_optimizer, collate
 
@@ -557,9 +558,11 @@ def runs_not_learning(run_dirs: Sequence[Path]) -> dict[str, dict]:
 
 
 def not_learning_note(cell: dict) -> str:
-    """A cell summary's note: `; did not learn (loss at unigram level): <runs>`, or nothing."""
-    runs = cell.get("not_learning") or {}
-    return f"; {NOT_LEARNING}: {', '.join(runs)}" if runs else ""
+    """A cell summary's note: `; did not learn (loss at unigram level): <runs>` for the runs its
+    model comes out of, and the earlier stages at that level that a later one left; or nothing."""
+    counted, earlier = counted_not_learning(cell), earlier_stages_not_learning(cell)
+    return ((f"; {NOT_LEARNING}: {', '.join(counted)}" if counted else "")
+            + (f"; at the unigram level, then left by a later stage: {', '.join(earlier)}" if earlier else ""))
 
 
 def check_settings(folder: Path, settings: dict) -> None:

@@ -336,7 +336,7 @@ def did_not_learn(cell: dict, baseline: dict | None = None, primary: str | None 
     task's trivial baseline (`baseline["metrics"][primary]`: a value, or a table row's one-value list), or some of its runs stayed at
     the unigram level (`not_learning`, `ctxlm.learning_check`), or it predicts one class for every
     example (`one_class`, NLU tasks). The runs that count are those the scored model comes out of:
-    the last pre-training stage and the fine-tuning (`model_runs`); an earlier stage at the unigram
+    the last pre-training stage and the fine-tuning (`counted_not_learning`); an earlier stage at the unigram
     level that a later one leaves (PALM's stage 1 at a small budget) is noted (`earlier_stages_not_learning`),
     not counted."""
     reasons, reference = [], baseline_value(baseline, primary)
@@ -344,7 +344,7 @@ def did_not_learn(cell: dict, baseline: dict | None = None, primary: str | None 
         value = cell["metrics"][primary]
         if not (value > reference if higher_is_better else value < reference):
             reasons.append(f"{primary} {value:.2f} does not beat {baseline['name']}'s {reference:.2f}")
-    runs = [name for name in cell.get("not_learning") or {} if name in model_runs(cell)]
+    runs = counted_not_learning(cell)
     if runs:
         reasons.append(f"{', '.join(runs)} at the unigram level")
     if cell.get("one_class") is not None:
@@ -352,16 +352,21 @@ def did_not_learn(cell: dict, baseline: dict | None = None, primary: str | None 
     return "; ".join(reasons) or None
 
 
-def model_runs(cell: dict) -> set[str]:
-    """The run folders a cell's scored model comes out of: its last pre-training stage (none
-    without pre-training) and its fine-tuning."""
-    stages = cell.get("stages") or []
-    return {"finetune", *([Path(stages[-1]["dir"]).name] if stages else [])}
+def counted_not_learning(cell: dict) -> list[str]:
+    """The runs at the unigram level that a cell's scored model comes out of: its last pre-training
+    stage and its fine-tuning (every run, for a cell that does not list its stages)."""
+    runs = list(cell.get("not_learning") or {})
+    if "stages" not in cell:
+        return runs
+    stages = cell["stages"]
+    model = {"finetune", *([Path(stages[-1]["dir"]).name] if stages else [])}
+    return [name for name in runs if name in model]
 
 
 def earlier_stages_not_learning(cell: dict) -> list[str]:
     """A cell's pre-training stages at the unigram level that a later stage came after."""
-    return [name for name in cell.get("not_learning") or {} if name not in model_runs(cell)]
+    counted = counted_not_learning(cell)
+    return [name for name in cell.get("not_learning") or {} if name not in counted]
 
 
 @dataclass(frozen=True)

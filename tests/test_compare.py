@@ -22,7 +22,7 @@ from ctxlm import training
 from ctxlm.checkpoint import build_model
 from ctxlm.cli import main
 from ctxlm.compare import (TASK_SCORING, Budget, compare, example_nll, matched_model_config, parameter_count,
-                           score_predictions, target_labels, unigram_nll)
+                           not_learning_note, score_predictions, target_labels, unigram_nll)
 from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.tasks.seq2seq import read_pairs
@@ -234,6 +234,7 @@ def test_cells_that_did_not_learn_make_claims_not_testable():
                   "stages": [{"steps": 5, "dir": "p/palm-seed0/1-palm-mlm"}, {"steps": 5, "dir": "p/palm-seed0/2-palm-generation"}]}
     assert did_not_learn(two_stages, baseline, "rougeL") is None
     assert _cell_rows([two_stages], "rougeL", baseline)[0][-1] == "yes (1-palm-mlm at the unigram level)"
+    assert not_learning_note(two_stages) == "; at the unigram level, then left by a later stage: 1-palm-mlm"
     last_stuck = {**two_stages, "not_learning": {"2-palm-generation": {"step": 5}}}
     assert did_not_learn(last_stuck, baseline, "rougeL") == "2-palm-generation at the unigram level"
     assert _cell_rows([{**cell, "finetune_best_step": 2}], "rougeL")[0][6] == "3 (best 2)"
