@@ -359,7 +359,7 @@ def counted_not_learning(cell: dict) -> list[str]:
     if "stages" not in cell:
         return runs
     stages = cell["stages"]
-    model = {"finetune", *([Path(stages[-1]["dir"]).name] if stages else [])}
+    model = {"finetune", *([stages[-1].get("stage") or Path(stages[-1]["dir"]).name] if stages else [])}
     return [name for name in runs if name in model]
 
 
