@@ -329,7 +329,9 @@ def score_model(scoring: TaskScoring, model_dir: Path, pairs: Sequence[Pair], re
 
 # ------------------------------------------------------------------------------------ files
 def write_json_atomic(path: Path, values: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Write `path` whole or not at all; processes writing the same file at once (parallel cells
+    recording their comparison's settings) each use their own temporary file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(values, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -505,3 +506,14 @@ def test_recipe_lexicon_decodes_as_the_demo(setup, tmp_path):
                                          lexicon=lexicon)
     assert written == with_lexicon.generate(sources, config.decoding, batch_size=32)
     assert written != plain.generate(sources, config.decoding, batch_size=32)
+
+
+def test_json_written_by_many_processes_at_once_stays_whole(tmp_path):
+    """Parallel cells record the same settings.json: with one shared temporary name one process's
+    rename took the other's file away (FileNotFoundError); each now writes its own."""
+    script = ("import sys; from pathlib import Path; from ctxlm.compare import write_json_atomic\n"
+              "for i in range(300): write_json_atomic(Path(sys.argv[1]), {'i': i, 'pad': 'x' * 5000})\n")
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "settings.json")]) for _ in range(4)]
+    assert [run.wait(timeout=120) for run in runs] == [0, 0, 0, 0]
+    assert json.loads((tmp_path / "settings.json").read_text())["i"] == 299
+    assert [p.name for p in tmp_path.iterdir()] == ["settings.json"]
