@@ -36,6 +36,7 @@ classification) through `Comparison`'s fine-tuning and scoring hooks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -437,6 +438,12 @@ class Comparison:
             init = stage_dir
         return init, stages
 
+    @functools.cached_property
+    def train_pairs(self) -> list[Pair]:
+        """The fine-tuning pairs (the first `train_limit`), read once: the lexicon's texts and
+        dialog's unigram baseline both count them."""
+        return read_pairs(self.recipe.task, self.train_path, self.recipe.reader, self.train_limit)
+
     def variant(self, objective: str) -> Variant:
         """The named variant a cell runs (`objectives/variants.py`)."""
         return PRETRAIN_VARIANTS[objective]
@@ -450,10 +457,7 @@ class Comparison:
 
     def score_cell(self, model_dir: Path) -> tuple[dict, list, list | None]:
         """(metrics, per-example statistics, predictions or None) of a fine-tuned cell."""
-        texts = ()
-        if self.recipe.lexicon:
-            pairs = read_pairs(self.recipe.task, self.train_path, self.recipe.reader, self.train_limit)
-            texts = [text for pair in pairs for text in (pair.source, pair.target)]
+        texts = [text for pair in self.train_pairs for text in (pair.source, pair.target)] if self.recipe.lexicon else ()
         return score_model(self.scoring, model_dir, self.eval_pairs, self.recipe, lexicon_texts=texts)
 
     def prediction_notes(self, predictions: list | None) -> dict:
@@ -506,8 +510,7 @@ class Comparison:
         a task scored by perplexity the training targets' unigram distribution (`unigram_nll`)."""
         if not self.scoring.decodes:
             model = next(iter(self.configs.values())).model
-            train = read_pairs(self.recipe.task, self.train_path, self.recipe.reader, self.train_limit)
-            stats = unigram_nll(target_labels(model, self.tokenizer, train, self.recipe),
+            stats = unigram_nll(target_labels(model, self.tokenizer, self.train_pairs, self.recipe),
                                 target_labels(model, self.tokenizer, self.eval_pairs, self.recipe),
                                 self.tokenizer.vocab_size)
             return {"name": "unigram of the training targets", "example_stats": stats, "predictions": None,
