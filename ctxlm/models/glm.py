@@ -44,10 +44,12 @@ from torch import nn
 from ..config import GlmConfig
 from ..objectives.glm import GlmTokens
 from ..objectives.masking import IGNORE_INDEX
+from .dropout import dropout
 from .layers import Attention, KVCache, activation, init_weights
-from .palm import batch_loss, label_counts, token_nll
+from .palm import batch_loss, label_counts
 from .pointer_generator import PointerGenerator, copy_token_nll, gather_labelled, gather_positions, select_positions
 from .pretrained import PretrainedMixin
+from .vocab_cross_entropy import linear_cross_entropy
 
 
 def glm_tokens(cfg: GlmConfig) -> GlmTokens:
@@ -112,9 +114,9 @@ class GlmLayer(nn.Module):
 
     def forward(self, x, mask, cache: KVCache | None = None, layer: int = 0):
         h = self.attention(self.input_layernorm(x), mask=mask, cache=cache, layer=layer)
-        x = x + F.dropout(h, self.dropout, self.training)
+        x = x + dropout(h, self.dropout, self.training)
         h = self.fc2(self.act(self.fc1(self.post_attention_layernorm(x))))
-        return x + F.dropout(h, self.dropout, self.training)
+        return x + dropout(h, self.dropout, self.training)
 
 
 class GlmModel(PretrainedMixin, nn.Module):
@@ -141,7 +143,7 @@ class GlmModel(PretrainedMixin, nn.Module):
         """Token embedding + the two position embeddings (§2.3, 2D positional encoding), dropout."""
         x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
         x = x + self.position_embeddings(position_ids) + self.block_position_embeddings(block_position_ids)
-        return F.dropout(x, self.config.dropout, self.training)
+        return dropout(x, self.config.dropout, self.training)
 
     def run(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """The layers and the final LayerNorm; with a cache, `x` is appended to it."""
@@ -241,8 +243,8 @@ class GlmModel(PretrainedMixin, nn.Module):
                 self.pointer, queries, *self.copy_memory(h, input_ids, part_a_length, attention_mask),
                 self.word_embeddings.weight, None, targets, label_smoothing)
         else:
-            keep = labels != IGNORE_INDEX  # logits only where there is a label: Part A has none
-            loss_sum, nll_sum, count = token_nll(self.output_logits(h[keep]), labels[keep], label_smoothing)
+            loss_sum, nll_sum, count = linear_cross_entropy(  # Part A has no labels: it costs nothing
+                h, self.word_embeddings.weight, None, labels, label_smoothing)
         return GlmOutput(loss=batch_loss({"lm": loss_sum}, {"lm": count}),
                          metrics={"lm_nll_sum": nll_sum, "lm_tokens": count}, loss_sums={"lm": loss_sum})
 

@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import attention_with_dropout, dropout
+from .vocab_cross_entropy import linear_cross_entropy
+
 
 def activation(name: str):
     if name == "gelu":
@@ -128,10 +131,13 @@ class Attention(nn.Module):
             q = q.reshape(k.shape[0], self.heads, group * t, self.head_dim)
         if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        if self.training and self.dropout > 0 and q.device.type == "cpu":  # SDPA's math path, faster dropout
+            out = attention_with_dropout(q, k, v, mask, is_causal and mask is None, self.dropout)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
+                dropout_p=self.dropout if self.training else 0.0,
+            )
         if group > 1:
             out = out.reshape(k.shape[0], self.heads, group, t, self.head_dim).transpose(1, 2)
         return self.out_proj(out.reshape(b, self.heads, t, self.head_dim).transpose(1, 2).reshape(b, t, -1))
@@ -150,10 +156,10 @@ class _PostLNBlock(nn.Module):
         self.activation_dropout = activation_dropout
 
     def residual(self, x: torch.Tensor, h: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-        return norm(x + F.dropout(h, self.dropout, self.training))
+        return norm(x + dropout(h, self.dropout, self.training))
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.dropout(self.act(self.fc1(x)), self.activation_dropout, self.training)
+        h = dropout(self.act(self.fc1(x)), self.activation_dropout, self.training)
         return self.residual(x, self.fc2(h), self.final_layer_norm)
 
 
@@ -231,8 +237,15 @@ class MaskedLMHead(nn.Module):
         self.layer_norm = nn.LayerNorm(d_model, eps=eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer_norm(self.act(self.dense(x)))
+
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.layer_norm(self.act(self.dense(x))), embedding, self.bias)
+        return F.linear(self.transform(x), embedding, self.bias)
+
+    def loss(self, x: torch.Tensor, embedding: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
+        """`token_nll` of `forward`'s logits, without them (`linear_cross_entropy`)."""
+        return linear_cross_entropy(self.transform(x), embedding, self.bias, labels, label_smoothing)
 
 
 def tied_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..config import PalmConfig
 from ..objectives.masking import IGNORE_INDEX
+from .dropout import dropout
 from .layers import (
     KVCache,
     LearnedPositions,
@@ -33,6 +34,7 @@ from .layers import (
 )
 from .pointer_generator import PointerGenerator, copy_token_nll
 from .pretrained import PretrainedMixin
+from .vocab_cross_entropy import linear_cross_entropy
 
 
 def _layer_kwargs(cfg: PalmConfig) -> dict:
@@ -54,7 +56,7 @@ class Encoder(nn.Module):
 
     def forward(self, token_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         x = token_embeddings + self.embed_positions(token_embeddings.shape[1])
-        x = F.dropout(self.layernorm_embedding(x), self.dropout, self.training)
+        x = dropout(self.layernorm_embedding(x), self.dropout, self.training)
         mask = key_padding_mask(attention_mask)
         for layer in self.layers:
             x = layer(x, mask)
@@ -89,7 +91,7 @@ class Decoder(nn.Module):
         else:
             start = cache.length if cache is not None else 0
             x = token_embeddings + self.embed_positions(token_embeddings.shape[1], start)
-        x = F.dropout(self.layernorm_embedding(x), self.dropout, self.training)
+        x = dropout(self.layernorm_embedding(x), self.dropout, self.training)
         cross_mask = key_padding_mask(source_mask)
         for i, layer in enumerate(self.layers):
             x = layer(x, cross_kv if isinstance(cross_kv, torch.Tensor) else cross_kv[i], cross_mask, cache=cache,
@@ -246,7 +248,7 @@ class PalmModel(PretrainedMixin, nn.Module):
         log_probs = None
         if mlm_labels is not None:
             keep = mlm_labels != IGNORE_INDEX
-            mlm_loss, mlm_sum, mlm_count = token_nll(self.mlm_logits(enc[keep]), mlm_labels[keep])
+            mlm_loss, mlm_sum, mlm_count = self.mlm_head.loss(enc[keep], self.shared.weight, mlm_labels[keep])
             sums["mlm"] = (mlm_weight if labels is not None else 1.0) * mlm_loss
             metrics.update(mlm_nll_sum=mlm_sum, mlm_tokens=mlm_count)
         if labels is not None:
@@ -257,6 +259,9 @@ class PalmModel(PretrainedMixin, nn.Module):
             if self.pointer is not None and not return_log_probs:  # PALM's mixture, at the labels only
                 lm_loss, lm_sum, lm_count = self.copy_loss(dec, enc, copied, attention_mask, labels,
                                                            label_smoothing)
+            elif not return_log_probs:  # the tied softmax's loss without its B×T×V logits
+                lm_loss, lm_sum, lm_count = linear_cross_entropy(dec, self.shared.weight, self.final_logits_bias[0],
+                                                                 labels, label_smoothing)
             else:
                 scores = self.output_scores(dec, enc, copied, attention_mask)
                 lm_loss, lm_sum, lm_count = token_nll(scores, labels, label_smoothing)

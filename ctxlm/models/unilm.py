@@ -39,6 +39,7 @@ from torch import nn
 
 from ..config import UnilmConfig
 from ..objectives.masking import IGNORE_INDEX
+from .dropout import dropout
 from .layers import KVCache, MaskedLMHead, PostLNEncoderLayer, init_weights
 from .palm import batch_loss, label_counts, token_nll
 from .pointer_generator import PointerGenerator, copy_token_nll, gather_labelled, gather_positions, select_positions
@@ -97,7 +98,7 @@ class Embeddings(nn.Module):
         if token_embeddings is None:
             token_embeddings = self.word_embeddings(input_ids)
         x = token_embeddings + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
-        return F.dropout(self.layer_norm(x), self.dropout, self.training)
+        return dropout(self.layer_norm(x), self.dropout, self.training)
 
 
 @dataclass
@@ -204,8 +205,7 @@ class UnilmModel(PretrainedMixin, nn.Module):
 
     def lm_states(self, states: torch.Tensor) -> torch.Tensor:
         """The masked-LM head's transform (dense, activation, LayerNorm): the copy head's s_t."""
-        head = self.mlm_head
-        return head.layer_norm(head.act(head.dense(states)))
+        return self.mlm_head.transform(states)
 
     def copy_memory(self, states, input_ids, source):
         """The copy head's memory: final states (B, S, d), ids (B, S) and mask (B, S) of the
@@ -272,11 +272,14 @@ class UnilmModel(PretrainedMixin, nn.Module):
                 metrics[f"{name}_nll_sum"], metrics[f"{name}_tokens"] = nll_sum, count
                 continue
             keep = target != IGNORE_INDEX
-            logits = self.lm_logits(states[keep])
-            sums[name], nll_sum, count = token_nll(logits, target[keep], smoothing)
-            metrics[f"{name}_nll_sum"], metrics[f"{name}_tokens"] = nll_sum, count
             if name == "lm" and return_log_probs:
+                logits = self.lm_logits(states[keep])
+                sums[name], nll_sum, count = token_nll(logits, target[keep], smoothing)
                 log_probs = F.log_softmax(logits.float(), dim=-1)
+            else:  # the loss without the logits
+                sums[name], nll_sum, count = self.mlm_head.loss(states[keep], self.embeddings.word_embeddings.weight,
+                                                                target[keep], smoothing)
+            metrics[f"{name}_nll_sum"], metrics[f"{name}_tokens"] = nll_sum, count
         loss = batch_loss(sums, {name: metrics[f"{name}_tokens"] for name in sums})
         if loss is None:
             loss = states.new_zeros((), dtype=torch.float32)
@@ -398,7 +401,7 @@ class UnilmClassifier(PretrainedMixin, nn.Module):
         sos = states[:, 0]
         if self.pooler is not None:
             sos = torch.tanh(self.pooler(sos))
-        logits = self.classifier(F.dropout(sos, self.config.dropout, self.training)).float()
+        logits = self.classifier(dropout(sos, self.config.dropout, self.training)).float()
         loss, metrics, sums = logits.new_zeros(()), {}, {}
         if labels is not None:
             if self.num_labels == 1:
