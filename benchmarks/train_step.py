@@ -57,12 +57,17 @@ def bert_like(args, vocab: int, length: int, device) -> BertForMaskedLM:
     return BertForMaskedLM(cfg).to(device).train()
 
 
+def palm_config(args, copy: bool = False) -> PalmConfig:
+    """The benchmark's PALM: `--layers` per stack, heads of 64, FFN 4 × d."""
+    return PalmConfig(vocab_size=args.vocab, d_model=args.d_model, encoder_layers=args.layers,
+                      decoder_layers=args.layers, encoder_attention_heads=args.d_model // 64,
+                      decoder_attention_heads=args.d_model // 64, encoder_ffn_dim=4 * args.d_model,
+                      decoder_ffn_dim=4 * args.d_model, copy=copy,
+                      max_position_embeddings=max(1024, args.source, args.target))
+
+
 def palm_contenders(args, device):
-    cfg = PalmConfig(vocab_size=args.vocab, d_model=args.d_model, encoder_layers=args.layers,
-                     decoder_layers=args.layers, encoder_attention_heads=args.d_model // 64,
-                     decoder_attention_heads=args.d_model // 64, encoder_ffn_dim=4 * args.d_model,
-                     decoder_ffn_dim=4 * args.d_model, copy=False,
-                     max_position_embeddings=max(1024, args.source, args.target))
+    cfg = palm_config(args)
     src = torch.randint(10, args.vocab, (args.batch, args.source), device=device)
     dec = torch.randint(10, args.vocab, (args.batch, args.target), device=device)
     labels = torch.randint(10, args.vocab, (args.batch, args.target), device=device)
