@@ -58,7 +58,7 @@ from .tasks.seq2seq import finetune, read_pairs
 from .layouts import pair_example, pair_limits
 from .metrics import compute_metrics, lead_words, ptb_tokens
 from .families import train_defaults
-from .learning_check import not_learning_in
+from .learning_check import not_learning_in, still_not_learning
 from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
 from .predict import Seq2SeqPredictor
 from .pretraining import model_config_for_tokenizer, prepare_data, pretrain
@@ -557,9 +557,10 @@ NOT_LEARNING = "did not learn (loss at unigram level)"
 
 
 def runs_not_learning(run_dirs: Sequence[Path]) -> dict[str, dict]:
-    """Run folder name → its `not_learning` record (`ctxlm.learning_check`), for the runs that have one."""
+    """Run folder name → its `not_learning` record (`ctxlm.learning_check`), for the runs whose record
+    stands (not for a run that left the unigram level after the warning)."""
     records = {path.name: not_learning_in(path) for path in run_dirs}
-    return {name: record for name, record in records.items() if record is not None}
+    return {name: record for name, record in records.items() if still_not_learning(record)}
 
 
 def not_learning_note(cell: dict) -> str:

@@ -8,12 +8,15 @@ distribution, its AE and PAR losses equal).
 looks at each validation from `CHECK_FROM` of the run (and step `MIN_STEPS`) on; the first time the held-out loss is
 within `margin(H)` of H (or above it), it says so once: a one-line warning, a
 `{"step": N, "warning": "not_learning", ...}` row in metrics.jsonl and `"not_learning"` in run.json.
+A run that leaves the level after the warning (a slow start) says that once as well, and the record
+gets the step (`left_at_step`): such a run learned.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -88,13 +91,23 @@ class LearningCheck:
         self.examples, self.max_steps, self.out_dir = train_examples, max_steps, Path(out_dir)
         self.entropy: float | None = None  # counted at the first validation checked
         self.targets = 0
-        self.warned = False
+        self.record: dict[str, Any] | None = None  # the warning, once given
+
+    @property
+    def warned(self) -> bool:
+        return self.record is not None
+
+    def resume(self, record: dict[str, Any] | None) -> None:
+        """A resumed run continues from its run.json's record: it warns once in all."""
+        self.record = record
 
     def check(self, step: int, values: dict[str, Any], writer=None) -> dict[str, Any] | None:
         """After a validation at `step` with `values` (`valid/<name>_loss`, ...; checked ones get
         `valid/unigram_entropy`): the warning's record the first time the run is not learning (then
-        a warning, a row through `writer`, a `MetricsWriter`, and run.json's `not_learning`), else None."""
-        if self.warned or step < max(CHECK_FROM * self.max_steps, MIN_STEPS):
+        a warning, a row through `writer`, a `MetricsWriter`, and run.json's `not_learning`), else None.
+        A warned run that later leaves the unigram level (a slow start: masked-LM losses leave it late)
+        says so once too, and its record gets `left_at_step`: it learned after all."""
+        if (self.record or {}).get("left_at_step") is not None or step < max(CHECK_FROM * self.max_steps, MIN_STEPS):
             return None
         if self.entropy is None:
             self.entropy, self.targets = unigram_entropy(self.examples)
@@ -102,26 +115,47 @@ class LearningCheck:
             return None
         values["valid/unigram_entropy"] = self.entropy  # the reference, beside the losses it is checked against
         reason = not_learning_reason(held_out_losses(values), self.entropy)
-        if reason is None:
-            return None
-        self.warned = True
-        record = {"step": step, "reason": reason, "unigram_entropy": self.entropy, "causes": likely_causes(reason)}
-        self.report(record, writer)
-        return record
+        if self.record is None and reason is not None:
+            self.record = {"step": step, "reason": reason, "unigram_entropy": self.entropy,
+                           "causes": likely_causes(reason)}
+            self.report(self.record, writer)
+            return self.record
+        if self.record is not None and reason is None:
+            self.record["left_at_step"] = step
+            self.report_left(step, held_out_losses(values), writer)
+        return None
 
     def report(self, record: dict[str, Any], writer=None) -> None:
         warnings.warn(f"step {record['step']}: not learning: {record['reason']}; {record['causes']}", stacklevel=3)
         if writer is not None:
             writer.write(record["step"], {"warning": "not_learning", "reason": record["reason"],
                                                "unigram_entropy": record["unigram_entropy"]})
+        self.write_record()
+
+    def report_left(self, step: int, losses: dict[str, float], writer=None) -> None:
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in sorted(losses.items()))
+        print(f"step {step}: learning after all: held-out loss ({shown}) below the unigram level "
+              f"{self.entropy - margin(self.entropy):.4f} (the warning of step {self.record['step']} was a slow start)",
+              file=sys.stderr, flush=True)
+        if writer is not None:
+            writer.write(step, {"note": "left_unigram_level", "warned_at_step": self.record["step"]})
+        self.write_record()
+
+    def write_record(self) -> None:
         run_json = self.out_dir / "run.json"
         if run_json.is_file():
             values = json.loads(run_json.read_text(encoding="utf-8"))
-            values["not_learning"] = record
+            values["not_learning"] = self.record
             run_json.write_text(json.dumps(values, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def not_learning_in(run_dir: str | Path) -> dict[str, Any] | None:
-    """A finished run's `not_learning` record (run.json), or None."""
+    """A finished run's `not_learning` record (run.json), or None; see `still_not_learning`."""
     path = Path(run_dir) / "run.json"
     return json.loads(path.read_text(encoding="utf-8")).get("not_learning") if path.is_file() else None
+
+
+def still_not_learning(record: dict[str, Any] | None) -> bool:
+    """Whether a run's `not_learning` record stands: it warned and never left the unigram level."""
+    return record is not None and record.get("left_at_step") is None
+

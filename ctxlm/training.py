@@ -405,7 +405,7 @@ class TrainingRun:
         if self.rank == 0:
             self.writer = MetricsWriter(self.out_dir, self.progress.step if checkpoint is not None else None)
             earlier = not_learning_in(self.out_dir) if checkpoint is not None else None
-            self.learning_check.warned = earlier is not None  # a resumed run warns once in all
+            self.learning_check.resume(earlier)  # a resumed run warns once in all
             (self.out_dir / "run.json").write_text(json.dumps(
                 {"train": asdict(cfg), **provenance(), **self.run_info,
                  **({"not_learning": earlier} if earlier else {})}, indent=2, default=str) + "\n", encoding="utf-8")

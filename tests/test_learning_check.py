@@ -114,6 +114,37 @@ def test_check_warns_once_from_its_point_of_the_run(tmp_path):
         assert check.check(70, flat) is None  # once
 
 
+def test_a_slow_start_that_leaves_the_level_is_recorded_as_learning(tmp_path, capsys):
+    """Masked-LM losses leave the unigram level late: a run warned at 30% that is below the level
+    later says so once, and its record (run.json) gets `left_at_step`: compare no longer counts it."""
+    from ctxlm.compare import runs_not_learning
+    from ctxlm.learning_check import still_not_learning
+    from ctxlm.training import MetricsWriter
+
+    rows = random_rows(200)
+    entropy = brute_force_entropy(rows)[0]
+    (tmp_path / "run.json").write_text(json.dumps({"train": {}}))
+    check = LearningCheck(LabelExamples(rows), max_steps=200, out_dir=tmp_path)
+    writer = MetricsWriter(tmp_path, None, tensorboard=False)
+    slow = {"valid/ae_loss": entropy - 0.05, "valid/par_loss": entropy + 0.1}
+    learnt = {"valid/ae_loss": entropy - 0.5, "valid/par_loss": entropy - 0.1}
+    with pytest.warns(UserWarning, match="step 60: not learning: held-out loss .*--max-steps"):
+        check.check(60, slow, writer)
+    assert runs_not_learning([tmp_path]) and still_not_learning(check.record)
+    assert check.check(80, dict(slow), writer) is None
+    assert check.check(100, dict(learnt), writer) is None
+    assert "step 100: learning after all" in capsys.readouterr().err
+    record = json.loads((tmp_path / "run.json").read_text())["not_learning"]
+    assert record["step"] == 60 and record["left_at_step"] == 100 and not still_not_learning(record)
+    assert runs_not_learning([tmp_path]) == {}
+    rows_written = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("note") for r in rows_written if "note" in r] == ["left_unigram_level"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check.check(120, dict(slow), writer) is None  # said once; not warned again
+    assert "learning after all" not in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def collapsed_run(tmp_path_factory):
     """A small UniLMv2 pre-trained at a peak lr far too high for it (1e-2, warm-up 10 steps, Adam β2

@@ -6,8 +6,16 @@
 #                     the quality sweep once gave every family)
 #   lr1e-3            the defaults but --lr 1e-3
 #   lr1e-3-warmup10   the defaults but --lr 1e-3 --warmup-ratio 0.1
-# each for 1,000 steps, two at a time. Resumable: rerun the same command after a kill (the session
-# that made results.md stopped the last two early, after their check had spoken, to free the CPU).
+#   lr6e-4            the defaults but --lr 6e-4 (the paper's peak rate, for base at batches of 7,680)
+# each for 1,000 steps, two at a time; and
+#   defaults-2000     the defaults for 2,000 steps (4M tokens; the default command, 1,000 steps of 512
+#                     tokens, sees 8M: 8 s a step on one thread here, not run)
+#   lr6e-4-3000       --lr 6e-4 for 3,000 steps (does the paper's rate collapse later?)
+# and compare's UniLMv2 cell (unilm-compare-cell.yaml; the 16k tokenizer and store that
+# reports/compare/run.sh makes; 1,336 steps, its 3M tokens) at --lr 6e-4 (cell-lr6e-4; at the
+# defaults it is reports/compare's own unilm-copy cells). Resumable: rerun the same command after a
+# kill (the session that made results.md stopped lr1e-3 and lr1e-3-warmup10 early, after their check
+# had spoken, to free the CPU).
 #
 #   nohup sh reports/quality/unilm-defaults/command.sh > reports/quality/unilm-defaults/work/run.log 2>&1 &
 #
@@ -26,12 +34,22 @@ run() {  # name [optimiser flags]
   name=$1
   shift
   $CTXLM pretrain --objective unilm --config $HERE/unilm-tiny-128.yaml --corpus $DATA/pretrain \
-    --fallback-encoding latin-1 --tokenizer $WORK/tok --cache-dir $WORK/store --max-steps 1000 --batch-size 16 \
-    --eval-every 100 --save-every 100 --no-progress --resume auto --out $WORK/$name "$@" > $WORK/$name.log 2>&1
+    --fallback-encoding latin-1 --tokenizer $WORK/tok --cache-dir $WORK/store --batch-size 16 \
+    --eval-every 100 --save-every 100 --no-progress --resume auto --max-steps 1000 --out $WORK/$name "$@" \
+    >> $WORK/$name.log 2>&1
 }
 run defaults &
 run collapsing --lr 1e-3 --warmup-steps 100 --adam-beta2 0.999 --adam-eps 1e-8 &
 wait
 run lr1e-3 --lr 1e-3 &
 run lr1e-3-warmup10 --lr 1e-3 --warmup-ratio 0.1 &
+wait
+run defaults-2000 --max-steps 2000 &
+run lr6e-4 --lr 6e-4 &
+wait
+run lr6e-4-3000 --lr 6e-4 --max-steps 3000 &
+$CTXLM pretrain --objective unilm --config $HERE/unilm-compare-cell.yaml --corpus $DATA/pretrain \
+  --fallback-encoding latin-1 --tokenizer reports/compare/work/tokenizer --cache-dir reports/compare/work/store \
+  --batch-size 16 --eval-every 167 --save-every 167 --no-progress --resume auto --max-steps 1336 --lr 6e-4 \
+  --out $WORK/cell-lr6e-4 >> $WORK/cell-lr6e-4.log 2>&1 &
 wait

@@ -1,6 +1,7 @@
 """results.md and losses.png of reports/quality/unilm-defaults/command.sh: for each run (the family's
-defaults, the settings under which it once collapsed, lr 1e-3 with the defaults' warm-up and
-with a 10% one) its held-out AE and PAR losses
+defaults at 1,000 and 2,000 steps, the settings under which it once collapsed, lr 1e-3 with the
+defaults' warm-up and with a 10% one, lr 6e-4 at 1,000 and 3,000 steps; and compare's UniLMv2 cell
+at lr 6e-4) its held-out AE and PAR losses
 at every validation, the unigram entropy of its targets (`valid/unigram_entropy`, logged from the
 first checked validation on) and the level the check calls "not learning" (H − margin), the
 optimiser settings it ran with, and what the not-learning check said.
@@ -17,7 +18,12 @@ HERE = Path(__file__).resolve().parent
 RUNS = {"defaults": "the family's defaults (no optimiser flag)",
         "collapsing": "--lr 1e-3 --warmup-steps 100 --adam-beta2 0.999 --adam-eps 1e-8",
         "lr1e-3": "the defaults but --lr 1e-3",
-        "lr1e-3-warmup10": "the defaults but --lr 1e-3 --warmup-ratio 0.1"}
+        "lr1e-3-warmup10": "the defaults but --lr 1e-3 --warmup-ratio 0.1",
+        "defaults-2000": "the defaults for 2,000 steps (--max-steps 2000)",
+        "lr6e-4": "the defaults but --lr 6e-4 (the paper's peak rate)",
+        "lr6e-4-3000": "--lr 6e-4 for 3,000 steps (--max-steps 3000)"}
+# compare's UniLMv2 cell (unilm-compare-cell.yaml: d 128, 5 layers, copy head; compare's 16k tokenizer)
+CELL_RUNS = {"cell-lr6e-4": "compare's cell, 1,336 steps (its 3M tokens), --lr 6e-4"}
 
 
 def validations(run: Path) -> list[dict]:
@@ -28,14 +34,14 @@ def validations(run: Path) -> list[dict]:
 def main() -> None:
     from ctxlm.learning_check import margin
 
-    lines = ["# UniLMv2 (unilm-tiny) on the shared corpus: its defaults against higher peak rates", "",
+    lines = ["# UniLMv2 on the shared corpus: its defaults against higher peak rates", "",
              "Made by `sh reports/quality/unilm-defaults/command.sh` (examples of 128 tokens, batches of 16, "
              "bf16, one thread a run), summarised by `python reports/quality/unilm-defaults/summarize.py`. "
              "Held-out losses in nats; H is the unigram entropy of the training targets (what a model that "
              "ignores its input scores); the check calls a loss above H − margin(H) \"at the unigram level\".",
              "", "![held-out losses](losses.png)", ""]
-    curves = {}
-    for name, settings in RUNS.items():
+    curves, cell_curves = {}, {}
+    for name, settings in {**RUNS, **CELL_RUNS}.items():
         run = HERE / "work" / name
         if not (run / "metrics.jsonl").is_file():
             lines += [f"## {name}: not run yet", ""]
@@ -49,40 +55,47 @@ def main() -> None:
                   + f"; validated up to step {max((r['step'] for r in validations(run)), default=0)} of "
                     f"{train['max_steps']}", "",
                   "| step | AE | PAR | H | AE − PAR |", "|---|---|---|---|---|"]
-        curves[name] = validations(run)
+        (cell_curves if name in CELL_RUNS else curves)[name] = validations(run)
         for row in validations(run):
             entropy = row.get("valid/unigram_entropy")
             lines.append(f"| {row['step']} | {row['valid/ae_loss']:.4f} | {row['valid/par_loss']:.4f} | "
                          f"{'—' if entropy is None else f'{entropy:.4f}'} | "
                          f"{row['valid/ae_loss'] - row['valid/par_loss']:+.4f} |")
         lines.append("")
-    entropy = next((r["valid/unigram_entropy"] for rows in curves.values() for r in rows
-                    if "valid/unigram_entropy" in r), None)
+    entropy, cell_entropy = (next((r["valid/unigram_entropy"] for rows in group.values() for r in rows
+                                   if "valid/unigram_entropy" in r), None) for group in (curves, cell_curves))
     if entropy is not None:
-        lines.insert(4, f"H = {entropy:.4f}; the level the check looks for is below {entropy - margin(entropy):.4f}.")
+        lines.insert(4, f"unilm-tiny: H = {entropy:.4f}; the level the check looks for is below "
+                        f"{entropy - margin(entropy):.4f}." + ("" if cell_entropy is None else
+                        f" compare's cell (16k vocabulary): H = {cell_entropy:.4f}, below "
+                        f"{cell_entropy - margin(cell_entropy):.4f}."))
         lines.insert(5, "")
-    plot(curves, entropy, HERE / "losses.png")
+    plot([("unilm-tiny (d 256, 4 layers), 8k vocabulary", curves, entropy),
+          ("compare's cell (d 128, 5 layers), 16k vocabulary", cell_curves, cell_entropy)], HERE / "losses.png")
     (HERE / "results.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {HERE / 'results.md'}")
 
 
-def plot(curves: dict[str, list[dict]], entropy: float | None, path: Path) -> None:
-    """Held-out AE (solid) and PAR (dashed) loss of each run against the step, H and H − margin."""
+def plot(panels: list[tuple[str, dict[str, list[dict]], float | None]], path: Path) -> None:
+    """One panel per model: held-out AE (solid) and PAR (dashed) loss of each run against the step,
+    H and H − margin."""
     from ctxlm.learning_check import margin
     from ctxlm.report_plots import pyplot
 
     plt = pyplot()
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for index, (name, rows) in enumerate(curves.items()):
-        colour = f"C{index}"
-        steps = [r["step"] for r in rows]
-        axis.plot(steps, [r["valid/ae_loss"] for r in rows], color=colour, label=f"{name} AE")
-        axis.plot(steps, [r["valid/par_loss"] for r in rows], color=colour, linestyle="--", label=f"{name} PAR")
-    if entropy is not None:
-        axis.axhline(entropy, color="black", linewidth=0.8, label="H (unigram)")
-        axis.axhline(entropy - margin(entropy), color="grey", linestyle=":", label="H − margin")
-    axis.set(xlabel="step", ylabel="held-out loss (nats)", title="UniLMv2 unilm-tiny: held-out AE and PAR")
-    axis.legend(fontsize=7, ncol=2)
+    panels = [panel for panel in panels if panel[1]]
+    figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for axis, (title, curves, entropy) in zip(axes[0], panels):
+        for index, (name, rows) in enumerate(curves.items()):
+            colour = f"C{index}"
+            steps = [r["step"] for r in rows]
+            axis.plot(steps, [r["valid/ae_loss"] for r in rows], color=colour, label=f"{name} AE")
+            axis.plot(steps, [r["valid/par_loss"] for r in rows], color=colour, linestyle="--", label=f"{name} PAR")
+        if entropy is not None:
+            axis.axhline(entropy, color="black", linewidth=0.8, label="H (unigram)")
+            axis.axhline(entropy - margin(entropy), color="grey", linestyle=":", label="H − margin")
+        axis.set(xlabel="step", ylabel="held-out loss (nats)", title=f"UniLMv2 {title}")
+        axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
