@@ -139,7 +139,7 @@ def parse_args(argv):
     p.add_argument("--mlm-steps", type=int, default=100)
     p.add_argument("--generation-steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--finetune-steps", type=int, default=800)
+    p.add_argument("--finetune-steps", type=int, default=2400)
     p.add_argument("--finetune-lr", type=float, default=1e-3)
     p.add_argument("--finetune-pairs", type=int, help="Gigaword training pairs used (default: all)")
     p.add_argument("--eval-pairs", type=int, default=1000, help="Gigaword validation pairs decoded")
