@@ -127,8 +127,10 @@ def token_nll(scores: torch.Tensor, labels: torch.Tensor, label_smoothing: float
     """The loss summed over labelled positions, the un-smoothed NLL sum (detached, for perplexity)
     and the token count. `scores` are logits or log-probabilities (B..., V): cross-entropy
     renormalises with a log-softmax, which leaves log-probabilities unchanged. Label smoothing is
-    torch's: (1 − ε)·NLL + ε·mean over the vocabulary of −log p."""
-    flat, target = scores.reshape(-1, scores.shape[-1]).float(), labels.reshape(-1)
+    torch's: (1 − ε)·NLL + ε·mean over the vocabulary of −log p. Computed in float32 (float64 for
+    float64 scores), as `linear_cross_entropy`, so a model's loss has one dtype on every path."""
+    flat = scores.reshape(-1, scores.shape[-1])
+    flat, target = flat.to(torch.promote_types(flat.dtype, torch.float32)), labels.reshape(-1)  # float32, or 64
     count = (target != IGNORE_INDEX).sum()
     log_p = F.log_softmax(flat, dim=-1)  # cross-entropy's own first step, shared by both losses
     nll_sum = F.nll_loss(log_p, target, ignore_index=IGNORE_INDEX, reduction="sum")
