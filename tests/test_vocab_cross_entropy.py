@@ -128,3 +128,29 @@ def test_backpropagated_twice_is_an_error():
     with pytest.raises(RuntimeError, match="once"):
         loss.backward()
 
+
+@pytest.mark.slow
+def test_a_compiled_model_trains_with_the_loss():
+    """Under `torch.compile` (inductor) the fused Function's loss came out of the compiled PALM with no
+    grad_fn, so `--compile` could not train; compiled code takes the plain loss, with the same value
+    and gradients as the eager model's fused one."""
+    from ctxlm.config import PalmConfig
+    from ctxlm.models.palm import PalmModel
+
+    torch.manual_seed(0)
+    cfg = PalmConfig(vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=1,
+                     decoder_attention_heads=1, encoder_ffn_dim=32, decoder_ffn_dim=32, copy=False,
+                     max_position_embeddings=32, dropout=0.0, attention_dropout=0.0)
+    eager = PalmModel(cfg).train()
+    compiled_model = PalmModel(cfg).train()
+    compiled_model.load_state_dict(eager.state_dict())
+    src, dec = torch.randint(10, 50, (2, 8)), torch.randint(10, 50, (2, 4))
+    losses = []
+    for model in (eager, torch.compile(compiled_model)):
+        loss = model(src, decoder_input_ids=dec, labels=dec).loss
+        assert loss.grad_fn is not None
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(compiled_model.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -21,6 +21,7 @@ tests/test_vocab_cross_entropy.py).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..objectives.masking import IGNORE_INDEX
 
@@ -102,6 +103,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 None, None, None, None)
 
 
+def _plain_cross_entropy(rows, weight, bias, target, label_smoothing):
+    """The same sums from materialised logits: what `torch.compile` gets (it fuses the loss itself)."""
+    logits = F.linear(rows, weight, bias)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    loss = F.cross_entropy(logits, target, reduction="sum", label_smoothing=label_smoothing)
+    return loss, F.cross_entropy(logits.detach(), target, reduction="sum")
+
+
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          labels: torch.Tensor, label_smoothing: float = 0.0, chunk_rows: int = CHUNK_ROWS):
     """`token_nll(F.linear(hidden, weight, bias), labels, label_smoothing)` without the B×T×V logits:
@@ -112,6 +121,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
     keep = target != IGNORE_INDEX
     count = keep.sum()
     rows, target = flat[keep], target[keep]
+    if torch.compiler.is_compiling():  # dynamo traces this Function's forward without its gradients
+        return (*_plain_cross_entropy(rows, weight, bias, target, label_smoothing), count)
     if bias is not None and not bias.requires_grad and hidden.device.type == "cpu" and not bias.any():
         bias = None  # a zero bias (BART's and PALM's final_logits_bias): saves a pass over the logits
     loss, nll = _LinearCrossEntropy.apply(rows, weight, bias, target, float(label_smoothing), chunk_rows,
