@@ -17,11 +17,9 @@ import time
 import torch
 
 from harness import Contender, interleaved_medians, machine, median, precision_context, report
-from train_step import palm_config
-from ctxlm.config import TrainConfig
+from train_step import palm_config, stepper
 from ctxlm.device import resolve_device
 from ctxlm.models.palm import PalmModel
-from ctxlm.training import build_optimizer
 
 
 def main() -> None:
@@ -49,16 +47,10 @@ def main() -> None:
         compiled_model.load_state_dict(eager.state_dict())
         compiled = torch.compile(compiled_model)
 
-        def stepper(model, parameters_of):
-            optimizer = build_optimizer(parameters_of, TrainConfig(lr=1e-4))
-
-            def step():
-                optimizer.zero_grad(set_to_none=True)
-                model(src, decoder_input_ids=dec, labels=labels).loss.backward()
-                optimizer.step()
-            return step
-        contenders = [Contender("eager", stepper(eager, eager)),
-                      Contender("torch.compile", stepper(compiled, compiled_model))]
+        def loss(model):
+            return model(src, decoder_input_ids=dec, labels=labels).loss
+        contenders = [Contender("eager", stepper(eager, loss, ctxlm_optimizer=True)),
+                      Contender("torch.compile", stepper(compiled, loss, ctxlm_optimizer=True))]
         with precision_context(device, bf16):
             start = time.perf_counter()
             contenders[1].run()  # compiles

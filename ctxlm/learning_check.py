@@ -93,10 +93,6 @@ class LearningCheck:
         self.targets = 0
         self.record: dict[str, Any] | None = None  # the warning, once given
 
-    @property
-    def warned(self) -> bool:
-        return self.record is not None
-
     def resume(self, record: dict[str, Any] | None) -> None:
         """A resumed run continues from its run.json's record: it warns once in all."""
         self.record = record
