@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_PALM_MODEL, wiki_slice
+from ctxlm import checkpoint
 from ctxlm.checkpoint import checkpoint_name, list_checkpoints
 from ctxlm.cli import main
 from ctxlm.tokenization import train_tokenizer
@@ -51,13 +52,24 @@ KILLS = 10
 AUTO = ["--resume", "auto"]  # every start of a killed run: one and the same command
 
 
-def _cli(argv: list[str]) -> None:
+SLOW_DISK = 0.25  # seconds each checkpoint's fsync takes in a start that is to be killed mid-write
+
+
+def _cli(argv: list[str], slow_disk: bool) -> None:
     torch.set_num_threads(1)
+    if slow_disk:  # a slow disk: every checkpoint stays a temporary for SLOW_DISK seconds, far longer
+        fsync_tree = checkpoint._fsync_tree  # than the parent takes to see it and kill (2 ms polls)
+
+        def slow_fsync_tree(path):
+            time.sleep(SLOW_DISK)
+            fsync_tree(path)
+
+        checkpoint._fsync_tree = slow_fsync_tree
     sys.exit(main(argv))
 
 
-def start(argv: list[str]) -> multiprocessing.Process:
-    process = multiprocessing.get_context("fork").Process(target=_cli, args=(argv,))
+def start(argv: list[str], slow_disk: bool = False) -> multiprocessing.Process:
+    process = multiprocessing.get_context("fork").Process(target=_cli, args=(argv, slow_disk))
     process.start()
     return process
 
@@ -87,23 +99,25 @@ def kill_before_first_checkpoint(argv: list[str], out, setup: float, rng: random
     assert not list_checkpoints(out)
 
 
-def kill_loop(argv: list[str], out, timing: tuple[float, float], max_steps: int, rng: random.Random) -> int:
+def kill_loop(argv: list[str], out, timing: tuple[float, float], max_steps: int,
+              rng: random.Random) -> tuple[int, int]:
     """Start `argv` with --resume auto (the same command each time) and SIGKILL it KILLS times: every
-    other time while its 1st-3rd checkpoint write is under way, else at a random moment within its
+    other time while its 1st-3rd checkpoint write is under way (on a slow disk, so that the kill lands
+    inside the write for certain), else at a random moment within its
     set-up and first two steps (`timing`: their durations in the uninterrupted run; a run already
     at its last checkpoint is killed within 90% of the time such a start last took, while it sets up
     or writes the final model); then
-    let it finish. Returns how many kills hit a checkpoint write."""
+    let it finish. Returns (kills aimed at a checkpoint write, kills that hit one, aimed or not)."""
     setup, step = timing
-    killed = during_write = 0
+    killed = aimed = during_write = 0
     restart = setup  # how long a start of a finished run takes (measured when one gets through)
     for _ in range(5 * KILLS):
         if killed == KILLS:
             break
         done = list_checkpoints(out)[-1:] == [out / "checkpoints" / checkpoint_name(max_steps)]
         began = time.monotonic()
-        process = start(argv + AUTO)
         at_write, writes = killed % 2 == 1 and not done, rng.randint(1, 3)
+        process = start(argv + AUTO, slow_disk=at_write)
         window = 0.9 * restart if done else setup + 2 * step
         deadline, seen = began + rng.uniform(0.0, window), set()
         while process.is_alive():
@@ -119,6 +133,7 @@ def kill_loop(argv: list[str], out, timing: tuple[float, float], max_steps: int,
         process.join()
         if process.exitcode == -signal.SIGKILL:
             killed += 1
+            aimed += at_write
             during_write += any(f"-{process.pid}-" in p.name and "step" in p.name for p in temporaries(out))
         else:
             assert process.exitcode == 0
@@ -126,7 +141,7 @@ def kill_loop(argv: list[str], out, timing: tuple[float, float], max_steps: int,
                 restart = time.monotonic() - began
     assert killed == KILLS
     finish(argv + AUTO)
-    return during_write
+    return aimed, during_write
 
 
 def stop_with(signum: int, argv: list[str], out) -> None:
@@ -177,8 +192,8 @@ def test_pretraining_stopped_and_killed_ten_times_ends_bit_identical(data_dir, t
     kill_before_first_checkpoint([*common, "--out", str(out)], out, timing[0], random.Random(2))
     stop_with(signal.SIGTERM, [*common, "--out", str(out)], out)
     stop_with(signal.SIGINT, [*common, "--out", str(out)], out)
-    during_write = kill_loop([*common, "--out", str(out)], out, timing, 20, random.Random(0))
-    assert during_write >= 1
+    aimed, during_write = kill_loop([*common, "--out", str(out)], out, timing, 20, random.Random(0))
+    assert during_write >= aimed >= 1  # every kill aimed at a write hit one (random ones may too)
     assert_same_weights(tmp_path / "full/model.safetensors", out / "model.safetensors")
     assert not temporaries(out)
     assert [p.name for p in list_checkpoints(out)] == ["step-00000019", "step-00000020"]
@@ -201,8 +216,8 @@ def test_finetuning_killed_ten_times_keeps_best_and_final_weights(data_dir, tmp_
     timing = timed_run([*common, "--out", str(tmp_path / "full")], tmp_path / "full", 12)
     out = tmp_path / "killed"
     kill_before_first_checkpoint([*common, "--out", str(out)], out, timing[0], random.Random(3))
-    during_write = kill_loop([*common, "--out", str(out)], out, timing, 12, random.Random(1))
-    assert during_write >= 1
+    aimed, during_write = kill_loop([*common, "--out", str(out)], out, timing, 12, random.Random(1))
+    assert during_write >= aimed >= 1  # every kill aimed at a write hit one (random ones may too)
     for name in ("best/model.safetensors", "model.safetensors"):
         assert_same_weights(tmp_path / "full" / name, out / name)
     assert not temporaries(out)
