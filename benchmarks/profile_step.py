@@ -46,7 +46,8 @@ from ctxlm.models.palm import PalmModel, batch_loss
 from ctxlm.training import build_optimizer
 
 LABEL = "part:"  # prefix of the script's record_function labels
-PARTS = ["encoder", "decoder", "embeddings", "vocab projection", "loss over V (CE, logsumexp, gathers)",
+FUSED = "vocab projection + loss, fused (copy off)"  # ctxlm.models.vocab_cross_entropy: one op for both
+PARTS = ["encoder", "decoder", "embeddings", "vocab projection", "loss over V (CE, logsumexp, gathers)", FUSED,
          "copy: eq. 3 scores", "copy: softmax, masks, z, gate (eqs. 4-5, 8)", "copy: mixture at labels (eqs. 6-7)",
          "copy: W_m, W_v, W_s and other matmuls", "dtype casts", "optimizer", "grad accumulation", "other"]
 EQ3, MATMUL_PART = "copy: eq. 3 scores", "copy: W_m, W_v, W_s and other matmuls"
@@ -98,6 +99,7 @@ def patch_library_functions() -> None:
     pointer_generator.additive_scores = labelled(EQ3, pointer_generator.additive_scores)
     palm.tied_logits = labelled("vocab projection", palm.tied_logits)
     palm.token_nll = labelled("loss over V (CE, logsumexp, gathers)", palm.token_nll)
+    palm.linear_cross_entropy = labelled(FUSED, palm.linear_cross_entropy)
 
 
 # ------------------------------------------------------------------------------------ attribution

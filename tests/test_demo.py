@@ -33,3 +33,24 @@ def test_sigterm_in_a_stage_stops_the_demo(tmp_path, monkeypatch, capsys):
                       "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert code == 130 and calls == ["mlm"]
     assert "stopped by a signal at step 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, dropout", [([], 0.0), (["--dropout", "0.1"], 0.1)])
+def test_the_demo_trains_its_models_with_its_dropout(tmp_path, monkeypatch, flag, dropout):
+    """The named config's dropout is 0.1; the demo's models see each example about twice at most and
+    train without it unless --dropout says otherwise (both attention and residual dropout)."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"Story {i} is about a river.\nIt flows north.\n\n" for i in range(100)),
+                      encoding="utf-8")
+    monkeypatch.setenv("CTXLM_CACHE", str(tmp_path / "cache"))
+    configs = []
+
+    def first_stage_only(corpus, out, config, **kwargs):
+        configs.append(config.model)
+        return TrainResult(step=1, interrupted=True)
+
+    monkeypatch.setattr(ctxlm.pretraining, "pretrain", first_stage_only)
+    code = demo.main(["--corpus", str(corpus), "--vocab-size", "300", "--out", str(tmp_path / "out"),
+                      "--device", "cpu", *flag])
+    assert code == 130 and len(configs) == 1
+    assert (configs[0].dropout, configs[0].attention_dropout, configs[0].d_model) == (dropout, dropout, 128)
