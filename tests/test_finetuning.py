@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ctxlm.checkpoint import RunFolderLock
 from ctxlm.cli import main
 from ctxlm.config import FinetuneConfig, load_finetune_config
 from ctxlm.config_loading import named_model_config
@@ -107,6 +108,27 @@ def test_finetuning_resumes_exactly(gigaword, tmp_path):
     for name in ("model.safetensors", "best/model.safetensors", "checkpoints/step-00000006/model.safetensors"):
         a, b = load_file(str(tmp_path / "full" / name)), load_file(str(tmp_path / "cut" / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_finetuning_refused_a_held_folder_writes_nothing_into_it(gigaword, tmp_path):
+    """Another run holds the folder: the fine-tuning is refused before it writes anything there
+    (its recipe's generation.json used to be written first, over the running model's); once the
+    folder is free, the run writes it."""
+    root, tokenizer = gigaword
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "generation.json").write_text("the running run's\n", encoding="utf-8")
+    recipe = tiny_recipe(max_steps=2)
+    kwargs = dict(model_config=tiny_model(), tokenizer=tokenizer, overwrite=True)
+    lock = RunFolderLock(out)
+    try:
+        with pytest.raises(CtxlmError, match="is in use by another run"):
+            finetune(root / "train.jsonl", root / "valid.jsonl", out, recipe, **kwargs)
+        assert (out / "generation.json").read_text(encoding="utf-8") == "the running run's\n"
+    finally:
+        lock.release()
+    finetune(root / "train.jsonl", root / "valid.jsonl", out, recipe, **kwargs)
+    assert json.loads((out / "generation.json").read_text())["num_beams"] == 2  # the recipe's decoding
 
 
 def test_cli_finetune_generate_evaluate(gigaword, tmp_path, capsys):

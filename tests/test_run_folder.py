@@ -302,3 +302,19 @@ def test_compare_stopped_by_sigterm_exits_0_and_says_how_to_continue(data_dir, t
     step = int(latest_checkpoint(stage).name[5:])
     assert f"stopped by a signal at step {step}; checkpoint written; rerun the same command to continue" in stdout
     assert not list(out.glob("**/compare-done.json")) and not (stage / "model.safetensors").exists()
+
+
+def test_side_files_are_written_only_once_the_run_holds_the_folder(tmp_path):
+    """`train(side_files=...)` (a fine-tuned model's generation.json, a classifier's task file):
+    refused by a folder another run holds, the run writes none of them there; in a free folder it
+    writes them beside the model."""
+    out = tmp_path / "run"
+    lock = RunFolderLock(out)
+    try:
+        with pytest.raises(CtxlmError, match="is in use by another run"):
+            run(out, config(max_steps=1), side_files={"task.json": "{}\n"})
+        assert not (out / "task.json").exists()
+    finally:
+        lock.release()
+    run(out, config(max_steps=1), side_files={"task.json": "{}\n"})
+    assert (out / "task.json").read_text(encoding="utf-8") == "{}\n"

@@ -195,16 +195,14 @@ def finetune_classifier(
 
     torch.manual_seed(cfg.seed)  # the head's initialization
     model = UnilmClassifier(backbone, spec.num_labels, pooler=pooler)
-    out_dir.mkdir(parents=True, exist_ok=True)
     task = {"dataset": spec.name, "max_length": max_length, "num_labels": spec.num_labels,
             "label_names": list(spec.label_names)}
-    (out_dir / TASK_FILE).write_text(json.dumps(task, indent=2) + "\n", encoding="utf-8")
     run_info = {"task": "classify", **task, "init": str(init) if init else None, "data_dir": str(data_dir),
                 "train_examples": len(train_rows), "valid_examples": len(valid_rows)}
     result = train(model, train_examples, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                    valid_examples=valid_examples, resume=resume, overwrite=overwrite,
                    allow_config_change=allow_config_change, run_info=run_info,
-                   device=resolve_device(device))
+                   side_files={TASK_FILE: json.dumps(task, indent=2) + "\n"}, device=resolve_device(device))
     if distributed_context()[0] == 0:
         scores = score_rows(model, tokenizer, spec, valid_rows, max_length, batch_size=cfg.batch_size)
         (out_dir / "eval_dev.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")

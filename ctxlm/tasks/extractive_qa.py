@@ -347,8 +347,6 @@ def finetune_squad(
 
     torch.manual_seed(cfg.seed)  # the head's initialization
     model = UnilmQuestionAnswering(backbone)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n", encoding="utf-8")
     run_info = {"task": "squad", "init": str(init) if init else None, "train_file": str(train_file),
                 "valid_file": str(valid_file) if valid_file else None, "settings": dataclasses.asdict(settings),
                 "train_questions": len(train_questions), "train_windows": len(train_features),
@@ -356,6 +354,7 @@ def finetune_squad(
     result = train(model, train_features, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                    valid_examples=valid_features, resume=resume, overwrite=overwrite,
                    allow_config_change=allow_config_change, run_info=run_info,
+                   side_files={SETTINGS_FILE: json.dumps(dataclasses.asdict(settings), indent=2) + "\n"},
                    device=resolve_device(device))
     if valid_features is not None and distributed_context()[0] == 0:
         scores = squad_scores(predict_answers(model, valid_features, cfg.batch_size), valid_questions)
