@@ -84,7 +84,7 @@ def test_a_second_run_into_a_running_runs_folder_is_refused_until_the_first_is_k
             with pytest.raises(CtxlmError, match=rf"^{re.escape(str(out))} is in use by another run "
                                                  rf"\(PID {child.pid}\); wait for it to end"):
                 run(out, config(max_steps=100_000, log_every=100_000), **kwargs)
-            assert len(list_checkpoints(out)) == 2  # the --overwrite run cleared nothing
+            assert len(list_checkpoints(out)) >= 2  # --overwrite cleared nothing (the child keeps 2; 3 mid-write)
             assert metrics(out)[0]["step"] == 1
     finally:
         os.kill(child.pid, signal.SIGKILL)
@@ -309,6 +309,7 @@ def test_side_files_are_written_only_once_the_run_holds_the_folder(tmp_path):
     refused by a folder another run holds, the run writes none of them there; in a free folder it
     writes them beside the model."""
     out = tmp_path / "run"
+    out.mkdir()
     lock = RunFolderLock(out)
     try:
         with pytest.raises(CtxlmError, match="is in use by another run"):
