@@ -1,7 +1,8 @@
 #!/bin/sh
 # UniLMv2 (unilm-tiny: d 256, 4 layers; examples of 128 tokens, bf16: unilm-tiny-128.yaml) pre-trained
 # on the shared corpus in batches of 16, one thread a run:
-#   defaults          the family's defaults (lr 3e-4, warm-up 4.8%, Adam β2 0.98, ε 1e-6)
+#   defaults          the family's defaults until 2026-12-02 (lr 3e-4, warm-up 4.8%, Adam β2 0.98, ε 1e-6;
+#                     the lr now a flag, the default being 6e-4)
 #   collapsing        --lr 1e-3 --warmup-steps 100 --adam-beta2 0.999 --adam-eps 1e-8 (what compare and
 #                     the quality sweep once gave every family)
 #   lr1e-3            the defaults but --lr 1e-3
@@ -13,7 +14,8 @@
 #   lr6e-4-3000       --lr 6e-4 for 3,000 steps (does the paper's rate collapse later?)
 # and compare's UniLMv2 cell (unilm-compare-cell.yaml; the 16k tokenizer and store that
 # reports/compare/run.sh makes; 1,336 steps, its 3M tokens) at --lr 6e-4 (cell-lr6e-4; at the
-# defaults it is reports/compare's own unilm-copy cells). Resumable: rerun the same command after a
+# defaults it is reports/compare's own unilm-copy cells), and the same cell without dropout
+# (unilm-compare-cell-nodropout.yaml) at 6e-4 and 1e-3. Resumable: rerun the same command after a
 # kill (the session that made results.md stopped lr1e-3 and lr1e-3-warmup10 early, after their check
 # had spoken, to free the CPU).
 #
@@ -38,18 +40,32 @@ run() {  # name [optimiser flags]
     --eval-every 100 --save-every 100 --no-progress --resume auto --max-steps 1000 --out $WORK/$name "$@" \
     >> $WORK/$name.log 2>&1
 }
-run defaults &
+run defaults --lr 3e-4 &
 run collapsing --lr 1e-3 --warmup-steps 100 --adam-beta2 0.999 --adam-eps 1e-8 &
 wait
 run lr1e-3 --lr 1e-3 &
 run lr1e-3-warmup10 --lr 1e-3 --warmup-ratio 0.1 &
 wait
-run defaults-2000 --max-steps 2000 &
+run defaults-2000 --max-steps 2000 --lr 3e-4 &
 run lr6e-4 --lr 6e-4 &
 wait
 run lr6e-4-3000 --lr 6e-4 --max-steps 3000 &
-$CTXLM pretrain --objective unilm --config $HERE/unilm-compare-cell.yaml --corpus $DATA/pretrain \
-  --fallback-encoding latin-1 --tokenizer reports/compare/work/tokenizer --cache-dir reports/compare/work/store \
-  --batch-size 16 --eval-every 167 --save-every 167 --no-progress --resume auto --max-steps 1336 --lr 6e-4 \
-  --out $WORK/cell-lr6e-4 >> $WORK/cell-lr6e-4.log 2>&1 &
+cell() {  # name config [optimiser flags]: compare's cell, its tokenizer, store and 3M tokens
+  name=$1
+  config=$2
+  shift 2
+  $CTXLM pretrain --objective unilm --config $HERE/$config --corpus $DATA/pretrain \
+    --fallback-encoding latin-1 --tokenizer reports/compare/work/tokenizer --cache-dir reports/compare/work/store \
+    --batch-size 16 --eval-every 167 --save-every 167 --no-progress --resume auto --max-steps 1336 \
+    --out $WORK/$name "$@" >> $WORK/$name.log 2>&1
+}
+cell cell-lr6e-4 unilm-compare-cell.yaml --lr 6e-4 &
 wait
+cell cell-nodropout unilm-compare-cell-nodropout.yaml --lr 6e-4 &
+cell cell-nodropout-lr1e-3 unilm-compare-cell-nodropout.yaml --lr 1e-3 &
+wait
+# the default command itself (batches of 8 examples of 512 tokens, fp32), on both threads; validated
+# every 100 steps
+OMP_NUM_THREADS=2 $CTXLM pretrain --objective unilm --config unilm-tiny --corpus $DATA/pretrain \
+  --fallback-encoding latin-1 --tokenizer $WORK/tok --cache-dir $WORK/store --eval-every 100 --save-every 100 \
+  --no-progress --resume auto --out $WORK/default-command >> $WORK/default-command.log 2>&1

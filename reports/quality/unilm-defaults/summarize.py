@@ -1,7 +1,7 @@
 """results.md and losses.png of reports/quality/unilm-defaults/command.sh: for each run (the family's
-defaults at 1,000 and 2,000 steps, the settings under which it once collapsed, lr 1e-3 with the
+defaults at 1,000 and 2,000 steps, the default command itself, the settings under which it once collapsed, lr 1e-3 with the
 defaults' warm-up and with a 10% one, lr 6e-4 at 1,000 and 3,000 steps; and compare's UniLMv2 cell
-at lr 6e-4) its held-out AE and PAR losses
+at lr 6e-4, and without dropout at 6e-4 and 1e-3) its held-out AE and PAR losses
 at every validation, the unigram entropy of its targets (`valid/unigram_entropy`, logged from the
 first checked validation on) and the level the check calls "not learning" (H − margin), the
 optimiser settings it ran with, and what the not-learning check said.
@@ -15,15 +15,31 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RUNS = {"defaults": "the family's defaults (no optimiser flag)",
+RUNS = {"defaults": "the family's defaults until 2026-12-02 (lr 3e-4, now given as --lr 3e-4)",
         "collapsing": "--lr 1e-3 --warmup-steps 100 --adam-beta2 0.999 --adam-eps 1e-8",
         "lr1e-3": "the defaults but --lr 1e-3",
         "lr1e-3-warmup10": "the defaults but --lr 1e-3 --warmup-ratio 0.1",
-        "defaults-2000": "the defaults for 2,000 steps (--max-steps 2000)",
+        "defaults-2000": "those defaults for 2,000 steps (--max-steps 2000 --lr 3e-4)",
         "lr6e-4": "the defaults but --lr 6e-4 (the paper's peak rate)",
         "lr6e-4-3000": "--lr 6e-4 for 3,000 steps (--max-steps 3000)"}
 # compare's UniLMv2 cell (unilm-compare-cell.yaml: d 128, 5 layers, copy head; compare's 16k tokenizer)
-CELL_RUNS = {"cell-lr6e-4": "compare's cell, 1,336 steps (its 3M tokens), --lr 6e-4"}
+CELL_RUNS = {"cell-lr6e-4": "compare's cell, 1,336 steps (its 3M tokens), --lr 6e-4",
+             "cell-nodropout": "the same cell without dropout (unilm-compare-cell-nodropout.yaml), --lr 6e-4",
+             "cell-nodropout-lr1e-3": "the same cell without dropout, --lr 1e-3"}
+DEFAULT_RUNS = {"default-command": "the default command itself: `ctxlm pretrain --objective unilm --config "
+                                   "unilm-tiny` (1,000 steps of 8 × 512 tokens, fp32, two threads)"}
+# (title, runs) of each panel; each has its own targets and so its own H
+GROUPS = [("unilm-tiny (d 256, 4 layers), 8k vocabulary, 16 × 128 tokens", RUNS),
+          ("unilm-tiny, the default command: 8 × 512 tokens", DEFAULT_RUNS),
+          ("compare's cell (d 128, 5 layers), 16k vocabulary", CELL_RUNS)]
+
+
+def check_said(record: dict | None) -> str:
+    """What the not-learning check said of a run (its run.json record)."""
+    if not record:
+        return "did not fire"
+    left = record.get("left_at_step")
+    return f"at step {record['step']}, {record['reason']}" + (f"; left the level at step {left}" if left else "")
 
 
 def validations(run: Path) -> list[dict]:
@@ -35,13 +51,14 @@ def main() -> None:
     from ctxlm.learning_check import margin
 
     lines = ["# UniLMv2 on the shared corpus: its defaults against higher peak rates", "",
-             "Made by `sh reports/quality/unilm-defaults/command.sh` (examples of 128 tokens, batches of 16, "
+             "Made by `sh reports/quality/unilm-defaults/command.sh` (but for the default command: examples of 128 tokens, batches of 16, "
              "bf16, one thread a run), summarised by `python reports/quality/unilm-defaults/summarize.py`. "
              "Held-out losses in nats; H is the unigram entropy of the training targets (what a model that "
              "ignores its input scores); the check calls a loss above H − margin(H) \"at the unigram level\".",
              "", "![held-out losses](losses.png)", ""]
-    curves, cell_curves = {}, {}
-    for name, settings in {**RUNS, **CELL_RUNS}.items():
+    curves = {title: {} for title, _ in GROUPS}
+    group_of = {name: title for title, runs in GROUPS for name in runs}
+    for name, settings in {name: text for _, runs in GROUPS for name, text in runs.items()}.items():
         run = HERE / "work" / name
         if not (run / "metrics.jsonl").is_file():
             lines += [f"## {name}: not run yet", ""]
@@ -51,27 +68,27 @@ def main() -> None:
         lines += [f"## {name}: {settings}", "",
                   f"lr {train['lr']:g}, warm-up {train.get('warmup_ratio') or train['warmup_steps']}, "
                   f"β2 {train['adam_beta2']:g}, ε {train['adam_eps']:g}; not-learning check: "
-                  + (info["not_learning"]["reason"] if info.get("not_learning") else "did not fire")
+                  + check_said(info.get("not_learning"))
                   + f"; validated up to step {max((r['step'] for r in validations(run)), default=0)} of "
                     f"{train['max_steps']}", "",
                   "| step | AE | PAR | H | AE − PAR |", "|---|---|---|---|---|"]
-        (cell_curves if name in CELL_RUNS else curves)[name] = validations(run)
+        curves[group_of[name]][name] = validations(run)
         for row in validations(run):
             entropy = row.get("valid/unigram_entropy")
             lines.append(f"| {row['step']} | {row['valid/ae_loss']:.4f} | {row['valid/par_loss']:.4f} | "
                          f"{'—' if entropy is None else f'{entropy:.4f}'} | "
                          f"{row['valid/ae_loss'] - row['valid/par_loss']:+.4f} |")
         lines.append("")
-    entropy, cell_entropy = (next((r["valid/unigram_entropy"] for rows in group.values() for r in rows
-                                   if "valid/unigram_entropy" in r), None) for group in (curves, cell_curves))
-    if entropy is not None:
-        lines.insert(4, f"unilm-tiny: H = {entropy:.4f}; the level the check looks for is below "
-                        f"{entropy - margin(entropy):.4f}." + ("" if cell_entropy is None else
-                        f" compare's cell (16k vocabulary): H = {cell_entropy:.4f}, below "
-                        f"{cell_entropy - margin(cell_entropy):.4f}."))
-        lines.insert(5, "")
-    plot([("unilm-tiny (d 256, 4 layers), 8k vocabulary", curves, entropy),
-          ("compare's cell (d 128, 5 layers), 16k vocabulary", cell_curves, cell_entropy)], HERE / "losses.png")
+    panels = []
+    for title, group in curves.items():
+        entropy = next((r["valid/unigram_entropy"] for rows in group.values() for r in rows
+                        if "valid/unigram_entropy" in r), None)
+        panels.append((title, group, entropy))
+        if entropy is not None:
+            lines.insert(4 + len(panels) - 1, f"- {title}: H = {entropy:.4f}; the level the check looks for is "
+                                              f"below {entropy - margin(entropy):.4f}.")
+    lines.insert(4 + len(panels), "")
+    plot(panels, HERE / "losses.png")
     (HERE / "results.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {HERE / 'results.md'}")
 
@@ -84,7 +101,7 @@ def plot(panels: list[tuple[str, dict[str, list[dict]], float | None]], path: Pa
 
     plt = pyplot()
     panels = [panel for panel in panels if panel[1]]
-    figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     for axis, (title, curves, entropy) in zip(axes[0], panels):
         for index, (name, rows) in enumerate(curves.items()):
             colour = f"C{index}"
