@@ -64,6 +64,17 @@ wait
 cell cell-nodropout unilm-compare-cell-nodropout.yaml --lr 6e-4 &
 cell cell-nodropout-lr1e-3 unilm-compare-cell-nodropout.yaml --lr 1e-3 &
 wait
+# unilm-base (unilm-base-128.yaml) at the family's peak lr 6e-4 and at BERT's 1e-4, on both threads
+# (the session that made results.md stopped them after the check had spoken, to free the CPU)
+base() {  # name [optimiser flags]
+  name=$1
+  shift
+  OMP_NUM_THREADS=2 $CTXLM pretrain --objective unilm --config $HERE/unilm-base-128.yaml --corpus $DATA/pretrain \
+    --fallback-encoding latin-1 --tokenizer $WORK/tok --cache-dir $WORK/store --batch-size 16 --eval-every 100 \
+    --save-every 100 --no-progress --resume auto --max-steps 1000 --out $WORK/$name "$@" >> $WORK/$name.log 2>&1
+}
+base base-lr6e-4
+base base-lr1e-4 --lr 1e-4
 # the default command itself (batches of 8 examples of 512 tokens, fp32), on both threads; validated
 # every 100 steps
 OMP_NUM_THREADS=2 $CTXLM pretrain --objective unilm --config unilm-tiny --corpus $DATA/pretrain \

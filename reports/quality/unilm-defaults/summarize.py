@@ -28,9 +28,12 @@ CELL_RUNS = {"cell-lr6e-4": "compare's cell, 1,336 steps (its 3M tokens), --lr 6
              "cell-nodropout-lr1e-3": "the same cell without dropout, --lr 1e-3"}
 DEFAULT_RUNS = {"default-command": "the default command itself: `ctxlm pretrain --objective unilm --config "
                                    "unilm-tiny` (1,000 steps of 8 × 512 tokens, fp32, two threads)"}
+BASE_RUNS = {"base-lr6e-4": "unilm-base (unilm-base-128.yaml), the family's defaults (lr 6e-4)",
+             "base-lr1e-4": "unilm-base, --lr 1e-4 (BERT's)"}
 # (title, runs) of each panel; each has its own targets and so its own H
 GROUPS = [("unilm-tiny (d 256, 4 layers), 8k vocabulary, 16 × 128 tokens", RUNS),
           ("unilm-tiny, the default command: 8 × 512 tokens", DEFAULT_RUNS),
+          ("unilm-base (d 768, 12 layers), 8k vocabulary, 16 × 128 tokens", BASE_RUNS),
           ("compare's cell (d 128, 5 layers), 16k vocabulary", CELL_RUNS)]
 
 
