@@ -461,13 +461,9 @@ def save_json(path: str | Path, values: dict[str, Any]) -> None:
 GENERATION_FILE = "generation.json"  # a model directory's decoding settings (its recipe's)
 
 
-def generation_config_json(cfg: GenerationConfig) -> str:
-    """The text of a generation.json holding `cfg`."""
-    return json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
-
-
 def save_generation_config(directory: str | Path, cfg: GenerationConfig) -> None:
-    Path(directory, GENERATION_FILE).write_text(generation_config_json(cfg), encoding="utf-8")
+    Path(directory, GENERATION_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n",
+                                                encoding="utf-8")
 
 
 def load_generation_config(directory: str | Path) -> GenerationConfig | None:

@@ -364,7 +364,7 @@ class TrainingRun:
                  pad_id: int, tokenizer=None, valid_examples: Examples | None = None, resume: bool | str = False,
                  overwrite: bool = False, allow_config_change: bool = False,
                  loss_options: dict[str, Any] | None = None, run_info: dict[str, Any] | None = None,
-                 side_files: dict[str, str] | None = None, device: str | torch.device | None = None):
+                 side_files: dict[str, dict] | None = None, device: str | torch.device | None = None):
         self.cfg, self.out_dir, self.pad_id, self.tokenizer = cfg, Path(out_dir), pad_id, tokenizer
         self.valid_examples, self.loss_options, self.run_info = valid_examples, loss_options or {}, run_info or {}
         self.side_files = side_files or {}
@@ -410,8 +410,8 @@ class TrainingRun:
             (self.out_dir / "run.json").write_text(json.dumps(
                 {"train": asdict(cfg), **provenance(), **self.run_info,
                  **({"not_learning": earlier} if earlier else {})}, indent=2, default=str) + "\n", encoding="utf-8")
-            for name, text in self.side_files.items():  # only now that the folder is ours
-                (self.out_dir / name).write_text(text, encoding="utf-8")
+            for name, values in self.side_files.items():  # only now that the folder is ours
+                (self.out_dir / name).write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
             if cfg.progress:
                 from tqdm.auto import tqdm
 
@@ -821,7 +821,7 @@ def train(
     allow_config_change: bool = False,
     loss_options: dict[str, Any] | None = None,
     run_info: dict[str, Any] | None = None,
-    side_files: dict[str, str] | None = None,
+    side_files: dict[str, dict] | None = None,
     device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train `model` for `cfg.max_steps` optimizer steps; write checkpoints and the final model
@@ -835,8 +835,8 @@ def train(
     kept in `out_dir/best/`, training stops after `cfg.early_stopping_patience` validations without
     improvement (when > 0), and `out_dir` ends up holding the best weights (the last ones stay in
     `checkpoints/`). SIGTERM/SIGINT stop after the current step with a checkpoint (the result
-    says `interrupted`). `side_files` (name → text, e.g. a fine-tuned model's generation.json) are
-    written into `out_dir` once the run holds the folder, never into a folder another run holds."""
+    says `interrupted`). `side_files` (name → values, e.g. a fine-tuned model's generation.json) are
+    written as JSON into `out_dir` once the run holds the folder, never into a folder another run holds."""
     return TrainingRun(model, train_examples, cfg, out_dir, pad_id=pad_id, tokenizer=tokenizer,
                        valid_examples=valid_examples, resume=resume, overwrite=overwrite,
                        allow_config_change=allow_config_change, loss_options=loss_options,

@@ -313,9 +313,9 @@ def test_side_files_are_written_only_once_the_run_holds_the_folder(tmp_path):
     lock = RunFolderLock(out)
     try:
         with pytest.raises(CtxlmError, match="is in use by another run"):
-            run(out, config(max_steps=1), side_files={"task.json": "{}\n"})
+            run(out, config(max_steps=1), side_files={"task.json": {"a": 1}})
         assert not (out / "task.json").exists()
     finally:
         lock.release()
-    run(out, config(max_steps=1), side_files={"task.json": "{}\n"})
-    assert (out / "task.json").read_text(encoding="utf-8") == "{}\n"
+    run(out, config(max_steps=1), side_files={"task.json": {"a": 1}})
+    assert (out / "task.json").read_text(encoding="utf-8") == '{\n  "a": 1\n}\n'

@@ -202,7 +202,7 @@ def finetune_classifier(
     result = train(model, train_examples, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                    valid_examples=valid_examples, resume=resume, overwrite=overwrite,
                    allow_config_change=allow_config_change, run_info=run_info,
-                   side_files={TASK_FILE: json.dumps(task, indent=2) + "\n"}, device=resolve_device(device))
+                   side_files={TASK_FILE: task}, device=resolve_device(device))
     if distributed_context()[0] == 0:
         scores = score_rows(model, tokenizer, spec, valid_rows, max_length, batch_size=cfg.batch_size)
         (out_dir / "eval_dev.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")

@@ -354,7 +354,7 @@ def finetune_squad(
     result = train(model, train_features, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                    valid_examples=valid_features, resume=resume, overwrite=overwrite,
                    allow_config_change=allow_config_change, run_info=run_info,
-                   side_files={SETTINGS_FILE: json.dumps(dataclasses.asdict(settings), indent=2) + "\n"},
+                   side_files={SETTINGS_FILE: dataclasses.asdict(settings)},
                    device=resolve_device(device))
     if valid_features is not None and distributed_context()[0] == 0:
         scores = squad_scores(predict_answers(model, valid_features, cfg.batch_size), valid_questions)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import build_model, load_model_dir, resume_checkpoint
-from ..config import GENERATION_FILE, FinetuneConfig, GenerationConfig, generation_config_json
+from ..config import GENERATION_FILE, FinetuneConfig, GenerationConfig
 from ..device import resolve_device
 from ..data.tasks import Pair, read_task
 from ..errors import CtxlmError
@@ -150,7 +150,7 @@ def finetune(
     return train(model, train_examples, train_config, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
                  valid_examples=valid_examples, resume=resume, overwrite=overwrite,
                  allow_config_change=allow_config_change, loss_options=loss_options, run_info=run_info,
-                 side_files={GENERATION_FILE: generation_config_json(recipe.decoding)}, device=resolve_device(device))
+                 side_files={GENERATION_FILE: dataclasses.asdict(recipe.decoding)}, device=resolve_device(device))
 
 
 def decode_pairs(model_dir: str | Path, pairs: Sequence[Pair], decoding: GenerationConfig | None = None,
