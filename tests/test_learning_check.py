@@ -1,6 +1,7 @@
 """A run that is not learning says so (`ctxlm.learning_check`): the unigram entropy of the targets
 (Grassberger's estimate) against a known distribution and brute force, the check's decision on
-made-up validation histories, and a UniLMv2 run at a collapsing setting that warns in the log, metrics.jsonl and run.json (and `compare` marks it)."""
+made-up validation histories, and a UniLMv2 run at a collapsing setting that warns in the log,
+metrics.jsonl and run.json (and `compare` marks it)."""
 
 import json
 import math
