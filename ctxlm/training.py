@@ -670,8 +670,8 @@ class TrainingRun:
                 model = self.writable_model()
                 if self.rank == 0:
                     atomic_directory(self.out_dir / BEST_DIR, lambda tmp: write_model_files(tmp, model, self.tokenizer))
-            else:
-                progress.bad_evals += 1
+            elif not (cfg.early_stopping_patience and self.learning_check.at_unigram_level(values)):
+                progress.bad_evals += 1  # a run still at the unigram level has not started: patience waits
             values["valid/best_step"] = progress.best_step
             stop = bool(cfg.early_stopping_patience and progress.bad_evals >= cfg.early_stopping_patience)
         if self.writer is not None:
@@ -833,7 +833,8 @@ def train(
 
     With `cfg.select_metric` (e.g. "valid/lm_loss", lower is better) the best weights so far are
     kept in `out_dir/best/`, training stops after `cfg.early_stopping_patience` validations without
-    improvement (when > 0), and `out_dir` ends up holding the best weights (the last ones stay in
+    improvement (when > 0; validations whose held-out loss is still at the targets' unigram level,
+    `LearningCheck.at_unigram_level`, do not count: a slow start is not convergence), and `out_dir` ends up holding the best weights (the last ones stay in
     `checkpoints/`). SIGTERM/SIGINT stop after the current step with a checkpoint (the result
     says `interrupted`). `side_files` (name → values, e.g. a fine-tuned model's generation.json) are
     written as JSON into `out_dir` once the run holds the folder, never into a folder another run holds."""

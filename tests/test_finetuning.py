@@ -64,9 +64,13 @@ def test_every_recipe_loads_and_a_typo_is_named(tmp_path):
         load_finetune_config(str(bad))
 
 
-def test_best_weights_are_kept_and_early_stopping_stops(gigaword, tmp_path):
-    """With lr 0 the validation loss never improves after the first validation: patience 1 stops at
-    the second, and the run directory holds the best (first-validated) weights."""
+def test_best_weights_are_kept_and_early_stopping_stops(gigaword, tmp_path, monkeypatch):
+    """Validation losses 0.5, 0.6 (scripted, far below the targets' unigram entropy): patience 1
+    stops at the second validation, and the run directory holds the best (first-validated) weights."""
+    import ctxlm.training
+
+    scripted = iter([0.5, 0.6])
+    monkeypatch.setattr(ctxlm.training, "evaluate", lambda *a, **k: {"lm_loss": next(scripted)})
     root, tokenizer = gigaword
     recipe = tiny_recipe(lr=0.0, max_steps=20, early_stopping_patience=1)
     result = finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / "run", recipe,
@@ -75,6 +79,34 @@ def test_best_weights_are_kept_and_early_stopping_stops(gigaword, tmp_path):
     best = load_file(str(tmp_path / "run/best/model.safetensors"))
     final = load_file(str(tmp_path / "run/model.safetensors"))
     assert all(torch.equal(best[k], final[k]) for k in best)
+
+
+def test_early_stopping_waits_while_the_loss_is_at_the_unigram_level(gigaword, tmp_path, monkeypatch):
+    """A slow start is not convergence: validations whose held-out loss is still at (or above) the
+    unigram entropy H of the training targets do not count towards patience. Scripted losses at steps
+    2, 4, ...: 50 three times (no improvement, above H: patience 1 waits), then 0.5 and 0.6 (below
+    the level, no improvement): the run stops at step 10 with best step 8, where without the rule it
+    stopped at step 4. H (counted by the run from its training targets) lies between the two."""
+    import ctxlm.training
+    from ctxlm.learning_check import LearningCheck, margin
+
+    scripted = iter([50.0, 50.0, 50.0, 0.5, 0.6])
+    monkeypatch.setattr(ctxlm.training, "evaluate", lambda *a, **k: {"lm_loss": next(scripted)})
+    answers, real = [], LearningCheck.at_unigram_level
+
+    def at_level(self, values):
+        answers.append((real(self, values), self.entropy))
+        return answers[-1][0]
+
+    monkeypatch.setattr(LearningCheck, "at_unigram_level", at_level)
+    root, tokenizer = gigaword
+    result = finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / "run",
+                      tiny_recipe(max_steps=20, early_stopping_patience=1), model_config=tiny_model(),
+                      tokenizer=tokenizer)
+    assert result.step == 10 and result.final_metrics["best_step"] == 8
+    assert [answer for answer, _ in answers] == [True, True, False]  # asked only when a validation is no better
+    entropy = answers[0][1]
+    assert 0.6 < entropy - margin(entropy) and entropy < 50.0
 
 
 def test_best_step_is_the_lowest_validation_loss(gigaword, tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The CPU comparison (issue 19, point 7): `ctxlm compare` of five pre-training variants x 2 seeds at
-# palm-mini size (d 128, 2 + 2 layers; GLM and UniLMv2 matched to its parameter count), 3,000,000
+# palm-mini size (d 128, 2 + 2 layers; GLM and UniLMv2 matched to its parameter count), 4,000,000
 # pre-training tokens per variant, each family at its own optimiser defaults, bf16. Each cell is
 # pre-trained once (--pretrain-dir) and fine-tuned to convergence (early stopping on a held-out
 # slice of the training file, a step cap) on
@@ -27,7 +27,7 @@ CTXLM=${CTXLM:-.venv/bin/ctxlm}
 PYTHON=${PYTHON:-.venv/bin/python}
 CONFIG=${CONFIG:-reports/compare/palm-mini.yaml}
 RECIPES=${RECIPES:-reports/compare/recipes}
-TOKENS=${TOKENS:-3000000}
+TOKENS=${TOKENS:-4000000}
 SEEDS=${SEEDS:-2}
 PARALLEL=${PARALLEL:-2}
 VOCAB=${VOCAB:-16000}
