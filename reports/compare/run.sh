@@ -11,7 +11,7 @@
 # The last 1,000 pairs of each training file select checkpoints (never trained on, never scored).
 # With PALM's copy head: palm, bart, glm-copy, unilm-copy (the objective is the difference); no
 # pre-training: none.
-# Two cells run side by side, one thread each; 90 minutes on a 2-core machine (2026-12-02):
+# Two cells run side by side, one thread each; 84 minutes on a 2-core machine (2026-12-02):
 #
 #   nohup sh reports/compare/run.sh > reports/compare/run.log 2>&1 &
 #
