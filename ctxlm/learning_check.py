@@ -133,9 +133,15 @@ class LearningCheck:
         of the unigram entropy H (counted now if not yet; False where too few targets tell H): early
         stopping does not count such a validation. UniLMv2 fine-tuned on Cornell dialog sits at H for
         about 300 steps and then learns; a patience of 3 validations of 50 steps ended it inside."""
+        entropy = self.known_entropy()
+        return entropy is not None and not_learning_reason(held_out_losses(values), entropy) is not None
+
+    def known_entropy(self) -> float | None:
+        """H, counted once (at the first call) from the training targets; None where fewer than
+        `MIN_TARGETS` targets tell it."""
         if self.entropy is None:
             self.entropy, self.targets = unigram_entropy(self.examples)
-        return self.targets >= MIN_TARGETS and not_learning_reason(held_out_losses(values), self.entropy) is not None
+        return self.entropy if self.targets >= MIN_TARGETS else None
 
     def resume(self, record: dict[str, Any] | None) -> None:
         """A resumed run continues from its run.json's record: it warns once in all."""
@@ -149,14 +155,13 @@ class LearningCheck:
         says so once too, and its record gets `left_at_step`: it learned after all."""
         if (self.record or {}).get("left_at_step") is not None or step < max(CHECK_FROM * self.max_steps, MIN_STEPS):
             return None
-        if self.entropy is None:
-            self.entropy, self.targets = unigram_entropy(self.examples)
-        if self.targets < MIN_TARGETS:
+        entropy = self.known_entropy()
+        if entropy is None:
             return None
-        values["valid/unigram_entropy"] = self.entropy  # the reference, beside the losses it is checked against
-        reason = not_learning_reason(held_out_losses(values), self.entropy)
+        values["valid/unigram_entropy"] = entropy  # the reference, beside the losses it is checked against
+        reason = not_learning_reason(held_out_losses(values), entropy)
         if self.record is None and reason is not None:
-            self.record = {"step": step, "reason": reason, "unigram_entropy": self.entropy,
+            self.record = {"step": step, "reason": reason, "unigram_entropy": entropy,
                            "causes": likely_causes(reason)}
             self.report(self.record, writer)
             return self.record
