@@ -10,9 +10,9 @@ from . import Family, Objective, register
 
 # The peak lr: the paper's 6e-4 (for base at batches of 7,680 sequences), measured at our sizes on the
 # shared corpus (reports/quality/unilm-defaults; unilm-tiny, batches of 16 × 128 tokens, β2 0.98, 4.8%
-# warm-up): at 6e-4 the AE loss leaves the unigram level by step 700 of 1,000, and a 3,000-step run
-# keeps learning without a collapse; at 3e-4 it needs about 1,000 steps of a 2,000-step run. UniLMv2
-# is post-LN (BERT): at 1e-3 every [M] and [P] collapses to one output distribution (AE = PAR at the
+# warm-up): at 6e-4 the AE loss leaves the unigram level by step 400 of 1,000, and a 3,000-step run
+# keeps learning without a collapse; at 3e-4 it leaves a validation later (step 500). UniLMv2 is
+# post-LN (BERT): at 1e-3 every [M] and [P] collapses to one output distribution (AE = PAR at the
 # unigram level) within 300 steps, and at 1e-3 with β2 0.999 after 4,000.
 UNILM_LR = 6e-4
 
