@@ -28,6 +28,7 @@ DATA=${CTXLM_DATA:-../shared/data}
 HERE=reports/quality/unilm-defaults
 WORK=$HERE/work
 CTXLM=${CTXLM:-.venv/bin/ctxlm}
+PYTHON=${PYTHON:-.venv/bin/python}
 mkdir -p $WORK
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 [ -f $WORK/tok/tokenizer.json ] || \
@@ -80,3 +81,27 @@ base base-lr1e-4 --lr 1e-4
 OMP_NUM_THREADS=2 $CTXLM pretrain --objective unilm --config unilm-tiny --corpus $DATA/pretrain \
   --fallback-encoding latin-1 --tokenizer $WORK/tok --cache-dir $WORK/store --eval-every 100 --save-every 100 \
   --no-progress --resume auto --out $WORK/default-command >> $WORK/default-command.log 2>&1
+# base2000: unilm-base for 2,000 steps at 3e-4 and 1e-4, one thread each, side by side (no rate takes it
+# off the unigram level; README.md)
+base2000() {  # name config [flags]
+  name=$1
+  config=$2
+  shift 2
+  OMP_NUM_THREADS=1 $CTXLM pretrain --objective unilm --config $HERE/$config --corpus $DATA/pretrain \
+    --fallback-encoding latin-1 --tokenizer $WORK/tok --cache-dir $WORK/store --batch-size 16 --eval-every 100 \
+    --save-every 100 --no-progress --resume auto --max-steps 2000 --out $WORK/$name "$@" >> $WORK/$name.log 2>&1
+}
+base2000 base-lr3e-4-2000 unilm-base-128.yaml --lr 3e-4 &
+base2000 base-lr1e-4-2000 unilm-base-128.yaml --lr 1e-4 &
+wait
+# the same at 1e-4 on the AE loss alone, and BERT-like (the session that made README.md stopped both
+# after step 300)
+base2000 base-ae-lr1e-4 unilm-base-128-ae.yaml --lr 1e-4 &
+base2000 base-bertlike-lr1e-4 unilm-base-128-bertlike.yaml --lr 1e-4 &
+wait
+# the independent reference: transformers' BertForMaskedLM of the same shape, then ctxlm's model, in
+# one plain loop over the same store (the session that made README.md stopped the first at step 1,200)
+OMP_NUM_THREADS=2 $PYTHON $HERE/bert_reference.py --lr 1e-4 --steps 2000 --out $WORK/bert-lr1e-4-2000 \
+  >> $WORK/bert-lr1e-4-2000.log 2>&1
+OMP_NUM_THREADS=2 $PYTHON $HERE/bert_reference.py --model ctxlm --lr 1e-4 --steps 2000 \
+  --out $WORK/ctxlm-in-bert-loop-lr1e-4-2000 >> $WORK/ctxlm-in-bert-loop-lr1e-4-2000.log 2>&1
