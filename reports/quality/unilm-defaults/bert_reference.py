@@ -30,7 +30,9 @@ from transformers import (BertConfig, BertForMaskedLM, DataCollatorForLanguageMo
 
 from transformers.utils import ModelOutput
 
+from ctxlm.config import UnilmConfig
 from ctxlm.data.store import TokenStore
+from ctxlm.models.unilm import UnilmModel
 from ctxlm.tokenization import TextTokenizer
 
 HERE = Path(__file__).parent
@@ -51,8 +53,6 @@ class CtxlmMaskedLM(torch.nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        from ctxlm.config import UnilmConfig
-        from ctxlm.models.unilm import UnilmModel
         self.model = UnilmModel(UnilmConfig(vocab_size=config.vocab_size, max_position_embeddings=128,
                                             relative_position_bias=False, pad_token_id=config.pad_token_id))
 
