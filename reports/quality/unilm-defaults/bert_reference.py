@@ -81,7 +81,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(WORK / "tok/tokenizer.json"), cls_token="[CLS]",
                                         sep_token="[SEP]", mask_token="[MASK]", pad_token="[PAD]", unk_token="[UNK]")
     store = TokenStore.build(["../shared/data/pretrain"], TextTokenizer.load(WORK / "tok"), cache_dir=WORK / "store",
@@ -103,8 +102,8 @@ def main() -> None:
                         intermediate_size=3072, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = BertForMaskedLM(config) if args.model == "transformers" else CtxlmMaskedLM(config)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "LayerNorm" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "LayerNorm" not in n)]
+    decay = [p for p in model.parameters() if p.ndim > 1]  # matrices and embeddings; not biases, LayerNorms
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                                   lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
     schedule = get_linear_schedule_with_warmup(optimizer, round(0.048 * args.steps), args.steps)
@@ -151,7 +150,6 @@ def main() -> None:
             if step >= args.steps:
                 break
         epoch += 1
-        skip = 0
     if not math.isfinite(loss.item()):
         raise SystemExit("loss not finite")
 

@@ -67,37 +67,32 @@ cell cell-nodropout-lr1e-3 unilm-compare-cell-nodropout.yaml --lr 1e-3 &
 wait
 # unilm-base (unilm-base-128.yaml) at the family's peak lr 6e-4 and at BERT's 1e-4, on both threads
 # (the session that made results.md stopped them after the check had spoken, to free the CPU)
-base() {  # name [optimiser flags]
-  name=$1
-  shift
-  OMP_NUM_THREADS=2 $CTXLM pretrain --objective unilm --config $HERE/unilm-base-128.yaml --corpus $DATA/pretrain \
+base() {  # threads steps config name [optimiser flags]
+  threads=$1
+  steps=$2
+  config=$3
+  name=$4
+  shift 4
+  OMP_NUM_THREADS=$threads $CTXLM pretrain --objective unilm --config $HERE/$config --corpus $DATA/pretrain \
     --fallback-encoding latin-1 --tokenizer $WORK/tok --cache-dir $WORK/store --batch-size 16 --eval-every 100 \
-    --save-every 100 --no-progress --resume auto --max-steps 1000 --out $WORK/$name "$@" >> $WORK/$name.log 2>&1
+    --save-every 100 --no-progress --resume auto --max-steps $steps --out $WORK/$name "$@" >> $WORK/$name.log 2>&1
 }
-base base-lr6e-4
-base base-lr1e-4 --lr 1e-4
+base 2 1000 unilm-base-128.yaml base-lr6e-4
+base 2 1000 unilm-base-128.yaml base-lr1e-4 --lr 1e-4
 # the default command itself (batches of 8 examples of 512 tokens, fp32), on both threads; validated
 # every 100 steps
 OMP_NUM_THREADS=2 $CTXLM pretrain --objective unilm --config unilm-tiny --corpus $DATA/pretrain \
   --fallback-encoding latin-1 --tokenizer $WORK/tok --cache-dir $WORK/store --eval-every 100 --save-every 100 \
   --no-progress --resume auto --out $WORK/default-command >> $WORK/default-command.log 2>&1
-# base2000: unilm-base for 2,000 steps at 3e-4 and 1e-4, one thread each, side by side (no rate takes it
+# unilm-base for 2,000 steps at 3e-4 and 1e-4, one thread each, side by side (no rate takes it
 # off the unigram level; README.md)
-base2000() {  # name config [flags]
-  name=$1
-  config=$2
-  shift 2
-  OMP_NUM_THREADS=1 $CTXLM pretrain --objective unilm --config $HERE/$config --corpus $DATA/pretrain \
-    --fallback-encoding latin-1 --tokenizer $WORK/tok --cache-dir $WORK/store --batch-size 16 --eval-every 100 \
-    --save-every 100 --no-progress --resume auto --max-steps 2000 --out $WORK/$name "$@" >> $WORK/$name.log 2>&1
-}
-base2000 base-lr3e-4-2000 unilm-base-128.yaml --lr 3e-4 &
-base2000 base-lr1e-4-2000 unilm-base-128.yaml --lr 1e-4 &
+base 1 2000 unilm-base-128.yaml base-lr3e-4-2000 --lr 3e-4 &
+base 1 2000 unilm-base-128.yaml base-lr1e-4-2000 --lr 1e-4 &
 wait
 # the same at 1e-4 on the AE loss alone, and BERT-like (the session that made README.md stopped both
 # after step 300)
-base2000 base-ae-lr1e-4 unilm-base-128-ae.yaml --lr 1e-4 &
-base2000 base-bertlike-lr1e-4 unilm-base-128-bertlike.yaml --lr 1e-4 &
+base 1 2000 unilm-base-128-ae.yaml base-ae-lr1e-4 --lr 1e-4 &
+base 1 2000 unilm-base-128-bertlike.yaml base-bertlike-lr1e-4 --lr 1e-4 &
 wait
 # the independent reference: transformers' BertForMaskedLM of the same shape, then ctxlm's model, in
 # one plain loop over the same store (the session that made README.md stopped the first at step 1,200)
