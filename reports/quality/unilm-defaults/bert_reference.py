@@ -62,6 +62,25 @@ class CtxlmMaskedLM(torch.nn.Module):
         return ModelOutput(loss=torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten()))
 
 
+def optimiser(model: torch.nn.Module, lr: float, steps: int):
+    """AdamW as ctxlm gives UniLMv2 (β2 0.98, ε 1e-6, weight decay 0.01 on matrices and embeddings, none
+    on biases and LayerNorms) and a linear warm-up over 4.8% of `steps`, then linear decay."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, round(0.048 * steps), steps)
+
+
+def update(model: torch.nn.Module, loss: torch.Tensor, optimizer, schedule) -> None:
+    """One step: backward, clipping at 1.0, AdamW, the schedule."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def batches(examples, tokenizer, collator, size: int, generator: torch.Generator):
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     order = torch.randperm(len(examples), generator=generator).tolist()
@@ -102,11 +121,7 @@ def main() -> None:
                         intermediate_size=3072, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = BertForMaskedLM(config) if args.model == "transformers" else CtxlmMaskedLM(config)
-    decay = [p for p in model.parameters() if p.ndim > 1]  # matrices and embeddings; not biases, LayerNorms
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
-    schedule = get_linear_schedule_with_warmup(optimizer, round(0.048 * args.steps), args.steps)
+    optimizer, schedule = optimiser(model, args.lr, args.steps)
     step, checkpoint = 0, args.out / "checkpoint.pt"
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
@@ -128,11 +143,7 @@ def main() -> None:
             model.train()
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
+            update(model, loss, optimizer, schedule)
             step += 1
             if step % args.eval_every == 0 or step == args.steps:
                 model.eval()

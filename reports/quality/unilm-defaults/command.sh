@@ -100,3 +100,22 @@ OMP_NUM_THREADS=2 $PYTHON $HERE/bert_reference.py --lr 1e-4 --steps 2000 --out $
   >> $WORK/bert-lr1e-4-2000.log 2>&1
 OMP_NUM_THREADS=2 $PYTHON $HERE/bert_reference.py --model ctxlm --lr 1e-4 --steps 2000 \
   --out $WORK/ctxlm-in-bert-loop-lr1e-4-2000 >> $WORK/ctxlm-in-bert-loop-lr1e-4-2000.log 2>&1
+# Bisecting unilm-base's stay at the level (README.md, "Where the held-out loss comes from"): ctxlm's
+# own examples (AE alone, single-token masks) in a plain loop, 500 steps; base-ae-lr1e-4 above resumed
+# by its own command on both threads (stopped after step 500); unilm-tiny at the defaults on AE+PAR,
+# on AE alone and on PAR alone (`run`, above)
+OMP_NUM_THREADS=2 $PYTHON $HERE/swap.py --stop 500 --out $WORK/swap-unilm-plain \
+  >> $WORK/swap-unilm-plain.log 2>&1
+base 2 2000 unilm-base-128-ae.yaml base-ae-lr1e-4 --lr 1e-4
+base 2 1000 unilm-base-128.yaml base-lr3e-5-1000 --lr 3e-5  # AE+PAR at a lower rate than any above
+run tiny-ae+par &  # unilm-tiny-128.yaml at the defaults, 1,000 steps, one thread
+run tiny-ae --unilm-objective ae &
+wait
+run tiny-par --unilm-objective par
+# then each model's held-out loss by what the input holds at the predicted position
+$PYTHON $HERE/masked_positions.py $WORK/base-lr1e-4-2000 $WORK/base-lr3e-4-2000 \
+  $WORK/base-ae-lr1e-4/checkpoints/step-00000500 $WORK/tiny-ae+par $WORK/tiny-ae $WORK/tiny-par \
+  --bert $WORK/bert-lr1e-4-2000 $WORK/ctxlm-in-bert-loop-lr1e-4-2000 > $HERE/masked_positions.md \
+  && $PYTHON $HERE/masked_positions.py --split train $WORK/base-lr1e-4-2000 $WORK/base-lr3e-4-2000 \
+  $WORK/base-ae-lr1e-4/checkpoints/step-00000500 $WORK/tiny-ae+par $WORK/tiny-ae $WORK/tiny-par \
+  > $HERE/masked_positions-train.md
