@@ -129,7 +129,7 @@ def family_configs(families: Sequence[str], palm: PretrainConfig, tokenizer: Tex
                                          max_valid_documents=palm.data.max_valid_documents)
         model = model_config_for_tokenizer(matched_model_config(family, palm.model), tokenizer)
         # the given train settings are PALM's; the others pre-train with their family's optimiser defaults
-        train = dataclasses.replace(palm.train, **train_defaults(family))
+        train = dataclasses.replace(palm.train, **train_defaults(family, model))
         configs[family] = PretrainConfig(model=model, train=train, data=data)
     return configs
 

@@ -175,18 +175,19 @@ def model_config_for_tokenizer(model_config, tokenizer: TextTokenizer):
     return dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, **ids)
 
 
-def with_train_defaults(train: TrainConfig, family: str,
-                        given: Collection[str] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
-    """`train` with the model family's pre-training optimiser defaults (`Family.train_defaults`) in
-    the fields the user did not set: those not in `given`, or, when `given` is None, those still at
-    TrainConfig's own defaults (so a flag or YAML value equal to TrainConfig's default reads as
-    unset). The warm-up is one setting: a given `warmup_steps` or `warmup_ratio` keeps both.
-    Returns the config and the values it took from the family."""
+def with_train_defaults(train: TrainConfig, family: str, given: Collection[str] | None = None,
+                        model_config=None) -> tuple[TrainConfig, dict[str, Any]]:
+    """`train` with the model family's pre-training optimiser defaults (`families.train_defaults`:
+    those of `model_config`'s shape when it is given) in the fields the user did not set: those not in
+    `given`, or, when `given` is None, those still at TrainConfig's own defaults (so a flag or YAML
+    value equal to TrainConfig's default reads as unset). The warm-up is one setting: a given
+    `warmup_steps` or `warmup_ratio` keeps both. Returns the config and the values it took from the
+    family."""
     base = TrainConfig()
     if given is None:
         given = {name for name in OPTIMIZER_FIELDS if getattr(train, name) != getattr(base, name)}
     given = set(given) | (set(WARMUP_FIELDS) if set(given) & set(WARMUP_FIELDS) else set())
-    applied = {name: value for name, value in train_defaults(family).items()
+    applied = {name: value for name, value in train_defaults(family, model_config).items()
                if name not in given and getattr(train, name) != value}
     return dataclasses.replace(train, **applied), applied
 
@@ -226,13 +227,13 @@ def pretrain(
     training continues exactly from the newest checkpoint in `out_dir`.
     (See `train` for `overwrite` and `allow_config_change`.) The optimiser settings the user did not
     set (`train_given`: the TrainConfig fields set; None: those not at TrainConfig's defaults) are
-    the objective's family's (`with_train_defaults`); run.json lists them under `train_defaults`.
+    the objective's family's for the model's shape (`with_train_defaults`); run.json lists them under
+    `train_defaults`.
     """
     out_dir = Path(out_dir)
     spec = get_objective(objective)
-    train_config, defaults_applied = with_train_defaults(config.train, spec.family, train_given)
     resume_from = resume_checkpoint(out_dir, resume)
-    torch.manual_seed(train_config.seed)
+    torch.manual_seed(config.train.seed)
     if init is not None and init_from_hf is not None:
         raise CtxlmError("give at most one of --init and --init-from-hf")
     # the model is built as for a new run (`train` checks it against the checkpoint it resumes
@@ -259,6 +260,7 @@ def pretrain(
     if model.config.family != spec.family:
         raise CtxlmError(f"--objective {objective} needs a {spec.family} model; the config is a "
                          f"{model.config.family} model (e.g. --config {spec.family}-tiny)")
+    train_config, defaults_applied = with_train_defaults(config.train, spec.family, train_given, model.config)
     data_config = config.data
     if not isinstance(data_config, spec.data_config):
         data_config = spec.data_config()

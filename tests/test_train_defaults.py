@@ -11,7 +11,7 @@ from ctxlm.config import PretrainConfig, TrainConfig
 from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.families import FAMILIES, OPTIMIZER_FIELDS, register, train_defaults
-from ctxlm.families.unilm import UNILM_LR
+from ctxlm.families.unilm import UNILM_DEEP_LR, UNILM_LR
 from ctxlm.pretraining import with_train_defaults
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -49,6 +49,20 @@ def test_defaults_fill_only_what_the_user_did_not_set():
     # nothing to apply: the config comes back unchanged
     given = TrainConfig(**train_defaults("palm"))
     assert with_train_defaults(given, "palm") == (given, {})
+
+
+def test_unilm_as_deep_as_base_takes_the_lower_peak_rate():
+    """unilm-base's shape collapses on AE+PAR at 1e-4 and above, not at UNILM_DEEP_LR (measured:
+    reports/quality/unilm-defaults); the other settings, and every other family, keep one default."""
+    tiny, base = named_model_config("unilm-tiny"), named_model_config("unilm-base")
+    assert train_defaults("unilm", tiny) == train_defaults("unilm") and train_defaults("unilm")["lr"] == UNILM_LR
+    deep = train_defaults("unilm", base)
+    assert deep["lr"] == UNILM_DEEP_LR < 1e-4 and {**deep, "lr": UNILM_LR} == train_defaults("unilm")
+    assert train_defaults("glm", named_model_config("glm-base")) == train_defaults("glm")
+    train, applied = with_train_defaults(TrainConfig(), "unilm", model_config=base)
+    assert train.lr == applied["lr"] == UNILM_DEEP_LR
+    train, applied = with_train_defaults(TrainConfig(lr=2e-4), "unilm", model_config=base)  # the user's rate wins
+    assert train.lr == 2e-4 and "lr" not in applied
 
 
 def test_warmup_ratio():
@@ -116,6 +130,25 @@ def test_compare_gives_each_family_its_defaults(tmp_path):
         train = configs[family].train
         assert {k: getattr(train, k) for k in OPTIMIZER_FIELDS} == train_defaults(family)
         assert (train.batch_size, train.eval_every) == (4, 0)  # the rest as given
+
+
+def test_pretrain_takes_the_defaults_of_the_models_shape(small_corpus, monkeypatch):
+    """`pretrain` asks for the defaults of the model it trains: 12 UniLMv2 layers (narrow, to stay
+    cheap) get UNILM_DEEP_LR, in the loop's config and in run.json's `train_defaults`."""
+    import ctxlm.pretraining
+    from ctxlm.config import UnilmDataConfig
+
+    seen = {}
+    monkeypatch.setattr(ctxlm.pretraining, "train",
+                        lambda model, examples, cfg, out_dir, **options: seen.update(cfg=cfg, **options))
+    corpus, tokenizer, root = small_corpus
+    deep = named_model_config("unilm-tiny", num_layers=12, d_model=32, num_heads=2, ffn_dim=64,
+                              max_position_embeddings=64)
+    config = PretrainConfig(model=deep, train=TrainConfig(max_steps=10, progress=False),
+                            data=UnilmDataConfig(max_length=64, valid_fraction=0.05))
+    ctxlm.pretraining.pretrain([corpus], root / "deep", config, objective="unilm", tokenizer=tokenizer,
+                               cache_dir=root / "cache")
+    assert seen["cfg"].lr == seen["run_info"]["train_defaults"]["lr"] == UNILM_DEEP_LR
 
 
 STEPS = {"palm": 200, "glm": 200, "unilm": 400}  # UniLMv2 (post-LN, at its lower peak lr) learns slower

@@ -71,7 +71,9 @@ class Family:
     - `from_hf`: transformers `model_type` → `function(hf_model, **options) -> (model, report)`;
     - `to_hf`: `function(model, tokenizer, out_dir, **options) -> report` (None: no export);
     - `train_defaults`: pre-training optimiser settings (`TrainConfig` fields among
-      `OPTIMIZER_FIELDS`) that `pretrain` and `compare` use where the user set none.
+      `OPTIMIZER_FIELDS`) that `pretrain` and `compare` use where the user set none;
+    - `shape_train_defaults(model_config) -> dict`: those of `train_defaults` that differ for a model
+      of that shape (None: none do), e.g. a lower peak rate for a deep post-LN model.
     """
 
     name: str
@@ -85,6 +87,7 @@ class Family:
     from_hf: dict[str, Ref] = field(default_factory=dict)
     to_hf: Ref = None
     train_defaults: dict[str, Any] = field(default_factory=dict)
+    shape_train_defaults: Ref = None
 
     def build(self, config):
         return resolve(self.model)(config)
@@ -140,13 +143,16 @@ def head_class(kind: str | None):
     return resolve(HEADS[kind])
 
 
-def train_defaults(family: str) -> dict[str, Any]:
+def train_defaults(family: str, model_config=None) -> dict[str, Any]:
     """Every `OPTIMIZER_FIELDS` setting a `family` pre-trains with by default: its `train_defaults`
-    over `TrainConfig`'s defaults."""
+    over `TrainConfig`'s defaults, and, given the model's config, its `shape_train_defaults` over both."""
     from ..config import TrainConfig
 
-    base = TrainConfig()
-    return {name: get_family(family).train_defaults.get(name, getattr(base, name)) for name in OPTIMIZER_FIELDS}
+    spec, base = get_family(family), TrainConfig()
+    values = {name: spec.train_defaults.get(name, getattr(base, name)) for name in OPTIMIZER_FIELDS}
+    if model_config is not None and spec.shape_train_defaults is not None:
+        values.update(resolve(spec.shape_train_defaults)(model_config))
+    return values
 
 
 def default_objective(family: str) -> Objective:

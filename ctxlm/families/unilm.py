@@ -15,6 +15,19 @@ from . import Family, Objective, register
 # post-LN (BERT): at 1e-3 every [M] and [P] collapses to one output distribution (AE = PAR at the
 # unigram level) within 300 steps, and at 1e-3 with β2 0.999 after 4,000.
 UNILM_LR = 6e-4
+# unilm-base's shape (12 post-LN layers of d 768) at batches of 16 × 128 tokens on the shared corpus
+# (reports/quality/unilm-defaults): on AE+PAR every [M] and [P] gets one output distribution (AE = PAR
+# at the unigram level) for 2,000 steps at 1e-4 and 3e-4 and 800 at 6e-4; at 3e-5 AE and PAR part by
+# step 400 and AE is below the level from step 700 of 1,000. Post-LN training grows less stable with
+# depth (Liu et al., 2020, "Understanding the Difficulty of Training Transformers"), so the lower rate
+# applies from 12 layers on; depths between 5 and 12 and rates between 3e-5 and 1e-4 are not measured.
+UNILM_DEEP_LR = 3e-5
+UNILM_DEEP_LAYERS = 12
+
+
+def shape_train_defaults(cfg) -> dict:
+    """The peak rate of a model as deep as unilm-base or deeper: UNILM_DEEP_LR."""
+    return {"lr": UNILM_DEEP_LR} if cfg.num_layers >= UNILM_DEEP_LAYERS else {}
 
 
 def config_tokens(cfg):
@@ -57,6 +70,7 @@ register(Family(
     from_hf={"bert": "ctxlm.models.hf_unilm:unilm_from_bert"},
     to_hf="ctxlm.models.hf_unilm:export_unilm",
     # the paper's appendix table (Adam β (0.9, 0.98), ε 1e-6, warm-up ratio 0.048, weight decay 0.01,
-    # linear decay); its peak lr (6e-4 at base) as measured at our sizes: see UNILM_LR
+    # linear decay); its peak lr (6e-4 at base) as measured at our sizes: see UNILM_LR and UNILM_DEEP_LR
     train_defaults=dict(lr=UNILM_LR, warmup_ratio=0.048, weight_decay=0.01, adam_beta2=0.98, adam_eps=1e-6),
+    shape_train_defaults=shape_train_defaults,
 ))
