@@ -108,14 +108,17 @@ OMP_NUM_THREADS=2 $PYTHON $HERE/swap.py --stop 500 --out $WORK/swap-unilm-plain 
   >> $WORK/swap-unilm-plain.log 2>&1
 base 2 2000 unilm-base-128-ae.yaml base-ae-lr1e-4 --lr 1e-4
 base 2 1000 unilm-base-128.yaml base-lr3e-5-1000 --lr 3e-5  # AE+PAR at a lower rate than any above
+# (since 2026-12-03 unilm-base's default, so --lr 3e-5 repeats it; the session that made README.md
+# stopped it at step 948 to free the CPU)
 run tiny-ae+par &  # unilm-tiny-128.yaml at the defaults, 1,000 steps, one thread
 run tiny-ae --unilm-objective ae &
 wait
 run tiny-par --unilm-objective par
 # then each model's held-out loss by what the input holds at the predicted position
 $PYTHON $HERE/masked_positions.py $WORK/base-lr1e-4-2000 $WORK/base-lr3e-4-2000 \
+  $WORK/base-lr3e-5-1000/checkpoints/step-00000900 \
   $WORK/base-ae-lr1e-4/checkpoints/step-00000500 $WORK/tiny-ae+par $WORK/tiny-ae $WORK/tiny-par \
   --bert $WORK/bert-lr1e-4-2000 $WORK/ctxlm-in-bert-loop-lr1e-4-2000 > $HERE/masked_positions.md \
   && $PYTHON $HERE/masked_positions.py --split train $WORK/base-lr1e-4-2000 $WORK/base-lr3e-4-2000 \
-  $WORK/base-ae-lr1e-4/checkpoints/step-00000500 $WORK/tiny-ae+par $WORK/tiny-ae $WORK/tiny-par \
-  > $HERE/masked_positions-train.md
+  $WORK/base-lr3e-5-1000/checkpoints/step-00000900 $WORK/base-ae-lr1e-4/checkpoints/step-00000500 \
+  $WORK/tiny-ae+par $WORK/tiny-ae $WORK/tiny-par > $HERE/masked_positions-train.md
