@@ -43,13 +43,13 @@ def split_losses(logits, inputs, labels, mask_id: int) -> dict[str, tuple[int, f
     return {name: (int(sel.sum()), nll[sel].mean().item()) for name, sel in kinds.items()}
 
 
-def unigram_logits(store, rows: int, vocab: int = 8000) -> torch.Tensor:
-    """What a model that ignores its input predicts: log of the training documents' unigram
-    distribution (add-0.5), the same for every row."""
+def unigram_log_probs(store, vocab: int) -> torch.Tensor:
+    """What a model that ignores its input predicts for every row: log of the training documents'
+    unigram distribution (add-0.5)."""
     train_docs, _ = store.split_documents(0.01, 0)
     tokens = np.concatenate([np.concatenate(store.document(int(d))) for d in train_docs])
     counts = np.bincount(tokens, minlength=vocab) + 0.5
-    return torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32).expand(rows, -1)
+    return torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)
 
 
 def ctxlm_batch(store, tokenizer, split: str = "valid") -> dict[str, torch.Tensor]:
@@ -62,28 +62,26 @@ def ctxlm_batch(store, tokenizer, split: str = "valid") -> dict[str, torch.Tenso
 
 
 @torch.no_grad()
-def ctxlm_split(directory: Path | None, batch, store, tokenizer) -> dict[str, tuple[int, float]]:
-    """`directory`'s model on `batch`; None: the unigram distribution."""
+def ctxlm_split(directory: Path | None, batch, unigram, mask_id: int) -> dict[str, tuple[int, float]]:
+    """`directory`'s model on `batch`; None: the `unigram` log-probabilities."""
     ae, par = batch["ae_labels"] != IGNORE_INDEX, batch["par_labels"] != IGNORE_INDEX
     if directory is None:
-        logits = unigram_logits(store, batch["input_ids"].numel(), tokenizer.vocab_size)
-        ae_logits, par_logits = logits[: int(ae.sum())], logits[: int(par.sum())]
+        ae_logits, par_logits = unigram.expand(int(ae.sum()), -1), unigram.expand(int(par.sum()), -1)
     else:
-        model = load_model_dir(directory, with_tokenizer=False)
-        model = model[0] if isinstance(model, tuple) else model
+        model, _ = load_model_dir(directory, with_tokenizer=False)
         model.eval()
         states = model.hidden_states(batch["input_ids"], batch["position_ids"], batch["token_type_ids"],
                                      batch["attention_mask"])
         ae_logits, par_logits = model.lm_logits(states[ae]), model.lm_logits(states[par])
-    out = split_losses(ae_logits, batch["input_ids"], batch["ae_labels"], tokenizer.mask_id)
+    out = split_losses(ae_logits, batch["input_ids"], batch["ae_labels"], mask_id)
     out["PAR"] = (int(par.sum()), F.cross_entropy(par_logits.float(), batch["par_labels"][par]).item())
     return out
 
 
 @torch.no_grad()
-def bert_split(directory: Path | None, store) -> dict[str, tuple[int, float]]:
+def bert_split(directory: Path | None, store, unigram) -> dict[str, tuple[int, float]]:
     """bert_reference.py's held-out batches (its fixed masks) through its checkpoint; None: the
-    unigram distribution."""
+    `unigram` log-probabilities."""
     from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling, PreTrainedTokenizerFast
 
     fast = PreTrainedTokenizerFast(tokenizer_file=str(bert_reference.WORK / "tok/tokenizer.json"), cls_token="[CLS]",
@@ -98,7 +96,7 @@ def bert_split(directory: Path | None, store) -> dict[str, tuple[int, float]]:
     inputs = torch.cat([b["input_ids"] for b in held])
     labels = torch.cat([b["labels"] for b in held])
     if directory is None:
-        return split_losses(unigram_logits(store, int((labels != IGNORE_INDEX).sum())), inputs, labels,
+        return split_losses(unigram.expand(int((labels != IGNORE_INDEX).sum()), -1), inputs, labels,
                             fast.mask_token_id)
     state = torch.load(directory / "checkpoint.pt", weights_only=False)["model"]
     ctxlm = any(key.startswith("model.") for key in state)
@@ -136,10 +134,11 @@ def main() -> None:
           "command.sh); folders under work/.\n")
     print("| model | [M] | kept | random | PAR |\n|---|---|---|---|---|")
     batch = ctxlm_batch(store, tokenizer, args.split)
-    rows = [("unigram (ctxlm's examples)", ctxlm_split(None, batch, store, tokenizer))]
-    rows += [(under_work(d), ctxlm_split(d, batch, store, tokenizer)) for d in args.model_dirs]
-    rows += [("unigram (bert_reference's pieces)", bert_split(None, store))]
-    rows += [(under_work(d), bert_split(d, store)) for d in args.bert]
+    unigram, mask_id = unigram_log_probs(store, tokenizer.vocab_size), tokenizer.mask_id  # computed once
+    rows = [("unigram (ctxlm's examples)", ctxlm_split(None, batch, unigram, mask_id))]
+    rows += [(under_work(d), ctxlm_split(d, batch, unigram, mask_id)) for d in args.model_dirs]
+    rows += [("unigram (bert_reference's pieces)", bert_split(None, store, unigram))]
+    rows += [(under_work(d), bert_split(d, store, unigram)) for d in args.bert]
     for name, split in rows:
         cells = [f"{split[k][1]:.3f} ({split[k][0]})" if k in split else "—" for k in KINDS]
         print(f"| {name} | {' | '.join(cells)} |")
