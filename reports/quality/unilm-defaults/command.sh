@@ -77,7 +77,7 @@ base() {  # threads steps config name [optimiser flags]
     --fallback-encoding latin-1 --tokenizer $WORK/tok --cache-dir $WORK/store --batch-size 16 --eval-every 100 \
     --save-every 100 --no-progress --resume auto --max-steps $steps --out $WORK/$name "$@" >> $WORK/$name.log 2>&1
 }
-base 2 1000 unilm-base-128.yaml base-lr6e-4
+base 2 1000 unilm-base-128.yaml base-lr6e-4 --lr 6e-4  # the family default then (3e-5 for base since)
 base 2 1000 unilm-base-128.yaml base-lr1e-4 --lr 1e-4
 # the default command itself (batches of 8 examples of 512 tokens, fp32), on both threads; validated
 # every 100 steps
