@@ -1,7 +1,10 @@
 """Model directories and training checkpoints, written atomically.
 
 A model directory holds `config.json` (the model config, with its `family`), `model.safetensors`
-and `tokenizer.json`; `load_model_dir` rebuilds the model from it. A training run's output
+and `tokenizer.json`; `load_model_dir` rebuilds the model from it. Weights above `max_shard_size` (default
+5GB, as transformers) are written as shards in transformers' convention instead of one `model.safetensors`:
+`model-00001-of-00003.safetensors`, ... and `model.safetensors.index.json` (its `weight_map`: name → shard);
+every reader takes either form (the index wins where both are present). A training run's output
 directory is a model directory too (the latest weights) and keeps its full training checkpoints
 under `checkpoints/step-XXXXXXXX/`: a model directory plus `trainer_state.pt` (optimizer,
 scheduler, RNG states, data position, step, metrics so far).
@@ -34,6 +37,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -41,7 +45,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_model
+from safetensors.torch import _remove_duplicate_names, save_file, save_model
 
 from .config_loading import model_config_from_dict
 from .errors import CtxlmError
@@ -56,7 +60,12 @@ FORMAT_VERSION = 1  # of model directories and checkpoints; bump on an incompati
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"  # the best weights by the validation metric (fine-tuning)
 SHARDED_DIR = "dcp"  # a checkpoint's sharded model and optimizer (FSDP; torch.distributed.checkpoint)
-MODEL_FILES = (TOKENIZER_NAME, HEAD_NAME, CONFIG_NAME, WEIGHTS_NAME)  # a model directory's files
+MODEL_FILES = (TOKENIZER_NAME, HEAD_NAME, CONFIG_NAME, WEIGHTS_NAME)  # a model directory's files (unsharded)
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"  # sharded weights: transformers' index (`weight_map`)
+SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+DEFAULT_MAX_SHARD_SIZE = "5GB"  # transformers' default; 1GB = 10**9 bytes, 1GiB = 2**30
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+               "GIB": 2**30, "TIB": 2**40}
 LOCK_NAME = ".lock"  # a running run's lock on its output folder (`RunFolderLock`)
 
 
@@ -129,14 +138,96 @@ def link_files(source: Path, target: Path, names: tuple[str, ...] | None = None)
                 shutil.copy2(file, target / file.name)
 
 
-def write_model_files(directory: Path, model, tokenizer) -> None:
-    values = dataclasses.asdict(model.config)
-    (directory / CONFIG_NAME).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    save_model(model, str(directory / WEIGHTS_NAME),
-               metadata={"format": "pt", "family": model.config.family, "format_version": str(FORMAT_VERSION)})
+def parse_size(value: int | str, what: str = "max_shard_size") -> int:
+    """Bytes of a size written as transformers writes it: an int, or "5GB", "500MB", "2GiB"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]I?B|B|)\s*", str(value).upper())
+    if not match or float(match.group(1)) <= 0:
+        raise CtxlmError(f"{what} {value!r}: expected a positive size such as 5GB, 500MB or 2GiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"model-{index:05d}-of-{count:05d}.safetensors"
+
+
+def weight_file_names(directory: str | Path) -> list[str]:
+    """The weights files of a model directory: its index and the shards it names, else `model.safetensors`,
+    else none."""
+    directory = Path(directory)
+    if (directory / WEIGHTS_INDEX_NAME).is_file():
+        return [*sorted(set(read_weights_index(directory).values())), WEIGHTS_INDEX_NAME]
+    return [WEIGHTS_NAME] if (directory / WEIGHTS_NAME).is_file() else []
+
+
+def has_weights(directory: str | Path) -> bool:
+    directory = Path(directory)
+    return (directory / WEIGHTS_INDEX_NAME).is_file() or (directory / WEIGHTS_NAME).is_file()
+
+
+def model_file_names(directory: str | Path) -> tuple[str, ...]:
+    """The model files `directory` holds, weights last (sharded: the shards, then the index)."""
+    others = tuple(name for name in MODEL_FILES if name != WEIGHTS_NAME and (Path(directory) / name).exists())
+    return others + tuple(weight_file_names(directory))
+
+
+def read_weights_index(directory: str | Path) -> dict[str, str]:
+    """The `weight_map` (name → shard file) of `directory/model.safetensors.index.json`."""
+    path = Path(directory) / WEIGHTS_INDEX_NAME
+    try:
+        weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CtxlmError(f"{path}: not a weights index ({type(error).__name__}: {error})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) and SHARD_NAME.fullmatch(v)
+                                                   for v in weight_map.values()):
+        raise CtxlmError(f"{path}: weight_map must map names to model-XXXXX-of-YYYYY.safetensors files")
+    return weight_map
+
+
+def _make_readable(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(directory / WEIGHTS_NAME, 0o666 & ~umask)  # safetensors writes it 0600
+    os.chmod(path, 0o666 & ~umask)  # safetensors writes it 0600
+
+
+def write_weights(directory: Path, model, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> list[str]:
+    """`model`'s weights (tied ones once, in the checkpoint's dtype) as `model.safetensors`, or, above
+    `max_shard_size`, as shards and their index in transformers' convention (a tensor larger than the
+    limit gets a shard of its own). Returns the file names written."""
+    metadata = {"format": "pt", "family": model.config.family, "format_version": str(FORMAT_VERSION)}
+    limit = parse_size(max_shard_size)
+    state = model.state_dict()
+    for kept, removed in _remove_duplicate_names(state).items():  # the names save_model keeps
+        for name in removed:
+            metadata.setdefault(name, kept)
+            del state[name]
+    sizes = {name: tensor.numel() * tensor.element_size() for name, tensor in state.items()}
+    if sum(sizes.values()) <= limit:
+        save_model(model, str(directory / WEIGHTS_NAME), metadata=metadata)
+        _make_readable(directory / WEIGHTS_NAME)
+        return [WEIGHTS_NAME]
+    groups: list[list[str]] = [[]]
+    for name in state:
+        if groups[-1] and sum(sizes[n] for n in groups[-1]) + sizes[name] > limit:
+            groups.append([])
+        groups[-1].append(name)
+    names, weight_map = [], {}
+    for number, group in enumerate(groups, start=1):
+        file = shard_name(number, len(groups))
+        save_file({name: state[name].contiguous() for name in group}, str(directory / file), metadata=metadata)
+        _make_readable(directory / file)
+        names.append(file)
+        weight_map.update(dict.fromkeys(group, file))
+    index = {"metadata": {"total_size": sum(sizes.values()), **metadata}, "weight_map": weight_map}
+    (directory / WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return [*names, WEIGHTS_INDEX_NAME]
+
+
+def write_model_files(directory: Path, model, tokenizer, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> None:
+    values = dataclasses.asdict(model.config)
+    (directory / CONFIG_NAME).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_weights(directory, model, max_shard_size)
     if hasattr(model, "head_config"):
         (directory / HEAD_NAME).write_text(json.dumps(model.head_config(), indent=2) + "\n", encoding="utf-8")
     if tokenizer is not None:
@@ -168,30 +259,40 @@ def atomic_directory(final: Path, write) -> Path:
     return final
 
 
-def save_model_dir(directory: str | Path, model, tokenizer=None) -> Path:
-    """Write a loadable model directory. Files are replaced one by one with `os.replace`, so the
-    directory may also hold other things (a training run's metrics and checkpoints)."""
-    return _replace_model_files(Path(directory), lambda tmp: write_model_files(tmp, model, tokenizer))
+def save_model_dir(directory: str | Path, model, tokenizer=None,
+                   max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
+    """Write a loadable model directory (weights above `max_shard_size` sharded). Files are replaced one
+    by one with `os.replace`, so the directory may also hold other things (a training run's metrics and
+    checkpoints)."""
+    return _replace_model_files(Path(directory),
+                                lambda tmp: write_model_files(tmp, model, tokenizer, max_shard_size))
 
 
 def link_model_dir(source: str | Path, directory: str | Path) -> Path:
     """Make `directory` hold the model files of the model directory `source`, as hard links where
     the file system allows (no second copy of the weights), replaced as `save_model_dir` does."""
-    return _replace_model_files(Path(directory), lambda tmp: link_files(Path(source), tmp, MODEL_FILES))
+    return _replace_model_files(Path(directory), lambda tmp: link_files(Path(source), tmp, model_file_names(source)))
 
 
 def _replace_model_files(directory: Path, write) -> Path:
-    """`write(tmp)` the model files into a temporary directory, then move them into `directory`."""
+    """`write(tmp)` the model files into a temporary directory, then move them into `directory`, the
+    weights last (sharded: the index after its shards); weights files of the other form (or older
+    shards) that were there are removed."""
     tmp = None
     try:
         tmp = _temporary_directory(directory, "model")
         write(tmp)
         _fsync_tree(tmp)
-        for name in MODEL_FILES:
-            if (tmp / name).exists():
-                os.replace(tmp / name, directory / name)
-            elif name == HEAD_NAME:
-                (directory / name).unlink(missing_ok=True)  # a plain model replaces a head model
+        new = model_file_names(tmp)
+        stale = [name for name in weight_file_names(directory) if name not in new]
+        if WEIGHTS_INDEX_NAME in stale:  # first: an index must never name shards that are gone
+            (directory / WEIGHTS_INDEX_NAME).unlink()
+        for name in new:
+            os.replace(tmp / name, directory / name)
+        if HEAD_NAME not in new:
+            (directory / HEAD_NAME).unlink(missing_ok=True)  # a plain model replaces a head model
+        for name in stale:
+            (directory / name).unlink(missing_ok=True)
         _fsync_dir(directory)
     except OSError as error:
         raise _write_error(directory, error) from None
@@ -247,7 +348,7 @@ def resolve_model_dir(directory: str | Path) -> Path:
     if not directory.exists():
         raise CtxlmError(f"{directory}: no such model directory")
     refuse_transformers_dir(directory)
-    if (directory / WEIGHTS_NAME).is_file():
+    if has_weights(directory):
         return directory
     latest = latest_checkpoint(directory)
     if latest is None:
@@ -274,16 +375,10 @@ def load_model_dir(directory: str | Path, *, with_tokenizer: bool = True, weight
 
 
 def load_weights_file(model, directory: Path, device: str | torch.device = "cpu") -> None:
-    """Load `directory/model.safetensors` into `model` (moved to `device`); a file of a newer
-    format, another family, or another vocabulary or architecture (by `directory/config.json`) is
+    """Load `directory/model.safetensors` (or its shards) into `model` (moved to `device`); a file of a
+    newer format, another family, or another vocabulary or architecture (by `directory/config.json`) is
     refused naming the difference."""
-    path = Path(directory) / WEIGHTS_NAME
-    try:
-        with safe_open(str(path), framework="pt", device=str(device)) as handle:
-            metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as error:  # safetensors raises its own error types
-        raise CtxlmError(f"{path}: cannot read weights ({error})") from None
+    path, state, metadata = read_weights(directory, device)
     check_format_version(int(metadata.get("format_version", 0)), path)
     family = metadata.get("family")
     if family is not None and family != model.config.family:
@@ -295,6 +390,31 @@ def load_weights_file(model, directory: Path, device: str | torch.device = "cpu"
             raise CtxlmError(f"{path}: the checkpoint's {differences[0]}")
     load_weights(model, state, source=str(path))
     model.to(device)
+
+
+def read_weights(directory: str | Path, device: str | torch.device = "cpu") -> tuple[Path, dict, dict]:
+    """(the file named in errors, name → tensor, the metadata) of a model directory's weights,
+    `model.safetensors` or the shards its index names."""
+    directory = Path(directory)
+    if not (directory / WEIGHTS_INDEX_NAME).is_file():
+        return (directory / WEIGHTS_NAME, *_read_safetensors(directory / WEIGHTS_NAME, device))
+    index = directory / WEIGHTS_INDEX_NAME
+    weight_map, state, metadata = read_weights_index(directory), {}, {}
+    for file in sorted(set(weight_map.values())):
+        tensors, metadata = _read_safetensors(directory / file, device)
+        state.update(tensors)
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CtxlmError(f"{index}: '{missing[0]}' is not in {weight_map[missing[0]]}")
+    return index, state, metadata
+
+
+def _read_safetensors(path: Path, device) -> tuple[dict, dict]:
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types
+        raise CtxlmError(f"{path}: cannot read weights ({error})") from None
 
 
 NOT_ARCHITECTURE = ("dropout", "attention_dropout", "activation_dropout", "init_std")  # weights load across these
@@ -313,8 +433,9 @@ def check_format_version(version: int, source: Path) -> None:
                          f"{FORMAT_VERSION}); upgrade ctxlm to load it")
 
 
-def load_weights(model, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load a state dict saved by `save_model` (tied weights appear once)."""
+def load_weights(model, state: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:
+    """Load a state dict saved by `save_model` (tied weights appear once); `assign`: the model takes the
+    tensors themselves (a model built on the meta device)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -325,7 +446,7 @@ def load_weights(model, state: dict[str, torch.Tensor], source: str) -> None:
         if own[key].shape != value.shape:
             raise CtxlmError(f"{source}: '{key}' has shape {tuple(value.shape)}, config expects "
                              f"{tuple(own[key].shape)}")
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(state, strict=False, assign=assign)
 
 
 def _is_tied(model, key: str) -> bool:
@@ -378,7 +499,7 @@ def save_training_checkpoint(out_dir: str | Path, step: int, model, tokenizer, t
 
     def write(tmp: Path) -> None:
         if model_files is not None:
-            link_files(model_files, tmp, MODEL_FILES)
+            link_files(model_files, tmp, model_file_names(model_files))
         else:
             write_model_files(tmp, model, tokenizer)
         torch.save({**trainer_state, "format_version": FORMAT_VERSION}, tmp / TRAINER_STATE_NAME)
@@ -397,20 +518,21 @@ def save_training_checkpoint(out_dir: str | Path, step: int, model, tokenizer, t
 def restore_best(checkpoint: Path, out_dir: Path) -> None:
     """Make `out_dir/best/` what the run had when it wrote `checkpoint` (none if it had none)."""
     saved = checkpoint / BEST_DIR
-    if (saved / WEIGHTS_NAME).is_file():
+    if has_weights(saved):
         atomic_directory(out_dir / BEST_DIR, lambda tmp: link_files(saved, tmp))
     elif (out_dir / BEST_DIR).exists():
         shutil.rmtree(out_dir / BEST_DIR)
 
 
 RUN_FILES = (CHECKPOINTS_DIR, BEST_DIR, "tensorboard", "metrics.jsonl", "run.json", WEIGHTS_NAME, CONFIG_NAME,
-             HEAD_NAME)
+             HEAD_NAME, WEIGHTS_INDEX_NAME)
 
 
 def clear_run(out_dir: str | Path) -> None:
     """Delete a training run's checkpoints, best weights, metrics and model files from `out_dir`
     (other files stay)."""
-    for name in RUN_FILES:
+    shards = [path.name for path in Path(out_dir).glob("model-*-of-*.safetensors") if SHARD_NAME.fullmatch(path.name)]
+    for name in (*RUN_FILES, *shards):
         path = Path(out_dir) / name
         if path.is_dir():
             shutil.rmtree(path)

@@ -44,14 +44,15 @@ class PretrainedMixin:
         model.generation_config = load_generation_config(directory)
         return model.eval()
 
-    def save_pretrained(self, directory: str | Path, tokenizer=None, generation_config=None) -> Path:
-        """Write a ctxlm model directory (with `tokenizer` when given) and its decoding settings,
-        `generation_config` or else the model's own (`generation.json`; none when neither is
-        set); returns its path."""
+    def save_pretrained(self, directory: str | Path, tokenizer=None, generation_config=None,
+                        max_shard_size: int | str = "5GB") -> Path:
+        """Write a ctxlm model directory (with `tokenizer` when given; weights above `max_shard_size`
+        as transformers' shards and index) and its decoding settings, `generation_config` or else the
+        model's own (`generation.json`; none when neither is set); returns its path."""
         from ..checkpoint import save_model_dir
         from ..config import save_generation_config
 
-        path = save_model_dir(directory, self, tokenizer)
+        path = save_model_dir(directory, self, tokenizer, max_shard_size)
         generation = generation_config or self.generation_config
         if generation is not None:
             save_generation_config(path, generation)

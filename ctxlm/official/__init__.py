@@ -10,6 +10,7 @@ What each release is, and where its code departs from its paper: docs/official-m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import DEFAULT_MAX_SHARD_SIZE
 from ..errors import CtxlmError
 from ..families import resolve
 
@@ -106,15 +108,70 @@ def read_official(source: str | Path, *, family: str | None = None, format: str 
     return spec, resolve(spec.read)(path, **options)
 
 
+@contextlib.contextmanager
+def parameters_on_meta():
+    """Build modules whose parameters live on the meta device (no memory, no initialisation) while
+    their buffers are computed as usual: a non-persistent buffer (one no checkpoint holds) is then
+    already right, and the file's tensors replace the parameters (`load_on_meta`). As accelerate's
+    `init_empty_weights(include_buffers=False)`."""
+    register = torch.nn.Module.register_parameter
+
+    def register_on_meta(module, name, param):
+        if param is not None and param.device.type != "meta":
+            param = type(param)(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    torch.nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def load_on_meta(model, tensors: Mapping[str, torch.Tensor], source: str):
+    """Give the meta-device `model` the reader's tensors themselves (`load_state_dict(assign=True)`: no
+    copy, the checkpoint's dtype kept; views of a memory-mapped file stay views), tie again the
+    parameters the model ties, and refuse a parameter or persistent buffer the checkpoint lacks."""
+    from ..checkpoint import load_weights
+
+    tied = _tied_groups(model)
+    load_weights(model, dict(tensors), source=source, assign=True)
+    for names in tied:
+        loaded = next((name for name in names if name in tensors), None)
+        if loaded is None:
+            continue  # reported as missing below
+        value = model.get_parameter(loaded)
+        for name in names:
+            owner, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(owner), attribute, value)
+    empty = [name for name, tensor in model.state_dict(keep_vars=True).items() if tensor.device.type == "meta"]
+    if empty:
+        raise CtxlmError(f"{source}: the checkpoint has no '{empty[0]}' (nor {len(empty) - 1} more tensors "
+                         f"the {model.config.family} config needs)" if len(empty) > 1 else
+                         f"{source}: the checkpoint has no '{empty[0]}' (the {model.config.family} config needs it)")
+    return model
+
+
+def _tied_groups(model) -> list[list[str]]:
+    """The names of each parameter that more than one name shares (tied weights)."""
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return [group for group in names.values() if len(group) > 1]
+
+
 def model_from_official(source: str | Path, *, family: str | None = None, format: str | None = None,
                         **options):
-    """(model in eval mode, tokenizer or None, `Conversion`) from an official release."""
-    from ..checkpoint import build_model, load_weights
+    """(model in eval mode, tokenizer or None, `Conversion`) from an official release. The model is
+    built on the meta device and takes the reader's tensors as they are (`load_on_meta`), so the
+    weights are in memory once, in the checkpoint's dtype (glm-10b: ~20 GB bf16, not 60)."""
+    from ..checkpoint import build_model
     from ..models.hf import Conversion
 
     spec, found = read_official(source, family=family, format=format, **options)
-    model = build_model(found.config)
-    load_weights(model, dict(found.tensors), source=str(source))
+    with parameters_on_meta():
+        model = build_model(found.config)
+    load_on_meta(model, found.tensors, source=str(source))
     model.generation_config = found.generation
     report = Conversion(source=str(source), family=spec.family, mapped=sorted(found.tensors),
                         notes=[f"format {spec.name}", *found.notes])
@@ -122,10 +179,12 @@ def model_from_official(source: str | Path, *, family: str | None = None, format
 
 
 def convert_from_official(source: str | Path, out_dir: str | Path, *, family: str | None = None,
-                          format: str | None = None, **options):
-    """An official release → a ctxlm model directory (with `conversion.json`). Returns the `Conversion`."""
+                          format: str | None = None, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+                          **options):
+    """An official release → a ctxlm model directory (with `conversion.json`; weights above
+    `max_shard_size` sharded, as transformers). Returns the `Conversion`."""
     model, tokenizer, report = model_from_official(source, family=family, format=format, **options)
-    model.save_pretrained(out_dir, tokenizer)
+    model.save_pretrained(out_dir, tokenizer, max_shard_size=max_shard_size)
     (Path(out_dir) / "conversion.json").write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n",
                                                    encoding="utf-8")
     return report
