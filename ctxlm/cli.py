@@ -5,6 +5,7 @@
     ctxlm pretrain --objective {mass,bart,glm,unilm} ...   (MASS and BART run on a PALM config)
     ctxlm generate --model DIR (--text "..." | --input FILE.jsonl [--output FILE.jsonl])
     ctxlm convert (--from-hf HF_DIR_OR_HUB_ID [--family F] | --to-hf DIR) --out DIR
+    ctxlm convert (--from-official PATH [--family F] [--format NAME] | --to-official DIR [--format NAME]) --out DIR
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
 
 
 INPUT_PATHS = ("corpus", "tokenizer", "init", "model", "input", "train", "valid", "eval", "pred", "ref", "data_dir",
-               "to_hf")  # flags naming files or folders that must exist (or datasets: hub:NAME, DIR:SPLIT)
+               "to_hf", "to_official")  # flags naming files or folders that must exist (or datasets: hub:NAME, DIR:SPLIT)
 
 
 def _check_inputs(args) -> None:
@@ -468,14 +469,35 @@ def _read_lines(path: Path) -> list[str]:
 
 def cmd_convert(args) -> None:
     _check_inputs(args)
+    if (args.from_official, args.to_official) != (None, None):
+        return _convert_official(args)
     from .convert import export_to_hf, import_from_hf
 
     if (args.from_hf is None) == (args.to_hf is None):
-        raise CtxlmError("give exactly one of --from-hf and --to-hf")
+        raise CtxlmError("give exactly one of --from-hf and --to-hf (or --from-official / --to-official)")
+    if args.format is not None:
+        raise CtxlmError("--format names an official format: give it with --from-official or --to-official")
     if args.from_hf:
         print(import_from_hf(args.from_hf, args.out, family=args.family, decoder=args.decoder).summary())
     else:
         for note in export_to_hf(args.to_hf, args.out, drop_copy_head=args.drop_copy_head):
+            print(note)
+    print(f"wrote {args.out}")
+
+
+def _convert_official(args) -> None:
+    """`convert --from-official / --to-official`: thin over `ctxlm.official`."""
+    from .official import convert_from_official, convert_to_official
+
+    if args.from_official:
+        report = convert_from_official(args.from_official, args.out, family=args.family, format=args.format,
+                                       max_shard_size=args.max_shard_size)
+        print(report.summary())
+    else:
+        if args.family is not None:
+            raise CtxlmError("--family applies to --from-hf and --from-official; --to-official writes the family "
+                             "of the model directory")
+        for note in convert_to_official(args.to_official, args.out, format=args.format):
             print(note)
     print(f"wrote {args.out}")
 
@@ -817,13 +839,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the comparison's folder (rerun to resume)")
     p.set_defaults(func=cmd_compare)
 
-    p = verbs.add_parser("convert", help="convert between ctxlm and transformers checkpoints")
-    p.add_argument("--from-hf", help="a transformers directory or hub id: BART (PALM), BERT/RoBERTa (PALM's "
-                   "encoder; BERT also UniLMv2 or GLM with --family), or a directory ctxlm exported")
-    p.add_argument("--to-hf", help="a ctxlm model directory: PALM → BART, UniLMv2 → BERT, GLM → its own layout")
+    p = verbs.add_parser("convert", help="convert between ctxlm and transformers checkpoints, or the papers' own "
+                         "releases (docs/official-models.md)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--from-hf", help="a transformers directory or hub id: BART (PALM), BERT/RoBERTa (PALM's "
+                        "encoder; BERT also UniLMv2 or GLM with --family), or a directory ctxlm exported")
+    source.add_argument("--to-hf", help="a ctxlm model directory: PALM → BART, UniLMv2 → BERT, GLM → its own layout")
+    source.add_argument("--from-official", help="a release of a paper's own code (directory, file or hub id): "
+                        "THUDM GLM (hub or Megatron), microsoft/unilm UniLMv2 (release or s2s-ft), AliceMind PALM; "
+                        "the format is detected (or give --format)")
+    source.add_argument("--to-official", help="a ctxlm model directory, written in its family's official layout "
+                        "(for the official fine-tuning code)")
     p.add_argument("--out", required=True)
     p.add_argument("--family", choices=list(FAMILIES),
-                   help="the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa)")
+                   help="the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa); with "
+                        "--from-official: try only this family's formats")
+    p.add_argument("--format", help="with --from-official / --to-official: the official format by name (default: "
+                   "detected / the family's only writable one; names: docs/official-models.md)")
+    p.add_argument("--max-shard-size", default="5GB",
+                   help="with --from-official: weights above this are written as shards with an index, as "
+                        "transformers (default: 5GB)")
     p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
                    help="PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers")
     p.add_argument("--drop-copy-head", action="store_true", help="export PALM without saving its copy head alongside")

@@ -37,9 +37,9 @@ UNKNOWN_WORD_MARKER = "<unk>"
 MAX_TOKEN_ID = 2**32 - 1  # the Rust library's ids are u32
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-# Names a role token may have: BERT style first, then RoBERTa/BART style.
+# Names a role token may have: BERT style first, then RoBERTa/BART style (GPT-2's, as GLM's code uses it, last).
 ROLE_TOKEN_NAMES: dict[str, tuple[str, ...]] = {
-    "[PAD]": ("[PAD]", "<pad>"),
+    "[PAD]": ("[PAD]", "<pad>", "<|endoftext|>"),
     "[UNK]": ("[UNK]", "<unk>"),
     "[CLS]": ("[CLS]", "<s>"),
     "[SEP]": ("[SEP]", "</s>"),
