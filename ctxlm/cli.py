@@ -111,8 +111,9 @@ def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
                    "(e.g. latin-1) instead of stopping with an error")
 
 
+# flags naming files or folders that must exist (or datasets: hub:NAME, DIR:SPLIT)
 INPUT_PATHS = ("corpus", "tokenizer", "init", "model", "input", "train", "valid", "eval", "pred", "ref", "data_dir",
-               "to_hf", "to_official")  # flags naming files or folders that must exist (or datasets: hub:NAME, DIR:SPLIT)
+               "to_hf", "to_official")
 
 
 def _check_inputs(args) -> None:
