@@ -6,7 +6,9 @@ copy is kept). References, set up as each release sets them (GLM's tokens at the
 - BERT: transformers' pure-Python `BertTokenizerLegacy` (transformers 5 has no other slow BertTokenizer);
 - RoBERTa / GPT-2: transformers 5 has only the tokenizers-backed `RobertaTokenizer` / `GPT2Tokenizer` (built
   by transformers from vocab.json + merges.txt), so each is checked against those AND against GPT-2's
-  published algorithm written out below in pure Python (regex split, bytes as characters, merges by rank).
+  published algorithm written out below in pure Python (regex split, bytes as characters, merges by rank);
+- all three: the ids THUDM/GLM's own tokenizers gave the same texts (`official_ids.json.xz`, written by
+  tests/fixtures/official/tokenizers/regenerate.py from the official files at 4f61ed7).
 """
 
 from __future__ import annotations
@@ -46,10 +48,15 @@ def release_files(tmp_path_factory, data_dir):
     unpack("gpt2-merges.txt", root / "roberta/merges.txt")
     unpack("gpt2-vocab.json", root / "gpt2/vocab.json")
     unpack("gpt2-merges.txt", root / "gpt2/merges.txt")
-    lines = (data_dir / "pretrain/wikipedia/sents_000.txt").read_text(encoding="utf-8").split("\n")
-    texts = [line for line in lines if line.strip()][:200]
-    assert len(texts) == 200 and sum(any(ord(c) > 127 for c in text) for text in texts) > 10
-    return root, texts + EDGE_CASES
+    texts = corpus_texts(data_dir)
+    assert len(texts) == 200 + len(EDGE_CASES) and sum(any(ord(c) > 127 for c in text) for text in texts) > 10
+    return root, texts
+
+
+def corpus_texts(data_dir) -> list[str]:
+    """The first 200 non-empty lines of the shared Wikipedia sentences, then `EDGE_CASES`."""
+    lines = (Path(data_dir) / "pretrain/wikipedia/sents_000.txt").read_text(encoding="utf-8").split("\n")
+    return [line for line in lines if line.strip()][:200] + EDGE_CASES
 
 
 def test_bert_wordpiece_matches_python_bert_tokenizer(release_files):
@@ -164,3 +171,15 @@ def test_an_added_token_that_cannot_get_its_id_is_one_line(release_files):
     with pytest.raises(CtxlmError, match=r"vocab.txt: <\|endofpiece\|> would get id 30523, the release gives it "
                                          r"30600"):
         bert_wordpiece_tokenizer(root / "bert/vocab.txt", added={"<|startofpiece|>": 30522, "<|endofpiece|>": 30600})
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "gpt2"])
+def test_ids_equal_the_official_glm_tokenizers(release_files, kind):
+    """`official_ids.json.xz`: what THUDM/GLM's own `data_utils/wordpiece.py` / `tokenization_gpt2.py` gave the
+    same texts (tests/fixtures/official/tokenizers/regenerate.py)."""
+    root, texts = release_files
+    official = json.loads(lzma.decompress((FIXTURES / "official_ids.json.xz").read_bytes()))
+    assert official["texts"] == len(texts) and official["official"].startswith("THUDM/GLM 4f61ed7")
+    ours = release_tokenizer(root / kind)
+    mismatched = [text for text, want in zip(texts, official[kind]) if ours.encode(text) != want]
+    assert mismatched == []
