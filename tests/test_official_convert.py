@@ -257,5 +257,8 @@ def test_convert_flags_are_exclusive_and_checked(tmp_path, capsys):
     assert "not allowed with argument" in capsys.readouterr().err
     assert main(["convert", "--out", "o"]) == 2
     assert "give exactly one of --from-hf and --to-hf" in capsys.readouterr().err
+    assert main(["convert", "--from-official", str(tmp_path), "--max-shard-size", "big", "--out", "o"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: max_shard_size 'big': expected a positive size such as 5GB, "
+                                               "500MB or 2GiB")
     assert main(["convert", "--to-official", str(tmp_path / "absent"), "--out", "o"]) == 2
     assert capsys.readouterr().err.strip() == f"error: --to-official {tmp_path / 'absent'}: no such file or directory"

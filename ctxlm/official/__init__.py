@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import DEFAULT_MAX_SHARD_SIZE
+from ..checkpoint import DEFAULT_MAX_SHARD_SIZE, parse_size
 from ..errors import CtxlmError
 from ..families import resolve
 
@@ -183,6 +183,7 @@ def convert_from_official(source: str | Path, out_dir: str | Path, *, family: st
                           **options):
     """An official release → a ctxlm model directory (with `conversion.json`; weights above
     `max_shard_size` sharded, as transformers). Returns the `Conversion`."""
+    parse_size(max_shard_size)  # a bad size stops before the release is read
     model, tokenizer, report = model_from_official(source, family=family, format=format, **options)
     model.save_pretrained(out_dir, tokenizer, max_shard_size=max_shard_size)
     (Path(out_dir) / "conversion.json").write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n",
