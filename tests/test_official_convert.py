@@ -103,6 +103,22 @@ def test_a_missing_tensor_is_one_line_not_a_meta_tensor(fake_format, tmp_path):
     assert "layers.0.fc1.weight" in str(error.value) and "\n" not in str(error.value)
 
 
+def test_views_of_one_fused_tensor_are_saved_as_separate_tensors(tmp_path):
+    """A reader that cuts q, k, v from one fused `query_key_value` (as the GLM and UniLMv2 formats hold them)
+    hands over views of one storage; the converted directory still saves and loads back."""
+    config = named_model_config("glm-tiny")
+    torch.manual_seed(0)
+    state = build_model(config).state_dict()
+    fused = torch.cat([state[f"layers.0.attention.{p}_proj.weight"] for p in "qkv"])
+    for part, view in zip("qkv", fused.chunk(3)):
+        state[f"layers.0.attention.{part}_proj.weight"] = view
+    with official.parameters_on_meta():
+        model = build_model(config)
+    official.load_on_meta(model, state, source="fused")
+    loaded = GlmModel.from_pretrained(save_model_dir(tmp_path / "model", model))
+    assert torch.equal(loaded.state_dict()["layers.0.attention.k_proj.weight"], fused.chunk(3)[1])
+
+
 def test_parameters_on_meta_keeps_buffers_and_reties_tied_weights():
     class Tied(torch.nn.Module):
         def __init__(self):

@@ -135,7 +135,7 @@ def load_on_meta(model, tensors: Mapping[str, torch.Tensor], source: str):
     from ..checkpoint import load_weights
 
     tied = _tied_groups(model)
-    load_weights(model, dict(tensors), source=source, assign=True)
+    load_weights(model, _unshared(tensors, tied), source=source, assign=True)
     for names in tied:
         loaded = next((name for name in names if name in tensors), None)
         if loaded is None:
@@ -146,10 +146,27 @@ def load_on_meta(model, tensors: Mapping[str, torch.Tensor], source: str):
             setattr(model.get_submodule(owner), attribute, value)
     empty = [name for name, tensor in model.state_dict(keep_vars=True).items() if tensor.device.type == "meta"]
     if empty:
-        raise CtxlmError(f"{source}: the checkpoint has no '{empty[0]}' (nor {len(empty) - 1} more tensors "
-                         f"the {model.config.family} config needs)" if len(empty) > 1 else
-                         f"{source}: the checkpoint has no '{empty[0]}' (the {model.config.family} config needs it)")
+        more = f" and {len(empty) - 1} more tensors" if len(empty) > 1 else ""
+        raise CtxlmError(f"{source}: the checkpoint has no '{empty[0]}'{more} that the {model.config.family} "
+                         f"config needs")
     return model
+
+
+def _unshared(tensors: Mapping[str, torch.Tensor], tied: list[list[str]]) -> dict[str, torch.Tensor]:
+    """`tensors`, those a safetensors file cannot hold as they are copied: a view into a larger storage (q,
+    k, v cut from a fused `query_key_value`, rows cut from a padded table) and a second name over one
+    storage that the model does not tie. Only those tensors are copied (for GLM a quarter of a layer)."""
+    tied_with = {name: frozenset(group) for group in tied for name in group}
+    copied, owners = dict(tensors), {}
+    for name, tensor in tensors.items():
+        if not tensor.numel():
+            continue
+        storage = tensor.untyped_storage()
+        whole = tensor.data_ptr() == storage.data_ptr() and tensor.numel() * tensor.element_size() == storage.nbytes()
+        owner = owners.setdefault(storage.data_ptr(), name) if whole else None
+        if not whole or tied_with.get(owner, owner) != tied_with.get(name, name):
+            copied[name] = tensor.clone()
+    return copied
 
 
 def _tied_groups(model) -> list[list[str]]:
@@ -164,7 +181,8 @@ def model_from_official(source: str | Path, *, family: str | None = None, format
                         **options):
     """(model in eval mode, tokenizer or None, `Conversion`) from an official release. The model is
     built on the meta device and takes the reader's tensors as they are (`load_on_meta`), so the
-    weights are in memory once, in the checkpoint's dtype (glm-10b: ~20 GB bf16, not 60)."""
+    weights are in memory once, in the checkpoint's dtype (glm-10b: ~20 GB bf16, no float32 copy beside).
+    Tensors the reader cut from a larger one (q, k, v from a fused `query_key_value`) are copied."""
     from ..checkpoint import build_model
     from ..models.hf import Conversion
 
