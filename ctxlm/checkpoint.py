@@ -208,10 +208,13 @@ def write_weights(directory: Path, model, max_shard_size: int | str = DEFAULT_MA
         _make_readable(directory / WEIGHTS_NAME)
         return [WEIGHTS_NAME]
     groups: list[list[str]] = [[]]
+    filled = 0  # bytes in the last group
     for name in state:
-        if groups[-1] and sum(sizes[n] for n in groups[-1]) + sizes[name] > limit:
+        if groups[-1] and filled + sizes[name] > limit:
             groups.append([])
+            filled = 0
         groups[-1].append(name)
+        filled += sizes[name]
     names, weight_map = [], {}
     for number, group in enumerate(groups, start=1):
         file = shard_name(number, len(groups))
