@@ -22,6 +22,7 @@ import pytest
 import regex
 
 from ctxlm.errors import CtxlmError
+from ctxlm.tokenization import TextTokenizer
 from ctxlm.official.tokenizers import (GLM_BERT_TOKENS, GLM_GPT2_TOKENS, GLM_ROBERTA_TOKENS,
                                        bert_wordpiece_tokenizer, gpt2_bpe_tokenizer, release_tokenizer,
                                        roberta_bpe_tokenizer)
@@ -160,7 +161,12 @@ def test_release_tokenizer_picks_by_files(release_files, tmp_path):
     assert release_tokenizer(root / "roberta").mask_id == 50264  # <mask>: RoBERTa
     gpt2 = release_tokenizer(root / "gpt2", added=GLM_GPT2_TOKENS)
     assert gpt2.pad_id == 50256 and gpt2.mask_id == 50260 and gpt2.cls_id == 50259  # pad: <|endoftext|>
-    assert release_tokenizer(tmp_path) is None
+    saved = TextTokenizer.load(gpt2.save(tmp_path / "converted"))  # as a converted directory holds it
+    text = "Paris is [MASK]. [gMASK] <|startofpiece|> the capital<|endofpiece|>"
+    assert saved.encode(text) == gpt2.encode(text) and saved.vocab_size == gpt2.vocab_size == 50265
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert release_tokenizer(empty) is None
     (tmp_path / "vocab.txt").write_text((root / "bert/vocab.txt").read_text(encoding="utf-8"), encoding="utf-8")
     (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}', encoding="utf-8")
     assert release_tokenizer(tmp_path).encode("Crème") != release_tokenizer(root / "bert").encode("Crème")
