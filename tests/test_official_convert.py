@@ -210,7 +210,7 @@ print(json.dumps({"before": before, "peak": status("VmHWM")}))
 """
 
 
-def test_converting_holds_the_weights_once(tmp_path):  # ~6 s here: not marked slow
+def test_converting_holds_the_weights_once(tmp_path):  # 6-8 s here: not marked slow
     """A ~270 MB bf16 checkpoint (GLM, 8 × 1024, vocabulary 30592, q, k, v fused as GLM's files hold them)
     converts in a child process whose peak RSS (VmHWM, reset once the imports are done) grows by less than
     1.5× the checkpoint's size (measured: 1.19×: the file's pages, mapped by the reader and read once by
