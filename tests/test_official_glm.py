@@ -233,10 +233,25 @@ def test_write_hub_refuses_what_the_hub_code_cannot_hold(tmp_path):
 
 
 def test_unknown_directory_is_a_one_line_error(tmp_path):
+    """A directory in no known format is refused in one line; detection never raises on unrelated paths."""
+    from ctxlm.official.glm import is_hub, is_megatron
+
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
     with pytest.raises(CtxlmError, match=r"in no known official format \(tried glm-hub, glm-megatron") as info:
         detect_format(tmp_path, family="glm")
     assert "\n" not in str(info.value)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_bytes(b"\xff[not json")
+    for path in (tmp_path / "config.json", tmp_path / "missing", tmp_path / "bad"):
+        assert not is_hub(path) and not is_megatron(path)
+
+
+def test_decode_blank_is_checked_and_the_default_is_unchanged():
+    from ctxlm.checkpoint import build_model
+
+    assert GlmConfig().decode_blank == "last" and GlmConfig().gmask_token_id == 8
+    with pytest.raises(CtxlmError, match="decode_blank must be 'first' or 'last', got 'middle'"):
+        build_model(GlmConfig(vocab_size=16, d_model=8, num_layers=1, num_heads=2, ffn_dim=16, decode_blank="middle"))
 
 
 def test_hub_without_block_positions_is_refused(tmp_path, official_state):
