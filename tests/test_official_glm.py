@@ -200,7 +200,8 @@ def test_megatron_merge_inverts_the_split(official_state):
     assert all(torch.equal(merged[key], official_state[key]) for key in official_state)
     qkv = split_model_parallel(official_state, 2)[0]["transformer.layers.0.attention.query_key_value.weight"]
     h = SHAPE["hidden"]  # rank 0 holds the first half of q, then of k, then of v
-    assert torch.equal(qkv[h // 2:h], official_state["transformer.layers.0.attention.query_key_value.weight"][h:h + h // 2])
+    full = official_state["transformer.layers.0.attention.query_key_value.weight"]
+    assert torch.equal(qkv[h // 2:h], full[h:h + h // 2])
 
 
 # -------------------------------------------------------------------------------- round trip, errors
@@ -317,7 +318,8 @@ def test_finetune_init_from_a_converted_release(tmp_path, official_state, data_d
 
     assert main(["finetune", "--task", "cloze", "--dataset", "superglue/RTE", "--data-dir", str(data_dir / "nlu"),
                  "--init", str(tmp_path / "converted"), "--out", str(tmp_path / "rte"), "--max-steps", "1",
-                 "--eval-every", "1", "--warmup-steps", "0", "--max-length", "16", "--no-progress", "--device", "cpu"]) == 0
+                 "--eval-every", "1", "--warmup-steps", "0", "--max-length", "16", "--no-progress",
+                 "--device", "cpu"]) == 0
     capsys.readouterr()
     assert main(["infill", "--model", str(tmp_path / "converted"), "--text", "the cat [MASK] on the mat",
                  "--beam", "1", "--max-length", "3", "--device", "cpu"]) == 0

@@ -19,6 +19,11 @@ Part A is encoded once into the cache, then every Part B token is appended at th
 with block positions 1, 2, ... Text infilling (`ctxlm.tasks.infilling`) and cloze scoring (`ctxlm.tasks.cloze`)
 build on it.
 
+THUDM's releases (`ctxlm.official.glm`) need three options, all off by default: `decode_blank "first"`
+(their code fills a prompt's first blank), `smask_token_id` / `gmask_token_id` None (glm-large has
+neither: seq2seq prompts end in [MASK]) and an explicit (B, 1, T, T) 0/1 `attention_mask` that replaces
+the mask built from `part_a_length` (multiple-choice and multi-span inputs).
+
 Copy head (`GlmConfig.copy`, off by default; ctxlm's extension, not in the GLM paper): PALM's
 pointer-generator (Bi et al., 2020, eqs. 2-8, `pointer_generator.py`) on top of the last layer, so
 that GLM can be compared with PALM at equal output heads. The query s_t is a Part B position's

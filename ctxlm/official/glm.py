@@ -281,8 +281,13 @@ def load_file_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return {key: handle.get_tensor(key) for key in handle.keys()}
+        except Exception as error:  # safetensors raises its own error types
+            raise CtxlmError(f"{path}: cannot read weights ({str(error).splitlines()[0]})") from None
+    if not path.is_file():
+        raise CtxlmError(f"{path}: not found")
     state = safe_torch_load(path)
     if not isinstance(state, dict):
         raise CtxlmError(f"{path}: holds a {type(state).__name__}, not a state dict")
@@ -310,8 +315,9 @@ def read_hub(path: Path, **options) -> OfficialCheckpoint:
     values = read_json(path / "config.json")
     source = f"{path}/config.json"
     for name in ("num_layers", "vocab_size", "hidden_size", "num_attention_heads", "max_sequence_length"):
-        if not isinstance(values.get(name, values.get("num_hidden_layers") if name == "num_layers" else None), int):
-            raise CtxlmError(f"{source}: '{name}' must be an integer")
+        value = values.get(name, values.get("num_hidden_layers") if name == "num_layers" else None)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise CtxlmError(f"{source}: '{name}' must be a positive integer, got {value!r}")
     if values.get("relative_encoding"):
         raise CtxlmError(f"{source}: relative_encoding true (Transformer-XL positions) is not supported")
     if not values.get("block_position_encoding", True):
@@ -330,9 +336,11 @@ def read_hub(path: Path, **options) -> OfficialCheckpoint:
         decode_blank=saved.get("decode_blank", "first"), dropout=float(values.get("output_dropout_prob", 0.1)),
         attention_dropout=float(values.get("attention_dropout_prob", 0.1)),
         init_std=float(values.get("initializer_range", 0.02)))
-    if (config.num_layers, config.d_model) != (count_layers(state), hidden):
-        raise CtxlmError(f"{source}: num_layers / hidden_size disagree with the weights "
-                         f"({count_layers(state)} layers of {hidden})")
+    if hidden % config.num_heads:
+        raise CtxlmError(f"{source}: hidden_size {hidden} is not divisible by num_attention_heads {config.num_heads}")
+    if (config.num_layers, values["hidden_size"], values["vocab_size"]) != (count_layers(state), hidden, rows):
+        raise CtxlmError(f"{source}: num_layers / hidden_size / vocab_size disagree with the weights "
+                         f"({count_layers(state)} layers of {hidden}, {rows} rows)")
     return OfficialCheckpoint(config, tensors, tokenizer, None, notes + id_notes)
 
 
@@ -387,8 +395,11 @@ def tag_directory(path: Path) -> Path | None:
     if not path.is_dir():
         return None
     if (path / TRACKER).is_file():
-        tag = (path / TRACKER).read_text(encoding="utf-8", errors="replace").strip()
-        return path / tag
+        return path / (path / TRACKER).read_text(encoding="utf-8", errors="replace").strip()
+    if (path / "latest").is_file():  # change_mp.py and DeepSpeed also write `latest`
+        tag = path / (path / "latest").read_text(encoding="utf-8", errors="replace").strip()
+        if (tag / "mp_rank_00_model_states.pt").is_file():
+            return tag
     if (path / "mp_rank_00_model_states.pt").is_file():
         return path
     return None
