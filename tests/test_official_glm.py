@@ -226,6 +226,22 @@ def test_write_hub_round_trip(tmp_path):
     assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
 
 
+def test_convert_release_to_ctxlm_and_back_to_the_hub_layout(tmp_path, official_state, expected):
+    """hub release → ctxlm model directory → `convert_to_official` → hub layout again: the same THUDM
+    weights, the release's vocab.txt, and a directory that still reads to the hub code's logits."""
+    from ctxlm.official import convert_to_official
+
+    convert_from_official(write_hub_dir(tmp_path / "hub", official_state), tmp_path / "ctxlm")
+    convert_to_official(tmp_path / "ctxlm", tmp_path / "back")
+    written = torch.load(tmp_path / "back" / "pytorch_model.bin", weights_only=True)
+    assert sorted(written) == sorted(official_state)
+    assert all(torch.equal(written[key], official_state[key]) for key in official_state)
+    assert (tmp_path / "back" / "vocab.txt").read_text() == (FIXTURES / "vocab.txt").read_text()
+    model, tokenizer, _ = model_from_official(tmp_path / "back")
+    assert tokenizer.special_id("<|endofpiece|>") == RECORD["eop"] and model.config.gmask_token_id is None
+    assert max_real_row_diff(ctxlm_logits(model, "blank"), expected["hub_blank_logits"], "blank") < TOLERANCE
+
+
 def test_write_hub_refuses_what_the_hub_code_cannot_hold(tmp_path):
     model = native_glm()
     model.config.ffn_dim = 64
