@@ -178,6 +178,16 @@ def test_megatron_greedy_ids_and_tag_directory(tmp_path, official_state):
     assert greedy_ids(model) == RECORD["greedy"]["megatron"]
 
 
+def test_megatron_fine_tuned_wrapper_keys(tmp_path, official_state, expected):
+    """A THUDM fine-tuning wrapper's file (`model.` prefix, a task head) loads the GLM and names what it
+    left out."""
+    state = {f"model.{key}": value for key, value in official_state.items()}
+    state["pool_layer.weight"] = torch.zeros(2, SHAPE["hidden"])
+    model, _, report = model_from_official(write_megatron_dir(tmp_path / "ckpt", state), num_heads=SHAPE["heads"])
+    assert max_real_row_diff(ctxlm_logits(model, "blank"), expected["megatron_blank_logits"], "blank") < TOLERANCE
+    assert "1 weights not loaded (pool_layer.weight)" in report.notes
+
+
 def test_megatron_needs_the_head_count_and_token_ids_for_unknown_shapes(tmp_path, official_state):
     path = write_megatron_dir(tmp_path / "ckpt", official_state)
     with pytest.raises(CtxlmError, match="hidden size 32 matches no release; pass num_heads"):

@@ -76,12 +76,24 @@ def count_layers(state) -> int:
 
 
 def strip_prefix(state: dict, source: str) -> dict:
-    """The keys without transformers' `glm.` prefix (GLMForConditionalGeneration's `base_model_prefix`)."""
-    if any(key.startswith("glm.") for key in state):
-        state = {key[len("glm."):]: value for key, value in state.items() if key.startswith("glm.")}
+    """The GLMModel keys without a wrapper's prefix: transformers' `glm.` (GLMForConditionalGeneration's
+    `base_model_prefix`) or `model.` (THUDM's fine-tuning wrappers, train_utils.load_pretrained)."""
+    for prefix in ("glm.", "model."):
+        if f"{prefix}word_embeddings.weight" in state:
+            return {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state.items()}
     if "word_embeddings.weight" not in state:
-        raise CtxlmError(f"{source}: no word_embeddings.weight (with or without 'glm.'): not a GLM state dict")
+        raise CtxlmError(f"{source}: no word_embeddings.weight (bare, 'glm.' or 'model.'): not a GLM state dict")
     return state
+
+
+def unused_note(state: dict) -> list[str]:
+    """A note naming the checkpoint's weights that ctxlm's GlmModel has no place for (a task head, ...)."""
+    layers = count_layers(state)
+    used = {theirs for theirs, _ in layer_pairs(layers)}
+    used |= {f"transformer.layers.{i}.attention.query_key_value.{kind}" for i in range(layers)
+             for kind in ("weight", "bias")}
+    extra = sorted(set(state) - used)
+    return [f"{len(extra)} weights not loaded ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"] if extra else []
 
 
 def to_ctxlm(state: dict, source: str) -> dict[str, torch.Tensor]:
@@ -341,7 +353,7 @@ def read_hub(path: Path, **options) -> OfficialCheckpoint:
     if (config.num_layers, values["hidden_size"], values["vocab_size"]) != (count_layers(state), hidden, rows):
         raise CtxlmError(f"{source}: num_layers / hidden_size / vocab_size disagree with the weights "
                          f"({count_layers(state)} layers of {hidden}, {rows} rows)")
-    return OfficialCheckpoint(config, tensors, tokenizer, None, notes + id_notes)
+    return OfficialCheckpoint(config, tensors, tokenizer, None, notes + id_notes + unused_note(state))
 
 
 def write_hub(model, tokenizer, out_dir: Path) -> list[str]:
@@ -446,4 +458,4 @@ def read_megatron(path: Path, *, num_heads: int | None = None, **options) -> Off
              + (" (given)" if num_heads is not None else " (from the release shapes)")]
     if len(files) > 1:
         notes.append(f"{len(files)} model-parallel shards merged as change_mp.py does")
-    return OfficialCheckpoint(config, tensors, tokenizer, None, notes + id_notes)
+    return OfficialCheckpoint(config, tensors, tokenizer, None, notes + id_notes + unused_note(state))
