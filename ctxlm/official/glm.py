@@ -93,7 +93,9 @@ def unused_note(state: dict) -> list[str]:
     used |= {f"transformer.layers.{i}.attention.query_key_value.{kind}" for i in range(layers)
              for kind in ("weight", "bias")}
     extra = sorted(set(state) - used)
-    return [f"{len(extra)} weights not loaded ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"] if extra else []
+    if not extra:
+        return []
+    return [f"{len(extra)} weights not loaded ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"]
 
 
 def to_ctxlm(state: dict, source: str) -> dict[str, torch.Tensor]:
