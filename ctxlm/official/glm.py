@@ -31,10 +31,6 @@ from ..errors import CtxlmError
 from . import OfficialCheckpoint
 from .safe_pickle import safe_torch_load
 
-HUB_FIELDS = ("num_layers", "vocab_size", "hidden_size", "num_attention_heads", "embedding_dropout_prob",
-              "attention_dropout_prob", "output_dropout_prob", "max_sequence_length", "checkpoint_activations",
-              "checkpoint_num_layers", "parallel_output", "relative_encoding", "block_position_encoding",
-              "output_predict", "spell_length", "spell_func", "attention_scale", "initializer_range", "pool_token")
 TRACKER = "latest_checkpointed_iteration.txt"
 SHARD = re.compile(r"mp_rank_(\d+)_model_states\.pt")
 RELEASE_HEADS = {768: 12, 1024: 16, 2048: 32, 4096: 64}  # glm-base, glm-large, glm-2b, glm-10b (config_tasks)
@@ -179,12 +175,12 @@ def split_model_parallel(state: dict, ranks: int) -> list[dict]:
 def vocabulary_files(path: Path) -> tuple[str | None, dict[str, int]]:
     """(tokenizer kind, token → id) of the release's vocabulary files in `path`, (None, {}) without any."""
     config = path / "tokenizer_config.json"
-    declared = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class", "") if config.is_file() else ""
+    declared = str(read_json(config).get("tokenizer_class", "")) if config.is_file() else ""
     if (path / "vocab.txt").is_file():
         lines = (path / "vocab.txt").read_text(encoding="utf-8").splitlines()
         return "bert", {token: i for i, token in enumerate(lines)}
     if (path / "vocab.json").is_file():
-        vocab = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
+        vocab = read_json(path / "vocab.json")
         gpt2 = "GPT2" in declared or ("<|endoftext|>" in vocab and "<s>" not in vocab)
         return ("gpt2" if gpt2 else "roberta"), vocab
     return None, {}
@@ -246,11 +242,15 @@ def token_ids(path: Path, vocab_rows: int, options: dict, source: str, saved: di
         raise CtxlmError(f"{source}: unknown tokenizer '{kind}' (known: {', '.join(TOKEN_LAYOUTS)})")
     ids = release_token_ids(kind, vocab, source) if kind is not None else {}
     ids.update(options.get("token_ids") or {})
+    unknown = [field for field in ids if field not in TOKEN_LAYOUTS["bert"]]
+    if unknown:
+        known = ", ".join(TOKEN_LAYOUTS["bert"])
+        raise CtxlmError(f"{source}: unknown token_ids field '{unknown[0]}' (known: {known})")
     missing = [field for field in TOKEN_LAYOUTS["bert"] if field not in ids]
     if missing:
         raise CtxlmError(f"{source}: token_ids lacks {', '.join(missing)}")
     for field, value in ids.items():
-        if value is not None and not 0 <= value < vocab_rows:
+        if value is not None and (not isinstance(value, int) or not 0 <= value < vocab_rows):
             raise CtxlmError(f"{source}: {field} {value} is outside the {vocab_rows} embedding rows")
     if (path / "tokenizer.json").is_file():
         from ..tokenization import TextTokenizer
