@@ -83,9 +83,15 @@ class GlmConfig:
     mask_token_id: int = 4  # [MASK]
     sop_token_id: int = 5  # [sop]: starts each Part B span
     eop_token_id: int = 6  # [eop]: ends each Part B span
-    smask_token_id: int = 7  # [sMASK]: sentence-level blank
-    gmask_token_id: int = 8  # [gMASK]: document-level / generation blank
+    # [sMASK]: sentence-level blank; [gMASK]: document-level / generation blank. None where the vocabulary
+    # has none (THUDM's glm-large, glm-roberta-large): seq2seq prompts then end in [MASK], as THUDM/GLM's
+    # seq2seq tasks do without --task-mask, and the sentence / document objectives refuse to run.
+    smask_token_id: int | None = 7
+    gmask_token_id: int | None = 8
     copy: bool = False  # PALM's copy head (eqs. 2-8) over Part A's tokens; ctxlm's extension (models/glm.py)
+    # Which blank of a prompt `start_decoding` fills by default: "last" (the paper's §2.3: the mask appended
+    # at the end), or "first", as the THUDM hub code's `build_inputs_for_generation` does.
+    decode_blank: str = "last"
 
 
 @dataclass

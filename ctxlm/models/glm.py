@@ -19,6 +19,11 @@ Part A is encoded once into the cache, then every Part B token is appended at th
 with block positions 1, 2, ... Text infilling (`ctxlm.tasks.infilling`) and cloze scoring (`ctxlm.tasks.cloze`)
 build on it.
 
+THUDM's releases (`ctxlm.official.glm`) need three options, all off by default: `decode_blank "first"`
+(their code fills a prompt's first blank), `smask_token_id` / `gmask_token_id` None (glm-large has
+neither: seq2seq prompts end in [MASK]) and an explicit (B, 1, T, T) 0/1 `attention_mask` that replaces
+the mask built from `part_a_length` (multiple-choice and multi-span inputs).
+
 Copy head (`GlmConfig.copy`, off by default; ctxlm's extension, not in the GLM paper): PALM's
 pointer-generator (Bi et al., 2020, eqs. 2-8, `pointer_generator.py`) on top of the last layer, so
 that GLM can be compared with PALM at equal output heads. The query s_t is a Part B position's
@@ -42,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import GlmConfig
+from ..errors import CtxlmError
 from ..objectives.glm import GlmTokens
 from ..objectives.masking import IGNORE_INDEX
 from .dropout import dropout
@@ -78,6 +84,24 @@ def glm_attention_mask(part_a_length: torch.Tensor, length: int,
     if attention_mask is not None:
         allowed = allowed & attention_mask.bool()[:, None, :]
     return (allowed | (query == key))[:, None]
+
+
+def explicit_attention_mask(matrix: torch.Tensor) -> torch.Tensor:
+    """A caller's (B, 1, T, T) 0/1 mask (THUDM's multiple-choice / multi-span inputs; 1 = may attend)
+    as a boolean mask. THUDM computes `scores * m - 65504 * (1 - m)`, the same softmax as leaving the
+    masked keys out on every row that sees a key; a row that sees none (padding) keeps its own key,
+    so that SDPA returns no NaN (THUDM's row is uniform there)."""
+    if matrix.dim() != 4 or matrix.shape[1] != 1 or matrix.shape[2] != matrix.shape[3]:
+        raise CtxlmError(f"a GLM attention matrix must be (B, 1, T, T), got {tuple(matrix.shape)}")
+    allowed = matrix.bool()
+    empty = ~allowed.any(-1, keepdim=True)
+    eye = torch.eye(matrix.shape[-1], dtype=torch.bool, device=matrix.device)
+    return allowed | (empty & eye)
+
+
+def key_padding(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The (B, T) key mask of `attention_mask`, None for an explicit (B, 1, T, T) matrix."""
+    return attention_mask if attention_mask is None or attention_mask.dim() == 2 else None
 
 
 @dataclass
@@ -123,6 +147,8 @@ class GlmModel(PretrainedMixin, nn.Module):
     def __init__(self, cfg: GlmConfig):
         super().__init__()
         self.config = cfg
+        if cfg.decode_blank not in ("first", "last"):
+            raise CtxlmError(f"GlmConfig.decode_blank must be 'first' or 'last', got {cfg.decode_blank!r}")
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.d_model)
         self.block_position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.d_model)
@@ -160,9 +186,9 @@ class GlmModel(PretrainedMixin, nn.Module):
     def copyable(self, ids: torch.Tensor) -> torch.Tensor:
         """Whether the copy head may copy each token: all but GLM's special tokens and padding."""
         cfg = self.config
-        special = torch.tensor([cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.mask_token_id,
-                                cfg.sop_token_id, cfg.eop_token_id, cfg.smask_token_id, cfg.gmask_token_id],
-                               device=ids.device)
+        special = [cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.mask_token_id,
+                   cfg.sop_token_id, cfg.eop_token_id, cfg.smask_token_id, cfg.gmask_token_id]
+        special = torch.tensor([i for i in special if i is not None], device=ids.device)
         return ~torch.isin(ids, special)
 
     def copy_memory(self, hidden, input_ids, part_a_length, attention_mask=None):
@@ -170,6 +196,7 @@ class GlmModel(PretrainedMixin, nn.Module):
         copyable Part A tokens (positions < part_a_length), packed to the left."""
         keep = torch.arange(input_ids.shape[1], device=input_ids.device) < part_a_length.view(-1, 1)
         keep = keep & self.copyable(input_ids)
+        attention_mask = key_padding(attention_mask)
         if attention_mask is not None:
             keep = keep & attention_mask.bool()
         index, valid = select_positions(keep)
@@ -189,13 +216,18 @@ class GlmModel(PretrainedMixin, nn.Module):
 
     def hidden_states(self, input_ids, position_ids, block_position_ids, part_a_length, attention_mask=None,
                       inputs_embeds=None) -> torch.Tensor:
-        """Final hidden states (B, T, d). `inputs_embeds` replaces the token embeddings."""
+        """Final hidden states (B, T, d). `inputs_embeds` replaces the token embeddings.
+
+        `attention_mask` is either (B, T) 1/0 key padding on top of GLM's mask from `part_a_length`,
+        or an explicit (B, 1, T, T) 0/1 matrix (`explicit_attention_mask`) that replaces it."""
         length = input_ids.shape[1]
         if length > self.config.max_position_embeddings:
             # every position id of a GLM example is below its length (Part B reuses Part A's)
             raise ValueError(f"sequence of {length} tokens exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings}")
         x = self.embed(input_ids, position_ids, block_position_ids, inputs_embeds)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            return self.run(x, explicit_attention_mask(attention_mask))
         return self.run(x, glm_attention_mask(part_a_length, length, attention_mask))
 
     def log_probs(self, input_ids, position_ids, block_position_ids, part_a_length,
@@ -249,15 +281,18 @@ class GlmModel(PretrainedMixin, nn.Module):
                          metrics={"lm_nll_sum": nll_sum, "lm_tokens": count}, loss_sums={"lm": loss_sum})
 
     # ----------------------------------------------------------------------------- decoding
-    def last_blank_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B,) index of the last [MASK]/[sMASK]/[gMASK] among each row's real tokens."""
+    def blank_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B,) index of the blank ([MASK]/[sMASK]/[gMASK]) each row fills among its real tokens: the
+        last (GLM §2.3) or, with `decode_blank` "first", the first (the hub's `build_inputs_for_generation`)."""
         cfg = self.config
-        blanks = torch.tensor([cfg.mask_token_id, cfg.smask_token_id, cfg.gmask_token_id], device=input_ids.device)
+        blanks = torch.tensor(glm_tokens(cfg).blanks, device=input_ids.device)
         is_blank = torch.isin(input_ids, blanks) & attention_mask
         missing = (~is_blank.any(1)).nonzero().flatten().tolist()
         if missing:
             raise ValueError(f"prompt row(s) {missing} have no [MASK]/[sMASK]/[gMASK] for Part B to fill")
         index = torch.arange(input_ids.shape[1], device=input_ids.device)
+        if cfg.decode_blank == "first":
+            return torch.where(is_blank, index, input_ids.shape[1]).min(1).values
         return torch.where(is_blank, index, -1).max(1).values
 
     def start_decoding(self, input_ids, attention_mask=None, *, num_beams: int = 1, max_length: int = 128,
@@ -265,7 +300,7 @@ class GlmModel(PretrainedMixin, nn.Module):
         """Encode Part A (`input_ids`, right-padded prompts) once into a KV cache, expanded to
         batch × num_beams rows; padding keys are never attended.
 
-        `mask_positions` (B,) names the blank each row fills (default: its last blank). `part_b`
+        `mask_positions` (B,) names the blank each row fills (default: `blank_positions`). `part_b`
         optionally holds a Part B prefix shared by all rows - `input_ids`, `position_ids`,
         `block_position_ids`, each (P,) or (B, P) - such as blanks already filled (`infill`); it is
         causal and sees all of Part A, exactly as in training. `max_length` is the number of Part B
@@ -278,7 +313,7 @@ class GlmModel(PretrainedMixin, nn.Module):
             raise ValueError(f"prompt of {t} tokens exceeds max_position_embeddings {cfg.max_position_embeddings}")
         key_mask = input_ids.ne(cfg.pad_token_id) if attention_mask is None else attention_mask.bool()
         if mask_positions is None:
-            mask_positions = self.last_blank_positions(input_ids, key_mask)
+            mask_positions = self.blank_positions(input_ids, key_mask)
         mask_positions = torch.as_tensor(mask_positions, dtype=torch.long, device=device).reshape(b)
         ids = input_ids
         positions = torch.arange(t, device=device).expand(b, t)

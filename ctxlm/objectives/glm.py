@@ -51,13 +51,31 @@ class GlmTokens:
     """
 
     mask: int
-    smask: int
-    gmask: int
+    smask: int | None  # None: the vocabulary has no [sMASK] (THUDM's glm-large)
+    gmask: int | None  # None: no [gMASK]; generation prompts end in [MASK] instead
     sop: int
     eop: int
     cls: int
     eos: int
     pad: int
+
+    @property
+    def blanks(self) -> tuple[int, ...]:
+        """The blank ids the vocabulary has: [MASK], then [sMASK] and [gMASK] where present."""
+        return tuple(i for i in (self.mask, self.smask, self.gmask) if i is not None)
+
+    @property
+    def generation_mask(self) -> int:
+        """The blank a generation prompt ends in: [gMASK], or [MASK] without one (THUDM/GLM's seq2seq
+        tasks use [MASK] when not run with --task-mask)."""
+        return self.mask if self.gmask is None else self.gmask
+
+    def require(self, name: str) -> int:
+        """The id of blank `name` ("smask" / "gmask"), or a one-line error when the vocabulary has none."""
+        value = getattr(self, name)
+        if value is None:
+            raise CtxlmError(f"this GLM has no [{name[0]}MASK] token ({name}_token_id is None), which this needs")
+        return value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,7 +442,7 @@ def sentence_example(
     """
     tokens = _as_ids(tokens)
     spans = sample_sentence_spans(sentence_bounds, rng, ratio=ratio, n=len(tokens))
-    opts.setdefault("mask_id", tok.smask)
+    opts.setdefault("mask_id", tok.require("smask"))
     return build_blank_infilling_example(tokens, spans, rng, tok, **opts)
 
 
@@ -442,7 +460,7 @@ def document_example(
     """
     tokens = _as_ids(tokens)
     spans = sample_document_span(len(tokens), rng, low=low, high=high, end_prob=end_prob)
-    opts.setdefault("mask_id", tok.gmask)
+    opts.setdefault("mask_id", tok.require("gmask"))
     opts.setdefault("add_eos", False)
     return build_blank_infilling_example(tokens, spans, rng, tok, **opts)
 
@@ -509,7 +527,7 @@ def build_seq2seq_example(
     position 1, see `part_b_positions`). Also returns `mask_position` (0-d array).
     """
     source = _as_ids(source)
-    mask = tok.gmask if mask_id is None else int(mask_id)
+    mask = tok.generation_mask if mask_id is None else int(mask_id)
     if max_source is not None:
         if max_source < 2:
             raise CtxlmError(
@@ -532,7 +550,7 @@ def build_seq2seq_example(
 
 
 def _is_blank(ids: np.ndarray, tok: GlmTokens) -> np.ndarray:
-    return np.isin(ids, [tok.mask, tok.smask, tok.gmask])
+    return np.isin(ids, tok.blanks)
 
 
 def build_infilling_prompt(tokens_with_blanks, tok: GlmTokens, *, add_cls: bool = True, add_eos: bool = True):

@@ -11,6 +11,7 @@ called with and runs nothing (so a `__reduce__` naming `os.system` yields a plac
 from __future__ import annotations
 
 import argparse
+import codecs
 import collections
 import pickle
 import types
@@ -44,6 +45,7 @@ ALLOWED = {
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
     ("builtins", "complex"): complex,
+    ("_codecs", "encode"): codecs.encode,  # bytes under pickle protocol 2 (numpy arrays' raw data: RNG states)
     ("argparse", "Namespace"): argparse.Namespace,
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
@@ -61,10 +63,9 @@ NUMPY = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "
 def _numpy(module: str, name: str):
     import numpy
 
-    if name == "_reconstruct":
-        return numpy.core.multiarray._reconstruct if hasattr(numpy, "core") else numpy._core.multiarray._reconstruct
-    if name == "scalar":
-        return numpy.core.multiarray.scalar if hasattr(numpy, "core") else numpy._core.multiarray.scalar
+    core = numpy._core if hasattr(numpy, "_core") else numpy.core  # numpy 2 deprecates numpy.core
+    if name in ("_reconstruct", "scalar"):
+        return getattr(core.multiarray, name)
     return getattr(numpy, name)
 
 

@@ -79,7 +79,7 @@ def infill(model: GlmModel, ids_with_blanks: Sequence[int], cfg: GenerationConfi
 
 def merge_infilled(ids_with_blanks: Sequence[int], fills: Sequence[Sequence[int]], tok: GlmTokens) -> list[int]:
     """The text with blank i replaced by `fills[i]` (blanks counted left to right)."""
-    blanks = {tok.mask, tok.smask, tok.gmask}
+    blanks = set(tok.blanks)
     count = sum(int(t) in blanks for t in ids_with_blanks)
     if count != len(fills):
         raise CtxlmError(f"merge_infilled: {count} blanks but {len(fills)} fills")
@@ -98,6 +98,8 @@ def encode_with_blanks(tokenizer, text: str, tok: GlmTokens, *, unk_marker: str 
     blank_ids = {"[MASK]": tok.mask, "[sMASK]": tok.smask, "[gMASK]": tok.gmask}
     for piece in _BLANK_RE.split(text):
         if piece in blank_ids:
+            if blank_ids[piece] is None:
+                raise CtxlmError(f"the text holds {piece}, which this model's vocabulary lacks; use [MASK]")
             ids.append(blank_ids[piece])
             continue
         chunks = piece.split(unk_marker) if unk_marker else [piece]
@@ -236,7 +238,7 @@ def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: f
         filled = list(masked)
         if spans:
             ids = encode_with_blanks(tokenizer, " ".join(masked), tok, unk_marker="_UNK")
-            if sum(i in (tok.mask, tok.smask, tok.gmask) for i in ids) != len(spans):
+            if sum(i in tok.blanks for i in ids) != len(spans):
                 raise CtxlmError(f"{where(path, number)}: the text holds a blank token of its own")
             fills = iter(fill_words(tokenizer, fill, unk_marker="_UNK") for fill in infill(model, ids, cfg, tok=tok))
             filled = [next(fills) if word == BLANK else word for word in masked]
