@@ -222,3 +222,32 @@ def test_convert_from_official_writes_a_model_dir(tmp_path):
     official = want["release_logits"][want["target_mask"].bool()]
     assert (ctxlm_logits(model) - official).abs().max().item() <= TOLERANCE
     assert tokenizer is not None and len(tokenizer) == len(INPUTS["vocab"])
+
+
+# ------------------------------------------------------------------------------ the BERT path
+def test_from_hf_refuses_the_official_files(tmp_path):
+    """`convert --from-hf` would add a [P] row and zero the trained bias table: it points to --from-official."""
+    from ctxlm.models.hf_unilm import unilm_from_bert
+
+    path = write_release(tmp_path / "release", "rel32")
+    tokenizer = read_release(path).tokenizer
+    with pytest.raises(CtxlmError, match="--from-official"):
+        unilm_from_bert(path, tokenizer)
+
+
+def test_export_to_bert_without_key_bias(tmp_path):
+    """A converted release (no key bias) still exports to transformers' BERT (key bias 0 there)."""
+    pytest.importorskip("transformers")
+    from ctxlm.models.hf_unilm import export_unilm
+
+    model, tokenizer, _ = model_from_official(write_release(tmp_path / "release", "norel"), family="unilm")
+    export_unilm(model, tokenizer, tmp_path / "bert")
+    import transformers
+
+    bert = transformers.BertForMaskedLM.from_pretrained(tmp_path / "bert").eval()
+    ids = torch.tensor([[3, 10, 11, 12, 4]])
+    with torch.no_grad():
+        want = bert(input_ids=ids).logits
+        got = model.lm_logits(model.hidden_states(ids))
+    assert (got - want).abs().max().item() <= 1e-4
+    assert all(layer.attention.self.key.bias.abs().sum() == 0 for layer in bert.bert.encoder.layer)
