@@ -251,3 +251,37 @@ def test_export_to_bert_without_key_bias(tmp_path):
         got = model.lm_logits(model.hidden_states(ids))
     assert (got - want).abs().max().item() <= 1e-4
     assert all(layer.attention.self.key.bias.abs().sum() == 0 for layer in bert.bert.encoder.layer)
+
+
+# ------------------------------------------------------------------------------ fine-tuning a converted release
+def test_finetune_init_converted_release(tmp_path, data_dir):
+    """`finetune --init <converted release>` for UniLMv2's three tasks: seq2seq (squad_qg), classify
+    (MRPC), squad; a few steps each, a loadable model of the right head."""
+    from ctxlm.checkpoint import load_model_dir
+    from ctxlm.cli import main
+
+    convert_from_official(write_release(tmp_path / "release", "rel32"), tmp_path / "init", family="unilm")
+    common = ["--init", str(tmp_path / "init"), "--no-progress", "--device", "cpu", "--max-steps", "2"]
+    qg = data_dir / "qg" / "squad_du2017"
+    for split, rows in (("train", 8), ("valid", 4)):
+        lines = (qg / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:rows]
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["finetune", "--recipe", "squad_qg", "--train", str(tmp_path / "train.jsonl"), "--valid",
+                 str(tmp_path / "valid.jsonl"), "--out", str(tmp_path / "qg"), "--batch-size", "4", "--eval-every",
+                 "2", *common]) == 0
+    model, _ = load_model_dir(tmp_path / "qg")
+    assert isinstance(model, UnilmModel) and not model.config.key_bias
+    assert main(["finetune", "--task", "classify", "--dataset", "glue/MRPC", "--data-dir", str(data_dir / "nlu"),
+                 "--out", str(tmp_path / "mrpc"), "--train-limit", "8", "--valid-limit", "4", "--max-length", "48",
+                 "--batch-size", "4", *common]) == 0
+    assert type(load_model_dir(tmp_path / "mrpc")[0]).__name__ == "UnilmClassifier"
+    context = "w10 w11 w12 w13 w14 w15 w16 w17 w18 w19"
+    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
+        {"id": f"q{i}", "question": f"w2{i} w3{i}", "answers": [{"text": f"w1{i} w1{i + 1}",
+                                                             "answer_start": context.index(f"w1{i}")}]}
+        for i in range(4)]}]}]}
+    (tmp_path / "squad.json").write_text(json.dumps(squad), encoding="utf-8")
+    assert main(["finetune", "--task", "squad", "--train", str(tmp_path / "squad.json"), "--valid",
+                 str(tmp_path / "squad.json"), "--out", str(tmp_path / "qa"), "--max-length", "32",
+                 "--max-query-length", "8", "--doc-stride", "16", "--batch-size", "2", *common]) == 0
+    assert type(load_model_dir(tmp_path / "qa")[0]).__name__ == "UnilmQuestionAnswering"
