@@ -114,7 +114,8 @@ def test_named_files_form_and_legacy_pickle(tmp_path):
     assert found.config == plain.config
     assert sorted(found.tensors) == sorted(plain.tensors)
     assert all(torch.equal(found.tensors[k], plain.tensors[k]) for k in found.tensors)
-    assert found.tokenizer is not None and found.tokenizer.encode("W10 w11") == [INPUTS["vocab"].index(w) for w in ("w10", "w11")]  # uncased
+    words = [INPUTS["vocab"].index(word) for word in ("w10", "w11")]
+    assert found.tokenizer is not None and found.tokenizer.encode("W10 w11") == words  # uncased
 
 
 # ------------------------------------------------------------------------------ logits
@@ -285,3 +286,16 @@ def test_finetune_init_converted_release(tmp_path, data_dir):
                  str(tmp_path / "squad.json"), "--out", str(tmp_path / "qa"), "--max-length", "32",
                  "--max-query-length", "8", "--doc-stride", "16", "--batch-size", "2", *common]) == 0
     assert type(load_model_dir(tmp_path / "qa")[0]).__name__ == "UnilmQuestionAnswering"
+
+
+def test_convert_to_official_writes_s2s_ft(tmp_path):
+    """A ctxlm model directory → s2s-ft's layout through the registry (`--to-official`), read back equal."""
+    from ctxlm.official import convert_to_official
+
+    convert_from_official(write_s2s_ft_dir(tmp_path / "s2s", "norel"), tmp_path / "model", family="unilm")
+    notes = convert_to_official(tmp_path / "model", tmp_path / "back")
+    assert "wrote vocab.txt" in notes and is_s2s_ft(tmp_path / "back")
+    original = load_file(FIXTURES / "norel" / "s2s_ft.safetensors")
+    written = torch.load(tmp_path / "back" / "pytorch_model.bin")
+    assert set(original) - set(written) == {"crit_mask_lm_smoothed.one_hot"}  # a training buffer, not a weight
+    assert all(torch.equal(original[key], written[key]) for key in written)
