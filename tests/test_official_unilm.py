@@ -299,3 +299,19 @@ def test_convert_to_official_writes_s2s_ft(tmp_path):
     written = torch.load(tmp_path / "back" / "pytorch_model.bin")
     assert set(original) - set(written) == {"crit_mask_lm_smoothed.one_hot"}  # a training buffer, not a weight
     assert all(torch.equal(original[key], written[key]) for key in written)
+
+
+def test_pretrain_init_converted_release(tmp_path, data_dir):
+    """Continued pre-training from a release (no [P] in its vocabulary): the pseudo mask is the
+    model's pseudo_token_id ([MASK]); a few steps, a loadable model."""
+    from ctxlm.checkpoint import load_model_dir
+    from ctxlm.cli import main
+
+    convert_from_official(write_release(tmp_path / "release", "rel32"), tmp_path / "init", family="unilm")
+    (tmp_path / "c.yaml").write_text("model:\n  base: unilm-tiny\ndata:\n  max_length: 48\n", encoding="utf-8")
+    assert main(["pretrain", "--config", str(tmp_path / "c.yaml"), "--init", str(tmp_path / "init"), "--corpus",
+                 str(data_dir / "pretrain/wikipedia/sents_008.txt"), "--out", str(tmp_path / "run"), "--max-steps",
+                 "2", "--batch-size", "2", "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--device",
+                 "cpu"]) == 0
+    model, _ = load_model_dir(tmp_path / "run")
+    assert model.config.pseudo_token_id == INPUTS["vocab"].index("[MASK]") and model.config.vocab_size == 48
