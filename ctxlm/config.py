@@ -112,14 +112,17 @@ class UnilmConfig:
     activation_function: str = "gelu"
     layer_norm_eps: float = 1e-12
     init_std: float = 0.02
-    relative_position_bias: bool = True  # off = the paper's "- rel pos" ablation
+    relative_position_bias: bool = True  # off = the paper's "- rel pos" ablation (the release's rel_pos_bins 0)
     relative_buckets: int = 32
     relative_max_distance: int = 128
     pad_token_id: int = 0
     bos_token_id: int = 2  # [SOS] = [CLS]
     eos_token_id: int = 3  # [EOS] = [SEP]
     mask_token_id: int = 4  # [M]
-    pseudo_token_id: int = 9  # [P]
+    pseudo_token_id: int = 9  # [P]; the unilm2 release and s2s-ft feed [MASK] (pseudo_token_id = mask_token_id)
+    # False: the key projection has no bias, as the unilm2 release's fused `qkv_linear` (s2s-ft
+    # convert_state_dict.py). A key bias adds q·b to every score of a query alike, so it never changes attention.
+    key_bias: bool = True
     copy: bool = False  # PALM's copy head (eqs. 2-8) over the seq2seq source; ctxlm's extension (models/unilm.py)
 
 

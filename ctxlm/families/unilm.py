@@ -37,11 +37,22 @@ def config_tokens(cfg):
                        pseudo=cfg.pseudo_token_id, pad=cfg.pad_token_id, replace_pool=np.zeros(0, np.int64))
 
 
+def pretraining_tokens(tokenizer, model_config):
+    """The tokenizer's role tokens; the pseudo mask is its [P], or, in a vocabulary without one (the
+    microsoft/unilm releases: s2s-ft feeds [MASK]), the model's `pseudo_token_id`."""
+    from ..objectives.unilm import UnilmTokens, unilm_tokens
+
+    if tokenizer.token_to_id("[P]") is not None:
+        return unilm_tokens(tokenizer)
+    return UnilmTokens(sos=tokenizer.cls_id, eos=tokenizer.sep_id, mask=tokenizer.mask_id,
+                       pseudo=model_config.pseudo_token_id, pad=tokenizer.pad_id, replace_pool=tokenizer.replace_pool)
+
+
 def prepare_unilm(store, tokenizer, model_config, data: UnilmDataConfig, stage: str, seed: int):
-    from ..objectives.unilm import prepare_unilm_data, unilm_tokens
+    from ..objectives.unilm import prepare_unilm_data
     from ..pretraining import PreparedData
 
-    return PreparedData(*prepare_unilm_data(store, unilm_tokens(tokenizer), data, seed,
+    return PreparedData(*prepare_unilm_data(store, pretraining_tokens(tokenizer, model_config), data, seed,
                                             model_config.max_position_embeddings))
 
 

@@ -10,6 +10,7 @@ table shared by all layers (§4.1), so every BERT weight maps by name:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -65,10 +66,24 @@ def bert_pairs(cfg: UnilmConfig, prefix: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def refuse_official_unilm(hf_dir: Path) -> None:
+    """microsoft/unilm's own files (a BERT config.json with `rel_pos_bins`) are not a BERT to start
+    UniLMv2 from: this path would add a [P] row and zero their trained bias table."""
+    config = hf_dir / "config.json"
+    try:
+        official = "rel_pos_bins" in json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if official:
+        raise CtxlmError(f"{config}: a microsoft/unilm UniLMv2 checkpoint (rel_pos_bins); convert it with "
+                         "`ctxlm convert --from-official`, which keeps its bias table and vocabulary")
+
+
 def unilm_from_bert(hf_dir: Path, tokenizer, *, config: UnilmConfig | None = None, decoder: str = "fresh"):
     """A BERT directory → (UnilmModel, tokenizer, Conversion)."""
     if tokenizer is None:
         raise CtxlmError(f"{hf_dir}: UniLMv2 needs the checkpoint's tokenizer (tokenizer.json or vocab files)")
+    refuse_official_unilm(Path(hf_dir))
     hf = load_hf_model(hf_dir)
     notes = []
     if config is None:
@@ -105,10 +120,16 @@ def export_unilm(model: UnilmModel, tokenizer, out_dir: Path, *, generation=None
     ours = model.state_dict()
     pairs = bert_pairs(cfg, "bert.") + [("embeddings.word_embeddings.weight", "bert.embeddings.word_embeddings.weight")]
     pairs += mlm_head_pairs({"cls.predictions.bias": None})
-    state = {theirs: ours[name] for name, theirs in pairs}
+    state = {theirs: ours[name] for name, theirs in pairs if name in ours}  # key_bias False: BERT's stays 0
     missing, unexpected = bert.load_state_dict(state, strict=False)
-    if unexpected or any(not key.startswith("cls.predictions.decoder.") for key in missing):
+    no_key_bias = not cfg.key_bias and all(key.endswith("attention.self.key.bias") for key in missing
+                                           if not key.startswith("cls.predictions.decoder."))
+    if unexpected or (any(not key.startswith("cls.predictions.decoder.") for key in missing) and not no_key_bias):
         raise CtxlmError(f"BERT layout mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    if no_key_bias:
+        with torch.no_grad():
+            for layer in bert.bert.encoder.layer:
+                layer.attention.self.key.bias.zero_()
     bert.tie_weights()
     bert.save_pretrained(out_dir)
     decoding = "\n" + decoding_note(generation, None) if generation is not None else ""

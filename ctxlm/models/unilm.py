@@ -156,6 +156,9 @@ class UnilmModel(PretrainedMixin, nn.Module):
                                activation_name=cfg.activation_function, eps=cfg.layer_norm_eps)
             for _ in range(cfg.num_layers)
         )
+        if not cfg.key_bias:  # the unilm2 release's fused qkv_linear: q and v biases only
+            for layer in self.layers:
+                layer.self_attn.k_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.rel_pos_bias = (RelativePositionBias(cfg.relative_buckets, cfg.num_heads, cfg.relative_max_distance)
                              if cfg.relative_position_bias else None)
         self.mlm_head = MaskedLMHead(cfg.d_model, cfg.vocab_size, cfg.activation_function, cfg.layer_norm_eps)
