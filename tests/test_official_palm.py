@@ -113,14 +113,26 @@ def test_greedy_ids_equal_the_official_predictor(tmp_path, head):
     assert any(len(set(ids)) > 1 for ids in out.tokens)
 
 
-def test_beam_search_runs_on_the_release_architecture(tmp_path):
-    """Beam search reorders the presumm decoder's cache and the copy head's inputs; beam 1 = greedy."""
+def test_beam_reordering_keeps_each_history(tmp_path):
+    """Beam search's `reorder` moves the presumm decoder's cache; each row's next-token log-probs (copy head
+    included) then equal the teacher-forced ones of its history."""
     model, _, _ = model_from_official(write_release(tmp_path, "pgen"), family="palm")
     src = torch.tensor(CASES["src"])
-    greedy = generate(model, src, src.ne(1), GenerationConfig(num_beams=1, max_new_tokens=4))
+    first, second = torch.tensor([5, 9, 12, 30, 41, 7]), torch.tensor([20, 21, 22, 23, 24, 25])
+    swap = torch.tensor([1, 0, 3, 2, 5, 4])  # the two beams of each source trade places
+    with torch.no_grad():
+        state = model.start_decoding(src, src.ne(1), num_beams=2, max_length=4)
+        model.decode_step(state, torch.zeros(6, dtype=torch.long))
+        model.decode_step(state, first)
+        model.reorder(state, swap)
+        stepped = model.decode_step(state, second)
+        histories = torch.stack([torch.zeros(6, dtype=torch.long), first[swap], second], dim=1)
+        sources = src.repeat_interleave(2, dim=0)
+        forced = model(sources, sources.ne(1), decoder_input_ids=histories, labels=histories,
+                       return_log_probs=True).log_probs[:, -1]
+    assert (stepped - forced).abs().max().item() < 1e-5
     beams = generate(model, src, src.ne(1), GenerationConfig(num_beams=3, max_new_tokens=4))
-    assert len(beams.tokens) == 3 and all(score >= g - 1e-4 for score, g in zip(
-        [s * 1 for s in beams.scores], [g for g in greedy.scores])) or beams.tokens
+    assert len(beams.tokens) == 3 and all(1 <= len(ids) <= 4 for ids in beams.tokens)
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -161,7 +173,7 @@ def test_unrelated_paths_are_not_the_release(tmp_path):
 
 def test_a_release_without_generator_is_refused(tmp_path):
     pt = write_release(tmp_path, "plain")
-    checkpoint = safe_torch_load(pt)
+    checkpoint = safe_torch_load(pt, mmap=False)  # the file is rewritten below
     model = {k: v for k, v in checkpoint["model"].items() if not k.startswith("generator.")}
     torch.save({"model": model}, pt)
     with pytest.raises(CtxlmError, match="no generator"):
@@ -180,7 +192,7 @@ def test_a_malicious_pickle_runs_nothing(tmp_path):
     """A `.pt` whose object unpickles by calling `os.system` loads with nothing run."""
     marker = tmp_path / "pwned"
     pt = write_release(tmp_path, "plain")
-    checkpoint = safe_torch_load(pt)
+    checkpoint = safe_torch_load(pt, mmap=False)  # the file is rewritten below
     checkpoint["optims"] = [Exploit(marker)]
     checkpoint["opt"] = Exploit(marker)
     torch.save(checkpoint, pt)
@@ -193,8 +205,14 @@ def test_a_malicious_pickle_runs_nothing(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ training
 def test_finetune_from_the_converted_release(tmp_path):
-    """`ctxlm convert --from-official` then `finetune --init` for summarization: a few steps run."""
+    """`ctxlm convert --from-official` keeps the release's outputs; `finetune --init` on it trains a few
+    summarization steps with the release's architecture."""
+    from ctxlm.checkpoint import load_model_dir
+
     convert_from_official(write_release(tmp_path / "release", "pgen"), tmp_path / "converted", family="palm")
+    converted, tokenizer = load_model_dir(tmp_path / "converted")
+    ours, official = official_log_probs(converted.eval(), "pgen")
+    assert (ours - official).abs().max().item() < 1e-5 and tokenizer.mask_id == 63
     rows = [{"document": "the cat sat on a mat. a dog ran", "summary": "cat sat"},
             {"document": "big rain fell all day in the old town", "summary": "rain fell"}] * 4
     for name in ("train", "valid"):
@@ -202,7 +220,11 @@ def test_finetune_from_the_converted_release(tmp_path):
     out = tmp_path / "run"
     assert main(["finetune", "--init", str(tmp_path / "converted"), "--train", str(tmp_path / "train.jsonl"),
                  "--valid", str(tmp_path / "valid.jsonl"), "--out", str(out), "--max-steps", "3",
-                 "--batch-size", "4", "--max-source-length", "24", "--max-target-length", "8",
+                 "--batch-size", "4", "--task", "summarization", "--warmup-steps", "1",
                  "--no-progress", "--device", "cpu"]) == 0
-    losses = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert any("train/loss" in row or "loss" in row for row in losses)
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["decoder_style"], saved["copy_head"], saved["tie_decoder_embedding"]) == ("presumm", "attention",
+                                                                                           False)
+    losses = [row["train/lm_loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+              if "train/lm_loss" in row]
+    assert losses and all(0 < loss < 20 for loss in losses)
