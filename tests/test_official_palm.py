@@ -228,3 +228,24 @@ def test_finetune_from_the_converted_release(tmp_path):
     losses = [row["train/lm_loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
               if "train/lm_loss" in row]
     assert losses and all(0 < loss < 20 for loss in losses)
+
+
+def test_the_release_architecture_is_not_exported_as_bart(tmp_path):
+    from ctxlm.models.hf import bart_from_palm
+
+    model, _, _ = model_from_official(write_release(tmp_path, "plain"), family="palm")
+    with pytest.raises(CtxlmError, match="AliceMind release's decoder"):
+        bart_from_palm(model, drop_copy_head=True)
+
+
+@pytest.mark.parametrize("options, field", [(dict(decoder_style="fairseq"), "decoder_style"),
+                                            (dict(copy_head="pgen"), "copy_head"),
+                                            (dict(copy_head="attention"), "copy_head 'attention'"),
+                                            (dict(decoder_layer_norm_eps=1e-6), "decoder_layer_norm_eps")])
+def test_release_options_are_checked(options, field):
+    from ctxlm.config import PalmConfig
+    from ctxlm.models.palm import PalmModel
+
+    with pytest.raises(CtxlmError, match=field):
+        PalmModel(PalmConfig(vocab_size=16, d_model=8, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                             decoder_attention_heads=2, encoder_ffn_dim=8, decoder_ffn_dim=8, **options))
