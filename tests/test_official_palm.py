@@ -249,3 +249,26 @@ def test_release_options_are_checked(options, field):
     with pytest.raises(CtxlmError, match=field):
         PalmModel(PalmConfig(vocab_size=16, d_model=8, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                              decoder_attention_heads=2, encoder_ffn_dim=8, decoder_ffn_dim=8, **options))
+
+
+def test_the_mlm_head_comes_from_roberta_base_when_it_has_one(tmp_path):
+    """The release's model has no MLM head; RoBERTa's `lm_head` in `roberta-base/` supplies ctxlm's."""
+    from safetensors.torch import save_file
+
+    pt = write_release(tmp_path, "plain")
+    head = {"lm_head.dense.weight": torch.randn(32, 32), "lm_head.dense.bias": torch.randn(32),
+            "lm_head.layer_norm.weight": torch.randn(32), "lm_head.layer_norm.bias": torch.randn(32),
+            "lm_head.bias": torch.randn(64), "lm_head.decoder.weight": torch.randn(64, 32)}
+    save_file(head, str(tmp_path / "roberta-base" / "model.safetensors"))
+    found = read_alicemind(pt)
+    assert torch.equal(found.tensors["mlm_head.dense.weight"], head["lm_head.dense.weight"])
+    assert torch.equal(found.tensors["mlm_head.bias"], head["lm_head.bias"])
+    assert any("MLM head from" in note for note in found.notes)
+
+
+def test_the_tokenizer_encodes_as_the_official_roberta_tokenizer(tmp_path):
+    """vocab.json + merges.txt → ctxlm's tokenizer; ids as transformers 2.1.1's `RobertaTokenizer.encode`
+    (unknown pieces → <unk>)."""
+    found = read_alicemind(write_release(tmp_path, "plain"))
+    assert {text: found.tokenizer.encode(text) for text in CASES["tokenized"]} == CASES["tokenized"]
+    assert 3 in CASES["tokenized"]["xyz zebra Hi"]  # 'H' is not in the vocabulary

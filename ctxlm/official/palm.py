@@ -87,8 +87,8 @@ def roberta_tokenizer(folder: Path):
 
     from ..tokenization import TextTokenizer
 
-    try:
-        backend = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    try:  # RobertaTokenizer maps a piece missing from vocab.json to <unk>
+        backend = Tokenizer(models.BPE.from_file(str(vocab), str(merges), unk_token="<unk>"))
     except Exception as error:  # tokenizers raises plain Exception on bad files
         raise CtxlmError(f"{folder}: cannot build the RoBERTa tokenizer ({str(error).splitlines()[0]})") from None
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -114,10 +114,8 @@ def _lm_head(folder: Path, d_model: int, vocab_size: int, notes: list[str]) -> d
             state = safe_torch_load(file)
         if "lm_head.bias" in state:
             notes.append(f"MLM head from {file}")
-            return {"mlm_head.dense.weight": state["lm_head.dense.weight"],
-                    "mlm_head.dense.bias": state["lm_head.dense.bias"],
-                    "mlm_head.layer_norm.weight": state["lm_head.layer_norm.weight"],
-                    "mlm_head.layer_norm.bias": state["lm_head.layer_norm.bias"], "mlm_head.bias": state["lm_head.bias"]}
+            names = ["dense.weight", "dense.bias", "layer_norm.weight", "layer_norm.bias", "bias"]
+            return {f"mlm_head.{name}": state[f"lm_head.{name}"] for name in names}
     notes.append("MLM head fresh (the release has none)")
     generator = torch.Generator().manual_seed(0)
     return {"mlm_head.dense.weight": torch.randn(d_model, d_model, generator=generator) * 0.02,
