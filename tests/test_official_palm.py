@@ -110,7 +110,7 @@ def test_greedy_ids_equal_the_official_predictor(tmp_path, head):
     src = torch.tensor(CASES["src"])
     out = generate(model, src, src.ne(1), GenerationConfig(num_beams=1, max_new_tokens=CASES["max_steps"]))
     assert out.tokens == [until_eos(ids) for ids in CASES[f"{head}.greedy"]]
-    assert any(len(set(ids)) > 1 for ids in out.tokens)
+    assert any(ids[-1] == 2 for ids in out.tokens)  # the fixture has paths that end, and (plain) that do not
 
 
 def test_beam_reordering_keeps_each_history(tmp_path):
