@@ -24,8 +24,8 @@ from torch import nn
 
 from ..config import PalmConfig
 from ..errors import CtxlmError
-from .attention_copy_head import AttentionCopyHead
 from ..objectives.masking import IGNORE_INDEX
+from .attention_copy_head import AttentionCopyHead
 from .dropout import dropout
 from .layers import (
     KVCache,

@@ -40,7 +40,6 @@ DECODER_LAYER_NAMES = {"self_attn": "self_attn", "context_attn": "encoder_attn",
                        "layer_norm_1": "self_attn_layer_norm", "layer_norm_2": "encoder_attn_layer_norm",
                        "feed_forward.w_1": "fc1", "feed_forward.w_2": "fc2",
                        "feed_forward.layer_norm": "final_layer_norm"}
-IGNORED_BUFFERS = ("decoder.pos_emb.pe",)  # and decoder.transformer_layers.{i}.mask
 
 
 def _release_files(path: Path, roberta_dir=None) -> tuple[Path, Path] | None:
