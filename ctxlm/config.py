@@ -59,6 +59,12 @@ class PalmConfig:
     eos_token_id: int = 3
     decoder_start_token_id: int = 2
     mask_token_id: int = 4
+    # The AliceMind release (docs/official-models.md): its decoder is PreSumm's, not BART's.
+    decoder_style: str = "bart"  # "presumm": pre-LN layers + final LayerNorm, sinusoidal positions, embedding·√d
+    decoder_layer_norm_eps: float | None = None  # None = layer_norm_eps (the release: 1e-6)
+    decoder_activation_function: str | None = None  # None = activation_function (the release: "gelu_tanh")
+    tie_decoder_embedding: bool = True  # False: the decoder's own embedding (also its output layer) + a trained bias
+    copy_head: str = "pointer"  # with copy: "pointer" = the paper's eqs. 2-8; "attention" = the release's p_gen
 
 
 @dataclass

@@ -279,8 +279,11 @@ def pretrain(
     report_skipped(data.description["skipped"])
     if objective == "palm" and stage == "mlm":  # stage 1 trains the encoder and its MLM head only
         model.decoder.requires_grad_(False)
-        if model.pointer is not None:
-            model.pointer.requires_grad_(False)
+        for head in (model.pointer, model.attention_copy):
+            if head is not None:
+                head.requires_grad_(False)
+        if isinstance(model.final_logits_bias, torch.nn.Parameter):  # the release's trained output bias
+            model.final_logits_bias.requires_grad_(False)
     loss_options = spec.options(data_config, stage, train_config.label_smoothing)
     run_info = {"objective": objective, "stage": stage if stage in spec.stages else None,
                 "corpus": [str(c) for c in corpus],

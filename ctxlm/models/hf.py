@@ -277,6 +277,10 @@ def palm_from_bart(bart, mask_token_id: int | None = None, config: PalmConfig | 
 def bart_from_palm(model: PalmModel, drop_copy_head: bool = False):
     """PalmModel → `BartForConditionalGeneration`. A copy head has no BART counterpart: refused
     unless `drop_copy_head` (the exported model then uses the plain tied softmax)."""
+    cfg = model.config
+    if cfg.decoder_style != "bart" or not cfg.tie_decoder_embedding or model.attention_copy is not None:
+        raise CtxlmError("this PALM has the AliceMind release's decoder (decoder_style, tie_decoder_embedding, "
+                         "copy_head), which transformers' BART cannot hold")
     if model.pointer is not None and not drop_copy_head:
         raise CtxlmError("this model has PALM's copy head, which BART cannot hold; pass --drop-copy-head "
                          "to export without it (its outputs will differ)")

@@ -5,6 +5,10 @@ Parameter names are those of `transformers.BartForConditionalGeneration` without
 prefix (`shared`, `encoder.layers.0.self_attn.q_proj`, ..., `final_logits_bias`), so weights map
 by name (`ctxlm.models.hf`). With `copy=False` the model is a plain BART.
 
+The AliceMind release's architecture is a set of config options (`decoder_style="presumm"`,
+`tie_decoder_embedding=False`, `copy_head="attention"`; `presumm_decoder.py`, `attention_copy_head.py`,
+`ctxlm/official/palm.py`); the defaults are the paper's BART-shaped model.
+
 Decoding speaks the `KVCache` protocol (see `generation.py`): `start_decoding` encodes the source
 once (cross-attention keys/values and the copy head's W_m h included) and `decode_step` feeds one
 token per sequence.
@@ -19,7 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import PalmConfig
+from ..errors import CtxlmError
 from ..objectives.masking import IGNORE_INDEX
+from .attention_copy_head import AttentionCopyHead
 from .dropout import dropout
 from .layers import (
     KVCache,
@@ -33,6 +39,7 @@ from .layers import (
     tied_logits,
 )
 from .pointer_generator import PointerGenerator, copy_token_nll
+from .presumm_decoder import PresummDecoder
 from .pretrained import PretrainedMixin
 from .vocab_cross_entropy import linear_cross_entropy
 
@@ -119,7 +126,8 @@ class DecodingState:
     encoder_states: torch.Tensor
     source_ids: torch.Tensor
     source_mask: torch.Tensor
-    copy_inputs: tuple | None  # the copy head's (h, x, source mask, W_m h), one row per beam
+    copy_inputs: tuple | None  # the copy head's (h, x, source mask, W_m h), one row per beam (the release's
+    # attention copy head: (h, x))
     embedding_t: torch.Tensor | None = None  # the output embedding transposed (see layers.tied_logits)
 
 
@@ -158,61 +166,108 @@ def label_counts(batch: dict[str, torch.Tensor], fields: dict[str, str]) -> dict
     return {name: (batch[key] != IGNORE_INDEX).sum() for name, key in fields.items() if batch.get(key) is not None}
 
 
+def check_release_options(cfg: PalmConfig) -> None:
+    if cfg.decoder_style not in ("bart", "presumm"):
+        raise CtxlmError(f"PalmConfig.decoder_style is '{cfg.decoder_style}'; expected 'bart' or 'presumm'")
+    if cfg.copy_head not in ("pointer", "attention"):
+        raise CtxlmError(f"PalmConfig.copy_head is '{cfg.copy_head}'; expected 'pointer' or 'attention'")
+    if cfg.copy and cfg.copy_head == "attention" and cfg.decoder_style != "presumm":
+        raise CtxlmError("PalmConfig.copy_head 'attention' reads the cross-attention of decoder_style 'presumm'")
+    if cfg.decoder_style == "bart" and (cfg.decoder_layer_norm_eps is not None
+                                        or cfg.decoder_activation_function is not None):
+        raise CtxlmError("PalmConfig.decoder_layer_norm_eps / decoder_activation_function apply to "
+                         "decoder_style 'presumm' only")
+
+
 class PalmModel(PretrainedMixin, nn.Module):
     def __init__(self, cfg: PalmConfig):
         super().__init__()
+        check_release_options(cfg)
         self.config = cfg
         self.shared = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_token_id)
         self.embed_scale = embedding_scale(cfg.d_model, cfg.scale_embedding)
         self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
-        self.register_buffer("final_logits_bias", torch.zeros(1, cfg.vocab_size))
-        self.pointer = PointerGenerator(cfg.d_model) if cfg.copy else None
+        self.decoder = PresummDecoder(cfg) if cfg.decoder_style == "presumm" else Decoder(cfg)
+        if cfg.tie_decoder_embedding:
+            self.register_buffer("final_logits_bias", torch.zeros(1, cfg.vocab_size))
+        else:  # the release: `decoder.embeddings` is its own matrix and the output layer's bias is trained
+            self.decoder.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_token_id)
+            self.final_logits_bias = nn.Parameter(torch.zeros(1, cfg.vocab_size))
+        self.pointer = PointerGenerator(cfg.d_model) if cfg.copy and cfg.copy_head == "pointer" else None
+        self.attention_copy = AttentionCopyHead(cfg.d_model) if cfg.copy and cfg.copy_head == "attention" else None
         self.mlm_head = MaskedLMHead(cfg.d_model, cfg.vocab_size, cfg.mlm_head_activation, cfg.layer_norm_eps)
         init_weights(self, cfg.init_std)
         if self.pointer is not None:
             self.pointer.reset_parameters(cfg.init_std)
+        if self.attention_copy is not None:
+            self.attention_copy.reset_parameters()
 
     # ----------------------------------------------------------------------------- pieces
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.shared(ids) * self.embed_scale
+
+    def embed_target(self, ids: torch.Tensor) -> torch.Tensor:
+        """The decoder's input embedding (a presumm decoder scales it by √d itself)."""
+        table = self.shared if self.config.tie_decoder_embedding else self.decoder.embed_tokens
+        return table(ids) if self.config.decoder_style == "presumm" else table(ids) * self.embed_scale
+
+    @property
+    def output_embedding(self) -> torch.Tensor:
+        """E of the output layer x·Eᵀ + b: the shared embedding, or the decoder's own."""
+        return self.shared.weight if self.config.tie_decoder_embedding else self.decoder.embed_tokens.weight
+
+    def run_decoder(self, decoder_input_ids, cross, source_mask, cache=None, position_ids=None):
+        """(decoder states, the last layer's head-averaged cross-attention or None): the attention is
+        returned only for the release's copy head, which reads it."""
+        embedded = self.embed_target(decoder_input_ids)
+        if self.attention_copy is None:
+            return self.decoder(embedded, cross, source_mask, cache, position_ids=position_ids), None
+        return self.decoder(embedded, cross, source_mask, cache, position_ids=position_ids, need_attention=True)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         return self.encoder(self.embed(input_ids), attention_mask)
 
+    @property
+    def copies(self) -> bool:
+        return self.pointer is not None or self.attention_copy is not None
+
     def output_scores(self, decoder_states, encoder_states, source_ids, source_mask, copy_memory=None,
-                      embedding_t=None):
-        """Next-token scores: logits of the tied softmax (copy off, as transformers' BART) or the
-        log-probabilities of the eq. (7) mixture (copy on). Either is a valid input to
-        cross-entropy and to a log-softmax. `embedding_t`: see `layers.tied_logits`."""
+                      embedding_t=None, attention=None):
+        """Next-token scores: logits of the output softmax (copy off, as transformers' BART) or the
+        log-probabilities of a copy mixture (eq. 7, or the release's; `attention`: its decoder
+        cross-attention, see `run_decoder`). Either is a valid input to cross-entropy and to a
+        log-softmax. `embedding_t`: see `layers.tied_logits`."""
+        if self.attention_copy is not None:
+            return self.attention_copy(decoder_states, attention, encoder_states, source_ids, self.output_embedding,
+                                       self.final_logits_bias[0], embedding_t)
         if self.pointer is None:
-            return tied_logits(decoder_states, self.shared.weight, self.final_logits_bias[0], embedding_t)
+            return tied_logits(decoder_states, self.output_embedding, self.final_logits_bias[0], embedding_t)
         if copy_memory is None:
             copy_memory = self.pointer.project_memory(encoder_states)
         return self.pointer(decoder_states, encoder_states, copy_memory, source_ids, source_mask,
-                            self.shared.weight, self.final_logits_bias[0], embedding_t)
+                            self.output_embedding, self.final_logits_bias[0], embedding_t)
 
     def output_log_probs(self, decoder_states, encoder_states, source_ids, source_mask, copy_memory=None,
-                         embedding_t=None):
+                         embedding_t=None, attention=None):
         """log P(y_t | y_<t, x) over the vocabulary, float32."""
         scores = self.output_scores(decoder_states, encoder_states, source_ids, source_mask, copy_memory,
-                                    embedding_t)
-        return scores.float() if self.pointer is not None else F.log_softmax(scores.float(), dim=-1)
+                                    embedding_t, attention)
+        return scores.float() if self.copies else F.log_softmax(scores.float(), dim=-1)
 
     def logits(self, input_ids, decoder_input_ids, attention_mask=None) -> torch.Tensor:
         """`output_scores` for a whole decoder input (B, T, V)."""
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         enc = self.encode(input_ids, attention_mask)
-        dec = self.decoder(self.embed(decoder_input_ids), enc, attention_mask)
-        return self.output_scores(dec, enc, input_ids, attention_mask)
+        dec, attention = self.run_decoder(decoder_input_ids, enc, attention_mask)
+        return self.output_scores(dec, enc, input_ids, attention_mask, attention=attention)
 
     def copy_loss(self, decoder_states, encoder_states, source_ids, source_mask, labels, label_smoothing=0.0):
         """`token_nll` of the eq. (7) mixture, computed at the labels (`label_log_likelihood`)."""
         return copy_token_nll(self.pointer, decoder_states, encoder_states, source_ids, source_mask,
-                              self.shared.weight, self.final_logits_bias[0], labels, label_smoothing)
+                              self.output_embedding, self.final_logits_bias[0], labels, label_smoothing)
 
     def mlm_logits(self, encoder_states: torch.Tensor) -> torch.Tensor:
         return self.mlm_head(encoder_states, self.shared.weight)
@@ -256,19 +311,20 @@ class PalmModel(PretrainedMixin, nn.Module):
         if labels is not None:
             if decoder_input_ids is None:
                 raise ValueError("labels need decoder_input_ids")
-            dec = self.decoder(self.embed(decoder_input_ids), enc, attention_mask, position_ids=decoder_position_ids)
+            dec, attention = self.run_decoder(decoder_input_ids, enc, attention_mask,
+                                              position_ids=decoder_position_ids)
             copied = input_ids if copy_source_ids is None else copy_source_ids
             if self.pointer is not None and not return_log_probs:  # PALM's mixture, at the labels only
                 lm_loss, lm_sum, lm_count = self.copy_loss(dec, enc, copied, attention_mask, labels,
                                                            label_smoothing)
-            elif not return_log_probs:  # the tied softmax's loss without its B×T×V logits
-                lm_loss, lm_sum, lm_count = linear_cross_entropy(dec, self.shared.weight, self.final_logits_bias[0],
-                                                                 labels, label_smoothing)
-            else:
-                scores = self.output_scores(dec, enc, copied, attention_mask)
+            elif self.attention_copy is None and not return_log_probs:  # the softmax's loss without B×T×V logits
+                lm_loss, lm_sum, lm_count = linear_cross_entropy(dec, self.output_embedding,
+                                                                 self.final_logits_bias[0], labels, label_smoothing)
+            else:  # the release's copy head builds its B×T×V mixture, as the official loss does
+                scores = self.output_scores(dec, enc, copied, attention_mask, attention=attention)
                 lm_loss, lm_sum, lm_count = token_nll(scores, labels, label_smoothing)
                 if return_log_probs:
-                    log_probs = scores.float() if self.pointer is not None else F.log_softmax(scores.float(), -1)
+                    log_probs = scores.float() if self.copies else F.log_softmax(scores.float(), -1)
             sums["lm"] = lm_loss
             metrics.update(lm_nll_sum=lm_sum, lm_tokens=lm_count)
         loss = batch_loss(sums, {name: metrics[f"{name}_tokens"] for name in sums})
@@ -291,12 +347,18 @@ class PalmModel(PretrainedMixin, nn.Module):
         if self.pointer is not None:  # one query per beam row: expand the copy head's inputs once
             copy_inputs = tuple(t.repeat_interleave(num_beams, dim=0) for t in
                                 (enc, input_ids, attention_mask, self.pointer.project_memory(enc)))
+        elif self.attention_copy is not None:
+            copy_inputs = tuple(t.repeat_interleave(num_beams, dim=0) for t in (enc, input_ids))
         return DecodingState(cache, self.decoder.cross_kv(enc), enc, input_ids, attention_mask, copy_inputs,
-                             self.shared.weight.t().contiguous())
+                             self.output_embedding.t().contiguous())
 
     def decode_step(self, state: DecodingState, tokens: torch.Tensor) -> torch.Tensor:
         """Feed `tokens` (N,) — one per row — and return log P of the next token (N, V)."""
-        dec = self.decoder(self.embed(tokens[:, None]), state.cross_kv, state.source_mask, state.cache)
+        dec, attention = self.run_decoder(tokens[:, None], state.cross_kv, state.source_mask, state.cache)
+        if self.attention_copy is not None:
+            encoder_states, source_ids = state.copy_inputs
+            return self.output_log_probs(dec, encoder_states, source_ids, None, embedding_t=state.embedding_t,
+                                         attention=attention)[:, -1]
         if self.pointer is None:
             return self.output_log_probs(dec, None, None, None, embedding_t=state.embedding_t)[:, -1]
         return self.output_log_probs(dec, *state.copy_inputs, embedding_t=state.embedding_t)[:, -1]
