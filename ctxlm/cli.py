@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .config import CLOZE_TRAIN
 from .errors import CtxlmError, plain_warnings
+from .tasks import need
 
 
 TRAIN_HELP = {  # TrainConfig field → help (every field has a flag; YAML `train:` sections set them too)
@@ -267,8 +268,6 @@ def cmd_generate(args) -> None:
                                progress=args.output is not None)
 
 
-SEQ2SEQ_TASKS = ["qa", "summarization", "qg", "dialog", "seq2seq"]
-NLU_TASKS = ["cloze", "classify", "squad"]  # GLM's cloze questions; UniLMv2's classifier and span QA
 FINETUNE_DEFAULTS = (
     "Training flags override the --recipe's train: section, which overrides the task's settings, which override "
     "the defaults shown: seq2seq tasks: the recipe's (e.g. gigaword); cloze: PET's few-shot settings ("
@@ -307,131 +306,54 @@ def _print_result(result, out) -> None:
 
 def cmd_finetune(args) -> None:
     _check_inputs(args)
-    from .config import TrainConfig, load_finetune_config
+    from .tasks import ScratchModel, finetune
 
     overrides = _train_overrides(args)
-    model_config = _scratch_model_config(args)
-    common = dict(model_config=model_config, tokenizer=args.tokenizer, device=args.device, **_run_flags(args))
-    if args.task in NLU_TASKS:
-        nlu, recipe_train = _nlu_options(args)
-        overrides = {**recipe_train, **overrides}
-    if args.task == "cloze":
-        from .tasks.cloze import finetune_cloze
-
-        _need(nlu, "dataset", "data_dir")
-        result = finetune_cloze(args.init, nlu.dataset, nlu.data_dir, args.out,
-                                TrainConfig(**{**CLOZE_TRAIN, **overrides}), max_length=nlu.max_length,
-                                score_eop=nlu.score_eop, **common)
-    elif args.task == "classify":
-        from .tasks.classification import finetune_classifier
-
-        _need(nlu, "dataset", "data_dir")
-        result = finetune_classifier(args.init, nlu.dataset, nlu.data_dir, args.out, train_overrides=overrides,
-                                     max_length=nlu.max_length or 128, pooler=nlu.pooler,
-                                     train_limit=args.train_limit, valid_limit=args.valid_limit, **common)
-    elif args.task == "squad":
-        from .tasks.extractive_qa import QaSettings, finetune_squad
-
-        _need(args, "train")
-        settings = QaSettings(max_length=nlu.max_length or 384, doc_stride=nlu.doc_stride,
-                              max_query_length=nlu.max_query_length, max_answer_length=nlu.max_answer_length)
-        result = finetune_squad(args.init, args.train, args.valid, args.out, train_overrides=overrides,
-                                settings=settings, train_limit=args.train_limit, valid_limit=args.valid_limit,
-                                **common)
-    else:
-        from .tasks.seq2seq import finetune
-
-        _need(args, "train")
-        recipe = load_finetune_config(args.recipe)
-        if args.task is not None:
-            recipe.task = args.task
-        recipe.reader.update({f"{side}_field": getattr(args, f"{side}_field") for side in ("source", "target")
-                              if getattr(args, f"{side}_field") is not None})
-        recipe.train = dataclasses.replace(recipe.train, **overrides)
-        result = finetune(args.train, args.valid, args.out, recipe, init=args.init, train_limit=args.train_limit,
-                          **common)
+    model = ScratchModel(_scratch_model_config(args), args.tokenizer)
+    result = finetune(args.task, args.init, _task_data(args), args.out, overrides, _run_options(args), model)
     _print_result(result, args.out)
 
 
-def _need(args, *names: str) -> None:
-    for name in names:
-        if getattr(args, name) is None:
-            raise CtxlmError(f"--task {args.task} needs --{name.replace('_', '-')}")
+TASK_DATA = ("train", "valid", "ref", "dataset", "data_dir", "split", "recipe", "train_limit", "valid_limit", "limit")
 
 
-@dataclass
-class NluOptions:
-    """`finetune --task cloze|classify|squad` settings: flags, or the top level of a --recipe YAML
-    (whose `train:` section holds TrainConfig fields, as the seq2seq recipes)."""
+def _task_data(args):
+    """`TaskData` of a verb's flags: its fields, and the other flags (a task's own options)."""
+    from .tasks import TaskData
 
-    task: str | None = None
-    dataset: str | None = None
-    data_dir: str | None = None
-    max_length: int | None = None
-    score_eop: bool = False
-    pooler: bool = False
-    doc_stride: int = 128
-    max_query_length: int = 64
-    max_answer_length: int = 30
+    values = vars(args)
+    return TaskData(**{name: values.get(name) for name in TASK_DATA},
+                    options={k: v for k, v in values.items()
+                             if k not in (*TASK_DATA, "func", "verb") and v is not None})
 
 
-def _nlu_options(args) -> tuple[NluOptions, dict]:
-    """The NLU settings (flags over the recipe's values over the defaults) and the recipe's train
-    section."""
-    from .config import TrainConfig, from_mapping, read_yaml
+def _run_options(args):
+    from .tasks import RunOptions
 
-    values, train = {}, {}
-    if args.recipe is not None:
-        values = read_yaml(args.recipe)
-        train = values.pop("train", None) or {}
-        from_mapping(TrainConfig, train, f"{args.recipe}: train")  # names a typo or a wrong type
-    options = from_mapping(NluOptions, values, str(args.recipe))
-    if options.task not in (None, args.task):
-        raise CtxlmError(f"{args.recipe}: a recipe for --task {options.task}, not {args.task}")
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(NluOptions)
-             if f.name != "task" and getattr(args, f.name) is not None}
-    return dataclasses.replace(options, task=args.task, **flags), train
+    values = vars(args)
+    return RunOptions(**{f.name: values[f.name] for f in dataclasses.fields(RunOptions)
+                         if f.name not in ("out", "seed") and values.get(f.name) is not None})
+
+
+def _nlu_options(args):
+    """The NLU settings and the recipe's train section of a `finetune` command line (`tasks.nlu_options`)."""
+    from .tasks import nlu_options
+
+    return nlu_options(args.task, args.recipe, vars(args))
 
 
 def cmd_evaluate(args) -> None:
     _check_inputs(args)
     from .metrics import evaluate_files, format_markdown_table
+    from .tasks import evaluate, get_task
 
-    placement = dict(device=args.device, bf16=args.bf16)
-
-    if args.task == "cloze":
-        from .tasks.cloze import evaluate_cloze
-
-        _need(args, "model", "data_dir")
-        results = evaluate_cloze(args.model, args.dataset, args.data_dir, args.split or "dev32", limit=args.limit,
-                                 max_length=args.max_length, **placement)
-    elif args.task == "classify":
-        from .tasks.classification import evaluate_classifier
-
-        _need(args, "model", "data_dir")
-        results = evaluate_classifier(args.model, args.dataset, args.data_dir, args.split or "dev", limit=args.limit,
-                                      max_length=args.max_length, **placement)
-    elif args.task == "squad":
-        from .tasks.extractive_qa import evaluate_squad
-
-        _need(args, "model", "ref")
-        results = evaluate_squad(args.model, args.ref, limit=args.limit, predictions_out=args.predictions_out,
-                                 **placement)
-    elif args.model is not None:
-        from .tasks.seq2seq import read_pairs
-        from .predict import Seq2SeqPredictor
-
-        if args.task is None or args.ref is None:
-            raise CtxlmError("--model scores references by perplexity; give --task and --ref")
-        pairs = read_pairs(args.task, args.ref, {"skip_empty": True} if args.task == "dialog" else None, args.limit)
-        predictor = Seq2SeqPredictor.load(args.model, **placement)
-        results = {"perplexity": predictor.perplexity([p.source for p in pairs], [p.target for p in pairs],
-                                                      progress=True)}
-    else:
+    if args.model is None and (args.task is None or get_task(args.task).scores_files):
         if args.pred is None or args.ref is None:
             raise CtxlmError("give --pred (predictions) and --ref, or --model --task --ref for perplexity")
         results = evaluate_files(args.pred, args.ref, args.metrics, pred_field=args.pred_field,
                                  ref_field=args.ref_field, limit=args.limit)
+    else:
+        results = evaluate(args.task, args.model, _task_data(args), _run_options(args))
     print(json.dumps(results, indent=2))
     print(format_markdown_table(results))
     if args.output:
@@ -519,7 +441,7 @@ def _command_line(args) -> str:
 
 def cmd_compare(args) -> None:
     _check_inputs(args)
-    from .compare import DEFAULT_OBJECTIVES, Budget, compare, compare_train_sizes
+    from .compare import DEFAULT_OBJECTIVES, Budget, compare, compare_nlu, compare_train_sizes
 
     objectives = [o.strip() for o in (args.objectives or "").split(",") if o.strip()] or None
     common = dict(budget=Budget(minutes=args.budget_minutes, tokens=args.budget_tokens), objectives=objectives,
@@ -530,8 +452,6 @@ def cmd_compare(args) -> None:
     limits = args.train_limit or [None]
     nlu, nlu_train = _compare_nlu_options(args)
     if nlu is not None:
-        from .compare_nlu import compare_nlu
-
         if args.eval is not None or len(limits) > 1:
             raise CtxlmError(f"--task {nlu.task} scores its dataset's dev split and takes one --train-limit; "
                              "--eval and several training-set sizes are for seq2seq tasks")
@@ -540,7 +460,7 @@ def cmd_compare(args) -> None:
                     **common)
         print(f"report: {Path(args.out) / 'report.md'} and report.html")
         return
-    _need(args, "train", "valid")
+    need(args.task, args, "train", "valid")
     common.update(objectives=objectives or list(DEFAULT_OBJECTIVES), eval_path=args.eval)
     task = (args.corpus, args.tokenizer, args.task, args.train, args.valid, args.out)
     if len(limits) > 1:
@@ -551,23 +471,18 @@ def cmd_compare(args) -> None:
     print(f"report: {Path(args.out) / 'report.md'} and report.html")
 
 
-def _compare_nlu_options(args) -> tuple[NluOptions | None, dict]:
-    """compare's NLU settings and the recipe's train section, as `finetune` reads them
-    (`_nlu_options`), when --task is cloze, classify or a YAML for one (its `task:`); else (None, {})."""
-    from .compare_nlu import NLU_TASKS
-    from .config import read_yaml
+def _compare_nlu_options(args):
+    """compare's settings of a registered task with a comparison class (cloze, classify) and its
+    recipe's train section, as `finetune` reads them, when --task names one or is a YAML for one
+    (its `task:`); else (None, {}): a seq2seq recipe."""
+    from .compare import comparison_task
+    from .tasks import nlu_options
 
-    task, recipe = args.task, None
-    if task not in NLU_TASKS:
-        if Path(task).suffix not in (".yaml", ".yml") or not Path(task).is_file():
-            return None, {}
-        task, recipe = read_yaml(args.task).get("task"), args.task
-        if task not in NLU_TASKS:
-            return None, {}
-    flags = argparse.Namespace(task=task, recipe=recipe, **{f.name: getattr(args, f.name, None) for f in
-                                                            dataclasses.fields(NluOptions) if f.name != "task"})
-    nlu, train = _nlu_options(flags)
-    _need(nlu, "dataset", "data_dir")
+    named = comparison_task(args.task)
+    if named is None:
+        return None, {}
+    nlu, train = nlu_options(named[0], named[1], vars(args))
+    need(nlu.task, nlu, "dataset", "data_dir")
     return nlu, train
 
 
@@ -669,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .config import NAMED_CONFIGS
     from .families import FAMILIES, OBJECTIVES
+    from .tasks import finetunable
 
     named = ", ".join(NAMED_CONFIGS)
     named_palm = ", ".join(name for name, values in NAMED_CONFIGS.items() if values["family"] == "palm")
@@ -742,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "or YAML)")
     p.add_argument("--tokenizer", help="tokenizer for --config")
     p.add_argument("--copy", action="store_true", help="with --config: PALM's pointer-generator on (copy: true)")
-    p.add_argument("--task", choices=SEQ2SEQ_TASKS + NLU_TASKS,
+    p.add_argument("--task", choices=finetunable(),
                    help="a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad")
     p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, or YAML; "
                    "cloze/classify/squad: a YAML of their options (dataset, data_dir, max_length, ...) and train:")
@@ -777,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred-field", default="prediction", help="--pred JSONL's field holding the prediction")
     p.add_argument("--ref-field", default="target", help="--ref JSONL's field holding the reference")
     p.add_argument("--model", help="a model: perplexity of --ref (seq2seq tasks), or cloze/classify/squad scores")
-    p.add_argument("--task", choices=SEQ2SEQ_TASKS + NLU_TASKS, help="with --model: the task")
+    p.add_argument("--task", choices=finetunable(), help="with --model: the task")
     p.add_argument("--dataset", help="cloze/classify: the dataset (default: the one the model was fine-tuned on)")
     p.add_argument("--data-dir", help="cloze/classify: the NLU data folder")
     p.add_argument("--split", help="cloze: dev32 (default) or train; classify: dev (default) or train")

@@ -87,7 +87,7 @@ from .distributed import (
 from .errors import CtxlmError
 from .extras import require
 from .learning_check import LearningCheck, not_learning_in
-from .models.palm import batch_loss
+from .models.losses import batch_loss
 from .objectives.masking import IGNORE_INDEX
 from .provenance import provenance
 

@@ -1,4 +1,4 @@
-"""`ctxlm compare` on the NLU tasks (`ctxlm.compare_nlu`): GLM cloze SuperGLUE and UniLMv2
+"""`ctxlm compare` on the NLU tasks (`ctxlm.compare.compare_nlu`): GLM cloze SuperGLUE and UniLMv2
 classification end to end at a tiny size, the per-example statistics against numpy/scipy,
 the majority baselines against a brute-force count, and the CLI's one-line errors."""
 
@@ -15,8 +15,7 @@ from scipy import stats as scipy_stats
 
 from conftest import wiki_slice
 from ctxlm.cli import main
-from ctxlm.compare import Budget
-from ctxlm.compare_nlu import ClassifyTask, ClozeTask, compare_nlu
+from ctxlm.compare import Budget, ClassifyTask, ClozeTask, compare_nlu
 from ctxlm.metrics import pearson
 from ctxlm.report import corpus_pearson, did_not_learn, mean_score
 

@@ -20,7 +20,7 @@ from ctxlm.config_loading import load_pretrain_config, named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.generation import GenerationConfig, generate
 from ctxlm.models.glm import GlmModel, glm_tokens
-from ctxlm.models.palm import token_nll
+from ctxlm.models.losses import token_nll
 from ctxlm.models.unilm import UnilmModel
 from ctxlm.objectives import glm as glm_objective
 from ctxlm.objectives.masking import IGNORE_INDEX

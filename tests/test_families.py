@@ -19,7 +19,7 @@ from ctxlm.cli import main
 from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.layouts import pair_example, prompt_example
-from ctxlm.models.palm import batch_loss, label_counts, token_nll
+from ctxlm.models.losses import batch_loss, label_counts, token_nll
 from ctxlm.tokenization import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")

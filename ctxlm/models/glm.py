@@ -52,7 +52,7 @@ from ..objectives.glm import GlmTokens
 from ..objectives.masking import IGNORE_INDEX
 from .dropout import dropout
 from .layers import Attention, KVCache, activation, init_weights
-from .palm import batch_loss, label_counts
+from .losses import batch_loss, label_counts
 from .pointer_generator import PointerGenerator, copy_token_nll, gather_labelled, gather_positions, select_positions
 from .pretrained import PretrainedMixin
 from .vocab_cross_entropy import linear_cross_entropy
@@ -109,7 +109,7 @@ class GlmOutput:
     loss: torch.Tensor | None
     metrics: dict[str, torch.Tensor]  # lm_nll_sum, lm_tokens (detached)
     hidden_states: torch.Tensor | None = None
-    loss_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # see `palm.batch_loss`
+    loss_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # see `losses.batch_loss`
 
 
 @dataclass

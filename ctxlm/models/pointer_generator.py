@@ -298,7 +298,7 @@ class PointerGenerator(nn.Module):
 
 def copy_token_nll(pointer: PointerGenerator, decoder_states, memory_states, memory_ids, memory_mask, embedding,
                    logits_bias, labels, label_smoothing: float = 0.0):
-    """`palm.token_nll` of the eq. (7) mixture, computed at the labels (`label_log_likelihood`):
+    """`losses.token_nll` of the eq. (7) mixture, computed at the labels (`label_log_likelihood`):
     the (label-smoothed) loss sum, the detached NLL sum and the number of labels ≠ IGNORE_INDEX."""
     log_p_y, mean_log_p = pointer.label_log_likelihood(
         decoder_states, memory_states, pointer.project_memory(memory_states), memory_ids, memory_mask,

@@ -41,7 +41,7 @@ from ..config import UnilmConfig
 from ..objectives.masking import IGNORE_INDEX
 from .dropout import dropout
 from .layers import KVCache, MaskedLMHead, PostLNEncoderLayer, init_weights
-from .palm import batch_loss, label_counts, token_nll
+from .losses import batch_loss, label_counts, token_nll
 from .pointer_generator import PointerGenerator, copy_token_nll, gather_labelled, gather_positions, select_positions
 from .pretrained import PretrainedMixin
 
@@ -107,7 +107,7 @@ class UnilmOutput:
     metrics: dict[str, torch.Tensor]  # detached <name>_nll_sum / <name>_tokens (and mse_* for regression)
     log_probs: torch.Tensor | None = None  # seq2seq: (labelled tokens, V), row-major order
     logits: torch.Tensor | None = None  # NLU heads
-    loss_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # see `palm.batch_loss`
+    loss_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # see `losses.batch_loss`
 
 
 @dataclass

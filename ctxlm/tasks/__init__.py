@@ -1,2 +1,249 @@
-"""Downstream tasks: seq2seq fine-tuning (summarization, QG, QA, dialog), GLM's cloze NLU and text
-infilling, UniLMv2's classification and extractive QA."""
+"""The registry of downstream tasks, built like `ctxlm.families`.
+
+A `Task` names what the rest of ctxlm looks up by a task's name: its readers, its head, how it
+fine-tunes, predicts and scores, its primary metric and its trivial baseline, and (for `compare`) the
+class that scores a comparison's cells. Every task is fine-tuned through one function and evaluated
+through one function:
+
+    from ctxlm.tasks import RunOptions, TaskData, evaluate, finetune
+    finetune("classify", "runs/unilm", TaskData(dataset="glue/MRPC", data_dir="nlu"), "runs/mrpc",
+             {"lr": 3e-5}, RunOptions(device="cpu"))
+    evaluate("classify", "runs/mrpc", TaskData(data_dir="nlu"))
+
+`train` is a `TrainConfig` (replacing the task's settings whole) or a mapping of `TrainConfig`
+fields over them (the task's defaults, e.g. PET's few-shot settings for cloze, Table 9's for classify).
+
+Tasks register lazily, as families do: functions are `"module:attribute"` strings imported on first
+use, and the built-in tasks (`ctxlm/tasks/builtin.py`) register when the registry is first read.
+A new task: a module that calls `register_task(Task(...))` (see docs/layout.md, "Adding a task").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import CtxlmError
+
+Ref = Any  # a class / function, or "module:attribute"
+
+
+def resolve(ref: Ref):
+    """The object a `"module:attribute"` string names (or `ref` itself)."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# ------------------------------------------------------------------------------------ bundles
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run starts and where it runs (the same for every task and for pre-training)."""
+
+    out: str | Path | None = None  # the run's folder, where the caller does not give it separately
+    resume: bool | str = False  # True: from the newest checkpoint (one must exist); "auto": if there is one
+    overwrite: bool = False  # start over in a folder that holds a run (clears it)
+    allow_config_change: bool = False  # with resume: allow another lr or max_steps than the run was saved with
+    device: Any = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N, or a torch.device
+    bf16: bool = False  # inference: bfloat16 weights
+    seed: int | None = None  # replaces the training config's seed when given
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """A pre-training corpus and how to read it (as `ctxlm.data.corpus` does)."""
+
+    paths: tuple[str | Path, ...] = ()
+    format: str = "auto"  # auto, sentences, paragraphs, jsonl or dataset
+    text_field: str | None = None  # the JSONL / dataset field holding the text
+    fallback_encoding: str | None = None  # decode lines that are not UTF-8 with this encoding
+
+    def reading(self) -> dict:
+        """The keyword arguments `pretrain` and `TokenStore.build` take (`corpus_format`, ...)."""
+        return dict(corpus_format=self.format, text_field=self.text_field, fallback_encoding=self.fallback_encoding)
+
+
+@dataclass(frozen=True)
+class ScratchModel:
+    """A new model instead of a pre-trained one (the papers' "− pre-training" baseline)."""
+
+    config: Any = None  # a model config (None: start from `init`)
+    tokenizer: Any = None  # a TextTokenizer, tokenizer.json or its directory
+
+
+@dataclass
+class TaskData:
+    """What a task reads: files (seq2seq, squad) or a dataset in a data folder (cloze, classify), the
+    task's recipe, limits, and the task's own options (`max_length`, `pooler`, `score_eop`,
+    `doc_stride`, `source_field`, ...; the task's `options` class names them)."""
+
+    train: str | Path | None = None
+    valid: str | Path | None = None
+    ref: str | Path | None = None  # evaluate: the references (seq2seq perplexity, the SQuAD JSON)
+    dataset: str | None = None
+    data_dir: str | Path | None = None
+    split: str | None = None  # evaluate: the split scored
+    recipe: Any = None  # a recipe name, YAML file or `FinetuneConfig`
+    train_limit: int | None = None
+    valid_limit: int | None = None
+    limit: int | None = None  # evaluate: score only the first N rows
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything ctxlm needs to know about one downstream task.
+
+    - `family`: the model family whose fine-tuning it is (None: any family with a seq2seq layout);
+    - `readers`: the function that reads its rows; `head`: its `head.json` type (None: the model's own);
+    - `finetune(name, init, data, out, train, run, model) -> TrainResult`; `evaluate(name, model_dir,
+      data, run) -> dict` (None: the task cannot be fine-tuned / evaluated this way);
+    - `predict` and `score`: its prediction function and its metrics of predictions;
+    - `primary_metric` and `baseline`: what `compare` tests and the trivial baseline it scores;
+    - `comparison`: the class `compare` builds to fine-tune and score its cells (None: seq2seq
+      recipes, scored by `compare.TASK_SCORING`), as `comparison(dataset, data_dir, train_overrides,
+      max_length=, eval_limit=, train_limit=, **{option: value for option in comparison_options})`;
+      `compare_objectives`: the pre-training variants it compares by default;
+    - `needs`: the `TaskData` fields fine-tuning needs (`--task X needs --field` otherwise);
+    - `scores_files`: `evaluate` without a model scores prediction files for it.
+    """
+
+    name: str
+    family: str | None
+    readers: Ref
+    head: str | None
+    finetune: Ref
+    evaluate: Ref
+    predict: Ref
+    score: Ref
+    primary_metric: str
+    baseline: str
+    comparison: Ref = None
+    comparison_options: tuple[str, ...] = ()
+    compare_objectives: tuple[str, ...] = ("none",)
+    needs: tuple[str, ...] = ()
+    scores_files: bool = False
+
+
+TASKS: dict[str, Task] = {}
+BUILTIN = "ctxlm.tasks.builtin"  # registers the built-in tasks on first use
+_LOADED: list[bool] = []
+
+
+def register_task(task: Task) -> Task:
+    """Add (or replace) a task."""
+    TASKS[task.name] = task
+    return task
+
+
+def registered() -> dict[str, Task]:
+    """Every task by name (the built-in ones first, in registration order)."""
+    if not _LOADED:
+        _LOADED.append(True)
+        importlib.import_module(BUILTIN)
+    return TASKS
+
+
+def get_task(name: str | Task | None) -> Task:
+    """The task registered as `name`; None is the generic `seq2seq` task (a recipe's own task)."""
+    if isinstance(name, Task):
+        return name
+    tasks = registered()
+    if (name or "seq2seq") not in tasks:
+        raise CtxlmError(f"unknown task '{name}' (known: {', '.join(tasks)})")
+    return tasks[name or "seq2seq"]
+
+
+def finetunable() -> list[str]:
+    """The tasks `finetune` takes (those with a fine-tuning function)."""
+    return [name for name, task in registered().items() if task.finetune is not None]
+
+
+def need(task: str | None, values, *names: str) -> None:
+    """Refuse a missing setting the way the command line names it: `--task X needs --name`."""
+    for name in names:
+        if getattr(values, name) is None:
+            raise CtxlmError(f"--task {task} needs --{name.replace('_', '-')}")
+
+
+# ------------------------------------------------------------------------------------ one entry point each
+def finetune(task: str | Task | None, init: str | Path | None, data: TaskData, out: str | Path,
+             train: Mapping | Any = None, run: RunOptions = RunOptions(), model: ScratchModel = ScratchModel()):
+    """Fine-tune `init` (a model directory; or `model`, a new model) on `task` with `data`, into `out`.
+    `train`: a `TrainConfig`, or TrainConfig fields over the task's defaults. Returns the `TrainResult`."""
+    spec, name = get_task(task), task.name if isinstance(task, Task) else task
+    if spec.finetune is None:
+        raise CtxlmError(f"task '{spec.name}' has no fine-tuning")
+    need(name, data, *spec.needs)
+    if run.seed is not None:
+        train = _with_seed(train, run.seed)
+    return resolve(spec.finetune)(name, init, data, out, train, run, model)
+
+
+def evaluate(task: str | Task | None, model: str | Path | None, data: TaskData, run: RunOptions = RunOptions()) -> dict:
+    """`task`'s metrics of the model directory `model` on `data` (its `split`, first `limit` rows)."""
+    spec = get_task(task)
+    if spec.evaluate is None:
+        raise CtxlmError(f"task '{spec.name}' has no evaluation")
+    return resolve(spec.evaluate)(task.name if isinstance(task, Task) else task, model, data, run)
+
+
+def _with_seed(train, seed: int):
+    if train is None or isinstance(train, Mapping):
+        return {**(train or {}), "seed": seed}
+    return dataclasses.replace(train, seed=seed)
+
+
+def train_config(train, defaults: Mapping | Any = None):
+    """The `TrainConfig` a task trains with: `train` itself, or its fields over `defaults` (a mapping
+    of fields or a `TrainConfig`; None: TrainConfig's defaults)."""
+    from ..config import TrainConfig
+
+    if isinstance(train, TrainConfig):
+        return train
+    base = defaults if isinstance(defaults, TrainConfig) else TrainConfig(**(defaults or {}))
+    return dataclasses.replace(base, **(train or {}))
+
+
+# ------------------------------------------------------------------------------------ NLU recipes
+@dataclass
+class NluOptions:
+    """`finetune --task cloze|classify|squad` settings: flags, or the top level of a --recipe YAML
+    (whose `train:` section holds TrainConfig fields, as the seq2seq recipes)."""
+
+    task: str | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    max_length: int | None = None
+    score_eop: bool = False
+    pooler: bool = False
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_answer_length: int = 30
+
+
+def nlu_options(task: str, recipe: str | None, flags: Mapping) -> tuple[NluOptions, dict]:
+    """The NLU settings (`flags` that are not None over the recipe's values over the defaults) and
+    the recipe's train section."""
+    from ..config import TrainConfig, from_mapping, read_yaml
+
+    values, train = {}, {}
+    if recipe is not None:
+        values = read_yaml(recipe)
+        train = values.pop("train", None) or {}
+        from_mapping(TrainConfig, train, f"{recipe}: train")  # names a typo or a wrong type
+    options = from_mapping(NluOptions, values, str(recipe))
+    if options.task not in (None, task):
+        raise CtxlmError(f"{recipe}: a recipe for --task {options.task}, not {task}")
+    given = {f.name: flags.get(f.name) for f in dataclasses.fields(NluOptions)
+             if f.name != "task" and flags.get(f.name) is not None}
+    return dataclasses.replace(options, task=task, **given), train
+
+
+def data_nlu_options(task: str, data: TaskData) -> tuple[NluOptions, dict]:
+    """`nlu_options` of a `TaskData` (its dataset, data folder and options are the flags)."""
+    return nlu_options(task, data.recipe, {"dataset": data.dataset, "data_dir": data.data_dir, **data.options})

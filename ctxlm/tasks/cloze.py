@@ -99,7 +99,7 @@ class ClozeOutput:
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]  # cls_nll_sum, cls_tokens, cls_error_sum, cls_error_count
     scores: torch.Tensor  # (B, C), -inf at padding
-    loss_sums: dict[str, torch.Tensor]  # {"cls": summed NLL} (see `models.palm.batch_loss`)
+    loss_sums: dict[str, torch.Tensor]  # {"cls": summed NLL} (see `models.losses.batch_loss`)
 
 
 class GlmClozeModel(PretrainedMixin, nn.Module):

@@ -1,0 +1,173 @@
+"""The built-in tasks: seq2seq (summarization, QG, generative QA, dialog, a generic seq2seq), GLM's
+cloze NLU and text infilling, UniLMv2's classification and extractive QA.
+
+Each task's `finetune` and `evaluate` here turn the common arguments (`TaskData`, a training config
+or its fields, `RunOptions`, `ScratchModel`) into the task module's own function
+(`ctxlm.tasks.seq2seq.finetune`, `cloze.finetune_cloze`, ...), imported only when called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+from . import RunOptions, ScratchModel, Task, TaskData, data_nlu_options, need, register_task, train_config
+from ..errors import CtxlmError
+
+
+def _run(run: RunOptions) -> dict:
+    return dict(resume=run.resume, overwrite=run.overwrite, allow_config_change=run.allow_config_change,
+                device=run.device)
+
+
+def _placement(run: RunOptions) -> dict:
+    return dict(device=run.device, bf16=run.bf16)
+
+
+def _config_and_overrides(train, recipe_train: dict):
+    """(a whole TrainConfig or None, the fields over the task's defaults), as the NLU tasks take them."""
+    from ..config import TrainConfig
+
+    if isinstance(train, TrainConfig):
+        return train, {}
+    return None, {**recipe_train, **(train or {})}
+
+
+# ------------------------------------------------------------------------------------ seq2seq
+def finetune_seq2seq(name, init, data: TaskData, out, train, run: RunOptions, model: ScratchModel):
+    from ..config import FinetuneConfig, load_finetune_config
+    from .seq2seq import finetune
+
+    recipe = data.recipe
+    recipe = dataclasses.replace(recipe) if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
+    if name is not None:
+        recipe.task = name
+    recipe.reader = {**recipe.reader, **{f"{side}_field": data.options[f"{side}_field"] for side in ("source", "target")
+                                         if data.options.get(f"{side}_field") is not None}}
+    recipe.train = train_config(train, recipe.train)
+    return finetune(data.train, data.valid, out, recipe, init=init, model_config=model.config,
+                    tokenizer=model.tokenizer, train_limit=data.train_limit, **_run(run))
+
+
+def evaluate_seq2seq(name, model, data: TaskData, run: RunOptions) -> dict:
+    """Perplexity of the model on the reference pairs."""
+    from ..predict import Seq2SeqPredictor
+    from .seq2seq import read_pairs
+
+    if name is None or data.ref is None:
+        raise CtxlmError("--model scores references by perplexity; give --task and --ref")
+    pairs = read_pairs(name, data.ref, {"skip_empty": True} if name == "dialog" else None, data.limit)
+    predictor = Seq2SeqPredictor.load(model, **_placement(run))
+    return {"perplexity": predictor.perplexity([p.source for p in pairs], [p.target for p in pairs], progress=True)}
+
+
+def _seq2seq(name: str, primary: str, baseline: str) -> Task:
+    return Task(name=name, family=None, readers="ctxlm.tasks.seq2seq:read_pairs", head=None,
+                finetune=finetune_seq2seq, evaluate=evaluate_seq2seq, predict="ctxlm.tasks.seq2seq:decode_pairs",
+                score="ctxlm.metrics:compute_metrics", primary_metric=primary, baseline=baseline, needs=("train",),
+                scores_files=True)
+
+
+# ------------------------------------------------------------------------------------ cloze (GLM)
+def finetune_cloze_task(name, init, data: TaskData, out, train, run: RunOptions, model: ScratchModel):
+    from ..config import CLOZE_TRAIN
+    from .cloze import finetune_cloze
+
+    nlu, recipe_train = data_nlu_options(name, data)
+    need(name, nlu, "dataset", "data_dir")
+    whole, overrides = _config_and_overrides(train, recipe_train)
+    return finetune_cloze(init, nlu.dataset, nlu.data_dir, out, whole or train_config(overrides, CLOZE_TRAIN),
+                          max_length=nlu.max_length, score_eop=nlu.score_eop, model_config=model.config,
+                          tokenizer=model.tokenizer, **_run(run))
+
+
+def evaluate_cloze_task(name, model, data: TaskData, run: RunOptions) -> dict:
+    from .cloze import evaluate_cloze
+
+    need(name, SimpleNamespace(model=model, data_dir=data.data_dir), "model", "data_dir")
+    return evaluate_cloze(model, data.dataset, data.data_dir, data.split or "dev32", limit=data.limit,
+                          max_length=data.options.get("max_length"), **_placement(run))
+
+
+# ------------------------------------------------------------------------------------ classify (UniLMv2)
+def finetune_classify_task(name, init, data: TaskData, out, train, run: RunOptions, model: ScratchModel):
+    from .classification import DEFAULT_MAX_LENGTH, finetune_classifier
+
+    nlu, recipe_train = data_nlu_options(name, data)
+    need(name, nlu, "dataset", "data_dir")
+    whole, overrides = _config_and_overrides(train, recipe_train)
+    return finetune_classifier(init, nlu.dataset, nlu.data_dir, out, whole, train_overrides=overrides,
+                               max_length=nlu.max_length or DEFAULT_MAX_LENGTH, pooler=nlu.pooler,
+                               train_limit=data.train_limit, valid_limit=data.valid_limit, model_config=model.config,
+                               tokenizer=model.tokenizer, **_run(run))
+
+
+def evaluate_classify_task(name, model, data: TaskData, run: RunOptions) -> dict:
+    from .classification import evaluate_classifier
+
+    need(name, SimpleNamespace(model=model, data_dir=data.data_dir), "model", "data_dir")
+    return evaluate_classifier(model, data.dataset, data.data_dir, data.split or "dev", limit=data.limit,
+                               max_length=data.options.get("max_length"), **_placement(run))
+
+
+# ------------------------------------------------------------------------------------ squad (UniLMv2)
+def finetune_squad_task(name, init, data: TaskData, out, train, run: RunOptions, model: ScratchModel):
+    from .extractive_qa import QaSettings, finetune_squad
+
+    nlu, recipe_train = data_nlu_options(name, data)
+    need(name, data, "train")
+    settings = QaSettings(max_length=nlu.max_length or 384, doc_stride=nlu.doc_stride,
+                          max_query_length=nlu.max_query_length, max_answer_length=nlu.max_answer_length)
+    whole, overrides = _config_and_overrides(train, recipe_train)
+    return finetune_squad(init, data.train, data.valid, out, whole, train_overrides=overrides, settings=settings,
+                          train_limit=data.train_limit, valid_limit=data.valid_limit, model_config=model.config,
+                          tokenizer=model.tokenizer, **_run(run))
+
+
+def evaluate_squad_task(name, model, data: TaskData, run: RunOptions) -> dict:
+    from .extractive_qa import evaluate_squad
+
+    need(name, SimpleNamespace(model=model, ref=data.ref), "model", "ref")
+    return evaluate_squad(model, data.ref, limit=data.limit, predictions_out=data.options.get("predictions_out"),
+                          **_placement(run))
+
+
+# ------------------------------------------------------------------------------------ infilling (GLM)
+def evaluate_infilling_task(name, model, data: TaskData, run: RunOptions) -> dict:
+    """BLEU of the model's fills of `data.ref`'s lines, `options["mask_ratio"]` of their words masked."""
+    from .infilling import evaluate_infilling
+
+    options = data.options
+    return evaluate_infilling(model, data.ref, mask_ratio=options.get("mask_ratio", 0.1), seed=options.get("seed", 0),
+                              limit=data.limit, generation_config=options.get("generation_config"),
+                              output=options.get("output"), progress=options.get("progress", False),
+                              **_placement(run))
+
+
+for _name, _primary, _baseline in (("qa", "marco_rougeL", "none"),
+                                   ("summarization", "rougeL", "lead-8 words"),
+                                   ("qg", "bleu4", "first 12 words + ?"),
+                                   ("dialog", "perplexity", "unigram of the training targets"),
+                                   ("seq2seq", "rougeL", "none")):
+    register_task(_seq2seq(_name, _primary, _baseline))
+
+register_task(Task(
+    name="cloze", family="glm", readers="ctxlm.data.superglue:load_superglue", head="glm-cloze",
+    finetune=finetune_cloze_task, evaluate=evaluate_cloze_task, predict="ctxlm.tasks.cloze:predict_cloze",
+    score="ctxlm.data.superglue:task_metrics", primary_metric="accuracy",
+    baseline="majority class of the training rows", comparison="ctxlm.compare:ClozeTask",
+    comparison_options=("score_eop",), compare_objectives=("glm", "glm-noshuffle", "none")))
+register_task(Task(
+    name="classify", family="unilm", readers="ctxlm.data.glue:get_dataset", head="unilm-classifier",
+    finetune=finetune_classify_task, evaluate=evaluate_classify_task, predict="ctxlm.tasks.classification:predict",
+    score="ctxlm.tasks.classification:glue_metrics", primary_metric="accuracy",
+    baseline="majority class (STS-B: the training mean)", comparison="ctxlm.compare:ClassifyTask",
+    comparison_options=("pooler",), compare_objectives=("unilm", "unilm-ae", "unilm-par", "none")))
+register_task(Task(
+    name="squad", family="unilm", readers="ctxlm.tasks.extractive_qa:read_squad", head="unilm-qa",
+    finetune=finetune_squad_task, evaluate=evaluate_squad_task, predict="ctxlm.tasks.extractive_qa:predict_answers",
+    score="ctxlm.tasks.extractive_qa:squad_scores", primary_metric="f1", baseline="none"))
+register_task(Task(
+    name="infilling", family="glm", readers="ctxlm.data.corpus:iter_lines", head=None, finetune=None,
+    evaluate=evaluate_infilling_task, predict="ctxlm.tasks.infilling:infill_texts",
+    score="ctxlm.tasks.infilling:infill_bleu", primary_metric="bleu", baseline="none"))
