@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast java clean
+.PHONY: install demo lint test test-fast java clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(shell command -v $(PYTHON) || echo python3) -m venv $(VENV)
@@ -23,6 +23,10 @@ java:
 
 demo: install
 	$(BIN)/python -m ctxlm.demo
+
+# ruff's lint rules and line length are in pyproject.toml ([tool.ruff]).
+lint: install
+	$(BIN)/ruff check .
 
 test: install java
 	$(BIN)/python -m pytest -q

@@ -19,15 +19,12 @@ Over several seeds each, the two must agree within seed noise. Prints a table an
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]

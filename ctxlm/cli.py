@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from .config import CLOZE_TRAIN
@@ -164,7 +163,8 @@ def cmd_pretrain(args) -> None:
     if args.glm_no_shuffle or args.glm_sentinel:
         if config.model.family != "glm":
             raise CtxlmError("--glm-no-shuffle and --glm-sentinel are GLM options")
-        config.data = dataclasses.replace(config.data, shuffle_spans=config.data.shuffle_spans and not args.glm_no_shuffle,
+        config.data = dataclasses.replace(config.data,
+                                          shuffle_spans=config.data.shuffle_spans and not args.glm_no_shuffle,
                                           sentinel=config.data.sentinel or args.glm_sentinel)
     objective = args.objective or default_objective(config.model.family).name
     result = pretrain(args.corpus, args.out, config, objective=objective, stage=args.stage,
@@ -605,7 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("pretrain", help="pre-train a model on unlabeled text")
     p.add_argument("--objective", choices=list(OBJECTIVES),
-                   help="pre-training objective (default: the --config family's own; mass and bart run on a PALM config)")
+                   help="pre-training objective (default: the --config family's own; mass and bart run on a PALM "
+                        "config)")
     p.add_argument("--stage", default="generation", choices=["mlm", "generation"],
                    help="PALM stage 1 (encoder MLM) or 2 (continuation generation)")
     p.add_argument("--glm-task", choices=["blank", "sentence", "document", "multitask"],

@@ -131,8 +131,9 @@ def family_configs(families: Sequence[str], palm: PretrainConfig, tokenizer: Tex
         if family == palm.model.family:
             configs[family] = palm
             continue
-        data = default_data_config(family)(max_length=palm.data.fragment_length, valid_fraction=palm.data.valid_fraction,
-                                         max_valid_documents=palm.data.max_valid_documents)
+        data = default_data_config(family)(max_length=palm.data.fragment_length,
+                                           valid_fraction=palm.data.valid_fraction,
+                                           max_valid_documents=palm.data.max_valid_documents)
         model = model_config_for_tokenizer(matched_model_config(family, palm.model), tokenizer)
         # the given train settings are PALM's; the others pre-train with their family's optimiser defaults
         train = dataclasses.replace(palm.train, **train_defaults(family, model))
@@ -463,7 +464,8 @@ class Comparison:
 
     def score_cell(self, model_dir: Path) -> tuple[dict, list, list | None]:
         """(metrics, per-example statistics, predictions or None) of a fine-tuned cell."""
-        texts = [text for pair in self.train_pairs for text in (pair.source, pair.target)] if self.recipe.lexicon else ()
+        texts = ([text for pair in self.train_pairs for text in (pair.source, pair.target)]
+                 if self.recipe.lexicon else ())
         return score_model(self.scoring, model_dir, self.eval_pairs, self.recipe, lexicon_texts=texts)
 
     def prediction_notes(self, predictions: list | None) -> dict:

@@ -333,12 +333,12 @@ def _cell_rows(cells: list[dict], primary: str, baseline: dict | None = None,
 def did_not_learn(cell: dict, baseline: dict | None = None, primary: str | None = None,
                   higher_is_better: bool = True) -> str | None:
     """Why a compare cell did not learn its task, or None: its primary metric does not beat the
-    task's trivial baseline (`baseline["metrics"][primary]`: a value, or a table row's one-value list), or some of its runs stayed at
-    the unigram level (`not_learning`, `ctxlm.learning_check`), or it predicts one class for every
-    example (`one_class`, NLU tasks). The runs that count are those the scored model comes out of:
-    the last pre-training stage and the fine-tuning (`counted_not_learning`); an earlier stage at the unigram
-    level that a later one leaves (PALM's stage 1 at a small budget) is noted (`earlier_stages_not_learning`),
-    not counted."""
+    task's trivial baseline (`baseline["metrics"][primary]`: a value, or a table row's one-value
+    list), or some of its runs stayed at the unigram level (`not_learning`, `ctxlm.learning_check`),
+    or it predicts one class for every example (`one_class`, NLU tasks). The runs that count are
+    those the scored model comes out of: the last pre-training stage and the fine-tuning
+    (`counted_not_learning`); an earlier stage at the unigram level that a later one leaves (PALM's
+    stage 1 at a small budget) is noted (`earlier_stages_not_learning`), not counted."""
     reasons, reference = [], baseline_value(baseline, primary)
     if reference is not None and primary in cell["metrics"]:
         value = cell["metrics"][primary]

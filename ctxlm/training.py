@@ -836,8 +836,9 @@ def train(
     improvement (when > 0; validations whose held-out loss is still at the targets' unigram level,
     `LearningCheck.at_unigram_level`, do not count: a slow start is not convergence), and `out_dir`
     ends up holding the best weights (the last ones stay in `checkpoints/`). SIGTERM/SIGINT stop
-    after the current step with a checkpoint (the result says `interrupted`). `side_files` (name → values, e.g. a fine-tuned model's generation.json) are
-    written as JSON into `out_dir` once the run holds the folder, never into a folder another run holds."""
+    after the current step with a checkpoint (the result says `interrupted`). `side_files` (name →
+    values, e.g. a fine-tuned model's generation.json) are written as JSON into `out_dir` once the run
+    holds the folder, never into a folder another run holds."""
     return TrainingRun(model, train_examples, cfg, out_dir, pad_id=pad_id, tokenizer=tokenizer,
                        valid_examples=valid_examples, resume=resume, overwrite=overwrite,
                        allow_config_change=allow_config_change, loss_options=loss_options,

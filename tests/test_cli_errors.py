@@ -282,7 +282,8 @@ def test_python_dash_m_ctxlm_runs_the_cli(tmp_path):
     assert done.stderr == f"error: --model {tmp_path / 'absent'}: no such file or directory\n"
 
 
-@pytest.mark.parametrize("verb, flag", [("generate", "--limit"), ("evaluate", "--limit"), ("finetune", "--train-limit")])
+@pytest.mark.parametrize("verb, flag", [("generate", "--limit"), ("evaluate", "--limit"),
+                                        ("finetune", "--train-limit")])
 def test_a_row_limit_must_be_a_positive_number(capsys, verb, flag):
     """`--limit -1` would slice from the end: refused in one line, as argparse's usage error."""
     with pytest.raises(SystemExit) as done:

@@ -232,7 +232,8 @@ def test_cells_that_did_not_learn_make_claims_not_testable():
     assert did_not_learn(stuck, None, "rougeL") == "1-unilm, finetune at the unigram level"
     # PALM's stage 1 at the unigram level, left by stage 2: the scored model learned; the table notes it
     two_stages = {**cell, "objective": "palm", "not_learning": {"1-palm-mlm": {"step": 4}},
-                  "stages": [{"steps": 5, "dir": "p/palm-seed0/1-palm-mlm"}, {"steps": 5, "dir": "p/palm-seed0/2-palm-generation"}]}
+                  "stages": [{"steps": 5, "dir": "p/palm-seed0/1-palm-mlm"},
+                             {"steps": 5, "dir": "p/palm-seed0/2-palm-generation"}]}
     assert did_not_learn(two_stages, baseline, "rougeL") is None
     assert _cell_rows([two_stages], "rougeL", baseline)[0][-1] == "yes (1-palm-mlm at the unigram level)"
     assert not_learning_note(two_stages) == "; at the unigram level, then left by a later stage: 1-palm-mlm"
@@ -460,7 +461,8 @@ def test_sigterm_stops_the_comparison_and_the_rerun_resumes_the_stage(setup, tmp
     with pytest.raises(KeyboardInterrupt, match="stopped by a signal"):
         compare(**options)
     stage_dir = tmp_path / "cmp/cells/palm-seed0/pretrain/2-palm-generation"
-    assert not (stage_dir / compare_module.DONE).exists() and not (tmp_path / "cmp/cells/palm-seed0/result.json").exists()
+    assert (not (stage_dir / compare_module.DONE).exists()
+            and not (tmp_path / "cmp/cells/palm-seed0/result.json").exists())
     compare(**options)
     assert runs == [("1-palm-mlm", False), ("2-palm-generation", False), ("2-palm-generation", True)]
     stage = json.loads((tmp_path / "cmp/cells/palm-seed0/result.json").read_text())["stages"][1]
@@ -498,7 +500,8 @@ def test_recipe_lexicon_decodes_as_the_demo(setup, tmp_path):
             objectives=["none"], seeds=1, plots=False)
     written = json.loads((out / "cells/none-seed0/predictions.json").read_text())
     config = load_finetune_config(str(tmp_path / "recipe.yaml"))
-    train, valid = read_pairs("summarization", setup / "train.jsonl"), read_pairs("summarization", setup / "valid.jsonl")
+    train = read_pairs("summarization", setup / "train.jsonl")
+    valid = read_pairs("summarization", setup / "valid.jsonl")
     sources = [p.source for p in valid]
     plain = Seq2SeqPredictor.load(out / "cells/none-seed0/finetune", max_source_tokens=config.max_source_tokens)
     lexicon = WordLexicon.from_texts(plain.tokenizer, [t for p in train for t in (p.source, p.target)])

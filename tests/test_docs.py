@@ -112,7 +112,8 @@ def test_the_checks_catch_dead_links_anchors_and_paths(tmp_path):
     bad = tmp_path / "bad.md"
     bad.write_text("# Bad\n\nSee [the page](missing.md), [a heading](other.md#no-such-heading), [here](#nowhere), "
                    "`ctxlm/no_such_module.py`, `python benchmarks/missing.py` and "
-                   "`tests/test_docs.py::test_that_does_not_exist`, `::test_nor_this` and `test_docs.py::test_nor_that`.\n", encoding="utf-8")
+                   "`tests/test_docs.py::test_that_does_not_exist`, `::test_nor_this` and "
+                   "`test_docs.py::test_nor_that`.\n", encoding="utf-8")
     assert link_problems(bad) == ["bad.md: dead link missing.md", "bad.md: no heading #no-such-heading in other.md",
                                   "bad.md: no heading #nowhere in bad.md"]
     assert repo_path_problems(bad) == ["bad.md: no such path ctxlm/no_such_module.py",

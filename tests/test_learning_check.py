@@ -209,8 +209,9 @@ def pretrain_collapsing(root, resume: bool = False) -> list[str]:
         data=UnilmDataConfig(max_length=64, valid_fraction=0.05))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pretrain([root / "wiki.txt"], root / "run", config, objective="unilm", tokenizer=TextTokenizer.load(root / "tok"),
-                 cache_dir=root / "cache", train_given=COLLAPSE, resume=resume)
+        pretrain([root / "wiki.txt"], root / "run", config, objective="unilm",
+                 tokenizer=TextTokenizer.load(root / "tok"), cache_dir=root / "cache", train_given=COLLAPSE,
+                 resume=resume)
     return [str(w.message) for w in caught]
 
 

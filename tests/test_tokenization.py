@@ -59,7 +59,8 @@ def test_uncased_and_accents_stripped(trained):
     tokenizer, _ = trained
     assert tokenizer.encode("The LABOUR Party") == tokenizer.encode("the labour party")
     assert tokenizer.encode("Café Élite") == tokenizer.encode("cafe elite")
-    assert all(tokenizer.id_to_token(i) == tokenizer.id_to_token(i).lower() for i in tokenizer.encode("The LABOUR Party"))
+    assert all(tokenizer.id_to_token(i) == tokenizer.id_to_token(i).lower()
+               for i in tokenizer.encode("The LABOUR Party"))
 
 
 def test_rare_words_split_into_continuation_pieces(trained):
@@ -154,7 +155,8 @@ def roberta_style(tmp_path):
 
 def test_roberta_style_role_ids(roberta_style):
     tokenizer = TextTokenizer.load(roberta_style)
-    assert (tokenizer.cls_id, tokenizer.pad_id, tokenizer.sep_id, tokenizer.unk_id, tokenizer.mask_id) == (0, 1, 2, 3, 4)
+    ids = (tokenizer.cls_id, tokenizer.pad_id, tokenizer.sep_id, tokenizer.unk_id, tokenizer.mask_id)
+    assert ids == (0, 1, 2, 3, 4)
     assert tokenizer.special_ids.tolist() == [0, 1, 2, 3, 4]
     assert tokenizer.replace_pool.tolist() == list(range(5, tokenizer.vocab_size))
     ids = tokenizer.encode("The cat sat.")

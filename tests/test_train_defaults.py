@@ -34,7 +34,8 @@ def test_family_defaults_are_complete_and_from_the_papers():
 def test_defaults_fill_only_what_the_user_did_not_set():
     train, applied = with_train_defaults(TrainConfig(max_steps=500), "unilm")
     assert applied == dict(lr=UNILM_LR, warmup_ratio=0.048, adam_beta2=0.98, adam_eps=1e-6)  # the rest as before
-    assert (train.lr, train.adam_beta2, train.adam_eps, train.warmup(), train.max_steps) == (UNILM_LR, .98, 1e-6, 24, 500)
+    assert ((train.lr, train.adam_beta2, train.adam_eps, train.warmup(), train.max_steps)
+            == (UNILM_LR, .98, 1e-6, 24, 500))
     # values that differ from TrainConfig's defaults are the user's
     train, applied = with_train_defaults(TrainConfig(lr=1e-3, adam_beta2=0.995), "unilm")
     assert (train.lr, train.adam_beta2, train.adam_eps) == (1e-3, 0.995, 1e-6) and "lr" not in applied

@@ -99,8 +99,8 @@ def test_every_label_ignored():
 
 
 @settings(max_examples=25, deadline=None)
-@given(rows=st.integers(1, 20), vocab=st.integers(2, 40), chunk=st.integers(1, 25), smoothing=st.sampled_from([0.0, 0.2]),
-       seed=st.integers(0, 10_000))
+@given(rows=st.integers(1, 20), vocab=st.integers(2, 40), chunk=st.integers(1, 25),
+       smoothing=st.sampled_from([0.0, 0.2]), seed=st.integers(0, 10_000))
 def test_fuzz_shapes_and_chunks(rows, vocab, chunk, smoothing, seed):
     hidden, weight, bias, labels = problem(rows=rows, d=4, vocab=vocab, seed=seed)
     ref = grads(lambda h, w, b: plain(h, w, b, labels, smoothing), hidden, weight, bias, torch.float64, True)

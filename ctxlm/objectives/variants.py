@@ -71,7 +71,8 @@ PRETRAIN_VARIANTS: dict[str, Variant] = {
     "unilm-ar": Variant("unilm", (Stage("unilm", data={"objective": "ar"}),),
                         "UniLMv2 AR only (Table 6; --unilm-objective ar)"),
     "glm-copy": Variant("glm", (Stage("glm", data={"task": "blank"}),), "GLM blank infilling with PALM's "
-                        "pointer-generator over Part A (ctxlm's extension; --copy, or copy: true)", model={"copy": True}),
+                        "pointer-generator over Part A (ctxlm's extension; --copy, or copy: true)",
+                        model={"copy": True}),
     "unilm-copy": Variant("unilm", (Stage("unilm", data={"objective": "ae+par"}),), "UniLMv2 AE + PAR with "
                           "PALM's pointer-generator for seq2seq fine-tuning (ctxlm's extension; --copy, or copy: true)",
                           model={"copy": True}),
