@@ -24,7 +24,8 @@ from ctxlm.config import PalmDataConfig, TrainConfig
 from ctxlm.config_loading import named_model_config
 from ctxlm.data.loader import default_workers, micro_batch_loader
 from ctxlm.data.store import TokenStore
-from ctxlm.pretraining import model_config_for_tokenizer, prepare_palm_data
+from ctxlm.families.palm_data import prepare_palm_data
+from ctxlm.pretraining import model_config_for_tokenizer
 from ctxlm.tokenization import train_tokenizer
 from ctxlm.training import BatchStream, build_optimizer
 

@@ -149,32 +149,43 @@ def cmd_pretrain(args) -> None:
     config = load_pretrain_config(args.config)
     overrides = _train_overrides(args)
     config.train = dataclasses.replace(config.train, **overrides)
-    if args.fragment_length is not None or args.mlm_weight is not None:
-        if config.model.family != "palm":
-            raise CtxlmError("--fragment-length and --mlm-weight are PALM-model options (palm, mass, bart)")
-        if args.fragment_length is not None:
-            config.data = dataclasses.replace(config.data, fragment_length=args.fragment_length)
-        if args.mlm_weight is not None:
-            config.data = dataclasses.replace(config.data, mlm_weight=args.mlm_weight)
-    if args.no_copy or args.copy:
-        if args.no_copy and args.copy:
-            raise CtxlmError("--copy and --no-copy exclude each other")
-        config.model = _set_copy(config.model, args.copy)
-    if args.glm_no_shuffle or args.glm_sentinel:
-        if config.model.family != "glm":
-            raise CtxlmError("--glm-no-shuffle and --glm-sentinel are GLM options")
-        config.data = dataclasses.replace(config.data,
-                                          shuffle_spans=config.data.shuffle_spans and not args.glm_no_shuffle,
-                                          sentinel=config.data.sentinel or args.glm_sentinel)
+    config.data = _family_flags(args, config)
     objective = args.objective or default_objective(config.model.family).name
     result = pretrain(args.corpus, args.out, config, objective=objective, stage=args.stage,
-                      glm_task=args.glm_task, unilm_objective=args.unilm_objective,
+                      objective_options=_objective_options(args),
                       tokenizer=args.tokenizer, init=args.init, init_from_hf=args.init_from_hf,
                       hf_decoder=args.decoder, cache_dir=args.cache_dir,
                       corpus_format=args.format, text_field=args.text_field,
                       fallback_encoding=args.fallback_encoding, device=args.device,
                       train_given=set(overrides) | train_keys_given(args.config), **_run_flags(args))
     _print_result(result, args.out)
+
+
+def _family_flags(args, config):
+    """`config.data` with each family's pre-training flags (`Family.config_flags`) applied, and
+    --copy / --no-copy on the model; a family's flags with a model of another family are refused."""
+    from .families import FAMILIES, resolve
+
+    data = config.data
+    for family in FAMILIES.values():
+        given = {dest: getattr(args, dest) for dest in family.config_flags if getattr(args, dest) not in (None, False)}
+        if given and config.model.family != family.name:
+            raise CtxlmError(family.config_flags_error)
+        if given:
+            data = resolve(family.apply_config_flags)(data, given)
+    if args.no_copy or args.copy:
+        if args.no_copy and args.copy:
+            raise CtxlmError("--copy and --no-copy exclude each other")
+        config.model = _set_copy(config.model, args.copy)
+    return data
+
+
+def _objective_options(args) -> dict:
+    """The objective's data-config fields its family's flags set (`Family.objective_flags`)."""
+    from .families import FAMILIES
+
+    return {field: getattr(args, dest) for family in FAMILIES.values()
+            for dest, field in family.objective_flags.items() if getattr(args, dest) is not None}
 
 
 GENERATION_FLAGS = {  # flag → GenerationConfig field
@@ -583,11 +594,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .config import NAMED_CONFIGS
-    from .families import FAMILIES, OBJECTIVES
+    from .families import FAMILIES, OBJECTIVES, REFERENCE_FAMILY
     from .tasks import finetunable
 
     named = ", ".join(NAMED_CONFIGS)
-    named_palm = ", ".join(name for name, values in NAMED_CONFIGS.items() if values["family"] == "palm")
+    named_palm = ", ".join(name for name, values in NAMED_CONFIGS.items() if values["family"] == REFERENCE_FAMILY)
     parser = _Parser(prog="ctxlm", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"ctxlm {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)

@@ -63,7 +63,7 @@ from .tasks import get_task, registered, resolve
 from .tasks.seq2seq import finetune, read_pairs
 from .layouts import pair_example, pair_limits
 from .metrics import compute_metrics, lead_words, ptb_tokens
-from .families import train_defaults
+from .families import REFERENCE_FAMILY, get_objective, train_defaults
 from .learning_check import not_learning_in, still_not_learning
 from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
 from .predict import Seq2SeqPredictor
@@ -74,7 +74,6 @@ from .tokenization import TextTokenizer
 from .training import BatchStream, autocast, build_optimizer, collate
 
 DEFAULT_OBJECTIVES = ("palm", "palm-nocopy", "palm-noae", "mass", "bart", "glm", "unilm", "none")
-DIALOG_TRAIN_PAIRS = 10_000  # PALM Table 5: Cornell fine-tuned on 10K pairs, scored by perplexity
 TOKEN_KEYS = ("input_ids", "decoder_input_ids")  # what the training loop counts as tokens
 
 
@@ -350,7 +349,7 @@ def read_json(path: Path) -> Any:
 
 def stage_dir_name(index: int, stage: Stage) -> str:
     """As `pretraining.pretrain_variant` names its stage folders."""
-    return f"{index}-{stage.objective}" + (f"-{stage.stage}" if stage.objective == "palm" else "")
+    return f"{index}-{stage.objective}" + (f"-{stage.stage}" if get_objective(stage.objective).stages else "")
 
 
 DONE = "compare-done.json"  # written into a stage or fine-tuning folder once it finished
@@ -638,8 +637,8 @@ def compare(
     if finetune_steps is not None:
         recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, max_steps=finetune_steps))
     scoring = task_scoring(recipe.task)
-    if recipe.task == "dialog" and train_limit is None:
-        train_limit = DIALOG_TRAIN_PAIRS
+    if train_limit is None:
+        train_limit = get_task(recipe.task).compare_train_limit
     config = palm_config(config)
     tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer.load(tokenizer)
     eval_path = Path(eval_path or valid_path)
@@ -680,7 +679,7 @@ def check_run_options(objectives: Sequence[str], seeds: int, plots: bool) -> Non
 def palm_config(config: PretrainConfig | str) -> PretrainConfig:
     """compare's --config (named, YAML or a `PretrainConfig`): the PALM one the others are sized to."""
     config = config if isinstance(config, PretrainConfig) else load_pretrain_config(config)
-    if config.model.family != "palm":
+    if config.model.family != REFERENCE_FAMILY:
         raise CtxlmError(f"compare's --config is the PALM encoder-decoder's (the size GLM and UniLMv2 are matched "
                          f"to), got a {config.model.family} config")
     return config
@@ -750,7 +749,7 @@ def compare_train_sizes(
                                cache_dir=cache_dir or out_dir / "store", plots=plots, **options)
     recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
     total = len(read_pairs(recipe.task, train_path, recipe.reader))
-    default = DIALOG_TRAIN_PAIRS if recipe.task == "dialog" else None
+    default = get_task(recipe.task).compare_train_limit
     sizes = {train_size_name(limit): min(limit or default or total, total) for limit in train_limits}
     write_train_size_report(out_dir, tables, sizes, task_scoring(recipe.task), plots=plots,
                             command=options.get("command"))

@@ -9,119 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from .checkpoint import TOKENIZER_NAME, build_model, load_model_dir, resume_checkpoint
-from .config import PalmDataConfig, PretrainConfig, TrainConfig
+from .config import PretrainConfig, TrainConfig
 from .config_loading import default_data_config
 from .data.store import TokenStore
 from .distributed import main_process_first, setup
 from .device import resolve_device
 from .errors import CtxlmError
-from .objectives.chunks import skipped_sentences
-from .families import OPTIMIZER_FIELDS, WARMUP_FIELDS, get_objective, resolve, train_defaults
-from .objectives.palm import PalmExamples, PalmTokens, fragment_budgets, palm_windows
+from .families import OPTIMIZER_FIELDS, WARMUP_FIELDS, PreparedData, get_objective, resolve, train_defaults
 from .tokenization import TextTokenizer
 from .training import TrainResult, train
-
-PALM_STAGES = ("mlm", "generation")
-
-
-@dataclass
-class PreparedData:
-    train: Any  # Examples
-    valid: Any  # Examples
-    description: dict[str, Any]
-
-
-def palm_tokens(tokenizer: TextTokenizer) -> PalmTokens:
-    return PalmTokens(cls=tokenizer.cls_id, sep=tokenizer.sep_id, mask=tokenizer.mask_id,
-                      decoder_start=tokenizer.cls_id)
-
-
-def prepare_palm_data(store: TokenStore, tokenizer: TextTokenizer, data: PalmDataConfig, stage: str,
-                      seed: int, max_positions: int | None = None) -> PreparedData:
-    """PALM examples of a store: fragments of whole sentences (paper §2.2), split by document."""
-    if stage not in PALM_STAGES:
-        raise CtxlmError(f"unknown PALM stage '{stage}' (choose from {', '.join(PALM_STAGES)})")
-    source_max, target_max = fragment_budgets(data.fragment_length, data.source_ratio)
-    if max_positions is not None and max(source_max, target_max) > max_positions:
-        raise CtxlmError(f"data.fragment_length {data.fragment_length} gives {source_max} source tokens, "
-                         f"more than the model's max_position_embeddings {max_positions}; lower --fragment-length "
-                         f"(data.fragment_length in a YAML config)")
-    train_docs, valid_docs = store.split_documents(data.valid_fraction, seed)
-    valid_docs = valid_docs[: data.max_valid_documents]
-    lengths = store.sentence_lengths
-    windows = {name: palm_windows(lengths, store.document_offsets, docs, source_max, target_max)
-               for name, docs in (("train", train_docs), ("valid", valid_docs))}
-    if len(windows["train"]) == 0:
-        raise CtxlmError(f"the corpus yields no PALM fragments of ≤ {data.fragment_length} tokens "
-                         "(documents need at least two sentences that fit)")
-    objective = "generation+mlm" if stage == "generation" and data.mlm_weight > 0 else stage
-    tok = palm_tokens(tokenizer)
-    make = lambda w: PalmExamples(store, w, tok, objective, replace_pool=tokenizer.replace_pool,  # noqa: E731
-                                  mlm_probability=data.mlm_probability, seed=seed)
-    return PreparedData(make(windows["train"]), make(windows["valid"]), {
-        "objective": f"palm/{objective}", "source_max": source_max, "target_max": target_max,
-        "train_documents": len(train_docs), "valid_documents": len(valid_docs),
-        "train_fragments": len(windows["train"]), "valid_fragments": len(windows["valid"]),
-        "skipped": palm_skipped(store, np.concatenate([train_docs, valid_docs]),
-                                np.concatenate([windows["train"], windows["valid"]]), source_max, stage),
-    })
-
-
-def prepare_denoising_data(store: TokenStore, tokenizer: TextTokenizer, data: PalmDataConfig, objective: str,
-                           seed: int, max_positions: int | None = None) -> PreparedData:
-    """MASS or BART examples of a store: chunks of whole sentences of at most `data.fragment_length`
-    tokens with [CLS] and [SEP], split by document (as `prepare_palm_data`)."""
-    from .objectives.bart import BartExamples
-    from .objectives.chunks import sentence_chunks
-    from .objectives.mass import MassExamples
-
-    if max_positions is not None and data.fragment_length > max_positions:
-        raise CtxlmError(f"data.fragment_length {data.fragment_length} exceeds the model's max_position_embeddings "
-                         f"{max_positions}; lower --fragment-length (data.fragment_length in a YAML config)")
-    budget = data.fragment_length - 2
-    train_docs, valid_docs = store.split_documents(data.valid_fraction, seed)
-    valid_docs = valid_docs[: data.max_valid_documents]
-    chunks = {name: sentence_chunks(store.sentence_lengths, store.document_offsets, docs, budget)
-              for name, docs in (("train", train_docs), ("valid", valid_docs))}
-    if len(chunks["train"]) == 0:
-        raise CtxlmError(f"the corpus yields no {objective.upper()} segments of ≤ {budget} tokens")
-    tok = palm_tokens(tokenizer)
-    if objective == "mass":
-        make = lambda c: MassExamples(store, c, tok, replace_pool=tokenizer.replace_pool,  # noqa: E731
-                                      ratio=data.mass_ratio, seed=seed)
-    else:
-        make = lambda c: BartExamples(store, c, tok, ratio=data.bart_mask_ratio,  # noqa: E731
-                                      poisson_lambda=data.bart_poisson_lambda,
-                                      permute=data.bart_permute_sentences, seed=seed)
-    return PreparedData(make(chunks["train"]), make(chunks["valid"]), {
-        "objective": objective, "max_length": data.fragment_length,
-        "train_documents": len(train_docs), "valid_documents": len(valid_docs),
-        "train_segments": len(chunks["train"]), "valid_segments": len(chunks["valid"]),
-        "skipped": skipped_sentences(store.sentence_lengths, store.document_offsets,
-                                     np.concatenate([train_docs, valid_docs]),
-                                     np.concatenate([chunks["train"], chunks["valid"]]), budget),
-    })
-
-
-def palm_skipped(store: TokenStore, documents: np.ndarray, windows: np.ndarray, source_max: int,
-                 stage: str) -> dict[str, int]:
-    """What PALM's windows leave out: one-sentence documents (no target), sentences longer than the
-    source budget, and all sentences in no example; stage 1 trains on sources only, so it never
-    sees a document's last sentence (always a target)."""
-    lengths = store.sentence_lengths
-    sizes = store.document_offsets[documents + 1] - store.document_offsets[documents]
-    spans = windows[:, :2] if stage == "mlm" else np.stack([windows[:, 0], windows[:, 1] + windows[:, 2]], axis=1)
-    return {"one_sentence_documents": int((sizes == 1).sum()),
-            **skipped_sentences(lengths, store.document_offsets, documents, spans, source_max - 2)}
-
 
 def report_skipped(skipped: dict[str, int]) -> None:
     """One warning line with the counts of what a run skipped (also in run.json, under 'skipped')."""
@@ -129,24 +31,6 @@ def report_skipped(skipped: dict[str, int]) -> None:
     if counts:
         warnings.warn(f"skipped while building examples: {counts} (counts in run.json under 'skipped')",
                       stacklevel=2)
-
-
-def prepare_palm_objective(store: TokenStore, tokenizer: TextTokenizer, model_config, data: PalmDataConfig,
-                           stage: str, seed: int) -> PreparedData:
-    """The PALM objective's `prepare` (`ctxlm.families.palm`)."""
-    return prepare_palm_data(store, tokenizer, data, stage, seed, model_config.max_position_embeddings)
-
-
-def prepare_mass_objective(store: TokenStore, tokenizer: TextTokenizer, model_config, data: PalmDataConfig,
-                           stage: str, seed: int) -> PreparedData:
-    """MASS's `prepare` (`ctxlm.families.palm`): a baseline on the PALM encoder-decoder."""
-    return prepare_denoising_data(store, tokenizer, data, "mass", seed, model_config.max_position_embeddings)
-
-
-def prepare_bart_objective(store: TokenStore, tokenizer: TextTokenizer, model_config, data: PalmDataConfig,
-                           stage: str, seed: int) -> PreparedData:
-    """BART text infilling's `prepare` (`ctxlm.families.palm`): a baseline on the PALM encoder-decoder."""
-    return prepare_denoising_data(store, tokenizer, data, "bart", seed, model_config.max_position_embeddings)
 
 
 def prepare_data(objective: str, store: TokenStore, tokenizer: TextTokenizer, model_config, data_config,
@@ -206,8 +90,7 @@ def pretrain(
     resume: bool | str = False,
     overwrite: bool = False,
     allow_config_change: bool = False,
-    glm_task: str | None = None,
-    unilm_objective: str | None = None,
+    objective_options: Mapping[str, Any] | None = None,
     cache_dir: str | Path | None = None,
     corpus_format: str = "auto",
     text_field: str | None = None,
@@ -219,8 +102,8 @@ def pretrain(
 
     `objective` is a registered objective (`ctxlm.families.OBJECTIVES`): "palm" (with `stage` "mlm"
     or "generation"), "mass" or "bart" (baselines on a PALM model, `objectives/mass.py` and
-    `bart.py`), "glm" (with `glm_task` overriding `config.data.task`) or "unilm" (with
-    `unilm_objective` overriding `config.data.objective`); the model must be of its family. The
+    `bart.py`), "glm" or "unilm"; the model must be of its family. `objective_options` are fields of
+    the objective's data config over `config.data`'s (e.g. GLM's `task`, UniLMv2's `objective`). The
     architecture comes from `init` when given (a model directory: PALM's stage 2 starts from stage
     1), or from `init_from_hf` (a transformers directory or hub id, converted into the objective's
     family as `ctxlm convert` does, with `hf_decoder`), else from `config.model`. With `resume`,
@@ -264,10 +147,8 @@ def pretrain(
     data_config = config.data
     if not isinstance(data_config, spec.data_config):
         data_config = spec.data_config()
-    if glm_task is not None:
-        data_config = dataclasses.replace(data_config, task=glm_task)
-    if unilm_objective is not None:
-        data_config = dataclasses.replace(data_config, objective=unilm_objective)
+    if objective_options:
+        data_config = dataclasses.replace(data_config, **objective_options)
 
     cluster = setup()
     with main_process_first(cluster):  # rank 0 builds the store; the others then open it
@@ -277,13 +158,8 @@ def pretrain(
     data = prepare_data(objective, store, tokenizer, model.config, data_config, stage, train_config.seed)
     data.description["skipped"] = {**store.meta.get("skipped", {}), **data.description.get("skipped", {})}
     report_skipped(data.description["skipped"])
-    if objective == "palm" and stage == "mlm":  # stage 1 trains the encoder and its MLM head only
-        model.decoder.requires_grad_(False)
-        for head in (model.pointer, model.attention_copy):
-            if head is not None:
-                head.requires_grad_(False)
-        if isinstance(model.final_logits_bias, torch.nn.Parameter):  # the release's trained output bias
-            model.final_logits_bias.requires_grad_(False)
+    if spec.prepare_model is not None:  # e.g. PALM's stage 1 trains the encoder and its MLM head only
+        resolve(spec.prepare_model)(model, stage)
     loss_options = spec.options(data_config, stage, train_config.label_smoothing)
     run_info = {"objective": objective, "stage": stage if stage in spec.stages else None,
                 "corpus": [str(c) for c in corpus],
@@ -315,7 +191,7 @@ def pretrain_variant(name: str, corpus: Sequence[str | Path], out_dir: str | Pat
     init = None
     for i, step in enumerate(variant.stages, start=1):
         stage_config = dataclasses.replace(config, model=model, data=dataclasses.replace(data, **step.data))
-        suffix = f"-{step.stage}" if step.objective == "palm" else ""
+        suffix = f"-{step.stage}" if get_objective(step.objective).stages else ""
         stage_dir = Path(out_dir) / f"{i}-{step.objective}{suffix}"
         pretrain(corpus, stage_dir, stage_config, objective=step.objective, stage=step.stage, tokenizer=tokenizer,
                  init=init, **options)

@@ -49,7 +49,8 @@ def pretrained_palm(tmp_path_factory):
     from ctxlm.config import PalmDataConfig, PretrainConfig, TrainConfig
     from ctxlm.config_loading import named_model_config
     from ctxlm.data.store import TokenStore
-    from ctxlm.pretraining import model_config_for_tokenizer, prepare_palm_data, pretrain
+    from ctxlm.families.palm_data import prepare_palm_data
+    from ctxlm.pretraining import model_config_for_tokenizer, pretrain
     from ctxlm.tokenization import train_tokenizer
     from ctxlm.training import evaluate
 

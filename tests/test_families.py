@@ -73,7 +73,7 @@ class ToyExamples:
 
 
 def prepare_toy(store, tokenizer, model_config, data, stage, seed):
-    from ctxlm.pretraining import PreparedData
+    from ctxlm.families import PreparedData
 
     usable = np.flatnonzero(store.sentence_lengths >= 2)
     return PreparedData(ToyExamples(store, usable[10:], data.max_length), ToyExamples(store, usable[:10],

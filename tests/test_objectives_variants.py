@@ -21,7 +21,8 @@ from ctxlm.objectives.glm import GLM_TASKS
 from ctxlm.objectives.unilm import OBJECTIVES as UNILM_OBJECTIVES
 from ctxlm.objectives.variants import PRETRAIN_VARIANTS
 from ctxlm.families import get_objective
-from ctxlm.pretraining import PALM_STAGES, model_config_for_tokenizer, pretrain_variant
+from ctxlm.families.palm_data import PALM_STAGES
+from ctxlm.pretraining import model_config_for_tokenizer, pretrain_variant
 from ctxlm.tokenization import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")

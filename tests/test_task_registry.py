@@ -208,3 +208,28 @@ def test_a_toy_task_runs_through_finetune_evaluate_and_compare(toy_task, toy_set
     label, count = majority_label([row.label for row in toy_rows("train")[:32]])
     assert [row["objective"] for row in table] == ["none", f"baseline: majority class {label} ({count}/32)"]
     assert (tmp_path / "cmp" / "report.md").is_file()
+
+
+# ------------------------------------------------------------------------------------ no branches on names
+ENTRY_POINTS = ("ctxlm/pretraining.py", "ctxlm/compare.py", "ctxlm/cli.py")
+
+
+def registered_names() -> set[str]:
+    from ctxlm.families import FAMILIES, OBJECTIVES
+
+    stages = {stage for objective in OBJECTIVES.values() for stage in objective.stages}
+    return set(FAMILIES) | set(OBJECTIVES) | set(get_task(None) and TASKS) | stages
+
+
+def test_entry_points_do_not_branch_on_family_objective_task_or_stage_names():
+    """A family, objective, task or stage is looked up in its registry, never compared by name."""
+    import re
+
+    names = "|".join(sorted(map(re.escape, registered_names())))
+    literal = rf"""["']({names})["']"""
+    branch = re.compile(rf"""(==|!=|\bis|\bin)\s*\(?\s*{literal}|{literal}\s*(==|!=|\bin\b)""")
+    root = Path(ctxlm.__file__).parent.parent
+    found = [f"{path}:{number}: {line.strip()}" for path in ENTRY_POINTS
+             for number, line in enumerate((root / path).read_text(encoding="utf-8").splitlines(), start=1)
+             if branch.search(line.split("#")[0])]
+    assert found == []

@@ -37,12 +37,22 @@ def resolve(ref: Ref):
     return getattr(importlib.import_module(module), name)
 
 
+@dataclass
+class PreparedData:
+    """What an objective's `prepare` returns: training and held-out examples, and what run.json records."""
+
+    train: Any  # Examples
+    valid: Any  # Examples
+    description: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Objective:
     """A pre-training objective. `prepare(store, tokenizer, model_config, data_config, stage, seed)`
-    returns `ctxlm.pretraining.PreparedData`; `loss_options(data_config, stage, label_smoothing)` the
+    returns a `PreparedData`; `loss_options(data_config, stage, label_smoothing)` the
     keyword arguments the model's forward takes besides the batch; `stages` the values `stage` may take
-    (PALM's "mlm" and "generation"; none: the objective has one stage)."""
+    (PALM's "mlm" and "generation"; none: the objective has one stage); `prepare_model(model, stage)`
+    readies the model for a stage (None: nothing to do)."""
 
     name: str
     family: str
@@ -50,6 +60,8 @@ class Objective:
     prepare: Ref
     loss_options: Ref = None
     stages: tuple[str, ...] = ()
+    prepare_model: Ref = None  # function(model, stage): e.g. freeze what a stage does not train
+
 
     def options(self, data_config, stage: str, label_smoothing: float) -> dict:
         if self.loss_options is None:
@@ -73,7 +85,12 @@ class Family:
     - `train_defaults`: pre-training optimiser settings (`TrainConfig` fields among
       `OPTIMIZER_FIELDS`) that `pretrain` and `compare` use where the user set none;
     - `shape_train_defaults(model_config) -> dict`: those of `train_defaults` that differ for a model
-      of that shape (None: none do), e.g. a lower peak rate for a deep post-LN model.
+      of that shape (None: none do), e.g. a lower peak rate for a deep post-LN model;
+    - `objective_flags`: `ctxlm pretrain` flag (its dest) → the field of the objective's data config
+      it sets (`pretrain(objective_options=...)`), e.g. GLM's `--glm-task` → `task`;
+    - `config_flags`: `ctxlm pretrain` flags (dests) that change a config of this family's data,
+      applied by `apply_config_flags(data_config, {dest: value given})`; with a model of another
+      family they are refused with `config_flags_error`.
     """
 
     name: str
@@ -88,6 +105,10 @@ class Family:
     to_hf: Ref = None
     train_defaults: dict[str, Any] = field(default_factory=dict)
     shape_train_defaults: Ref = None
+    objective_flags: dict[str, str] = field(default_factory=dict)
+    config_flags: tuple[str, ...] = ()
+    apply_config_flags: Ref = None
+    config_flags_error: str = ""
 
     def build(self, config):
         return resolve(self.model)(config)
@@ -97,6 +118,7 @@ FAMILIES: dict[str, Family] = {}
 OBJECTIVES: dict[str, Objective] = {}
 HEADS: dict[str, Ref] = {}
 BUILTIN = ("palm", "glm", "unilm")  # modules of ctxlm.families registered at import
+REFERENCE_FAMILY = "palm"  # `compare` sizes every other family's model to this family's config
 
 
 # The TrainConfig fields a family's `train_defaults` may set; the warm-up is one setting, given

@@ -3,6 +3,8 @@ blank infilling."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..config import GlmConfig, GlmDataConfig
 from . import Family, Objective, register
 
@@ -32,6 +34,12 @@ def prompt_example(cfg, source, max_source: int) -> dict:
     return build_seq2seq_example(source, None, glm_tokens(cfg), max_source=max_source)
 
 
+def apply_config_flags(data: GlmDataConfig, given: dict) -> GlmDataConfig:
+    """The ablations `ctxlm pretrain --glm-no-shuffle` (Part B spans in text order) and `--glm-sentinel`."""
+    return dataclasses.replace(data, shuffle_spans=data.shuffle_spans and not given.get("glm_no_shuffle"),
+                               sentinel=data.sentinel or bool(given.get("glm_sentinel")))
+
+
 register(Family(
     name="glm",
     config=GlmConfig,
@@ -46,4 +54,7 @@ register(Family(
     # warm-up 5% (ds_block_*.sh; their decay is cosine, ours linear). Peak lr: 1e-3 trains glm-tiny
     # (reports/quality), where their 2e-4 (large) / 4e-4 (base) is for 335M / 110M models.
     train_defaults=dict(lr=1e-3, warmup_ratio=0.05, weight_decay=0.1, adam_beta2=0.98, adam_eps=1e-6),
+    objective_flags={"glm_task": "task"},
+    config_flags=("glm_no_shuffle", "glm_sentinel"), apply_config_flags=apply_config_flags,
+    config_flags_error="--glm-no-shuffle and --glm-sentinel are GLM options",
 ))

@@ -3,6 +3,8 @@ encoder MLM (stage 1) and context-conditioned continuation generation (stage 2).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..config import PalmConfig, PalmDataConfig
@@ -38,15 +40,34 @@ def palm_loss_options(data: PalmDataConfig, stage: str, label_smoothing: float) 
     return {"mlm_weight": data.mlm_weight, **({"label_smoothing": label_smoothing} if label_smoothing else {})}
 
 
+def prepare_stage(model, stage: str) -> None:
+    """Stage 1 ("mlm") trains the encoder and its MLM head only."""
+    import torch
+
+    if stage != "mlm":
+        return
+    model.decoder.requires_grad_(False)
+    for head in (model.pointer, model.attention_copy):
+        if head is not None:
+            head.requires_grad_(False)
+    if isinstance(model.final_logits_bias, torch.nn.Parameter):  # the release's trained output bias
+        model.final_logits_bias.requires_grad_(False)
+
+
+def apply_config_flags(data: PalmDataConfig, given: dict) -> PalmDataConfig:
+    """`ctxlm pretrain --fragment-length L --mlm-weight W`."""
+    return dataclasses.replace(data, **given)
+
+
 register(Family(
     name="palm",
     config=PalmConfig,
     model="ctxlm.models.palm:PalmModel",
-    objectives=(Objective("palm", "palm", PalmDataConfig, "ctxlm.pretraining:prepare_palm_objective",
-                          palm_loss_options, stages=("mlm", "generation")),
+    objectives=(Objective("palm", "palm", PalmDataConfig, "ctxlm.families.palm_data:prepare_palm_objective",
+                          palm_loss_options, stages=("mlm", "generation"), prepare_model=prepare_stage),
                 # baselines on the same encoder-decoder (`objectives/mass.py`, `objectives/bart.py`)
-                Objective("mass", "palm", PalmDataConfig, "ctxlm.pretraining:prepare_mass_objective"),
-                Objective("bart", "palm", PalmDataConfig, "ctxlm.pretraining:prepare_bart_objective")),
+                Objective("mass", "palm", PalmDataConfig, "ctxlm.families.palm_data:prepare_mass_objective"),
+                Objective("bart", "palm", PalmDataConfig, "ctxlm.families.palm_data:prepare_bart_objective")),
     pair_example=pair_example,
     prompt_example=prompt_example,
     from_hf={"bart": "ctxlm.models.hf:palm_from_bart_model", "bert": "ctxlm.models.hf:palm_from_encoder_model",
@@ -56,4 +77,6 @@ register(Family(
     # 1e-3 trains palm-tiny better than 3e-4 (reports/quality); the paper's 1e-5 is for a RoBERTa-initialised
     # 24+6-layer model. Warm-up: the paper's 10k steps is 1.25% of its run; 5% here, for short runs at 1e-3.
     train_defaults=dict(lr=1e-3, warmup_ratio=0.05),
+    config_flags=("fragment_length", "mlm_weight"), apply_config_flags=apply_config_flags,
+    config_flags_error="--fragment-length and --mlm-weight are PALM-model options (palm, mass, bart)",
 ))

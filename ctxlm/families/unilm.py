@@ -84,4 +84,5 @@ register(Family(
     # linear decay); its peak lr (6e-4 at base) as measured at our sizes: see UNILM_LR and UNILM_DEEP_LR
     train_defaults=dict(lr=UNILM_LR, warmup_ratio=0.048, weight_decay=0.01, adam_beta2=0.98, adam_eps=1e-6),
     shape_train_defaults=shape_train_defaults,
+    objective_flags={"unilm_objective": "objective"},
 ))

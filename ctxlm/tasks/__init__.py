@@ -125,6 +125,7 @@ class Task:
     comparison: Ref = None
     comparison_options: tuple[str, ...] = ()
     compare_objectives: tuple[str, ...] = ("none",)
+    compare_train_limit: int | None = None  # the pairs `compare` fine-tunes on by default (None: all)
     needs: tuple[str, ...] = ()
     scores_files: bool = False
 
