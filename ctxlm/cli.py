@@ -16,118 +16,14 @@ import json
 import sys
 from pathlib import Path
 
-from .config import CLOZE_TRAIN
+from .cli_parser import _check_inputs, _command_line, _generation_config, _train_overrides
+from .cli_parser import build_parser as _build_parser
 from .errors import CtxlmError, plain_warnings
 from .tasks import need
 
 
-TRAIN_HELP = {  # TrainConfig field → help (every field has a flag; YAML `train:` sections set them too)
-    "max_steps": "optimizer steps (the schedule's length)", "save_every": "checkpoint every N steps (and at the end)",
-    "batch_size": "sequences per micro-batch", "grad_accum": "micro-batches per optimizer step",
-    "lr": "peak learning rate (AdamW)", "warmup_steps": "steps of linear warm-up (then linear decay to 0)",
-    "weight_decay": "AdamW weight decay", "adam_beta1": "AdamW beta1", "adam_beta2": "AdamW beta2",
-    "adam_eps": "AdamW epsilon", "label_smoothing": "label smoothing of the token losses",
-    "seed": "data order, dropout and new weights", "log_every": "write metrics.jsonl every N steps",
-    "eval_batches": "held-out batches per validation", "keep_checkpoints": "checkpoints kept (the newest)",
-    "max_nonfinite_steps": "stop after this many steps in a row with a NaN/Inf loss or gradient norm",
-    "eval_every": "validate every N steps (and at the end)", "bf16": "bfloat16 autocast",
-    "fsdp": "under torchrun: shard parameters, gradients and optimizer state over the ranks (FSDP2) instead of "
-            "replicating them (DDP)",
-    "compile": "torch.compile the model", "data_workers": "DataLoader worker processes (default: 4 on CUDA, 0 on CPU)",
-    "progress": "no progress bar", "clip_norm": "gradient norm clipping (0: off)",
-    "select_metric": "keep the best weights by this validation metric, e.g. valid/lm_loss (lower is better)",
-    "early_stopping_patience": "stop after this many validations without improvement (0: never)",
-    "warmup_ratio": "warm-up as a fraction of --max-steps (wins over --warmup-steps; pre-training defaults to the "
-                    "model family's)",
-}
-
-
-def _train_help(field: dataclasses.Field) -> str | None:
-    """TRAIN_HELP's text with the TrainConfig default, e.g. "... (default: 1000)", and where
-    pre-training takes the model family's instead; an on/off flag's default is its absence, and a
-    None default is explained by the text."""
-    from .families import OPTIMIZER_FIELDS
-
-    text = TRAIN_HELP.get(field.name)
-    if field.default is dataclasses.MISSING or field.default is None or isinstance(field.default, bool):
-        return text
-    value = f"{field.default:g}" if isinstance(field.default, float) else field.default
-    family = "; pre-training: the model family's" if field.name in OPTIMIZER_FIELDS else ""
-    return f"{text or ''} (default: {value}{family})".strip()
-
-
-def _train_overrides(args) -> dict:
-    """The TrainConfig fields given as flags."""
-    from .config import TrainConfig
-
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-            if getattr(args, f.name, None) is not None}
-
-
 def _run_flags(args) -> dict:
     return {"resume": args.resume, "overwrite": args.overwrite, "allow_config_change": args.allow_config_change}
-
-
-def _optional_type(annotation: str) -> type:
-    """The value type of an `X | None` TrainConfig field (default None)."""
-    return next((kind for kind in (int, float) if annotation.startswith(kind.__name__)), str)
-
-
-def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (`--no-progress` for `progress`), plus --resume."""
-    from .config import TrainConfig
-
-    g = p.add_argument_group("training (TrainConfig; a YAML config's train: section sets the same fields)")
-    for f in dataclasses.fields(TrainConfig):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if isinstance(default, bool):
-            flag = f"--{f.name}" if not default else f"--no-{f.name}"
-            g.add_argument(flag.replace("_", "-"), dest=f.name, action="store_const", const=not default, default=None,
-                           help=_train_help(f))
-        else:
-            kind = type(default) if default is not None else _optional_type(str(f.type))
-            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, help=_train_help(f))
-    _add_device_flag(p)
-    p.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
-                   help="continue from the newest checkpoint in --out (one must exist); --resume auto: continue "
-                        "if there is one, else start a new run (the same command restarts a preempted job)")
-    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (clears it)")
-    p.add_argument("--allow-config-change", action="store_true",
-                   help="with --resume: allow a different --lr or --max-steps than the run was saved with")
-
-
-def _add_device_flag(p: argparse.ArgumentParser, bf16_inference: bool = False) -> None:
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    if bf16_inference:
-        p.add_argument("--bf16", action="store_true", help="run the model with bfloat16 weights")
-
-
-def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", default="auto", choices=["auto", "sentences", "paragraphs", "jsonl", "dataset"],
-                   help="corpus file format (auto: .parquet/.arrow, save_to_disk directories and hub:NAME → "
-                        "dataset; .jsonl → jsonl; text with one sentence a line → sentences; otherwise paragraphs)")
-    p.add_argument("--text-field", help="JSONL/dataset field holding the text (default: text, paragraphs, ...)")
-    p.add_argument("--fallback-encoding", help="decode lines that are not UTF-8 with this encoding "
-                   "(e.g. latin-1) instead of stopping with an error")
-
-
-# flags naming files or folders that must exist (or datasets: hub:NAME, DIR:SPLIT)
-INPUT_PATHS = ("corpus", "tokenizer", "init", "model", "input", "train", "valid", "eval", "pred", "ref", "data_dir",
-               "to_hf", "to_official")
-
-
-def _check_inputs(args) -> None:
-    """Refuse a --device that is not here and an input path that does not exist, before any work."""
-    from .data.hf_datasets import is_dataset
-    from .device import resolve_device
-
-    if getattr(args, "device", None) is not None:
-        resolve_device(args.device)
-    for name in INPUT_PATHS:
-        values = getattr(args, name, None)
-        for value in values if isinstance(values, list) else [values]:
-            if value is not None and not (Path(value).exists() or is_dataset(value)):
-                raise CtxlmError(f"--{name.replace('_', '-')} {value}: no such file or directory")
 
 
 def cmd_tokenizer_train(args) -> None:
@@ -142,17 +38,21 @@ def cmd_tokenizer_train(args) -> None:
 
 def cmd_pretrain(args) -> None:
     _check_inputs(args)
-    from .config_loading import load_pretrain_config, train_keys_given
-    from .families import default_objective
+    from .config_loading import load_pretrain_config, set_copy, train_keys_given
+    from .families import apply_family_flags, default_objective, objective_options
     from .pretraining import pretrain
 
     config = load_pretrain_config(args.config)
     overrides = _train_overrides(args)
     config.train = dataclasses.replace(config.train, **overrides)
-    config.data = _family_flags(args, config)
+    config.data = apply_family_flags(config.model, config.data, vars(args))
+    if args.no_copy or args.copy:
+        if args.no_copy and args.copy:
+            raise CtxlmError("--copy and --no-copy exclude each other")
+        config.model = set_copy(config.model, args.copy)
     objective = args.objective or default_objective(config.model.family).name
     result = pretrain(args.corpus, args.out, config, objective=objective, stage=args.stage,
-                      objective_options=_objective_options(args),
+                      objective_options=objective_options(vars(args)),
                       tokenizer=args.tokenizer, init=args.init, init_from_hf=args.init_from_hf,
                       hf_decoder=args.decoder, cache_dir=args.cache_dir,
                       corpus_format=args.format, text_field=args.text_field,
@@ -161,104 +61,9 @@ def cmd_pretrain(args) -> None:
     _print_result(result, args.out)
 
 
-def _family_flags(args, config):
-    """`config.data` with each family's pre-training flags (`Family.config_flags`) applied, and
-    --copy / --no-copy on the model; a family's flags with a model of another family are refused."""
-    from .families import FAMILIES, resolve
-
-    data = config.data
-    for family in FAMILIES.values():
-        given = {dest: getattr(args, dest) for dest in family.config_flags if getattr(args, dest) not in (None, False)}
-        if given and config.model.family != family.name:
-            raise CtxlmError(family.config_flags_error)
-        if given:
-            data = resolve(family.apply_config_flags)(data, given)
-    if args.no_copy or args.copy:
-        if args.no_copy and args.copy:
-            raise CtxlmError("--copy and --no-copy exclude each other")
-        config.model = _set_copy(config.model, args.copy)
-    return data
-
-
-def _objective_options(args) -> dict:
-    """The objective's data-config fields its family's flags set (`Family.objective_flags`)."""
-    from .families import FAMILIES
-
-    return {field: getattr(args, dest) for family in FAMILIES.values()
-            for dest, field in family.objective_flags.items() if getattr(args, dest) is not None}
-
-
-GENERATION_FLAGS = {  # flag → GenerationConfig field
-    "beam": "num_beams", "max_length": "max_new_tokens", "min_length": "min_new_tokens",
-    "length_penalty": "length_penalty", "length_penalty_type": "length_penalty_type",
-    "no_repeat_ngram": "no_repeat_ngram_size", "block_subword_loops": "block_subword_loops",
-    "block_word_repeats": "block_word_repeats",
-    "early_stopping": "early_stopping", "sample": "do_sample",
-    "top_k": "top_k", "top_p": "top_p", "temperature": "temperature", "seed": "seed",
-}
-
-
-def _generation_config(args, defaults):
-    """The model's decoding defaults (its recipe's generation.json, else ours), overridden by flags
-    (`GenerationConfig.with_overrides`, as a Python config given to `Seq2SeqPredictor.generate`)."""
-    from .config import GenerationConfig
-
-    flags = {field: getattr(args, flag) for flag, field in GENERATION_FLAGS.items() if getattr(args, flag) is not None}
-    return (defaults or GenerationConfig()).with_overrides(**flags)
-
-
-def _run_info(model: Path) -> dict:
-    """The run.json of the run that wrote a model directory (the directory itself, its best/ or one
-    of its checkpoints), or {}."""
-    from .checkpoint import BEST_DIR, CHECKPOINTS_DIR
-
-    run = model
-    if model.name == BEST_DIR:
-        run = model.parent
-    elif model.parent.name == CHECKPOINTS_DIR:
-        run = model.parent.parent
-    path = run / "run.json"
-    if not path.is_file():
-        return {}
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CtxlmError(f"{path}: unreadable ({error}); give --source-field") from None
-    return info if isinstance(info, dict) else {}
-
-
-def _model_source_field(model: str, input_path: str) -> str:
-    """generate's default --source-field: the model's fine-tuning recipe's reader source_field, else
-    the first of its task's source fields (summarization: document, article, source) that the
-    input's first row has, else the task's first; "source" for a model without a seq2seq run.json."""
-    from .data.tasks import jsonl_rows, task_source_fields
-
-    info = _run_info(Path(model))
-    reader = (info.get("recipe") or {}).get("reader") or {}
-    if reader.get("source_field"):
-        return reader["source_field"]
-    fields = task_source_fields(info.get("task"))
-    _, first = next(iter(jsonl_rows(input_path)), (None, {}))
-    return next((field for field in fields if field in first), fields[0])
-
-
-def _read_sources(path: Path, field: str) -> list[dict]:
-    from .data.tasks import jsonl_rows, row_fields
-
-    rows = []
-    for at, row in jsonl_rows(path):
-        if not isinstance(row.get(field), str):
-            raise CtxlmError(f"{at}: field '{field}' missing or not a string (the row has {row_fields(row)}); "
-                             "name the source field with --source-field")
-        rows.append(row)
-    if not rows:
-        raise CtxlmError(f"{path}: no input rows")
-    return rows
-
-
 def cmd_generate(args) -> None:
     _check_inputs(args)
-    from .predict import Seq2SeqPredictor
+    from .predict import Seq2SeqPredictor, model_source_field, read_sources
     from .prediction_file import SORT_WINDOW
 
     if (args.text is None) == (args.input is None):
@@ -271,30 +76,16 @@ def cmd_generate(args) -> None:
         return
     if args.resume and args.output is None:
         raise CtxlmError("--resume needs --output (the file to continue)")
-    field = args.source_field or _model_source_field(args.model, args.input)
-    rows = _read_sources(Path(args.input), field)[:args.limit]
+    field = args.source_field or model_source_field(args.model, args.input)
+    rows = read_sources(Path(args.input), field)[:args.limit]
     window = SORT_WINDOW if args.sort_window is None else args.sort_window
     predictor.generate_to_file(rows, args.output or sys.stdout, cfg, source_field=field,
                                batch_size=args.batch_size, sort_window=window, resume=args.resume,
                                progress=args.output is not None)
 
 
-FINETUNE_DEFAULTS = (
-    "Training flags override the --recipe's train: section, which overrides the task's settings, which override "
-    "the defaults shown: seq2seq tasks: the recipe's (e.g. gigaword); cloze: PET's few-shot settings ("
-    + ", ".join(f"{k} {v:g}" for k, v in CLOZE_TRAIN.items()) + "); classify and squad: UniLMv2's Table 9 "
-    "(batch_size 32, lr 2e-05, 10% warm-up, weight_decay 0.01, 10 epochs (squad: 4), validating once an epoch).")
-
-
-def _set_copy(model_config, copy: bool):
-    """`model_config` with PALM's copy head on or off (--copy / --no-copy)."""
-    if not any(f.name == "copy" for f in dataclasses.fields(model_config)):
-        raise CtxlmError(f"--copy/--no-copy: model family '{model_config.family}' has no copy head option")
-    return dataclasses.replace(model_config, copy=copy)
-
-
 def _scratch_model_config(args):
-    from .config_loading import load_pretrain_config
+    from .config_loading import load_pretrain_config, set_copy
 
     if args.init is not None:
         if getattr(args, "copy", False):
@@ -303,7 +94,7 @@ def _scratch_model_config(args):
     if args.config is None or args.tokenizer is None:
         raise CtxlmError("give --init MODEL_DIR (or --config and --tokenizer to train from scratch)")
     model = load_pretrain_config(args.config).model
-    return _set_copy(model, True) if getattr(args, "copy", False) else model
+    return set_copy(model, True) if getattr(args, "copy", False) else model
 
 
 def _print_result(result, out) -> None:
@@ -375,6 +166,7 @@ def cmd_infill(args) -> None:
     _check_inputs(args)
     from .tasks.infilling import evaluate_infilling, infill_texts
     from .config import load_generation_config
+    from .data.corpus import read_text_lines
 
     cfg = _generation_config(args, load_generation_config(args.model))
     if args.eval is not None:
@@ -385,20 +177,9 @@ def cmd_infill(args) -> None:
         return
     if (args.text is None) == (args.input is None):
         raise CtxlmError("give --text (one or more), --input FILE (one text a line) or --eval FILE")
-    texts = args.text if args.text is not None else _read_lines(Path(args.input))
+    texts = args.text if args.text is not None else read_text_lines(Path(args.input))
     for filled in infill_texts(args.model, texts, cfg, device=args.device, bf16=args.bf16):
         print(filled)
-
-
-def _read_lines(path: Path) -> list[str]:
-    from .data.corpus import iter_lines
-
-    if not path.is_file():
-        raise CtxlmError(f"{path}: no such file")
-    lines = [text for _, text, _ in iter_lines(path) if text.strip()]  # file:line errors for bad bytes
-    if not lines:
-        raise CtxlmError(f"{path}: no input lines")
-    return lines
 
 
 def cmd_convert(args) -> None:
@@ -436,23 +217,9 @@ def _convert_official(args) -> None:
     print(f"wrote {args.out}")
 
 
-def _command_line(args) -> str:
-    """The verb's command line, rebuilt from its parsed flags (defaults included)."""
-    import shlex
-
-    words = ["ctxlm", args.verb]
-    for name, value in vars(args).items():
-        if name in ("verb", "func") or value is None or value is False:
-            continue
-        words.append("--" + name.replace("_", "-"))
-        if value is not True:
-            words += [shlex.quote(str(v)) for v in (value if isinstance(value, list) else [value])]
-    return " ".join(words)
-
-
 def cmd_compare(args) -> None:
     _check_inputs(args)
-    from .compare import DEFAULT_OBJECTIVES, Budget, compare, compare_nlu, compare_train_sizes
+    from .compare import DEFAULT_OBJECTIVES, Budget, compare, compare_nlu, compare_train_sizes, comparison_settings
 
     objectives = [o.strip() for o in (args.objectives or "").split(",") if o.strip()] or None
     common = dict(budget=Budget(minutes=args.budget_minutes, tokens=args.budget_tokens), objectives=objectives,
@@ -461,7 +228,7 @@ def cmd_compare(args) -> None:
                   corpus_format=args.format, text_field=args.text_field, fallback_encoding=args.fallback_encoding,
                   resamples=args.resamples, plots=not args.no_plots, command=_command_line(args))
     limits = args.train_limit or [None]
-    nlu, nlu_train = _compare_nlu_options(args)
+    nlu, nlu_train = comparison_settings(vars(args))
     if nlu is not None:
         if args.eval is not None or len(limits) > 1:
             raise CtxlmError(f"--task {nlu.task} scores its dataset's dev split and takes one --train-limit; "
@@ -482,317 +249,14 @@ def cmd_compare(args) -> None:
     print(f"report: {Path(args.out) / 'report.md'} and report.html")
 
 
-def _compare_nlu_options(args):
-    """compare's settings of a registered task with a comparison class (cloze, classify) and its
-    recipe's train section, as `finetune` reads them, when --task names one or is a YAML for one
-    (its `task:`); else (None, {}): a seq2seq recipe."""
-    from .compare import comparison_task
-    from .tasks import nlu_options
-
-    named = comparison_task(args.task)
-    if named is None:
-        return None, {}
-    nlu, train = nlu_options(named[0], named[1], vars(args))
-    need(nlu.task, nlu, "dataset", "data_dir")
-    return nlu, train
-
-
-def _row_count(text: str) -> int:
-    """A --limit-style flag's value: a number of rows, at least 1; else argparse's usage error."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of rows (1 or more), got '{text}'")
-    return int(text)
-
-
-def _train_sizes(text: str) -> list[int | None]:
-    """--train-limit of compare: N, or sizes separated by commas, `all` for every pair."""
-    sizes = []
-    for word in text.split(","):
-        word = word.strip().lower()
-        if word != "all" and not (word.isdigit() and int(word) > 0):
-            raise argparse.ArgumentTypeError(f"expected positive numbers of pairs or 'all', separated by commas, "
-                                             f"got '{text}'")
-        sizes.append(None if word == "all" else int(word))
-    return sizes
-
-
-BOOLEAN_WORDS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
-
-
-def _true_or_false(text: str) -> bool:
-    """A boolean flag's value: yes/no, true/false or 1/0 (any case); else argparse's usage error."""
-    value = BOOLEAN_WORDS.get(text.strip().lower())
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected yes/no, true/false or 1/0, got '{text}'")
-    return value
-
-
-def _true_false_or_never(text: str) -> bool | str:
-    """--early-stopping: a boolean (as `_true_or_false`) or "never"."""
-    if text.strip().lower() == "never":
-        return "never"
-    if text.strip().lower() not in BOOLEAN_WORDS:
-        raise argparse.ArgumentTypeError(f"expected yes/no, true/false, 1/0 or never, got '{text}'")
-    return _true_or_false(text)
-
-
-def _model_default(flag: str, text: str = "") -> str:
-    """A decoding flag's help: `text` and its default, the model's generation.json or else ours."""
-    from .config import GenerationConfig
-
-    value = getattr(GenerationConfig(), GENERATION_FLAGS[flag])
-    if value is None or isinstance(value, bool):
-        value = {True: "true", False: "false", None: "none"}[value]
-    return f"{text} (default: the model's generation.json, else {value})".strip()
-
-
-def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("decoding (defaults: the model's generation.json, else beam 5, 64 tokens)")
-    g.add_argument("--beam", type=int, help=_model_default("beam", "beam size"))
-    g.add_argument("--max-length", type=int, help=_model_default("max_length", "max generated tokens (start token "
-                                                                               "excluded)"))
-    g.add_argument("--min-length", type=int, help=_model_default("min_length", "min generated tokens before EOS"))
-    g.add_argument("--length-penalty", type=float, help=_model_default("length_penalty", "exponent a"))
-    g.add_argument("--length-penalty-type", choices=["hf", "gnmt"],
-                   help=_model_default("length_penalty_type", "hf (= fairseq): score/len^a; gnmt: score/((5+len)/6)^a"))
-    g.add_argument("--no-repeat-ngram", type=int, help=_model_default("no_repeat_ngram", "n-grams of this size "
-                                                                                         "may not repeat (0: off)"))
-    g.add_argument("--block-subword-loops", type=_true_or_false, help=_model_default(
-        "block_subword_loops", "true/false: a '##' word piece may not occur twice in one word"))
-    g.add_argument("--block-word-repeats", type=_true_or_false, help=_model_default(
-        "block_word_repeats", "true/false: a one-piece word may not come twice in a row ('share share')"))
-    g.add_argument("--early-stopping", type=_true_false_or_never,
-                   help=_model_default("early_stopping", "true, false (transformers' heuristic) or never"))
-    g.add_argument("--sample", action="store_true", default=None,
-                   help=_model_default("sample", "sample instead of beam search (beam 1)"))
-    g.add_argument("--top-k", type=int, help=_model_default("top_k", "sample from the k likeliest (0: all)"))
-    g.add_argument("--top-p", type=float, help=_model_default("top_p", "nucleus sampling mass"))
-    g.add_argument("--temperature", type=float, help=_model_default("temperature", "sampling temperature"))
-    g.add_argument("--seed", type=int, help=_model_default("seed", "sampling seed"))
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's help with each flag's default, `(default: X)`, where it has one (not None, not an
-    off switch) and its text does not already say it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text, default = action.help or "", action.default
-        if default in (None, False, argparse.SUPPRESS) or not action.option_strings or "default" in text.lower():
-            return action.help
-        value = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
-        return f"{text} (default: {value.replace('%', '%%')})".strip()
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose help shows the defaults (verbs' parsers are this class too)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(*args, **kwargs)
+COMMANDS = {"tokenizer train": cmd_tokenizer_train, "pretrain": cmd_pretrain, "generate": cmd_generate,
+            "finetune": cmd_finetune, "evaluate": cmd_evaluate, "infill": cmd_infill, "compare": cmd_compare,
+            "convert": cmd_convert}  # verb → its function
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .config import NAMED_CONFIGS
-    from .families import FAMILIES, OBJECTIVES, REFERENCE_FAMILY
-    from .tasks import finetunable
-
-    named = ", ".join(NAMED_CONFIGS)
-    named_palm = ", ".join(name for name, values in NAMED_CONFIGS.items() if values["family"] == REFERENCE_FAMILY)
-    parser = _Parser(prog="ctxlm", description=__doc__.split("\n")[0])
-    parser.add_argument("--version", action="version", version=f"ctxlm {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True)
-
-    tok = verbs.add_parser("tokenizer", help="train a WordPiece tokenizer").add_subparsers(dest="action", required=True)
-    p = tok.add_parser("train", help="train an uncased BERT-style WordPiece tokenizer on a corpus")
-    p.add_argument("--corpus", nargs="+", required=True, help="files or directories")
-    p.add_argument("--vocab-size", type=int, required=True,
-                   help="tokens in all: the special tokens, the <unk> marker and the trained pieces")
-    p.add_argument("--out", required=True, help="directory for tokenizer.json")
-    p.add_argument("--min-frequency", type=int, default=2, help="the fewest occurrences of a piece the trainer "
-                   "merges")
-    _add_corpus_flags(p)
-    p.set_defaults(func=cmd_tokenizer_train)
-
-    p = verbs.add_parser("pretrain", help="pre-train a model on unlabeled text")
-    p.add_argument("--objective", choices=list(OBJECTIVES),
-                   help="pre-training objective (default: the --config family's own; mass and bart run on a PALM "
-                        "config)")
-    p.add_argument("--stage", default="generation", choices=["mlm", "generation"],
-                   help="PALM stage 1 (encoder MLM) or 2 (continuation generation)")
-    p.add_argument("--glm-task", choices=["blank", "sentence", "document", "multitask"],
-                   help="GLM objective (default: the config's data.task, blank)")
-    p.add_argument("--glm-no-shuffle", action="store_true", help="GLM ablation: Part B spans in text order")
-    p.add_argument("--glm-sentinel", action="store_true",
-                   help="GLM ablation: distinct sentinel tokens [S0] [S1] ... instead of one [MASK]")
-    p.add_argument("--unilm-objective", choices=["ae+par", "ae", "par", "ae+ar", "ar"],
-                   help="UniLMv2 objective (default: the config's data.objective, ae+par)")
-    p.add_argument("--corpus", nargs="+", required=True, help="files or directories")
-    p.add_argument("--tokenizer", help="tokenizer.json or its directory (default: the --init model's)")
-    p.add_argument("--config", default="palm-tiny", help=f"named config ({named}) or YAML file")
-    p.add_argument("--out", required=True)
-    p.add_argument("--init", help="model directory to start from (stage 2 starts from stage 1)")
-    p.add_argument("--init-from-hf", help="a transformers directory or hub id, converted on the fly "
-                   "(see `ctxlm convert`; the objective's family is the target)")
-    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
-                   help="--init-from-hf BERT/RoBERTa into PALM: a fresh decoder or one from the encoder")
-    p.add_argument("--fragment-length", type=int, help="PALM fragment length L (source 80%%, target 20%%)")
-    p.add_argument("--mlm-weight", type=float, help="stage 2: weight of an added encoder MLM loss")
-    p.add_argument("--no-copy", action="store_true", help="without the pointer-generator")
-    p.add_argument("--copy", action="store_true", help="with PALM's pointer-generator (GLM, UniLMv2: copy: true)")
-    p.add_argument("--cache-dir", help="token store cache (default $CTXLM_CACHE or ~/.cache/ctxlm)")
-    _add_corpus_flags(p)
-    _add_train_flags(p)
-    p.set_defaults(func=cmd_pretrain)
-
-    p = verbs.add_parser("generate", help="generate from a model (beam search by default)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--text")
-    p.add_argument("--input", help="JSONL (or a dataset: .parquet, .arrow, save_to_disk directory, hub:NAME) "
-                   "with a source field per row")
-    p.add_argument("--output", help="JSONL output (input rows plus 'prediction'); default stdout")
-    p.add_argument("--source-field", help="--input's field holding the source text (default: the one the "
-                   "model's fine-tuning task reads, from its run.json: e.g. document for Gigaword; else source)")
-    p.add_argument("--batch-size", type=int, default=16, help="sources decoded together")
-    p.add_argument("--max-source-tokens", type=int, help="truncate sources to this many tokens")
-    p.add_argument("--sort-window", type=int,
-                   help="batches sorted by source length together (default 8; 1: input order); "
-                        "the output keeps input order")
-    p.add_argument("--resume", action="store_true", help="keep the rows --output already holds, decode the rest")
-    p.add_argument("--limit", type=_row_count, help="--input: decode only the first N rows")
-    _add_device_flag(p, bf16_inference=True)
-    _add_decoding_flags(p)
-    p.set_defaults(func=cmd_generate)
-
-    p = verbs.add_parser("finetune", help="fine-tune on a task", description=FINETUNE_DEFAULTS)
-    p.add_argument("--init", help="pre-trained model directory")
-    p.add_argument("--config", help=f"with --tokenizer: train a new model from scratch (named config: {named}; "
-                   "or YAML)")
-    p.add_argument("--tokenizer", help="tokenizer for --config")
-    p.add_argument("--copy", action="store_true", help="with --config: PALM's pointer-generator on (copy: true)")
-    p.add_argument("--task", choices=finetunable(),
-                   help="a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad")
-    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, or YAML; "
-                   "cloze/classify/squad: a YAML of their options (dataset, data_dir, max_length, ...) and train:")
-    p.add_argument("--train", help="training file in the task's format, or a dataset (.parquet, .arrow, "
-                   "save_to_disk directory, hub:NAME) with --source-field/--target-field")
-    p.add_argument("--valid", help="validation file (loss, best checkpoint, early stopping)")
-    p.add_argument("--source-field", help="seq2seq: the JSONL/dataset field holding the source")
-    p.add_argument("--target-field", help="seq2seq: the JSONL/dataset field holding the target")
-    p.add_argument("--out", required=True)
-    p.add_argument("--train-limit", type=_row_count, help="use only the first N training rows")
-    p.add_argument("--valid-limit", type=_row_count, help="classify/squad: use only the first N validation rows")
-    g = p.add_argument_group("NLU (--task cloze / classify / squad)")
-    g.add_argument("--dataset", help="cloze: superglue/<Task>; classify: glue/MRPC, glue/STS-B, superglue/RTE")
-    g.add_argument("--data-dir", help="the NLU data folder (e.g. ../shared/data/nlu)")
-    g.add_argument("--max-length", type=int, help="tokens per input (cloze: the model's; classify 128; squad 384)")
-    g.add_argument("--score-eop", action="store_const", const=True,
-                   help="cloze: also score [eop] after multi-token answers")
-    g.add_argument("--pooler", action="store_const", const=True,
-                   help="classify: BERT's dense+tanh pooler before the classifier")
-    g.add_argument("--doc-stride", type=int, help="squad: tokens between window starts (default 128)")
-    g.add_argument("--max-query-length", type=int, help="squad: default 64")
-    g.add_argument("--max-answer-length", type=int, help="squad: default 30")
-    _add_train_flags(p)
-    p.set_defaults(func=cmd_finetune)
-
-    p = verbs.add_parser("evaluate", help="score predictions against references, or a model on a task")
-    p.add_argument("--pred", help="JSONL predictions (field 'prediction') or a .txt file, one a line")
-    p.add_argument("--ref", help="JSONL references (field 'target') or a .txt file; squad: the SQuAD JSON")
-    p.add_argument("--metrics", nargs="+", default=["summarization"],
-                   help="metric names or groups, space- or comma-separated: summarization, qg, qa, dialog, "
-                        "rouge1, rougeL, rougeLsum, bleu4, meteor, coco_rougeL, sacrebleu, marco_rougeL, marco_bleu1")
-    p.add_argument("--pred-field", default="prediction", help="--pred JSONL's field holding the prediction")
-    p.add_argument("--ref-field", default="target", help="--ref JSONL's field holding the reference")
-    p.add_argument("--model", help="a model: perplexity of --ref (seq2seq tasks), or cloze/classify/squad scores")
-    p.add_argument("--task", choices=finetunable(), help="with --model: the task")
-    p.add_argument("--dataset", help="cloze/classify: the dataset (default: the one the model was fine-tuned on)")
-    p.add_argument("--data-dir", help="cloze/classify: the NLU data folder")
-    p.add_argument("--split", help="cloze: dev32 (default) or train; classify: dev (default) or train")
-    p.add_argument("--max-length", type=int)
-    p.add_argument("--limit", type=_row_count, help="score only the first N rows")
-    p.add_argument("--predictions-out", help="squad: write {id: answer} JSON here")
-    p.add_argument("--output", help="also write the JSON results here")
-    _add_device_flag(p, bf16_inference=True)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = verbs.add_parser("infill", help="fill [MASK] blanks with a GLM model, or evaluate infilling")
-    p.add_argument("--model", required=True)
-    p.add_argument("--text", nargs="+", help='texts with blanks, e.g. "the [MASK] sat on the [MASK] ."')
-    p.add_argument("--input", help="a file of texts with blanks, one a line")
-    p.add_argument("--eval", help="evaluate: mask --mask-ratio of each line's words, fill, BLEU against the line")
-    p.add_argument("--mask-ratio", type=float, default=0.1, help="--eval: the share of each line's words masked")
-    p.add_argument("--limit", type=_row_count, help="--eval: the first N lines")
-    p.add_argument("--output", help="--eval: write each line's masked, filled and original text (JSONL)")
-    _add_device_flag(p, bf16_inference=True)
-    _add_decoding_flags(p)
-    p.set_defaults(func=cmd_infill)
-
-    p = verbs.add_parser("compare", help="pre-train, fine-tune and score several objectives; write a report")
-    p.add_argument("--corpus", nargs="+", required=True, help="pre-training files or directories")
-    p.add_argument("--tokenizer", required=True, help="tokenizer.json or its directory")
-    p.add_argument("--task", required=True, help="the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML; or "
-                   "an NLU task: cloze (GLM variants, FewGLUE), classify (UniLMv2 variants), or a YAML of their "
-                   "options with task: and train: (as finetune's --recipe)")
-    p.add_argument("--train", help="seq2seq tasks: the training file")
-    p.add_argument("--valid", help="seq2seq tasks: the validation file (best checkpoint; scored unless --eval)")
-    p.add_argument("--eval", help="seq2seq tasks: score this file instead of --valid")
-    p.add_argument("--objectives", help="comma-separated pre-training variants (objectives/variants.py; default: "
-                   "palm,palm-nocopy,palm-noae,mass,bart,glm,unilm,none; cloze: glm,glm-noshuffle,none; classify: "
-                   "unilm,unilm-ae,unilm-par,none; none is a new model of the task's family)")
-    p.add_argument("--config", default="palm-tiny", help=f"the PALM model and pre-training config (named: "
-                   f"{named_palm}; or YAML); GLM and UniLMv2 are sized to its parameter count")
-    budget = p.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--budget-minutes", type=float, help="pre-training wall time per objective")
-    budget.add_argument("--budget-tokens", type=int, help="pre-training tokens per objective")
-    p.add_argument("--seeds", type=int, default=3,
-                   help="runs per objective (seeds 0..N-1), each pre-training and fine-tuning")
-    p.add_argument("--finetune-steps", type=int, help="override the recipe's max_steps")
-    p.add_argument("--train-limit", type=_train_sizes,
-                   help="fine-tune on the first N pairs (dialog: 10000; classify: rows); several sizes, e.g. "
-                        "1000,4000,all (seq2seq tasks): one comparison per size sharing the pre-training, and "
-                        "train_sizes.md (PALM Table 5's question)")
-    p.add_argument("--eval-limit", type=_row_count, help="score only the first N pairs (classify: dev rows, also "
-                   "those it validates on; cloze: dev32 rows)")
-    p.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
-    g = p.add_argument_group("NLU (--task cloze / classify: select and score on the dev split)")
-    g.add_argument("--dataset", help="cloze: superglue/RTE, CB, COPA or BoolQ; classify: glue/MRPC, glue/STS-B, "
-                   "superglue/RTE")
-    g.add_argument("--data-dir", help="the NLU data folder (e.g. ../shared/data/nlu)")
-    g.add_argument("--max-length", type=int, help="tokens per input (cloze: the model's; classify 128)")
-    p.add_argument("--no-plots", action="store_true", help="no loss plots (no matplotlib needed)")
-    p.add_argument("--cache-dir", help="token store cache (default OUT/store)")
-    p.add_argument("--pretrain-dir", help="pre-train each cell here, shared by comparisons of other tasks on "
-                   "the same corpus, budget and config (default: inside each cell)")
-    _add_corpus_flags(p)
-    p.add_argument("--out", required=True, help="the comparison's folder (rerun to resume)")
-    p.set_defaults(func=cmd_compare)
-
-    p = verbs.add_parser("convert", help="convert between ctxlm and transformers checkpoints, or the papers' own "
-                         "releases (docs/official-models.md)")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--from-hf", help="a transformers directory or hub id: BART (PALM), BERT/RoBERTa (PALM's "
-                        "encoder; BERT also UniLMv2 or GLM with --family), or a directory ctxlm exported")
-    source.add_argument("--to-hf", help="a ctxlm model directory: PALM → BART, UniLMv2 → BERT, GLM → its own layout")
-    source.add_argument("--from-official", help="a release of a paper's own code (directory, file or hub id): "
-                        "THUDM GLM (hub or Megatron), microsoft/unilm UniLMv2 (release or s2s-ft), AliceMind PALM; "
-                        "the format is detected (or give --format)")
-    source.add_argument("--to-official", help="a ctxlm model directory, written in its family's official layout "
-                        "(for the official fine-tuning code)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--family", choices=list(FAMILIES),
-                   help="the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa); with "
-                        "--from-official: try only this family's formats")
-    p.add_argument("--format", help="with --from-official / --to-official: the official format by name (default: "
-                   "detected / the family's only writable one; names: docs/official-models.md)")
-    p.add_argument("--max-shard-size", default="5GB",
-                   help="with --from-official: weights above this are written as shards with an index, as "
-                        "transformers (default: 5GB)")
-    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
-                   help="PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers")
-    p.add_argument("--drop-copy-head", action="store_true", help="export PALM without saving its copy head alongside")
-    p.set_defaults(func=cmd_convert)
-    return parser
+    """Every verb's parser (`ctxlm.cli_parser`), each calling its function in `COMMANDS`."""
+    return _build_parser(COMMANDS)
 
 
 def _stopped_after_checkpoint(interrupt: KeyboardInterrupt) -> bool:

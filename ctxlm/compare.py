@@ -1081,3 +1081,17 @@ def comparison_task(task: str) -> tuple[str, str | None] | None:
         return None
     named = read_yaml(task).get("task")
     return (named, task) if named in registered() and get_task(named).comparison is not None else None
+
+
+def comparison_settings(flags: Mapping):
+    """compare's settings of a registered task with a comparison class (cloze, classify) and its
+    recipe's train section, as `finetune` reads them, when --task names one or is a YAML for one
+    (its `task:`); else (None, {}): a seq2seq recipe."""
+    from .tasks import need, nlu_options
+
+    named = comparison_task(flags["task"])
+    if named is None:
+        return None, {}
+    nlu, train = nlu_options(named[0], named[1], flags)
+    need(nlu.task, nlu, "dataset", "data_dir")
+    return nlu, train

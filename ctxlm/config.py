@@ -176,30 +176,34 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """The one training loop's settings (AdamW, linear warm-up and decay, accumulation, bf16)."""
 
-    max_steps: int = 1000
+    max_steps: int = 1000  # optimizer steps (the schedule's length)
     batch_size: int = 8  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 1e-4
-    warmup_steps: int = 100
-    warmup_ratio: float | None = None  # warm-up as a fraction of max_steps; when set, wins over warmup_steps
-    weight_decay: float = 0.01
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    clip_norm: float = 1.0  # 0 disables clipping
-    label_smoothing: float = 0.0
-    bf16: bool = False  # bfloat16 autocast (CPU and GPU)
-    fsdp: bool = False  # under torchrun: FSDP2 (sharded) instead of DDP (replicated)
+    lr: float = 1e-4  # peak learning rate (AdamW)
+    warmup_steps: int = 100  # steps of linear warm-up (then linear decay to 0)
+    # warm-up as a fraction of --max-steps (wins over --warmup-steps; pre-training defaults to the model family's)
+    warmup_ratio: float | None = None
+    weight_decay: float = 0.01  # AdamW weight decay
+    adam_beta1: float = 0.9  # AdamW beta1
+    adam_beta2: float = 0.999  # AdamW beta2
+    adam_eps: float = 1e-8  # AdamW epsilon
+    clip_norm: float = 1.0  # gradient norm clipping (0: off)
+    label_smoothing: float = 0.0  # label smoothing of the token losses
+    bf16: bool = False  # bfloat16 autocast
+    # under torchrun: shard parameters, gradients and optimizer state over the ranks (FSDP2) instead of
+    # replicating them (DDP)
+    fsdp: bool = False
     compile: bool = False  # torch.compile the model
-    data_workers: int | None = None  # DataLoader processes (None: 4 on CUDA, 0 on the CPU)
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 200  # 0: only at the end
+    data_workers: int | None = None  # DataLoader worker processes (default: 4 on CUDA, 0 on CPU)
+    seed: int = 0  # data order, dropout and new weights
+    log_every: int = 10  # write metrics.jsonl every N steps
+    eval_every: int = 200  # validate every N steps (and at the end)
     eval_batches: int = 16  # held-out batches per validation
-    save_every: int = 500  # 0: only at the end
-    keep_checkpoints: int = 2
-    progress: bool = True
-    select_metric: str | None = None  # e.g. "valid/lm_loss": keep the best weights (lower is better)
+    save_every: int = 500  # checkpoint every N steps (and at the end)
+    keep_checkpoints: int = 2  # checkpoints kept (the newest)
+    progress: bool = True  # progress bar
+    # keep the best weights by this validation metric, e.g. valid/lm_loss (lower is better)
+    select_metric: str | None = None
     early_stopping_patience: int = 0  # stop after this many validations without improvement (0: never)
     max_nonfinite_steps: int = 5  # stop after this many steps in a row with a NaN/Inf loss or gradient norm
 
@@ -238,20 +242,20 @@ class GenerationConfig:
     settings changes the beam and keeps the rest, as `ctxlm generate --beam 3` does. A config made
     by `dataclasses.replace` or from a complete mapping names every field."""
 
-    num_beams: int = 5
-    max_new_tokens: int = 64
-    min_new_tokens: int = 0
-    length_penalty: float = 1.0
-    length_penalty_type: str = "hf"  # "hf" (= fairseq): score / len^α; "gnmt": score / ((5+len)/6)^α
-    no_repeat_ngram_size: int = 0
-    block_subword_loops: bool = False  # a "##" piece may not occur twice in one word ("ms ##ps ##ps")
-    block_word_repeats: bool = False  # a one-piece word may not come twice in a row ("share share")
-    early_stopping: bool | str = False  # False (transformers' heuristic), True, or "never"
-    do_sample: bool = False
-    top_k: int = 0
-    top_p: float = 1.0
-    temperature: float = 1.0
-    seed: int | None = None
+    num_beams: int = 5  # beam size
+    max_new_tokens: int = 64  # max generated tokens (start token excluded)
+    min_new_tokens: int = 0  # min generated tokens before EOS
+    length_penalty: float = 1.0  # exponent a
+    length_penalty_type: str = "hf"  # hf (= fairseq): score/len^a; gnmt: score/((5+len)/6)^a
+    no_repeat_ngram_size: int = 0  # n-grams of this size may not repeat (0: off)
+    block_subword_loops: bool = False  # true/false: a '##' word piece may not occur twice in one word
+    block_word_repeats: bool = False  # true/false: a one-piece word may not come twice in a row ('share share')
+    early_stopping: bool | str = False  # true, false (transformers' heuristic) or never
+    do_sample: bool = False  # sample instead of beam search (beam 1)
+    top_k: int = 0  # sample from the k likeliest (0: all)
+    top_p: float = 1.0  # nucleus sampling mass
+    temperature: float = 1.0  # sampling temperature
+    seed: int | None = None  # sampling seed
 
     def __post_init__(self):
         if self.length_penalty_type not in ("hf", "gnmt"):

@@ -97,3 +97,10 @@ def load_pretrain_config(spec: str) -> PretrainConfig:
         train=from_mapping(TrainConfig, values.get("train") or {}, f"{spec}: train"),
         data=sized_data_config(model_config, values.get("data") or {}, f"{spec}: data"),
     )
+
+
+def set_copy(model_config, copy: bool):
+    """`model_config` with PALM's copy head on or off (--copy / --no-copy)."""
+    if not any(f.name == "copy" for f in dataclasses.fields(model_config)):
+        raise CtxlmError(f"--copy/--no-copy: model family '{model_config.family}' has no copy head option")
+    return dataclasses.replace(model_config, copy=copy)

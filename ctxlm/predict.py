@@ -20,6 +20,7 @@ changes only the fields its constructor was given (`GenerationConfig.with_overri
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -157,3 +158,53 @@ class Seq2SeqPredictor:
         if tokens == 0:
             raise CtxlmError("no target tokens to score")
         return math.exp(nll / tokens)
+
+
+# ------------------------------------------------------------------------------ the inputs of `ctxlm generate`
+def model_run_info(model: Path) -> dict:
+    """The run.json of the run that wrote a model directory (the directory itself, its best/ or one
+    of its checkpoints), or {}."""
+    from .checkpoint import BEST_DIR, CHECKPOINTS_DIR
+
+    run = model
+    if model.name == BEST_DIR:
+        run = model.parent
+    elif model.parent.name == CHECKPOINTS_DIR:
+        run = model.parent.parent
+    path = run / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CtxlmError(f"{path}: unreadable ({error}); give --source-field") from None
+    return info if isinstance(info, dict) else {}
+
+
+def model_source_field(model: str, input_path: str) -> str:
+    """generate's default --source-field: the model's fine-tuning recipe's reader source_field, else
+    the first of its task's source fields (summarization: document, article, source) that the
+    input's first row has, else the task's first; "source" for a model without a seq2seq run.json."""
+    from .data.tasks import jsonl_rows, task_source_fields
+
+    info = model_run_info(Path(model))
+    reader = (info.get("recipe") or {}).get("reader") or {}
+    if reader.get("source_field"):
+        return reader["source_field"]
+    fields = task_source_fields(info.get("task"))
+    _, first = next(iter(jsonl_rows(input_path)), (None, {}))
+    return next((field for field in fields if field in first), fields[0])
+
+
+def read_sources(path: Path, field: str) -> list[dict]:
+    from .data.tasks import jsonl_rows, row_fields
+
+    rows = []
+    for at, row in jsonl_rows(path):
+        if not isinstance(row.get(field), str):
+            raise CtxlmError(f"{at}: field '{field}' missing or not a string (the row has {row_fields(row)}); "
+                             "name the source field with --source-field")
+        rows.append(row)
+    if not rows:
+        raise CtxlmError(f"{path}: no input rows")
+    return rows

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from ctxlm import __version__
-from ctxlm.cli import _nlu_options, _train_overrides, build_parser, main
+from ctxlm.cli import _nlu_options, build_parser, main
+from ctxlm.cli_parser import _train_overrides
 from ctxlm.config import TrainConfig
 from ctxlm.errors import CtxlmError
 from ctxlm.metrics import expand_metric_names

@@ -420,14 +420,14 @@ def test_cli_copy_flag(monkeypatch, tmp_path, capsys):
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and all(line.startswith("error: ") for line in errors)
 
-    from ctxlm.cli import _set_copy
+    from ctxlm.config_loading import set_copy
 
     @dataclasses.dataclass
     class NoCopy:
         family: str = "other"
 
     with pytest.raises(CtxlmError, match="no copy head option"):
-        _set_copy(NoCopy(), True)
+        set_copy(NoCopy(), True)
 
 
 @pytest.mark.parametrize("family", ["glm", "unilm"])

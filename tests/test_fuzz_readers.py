@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctxlm.cli import _read_sources
+from ctxlm.predict import read_sources
 from ctxlm.data import glue, superglue, tasks
 from ctxlm.data.corpus import iter_documents
 from ctxlm.errors import CtxlmError
@@ -355,6 +355,6 @@ def test_tokenizer_one_megabyte_text(tokenizer):
 def test_generate_input_rows(tmp_path_factory, data):
     """`ctxlm generate --input`: every row with a string source (empty included) is kept, or one error."""
     path = write(tmp_path_factory, "input.jsonl", data)
-    result = outcome(path, lambda: _read_sources(path, "source"))
+    result = outcome(path, lambda: read_sources(path, "source"))
     if not isinstance(result, CtxlmError):
         assert len(result) == non_blank_lines(data) and all(isinstance(r["source"], str) for r in result)

@@ -452,7 +452,8 @@ def test_block_subword_loops_stops_a_copy_loop():
 
 def test_cli_decoding_flags_reach_the_generation_config():
     """`--block-subword-loops` and `--no-repeat-ngram` override the model's generation.json defaults."""
-    from ctxlm.cli import _generation_config, build_parser
+    from ctxlm.cli import build_parser
+    from ctxlm.cli_parser import _generation_config
 
     args = build_parser().parse_args(["generate", "--model", "m", "--text", "t", "--block-subword-loops", "true",
                                       "--no-repeat-ngram", "2"])

@@ -9,7 +9,8 @@ import datasets
 import numpy as np
 import pytest
 
-from ctxlm.cli import _read_sources, main
+from ctxlm.cli import main
+from ctxlm.predict import read_sources
 from ctxlm.data.corpus import iter_documents
 from ctxlm.data.store import TokenStore
 from ctxlm.data.tasks import read_task
@@ -64,7 +65,7 @@ def test_task_files_and_generate_inputs_read_from_datasets(inputs):
     assert len(list(read_task("qa", root / "pairs_saved"))) == 1  # the train split by default
     named = list(read_task("summarization", root / "pairs.parquet", source_field="summary", target_field="document"))
     assert [(p.source, p.target) for p in named] == [(p.target, p.source) for p in expected]
-    assert [r["source"] for r in _read_sources(root / "pairs.parquet", "source")] == [d["text"] for d in DOCS]
+    assert [r["source"] for r in read_sources(root / "pairs.parquet", "source")] == [d["text"] for d in DOCS]
 
 
 def test_dataset_errors_name_the_row_and_field(inputs, tmp_path, capsys):

@@ -75,7 +75,8 @@ def test_warmup_ratio():
 
 
 def test_cli_has_the_flag_and_passes_only_what_is_given():
-    from ctxlm.cli import TRAIN_HELP, _train_overrides, build_parser
+    from ctxlm.cli import build_parser
+    from ctxlm.cli_parser import TRAIN_HELP, _train_overrides
 
     argv = ["pretrain", "--corpus", "c.txt", "--out", "o"]
     assert _train_overrides(build_parser().parse_args(argv)) == {}

@@ -396,3 +396,13 @@ def _is_corpus_file(relative: Path) -> bool:
         return False
     name = relative.name.lower()
     return relative.suffix.lower() in CORPUS_SUFFIXES and not name.startswith(SKIPPED_NAME_PREFIXES)
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """The non-blank lines of a text file (`ctxlm infill --input`); file:line errors for bad bytes."""
+    if not path.is_file():
+        raise CtxlmError(f"{path}: no such file")
+    lines = [text for _, text, _ in iter_lines(path) if text.strip()]  # file:line errors for bad bytes
+    if not lines:
+        raise CtxlmError(f"{path}: no input lines")
+    return lines

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import CtxlmError
 
@@ -182,6 +182,26 @@ def default_objective(family: str) -> Objective:
     if not objectives:
         raise CtxlmError(f"model family '{family}' has no pre-training objective")
     return objectives[0]
+
+
+
+
+def apply_family_flags(model_config, data_config, flags: Mapping[str, Any]):
+    """`data_config` with each family's pre-training flags (`Family.config_flags`) among `flags`
+    (flag dest → value; None and False: not given) applied; refused for a model of another family."""
+    for family in FAMILIES.values():
+        given = {dest: flags.get(dest) for dest in family.config_flags if flags.get(dest) not in (None, False)}
+        if given and model_config.family != family.name:
+            raise CtxlmError(family.config_flags_error)
+        if given:
+            data_config = resolve(family.apply_config_flags)(data_config, given)
+    return data_config
+
+
+def objective_options(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """The objective data-config fields the families' flags among `flags` set (`Family.objective_flags`)."""
+    return {field: flags[dest] for family in FAMILIES.values() for dest, field in family.objective_flags.items()
+            if flags.get(dest) is not None}
 
 
 for _module in BUILTIN:

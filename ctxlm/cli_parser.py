@@ -1,0 +1,470 @@
+"""The `ctxlm` command line's flags: each verb's parser, built over argparse. TrainConfig's and
+GenerationConfig's flags are generated from the dataclasses, with their help from the fields'
+comments (`field_comments`: one source); `--help` shows every default (`_HelpFormatter`).
+`ctxlm.cli` maps each verb to its function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+from pathlib import Path
+
+from .config import CLOZE_TRAIN
+from .errors import CtxlmError
+
+
+def field_comments(cls) -> dict[str, str]:
+    """Each field's comment in a dataclass's source: the comment lines right above it and the one
+    after it on its line, joined (the one source of a config field's help, in code and in --help)."""
+    names, comments, above = {f.name for f in dataclasses.fields(cls)}, {}, []
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            above.append(text.lstrip("# "))
+            continue
+        name = re.match(r"(\w+)\s*:", text)
+        if name and name.group(1) in names:
+            after = text.split("  # ", 1)[1] if "  # " in text else ""
+            comments[name.group(1)] = " ".join([*above, after]).strip()
+        above = []
+    return comments
+
+
+def _train_config_help() -> dict[str, str]:
+    from .config import TrainConfig
+
+    return field_comments(TrainConfig)
+
+
+TRAIN_HELP = _train_config_help()  # TrainConfig field → help (every field has a flag; YAML `train:` sets them too)
+
+
+def _train_help(field: dataclasses.Field) -> str | None:
+    """TRAIN_HELP's text with the TrainConfig default, e.g. "... (default: 1000)", and where
+    pre-training takes the model family's instead; an on/off flag's default is its absence, and a
+    None default is explained by the text."""
+    from .families import OPTIMIZER_FIELDS
+
+    text = TRAIN_HELP.get(field.name)
+    if field.default is True:  # the flag is --no-<field>
+        return f"no {text}" if text else None
+    if field.default is dataclasses.MISSING or field.default is None or isinstance(field.default, bool):
+        return text
+    value = f"{field.default:g}" if isinstance(field.default, float) else field.default
+    family = "; pre-training: the model family's" if field.name in OPTIMIZER_FIELDS else ""
+    return f"{text or ''} (default: {value}{family})".strip()
+
+
+def _train_overrides(args) -> dict:
+    """The TrainConfig fields given as flags."""
+    from .config import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}
+
+
+def _optional_type(annotation: str) -> type:
+    """The value type of an `X | None` TrainConfig field (default None)."""
+    return next((kind for kind in (int, float) if annotation.startswith(kind.__name__)), str)
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (`--no-progress` for `progress`), plus --resume."""
+    from .config import TrainConfig
+
+    g = p.add_argument_group("training (TrainConfig; a YAML config's train: section sets the same fields)")
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, bool):
+            flag = f"--{f.name}" if not default else f"--no-{f.name}"
+            g.add_argument(flag.replace("_", "-"), dest=f.name, action="store_const", const=not default, default=None,
+                           help=_train_help(f))
+        else:
+            kind = type(default) if default is not None else _optional_type(str(f.type))
+            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, help=_train_help(f))
+    _add_device_flag(p)
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
+                   help="continue from the newest checkpoint in --out (one must exist); --resume auto: continue "
+                        "if there is one, else start a new run (the same command restarts a preempted job)")
+    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (clears it)")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: allow a different --lr or --max-steps than the run was saved with")
+
+
+def _add_device_flag(p: argparse.ArgumentParser, bf16_inference: bool = False) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    if bf16_inference:
+        p.add_argument("--bf16", action="store_true", help="run the model with bfloat16 weights")
+
+
+def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="auto", choices=["auto", "sentences", "paragraphs", "jsonl", "dataset"],
+                   help="corpus file format (auto: .parquet/.arrow, save_to_disk directories and hub:NAME → "
+                        "dataset; .jsonl → jsonl; text with one sentence a line → sentences; otherwise paragraphs)")
+    p.add_argument("--text-field", help="JSONL/dataset field holding the text (default: text, paragraphs, ...)")
+    p.add_argument("--fallback-encoding", help="decode lines that are not UTF-8 with this encoding "
+                   "(e.g. latin-1) instead of stopping with an error")
+
+
+# flags naming files or folders that must exist (or datasets: hub:NAME, DIR:SPLIT)
+
+
+INPUT_PATHS = ("corpus", "tokenizer", "init", "model", "input", "train", "valid", "eval", "pred", "ref", "data_dir",
+               "to_hf", "to_official")
+
+
+def _check_inputs(args) -> None:
+    """Refuse a --device that is not here and an input path that does not exist, before any work."""
+    from .data.hf_datasets import is_dataset
+    from .device import resolve_device
+
+    if getattr(args, "device", None) is not None:
+        resolve_device(args.device)
+    for name in INPUT_PATHS:
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None and not (Path(value).exists() or is_dataset(value)):
+                raise CtxlmError(f"--{name.replace('_', '-')} {value}: no such file or directory")
+
+
+GENERATION_FLAGS = {  # flag → GenerationConfig field
+    "beam": "num_beams", "max_length": "max_new_tokens", "min_length": "min_new_tokens",
+    "length_penalty": "length_penalty", "length_penalty_type": "length_penalty_type",
+    "no_repeat_ngram": "no_repeat_ngram_size", "block_subword_loops": "block_subword_loops",
+    "block_word_repeats": "block_word_repeats",
+    "early_stopping": "early_stopping", "sample": "do_sample",
+    "top_k": "top_k", "top_p": "top_p", "temperature": "temperature", "seed": "seed",
+}
+
+
+def _generation_config(args, defaults):
+    """The model's decoding defaults (its recipe's generation.json, else ours), overridden by flags
+    (`GenerationConfig.with_overrides`, as a Python config given to `Seq2SeqPredictor.generate`)."""
+    from .config import GenerationConfig
+
+    flags = {field: getattr(args, flag) for flag, field in GENERATION_FLAGS.items() if getattr(args, flag) is not None}
+    return (defaults or GenerationConfig()).with_overrides(**flags)
+
+
+FINETUNE_DEFAULTS = (
+    "Training flags override the --recipe's train: section, which overrides the task's settings, which override "
+    "the defaults shown: seq2seq tasks: the recipe's (e.g. gigaword); cloze: PET's few-shot settings ("
+    + ", ".join(f"{k} {v:g}" for k, v in CLOZE_TRAIN.items()) + "); classify and squad: UniLMv2's Table 9 "
+    "(batch_size 32, lr 2e-05, 10% warm-up, weight_decay 0.01, 10 epochs (squad: 4), validating once an epoch).")
+
+
+def _command_line(args) -> str:
+    """The verb's command line, rebuilt from its parsed flags (defaults included)."""
+    import shlex
+
+    words = ["ctxlm", args.verb]
+    for name, value in vars(args).items():
+        if name in ("verb", "func") or value is None or value is False:
+            continue
+        words.append("--" + name.replace("_", "-"))
+        if value is not True:
+            words += [shlex.quote(str(v)) for v in (value if isinstance(value, list) else [value])]
+    return " ".join(words)
+
+
+def _row_count(text: str) -> int:
+    """A --limit-style flag's value: a number of rows, at least 1; else argparse's usage error."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of rows (1 or more), got '{text}'")
+    return int(text)
+
+
+def _train_sizes(text: str) -> list[int | None]:
+    """--train-limit of compare: N, or sizes separated by commas, `all` for every pair."""
+    sizes = []
+    for word in text.split(","):
+        word = word.strip().lower()
+        if word != "all" and not (word.isdigit() and int(word) > 0):
+            raise argparse.ArgumentTypeError(f"expected positive numbers of pairs or 'all', separated by commas, "
+                                             f"got '{text}'")
+        sizes.append(None if word == "all" else int(word))
+    return sizes
+
+
+BOOLEAN_WORDS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+
+
+def _true_or_false(text: str) -> bool:
+    """A boolean flag's value: yes/no, true/false or 1/0 (any case); else argparse's usage error."""
+    value = BOOLEAN_WORDS.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected yes/no, true/false or 1/0, got '{text}'")
+    return value
+
+
+def _true_false_or_never(text: str) -> bool | str:
+    """--early-stopping: a boolean (as `_true_or_false`) or "never"."""
+    if text.strip().lower() == "never":
+        return "never"
+    if text.strip().lower() not in BOOLEAN_WORDS:
+        raise argparse.ArgumentTypeError(f"expected yes/no, true/false, 1/0 or never, got '{text}'")
+    return _true_or_false(text)
+
+
+def _model_default(flag: str, text: str = "") -> str:
+    """A decoding flag's help: `text` and its default, the model's generation.json or else ours."""
+    from .config import GenerationConfig
+
+    value = getattr(GenerationConfig(), GENERATION_FLAGS[flag])
+    if value is None or isinstance(value, bool):
+        value = {True: "true", False: "false", None: "none"}[value]
+    return f"{text} (default: the model's generation.json, else {value})".strip()
+
+
+# decoding flags whose value is parsed (booleans written out, "never") or chosen from a list
+DECODING_TYPES = {"block_subword_loops": _true_or_false, "block_word_repeats": _true_or_false,
+                  "early_stopping": _true_false_or_never}
+DECODING_CHOICES = {"length_penalty_type": ["hf", "gnmt"]}
+
+
+def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per GenerationConfig field (`GENERATION_FLAGS` names them), helped by its comment."""
+    from .config import GenerationConfig
+
+    fields, comments = {f.name: f for f in dataclasses.fields(GenerationConfig)}, field_comments(GenerationConfig)
+    g = p.add_argument_group("decoding (defaults: the model's generation.json, else beam 5, 64 tokens)")
+    for flag, name in GENERATION_FLAGS.items():
+        option, text = f"--{flag.replace('_', '-')}", _model_default(flag, comments.get(name, ""))
+        default = fields[name].default
+        if isinstance(default, bool) and flag not in DECODING_TYPES:  # an on switch: --sample
+            g.add_argument(option, action="store_true", default=None, help=text)
+        elif isinstance(default, str):
+            g.add_argument(option, choices=DECODING_CHOICES.get(flag), help=text)
+        else:
+            kind = DECODING_TYPES.get(flag) or (type(default) if default is not None else int)
+            g.add_argument(option, type=kind, help=text)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help with each flag's default, `(default: X)`, where it has one (not None, not an
+    off switch) and its text does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text, default = action.help or "", action.default
+        if default in (None, False, argparse.SUPPRESS) or not action.option_strings or "default" in text.lower():
+            return action.help
+        value = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {value.replace('%', '%%')})".strip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows the defaults (verbs' parsers are this class too)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
+    """Every verb's flags; `commands` (verb, or "tokenizer train", → function) become each parser's `func`."""
+    commands = commands or {}
+    from . import __version__
+    from .config import NAMED_CONFIGS
+    from .families import FAMILIES, OBJECTIVES, REFERENCE_FAMILY
+    from .tasks import finetunable
+
+    named = ", ".join(NAMED_CONFIGS)
+    named_palm = ", ".join(name for name, values in NAMED_CONFIGS.items() if values["family"] == REFERENCE_FAMILY)
+    parser = _Parser(prog="ctxlm", description="The `ctxlm` command line. Each verb parses its flags and calls one "
+                                                    "public function.")
+    parser.add_argument("--version", action="version", version=f"ctxlm {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    tok = verbs.add_parser("tokenizer", help="train a WordPiece tokenizer").add_subparsers(dest="action", required=True)
+    p = tok.add_parser("train", help="train an uncased BERT-style WordPiece tokenizer on a corpus")
+    p.add_argument("--corpus", nargs="+", required=True, help="files or directories")
+    p.add_argument("--vocab-size", type=int, required=True,
+                   help="tokens in all: the special tokens, the <unk> marker and the trained pieces")
+    p.add_argument("--out", required=True, help="directory for tokenizer.json")
+    p.add_argument("--min-frequency", type=int, default=2, help="the fewest occurrences of a piece the trainer "
+                   "merges")
+    _add_corpus_flags(p)
+    p.set_defaults(func=commands.get("tokenizer train"))
+
+    p = verbs.add_parser("pretrain", help="pre-train a model on unlabeled text")
+    p.add_argument("--objective", choices=list(OBJECTIVES),
+                   help="pre-training objective (default: the --config family's own; mass and bart run on a PALM "
+                        "config)")
+    p.add_argument("--stage", default="generation", choices=["mlm", "generation"],
+                   help="PALM stage 1 (encoder MLM) or 2 (continuation generation)")
+    p.add_argument("--glm-task", choices=["blank", "sentence", "document", "multitask"],
+                   help="GLM objective (default: the config's data.task, blank)")
+    p.add_argument("--glm-no-shuffle", action="store_true", help="GLM ablation: Part B spans in text order")
+    p.add_argument("--glm-sentinel", action="store_true",
+                   help="GLM ablation: distinct sentinel tokens [S0] [S1] ... instead of one [MASK]")
+    p.add_argument("--unilm-objective", choices=["ae+par", "ae", "par", "ae+ar", "ar"],
+                   help="UniLMv2 objective (default: the config's data.objective, ae+par)")
+    p.add_argument("--corpus", nargs="+", required=True, help="files or directories")
+    p.add_argument("--tokenizer", help="tokenizer.json or its directory (default: the --init model's)")
+    p.add_argument("--config", default="palm-tiny", help=f"named config ({named}) or YAML file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--init", help="model directory to start from (stage 2 starts from stage 1)")
+    p.add_argument("--init-from-hf", help="a transformers directory or hub id, converted on the fly "
+                   "(see `ctxlm convert`; the objective's family is the target)")
+    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
+                   help="--init-from-hf BERT/RoBERTa into PALM: a fresh decoder or one from the encoder")
+    p.add_argument("--fragment-length", type=int, help="PALM fragment length L (source 80%%, target 20%%)")
+    p.add_argument("--mlm-weight", type=float, help="stage 2: weight of an added encoder MLM loss")
+    p.add_argument("--no-copy", action="store_true", help="without the pointer-generator")
+    p.add_argument("--copy", action="store_true", help="with PALM's pointer-generator (GLM, UniLMv2: copy: true)")
+    p.add_argument("--cache-dir", help="token store cache (default $CTXLM_CACHE or ~/.cache/ctxlm)")
+    _add_corpus_flags(p)
+    _add_train_flags(p)
+    p.set_defaults(func=commands.get("pretrain"))
+
+    p = verbs.add_parser("generate", help="generate from a model (beam search by default)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--text")
+    p.add_argument("--input", help="JSONL (or a dataset: .parquet, .arrow, save_to_disk directory, hub:NAME) "
+                   "with a source field per row")
+    p.add_argument("--output", help="JSONL output (input rows plus 'prediction'); default stdout")
+    p.add_argument("--source-field", help="--input's field holding the source text (default: the one the "
+                   "model's fine-tuning task reads, from its run.json: e.g. document for Gigaword; else source)")
+    p.add_argument("--batch-size", type=int, default=16, help="sources decoded together")
+    p.add_argument("--max-source-tokens", type=int, help="truncate sources to this many tokens")
+    p.add_argument("--sort-window", type=int,
+                   help="batches sorted by source length together (default 8; 1: input order); "
+                        "the output keeps input order")
+    p.add_argument("--resume", action="store_true", help="keep the rows --output already holds, decode the rest")
+    p.add_argument("--limit", type=_row_count, help="--input: decode only the first N rows")
+    _add_device_flag(p, bf16_inference=True)
+    _add_decoding_flags(p)
+    p.set_defaults(func=commands.get("generate"))
+
+    p = verbs.add_parser("finetune", help="fine-tune on a task", description=FINETUNE_DEFAULTS)
+    p.add_argument("--init", help="pre-trained model directory")
+    p.add_argument("--config", help=f"with --tokenizer: train a new model from scratch (named config: {named}; "
+                   "or YAML)")
+    p.add_argument("--tokenizer", help="tokenizer for --config")
+    p.add_argument("--copy", action="store_true", help="with --config: PALM's pointer-generator on (copy: true)")
+    p.add_argument("--task", choices=finetunable(),
+                   help="a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad")
+    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, or YAML; "
+                   "cloze/classify/squad: a YAML of their options (dataset, data_dir, max_length, ...) and train:")
+    p.add_argument("--train", help="training file in the task's format, or a dataset (.parquet, .arrow, "
+                   "save_to_disk directory, hub:NAME) with --source-field/--target-field")
+    p.add_argument("--valid", help="validation file (loss, best checkpoint, early stopping)")
+    p.add_argument("--source-field", help="seq2seq: the JSONL/dataset field holding the source")
+    p.add_argument("--target-field", help="seq2seq: the JSONL/dataset field holding the target")
+    p.add_argument("--out", required=True)
+    p.add_argument("--train-limit", type=_row_count, help="use only the first N training rows")
+    p.add_argument("--valid-limit", type=_row_count, help="classify/squad: use only the first N validation rows")
+    g = p.add_argument_group("NLU (--task cloze / classify / squad)")
+    g.add_argument("--dataset", help="cloze: superglue/<Task>; classify: glue/MRPC, glue/STS-B, superglue/RTE")
+    g.add_argument("--data-dir", help="the NLU data folder (e.g. ../shared/data/nlu)")
+    g.add_argument("--max-length", type=int, help="tokens per input (cloze: the model's; classify 128; squad 384)")
+    g.add_argument("--score-eop", action="store_const", const=True,
+                   help="cloze: also score [eop] after multi-token answers")
+    g.add_argument("--pooler", action="store_const", const=True,
+                   help="classify: BERT's dense+tanh pooler before the classifier")
+    g.add_argument("--doc-stride", type=int, help="squad: tokens between window starts (default 128)")
+    g.add_argument("--max-query-length", type=int, help="squad: default 64")
+    g.add_argument("--max-answer-length", type=int, help="squad: default 30")
+    _add_train_flags(p)
+    p.set_defaults(func=commands.get("finetune"))
+
+    p = verbs.add_parser("evaluate", help="score predictions against references, or a model on a task")
+    p.add_argument("--pred", help="JSONL predictions (field 'prediction') or a .txt file, one a line")
+    p.add_argument("--ref", help="JSONL references (field 'target') or a .txt file; squad: the SQuAD JSON")
+    p.add_argument("--metrics", nargs="+", default=["summarization"],
+                   help="metric names or groups, space- or comma-separated: summarization, qg, qa, dialog, "
+                        "rouge1, rougeL, rougeLsum, bleu4, meteor, coco_rougeL, sacrebleu, marco_rougeL, marco_bleu1")
+    p.add_argument("--pred-field", default="prediction", help="--pred JSONL's field holding the prediction")
+    p.add_argument("--ref-field", default="target", help="--ref JSONL's field holding the reference")
+    p.add_argument("--model", help="a model: perplexity of --ref (seq2seq tasks), or cloze/classify/squad scores")
+    p.add_argument("--task", choices=finetunable(), help="with --model: the task")
+    p.add_argument("--dataset", help="cloze/classify: the dataset (default: the one the model was fine-tuned on)")
+    p.add_argument("--data-dir", help="cloze/classify: the NLU data folder")
+    p.add_argument("--split", help="cloze: dev32 (default) or train; classify: dev (default) or train")
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--limit", type=_row_count, help="score only the first N rows")
+    p.add_argument("--predictions-out", help="squad: write {id: answer} JSON here")
+    p.add_argument("--output", help="also write the JSON results here")
+    _add_device_flag(p, bf16_inference=True)
+    p.set_defaults(func=commands.get("evaluate"))
+
+    p = verbs.add_parser("infill", help="fill [MASK] blanks with a GLM model, or evaluate infilling")
+    p.add_argument("--model", required=True)
+    p.add_argument("--text", nargs="+", help='texts with blanks, e.g. "the [MASK] sat on the [MASK] ."')
+    p.add_argument("--input", help="a file of texts with blanks, one a line")
+    p.add_argument("--eval", help="evaluate: mask --mask-ratio of each line's words, fill, BLEU against the line")
+    p.add_argument("--mask-ratio", type=float, default=0.1, help="--eval: the share of each line's words masked")
+    p.add_argument("--limit", type=_row_count, help="--eval: the first N lines")
+    p.add_argument("--output", help="--eval: write each line's masked, filled and original text (JSONL)")
+    _add_device_flag(p, bf16_inference=True)
+    _add_decoding_flags(p)
+    p.set_defaults(func=commands.get("infill"))
+
+    p = verbs.add_parser("compare", help="pre-train, fine-tune and score several objectives; write a report")
+    p.add_argument("--corpus", nargs="+", required=True, help="pre-training files or directories")
+    p.add_argument("--tokenizer", required=True, help="tokenizer.json or its directory")
+    p.add_argument("--task", required=True, help="the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML; or "
+                   "an NLU task: cloze (GLM variants, FewGLUE), classify (UniLMv2 variants), or a YAML of their "
+                   "options with task: and train: (as finetune's --recipe)")
+    p.add_argument("--train", help="seq2seq tasks: the training file")
+    p.add_argument("--valid", help="seq2seq tasks: the validation file (best checkpoint; scored unless --eval)")
+    p.add_argument("--eval", help="seq2seq tasks: score this file instead of --valid")
+    p.add_argument("--objectives", help="comma-separated pre-training variants (objectives/variants.py; default: "
+                   "palm,palm-nocopy,palm-noae,mass,bart,glm,unilm,none; cloze: glm,glm-noshuffle,none; classify: "
+                   "unilm,unilm-ae,unilm-par,none; none is a new model of the task's family)")
+    p.add_argument("--config", default="palm-tiny", help=f"the PALM model and pre-training config (named: "
+                   f"{named_palm}; or YAML); GLM and UniLMv2 are sized to its parameter count")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget-minutes", type=float, help="pre-training wall time per objective")
+    budget.add_argument("--budget-tokens", type=int, help="pre-training tokens per objective")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="runs per objective (seeds 0..N-1), each pre-training and fine-tuning")
+    p.add_argument("--finetune-steps", type=int, help="override the recipe's max_steps")
+    p.add_argument("--train-limit", type=_train_sizes,
+                   help="fine-tune on the first N pairs (dialog: 10000; classify: rows); several sizes, e.g. "
+                        "1000,4000,all (seq2seq tasks): one comparison per size sharing the pre-training, and "
+                        "train_sizes.md (PALM Table 5's question)")
+    p.add_argument("--eval-limit", type=_row_count, help="score only the first N pairs (classify: dev rows, also "
+                   "those it validates on; cloze: dev32 rows)")
+    p.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+    g = p.add_argument_group("NLU (--task cloze / classify: select and score on the dev split)")
+    g.add_argument("--dataset", help="cloze: superglue/RTE, CB, COPA or BoolQ; classify: glue/MRPC, glue/STS-B, "
+                   "superglue/RTE")
+    g.add_argument("--data-dir", help="the NLU data folder (e.g. ../shared/data/nlu)")
+    g.add_argument("--max-length", type=int, help="tokens per input (cloze: the model's; classify 128)")
+    p.add_argument("--no-plots", action="store_true", help="no loss plots (no matplotlib needed)")
+    p.add_argument("--cache-dir", help="token store cache (default OUT/store)")
+    p.add_argument("--pretrain-dir", help="pre-train each cell here, shared by comparisons of other tasks on "
+                   "the same corpus, budget and config (default: inside each cell)")
+    _add_corpus_flags(p)
+    p.add_argument("--out", required=True, help="the comparison's folder (rerun to resume)")
+    p.set_defaults(func=commands.get("compare"))
+
+    p = verbs.add_parser("convert", help="convert between ctxlm and transformers checkpoints, or the papers' own "
+                         "releases (docs/official-models.md)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--from-hf", help="a transformers directory or hub id: BART (PALM), BERT/RoBERTa (PALM's "
+                        "encoder; BERT also UniLMv2 or GLM with --family), or a directory ctxlm exported")
+    source.add_argument("--to-hf", help="a ctxlm model directory: PALM → BART, UniLMv2 → BERT, GLM → its own layout")
+    source.add_argument("--from-official", help="a release of a paper's own code (directory, file or hub id): "
+                        "THUDM GLM (hub or Megatron), microsoft/unilm UniLMv2 (release or s2s-ft), AliceMind PALM; "
+                        "the format is detected (or give --format)")
+    source.add_argument("--to-official", help="a ctxlm model directory, written in its family's official layout "
+                        "(for the official fine-tuning code)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--family", choices=list(FAMILIES),
+                   help="the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa); with "
+                        "--from-official: try only this family's formats")
+    p.add_argument("--format", help="with --from-official / --to-official: the official format by name (default: "
+                   "detected / the family's only writable one; names: docs/official-models.md)")
+    p.add_argument("--max-shard-size", default="5GB",
+                   help="with --from-official: weights above this are written as shards with an index, as "
+                        "transformers (default: 5GB)")
+    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
+                   help="PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers")
+    p.add_argument("--drop-copy-head", action="store_true", help="export PALM without saving its copy head alongside")
+    p.set_defaults(func=commands.get("convert"))
+    return parser
