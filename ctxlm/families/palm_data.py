@@ -57,9 +57,9 @@ def prepare_denoising_data(store: TokenStore, tokenizer: TextTokenizer, data: Pa
                            seed: int, max_positions: int | None = None) -> PreparedData:
     """MASS or BART examples of a store: chunks of whole sentences of at most `data.fragment_length`
     tokens with [CLS] and [SEP], split by document (as `prepare_palm_data`)."""
-    from .objectives.bart import BartExamples
-    from .objectives.chunks import sentence_chunks
-    from .objectives.mass import MassExamples
+    from ..objectives.bart import BartExamples
+    from ..objectives.chunks import sentence_chunks
+    from ..objectives.mass import MassExamples
 
     if max_positions is not None and data.fragment_length > max_positions:
         raise CtxlmError(f"data.fragment_length {data.fragment_length} exceeds the model's max_position_embeddings "
