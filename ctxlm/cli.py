@@ -22,10 +22,6 @@ from .errors import CtxlmError, plain_warnings
 from .tasks import need
 
 
-def _run_flags(args) -> dict:
-    return {"resume": args.resume, "overwrite": args.overwrite, "allow_config_change": args.allow_config_change}
-
-
 def cmd_tokenizer_train(args) -> None:
     _check_inputs(args)
     from .tokenization import train_tokenizer
@@ -41,6 +37,7 @@ def cmd_pretrain(args) -> None:
     from .config_loading import load_pretrain_config, set_copy, train_keys_given
     from .families import apply_family_flags, default_objective, objective_options
     from .pretraining import pretrain
+    from .run_options import CorpusSpec
 
     config = load_pretrain_config(args.config)
     overrides = _train_overrides(args)
@@ -51,13 +48,12 @@ def cmd_pretrain(args) -> None:
             raise CtxlmError("--copy and --no-copy exclude each other")
         config.model = set_copy(config.model, args.copy)
     objective = args.objective or default_objective(config.model.family).name
-    result = pretrain(args.corpus, args.out, config, objective=objective, stage=args.stage,
+    corpus = CorpusSpec(tuple(args.corpus), args.format, args.text_field, args.fallback_encoding)
+    result = pretrain(corpus, args.out, config, objective=objective, stage=args.stage,
                       objective_options=objective_options(vars(args)),
                       tokenizer=args.tokenizer, init=args.init, init_from_hf=args.init_from_hf,
-                      hf_decoder=args.decoder, cache_dir=args.cache_dir,
-                      corpus_format=args.format, text_field=args.text_field,
-                      fallback_encoding=args.fallback_encoding, device=args.device,
-                      train_given=set(overrides) | train_keys_given(args.config), **_run_flags(args))
+                      hf_decoder=args.decoder, cache_dir=args.cache_dir, run=_run_options(args),
+                      train_given=set(overrides) | train_keys_given(args.config))
     _print_result(result, args.out)
 
 

@@ -68,6 +68,7 @@ from .learning_check import not_learning_in, still_not_learning
 from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
 from .predict import Seq2SeqPredictor
 from .pretraining import model_config_for_tokenizer, prepare_data, pretrain
+from .run_options import CorpusSpec, RunOptions
 from .report import (Statistic, corpus_bleu4, corpus_pearson, corpus_perplexity, counted_not_learning,
                      earlier_stages_not_learning, mean_score)
 from .tokenization import TextTokenizer
@@ -376,6 +377,11 @@ class Comparison:
     reading: dict = dataclasses.field(default_factory=lambda: dict(  # as `pretrain` takes them
         corpus_format="auto", text_field=None, fallback_encoding=None))
 
+    def corpus_spec(self) -> CorpusSpec:
+        reading = self.reading  # `pretrain`'s former names; the spec calls the format `format`
+        return CorpusSpec(tuple(self.corpus), reading["corpus_format"], reading["text_field"],
+                          reading["fallback_encoding"])
+
     def cell_dir(self, objective: str, seed: int) -> Path:
         return self.out_dir / "cells" / f"{objective}-seed{seed}"
 
@@ -391,10 +397,8 @@ class Comparison:
                                    train=dataclasses.replace(base.train, seed=seed, max_steps=max_steps))
 
     def examples(self, stage: Stage, config: PretrainConfig):
-        reading = self.reading  # `pretrain`'s names; the store calls the format `format`
         store = TokenStore.build(self.corpus, self.tokenizer, cache_dir=self.cache_dir, progress=False,
-                                 format=reading["corpus_format"], text_field=reading["text_field"],
-                                 fallback_encoding=reading["fallback_encoding"])
+                                 **self.corpus_spec().store_options())
         return prepare_data(stage.objective, store, self.tokenizer, config.model, config.data, stage.stage,
                             config.train.seed).train
 
@@ -435,9 +439,9 @@ class Comparison:
                 config = self.stage_config(variant, stage, seed, steps)
                 started = time.perf_counter()
                 pretrain(
-                    self.corpus, stage_dir, config, objective=stage.objective, stage=stage.stage,
-                    tokenizer=self.tokenizer, init=init, resume=latest_checkpoint(stage_dir) is not None,
-                    cache_dir=self.cache_dir, **self.reading).stop_if_interrupted()
+                    self.corpus_spec(), stage_dir, config, objective=stage.objective, stage=stage.stage,
+                    tokenizer=self.tokenizer, init=init, cache_dir=self.cache_dir,
+                    run=RunOptions(resume=latest_checkpoint(stage_dir) is not None)).stop_if_interrupted()
                 write_json_atomic(done, {"stage": stage_dir.name, "steps": steps, "tokens": tokens,
                                          "seconds": time.perf_counter() - started})
             stages.append({**read_json(done), "dir": str(stage_dir)})

@@ -31,6 +31,7 @@ from .config import PalmDataConfig, PretrainConfig, TrainConfig
 from .config_loading import load_pretrain_config
 from .errors import CtxlmError, plain_warnings
 from .extras import require
+from .run_options import CorpusSpec, RunOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "pretrain"
@@ -194,13 +195,14 @@ def main(argv=None) -> int:
         print(f"[2/5] stage 1: encoder masked LM, {args.mlm_steps} steps")
         config = PretrainConfig(model=model_config, train=dataclasses.replace(train, max_steps=args.mlm_steps),
                                 data=data)
-        pretrain(corpus, out / "stage1-mlm", config, stage="mlm", tokenizer=tokenizer, overwrite=True, device=device,
-                 **reading).stop_if_interrupted()
+        corpus_spec, run = CorpusSpec(tuple(corpus), **reading), RunOptions(overwrite=True, device=device)
+        pretrain(corpus_spec, out / "stage1-mlm", config, stage="mlm", tokenizer=tokenizer,
+                 run=run).stop_if_interrupted()
 
         print(f"[3/5] stage 2: continuation generation from stage 1, {args.generation_steps} steps")
         config.train = dataclasses.replace(train, max_steps=args.generation_steps)
-        pretrain(corpus, out / "stage2-generation", config, stage="generation", init=out / "stage1-mlm",
-                 overwrite=True, device=device, **reading).stop_if_interrupted()
+        pretrain(corpus_spec, out / "stage2-generation", config, stage="generation", init=out / "stage1-mlm",
+                 run=run).stop_if_interrupted()
 
         model, _ = load_model_dir(out / "stage2-generation", device=device)
         after = evaluate(model, heldout, train.batch_size, tokenizer.pad_id, max_batches=train.eval_batches)

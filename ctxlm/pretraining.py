@@ -21,6 +21,7 @@ from .data.store import TokenStore
 from .distributed import main_process_first, setup
 from .device import resolve_device
 from .errors import CtxlmError
+from .run_options import CorpusSpec, RunOptions
 from .families import OPTIMIZER_FIELDS, WARMUP_FIELDS, PreparedData, get_objective, resolve, train_defaults
 from .tokenization import TextTokenizer
 from .training import TrainResult, train
@@ -77,7 +78,7 @@ def with_train_defaults(train: TrainConfig, family: str, given: Collection[str] 
 
 
 def pretrain(
-    corpus: Sequence[str | Path],
+    corpus: CorpusSpec | Sequence[str | Path],
     out_dir: str | Path,
     config: PretrainConfig,
     *,
@@ -87,15 +88,9 @@ def pretrain(
     init: str | Path | None = None,
     init_from_hf: str | Path | None = None,
     hf_decoder: str = "fresh",
-    resume: bool | str = False,
-    overwrite: bool = False,
-    allow_config_change: bool = False,
     objective_options: Mapping[str, Any] | None = None,
     cache_dir: str | Path | None = None,
-    corpus_format: str = "auto",
-    text_field: str | None = None,
-    fallback_encoding: str | None = None,
-    device: str | torch.device | None = "auto",
+    run: RunOptions = RunOptions(),
     train_given: Collection[str] | None = None,
 ) -> TrainResult:
     """Pre-train (or continue pre-training) a model on `corpus`; see `ctxlm pretrain --help`.
@@ -107,15 +102,16 @@ def pretrain(
     architecture comes from `init` when given (a model directory: PALM's stage 2 starts from stage
     1), or from `init_from_hf` (a transformers directory or hub id, converted into the objective's
     family as `ctxlm convert` does, with `hf_decoder`), else from `config.model`. With `resume`,
-    training continues exactly from the newest checkpoint in `out_dir`.
-    (See `train` for `overwrite` and `allow_config_change`.) The optimiser settings the user did not
+    training continues exactly from the newest checkpoint in `out_dir`. `corpus` is a `CorpusSpec` (or
+    its files and directories, read with the defaults); `run` says how the run starts and where
+    (`RunOptions`: resume, overwrite, allow_config_change, device). The optimiser settings the user did not
     set (`train_given`: the TrainConfig fields set; None: those not at TrainConfig's defaults) are
     the objective's family's for the model's shape (`with_train_defaults`); run.json lists them under
     `train_defaults`.
     """
-    out_dir = Path(out_dir)
+    out_dir, corpus = Path(out_dir), CorpusSpec.of(corpus)
     spec = get_objective(objective)
-    resume_from = resume_checkpoint(out_dir, resume)
+    resume_from = resume_checkpoint(out_dir, run.resume)
     torch.manual_seed(config.train.seed)
     if init is not None and init_from_hf is not None:
         raise CtxlmError("give at most one of --init and --init-from-hf")
@@ -152,8 +148,7 @@ def pretrain(
 
     cluster = setup()
     with main_process_first(cluster):  # rank 0 builds the store; the others then open it
-        store = TokenStore.build(corpus, tokenizer, cache_dir=cache_dir, format=corpus_format,
-                                 text_field=text_field, fallback_encoding=fallback_encoding,
+        store = TokenStore.build(list(corpus.paths), tokenizer, cache_dir=cache_dir, **corpus.store_options(),
                                  progress=train_config.progress and cluster.is_main)
     data = prepare_data(objective, store, tokenizer, model.config, data_config, stage, train_config.seed)
     data.description["skipped"] = {**store.meta.get("skipped", {}), **data.description.get("skipped", {})}
@@ -162,14 +157,14 @@ def pretrain(
         resolve(spec.prepare_model)(model, stage)
     loss_options = spec.options(data_config, stage, train_config.label_smoothing)
     run_info = {"objective": objective, "stage": stage if stage in spec.stages else None,
-                "corpus": [str(c) for c in corpus],
+                "corpus": [str(c) for c in corpus.paths],
                 "init": str(init) if init else None, "data": dataclasses.asdict(data_config),
                 "init_from_hf": conversion.summary() if conversion else None,
                 "store": str(store.directory), "train_defaults": defaults_applied, **data.description}
     return train(model, data.train, train_config, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                 valid_examples=data.valid, resume=resume, overwrite=overwrite,
-                 allow_config_change=allow_config_change, loss_options=loss_options, run_info=run_info,
-                 device=resolve_device(device))
+                 valid_examples=data.valid, resume=run.resume, overwrite=run.overwrite,
+                 allow_config_change=run.allow_config_change, loss_options=loss_options, run_info=run_info,
+                 device=resolve_device(run.device))
 
 
 def pretrain_variant(name: str, corpus: Sequence[str | Path], out_dir: str | Path, config: PretrainConfig, *,

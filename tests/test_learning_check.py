@@ -23,6 +23,7 @@ from ctxlm.learning_check import (
     unigram_entropy,
 )
 from ctxlm.objectives.masking import IGNORE_INDEX
+from ctxlm.run_options import RunOptions
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -211,7 +212,7 @@ def pretrain_collapsing(root, resume: bool = False) -> list[str]:
         warnings.simplefilter("always")
         pretrain([root / "wiki.txt"], root / "run", config, objective="unilm",
                  tokenizer=TextTokenizer.load(root / "tok"), cache_dir=root / "cache", train_given=COLLAPSE,
-                 resume=resume)
+                 run=RunOptions(resume=resume))
     return [str(w.message) for w in caught]
 
 

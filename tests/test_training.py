@@ -17,6 +17,7 @@ from ctxlm.cli import main
 from ctxlm.config import PalmDataConfig, PretrainConfig, TrainConfig
 from ctxlm.config_loading import named_model_config
 from ctxlm.pretraining import pretrain
+from ctxlm.run_options import RunOptions
 from ctxlm.data.loader import rank_micro_batches
 from ctxlm.tokenization import train_tokenizer
 from ctxlm.training import BatchStream, collate, linear_schedule
@@ -88,7 +89,7 @@ def test_resume_continues_exactly(corpus, tmp_path):
     interrupted.mkdir()
     shutil.copytree(full / "checkpoints/step-00000003", interrupted / "checkpoints/step-00000003")
     result = pretrain([path], interrupted, config, stage="generation", tokenizer=tok,
-                      cache_dir=tmp_path / "cache", resume=True)
+                      cache_dir=tmp_path / "cache", run=RunOptions(resume=True))
     assert result.step == 6
     a, b = load_file(str(full / "model.safetensors")), load_file(str(interrupted / "model.safetensors"))
     assert a.keys() == b.keys()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import CtxlmError
+from ..run_options import CorpusSpec, RunOptions  # noqa: F401  (the bundles every task takes)
 
 Ref = Any  # a class / function, or "module:attribute"
 
@@ -40,33 +41,6 @@ def resolve(ref: Ref):
 
 
 # ------------------------------------------------------------------------------------ bundles
-@dataclass(frozen=True)
-class RunOptions:
-    """How a run starts and where it runs (the same for every task and for pre-training)."""
-
-    out: str | Path | None = None  # the run's folder, where the caller does not give it separately
-    resume: bool | str = False  # True: from the newest checkpoint (one must exist); "auto": if there is one
-    overwrite: bool = False  # start over in a folder that holds a run (clears it)
-    allow_config_change: bool = False  # with resume: allow another lr or max_steps than the run was saved with
-    device: Any = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N, or a torch.device
-    bf16: bool = False  # inference: bfloat16 weights
-    seed: int | None = None  # replaces the training config's seed when given
-
-
-@dataclass(frozen=True)
-class CorpusSpec:
-    """A pre-training corpus and how to read it (as `ctxlm.data.corpus` does)."""
-
-    paths: tuple[str | Path, ...] = ()
-    format: str = "auto"  # auto, sentences, paragraphs, jsonl or dataset
-    text_field: str | None = None  # the JSONL / dataset field holding the text
-    fallback_encoding: str | None = None  # decode lines that are not UTF-8 with this encoding
-
-    def reading(self) -> dict:
-        """The keyword arguments `pretrain` and `TokenStore.build` take (`corpus_format`, ...)."""
-        return dict(corpus_format=self.format, text_field=self.text_field, fallback_encoding=self.fallback_encoding)
-
-
 @dataclass(frozen=True)
 class ScratchModel:
     """A new model instead of a pre-trained one (the papers' "− pre-training" baseline)."""
