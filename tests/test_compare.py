@@ -392,7 +392,7 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(setup, tmp_path, monke
     runs = []
 
     def recording_pretrain(corpus, out_dir, *args, **kwargs):
-        runs.append((Path(out_dir).name, kwargs["resume"]))
+        runs.append((Path(out_dir).name, kwargs["run"].resume))
         return real_pretrain(corpus, out_dir, *args, **kwargs)
 
     monkeypatch.setattr(training, "save_training_checkpoint", save_then_die)
@@ -451,7 +451,7 @@ def test_sigterm_stops_the_comparison_and_the_rerun_resumes_the_stage(setup, tmp
         return real_batch(self, micro_batch, pad_id)
 
     def recording_pretrain(corpus, out_dir, *args, **kwargs):
-        runs.append((Path(out_dir).name, kwargs["resume"]))
+        runs.append((Path(out_dir).name, kwargs["run"].resume))
         return real_pretrain(corpus, out_dir, *args, **kwargs)
 
     monkeypatch.setattr(training.BatchStream, "batch", batch_then_signal)
