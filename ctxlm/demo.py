@@ -160,7 +160,8 @@ def main(argv=None) -> int:
     from .data.store import TokenStore
     from .generation import GenerationConfig
     from .predict import Seq2SeqPredictor
-    from .pretraining import model_config_for_tokenizer, prepare_palm_data, pretrain
+    from .families.palm_data import prepare_palm_data
+    from .pretraining import model_config_for_tokenizer, pretrain
     from .tokenization import train_tokenizer
     from .training import evaluate
     from .checkpoint import build_model
