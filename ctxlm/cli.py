@@ -746,8 +746,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copy", action="store_true", help="with --config: PALM's pointer-generator on (copy: true)")
     p.add_argument("--task", choices=SEQ2SEQ_TASKS + NLU_TASKS,
                    help="a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad")
-    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, or YAML; "
-                   "cloze/classify/squad: a YAML of their options (dataset, data_dir, max_length, ...) and train:")
+    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, the papers' "
+                   "unilm2-xsum, unilm2-cnndm, unilm2-squad-qg, palm-cnndm, palm-gigaword, or YAML; cloze/classify/"
+                   "squad: a YAML of their options (dataset, data_dir, max_length, epochs, ...) and train:, or "
+                   "GLM's glm-superglue-<task> (its task: sets --task)")
     p.add_argument("--train", help="training file in the task's format, or a dataset (.parquet, .arrow, "
                    "save_to_disk directory, hub:NAME) with --source-field/--target-field")
     p.add_argument("--valid", help="validation file (loss, best checkpoint, early stopping)")

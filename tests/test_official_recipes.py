@@ -91,7 +91,7 @@ def test_unilm2_summarization_recipe_is_the_s2s_ft_readme_command(name, key):
     assert d.length_penalty == decode["length_penalty"] and d.length_penalty_type == "gnmt"
     assert d.no_repeat_ngram_size == (decode["ngram_size"] if decode["forbid_duplicate_ngrams"] else 0)
     notes = text(name)
-    assert f"--target_mask_prob" in notes and f'--forbid_ignore_word "{decode["forbid_ignore_word"]}"' in notes
+    assert "--target_mask_prob" in notes and f'--forbid_ignore_word "{decode["forbid_ignore_word"]}"' in notes
 
 
 def test_unilm2_squad_qg_recipe_is_table_10():
@@ -165,6 +165,8 @@ def test_nlu_recipes_are_found_by_name_and_checked():
     with pytest.raises(CtxlmError, match="unknown recipe 'glm-superglue-rtee' \\(did you mean 'glm-superglue-rte'"):
         _nlu_options(args)
     assert _nlu_recipe_task("gigaword") is None and _nlu_recipe_task("unilm2-xsum") is None
+    with pytest.raises(CtxlmError, match="a recipe for --task cloze .*, not a seq2seq recipe"):
+        load_finetune_config("glm-superglue-rte")  # e.g. finetune --task summarization --recipe glm-superglue-rte
 
 
 def test_epochs_become_steps_and_clash_with_max_steps(tmp_path):
@@ -241,7 +243,8 @@ def test_seq2seq_finetune_with_unilm2_recipes(tiny, tmp_path):
     assert main(["finetune", "--recipe", "unilm2-xsum", "--out", str(tmp_path / "xsum"), "--max-steps", "2",
                  "--warmup-steps", "1", *common]) == 0
     info = run_json(tmp_path / "xsum")
-    assert info["train"]["max_steps"] == 2 and info["train"]["lr"] == 7e-5 and info["recipe"]["max_source_tokens"] == 720
+    assert info["train"]["max_steps"] == 2 and info["train"]["lr"] == 7e-5
+    assert info["recipe"]["max_source_tokens"] == 720
     generation = json.loads((tmp_path / "xsum/generation.json").read_text(encoding="utf-8"))
     assert (generation["num_beams"], generation["length_penalty"], generation["no_repeat_ngram_size"]) == (8, 0.9, 3)
     qg = yaml.safe_load(text("unilm2-squad-qg")) | {"task": "summarization", "epochs": 1}
