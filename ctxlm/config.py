@@ -12,6 +12,7 @@ import difflib
 import functools
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -447,12 +448,15 @@ def recipe_path(spec: str | Path) -> Path:
     return path
 
 
-def steps_for_epochs(train: TrainConfig, epochs: int, examples: int, source: str = "epochs") -> TrainConfig:
-    """`train` with max_steps = `epochs` passes over `examples` rows in batches of batch_size ×
-    grad_accum, the last partial batch counted (the official scripts' DataLoaders keep it)."""
+def steps_for_epochs(train: TrainConfig, epochs: int, examples: int, source: str = "epochs",
+                     processes: int | None = None) -> TrainConfig:
+    """`train` with max_steps = `epochs` passes over `examples` rows, one optimizer step taking
+    batch_size × grad_accum rows on each of `processes` (default: torchrun's WORLD_SIZE, else 1); the
+    last partial step counted (the official scripts' DataLoaders keep it)."""
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise CtxlmError(f"{source}: epochs must be a whole number of at least 1, not {epochs!r}")
-    per_epoch = max(1, math.ceil(examples / (train.batch_size * train.grad_accum)))
+    processes = processes or int(os.environ.get("WORLD_SIZE", "1"))
+    per_epoch = max(1, math.ceil(examples / (train.batch_size * train.grad_accum * processes)))
     return dataclasses.replace(train, max_steps=epochs * per_epoch)
 
 

@@ -172,6 +172,7 @@ def test_nlu_recipes_are_found_by_name_and_checked():
 def test_epochs_become_steps_and_clash_with_max_steps(tmp_path):
     assert steps_for_epochs(TrainConfig(batch_size=16), 50, 32).max_steps == 100
     assert steps_for_epochs(TrainConfig(batch_size=8, grad_accum=6), 16, 49).max_steps == 32  # a partial batch
+    assert steps_for_epochs(TrainConfig(batch_size=8, grad_accum=2), 1, 64, processes=4).max_steps == 1
     with pytest.raises(CtxlmError, match="epochs must be a whole number"):
         steps_for_epochs(TrainConfig(), 0, 10)
     both = tmp_path / "both.yaml"
