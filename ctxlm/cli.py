@@ -310,6 +310,8 @@ def cmd_finetune(args) -> None:
     from .config import TrainConfig, load_finetune_config
 
     overrides = _train_overrides(args)
+    if args.task is None and args.recipe is not None:
+        args.task = _nlu_recipe_task(args.recipe)  # an NLU recipe names its task; seq2seq ones keep None
     model_config = _scratch_model_config(args)
     common = dict(model_config=model_config, tokenizer=args.tokenizer, device=args.device, **_run_flags(args))
     if args.task in NLU_TASKS:
@@ -319,9 +321,10 @@ def cmd_finetune(args) -> None:
         from .tasks.cloze import finetune_cloze
 
         _need(nlu, "dataset", "data_dir")
+        epochs = None if "max_steps" in overrides else nlu.epochs  # --max-steps wins over the recipe's epochs
         result = finetune_cloze(args.init, nlu.dataset, nlu.data_dir, args.out,
                                 TrainConfig(**{**CLOZE_TRAIN, **overrides}), max_length=nlu.max_length,
-                                score_eop=nlu.score_eop, **common)
+                                score_eop=nlu.score_eop, epochs=epochs, **common)
     elif args.task == "classify":
         from .tasks.classification import finetune_classifier
 
@@ -348,6 +351,8 @@ def cmd_finetune(args) -> None:
         recipe.reader.update({f"{side}_field": getattr(args, f"{side}_field") for side in ("source", "target")
                               if getattr(args, f"{side}_field") is not None})
         recipe.train = dataclasses.replace(recipe.train, **overrides)
+        if "max_steps" in overrides:
+            recipe.epochs = None  # --max-steps wins over the recipe's epochs
         result = finetune(args.train, args.valid, args.out, recipe, init=args.init, train_limit=args.train_limit,
                           **common)
     _print_result(result, args.out)
@@ -368,6 +373,7 @@ class NluOptions:
     dataset: str | None = None
     data_dir: str | None = None
     max_length: int | None = None
+    epochs: int | None = None  # cloze: passes over the training rows instead of max_steps (GLM's scripts)
     score_eop: bool = False
     pooler: bool = False
     doc_stride: int = 128
@@ -375,21 +381,33 @@ class NluOptions:
     max_answer_length: int = 30
 
 
+def _nlu_recipe_task(spec: str) -> str | None:
+    """The `task:` of recipe `spec` (a YAML file or a packaged name) when it is an NLU task, else None."""
+    from .config import read_yaml, recipe_path
+
+    task = read_yaml(recipe_path(spec)).get("task")
+    return task if task in NLU_TASKS else None
+
+
 def _nlu_options(args) -> tuple[NluOptions, dict]:
     """The NLU settings (flags over the recipe's values over the defaults) and the recipe's train
-    section."""
-    from .config import TrainConfig, from_mapping, read_yaml
+    section. The recipe is a YAML file or a packaged name (`glm-superglue-rte`)."""
+    from .config import TrainConfig, from_mapping, read_yaml, recipe_path
 
     values, train = {}, {}
     if args.recipe is not None:
-        values = read_yaml(args.recipe)
+        path = recipe_path(args.recipe)
+        values = read_yaml(path)
         train = values.pop("train", None) or {}
-        from_mapping(TrainConfig, train, f"{args.recipe}: train")  # names a typo or a wrong type
+        from_mapping(TrainConfig, train, f"{path}: train")  # names a typo or a wrong type
     options = from_mapping(NluOptions, values, str(args.recipe))
     if options.task not in (None, args.task):
         raise CtxlmError(f"{args.recipe}: a recipe for --task {options.task}, not {args.task}")
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(NluOptions)
-             if f.name != "task" and getattr(args, f.name) is not None}
+    if options.epochs is not None and (args.task != "cloze" or "max_steps" in train):
+        raise CtxlmError(f"{args.recipe}: epochs is read by --task cloze without train: max_steps "
+                         f"(classify and squad count UniLMv2's Table 9 epochs)")
+    flags = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(NluOptions)
+             if f.name != "task" and getattr(args, f.name, None) is not None}
     return dataclasses.replace(options, task=args.task, **flags), train
 
 
@@ -555,19 +573,26 @@ def _compare_nlu_options(args) -> tuple[NluOptions | None, dict]:
     """compare's NLU settings and the recipe's train section, as `finetune` reads them
     (`_nlu_options`), when --task is cloze, classify or a YAML for one (its `task:`); else (None, {})."""
     from .compare_nlu import NLU_TASKS
-    from .config import read_yaml
+    from .config import RECIPES_DIR, read_yaml
 
     task, recipe = args.task, None
     if task not in NLU_TASKS:
-        if Path(task).suffix not in (".yaml", ".yml") or not Path(task).is_file():
+        packaged = RECIPES_DIR / f"{task}.yaml"  # a packaged NLU recipe (glm-superglue-rte) by name
+        if Path(task).suffix in (".yaml", ".yml") and Path(task).is_file():
+            task, recipe = read_yaml(args.task).get("task"), args.task
+        elif "/" not in task and packaged.is_file():
+            task, recipe = read_yaml(packaged).get("task"), args.task
+        else:
             return None, {}
-        task, recipe = read_yaml(args.task).get("task"), args.task
         if task not in NLU_TASKS:
             return None, {}
     flags = argparse.Namespace(task=task, recipe=recipe, **{f.name: getattr(args, f.name, None) for f in
                                                             dataclasses.fields(NluOptions) if f.name != "task"})
     nlu, train = _nlu_options(flags)
     _need(nlu, "dataset", "data_dir")
+    if nlu.epochs is not None and args.finetune_steps is None:
+        raise CtxlmError(f"{recipe}: compare counts fine-tuning steps; give --finetune-steps (the recipe's "
+                         f"epochs are read by finetune)")
     return nlu, train
 
 
@@ -744,8 +769,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copy", action="store_true", help="with --config: PALM's pointer-generator on (copy: true)")
     p.add_argument("--task", choices=SEQ2SEQ_TASKS + NLU_TASKS,
                    help="a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad")
-    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, or YAML; "
-                   "cloze/classify/squad: a YAML of their options (dataset, data_dir, max_length, ...) and train:")
+    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, the papers' "
+                   "unilm2-xsum, unilm2-cnndm, unilm2-squad-qg, palm-cnndm, palm-gigaword, or YAML; cloze/classify/"
+                   "squad: a YAML of their options (dataset, data_dir, max_length, epochs, ...) and train:, or "
+                   "GLM's glm-superglue-<task> (its task: sets --task)")
     p.add_argument("--train", help="training file in the task's format, or a dataset (.parquet, .arrow, "
                    "save_to_disk directory, hub:NAME) with --source-field/--target-field")
     p.add_argument("--valid", help="validation file (loss, best checkpoint, early stopping)")

@@ -628,7 +628,8 @@ def compare(
     out_dir = Path(out_dir)
     recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
     if finetune_steps is not None:
-        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, max_steps=finetune_steps))
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, max_steps=finetune_steps),
+                                     epochs=None)  # the steps asked for win over the recipe's epochs
     scoring = task_scoring(recipe.task)
     if recipe.task == "dialog" and train_limit is None:
         train_limit = DIALOG_TRAIN_PAIRS

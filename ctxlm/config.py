@@ -11,6 +11,8 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -302,6 +304,9 @@ class FinetuneConfig:
     # decode with a `ctxlm.lexicon.WordLexicon` of the training pairs: a word of several WordPiece
     # pieces only as a training pair or the source writes it (`ctxlm compare`; the demo does the same)
     lexicon: bool = False
+    # train for this many passes over the training rows instead of train.max_steps (the official
+    # scripts count epochs: `steps_for_epochs`); a --max-steps flag wins over it
+    epochs: int | None = None
 
 
 @dataclass
@@ -443,22 +448,47 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def recipe_path(spec: str | Path) -> Path:
+    """A recipe's file: `spec` itself when it is a file, else the packaged `ctxlm/recipes/<spec>.yaml`
+    (seq2seq recipes such as `gigaword`, and the NLU ones such as `glm-superglue-rte`)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    path = RECIPES_DIR / f"{spec}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+        close = difflib.get_close_matches(str(spec), known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise CtxlmError(f"unknown recipe '{spec}'{hint}; recipes: {', '.join(known)}")
+    return path
+
+
+def steps_for_epochs(train: TrainConfig, epochs: int, examples: int, source: str = "epochs",
+                     processes: int | None = None) -> TrainConfig:
+    """`train` with max_steps = `epochs` passes over `examples` rows, one optimizer step taking
+    batch_size × grad_accum rows on each of `processes` (default: torchrun's WORLD_SIZE, else 1); the
+    last partial step counted (the official scripts' DataLoaders keep it)."""
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise CtxlmError(f"{source}: epochs must be a whole number of at least 1, not {epochs!r}")
+    processes = processes or int(os.environ.get("WORLD_SIZE", "1"))
+    per_epoch = max(1, math.ceil(examples / (train.batch_size * train.grad_accum * processes)))
+    return dataclasses.replace(train, max_steps=epochs * per_epoch)
+
+
 def load_finetune_config(spec: str | None) -> FinetuneConfig:
     """A recipe: a name in ctxlm/recipes (e.g. `gigaword`) or a YAML file; None gives the defaults."""
     if spec is None:
         return FinetuneConfig()
-    path = Path(spec)
-    if not path.is_file():
-        path = RECIPES_DIR / f"{spec}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-            close = difflib.get_close_matches(spec, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise CtxlmError(f"unknown recipe '{spec}'{hint}; recipes: {', '.join(known)}")
+    path = recipe_path(spec)
     values = read_yaml(path)
+    if values.get("task") in ("cloze", "classify", "squad"):
+        raise CtxlmError(f"{path}: a recipe for --task {values['task']} (finetune --recipe reads it), not a "
+                         f"seq2seq recipe")
     train = values.pop("train", None) or {}
     decoding = values.pop("decoding", None) or {}
     config = from_mapping(FinetuneConfig, values, str(path))
+    if config.epochs is not None and isinstance(train, dict) and "max_steps" in train:
+        raise CtxlmError(f"{path}: give epochs or train: max_steps, not both")
     from_mapping(TrainConfig, train, f"{path}: train")  # names a typo in the file's own keys
     config.train = from_mapping(TrainConfig, {**dataclasses.asdict(FinetuneConfig().train), **train},
                                 f"{path}: train")
