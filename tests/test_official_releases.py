@@ -21,7 +21,7 @@ from test_official_unilm import write_s2s_ft_dir
 
 from ctxlm.errors import CtxlmError
 from ctxlm.families import resolve
-from ctxlm.official import FORMATS, convert_from_official, detect_format
+from ctxlm.official import FORMATS, detect_format
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
