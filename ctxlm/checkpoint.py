@@ -565,14 +565,15 @@ def _newest_intact(checkpoints: list[Path], verify: bool | str | None) -> tuple[
     """(the newest of `checkpoints` whose files match its manifest, the first problem of each newer one)."""
     damage = []
     for checkpoint in reversed(checkpoints):
-        problems = manifest_problems(checkpoint, verify) if checkpoint.is_dir() else [f"{checkpoint}: deleted"]
+        problems = manifest_problems(checkpoint, verify)
         if not problems:
             return checkpoint, damage
-        damage.append(problems[0])
+        if checkpoint.is_dir():  # else its run rotated it away meanwhile: no damage
+            damage.append(problems[0])
     return None, damage
 
 
-READ_ATTEMPTS = 5  # a reader that raced a writer (a checkpoint rotated away, a final model rewritten) reads again
+READ_ATTEMPTS = 30  # a reader that raced a writer (a checkpoint rotated away, a final model rewritten) reads again
 
 
 def load_model_dir(directory: str | Path, *, with_tokenizer: bool = True, weights: bool = True,
@@ -583,24 +584,25 @@ def load_model_dir(directory: str | Path, *, with_tokenizer: bool = True, weight
     weights together with the rest of its training state). A directory that changed while it was
     read (a run wrote, rotated or replaced it meanwhile) is read again: a reader never gets a model
     mixed from two writes."""
+    last = READ_ATTEMPTS - 1
     for attempt in range(READ_ATTEMPTS):
-        before = _read_snapshot(directory)
+        checkpoints = list_checkpoints(directory)
         try:
             resolved = resolve_model_dir(directory, verify)
-            loaded = _load_resolved(resolved, with_tokenizer, weights, device)
-        except (CtxlmError, OSError):
-            if attempt + 1 == READ_ATTEMPTS or _read_snapshot(directory) == before:
+        except CtxlmError:
+            if attempt == last or list_checkpoints(directory) == checkpoints:
                 raise
             continue
-        if _read_snapshot(directory) == before:
+        committed = _stat_key(resolved, [])  # its manifest: replaced (or gone) when a writer touches it
+        try:
+            loaded = _load_resolved(resolved, with_tokenizer, weights, device)
+        except (CtxlmError, OSError):
+            if attempt == last or _stat_key(resolved, []) == committed:
+                raise
+            continue
+        if _stat_key(resolved, []) == committed:
             return loaded
     raise CtxlmError(f"{directory}: changed at each of {READ_ATTEMPTS} reads; try again when its run is not writing")
-
-
-def _read_snapshot(directory: str | Path) -> tuple:
-    """What a writer changes when it commits: the manifests' stats of `directory` and its checkpoints."""
-    directory = Path(directory)
-    return _stat_key(directory, []), tuple((path.name, _stat_key(path, [])) for path in list_checkpoints(directory))
 
 
 def _load_resolved(directory: Path, with_tokenizer: bool, weights: bool, device):
@@ -709,7 +711,7 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")
-                  and (p / TRAINER_STATE_NAME).is_file())
+                  and ((p / TRAINER_STATE_NAME).is_file() or (p / MANIFEST_NAME).is_file()))
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
