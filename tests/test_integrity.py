@@ -257,3 +257,28 @@ def test_an_in_place_write_to_any_weights_file_of_a_finished_run_loses_nothing(f
     assert len(said) == 1 + (newest.name == "step-00000006")  # at the best step its weights link to its best/
     for path in (out / "model.safetensors", out / "best/model.safetensors", newest / "best/model.safetensors"):
         assert path.read_bytes() == best_bytes
+
+
+# ------------------------------------------------------------------------------------ FSDP (DCP) checkpoints
+@pytest.mark.slow
+def test_fsdp_resume_passes_over_a_checkpoint_with_damaged_dcp_files(tmp_path):
+    """2 gloo processes (tests/fsdp_damage_worker.py): a truncated or flipped DCP shard, or its
+    deleted `.metadata`, in the newest checkpoint: rank 0 warns once naming it, both ranks resume
+    from the checkpoint before and end with the uninterrupted run's weights."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{tests.parent}{os.pathsep}{tests}"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(tests / "fsdp_damage_worker.py"), str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    for damage, name in (("truncate", "__0_0.distcp"), ("flip", "__1_0.distcp"), ("delete", ".metadata")):
+        said = results[damage]["warnings"]
+        assert len(said) == 1 and said[0].startswith(f"{tmp_path}/{damage}/checkpoints/step-00000003/dcp/{name}: ")
+        assert said[0].endswith("; resuming from an older checkpoint")
+        assert results[damage]["same"]
