@@ -553,12 +553,22 @@ def resolve_model_dir(directory: str | Path, verify: bool | str | None = None) -
         raise CtxlmError(f"{directory}: no {WEIGHTS_NAME} and no checkpoints/ (not a ctxlm model directory)")
     checkpoint, damage = _newest_intact(checkpoints, verify)
     for line in damage:
-        warnings.warn(f"{line}; passed over", stacklevel=2)
+        _warn_once(f"{line}; passed over")
     if checkpoint is None:
         raise CtxlmError(f"{damage[0]}; no intact checkpoint in {directory}")
     why = "its final model is being written" if writing else "it holds no final model yet"
-    warnings.warn(f"{directory}: {why}; using its newest intact checkpoint, {checkpoint.name}", stacklevel=2)
+    _warn_once(f"{directory}: {why}; using its newest intact checkpoint, {checkpoint.name}")
     return checkpoint
+
+
+_said: set[str] = set()
+
+
+def _warn_once(line: str) -> None:
+    """A warning line, once per process (a reader resolves its directory more than once)."""
+    if line not in _said:
+        _said.add(line)
+        warnings.warn(line, stacklevel=3)
 
 
 def _newest_intact(checkpoints: list[Path], verify: bool | str | None) -> tuple[Path | None, list[str]]:

@@ -282,3 +282,51 @@ def test_fsdp_resume_passes_over_a_checkpoint_with_damaged_dcp_files(tmp_path):
         assert len(said) == 1 and said[0].startswith(f"{tmp_path}/{damage}/checkpoints/step-00000003/dcp/{name}: ")
         assert said[0].endswith("; resuming from an older checkpoint")
         assert results[damage]["same"]
+
+
+# ------------------------------------------------------------------------------------ the command line
+def test_cli_a_truncated_final_model_of_a_finetuning_run_is_recovered(data_dir, tmp_path, capsys):
+    """The issue's case: `truncate -s 1000 RUN/model.safetensors` on a finished `ctxlm finetune`
+    run: `generate --model RUN` is one line naming the file, `generate --model RUN/best` works,
+    `finetune ... --resume` restores the final model; `--verify off` skips the check, and a folder
+    holding only checkpoints says which one `generate` uses."""
+    from conftest import TINY_PALM_MODEL
+    from test_kill_anywhere import RECIPE
+
+    from ctxlm.cli import main
+    from ctxlm.tokenization import train_tokenizer
+
+    gigaword = data_dir / "summarization/gigaword"
+    for name, n in (("train", 40), ("valid", 8)):
+        lines = (gigaword / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    train_tokenizer([tmp_path / "train.jsonl"], 400, tmp_path / "tok", text_field="document")
+    (tmp_path / "tiny.yaml").write_text(TINY_PALM_MODEL, encoding="utf-8")
+    (tmp_path / "recipe.yaml").write_text(RECIPE, encoding="utf-8")
+    out = tmp_path / "run"
+    finetune = ["finetune", "--config", str(tmp_path / "tiny.yaml"), "--tokenizer", str(tmp_path / "tok"),
+                "--recipe", str(tmp_path / "recipe.yaml"), "--train", str(tmp_path / "train.jsonl"),
+                "--valid", str(tmp_path / "valid.jsonl"), "--max-steps", "4", "--out", str(out)]
+    generate = ["generate", "--text", "the cat sat on the mat", "--max-length", "3", "--beam", "1"]
+    assert main(finetune) == 0
+    best = (out / "best/model.safetensors").read_bytes()
+    capsys.readouterr()
+
+    os.truncate(out / "model.safetensors", 1000)  # truncate -s 1000 RUN/model.safetensors
+    assert main([*generate, "--model", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {out}/model.safetensors: damaged (1000 bytes, manifest.json")
+    assert main([*generate, "--model", str(out), "--verify", "size"]) == 2
+    assert main([*generate, "--model", str(out), "--verify", "off"]) == 2
+    assert "cannot read weights" in capsys.readouterr().err  # unchecked: safetensors meets the damage
+    assert main([*generate, "--model", str(out / "best")]) == 0
+    assert main([*finetune, "--resume"]) == 0
+    assert (out / "model.safetensors").read_bytes() == best
+    assert main([*generate, "--model", str(out)]) == 0
+
+    only = tmp_path / "only-checkpoints"
+    shutil.copytree(out / "checkpoints", only / "checkpoints")
+    with pytest.warns(UserWarning) as said:  # the CLI prints it as one line, "warning: ..." (plain_warnings)
+        assert main([*generate, "--model", str(only)]) == 0
+    assert [str(w.message) for w in said] == [
+        f"{only}: it holds no final model yet; using its newest intact checkpoint, step-00000004"]
