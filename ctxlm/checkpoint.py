@@ -17,10 +17,16 @@ Leftover temporaries of a killed run are removed when the next run starts
 (`remove_stale_temporaries`).
 
 Under best-checkpoint selection each training checkpoint also holds the best weights so far
-(`best/`, hard links to the files of the run's `best/` directory when the file system allows), so
-resuming from any checkpoint restores the `best/` the run had at that step. Nothing is stored
-twice: a checkpoint written at the best step links its weights to `best/`, and the run's final
-model files link to those of `best/` or of the last checkpoint.
+(`best/`), so resuming from any checkpoint restores the `best/` the run had at that step.
+
+Every checkpoint and model directory holds `manifest.json` (each file's size and sha256), written
+last: it is the commit point readers verify against (`verify_model_dir`, `load_model_dir`), and
+`resume_checkpoint` passes over a damaged checkpoint or restores a damaged file from an intact copy
+with the same sha256. An in-place write reaches every hard link of a file, so no file a run needs
+is only a link of another: the checkpoints' `best/` is a copy (`clone_file`: a reflink where the
+file system has them) of the run's `best/`, shared by hard links among checkpoints holding the same
+best (a checkpoint written at the best step links its weights to it), and the run's final model is
+a copy of `best/` or of the last checkpoint.
 
 One folder holds one run: `RunFolderLock` takes an OS lock on `.lock` in it (holding the PID) for
 the run's life, so a second run or a resume into the folder is refused while the first lives.
@@ -122,13 +128,16 @@ def _write_error(target: Path, error: OSError) -> CtxlmError:
 
 
 def remove_stale_temporaries(out_dir: str | Path) -> None:
-    """Delete the `.tmp-*` and `.old-*` directories a killed run left in `out_dir` and its
-    `checkpoints/` (call it while no other process writes there)."""
+    """Delete the `.tmp-*` and `.old-*` directories (and a manifest's `.tmp-*` file) a killed run left
+    in `out_dir` and its `checkpoints/` (call it while no other process writes there)."""
     for parent in (Path(out_dir), Path(out_dir) / CHECKPOINTS_DIR):
         if parent.is_dir():
             for path in parent.iterdir():
                 if path.name.startswith((".tmp-", ".old-")):
-                    shutil.rmtree(path, ignore_errors=True)
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
 
 
 def link_files(source: Path, target: Path, names: tuple[str, ...] | None = None) -> None:
