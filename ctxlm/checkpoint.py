@@ -584,7 +584,10 @@ def _newest_intact(checkpoints: list[Path], verify: bool | str | None) -> tuple[
     """(the newest of `checkpoints` whose files match its manifest, the first problem of each newer one)."""
     damage = []
     for checkpoint in reversed(checkpoints):
-        problems = manifest_problems(checkpoint, verify)
+        try:
+            problems = manifest_problems(checkpoint, verify)
+        except CtxlmError as error:  # its manifest.json is damaged
+            problems = [str(error)]
         if not problems:
             return checkpoint, damage
         if checkpoint.is_dir():  # else its run rotated it away meanwhile: no damage
@@ -836,7 +839,7 @@ def save_training_checkpoint(out_dir: str | Path, step: int, model, tokenizer, t
 
     def write(tmp: Path) -> None:
         if best is not None:
-            if previous is not None and _same_files(previous / BEST_DIR, best):
+            if previous is not None and _same_intact_files(previous / BEST_DIR, best):
                 link_files(previous / BEST_DIR, tmp / BEST_DIR)
             else:
                 clone_files(best, tmp / BEST_DIR)
@@ -865,12 +868,18 @@ def _same_files(a: Path, b: Path) -> bool:
     return bool(first and second and first.get("files") and first.get("files") == second.get("files"))
 
 
+def _same_intact_files(saved: Path, best: Path) -> bool:
+    """True when `saved` (a checkpoint's `best/`) holds intact what `best` holds: it may be linked
+    (hashed once per directory: `manifest_problems` remembers an unchanged directory it found intact)."""
+    return _same_files(saved, best) and not manifest_problems(saved, "full")
+
+
 def restore_best(checkpoint: Path, out_dir: Path) -> None:
     """Make `out_dir/best/` what the run had when it wrote `checkpoint` (none if it had none), as
     an independent copy of the checkpoint's `best/` (kept when it already holds the same, intact)."""
     saved = checkpoint / BEST_DIR
     if has_weights(saved):
-        if _same_files(saved, out_dir / BEST_DIR) and not manifest_problems(out_dir / BEST_DIR):
+        if _same_intact_files(out_dir / BEST_DIR, saved):
             return
         atomic_directory(out_dir / BEST_DIR, lambda tmp: clone_files(saved, tmp, tuple(
             name for name in os.listdir(saved) if name != MANIFEST_NAME)))

@@ -129,13 +129,17 @@ def test_finetuning_resume_restores_a_damaged_file_from_its_copy(finished, tmp_p
         assert same_weights(finished / "select" / weights, out / weights)
 
 
-def test_finetuning_resume_passes_over_a_checkpoint_whose_trainer_state_is_gone(finished, tmp_path):
+def test_finetuning_resume_passes_over_a_checkpoint_whose_trainer_state_is_damaged(finished, tmp_path):
+    """Its trainer state truncated (no copy) and its best/ weights flipped: the checkpoint is passed
+    over, and the run's new checkpoint 4 does not take the damaged best/ for the same best."""
     out = stopped_at_4(finished, "select", tmp_path)
     truncate(out / "checkpoints/step-00000004/trainer_state.pt")
+    flip(out / "checkpoints/step-00000004/best/model.safetensors")
     said = resumed_with_warnings(out, config(max_steps=6, **SELECT), valid=True)
     assert len(said) == 1 and "step-00000004/trainer_state.pt: damaged (" in said[0]
-    for weights in ("model.safetensors", "best/model.safetensors"):
+    for weights in ("model.safetensors", "best/model.safetensors", "checkpoints/step-00000004/best/model.safetensors"):
         assert same_weights(finished / "select" / weights, out / weights)
+    assert not ckpt.manifest_problems(out / "checkpoints/step-00000004")
 
 
 def test_readers_refuse_a_damaged_model_directory_with_one_line(finished, tmp_path):
