@@ -157,6 +157,7 @@ def test_readers_refuse_a_damaged_model_directory_with_one_line(finished, tmp_pa
     with pytest.raises(CtxlmError, match="model.safetensors: damaged"):
         PalmModel.from_pretrained(model)
     load_model_dir(model, verify="size")  # a flipped byte keeps the size
+    PalmModel.from_pretrained(model, verify="size")
     truncate(model / "model.safetensors")
     with pytest.raises(CtxlmError, match=r"model.safetensors: damaged \(1000 bytes, manifest.json records \d+\)"):
         load_model_dir(model, verify="size")
@@ -291,7 +292,7 @@ def test_fsdp_resume_passes_over_a_checkpoint_with_damaged_dcp_files(tmp_path):
 # ------------------------------------------------------------------------------------ the command line
 def test_cli_a_truncated_final_model_of_a_finetuning_run_is_recovered(data_dir, tmp_path, capsys):
     """The issue's case: `truncate -s 1000 RUN/model.safetensors` on a finished `ctxlm finetune`
-    run: `generate --model RUN` is one line naming the file, `generate --model RUN/best` works,
+    run: `generate` and `convert` of RUN are one line naming the file, `generate --model RUN/best` works,
     `finetune ... --resume` restores the final model; `--verify off` skips the check, and a folder
     holding only checkpoints says which one `generate` uses."""
     from conftest import TINY_PALM_MODEL
@@ -321,6 +322,9 @@ def test_cli_a_truncated_final_model_of_a_finetuning_run_is_recovered(data_dir, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {out}/model.safetensors: damaged (1000 bytes, manifest.json")
     assert main([*generate, "--model", str(out), "--verify", "size"]) == 2
+    assert main(["convert", "--to-hf", str(out), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith(f"error: {out}/model.safetensors: damaged (") for line in err)
     assert main([*generate, "--model", str(out), "--verify", "off"]) == 2
     assert "cannot read weights" in capsys.readouterr().err  # unchecked: safetensors meets the damage
     assert main([*generate, "--model", str(out / "best")]) == 0
