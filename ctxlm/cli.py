@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -891,7 +892,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers")
     p.add_argument("--drop-copy-head", action="store_true", help="export PALM without saving its copy head alongside")
     p.set_defaults(func=cmd_convert)
+    for verb in ("pretrain", "finetune", "generate", "evaluate", "infill", "convert", "compare"):
+        verbs.choices[verb].add_argument(
+            "--verify", choices=["full", "size", "off"], default="full",
+            help="check model directories and checkpoints against their manifest.json before use: sha256 and "
+                 "size (full, the default), sizes only (size: fast for huge files), or not at all (off)")
     return parser
+
+
+def _verification(level: str):
+    """The readers' verification level for one command (`ctxlm.checkpoint.verification`)."""
+    if level == "full":  # the default: nothing to import for the verbs that load no model
+        return contextlib.nullcontext()
+    from .checkpoint import verification
+
+    return verification(level)
 
 
 def _stopped_after_checkpoint(interrupt: KeyboardInterrupt) -> bool:
@@ -905,7 +920,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     plain_warnings()
     try:
-        args.func(args)
+        with _verification(getattr(args, "verify", "full")):
+            args.func(args)
     except CtxlmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -227,9 +227,11 @@ def _dcp_load(state: dict[str, Any], directory: str | Path, planner=None) -> Non
 def export_model_dir(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """A model directory (one `model.safetensors`) from a training checkpoint written under FSDP:
     its DCP shards are read into a plain model, in this one process."""
-    from .checkpoint import SHARDED_DIR, TOKENIZER_NAME, build_model, read_head, read_model_config, save_model_dir
+    from .checkpoint import (SHARDED_DIR, TOKENIZER_NAME, build_model, read_head, read_model_config, save_model_dir,
+                             verify_model_dir)
 
     checkpoint = Path(checkpoint)
+    verify_model_dir(checkpoint)  # its manifest covers the DCP files too
     model = build_model(read_model_config(checkpoint), read_head(checkpoint))
     load_sharded(checkpoint / SHARDED_DIR, model)
     tokenizer = None

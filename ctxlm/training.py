@@ -54,8 +54,8 @@ from .checkpoint import (
     checkpoint_name,
     clear_run,
     config_differences,
+    copy_model_dir,
     latest_checkpoint,
-    link_model_dir,
     load_trainer_state,
     load_weights_file,
     read_model_config_values,
@@ -432,7 +432,7 @@ class TrainingRun:
             raise CtxlmError("give --resume or --overwrite, not both")
         resume_checkpoint(out_dir, resume)  # a missing checkpoint is refused before the folder is made
         self.lock_out_dir()
-        checkpoint = resume_checkpoint(out_dir, resume) if resume else latest_checkpoint(out_dir)
+        checkpoint = self.intact_checkpoint(resume) if resume else latest_checkpoint(out_dir)
         resume = checkpoint is not None if resume == "auto" else resume
         if not resume and checkpoint is not None and not overwrite:
             raise CtxlmError(f"{out_dir} holds a run's checkpoints ({checkpoint.name}); continue it with --resume "
@@ -443,6 +443,13 @@ class TrainingRun:
             out_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(out_dir)
         return checkpoint if resume else None
+
+    def intact_checkpoint(self, resume: bool | str) -> Path | None:
+        """The newest intact checkpoint (`resume_checkpoint`): rank 0 restores damaged files that have
+        an intact copy and says what it restored or passed over; then the other ranks find the same."""
+        checkpoint = resume_checkpoint(self.out_dir, resume, repair=True) if self.rank == 0 else None
+        barrier(self.cluster)
+        return checkpoint if self.rank == 0 else resume_checkpoint(self.out_dir, resume)
 
     def lock_out_dir(self) -> None:
         """Rank 0 locks the output folder (`RunFolderLock`) until `close`; when it cannot, every
@@ -719,8 +726,9 @@ class TrainingRun:
 
     def finish(self) -> TrainResult:
         """The run's directory gets the final weights: the best ones under selection, else the
-        last; as hard links to the files of `best/` or of the last checkpoint (no second copy). A
-        run stopped by a signal keeps only its checkpoint."""
+        last; as an independent copy (a reflink where the file system has them) of the files of
+        `best/` or of the last checkpoint, so that an in-place write to the final model never
+        reaches the run's checkpoints or `best/`. A run stopped by a signal keeps only its checkpoint."""
         result = TrainResult(step=self.progress.step, final_metrics=self.final_metrics, out_dir=self.out_dir)
         if self.stop_signal is not None and not self.last_step:
             result.interrupted = True
@@ -733,7 +741,7 @@ class TrainingRun:
                 load_weights_file(model, source, next(model.parameters()).device)
                 self.final_metrics["best_step"] = self.progress.best_step
             if source.is_dir():
-                link_model_dir(source, self.out_dir)
+                copy_model_dir(source, self.out_dir)
             else:  # no checkpoint of the last step (a run of 0 steps)
                 save_model_dir(self.out_dir, model, self.tokenizer)
         return result

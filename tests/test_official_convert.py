@@ -172,12 +172,14 @@ def test_shards_follow_transformers_and_every_reader_takes_them(tmp_path):
     again, _ = load_model_dir(out)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     save_model_dir(out, model)  # one file again: the shards and index go
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", WEIGHTS_NAME]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "manifest.json", WEIGHTS_NAME]
     save_model_dir(out, model, max_shard_size=10**7)  # and back
     assert not (out / WEIGHTS_NAME).exists() and (out / WEIGHTS_INDEX_NAME).is_file()
     (out / shards[1]).unlink()
-    with pytest.raises(CtxlmError, match=rf"{shards[1]}: cannot read weights"):
+    with pytest.raises(CtxlmError, match=rf"{shards[1]}: missing \(manifest.json lists it\)"):
         load_model_dir(out)
+    with pytest.raises(CtxlmError, match=rf"{shards[1]}: cannot read weights"):
+        load_model_dir(out, verify="off")
 
 
 def test_max_shard_size_reads_as_transformers_writes_it():
