@@ -94,6 +94,11 @@ def setup(device: str | torch.device | None = None, collective_timeout: float = 
             dist.init_process_group("gloo", timeout=timeout)
         group = torch.tensor([secrets.randbits(62)], device=device)
         dist.broadcast(group, src=0)  # rank 0's number names this group's heartbeat keys
+        if (dist.get_rank() == 0 and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+                and os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"):
+            warnings.warn("torchrun --max-restarts shares one store across restarts, where a restarted group may "
+                          "read the previous group's addresses and fail or hang at its start (pytorch issue "
+                          "135712): set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun")
         global _watchdog
         _watchdog = start_watchdog(dist.get_rank(), dist.get_world_size(), heartbeat_timeout, int(group.item()))
     return Cluster(dist.get_rank(), dist.get_world_size(), local_rank, device)
