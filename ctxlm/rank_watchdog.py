@@ -48,7 +48,8 @@ class RankWatchdog:
         self.agent_store = agent_store  # torchrun's agent hosts the store (else rank 0 does)
         self.store = self._connect()
         self.suspect = threading.Event()  # set by `explain`: a collective of this rank failed
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards `leaving`
+        self.store_lock = threading.Lock()  # one store operation at a time (the thread's, or `leave`'s)
         self.leaving = False  # this process ends by itself: the watchdog no longer stops it
         self.thread = threading.Thread(target=self._watch, name="ctxlm-rank-watchdog", daemon=True)
 
@@ -73,10 +74,14 @@ class RankWatchdog:
             if self.leaving:
                 return
             self.leaving = True
+        if not self.store_lock.acquire(timeout=STORE_OP_TIMEOUT):
+            return  # the thread waits on the store (for the ranks' start): leave unsaid
         try:
             self.store.set(f"{self.prefix}state/{self.rank}", state)
         except Exception:  # noqa: BLE001 - the store may be gone with the group
             pass
+        finally:
+            self.store_lock.release()
 
     def fail(self) -> None:
         """This rank stops with an error: every other rank stops too (after `FAILED_GRACE`)."""
@@ -101,7 +106,8 @@ class RankWatchdog:
         last: dict[int, tuple[bytes, float]] = {}  # rank → (its counter, when it last moved)
         failed_since: dict[int, float] = {}
         down_since = None  # when the store stopped answering
-        found = self._wait_for_all()
+        with self.store_lock:
+            found = self._wait_for_all()
         while found is None:
             time.sleep(INTERVAL)
             if self.leaving:
@@ -111,10 +117,11 @@ class RankWatchdog:
                 found = self._store_lost("it refuses connections")  # checked without the store's client
                 break
             try:
-                if self.store is None:
-                    self.store = self._connect()
-                self.store.add(f"{self.prefix}beat/{self.rank}", 1)
-                found = self._recorded_loss() or self._find_lost(now, last, failed_since)
+                with self.store_lock:
+                    if self.store is None:
+                        self.store = self._connect()
+                    self.store.add(f"{self.prefix}beat/{self.rank}", 1)
+                    found = self._recorded_loss() or self._find_lost(now, last, failed_since)
                 down_since = None
             except Exception as error:  # noqa: BLE001 - the store's client raises several types
                 self.store, down_since = None, down_since or now  # a failed client does not recover

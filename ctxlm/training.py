@@ -492,6 +492,8 @@ class TrainingRun:
         """Every rank holds rank 0's step, data position and (replicated models, before DDP copies
         rank 0's weights to the others) weights and optimizer state checksums, else every rank stops
         naming the first difference. Under FSDP each rank holds other shards: step and position only."""
+        if self.world == 1:
+            return
         values = {"step": self.progress.step, "data position": self.progress.micro_batch}
         if not self.fsdp:
             optimizer_state = self.optimizer.state_dict()["state"]
