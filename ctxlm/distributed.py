@@ -92,16 +92,22 @@ def setup(device: str | torch.device | None = None, collective_timeout: float = 
             dist.init_process_group("nccl", device_id=device, timeout=timeout)
         else:
             dist.init_process_group("gloo", timeout=timeout)
-        group = torch.tensor([secrets.randbits(62)], device=device)
-        dist.broadcast(group, src=0)  # rank 0's number names this group's heartbeat keys
-        if (dist.get_rank() == 0 and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
-                and os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"):
-            warnings.warn("torchrun --max-restarts shares one store across restarts, where a restarted group may "
-                          "read the previous group's addresses and fail or hang at its start (pytorch issue "
-                          "135712): set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun")
-        global _watchdog
-        _watchdog = start_watchdog(dist.get_rank(), dist.get_world_size(), heartbeat_timeout, int(group.item()))
+        _watch_ranks(device, heartbeat_timeout)
     return Cluster(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def _watch_ranks(device: torch.device, heartbeat_timeout: float) -> None:
+    """Start this rank's heartbeat and watchdog, under keys named by a number rank 0 draws (one
+    broadcast); warn when torchrun's restarts would reuse one store (pytorch issue 135712)."""
+    global _watchdog
+    group = torch.tensor([secrets.randbits(62)], device=device)
+    dist.broadcast(group, src=0)
+    if (dist.get_rank() == 0 and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+            and os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"):
+        warnings.warn("torchrun --max-restarts shares one store across restarts, where a restarted group may read "
+                      "the previous group's addresses and fail or hang at its start (pytorch issue 135712): set "
+                      "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun")
+    _watchdog = start_watchdog(dist.get_rank(), dist.get_world_size(), heartbeat_timeout, int(group.item()))
 
 
 @contextmanager
@@ -171,7 +177,7 @@ CHECKSUM_CHUNK = 1 << 22  # bytes weighed at a time
 def checksum(tensors) -> int:
     """A sum of the tensors' bytes, each weighed by its position in their concatenation (mod 65521,
     plus 1), modulo `CHECKSUM_MODULUS`; on their device. Equal for bit-identical tensors in the
-    same order; one changed byte, or two swapped, changes it."""
+    same order; one changed byte always changes it, two swapped ones unless 65521 bytes apart."""
     total, offset = None, 0
     for tensor in tensors:
         tensor = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a DTensor: this rank's shard
