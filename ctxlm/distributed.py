@@ -87,26 +87,46 @@ def setup(device: str | torch.device | None = None, collective_timeout: float = 
             if not value > 0:
                 raise CtxlmError(f"{name} must be a positive number of seconds, not {value}")
         timeout = timedelta(seconds=collective_timeout)
+        store = _restart_store(timeout)
+        where = {} if store is None else {"store": store, "rank": int(os.environ["RANK"]), "world_size": world}
         if device.type == "cuda":
             os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3")  # a timed-out collective ends the rank
-            dist.init_process_group("nccl", device_id=device, timeout=timeout)
+            dist.init_process_group("nccl", device_id=device, timeout=timeout, **where)
         else:
-            dist.init_process_group("gloo", timeout=timeout)
+            dist.init_process_group("gloo", timeout=timeout, **where)
         _watch_ranks(device, heartbeat_timeout)
     return Cluster(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
+def _agent_store() -> bool:
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+
+
+def _restart_store(timeout: timedelta):
+    """Under a one-machine torchrun that shares its store with the workers: that store, under a
+    prefix per restart (`TORCHELASTIC_RESTART_COUNT`). torch 2.13's torchrun keeps one store across
+    restarts, where a restarted group would read the previous group's keys and fail or hang at its
+    start (pytorch issue 135712). On several machines the agents' restart counts can differ, so
+    there the process group takes the store as it is (see `_watch_ranks`'s warning). None: as it is."""
+    if not _agent_store() or os.environ.get("LOCAL_WORLD_SIZE") != os.environ.get("WORLD_SIZE"):
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=timeout)
+    return dist.PrefixStore(f"ctxlm/restart-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
 def _watch_ranks(device: torch.device, heartbeat_timeout: float) -> None:
     """Start this rank's heartbeat and watchdog, under keys named by a number rank 0 draws (one
-    broadcast); warn when torchrun's restarts would reuse one store (pytorch issue 135712)."""
+    broadcast); warn when torchrun's restarts on several machines would reuse one store."""
     global _watchdog
     group = torch.tensor([secrets.randbits(62)], device=device)
     dist.broadcast(group, src=0)
-    if (dist.get_rank() == 0 and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
-            and os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"):
-        warnings.warn("torchrun --max-restarts shares one store across restarts, where a restarted group may read "
-                      "the previous group's addresses and fail or hang at its start (pytorch issue 135712): set "
-                      "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun")
+    several_machines = os.environ.get("LOCAL_WORLD_SIZE") != os.environ.get("WORLD_SIZE")
+    if (dist.get_rank() == 0 and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0 and _agent_store()
+            and several_machines):
+        warnings.warn("torchrun --max-restarts on several machines shares one store across restarts, where a "
+                      "restarted group may read the previous group's addresses and fail or hang at its start "
+                      "(pytorch issue 135712): set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun")
     _watchdog = start_watchdog(dist.get_rank(), dist.get_world_size(), heartbeat_timeout, int(group.item()))
 
 

@@ -225,8 +225,7 @@ def test_torchrun_restarts_a_killed_rank_and_ends_bit_identical(common, uninterr
     checkpoint: torchrun restarts the group, which resumes and ends with the uninterrupted run's
     weights, bit for bit."""
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-           "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}  # a fresh store per restart (see docs/scaling.md)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                "--max-restarts", "3", "-m", "ctxlm", *common, "--max-steps", "8", "--out", str(out),
                "--resume", "auto"]
