@@ -14,7 +14,9 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,9 @@ TRAIN_HELP = {  # TrainConfig field → help (every field has a flag; YAML `trai
     "early_stopping_patience": "stop after this many validations without improvement (0: never)",
     "warmup_ratio": "warm-up as a fraction of --max-steps (wins over --warmup-steps; pre-training defaults to the "
                     "model family's)",
+    "collective_timeout": "under torchrun: seconds a collective (an all-reduce, a barrier) may wait before the run "
+                          "stops",
+    "heartbeat_timeout": "under torchrun: seconds without a rank's heartbeat before every rank stops, naming it",
 }
 
 
@@ -297,7 +302,15 @@ def _scratch_model_config(args):
     return _set_copy(model, True) if getattr(args, "copy", False) else model
 
 
+def _other_rank() -> bool:
+    """True in a process of a torchrun launch other than rank 0 (RANK > 0): it prints no warnings
+    (rank 0 prints the same ones) and no result line; its errors still show."""
+    return os.environ.get("RANK", "0") not in ("", "0")
+
+
 def _print_result(result, out) -> None:
+    if _other_rank():
+        return
     if result.interrupted:
         print(f"stopped by a signal at step {result.step}; checkpoint written; continue with --resume "
               f"(or --resume auto)")
@@ -919,6 +932,8 @@ def _stopped_after_checkpoint(interrupt: KeyboardInterrupt) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     plain_warnings()
+    if _other_rank():
+        warnings.simplefilter("ignore")
     try:
         with _verification(getattr(args, "verify", "full")):
             args.func(args)

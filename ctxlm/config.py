@@ -204,6 +204,8 @@ class TrainConfig:
     select_metric: str | None = None  # e.g. "valid/lm_loss": keep the best weights (lower is better)
     early_stopping_patience: int = 0  # stop after this many validations without improvement (0: never)
     max_nonfinite_steps: int = 5  # stop after this many steps in a row with a NaN/Inf loss or gradient norm
+    collective_timeout: float = 600.0  # under torchrun: seconds a collective may wait before the run stops
+    heartbeat_timeout: float = 30.0  # under torchrun: seconds without a rank's heartbeat before all ranks stop
 
     def warmup(self) -> int:
         """The warm-up in steps: round(warmup_ratio × max_steps), at least 1, when the ratio is set;

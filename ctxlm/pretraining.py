@@ -269,7 +269,8 @@ def pretrain(
     if unilm_objective is not None:
         data_config = dataclasses.replace(data_config, objective=unilm_objective)
 
-    cluster = setup()
+    cluster = setup(collective_timeout=train_config.collective_timeout,
+                    heartbeat_timeout=train_config.heartbeat_timeout)
     with main_process_first(cluster):  # rank 0 builds the store; the others then open it
         store = TokenStore.build(corpus, tokenizer, cache_dir=cache_dir, format=corpus_format,
                                  text_field=text_field, fallback_encoding=fallback_encoding,
