@@ -488,7 +488,7 @@ def resume_checkpoint(out_dir: str | Path, resume: bool | str) -> Path | None:
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is None and resume is True:
         raise CtxlmError(f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints "
-                         f"(--resume auto starts a new run then)")
+                         f"(--resume auto starts a new run then; in Python: resume='auto')")
     return checkpoint
 
 

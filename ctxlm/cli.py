@@ -383,6 +383,8 @@ def cmd_finetune(args) -> None:
             recipe.task = args.task
         recipe.reader.update({f"{side}_field": getattr(args, f"{side}_field") for side in ("source", "target")
                               if getattr(args, f"{side}_field") is not None})
+        if args.skip_empty:
+            recipe.reader["skip_empty"] = True
         recipe.train = dataclasses.replace(recipe.train, **overrides)
         result = finetune(args.train, args.valid, args.out, recipe, init=args.init, train_limit=args.train_limit,
                           **common)
@@ -808,6 +810,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid", help="validation file (loss, best checkpoint, early stopping)")
     p.add_argument("--source-field", help="seq2seq: the JSONL/dataset field holding the source")
     p.add_argument("--target-field", help="seq2seq: the JSONL/dataset field holding the target")
+    p.add_argument("--skip-empty", action="store_true", help="seq2seq: skip (and count) rows whose source or "
+                   "target is empty instead of stopping (the recipe's reader: {skip_empty: true})")
     p.add_argument("--out", required=True)
     p.add_argument("--train-limit", type=_row_count, help="use only the first N training rows")
     p.add_argument("--valid-limit", type=_row_count, help="classify/squad: use only the first N validation rows")
@@ -924,6 +928,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TRAINING_VERBS = ("pretrain", "finetune", "compare")  # the verbs that write checkpoints
+
+
 def _stopped_after_checkpoint(interrupt: KeyboardInterrupt) -> bool:
     """True for `training.RunStopped` (a pipeline's run stopped by a signal after its checkpoint),
     without importing torch for the other verbs."""
@@ -943,7 +950,8 @@ def main(argv: list[str] | None = None) -> int:
         if _stopped_after_checkpoint(interrupt):  # compare: exit 0, as a training run stopped by a signal
             print(f"{interrupt}; checkpoint written; rerun the same command to continue")
             return 0
-        print("interrupted (finished checkpoints are kept)", file=sys.stderr)
+        kept = " (finished checkpoints are kept)" if args.verb in TRAINING_VERBS else ""
+        print(f"interrupted{kept}", file=sys.stderr)
         return 130
     return 0
 

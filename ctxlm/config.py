@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .errors import CtxlmError
+from .errors import CtxlmError, not_utf8
 
 
 # --------------------------------------------------------------------------------------------
@@ -47,13 +47,14 @@ class Range:
         return above and below
 
     def describe(self) -> str:
-        if self.low is None and self.high is None:
+        low, high = (f"{x:g}" if isinstance(x, float) else x for x in (self.low, self.high))
+        if low is None and high is None:
             return "a finite number"
-        if self.high is None:
-            return f"{'>' if self.low_open else 'at least'} {self.low:g}"
-        if self.low is None:
-            return f"{'<' if self.high_open else 'at most'} {self.high:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if high is None:
+            return f"{'>' if self.low_open else 'at least'} {low}"
+        if low is None:
+            return f"{'<' if self.high_open else 'at most'} {high}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
 
 
 def ranged(default, low=None, high=None, *, low_open=False, high_open=False):
@@ -507,7 +508,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
-        raise CtxlmError(f"{path}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+        raise not_utf8(path, detail=f" ({error.reason} at byte {error.start})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

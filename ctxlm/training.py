@@ -436,7 +436,7 @@ class TrainingRun:
         resume = checkpoint is not None if resume == "auto" else resume
         if not resume and checkpoint is not None and not overwrite:
             raise CtxlmError(f"{out_dir} holds a run's checkpoints ({checkpoint.name}); continue it with --resume "
-                             f"or start over with --overwrite")
+                             f"or start over with --overwrite (in Python: resume=True or overwrite=True)")
         if self.rank == 0:
             if not resume and overwrite:
                 clear_run(out_dir)

@@ -22,6 +22,7 @@ about 99.3 BLEU (the first 2,000 Yahoo lines at ratio 0.5), the ceiling of this 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -49,13 +50,16 @@ _BLANK_RE = re.compile(r"(\[MASK\]|\[sMASK\]|\[gMASK\])")
 # ---------------------------------------------------------------------------------------- decoding
 @torch.no_grad()
 def infill(model: GlmModel, ids_with_blanks: Sequence[int], cfg: GenerationConfig | None = None, *,
-           tok: GlmTokens | None = None, add_cls: bool = True, add_eos: bool = True) -> list[list[int]]:
+           tok: GlmTokens | None = None, add_cls: bool = True, add_eos: bool = True,
+           max_tokens: Sequence[int] | None = None, continuation: torch.Tensor | None = None) -> list[list[int]]:
     """Fill every blank ([MASK], [sMASK] or [gMASK]) of one text, left to right (GLM §3.3).
 
     Part A is `[CLS] text [eos]` (`build_infilling_prompt`). Each blank is generated as its own Part B
     span, `[sop]` first, at the blank's position with block positions 1, 2, ..., until `[eop]` (or
-    `cfg.max_new_tokens`); the blanks filled before it stay in Part B as `[sop] fill` blocks, as in
-    pre-training. Returns the token ids of each blank's fill, `[eop]` removed.
+    `cfg.max_new_tokens`, or blank i's `max_tokens[i]` tokens before `[eop]` where that is less); the
+    blanks filled before it stay in Part B as `[sop] fill` blocks, as in pre-training. `continuation`
+    (V,) marks the word pieces ("##"), which may not begin a fill. Returns the token ids of each
+    blank's fill, `[eop]` removed.
     """
     tok = tok or glm_tokens(model.config)
     cfg = cfg or GenerationConfig()
@@ -64,12 +68,16 @@ def infill(model: GlmModel, ids_with_blanks: Sequence[int], cfg: GenerationConfi
     input_ids = torch.as_tensor(prompt["input_ids"], device=device)[None]
     blocks: list[dict[str, np.ndarray]] = []
     fills = []
-    for mask_position in prompt["mask_positions"].tolist():
+    for number, mask_position in enumerate(prompt["mask_positions"].tolist()):
+        blank_cfg = cfg
+        if max_tokens is not None and max_tokens[number] + 1 < cfg.max_new_tokens:  # + 1: the [eop]
+            blank_cfg = dataclasses.replace(cfg, max_new_tokens=max_tokens[number] + 1)
         part_b = None
         if blocks:
             part_b = {k: np.concatenate([blk[k] for blk in blocks])
                       for k in ("input_ids", "position_ids", "block_position_ids")}
-        fill = generate(model, input_ids, None, cfg, mask_positions=[mask_position], part_b=part_b).tokens[0]
+        fill = generate(model, input_ids, None, blank_cfg, continuation=continuation, mask_positions=[mask_position],
+                        part_b=part_b).tokens[0]
         if fill and fill[-1] == tok.eop:
             fill = fill[:-1]
         fills.append(fill)
@@ -148,6 +156,13 @@ def _load_glm(model_dir, device, bf16: bool):
     return for_inference(model, device, bf16), tokenizer
 
 
+def word_pieces(tokenizer, model: GlmModel) -> torch.Tensor:
+    """(V,) True at the tokenizer's word-continuing pieces ("##"), which may not begin a fill."""
+    marks = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=next(model.parameters()).device)
+    marks[[i for i in tokenizer.continuation_ids() if i < model.config.vocab_size]] = True
+    return marks
+
+
 def _generation(model_dir, cfg: GenerationConfig | None) -> GenerationConfig:
     from ..config import load_generation_config
 
@@ -166,7 +181,8 @@ def infill_texts(model_dir: str | Path, texts: Sequence[str], generation_config:
         pieces = _BLANK_RE.split(text)
         if len(pieces) == 1:
             raise CtxlmError(f"text {number}: no [MASK] (or [sMASK] / [gMASK]) blank to fill: {text[:60]!r}")
-        fills = infill(model, encode_with_blanks(tokenizer, text, tok), cfg, tok=tok)
+        fills = infill(model, encode_with_blanks(tokenizer, text, tok), cfg, tok=tok,
+                       continuation=word_pieces(tokenizer, model))
         decoded = iter(tokenizer.decode(fill) for fill in fills)
         filled = "".join(next(decoded) if i % 2 else piece for i, piece in enumerate(pieces))
         out.append(re.sub(r" {2,}", " ", filled).strip())
@@ -220,6 +236,7 @@ def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: f
         raise CtxlmError(f"{path}: no such file")
     model, tokenizer = _load_glm(model_dir, device, bf16)
     cfg, tok = _generation(model_dir, generation_config), glm_tokens(model.config)
+    pieces = word_pieces(tokenizer, model)
     with open(path, encoding="utf-8") as handle:
         lines = [(number, line.split()) for number, line in enumerate(handle, 1) if line.strip()]
     lines = lines[:limit] if limit is not None else lines
@@ -240,7 +257,9 @@ def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: f
             ids = encode_with_blanks(tokenizer, " ".join(masked), tok, unk_marker="_UNK")
             if sum(i in tok.blanks for i in ids) != len(spans):
                 raise CtxlmError(f"{where(path, number)}: the text holds a blank token of its own")
-            fills = iter(fill_words(tokenizer, fill, unk_marker="_UNK") for fill in infill(model, ids, cfg, tok=tok))
+            lengths = [len(encode_with_blanks(tokenizer, " ".join(span), tok, unk_marker="_UNK")) for span in spans]
+            fills = iter(fill_words(tokenizer, fill, unk_marker="_UNK")
+                         for fill in infill(model, ids, cfg, tok=tok, max_tokens=lengths, continuation=pieces))
             filled = [next(fills) if word == BLANK else word for word in masked]
         hypotheses.append(" ".join(" ".join(filled).split()))
         references.append(" ".join(words))
