@@ -723,6 +723,10 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def error(self, message: str):
+        """A usage error in one line (without argparse's usage block), naming the verb's --help."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -741,8 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=_ranged(int, 1), required=True,
                    help="tokens in all: the special tokens, the <unk> marker and the trained pieces")
     p.add_argument("--out", required=True, help="directory for tokenizer.json")
-    p.add_argument("--min-frequency", type=_ranged(int, 0), default=2, help="the fewest occurrences of a piece the trainer "
-                   "merges")
+    p.add_argument("--min-frequency", type=_ranged(int, 0), default=2,
+                   help="the fewest occurrences of a piece the trainer merges")
     _add_corpus_flags(p)
     p.set_defaults(func=cmd_tokenizer_train)
 
@@ -854,7 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", nargs="+", help='texts with blanks, e.g. "the [MASK] sat on the [MASK] ."')
     p.add_argument("--input", help="a file of texts with blanks, one a line")
     p.add_argument("--eval", help="evaluate: mask --mask-ratio of each line's words, fill, BLEU against the line")
-    p.add_argument("--mask-ratio", type=_ranged(float, 0, 1, low_open=True, high_open=True), default=0.1, help="--eval: the share of each line's words masked")
+    p.add_argument("--mask-ratio", type=_ranged(float, 0, 1, low_open=True, high_open=True), default=0.1,
+                   help="--eval: the share of each line's words masked")
     p.add_argument("--limit", type=_row_count, help="--eval: the first N lines")
     p.add_argument("--output", help="--eval: write each line's masked, filled and original text (JSONL)")
     _add_device_flag(p, bf16_inference=True)

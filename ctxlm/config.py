@@ -378,7 +378,8 @@ class PalmDataConfig:
     PALM model family (segments of at most `fragment_length` tokens, special tokens included)."""
 
     fragment_length: int = ranged(500, 4)  # L: source + target tokens, special tokens included
-    source_ratio: float = ranged(0.8, 0, 1, low_open=True, high_open=True)  # the source takes 80%·L, the target the remaining 20%·L
+    # the source takes 80%·L, the target the remaining 20%·L
+    source_ratio: float = ranged(0.8, 0, 1, low_open=True, high_open=True)
     mlm_probability: float = ranged(0.15, 0, 1)
     mlm_weight: float = ranged(0.0, 0)  # stage 2: weight of an added encoder MLM loss (0 = the paper's reading)
     mass_ratio: float = ranged(0.5, 0, 1, low_open=True, high_open=True)  # MASS: the masked span's share of a segment
@@ -402,7 +403,8 @@ class GlmDataConfig:
     shuffle_spans: bool = True  # off: the "no shuffle" ablation
     sentinel: bool = False  # on: distinct sentinel tokens instead of one [MASK] (ablation)
     long_mode: str = "document"  # multitask: the long-span objective mixed with blank infilling
-    gmask_end_prob: float = ranged(0.5, 0, 1)  # document objective: P([gMASK] span ends the text), else anywhere (THUDM/GLM)
+    # document objective: P([gMASK] span ends the text), else anywhere (THUDM/GLM)
+    gmask_end_prob: float = ranged(0.5, 0, 1)
     valid_fraction: float = ranged(0.01, 0, 1, high_open=True)
     max_valid_documents: int = ranged(50, 0)
 

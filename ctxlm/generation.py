@@ -130,7 +130,8 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
              word_start: torch.Tensor | None = None, lexicon=None, **inputs: torch.Tensor) -> Generated:
     """Decode a batch of prompts. `inputs` are further prompt tensors the model's
     `start_decoding` takes (GLM's positions, UniLMv2's segment ids, ...); `continuation` (V,) marks
-    the tokenizer's word-continuing pieces, which may not come first, and for `cfg.block_subword_loops`; `word_start` (V,) its
+    the tokenizer's word-continuing pieces, which may not come first, and for
+    `cfg.block_subword_loops`; `word_start` (V,) its
     word-beginning pieces that hold a letter, for `cfg.block_word_repeats`; `lexicon` (a
     `ctxlm.lexicon.WordLexicon`) the words of several pieces that may be written."""
     cfg = cfg or GenerationConfig()

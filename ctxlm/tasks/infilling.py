@@ -229,7 +229,9 @@ def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: f
     `valid.txt`), masked with `mask_words` at `mask_ratio`. Line i's mask is drawn from
     `numpy.random.default_rng([seed, i])`, so a run is deterministic for a seed and `limit` (the
     first lines only) does not change the masks. Lines with no masked word (`int(n * ratio) == 0`)
-    stay as they are, as in THUDM/GLM. `output` writes a JSONL of masked / filled / reference lines.
+    stay as they are, as in THUDM/GLM. Each blank's fill is at most as many tokens as the words
+    masked there, plus `[eop]` (a model that repeats a word stops there, not at `max_new_tokens`).
+    `output` writes a JSONL of masked / filled / reference lines.
     Returns `bleu`, `lines`, `blanks`, `masked_words`, `words`."""
     path = Path(path)
     if not path.is_file():
