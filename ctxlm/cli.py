@@ -418,7 +418,7 @@ class NluOptions:
 def _nlu_options(args) -> tuple[NluOptions, dict]:
     """The NLU settings (flags over the recipe's values over the defaults) and the recipe's train
     section."""
-    from .config import TrainConfig, from_mapping, read_yaml
+    from .config import TrainConfig, check_values, from_mapping, read_yaml
 
     values, train = {}, {}
     if args.recipe is not None:
@@ -430,6 +430,7 @@ def _nlu_options(args) -> tuple[NluOptions, dict]:
         raise CtxlmError(f"{args.recipe}: a recipe for --task {options.task}, not {args.task}")
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(NluOptions)
              if f.name != "task" and getattr(args, f.name) is not None}
+    check_values(NluOptions, flags, _flag)
     return dataclasses.replace(options, task=args.task, **flags), train
 
 

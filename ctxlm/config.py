@@ -308,7 +308,7 @@ class GenerationConfig:
     num_beams: int = ranged(5, 1)
     max_new_tokens: int = ranged(64, 1)
     min_new_tokens: int = ranged(0, 0)
-    length_penalty: float = ranged(1.0)  # any finite exponent
+    length_penalty: float = ranged(1.0, -10, 10)  # the exponent α (papers: 0.6 to 2)
     length_penalty_type: str = "hf"  # "hf" (= fairseq): score / len^α; "gnmt": score / ((5+len)/6)^α
     no_repeat_ngram_size: int = ranged(0, 0)
     block_subword_loops: bool = False  # a "##" piece may not occur twice in one word ("ms ##ps ##ps")

@@ -679,7 +679,8 @@ class TrainingRun:
             self.writer.write(progress.step, values)
         self.final_metrics.update(values)
         if self.rank == 0:
-            self.note(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            self.note(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()
+                                                            if v is not None))  # best_step: None before a best
         return stop
 
     # -------------------------------------------------------------------------- saving

@@ -97,7 +97,7 @@ def test_training_numbers_out_of_range_are_refused_before_any_work(world, tmp_pa
     (["--top-k", "-1"], "error: --top-k must be at least 0, got -1"),
     (["--beam", "0"], "error: --beam must be at least 1, got 0"),
     (["--max-length", "0"], "error: --max-length must be at least 1, got 0"),
-    (["--length-penalty", "inf"], "error: --length-penalty must be a finite number, got inf"),
+    (["--length-penalty", "inf"], "error: --length-penalty must be in [-10, 10], got inf"),
     (["--seed", "-1"], f"error: --seed must be in [0, {2 ** 63 - 1}], got -1"),
 ])
 def test_decoding_numbers_out_of_range_are_refused_before_the_model_is_read(world, tmp_path, capsys, monkeypatch,
