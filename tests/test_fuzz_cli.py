@@ -90,7 +90,8 @@ def flag_words(action: argparse.Action, paths: list[str], out: str) -> st.Search
         return flag.map(lambda f: [f])
     name = action.dest
     if name in ("out", "output", "predictions_out", "cache_dir", "pretrain_dir"):
-        value = st.sampled_from([out, out + "/sub/x.json", paths[2], paths[-2]])
+        # new, under a file, a folder holding something, a file (the shared inputs are never written)
+        value = st.sampled_from([out, paths[-1] + "/sub/x.json", out + "-existing", paths[-1]])
     elif name in SMALL:
         value = st.sampled_from(SMALL[name])
     elif action.choices is not None:
@@ -184,6 +185,8 @@ def test_fuzzed_command_lines_exit_0_or_2_with_one_line(verb, world, tmp_path_fa
     def fuzz(data, junk):
         work = tmp_path_factory.mktemp("cmd")
         monkeypatch.chdir(work)
+        (work / "out-existing").mkdir()
+        (work / "out-existing" / "notes.txt").write_text("mine\n", encoding="utf-8")
         pool = list(paths)
         for name in ("junk.txt", "junk.jsonl", "junk.yaml"):
             (work / name).write_bytes(junk)

@@ -32,6 +32,7 @@ Bad input raises `CtxlmError` with a one-line message naming ``file:line``.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import json
 import re
@@ -136,8 +137,15 @@ def iter_lines(path: str | Path, fallback_encoding: str | None = None) -> Iterat
     warning per file.
 
     The text has its line ending (``\\n`` or ``\\r\\n``) and a leading BOM removed. Raises
-    `CtxlmError` naming ``file:line`` for invalid UTF-8, NUL bytes or over-long lines.
+    `CtxlmError` naming ``file:line`` for invalid UTF-8, NUL bytes or over-long lines, and an unknown
+    ``fallback_encoding``.
     """
+    if fallback_encoding is not None:
+        try:
+            codecs.lookup(fallback_encoding)
+        except LookupError:
+            raise CtxlmError(f"unknown fallback encoding '{fallback_encoding}' (--fallback-encoding; e.g. latin-1 "
+                             "or cp1252)") from None
     try:
         handle: BinaryIO = open(path, "rb")
     except OSError as error:
