@@ -245,7 +245,7 @@ class TrainConfig:
     max_steps: int = ranged(1000, 1)
     batch_size: int = ranged(8, 1)  # sequences per micro-batch
     grad_accum: int = ranged(1, 1)  # micro-batches per optimizer step
-    lr: float = ranged(1e-4, 0, low_open=True)
+    lr: float = ranged(1e-4, 0)  # 0: the weights do not move
     warmup_steps: int = ranged(100, 0)
     warmup_ratio: float | None = ranged(None, 0, 1)  # a fraction of max_steps; when set, wins over warmup_steps
     weight_decay: float = ranged(0.01, 0)

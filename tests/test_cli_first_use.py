@@ -76,7 +76,7 @@ def pretrain_args(root: Path, out: Path, *more) -> list:
     (["--max-steps", "0"], "error: --max-steps must be at least 1, got 0"),
     (["--max-steps", "-1"], "error: --max-steps must be at least 1, got -1"),
     (["--batch-size", "0"], "error: --batch-size must be at least 1, got 0"),
-    (["--lr", "-1"], "error: --lr must be > 0, got -1.0"),
+    (["--lr", "-1"], "error: --lr must be at least 0, got -1.0"),
     (["--adam-beta2", "1"], "error: --adam-beta2 must be in [0, 1), got 1.0"),
     (["--label-smoothing", "nan"], "error: --label-smoothing must be in [0, 1), got nan"),
 ])
@@ -124,7 +124,7 @@ def test_yaml_and_python_get_the_same_ranges(tmp_path):
     refused as the flags are, naming the file and key."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text("train:\n  lr: -1\n", encoding="utf-8")
-    with pytest.raises(CtxlmError, match=r"^.*r\.yaml: train: lr must be > 0, got -1\.0$"):
+    with pytest.raises(CtxlmError, match=r"^.*r\.yaml: train: lr must be at least 0, got -1\.0$"):
         load_finetune_config(str(recipe))
     recipe.write_text("decoding:\n  top_p: 1.5\n", encoding="utf-8")
     with pytest.raises(CtxlmError, match=r"r\.yaml: decoding: top_p must be in \(0, 1\], got 1\.5$"):
