@@ -743,10 +743,10 @@ def build_parser() -> argparse.ArgumentParser:
     tok = verbs.add_parser("tokenizer", help="train a WordPiece tokenizer").add_subparsers(dest="action", required=True)
     p = tok.add_parser("train", help="train an uncased BERT-style WordPiece tokenizer on a corpus")
     p.add_argument("--corpus", nargs="+", required=True, help="files or directories")
-    p.add_argument("--vocab-size", type=_ranged(int, 1), required=True,
+    p.add_argument("--vocab-size", type=_ranged(int, 1, 2**31 - 1), required=True,
                    help="tokens in all: the special tokens, the <unk> marker and the trained pieces")
     p.add_argument("--out", required=True, help="directory for tokenizer.json")
-    p.add_argument("--min-frequency", type=_ranged(int, 0), default=2,
+    p.add_argument("--min-frequency", type=_ranged(int, 0, 2**32 - 1), default=2,
                    help="the fewest occurrences of a piece the trainer merges")
     _add_corpus_flags(p)
     p.set_defaults(func=cmd_tokenizer_train)

@@ -143,7 +143,7 @@ def iter_lines(path: str | Path, fallback_encoding: str | None = None) -> Iterat
     if fallback_encoding is not None:
         try:
             codecs.lookup(fallback_encoding)
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a NUL in the name
             raise CtxlmError(f"unknown fallback encoding '{fallback_encoding}' (--fallback-encoding; e.g. latin-1 "
                              "or cp1252)") from None
     try:

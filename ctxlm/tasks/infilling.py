@@ -64,6 +64,9 @@ def infill(model: GlmModel, ids_with_blanks: Sequence[int], cfg: GenerationConfi
     tok = tok or glm_tokens(model.config)
     cfg = cfg or GenerationConfig()
     prompt = build_infilling_prompt(ids_with_blanks, tok, add_cls=add_cls, add_eos=add_eos)
+    if len(prompt["input_ids"]) > model.config.max_position_embeddings:
+        raise CtxlmError(f"{len(prompt['input_ids'])} tokens with its special tokens, more than the model's "
+                         f"{model.config.max_position_embeddings} positions; shorten the text")
     device = next(model.parameters()).device
     input_ids = torch.as_tensor(prompt["input_ids"], device=device)[None]
     blocks: list[dict[str, np.ndarray]] = []
@@ -181,8 +184,11 @@ def infill_texts(model_dir: str | Path, texts: Sequence[str], generation_config:
         pieces = _BLANK_RE.split(text)
         if len(pieces) == 1:
             raise CtxlmError(f"text {number}: no [MASK] (or [sMASK] / [gMASK]) blank to fill: {text[:60]!r}")
-        fills = infill(model, encode_with_blanks(tokenizer, text, tok), cfg, tok=tok,
-                       continuation=word_pieces(tokenizer, model))
+        try:
+            fills = infill(model, encode_with_blanks(tokenizer, text, tok), cfg, tok=tok,
+                           continuation=word_pieces(tokenizer, model))
+        except CtxlmError as error:
+            raise CtxlmError(f"text {number}: {error}") from None
         decoded = iter(tokenizer.decode(fill) for fill in fills)
         filled = "".join(next(decoded) if i % 2 else piece for i, piece in enumerate(pieces))
         out.append(re.sub(r" {2,}", " ", filled).strip())
@@ -260,8 +266,11 @@ def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: f
             if sum(i in tok.blanks for i in ids) != len(spans):
                 raise CtxlmError(f"{where(path, number)}: the text holds a blank token of its own")
             lengths = [len(encode_with_blanks(tokenizer, " ".join(span), tok, unk_marker="_UNK")) for span in spans]
-            fills = iter(fill_words(tokenizer, fill, unk_marker="_UNK")
-                         for fill in infill(model, ids, cfg, tok=tok, max_tokens=lengths, continuation=pieces))
+            try:
+                fills = iter(fill_words(tokenizer, fill, unk_marker="_UNK")
+                             for fill in infill(model, ids, cfg, tok=tok, max_tokens=lengths, continuation=pieces))
+            except CtxlmError as error:
+                raise CtxlmError(f"{where(path, number)}: {error}") from None
             filled = [next(fills) if word == BLANK else word for word in masked]
         hypotheses.append(" ".join(" ".join(filled).split()))
         references.append(" ".join(words))
