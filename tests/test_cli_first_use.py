@@ -296,3 +296,29 @@ def test_a_generation_never_starts_with_a_word_piece(search):
     assert [row[0] for row in tokens] == [7, 7]  # the piece comes later, inside a word
     assert all(5 in row for row in tokens)
     assert decode(PieceLovingModel(), prompt, None, cfg).tokens[0][0] == 5  # without the marks, as before
+
+
+# ------------------------------------------------------------------------------- found by the fuzzer
+def test_what_the_fuzzer_found_is_one_line(world, tmp_path, capsys):
+    """Each was a traceback: an unknown --fallback-encoding (LookupError), an --out that is a file
+    (FileExistsError), an --output that is a folder, an infill text longer than the model's
+    positions (ValueError), a huge length penalty (OverflowError), a huge --min-frequency."""
+    root, _ = world
+    (tmp_path / "file").write_text("x\n", encoding="utf-8")
+    tokenizer = ["tokenizer", "train", "--corpus", root / "wiki.txt", "--vocab-size", "200"]
+    cases = [
+        ([*tokenizer, "--out", tmp_path / "t", "--fallback-encoding", "nosuch"],
+         "error: unknown fallback encoding 'nosuch' (--fallback-encoding; e.g. latin-1 or cp1252)"),
+        ([*tokenizer, "--out", tmp_path / "file"], f"error: --out {tmp_path / 'file'}: {tmp_path / 'file'} is a file, "
+                                                   "not a folder"),
+        (["generate", "--model", root / "palm", "--text", "hi", "--output", tmp_path],
+         f"error: --output {tmp_path}: a folder; give a file name"),
+        (["infill", "--model", root / "glm", "--text", "the cat " * 40 + "[MASK] .", "--device", "cpu"],
+         "error: text 1: 84 tokens with its special tokens, more than the model's 64 positions; shorten the text"),
+        (["generate", "--model", root / "palm", "--text", "hi", "--length-penalty", "1e30"],
+         "error: --length-penalty must be in [-10, 10], got 1e+30"),
+    ]
+    for argv, line in cases:
+        assert run(capsys, *argv) == (2, line)
+    code, line = run(capsys, *tokenizer, "--out", tmp_path / "t", "--min-frequency", str(2 ** 70))
+    assert code == 2 and "argument --min-frequency: must be in [0, 4294967295]" in line
