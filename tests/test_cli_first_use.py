@@ -302,7 +302,8 @@ def test_a_generation_never_starts_with_a_word_piece(search):
 def test_what_the_fuzzer_found_is_one_line(world, tmp_path, capsys):
     """Each was a traceback: an unknown --fallback-encoding (LookupError), an --out that is a file
     (FileExistsError), an --output that is a folder, an infill text longer than the model's
-    positions (ValueError), a huge length penalty (OverflowError), a huge --min-frequency."""
+    positions (ValueError), a huge length penalty (OverflowError), infill --eval of a file that is
+    not UTF-8 (UnicodeDecodeError), a huge --min-frequency (OverflowError)."""
     root, _ = world
     (tmp_path / "file").write_text("x\n", encoding="utf-8")
     tokenizer = ["tokenizer", "train", "--corpus", root / "wiki.txt", "--vocab-size", "200"]
@@ -318,6 +319,10 @@ def test_what_the_fuzzer_found_is_one_line(world, tmp_path, capsys):
         (["generate", "--model", root / "palm", "--text", "hi", "--length-penalty", "1e30"],
          "error: --length-penalty must be in [-10, 10], got 1e+30"),
     ]
+    (tmp_path / "bytes.txt").write_bytes(b"\x80abc\n")
+    cases.append((["infill", "--model", root / "glm", "--eval", tmp_path / "bytes.txt", "--device", "cpu"],
+                  f"error: {tmp_path / 'bytes.txt'}:1: not valid UTF-8 (byte 0x80 at column 1); re-encode the file "
+                  "as UTF-8"))
     for argv, line in cases:
         assert run(capsys, *argv) == (2, line)
     code, line = run(capsys, *tokenizer, "--out", tmp_path / "t", "--min-frequency", str(2 ** 70))

@@ -33,6 +33,7 @@ import torch
 
 from ..checkpoint import load_model_dir, resolve_model_dir
 from ..config import GenerationConfig
+from ..data.corpus import iter_lines
 from ..device import for_inference, resolve_device
 from ..errors import CtxlmError, where
 from ..extras import require
@@ -245,8 +246,7 @@ def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: f
     model, tokenizer = _load_glm(model_dir, device, bf16)
     cfg, tok = _generation(model_dir, generation_config), glm_tokens(model.config)
     pieces = word_pieces(tokenizer, model)
-    with open(path, encoding="utf-8") as handle:
-        lines = [(number, line.split()) for number, line in enumerate(handle, 1) if line.strip()]
+    lines = [(number, text.split()) for number, text, _ in iter_lines(path) if text.strip()]  # file:line errors
     lines = lines[:limit] if limit is not None else lines
     if not lines:
         raise CtxlmError(f"{path}: no lines to evaluate")
