@@ -303,7 +303,8 @@ def test_what_the_fuzzer_found_is_one_line(world, tmp_path, capsys):
     """Each was a traceback: an unknown --fallback-encoding (LookupError), an --out that is a file
     (FileExistsError), an --output that is a folder, an infill text longer than the model's
     positions (ValueError), a huge length penalty (OverflowError), infill --eval of a file that is
-    not UTF-8 (UnicodeDecodeError), a huge --min-frequency (OverflowError)."""
+    not UTF-8 (UnicodeDecodeError), --glm-task on a PALM run (TypeError), a huge --min-frequency
+    (OverflowError)."""
     root, _ = world
     (tmp_path / "file").write_text("x\n", encoding="utf-8")
     tokenizer = ["tokenizer", "train", "--corpus", root / "wiki.txt", "--vocab-size", "200"]
@@ -323,6 +324,8 @@ def test_what_the_fuzzer_found_is_one_line(world, tmp_path, capsys):
     cases.append((["infill", "--model", root / "glm", "--eval", tmp_path / "bytes.txt", "--device", "cpu"],
                   f"error: {tmp_path / 'bytes.txt'}:1: not valid UTF-8 (byte 0x80 at column 1); re-encode the file "
                   "as UTF-8"))
+    cases.append((pretrain_args(root, tmp_path / "pre", "--max-steps", "1", "--glm-task", "blank"),
+                  "error: --glm-task (glm_task) is a glm option; the objective here is palm"))
     for argv, line in cases:
         assert run(capsys, *argv) == (2, line)
     code, line = run(capsys, *tokenizer, "--out", tmp_path / "t", "--min-frequency", str(2 ** 70))
