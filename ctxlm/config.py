@@ -396,7 +396,7 @@ class PalmDataConfig:
 class GlmDataConfig:
     """GLM pre-training examples: documents cut into chunks of whole sentences."""
 
-    max_length: int = ranged(512, 8)  # tokens per example, Part A and Part B together
+    max_length: int = ranged(512, 4)  # tokens per example, Part A and Part B together
     task: str = "blank"  # blank | sentence | document | multitask
     mask_ratio: float = ranged(0.15, 0, 1, low_open=True, high_open=True)
     poisson_lambda: float = ranged(3.0, 0, low_open=True)
@@ -415,7 +415,7 @@ class GlmDataConfig:
 class UnilmDataConfig:
     """UniLMv2 pre-training examples: `[SOS] S1 [EOS] S2 [EOS]` from whole sentences."""
 
-    max_length: int = ranged(512, 8)  # the in-place sequence; appended [P]/original tokens come on top
+    max_length: int = ranged(512, 4)  # the in-place sequence; appended [P]/original tokens come on top
     objective: str = "ae+par"  # ae+par | ae | par | ae+ar | ar (Table 6)
     mask_ratio: float = ranged(0.15, 0, 1, low_open=True, high_open=True)
     block_prob: float = ranged(0.4, 0, 1)
