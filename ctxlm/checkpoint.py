@@ -757,7 +757,7 @@ def resume_checkpoint(out_dir: str | Path, resume: bool | str, *, repair: bool =
     if not checkpoints:
         if resume is True:
             raise CtxlmError(f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints "
-                             f"(--resume auto starts a new run then)")
+                             f"(--resume auto starts a new run then; in Python: resume='auto')")
         return None
     level, damage = resolve_verify(verify), []
     for checkpoint in reversed(checkpoints):

@@ -21,7 +21,72 @@ from typing import Any
 
 import yaml
 
-from .errors import CtxlmError
+from .errors import CtxlmError, not_utf8
+
+
+# --------------------------------------------------------------------------------------------
+# Value ranges: a numeric field's `metadata["range"]`, checked by every constructor (so by
+# `from_mapping`, YAML and `dataclasses.replace` alike) and by the CLI before any work
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: finite, between `low` and `high` (None: unbounded),
+    each end included unless open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):  # an int is finite, even past a float's range
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        low, high = (f"{x:g}" if isinstance(x, float) else x for x in (self.low, self.high))
+        if low is None and high is None:
+            return "a finite number"
+        if high is None:
+            return f"{'>' if self.low_open else 'at least'} {low}"
+        if low is None:
+            return f"{'<' if self.high_open else 'at most'} {high}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+def ranged(default, low=None, high=None, *, low_open=False, high_open=False):
+    """A dataclass field with `default` whose value must lie in `Range(low, high, ...)` (None: any)."""
+    return field(default=default, metadata={"range": Range(low, high, low_open, high_open)})
+
+
+def range_error(cls: type, values: dict[str, Any], name=lambda key: key) -> str | None:
+    """The first of `values` (fields of dataclass `cls`) outside its field's range, as
+    "NAME must be at least 1, got 0" with `name(field)` (e.g. its flag); None when all hold."""
+    ranges = {f.name: f.metadata["range"] for f in dataclasses.fields(cls) if "range" in f.metadata}
+    for key, value in values.items():
+        if key in ranges and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and not ranges[key].holds(value):
+            return f"{name(key)} must be {ranges[key].describe()}, got {value!r}"
+    return None
+
+
+def check_values(cls: type, values: dict[str, Any], name=lambda key: key) -> None:
+    """Refuse `values` (some fields of dataclass `cls`, e.g. from flags) outside their ranges, in one
+    line naming each by `name(field)`."""
+    error = range_error(cls, values, name)
+    if error is not None:
+        raise CtxlmError(error)
+
+
+def check_ranges(config) -> None:
+    """Refuse a dataclass config with a field outside its range (`ranged`), in one line."""
+    error = range_error(type(config), {f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+    if error is not None:
+        raise CtxlmError(error)
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,42 +243,43 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """The one training loop's settings (AdamW, linear warm-up and decay, accumulation, bf16)."""
 
-    max_steps: int = 1000
-    batch_size: int = 8  # sequences per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 1e-4
-    warmup_steps: int = 100
-    warmup_ratio: float | None = None  # warm-up as a fraction of max_steps; when set, wins over warmup_steps
-    weight_decay: float = 0.01
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    clip_norm: float = 1.0  # 0 disables clipping
-    label_smoothing: float = 0.0
+    max_steps: int = ranged(1000, 1)
+    batch_size: int = ranged(8, 1)  # sequences per micro-batch
+    grad_accum: int = ranged(1, 1)  # micro-batches per optimizer step
+    lr: float = ranged(1e-4, 0)  # 0: the weights do not move
+    warmup_steps: int = ranged(100, 0)
+    warmup_ratio: float | None = ranged(None, 0, 1)  # a fraction of max_steps; when set, wins over warmup_steps
+    weight_decay: float = ranged(0.01, 0)
+    adam_beta1: float = ranged(0.9, 0, 1, high_open=True)
+    adam_beta2: float = ranged(0.999, 0, 1, high_open=True)
+    adam_eps: float = ranged(1e-8, 0, low_open=True)
+    clip_norm: float = ranged(1.0, 0)  # 0 disables clipping
+    label_smoothing: float = ranged(0.0, 0, 1, high_open=True)
     bf16: bool = False  # bfloat16 autocast (CPU and GPU)
     fsdp: bool = False  # under torchrun: FSDP2 (sharded) instead of DDP (replicated)
     compile: bool = False  # torch.compile the model
-    data_workers: int | None = None  # DataLoader processes (None: 4 on CUDA, 0 on the CPU)
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 200  # 0: only at the end
-    eval_batches: int = 16  # held-out batches per validation
-    save_every: int = 500  # 0: only at the end
-    keep_checkpoints: int = 2
+    data_workers: int | None = ranged(None, 0)  # DataLoader processes (None: 4 on CUDA, 0 on the CPU)
+    seed: int = ranged(0, 0, 2**32 - 1)
+    log_every: int = ranged(10, 1)
+    eval_every: int = ranged(200, 0)  # 0: only at the end
+    eval_batches: int = ranged(16, 1)  # held-out batches per validation
+    save_every: int = ranged(500, 0)  # 0: only at the end
+    keep_checkpoints: int = ranged(2, 0)  # 0: keep all
     progress: bool = True
     select_metric: str | None = None  # e.g. "valid/lm_loss": keep the best weights (lower is better)
-    early_stopping_patience: int = 0  # stop after this many validations without improvement (0: never)
-    max_nonfinite_steps: int = 5  # stop after this many steps in a row with a NaN/Inf loss or gradient norm
-    collective_timeout: float = 600.0  # under torchrun: seconds a collective may wait before the run stops
-    heartbeat_timeout: float = 30.0  # under torchrun: seconds without a rank's heartbeat before all ranks stop
+    early_stopping_patience: int = ranged(0, 0)  # stop after this many validations without improvement (0: never)
+    max_nonfinite_steps: int = ranged(5, 1)  # stop after this many steps in a row with a NaN/Inf loss or gradient norm
+    collective_timeout: float = ranged(600.0, 0, low_open=True)  # under torchrun: seconds a collective may wait
+    heartbeat_timeout: float = ranged(30.0, 0, low_open=True)  # under torchrun: seconds of a rank's silence allowed
+
+    def __post_init__(self):
+        check_ranges(self)
 
     def warmup(self) -> int:
         """The warm-up in steps: round(warmup_ratio × max_steps), at least 1, when the ratio is set;
         else warmup_steps."""
         if self.warmup_ratio is None:
             return self.warmup_steps
-        if not 0 <= self.warmup_ratio <= 1:
-            raise CtxlmError(f"warmup_ratio must be between 0 and 1, not {self.warmup_ratio}")
         return max(1, round(self.warmup_ratio * self.max_steps))
 
 
@@ -242,26 +308,25 @@ class GenerationConfig:
     settings changes the beam and keeps the rest, as `ctxlm generate --beam 3` does. A config made
     by `dataclasses.replace` or from a complete mapping names every field."""
 
-    num_beams: int = 5
-    max_new_tokens: int = 64
-    min_new_tokens: int = 0
-    length_penalty: float = 1.0
+    num_beams: int = ranged(5, 1)
+    max_new_tokens: int = ranged(64, 1)
+    min_new_tokens: int = ranged(0, 0)
+    length_penalty: float = ranged(1.0, -10, 10)  # the exponent α (papers: 0.6 to 2)
     length_penalty_type: str = "hf"  # "hf" (= fairseq): score / len^α; "gnmt": score / ((5+len)/6)^α
-    no_repeat_ngram_size: int = 0
+    no_repeat_ngram_size: int = ranged(0, 0)
     block_subword_loops: bool = False  # a "##" piece may not occur twice in one word ("ms ##ps ##ps")
     block_word_repeats: bool = False  # a one-piece word may not come twice in a row ("share share")
     early_stopping: bool | str = False  # False (transformers' heuristic), True, or "never"
     do_sample: bool = False
-    top_k: int = 0
-    top_p: float = 1.0
-    temperature: float = 1.0
-    seed: int | None = None
+    top_k: int = ranged(0, 0)  # 0: all
+    top_p: float = ranged(1.0, 0, 1, low_open=True)
+    temperature: float = ranged(1.0, 0, low_open=True)
+    seed: int | None = ranged(None, 0, 2**63 - 1)
 
     def __post_init__(self):
+        check_ranges(self)
         if self.length_penalty_type not in ("hf", "gnmt"):
             raise CtxlmError(f"length_penalty_type must be 'hf' or 'gnmt', not '{self.length_penalty_type}'")
-        if self.num_beams < 1 or self.max_new_tokens < 1:
-            raise CtxlmError("num_beams and max_new_tokens must be at least 1")
         if self.early_stopping not in (True, False, "never"):
             raise CtxlmError(f"early_stopping must be true, false or never, not {self.early_stopping!r}")
         if self.do_sample and self.num_beams > 1:
@@ -296,10 +361,10 @@ class FinetuneConfig:
     settings (`recipes/*.yaml` write the papers' values beside ours)."""
 
     task: str = "seq2seq"  # summarization | qg | qa | dialog | seq2seq
-    max_source_tokens: int = 512  # special tokens included
-    max_target_tokens: int = 128  # special tokens included
+    max_source_tokens: int = ranged(512, 2)  # special tokens included
+    max_target_tokens: int = ranged(128, 2)  # special tokens included
     reader: dict = field(default_factory=dict)  # options for the task reader (ctxlm.data.tasks)
-    max_valid_examples: int = 500  # validation loss on at most this many rows of --valid
+    max_valid_examples: int = ranged(500, 1)  # validation loss on at most this many rows of --valid
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         lr=5e-5, warmup_steps=100, label_smoothing=0.1, eval_every=200, select_metric="valid/lm_loss"))
     decoding: GenerationConfig = field(default_factory=GenerationConfig)
@@ -310,51 +375,61 @@ class FinetuneConfig:
     # scripts count epochs: `steps_for_epochs`); a --max-steps flag wins over it
     epochs: int | None = None
 
+    __post_init__ = check_ranges  # values in their fields' ranges
+
 
 @dataclass
 class PalmDataConfig:
     """PALM pre-training examples (paper §2.2, §3.1), and the MASS and BART baselines that run on the
     PALM model family (segments of at most `fragment_length` tokens, special tokens included)."""
 
-    fragment_length: int = 500  # L: source + target tokens, special tokens included
-    source_ratio: float = 0.8  # the source takes 80%·L, the target the remaining 20%·L
-    mlm_probability: float = 0.15
-    mlm_weight: float = 0.0  # stage 2: weight of an added encoder MLM loss (0 = the paper's reading)
-    mass_ratio: float = 0.5  # MASS: the masked span's share of a segment
-    bart_mask_ratio: float = 0.3  # BART text infilling: share of tokens masked
-    bart_poisson_lambda: float = 3.0  # BART: span lengths ~ Poisson(λ)
+    fragment_length: int = ranged(500, 4)  # L: source + target tokens, special tokens included
+    # the source takes 80%·L, the target the remaining 20%·L
+    source_ratio: float = ranged(0.8, 0, 1, low_open=True, high_open=True)
+    mlm_probability: float = ranged(0.15, 0, 1)
+    mlm_weight: float = ranged(0.0, 0)  # stage 2: weight of an added encoder MLM loss (0 = the paper's reading)
+    mass_ratio: float = ranged(0.5, 0, 1, low_open=True, high_open=True)  # MASS: the masked span's share of a segment
+    bart_mask_ratio: float = ranged(0.3, 0, 1)  # BART text infilling: share of tokens masked
+    bart_poisson_lambda: float = ranged(3.0, 0, low_open=True)  # BART: span lengths ~ Poisson(λ)
     bart_permute_sentences: bool = True  # BART: sentence permutation before infilling
-    valid_fraction: float = 0.01  # held-out documents
-    max_valid_documents: int = 50
+    valid_fraction: float = ranged(0.01, 0, 1, high_open=True)  # held-out documents
+    max_valid_documents: int = ranged(50, 0)
+
+    __post_init__ = check_ranges  # values in their fields' ranges
 
 
 @dataclass
 class GlmDataConfig:
     """GLM pre-training examples: documents cut into chunks of whole sentences."""
 
-    max_length: int = 512  # tokens per example, Part A and Part B together
+    max_length: int = ranged(512, 4)  # tokens per example, Part A and Part B together
     task: str = "blank"  # blank | sentence | document | multitask
-    mask_ratio: float = 0.15
-    poisson_lambda: float = 3.0
+    mask_ratio: float = ranged(0.15, 0, 1, low_open=True, high_open=True)
+    poisson_lambda: float = ranged(3.0, 0, low_open=True)
     shuffle_spans: bool = True  # off: the "no shuffle" ablation
     sentinel: bool = False  # on: distinct sentinel tokens instead of one [MASK] (ablation)
     long_mode: str = "document"  # multitask: the long-span objective mixed with blank infilling
-    gmask_end_prob: float = 0.5  # document objective: P([gMASK] span ends the text), else anywhere (THUDM/GLM)
-    valid_fraction: float = 0.01
-    max_valid_documents: int = 50
+    # document objective: P([gMASK] span ends the text), else anywhere (THUDM/GLM)
+    gmask_end_prob: float = ranged(0.5, 0, 1)
+    valid_fraction: float = ranged(0.01, 0, 1, high_open=True)
+    max_valid_documents: int = ranged(50, 0)
+
+    __post_init__ = check_ranges  # values in their fields' ranges
 
 
 @dataclass
 class UnilmDataConfig:
     """UniLMv2 pre-training examples: `[SOS] S1 [EOS] S2 [EOS]` from whole sentences."""
 
-    max_length: int = 512  # the in-place sequence; appended [P]/original tokens come on top
+    max_length: int = ranged(512, 4)  # the in-place sequence; appended [P]/original tokens come on top
     objective: str = "ae+par"  # ae+par | ae | par | ae+ar | ar (Table 6)
-    mask_ratio: float = 0.15
-    block_prob: float = 0.4
-    max_block: int = 6
-    valid_fraction: float = 0.01
-    max_valid_documents: int = 50
+    mask_ratio: float = ranged(0.15, 0, 1, low_open=True, high_open=True)
+    block_prob: float = ranged(0.4, 0, 1)
+    max_block: int = ranged(6, 1)
+    valid_fraction: float = ranged(0.01, 0, 1, high_open=True)
+    max_valid_documents: int = ranged(50, 0)
+
+    __post_init__ = check_ranges  # values in their fields' ranges
 
 
 @dataclass
@@ -416,7 +491,10 @@ def from_mapping(cls: type, values: dict[str, Any], source: str = "config") -> A
         if hints[key] is float and isinstance(value, int):
             value = float(value)
         kwargs[key] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except CtxlmError as error:  # a value out of range (`check_ranges`) or otherwise refused
+        raise CtxlmError(f"{source}: {error}") from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -438,7 +516,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
-        raise CtxlmError(f"{path}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+        raise not_utf8(path, detail=f" ({error.reason} at byte {error.start})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

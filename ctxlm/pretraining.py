@@ -192,6 +192,10 @@ def with_train_defaults(train: TrainConfig, family: str, given: Collection[str] 
     return dataclasses.replace(train, **applied), applied
 
 
+# pretrain's objective options: the family they belong to and the data config field they set
+OBJECTIVE_OPTIONS = {"glm_task": ("glm", "task"), "unilm_objective": ("unilm", "objective")}
+
+
 def pretrain(
     corpus: Sequence[str | Path],
     out_dir: str | Path,
@@ -264,10 +268,13 @@ def pretrain(
     data_config = config.data
     if not isinstance(data_config, spec.data_config):
         data_config = spec.data_config()
-    if glm_task is not None:
-        data_config = dataclasses.replace(data_config, task=glm_task)
-    if unilm_objective is not None:
-        data_config = dataclasses.replace(data_config, objective=unilm_objective)
+    for option, value in (("glm_task", glm_task), ("unilm_objective", unilm_objective)):
+        family, field = OBJECTIVE_OPTIONS[option]
+        if value is not None and spec.family != family:
+            raise CtxlmError(f"--{option.replace('_', '-')} ({option}) is a {family} option; the objective here is "
+                             f"{objective}")
+        if value is not None:
+            data_config = dataclasses.replace(data_config, **{field: value})
 
     cluster = setup(collective_timeout=train_config.collective_timeout,
                     heartbeat_timeout=train_config.heartbeat_timeout)

@@ -441,7 +441,7 @@ class TrainingRun:
         resume = checkpoint is not None if resume == "auto" else resume
         if not resume and checkpoint is not None and not overwrite:
             raise CtxlmError(f"{out_dir} holds a run's checkpoints ({checkpoint.name}); continue it with --resume "
-                             f"or start over with --overwrite")
+                             f"or start over with --overwrite (in Python: resume=True or overwrite=True)")
         if self.rank == 0:
             if not resume and overwrite:
                 clear_run(out_dir)
@@ -705,7 +705,8 @@ class TrainingRun:
             self.writer.write(progress.step, values)
         self.final_metrics.update(values)
         if self.rank == 0:
-            self.note(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            self.note(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()
+                                                            if v is not None))  # best_step: None before a best
         return stop
 
     # -------------------------------------------------------------------------- saving

@@ -148,7 +148,8 @@ def test_a_new_run_refuses_a_folder_with_checkpoints_and_overwrite_clears_it(tmp
     out = tmp_path / "run"
     run(out, config(max_steps=4))
     with pytest.raises(CtxlmError, match=r"holds a run's checkpoints \(step-00000004\); continue it with --resume "
-                                         r"or start over with --overwrite$"):
+                                         r"or start over with --overwrite "
+                                         r"\(in Python: resume=True or overwrite=True\)$"):
         run(out, config(max_steps=2))
     run(out, config(max_steps=2, lr=1e-3), overwrite=True)
     assert [p.name for p in list_checkpoints(out)] == ["step-00000001", "step-00000002"]

@@ -167,8 +167,10 @@ def test_resume_values_flags_and_errors(tmp_path, capsys):
         parse(base + ["--resume", "always"])
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ctxlm pretrain: error")]
-    assert errors == ["ctxlm pretrain: error: argument --resume: invalid choice: 'always' (choose from 'auto')"] \
-        or errors == ["ctxlm pretrain: error: argument --resume: invalid choice: 'always' (choose from auto)"]
+    assert errors in (["ctxlm pretrain: error: argument --resume: invalid choice: 'always' (choose from 'auto') "
+                       "(see ctxlm pretrain --help)"],
+                      ["ctxlm pretrain: error: argument --resume: invalid choice: 'always' (choose from auto) "
+                       "(see ctxlm pretrain --help)"])
     with pytest.raises(CtxlmError, match=r"^resume must be True, False or 'auto', not 'yes'$"):
         run(tmp_path / "a", resume="yes")
     with pytest.raises(CtxlmError, match=r"--resume given but there is no checkpoint .* \(--resume auto starts"):
