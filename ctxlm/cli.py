@@ -14,9 +14,11 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 
-from .cli_parser import _check_inputs, _command_line, _generation_config, _train_overrides
+from .cli_parser import _check_inputs, _command_line, _generation_config, _generation_flags, _other_rank
+from .cli_parser import _train_overrides, _verification
 from .cli_parser import build_parser as _build_parser
 from .errors import CtxlmError, plain_warnings
 from .tasks import need
@@ -50,7 +52,7 @@ def cmd_pretrain(args) -> None:
     objective = args.objective or default_objective(config.model.family).name
     corpus = CorpusSpec(tuple(args.corpus), args.format, args.text_field, args.fallback_encoding)
     result = pretrain(corpus, args.out, config, objective=objective, stage=args.stage,
-                      objective_options=objective_options(vars(args)),
+                      objective_options=objective_options(vars(args), objective),
                       tokenizer=args.tokenizer, init=args.init, init_from_hf=args.init_from_hf,
                       hf_decoder=args.decoder, cache_dir=args.cache_dir, run=_run_options(args),
                       train_given=set(overrides) | train_keys_given(args.config))
@@ -64,6 +66,7 @@ def cmd_generate(args) -> None:
 
     if (args.text is None) == (args.input is None):
         raise CtxlmError("give exactly one of --text and --input")
+    _generation_flags(args)  # ranges checked before the model is read
     predictor = Seq2SeqPredictor.load(args.model, args.device, bf16=args.bf16,
                                       max_source_tokens=args.max_source_tokens)
     cfg = _generation_config(args, predictor.default_generation)
@@ -94,6 +97,8 @@ def _scratch_model_config(args):
 
 
 def _print_result(result, out) -> None:
+    if _other_rank():
+        return
     if result.interrupted:
         print(f"stopped by a signal at step {result.step}; checkpoint written; continue with --resume "
               f"(or --resume auto)")
@@ -251,8 +256,12 @@ COMMANDS = {"tokenizer train": cmd_tokenizer_train, "pretrain": cmd_pretrain, "g
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every verb's parser (`ctxlm.cli_parser`), each calling its function in `COMMANDS`."""
-    return _build_parser(COMMANDS)
+    """Every verb's parser (`ctxlm.cli_parser`), each calling its function in `COMMANDS` (read from
+    this module by name now, so that a replaced `cmd_*` is the one called)."""
+    return _build_parser({verb: globals()[command.__name__] for verb, command in COMMANDS.items()})
+
+
+TRAINING_VERBS = ("pretrain", "finetune", "compare")  # the verbs that write checkpoints
 
 
 def _stopped_after_checkpoint(interrupt: KeyboardInterrupt) -> bool:
@@ -265,8 +274,11 @@ def _stopped_after_checkpoint(interrupt: KeyboardInterrupt) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     plain_warnings()
+    if _other_rank():
+        warnings.simplefilter("ignore")
     try:
-        args.func(args)
+        with _verification(getattr(args, "verify", "full")):
+            args.func(args)
     except CtxlmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -274,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         if _stopped_after_checkpoint(interrupt):  # compare: exit 0, as a training run stopped by a signal
             print(f"{interrupt}; checkpoint written; rerun the same command to continue")
             return 0
-        print("interrupted (finished checkpoints are kept)", file=sys.stderr)
+        kept = " (finished checkpoints are kept)" if args.verb in TRAINING_VERBS else ""
+        print(f"interrupted{kept}", file=sys.stderr)
         return 130
     return 0
 

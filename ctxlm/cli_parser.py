@@ -7,8 +7,10 @@ comments (`field_comments`: one source); `--help` shows every default (`_HelpFor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
+import os
 import re
 from pathlib import Path
 
@@ -58,12 +60,18 @@ def _train_help(field: dataclasses.Field) -> str | None:
     return f"{text or ''} (default: {value}{family})".strip()
 
 
-def _train_overrides(args) -> dict:
-    """The TrainConfig fields given as flags."""
-    from .config import TrainConfig
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-            if getattr(args, f.name, None) is not None}
+
+def _train_overrides(args) -> dict:
+    """The TrainConfig fields given as flags (refused, naming the flag, outside their ranges)."""
+    from .config import TrainConfig, check_values
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    check_values(TrainConfig, overrides, _flag)
+    return overrides
 
 
 def _optional_type(annotation: str) -> type:
@@ -116,8 +124,24 @@ INPUT_PATHS = ("corpus", "tokenizer", "init", "model", "input", "train", "valid"
                "to_hf", "to_official")
 
 
+# flags naming a folder to write (and a file to write) that may not exist yet
+OUTPUT_DIRS = ("out", "cache_dir", "pretrain_dir")
+OUTPUT_FILES = ("output", "predictions_out")
+
+
+def _check_output(name: str, value: str, folder: bool) -> None:
+    """Refuse an output path that is (or lies under) a file, or a file path that is a folder."""
+    path = Path(value)
+    blocker = next((p for p in [path, *path.parents][0 if folder else 1:] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise CtxlmError(f"{_flag(name)} {value}: {blocker} is a file, not a folder")
+    if not folder and path.is_dir():
+        raise CtxlmError(f"{_flag(name)} {value}: a folder; give a file name")
+
+
 def _check_inputs(args) -> None:
-    """Refuse a --device that is not here and an input path that does not exist, before any work."""
+    """Refuse a --device that is not here, an input path that does not exist and an output path
+    that cannot be written, before any work."""
     from .data.hf_datasets import is_dataset
     from .device import resolve_device
 
@@ -128,6 +152,10 @@ def _check_inputs(args) -> None:
         for value in values if isinstance(values, list) else [values]:
             if value is not None and not (Path(value).exists() or is_dataset(value)):
                 raise CtxlmError(f"--{name.replace('_', '-')} {value}: no such file or directory")
+    for names, folder in ((OUTPUT_DIRS, True), (OUTPUT_FILES, False)):
+        for name in names:
+            if getattr(args, name, None) is not None:
+                _check_output(name, getattr(args, name), folder)
 
 
 GENERATION_FLAGS = {  # flag → GenerationConfig field
@@ -140,13 +168,22 @@ GENERATION_FLAGS = {  # flag → GenerationConfig field
 }
 
 
+def _generation_flags(args) -> dict:
+    """The GenerationConfig fields given as decoding flags (refused, naming the flag, outside their ranges)."""
+    from .config import GenerationConfig, check_values
+
+    flags = {field: getattr(args, flag) for flag, field in GENERATION_FLAGS.items() if getattr(args, flag) is not None}
+    flag_of = {field: _flag(flag) for flag, field in GENERATION_FLAGS.items()}
+    check_values(GenerationConfig, flags, flag_of.get)
+    return flags
+
+
 def _generation_config(args, defaults):
     """The model's decoding defaults (its recipe's generation.json, else ours), overridden by flags
     (`GenerationConfig.with_overrides`, as a Python config given to `Seq2SeqPredictor.generate`)."""
     from .config import GenerationConfig
 
-    flags = {field: getattr(args, flag) for flag, field in GENERATION_FLAGS.items() if getattr(args, flag) is not None}
-    return (defaults or GenerationConfig()).with_overrides(**flags)
+    return (defaults or GenerationConfig()).with_overrides(**_generation_flags(args))
 
 
 FINETUNE_DEFAULTS = (
@@ -154,6 +191,21 @@ FINETUNE_DEFAULTS = (
     "the defaults shown: seq2seq tasks: the recipe's (e.g. gigaword); cloze: PET's few-shot settings ("
     + ", ".join(f"{k} {v:g}" for k, v in CLOZE_TRAIN.items()) + "); classify and squad: UniLMv2's Table 9 "
     "(batch_size 32, lr 2e-05, 10% warm-up, weight_decay 0.01, 10 epochs (squad: 4), validating once an epoch).")
+
+
+def _other_rank() -> bool:
+    """True in a process of a torchrun launch other than rank 0 (RANK > 0): it prints no warnings
+    (rank 0 prints the same ones) and no result line; its errors still show."""
+    return os.environ.get("RANK", "0") not in ("", "0")
+
+
+def _verification(level: str):
+    """The readers' verification level for one command (`ctxlm.checkpoint.verification`)."""
+    if level == "full":  # the default: nothing to import for the verbs that load no model
+        return contextlib.nullcontext()
+    from .checkpoint import verification
+
+    return verification(level)
 
 
 def _command_line(args) -> str:
@@ -175,6 +227,25 @@ def _row_count(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a number of rows (1 or more), got '{text}'")
     return int(text)
+
+
+def _ranged(kind: type, low=None, high=None, **open_ends):
+    """An argparse type: a `kind` (int or float) number in `config.Range(low, high, **open_ends)`;
+    else argparse's usage error naming the range."""
+    from .config import Range
+
+    bounds = Range(low, high, **open_ends)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole' if kind is int else 'a'} number, got '{text}'")
+        if not bounds.holds(value):
+            raise argparse.ArgumentTypeError(f"must be {bounds.describe()}, got '{text}'")
+        return value
+
+    return parse
 
 
 def _train_sizes(text: str) -> list[int | None]:
@@ -262,6 +333,10 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def error(self, message: str):
+        """A usage error in one line (without argparse's usage block), naming the verb's --help."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     """Every verb's flags; `commands` (verb, or "tokenizer train", → function) become each parser's `func`."""
@@ -281,11 +356,11 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     tok = verbs.add_parser("tokenizer", help="train a WordPiece tokenizer").add_subparsers(dest="action", required=True)
     p = tok.add_parser("train", help="train an uncased BERT-style WordPiece tokenizer on a corpus")
     p.add_argument("--corpus", nargs="+", required=True, help="files or directories")
-    p.add_argument("--vocab-size", type=int, required=True,
+    p.add_argument("--vocab-size", type=_ranged(int, 1, 2**31 - 1), required=True,
                    help="tokens in all: the special tokens, the <unk> marker and the trained pieces")
     p.add_argument("--out", required=True, help="directory for tokenizer.json")
-    p.add_argument("--min-frequency", type=int, default=2, help="the fewest occurrences of a piece the trainer "
-                   "merges")
+    p.add_argument("--min-frequency", type=_ranged(int, 0, 2**32 - 1), default=2,
+                   help="the fewest occurrences of a piece the trainer merges")
     _add_corpus_flags(p)
     p.set_defaults(func=commands.get("tokenizer train"))
 
@@ -328,9 +403,9 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--output", help="JSONL output (input rows plus 'prediction'); default stdout")
     p.add_argument("--source-field", help="--input's field holding the source text (default: the one the "
                    "model's fine-tuning task reads, from its run.json: e.g. document for Gigaword; else source)")
-    p.add_argument("--batch-size", type=int, default=16, help="sources decoded together")
-    p.add_argument("--max-source-tokens", type=int, help="truncate sources to this many tokens")
-    p.add_argument("--sort-window", type=int,
+    p.add_argument("--batch-size", type=_ranged(int, 1), default=16, help="sources decoded together")
+    p.add_argument("--max-source-tokens", type=_ranged(int, 2), help="truncate sources to this many tokens")
+    p.add_argument("--sort-window", type=_ranged(int, 1),
                    help="batches sorted by source length together (default 8; 1: input order); "
                         "the output keeps input order")
     p.add_argument("--resume", action="store_true", help="keep the rows --output already holds, decode the rest")
@@ -347,13 +422,17 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--copy", action="store_true", help="with --config: PALM's pointer-generator on (copy: true)")
     p.add_argument("--task", choices=finetunable(),
                    help="a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad")
-    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, or YAML; "
-                   "cloze/classify/squad: a YAML of their options (dataset, data_dir, max_length, ...) and train:")
+    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, the papers' "
+                   "unilm2-xsum, unilm2-cnndm, unilm2-squad-qg, palm-cnndm, palm-gigaword, or YAML; cloze/classify/"
+                   "squad: a YAML of their options (dataset, data_dir, max_length, epochs, ...) and train:, or "
+                   "GLM's glm-superglue-<task> (its task: sets --task)")
     p.add_argument("--train", help="training file in the task's format, or a dataset (.parquet, .arrow, "
                    "save_to_disk directory, hub:NAME) with --source-field/--target-field")
     p.add_argument("--valid", help="validation file (loss, best checkpoint, early stopping)")
     p.add_argument("--source-field", help="seq2seq: the JSONL/dataset field holding the source")
     p.add_argument("--target-field", help="seq2seq: the JSONL/dataset field holding the target")
+    p.add_argument("--skip-empty", action="store_true", help="seq2seq: skip (and count) rows whose source or "
+                   "target is empty instead of stopping (the recipe's reader: {skip_empty: true})")
     p.add_argument("--out", required=True)
     p.add_argument("--train-limit", type=_row_count, help="use only the first N training rows")
     p.add_argument("--valid-limit", type=_row_count, help="classify/squad: use only the first N validation rows")
@@ -384,7 +463,7 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="cloze/classify: the dataset (default: the one the model was fine-tuned on)")
     p.add_argument("--data-dir", help="cloze/classify: the NLU data folder")
     p.add_argument("--split", help="cloze: dev32 (default) or train; classify: dev (default) or train")
-    p.add_argument("--max-length", type=int)
+    p.add_argument("--max-length", type=_ranged(int, 8))
     p.add_argument("--limit", type=_row_count, help="score only the first N rows")
     p.add_argument("--predictions-out", help="squad: write {id: answer} JSON here")
     p.add_argument("--output", help="also write the JSON results here")
@@ -396,7 +475,8 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--text", nargs="+", help='texts with blanks, e.g. "the [MASK] sat on the [MASK] ."')
     p.add_argument("--input", help="a file of texts with blanks, one a line")
     p.add_argument("--eval", help="evaluate: mask --mask-ratio of each line's words, fill, BLEU against the line")
-    p.add_argument("--mask-ratio", type=float, default=0.1, help="--eval: the share of each line's words masked")
+    p.add_argument("--mask-ratio", type=_ranged(float, 0, 1, low_open=True, high_open=True), default=0.1,
+                   help="--eval: the share of each line's words masked")
     p.add_argument("--limit", type=_row_count, help="--eval: the first N lines")
     p.add_argument("--output", help="--eval: write each line's masked, filled and original text (JSONL)")
     _add_device_flag(p, bf16_inference=True)
@@ -420,21 +500,21 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget-minutes", type=float, help="pre-training wall time per objective")
     budget.add_argument("--budget-tokens", type=int, help="pre-training tokens per objective")
-    p.add_argument("--seeds", type=int, default=3,
+    p.add_argument("--seeds", type=_ranged(int, 1), default=3,
                    help="runs per objective (seeds 0..N-1), each pre-training and fine-tuning")
-    p.add_argument("--finetune-steps", type=int, help="override the recipe's max_steps")
+    p.add_argument("--finetune-steps", type=_ranged(int, 1), help="override the recipe's max_steps")
     p.add_argument("--train-limit", type=_train_sizes,
                    help="fine-tune on the first N pairs (dialog: 10000; classify: rows); several sizes, e.g. "
                         "1000,4000,all (seq2seq tasks): one comparison per size sharing the pre-training, and "
                         "train_sizes.md (PALM Table 5's question)")
     p.add_argument("--eval-limit", type=_row_count, help="score only the first N pairs (classify: dev rows, also "
                    "those it validates on; cloze: dev32 rows)")
-    p.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+    p.add_argument("--resamples", type=_ranged(int, 1), default=1000, help="paired bootstrap resamples")
     g = p.add_argument_group("NLU (--task cloze / classify: select and score on the dev split)")
     g.add_argument("--dataset", help="cloze: superglue/RTE, CB, COPA or BoolQ; classify: glue/MRPC, glue/STS-B, "
                    "superglue/RTE")
     g.add_argument("--data-dir", help="the NLU data folder (e.g. ../shared/data/nlu)")
-    g.add_argument("--max-length", type=int, help="tokens per input (cloze: the model's; classify 128)")
+    g.add_argument("--max-length", type=_ranged(int, 8), help="tokens per input (cloze: the model's; classify 128)")
     p.add_argument("--no-plots", action="store_true", help="no loss plots (no matplotlib needed)")
     p.add_argument("--cache-dir", help="token store cache (default OUT/store)")
     p.add_argument("--pretrain-dir", help="pre-train each cell here, shared by comparisons of other tasks on "
@@ -467,4 +547,9 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
                    help="PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers")
     p.add_argument("--drop-copy-head", action="store_true", help="export PALM without saving its copy head alongside")
     p.set_defaults(func=commands.get("convert"))
+    for verb in ("pretrain", "finetune", "generate", "evaluate", "infill", "convert", "compare"):
+        verbs.choices[verb].add_argument(
+            "--verify", choices=["full", "size", "off"], default="full",
+            help="check model directories and checkpoints against their manifest.json before use: sha256 and "
+                 "size (full, the default), sizes only (size: fast for huge files), or not at all (off)")
     return parser

@@ -639,7 +639,8 @@ def compare(
     out_dir = Path(out_dir)
     recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
     if finetune_steps is not None:
-        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, max_steps=finetune_steps))
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, max_steps=finetune_steps),
+                                     epochs=None)  # the steps asked for win over the recipe's epochs
     scoring = task_scoring(recipe.task)
     if train_limit is None:
         train_limit = get_task(recipe.task).compare_train_limit
@@ -1076,14 +1077,19 @@ def comparison_spec(task: str):
 
 def comparison_task(task: str) -> tuple[str, str | None] | None:
     """compare's --task as a registered task with a `comparison` class: (its name, None) for a name,
-    (its `task:`, the file) for a YAML of its options; None for a seq2seq recipe."""
-    from .config import read_yaml
+    (its `task:`, the file) for a YAML of its options or a packaged one by name (`glm-superglue-rte`);
+    None for a seq2seq recipe."""
+    from .config import RECIPES_DIR, read_yaml
 
     if task in registered() and get_task(task).comparison is not None:
         return task, None
-    if Path(task).suffix not in (".yaml", ".yml") or not Path(task).is_file():
+    packaged = RECIPES_DIR / f"{task}.yaml"
+    if Path(task).suffix in (".yaml", ".yml") and Path(task).is_file():
+        named = read_yaml(task).get("task")
+    elif "/" not in task and packaged.is_file():
+        named = read_yaml(packaged).get("task")
+    else:
         return None
-    named = read_yaml(task).get("task")
     return (named, task) if named in registered() and get_task(named).comparison is not None else None
 
 
@@ -1098,4 +1104,7 @@ def comparison_settings(flags: Mapping):
         return None, {}
     nlu, train = nlu_options(named[0], named[1], flags)
     need(nlu.task, nlu, "dataset", "data_dir")
+    if nlu.epochs is not None and flags.get("finetune_steps") is None:
+        raise CtxlmError(f"{named[1]}: compare counts fine-tuning steps; give --finetune-steps (the recipe's "
+                         f"epochs are read by finetune)")
     return nlu, train

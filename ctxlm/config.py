@@ -11,6 +11,8 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,7 +21,72 @@ from typing import Any
 
 import yaml
 
-from .errors import CtxlmError
+from .errors import CtxlmError, not_utf8
+
+
+# --------------------------------------------------------------------------------------------
+# Value ranges: a numeric field's `metadata["range"]`, checked by every constructor (so by
+# `from_mapping`, YAML and `dataclasses.replace` alike) and by the CLI before any work
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: finite, between `low` and `high` (None: unbounded),
+    each end included unless open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):  # an int is finite, even past a float's range
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        low, high = (f"{x:g}" if isinstance(x, float) else x for x in (self.low, self.high))
+        if low is None and high is None:
+            return "a finite number"
+        if high is None:
+            return f"{'>' if self.low_open else 'at least'} {low}"
+        if low is None:
+            return f"{'<' if self.high_open else 'at most'} {high}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+def ranged(default, low=None, high=None, *, low_open=False, high_open=False):
+    """A dataclass field with `default` whose value must lie in `Range(low, high, ...)` (None: any)."""
+    return field(default=default, metadata={"range": Range(low, high, low_open, high_open)})
+
+
+def range_error(cls: type, values: dict[str, Any], name=lambda key: key) -> str | None:
+    """The first of `values` (fields of dataclass `cls`) outside its field's range, as
+    "NAME must be at least 1, got 0" with `name(field)` (e.g. its flag); None when all hold."""
+    ranges = {f.name: f.metadata["range"] for f in dataclasses.fields(cls) if "range" in f.metadata}
+    for key, value in values.items():
+        if key in ranges and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and not ranges[key].holds(value):
+            return f"{name(key)} must be {ranges[key].describe()}, got {value!r}"
+    return None
+
+
+def check_values(cls: type, values: dict[str, Any], name=lambda key: key) -> None:
+    """Refuse `values` (some fields of dataclass `cls`, e.g. from flags) outside their ranges, in one
+    line naming each by `name(field)`."""
+    error = range_error(cls, values, name)
+    if error is not None:
+        raise CtxlmError(error)
+
+
+def check_ranges(config) -> None:
+    """Refuse a dataclass config with a field outside its range (`ranged`), in one line."""
+    error = range_error(type(config), {f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+    if error is not None:
+        raise CtxlmError(error)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,44 +243,50 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """The one training loop's settings (AdamW, linear warm-up and decay, accumulation, bf16)."""
 
-    max_steps: int = 1000  # optimizer steps (the schedule's length)
-    batch_size: int = 8  # sequences per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 1e-4  # peak learning rate (AdamW)
-    warmup_steps: int = 100  # steps of linear warm-up (then linear decay to 0)
+    max_steps: int = ranged(1000, 1)  # optimizer steps (the schedule's length)
+    batch_size: int = ranged(8, 1)  # sequences per micro-batch
+    grad_accum: int = ranged(1, 1)  # micro-batches per optimizer step
+    lr: float = ranged(1e-4, 0)  # peak learning rate (AdamW)
+    warmup_steps: int = ranged(100, 0)  # steps of linear warm-up (then linear decay to 0)
     # warm-up as a fraction of --max-steps (wins over --warmup-steps; pre-training defaults to the model family's)
-    warmup_ratio: float | None = None
-    weight_decay: float = 0.01  # AdamW weight decay
-    adam_beta1: float = 0.9  # AdamW beta1
-    adam_beta2: float = 0.999  # AdamW beta2
-    adam_eps: float = 1e-8  # AdamW epsilon
-    clip_norm: float = 1.0  # gradient norm clipping (0: off)
-    label_smoothing: float = 0.0  # label smoothing of the token losses
+    warmup_ratio: float | None = ranged(None, 0, 1)
+    weight_decay: float = ranged(0.01, 0)  # AdamW weight decay
+    adam_beta1: float = ranged(0.9, 0, 1, high_open=True)  # AdamW beta1
+    adam_beta2: float = ranged(0.999, 0, 1, high_open=True)  # AdamW beta2
+    adam_eps: float = ranged(1e-8, 0, low_open=True)  # AdamW epsilon
+    clip_norm: float = ranged(1.0, 0)  # gradient norm clipping (0: off)
+    label_smoothing: float = ranged(0.0, 0, 1, high_open=True)  # label smoothing of the token losses
     bf16: bool = False  # bfloat16 autocast
     # under torchrun: shard parameters, gradients and optimizer state over the ranks (FSDP2) instead of
     # replicating them (DDP)
     fsdp: bool = False
     compile: bool = False  # torch.compile the model
-    data_workers: int | None = None  # DataLoader worker processes (default: 4 on CUDA, 0 on CPU)
-    seed: int = 0  # data order, dropout and new weights
-    log_every: int = 10  # write metrics.jsonl every N steps
-    eval_every: int = 200  # validate every N steps (and at the end)
-    eval_batches: int = 16  # held-out batches per validation
-    save_every: int = 500  # checkpoint every N steps (and at the end)
-    keep_checkpoints: int = 2  # checkpoints kept (the newest)
+    data_workers: int | None = ranged(None, 0)  # DataLoader worker processes (default: 4 on CUDA, 0 on CPU)
+    seed: int = ranged(0, 0, 2**32 - 1)  # data order, dropout and new weights
+    log_every: int = ranged(10, 1)  # write metrics.jsonl every N steps
+    eval_every: int = ranged(200, 0)  # validate every N steps (and at the end)
+    eval_batches: int = ranged(16, 1)  # held-out batches per validation
+    save_every: int = ranged(500, 0)  # checkpoint every N steps (and at the end)
+    keep_checkpoints: int = ranged(2, 0)  # checkpoints kept (the newest)
     progress: bool = True  # progress bar
     # keep the best weights by this validation metric, e.g. valid/lm_loss (lower is better)
     select_metric: str | None = None
-    early_stopping_patience: int = 0  # stop after this many validations without improvement (0: never)
-    max_nonfinite_steps: int = 5  # stop after this many steps in a row with a NaN/Inf loss or gradient norm
+    early_stopping_patience: int = ranged(0, 0)  # stop after this many validations without improvement (0: never)
+    # stop after this many steps in a row with a NaN/Inf loss or gradient norm
+    max_nonfinite_steps: int = ranged(5, 1)
+    # under torchrun: seconds a collective (an all-reduce, a barrier) may wait before the run stops
+    collective_timeout: float = ranged(600.0, 0, low_open=True)
+    # under torchrun: seconds without a rank's heartbeat before every rank stops, naming it
+    heartbeat_timeout: float = ranged(30.0, 0, low_open=True)
+
+    def __post_init__(self):
+        check_ranges(self)
 
     def warmup(self) -> int:
         """The warm-up in steps: round(warmup_ratio × max_steps), at least 1, when the ratio is set;
         else warmup_steps."""
         if self.warmup_ratio is None:
             return self.warmup_steps
-        if not 0 <= self.warmup_ratio <= 1:
-            raise CtxlmError(f"warmup_ratio must be between 0 and 1, not {self.warmup_ratio}")
         return max(1, round(self.warmup_ratio * self.max_steps))
 
 
@@ -242,26 +315,25 @@ class GenerationConfig:
     settings changes the beam and keeps the rest, as `ctxlm generate --beam 3` does. A config made
     by `dataclasses.replace` or from a complete mapping names every field."""
 
-    num_beams: int = 5  # beam size
-    max_new_tokens: int = 64  # max generated tokens (start token excluded)
-    min_new_tokens: int = 0  # min generated tokens before EOS
-    length_penalty: float = 1.0  # exponent a
+    num_beams: int = ranged(5, 1)  # beam size
+    max_new_tokens: int = ranged(64, 1)  # max generated tokens (start token excluded)
+    min_new_tokens: int = ranged(0, 0)  # min generated tokens before EOS
+    length_penalty: float = ranged(1.0, -10, 10)  # exponent a
     length_penalty_type: str = "hf"  # hf (= fairseq): score/len^a; gnmt: score/((5+len)/6)^a
-    no_repeat_ngram_size: int = 0  # n-grams of this size may not repeat (0: off)
+    no_repeat_ngram_size: int = ranged(0, 0)  # n-grams of this size may not repeat (0: off)
     block_subword_loops: bool = False  # true/false: a '##' word piece may not occur twice in one word
     block_word_repeats: bool = False  # true/false: a one-piece word may not come twice in a row ('share share')
     early_stopping: bool | str = False  # true, false (transformers' heuristic) or never
     do_sample: bool = False  # sample instead of beam search (beam 1)
-    top_k: int = 0  # sample from the k likeliest (0: all)
-    top_p: float = 1.0  # nucleus sampling mass
-    temperature: float = 1.0  # sampling temperature
-    seed: int | None = None  # sampling seed
+    top_k: int = ranged(0, 0)  # sample from the k likeliest (0: all)
+    top_p: float = ranged(1.0, 0, 1, low_open=True)  # nucleus sampling mass
+    temperature: float = ranged(1.0, 0, low_open=True)  # sampling temperature
+    seed: int | None = ranged(None, 0, 2**63 - 1)  # sampling seed
 
     def __post_init__(self):
+        check_ranges(self)
         if self.length_penalty_type not in ("hf", "gnmt"):
             raise CtxlmError(f"length_penalty_type must be 'hf' or 'gnmt', not '{self.length_penalty_type}'")
-        if self.num_beams < 1 or self.max_new_tokens < 1:
-            raise CtxlmError("num_beams and max_new_tokens must be at least 1")
         if self.early_stopping not in (True, False, "never"):
             raise CtxlmError(f"early_stopping must be true, false or never, not {self.early_stopping!r}")
         if self.do_sample and self.num_beams > 1:
@@ -296,16 +368,21 @@ class FinetuneConfig:
     settings (`recipes/*.yaml` write the papers' values beside ours)."""
 
     task: str = "seq2seq"  # summarization | qg | qa | dialog | seq2seq
-    max_source_tokens: int = 512  # special tokens included
-    max_target_tokens: int = 128  # special tokens included
+    max_source_tokens: int = ranged(512, 2)  # special tokens included
+    max_target_tokens: int = ranged(128, 2)  # special tokens included
     reader: dict = field(default_factory=dict)  # options for the task reader (ctxlm.data.tasks)
-    max_valid_examples: int = 500  # validation loss on at most this many rows of --valid
+    max_valid_examples: int = ranged(500, 1)  # validation loss on at most this many rows of --valid
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         lr=5e-5, warmup_steps=100, label_smoothing=0.1, eval_every=200, select_metric="valid/lm_loss"))
     decoding: GenerationConfig = field(default_factory=GenerationConfig)
     # decode with a `ctxlm.lexicon.WordLexicon` of the training pairs: a word of several WordPiece
     # pieces only as a training pair or the source writes it (`ctxlm compare`; the demo does the same)
     lexicon: bool = False
+    # train for this many passes over the training rows instead of train.max_steps (the official
+    # scripts count epochs: `steps_for_epochs`); a --max-steps flag wins over it
+    epochs: int | None = None
+
+    __post_init__ = check_ranges  # values in their fields' ranges
 
 
 @dataclass
@@ -313,45 +390,53 @@ class PalmDataConfig:
     """PALM pre-training examples (paper §2.2, §3.1), and the MASS and BART baselines that run on the
     PALM model family (segments of at most `fragment_length` tokens, special tokens included)."""
 
-    fragment_length: int = 500  # L: source + target tokens, special tokens included
-    source_ratio: float = 0.8  # the source takes 80%·L, the target the remaining 20%·L
-    mlm_probability: float = 0.15
-    mlm_weight: float = 0.0  # stage 2: weight of an added encoder MLM loss (0 = the paper's reading)
-    mass_ratio: float = 0.5  # MASS: the masked span's share of a segment
-    bart_mask_ratio: float = 0.3  # BART text infilling: share of tokens masked
-    bart_poisson_lambda: float = 3.0  # BART: span lengths ~ Poisson(λ)
+    fragment_length: int = ranged(500, 4)  # L: source + target tokens, special tokens included
+    # the source takes 80%·L, the target the remaining 20%·L
+    source_ratio: float = ranged(0.8, 0, 1, low_open=True, high_open=True)
+    mlm_probability: float = ranged(0.15, 0, 1)
+    mlm_weight: float = ranged(0.0, 0)  # stage 2: weight of an added encoder MLM loss (0 = the paper's reading)
+    mass_ratio: float = ranged(0.5, 0, 1, low_open=True, high_open=True)  # MASS: the masked span's share of a segment
+    bart_mask_ratio: float = ranged(0.3, 0, 1)  # BART text infilling: share of tokens masked
+    bart_poisson_lambda: float = ranged(3.0, 0, low_open=True)  # BART: span lengths ~ Poisson(λ)
     bart_permute_sentences: bool = True  # BART: sentence permutation before infilling
-    valid_fraction: float = 0.01  # held-out documents
-    max_valid_documents: int = 50
+    valid_fraction: float = ranged(0.01, 0, 1, high_open=True)  # held-out documents
+    max_valid_documents: int = ranged(50, 0)
+
+    __post_init__ = check_ranges  # values in their fields' ranges
 
 
 @dataclass
 class GlmDataConfig:
     """GLM pre-training examples: documents cut into chunks of whole sentences."""
 
-    max_length: int = 512  # tokens per example, Part A and Part B together
+    max_length: int = ranged(512, 4)  # tokens per example, Part A and Part B together
     task: str = "blank"  # blank | sentence | document | multitask
-    mask_ratio: float = 0.15
-    poisson_lambda: float = 3.0
+    mask_ratio: float = ranged(0.15, 0, 1, low_open=True, high_open=True)
+    poisson_lambda: float = ranged(3.0, 0, low_open=True)
     shuffle_spans: bool = True  # off: the "no shuffle" ablation
     sentinel: bool = False  # on: distinct sentinel tokens instead of one [MASK] (ablation)
     long_mode: str = "document"  # multitask: the long-span objective mixed with blank infilling
-    gmask_end_prob: float = 0.5  # document objective: P([gMASK] span ends the text), else anywhere (THUDM/GLM)
-    valid_fraction: float = 0.01
-    max_valid_documents: int = 50
+    # document objective: P([gMASK] span ends the text), else anywhere (THUDM/GLM)
+    gmask_end_prob: float = ranged(0.5, 0, 1)
+    valid_fraction: float = ranged(0.01, 0, 1, high_open=True)
+    max_valid_documents: int = ranged(50, 0)
+
+    __post_init__ = check_ranges  # values in their fields' ranges
 
 
 @dataclass
 class UnilmDataConfig:
     """UniLMv2 pre-training examples: `[SOS] S1 [EOS] S2 [EOS]` from whole sentences."""
 
-    max_length: int = 512  # the in-place sequence; appended [P]/original tokens come on top
+    max_length: int = ranged(512, 4)  # the in-place sequence; appended [P]/original tokens come on top
     objective: str = "ae+par"  # ae+par | ae | par | ae+ar | ar (Table 6)
-    mask_ratio: float = 0.15
-    block_prob: float = 0.4
-    max_block: int = 6
-    valid_fraction: float = 0.01
-    max_valid_documents: int = 50
+    mask_ratio: float = ranged(0.15, 0, 1, low_open=True, high_open=True)
+    block_prob: float = ranged(0.4, 0, 1)
+    max_block: int = ranged(6, 1)
+    valid_fraction: float = ranged(0.01, 0, 1, high_open=True)
+    max_valid_documents: int = ranged(50, 0)
+
+    __post_init__ = check_ranges  # values in their fields' ranges
 
 
 @dataclass
@@ -413,7 +498,10 @@ def from_mapping(cls: type, values: dict[str, Any], source: str = "config") -> A
         if hints[key] is float and isinstance(value, int):
             value = float(value)
         kwargs[key] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except CtxlmError as error:  # a value out of range (`check_ranges`) or otherwise refused
+        raise CtxlmError(f"{source}: {error}") from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -435,7 +523,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
-        raise CtxlmError(f"{path}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+        raise not_utf8(path, detail=f" ({error.reason} at byte {error.start})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -447,22 +535,47 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def recipe_path(spec: str | Path) -> Path:
+    """A recipe's file: `spec` itself when it is a file, else the packaged `ctxlm/recipes/<spec>.yaml`
+    (seq2seq recipes such as `gigaword`, and the NLU ones such as `glm-superglue-rte`)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    path = RECIPES_DIR / f"{spec}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+        close = difflib.get_close_matches(str(spec), known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise CtxlmError(f"unknown recipe '{spec}'{hint}; recipes: {', '.join(known)}")
+    return path
+
+
+def steps_for_epochs(train: TrainConfig, epochs: int, examples: int, source: str = "epochs",
+                     processes: int | None = None) -> TrainConfig:
+    """`train` with max_steps = `epochs` passes over `examples` rows, one optimizer step taking
+    batch_size × grad_accum rows on each of `processes` (default: torchrun's WORLD_SIZE, else 1); the
+    last partial step counted (the official scripts' DataLoaders keep it)."""
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise CtxlmError(f"{source}: epochs must be a whole number of at least 1, not {epochs!r}")
+    processes = processes or int(os.environ.get("WORLD_SIZE", "1"))
+    per_epoch = max(1, math.ceil(examples / (train.batch_size * train.grad_accum * processes)))
+    return dataclasses.replace(train, max_steps=epochs * per_epoch)
+
+
 def load_finetune_config(spec: str | None) -> FinetuneConfig:
     """A recipe: a name in ctxlm/recipes (e.g. `gigaword`) or a YAML file; None gives the defaults."""
     if spec is None:
         return FinetuneConfig()
-    path = Path(spec)
-    if not path.is_file():
-        path = RECIPES_DIR / f"{spec}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-            close = difflib.get_close_matches(spec, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise CtxlmError(f"unknown recipe '{spec}'{hint}; recipes: {', '.join(known)}")
+    path = recipe_path(spec)
     values = read_yaml(path)
+    if values.get("task") in ("cloze", "classify", "squad"):
+        raise CtxlmError(f"{path}: a recipe for --task {values['task']} (finetune --recipe reads it), not a "
+                         f"seq2seq recipe")
     train = values.pop("train", None) or {}
     decoding = values.pop("decoding", None) or {}
     config = from_mapping(FinetuneConfig, values, str(path))
+    if config.epochs is not None and isinstance(train, dict) and "max_steps" in train:
+        raise CtxlmError(f"{path}: give epochs or train: max_steps, not both")
     from_mapping(TrainConfig, train, f"{path}: train")  # names a typo in the file's own keys
     config.train = from_mapping(TrainConfig, {**dataclasses.asdict(FinetuneConfig().train), **train},
                                 f"{path}: train")

@@ -10,14 +10,22 @@ anything left); with bf16 the parameters are all-gathered in bfloat16 and gradie
 float32 (`MixedPrecisionPolicy`). Its checkpoints go through `torch.distributed.checkpoint` (DCP):
 one shard file per rank plus metadata, loadable at any world size (DCP reshards on load), and
 exportable to a model directory with one `model.safetensors` (`export_model_dir`).
+
+A lost rank stops the group: collectives wait at most `collective_timeout` seconds, and a heartbeat
+over the rendezvous store (`rank_watchdog`) stops every rank, with one line naming the lost one,
+within `heartbeat_timeout` seconds of a rank's death, or at once when a collective fails
+(`stop_group_on_failure`). After a resume the ranks check that they hold the same state
+(`check_ranks_agree`).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,6 +33,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from .errors import CtxlmError
+from .rank_watchdog import RankWatchdog, start_watchdog
 
 
 # ------------------------------------------------------------------------------ process group
@@ -46,10 +57,19 @@ class Cluster:
         return self.world > 1
 
 
-def setup(device: str | torch.device | None = None) -> Cluster:
-    """The cluster of this process; under torchrun also `torch.cuda.set_device(LOCAL_RANK)` and the
-    process group (NCCL on CUDA, gloo on the CPU). Without torchrun: one process, `device` or
-    the first GPU or the CPU."""
+COLLECTIVE_TIMEOUT = 600.0  # seconds (TrainConfig.collective_timeout)
+HEARTBEAT_TIMEOUT = 30.0  # seconds (TrainConfig.heartbeat_timeout)
+_watchdog: RankWatchdog | None = None  # this process's, once its process group exists
+
+
+def setup(device: str | torch.device | None = None, collective_timeout: float = COLLECTIVE_TIMEOUT,
+          heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> Cluster:
+    """The cluster of this process; under torchrun also `torch.cuda.set_device(LOCAL_RANK)`, the
+    process group (NCCL on CUDA, gloo on the CPU; a collective waits at most `collective_timeout`
+    seconds, and NCCL's asynchronous error handling tears a rank down when one times out) and the
+    ranks' watchdog (a rank silent for `heartbeat_timeout` seconds stops the group). The first
+    call's timeouts hold for the process. Without torchrun: one process, `device` or the first GPU
+    or the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is not None:
@@ -63,11 +83,66 @@ def setup(device: str | torch.device | None = None) -> Cluster:
     if world == 1:
         return Cluster(device=device)
     if not dist.is_initialized():
+        for name, value in (("collective_timeout", collective_timeout), ("heartbeat_timeout", heartbeat_timeout)):
+            if not value > 0:
+                raise CtxlmError(f"{name} must be a positive number of seconds, not {value}")
+        timeout = timedelta(seconds=collective_timeout)
+        store = _restart_store(timeout)
+        where = {} if store is None else {"store": store, "rank": int(os.environ["RANK"]), "world_size": world}
         if device.type == "cuda":
-            dist.init_process_group("nccl", device_id=device)
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3")  # a timed-out collective ends the rank
+            dist.init_process_group("nccl", device_id=device, timeout=timeout, **where)
         else:
-            dist.init_process_group("gloo")
+            dist.init_process_group("gloo", timeout=timeout, **where)
+        _watch_ranks(device, heartbeat_timeout)
     return Cluster(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def _agent_store() -> bool:
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+
+
+def _restart_store(timeout: timedelta):
+    """Under a one-machine torchrun that shares its store with the workers: that store, under a
+    prefix per restart (`TORCHELASTIC_RESTART_COUNT`). torch 2.13's torchrun keeps one store across
+    restarts, where a restarted group would read the previous group's keys and fail or hang at its
+    start (pytorch issue 135712). On several machines the agents' restart counts can differ, so
+    there the process group takes the store as it is (see `_watch_ranks`'s warning). None: as it is."""
+    if not _agent_store() or os.environ.get("LOCAL_WORLD_SIZE") != os.environ.get("WORLD_SIZE"):
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=timeout)
+    return dist.PrefixStore(f"ctxlm/restart-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
+def _watch_ranks(device: torch.device, heartbeat_timeout: float) -> None:
+    """Start this rank's heartbeat and watchdog, under keys named by a number rank 0 draws (one
+    broadcast); warn when torchrun's restarts on several machines would reuse one store."""
+    global _watchdog
+    group = torch.tensor([secrets.randbits(62)], device=device)
+    dist.broadcast(group, src=0)
+    several_machines = os.environ.get("LOCAL_WORLD_SIZE") != os.environ.get("WORLD_SIZE")
+    if (dist.get_rank() == 0 and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0 and _agent_store()
+            and several_machines):
+        warnings.warn("torchrun --max-restarts on several machines shares one store across restarts, where a "
+                      "restarted group may read the previous group's addresses and fail or hang at its start "
+                      "(pytorch issue 135712): set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun")
+    _watchdog = start_watchdog(dist.get_rank(), dist.get_world_size(), heartbeat_timeout, int(group.item()))
+
+
+@contextmanager
+def stop_group_on_failure() -> Iterator[None]:
+    """Around work with collectives: when it raises on this rank, a failed collective that another
+    rank's loss explains ends this process with the line naming that rank (`RankWatchdog.explain`);
+    any other error stops the other ranks too (they would wait for this one) and propagates."""
+    try:
+        yield
+    except BaseException as error:
+        if _watchdog is not None:
+            if not isinstance(error, (CtxlmError, KeyboardInterrupt)):
+                _watchdog.explain()
+            _watchdog.fail()
+        raise
 
 
 def barrier(cluster: Cluster) -> None:
@@ -79,11 +154,12 @@ def barrier(cluster: Cluster) -> None:
 def main_process_first(cluster: Cluster) -> Iterator[None]:
     """Rank 0 runs the block first (e.g. building a shared cache); the others wait at a barrier,
     then run it (and find the cache)."""
-    if not cluster.is_main:
-        barrier(cluster)
-    yield
-    if cluster.is_main:
-        barrier(cluster)
+    with stop_group_on_failure():
+        if not cluster.is_main:
+            barrier(cluster)
+        yield
+        if cluster.is_main:
+            barrier(cluster)
 
 
 def agree(flag: bool, cluster: Cluster) -> bool:
@@ -112,6 +188,44 @@ def sum_over_ranks(values: dict[str, torch.Tensor], cluster: Cluster) -> dict[st
     flat = torch.stack([values[k].to(cluster.device, torch.float64).reshape(()) for k in keys])
     dist.all_reduce(flat)
     return dict(zip(keys, flat.unbind()))
+
+
+CHECKSUM_MODULUS = 2**61 - 1  # a prime: the running sum of `checksum` stays exact in int64
+CHECKSUM_CHUNK = 1 << 22  # bytes weighed at a time
+
+
+def checksum(tensors) -> int:
+    """A sum of the tensors' bytes, each weighed by its position in their concatenation (mod 65521,
+    plus 1), modulo `CHECKSUM_MODULUS`; on their device. Equal for bit-identical tensors in the
+    same order; one changed byte always changes it, two swapped ones unless 65521 bytes apart."""
+    total, offset = None, 0
+    for tensor in tensors:
+        tensor = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a DTensor: this rank's shard
+        data = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+        for start in range(0, data.numel(), CHECKSUM_CHUNK):
+            chunk = data[start:start + CHECKSUM_CHUNK].to(torch.int64)
+            weights = torch.arange(offset, offset + chunk.numel(), device=chunk.device) % 65521 + 1
+            part = (chunk * weights).sum()  # < 2**46
+            total = part if total is None else (total + part) % CHECKSUM_MODULUS
+            offset += chunk.numel()
+    return 0 if total is None else int(total)
+
+
+def check_ranks_agree(values: dict[str, int], cluster: Cluster, what: str) -> None:
+    """Every rank must hold rank 0's `values` (name → integer: a step, a checksum); one all-gather.
+    Otherwise every rank raises one line naming the first rank and value that differ."""
+    if not cluster.distributed:
+        return
+    mine = torch.tensor([v % 2**63 for v in values.values()], dtype=torch.int64, device=cluster.device)
+    gathered = [torch.empty_like(mine) for _ in range(cluster.world)]
+    dist.all_gather(gathered, mine)
+    rows = [row.tolist() for row in gathered]
+    for rank, row in enumerate(rows):
+        for name, value, expected in zip(values, row, rows[0]):
+            if value != expected:
+                raise CtxlmError(f"rank {rank} does not hold rank 0's state {what}: its {name} is {value}, rank 0's "
+                                 f"{expected}; every rank must read the same checkpoint (is --out on a file system "
+                                 f"all nodes share?)")
 
 
 def rank_seed(seed: int, rank: int, step: int) -> int:
@@ -227,9 +341,11 @@ def _dcp_load(state: dict[str, Any], directory: str | Path, planner=None) -> Non
 def export_model_dir(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """A model directory (one `model.safetensors`) from a training checkpoint written under FSDP:
     its DCP shards are read into a plain model, in this one process."""
-    from .checkpoint import SHARDED_DIR, TOKENIZER_NAME, build_model, read_head, read_model_config, save_model_dir
+    from .checkpoint import (SHARDED_DIR, TOKENIZER_NAME, build_model, read_head, read_model_config, save_model_dir,
+                             verify_model_dir)
 
     checkpoint = Path(checkpoint)
+    verify_model_dir(checkpoint)  # its manifest covers the DCP files too
     model = build_model(read_model_config(checkpoint), read_head(checkpoint))
     load_sharded(checkpoint / SHARDED_DIR, model)
     tokenizer = None

@@ -107,10 +107,12 @@ def ban_unknown_words(sequences: torch.Tensor, log_probs: torch.Tensor, lexicon)
 
 def _process(log_probs, sequences, step, cfg: GenerationConfig, eos: int, continuation=None, word_start=None,
              lexicon=None):
-    """The logits processors (min length; n-gram, subword-loop and word-repeat blocking; known
-    words) on fresh log-probs, in place."""
+    """The logits processors (min length; no word piece first; n-gram, subword-loop and word-repeat
+    blocking; known words) on fresh log-probs, in place."""
     if step < cfg.min_new_tokens:
         log_probs[:, eos] = float("-inf")
+    if step == 0 and continuation is not None:  # a text never starts inside a word ("##om india")
+        log_probs.masked_fill_(continuation[: log_probs.shape[-1]], float("-inf"))
     if cfg.no_repeat_ngram_size:
         log_probs = ban_repeated_ngrams(sequences, log_probs, cfg.no_repeat_ngram_size)
     if cfg.block_subword_loops and continuation is not None:
@@ -128,7 +130,8 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
              word_start: torch.Tensor | None = None, lexicon=None, **inputs: torch.Tensor) -> Generated:
     """Decode a batch of prompts. `inputs` are further prompt tensors the model's
     `start_decoding` takes (GLM's positions, UniLMv2's segment ids, ...); `continuation` (V,) marks
-    the tokenizer's word-continuing pieces, for `cfg.block_subword_loops`; `word_start` (V,) its
+    the tokenizer's word-continuing pieces, which may not come first, and for
+    `cfg.block_subword_loops`; `word_start` (V,) its
     word-beginning pieces that hold a letter, for `cfg.block_word_repeats`; `lexicon` (a
     `ctxlm.lexicon.WordLexicon`) the words of several pieces that may be written."""
     cfg = cfg or GenerationConfig()

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ctxlm.data.tasks import SEP, jsonl_rows
-from ctxlm.errors import CtxlmError, where
+from ctxlm.errors import CtxlmError, not_utf8, where
 from ctxlm.extras import require
 
 # One reference per prediction, or a list of references per prediction.
@@ -468,7 +468,9 @@ def _read_column(path: str | Path, field: str, allow_lists: bool, limit: int | N
     if path.suffix == ".txt":
         try:
             return path.read_text(encoding="utf-8").splitlines()[:limit]
-        except (OSError, UnicodeDecodeError) as error:
+        except UnicodeDecodeError as error:
+            raise not_utf8(path, detail=f" (byte {error.start + 1})") from None
+        except OSError as error:
             raise CtxlmError(f"{where(path)}: cannot read: {error}") from None
     items = []
     for at, record in jsonl_rows(path):

@@ -39,6 +39,23 @@ from .training import collate
 SORT_PREFIX_CHARS = 16_384  # characters of a source tokenized to rank it by length
 
 
+# the task heads that do not generate (head.json's type): what they are, and the task that scores them
+SCORING_HEADS = {"unilm-classifier": ("a classifier", "classify"), "unilm-qa": ("an extractive QA model", "squad"),
+                 "glm-cloze": ("a cloze model", "cloze")}
+
+
+def check_generates(model, source: str = "the model") -> None:
+    """Refuse, in one line naming what to use instead, a model without the decoding protocol (a
+    classifier, an extractive QA or a cloze model)."""
+    if hasattr(model, "start_decoding"):
+        return
+    head = model.head_config().get("type") if hasattr(model, "head_config") else None
+    kind, task = SCORING_HEADS.get(head, (f"a {type(model).__name__}", None))
+    instead = (f"score it with `ctxlm evaluate --task {task} --model {source}` (Python: the task's evaluate "
+               f"function in ctxlm.tasks)" if task else "give a seq2seq model (PALM, GLM or UniLMv2)")
+    raise CtxlmError(f"{source}: {kind} ({type(model).__name__}), which does not generate text; {instead}")
+
+
 def _batches(n: int, size: int, progress: bool, desc: str):
     starts = range(0, n, size)
     if progress:
@@ -56,6 +73,7 @@ class Seq2SeqPredictor:
                  lexicon=None):
         if tokenizer is None:
             raise CtxlmError("the model directory has no tokenizer.json")
+        check_generates(model)
         self.device = resolve_device(device)
         self.model, self.tokenizer = for_inference(model, self.device, bf16), tokenizer
         self.max_source_tokens = max_source_tokens or model.config.max_position_embeddings
@@ -72,6 +90,7 @@ class Seq2SeqPredictor:
     def load(cls, directory: str | Path, device: str | torch.device | None = "auto", **options) -> "Seq2SeqPredictor":
         device = resolve_device(device)
         model, tokenizer = load_model_dir(directory, device=device)
+        check_generates(model, str(directory))
         options.setdefault("generation", load_generation_config(resolve_model_dir(directory)))
         return cls(model, tokenizer, device, **options)
 

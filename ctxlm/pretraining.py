@@ -144,9 +144,14 @@ def pretrain(
     if not isinstance(data_config, spec.data_config):
         data_config = spec.data_config()
     if objective_options:
+        unknown = sorted(set(objective_options) - {f.name for f in dataclasses.fields(data_config)})
+        if unknown:
+            raise CtxlmError(f"objective options {', '.join(unknown)} are not settings of the {objective} objective "
+                             f"({type(data_config).__name__})")
         data_config = dataclasses.replace(data_config, **objective_options)
 
-    cluster = setup()
+    cluster = setup(collective_timeout=train_config.collective_timeout,
+                    heartbeat_timeout=train_config.heartbeat_timeout)
     with main_process_first(cluster):  # rank 0 builds the store; the others then open it
         store = TokenStore.build(list(corpus.paths), tokenizer, cache_dir=cache_dir, **corpus.store_options(),
                                  progress=train_config.progress and cluster.is_main)

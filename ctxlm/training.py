@@ -54,8 +54,8 @@ from .checkpoint import (
     checkpoint_name,
     clear_run,
     config_differences,
+    copy_model_dir,
     latest_checkpoint,
-    link_model_dir,
     load_trainer_state,
     load_weights_file,
     read_model_config_values,
@@ -73,12 +73,15 @@ from .distributed import (
     agree,
     any_rank,
     barrier,
+    check_ranks_agree,
+    checksum,
     full_state_dict,
     gradient_sync,
     load_sharded,
     rank_seed,
     save_sharded,
     setup,
+    stop_group_on_failure,
     sum_over_ranks,
     unused_parameters,
     wrap_ddp,
@@ -339,7 +342,8 @@ class RunProgress:
 # TrainConfig fields a resumed run may change freely (they change neither the data order nor the
 # schedule), and those it may change with `allow_config_change`
 RESUMABLE_CHANGES = ("log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "progress",
-                     "early_stopping_patience", "max_nonfinite_steps", "fsdp", "compile", "data_workers")
+                     "early_stopping_patience", "max_nonfinite_steps", "fsdp", "compile", "data_workers",
+                     "collective_timeout", "heartbeat_timeout")
 ALLOWED_CHANGES = ("lr", "max_steps")
 RUN_IDENTITY = ("objective", "stage", "task", "data")  # run_info keys a resumed run must share
 TOKEN_FIELDS = ("input_ids", "decoder_input_ids")
@@ -368,7 +372,7 @@ class TrainingRun:
         self.cfg, self.out_dir, self.pad_id, self.tokenizer = cfg, Path(out_dir), pad_id, tokenizer
         self.valid_examples, self.loss_options, self.run_info = valid_examples, loss_options or {}, run_info or {}
         self.side_files = side_files or {}
-        self.cluster: Cluster = setup(device)
+        self.cluster: Cluster = setup(device, cfg.collective_timeout, cfg.heartbeat_timeout)
         self.rank, self.world, self.device = self.cluster.rank, self.cluster.world, self.cluster.device
         self.model = model
         model.to(self.device).train()
@@ -398,6 +402,7 @@ class TrainingRun:
         checkpoint = self.prepare_out_dir(resume, overwrite)
         if checkpoint is not None:
             self.resume_from(checkpoint, allow_config_change)
+            self.check_ranks_resumed_alike(checkpoint)
         mine = rank_micro_batches(self.progress.micro_batch, cfg.max_steps * cfg.grad_accum * self.world,
                                   self.rank, self.world)
         self.batches = iter(micro_batch_loader(self.stream, self.pad_id, mine, self.device, cfg.data_workers))
@@ -432,17 +437,24 @@ class TrainingRun:
             raise CtxlmError("give --resume or --overwrite, not both")
         resume_checkpoint(out_dir, resume)  # a missing checkpoint is refused before the folder is made
         self.lock_out_dir()
-        checkpoint = resume_checkpoint(out_dir, resume) if resume else latest_checkpoint(out_dir)
+        checkpoint = self.intact_checkpoint(resume) if resume else latest_checkpoint(out_dir)
         resume = checkpoint is not None if resume == "auto" else resume
         if not resume and checkpoint is not None and not overwrite:
             raise CtxlmError(f"{out_dir} holds a run's checkpoints ({checkpoint.name}); continue it with --resume "
-                             f"or start over with --overwrite")
+                             f"or start over with --overwrite (in Python: resume=True or overwrite=True)")
         if self.rank == 0:
             if not resume and overwrite:
                 clear_run(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(out_dir)
         return checkpoint if resume else None
+
+    def intact_checkpoint(self, resume: bool | str) -> Path | None:
+        """The newest intact checkpoint (`resume_checkpoint`): rank 0 restores damaged files that have
+        an intact copy and says what it restored or passed over; then the other ranks find the same."""
+        checkpoint = resume_checkpoint(self.out_dir, resume, repair=True) if self.rank == 0 else None
+        barrier(self.cluster)
+        return checkpoint if self.rank == 0 else resume_checkpoint(self.out_dir, resume)
 
     def lock_out_dir(self) -> None:
         """Rank 0 locks the output folder (`RunFolderLock`) until `close`; when it cannot, every
@@ -482,6 +494,20 @@ class TrainingRun:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         if self.rank == 0:
             restore_best(checkpoint, self.out_dir)
+
+    def check_ranks_resumed_alike(self, checkpoint: Path) -> None:
+        """Every rank holds rank 0's step, data position and (replicated models, before DDP copies
+        rank 0's weights to the others) weights and optimizer state checksums, else every rank stops
+        naming the first difference. Under FSDP each rank holds other shards: step and position only."""
+        if self.world == 1:
+            return
+        values = {"step": self.progress.step, "data position": self.progress.micro_batch}
+        if not self.fsdp:
+            optimizer_state = self.optimizer.state_dict()["state"]
+            values["weights checksum"] = checksum(self.model.state_dict().values())
+            values["optimizer state checksum"] = checksum(
+                v for k in sorted(optimizer_state) for v in optimizer_state[k].values() if torch.is_tensor(v))
+        check_ranks_agree(values, self.cluster, f"after resuming from {checkpoint}")
 
     def check_resumable(self, state: dict[str, Any], checkpoint: Path, allow_config_change: bool) -> bool:
         """Refuse to resume under settings that change the data order, the schedule or the model,
@@ -679,7 +705,8 @@ class TrainingRun:
             self.writer.write(progress.step, values)
         self.final_metrics.update(values)
         if self.rank == 0:
-            self.note(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            self.note(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()
+                                                            if v is not None))  # best_step: None before a best
         return stop
 
     # -------------------------------------------------------------------------- saving
@@ -719,8 +746,9 @@ class TrainingRun:
 
     def finish(self) -> TrainResult:
         """The run's directory gets the final weights: the best ones under selection, else the
-        last; as hard links to the files of `best/` or of the last checkpoint (no second copy). A
-        run stopped by a signal keeps only its checkpoint."""
+        last; as an independent copy (a reflink where the file system has them) of the files of
+        `best/` or of the last checkpoint, so that an in-place write to the final model never
+        reaches the run's checkpoints or `best/`. A run stopped by a signal keeps only its checkpoint."""
         result = TrainResult(step=self.progress.step, final_metrics=self.final_metrics, out_dir=self.out_dir)
         if self.stop_signal is not None and not self.last_step:
             result.interrupted = True
@@ -733,7 +761,7 @@ class TrainingRun:
                 load_weights_file(model, source, next(model.parameters()).device)
                 self.final_metrics["best_step"] = self.progress.best_step
             if source.is_dir():
-                link_model_dir(source, self.out_dir)
+                copy_model_dir(source, self.out_dir)
             else:  # no checkpoint of the last step (a run of 0 steps)
                 save_model_dir(self.out_dir, model, self.tokenizer)
         return result
@@ -754,15 +782,16 @@ class TrainingRun:
         cfg = self.cfg
         handlers = self.catch_stop_signals()
         try:
-            stop = self.last_step
-            while not stop:
-                self.optimizer_step()
-                self.log_step()
-                early = self.validate_and_select()
-                stop = self.last_step or agree(early or self.stop_signal is not None, self.cluster)
-                if (cfg.save_every and self.progress.step % cfg.save_every == 0) or stop:
-                    self.save_checkpoint()
-            return self.finish()
+            with stop_group_on_failure():  # before the signal handlers go: torchrun's SIGTERM must not end it
+                stop = self.last_step
+                while not stop:
+                    self.optimizer_step()
+                    self.log_step()
+                    early = self.validate_and_select()
+                    stop = self.last_step or agree(early or self.stop_signal is not None, self.cluster)
+                    if (cfg.save_every and self.progress.step % cfg.save_every == 0) or stop:
+                        self.save_checkpoint()
+                return self.finish()
         finally:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
@@ -839,8 +868,10 @@ def train(
     after the current step with a checkpoint (the result says `interrupted`). `side_files` (name →
     values, e.g. a fine-tuned model's generation.json) are written as JSON into `out_dir` once the run
     holds the folder, never into a folder another run holds."""
-    return TrainingRun(model, train_examples, cfg, out_dir, pad_id=pad_id, tokenizer=tokenizer,
-                       valid_examples=valid_examples, resume=resume, overwrite=overwrite,
-                       allow_config_change=allow_config_change, loss_options=loss_options,
-                       run_info=run_info, side_files=side_files, device=device).run()
+    with stop_group_on_failure():  # under torchrun: a lost rank, or an error of this one, stops every rank
+        training = TrainingRun(model, train_examples, cfg, out_dir, pad_id=pad_id, tokenizer=tokenizer,
+                               valid_examples=valid_examples, resume=resume, overwrite=overwrite,
+                               allow_config_change=allow_config_change, loss_options=loss_options,
+                               run_info=run_info, side_files=side_files, device=device)
+    return training.run()
 

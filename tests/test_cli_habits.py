@@ -24,7 +24,7 @@ def test_version(capsys):
 
 
 def flag_values() -> tuple[list[str], dict]:
-    """A command-line value for every TrainConfig field, different from its default."""
+    """A command-line value for every TrainConfig field, different from its default and in its range."""
     argv, expected = [], {}
     for f in dataclasses.fields(TrainConfig):
         if isinstance(f.default, bool):
@@ -33,6 +33,8 @@ def flag_values() -> tuple[list[str], dict]:
         else:
             if f.default is not None:
                 value = type(f.default)(f.default + 3)
+                if not f.metadata["range"].holds(value):  # a bounded field (adam_beta1, label_smoothing)
+                    value = f.default / 2 or 0.5
             else:  # `X | None` fields
                 value = {"int": 3, "float": 0.5}.get(str(f.type).split(" ")[0], "valid/lm_loss")
             argv += [f"--{f.name.replace('_', '-')}", str(value)]

@@ -201,4 +201,4 @@ def test_the_readme_python_runs_as_written(tmp_path, monkeypatch, single_thread,
     exec(compile(code, str(ROOT / "README.md"), "exec"), {"__name__": "readme"})
     printed = capsys.readouterr().out
     assert "rouge1" in printed
-    assert (work / "runs/giga/model.safetensors").is_file() and (work / "export/giga/config.json").is_file()
+    assert (work / "runs/giga-py/model.safetensors").is_file() and (work / "export/giga/config.json").is_file()

@@ -4,7 +4,8 @@ checkpoint's dtype), big outputs are sharded as transformers shards them, and ev
 directories takes the shards; `ctxlm convert --from-official / --to-official` is thin over it.
 
 The formats here are test-registered fakes (a safetensors file with ctxlm's names and a config.json), so
-what is tested is the shared path, not a family's reader (those have their own parity tests)."""
+what is tested is the shared path, not a family's reader (those have their own parity tests); the peak-memory
+test converts a real GLM hub release through the `glm-hub` reader."""
 
 from __future__ import annotations
 
@@ -171,12 +172,14 @@ def test_shards_follow_transformers_and_every_reader_takes_them(tmp_path):
     again, _ = load_model_dir(out)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     save_model_dir(out, model)  # one file again: the shards and index go
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", WEIGHTS_NAME]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "manifest.json", WEIGHTS_NAME]
     save_model_dir(out, model, max_shard_size=10**7)  # and back
     assert not (out / WEIGHTS_NAME).exists() and (out / WEIGHTS_INDEX_NAME).is_file()
     (out / shards[1]).unlink()
-    with pytest.raises(CtxlmError, match=rf"{shards[1]}: cannot read weights"):
+    with pytest.raises(CtxlmError, match=rf"{shards[1]}: missing \(manifest.json lists it\)"):
         load_model_dir(out)
+    with pytest.raises(CtxlmError, match=rf"{shards[1]}: cannot read weights"):
+        load_model_dir(out, verify="off")
 
 
 def test_max_shard_size_reads_as_transformers_writes_it():
@@ -194,8 +197,6 @@ sys.path.insert(0, sys.argv[1])
 import tests.test_official_convert as t
 import ctxlm.official as official
 
-official.FORMATS[t.FAKE] = t.FAKE_FORMAT
-
 def status(key):
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -203,24 +204,50 @@ def status(key):
 
 with official.parameters_on_meta():  # the modules a conversion imports (~75 MB, whatever the size) first
     t.build_model(t.named_model_config("glm-tiny"))
+import ctxlm.official.glm, safetensors.torch  # the reader's modules, imported by the conversion otherwise
 Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
 before = status("VmRSS")
-official.convert_from_official(sys.argv[2], sys.argv[3], format=t.FAKE, max_shard_size="64MB")
+official.convert_from_official(sys.argv[2], sys.argv[3], max_shard_size="64MB")  # the format is detected
 print(json.dumps({"before": before, "peak": status("VmHWM")}))
 """
 
 
+def write_glm_hub(directory: Path, hidden: int, layers: int, rows: int, positions: int) -> int:
+    """A GLM hub release (config.json model_type "glm", `model.safetensors` in bf16 under THUDM's `glm.`-prefixed
+    names, q, k, v fused in `query_key_value`), random weights; no vocabulary files (30592 rows: glm-large's
+    BERT layout). Returns the weights file's size."""
+    from ctxlm.official.glm import layer_pairs
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(named_model_config("glm-tiny"), vocab_size=rows, d_model=hidden,
+                                 num_layers=layers, num_heads=hidden // 64, ffn_dim=4 * hidden,
+                                 max_position_embeddings=positions + 1)
+    with official.parameters_on_meta():
+        shapes = {name: tensor.shape for name, tensor in build_model(config).state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+
+    def weight(name):
+        return (torch.randn(shapes[name], generator=generator) * 0.02).to(torch.bfloat16)
+
+    state = {f"glm.{theirs}": weight(ours) for theirs, ours in layer_pairs(layers)}
+    for i in range(layers):
+        for kind in ("weight", "bias"):
+            fused = torch.cat([weight(f"layers.{i}.attention.{p}_proj.{kind}") for p in "qkv"])
+            state[f"glm.transformer.layers.{i}.attention.query_key_value.{kind}"] = fused
+    save_file(state, str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps({
+        "model_type": "glm", "num_layers": layers, "vocab_size": rows, "hidden_size": hidden,
+        "num_attention_heads": hidden // 64, "max_sequence_length": positions}))
+    return (directory / "model.safetensors").stat().st_size
+
+
 def test_converting_holds_the_weights_once(tmp_path):  # 6-8 s here: not marked slow
-    """A ~270 MB bf16 checkpoint (GLM, 8 × 1024, vocabulary 30592, q, k, v fused as GLM's files hold them)
-    converts in a child process whose peak RSS (VmHWM, reset once the imports are done) grows by less than
-    1.5× the checkpoint's size (measured: 1.19×: the file's pages, mapped by the reader and read once by
-    the writer, and copies of the q, k, v the reader cut from the fused tensors; with ctxlm's names in the
-    file 1.00×; built and loaded the ordinary way, a float32 model beside the file, 2.9×)."""
-    config = dataclasses.replace(named_model_config("glm-tiny"), vocab_size=30592, d_model=1024, num_layers=8,
-                                 num_heads=16, ffn_dim=4096, max_position_embeddings=513)
-    tensors = write_release(tmp_path / "release", config, dtype=torch.bfloat16, fused=True)
-    size = (tmp_path / "release/fake.safetensors").stat().st_size
-    del tensors
+    """A ~270 MB bf16 GLM hub release (8 × 1024, vocabulary 30592, q, k, v fused as GLM's files hold them),
+    converted by the real `glm-hub` reader in a child process whose peak RSS (VmHWM, reset once the imports
+    are done) grows by less than 1.5× the checkpoint's size (measured: 1.19×: the file's tensors, read once
+    by the reader and kept by the model, and copies of the q, k, v the reader cut from the fused tensors;
+    built and loaded the ordinary way, a float32 model beside the file, 2.9×)."""
+    size = write_glm_hub(tmp_path / "release", hidden=1024, layers=8, rows=30592, positions=512)
     assert 2 * 10**8 < size < 4 * 10**8
     done = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(tmp_path / "release"), str(tmp_path / "out")],
                           capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
@@ -230,12 +257,15 @@ def test_converting_holds_the_weights_once(tmp_path):  # 6-8 s here: not marked 
     growth = measured["peak"] - measured["before"]
     print(f"checkpoint {size / 1e6:.0f} MB; peak RSS growth {growth / 1e6:.0f} MB ({growth / size:.2f}×)")
     assert growth < 1.5 * size, (growth, size)
+    conversion = json.loads((tmp_path / "out" / "conversion.json").read_text())
+    assert "format glm-hub" in conversion["notes"]
     index = json.loads((tmp_path / "out" / WEIGHTS_INDEX_NAME).read_text())
     assert len(set(index["weight_map"].values())) >= 4  # 64MB shards
     with safe_open(str(tmp_path / "out" / index["weight_map"]["layers.7.fc2.weight"]), framework="pt") as shard:
         kept = shard.get_tensor("layers.7.fc2.weight")
-    with safe_open(str(tmp_path / "release/fake.safetensors"), framework="pt") as release:
-        assert kept.dtype == torch.bfloat16 and torch.equal(kept, release.get_tensor("layers.7.fc2.weight"))
+    with safe_open(str(tmp_path / "release/model.safetensors"), framework="pt") as release:
+        official_weight = release.get_tensor("glm.transformer.layers.7.mlp.dense_4h_to_h.weight")
+    assert kept.dtype == torch.bfloat16 and torch.equal(kept, official_weight)
 
 
 # ------------------------------------------------------------------ the CLI

@@ -310,6 +310,46 @@ def test_layouts_cope_without_smask_and_gmask(tmp_path, official_state):
     assert len(encode_with_blanks(tokenizer, "the cat [MASK] home", glm_tokens(cfg))) == 4
 
 
+# ------------------------------------------------------------------- BPE releases' tokenizers
+@pytest.mark.parametrize("kind, base, vocab_fixture", [("roberta", 50265, "roberta-vocab.json"),
+                                                        ("gpt2", 50257, "gpt2-vocab.json")])
+def test_bpe_releases_get_their_tokenizer_with_glm_tokens(tmp_path, official_state, data_dir, kind, base,
+                                                          vocab_fixture):
+    """glm-roberta-large and glm-10b directories (vocab.json + merges.txt, the files THUDM/GLM ships) convert
+    with their release tokenizer: GLM's tokens at the release ids (THUDM's data_utils/tokenization.py), the
+    config's special ids on those tokens, and the ids of THUDM's own tokenizer on corpus lines."""
+    import lzma
+
+    from ctxlm.checkpoint import load_model_dir
+    from ctxlm.official.tokenizers import GLM_GPT2_TOKENS, GLM_ROBERTA_TOKENS
+
+    tokens = Path(__file__).parent / "fixtures" / "official" / "tokenizers"
+    root = tmp_path / kind
+    root.mkdir()
+    (root / "vocab.json").write_bytes(lzma.decompress((tokens / f"{vocab_fixture}.xz").read_bytes()))
+    (root / "merges.txt").write_bytes(lzma.decompress((tokens / "gpt2-merges.txt.xz").read_bytes()))
+    rows = 50304  # the release's rows: the vocabulary and GLM's tokens, padded to a multiple of 128
+    state = {**official_state, "word_embeddings.weight": torch.randn(rows, SHAPE["hidden"]) * 0.02}
+    save_file(state, str(root / "model.safetensors"))
+    (root / "config.json").write_text(json.dumps({**hub_config(), "vocab_size": rows}), encoding="utf-8")
+
+    convert_from_official(root, tmp_path / "converted")
+    model, tokenizer = load_model_dir(tmp_path / "converted")
+    glm_tokens = GLM_ROBERTA_TOKENS if kind == "roberta" else GLM_GPT2_TOKENS
+    assert {token: tokenizer.token_to_id(token) for token in glm_tokens} == glm_tokens
+    cfg = model.config
+    assert (cfg.sop_token_id, cfg.eop_token_id) == (base, base + 1)
+    mask = "<mask>" if kind == "roberta" else "[MASK]"
+    assert tokenizer.token_to_id(mask) == cfg.mask_token_id
+    if kind == "gpt2":
+        assert (cfg.bos_token_id, cfg.gmask_token_id, cfg.smask_token_id) == (50259, 50263, 50264)
+    lines = (data_dir / "pretrain/wikipedia/sents_000.txt").read_text(encoding="utf-8").split("\n")
+    official = json.loads(lzma.decompress((tokens / "official_ids.json.xz").read_bytes()))[kind]
+    texts = [line for line in lines if line.strip()][:20]
+    assert [tokenizer.encode(text) for text in texts] == official[:20]
+    assert tokenizer.encode(f"the cat {mask}")[-1] == cfg.mask_token_id
+
+
 # ----------------------------------------------------------------------------------- fine-tuning
 def test_finetune_init_from_a_converted_release(tmp_path, official_state, data_dir, capsys):
     """A converted hub release is a `finetune --init` model for GLM's tasks: seq2seq (a few steps, then

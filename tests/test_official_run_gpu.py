@@ -24,6 +24,8 @@ def slice_rows(source: Path, target: Path, n: int) -> None:
 
 @pytest.mark.slow
 def test_official_unilm_gpu_script_runs_at_a_tiny_size_on_the_cpu(data_dir, tmp_path):
+    """The script's conversion (`ctxlm convert --from-official`), disjoint selection and scored rows, and the
+    fine-tuning's size: MAX_STEPS and BATCH x GRAD_ACCUM, with the packaged recipe or without it."""
     release = write_release(tmp_path / "unilm2-tiny-uncased", "rel32")
     data = tmp_path / "data"
     for split, rows in (("train", 16), ("valid", 30)):
@@ -48,3 +50,9 @@ def test_official_unilm_gpu_script_runs_at_a_tiny_size_on_the_cpu(data_dir, tmp_
     assert scores["scored_rows"] == len(scored) and scores["max_steps"] == 2
     assert json.loads((out / "conversion.json").read_text())["notes"][0] == "format unilm-release"
     assert (out / "scores.md").read_text().count("\n") == 4
+    # the script's size wins over the recipe's (the packaged unilm2-squad-qg counts 16 epochs of 8 x 6)
+    recipe = json.loads((work / "ft/run.json").read_text())["recipe"]
+    assert (recipe["train"]["max_steps"], recipe["train"]["batch_size"], recipe["train"]["grad_accum"]) == (2, 4, 1)
+    assert recipe.get("epochs") is None and recipe["train"]["lr"] == 2e-5 and recipe["decoding"]["num_beams"] == 8
+    packaged = (ROOT / "ctxlm/recipes/unilm2-squad-qg.yaml").is_file()
+    assert scores["recipe"] == ("unilm2-squad-qg" if packaged else str(work / "unilm2-squad-qg.yaml"))

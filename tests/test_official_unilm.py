@@ -79,10 +79,11 @@ def ctxlm_greedy(model: UnilmModel, steps: int) -> list[list[int]]:
                     GenerationConfig(num_beams=1, max_new_tokens=steps)).tokens
 
 
-def official_greedy(case: str, eos: int) -> list[list[int]]:
-    """s2s-ft's greedy ids, cut after the first [SEP] (decode_seq2seq.py stops the text there)."""
+def official_greedy(case: str, eos: int, key: str = "greedy_ids") -> list[list[int]]:
+    """s2s-ft's greedy ids (`key`: of the fine-tuned model, or `release_greedy_ids` of the release), cut after
+    the first [SEP] (decode_seq2seq.py stops the text there)."""
     rows = []
-    for row in expected(case)["greedy_ids"].tolist():
+    for row in expected(case)[key].tolist():
         rows.append(row[: row.index(eos) + 1] if eos in row else row)
     return rows
 
@@ -151,6 +152,17 @@ def test_greedy_ids_equal_official_decoder(tmp_path, case):
     predicted = Seq2SeqPredictor(model, tokenizer, "cpu").generate(texts, GenerationConfig(num_beams=1,
                                                                                            max_new_tokens=steps))
     assert predicted == [tokenizer.decode(ids) for ids in official]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_release_greedy_ids_equal_official_decoder(tmp_path, case):
+    """The release itself, decoded: ctxlm's greedy decoding of the converted release = s2s-ft's decoder on the
+    release as s2s-ft loads it (beam 1, 6 steps)."""
+    model, _, _ = model_from_official(write_release(tmp_path / case, case))
+    assert model.config.pseudo_token_id == model.config.mask_token_id and not model.config.key_bias
+    official = official_greedy(case, model.config.eos_token_id, "release_greedy_ids")
+    assert ctxlm_greedy(model, INPUTS["decode_steps"]) == official
+    assert official != official_greedy(case, model.config.eos_token_id)  # not the fine-tuned model's ids
 
 
 # ------------------------------------------------------------------------------ config

@@ -20,7 +20,7 @@ import ctxlm.checkpoint
 import ctxlm.training
 from ctxlm.checkpoint import (
     BEST_DIR, TRAINER_STATE_NAME, build_model, latest_checkpoint, list_checkpoints, load_model_dir,
-    load_trainer_state,
+    load_trainer_state, read_manifest, write_manifest,
 )
 from ctxlm.config import TrainConfig
 from ctxlm.config_loading import named_model_config
@@ -148,7 +148,8 @@ def test_a_new_run_refuses_a_folder_with_checkpoints_and_overwrite_clears_it(tmp
     out = tmp_path / "run"
     run(out, config(max_steps=4))
     with pytest.raises(CtxlmError, match=r"holds a run's checkpoints \(step-00000004\); continue it with --resume "
-                                         r"or start over with --overwrite$"):
+                                         r"or start over with --overwrite "
+                                         r"\(in Python: resume=True or overwrite=True\)$"):
         run(out, config(max_steps=2))
     run(out, config(max_steps=2, lr=1e-3), overwrite=True)
     assert [p.name for p in list_checkpoints(out)] == ["step-00000001", "step-00000002"]
@@ -203,6 +204,7 @@ def test_resume_refuses_another_model_config_objective_or_world_size(tmp_path):
     state_path = latest_checkpoint(out) / TRAINER_STATE_NAME
     state = torch.load(state_path, weights_only=True)
     torch.save({**state, "world_size": 2}, state_path)
+    write_manifest(state_path.parent)  # as a run of 2 processes wrote it
     with pytest.raises(CtxlmError, match=r"world size 2 × grad_accum 1, now 1 × 1; resume with grad_accum 2"):
         run(out, resume=True)
 
@@ -324,6 +326,7 @@ def test_a_newer_format_is_refused(tmp_path):
     with pytest.raises(CtxlmError, match=r"written by a newer ctxlm \(format 99; this one reads up to 1\)"):
         load_trainer_state(checkpoint)
     save_file(weights(out), str(out / "model.safetensors"), metadata={"format": "pt", "format_version": "99"})
+    write_manifest(out, list(read_manifest(out)["files"]))  # as the newer ctxlm wrote them
     with pytest.raises(CtxlmError, match=r"model.safetensors: written by a newer ctxlm"):
         load_model_dir(out)
 

@@ -1,7 +1,7 @@
 """One folder, one run, and what a run prints and leaves on disk: the output folder's lock (two
 real processes; a SIGKILLed holder no longer blocks), `resume="auto"` / `--resume auto`, the
 warm-up warning, the `--no-progress` lines, the resumed-from line, `--keep-checkpoints`, hard
-links instead of second copies of the weights, and `ctxlm compare` stopped by SIGTERM (exit 0).
+which copies of the weights are links and which independent, and `ctxlm compare` stopped by SIGTERM (exit 0).
 A tiny PALM on random pairs, as in test_robustness.py."""
 
 from __future__ import annotations
@@ -167,8 +167,10 @@ def test_resume_values_flags_and_errors(tmp_path, capsys):
         parse(base + ["--resume", "always"])
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ctxlm pretrain: error")]
-    assert errors == ["ctxlm pretrain: error: argument --resume: invalid choice: 'always' (choose from 'auto')"] \
-        or errors == ["ctxlm pretrain: error: argument --resume: invalid choice: 'always' (choose from auto)"]
+    assert errors in (["ctxlm pretrain: error: argument --resume: invalid choice: 'always' (choose from 'auto') "
+                       "(see ctxlm pretrain --help)"],
+                      ["ctxlm pretrain: error: argument --resume: invalid choice: 'always' (choose from auto) "
+                       "(see ctxlm pretrain --help)"])
     with pytest.raises(CtxlmError, match=r"^resume must be True, False or 'auto', not 'yes'$"):
         run(tmp_path / "a", resume="yes")
     with pytest.raises(CtxlmError, match=r"--resume given but there is no checkpoint .* \(--resume auto starts"):
@@ -215,9 +217,12 @@ def test_without_a_bar_a_line_every_log_step_and_each_validation(tmp_path, capsy
 
 
 # ------------------------------------------------------------------------------------ what a run leaves
-def test_keep_checkpoints_and_no_second_copy_of_the_weights(tmp_path):
-    """The flag sets keep_checkpoints (default 2); a checkpoint at the best step, and the final
-    model files, are hard links (the bytes once), and the final weights are still the best."""
+def test_keep_checkpoints_and_which_copies_of_the_weights_are_independent(tmp_path):
+    """The flag sets keep_checkpoints (default 2). Under selection the best weights are in two
+    independent files during the run (`best/`, and the checkpoints' `best/`, hard links among
+    the checkpoints) and a third, the final model, at the end; a checkpoint at the best step links
+    its weights to `best/`. Without selection the final model is an independent copy of the last
+    checkpoint's weights. Equal bytes everywhere."""
     parse = build_parser().parse_args
     assert parse(["pretrain", "--corpus", "c", "--out", "o", "--keep-checkpoints", "1"]).keep_checkpoints == 1
     assert TrainConfig().keep_checkpoints == 2
@@ -227,36 +232,37 @@ def test_keep_checkpoints_and_no_second_copy_of_the_weights(tmp_path):
     assert [p.name for p in list_checkpoints(out)] == ["step-00000005", "step-00000006"]
     best = out / "best"
     best_step = result.final_metrics["best_step"]
-    final_files = ("model.safetensors", "config.json")
-    for name in final_files:
-        assert inode(out / name) == inode(best / name)
-    assert same_weights(out, out / f"checkpoints/step-{6:08d}/best")
-    if best_step == 6:  # the checkpoint of the best step links to best/ (else its own weights)
-        assert inode(out / "checkpoints/step-00000006/model.safetensors") == inode(best / "model.safetensors")
+    saved_best = {inode(out / f"checkpoints/step-0000000{n}/best/model.safetensors") for n in (5, 6)}
+    assert same_weights(out, best) and same_weights(out, out / "checkpoints/step-00000006/best")
+    if best_step <= 4:  # both checkpoints hold that best: they share their best/ files
+        assert len(saved_best) == 1
+    assert inode(best / "model.safetensors") not in saved_best
+    assert inode(out / "model.safetensors") not in saved_best | {inode(best / "model.safetensors")}
+    if best_step == 6:  # the checkpoint of the best step links to its best/ (else its own weights)
+        assert inode(out / "checkpoints/step-00000006/model.safetensors") in saved_best
 
     out = tmp_path / "last"
     run(out, config(max_steps=4, keep_checkpoints=1))
     last = out / "checkpoints/step-00000004"
     assert list_checkpoints(out) == [last]
-    for name in final_files:
-        assert inode(out / name) == inode(last / name)
-    # the bytes on disk: one copy of the weights for the checkpoint and the final model together
-    weights = {inode(p) for p in out.rglob("model.safetensors")}
-    assert len(weights) == 1
+    assert same_weights(out, last)
+    assert inode(out / "model.safetensors") != inode(last / "model.safetensors")
 
 
-def test_finetuning_with_selection_stores_each_weights_file_once(tmp_path):
-    """Selection every 2 steps, 2 checkpoints kept: the distinct weights files on disk are those of
-    the checkpoints and best/ (none for the final model), found here by hashing their bytes."""
+def test_finetuning_with_selection_stores_the_best_weights_in_three_independent_files(tmp_path):
+    """Selection every 2 steps, 2 checkpoints kept: by content (sha256), the best weights are in
+    three inodes (best/, the checkpoints' best/ with the best step's weights, the final model),
+    every other weights file (an older best in its checkpoint) in one."""
     import hashlib
 
     out = tmp_path / "run"
     run(out, config(max_steps=6, eval_every=2, save_every=2, select_metric="valid/lm_loss"), valid=True)
-    files = list(out.rglob("model.safetensors"))
     by_content = {}
-    for path in files:
+    for path in out.rglob("model.safetensors"):
         by_content.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), set()).add(inode(path))
-    assert all(len(inodes) == 1 for inodes in by_content.values())  # equal bytes are one file
+    best = hashlib.sha256((out / "best/model.safetensors").read_bytes()).hexdigest()
+    assert len(by_content.pop(best)) == 3
+    assert all(len(inodes) == 1 for inodes in by_content.values())
 
 
 # ------------------------------------------------------------------------------------ compare and signals

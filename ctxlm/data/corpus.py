@@ -32,6 +32,7 @@ Bad input raises `CtxlmError` with a one-line message naming ``file:line``.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import json
 import re
@@ -44,7 +45,7 @@ import pysbd
 
 from ctxlm.data.json_text import check_no_surrogates, json_problem
 from ctxlm.data.hf_datasets import is_dataset, open_dataset
-from ctxlm.errors import CtxlmError, where
+from ctxlm.errors import CtxlmError, not_utf8, where, wide_encoding
 
 Document = list[str]
 
@@ -136,8 +137,15 @@ def iter_lines(path: str | Path, fallback_encoding: str | None = None) -> Iterat
     warning per file.
 
     The text has its line ending (``\\n`` or ``\\r\\n``) and a leading BOM removed. Raises
-    `CtxlmError` naming ``file:line`` for invalid UTF-8, NUL bytes or over-long lines.
+    `CtxlmError` naming ``file:line`` for invalid UTF-8, NUL bytes or over-long lines, and an unknown
+    ``fallback_encoding``.
     """
+    if fallback_encoding is not None:
+        try:
+            codecs.lookup(fallback_encoding)
+        except (LookupError, ValueError):  # ValueError: a NUL in the name
+            raise CtxlmError(f"unknown fallback encoding '{fallback_encoding}' (--fallback-encoding; e.g. latin-1 "
+                             "or cp1252)") from None
     try:
         handle: BinaryIO = open(path, "rb")
     except OSError as error:
@@ -155,6 +163,8 @@ def iter_lines(path: str | Path, fallback_encoding: str | None = None) -> Iterat
                     f"{where(path, line_number)}: line longer than {MAX_LINE_CHARS:,} characters"
                 )
             if b"\x00" in raw:
+                if wide_encoding(path) is not None:
+                    raise not_utf8(path, where(path, line_number))
                 raise CtxlmError(
                     f"{where(path, line_number)}: contains NUL bytes (binary file, not text)"
                 )
@@ -180,10 +190,8 @@ def _decode(raw: bytes, path: str | Path, line_number: int, fallback: str | None
                               stacklevel=2)
             return raw.decode(fallback, errors="replace")
         column = len(raw[: error.start].decode("utf-8", errors="replace")) + 1
-        raise CtxlmError(
-            f"{where(path, line_number)}: not valid UTF-8 "
-            f"(byte 0x{raw[error.start]:02x} at column {column}); re-encode the file as UTF-8"
-        ) from None
+        raise not_utf8(path, where(path, line_number),
+                       f" (byte 0x{raw[error.start]:02x} at column {column}); re-encode the file as UTF-8") from None
 
 
 def detect_format(path: str | Path, fallback_encoding: str | None = None) -> str:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
 from ctxlm.data.tasks import jsonl_rows
-from ctxlm.errors import CtxlmError, where
+from ctxlm.errors import CtxlmError, not_utf8, where
 
 MRPC_DEV_SIZE = 408  # GLUE's MRPC dev size (Table 8: 3.7k/408/1.7k)
 MRPC_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
@@ -62,7 +62,7 @@ def _tsv_lines(path: str | Path) -> Iterator[tuple[str, list[str]]]:
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
             except UnicodeDecodeError as error:
-                raise CtxlmError(f"{at}: not valid UTF-8 (byte {error.start + 1})") from None
+                raise not_utf8(path, at, f" (byte {error.start + 1})") from None
             if line.strip():
                 yield at, line.split("\t")
 

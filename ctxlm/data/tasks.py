@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, NoReturn
 
 from ctxlm.data.json_text import check_no_surrogates, json_problem, parse_json
 from ctxlm.data.hf_datasets import dataset_rows, is_dataset
-from ctxlm.errors import CtxlmError, where
+from ctxlm.errors import CtxlmError, not_utf8, where, wide_encoding
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +136,13 @@ def _open(path: str | Path) -> BinaryIO:
         raise CtxlmError(f"{path}: cannot open ({e.strerror})") from None
 
 
-def _decode(data: bytes, at: str) -> str:
+def _decode(data: bytes, at: str, path: str | Path) -> str:
+    if b"\x00" in data and wide_encoding(path) is not None:  # UTF-16 without a byte-order mark
+        raise not_utf8(path, at)
     try:
         return data.decode("utf-8-sig")  # tolerates a byte-order mark
     except UnicodeDecodeError as e:
-        raise CtxlmError(f"{at}: not valid UTF-8 (byte {e.start + 1})") from None
+        raise not_utf8(path, at, f" (byte {e.start + 1})") from None
 
 
 def jsonl_rows(path: str | Path) -> Iterator[tuple[str, dict]]:
@@ -153,7 +155,7 @@ def jsonl_rows(path: str | Path) -> Iterator[tuple[str, dict]]:
     with _open(path) as lines:
         for lineno, raw in enumerate(lines, 1):
             at = where(path, lineno)
-            line = _decode(raw, at)
+            line = _decode(raw, at, path)
             if not line.strip():
                 continue
             row = parse_json(line, at)
@@ -185,7 +187,7 @@ def write_jsonl(path: str | Path, rows: Iterable[Mapping | Pair]) -> int:
 def _load_json_document(path: str | Path) -> Any | None:
     """Parse a whole-file JSON document; None when the file holds several values (JSON Lines)."""
     with _open(path) as f:
-        text = _decode(f.read(), str(path))
+        text = _decode(f.read(), str(path), path)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as e:
@@ -241,7 +243,8 @@ def read_jsonl_pairs(
                  if text is not None and not text.strip()]
         if blank:
             if not skip_empty:
-                _fail(at, blank[0], "is empty (pass skip_empty=True to skip such rows)")
+                _fail(at, blank[0], "is empty; skip such rows with --skip-empty (Python: skip_empty=True; a recipe: "
+                      "reader: {skip_empty: true})")
             skipped += 1
             first_skipped = first_skipped or at
             _count(stats, "skipped_empty")

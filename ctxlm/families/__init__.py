@@ -198,10 +198,19 @@ def apply_family_flags(model_config, data_config, flags: Mapping[str, Any]):
     return data_config
 
 
-def objective_options(flags: Mapping[str, Any]) -> dict[str, Any]:
-    """The objective data-config fields the families' flags among `flags` set (`Family.objective_flags`)."""
-    return {field: flags[dest] for family in FAMILIES.values() for dest, field in family.objective_flags.items()
-            if flags.get(dest) is not None}
+def objective_options(flags: Mapping[str, Any], objective: str) -> dict[str, Any]:
+    """The objective data-config fields the families' flags among `flags` set (`Family.objective_flags`);
+    a flag of another family than `objective`'s is refused, naming it."""
+    family_of, options = get_objective(objective).family, {}
+    for family in FAMILIES.values():
+        for dest, field_name in family.objective_flags.items():
+            if flags.get(dest) is None:
+                continue
+            if family.name != family_of:
+                raise CtxlmError(f"--{dest.replace('_', '-')} ({dest}) is a {family.name} option; the objective "
+                                 f"here is {objective}")
+            options[field_name] = flags[dest]
+    return options
 
 
 for _module in BUILTIN:

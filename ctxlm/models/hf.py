@@ -427,7 +427,10 @@ def export_palm(model: PalmModel, tokenizer, out_dir: Path, *, drop_copy_head: b
     saves alongside, and notes."""
     generation = generation or GenerationConfig()
     bart = bart_from_palm(model, drop_copy_head=True)
-    bart.generation_config = transformers_module().GenerationConfig(**hf_generation_values(generation, model.config))
+    values = hf_generation_values(generation, model.config)
+    if tokenizer is not None:  # as ctxlm, no prediction starts with a word piece ("##om")
+        values["begin_suppress_tokens"] = [i for i in tokenizer.continuation_ids() if i < model.config.vocab_size]
+    bart.generation_config = transformers_module().GenerationConfig(**values)
     bart.save_pretrained(out_dir)
     extra = {name: tensor for name, tensor in model.state_dict().items()
              if name.startswith(("pointer.", "mlm_head.")) and not (drop_copy_head and name.startswith("pointer."))}

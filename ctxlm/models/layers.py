@@ -143,17 +143,24 @@ class Attention(nn.Module):
         return self.out_proj(out.reshape(b, self.heads, t, self.head_dim).transpose(1, 2).reshape(b, t, -1))
 
 
+def add_feed_forward(layer: nn.Module, d_model, ffn_dim, *, dropout, activation_dropout, activation_name, eps):
+    """Give `layer` the FFN of a Transformer layer under BART's names (fc1, fc2, final_layer_norm) and its
+    dropout rates; where the LayerNorm goes (before or after) is the layer's."""
+    layer.fc1 = nn.Linear(d_model, ffn_dim)
+    layer.fc2 = nn.Linear(ffn_dim, d_model)
+    layer.final_layer_norm = nn.LayerNorm(d_model, eps=eps)
+    layer.act = activation(activation_name)
+    layer.dropout = dropout
+    layer.activation_dropout = activation_dropout
+
+
 class _PostLNBlock(nn.Module):
     """Holds the FFN of a post-LN layer under BART's names (fc1, fc2, final_layer_norm)."""
 
     def __init__(self, d_model, ffn_dim, *, dropout, activation_dropout, activation_name, eps):
         super().__init__()
-        self.fc1 = nn.Linear(d_model, ffn_dim)
-        self.fc2 = nn.Linear(ffn_dim, d_model)
-        self.final_layer_norm = nn.LayerNorm(d_model, eps=eps)
-        self.act = activation(activation_name)
-        self.dropout = dropout
-        self.activation_dropout = activation_dropout
+        add_feed_forward(self, d_model, ffn_dim, dropout=dropout, activation_dropout=activation_dropout,
+                         activation_name=activation_name, eps=eps)
 
     def residual(self, x: torch.Tensor, h: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
         return norm(x + dropout(h, self.dropout, self.training))

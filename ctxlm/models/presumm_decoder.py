@@ -25,7 +25,7 @@ from torch import nn
 
 from ..config import PalmConfig
 from .dropout import dropout
-from .layers import Attention, KVCache, activation, key_padding_mask
+from .layers import Attention, KVCache, add_feed_forward, key_padding_mask
 
 
 def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -68,12 +68,8 @@ class PreLNDecoderLayer(nn.Module):
         self.self_attn_layer_norm = nn.LayerNorm(d_model, eps=eps)
         self.encoder_attn = Attention(d_model, heads, attention_dropout)
         self.encoder_attn_layer_norm = nn.LayerNorm(d_model, eps=eps)
-        self.fc1 = nn.Linear(d_model, ffn_dim)
-        self.fc2 = nn.Linear(ffn_dim, d_model)
-        self.final_layer_norm = nn.LayerNorm(d_model, eps=eps)
-        self.act = activation(activation_name)
-        self.dropout = dropout
-        self.activation_dropout = activation_dropout
+        add_feed_forward(self, d_model, ffn_dim, dropout=dropout, activation_dropout=activation_dropout,
+                         activation_name=activation_name, eps=eps)
 
     def forward(self, x, cross_kv, cross_mask, *, cache=None, layer=0, need_weights=False):
         """`cross_kv`: this layer's cross-attention keys and values, or the encoder states to project.

@@ -29,15 +29,17 @@ class PretrainedMixin:
     generation_config = None
 
     @classmethod
-    def from_pretrained(cls, source: str | Path, *, device: str | torch.device = "cpu"):
+    def from_pretrained(cls, source: str | Path, *, device: str | torch.device = "cpu",
+                        verify: bool | str | None = None):
         """The model saved in `source` (a ctxlm model directory, a training run's output, or a hub
-        repo id), in eval mode; it must be of this class."""
+        repo id), in eval mode; it must be of this class. Its files are checked against its
+        manifest.json first (`verify`: "full", the default, "size" or "off"; `ctxlm.checkpoint.load_model_dir`)."""
         from ..checkpoint import load_model_dir, resolve_model_dir
         from ..hub import hf_source_dir
         from ..config import load_generation_config
 
-        directory = resolve_model_dir(hf_source_dir(source))
-        model, _ = load_model_dir(directory, with_tokenizer=False, device=device)
+        directory = resolve_model_dir(hf_source_dir(source), verify)
+        model, _ = load_model_dir(directory, with_tokenizer=False, device=device, verify=verify)
         if not isinstance(model, cls):
             raise CtxlmError(f"{source}: holds a {type(model).__name__}, not a {cls.__name__} "
                              f"(use {type(model).__name__}.from_pretrained or ctxlm.checkpoint.load_model_dir)")

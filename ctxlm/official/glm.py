@@ -30,6 +30,8 @@ from ..config import GlmConfig
 from ..errors import CtxlmError
 from . import OfficialCheckpoint
 from .safe_pickle import safe_torch_load
+from .tokenizers import (GLM_BERT_TOKENS, GLM_GPT2_TOKENS, GLM_ROBERTA_TOKENS, bert_wordpiece_tokenizer,
+                         gpt2_bpe_tokenizer, roberta_bpe_tokenizer)
 
 TRACKER = "latest_checkpointed_iteration.txt"
 SHARD = re.compile(r"mp_rank_(\d+)_model_states\.pt")
@@ -46,8 +48,7 @@ TOKEN_LAYOUTS = {
                  sop_token_id=0, eop_token_id=1, gmask_token_id=6, smask_token_id=7),
 }
 BASE_VOCAB = {"bert": 30522, "roberta": 50265, "gpt2": 50257}  # when the directory has no vocabulary files
-SPECIAL_NAMES = {"sop_token_id": "<|startofpiece|>", "eop_token_id": "<|endofpiece|>",
-                 "smask_token_id": "[sMASK]", "gmask_token_id": "[gMASK]"}  # the names ctxlm's tokenizer gets
+RELEASE_TOKENS = {"bert": GLM_BERT_TOKENS, "roberta": GLM_ROBERTA_TOKENS, "gpt2": GLM_GPT2_TOKENS}
 
 
 # ----------------------------------------------------------------------------------------- keys
@@ -204,25 +205,15 @@ def release_token_ids(kind: str, vocab: dict[str, int], source: str) -> dict[str
     return ids
 
 
-def build_tokenizer(path: Path, kind: str | None, vocab: dict[str, int], ids: dict):
-    """A ctxlm `TextTokenizer` of a WordPiece vocab.txt with GLM's added tokens at their release ids;
-    None for the BPE releases (vocab.json + merges.txt) until ctxlm.official.tokenizers builds them."""
-    if kind != "bert":
-        return None
-    from tokenizers import AddedToken, models
-
-    from ..tokenization import TextTokenizer, new_wordpiece_tokenizer
-
-    backend = new_wordpiece_tokenizer()
-    backend.model = models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##")
-    roles = [name for name in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if name in vocab]
-    backend.add_special_tokens([AddedToken(name, special=True) for name in roles])
-    extra = sorted((ids[field], name) for field, name in SPECIAL_NAMES.items() if ids.get(field) is not None)
-    for token_id, name in extra:  # appended in id order: they land at the release's ids
-        if backend.get_vocab_size(with_added_tokens=True) != token_id:
-            return None
-        backend.add_special_tokens([AddedToken(name, special=True)])
-    return TextTokenizer(backend, str(path / "vocab.txt"))
+def build_tokenizer(path: Path, kind: str, vocab: dict[str, int]):
+    """The release's tokenizer (`ctxlm.official.tokenizers`: BERT WordPiece, RoBERTa or GPT-2 BPE) with GLM's
+    added tokens where THUDM's code puts them: after the `len(vocab)` pieces, in `RELEASE_TOKENS[kind]`'s order."""
+    release = RELEASE_TOKENS[kind]
+    first = min(release.values())
+    added = {token: len(vocab) + token_id - first for token, token_id in release.items()}
+    if kind == "bert":
+        return bert_wordpiece_tokenizer(path / "vocab.txt", added=added)
+    return (roberta_bpe_tokenizer if kind == "roberta" else gpt2_bpe_tokenizer)(path, added=added)
 
 
 def token_ids(path: Path, vocab_rows: int, options: dict, source: str, saved: dict | None = None):
@@ -230,8 +221,8 @@ def token_ids(path: Path, vocab_rows: int, options: dict, source: str, saved: di
     ("bert" / "roberta" / "gpt2"), or glm-large's BERT layout for 30592 rows; then the ids `write_hub`
     saved (`saved`), then the `token_ids` option override. A ctxlm tokenizer.json, when present, is the
     tokenizer."""
-    kind, vocab = vocabulary_files(path)
-    kind = options.get("tokenizer", kind)
+    found, vocab = vocabulary_files(path)
+    kind = options.get("tokenizer", found)
     if kind is None and vocab_rows == 30592:
         kind = "bert"
     options = {**options, "token_ids": {**(saved or {}), **(options.get("token_ids") or {})}}
@@ -257,10 +248,8 @@ def token_ids(path: Path, vocab_rows: int, options: dict, source: str, saved: di
 
         tokenizer = TextTokenizer.load(path)
     else:
-        tokenizer = build_tokenizer(path, kind, vocab, ids) if vocab else None
+        tokenizer = build_tokenizer(path, kind, vocab) if vocab and kind == found else None
     notes = [f"special-token ids of the {kind or 'given'} layout" + (" (+ saved / given ids)" if saved else "")]
-    if vocab and tokenizer is None:
-        notes.append("the release's BPE tokenizer is not built (only vocab.txt releases are)")
     return ids, tokenizer, notes
 
 

@@ -30,6 +30,7 @@ from ..config import GenerationConfig, PalmConfig
 from ..errors import CtxlmError
 from ..models.hf import BERT_LAYER_NAMES
 from .safe_pickle import safe_torch_load
+from .tokenizers import roberta_bpe_tokenizer
 
 ROBERTA_DIR = "roberta-base"
 DEFAULT_DEC_HEADS = 8  # PALM/train.py: parser.add_argument("-dec_heads", default=8)
@@ -79,22 +80,9 @@ def _roberta_config(folder: Path) -> dict:
 
 def roberta_tokenizer(folder: Path):
     """The release's RoBERTa byte-level BPE (vocab.json + merges.txt) as a `TextTokenizer`, or None."""
-    vocab, merges = folder / "vocab.json", folder / "merges.txt"
-    if not (vocab.is_file() and merges.is_file()):
+    if not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
         return None
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    from ..tokenization import TextTokenizer
-
-    try:  # RobertaTokenizer maps a piece missing from vocab.json to <unk>
-        backend = Tokenizer(models.BPE.from_file(str(vocab), str(merges), unk_token="<unk>"))
-    except Exception as error:  # tokenizers raises plain Exception on bad files
-        raise CtxlmError(f"{folder}: cannot build the RoBERTa tokenizer ({str(error).splitlines()[0]})") from None
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    present = [token for token in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if backend.token_to_id(token) is not None]
-    backend.add_special_tokens(present)
-    return TextTokenizer(backend, str(vocab))
+    return roberta_bpe_tokenizer(folder)
 
 
 def _lm_head(folder: Path, d_model: int, vocab_size: int, notes: list[str]) -> dict[str, torch.Tensor]:

@@ -62,13 +62,14 @@ def bert_wordpiece_tokenizer(vocab_file: str | Path, lowercase: bool = True,
 
 def roberta_bpe_tokenizer(directory: str | Path, added: Mapping[str, int] | None = None) -> TextTokenizer:
     """RoBERTa's byte-level BPE from `directory/vocab.json` + `merges.txt` (<s> <pad> </s> <unk> <mask>
-    special; <mask> takes the space before it, as RobertaTokenizer)."""
-    return _byte_level_bpe(Path(directory), ROBERTA_SPECIAL, added)
+    special; <mask> takes the space before it and a piece missing from vocab.json is <unk>, as RobertaTokenizer)."""
+    return _byte_level_bpe(Path(directory), ROBERTA_SPECIAL, "<unk>", added)
 
 
 def gpt2_bpe_tokenizer(directory: str | Path, added: Mapping[str, int] | None = None) -> TextTokenizer:
-    """GPT-2's byte-level BPE from `directory/vocab.json` + `merges.txt` (<|endoftext|> special)."""
-    return _byte_level_bpe(Path(directory), GPT2_SPECIAL, added)
+    """GPT-2's byte-level BPE from `directory/vocab.json` + `merges.txt` (<|endoftext|> special, and the unknown
+    token, as GPT2Tokenizer's)."""
+    return _byte_level_bpe(Path(directory), GPT2_SPECIAL, "<|endoftext|>", added)
 
 
 def release_tokenizer(directory: str | Path, added: Mapping[str, int] | None = None,
@@ -90,7 +91,8 @@ def release_tokenizer(directory: str | Path, added: Mapping[str, int] | None = N
     return None
 
 
-def _byte_level_bpe(directory: Path, special: tuple[str, ...], added: Mapping[str, int] | None) -> TextTokenizer:
+def _byte_level_bpe(directory: Path, special: tuple[str, ...], unk: str,
+                    added: Mapping[str, int] | None) -> TextTokenizer:
     vocab_file, merges_file = directory / "vocab.json", directory / "merges.txt"
     vocab = _read_json(vocab_file)
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
@@ -103,7 +105,11 @@ def _byte_level_bpe(directory: Path, special: tuple[str, ...], added: Mapping[st
         if len(parts) != 2:
             raise CtxlmError(f"{merges_file}:{number}: expected two pieces, got {line!r}")
         merges.append((parts[0], parts[1]))
-    tokenizer = Tokenizer(models.BPE(vocab, merges, fuse_unk=False))
+    unk = unk if unk in vocab else None
+    try:  # a piece missing from vocab.json becomes the unknown token, as RobertaTokenizer / GPT2Tokenizer
+        tokenizer = Tokenizer(models.BPE(vocab, merges, unk_token=unk, fuse_unk=False))
+    except Exception as error:  # tokenizers raises plain Exception on inconsistent files
+        raise CtxlmError(f"{merges_file}: cannot build the BPE ({str(error).splitlines()[0]})") from None
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tokenizer.decoder = decoders.ByteLevel()
     return _with_special(tokenizer, [t for t in special if t in vocab], added, vocab_file)

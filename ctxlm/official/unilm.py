@@ -35,6 +35,7 @@ from ..config import GenerationConfig, UnilmConfig
 from ..errors import CtxlmError
 from . import OfficialCheckpoint
 from .safe_pickle import safe_torch_load
+from .tokenizers import bert_wordpiece_tokenizer
 
 WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE = "pytorch_model.bin", "config.json", "vocab.txt"
 RELEASE_KEY = "attention.self.qkv_linear.weight"
@@ -144,27 +145,6 @@ def is_s2s_ft(path: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------ config and tokenizer
-def wordpiece_tokenizer(vocab: Path, lowercase: bool):
-    """BERT's WordPiece from `vocab.txt` (ids = line numbers), as s2s-ft's `UnilmTokenizer`
-    (= BertTokenizer; `--do_lower_case` for the uncased releases)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-
-    from ..tokenization import TextTokenizer
-
-    lines = vocab.read_text(encoding="utf-8").splitlines()
-    tokens = {token: i for i, token in enumerate(lines) if token}
-    if "[UNK]" not in tokens:
-        raise CtxlmError(f"{vocab}: no [UNK] token")
-    tokenizer = Tokenizer(models.WordPiece(tokens, unk_token="[UNK]", continuing_subword_prefix="##",
-                                           max_input_chars_per_word=100))
-    tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                      strip_accents=None, lowercase=lowercase)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
-    tokenizer.add_special_tokens([token for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if token in tokens])
-    return TextTokenizer(tokenizer, str(vocab))
-
-
 def special_ids(vocab: Path | None, vocab_size: int) -> dict[str, int]:
     """pad / bos / eos / mask ids: the vocabulary's [PAD] [CLS] [SEP] [MASK] (BERT's 0, 101, 102, 103
     without one). s2s-ft: source `[CLS] x [SEP]`, target `y [SEP]`, pseudo mask [MASK]."""
@@ -292,7 +272,7 @@ def _read(path: Path, *, fused: bool, lowercase: bool | None) -> OfficialCheckpo
     if files.vocab is not None:
         if lowercase is None:  # the uncased releases are decoded with --do_lower_case
             lowercase = "-cased" not in files.weights.name and "-cased" not in str(files.weights.parent.name)
-        tokenizer = wordpiece_tokenizer(files.vocab, lowercase)
+        tokenizer = bert_wordpiece_tokenizer(files.vocab, lowercase)  # s2s-ft's UnilmTokenizer = BertTokenizer
         notes.append(f"tokenizer: WordPiece from {files.vocab.name} ({'lowercased' if lowercase else 'cased'})")
     else:
         notes.append("no vocab.txt: no tokenizer")

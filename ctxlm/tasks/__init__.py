@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..config import check_ranges, ranged
 from ..errors import CtxlmError
 from ..run_options import CorpusSpec, RunOptions  # noqa: F401  (the bundles every task takes)
 
@@ -83,7 +84,9 @@ class Task:
       max_length=, eval_limit=, train_limit=, **{option: value for option in comparison_options})`;
       `compare_objectives`: the pre-training variants it compares by default;
     - `needs`: the `TaskData` fields fine-tuning needs (`--task X needs --field` otherwise);
-    - `scores_files`: `evaluate` without a model scores prediction files for it.
+    - `scores_files`: `evaluate` without a model scores prediction files for it;
+    - `nlu_recipe`: its --recipe is a YAML of `NluOptions` and `train:` (or a packaged one, e.g.
+      `glm-superglue-rte`), not a seq2seq recipe; `reads_epochs`: it reads such a recipe's `epochs`.
     """
 
     name: str
@@ -102,6 +105,8 @@ class Task:
     compare_train_limit: int | None = None  # the pairs `compare` fine-tunes on by default (None: all)
     needs: tuple[str, ...] = ()
     scores_files: bool = False
+    nlu_recipe: bool = False
+    reads_epochs: bool = False
 
 
 TASKS: dict[str, Task] = {}
@@ -149,8 +154,13 @@ def need(task: str | None, values, *names: str) -> None:
 def finetune(task: str | Task | None, init: str | Path | None, data: TaskData, out: str | Path,
              train: Mapping | Any = None, run: RunOptions = RunOptions(), model: ScratchModel = ScratchModel()):
     """Fine-tune `init` (a model directory; or `model`, a new model) on `task` with `data`, into `out`.
-    `train`: a `TrainConfig`, or TrainConfig fields over the task's defaults. Returns the `TrainResult`."""
-    spec, name = get_task(task), task.name if isinstance(task, Task) else task
+    `train`: a `TrainConfig`, or TrainConfig fields over the task's defaults. `task` None: the recipe's
+    own (an NLU recipe's `task:`, e.g. glm-superglue-rte's cloze; else a seq2seq recipe's). Returns the
+    `TrainResult`."""
+    name = task.name if isinstance(task, Task) else task
+    if name is None and isinstance(data.recipe, (str, Path)):
+        name = nlu_recipe_task(data.recipe)  # an NLU recipe names its task; seq2seq ones keep None
+    spec = get_task(name if task is None else task)
     if spec.finetune is None:
         raise CtxlmError(f"task '{spec.name}' has no fine-tuning")
     need(name, data, *spec.needs)
@@ -193,29 +203,45 @@ class NluOptions:
     task: str | None = None
     dataset: str | None = None
     data_dir: str | None = None
-    max_length: int | None = None
+    max_length: int | None = ranged(None, 8)
+    epochs: int | None = ranged(None, 1)  # cloze: passes over the training rows instead of max_steps (GLM's scripts)
     score_eop: bool = False
     pooler: bool = False
-    doc_stride: int = 128
-    max_query_length: int = 64
-    max_answer_length: int = 30
+    doc_stride: int = ranged(128, 1)
+    max_query_length: int = ranged(64, 1)
+    max_answer_length: int = ranged(30, 1)
+
+    __post_init__ = check_ranges  # flags and recipes alike
+
+
+def nlu_recipe_task(spec: str | Path) -> str | None:
+    """The `task:` of recipe `spec` (a YAML file or a packaged name) when it is an NLU task, else None."""
+    from ..config import read_yaml, recipe_path
+
+    task = read_yaml(recipe_path(spec)).get("task")
+    return task if task in registered() and registered()[task].nlu_recipe else None
 
 
 def nlu_options(task: str, recipe: str | None, flags: Mapping) -> tuple[NluOptions, dict]:
     """The NLU settings (`flags` that are not None over the recipe's values over the defaults) and
-    the recipe's train section."""
-    from ..config import TrainConfig, from_mapping, read_yaml
+    the recipe's train section. The recipe is a YAML file or a packaged name (`glm-superglue-rte`)."""
+    from ..config import TrainConfig, check_values, from_mapping, read_yaml, recipe_path
 
     values, train = {}, {}
     if recipe is not None:
-        values = read_yaml(recipe)
+        path = recipe_path(recipe)
+        values = read_yaml(path)
         train = values.pop("train", None) or {}
-        from_mapping(TrainConfig, train, f"{recipe}: train")  # names a typo or a wrong type
+        from_mapping(TrainConfig, train, f"{path}: train")  # names a typo or a wrong type
     options = from_mapping(NluOptions, values, str(recipe))
     if options.task not in (None, task):
         raise CtxlmError(f"{recipe}: a recipe for --task {options.task}, not {task}")
+    if options.epochs is not None and (not get_task(task).reads_epochs or "max_steps" in train):
+        raise CtxlmError(f"{recipe}: epochs is read by --task cloze without train: max_steps "
+                         f"(classify and squad count UniLMv2's Table 9 epochs)")
     given = {f.name: flags.get(f.name) for f in dataclasses.fields(NluOptions)
              if f.name != "task" and flags.get(f.name) is not None}
+    check_values(NluOptions, given, lambda name: "--" + name.replace("_", "-"))
     return dataclasses.replace(options, task=task, **given), train
 
 

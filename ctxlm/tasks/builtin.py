@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from types import SimpleNamespace
+from typing import Mapping
 
 from . import RunOptions, ScratchModel, Task, TaskData, data_nlu_options, need, register_task, train_config
 from ..errors import CtxlmError
@@ -44,6 +45,10 @@ def finetune_seq2seq(name, init, data: TaskData, out, train, run: RunOptions, mo
         recipe.task = name
     recipe.reader = {**recipe.reader, **{f"{side}_field": data.options[f"{side}_field"] for side in ("source", "target")
                                          if data.options.get(f"{side}_field") is not None}}
+    if data.options.get("skip_empty"):
+        recipe.reader["skip_empty"] = True
+    if train is not None and (not isinstance(train, Mapping) or "max_steps" in train):
+        recipe.epochs = None  # the steps asked for win over the recipe's epochs
     recipe.train = train_config(train, recipe.train)
     return finetune(data.train, data.valid, out, recipe, init=init, model_config=model.config,
                     tokenizer=model.tokenizer, train_limit=data.train_limit, **_run(run))
@@ -76,9 +81,10 @@ def finetune_cloze_task(name, init, data: TaskData, out, train, run: RunOptions,
     nlu, recipe_train = data_nlu_options(name, data)
     need(name, nlu, "dataset", "data_dir")
     whole, overrides = _config_and_overrides(train, recipe_train)
+    epochs = None if whole is not None or "max_steps" in (train or {}) else nlu.epochs  # --max-steps wins
     return finetune_cloze(init, nlu.dataset, nlu.data_dir, out, whole or train_config(overrides, CLOZE_TRAIN),
-                          max_length=nlu.max_length, score_eop=nlu.score_eop, model_config=model.config,
-                          tokenizer=model.tokenizer, **_run(run))
+                          max_length=nlu.max_length, score_eop=nlu.score_eop, epochs=epochs,
+                          model_config=model.config, tokenizer=model.tokenizer, **_run(run))
 
 
 def evaluate_cloze_task(name, model, data: TaskData, run: RunOptions) -> dict:
@@ -156,17 +162,18 @@ register_task(Task(
     finetune=finetune_cloze_task, evaluate=evaluate_cloze_task, predict="ctxlm.tasks.cloze:predict_cloze",
     score="ctxlm.data.superglue:task_metrics", primary_metric="accuracy",
     baseline="majority class of the training rows", comparison="ctxlm.compare:ClozeTask",
-    comparison_options=("score_eop",), compare_objectives=("glm", "glm-noshuffle", "none")))
+    comparison_options=("score_eop",), compare_objectives=("glm", "glm-noshuffle", "none"), nlu_recipe=True,
+    reads_epochs=True))
 register_task(Task(
     name="classify", family="unilm", readers="ctxlm.data.glue:get_dataset", head="unilm-classifier",
     finetune=finetune_classify_task, evaluate=evaluate_classify_task, predict="ctxlm.tasks.classification:predict",
     score="ctxlm.tasks.classification:glue_metrics", primary_metric="accuracy",
     baseline="majority class (STS-B: the training mean)", comparison="ctxlm.compare:ClassifyTask",
-    comparison_options=("pooler",), compare_objectives=("unilm", "unilm-ae", "unilm-par", "none")))
+    comparison_options=("pooler",), compare_objectives=("unilm", "unilm-ae", "unilm-par", "none"), nlu_recipe=True))
 register_task(Task(
     name="squad", family="unilm", readers="ctxlm.tasks.extractive_qa:read_squad", head="unilm-qa",
     finetune=finetune_squad_task, evaluate=evaluate_squad_task, predict="ctxlm.tasks.extractive_qa:predict_answers",
-    score="ctxlm.tasks.extractive_qa:squad_scores", primary_metric="f1", baseline="none"))
+    score="ctxlm.tasks.extractive_qa:squad_scores", primary_metric="f1", baseline="none", nlu_recipe=True))
 register_task(Task(
     name="infilling", family="glm", readers="ctxlm.data.corpus:iter_lines", head=None, finetune=None,
     evaluate=evaluate_infilling_task, predict="ctxlm.tasks.infilling:infill_texts",

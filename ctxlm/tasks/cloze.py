@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import load_model_dir
-from ..config import GlmConfig, TrainConfig
+from ..config import GlmConfig, TrainConfig, steps_for_epochs
 from ..device import for_inference, resolve_device
 from ..data.superglue import MASK, ClozeExample, load_superglue, superglue_file, task_metrics, task_name
 from ..errors import CtxlmError
@@ -303,7 +303,7 @@ def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, 
                    train_config: TrainConfig, *, max_length: int | None = None, train_split: str = "train",
                    dev_split: str | None = "dev32", resume: bool | str = False, overwrite: bool = False,
                    allow_config_change: bool = False, model_config: GlmConfig | None = None,
-                   tokenizer=None, score_eop: bool = False,
+                   tokenizer=None, score_eop: bool = False, epochs: int | None = None,
                    device: str | torch.device | None = "auto") -> TrainResult:
     """Fine-tune a GLM on a SuperGLUE task as cloze questions with the one training loop.
 
@@ -311,7 +311,8 @@ def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, 
     from scratch. Without `train_config.select_metric`, selects on the dev split's error rate
     (`valid/cls_error`), or on the training loss when there is no dev file. At the end the
     selected model is scored on the dev split; its metrics join `final_metrics` as
-    `<split>/<name>` and are written to `out_dir/eval_<split>.json`.
+    `<split>/<name>` and are written to `out_dir/eval_<split>.json`. `epochs` (THUDM/GLM's
+    `--epochs`) replaces `train_config.max_steps` with that many passes over the training examples.
     """
     from .seq2seq import starting_model
 
@@ -329,6 +330,8 @@ def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, 
     if dev_split is not None and superglue_file(task, data_dir, dev_split).is_file():
         dev_rows = load_superglue(task, data_dir, dev_split)
     cfg = train_config
+    if epochs is not None:
+        cfg = steps_for_epochs(cfg, epochs, len(train_examples), "cloze epochs")
     if dev_rows is not None:
         valid_examples = make(dev_rows)
         if cfg.select_metric is None:

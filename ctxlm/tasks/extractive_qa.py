@@ -41,7 +41,7 @@ from ..checkpoint import build_model, load_model_dir, read_model_config, resume_
 from .classification import epochs_train_config, load_backbone, tokens_of
 from ..config import TrainConfig, UnilmConfig
 from ..device import for_inference, resolve_device
-from ..errors import CtxlmError
+from ..errors import CtxlmError, not_utf8
 from ..metrics import squad_exact_match, squad_f1
 from ..models.unilm import UnilmQuestionAnswering
 from ..tokenization import TextTokenizer
@@ -97,7 +97,7 @@ def read_squad(path: str | Path) -> list[SquadQuestion]:
     except OSError as error:
         raise CtxlmError(f"{path}: cannot read ({error.strerror})") from None
     except UnicodeDecodeError as error:
-        raise CtxlmError(f"{path}: not valid UTF-8 (byte {error.start + 1})") from None
+        raise not_utf8(path, detail=f" (byte {error.start + 1})") from None
     except json.JSONDecodeError as error:
         raise CtxlmError(f"{path}:{error.lineno}: invalid JSON ({error.msg} at column {error.colno})") from None
     questions, seen = [], set()

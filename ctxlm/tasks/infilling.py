@@ -22,6 +22,7 @@ about 99.3 BLEU (the first 2,000 Yahoo lines at ratio 0.5), the ceiling of this 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -32,6 +33,7 @@ import torch
 
 from ..checkpoint import load_model_dir, resolve_model_dir
 from ..config import GenerationConfig
+from ..data.corpus import iter_lines
 from ..device import for_inference, resolve_device
 from ..errors import CtxlmError, where
 from ..extras import require
@@ -49,27 +51,37 @@ _BLANK_RE = re.compile(r"(\[MASK\]|\[sMASK\]|\[gMASK\])")
 # ---------------------------------------------------------------------------------------- decoding
 @torch.no_grad()
 def infill(model: GlmModel, ids_with_blanks: Sequence[int], cfg: GenerationConfig | None = None, *,
-           tok: GlmTokens | None = None, add_cls: bool = True, add_eos: bool = True) -> list[list[int]]:
+           tok: GlmTokens | None = None, add_cls: bool = True, add_eos: bool = True,
+           max_tokens: Sequence[int] | None = None, continuation: torch.Tensor | None = None) -> list[list[int]]:
     """Fill every blank ([MASK], [sMASK] or [gMASK]) of one text, left to right (GLM §3.3).
 
     Part A is `[CLS] text [eos]` (`build_infilling_prompt`). Each blank is generated as its own Part B
     span, `[sop]` first, at the blank's position with block positions 1, 2, ..., until `[eop]` (or
-    `cfg.max_new_tokens`); the blanks filled before it stay in Part B as `[sop] fill` blocks, as in
-    pre-training. Returns the token ids of each blank's fill, `[eop]` removed.
+    `cfg.max_new_tokens`, or blank i's `max_tokens[i]` tokens before `[eop]` where that is less); the
+    blanks filled before it stay in Part B as `[sop] fill` blocks, as in pre-training. `continuation`
+    (V,) marks the word pieces ("##"), which may not begin a fill. Returns the token ids of each
+    blank's fill, `[eop]` removed.
     """
     tok = tok or glm_tokens(model.config)
     cfg = cfg or GenerationConfig()
     prompt = build_infilling_prompt(ids_with_blanks, tok, add_cls=add_cls, add_eos=add_eos)
+    if len(prompt["input_ids"]) > model.config.max_position_embeddings:
+        raise CtxlmError(f"{len(prompt['input_ids'])} tokens with its special tokens, more than the model's "
+                         f"{model.config.max_position_embeddings} positions; shorten the text")
     device = next(model.parameters()).device
     input_ids = torch.as_tensor(prompt["input_ids"], device=device)[None]
     blocks: list[dict[str, np.ndarray]] = []
     fills = []
-    for mask_position in prompt["mask_positions"].tolist():
+    for number, mask_position in enumerate(prompt["mask_positions"].tolist()):
+        blank_cfg = cfg
+        if max_tokens is not None and max_tokens[number] + 1 < cfg.max_new_tokens:  # + 1: the [eop]
+            blank_cfg = dataclasses.replace(cfg, max_new_tokens=max_tokens[number] + 1)
         part_b = None
         if blocks:
             part_b = {k: np.concatenate([blk[k] for blk in blocks])
                       for k in ("input_ids", "position_ids", "block_position_ids")}
-        fill = generate(model, input_ids, None, cfg, mask_positions=[mask_position], part_b=part_b).tokens[0]
+        fill = generate(model, input_ids, None, blank_cfg, continuation=continuation, mask_positions=[mask_position],
+                        part_b=part_b).tokens[0]
         if fill and fill[-1] == tok.eop:
             fill = fill[:-1]
         fills.append(fill)
@@ -148,6 +160,13 @@ def _load_glm(model_dir, device, bf16: bool):
     return for_inference(model, device, bf16), tokenizer
 
 
+def word_pieces(tokenizer, model: GlmModel) -> torch.Tensor:
+    """(V,) True at the tokenizer's word-continuing pieces ("##"), which may not begin a fill."""
+    marks = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=next(model.parameters()).device)
+    marks[[i for i in tokenizer.continuation_ids() if i < model.config.vocab_size]] = True
+    return marks
+
+
 def _generation(model_dir, cfg: GenerationConfig | None) -> GenerationConfig:
     from ..config import load_generation_config
 
@@ -166,7 +185,11 @@ def infill_texts(model_dir: str | Path, texts: Sequence[str], generation_config:
         pieces = _BLANK_RE.split(text)
         if len(pieces) == 1:
             raise CtxlmError(f"text {number}: no [MASK] (or [sMASK] / [gMASK]) blank to fill: {text[:60]!r}")
-        fills = infill(model, encode_with_blanks(tokenizer, text, tok), cfg, tok=tok)
+        try:
+            fills = infill(model, encode_with_blanks(tokenizer, text, tok), cfg, tok=tok,
+                           continuation=word_pieces(tokenizer, model))
+        except CtxlmError as error:
+            raise CtxlmError(f"text {number}: {error}") from None
         decoded = iter(tokenizer.decode(fill) for fill in fills)
         filled = "".join(next(decoded) if i % 2 else piece for i, piece in enumerate(pieces))
         out.append(re.sub(r" {2,}", " ", filled).strip())
@@ -213,15 +236,17 @@ def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: f
     `valid.txt`), masked with `mask_words` at `mask_ratio`. Line i's mask is drawn from
     `numpy.random.default_rng([seed, i])`, so a run is deterministic for a seed and `limit` (the
     first lines only) does not change the masks. Lines with no masked word (`int(n * ratio) == 0`)
-    stay as they are, as in THUDM/GLM. `output` writes a JSONL of masked / filled / reference lines.
+    stay as they are, as in THUDM/GLM. Each blank's fill is at most as many tokens as the words
+    masked there, plus `[eop]` (a model that repeats a word stops there, not at `max_new_tokens`).
+    `output` writes a JSONL of masked / filled / reference lines.
     Returns `bleu`, `lines`, `blanks`, `masked_words`, `words`."""
     path = Path(path)
     if not path.is_file():
         raise CtxlmError(f"{path}: no such file")
     model, tokenizer = _load_glm(model_dir, device, bf16)
     cfg, tok = _generation(model_dir, generation_config), glm_tokens(model.config)
-    with open(path, encoding="utf-8") as handle:
-        lines = [(number, line.split()) for number, line in enumerate(handle, 1) if line.strip()]
+    pieces = word_pieces(tokenizer, model)
+    lines = [(number, text.split()) for number, text, _ in iter_lines(path) if text.strip()]  # file:line errors
     lines = lines[:limit] if limit is not None else lines
     if not lines:
         raise CtxlmError(f"{path}: no lines to evaluate")
@@ -240,7 +265,12 @@ def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: f
             ids = encode_with_blanks(tokenizer, " ".join(masked), tok, unk_marker="_UNK")
             if sum(i in tok.blanks for i in ids) != len(spans):
                 raise CtxlmError(f"{where(path, number)}: the text holds a blank token of its own")
-            fills = iter(fill_words(tokenizer, fill, unk_marker="_UNK") for fill in infill(model, ids, cfg, tok=tok))
+            lengths = [len(encode_with_blanks(tokenizer, " ".join(span), tok, unk_marker="_UNK")) for span in spans]
+            try:
+                fills = iter(fill_words(tokenizer, fill, unk_marker="_UNK")
+                             for fill in infill(model, ids, cfg, tok=tok, max_tokens=lengths, continuation=pieces))
+            except CtxlmError as error:
+                raise CtxlmError(f"{where(path, number)}: {error}") from None
             filled = [next(fills) if word == BLANK else word for word in masked]
         hypotheses.append(" ".join(" ".join(filled).split()))
         references.append(" ".join(words))

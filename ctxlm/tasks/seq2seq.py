@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import build_model, load_model_dir, resume_checkpoint
-from ..config import GENERATION_FILE, FinetuneConfig, GenerationConfig
+from ..config import GENERATION_FILE, FinetuneConfig, GenerationConfig, steps_for_epochs
 from ..device import resolve_device
 from ..data.tasks import Pair, read_task
 from ..errors import CtxlmError
@@ -137,6 +137,8 @@ def finetune(
         valid_pairs = read_pairs(recipe.task, valid_path, recipe.reader, recipe.max_valid_examples)
         valid_examples = pair_examples(model.config, tokenizer, valid_pairs, recipe)
     train_config = recipe.train
+    if recipe.epochs is not None:  # the official scripts' epochs, counted over this run's training rows
+        train_config = steps_for_epochs(train_config, recipe.epochs, len(train_examples), "recipe epochs")
     if valid_examples is None and train_config.select_metric is not None:
         train_config = dataclasses.replace(train_config, select_metric=None, early_stopping_patience=0)
     loss_options = {"label_smoothing": train_config.label_smoothing} if train_config.label_smoothing else {}
