@@ -87,3 +87,31 @@ TINY_PALM_MODEL = """model:
   decoder_ffn_dim: 64
   max_position_embeddings: 128
 """
+
+
+# A stage-2 PALM run of a few steps without dropout (test_distributed.py, test_distributed_faults.py).
+TWO_PROCESS_PALM = TINY_PALM_MODEL + """  dropout: 0.0
+  attention_dropout: 0.0
+train:
+  batch_size: 4
+  warmup_steps: 1
+  lr: 0.001
+  progress: false
+  eval_every: 0
+  log_every: 1
+"""
+
+
+def run_cli(capsys, *args) -> tuple[int, str]:
+    """`ctxlm ARGS`: (exit status, the one `error:` line, or "" when it succeeded)."""
+    from ctxlm.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as done:  # argparse's usage errors
+        code = done.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    errors = [line for line in (out + err).splitlines() if "error:" in line]
+    assert len(errors) == (code != 0), errors
+    return code, errors[0] if errors else ""

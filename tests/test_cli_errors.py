@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY_PALM_MODEL, wiki_slice
+from conftest import ROOT, TINY_PALM_MODEL, run_cli, wiki_slice
 from ctxlm import compare as compare_module
 from ctxlm.cli import build_parser, main
 from ctxlm.config import GlmConfig
@@ -27,17 +27,7 @@ from ctxlm.tokenization import train_tokenizer
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def run(capsys, *args) -> tuple[int, str]:
-    """`ctxlm ARGS`: (exit status, the one `error:` line, or "" when it succeeded)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as done:  # argparse's usage errors
-        code = done.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    errors = [line for line in (out + err).splitlines() if "error:" in line]
-    assert len(errors) == (code != 0), errors
-    return code, errors[0] if errors else ""
+run = run_cli
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:

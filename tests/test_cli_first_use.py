@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY_PALM_MODEL, wiki_slice
+from conftest import ROOT, TINY_PALM_MODEL, run_cli, wiki_slice
 from ctxlm import cli
 from ctxlm.checkpoint import build_model, save_model_dir
 from ctxlm.config import GenerationConfig, PalmDataConfig, TrainConfig, load_finetune_config
@@ -29,17 +29,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 ROWS = [{"document": "the cat sat on the mat .", "summary": "cat sat"}] * 12
 
 
-def run(capsys, *args) -> tuple[int, str]:
-    """`ctxlm ARGS`: (exit status, the one `error:` line, or "" when it succeeded)."""
-    try:
-        code = cli.main([str(a) for a in args])
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    errors = [line for line in (out + err).splitlines() if "error:" in line]
-    assert len(errors) == (code != 0), errors
-    return code, errors[0] if errors else ""
+run = run_cli
 
 
 def write_rows(path: Path, rows) -> Path:

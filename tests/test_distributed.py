@@ -15,20 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY_PALM_MODEL, wiki_slice
+from conftest import TWO_PROCESS_PALM, wiki_slice
 from ctxlm.distributed import export_model_dir
 from ctxlm.tokenization import train_tokenizer
 
-CONFIG = TINY_PALM_MODEL + """  dropout: 0.0
-  attention_dropout: 0.0
-train:
-  batch_size: 4
-  warmup_steps: 1
-  lr: 0.001
-  progress: false
-  eval_every: 0
-  log_every: 1
-data:
+CONFIG = TWO_PROCESS_PALM + """data:
   fragment_length: 96
   valid_fraction: 0.05
 """

@@ -25,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from conftest import TINY_PALM_MODEL, wiki_slice
+from conftest import TWO_PROCESS_PALM, wiki_slice
 from ctxlm import checkpoint
 from ctxlm.checkpoint import list_checkpoints
 from ctxlm.cli import main
@@ -33,16 +33,7 @@ from ctxlm.tokenization import train_tokenizer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread", "optimizer_imports")]
 
-CONFIG = TINY_PALM_MODEL + """  dropout: 0.0
-  attention_dropout: 0.0
-train:
-  batch_size: 4
-  warmup_steps: 1
-  lr: 0.001
-  progress: false
-  eval_every: 0
-  log_every: 1
-  save_every: 2
+CONFIG = TWO_PROCESS_PALM + """  save_every: 2
 data:
   fragment_length: 96
   valid_fraction: 0.05

@@ -28,17 +28,10 @@ from typing import Any, Mapping
 
 from ..config import check_ranges, ranged
 from ..errors import CtxlmError
+from ..families import resolve
 from ..run_options import CorpusSpec, RunOptions  # noqa: F401  (the bundles every task takes)
 
 Ref = Any  # a class / function, or "module:attribute"
-
-
-def resolve(ref: Ref):
-    """The object a `"module:attribute"` string names (or `ref` itself)."""
-    if not isinstance(ref, str):
-        return ref
-    module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 # ------------------------------------------------------------------------------------ bundles
