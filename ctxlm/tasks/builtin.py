@@ -87,12 +87,17 @@ def finetune_cloze_task(name, init, data: TaskData, out, train, run: RunOptions,
                           model_config=model.config, tokenizer=model.tokenizer, **_run(run))
 
 
+def _evaluate_nlu(evaluate, default_split: str, name, model, data: TaskData, run: RunOptions) -> dict:
+    """`evaluate(model, dataset, data_dir, split, ...)` of an NLU task (cloze, classify) on `data`."""
+    need(name, SimpleNamespace(model=model, data_dir=data.data_dir), "model", "data_dir")
+    return evaluate(model, data.dataset, data.data_dir, data.split or default_split, limit=data.limit,
+                    max_length=data.options.get("max_length"), **_placement(run))
+
+
 def evaluate_cloze_task(name, model, data: TaskData, run: RunOptions) -> dict:
     from .cloze import evaluate_cloze
 
-    need(name, SimpleNamespace(model=model, data_dir=data.data_dir), "model", "data_dir")
-    return evaluate_cloze(model, data.dataset, data.data_dir, data.split or "dev32", limit=data.limit,
-                          max_length=data.options.get("max_length"), **_placement(run))
+    return _evaluate_nlu(evaluate_cloze, "dev32", name, model, data, run)
 
 
 # ------------------------------------------------------------------------------------ classify (UniLMv2)
@@ -111,9 +116,7 @@ def finetune_classify_task(name, init, data: TaskData, out, train, run: RunOptio
 def evaluate_classify_task(name, model, data: TaskData, run: RunOptions) -> dict:
     from .classification import evaluate_classifier
 
-    need(name, SimpleNamespace(model=model, data_dir=data.data_dir), "model", "data_dir")
-    return evaluate_classifier(model, data.dataset, data.data_dir, data.split or "dev", limit=data.limit,
-                               max_length=data.options.get("max_length"), **_placement(run))
+    return _evaluate_nlu(evaluate_classifier, "dev", name, model, data, run)
 
 
 # ------------------------------------------------------------------------------------ squad (UniLMv2)
