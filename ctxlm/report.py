@@ -20,93 +20,15 @@ import platform
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .errors import CtxlmError
 from .report_plots import baseline_value, loss_plot, score_plot, variant_colours
+from .statistics import (TIE_TOLERANCE, BootstrapResult, Statistic, corpus_bleu4, corpus_pearson,  # noqa: F401
+                         corpus_perplexity, mean_score, paired_bootstrap)
 
 REFERENCE = "palm"  # every other objective is tested against it
-
-# statistic(x): x has shape (..., examples, k) → shape (...): a score from per-example statistics
-Statistic = Callable[[np.ndarray], np.ndarray]
-
-
-def mean_score(x: np.ndarray) -> np.ndarray:
-    """The mean of a per-example score (column 0), e.g. ROUGE."""
-    return x[..., 0].mean(axis=-1)
-
-
-def corpus_perplexity(x: np.ndarray) -> np.ndarray:
-    """exp(Σ NLL / Σ tokens) of per-example (NLL sum, target tokens) columns."""
-    return np.exp(x[..., 0].sum(axis=-1) / x[..., 1].sum(axis=-1))
-
-
-def corpus_bleu4(x: np.ndarray) -> np.ndarray:
-    """Corpus BLEU-4 × 100 from per-example (hypothesis length, reference length, 4 n-gram guesses,
-    4 clipped matches), with pycocoevalcap's smoothing constants (its Bleu(4) to the last digit)."""
-    totals = x.sum(axis=-2)
-    small, tiny = 1e-9, 1e-15
-    log_precisions = np.log((totals[..., 6:10] + tiny) / (totals[..., 2:6] + small)).mean(axis=-1)
-    ratio = (totals[..., 0] + tiny) / (totals[..., 1] + small)
-    brevity = np.where(ratio < 1, 1 - 1 / ratio, 0.0)
-    return 100 * np.exp(log_precisions + brevity)
-
-
-def corpus_pearson(x: np.ndarray) -> np.ndarray:
-    """Pearson's r × 100 of per-example (prediction, label) columns (NaN where either is constant)."""
-    centred = x[..., :2] - x[..., :2].mean(axis=-2, keepdims=True)
-    prediction, label = centred[..., 0], centred[..., 1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return 100 * (prediction * label).sum(axis=-1) / np.sqrt(
-            (prediction ** 2).sum(axis=-1) * (label ** 2).sum(axis=-1))
-
-
-@dataclass(frozen=True)
-class BootstrapResult:
-    difference: float  # statistic(a) − statistic(b), averaged over seeds
-    ci_low: float  # percentile confidence interval of the difference
-    ci_high: float
-    p_value: float  # two-sided: 2 · min(P*(Δ ≤ 0), P*(Δ ≥ 0)), capped at 1
-    resamples: int
-
-
-TIE_TOLERANCE = 1e-9  # relative: a smaller |Δ| is floating-point noise (scores summed in another order), a tie
-
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_score, *, resamples: int = 1000,
-                     seed: int = 0, confidence: float = 0.95, indices: np.ndarray | None = None) -> BootstrapResult:
-    """Paired bootstrap of statistic(a) − statistic(b) for per-example statistics `a` and `b` of shape
-    (seeds, examples, k): seed s of `a` is paired with seed s of `b`, example i with example i.
-
-    Each resample draws the examples with replacement (the same draw for both systems and every
-    seed), computes the statistic per seed and averages over seeds (seeds pooled). `indices`
-    (resamples × examples) replaces the random draws. The p-value is the smallest α at which the
-    (1 − α) percentile interval excludes 0 (differences within rounding noise of 0 are ties).
-    Arrays of shape (seeds, examples) hold one score per example."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim == 2:
-        a, b = a[..., None], b[..., None]
-    if a.shape != b.shape or a.ndim != 3 or a.shape[1] == 0:
-        raise CtxlmError(f"paired bootstrap needs two (seeds, examples, k) arrays of one shape, got {a.shape} "
-                         f"and {b.shape}")
-    n = a.shape[1]
-    if indices is None:
-        indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-
-    def pooled(x: np.ndarray, idx: np.ndarray, chunk: int = 64) -> np.ndarray:  # chunks bound the memory
-        return np.concatenate([np.mean([statistic(x[s][idx[i:i + chunk]]) for s in range(x.shape[0])], axis=0)
-                               for i in range(0, len(idx), chunk)])
-
-    everything = np.arange(n)[None]
-    observed = float((pooled(a, everything) - pooled(b, everything))[0])
-    deltas = pooled(a, indices) - pooled(b, indices)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(deltas, [tail, 1 - tail])
-    tie = TIE_TOLERANCE * max(1.0, float(np.max(np.abs(deltas))))  # rounding noise is no difference
-    p = min(1.0, 2 * min(float(np.mean(deltas <= tie)), float(np.mean(deltas >= -tie))))
-    return BootstrapResult(observed, float(low), float(high), p, len(indices))
 
 
 def format_signed(value: float, digits: int = 2, tie: float = 0.0) -> str:
