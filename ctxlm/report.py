@@ -1,7 +1,8 @@
 """The statistics and the report of an objective comparison (`ctxlm.compare`).
 
-- `paired_bootstrap`: the paired bootstrap test of two systems scored on the same examples
-  (Koehn 2004; Efron & Tibshirani 1993, §16.4), over several seeds.
+- The statistics (`ctxlm.statistics`): the two-level bootstrap over seeds and examples, Holm's
+  adjustment; the claims' rows and verdicts (`claim_table`, `claim_verdict`) and whether a variant
+  is distinguishable from the trivial baseline (`untestable_reasons`).
 - `mean_std`: mean ± sample standard deviation over seeds.
 - The plots (`ctxlm.report_plots`): loss curves and scores per variant, a colour per variant.
 - `Report`: headings, paragraphs, tables and images, written as Markdown and as one
@@ -25,8 +26,9 @@ from typing import Sequence
 import numpy as np
 
 from .report_plots import baseline_value, loss_plot, score_plot, variant_colours
-from .statistics import (TIE_TOLERANCE, BootstrapResult, Statistic, corpus_bleu4, corpus_pearson,  # noqa: F401
-                         corpus_perplexity, mean_score, paired_bootstrap)
+from .statistics import (METHOD, RESAMPLES, TIE_TOLERANCE, BootstrapResult, Statistic,  # noqa: F401
+                         corpus_bleu4, corpus_pearson, corpus_perplexity, format_p, holm, mean_score, paired_bootstrap,
+                         two_level_bootstrap)
 
 REFERENCE = "palm"  # every other objective is tested against it
 
@@ -211,7 +213,7 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
             seeds = sorted(set(row["seeds"]) & {c["seed"] for c in reference})
             pick = lambda cells: [c["example_stats"] for c in cells if c["seed"] in seeds]  # noqa: E731
             if seeds:
-                row["bootstrap"] = dataclasses.asdict(paired_bootstrap(
+                row["bootstrap"] = dataclasses.asdict(two_level_bootstrap(
                     pick(group), pick(reference), scoring.statistic, resamples=resamples))
         rows.append(row)
     if baseline is not None:
@@ -237,7 +239,7 @@ def _table_rows(rows: list[dict], metrics: list[str], primary: str, reference: s
             difference, p = "not testable at this scale", "—"
         else:
             difference = format_difference(test["difference"], test["ci_low"], test["ci_high"])
-            p = f"{test['p_value']:.3f}"
+            p = format_p(test["p_value"], test.get("resamples", RESAMPLES))
         out.append([row["objective"], f"{row['parameters']:,}", f"{np.mean(row['tokens_seen']):,.0f}", *values,
                     difference, p])
     return out
@@ -328,42 +330,101 @@ def shortened(reasons: Sequence[str], shown: int = 2) -> list[str]:
     return list(reasons[:shown]) + ([f"{len(reasons) - shown} more"] if len(reasons) > shown else [])
 
 
-def claim_rows(cells: list[dict], baseline: dict | None, scoring, task: str, resamples: int) -> list[list[str]]:
-    """[claim: better vs worse, Δ [95% CI], p, verdict] of each claim (`CLAIMS`) tested on `task`
-    whose two variants have cells on a common seed: the paired bootstrap of better minus worse on
-    the primary metric, "not testable at this scale" when a cell of either side did not learn."""
-    by_objective: dict[str, list[dict]] = {}
+def by_objective(cells: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
     for cell in sorted(cells, key=lambda c: c["seed"]):
-        by_objective.setdefault(cell["objective"], []).append(cell)
-    rows = []
+        out.setdefault(cell["objective"], []).append(cell)
+    return out
+
+
+def against_baseline(group: list[dict], baseline: dict | None, scoring, resamples: int) -> BootstrapResult | None:
+    """The two-level bootstrap of a variant's cells (its seeds) minus the trivial baseline (one
+    system, paired with every seed) on the primary metric; None without the baseline's per-example rows."""
+    if not baseline or baseline.get("example_stats") is None or not group:
+        return None
+    return two_level_bootstrap([c["example_stats"] for c in group], [baseline["example_stats"]], scoring.statistic,
+                               resamples=resamples)
+
+
+def beats_baseline(test: BootstrapResult, higher_is_better: bool) -> bool:
+    """The interval of (variant − baseline), over seeds and examples, lies on the better side of 0."""
+    return test.ci_low > 0 if higher_is_better else test.ci_high < 0
+
+
+def untestable_reasons(group: list[dict], baseline: dict | None, scoring, resamples: int) -> list[str]:
+    """Why a variant's side of a claim is not evidence: it is indistinguishable from the trivial
+    baseline (`against_baseline`'s interval not on the better side of 0; with a baseline that has no
+    per-example rows, a cell's point score not beating it), or a run its cells' models come out of
+    stayed at the unigram level, or a cell predicts one class."""
+    reasons = []
+    test = against_baseline(group, baseline, scoring, resamples)
+    if test is not None and not beats_baseline(test, scoring.higher_is_better):
+        reasons.append(f"{group[0]['objective']} indistinguishable from the baseline ({scoring.primary} "
+                       f"{format_difference(test.difference, test.ci_low, test.ci_high)})")
+    for cell in group:
+        point = did_not_learn(cell, baseline if test is None else None, scoring.primary, scoring.higher_is_better)
+        if point:
+            reasons.append(f"{cell['objective']} seed {cell['seed']}: {point}")
+    return reasons
+
+
+def claim_tests(cells: list[dict], baseline: dict | None, scoring, task: str,
+                resamples: int) -> list[tuple[Claim, BootstrapResult, list[str]]]:
+    """(claim, two-level bootstrap of better minus worse on the seeds both ran, reasons it is not
+    testable) of each claim (`CLAIMS`) made on `task` whose two variants have cells on a common seed."""
+    groups, out = by_objective(cells), []
     for claim in CLAIMS:
         if task not in claim.tasks:
             continue
-        seeds = {c["seed"] for c in by_objective.get(claim.better, [])} & {c["seed"] for c in
-                                                                           by_objective.get(claim.worse, [])}
+        seeds = {c["seed"] for c in groups.get(claim.better, [])} & {c["seed"] for c in groups.get(claim.worse, [])}
         if not seeds:
             continue
-        better, worse = ([c for c in by_objective[name] if c["seed"] in seeds] for name in (claim.better, claim.worse))
-        test = paired_bootstrap([c["example_stats"] for c in better], [c["example_stats"] for c in worse],
-                                scoring.statistic, resamples=resamples)
-        untestable = [f"{c['objective']} seed {c['seed']}: {reason}" for c in better + worse
-                      if (reason := did_not_learn(c, baseline, scoring.primary, scoring.higher_is_better))]
-        rows.append([f"{claim.text}: {claim.better} vs {claim.worse}",
-                     format_difference(test.difference, test.ci_low, test.ci_high), f"{test.p_value:.3f}",
-                     claim_verdict(test, scoring.higher_is_better, shortened(untestable))])
+        better, worse = ([c for c in groups[name] if c["seed"] in seeds] for name in (claim.better, claim.worse))
+        test = two_level_bootstrap([c["example_stats"] for c in better], [c["example_stats"] for c in worse],
+                                   scoring.statistic, resamples=resamples)
+        untestable = [r for side in (better, worse) for r in untestable_reasons(side, baseline, scoring, resamples)]
+        out.append((claim, test, untestable))
+    return out
+
+
+CLAIM_HEADER = ("claim", "Δ [95% CI]", "p (Holm)", "p (raw)", "seeds agree in sign", "verdict")
+
+
+def claim_table(tests: list[tuple[str, BootstrapResult, list[str]]], higher_is_better: bool) -> list[list[str]]:
+    """Rows (`CLAIM_HEADER`) of (label, test, reasons not testable): Holm-adjusted p across the
+    testable claims (one family: the report's), the raw p, the per-seed signs and the verdict."""
+    adjusted = holm([None if untestable else test.p_value for _, test, untestable in tests])
+    rows = []
+    for (label, test, untestable), p in zip(tests, adjusted):
+        seeds = ", ".join(format_signed(d, 2) for d in test.seed_differences)
+        agree = f"{'yes' if test.seeds_agree else 'no'} ({seeds})"
+        rows.append([label, format_difference(test.difference, test.ci_low, test.ci_high),
+                     format_p(p, test.resamples), format_p(test.p_value, test.resamples), agree,
+                     claim_verdict(test, higher_is_better, shortened(untestable), p)])
     return rows
 
 
-def claim_verdict(test: BootstrapResult, higher_is_better: bool, untestable: Sequence[str] = ()) -> str:
-    """A paired bootstrap of "better minus worse" read as a claim's verdict: "not testable at this
-    scale" when a side holds a cell that did not learn (`untestable`: their reasons); no difference
-    below the tables' two decimals; else supports / contradicts at p < 0.05."""
+def claim_rows(cells: list[dict], baseline: dict | None, scoring, task: str, resamples: int) -> list[list[str]]:
+    """`CLAIM_HEADER` rows of each claim tested on `task` (`claim_tests`, Holm across them)."""
+    return claim_table([(f"{claim.text}: {claim.better} vs {claim.worse}", test, untestable)
+                        for claim, test, untestable in claim_tests(cells, baseline, scoring, task, resamples)],
+                       scoring.higher_is_better)
+
+
+def claim_verdict(test: BootstrapResult, higher_is_better: bool, untestable: Sequence[str] = (),
+                  adjusted_p: float | None = None) -> str:
+    """A test of "better minus worse" read as a claim's verdict: "not testable at this scale" when a
+    side is indistinguishable from the baseline or did not learn (`untestable`: the reasons); no
+    difference below the tables' two decimals; "supports" / "contradicts" only when the (Holm-adjusted,
+    `adjusted_p`) p is below 0.05 AND the interval excludes 0; otherwise "no detectable difference"
+    (never "does not hold": an interval spanning 0 refutes nothing)."""
     if untestable:
         return "not testable at this scale (" + "; ".join(untestable) + ")"
     if abs(test.difference) < 0.005:  # below the table's precision (BLEU-4 of 1e-5 is no score)
         return "no difference at two decimals"
-    if test.p_value >= 0.05:
-        return "no significant difference"
+    p = test.p_value if adjusted_p is None else adjusted_p
+    if p >= 0.05 or test.ci_low <= 0 <= test.ci_high:
+        return "no detectable difference"
     return "supports" if (test.difference > 0) == higher_is_better else "contradicts"
 
 
@@ -401,23 +462,24 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
     report.heading("Results")
     report.table(["objective", "parameters", "tokens seen", *metrics, f"Δ {primary} vs {reference} [95% CI]", "p"],
                  _table_rows(rows, metrics, primary, reference))
-    report.paragraph(f"Mean ± sample standard deviation over seeds ({better} {primary} is better). Δ and p: a "
-                     f"paired bootstrap ({resamples} resamples) of {primary} against {reference}: the evaluation "
-                     "examples are drawn with replacement, the same draw for both objectives and every seed; "
-                     f"{primary} is computed per seed and averaged over the seeds both ran (seeds pooled). "
-                     "The interval is the resampled Δ's 2.5-97.5 percentiles; p (two-sided) is the smallest α "
-                     "whose percentile interval excludes 0. A bound of 0 is a tie (resamples on which the two "
-                     "objectives score the same), so that interval includes 0.")
+    report.paragraph(f"Mean ± sample standard deviation over seeds ({better} {primary} is better). Δ and p: "
+                     f"{primary} against {reference} over the seeds both ran, {resamples:,} two-level resamples "
+                     f"(seeds, then examples within each seed, the same draws for both objectives). {METHOD} "
+                     "A bound of 0 is a tie (resamples on which the two objectives score the same), so that "
+                     "interval includes 0.")
     if "meteor" not in metrics and "bleu4" in metrics:
         report.paragraph("METEOR is left out: it needs Java, which is not installed here.")
     claims = claim_rows(cells, baseline, scoring, task, resamples)
     if claims:
         report.heading("The papers' claims on this task")
-        report.table(["claim", f"Δ {primary} [95% CI]", "p", "verdict"], claims)
-        report.paragraph(f"Paired bootstrap of the first variant minus the second ({resamples} resamples, seeds "
-                         "paired), for each claim made on this kind of task whose two variants ran. \"not "
-                         "testable at this scale\": a cell of either side did not learn (column \"learned\" "
-                         "below); supports / contradicts: p < 0.05 in the claim's / the other direction.")
+        report.table([CLAIM_HEADER[0], f"Δ {primary} [95% CI]", *CLAIM_HEADER[2:]], claims)
+        report.paragraph(f"The first variant minus the second ({resamples:,} two-level resamples, seeds paired), for "
+                         "each claim made on this kind of task whose two variants ran; p adjusted by Holm-Bonferroni "
+                         "across this table's testable claims. \"not testable at this scale\": a side's interval "
+                         "against the trivial baseline (over seeds and examples) does not lie on the better side of "
+                         "0 (\"indistinguishable from the baseline\"), or a cell did not learn (column \"learned\" "
+                         "below); supports / contradicts: adjusted p < 0.05 and the interval excludes 0, in the "
+                         "claim's / the other direction; otherwise \"no detectable difference\".")
     colours = variant_colours([c["objective"] for c in cells])
     if plots:
         report.image(_score_plot(out_dir, cells, baseline, scoring, colours), f"{primary} per objective")
