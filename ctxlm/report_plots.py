@@ -276,12 +276,14 @@ def score_plot(scores: Mapping[str, Sequence[float]], path: str | Path, metric: 
 
 def low_resource_plot(points: Mapping[str, Mapping[int, Sequence[float]]], baseline: Mapping | None,
                       path: str | Path, metric: str, *, colours: Mapping[str, str] | None = None,
-                      intervals: Mapping[str, Mapping[int, tuple[float, float, float]]] | None = None) -> Path:
+                      intervals: Mapping[str, Mapping[int, tuple[float, float, float]]] | None = None,
+                      baseline_by_size: Mapping[int, float] | None = None) -> Path:
     """`metric` against the number of training pairs (log scale; variant → {pairs: a score per
     seed}): the mean over seeds with the min-max band, or, with `intervals` (variant → {pairs:
     (estimate, low, high)}, the two-level bootstrap's), the estimate with its 95% CI band; a line per
     variant in its colour, the trivial baseline (`{"name", "metrics"}` or None) as a labelled
-    horizontal line; small multiples by family when crowded."""
+    horizontal line, or, with `baseline_by_size` (pairs → its value at that size: a baseline that
+    counts the training pairs), a dashed line through those; small multiples by family when crowded."""
     plt = pyplot()
     for name, sizes in points.items():
         bad = [size for size in sizes if isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0]
@@ -302,7 +304,11 @@ def low_resource_plot(points: Mapping[str, Mapping[int, Sequence[float]]], basel
             ax.plot(sizes, centre, color=colours[name], marker="o", markersize=4, linewidth=1.8, label=name)
             if intervals is not None or max(len(v) for v in scores) > 1:
                 ax.fill_between(sizes, low, high, color=colours[name], alpha=0.15, linewidth=0)
-        if reference is not None:
+        if baseline_by_size:
+            xs = sorted(baseline_by_size)
+            ax.plot(xs, [baseline_by_size[x] for x in xs], color="black", linestyle="--", linewidth=1.2, marker="x",
+                    label=f"baseline: {baseline['name'] if baseline else 'trivial'} (at each size)")
+        elif reference is not None:
             ax.axhline(reference, color="black", linestyle="--", linewidth=1.2,
                        label=f"baseline: {baseline['name']} ({reference:.2f})")
         ax.set_title(panel_title, fontsize=10, loc="left")
@@ -319,10 +325,11 @@ def low_resource_plot(points: Mapping[str, Mapping[int, Sequence[float]]], basel
 
 def interval_plot(panels_: Sequence[tuple[str, Sequence[tuple[str, float, float, float]]]], path: str | Path,
                   metric: str, *, baseline: Mapping | None = None, higher_is_better: bool = True,
-                  colours: Mapping[str, str] | None = None) -> Path:
+                  colours: Mapping[str, str] | None = None, baselines: Sequence[float | None] | None = None) -> Path:
     """Scores as points with their 95% CIs: a panel per (title, [(variant, estimate, low, high)]),
-    a row per variant in its colour, the trivial baseline a labelled vertical line; the x axis
-    fitted to the intervals and the baseline (not from 0), shared by the panels."""
+    a row per variant in its colour, the trivial baseline a labelled vertical line (`baselines`:
+    each panel's own value, else `baseline`'s); the x axis fitted to the intervals and the
+    baselines (not from 0), shared by the panels."""
     plt = pyplot()
     names = list(dict.fromkeys(name for _, rows in panels_ for name, *_ in rows))
     colours = colours or variant_colours(names)
@@ -331,16 +338,17 @@ def interval_plot(panels_: Sequence[tuple[str, Sequence[tuple[str, float, float,
                                 dpi=100, sharey=True, sharex=True, squeeze=False)
     axes = list(axes[0])
     reference = baseline_value(baseline, metric)
+    lines = list(baselines) if baselines is not None else [reference] * len(panels_)
     edges = [v for _, rows in panels_ for _, _, low, high in rows for v in (low, high)]
-    edges += [reference] if reference is not None else []
-    for ax, (title, rows) in zip(axes, panels_):
+    edges += [v for v in lines if v is not None]
+    for ax, (title, rows), reference in zip(axes, panels_, lines):
         for name, estimate, low, high in rows:
             y = names.index(name)
             ax.errorbar(estimate, y, xerr=[[estimate - low], [high - estimate]], color=colours[name], marker="o",
                         markersize=5, capsize=3, linewidth=1.4)
         if reference is not None:
             ax.axvline(reference, color="black", linestyle="--", linewidth=1.2,
-                       label=f"baseline: {baseline['name']}" if ax is axes[-1] else None)
+                       label=f"baseline: {(baseline or {}).get('name', 'trivial')}" if ax is axes[-1] else None)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
         ax.grid(alpha=0.3, axis="x")

@@ -41,7 +41,8 @@ def cell(rng, task: str, objective: str, seed: int, pairs: int, view: str, cappe
             "finetune_steps": 300 if capped else 120, "finetune_best_step": 300 if capped else 80,
             "finetune_seconds": 5.0, "score_seconds": 1.0, "finetune_flops": 10 ** 11, "finetune_tokens": 5000,
             "finetune_lr": 3e-4, "finetune_step_cap": 300, "finetune_stopped_early": not capped,
-            "finetune_curve": [[s, 5 - s / 100] for s in range(20, 301 if capped else 121, 20)],
+            "finetune_curve": [[s, 5 - s / 100 - effect / 10 + rng.normal(0, 0.05)]
+                               for s in range(20, 301 if capped else 121, 20)],
             "finetune_unigram_level": 6.0, "train_pairs": pairs, "budget_view": view,
             "metrics": {("rougeL" if task == "gigaword" else "perplexity"): metric},
             "example_stats": stats.tolist(), "predictions": ["x"] * EXAMPLES}

@@ -184,6 +184,11 @@ def load(data: Path = DATA) -> Data:
 
 
 # ------------------------------------------------------------------------------------ tables
+def baseline_score(baseline: dict, scoring: Scoring) -> float:
+    """The baseline's primary metric, from its per-example rows (as the tests see it)."""
+    return float(scoring.statistic(np.asarray(baseline["example_stats"], dtype=np.float64)[None])[0])
+
+
 def cell_interval(group: list[dict], scoring: Scoring, resamples: int) -> statistics.Interval:
     return statistics.interval([c["example_stats"] for c in group], scoring.statistic, resamples=resamples)
 
@@ -211,8 +216,7 @@ def score_table(data: Data, task: str, view: str, scoring: Scoring, resamples: i
     baselines = [data.baseline(task, view, s) for s in sizes]
     if any(baselines):
         name = next(b["name"] for b in baselines if b)
-        rows.append([f"baseline: {name}", *("—" if b is None else
-                                            f"{float(scoring.statistic(np.asarray(b['example_stats'])[None])[0]):.2f}"
+        rows.append([f"baseline: {name}", *("—" if b is None else f"{baseline_score(b, scoring):.2f}"
                                             for b in baselines)])
     return [f"{size:,} pairs" for size in sizes], rows, intervals
 
@@ -271,8 +275,9 @@ def plots(data: Data, task: str, scoring: Scoring, intervals: dict, out: Path) -
     largest = data.cells(task, "flops", sizes[-1])
     groups, baseline = by_objective(largest), data.baseline(task, "flops", sizes[-1])
     colours = variant_colours(list(groups))
-    line = None if baseline is None else {"name": baseline["name"], "metrics": {scoring.primary: float(
-        scoring.statistic(np.asarray(baseline["example_stats"])[None])[0])}}
+    line = None if baseline is None else {"name": baseline["name"], "metrics": {scoring.primary: baseline_score(
+        baseline, scoring)}}
+    at_size = {size: baseline_score(b, scoring) for size in sizes if (b := data.baseline(task, "flops", size))}
     runs = {v: [c.get("stages") or [] for c in group] for v, group in groups.items()}
     ratio = {v: np.mean([c["pretrain_flops"] / c["tokens_seen"] for c in group]) for v, group in groups.items()
              if all(c.get("pretrain_flops") and c.get("tokens_seen") for c in group)}
@@ -285,12 +290,14 @@ def plots(data: Data, task: str, scoring: Scoring, intervals: dict, out: Path) -
     made = [(pretrain_panels(runs, out / f"{task}-pretrain.png", flops_per_token=ratio, colours=colours),
              "pre-training held-out loss per objective, with its unigram level"),
             (interval_plot(per_size, out / f"{task}-scores.png", scoring.primary, baseline=line,
-                           higher_is_better=scoring.higher_is_better, colours=colours),
+                           higher_is_better=scoring.higher_is_better, colours=colours,
+                           baselines=[at_size.get(size) for size in sizes]),
              f"{scoring.primary} with 95% CIs at each size"),
             (loss_plot(finetune, out / f"{task}-finetune.png", f"fine-tuning held-out loss ({sizes[-1]:,} pairs)",
                        ylabel="held-out loss", colours=colours), "fine-tuning held-out loss"),
             (low_resource_plot(points, line, out / f"{task}-low-resource.png", scoring.primary, colours=colours,
-                               intervals=intervals), f"{scoring.primary} against the training pairs")]
+                               intervals=intervals, baseline_by_size=at_size),
+             f"{scoring.primary} against the training pairs")]
     return made
 
 
