@@ -351,6 +351,13 @@ def beats_baseline(test: BootstrapResult, higher_is_better: bool) -> bool:
     return test.ci_low > 0 if higher_is_better else test.ci_high < 0
 
 
+def baseline_relation(test: BootstrapResult, higher_is_better: bool) -> str:
+    """"beats", "is worse than" (the interval on the worse side of 0) or "is indistinguishable from"."""
+    if beats_baseline(test, higher_is_better):
+        return "beats"
+    return "is worse than" if beats_baseline(test, not higher_is_better) else "is indistinguishable from"
+
+
 def untestable_reasons(group: list[dict], baseline: dict | None, scoring, resamples: int) -> list[str]:
     """Why a variant's side of a claim is not evidence: it is indistinguishable from the trivial
     baseline (`against_baseline`'s interval not on the better side of 0; with a baseline that has no
@@ -359,8 +366,8 @@ def untestable_reasons(group: list[dict], baseline: dict | None, scoring, resamp
     reasons = []
     test = against_baseline(group, baseline, scoring, resamples)
     if test is not None and not beats_baseline(test, scoring.higher_is_better):
-        reasons.append(f"{group[0]['objective']} indistinguishable from the baseline ({scoring.primary} "
-                       f"{format_difference(test.difference, test.ci_low, test.ci_high)})")
+        reasons.append(f"{group[0]['objective']} {baseline_relation(test, scoring.higher_is_better)} the baseline "
+                       f"({scoring.primary} {format_difference(test.difference, test.ci_low, test.ci_high)})")
     for cell in group:
         point = did_not_learn(cell, baseline if test is None else None, scoring.primary, scoring.higher_is_better)
         if point:

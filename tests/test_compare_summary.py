@@ -138,11 +138,13 @@ def test_verdicts_follow_the_issues_rules(exported):
             assert verdict in ("no detectable difference", "no difference at two decimals") or verdict.startswith(
                 "not testable"), (label, verdict)
         if ": palm vs mass" in label:  # mass is at the baseline's level: its claims are not testable
-            assert verdict.startswith("not testable at this scale (mass indistinguishable from the baseline"), verdict
+            assert re.match(r"not testable at this scale \(mass is (indistinguishable from|worse than) the baseline",
+                            verdict), verdict
     gigaword = markdown.split("## Cornell")[0]
     verdicts = {row[0]: row[-1] for row in rows(gigaword, "4,000 pairs: ")}
     assert verdicts["4,000 pairs: pre-training helps (PALM Table 6): palm vs none"] == "supports"
-    assert "≈ baseline" in gigaword and "PALM Table 5's direction at each size" in gigaword
+    assert "≈ baseline" in gigaword or "< baseline" in gigaword
+    assert "PALM Table 5's direction at each size" in gigaword
     assert "equal budget, not converged" in gigaword
     assert "| 1,000 | palm | 120, 120, 120 | 80, 80, 80 | 300 |" in gigaword
     assert "matched tokens (second view)" in gigaword

@@ -41,7 +41,7 @@ import numpy as np
 
 from ctxlm import statistics
 from ctxlm.errors import CtxlmError
-from ctxlm.report import (CLAIM_HEADER, Report, against_baseline, beats_baseline, by_objective, claim_table,
+from ctxlm.report import (CLAIM_HEADER, Report, against_baseline, baseline_relation, by_objective, claim_table,
                           claim_tests, counted_not_learning)
 from ctxlm.report_plots import interval_plot, loss_plot, low_resource_plot, pretrain_panels, variant_colours
 
@@ -208,9 +208,10 @@ def score_table(data: Data, task: str, view: str, scoring: Scoring, resamples: i
             ci = cell_interval(group, scoring, resamples)
             intervals.setdefault(variant, {})[size] = (ci.estimate, ci.ci_low, ci.ci_high)
             test = against_baseline(group, data.baseline(task, view, size), scoring, resamples)
-            near = test is not None and not beats_baseline(test, scoring.higher_is_better)
+            relation = None if test is None else baseline_relation(test, scoring.higher_is_better)
+            mark = {"is worse than": " < baseline", "is indistinguishable from": " ≈ baseline"}.get(relation, "")
             stuck = any(counted_not_learning(c) for c in group)
-            row.append(f"{ci.estimate:.2f} [{ci.ci_low:.2f}, {ci.ci_high:.2f}]" + (" ≈ baseline" if near else "")
+            row.append(f"{ci.estimate:.2f} [{ci.ci_low:.2f}, {ci.ci_high:.2f}]{mark}"
                        + (" (unigram level)" if stuck else ""))
         rows.append(row)
     baselines = [data.baseline(task, view, s) for s in sizes]
@@ -325,8 +326,9 @@ def summarize(data_dir: Path = DATA, out: Path = OUT, resamples: int = statistic
             report.heading(f"{scoring.primary} per variant, {title}", 3)
             report.table(["variant", *header], rows)
             report.paragraph("Estimate [95% CI] over seeds and examples. \"≈ baseline\": the interval of (variant − "
-                             "baseline) does not lie on the better side of 0, so the variant is indistinguishable "
-                             "from the trivial baseline and every claim it is part of is not testable.")
+                             "baseline), over seeds and examples, spans 0 (\"< baseline\": it lies on the worse "
+                             "side): the variant does not beat the trivial baseline, and every claim it is part of "
+                             "is not testable at this scale.")
             rows = claims(data, task, view, scoring, resamples)
             report.heading(f"The papers' claims, {title}", 3)
             report.table([CLAIM_HEADER[0], f"Δ {scoring.primary} [95% CI]", *CLAIM_HEADER[2:]], rows)
