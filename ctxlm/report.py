@@ -26,9 +26,9 @@ from typing import Sequence
 import numpy as np
 
 from .report_plots import baseline_value, loss_plot, score_plot, variant_colours
-from .statistics import (METHOD, RESAMPLES, TIE_TOLERANCE, BootstrapResult, Statistic,  # noqa: F401
-                         corpus_bleu4, corpus_pearson, corpus_perplexity, format_p, holm, mean_score, paired_bootstrap,
-                         two_level_bootstrap)
+from .statistics import (METHOD, RESAMPLES, TIE_TOLERANCE, BootstrapResult, SharedResamples,  # noqa: F401
+                         Statistic, corpus_bleu4, corpus_pearson, corpus_perplexity, format_p, holm, mean_score,
+                         paired_bootstrap, two_level_bootstrap)
 
 REFERENCE = "palm"  # every other objective is tested against it
 
@@ -337,11 +337,27 @@ def by_objective(cells: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def against_baseline(group: list[dict], baseline: dict | None, scoring, resamples: int) -> BootstrapResult | None:
+def shared_resamples(cells: list[dict], baseline: dict | None, scoring, resamples: int) -> SharedResamples | None:
+    """Every variant of `cells` and the baseline ("baseline") resampled once, the same draws for all
+    (`ctxlm.statistics.SharedResamples`); None unless every variant ran the same seeds."""
+    groups = by_objective(cells)
+    if not groups or len({tuple(c["seed"] for c in group) for group in groups.values()}) != 1:
+        return None
+    systems = {name: [c["example_stats"] for c in group] for name, group in groups.items()}
+    if baseline and baseline.get("example_stats") is not None:
+        systems["baseline"] = [baseline["example_stats"]]
+    return SharedResamples(systems, scoring.statistic, resamples=resamples)
+
+
+def against_baseline(group: list[dict], baseline: dict | None, scoring, resamples: int,
+                     shared: SharedResamples | None = None) -> BootstrapResult | None:
     """The two-level bootstrap of a variant's cells (its seeds) minus the trivial baseline (one
-    system, paired with every seed) on the primary metric; None without the baseline's per-example rows."""
+    system, paired with every seed) on the primary metric (from `shared` when it holds both); None
+    without the baseline's per-example rows."""
     if not baseline or baseline.get("example_stats") is None or not group:
         return None
+    if shared is not None and {group[0]["objective"], "baseline"} <= set(shared.names):
+        return shared.test(group[0]["objective"], "baseline")
     return two_level_bootstrap([c["example_stats"] for c in group], [baseline["example_stats"]], scoring.statistic,
                                resamples=resamples)
 
@@ -358,13 +374,14 @@ def baseline_relation(test: BootstrapResult, higher_is_better: bool) -> str:
     return "is worse than" if beats_baseline(test, not higher_is_better) else "is indistinguishable from"
 
 
-def untestable_reasons(group: list[dict], baseline: dict | None, scoring, resamples: int) -> list[str]:
+def untestable_reasons(group: list[dict], baseline: dict | None, scoring, resamples: int,
+                       shared: SharedResamples | None = None) -> list[str]:
     """Why a variant's side of a claim is not evidence: it is indistinguishable from the trivial
     baseline (`against_baseline`'s interval not on the better side of 0; with a baseline that has no
     per-example rows, a cell's point score not beating it), or a run its cells' models come out of
     stayed at the unigram level, or a cell predicts one class."""
     reasons = []
-    test = against_baseline(group, baseline, scoring, resamples)
+    test = against_baseline(group, baseline, scoring, resamples, shared)
     if test is not None and not beats_baseline(test, scoring.higher_is_better):
         reasons.append(f"{group[0]['objective']} {baseline_relation(test, scoring.higher_is_better)} the baseline "
                        f"({scoring.primary} {format_difference(test.difference, test.ci_low, test.ci_high)})")
@@ -375,10 +392,11 @@ def untestable_reasons(group: list[dict], baseline: dict | None, scoring, resamp
     return reasons
 
 
-def claim_tests(cells: list[dict], baseline: dict | None, scoring, task: str,
-                resamples: int) -> list[tuple[Claim, BootstrapResult, list[str]]]:
+def claim_tests(cells: list[dict], baseline: dict | None, scoring, task: str, resamples: int,
+                shared: SharedResamples | None = None) -> list[tuple[Claim, BootstrapResult, list[str]]]:
     """(claim, two-level bootstrap of better minus worse on the seeds both ran, reasons it is not
-    testable) of each claim (`CLAIMS`) made on `task` whose two variants have cells on a common seed."""
+    testable) of each claim (`CLAIMS`) made on `task` whose two variants have cells on a common seed;
+    from `shared` (`shared_resamples`, when every variant ran the same seeds) without resampling again."""
     groups, out = by_objective(cells), []
     for claim in CLAIMS:
         if task not in claim.tasks:
@@ -387,9 +405,13 @@ def claim_tests(cells: list[dict], baseline: dict | None, scoring, task: str,
         if not seeds:
             continue
         better, worse = ([c for c in groups[name] if c["seed"] in seeds] for name in (claim.better, claim.worse))
-        test = two_level_bootstrap([c["example_stats"] for c in better], [c["example_stats"] for c in worse],
-                                   scoring.statistic, resamples=resamples)
-        untestable = [r for side in (better, worse) for r in untestable_reasons(side, baseline, scoring, resamples)]
+        if shared is not None and {claim.better, claim.worse} <= set(shared.names):
+            test = shared.test(claim.better, claim.worse)
+        else:
+            test = two_level_bootstrap([c["example_stats"] for c in better], [c["example_stats"] for c in worse],
+                                       scoring.statistic, resamples=resamples)
+        untestable = [r for side in (better, worse) for r in untestable_reasons(side, baseline, scoring, resamples,
+                                                                                  shared)]
         out.append((claim, test, untestable))
     return out
 
@@ -413,8 +435,9 @@ def claim_table(tests: list[tuple[str, BootstrapResult, list[str]]], higher_is_b
 
 def claim_rows(cells: list[dict], baseline: dict | None, scoring, task: str, resamples: int) -> list[list[str]]:
     """`CLAIM_HEADER` rows of each claim tested on `task` (`claim_tests`, Holm across them)."""
+    shared = shared_resamples(cells, baseline, scoring, resamples)
     return claim_table([(f"{claim.text}: {claim.better} vs {claim.worse}", test, untestable)
-                        for claim, test, untestable in claim_tests(cells, baseline, scoring, task, resamples)],
+                        for claim, test, untestable in claim_tests(cells, baseline, scoring, task, resamples, shared)],
                        scoring.higher_is_better)
 
 

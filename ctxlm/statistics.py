@@ -62,7 +62,10 @@ def corpus_perplexity(x: np.ndarray) -> np.ndarray:
 def corpus_bleu4(x: np.ndarray) -> np.ndarray:
     """Corpus BLEU-4 × 100 from per-example (hypothesis length, reference length, 4 n-gram guesses,
     4 clipped matches), with pycocoevalcap's smoothing constants (its Bleu(4) to the last digit)."""
-    totals = x.sum(axis=-2)
+    return _bleu4_of_totals(x.sum(axis=-2))
+
+
+def _bleu4_of_totals(totals: np.ndarray) -> np.ndarray:
     small, tiny = 1e-9, 1e-15
     log_precisions = np.log((totals[..., 6:10] + tiny) / (totals[..., 2:6] + small)).mean(axis=-1)
     ratio = (totals[..., 0] + tiny) / (totals[..., 1] + small)
@@ -77,6 +80,13 @@ def corpus_pearson(x: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return 100 * (prediction * label).sum(axis=-1) / np.sqrt(
             (prediction ** 2).sum(axis=-1) * (label ** 2).sum(axis=-1))
+
+
+# a statistic of the rows' column sums alone: (sums (..., k), rows) → the statistic; the bootstrap
+# then sums each resample's rows by a matrix product of draw counts instead of gathering them
+FROM_SUMS = {mean_score: lambda sums, rows: sums[..., 0] / rows,
+             corpus_perplexity: lambda sums, rows: np.exp(sums[..., 0] / sums[..., 1]),
+             corpus_bleu4: lambda sums, rows: _bleu4_of_totals(sums)}
 
 
 # ------------------------------------------------------------------------------------ Student's t (integer df)
@@ -152,20 +162,39 @@ class BootstrapResult:
     percentile_p: float | None = None  # 2 · min(P*(Δ ≤ 0), P*(Δ ≥ 0))
 
 
-def resampled_differences(a: np.ndarray, b: np.ndarray, statistic: Statistic, score_b: Statistic, resamples: int,
-                          seed: int) -> np.ndarray:
-    """statistic(a) − score_b(b) on each of `resamples` two-level resamples (`two_level_draws`, the
-    same draws for both; chunks of `CHUNK_VALUES` bound the memory) of (seeds, examples, k) arrays."""
-    seeds, examples = a.shape[:2]
-    rng, chunk = np.random.default_rng(seed), max(1, CHUNK_VALUES // (seeds * examples * (a.shape[2] + b.shape[2])))
-    both, k = np.concatenate([a, b], axis=-1), a.shape[-1]  # one gather serves both systems: the same draws
-    deltas = []
+def resampled_statistics(systems: Sequence[tuple[np.ndarray, Statistic]], resamples: int, seed: int) -> np.ndarray:
+    """(resamples, systems): each system's statistic on each two-level resample (`two_level_draws`),
+    the SAME draws for every system (one gather serves them all); `systems` are ((seeds, examples,
+    k) array, statistic) of one (seeds, examples); chunks of `CHUNK_VALUES` bound the memory."""
+    seeds, examples = systems[0][0].shape[:2]
+    edges = np.cumsum([0] + [x.shape[-1] for x, _ in systems])
+    both = np.concatenate([x for x, _ in systems], axis=-1).reshape(seeds * examples, -1)
+    rng, chunk = np.random.default_rng(seed), max(1, CHUNK_VALUES // (seeds * examples * max(1, int(edges[-1]))))
+    by_sums = all(statistic in FROM_SUMS for _, statistic in systems) and edges[-1] >= 3  # gathering 2 is faster
+    if by_sums:  # a chunk of draw counts × the rows is a BLAS product; it bounds memory as the gather does
+        chunk = max(1, min(chunk, CHUNK_VALUES // (seeds * examples)))
+    out = []
     for start in range(0, resamples, chunk):
         seed_draw, example_draw = two_level_draws(rng, seeds, examples, min(chunk, resamples - start))
-        flat = (seed_draw * examples)[..., None] + example_draw  # row seed · examples + example of `both`
-        rows = np.take(both.reshape(seeds * examples, -1), flat.reshape(len(flat), -1), axis=0)
-        deltas.append(statistic(rows[..., :k]) - score_b(rows[..., k:]))
-    return np.concatenate(deltas)
+        flat = ((seed_draw * examples)[..., None] + example_draw).reshape(len(seed_draw), -1)  # rows of `both`
+        if by_sums:
+            offsets = (np.arange(len(flat)) * len(both))[:, None]
+            counts = np.bincount((flat + offsets).ravel(), minlength=len(flat) * len(both))
+            sums = counts.reshape(len(flat), len(both)).astype(np.float64) @ both
+            values = [FROM_SUMS[statistic](sums[:, edges[i]:edges[i + 1]], flat.shape[1])
+                      for i, (_, statistic) in enumerate(systems)]
+        else:
+            rows = np.take(both, flat, axis=0)
+            values = [statistic(rows[..., edges[i]:edges[i + 1]]) for i, (_, statistic) in enumerate(systems)]
+        out.append(np.stack(values, axis=-1))
+    return np.concatenate(out)
+
+
+def resampled_differences(a: np.ndarray, b: np.ndarray, statistic: Statistic, score_b: Statistic, resamples: int,
+                          seed: int) -> np.ndarray:
+    """statistic(a) − score_b(b) on each two-level resample, the same draws for both."""
+    values = resampled_statistics([(a, statistic), (b, score_b)], resamples, seed)
+    return values[:, 0] - values[:, 1]
 
 
 def _tie(deltas: np.ndarray, observed: float) -> float:
@@ -177,6 +206,34 @@ def percentile_p(deltas: np.ndarray, tie: float) -> float:
     return min(1.0, 2 * min(float(np.mean(deltas <= tie)), float(np.mean(deltas >= -tie))))
 
 
+class SharedResamples:
+    """Several systems scored on the same examples and seeds (`systems`: name → (seeds, examples[, k])
+    per-example statistics; a system of one seed, a baseline, is paired with every seed), resampled
+    once: each system's statistic on each two-level resample, the same draws for all, so any paired
+    test between two of them (`test`) costs no further resampling."""
+
+    def __init__(self, systems, statistic: Statistic = mean_score, *, resamples: int = RESAMPLES, seed: int = 0):
+        arrays = {name: as_cells(x, str(name)) for name, x in systems.items()}
+        seeds = max(x.shape[0] for x in arrays.values())
+        arrays = {name: np.broadcast_to(x, (seeds, *x.shape[1:])) if x.shape[0] == 1 else x
+                  for name, x in arrays.items()}
+        shapes = {x.shape[:2] for x in arrays.values()}
+        if len(shapes) != 1:
+            raise CtxlmError(f"two-level bootstrap: the systems' (seeds, examples) differ: {sorted(shapes)}")
+        self.names, self.resamples, self.seeds = list(arrays), resamples, seeds
+        self.values = resampled_statistics([(x, statistic) for x in arrays.values()], resamples, seed)
+        self.observed = np.array([statistic(x.reshape(1, -1, x.shape[-1]))[0] for x in arrays.values()])
+        self.per_seed = np.stack([statistic(x) for x in arrays.values()], axis=-1)  # (seeds, systems)
+
+    def test(self, a: str, b: str | None = None, confidence: float = 0.95) -> BootstrapResult:
+        """statistic(a) − statistic(b) (b None: statistic(a) itself); see `METHOD`."""
+        i = self.names.index(a)
+        j = None if b is None else self.names.index(b)
+        pick = lambda x: x[..., i] - (0 if j is None else x[..., j])  # noqa: E731
+        return paired_result(float(pick(self.observed)), tuple(float(d) for d in pick(self.per_seed)),
+                             pick(self.values), confidence)
+
+
 def two_level_bootstrap(a, b=None, statistic: Statistic = mean_score, *, resamples: int = RESAMPLES, seed: int = 0,
                         confidence: float = 0.95) -> BootstrapResult:
     """statistic(a) − statistic(b) over seeds and examples: `a` and `b` are (seeds, examples[, k])
@@ -185,20 +242,15 @@ def two_level_bootstrap(a, b=None, statistic: Statistic = mean_score, *, resampl
     itself (one system's interval, `interval`). Each resample draws seeds, then examples within each
     drawn seed (`two_level_draws`), the same draws for both systems; see `METHOD` for the
     interval and p."""
-    a = as_cells(a, "a")
-    b = np.zeros_like(a[:1, :, :0]) if b is None else as_cells(b, "b")
-    if b.shape[0] == 1 and a.shape[0] > 1:
-        b = np.broadcast_to(b, (a.shape[0], *b.shape[1:]))
-    if a.shape[:2] != b.shape[:2]:
-        raise CtxlmError(f"two-level bootstrap: the two systems' (seeds, examples) differ: {a.shape[:2]} and "
-                         f"{b.shape[:2]}")
-    score_b = (lambda x: np.zeros(x.shape[:-2])) if b.shape[-1] == 0 else statistic  # noqa: E731
-    seeds, examples = a.shape[:2]
-    every = (1, seeds * examples)  # all rows, pooled
-    observed = float(statistic(a.reshape(*every, a.shape[-1]))[0] - score_b(b.reshape(*every, b.shape[-1]))[0])
-    per_seed = tuple(float(x) for x in statistic(a) - score_b(b))
-    deltas = resampled_differences(a, b, statistic, score_b, resamples, seed)
-    tie = _tie(deltas, observed)
+    systems = {"a": a} if b is None else {"a": a, "b": b}
+    return SharedResamples(systems, statistic, resamples=resamples, seed=seed).test("a", None if b is None else "b",
+                                                                                   confidence)
+
+
+def paired_result(observed: float, per_seed: tuple[float, ...], deltas: np.ndarray,
+                  confidence: float = 0.95) -> BootstrapResult:
+    """The test of a difference from its value on all rows, per seed, and on each resample (`METHOD`)."""
+    tie, seeds, resamples = _tie(deltas, observed), len(per_seed), len(deltas)
     tail = (1 - confidence) / 2
     low, high = np.quantile(deltas, [tail, 1 - tail])
     signs = {0 if abs(d) <= tie else (1 if d > 0 else -1) for d in per_seed}

@@ -5,6 +5,7 @@ above), and a known effect is found."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 
@@ -12,8 +13,10 @@ import numpy as np
 import pytest
 
 from ctxlm.errors import CtxlmError
-from ctxlm.statistics import (corpus_perplexity, format_p, holm, interval, mean_score, paired_bootstrap,
-                              resampled_differences, t_quantile, t_two_sided_p, two_level_bootstrap)
+from ctxlm import statistics
+from ctxlm.statistics import (SharedResamples, corpus_bleu4, corpus_perplexity, format_p, holm, interval, mean_score,
+                              paired_bootstrap, resampled_differences, resampled_statistics, t_quantile, t_two_sided_p,
+                              two_level_bootstrap)
 
 
 def exact_two_level(a: np.ndarray, b: np.ndarray, statistic=mean_score) -> np.ndarray:
@@ -84,6 +87,31 @@ def test_a_baseline_of_one_seed_is_paired_with_every_seed_and_one_system_has_an_
         two_level_bootstrap(a, rng.normal(size=(2, 40)))
     with pytest.raises(CtxlmError, match="shape"):
         two_level_bootstrap(np.zeros(3))
+
+
+def test_systems_resampled_once_give_the_pairwise_tests():
+    """SharedResamples draws once for every system: a test between two of them is the pairwise
+    two-level bootstrap's (the same draws when one chunk holds them all), a baseline of one seed included."""
+    rng = np.random.default_rng(3)
+    systems = {"palm": rng.normal(31, 5, (3, 30)), "bart": rng.normal(30, 5, (3, 30)), "baseline": rng.normal(
+        28, 5, (1, 30))}
+    shared = SharedResamples(systems, resamples=300)
+    numbers = lambda r: [float(v) for v in np.hstack([x for x in dataclasses.astuple(r) if not isinstance(x, str)])]  # noqa: E731
+    same = lambda x, y: numbers(x) == pytest.approx(numbers(y), rel=1e-12)  # noqa: E731
+    assert same(shared.test("palm", "bart"), two_level_bootstrap(systems["palm"], systems["bart"], resamples=300))
+    assert same(shared.test("bart", "baseline"), two_level_bootstrap(systems["bart"], systems["baseline"],
+                                                                     resamples=300))
+    assert shared.test("palm").difference == pytest.approx(systems["palm"].mean())
+
+
+@pytest.mark.parametrize("statistic", [mean_score, corpus_perplexity, corpus_bleu4])
+def test_sums_of_draw_counts_give_the_gathered_rows_statistics(statistic, monkeypatch):
+    """The fast path (each resample's column sums as draw counts × rows) equals gathering the rows."""
+    rng = np.random.default_rng(4)
+    systems = [(rng.integers(1, 9, (3, 25, 10)).astype(float), statistic) for _ in range(3)]
+    fast = resampled_statistics(systems, 200, seed=1)
+    monkeypatch.setattr(statistics, "FROM_SUMS", {})
+    np.testing.assert_allclose(fast, resampled_statistics(systems, 200, seed=1), rtol=1e-12)
 
 
 def test_student_t_matches_scipy():

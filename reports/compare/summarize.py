@@ -34,7 +34,7 @@ import argparse
 import gzip
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ import numpy as np
 from ctxlm import statistics
 from ctxlm.errors import CtxlmError
 from ctxlm.report import (CLAIM_HEADER, Report, against_baseline, baseline_relation, by_objective, claim_table,
-                          claim_tests, counted_not_learning)
+                          claim_tests, counted_not_learning, shared_resamples)
 from ctxlm.report_plots import interval_plot, loss_plot, low_resource_plot, pretrain_panels, variant_colours
 
 HERE = Path(__file__).resolve().parent
@@ -149,6 +149,16 @@ class Data:
     records: list[dict]
     lr: dict
     settings: dict
+    resampled: dict = field(default_factory=dict)
+
+    def shared(self, task: str, view: str, pairs: int, scoring: Scoring, resamples: int):
+        """Every variant and the baseline of one task, view and size resampled once (the same draws
+        for all), kept for the tables, claims and plots that test them."""
+        key = (task, view, pairs, resamples)
+        if key not in self.resampled:
+            self.resampled[key] = shared_resamples(self.cells(task, view, pairs), self.baseline(task, view, pairs),
+                                                   scoring, resamples)
+        return self.resampled[key]
 
     def cells(self, task: str, view: str, pairs: int) -> list[dict]:
         return [r for r in self.records if r["kind"] == "cell" and (r["task"], r["view"], r["train_pairs"]) ==
@@ -205,13 +215,15 @@ def score_table(data: Data, task: str, view: str, scoring: Scoring, resamples: i
             if not group:
                 row.append("—")
                 continue
-            ci = cell_interval(group, scoring, resamples)
-            intervals.setdefault(variant, {})[size] = (ci.estimate, ci.ci_low, ci.ci_high)
-            test = against_baseline(group, data.baseline(task, view, size), scoring, resamples)
+            shared = data.shared(task, view, size, scoring, resamples)
+            ci = shared.test(variant) if shared is not None else cell_interval(group, scoring, resamples)
+            intervals.setdefault(variant, {})[size] = (ci.difference if shared is not None else ci.estimate,
+                                                       ci.ci_low, ci.ci_high)
+            test = against_baseline(group, data.baseline(task, view, size), scoring, resamples, shared)
             relation = None if test is None else baseline_relation(test, scoring.higher_is_better)
             mark = {"is worse than": " < baseline", "is indistinguishable from": " ≈ baseline"}.get(relation, "")
             stuck = any(counted_not_learning(c) for c in group)
-            row.append(f"{ci.estimate:.2f} [{ci.ci_low:.2f}, {ci.ci_high:.2f}]{mark}"
+            row.append(f"{intervals[variant][size][0]:.2f} [{ci.ci_low:.2f}, {ci.ci_high:.2f}]{mark}"
                        + (" (unigram level)" if stuck else ""))
         rows.append(row)
     baselines = [data.baseline(task, view, s) for s in sizes]
@@ -227,7 +239,8 @@ def claims(data: Data, task: str, view: str, scoring: Scoring, resamples: int) -
     tests = []
     for size in data.sizes(task, view):
         for claim, test, untestable in claim_tests(data.cells(task, view, size), data.baseline(task, view, size),
-                                                   scoring, scoring.kind, resamples):
+                                                   scoring, scoring.kind, resamples,
+                                                   data.shared(task, view, size, scoring, resamples)):
             tests.append((f"{size:,} pairs: {claim.text}: {claim.better} vs {claim.worse}", test, untestable))
     return claim_table(tests, scoring.higher_is_better)
 
