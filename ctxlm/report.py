@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .report_plots import baseline_value, loss_plot, score_plot, variant_colours
+from .report_plots import baseline_value, interval_plot, loss_plot, pretrain_panels, variant_colours
 from .statistics import (METHOD, RESAMPLES, TIE_TOLERANCE, BootstrapResult, SharedResamples,  # noqa: F401
                          Statistic, corpus_bleu4, corpus_pearson, corpus_perplexity, format_p, holm, mean_score,
                          paired_bootstrap, two_level_bootstrap)
@@ -512,7 +512,8 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
                          "claim's / the other direction; otherwise \"no detectable difference\".")
     colours = variant_colours([c["objective"] for c in cells])
     if plots:
-        report.image(_score_plot(out_dir, cells, baseline, scoring, colours), f"{primary} per objective")
+        report.image(_score_plot(out_dir, cells, baseline, scoring, colours, resamples),
+                     f"{primary} per objective, 95% CIs over seeds and examples")
     report.heading("Cells")
     report.table(["objective", "seed", "parameters", "pre-training steps", "tokens seen", "pre-training s",
                   "fine-tuning steps (best)", "fine-tuning s", "scoring s", primary, "learned"],
@@ -528,15 +529,28 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
                      "brackets and does not count.")
     if plots:
         report.heading("Loss curves")
-        for name, title, curves, share_y in (  # pre-training losses are each objective's own task
-                ("pretrain_loss.png", "pre-training loss (stages in sequence)", _pretrain_curves(out_dir, cells),
-                 False), ("finetune_loss.png", "fine-tuning loss", _finetune_curves(out_dir, cells), True)):
-            report.image(loss_plot(curves, out_dir / name, title, share_y=share_y, colours=colours), title)
-        report.paragraph("Each line is an objective's training loss averaged over its seeds (at the union of "
-                         "their logged steps, each seed interpolated between its own; a seed that stopped "
-                         "early drops out there), the band the lowest to the highest seed. Pre-training stages "
-                         "run in sequence, with a gap between them; the pre-training panels do not share a y "
-                         "axis (each objective's loss is its own task), the fine-tuning panels do. An "
+        held_out = any(stage.get("curve") for c in cells for stage in c["stages"])
+        if held_out:  # the cells record their held-out curves (issue 33): a panel per objective, x in tokens
+            title = "pre-training held-out loss"
+            report.image(pretrain_panels({o: [c["stages"] for c in group] for o, group in by_objective(cells).items()},
+                                         out_dir / "pretrain_loss.png", flops_per_token=_flops_per_token(cells),
+                                         colours=colours), title)
+        else:
+            title = "pre-training loss (stages in sequence)"
+            report.image(loss_plot(_pretrain_curves(out_dir, cells), out_dir / "pretrain_loss.png", title,
+                                   share_y=False, colours=colours), title)
+        title = "fine-tuning held-out loss (the split that selects the checkpoint)"
+        report.image(loss_plot(_finetune_curves(out_dir, cells), out_dir / "finetune_loss.png", title,
+                               ylabel="held-out loss", colours=colours), title)
+        report.paragraph(("Pre-training: each objective's held-out loss against the tokens seen (top axis: "
+                          "training FLOPs), a line per seed, its stages in sequence, the dashed line the unigram "
+                          "level of the stage's targets; a panel per objective (each loss is its own task). "
+                          if held_out else
+                          "Pre-training: each objective's training loss averaged over its seeds, stages in "
+                          "sequence with a gap between them, panels not sharing a y axis. ")
+                         + "Fine-tuning: the held-out loss on the selection split averaged over the seeds (at "
+                         "the union of their validation steps, each seed interpolated between its own; a seed "
+                         "that stopped early drops out there), the band the lowest to the highest seed. An "
                          "objective has one colour in every plot, from its family's palette (PALM blues and "
                          "greens, GLM oranges, UniLMv2 purples and reds).")
     report.heading("Environment")
@@ -567,25 +581,51 @@ def _pretrain_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[list[li
     return curves
 
 
+def read_held_out(path: Path) -> list[tuple[int, float]]:
+    """(step, held-out loss) of a run's metrics.jsonl validation rows (`valid/...loss`, the first such key)."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = []
+    for row in rows:
+        keys = sorted(k for k in row if k.startswith("valid/") and k.endswith("loss"))
+        if keys:
+            out.append((row["step"], row[keys[0]]))
+    return out
+
+
 def _finetune_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[list[list[tuple[int, float]]]]]:
-    """objective → a curve per seed: the fine-tuning run's (step, loss), one stage."""
+    """objective → a curve per seed: the fine-tuning's held-out (selection split) loss by step, one
+    stage: the cell's `finetune_curve`, else its metrics.jsonl validation rows."""
     curves: dict[str, list] = {}
     for cell in cells:
-        curves.setdefault(cell["objective"], []).append([read_metrics(_cell_dir(out_dir, cell) / "finetune"
-                                                                      / "metrics.jsonl")])
+        curve = [(int(s), float(v)) for s, v in cell.get("finetune_curve") or []] or read_held_out(
+            _cell_dir(out_dir, cell) / "finetune" / "metrics.jsonl")
+        curves.setdefault(cell["objective"], []).append([curve])
     return curves
 
 
-def _score_plot(out_dir: Path, cells: list[dict], baseline: dict | None, scoring, colours: dict[str, str]) -> Path:
-    """`scores.png`: the primary metric per objective over its seeds, cells that did not learn marked."""
-    scores: dict[str, list[float]] = {}
-    stuck: dict[str, list[bool]] = {}
+def _flops_per_token(cells: list[dict]) -> dict[str, float]:
+    """objective → its pre-training FLOPs per token (mean over its cells that count both)."""
+    ratios: dict[str, list[float]] = {}
     for cell in cells:
-        scores.setdefault(cell["objective"], []).append(cell["metrics"][scoring.primary])
-        stuck.setdefault(cell["objective"], []).append(
-            did_not_learn(cell, baseline, scoring.primary, scoring.higher_is_better) is not None)
-    return score_plot(scores, out_dir / "scores.png", scoring.primary, baseline=baseline, stuck=stuck,
-                      higher_is_better=scoring.higher_is_better, colours=colours)
+        if cell.get("pretrain_flops") and cell.get("tokens_seen"):
+            ratios.setdefault(cell["objective"], []).append(cell["pretrain_flops"] / cell["tokens_seen"])
+    return {o: float(np.mean(r)) for o, r in ratios.items()}
+
+
+def _score_plot(out_dir: Path, cells: list[dict], baseline: dict | None, scoring, colours: dict[str, str],
+                resamples: int) -> Path:
+    """`scores.png`: the primary metric per objective as a point with its 95% CI over seeds and examples
+    (two-level bootstrap), the baseline a line, on an axis fitted to the data."""
+    shared = shared_resamples(cells, baseline, scoring, resamples)
+    rows = []
+    for objective, group in by_objective(cells).items():
+        test = shared.test(objective) if shared is not None else two_level_bootstrap(
+            [c["example_stats"] for c in group], None, scoring.statistic, resamples=resamples)
+        rows.append((objective, test.difference, test.ci_low, test.ci_high))
+    return interval_plot([("", rows)], out_dir / "scores.png", scoring.primary, baseline=baseline,
+                         higher_is_better=scoring.higher_is_better, colours=colours)
 
 
 # ------------------------------------------------------------------------------------ training-set sizes

@@ -289,6 +289,8 @@ def synthetic_cells(out: Path, names: list[str], seeds: int = 2) -> list[dict]:
                       "stages": [{"stage": s, "steps": 40 + seed, "tokens": 10, "seconds": 1.0} for s in stages],
                       "tokens_seen": 100, "pretrain_seconds": 1.0, "finetune_steps": 30, "finetune_seconds": 1.0,
                       "score_seconds": 1.0, "metrics": {"rougeL": score},
+                      "finetune_curve": [[s, float(5 * np.exp(-s / 20) + rng.normal(3, 0.1))]
+                                         for s in range(10, 31, 10)],
                       "example_stats": rng.normal(score, 3, (8, 1)).tolist(), "not_learning": {}})
     return cells
 
@@ -310,10 +312,15 @@ def test_the_report_embeds_every_plot_and_each_variant_keeps_its_colour(tmp_path
         assert base64.b64encode((tmp_path / name).read_bytes()).decode("ascii") in page
     colours = variant_colours(TWELVE)
     scores_figure, *loss_figures = figures
-    ax = scores_figure.axes[0]
-    bars = [patch for container in ax.containers if hasattr(container, "patches") for patch in container.patches]
-    drawn = {label.get_text(): bar.get_facecolor() for label, bar in zip(ax.get_yticklabels(), bars)}
+    ax = scores_figure.axes[0]  # a point with its CI per variant (issue 33), in the variant's colour
+    points = [container.lines[0] for container in ax.containers]
+    drawn = {label.get_text(): to_rgba(point.get_color()) for label, point in zip(ax.get_yticklabels(), points)}
     assert drawn == {name: pytest.approx(to_rgba(colours[name])) for name in TWELVE}
+    ends = [x for point in points for x in point.get_xdata()] + [28.0]
+    bars = [segment[:, 0] for container in ax.containers for segment in container.lines[2][0].get_segments()]
+    ends += [x for bar in bars for x in bar]
+    span = max(ends) - min(ends)
+    assert ax.get_xlim() == pytest.approx((min(ends) - 0.08 * span, max(ends) + 0.08 * span))  # fitted, not from 0
     for figure, expected in zip(loss_figures, ([n for n in TWELVE if n != "none"], TWELVE)):
         lines = [(line.get_label(), line.get_color()) for ax in figure.axes for line in ax.get_lines()
                  if not line.get_label().startswith("_")]
