@@ -629,19 +629,37 @@ def _score_plot(out_dir: Path, cells: list[dict], baseline: dict | None, scoring
 
 
 # ------------------------------------------------------------------------------------ training-set sizes
-def pretraining_gain(rows: list[dict], scoring) -> tuple[str, str]:
-    """One size's "palm vs none" from its results table (the bootstrap of none minus palm, turned
-    round): the difference with its interval and p, and the verdict on "pre-training helps"."""
+def flipped(test: BootstrapResult) -> BootstrapResult:
+    """The test of b − a from that of a − b."""
+    negative = lambda x: None if x is None else -x  # noqa: E731
+    return dataclasses.replace(test, difference=-test.difference, ci_low=-test.ci_high, ci_high=-test.ci_low,
+                               seed_differences=tuple(-d for d in test.seed_differences),
+                               percentile_low=negative(test.percentile_high),
+                               percentile_high=negative(test.percentile_low))
+
+
+def pretraining_test(rows: list[dict]) -> tuple[BootstrapResult | None, list[str]]:
+    """One size's "palm minus none" from its results table (the test of none minus palm, turned
+    round), and the reasons it is not testable (a cell of either that did not learn)."""
     by_objective = {row["objective"]: row for row in rows}
     palm, none = by_objective.get(REFERENCE), by_objective.get("none")
     if palm is None or none is None or none.get("bootstrap") is None:
-        return "—", "—"
-    test = BootstrapResult(**none["bootstrap"])
-    test = dataclasses.replace(test, difference=-test.difference, ci_low=-test.ci_high, ci_high=-test.ci_low)
-    untestable = [f"{row['objective']} seed {seed}: {reason}" for row in (palm, none)
+        return None, []
+    test = flipped(BootstrapResult(**{**none["bootstrap"], "seed_differences": tuple(
+        none["bootstrap"].get("seed_differences") or ())}))
+    return test, [f"{row['objective']} seed {seed}: {reason}" for row in (palm, none)
                   for seed, reason in (row.get("did_not_learn") or {}).items()]
-    verdict = claim_verdict(test, scoring.higher_is_better, shortened(untestable))
-    return f"{format_difference(test.difference, test.ci_low, test.ci_high)}, p {test.p_value:.3f}", verdict
+
+
+def pretraining_gain(rows: list[dict], scoring, adjusted_p: float | None = None) -> tuple[str, str]:
+    """One size's "palm vs none": the difference with its interval and p (the Holm-adjusted p across
+    the sizes when given), and the verdict on "pre-training helps"."""
+    test, untestable = pretraining_test(rows)
+    if test is None:
+        return "—", "—"
+    verdict = claim_verdict(test, scoring.higher_is_better, shortened(untestable), adjusted_p)
+    shown = format_p(test.p_value if adjusted_p is None else adjusted_p, test.resamples)
+    return f"{format_difference(test.difference, test.ci_low, test.ci_high)}, p {shown}", verdict
 
 
 def write_train_size_report(out_dir: Path, tables: dict[str, list[dict]], sizes: dict[str, int], scoring, *,
@@ -673,8 +691,10 @@ def write_train_size_report(out_dir: Path, tables: dict[str, list[dict]], sizes:
         rows.append([baselines[0]["objective"], *(f"{b['metrics'][primary][0]:.2f}" for b in baselines)])
     report.table(["variant", *(f"{sizes[name]:,} pairs" for name in names)], rows)
     report.heading(f"{REFERENCE} vs none (pre-training helps?)")
-    report.table(["training pairs", f"Δ {primary} [95% CI], p", "verdict"],
-                 [[f"{sizes[name]:,}", *pretraining_gain(tables[name], scoring)] for name in names])
+    report.table(["training pairs", f"Δ {primary} [95% CI], p (Holm across the sizes)", "verdict"],
+                 [[f"{sizes[name]:,}", *pretraining_gain(tables[name], scoring, p)] for name, p in zip(names, holm(
+                     [test.p_value if test is not None and not untestable else None
+                      for test, untestable in map(pretraining_test, tables.values())]))])
     if plots:
         from .report_plots import low_resource_plot
 
