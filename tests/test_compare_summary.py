@@ -148,6 +148,7 @@ def test_verdicts_follow_the_issues_rules(exported):
     assert "equal budget, not converged" in gigaword
     assert "| 1,000 | palm | 120, 120, 120 | 80, 80, 80 | 300 |" in gigaword
     assert "matched tokens (second view)" in gigaword
+    assert rows(gigaword, "palm | 0 | 1-palm: ") and "| none | 0 | — |" in gigaword  # the learning check
     assert rows(markdown, "gigaword | palm | 0.0001: 3.200, 0.0003: 3.100, 0.001: 3.300 | 0.0003")
 
 

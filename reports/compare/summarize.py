@@ -271,6 +271,28 @@ def compute_rows(data: Data, task: str, view: str) -> list[list[str]]:
     return rows
 
 
+def learning_rows(data: Data, task: str, view: str) -> list[list[str]]:
+    """Each cell's learning check at the largest size: every pre-training stage's last held-out loss
+    against its unigram level, the fine-tuning's last against its own, and the runs the check found
+    at the unigram level (`not_learning`)."""
+    rows = []
+    for cell in sorted(data.cells(task, view, data.sizes(task, view)[-1]), key=lambda c: (c["objective"], c["seed"])):
+        stages = [f"{stage.get('stage', '?')}: {_last(stage.get('curve'))} ({_level(stage.get('unigram_level'))})"
+                  for stage in cell.get("stages") or []]
+        finetune = f"{_last(cell.get('finetune_curve'))} ({_level(cell.get('finetune_unigram_level'))})"
+        rows.append([cell["objective"], str(cell["seed"]), "; ".join(stages) or "—", finetune,
+                     ", ".join(cell.get("not_learning") or {}) or "none"])
+    return rows
+
+
+def _last(curve) -> str:
+    return "—" if not curve else f"{float(curve[-1][-1]):.3f}"
+
+
+def _level(value) -> str:
+    return "level —" if value is None else f"level {float(value):.3f}"
+
+
 def lr_rows(data: Data) -> list[list[str]]:
     rows = []
     for task, by_variant in data.lr.items():
@@ -278,8 +300,9 @@ def lr_rows(data: Data) -> list[list[str]]:
             losses = record.get("selection_loss") or {}
             grid = ", ".join(f"{float(lr):g}: {losses.get(str(lr), losses.get(lr, float('nan'))):.3f}"
                              for lr in record.get("grid", []))
-            rows.append([task, variant, grid, f"{record.get('chosen'):g}", f"{record.get('train_pairs', '—'):,}",
-                         str(record.get("seed", "—"))])
+            chosen, pairs = record.get("chosen"), record.get("train_pairs")
+            rows.append([task, variant, grid, "—" if chosen is None else f"{float(chosen):g}",
+                         "—" if pairs is None else f"{pairs:,}", str(record.get("seed", "—"))])
     return rows
 
 
@@ -352,6 +375,10 @@ def summarize(data_dir: Path = DATA, out: Path = OUT, resamples: int = statistic
             report.heading(f"Convergence, {title}", 3)
             report.table(["pairs", "variant", "fine-tuning steps", "best step", "step cap", "stopped early",
                           "status"], convergence_rows(data, task, view))
+            report.heading(f"Learning check at the largest size, {title}", 3)
+            report.table(["variant", "seed", "pre-training stages: last held-out loss (unigram level)",
+                          "fine-tuning: last held-out loss (unigram level)", "runs at the unigram level"],
+                         learning_rows(data, task, view))
             report.heading(f"Compute at the largest size, {title}", 3)
             report.table(["variant", "pre-training FLOPs", "pre-training tokens", "pre-training s",
                           "fine-tuning FLOPs", "fine-tuning tokens", "fine-tuning s", "fine-tuning lr"],
