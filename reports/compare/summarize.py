@@ -22,7 +22,7 @@ and writes reports/compare/data/ (gzip, mtime 0):
 With no arguments it recomputes from reports/compare/data alone (numpy, matplotlib; no models, no
 network): per task and size, every variant's primary metric with its 95% CI over seeds and examples
 (`ctxlm.statistics.interval`) and whether it beats the trivial baseline; the papers' claims at
-matched FLOPs (two-level bootstrap, Holm across a task's claims), PALM Table 5's direction (palm vs
+matched FLOPs (two-level bootstrap, Holm across a task's claims in one view), PALM Table 5's direction (palm vs
 mass, palm vs none) at each size, the tokens-matched view second; the lr selection; convergence
 ("equal budget, not converged" where cells hit the step cap); and the plots. The bootstrap's seed is
 fixed, so the Markdown is the same byte for byte on every run (tests/test_compare_summary.py).
@@ -368,6 +368,11 @@ def summarize(data_dir: Path = DATA, out: Path = OUT, resamples: int = statistic
             rows = claims(data, task, view, scoring, resamples)
             report.heading(f"The papers' claims, {title}", 3)
             report.table([CLAIM_HEADER[0], f"Δ {scoring.primary} [95% CI]", *CLAIM_HEADER[2:]], rows)
+            report.paragraph("The first variant minus the second over the seeds both ran; p adjusted by Holm-Bonferroni "
+                             "across this table's testable claims (every size: one report). \"supports\" / "
+                             "\"contradicts\": adjusted p < 0.05 and the interval excludes 0; otherwise \"no "
+                             "detectable difference\"; \"not testable at this scale\": a side does not beat the "
+                             "baseline or a run it comes out of stayed at the unigram level.")
             table5 = [row for row in rows if row[0].endswith((": palm vs mass", ": palm vs none"))]
             if table5 and view == "flops":
                 report.heading("PALM Table 5's direction at each size (palm vs mass, palm vs none)", 3)
