@@ -200,6 +200,7 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
     objectives = list(dict.fromkeys(c["objective"] for c in cells))
     by_objective = {o: sorted((c for c in cells if c["objective"] == o), key=lambda c: c["seed"]) for o in objectives}
     reference = by_objective.get(reference_name)
+    shared = shared_resamples(cells, baseline, scoring, resamples)
     rows = []
     for objective, group in by_objective.items():
         row = {"objective": objective, "family": group[0]["family"], "parameters": group[0]["parameters"],
@@ -208,7 +209,8 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
                "finetune_seconds": [c["finetune_seconds"] for c in group],
                "metrics": {m: [c["metrics"][m] for c in group] for m in group[0]["metrics"]}, "bootstrap": None,
                "did_not_learn": {c["seed"]: reason for c in group if (reason := did_not_learn(
-                   c, baseline, scoring.primary, scoring.higher_is_better)) is not None}}
+                   c, baseline, scoring.primary, scoring.higher_is_better)) is not None},
+               "untestable": untestable_reasons(group, baseline, scoring, resamples, shared)}
         if reference is not None and objective != reference_name:
             seeds = sorted(set(row["seeds"]) & {c["seed"] for c in reference})
             pick = lambda cells: [c["example_stats"] for c in cells if c["seed"] in seeds]  # noqa: E731
@@ -223,10 +225,11 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
 
 
 def _table_rows(rows: list[dict], metrics: list[str], primary: str, reference: str = REFERENCE) -> list[list[str]]:
-    """The results table's rows; a Δ between objectives either of which has a cell that did not learn
-    reads "not testable at this scale" (the bootstrap stays in table.json)."""
+    """The results table's rows; a Δ between objectives either of which did not learn (`untestable`:
+    indistinguishable from the baseline, or a run at the unigram level; in older tables a cell's
+    `did_not_learn`) reads "not testable at this scale" (the bootstrap stays in table.json)."""
     out = []
-    stuck = {row["objective"] for row in rows if row.get("did_not_learn")}
+    stuck = {row["objective"] for row in rows if row.get("untestable", row.get("did_not_learn"))}
     for row in rows:
         values = [format_mean_std(row["metrics"][m]) if m in row["metrics"] else "—" for m in metrics]
         if "parameters" not in row:  # the baseline
@@ -647,8 +650,8 @@ def pretraining_test(rows: list[dict]) -> tuple[BootstrapResult | None, list[str
         return None, []
     test = flipped(BootstrapResult(**{**none["bootstrap"], "seed_differences": tuple(
         none["bootstrap"].get("seed_differences") or ())}))
-    return test, [f"{row['objective']} seed {seed}: {reason}" for row in (palm, none)
-                  for seed, reason in (row.get("did_not_learn") or {}).items()]
+    return test, [reason for row in (palm, none) for reason in row.get("untestable", [
+        f"{row['objective']} seed {seed}: {why}" for seed, why in (row.get("did_not_learn") or {}).items()])]
 
 
 def pretraining_gain(rows: list[dict], scoring, adjusted_p: float | None = None) -> tuple[str, str]:

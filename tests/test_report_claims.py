@@ -63,3 +63,6 @@ def test_palm_against_none_is_the_test_of_none_minus_palm_turned_round():
     assert pretraining_gain(rows, SCORING) == ("+1.00 [+0.40, +1.60], p 0.010", "supports")
     assert pretraining_gain(rows, SCORING, adjusted_p=0.06) == ("+1.00 [+0.40, +1.60], p 0.060",
                                                                 "no detectable difference")
+    rows[1]["untestable"] = ["none is indistinguishable from the baseline (rougeL +0.10 [-0.20, +0.40])"]
+    assert pretraining_gain(rows, SCORING)[1] == ("not testable at this scale (none is indistinguishable from the "
+                                                  "baseline (rougeL +0.10 [-0.20, +0.40]))")
