@@ -1,7 +1,8 @@
 """The statistics and the report of an objective comparison (`ctxlm.compare`).
 
-- `paired_bootstrap`: the paired bootstrap test of two systems scored on the same examples
-  (Koehn 2004; Efron & Tibshirani 1993, §16.4), over several seeds.
+- The statistics (`ctxlm.statistics`): the two-level bootstrap over seeds and examples, Holm's
+  adjustment; the claims' rows and verdicts (`claim_table`, `claim_verdict`) and whether a variant
+  is distinguishable from the trivial baseline (`untestable_reasons`).
 - `mean_std`: mean ± sample standard deviation over seeds.
 - The plots (`ctxlm.report_plots`): loss curves and scores per variant, a colour per variant.
 - `Report`: headings, paragraphs, tables and images, written as Markdown and as one
@@ -20,93 +21,16 @@ import platform
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .errors import CtxlmError
-from .report_plots import baseline_value, loss_plot, score_plot, variant_colours
+from .report_plots import baseline_value, interval_plot, loss_plot, pretrain_panels, variant_colours
+from .statistics import (METHOD, RESAMPLES, TIE_TOLERANCE, BootstrapResult, SharedResamples,  # noqa: F401
+                         Statistic, corpus_bleu4, corpus_pearson, corpus_perplexity, format_p, holm, mean_score,
+                         paired_bootstrap, two_level_bootstrap)
 
 REFERENCE = "palm"  # every other objective is tested against it
-
-# statistic(x): x has shape (..., examples, k) → shape (...): a score from per-example statistics
-Statistic = Callable[[np.ndarray], np.ndarray]
-
-
-def mean_score(x: np.ndarray) -> np.ndarray:
-    """The mean of a per-example score (column 0), e.g. ROUGE."""
-    return x[..., 0].mean(axis=-1)
-
-
-def corpus_perplexity(x: np.ndarray) -> np.ndarray:
-    """exp(Σ NLL / Σ tokens) of per-example (NLL sum, target tokens) columns."""
-    return np.exp(x[..., 0].sum(axis=-1) / x[..., 1].sum(axis=-1))
-
-
-def corpus_bleu4(x: np.ndarray) -> np.ndarray:
-    """Corpus BLEU-4 × 100 from per-example (hypothesis length, reference length, 4 n-gram guesses,
-    4 clipped matches), with pycocoevalcap's smoothing constants (its Bleu(4) to the last digit)."""
-    totals = x.sum(axis=-2)
-    small, tiny = 1e-9, 1e-15
-    log_precisions = np.log((totals[..., 6:10] + tiny) / (totals[..., 2:6] + small)).mean(axis=-1)
-    ratio = (totals[..., 0] + tiny) / (totals[..., 1] + small)
-    brevity = np.where(ratio < 1, 1 - 1 / ratio, 0.0)
-    return 100 * np.exp(log_precisions + brevity)
-
-
-def corpus_pearson(x: np.ndarray) -> np.ndarray:
-    """Pearson's r × 100 of per-example (prediction, label) columns (NaN where either is constant)."""
-    centred = x[..., :2] - x[..., :2].mean(axis=-2, keepdims=True)
-    prediction, label = centred[..., 0], centred[..., 1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return 100 * (prediction * label).sum(axis=-1) / np.sqrt(
-            (prediction ** 2).sum(axis=-1) * (label ** 2).sum(axis=-1))
-
-
-@dataclass(frozen=True)
-class BootstrapResult:
-    difference: float  # statistic(a) − statistic(b), averaged over seeds
-    ci_low: float  # percentile confidence interval of the difference
-    ci_high: float
-    p_value: float  # two-sided: 2 · min(P*(Δ ≤ 0), P*(Δ ≥ 0)), capped at 1
-    resamples: int
-
-
-TIE_TOLERANCE = 1e-9  # relative: a smaller |Δ| is floating-point noise (scores summed in another order), a tie
-
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_score, *, resamples: int = 1000,
-                     seed: int = 0, confidence: float = 0.95, indices: np.ndarray | None = None) -> BootstrapResult:
-    """Paired bootstrap of statistic(a) − statistic(b) for per-example statistics `a` and `b` of shape
-    (seeds, examples, k): seed s of `a` is paired with seed s of `b`, example i with example i.
-
-    Each resample draws the examples with replacement (the same draw for both systems and every
-    seed), computes the statistic per seed and averages over seeds (seeds pooled). `indices`
-    (resamples × examples) replaces the random draws. The p-value is the smallest α at which the
-    (1 − α) percentile interval excludes 0 (differences within rounding noise of 0 are ties).
-    Arrays of shape (seeds, examples) hold one score per example."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim == 2:
-        a, b = a[..., None], b[..., None]
-    if a.shape != b.shape or a.ndim != 3 or a.shape[1] == 0:
-        raise CtxlmError(f"paired bootstrap needs two (seeds, examples, k) arrays of one shape, got {a.shape} "
-                         f"and {b.shape}")
-    n = a.shape[1]
-    if indices is None:
-        indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-
-    def pooled(x: np.ndarray, idx: np.ndarray, chunk: int = 64) -> np.ndarray:  # chunks bound the memory
-        return np.concatenate([np.mean([statistic(x[s][idx[i:i + chunk]]) for s in range(x.shape[0])], axis=0)
-                               for i in range(0, len(idx), chunk)])
-
-    everything = np.arange(n)[None]
-    observed = float((pooled(a, everything) - pooled(b, everything))[0])
-    deltas = pooled(a, indices) - pooled(b, indices)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(deltas, [tail, 1 - tail])
-    tie = TIE_TOLERANCE * max(1.0, float(np.max(np.abs(deltas))))  # rounding noise is no difference
-    p = min(1.0, 2 * min(float(np.mean(deltas <= tie)), float(np.mean(deltas >= -tie))))
-    return BootstrapResult(observed, float(low), float(high), p, len(indices))
 
 
 def format_signed(value: float, digits: int = 2, tie: float = 0.0) -> str:
@@ -276,6 +200,7 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
     objectives = list(dict.fromkeys(c["objective"] for c in cells))
     by_objective = {o: sorted((c for c in cells if c["objective"] == o), key=lambda c: c["seed"]) for o in objectives}
     reference = by_objective.get(reference_name)
+    shared = shared_resamples(cells, baseline, scoring, resamples)
     rows = []
     for objective, group in by_objective.items():
         row = {"objective": objective, "family": group[0]["family"], "parameters": group[0]["parameters"],
@@ -284,12 +209,13 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
                "finetune_seconds": [c["finetune_seconds"] for c in group],
                "metrics": {m: [c["metrics"][m] for c in group] for m in group[0]["metrics"]}, "bootstrap": None,
                "did_not_learn": {c["seed"]: reason for c in group if (reason := did_not_learn(
-                   c, baseline, scoring.primary, scoring.higher_is_better)) is not None}}
+                   c, baseline, scoring.primary, scoring.higher_is_better)) is not None},
+               "untestable": untestable_reasons(group, baseline, scoring, resamples, shared)}
         if reference is not None and objective != reference_name:
             seeds = sorted(set(row["seeds"]) & {c["seed"] for c in reference})
             pick = lambda cells: [c["example_stats"] for c in cells if c["seed"] in seeds]  # noqa: E731
             if seeds:
-                row["bootstrap"] = dataclasses.asdict(paired_bootstrap(
+                row["bootstrap"] = dataclasses.asdict(two_level_bootstrap(
                     pick(group), pick(reference), scoring.statistic, resamples=resamples))
         rows.append(row)
     if baseline is not None:
@@ -299,10 +225,11 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
 
 
 def _table_rows(rows: list[dict], metrics: list[str], primary: str, reference: str = REFERENCE) -> list[list[str]]:
-    """The results table's rows; a Δ between objectives either of which has a cell that did not learn
-    reads "not testable at this scale" (the bootstrap stays in table.json)."""
+    """The results table's rows; a Δ between objectives either of which did not learn (`untestable`:
+    indistinguishable from the baseline, or a run at the unigram level; in older tables a cell's
+    `did_not_learn`) reads "not testable at this scale" (the bootstrap stays in table.json)."""
     out = []
-    stuck = {row["objective"] for row in rows if row.get("did_not_learn")}
+    stuck = {row["objective"] for row in rows if row.get("untestable", row.get("did_not_learn"))}
     for row in rows:
         values = [format_mean_std(row["metrics"][m]) if m in row["metrics"] else "—" for m in metrics]
         if "parameters" not in row:  # the baseline
@@ -315,7 +242,7 @@ def _table_rows(rows: list[dict], metrics: list[str], primary: str, reference: s
             difference, p = "not testable at this scale", "—"
         else:
             difference = format_difference(test["difference"], test["ci_low"], test["ci_high"])
-            p = f"{test['p_value']:.3f}"
+            p = format_p(test["p_value"], test.get("resamples", RESAMPLES))
         out.append([row["objective"], f"{row['parameters']:,}", f"{np.mean(row['tokens_seen']):,.0f}", *values,
                     difference, p])
     return out
@@ -406,42 +333,131 @@ def shortened(reasons: Sequence[str], shown: int = 2) -> list[str]:
     return list(reasons[:shown]) + ([f"{len(reasons) - shown} more"] if len(reasons) > shown else [])
 
 
-def claim_rows(cells: list[dict], baseline: dict | None, scoring, task: str, resamples: int) -> list[list[str]]:
-    """[claim: better vs worse, Δ [95% CI], p, verdict] of each claim (`CLAIMS`) tested on `task`
-    whose two variants have cells on a common seed: the paired bootstrap of better minus worse on
-    the primary metric, "not testable at this scale" when a cell of either side did not learn."""
-    by_objective: dict[str, list[dict]] = {}
+def by_objective(cells: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
     for cell in sorted(cells, key=lambda c: c["seed"]):
-        by_objective.setdefault(cell["objective"], []).append(cell)
-    rows = []
+        out.setdefault(cell["objective"], []).append(cell)
+    return out
+
+
+def shared_resamples(cells: list[dict], baseline: dict | None, scoring, resamples: int) -> SharedResamples | None:
+    """Every variant of `cells` and the baseline ("baseline") resampled once, the same draws for all
+    (`ctxlm.statistics.SharedResamples`); None unless every variant ran the same seeds."""
+    groups = by_objective(cells)
+    if not groups or len({tuple(c["seed"] for c in group) for group in groups.values()}) != 1:
+        return None
+    systems = {name: [c["example_stats"] for c in group] for name, group in groups.items()}
+    if baseline and baseline.get("example_stats") is not None:
+        systems["baseline"] = [baseline["example_stats"]]
+    return SharedResamples(systems, scoring.statistic, resamples=resamples)
+
+
+def against_baseline(group: list[dict], baseline: dict | None, scoring, resamples: int,
+                     shared: SharedResamples | None = None) -> BootstrapResult | None:
+    """The two-level bootstrap of a variant's cells (its seeds) minus the trivial baseline (one
+    system, paired with every seed) on the primary metric (from `shared` when it holds both); None
+    without the baseline's per-example rows."""
+    if not baseline or baseline.get("example_stats") is None or not group:
+        return None
+    if shared is not None and {group[0]["objective"], "baseline"} <= set(shared.names):
+        return shared.test(group[0]["objective"], "baseline")
+    return two_level_bootstrap([c["example_stats"] for c in group], [baseline["example_stats"]], scoring.statistic,
+                               resamples=resamples)
+
+
+def beats_baseline(test: BootstrapResult, higher_is_better: bool) -> bool:
+    """The interval of (variant − baseline), over seeds and examples, lies on the better side of 0."""
+    return test.ci_low > 0 if higher_is_better else test.ci_high < 0
+
+
+def baseline_relation(test: BootstrapResult, higher_is_better: bool) -> str:
+    """"beats", "is worse than" (the interval on the worse side of 0) or "is indistinguishable from"."""
+    if beats_baseline(test, higher_is_better):
+        return "beats"
+    return "is worse than" if beats_baseline(test, not higher_is_better) else "is indistinguishable from"
+
+
+def untestable_reasons(group: list[dict], baseline: dict | None, scoring, resamples: int,
+                       shared: SharedResamples | None = None) -> list[str]:
+    """Why a variant's side of a claim is not evidence: it is indistinguishable from the trivial
+    baseline (`against_baseline`'s interval not on the better side of 0; with a baseline that has no
+    per-example rows, a cell's point score not beating it), or a run its cells' models come out of
+    stayed at the unigram level, or a cell predicts one class."""
+    reasons = []
+    test = against_baseline(group, baseline, scoring, resamples, shared)
+    if test is not None and not beats_baseline(test, scoring.higher_is_better):
+        reasons.append(f"{group[0]['objective']} {baseline_relation(test, scoring.higher_is_better)} the baseline "
+                       f"({scoring.primary} {format_difference(test.difference, test.ci_low, test.ci_high)})")
+    for cell in group:
+        point = did_not_learn(cell, baseline if test is None else None, scoring.primary, scoring.higher_is_better)
+        if point:
+            reasons.append(f"{cell['objective']} seed {cell['seed']}: {point}")
+    return reasons
+
+
+def claim_tests(cells: list[dict], baseline: dict | None, scoring, task: str, resamples: int,
+                shared: SharedResamples | None = None) -> list[tuple[Claim, BootstrapResult, list[str]]]:
+    """(claim, two-level bootstrap of better minus worse on the seeds both ran, reasons it is not
+    testable) of each claim (`CLAIMS`) made on `task` whose two variants have cells on a common seed;
+    from `shared` (`shared_resamples`, when every variant ran the same seeds) without resampling again."""
+    groups, out = by_objective(cells), []
     for claim in CLAIMS:
         if task not in claim.tasks:
             continue
-        seeds = {c["seed"] for c in by_objective.get(claim.better, [])} & {c["seed"] for c in
-                                                                           by_objective.get(claim.worse, [])}
+        seeds = {c["seed"] for c in groups.get(claim.better, [])} & {c["seed"] for c in groups.get(claim.worse, [])}
         if not seeds:
             continue
-        better, worse = ([c for c in by_objective[name] if c["seed"] in seeds] for name in (claim.better, claim.worse))
-        test = paired_bootstrap([c["example_stats"] for c in better], [c["example_stats"] for c in worse],
-                                scoring.statistic, resamples=resamples)
-        untestable = [f"{c['objective']} seed {c['seed']}: {reason}" for c in better + worse
-                      if (reason := did_not_learn(c, baseline, scoring.primary, scoring.higher_is_better))]
-        rows.append([f"{claim.text}: {claim.better} vs {claim.worse}",
-                     format_difference(test.difference, test.ci_low, test.ci_high), f"{test.p_value:.3f}",
-                     claim_verdict(test, scoring.higher_is_better, shortened(untestable))])
+        better, worse = ([c for c in groups[name] if c["seed"] in seeds] for name in (claim.better, claim.worse))
+        if shared is not None and {claim.better, claim.worse} <= set(shared.names):
+            test = shared.test(claim.better, claim.worse)
+        else:
+            test = two_level_bootstrap([c["example_stats"] for c in better], [c["example_stats"] for c in worse],
+                                       scoring.statistic, resamples=resamples)
+        untestable = [r for side in (better, worse) for r in untestable_reasons(side, baseline, scoring, resamples,
+                                                                                  shared)]
+        out.append((claim, test, untestable))
+    return out
+
+
+CLAIM_HEADER = ("claim", "Δ [95% CI]", "p (Holm)", "p (raw)", "seeds agree in sign", "verdict")
+
+
+def claim_table(tests: list[tuple[str, BootstrapResult, list[str]]], higher_is_better: bool) -> list[list[str]]:
+    """Rows (`CLAIM_HEADER`) of (label, test, reasons not testable): Holm-adjusted p across the
+    testable claims (one family: the report's), the raw p, the per-seed signs and the verdict."""
+    adjusted = holm([None if untestable else test.p_value for _, test, untestable in tests])
+    rows = []
+    for (label, test, untestable), p in zip(tests, adjusted):
+        seeds = ", ".join(format_signed(d, 2) for d in test.seed_differences)
+        agree = f"{'yes' if test.seeds_agree else 'no'} ({seeds})"
+        rows.append([label, format_difference(test.difference, test.ci_low, test.ci_high),
+                     format_p(p, test.resamples), format_p(test.p_value, test.resamples), agree,
+                     claim_verdict(test, higher_is_better, shortened(untestable), p)])
     return rows
 
 
-def claim_verdict(test: BootstrapResult, higher_is_better: bool, untestable: Sequence[str] = ()) -> str:
-    """A paired bootstrap of "better minus worse" read as a claim's verdict: "not testable at this
-    scale" when a side holds a cell that did not learn (`untestable`: their reasons); no difference
-    below the tables' two decimals; else supports / contradicts at p < 0.05."""
+def claim_rows(cells: list[dict], baseline: dict | None, scoring, task: str, resamples: int) -> list[list[str]]:
+    """`CLAIM_HEADER` rows of each claim tested on `task` (`claim_tests`, Holm across them)."""
+    shared = shared_resamples(cells, baseline, scoring, resamples)
+    return claim_table([(f"{claim.text}: {claim.better} vs {claim.worse}", test, untestable)
+                        for claim, test, untestable in claim_tests(cells, baseline, scoring, task, resamples, shared)],
+                       scoring.higher_is_better)
+
+
+def claim_verdict(test: BootstrapResult, higher_is_better: bool, untestable: Sequence[str] = (),
+                  adjusted_p: float | None = None) -> str:
+    """A test of "better minus worse" read as a claim's verdict: "not testable at this scale" when a
+    side is indistinguishable from the baseline or did not learn (`untestable`: the reasons); no
+    difference below the tables' two decimals; "supports" / "contradicts" only when the (Holm-adjusted,
+    `adjusted_p`) p is below 0.05 AND the interval excludes 0; otherwise "no detectable difference"
+    (never "does not hold": an interval spanning 0 refutes nothing)."""
     if untestable:
         return "not testable at this scale (" + "; ".join(untestable) + ")"
     if abs(test.difference) < 0.005:  # below the table's precision (BLEU-4 of 1e-5 is no score)
         return "no difference at two decimals"
-    if test.p_value >= 0.05:
-        return "no significant difference"
+    p = test.p_value if adjusted_p is None else adjusted_p
+    if p >= 0.05 or test.ci_low <= 0 <= test.ci_high:
+        return "no detectable difference"
     return "supports" if (test.difference > 0) == higher_is_better else "contradicts"
 
 
@@ -479,26 +495,28 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
     report.heading("Results")
     report.table(["objective", "parameters", "tokens seen", *metrics, f"Δ {primary} vs {reference} [95% CI]", "p"],
                  _table_rows(rows, metrics, primary, reference))
-    report.paragraph(f"Mean ± sample standard deviation over seeds ({better} {primary} is better). Δ and p: a "
-                     f"paired bootstrap ({resamples} resamples) of {primary} against {reference}: the evaluation "
-                     "examples are drawn with replacement, the same draw for both objectives and every seed; "
-                     f"{primary} is computed per seed and averaged over the seeds both ran (seeds pooled). "
-                     "The interval is the resampled Δ's 2.5-97.5 percentiles; p (two-sided) is the smallest α "
-                     "whose percentile interval excludes 0. A bound of 0 is a tie (resamples on which the two "
-                     "objectives score the same), so that interval includes 0.")
+    report.paragraph(f"Mean ± sample standard deviation over seeds ({better} {primary} is better). Δ and p: "
+                     f"{primary} against {reference} over the seeds both ran, {resamples:,} two-level resamples "
+                     f"(seeds, then examples within each seed, the same draws for both objectives). {METHOD} "
+                     "A bound of 0 is a tie (resamples on which the two objectives score the same), so that "
+                     "interval includes 0.")
     if "meteor" not in metrics and "bleu4" in metrics:
         report.paragraph("METEOR is left out: it needs Java, which is not installed here.")
     claims = claim_rows(cells, baseline, scoring, task, resamples)
     if claims:
         report.heading("The papers' claims on this task")
-        report.table(["claim", f"Δ {primary} [95% CI]", "p", "verdict"], claims)
-        report.paragraph(f"Paired bootstrap of the first variant minus the second ({resamples} resamples, seeds "
-                         "paired), for each claim made on this kind of task whose two variants ran. \"not "
-                         "testable at this scale\": a cell of either side did not learn (column \"learned\" "
-                         "below); supports / contradicts: p < 0.05 in the claim's / the other direction.")
+        report.table([CLAIM_HEADER[0], f"Δ {primary} [95% CI]", *CLAIM_HEADER[2:]], claims)
+        report.paragraph(f"The first variant minus the second ({resamples:,} two-level resamples, seeds paired), for "
+                         "each claim made on this kind of task whose two variants ran; p adjusted by Holm-Bonferroni "
+                         "across this table's testable claims. \"not testable at this scale\": a side's interval "
+                         "against the trivial baseline (over seeds and examples) does not lie on the better side of "
+                         "0 (\"indistinguishable from the baseline\"), or a cell did not learn (column \"learned\" "
+                         "below); supports / contradicts: adjusted p < 0.05 and the interval excludes 0, in the "
+                         "claim's / the other direction; otherwise \"no detectable difference\".")
     colours = variant_colours([c["objective"] for c in cells])
     if plots:
-        report.image(_score_plot(out_dir, cells, baseline, scoring, colours), f"{primary} per objective")
+        report.image(_score_plot(out_dir, cells, baseline, scoring, colours, resamples),
+                     f"{primary} per objective, 95% CIs over seeds and examples")
     report.heading("Cells")
     report.table(["objective", "seed", "parameters", "pre-training steps", "tokens seen", "pre-training s",
                   "fine-tuning steps (best)", "fine-tuning s", "scoring s", primary, "learned"],
@@ -514,15 +532,28 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
                      "brackets and does not count.")
     if plots:
         report.heading("Loss curves")
-        for name, title, curves, share_y in (  # pre-training losses are each objective's own task
-                ("pretrain_loss.png", "pre-training loss (stages in sequence)", _pretrain_curves(out_dir, cells),
-                 False), ("finetune_loss.png", "fine-tuning loss", _finetune_curves(out_dir, cells), True)):
-            report.image(loss_plot(curves, out_dir / name, title, share_y=share_y, colours=colours), title)
-        report.paragraph("Each line is an objective's training loss averaged over its seeds (at the union of "
-                         "their logged steps, each seed interpolated between its own; a seed that stopped "
-                         "early drops out there), the band the lowest to the highest seed. Pre-training stages "
-                         "run in sequence, with a gap between them; the pre-training panels do not share a y "
-                         "axis (each objective's loss is its own task), the fine-tuning panels do. An "
+        held_out = any(stage.get("curve") for c in cells for stage in c["stages"])
+        if held_out:  # the cells record their held-out curves (issue 33): a panel per objective, x in tokens
+            title = "pre-training held-out loss"
+            report.image(pretrain_panels({o: [c["stages"] for c in group] for o, group in by_objective(cells).items()},
+                                         out_dir / "pretrain_loss.png", flops_per_token=_flops_per_token(cells),
+                                         colours=colours), title)
+        else:
+            title = "pre-training loss (stages in sequence)"
+            report.image(loss_plot(_pretrain_curves(out_dir, cells), out_dir / "pretrain_loss.png", title,
+                                   share_y=False, colours=colours), title)
+        title = "fine-tuning held-out loss (the split that selects the checkpoint)"
+        report.image(loss_plot(_finetune_curves(out_dir, cells), out_dir / "finetune_loss.png", title,
+                               ylabel="held-out loss", colours=colours), title)
+        report.paragraph(("Pre-training: each objective's held-out loss against the tokens seen (top axis: "
+                          "training FLOPs), a line per seed, its stages in sequence, the dashed line the unigram "
+                          "level of the stage's targets; a panel per objective (each loss is its own task). "
+                          if held_out else
+                          "Pre-training: each objective's training loss averaged over its seeds, stages in "
+                          "sequence with a gap between them, panels not sharing a y axis. ")
+                         + "Fine-tuning: the held-out loss on the selection split averaged over the seeds (at "
+                         "the union of their validation steps, each seed interpolated between its own; a seed "
+                         "that stopped early drops out there), the band the lowest to the highest seed. An "
                          "objective has one colour in every plot, from its family's palette (PALM blues and "
                          "greens, GLM oranges, UniLMv2 purples and reds).")
     report.heading("Environment")
@@ -553,41 +584,85 @@ def _pretrain_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[list[li
     return curves
 
 
+def read_held_out(path: Path) -> list[tuple[int, float]]:
+    """(step, held-out loss) of a run's metrics.jsonl validation rows (`valid/...loss`, the first such key)."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = []
+    for row in rows:
+        keys = sorted(k for k in row if k.startswith("valid/") and k.endswith("loss"))
+        if keys:
+            out.append((row["step"], row[keys[0]]))
+    return out
+
+
 def _finetune_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[list[list[tuple[int, float]]]]]:
-    """objective → a curve per seed: the fine-tuning run's (step, loss), one stage."""
+    """objective → a curve per seed: the fine-tuning's held-out (selection split) loss by step, one
+    stage: the cell's `finetune_curve`, else its metrics.jsonl validation rows."""
     curves: dict[str, list] = {}
     for cell in cells:
-        curves.setdefault(cell["objective"], []).append([read_metrics(_cell_dir(out_dir, cell) / "finetune"
-                                                                      / "metrics.jsonl")])
+        curve = [(int(s), float(v)) for s, v in cell.get("finetune_curve") or []] or read_held_out(
+            _cell_dir(out_dir, cell) / "finetune" / "metrics.jsonl")
+        curves.setdefault(cell["objective"], []).append([curve])
     return curves
 
 
-def _score_plot(out_dir: Path, cells: list[dict], baseline: dict | None, scoring, colours: dict[str, str]) -> Path:
-    """`scores.png`: the primary metric per objective over its seeds, cells that did not learn marked."""
-    scores: dict[str, list[float]] = {}
-    stuck: dict[str, list[bool]] = {}
+def _flops_per_token(cells: list[dict]) -> dict[str, float]:
+    """objective → its pre-training FLOPs per token (mean over its cells that count both)."""
+    ratios: dict[str, list[float]] = {}
     for cell in cells:
-        scores.setdefault(cell["objective"], []).append(cell["metrics"][scoring.primary])
-        stuck.setdefault(cell["objective"], []).append(
-            did_not_learn(cell, baseline, scoring.primary, scoring.higher_is_better) is not None)
-    return score_plot(scores, out_dir / "scores.png", scoring.primary, baseline=baseline, stuck=stuck,
-                      higher_is_better=scoring.higher_is_better, colours=colours)
+        if cell.get("pretrain_flops") and cell.get("tokens_seen"):
+            ratios.setdefault(cell["objective"], []).append(cell["pretrain_flops"] / cell["tokens_seen"])
+    return {o: float(np.mean(r)) for o, r in ratios.items()}
+
+
+def _score_plot(out_dir: Path, cells: list[dict], baseline: dict | None, scoring, colours: dict[str, str],
+                resamples: int) -> Path:
+    """`scores.png`: the primary metric per objective as a point with its 95% CI over seeds and examples
+    (two-level bootstrap), the baseline a line, on an axis fitted to the data."""
+    shared = shared_resamples(cells, baseline, scoring, resamples)
+    rows = []
+    for objective, group in by_objective(cells).items():
+        test = shared.test(objective) if shared is not None else two_level_bootstrap(
+            [c["example_stats"] for c in group], None, scoring.statistic, resamples=resamples)
+        rows.append((objective, test.difference, test.ci_low, test.ci_high))
+    return interval_plot([("", rows)], out_dir / "scores.png", scoring.primary, baseline=baseline,
+                         higher_is_better=scoring.higher_is_better, colours=colours)
 
 
 # ------------------------------------------------------------------------------------ training-set sizes
-def pretraining_gain(rows: list[dict], scoring) -> tuple[str, str]:
-    """One size's "palm vs none" from its results table (the bootstrap of none minus palm, turned
-    round): the difference with its interval and p, and the verdict on "pre-training helps"."""
+def flipped(test: BootstrapResult) -> BootstrapResult:
+    """The test of b − a from that of a − b."""
+    negative = lambda x: None if x is None else -x  # noqa: E731
+    return dataclasses.replace(test, difference=-test.difference, ci_low=-test.ci_high, ci_high=-test.ci_low,
+                               seed_differences=tuple(-d for d in test.seed_differences),
+                               percentile_low=negative(test.percentile_high),
+                               percentile_high=negative(test.percentile_low))
+
+
+def pretraining_test(rows: list[dict]) -> tuple[BootstrapResult | None, list[str]]:
+    """One size's "palm minus none" from its results table (the test of none minus palm, turned
+    round), and the reasons it is not testable (a cell of either that did not learn)."""
     by_objective = {row["objective"]: row for row in rows}
     palm, none = by_objective.get(REFERENCE), by_objective.get("none")
     if palm is None or none is None or none.get("bootstrap") is None:
+        return None, []
+    test = flipped(BootstrapResult(**{**none["bootstrap"], "seed_differences": tuple(
+        none["bootstrap"].get("seed_differences") or ())}))
+    return test, [reason for row in (palm, none) for reason in row.get("untestable", [
+        f"{row['objective']} seed {seed}: {why}" for seed, why in (row.get("did_not_learn") or {}).items()])]
+
+
+def pretraining_gain(rows: list[dict], scoring, adjusted_p: float | None = None) -> tuple[str, str]:
+    """One size's "palm vs none": the difference with its interval and p (the Holm-adjusted p across
+    the sizes when given), and the verdict on "pre-training helps"."""
+    test, untestable = pretraining_test(rows)
+    if test is None:
         return "—", "—"
-    test = BootstrapResult(**none["bootstrap"])
-    test = dataclasses.replace(test, difference=-test.difference, ci_low=-test.ci_high, ci_high=-test.ci_low)
-    untestable = [f"{row['objective']} seed {seed}: {reason}" for row in (palm, none)
-                  for seed, reason in (row.get("did_not_learn") or {}).items()]
-    verdict = claim_verdict(test, scoring.higher_is_better, shortened(untestable))
-    return f"{format_difference(test.difference, test.ci_low, test.ci_high)}, p {test.p_value:.3f}", verdict
+    verdict = claim_verdict(test, scoring.higher_is_better, shortened(untestable), adjusted_p)
+    shown = format_p(test.p_value if adjusted_p is None else adjusted_p, test.resamples)
+    return f"{format_difference(test.difference, test.ci_low, test.ci_high)}, p {shown}", verdict
 
 
 def write_train_size_report(out_dir: Path, tables: dict[str, list[dict]], sizes: dict[str, int], scoring, *,
@@ -619,8 +694,10 @@ def write_train_size_report(out_dir: Path, tables: dict[str, list[dict]], sizes:
         rows.append([baselines[0]["objective"], *(f"{b['metrics'][primary][0]:.2f}" for b in baselines)])
     report.table(["variant", *(f"{sizes[name]:,} pairs" for name in names)], rows)
     report.heading(f"{REFERENCE} vs none (pre-training helps?)")
-    report.table(["training pairs", f"Δ {primary} [95% CI], p", "verdict"],
-                 [[f"{sizes[name]:,}", *pretraining_gain(tables[name], scoring)] for name in names])
+    report.table(["training pairs", f"Δ {primary} [95% CI], p (Holm across the sizes)", "verdict"],
+                 [[f"{sizes[name]:,}", *pretraining_gain(tables[name], scoring, p)] for name, p in zip(names, holm(
+                     [test.p_value if test is not None and not untestable else None
+                      for test, untestable in map(pretraining_test, tables.values())]))])
     if plots:
         from .report_plots import low_resource_plot
 

@@ -8,6 +8,8 @@
   hold more than `PANEL_LINES` lines.
 - `loss_plot` (training loss against the step), `score_plot` (the primary metric per variant, as
   bars), `low_resource_plot` (the metric against the number of training pairs): the PNGs.
+- `interval_plot` (scores as points with CIs on a fitted axis) and `pretrain_panels` (held-out
+  pre-training loss per objective against tokens and FLOPs, with the unigram level): the summary's.
 """
 
 from __future__ import annotations
@@ -273,11 +275,15 @@ def score_plot(scores: Mapping[str, Sequence[float]], path: str | Path, metric: 
 
 
 def low_resource_plot(points: Mapping[str, Mapping[int, Sequence[float]]], baseline: Mapping | None,
-                      path: str | Path, metric: str, *, colours: Mapping[str, str] | None = None) -> Path:
+                      path: str | Path, metric: str, *, colours: Mapping[str, str] | None = None,
+                      intervals: Mapping[str, Mapping[int, tuple[float, float, float]]] | None = None,
+                      baseline_by_size: Mapping[int, float] | None = None) -> Path:
     """`metric` against the number of training pairs (log scale; variant → {pairs: a score per
-    seed}): the mean over seeds with the min-max band, a line per variant in its colour, the trivial
-    baseline (`{"name", "metrics"}` or None) as a labelled horizontal line; small multiples by
-    family when crowded."""
+    seed}): the mean over seeds with the min-max band, or, with `intervals` (variant → {pairs:
+    (estimate, low, high)}, the two-level bootstrap's), the estimate with its 95% CI band; a line per
+    variant in its colour, the trivial baseline (`{"name", "metrics"}` or None) as a labelled
+    horizontal line, or, with `baseline_by_size` (pairs → its value at that size: a baseline that
+    counts the training pairs), a dashed line through those; small multiples by family when crowded."""
     plt = pyplot()
     for name, sizes in points.items():
         bad = [size for size in sizes if isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0]
@@ -291,12 +297,18 @@ def low_resource_plot(points: Mapping[str, Mapping[int, Sequence[float]]], basel
         for name in members:
             sizes = sorted(points[name])
             scores = [np.asarray(points[name][s], dtype=np.float64) for s in sizes]
-            ax.plot(sizes, [v.mean() for v in scores], color=colours[name], marker="o", markersize=4,
-                    linewidth=1.8, label=name)
-            if max(len(v) for v in scores) > 1:
-                ax.fill_between(sizes, [v.min() for v in scores], [v.max() for v in scores], color=colours[name],
-                                alpha=0.15, linewidth=0)
-        if reference is not None:
+            if intervals is not None:
+                centre, low, high = (np.array([intervals[name][s][i] for s in sizes]) for i in range(3))
+            else:
+                centre, low, high = (np.array([f(v) for v in scores]) for f in (np.mean, np.min, np.max))
+            ax.plot(sizes, centre, color=colours[name], marker="o", markersize=4, linewidth=1.8, label=name)
+            if intervals is not None or max(len(v) for v in scores) > 1:
+                ax.fill_between(sizes, low, high, color=colours[name], alpha=0.15, linewidth=0)
+        if baseline_by_size:
+            xs = sorted(baseline_by_size)
+            ax.plot(xs, [baseline_by_size[x] for x in xs], color="black", linestyle="--", linewidth=1.2, marker="x",
+                    label=f"baseline: {baseline['name'] if baseline else 'trivial'} (at each size)")
+        elif reference is not None:
             ax.axhline(reference, color="black", linestyle="--", linewidth=1.2,
                        label=f"baseline: {baseline['name']} ({reference:.2f})")
         ax.set_title(panel_title, fontsize=10, loc="left")
@@ -306,5 +318,87 @@ def low_resource_plot(points: Mapping[str, Mapping[int, Sequence[float]]], basel
     axes[-1].minorticks_off()
     axes[-1].set_xlabel("training pairs (log scale)")
     seeds = [len(v) for n in names for v in points[n].values()] or [0]
-    figure.suptitle(f"{metric} against the training pairs: mean of {_seed_count_text(seeds)}, {BAND}", fontsize=11)
+    band = BAND if intervals is None else "band: 95% CI over seeds and examples (two-level bootstrap)"
+    figure.suptitle(f"{metric} against the training pairs: {_seed_count_text(seeds)}, {band}", fontsize=11)
+    return _finish(plt, figure, axes, path)
+
+
+def interval_plot(panels_: Sequence[tuple[str, Sequence[tuple[str, float, float, float]]]], path: str | Path,
+                  metric: str, *, baseline: Mapping | None = None, higher_is_better: bool = True,
+                  colours: Mapping[str, str] | None = None, baselines: Sequence[float | None] | None = None) -> Path:
+    """Scores as points with their 95% CIs: a panel per (title, [(variant, estimate, low, high)]),
+    a row per variant in its colour, the trivial baseline a labelled vertical line (`baselines`:
+    each panel's own value, else `baseline`'s); the x axis fitted to the intervals and the
+    baselines (not from 0), shared by the panels."""
+    plt = pyplot()
+    names = list(dict.fromkeys(name for _, rows in panels_ for name, *_ in rows))
+    colours = colours or variant_colours(names)
+    figure, axes = plt.subplots(1, max(1, len(panels_)), figsize=(3.6 * max(1, len(panels_)) + 2,
+                                                                  1.2 + 0.4 * max(1, len(names))),
+                                dpi=100, sharey=True, sharex=True, squeeze=False)
+    axes = list(axes[0])
+    reference = baseline_value(baseline, metric)
+    lines = list(baselines) if baselines is not None else [reference] * len(panels_)
+    edges = [v for _, rows in panels_ for _, _, low, high in rows for v in (low, high)]
+    edges += [v for v in lines if v is not None]
+    for ax, (title, rows), reference in zip(axes, panels_, lines):
+        for name, estimate, low, high in rows:
+            y = names.index(name)
+            ax.errorbar(estimate, y, xerr=[[estimate - low], [high - estimate]], color=colours[name], marker="o",
+                        markersize=5, capsize=3, linewidth=1.4)
+        if reference is not None:
+            ax.axvline(reference, color="black", linestyle="--", linewidth=1.2,
+                       label=f"baseline: {(baseline or {}).get('name', 'trivial')}" if ax is axes[-1] else None)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
+        ax.grid(alpha=0.3, axis="x")
+    if edges:
+        span = (max(edges) - min(edges)) or 1.0
+        axes[0].set_xlim(min(edges) - 0.08 * span, max(edges) + 0.08 * span)
+    axes[0].set_yticks(range(len(names)), names)
+    axes[0].set_ylim(len(names) - 0.5, -0.5)
+    figure.suptitle(f"{metric}: estimate and 95% CI over seeds and examples (two-level bootstrap)", fontsize=11)
+    return _finish(plt, figure, axes, path)
+
+
+def pretrain_panels(runs: Mapping[str, Sequence[Sequence[Mapping]]], path: str | Path, *,
+                    flops_per_token: Mapping[str, float] | None = None,
+                    colours: Mapping[str, str] | None = None) -> Path:
+    """Pre-training held-out loss, one panel per objective (each its own y axis: each objective's
+    loss is its own task): objective → a run per seed, a run its stages in order, a stage a mapping
+    with "curve" ([[step, tokens in the stage, loss], ...]) and "unigram_level". x is the tokens
+    seen (stages in sequence); the stage's unigram level is a dashed line over its tokens; with
+    `flops_per_token` (objective → training FLOPs per token) the top axis reads in FLOPs."""
+    plt = pyplot()
+    names = [name for name, seeds in runs.items() if any(stage.get("curve") for run in seeds for stage in run)]
+    colours = colours or variant_colours(names)
+    figure, axes = plt.subplots(max(1, len(names)), 1, figsize=(10, 0.6 + 2.6 * max(1, len(names))), dpi=100,
+                                squeeze=False)
+    axes = list(axes[:, 0])
+    for ax, name in zip(axes, names):
+        levelled = False
+        for k, run in enumerate(runs[name]):
+            offset = 0.0
+            for stage in run:
+                curve = np.asarray(stage.get("curve") or np.empty((0, 3)), dtype=np.float64).reshape(-1, 3)
+                if len(curve):
+                    ax.plot(offset + curve[:, 1], curve[:, 2], color=colours[name], linewidth=1.4, alpha=0.85,
+                            label=f"{name} (a line per seed)" if k == 0 and offset == 0 else None)
+                    end = offset + curve[-1, 1]
+                    if stage.get("unigram_level") is not None and k == 0:
+                        ax.hlines(stage["unigram_level"], offset, end, color="black", linestyle="--", linewidth=1,
+                                  label=None if levelled else "unigram level (the stage's targets)")
+                        levelled = True
+                    offset = end
+        ax.set_title(name, fontsize=10, loc="left")
+        ax.set_ylabel("held-out loss")
+        ax.set_xlabel("tokens seen")
+        ratio = (flops_per_token or {}).get(name)
+        if ratio:
+            top = ax.secondary_xaxis("top", functions=(lambda x, r=ratio: x * r, lambda f, r=ratio: f / r))
+            top.set_xlabel("training FLOPs", fontsize=9)
+    if not names:
+        axes[0].text(0.5, 0.5, "no held-out losses recorded", transform=axes[0].transAxes, ha="center")
+    figure.suptitle("pre-training held-out loss against tokens (top axis: FLOPs), one panel per objective",
+                    fontsize=11)
     return _finish(plt, figure, axes, path)

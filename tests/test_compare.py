@@ -247,7 +247,10 @@ def test_cells_that_did_not_learn_make_claims_not_testable():
     test = BootstrapResult(difference=1.5, ci_low=0.5, ci_high=2.5, p_value=0.01, resamples=100)
     assert claim_verdict(test, True) == "supports" and claim_verdict(test, False) == "contradicts"
     assert claim_verdict(test, True, ["palm seed 0: below"]) == "not testable at this scale (palm seed 0: below)"
-    assert claim_verdict(dataclasses.replace(test, p_value=0.2), True) == "no significant difference"
+    # issue 33: an interval spanning 0, or an adjusted p of 0.05 or more, is no detectable difference
+    assert claim_verdict(dataclasses.replace(test, p_value=0.2), True) == "no detectable difference"
+    assert claim_verdict(test, True, adjusted_p=0.08) == "no detectable difference"
+    assert claim_verdict(dataclasses.replace(test, ci_low=-0.1), True) == "no detectable difference"
     table = [{"objective": "palm", "parameters": 10, "tokens_seen": [1], "metrics": {"rougeL": [30.0]},
               "bootstrap": None, "did_not_learn": {}},
              {"objective": "mass", "parameters": 10, "tokens_seen": [1], "metrics": {"rougeL": [29.0]},

@@ -18,8 +18,8 @@ import pytest
 from ctxlm.errors import CtxlmError
 from ctxlm.objectives.variants import PRETRAIN_VARIANTS
 from ctxlm.report import mean_score, write_comparison_report
-from ctxlm.report_plots import (GREYS, PANEL_LINES, by_family, loss_plot, low_resource_plot, panels, pyplot,
-                                score_plot, seed_band, variant_colours)
+from ctxlm.report_plots import (GREYS, PANEL_LINES, by_family, interval_plot, loss_plot, low_resource_plot, panels,
+                                pretrain_panels, pyplot, score_plot, seed_band, variant_colours)
 
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.colors import to_rgb, to_rgba  # noqa: E402
@@ -209,6 +209,50 @@ def test_low_resource_curves_are_the_seed_mean_against_log_training_pairs(tmp_pa
         low_resource_plot({"palm": {"all": [1.0]}}, None, tmp_path / "bad.png", "rougeL")
 
 
+def test_low_resource_bands_are_the_two_level_intervals_and_the_baseline_follows_the_size(tmp_path, figures):
+    points = {"palm": {1000: [30.0, 31.0, 32.0], 4000: [33.0, 34.0, 35.0]}}
+    intervals = {"palm": {1000: (31.0, 29.5, 32.5), 4000: (34.0, 32.0, 36.0)}}
+    low_resource_plot(points, {"name": "unigram", "metrics": {}}, tmp_path / "low.png", "rougeL",
+                      intervals=intervals, baseline_by_size={1000: 20.0, 4000: 21.0})
+    ax = figures[-1].axes[0]
+    (band,) = ax.collections
+    vertices = band.get_paths()[0].vertices
+    assert {29.5, 32.0, 32.5, 36.0} <= set(np.round(vertices[:, 1], 6))  # the CI, not the seeds' min-max
+    baseline = next(line for line in ax.get_lines() if line.get_label().startswith("baseline"))
+    np.testing.assert_array_equal(baseline.get_ydata(), [20.0, 21.0])
+
+
+def test_scores_are_points_with_cis_on_an_axis_fitted_to_the_data(tmp_path, figures):
+    """Issue 33: the 28-32 range where the claims live is not squashed by an axis from 0."""
+    rows = [("palm", 31.0, 30.2, 31.8), ("bart", 29.5, 28.9, 30.1)]
+    interval_plot([("1,000 pairs", rows), ("4,000 pairs", rows)], tmp_path / "scores.png", "rougeL",
+                  baseline={"name": "lead-8 words", "metrics": {"rougeL": 28.2}}, baselines=[28.2, 28.4])
+    axes = figures[-1].axes
+    low, high = axes[0].get_xlim()
+    assert 27 < low < 28.2 and 31.8 < high < 33
+    assert [line.get_xdata()[0] for ax in axes for line in ax.get_lines() if line.get_linestyle() == "--"] == [
+        28.2, 28.4]  # each panel's own baseline
+    caps = [c for c in axes[0].containers]
+    assert len(caps) == 2  # an error bar per variant
+
+
+def test_pre_training_has_a_panel_per_objective_with_its_unigram_level_against_tokens_and_flops(tmp_path, figures):
+    stage = {"curve": [[1, 100, 7.0], [2, 200, 6.0]], "unigram_level": 6.5}
+    runs = {"palm": [[stage, stage]] * 2, "bart": [[{**stage, "unigram_level": 4.0}]]}
+    pretrain_panels(runs, tmp_path / "pretrain.png", flops_per_token={"palm": 6e6})
+    axes = [ax for ax in figures[-1].axes if ax.get_ylabel() == "held-out loss"]
+    assert [ax.get_title(loc="left") for ax in axes] == ["palm", "bart"]
+    palm = [line for line in axes[0].get_lines()]
+    assert max(line.get_xdata().max() for line in palm) == 400  # the second stage after the first, in tokens
+    levels = [segment[0][1] for collection in axes[1].collections for segment in collection.get_segments()]
+    assert levels == [4.0]  # bart's own unigram level
+    assert axes[0].get_xlabel() == "tokens seen"
+    (top,) = axes[0].child_axes  # palm's FLOPs axis on top (bart gave no FLOPs per token: none)
+    assert top.get_xlabel() == "training FLOPs" and not axes[1].child_axes
+    figures[-1].canvas.draw()
+    assert top.get_xlim() == pytest.approx(tuple(6e6 * x for x in axes[0].get_xlim()))
+
+
 def test_loss_curves_are_dotted_where_a_seed_had_stopped(tmp_path, figures):
     """Three seeds logged every 10 steps, one stopped at 50: the solid line is the three seeds' mean
     to 50, the dotted one the other two's from 50 on; a single seed draws no band."""
@@ -245,6 +289,8 @@ def synthetic_cells(out: Path, names: list[str], seeds: int = 2) -> list[dict]:
                       "stages": [{"stage": s, "steps": 40 + seed, "tokens": 10, "seconds": 1.0} for s in stages],
                       "tokens_seen": 100, "pretrain_seconds": 1.0, "finetune_steps": 30, "finetune_seconds": 1.0,
                       "score_seconds": 1.0, "metrics": {"rougeL": score},
+                      "finetune_curve": [[s, float(5 * np.exp(-s / 20) + rng.normal(3, 0.1))]
+                                         for s in range(10, 31, 10)],
                       "example_stats": rng.normal(score, 3, (8, 1)).tolist(), "not_learning": {}})
     return cells
 
@@ -266,10 +312,15 @@ def test_the_report_embeds_every_plot_and_each_variant_keeps_its_colour(tmp_path
         assert base64.b64encode((tmp_path / name).read_bytes()).decode("ascii") in page
     colours = variant_colours(TWELVE)
     scores_figure, *loss_figures = figures
-    ax = scores_figure.axes[0]
-    bars = [patch for container in ax.containers if hasattr(container, "patches") for patch in container.patches]
-    drawn = {label.get_text(): bar.get_facecolor() for label, bar in zip(ax.get_yticklabels(), bars)}
+    ax = scores_figure.axes[0]  # a point with its CI per variant (issue 33), in the variant's colour
+    points = [container.lines[0] for container in ax.containers]
+    drawn = {label.get_text(): to_rgba(point.get_color()) for label, point in zip(ax.get_yticklabels(), points)}
     assert drawn == {name: pytest.approx(to_rgba(colours[name])) for name in TWELVE}
+    ends = [x for point in points for x in point.get_xdata()] + [28.0]
+    bars = [segment[:, 0] for container in ax.containers for segment in container.lines[2][0].get_segments()]
+    ends += [x for bar in bars for x in bar]
+    span = max(ends) - min(ends)
+    assert ax.get_xlim() == pytest.approx((min(ends) - 0.08 * span, max(ends) + 0.08 * span))  # fitted, not from 0
     for figure, expected in zip(loss_figures, ([n for n in TWELVE if n != "none"], TWELVE)):
         lines = [(line.get_label(), line.get_color()) for ax in figure.axes for line in ax.get_lines()
                  if not line.get_label().startswith("_")]
