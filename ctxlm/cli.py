@@ -229,7 +229,7 @@ def cmd_compare(args) -> None:
     spec = ComparisonSpec(budget=budget, objectives=objectives, seeds=args.seeds, finetune_steps=args.finetune_steps,
                           lr_grid=tuple(args.lr_grid or ()), lr_dir=args.lr_dir, lr_pairs=args.lr_pairs,
                           pretrain_dir=args.pretrain_dir, cache_dir=args.cache_dir, resamples=args.resamples,
-                          plots=not args.no_plots, command=_command_line(args))
+                          plots=not args.no_plots, command=_command_line(args), pretrain_only=args.pretrain_only)
     corpus = CorpusSpec(tuple(args.corpus), args.format, args.text_field, args.fallback_encoding)
     limits = args.train_limit or [None]
     nlu, nlu_train = comparison_settings(vars(args))
@@ -244,6 +244,10 @@ def cmd_compare(args) -> None:
         return
     need(args.task, args, "train", "valid")
     data = TaskData(train=args.train, valid=args.valid, ref=args.eval, train_limit=limits[0], limit=args.eval_limit)
+    if args.pretrain_only:
+        compare(corpus, args.tokenizer, args.task, data, args.out, spec, config=args.config)
+        print(f"pre-trained every cell in {args.pretrain_dir or Path(args.out) / 'cells'}")
+        return
     if len(limits) > 1:
         compare_train_sizes(corpus, args.tokenizer, args.task, data, args.out, spec, train_limits=limits,
                             config=args.config)

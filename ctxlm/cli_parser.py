@@ -537,6 +537,8 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--lr-grid", type=_lr_grid, help="seq2seq tasks: choose each variant's fine-tuning peak lr from "
                    "these (e.g. 3e-4,1e-3,3e-3) by the lowest held-out loss on --valid, once (seed 0, --lr-pairs "
                    "pairs), then keep it for every seed and size")
+    p.add_argument("--pretrain-only", action="store_true", help="pre-train every cell (under the budget, into "
+                   "--pretrain-dir) and stop: no fine-tuning, scoring or report (a run in phases)")
     p.add_argument("--lr-dir", help="where the chosen lrs are kept and reused (default OUT/lr)")
     p.add_argument("--lr-pairs", type=_ranged(int, 1), help="training pairs the lr is chosen on (default: the "
                    "largest --train-limit)")

@@ -634,7 +634,8 @@ class Comparison:
             chosen = min(self.lr_grid, key=lambda lr: losses[f"{lr:g}"])  # ties: the first in the grid
             write_json_atomic(path, {"grid": list(self.lr_grid), "chosen": chosen, "selection_loss": losses,
                                      "train_pairs": len(selector.train_pairs), "seed": 0,
-                                     "metric": self.recipe.train.select_metric, "selection_file": str(self.valid_path)})
+                                     "metric": self.recipe.train.select_metric, "selection_file": str(self.valid_path),
+                                     "init": str(init) if init else None})
         return read_json(path)["chosen"]
 
     def score_cell(self, model_dir: Path) -> tuple[dict, list, list | None]:
@@ -664,14 +665,14 @@ class Comparison:
                                      "step_cap": run["max_steps"]})
         return read_json(done)
 
-    def link_selection_run(self, objective: str, seed: int, ft_dir: Path) -> None:
-        """Seed 0 at the size the lr was chosen at is the chosen lr's selection run (the same run, not
-        redone): `ft_dir` becomes a link to it."""
+    def link_selection_run(self, objective: str, seed: int, init: Path | None, ft_dir: Path) -> None:
+        """Seed 0 from the pre-training and at the size the lr was chosen with is the chosen lr's
+        selection run (the same run, not redone): `ft_dir` becomes a link to it."""
         if not self.lr_grid or seed != 0 or ft_dir.exists() or ft_dir.is_symlink():
             return
         lr_dir = self.lr_dir or self.out_dir / "lr"
         record = read_json(lr_dir / f"{objective}.json")
-        if record["train_pairs"] == self.train_size():
+        if record["train_pairs"] == self.train_size() and record.get("init") == (str(init) if init else None):
             chosen = (lr_dir / objective / f"lr-{record['chosen']:g}").resolve()
             ft_dir.symlink_to(os.path.relpath(chosen, ft_dir.parent.resolve()), target_is_directory=True)
 
@@ -715,7 +716,7 @@ class Comparison:
         variant = self.variant(objective)
         init, stages = self.pretrain_cell(objective, seed)
         lr = self.finetune_lr(objective)
-        self.link_selection_run(objective, seed, cell_dir / "finetune")
+        self.link_selection_run(objective, seed, init, cell_dir / "finetune")
         finetuned = self.finetune_cell(objective, seed, init, cell_dir / "finetune", lr)
         started = time.perf_counter()
         metrics, stats, predictions = self.score_cell(cell_dir / "finetune")
@@ -842,6 +843,7 @@ class ComparisonSpec:
     resamples: int = 1000
     plots: bool = True
     command: str | None = None  # the command line the report records
+    pretrain_only: bool = False  # pre-train every cell, then stop (no fine-tuning, scoring or report)
 
 
 def shared_fields(corpus: CorpusSpec | Sequence[str | Path], tokenizer: TextTokenizer | str | Path, out_dir: Path,
@@ -867,8 +869,16 @@ def run_comparison(run: Comparison, spec: ComparisonSpec, objectives: Sequence[s
         settings["lr_selection"] = {"grid": list(run.lr_grid), "pairs": run.lr_pairs}
     start_folders(run.out_dir, spec.pretrain_dir, settings)
     run.flop_budget()  # F, counted and recorded before the first cell
+    if spec.pretrain_only:
+        for objective, seed in itertools.product(objectives, range(spec.seeds)):
+            _, stages = run.pretrain_cell(objective, seed)
+            print(f"{objective} seed {seed}: pre-trained, {sum(s['tokens'] for s in stages):,} tokens, "
+                  f"{sum(s['flops'] for s in stages):.3g} FLOPs", flush=True)
+        return []
     cells = run_cells(run, objectives, spec.seeds)
-    return write_comparison_report(run.out_dir, cells, run.baseline(), run.scoring, settings,
+    baseline = run.baseline()
+    write_json_atomic(run.out_dir / "baseline.json", baseline)  # as scored: a summary reads it, never recomputes
+    return write_comparison_report(run.out_dir, cells, baseline, run.scoring, settings,
                                    resamples=spec.resamples, plots=spec.plots, command=spec.command)
 
 
@@ -898,7 +908,7 @@ def compare(
     scoring = task_scoring(recipe.task)
     train_limit = data.train_limit if data.train_limit is not None else get_task(recipe.task).compare_train_limit
     config = palm_config(config)
-    shared = shared_fields(corpus, tokenizer, out_dir, spec)
+    shared = {**shared_fields(corpus, tokenizer, out_dir, spec), "lr_pairs": spec.lr_pairs or train_limit}
     eval_path = Path(data.ref or data.valid)
     families = sorted({PRETRAIN_VARIANTS[o].family for o in objectives})
     run = Comparison(
