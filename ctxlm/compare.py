@@ -1,8 +1,9 @@
 """Compare pre-training objectives on one downstream task, under one budget, over several seeds.
 
-    from ctxlm.compare import Budget, compare
-    table = compare(["wiki.txt"], "tok/", "gigaword", "train.jsonl", "valid.jsonl", "runs/compare",
-                    objectives=["palm", "mass", "glm", "none"], budget=Budget(minutes=5), seeds=3)
+    from ctxlm.compare import Budget, ComparisonSpec, compare
+    from ctxlm.tasks import TaskData
+    table = compare(["wiki.txt"], "tok/", "gigaword", TaskData(train="train.jsonl", valid="valid.jsonl"),
+                    "runs/compare", ComparisonSpec(Budget(flops="palm:4000000"), objectives=("palm", "mass", "none")))
 
 For each cell (objective, seed) it pre-trains the variant (`objectives/variants.py`) on the corpus,
 fine-tunes it with the task's recipe, decodes and scores the evaluation file, and writes the
@@ -20,7 +21,14 @@ hooks; see "Tasks with a comparison class" below.
   summary line says "did not learn (loss at unigram level)".
 - Matched budget: every pre-training stage of a variant gets an equal share. A token budget runs
   each stage until the tokens the loop has counted (non-padding `input_ids` and
-  `decoder_input_ids`) reach its share. The training loop has no clock, so a minutes budget is
+  `decoder_input_ids`) reach its share. A FLOP budget does the same with the stage's training
+  FLOPs: its FLOPs per counted token are measured once on a few real steps of its own data
+  (`ctxlm.flop_count`, kept in `budget/`) and scaled by the tokens; F can be given as the FLOPs a
+  variant trains on some tokens ("palm:4000000", counted before the first cell). Every cell
+  records the FLOPs, tokens and seconds of each stage and of its fine-tuning.
+- Equal tuning: with an lr grid each variant's fine-tuning peak lr is the grid's value with the
+  lowest held-out loss on the selection file (seed 0, the largest size), chosen once and kept
+  (`Comparison.finetune_lr`). The training loop has no clock, so a minutes budget is
   turned into steps: a few steps are timed on the real model and data (`seconds_per_step`, once
   per objective, kept in `budget/`); tokens seen are then counted exactly by replaying the data
   stream.

@@ -62,7 +62,7 @@ def test_cpu_comparison_script_runs_every_phase_at_a_tiny_size(data_dir, tmp_pat
     for task, train in (("gigaword", "summarization/gigaword"), ("cornell", "dialog/cornell")):
         rows = (tmp_path / "data" / train / "train.jsonl").read_text(encoding="utf-8").splitlines()
         selection = (work / f"{task}-select.jsonl").read_text(encoding="utf-8").splitlines()
-        assert selection == rows[-8:] and not set(selection) & set(rows[:24])  # never trained on, never scored
+        assert selection == rows[-8:] and len(rows) - 8 >= 24  # rows after every size's: never trained on nor scored
         for objective in ("palm", "none"):
             choice = json.loads((work / f"lr/{task}/{objective}.json").read_text())
             assert choice["grid"] == [1e-3, 3e-3] and choice["train_pairs"] == 24 and choice["seed"] == 0
