@@ -24,14 +24,14 @@ hooks; see "Tasks with a comparison class" below.
   `decoder_input_ids`) reach its share. A FLOP budget does the same with the stage's training
   FLOPs: its FLOPs per counted token are measured once on a few real steps of its own data
   (`ctxlm.flop_count`, kept in `budget/`) and scaled by the tokens; F can be given as the FLOPs a
-  variant trains on some tokens ("palm:4000000", counted before the first cell). Every cell
-  records the FLOPs, tokens and seconds of each stage and of its fine-tuning.
+  variant trains on some tokens ("palm:4000000", counted before the first cell). The training
+  loop has no clock, so a minutes budget is turned into steps: a few steps are timed on the real
+  model and data (`seconds_per_step`, once per objective, kept in `budget/`). Tokens seen are
+  counted exactly by replaying the data stream; every cell records the FLOPs, tokens and seconds
+  of each stage and of its fine-tuning.
 - Equal tuning: with an lr grid each variant's fine-tuning peak lr is the grid's value with the
   lowest held-out loss on the selection file (seed 0, the largest size), chosen once and kept
-  (`Comparison.finetune_lr`). The training loop has no clock, so a minutes budget is
-  turned into steps: a few steps are timed on the real model and data (`seconds_per_step`, once
-  per objective, kept in `budget/`); tokens seen are then counted exactly by replaying the data
-  stream.
+  (`Comparison.finetune_lr`).
 - Resumable: a finished cell is never redone; inside a cell, finished stages are kept and an
   interrupted stage or fine-tuning continues from its newest checkpoint (the loop's resume). The
   inputs are checked first; `settings.json` is written as the run starts, and a rerun with other
@@ -187,14 +187,6 @@ class Budget:
             raise CtxlmError(f"--budget-flops: a number or VARIANT:TOKENS (the FLOPs a variant trains on that "
                              f"many tokens, e.g. palm:4000000; variants: {pretrained}), got '{self.flops}'")
         return name.strip(), int(tokens)
-
-
-def flops_budget(text: str) -> float | str:
-    """--budget-flops: a number (e.g. 2.5e15), or VARIANT:TOKENS (checked by `Budget`)."""
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 FLOP_STEPS = 4  # training steps measured for a stage's FLOPs per token

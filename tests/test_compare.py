@@ -379,11 +379,19 @@ def test_unigram_baseline_against_brute_force():
     assert np.allclose(unigram_nll(train, evaluation, vocab), expected)
 
 
-def test_budget_needs_exactly_one_of_minutes_and_tokens():
+def test_budget_needs_exactly_one_of_minutes_tokens_and_flops():
     with pytest.raises(CtxlmError, match="one pre-training budget"):
         Budget()
     with pytest.raises(CtxlmError, match="one pre-training budget"):
         Budget(minutes=1, tokens=5)
+    with pytest.raises(CtxlmError, match="one pre-training budget"):
+        Budget(tokens=5, flops=1e12)
+    assert Budget(flops="palm:4000000").reference == ("palm", 4_000_000) and Budget(flops=1e12).reference is None
+    for bad in ("none:1000", "palm", "palm:", "palm:-5", "nope:10"):
+        with pytest.raises(CtxlmError, match="--budget-flops: a number or VARIANT:TOKENS"):
+            Budget(flops=bad)
+    with pytest.raises(CtxlmError, match="must be > 0"):
+        Budget(flops=0.0)
 
 
 def test_an_interrupted_stage_resumes_from_its_checkpoint(setup, tmp_path, monkeypatch):
