@@ -19,21 +19,28 @@
 #     pre-trained variants pre-train again to T tokens (WORK/pretrain-tokens/), fine-tuned at each
 #     task's largest size only (WORK/<task>-tokens/train-<largest>/).
 #
+# Measured at palm-mini before the run (2026-12-06, seed 0's data, the 16,000-token vocabulary this
+# script trains; budget arithmetic only, nothing trained): F = 2.152e13 FLOPs. Training FLOPs per
+# counted token (input plus decoder tokens): PALM MLM 4.21M, PALM generation 6.55M, MASS 8.50M,
+# BART 11.79M, GLM-copy 11.68M, UniLM-copy 10.48M; so at F: PALM 4.20M tokens (1,750 + 922 steps),
+# MASS 2.53M (999), BART 1.83M (597), GLM-copy 1.84M (1,307), UniLM-copy 2.05M (914) and
+# T = 1.83M tokens (BART's; the seeds' data differ a little).
+#
 # In phases, each one background process resumable by running it again; two cells side by side,
 # one thread each. Estimated from the 2026-12-02 run on this 2-core machine (pre-training at 4M
-# tokens: PALM ~300 s, GLM/UniLMv2 ~650 s, BART ~780 s, so about 400 s a cell at PALM's FLOPs;
-# Gigaword fine-tuning ~0.18 s a step, so ~460 s to early stopping at 20K pairs, plus ~90 s of
-# decoding; Cornell ~0.2 s a step; the caps bound each cell: Gigaword 4,000 steps ~730 s, Cornell
-# 2,000 steps ~400 s, UniLMv2 up to twice that):
+# tokens: PALM ~300 s, GLM/UniLMv2 ~650 s, BART ~780 s, so about 320 s a cell at F by the tokens
+# above; Gigaword fine-tuning ~0.18 s a step, so ~460 s to early stopping at 20K pairs, plus ~90 s
+# of decoding; Cornell ~0.2 s a step; the caps bound each cell: Gigaword 4,000 steps ~730 s,
+# Cornell 2,000 steps ~400 s, UniLMv2 up to twice that):
 #
 #   phase            what                                                       estimate (cap)
-#   pretrain         F, then 5 variants x 3 seeds pre-trained at F               ~50 min
+#   pretrain         F, then 5 variants x 3 seeds pre-trained at F               ~40 min
 #   lr-gigaword      6 variants x 3 lrs at 20K pairs (seed 0), seed 0 scored     ~75 min (~115)
 #   lr-cornell       6 variants x 3 lrs at 10K pairs (seed 0), seed 0 scored     ~45 min (~70)
 #   gigaword-large   seeds 1, 2 at 20K pairs                                     ~55 min (~85)
 #   gigaword-small   3 seeds at 1K and 4K pairs                                  ~70 min
 #   cornell          the other cells at 1K, 4K and 10K pairs                     ~75 min (~120)
-#   tokens-pretrain  T, then 5 variants x 3 seeds pre-trained to T tokens         ~45 min
+#   tokens-pretrain  T, then 5 variants x 3 seeds pre-trained to T tokens         ~25 min
 #   tokens-gigaword  those cells fine-tuned at 20K pairs (3 seeds)               ~70 min (~105)
 #   tokens-cornell   those cells fine-tuned at 10K pairs (3 seeds)               ~40 min (~65)
 #   report           every report from the finished cells, then summarize.py    ~5 min
