@@ -575,6 +575,9 @@ def test_flop_budget_buys_each_variant_the_fewest_steps_that_reach_it(setup, tmp
             assert (stage["steps"], stage["tokens"]) == (steps, sum(seen))
             assert rate * sum(seen) >= share > rate * sum(seen[:-1])  # reached with the last step, not before
             assert stage["flops"] == round(rate * stage["tokens"])
+            assert stage["unigram_level"] < stage["entropy"] and isinstance(stage["curve"], list)
+    mass = cells["mass"]["stages"][0]  # its held-out curve: the final validation after all its steps' tokens
+    assert mass["curve"][-1][:2] == [mass["steps"], mass["tokens"]] and math.isfinite(mass["curve"][-1][2])
     assert per_token["mass"][0] != per_token["palm"][0]
 
 
