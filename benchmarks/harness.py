@@ -15,8 +15,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
+
+from ctxlm.flop_count import count_flops  # noqa: F401  (the benchmarks import it from here)
 
 
 def precision_context(device: torch.device, bf16: bool):
@@ -42,30 +42,6 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats
         synchronize(device)
         times.append(time.perf_counter() - start)
     return 2 * n ** 3 / min(times)
-
-
-class _FlopCounter(TorchDispatchMode):
-    """Adds up torch's FLOP formulas (matmuls, attention) over every op run; unlike FlopCounterMode
-    it registers no module hooks, so it also counts under no_grad / inference_mode (generation)."""
-
-    def __init__(self):
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.total += formula(*args, **kwargs, out_val=out)
-        return out
-
-
-def count_flops(fn) -> int:
-    """FLOPs of one call of `fn` (matmuls and attention, forward and backward)."""
-    with _FlopCounter() as counter:
-        fn()
-    return counter.total
 
 
 @dataclass

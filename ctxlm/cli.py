@@ -220,33 +220,40 @@ def _convert_official(args) -> None:
 
 def cmd_compare(args) -> None:
     _check_inputs(args)
-    from .compare import DEFAULT_OBJECTIVES, Budget, compare, compare_nlu, compare_train_sizes, comparison_settings
+    from .compare import Budget, ComparisonSpec, compare, compare_nlu, compare_train_sizes, comparison_settings
+    from .run_options import CorpusSpec
+    from .tasks import TaskData
 
-    objectives = [o.strip() for o in (args.objectives or "").split(",") if o.strip()] or None
-    common = dict(budget=Budget(minutes=args.budget_minutes, tokens=args.budget_tokens), objectives=objectives,
-                  config=args.config, seeds=args.seeds, finetune_steps=args.finetune_steps,
-                  eval_limit=args.eval_limit, cache_dir=args.cache_dir, pretrain_dir=args.pretrain_dir,
-                  corpus_format=args.format, text_field=args.text_field, fallback_encoding=args.fallback_encoding,
-                  resamples=args.resamples, plots=not args.no_plots, command=_command_line(args))
+    objectives = tuple(o.strip() for o in (args.objectives or "").split(",") if o.strip()) or None
+    budget = Budget(minutes=args.budget_minutes, tokens=args.budget_tokens, flops=args.budget_flops)
+    spec = ComparisonSpec(budget=budget, objectives=objectives, seeds=args.seeds, finetune_steps=args.finetune_steps,
+                          lr_grid=tuple(args.lr_grid or ()), lr_dir=args.lr_dir, lr_pairs=args.lr_pairs,
+                          pretrain_dir=args.pretrain_dir, cache_dir=args.cache_dir, resamples=args.resamples,
+                          plots=not args.no_plots, command=_command_line(args), pretrain_only=args.pretrain_only)
+    corpus = CorpusSpec(tuple(args.corpus), args.format, args.text_field, args.fallback_encoding)
     limits = args.train_limit or [None]
     nlu, nlu_train = comparison_settings(vars(args))
     if nlu is not None:
         if args.eval is not None or len(limits) > 1:
             raise CtxlmError(f"--task {nlu.task} scores its dataset's dev split and takes one --train-limit; "
                              "--eval and several training-set sizes are for seq2seq tasks")
-        compare_nlu(args.corpus, args.tokenizer, nlu.task, nlu.dataset, nlu.data_dir, args.out, train=nlu_train,
-                    max_length=nlu.max_length, score_eop=nlu.score_eop, pooler=nlu.pooler, train_limit=limits[0],
-                    **common)
+        data = TaskData(dataset=nlu.dataset, data_dir=nlu.data_dir, train_limit=limits[0], limit=args.eval_limit,
+                        options=dict(max_length=nlu.max_length, score_eop=nlu.score_eop, pooler=nlu.pooler))
+        compare_nlu(corpus, args.tokenizer, nlu.task, data, args.out, spec, train=nlu_train, config=args.config)
         print(f"report: {Path(args.out) / 'report.md'} and report.html")
         return
     need(args.task, args, "train", "valid")
-    common.update(objectives=objectives or list(DEFAULT_OBJECTIVES), eval_path=args.eval)
-    task = (args.corpus, args.tokenizer, args.task, args.train, args.valid, args.out)
+    data = TaskData(train=args.train, valid=args.valid, ref=args.eval, train_limit=limits[0], limit=args.eval_limit)
+    if args.pretrain_only:
+        compare(corpus, args.tokenizer, args.task, data, args.out, spec, config=args.config)
+        print(f"pre-trained every cell in {args.pretrain_dir or Path(args.out) / 'cells'}")
+        return
     if len(limits) > 1:
-        compare_train_sizes(*task, train_limits=limits, **common)
+        compare_train_sizes(corpus, args.tokenizer, args.task, data, args.out, spec, train_limits=limits,
+                            config=args.config)
         print(f"report: {Path(args.out) / 'train_sizes.md'} and train_sizes.html (each size: train-<size>/report.md)")
         return
-    compare(*task, train_limit=limits[0], **common)
+    compare(corpus, args.tokenizer, args.task, data, args.out, spec, config=args.config)
     print(f"report: {Path(args.out) / 'report.md'} and report.html")
 
 

@@ -260,6 +260,33 @@ def _train_sizes(text: str) -> list[int | None]:
     return sizes
 
 
+def _flops_budget(text: str) -> float | str:
+    """--budget-flops: a positive number, or VARIANT:TOKENS (the variant is checked by `compare.Budget`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        name, colon, tokens = text.partition(":")
+        if colon and name.strip() and tokens.strip().isdigit() and int(tokens) > 0:
+            return text.strip()
+        raise argparse.ArgumentTypeError(f"expected a number of FLOPs or VARIANT:TOKENS (e.g. palm:4000000), "
+                                         f"got '{text}'") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of FLOPs, got '{text}'")
+    return value
+
+
+def _lr_grid(text: str) -> list[float]:
+    """--lr-grid: positive learning rates separated by commas, each once."""
+    try:
+        values = [float(word) for word in text.split(",") if word.strip()]
+    except ValueError:
+        values = []
+    if not values or any(not 0 < v < float("inf") for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct positive learning rates separated by commas, e.g. "
+                                         f"3e-4,1e-3,3e-3, got '{text}'")
+    return values
+
+
 BOOLEAN_WORDS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 
 
@@ -500,9 +527,21 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget-minutes", type=float, help="pre-training wall time per objective")
     budget.add_argument("--budget-tokens", type=int, help="pre-training tokens per objective")
+    budget.add_argument("--budget-flops", type=_flops_budget,
+                        help="pre-training FLOPs per objective (matmuls and attention, forward and backward, as "
+                             "benchmarks count them): a number, or VARIANT:TOKENS, the FLOPs that variant trains on "
+                             "that many tokens (e.g. palm:4000000)")
     p.add_argument("--seeds", type=_ranged(int, 1), default=3,
                    help="runs per objective (seeds 0..N-1), each pre-training and fine-tuning")
     p.add_argument("--finetune-steps", type=_ranged(int, 1), help="override the recipe's max_steps")
+    p.add_argument("--lr-grid", type=_lr_grid, help="seq2seq tasks: choose each variant's fine-tuning peak lr from "
+                   "these (e.g. 3e-4,1e-3,3e-3) by the lowest held-out loss on --valid, once (seed 0, --lr-pairs "
+                   "pairs), then keep it for every seed and size")
+    p.add_argument("--pretrain-only", action="store_true", help="pre-train every cell (under the budget, into "
+                   "--pretrain-dir) and stop: no fine-tuning, scoring or report (a run in phases)")
+    p.add_argument("--lr-dir", help="where the chosen lrs are kept and reused (default OUT/lr)")
+    p.add_argument("--lr-pairs", type=_ranged(int, 1), help="training pairs the lr is chosen on (default: the "
+                   "largest --train-limit)")
     p.add_argument("--train-limit", type=_train_sizes,
                    help="fine-tune on the first N pairs (dialog: 10000; classify: rows); several sizes, e.g. "
                         "1000,4000,all (seq2seq tasks): one comparison per size sharing the pre-training, and "

@@ -1,8 +1,9 @@
 """Compare pre-training objectives on one downstream task, under one budget, over several seeds.
 
-    from ctxlm.compare import Budget, compare
-    table = compare(["wiki.txt"], "tok/", "gigaword", "train.jsonl", "valid.jsonl", "runs/compare",
-                    objectives=["palm", "mass", "glm", "none"], budget=Budget(minutes=5), seeds=3)
+    from ctxlm.compare import Budget, ComparisonSpec, compare
+    from ctxlm.tasks import TaskData
+    table = compare(["wiki.txt"], "tok/", "gigaword", TaskData(train="train.jsonl", valid="valid.jsonl"),
+                    "runs/compare", ComparisonSpec(Budget(flops="palm:4000000"), objectives=("palm", "mass", "none")))
 
 For each cell (objective, seed) it pre-trains the variant (`objectives/variants.py`) on the corpus,
 fine-tunes it with the task's recipe, decodes and scores the evaluation file, and writes the
@@ -20,10 +21,17 @@ hooks; see "Tasks with a comparison class" below.
   summary line says "did not learn (loss at unigram level)".
 - Matched budget: every pre-training stage of a variant gets an equal share. A token budget runs
   each stage until the tokens the loop has counted (non-padding `input_ids` and
-  `decoder_input_ids`) reach its share. The training loop has no clock, so a minutes budget is
-  turned into steps: a few steps are timed on the real model and data (`seconds_per_step`, once
-  per objective, kept in `budget/`); tokens seen are then counted exactly by replaying the data
-  stream.
+  `decoder_input_ids`) reach its share. A FLOP budget does the same with the stage's training
+  FLOPs: its FLOPs per counted token are measured once on a few real steps of its own data
+  (`ctxlm.flop_count`, kept in `budget/`) and scaled by the tokens; F can be given as the FLOPs a
+  variant trains on some tokens ("palm:4000000", counted before the first cell). The training
+  loop has no clock, so a minutes budget is turned into steps: a few steps are timed on the real
+  model and data (`seconds_per_step`, once per objective, kept in `budget/`). Tokens seen are
+  counted exactly by replaying the data stream; every cell records the FLOPs, tokens and seconds
+  of each stage and of its fine-tuning.
+- Equal tuning: with an lr grid each variant's fine-tuning peak lr is the grid's value with the
+  lowest held-out loss on the selection file (seed 0, the largest size), chosen once and kept
+  (`Comparison.finetune_lr`).
 - Resumable: a finished cell is never redone; inside a cell, finished stages are kept and an
   interrupted stage or fine-tuning continues from its newest checkpoint (the loop's resume). The
   inputs are checked first; `settings.json` is written as the run starts, and a rerun with other
@@ -38,7 +46,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
+import math
 import os
 import shutil
 import time
@@ -50,7 +60,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import CHECKPOINTS_DIR, build_model, latest_checkpoint, load_model_dir
+from .checkpoint import (CHECKPOINTS_DIR, build_model, latest_checkpoint, load_model_dir, read_head,
+                         read_model_config)
 from .config import CLOZE_TRAIN, FinetuneConfig, PretrainConfig, TrainConfig, load_finetune_config
 from .config_loading import default_data_config, load_pretrain_config, model_config_from_dict
 from .data.glue import get_dataset
@@ -59,12 +70,13 @@ from .data.superglue import ClozeExample, load_superglue, read_superglue, superg
 from .data.tasks import Pair
 from .device import for_inference, resolve_device
 from .errors import CtxlmError
-from .tasks import get_task, registered, resolve
+from .tasks import TaskData, get_task, registered, resolve
 from .tasks.seq2seq import finetune, read_pairs
 from .layouts import pair_example, pair_limits
 from .metrics import compute_metrics, lead_words, ptb_tokens
 from .families import REFERENCE_FAMILY, get_objective, train_defaults
-from .learning_check import not_learning_in, still_not_learning
+from .flop_count import flops_per_token
+from .learning_check import held_out_losses, margin, not_learning_in, still_not_learning, unigram_entropy
 from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
 from .predict import Seq2SeqPredictor
 from .pretraining import model_config_for_tokenizer, prepare_data, pretrain
@@ -144,17 +156,51 @@ def family_configs(families: Sequence[str], palm: PretrainConfig, tokenizer: Tex
 # ------------------------------------------------------------------------------------ budgets
 @dataclass(frozen=True)
 class Budget:
-    """The pre-training budget of every objective: wall-clock minutes or tokens (one of them)."""
+    """The pre-training budget of every objective: wall-clock minutes, tokens or training FLOPs (one
+    of them). `flops` is a number, or "VARIANT:TOKENS", the FLOPs that variant's stages train on that
+    many tokens (e.g. "palm:4000000"; counted once, before the first cell: `Comparison.flop_budget`)."""
 
     minutes: float | None = None
     tokens: int | None = None
+    flops: float | str | None = None
 
     def __post_init__(self):
-        if (self.minutes is None) == (self.tokens is None):
-            raise CtxlmError("give one pre-training budget: minutes or tokens")
-        unit, value = ("minutes", self.minutes) if self.minutes is not None else ("tokens", self.tokens)
-        if not value > 0:  # NaN too
+        given = [(unit, value) for unit, value in (("minutes", self.minutes), ("tokens", self.tokens),
+                                                   ("flops", self.flops)) if value is not None]
+        if len(given) != 1:
+            raise CtxlmError("give one pre-training budget: minutes, tokens or flops")
+        unit, value = given[0]
+        if isinstance(value, str):
+            self.reference  # noqa: B018  (names a bad VARIANT:TOKENS)
+        elif not value > 0:  # NaN too
             raise CtxlmError(f"the pre-training budget must be > 0 (--budget-{unit}), got {value}")
+
+    @property
+    def reference(self) -> tuple[str, int] | None:
+        """(variant, tokens) of a FLOP budget given as "VARIANT:TOKENS", else None."""
+        if not isinstance(self.flops, str):
+            return None
+        name, _, tokens = self.flops.partition(":")
+        variant = PRETRAIN_VARIANTS.get(name.strip())
+        if variant is None or not variant.stages or not tokens.strip().isdigit() or int(tokens) < 1:
+            pretrained = ", ".join(n for n, v in PRETRAIN_VARIANTS.items() if v.stages)
+            raise CtxlmError(f"--budget-flops: a number or VARIANT:TOKENS (the FLOPs a variant trains on that "
+                             f"many tokens, e.g. palm:4000000; variants: {pretrained}), got '{self.flops}'")
+        return name.strip(), int(tokens)
+
+
+FLOP_STEPS = 4  # training steps measured for a stage's FLOPs per token
+
+
+def measured_flops_per_token(model_config, examples, train, pad_id: int, steps: int = FLOP_STEPS) -> float:
+    """Training FLOPs (forward and backward, `ctxlm.flop_count`) per token the training loop counts,
+    over the first `steps` optimizer steps of the run's own data stream, on a new model of
+    `model_config` (in float32 on the CPU: the count does not depend on the precision or device)."""
+    torch.manual_seed(train.seed)
+    model = build_model(model_config)
+    stream = BatchStream(examples, train.batch_size, train.seed)
+    batches = (stream.batch(micro, pad_id)[1] for micro in range(steps * train.grad_accum))
+    return flops_per_token(model, batches, TOKEN_KEYS, pad_id)
 
 
 def step_tokens(examples, train, pad_id: int):
@@ -353,6 +399,50 @@ def stage_dir_name(index: int, stage: Stage) -> str:
     return f"{index}-{stage.objective}" + (f"-{stage.stage}" if get_objective(stage.objective).stages else "")
 
 
+def metrics_rows(run_dir: Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl (a half-written last line, as a killed run leaves it, skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def heldout_loss(row: dict, key: str | None = None) -> float | None:
+    """A validation row's held-out loss: `key`'s value, or the lowest of its objectives' losses (the
+    one the learning check compares with the unigram entropy); None for a row of no validation."""
+    if key is not None:
+        return float(row[key]) if isinstance(row.get(key), (int, float)) else None
+    losses = held_out_losses(row)
+    return min(losses.values()) if losses else None
+
+
+def unigram_level(run_dir: Path, examples) -> dict[str, float]:
+    """A run's unigram entropy H of its training targets (the learning check's, from metrics.jsonl;
+    counted from `examples` where no validation was checked) and its unigram level H − margin(H),
+    the held-out loss a run must go below to count as learning (`ctxlm.learning_check`)."""
+    known = [row["valid/unigram_entropy"] for row in metrics_rows(run_dir) if "valid/unigram_entropy" in row]
+    entropy = float(known[-1]) if known else unigram_entropy(examples)[0]
+    return {"entropy": entropy, "unigram_level": entropy - margin(entropy)}
+
+
+def heldout_curve(run_dir: Path, key: str | None = None) -> list[tuple[int, float]]:
+    """(step, held-out loss) of each validation in a run's metrics.jsonl (`heldout_loss`)."""
+    return [(row["step"], loss) for row in metrics_rows(run_dir) if (loss := heldout_loss(row, key)) is not None]
+
+
+def learning_curve(run_dir: Path, examples, train, pad_id: int) -> dict:
+    """A pre-training stage's `curve`, [[step, tokens seen, held-out loss], ...] of its validations,
+    and its `entropy` and `unigram_level` (`unigram_level`)."""
+    rows = heldout_curve(run_dir)
+    last = max((step for step, _ in rows), default=0)
+    seen = [0, *itertools.accumulate(itertools.islice(step_tokens(examples, train, pad_id), last))]
+    return {"curve": [[step, seen[step], loss] for step, loss in rows], **unigram_level(run_dir, examples)}
+
+
 DONE = "compare-done.json"  # written into a stage or fine-tuning folder once it finished
 
 
@@ -376,6 +466,9 @@ class Comparison:
     pretrain_dir: Path | None = None  # shared pre-training (see the module's docstring)
     reading: dict = dataclasses.field(default_factory=lambda: dict(  # as `pretrain` takes them
         corpus_format="auto", text_field=None, fallback_encoding=None))
+    lr_grid: tuple[float, ...] = ()  # each variant's fine-tuning peak lr is chosen from these (`finetune_lr`)
+    lr_dir: Path | None = None  # where the choices are kept (default out_dir/lr)
+    lr_pairs: int | None = None  # the training pairs the choice fine-tunes on (default train_limit)
 
     def corpus_spec(self) -> CorpusSpec:
         reading = self.reading  # `pretrain`'s former names; the spec calls the format `format`
@@ -419,10 +512,66 @@ class Comparison:
         write_json_atomic(path, {"budget_seconds_per_stage": share, "stages": stages})
         return [s["max_steps"] for s in stages]
 
+    def budget_dir(self) -> Path:
+        return (self.pretrain_dir or self.out_dir) / "budget"
+
+    def stage_flops_per_token(self, objective: str) -> list[float]:
+        """Training FLOPs per counted token of each of the variant's stages, measured once on seed 0's
+        data stream (`measured_flops_per_token`; kept in budget/<objective>-flops.json)."""
+        path = self.budget_dir() / f"{objective}-flops.json"
+        if path.is_file():
+            return [s["flops_per_token"] for s in read_json(path)["stages"]]
+        variant, stages = PRETRAIN_VARIANTS[objective], []
+        for index, stage in enumerate(variant.stages, start=1):
+            config = self.stage_config(variant, stage, 0, 1)
+            per_token = measured_flops_per_token(config.model, self.examples(stage, config), config.train,
+                                                 self.tokenizer.pad_id)
+            stages.append({"stage": stage_dir_name(index, stage), "flops_per_token": per_token,
+                           "measured_steps": FLOP_STEPS})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"stages": stages})
+        return [s["flops_per_token"] for s in stages]
+
+    def flop_budget(self) -> float | None:
+        """F, the training FLOPs every variant pre-trains for under a FLOP budget (None under another):
+        the number given, or the FLOPs the reference variant's stages count on its tokens (split
+        equally between its stages, seed 0's data); recorded in budget/flops.json before any cell."""
+        if self.budget.flops is None:
+            return None
+        path = self.budget_dir() / "flops.json"
+        if path.is_file():
+            return read_json(path)["flops"]
+        record: dict[str, Any] = {"flops": float(self.budget.flops) if self.budget.reference is None else 0}
+        if self.budget.reference is not None:
+            name, tokens = self.budget.reference
+            variant, stages = PRETRAIN_VARIANTS[name], []
+            for index, (stage, per_token) in enumerate(zip(variant.stages, self.stage_flops_per_token(name)), 1):
+                config = self.stage_config(variant, stage, 0, 1)
+                steps, reached = steps_for_tokens(self.examples(stage, config), config.train, self.tokenizer.pad_id,
+                                                  -(-tokens // len(variant.stages)))
+                stages.append({"stage": stage_dir_name(index, stage), "steps": steps, "tokens": reached,
+                               "flops": round(per_token * reached)})
+            record = {"reference": self.budget.flops, "flops": sum(s["flops"] for s in stages), "stages": stages}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, record)
+        return record["flops"]
+
+    def stage_steps(self, objective: str, index: int, examples, train) -> tuple[int, int]:
+        """(steps, tokens) of a variant's stage `index` (from 1) under the budget, each stage an equal
+        share: the steps timed for the minutes, or the fewest whose tokens (FLOPs) reach the share."""
+        stages, pad_id = len(PRETRAIN_VARIANTS[objective].stages), self.tokenizer.pad_id
+        if self.budget.minutes is not None:
+            steps = self.minutes_steps(objective)[index - 1]
+            return steps, tokens_in_steps(examples, train, pad_id, steps)
+        if self.budget.flops is not None:
+            per_token = self.stage_flops_per_token(objective)[index - 1]
+            return steps_for_tokens(examples, train, pad_id, math.ceil(self.flop_budget() / stages / per_token))
+        return steps_for_tokens(examples, train, pad_id, -(-self.budget.tokens // stages))
+
     def pretrain_cell(self, objective: str, seed: int) -> tuple[Path | None, list[dict]]:
-        """Pre-train one cell's stages (finished ones kept, an interrupted one resumed)."""
+        """Pre-train one cell's stages (finished ones kept, an interrupted one resumed); each stage's
+        record: steps, tokens, FLOPs, seconds, its held-out curve and its unigram level."""
         variant = PRETRAIN_VARIANTS[objective]
-        planned = self.minutes_steps(objective) if self.budget.minutes is not None and variant.stages else None
         init, stages = None, []
         for index, stage in enumerate(variant.stages, start=1):
             stage_dir = self.pretrain_root(objective, seed) / stage_dir_name(index, stage)
@@ -430,20 +579,18 @@ class Comparison:
             if not done.is_file():
                 config = self.stage_config(variant, stage, seed, 1)
                 examples = self.examples(stage, config)
-                if planned is not None:
-                    steps = planned[index - 1]
-                    tokens = tokens_in_steps(examples, config.train, self.tokenizer.pad_id, steps)
-                else:
-                    share = -(-self.budget.tokens // len(variant.stages))
-                    steps, tokens = steps_for_tokens(examples, config.train, self.tokenizer.pad_id, share)
+                steps, tokens = self.stage_steps(objective, index, examples, config.train)
                 config = self.stage_config(variant, stage, seed, steps)
                 started = time.perf_counter()
                 pretrain(
                     self.corpus_spec(), stage_dir, config, objective=stage.objective, stage=stage.stage,
                     tokenizer=self.tokenizer, init=init, cache_dir=self.cache_dir,
                     run=RunOptions(resume=latest_checkpoint(stage_dir) is not None)).stop_if_interrupted()
+                seconds = time.perf_counter() - started
+                per_token = self.stage_flops_per_token(objective)[index - 1]
                 write_json_atomic(done, {"stage": stage_dir.name, "steps": steps, "tokens": tokens,
-                                         "seconds": time.perf_counter() - started})
+                                         "flops": round(per_token * tokens), "seconds": seconds,
+                                         **learning_curve(stage_dir, examples, config.train, self.tokenizer.pad_id)})
             stages.append({**read_json(done), "dir": str(stage_dir)})
             init = stage_dir
         return init, stages
@@ -458,12 +605,38 @@ class Comparison:
         """The named variant a cell runs (`objectives/variants.py`)."""
         return PRETRAIN_VARIANTS[objective]
 
-    def finetune_run(self, init: Path | None, model_config, ft_dir: Path, seed: int):
-        """Fine-tune one cell with the task's recipe (from `init`, else a new `model_config` model)."""
-        recipe = dataclasses.replace(self.recipe, train=dataclasses.replace(self.recipe.train, seed=seed))
-        return finetune(self.train_path, self.valid_path, ft_dir, recipe, init=init, model_config=model_config,
-                        tokenizer=self.tokenizer, resume=latest_checkpoint(ft_dir) is not None,
-                        train_limit=self.train_limit)
+    def finetune_run(self, init: Path | None, model_config, ft_dir: Path, seed: int, lr: float | None = None):
+        """Fine-tune one cell with the task's recipe (from `init`, else a new `model_config` model), at
+        peak `lr` (default the recipe's)."""
+        train = dataclasses.replace(self.recipe.train, seed=seed, lr=self.recipe.train.lr if lr is None else lr)
+        return finetune(self.train_path, self.valid_path, ft_dir, dataclasses.replace(self.recipe, train=train),
+                        init=init, model_config=model_config, tokenizer=self.tokenizer,
+                        resume=latest_checkpoint(ft_dir) is not None, train_limit=self.train_limit)
+
+    def finetune_lr(self, objective: str) -> float | None:
+        """The fine-tuning peak lr of `objective`'s cells: without `lr_grid` the recipe's (None); with it
+        the grid's value whose fine-tuning (seed 0's pre-training, seed 0, `lr_pairs` pairs) reaches
+        the lowest held-out loss on the selection file (`valid_path`), chosen once and kept in
+        `lr_dir/<objective>.json` for every seed and size."""
+        if not self.lr_grid:
+            return None
+        lr_dir = self.lr_dir or self.out_dir / "lr"
+        path = lr_dir / f"{objective}.json"
+        if not path.is_file():
+            selector = dataclasses.replace(self, train_limit=self.lr_pairs or self.train_limit)
+            init, _ = self.pretrain_cell(objective, 0)
+            losses = {}
+            for lr in self.lr_grid:
+                ft_dir = lr_dir / objective / f"lr-{lr:g}"
+                selector.finetune_cell(objective, 0, init, ft_dir, lr)
+                curve = [loss for _, loss in heldout_curve(ft_dir, self.recipe.train.select_metric)]
+                losses[f"{lr:g}"] = min(curve) if curve else math.inf
+            chosen = min(self.lr_grid, key=lambda lr: losses[f"{lr:g}"])  # ties: the first in the grid
+            write_json_atomic(path, {"grid": list(self.lr_grid), "chosen": chosen, "selection_loss": losses,
+                                     "train_pairs": len(selector.train_pairs), "seed": 0,
+                                     "metric": self.recipe.train.select_metric, "selection_file": str(self.valid_path),
+                                     "init": str(init) if init else None})
+        return read_json(path)["chosen"]
 
     def score_cell(self, model_dir: Path) -> tuple[dict, list, list | None]:
         """(metrics, per-example statistics, predictions or None) of a fine-tuned cell."""
@@ -475,18 +648,63 @@ class Comparison:
         """Extra `result.json` keys about a cell's predictions (none for seq2seq tasks)."""
         return {}
 
-    def finetune_cell(self, objective: str, seed: int, init: Path | None, cell_dir: Path) -> dict:
-        ft_dir = cell_dir / "finetune"
+    def finetune_cell(self, objective: str, seed: int, init: Path | None, ft_dir: Path, lr: float | None) -> dict:
+        """Fine-tune into `ft_dir` once (a finished one is read back): its steps, seconds, final
+        metrics, peak lr and step cap."""
         done = ft_dir / DONE
         if not done.is_file():
             variant = self.variant(objective)
             base = self.configs[variant.family].model
             started = time.perf_counter()
-            result = self.finetune_run(init, None if init else dataclasses.replace(base, **variant.model), ft_dir, seed)
+            result = self.finetune_run(init, None if init else dataclasses.replace(base, **variant.model), ft_dir,
+                                       seed, lr)
             result.stop_if_interrupted()
+            run = read_json(ft_dir / "run.json")["train"]
             write_json_atomic(done, {"steps": result.step, "seconds": time.perf_counter() - started,
-                                     "final_metrics": result.final_metrics})
+                                     "final_metrics": result.final_metrics, "lr": run["lr"],
+                                     "step_cap": run["max_steps"]})
         return read_json(done)
+
+    def link_selection_run(self, objective: str, seed: int, init: Path | None, ft_dir: Path) -> None:
+        """Seed 0 from the pre-training and at the size the lr was chosen with is the chosen lr's
+        selection run (the same run, not redone): `ft_dir` becomes a link to it."""
+        if not self.lr_grid or seed != 0 or ft_dir.exists() or ft_dir.is_symlink():
+            return
+        lr_dir = self.lr_dir or self.out_dir / "lr"
+        record = read_json(lr_dir / f"{objective}.json")
+        if record["train_pairs"] == self.train_size() and record.get("init") == (str(init) if init else None):
+            chosen = (lr_dir / objective / f"lr-{record['chosen']:g}").resolve()
+            ft_dir.symlink_to(os.path.relpath(chosen, ft_dir.parent.resolve()), target_is_directory=True)
+
+    def finetune_record(self, ft_dir: Path, seed: int, finetuned: dict) -> dict:
+        """A cell's fine-tuning record: its peak lr, step cap, whether early stopping ended it, its
+        held-out curve on the selection data (the loss that selects the checkpoint), and its counts."""
+        select_metric = read_json(ft_dir / "run.json")["train"].get("select_metric")
+        return {"finetune_lr": finetuned.get("lr"), "finetune_step_cap": finetuned.get("step_cap"),
+                "finetune_stopped_early": finetuned["steps"] < finetuned.get("step_cap", finetuned["steps"]),
+                "finetune_curve": [list(point) for point in heldout_curve(ft_dir, select_metric)],
+                **self.finetune_counts(ft_dir, seed, finetuned["steps"])}
+
+    def finetune_counts(self, ft_dir: Path, seed: int, steps: int) -> dict:
+        """A seq2seq fine-tuning's FLOPs and tokens (`ctxlm.flop_count` per token of its training
+        pairs on a new model of its config, times the tokens its steps counted) and its unigram level."""
+        from .tasks.seq2seq import pair_examples
+
+        model_config, train = read_model_config(ft_dir), dataclasses.replace(self.recipe.train, seed=seed)
+        examples = pair_examples(model_config, self.tokenizer, self.train_pairs, self.recipe)
+        tokens = tokens_in_steps(examples, train, self.tokenizer.pad_id, steps)
+        torch.manual_seed(seed)
+        model = build_model(model_config, read_head(ft_dir))
+        batches = (BatchStream(examples, train.batch_size, seed).batch(micro, self.tokenizer.pad_id)[1]
+                   for micro in range(FLOP_STEPS))
+        per_token = flops_per_token(model, batches, TOKEN_KEYS, self.tokenizer.pad_id)
+        level = unigram_level(ft_dir, examples)
+        return {"finetune_flops": round(per_token * tokens), "finetune_tokens": tokens,
+                "finetune_unigram_level": level["unigram_level"], "finetune_entropy": level["entropy"]}
+
+    def train_size(self) -> int:
+        """The fine-tuning pairs a cell trains on."""
+        return len(self.train_pairs)
 
     def run_cell(self, objective: str, seed: int) -> dict:
         """A cell's result: pre-training, fine-tuning, scoring (a finished cell is read back)."""
@@ -497,7 +715,9 @@ class Comparison:
         cell_dir.mkdir(parents=True, exist_ok=True)
         variant = self.variant(objective)
         init, stages = self.pretrain_cell(objective, seed)
-        finetuned = self.finetune_cell(objective, seed, init, cell_dir)
+        lr = self.finetune_lr(objective)
+        self.link_selection_run(objective, seed, init, cell_dir / "finetune")
+        finetuned = self.finetune_cell(objective, seed, init, cell_dir / "finetune", lr)
         started = time.perf_counter()
         metrics, stats, predictions = self.score_cell(cell_dir / "finetune")
         if predictions is not None:
@@ -506,15 +726,20 @@ class Comparison:
         result = {
             "objective": objective, "seed": seed, "family": variant.family, "parameters": parameter_count(model),
             "stages": stages, "tokens_seen": sum(s["tokens"] for s in stages),
-            "pretrain_seconds": sum(s["seconds"] for s in stages),
+            "pretrain_flops": sum(s["flops"] for s in stages), "pretrain_seconds": sum(s["seconds"] for s in stages),
+            "budget_view": self.budget_view(), "train_pairs": self.train_size(),
             "finetune_steps": finetuned["steps"], "finetune_seconds": finetuned["seconds"],
             "finetune_best_step": finetuned["final_metrics"].get("best_step"),
             "score_seconds": time.perf_counter() - started, "metrics": metrics, "example_stats": stats,
             "not_learning": runs_not_learning([Path(s["dir"]) for s in stages] + [cell_dir / "finetune"]),
-            **self.prediction_notes(predictions),
+            **self.finetune_record(cell_dir / "finetune", seed, finetuned), **self.prediction_notes(predictions),
         }
         write_json_atomic(result_path, result)
         return result
+
+    def budget_view(self) -> str:
+        """Which pre-training budget the cells match: "flops", "tokens" or "minutes"."""
+        return next(unit for unit in ("flops", "tokens", "minutes") if getattr(self.budget, unit) is not None)
 
     def baseline(self) -> dict | None:
         """The task's simple baseline scored on the evaluation pairs: its rule's predictions, or for
@@ -601,70 +826,101 @@ def record_settings(folder: Path, settings: dict) -> None:
     write_json_atomic(folder / "settings.json", settings)
 
 
+@dataclass(frozen=True)
+class ComparisonSpec:
+    """What a comparison runs and reports: the pre-training budget, the variants and seeds, how the
+    fine-tuning is tuned, where pre-training is shared, and the report's options."""
+
+    budget: Budget
+    objectives: tuple[str, ...] | None = None  # default: DEFAULT_OBJECTIVES (seq2seq), the task's (NLU)
+    seeds: int = 3
+    finetune_steps: int | None = None  # instead of the recipe's max_steps
+    lr_grid: tuple[float, ...] = ()  # seq2seq: each variant's fine-tuning lr chosen from these (`finetune_lr`)
+    lr_dir: str | Path | None = None  # where the choices are kept (default OUT/lr)
+    lr_pairs: int | None = None  # the training pairs the choice fine-tunes on (default: the largest size)
+    pretrain_dir: str | Path | None = None  # shared pre-training (see the module's docstring)
+    cache_dir: str | Path | None = None  # the token store (default OUT/store)
+    resamples: int = 1000
+    plots: bool = True
+    command: str | None = None  # the command line the report records
+    pretrain_only: bool = False  # pre-train every cell, then stop (no fine-tuning, scoring or report)
+
+
+def shared_fields(corpus: CorpusSpec | Sequence[str | Path], tokenizer: TextTokenizer | str | Path, out_dir: Path,
+                  spec: ComparisonSpec) -> dict:
+    """The `Comparison` fields every task shares: corpus, tokenizer, budget, folders, lr selection."""
+    corpus = CorpusSpec.of(corpus)
+    return dict(corpus=[str(c) for c in corpus.paths],
+                tokenizer=tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer.load(tokenizer),
+                budget=spec.budget, out_dir=out_dir, cache_dir=Path(spec.cache_dir or out_dir / "store"),
+                pretrain_dir=Path(spec.pretrain_dir) if spec.pretrain_dir else None, reading=corpus.reading(),
+                lr_grid=tuple(spec.lr_grid), lr_dir=Path(spec.lr_dir) if spec.lr_dir else None,
+                lr_pairs=spec.lr_pairs)
+
+
+def run_comparison(run: Comparison, spec: ComparisonSpec, objectives: Sequence[str], settings: dict) -> list[dict]:
+    """Record `settings` (refusing other ones in a folder that holds work), count a FLOP budget's F,
+    run every cell and write the report; returns its table."""
+    from .report import write_comparison_report
+
+    settings = {"corpus": run.corpus, "budget": dataclasses.asdict(run.budget), "vocab_size": run.tokenizer.vocab_size,
+                "reading": run.reading, **settings}
+    if run.lr_grid:
+        settings["lr_selection"] = {"grid": list(run.lr_grid), "pairs": run.lr_pairs}
+    start_folders(run.out_dir, spec.pretrain_dir, settings)
+    run.flop_budget()  # F, counted and recorded before the first cell
+    if spec.pretrain_only:
+        for objective, seed in itertools.product(objectives, range(spec.seeds)):
+            _, stages = run.pretrain_cell(objective, seed)
+            print(f"{objective} seed {seed}: pre-trained, {sum(s['tokens'] for s in stages):,} tokens, "
+                  f"{sum(s['flops'] for s in stages):.3g} FLOPs", flush=True)
+        return []
+    cells = run_cells(run, objectives, spec.seeds)
+    baseline = run.baseline()
+    write_json_atomic(run.out_dir / "baseline.json", baseline)  # as scored: a summary reads it, never recomputes
+    return write_comparison_report(run.out_dir, cells, baseline, run.scoring, settings,
+                                   resamples=spec.resamples, plots=spec.plots, command=spec.command)
+
+
 def compare(
-    corpus: Sequence[str | Path],
+    corpus: CorpusSpec | Sequence[str | Path],
     tokenizer: TextTokenizer | str | Path,
     recipe: FinetuneConfig | str,
-    train_path: str | Path,
-    valid_path: str | Path,
+    data: TaskData,
     out_dir: str | Path,
+    spec: ComparisonSpec,
     *,
-    budget: Budget,
-    objectives: Sequence[str] = DEFAULT_OBJECTIVES,
     config: PretrainConfig | str = "palm-tiny",
-    seeds: int = 3,
-    finetune_steps: int | None = None,
-    eval_path: str | Path | None = None,
-    eval_limit: int | None = None,
-    train_limit: int | None = None,
-    cache_dir: str | Path | None = None,
-    pretrain_dir: str | Path | None = None,
-    corpus_format: str = "auto",
-    text_field: str | None = None,
-    fallback_encoding: str | None = None,
-    resamples: int = 1000,
-    plots: bool = True,
-    command: str | None = None,
 ) -> list[dict]:
     """Pre-train, fine-tune and score every (objective, seed) cell, then write the report; returns
     the report's table (one row per objective, then the baseline's). `recipe` is a recipe name,
-    YAML file or `FinetuneConfig` (its task picks the scoring); `config` the PALM-family pre-training
-    config (named or YAML); `eval_path` the scored file (default `valid_path`); for dialog,
-    `train_limit` defaults to PALM's 10K pairs; `pretrain_dir` shares pre-training between
-    comparisons (see the module's docstring); `corpus_format`, `text_field` and `fallback_encoding`
-    read the corpus as `pretrain` does."""
-    from .report import write_comparison_report
-
-    check_run_options(objectives, seeds, plots)
+    YAML file or `FinetuneConfig` (its task picks the scoring); `data` the files: `train`, `valid`
+    (selects checkpoints and lrs), `ref` (the scored file, default `valid`), `train_limit` (for
+    dialog PALM's 10K pairs by default) and `limit` (the scored pairs); `config` the PALM-family
+    pre-training config (named or YAML); `corpus` files or a `CorpusSpec` (read as `pretrain` does)."""
+    objectives = list(spec.objectives or DEFAULT_OBJECTIVES)
+    check_run_options(objectives, spec.seeds, spec.plots)
     out_dir = Path(out_dir)
     recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
-    if finetune_steps is not None:
-        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, max_steps=finetune_steps),
+    if spec.finetune_steps is not None:
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, max_steps=spec.finetune_steps),
                                      epochs=None)  # the steps asked for win over the recipe's epochs
     scoring = task_scoring(recipe.task)
-    if train_limit is None:
-        train_limit = get_task(recipe.task).compare_train_limit
+    train_limit = data.train_limit if data.train_limit is not None else get_task(recipe.task).compare_train_limit
     config = palm_config(config)
-    tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer.load(tokenizer)
-    eval_path = Path(eval_path or valid_path)
+    shared = {**shared_fields(corpus, tokenizer, out_dir, spec), "lr_pairs": spec.lr_pairs or train_limit}
+    eval_path = Path(data.ref or data.valid)
     families = sorted({PRETRAIN_VARIANTS[o].family for o in objectives})
     run = Comparison(
-        corpus=[str(c) for c in corpus], tokenizer=tokenizer, recipe=recipe, train_path=Path(train_path),
-        valid_path=Path(valid_path), eval_pairs=read_pairs(recipe.task, eval_path, recipe.reader, eval_limit),
-        configs=family_configs(families, config, tokenizer), budget=budget, out_dir=out_dir, scoring=scoring,
-        train_limit=train_limit, cache_dir=Path(cache_dir) if cache_dir else out_dir / "store",
-        pretrain_dir=Path(pretrain_dir) if pretrain_dir else None,
-        reading=dict(corpus_format=corpus_format, text_field=text_field, fallback_encoding=fallback_encoding))
-    settings = {"corpus": run.corpus, "budget": dataclasses.asdict(budget), "recipe": dataclasses.asdict(recipe),
-                "config": dataclasses.asdict(config), "train": str(train_path), "valid": str(valid_path),
-                "eval": str(eval_path), "eval_limit": eval_limit, "train_limit": train_limit,
-                "vocab_size": tokenizer.vocab_size, "reading": run.reading}
-    for path in (train_path, valid_path):  # the task's fields, before any pre-training
+        recipe=recipe, train_path=Path(data.train), valid_path=Path(data.valid),
+        eval_pairs=read_pairs(recipe.task, eval_path, recipe.reader, data.limit),
+        configs=family_configs(families, config, shared["tokenizer"]), scoring=scoring, train_limit=train_limit,
+        **shared)
+    for path in (data.train, data.valid):  # the task's fields, before any pre-training
         read_pairs(recipe.task, path, recipe.reader, 1)
-    start_folders(out_dir, pretrain_dir, settings)
-    cells = run_cells(run, objectives, seeds)
-    return write_comparison_report(out_dir, cells, run.baseline(), scoring, settings, resamples=resamples,
-                                   plots=plots, command=command)
+    return run_comparison(run, spec, objectives, {
+        "recipe": dataclasses.asdict(recipe), "config": dataclasses.asdict(config), "train": str(data.train),
+        "valid": str(data.valid), "eval": str(eval_path), "eval_limit": data.limit, "train_limit": train_limit})
 
 
 def check_run_options(objectives: Sequence[str], seeds: int, plots: bool) -> None:
@@ -719,25 +975,23 @@ def train_size_name(limit: int | None) -> str:
 
 
 def compare_train_sizes(
-    corpus: Sequence[str | Path],
+    corpus: CorpusSpec | Sequence[str | Path],
     tokenizer: TextTokenizer | str | Path,
     recipe: FinetuneConfig | str,
-    train_path: str | Path,
-    valid_path: str | Path,
+    data: TaskData,
     out_dir: str | Path,
+    spec: ComparisonSpec,
     *,
     train_limits: Sequence[int | None],
-    pretrain_dir: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    plots: bool = True,
-    **options: Any,
+    config: PretrainConfig | str = "palm-tiny",
 ) -> dict[str, list[dict]]:
     """PALM Table 5's question: how much pre-training helps as labelled data shrinks. One `compare`
     per training-set size (`train_limits`: numbers of pairs, None for all) in `out_dir/train-<size>/`,
-    every size fine-tuning the same pre-trained cells (`pretrain_dir`, default `out_dir/pretrain`) on
-    the first pairs of `train_path`; then `train_sizes.md` (and a plot): each variant's primary
-    metric against the size, and PALM against no pre-training at each size. `options` are
-    `compare`'s. Returns each size's table."""
+    every size fine-tuning the same pre-trained cells (`spec.pretrain_dir`, default
+    `out_dir/pretrain`) on the first pairs of `data.train`, with the same chosen lrs (`spec.lr_grid`:
+    chosen once at the largest size, kept in `spec.lr_dir`, default `out_dir/lr`); then
+    `train_sizes.md` (and a plot): each variant's primary metric against the size, and PALM against
+    no pre-training at each size. Returns each size's table."""
     from .report import write_train_size_report
 
     out_dir = Path(out_dir)
@@ -745,19 +999,20 @@ def compare_train_sizes(
         raise CtxlmError("give distinct training-set sizes, e.g. --train-limit 1000,4000,all")
     if any(limit is not None and limit < 1 for limit in train_limits):
         raise CtxlmError("a training-set size must be at least 1 pair (or all)")
+    recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
+    total = len(read_pairs(recipe.task, data.train, recipe.reader))
+    default = get_task(recipe.task).compare_train_limit
+    sizes = {train_size_name(limit): min(limit or default or total, total) for limit in train_limits}
+    spec = dataclasses.replace(spec, pretrain_dir=spec.pretrain_dir or out_dir / "pretrain",
+                               cache_dir=spec.cache_dir or out_dir / "store", lr_dir=spec.lr_dir or out_dir / "lr",
+                               lr_pairs=spec.lr_pairs or max(sizes.values()))
     tables = {}
     for limit in train_limits:
         name = train_size_name(limit)
         print(f"training-set size {name}", flush=True)
-        tables[name] = compare(corpus, tokenizer, recipe, train_path, valid_path, out_dir / f"train-{name}",
-                               train_limit=limit, pretrain_dir=pretrain_dir or out_dir / "pretrain",
-                               cache_dir=cache_dir or out_dir / "store", plots=plots, **options)
-    recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
-    total = len(read_pairs(recipe.task, train_path, recipe.reader))
-    default = get_task(recipe.task).compare_train_limit
-    sizes = {train_size_name(limit): min(limit or default or total, total) for limit in train_limits}
-    write_train_size_report(out_dir, tables, sizes, task_scoring(recipe.task), plots=plots,
-                            command=options.get("command"))
+        tables[name] = compare(corpus, tokenizer, recipe, dataclasses.replace(data, train_limit=limit),
+                               out_dir / f"train-{name}", spec, config=config)
+    write_train_size_report(out_dir, tables, sizes, task_scoring(recipe.task), plots=spec.plots, command=spec.command)
     return tables
 
 
@@ -965,8 +1220,16 @@ class NluComparison(Comparison):
             return dataclasses.replace(variant, family=self.nlu.family)
         return variant
 
-    def finetune_run(self, init, model_config, ft_dir: Path, seed: int):
+    def finetune_run(self, init, model_config, ft_dir: Path, seed: int, lr: float | None = None):
+        if lr is not None:  # compare_nlu refuses an lr grid first
+            raise CtxlmError("choosing the fine-tuning lr (--lr-grid) is for seq2seq tasks")
         return self.nlu.finetune(init, model_config, self.tokenizer, ft_dir, seed)
+
+    def finetune_counts(self, ft_dir: Path, seed: int, steps: int) -> dict:
+        return {}  # the NLU tasks' examples are built inside their fine-tuning: not counted
+
+    def train_size(self) -> int:
+        return len(self.nlu.train_rows)
 
     def score_cell(self, model_dir: Path) -> tuple[dict, list, list]:
         predicted = self.nlu.predict(model_dir)
@@ -1001,70 +1264,50 @@ def check_family(objectives: Sequence[str], task: str) -> None:
 
 
 def compare_nlu(
-    corpus: Sequence[str | Path],
+    corpus: CorpusSpec | Sequence[str | Path],
     tokenizer: TextTokenizer | str | Path,
     task: str,
-    dataset: str,
-    data_dir: str | Path,
+    data: TaskData,
     out_dir: str | Path,
+    spec: ComparisonSpec,
     *,
-    budget: Budget,
-    objectives: Sequence[str] | None = None,
-    config: PretrainConfig | str = "palm-tiny",
-    seeds: int = 3,
     train: Mapping | None = None,
-    finetune_steps: int | None = None,
-    max_length: int | None = None,
-    score_eop: bool = False,
-    pooler: bool = False,
-    eval_limit: int | None = None,
-    train_limit: int | None = None,
-    cache_dir: str | Path | None = None,
-    pretrain_dir: str | Path | None = None,
-    corpus_format: str = "auto",
-    text_field: str | None = None,
-    fallback_encoding: str | None = None,
-    resamples: int = 1000,
-    plots: bool = True,
-    command: str | None = None,
+    config: PretrainConfig | str = "palm-tiny",
 ) -> list[dict]:
     """`compare` for a registered task that names a `comparison` class: "cloze" (GLM variants),
     "classify" (UniLMv2 variants) or one registered by the user (`ctxlm.tasks.register_task`), on
-    `dataset` under `data_dir` (as `finetune --dataset --data-dir`). `train`: TrainConfig fields over
-    the task's fine-tuning defaults; `finetune_steps` their max_steps. `objectives` default to the
-    family's claims' variants and `none`. Returns the report's table (the baseline's row last)."""
-    from .report import write_comparison_report
-
-    spec = comparison_spec(task)
-    objectives = list(objectives or spec.compare_objectives)
-    check_run_options(objectives, seeds, plots)
-    overrides = {**(train or {}), **({"max_steps": finetune_steps} if finetune_steps is not None else {})}
-    head = {name: value for name, value in (("score_eop", score_eop), ("pooler", pooler))
-            if name in spec.comparison_options}
-    options = dict(max_length=max_length, eval_limit=eval_limit, train_limit=train_limit, **head)
-    nlu = nlu_task(task, dataset, data_dir, overrides, **options)  # reads the rows: fails before any run
+    `data.dataset` under `data.data_dir` (as `finetune --dataset --data-dir`), `data.train_limit`
+    training rows, `data.limit` scored rows and `data.options` (max_length, and cloze's score_eop or
+    classify's pooler). `train`: TrainConfig fields over the task's fine-tuning defaults
+    (`spec.finetune_steps` their max_steps). `spec.objectives` default to the family's claims'
+    variants and `none`. Returns the report's table (the baseline's row last)."""
+    task_spec = comparison_spec(task)
+    objectives = list(spec.objectives or task_spec.compare_objectives)
+    check_run_options(objectives, spec.seeds, spec.plots)
+    if spec.lr_grid:
+        raise CtxlmError(f"--lr-grid: choosing the fine-tuning lr is for seq2seq tasks, not --task {task}")
+    overrides = {**(train or {}), **({"max_steps": spec.finetune_steps} if spec.finetune_steps is not None else {})}
+    head = {name: data.options.get(name, False) for name in ("score_eop", "pooler")
+            if name in task_spec.comparison_options}
+    options = dict(max_length=data.options.get("max_length"), eval_limit=data.limit, train_limit=data.train_limit,
+                   **head)
+    nlu = nlu_task(task, data.dataset, data.data_dir, overrides, **options)  # reads the rows: fails before any run
     check_family(objectives, task)
     out_dir, config = Path(out_dir), palm_config(config)
-    tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer.load(tokenizer)
+    shared = shared_fields(corpus, tokenizer, out_dir, spec)
     run = NluComparison(
-        corpus=[str(c) for c in corpus], tokenizer=tokenizer, recipe=None, train_path=None, valid_path=None,
-        eval_pairs=[], configs=family_configs([nlu.family], config, tokenizer), budget=budget, out_dir=out_dir,
-        scoring=TaskScoring(nlu.metric_names, nlu.primary, nlu.statistic, True), train_limit=train_limit,
-        cache_dir=Path(cache_dir) if cache_dir else out_dir / "store",
-        pretrain_dir=Path(pretrain_dir) if pretrain_dir else None,
-        reading=dict(corpus_format=corpus_format, text_field=text_field, fallback_encoding=fallback_encoding), nlu=nlu)
-    recipe = {"task": task, "dataset": nlu.dataset, "data_dir": str(data_dir), **options,
+        recipe=None, train_path=None, valid_path=None, eval_pairs=[],
+        configs=family_configs([nlu.family], config, shared["tokenizer"]),
+        scoring=TaskScoring(nlu.metric_names, nlu.primary, nlu.statistic, True), train_limit=data.train_limit,
+        nlu=nlu, **shared)
+    recipe = {"task": task, "dataset": nlu.dataset, "data_dir": str(data.data_dir), **options,
               "train": dataclasses.asdict(nlu.train)}
-    settings = {"corpus": run.corpus, "budget": dataclasses.asdict(budget), "recipe": recipe,
-                "config": dataclasses.asdict(config), "train": f"{nlu.dataset} train",
-                "valid": f"{nlu.dataset} {nlu.split}", "eval": f"{nlu.dataset} {nlu.split}", "eval_limit": eval_limit,
-                "train_limit": train_limit, "vocab_size": tokenizer.vocab_size, "reading": run.reading,
-                "reference": nlu.family, "selection": nlu.selection}
-    start_folders(out_dir, pretrain_dir, settings)
-    cells = run_cells(run, objectives, seeds)
-    command = command or "(called from Python: ctxlm.compare.compare_nlu)"
-    return write_comparison_report(out_dir, cells, run.baseline(), run.scoring, settings, resamples=resamples,
-                                   plots=plots, command=command)
+    spec = dataclasses.replace(spec, command=spec.command or "(called from Python: ctxlm.compare.compare_nlu)")
+    return run_comparison(run, spec, objectives, {
+        "recipe": recipe, "config": dataclasses.asdict(config), "train": f"{nlu.dataset} train",
+        "valid": f"{nlu.dataset} {nlu.split}", "eval": f"{nlu.dataset} {nlu.split}", "eval_limit": data.limit,
+        "train_limit": data.train_limit, "reference": nlu.family, "selection": nlu.selection})
+
 
 def comparison_spec(task: str):
     """The registered task `task`, which `compare` fine-tunes and scores through its `comparison`

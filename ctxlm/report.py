@@ -566,6 +566,10 @@ def _budget_text(budget: dict) -> str:
     if budget.get("minutes") is not None:
         return (f"{budget['minutes']:g} minutes (turned into steps by timing a few steps of each stage; "
                 "see budget/)")
+    if budget.get("flops") is not None:  # a number, or VARIANT:TOKENS (F counted in budget/flops.json)
+        flops = budget["flops"]
+        return (f"{flops:.3g} training FLOPs" if not isinstance(flops, str) else
+                f"training FLOPs of {flops.replace(':', ' at ')} tokens (F in budget/flops.json)")
     return f"{budget['tokens']:,} tokens"
 
 

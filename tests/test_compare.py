@@ -22,8 +22,8 @@ from ctxlm import compare as compare_module
 from ctxlm import training
 from ctxlm.checkpoint import build_model
 from ctxlm.cli import main
-from ctxlm.compare import (TASK_SCORING, Budget, compare, example_nll, matched_model_config, parameter_count,
-                           not_learning_note, score_predictions, target_labels, unigram_nll)
+from ctxlm.compare import (TASK_SCORING, Budget, ComparisonSpec, compare, example_nll, matched_model_config,
+                           parameter_count, not_learning_note, score_predictions, target_labels, unigram_nll)
 from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.tasks.seq2seq import read_pairs
@@ -62,6 +62,16 @@ def setup(data_dir, tmp_path_factory):
                       log_every=1, save_every=0, keep_checkpoints=1, progress=False, early_stopping_patience=0),
         "decoding": dict(num_beams=1, max_new_tokens=6)}))
     return root
+
+
+def run_compare(corpus, tokenizer, recipe, train_path, valid_path, out_dir, config, train_limit=None, eval_path=None,
+                eval_limit=None, **options):
+    """`compare` with its files in a `TaskData` and the other options in a `ComparisonSpec`."""
+    from ctxlm.tasks import TaskData
+
+    spec = ComparisonSpec(**{k: tuple(v) if k in ("objectives", "lr_grid") else v for k, v in options.items()})
+    data = TaskData(train=train_path, valid=valid_path, ref=eval_path, train_limit=train_limit, limit=eval_limit)
+    return compare(corpus, tokenizer, recipe, data, out_dir, spec, config=config)
 
 
 def arguments(root, out, **options):
@@ -330,7 +340,7 @@ def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_p
     options = arguments(setup, out, objectives=["palm", "mass"], budget=Budget(tokens=1500), seeds=1,
                         plots=False, resamples=50)
     with pytest.raises(KeyboardInterrupt):
-        compare(**options)
+        run_compare(**options)
     first = out / "cells/palm-seed0/result.json"
     written = first.stat().st_mtime_ns
     assert len(fed) == 3 and not (out / "cells/mass-seed0/result.json").exists()
@@ -342,7 +352,7 @@ def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_p
     calls["pretrain"].clear()
     calls["finetune"].clear()
     kill_at_call = None
-    table = compare(**options)
+    table = run_compare(**options)
     assert calls["pretrain"] == []  # mass's stage had finished: kept
     assert calls["finetune"] == [str(out / "cells/mass-seed0/finetune")]
     assert first.stat().st_mtime_ns == written
@@ -359,7 +369,7 @@ def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_p
     labels = target_labels(predictor.model.config, predictor.tokenizer, pairs, recipe)
     assert [len(ids) for ids in labels] == [tokens for _, tokens in example_nll(predictor, pairs, recipe)]
     with pytest.raises(CtxlmError, match="another 'budget'"):
-        compare(**{**options, "budget": Budget(tokens=999)})
+        run_compare(**{**options, "budget": Budget(tokens=999)})
 
 
 def test_unigram_baseline_against_brute_force():
@@ -372,11 +382,19 @@ def test_unigram_baseline_against_brute_force():
     assert np.allclose(unigram_nll(train, evaluation, vocab), expected)
 
 
-def test_budget_needs_exactly_one_of_minutes_and_tokens():
+def test_budget_needs_exactly_one_of_minutes_tokens_and_flops():
     with pytest.raises(CtxlmError, match="one pre-training budget"):
         Budget()
     with pytest.raises(CtxlmError, match="one pre-training budget"):
         Budget(minutes=1, tokens=5)
+    with pytest.raises(CtxlmError, match="one pre-training budget"):
+        Budget(tokens=5, flops=1e12)
+    assert Budget(flops="palm:4000000").reference == ("palm", 4_000_000) and Budget(flops=1e12).reference is None
+    for bad in ("none:1000", "palm", "palm:", "palm:-5", "nope:10"):
+        with pytest.raises(CtxlmError, match="--budget-flops: a number or VARIANT:TOKENS"):
+            Budget(flops=bad)
+    with pytest.raises(CtxlmError, match="must be > 0"):
+        Budget(flops=0.0)
 
 
 def test_an_interrupted_stage_resumes_from_its_checkpoint(setup, tmp_path, monkeypatch):
@@ -403,9 +421,9 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(setup, tmp_path, monke
     options = arguments(setup, tmp_path / "cmp", objectives=["palm"], budget=Budget(tokens=4000), seeds=1,
                         plots=False, config=config, resamples=10)
     with pytest.raises(KeyboardInterrupt):
-        compare(**options)
+        run_compare(**options)
     monkeypatch.setattr(training, "save_training_checkpoint", real_save)
-    compare(**options)
+    run_compare(**options)
     assert runs == [("1-palm-mlm", False), ("2-palm-generation", False), ("2-palm-generation", True)]
     stage = json.loads((tmp_path / "cmp/cells/palm-seed0/result.json").read_text())["stages"][1]
     assert stage["steps"] > 2
@@ -427,16 +445,16 @@ def test_comparisons_sharing_a_pretrain_dir_pre_train_each_cell_once(setup, tmp_
     monkeypatch.setattr(compare_module, "pretrain", recording_pretrain)
     shared = tmp_path / "pretrain"
     options = dict(objectives=["mass"], budget=Budget(tokens=1000), seeds=1, resamples=10, pretrain_dir=shared)
-    compare(**arguments(setup, tmp_path / "first", plots=False, **options))
+    run_compare(**arguments(setup, tmp_path / "first", plots=False, **options))
     assert calls == ["pretrain/mass-seed0/1-mass"] and not (tmp_path / "first/cells/mass-seed0/pretrain").exists()
-    compare(**arguments(setup, tmp_path / "second", **options))
+    run_compare(**arguments(setup, tmp_path / "second", **options))
     assert calls == ["pretrain/mass-seed0/1-mass"]
     first, second = (json.loads((tmp_path / f"{name}/cells/mass-seed0/result.json").read_text())["stages"]
                      for name in ("first", "second"))
     assert first == second and Path(first[0]["dir"]) == shared / "mass-seed0/1-mass"
     assert (tmp_path / "second/pretrain_loss.png").is_file()
     with pytest.raises(CtxlmError, match="another 'budget'"):
-        compare(**arguments(setup, tmp_path / "third", plots=False, **{**options, "budget": Budget(tokens=2000)}))
+        run_compare(**arguments(setup, tmp_path / "third", plots=False, **{**options, "budget": Budget(tokens=2000)}))
     assert calls == ["pretrain/mass-seed0/1-mass"] and not (tmp_path / "third").exists()
 
 
@@ -462,11 +480,11 @@ def test_sigterm_stops_the_comparison_and_the_rerun_resumes_the_stage(setup, tmp
     options = arguments(setup, tmp_path / "cmp", objectives=["palm"], budget=Budget(tokens=4000), seeds=1,
                         plots=False, resamples=10)
     with pytest.raises(KeyboardInterrupt, match="stopped by a signal"):
-        compare(**options)
+        run_compare(**options)
     stage_dir = tmp_path / "cmp/cells/palm-seed0/pretrain/2-palm-generation"
     assert (not (stage_dir / compare_module.DONE).exists()
             and not (tmp_path / "cmp/cells/palm-seed0/result.json").exists())
-    compare(**options)
+    run_compare(**options)
     assert runs == [("1-palm-mlm", False), ("2-palm-generation", False), ("2-palm-generation", True)]
     stage = json.loads((tmp_path / "cmp/cells/palm-seed0/result.json").read_text())["stages"][1]
     steps = sorted({json.loads(line)["step"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()})
@@ -481,7 +499,7 @@ def test_dialog_comparison_has_the_unigram_baseline(setup, data_dir, tmp_path):
         (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     recipe = yaml.safe_load((setup / "recipe.yaml").read_text())
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "task": "dialog"}))
-    table = compare(**arguments(setup, tmp_path / "cmp", recipe=str(tmp_path / "recipe.yaml"),
+    table = run_compare(**arguments(setup, tmp_path / "cmp", recipe=str(tmp_path / "recipe.yaml"),
                                 train_path=tmp_path / "train.jsonl", valid_path=tmp_path / "valid.jsonl"),
                     budget=Budget(tokens=100), objectives=["none"], seeds=1, plots=False, train_limit=48)
     assert [row["objective"] for row in table] == ["none", "baseline: unigram of the training targets"]
@@ -499,7 +517,7 @@ def test_recipe_lexicon_decodes_as_the_demo(setup, tmp_path):
     recipe = yaml.safe_load((setup / "recipe.yaml").read_text())
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "lexicon": True}))
     out = tmp_path / "cmp"
-    compare(**arguments(setup, out, recipe=str(tmp_path / "recipe.yaml")), budget=Budget(tokens=100),
+    run_compare(**arguments(setup, out, recipe=str(tmp_path / "recipe.yaml")), budget=Budget(tokens=100),
             objectives=["none"], seeds=1, plots=False)
     written = json.loads((out / "cells/none-seed0/predictions.json").read_text())
     config = load_finetune_config(str(tmp_path / "recipe.yaml"))
@@ -523,3 +541,88 @@ def test_json_written_by_many_processes_at_once_stays_whole(tmp_path):
     assert [run.wait(timeout=120) for run in runs] == [0, 0, 0, 0]
     assert json.loads((tmp_path / "settings.json").read_text())["i"] == 299
     assert [p.name for p in tmp_path.iterdir()] == ["settings.json"]
+
+
+# ------------------------------------------------------------------------------------ matched FLOPs, equal tuning
+def test_flop_budget_buys_each_variant_the_fewest_steps_that_reach_it(setup, tmp_path, monkeypatch):
+    """Budget(flops="palm:1500"): F is PALM's two stages' FLOPs on 1,500 tokens (750 a stage), per
+    token as measured times the tokens; every variant's stage then trains the fewest steps whose
+    tokens × its own FLOPs per token reach its equal share of F (checked on a replay of each stage's
+    own data stream); the cell records its FLOPs, tokens and the budget it matched."""
+    from ctxlm.compare import step_tokens
+
+    planned, real_plan = [], compare_module.steps_for_tokens
+
+    def recording(examples, train, pad_id, budget):
+        steps, tokens = real_plan(examples, train, pad_id, budget)
+        planned.append((examples, train, pad_id, budget, steps, tokens))
+        return steps, tokens
+
+    monkeypatch.setattr(compare_module, "steps_for_tokens", recording)
+    out = tmp_path / "cmp"
+    run_compare(**arguments(setup, out, objectives=["palm", "mass"], budget=Budget(flops="palm:1500"), seeds=1,
+                            plots=False, resamples=10))
+    record = json.loads((out / "budget/flops.json").read_text())
+    per_token = {o: [s["flops_per_token"] for s in json.loads((out / f"budget/{o}-flops.json").read_text())["stages"]]
+                 for o in ("palm", "mass")}
+    assert record["flops"] == sum(round(f * s["tokens"]) for f, s in zip(per_token["palm"], record["stages"]))
+    assert all(750 <= s["tokens"] for s in record["stages"])
+    cells = {o: json.loads((out / f"cells/{o}-seed0/result.json").read_text()) for o in ("palm", "mass")}
+    for objective, cell in cells.items():
+        assert cell["budget_view"] == "flops" and cell["pretrain_flops"] == sum(s["flops"] for s in cell["stages"])
+        for stage, rate in zip(cell["stages"], per_token[objective]):
+            share = record["flops"] / len(cell["stages"])
+            examples, train, pad_id, budget, steps, tokens = next(p for p in planned if p[5] == stage["tokens"]
+                                                                  and p[3] == math.ceil(share / rate))
+            seen = list(itertools.islice(step_tokens(examples, train, pad_id), steps))
+            assert (stage["steps"], stage["tokens"]) == (steps, sum(seen))
+            assert rate * sum(seen) >= share > rate * sum(seen[:-1])  # reached with the last step, not before
+            assert stage["flops"] == round(rate * stage["tokens"])
+            assert stage["unigram_level"] < stage["entropy"] and isinstance(stage["curve"], list)
+    mass = cells["mass"]["stages"][0]  # its held-out curve: the final validation after all its steps' tokens
+    assert mass["curve"][-1][:2] == [mass["steps"], mass["tokens"]] and math.isfinite(mass["curve"][-1][2])
+    assert per_token["mass"][0] != per_token["palm"][0]
+
+
+def test_lr_chosen_once_by_held_out_loss_and_kept_for_every_seed_and_size(setup, tmp_path, monkeypatch):
+    """lr_grid: each variant's lr is chosen once (seed 0, the largest size) by the lowest held-out
+    loss on the selection file, kept in lr/<objective>.json, and used by every seed and size; seed 0
+    at the largest size is that selection run (not fine-tuned again); result.json has the contract's
+    keys (issue 33)."""
+    from ctxlm.compare import compare_train_sizes
+    from ctxlm.tasks import TaskData
+
+    calls, real_finetune = [], compare_module.finetune
+
+    def recording(train, valid, out_dir, recipe, **kwargs):
+        calls.append((Path(out_dir).relative_to(tmp_path).as_posix(), recipe.train.lr, kwargs["train_limit"]))
+        return real_finetune(train, valid, out_dir, recipe, **kwargs)
+
+    monkeypatch.setattr(compare_module, "finetune", recording)
+    spec = ComparisonSpec(Budget(tokens=100), objectives=("none",), seeds=2, lr_grid=(1e-5, 3e-3), plots=False,
+                          resamples=10)
+    compare_train_sizes([setup / "wiki.txt"], setup / "tok", str(setup / "recipe.yaml"),
+                        TaskData(train=setup / "train.jsonl", valid=setup / "valid.jsonl"), tmp_path / "cmp", spec,
+                        train_limits=[24, 40], config=str(setup / "config.yaml"))
+    choice = json.loads((tmp_path / "cmp/lr/none.json").read_text())
+    losses = {}
+    for lr in ("1e-05", "0.003"):
+        rows = [json.loads(line) for line in (tmp_path / f"cmp/lr/none/lr-{lr}/metrics.jsonl").read_text().splitlines()]
+        losses[lr] = min(row["valid/lm_loss"] for row in rows if "valid/lm_loss" in row)
+    assert choice["selection_loss"] == pytest.approx(losses) and choice["train_pairs"] == 40
+    assert choice["chosen"] == min((1e-5, 3e-3), key=lambda lr: losses[f"{lr:g}"])
+    assert sorted(calls) == sorted([("cmp/lr/none/lr-1e-05", 1e-5, 40), ("cmp/lr/none/lr-0.003", 3e-3, 40),
+                                    ("cmp/train-40/cells/none-seed1/finetune", choice["chosen"], 40),
+                                    ("cmp/train-24/cells/none-seed0/finetune", choice["chosen"], 24),
+                                    ("cmp/train-24/cells/none-seed1/finetune", choice["chosen"], 24)])
+    assert (tmp_path / "cmp/train-40/cells/none-seed0/finetune").resolve() == \
+        (tmp_path / f"cmp/lr/none/lr-{choice['chosen']:g}").resolve()
+    contract = {"train_pairs", "budget_view", "pretrain_flops", "finetune_flops", "finetune_tokens", "finetune_lr",
+                "finetune_step_cap", "finetune_stopped_early", "finetune_curve", "finetune_unigram_level"}
+    for size, seed in itertools.product((24, 40), (0, 1)):
+        cell = json.loads((tmp_path / f"cmp/train-{size}/cells/none-seed{seed}/result.json").read_text())
+        assert contract <= set(cell) and cell["train_pairs"] == size and cell["finetune_lr"] == choice["chosen"]
+        assert cell["finetune_step_cap"] == 3 and cell["finetune_stopped_early"] is False
+        assert cell["finetune_curve"] == [[3, pytest.approx(cell["finetune_curve"][0][1])]]
+        assert cell["finetune_tokens"] > 0 and cell["finetune_flops"] > cell["finetune_tokens"]
+        assert cell["pretrain_flops"] == 0 and cell["budget_view"] == "tokens"

@@ -17,7 +17,8 @@ from scipy import stats as scipy_stats
 
 from conftest import wiki_slice
 from ctxlm.cli import main
-from ctxlm.compare import Budget, ClassifyTask, ClozeTask, compare_nlu
+from ctxlm.compare import Budget, ClassifyTask, ClozeTask, ComparisonSpec, compare_nlu
+from ctxlm.tasks import TaskData
 from ctxlm.metrics import pearson
 from ctxlm.report import corpus_pearson, did_not_learn, mean_score
 
@@ -163,10 +164,11 @@ def test_classify_compare_tests_unilm_table_6_claims_on_mrpc(setup, data_dir, tm
     from ctxlm.tasks.classification import evaluate_classifier
 
     nlu, out = data_dir / "nlu", tmp_path / "mrpc"
-    table = compare_nlu([setup / "wiki.txt"], setup / "tok", "classify", "glue/MRPC", nlu, out,
-                        objectives=["unilm", "unilm-ae", "unilm-par"], budget=Budget(tokens=3000), seeds=1,
-                        config=str(setup / "config.yaml"), train=TINY_FINETUNE, train_limit=32, eval_limit=16,
-                        pretrain_dir=setup / "pretrain", resamples=100, plots=False)
+    spec = ComparisonSpec(Budget(tokens=3000), objectives=tuple(["unilm", "unilm-ae", "unilm-par"]), seeds=1,
+                          pretrain_dir=setup / "pretrain", resamples=100, plots=False)
+    table = compare_nlu([setup / "wiki.txt"], setup / "tok", "classify",
+                        TaskData(dataset="glue/MRPC", data_dir=nlu, train_limit=32, limit=16), out, spec,
+                        train=TINY_FINETUNE, config=str(setup / "config.yaml"))
     cells = [read_json(out / "cells" / f"{o}-seed0/result.json") for o in ("unilm", "unilm-ae", "unilm-par")]
     for cell in cells:
         expected = evaluate_classifier(out / "cells" / f"{cell['objective']}-seed0/finetune", None, nlu, limit=16)
@@ -200,10 +202,11 @@ def test_classify_sts_b_bootstraps_pearson_and_none_is_a_new_unilm(setup, data_d
     from ctxlm.tasks.classification import evaluate_classifier
 
     nlu, out = data_dir / "nlu", tmp_path / "stsb"
-    table = compare_nlu([setup / "wiki.txt"], setup / "tok", "classify", "glue/STS-B", nlu, out,
-                        objectives=["unilm", "none"], budget=Budget(tokens=3000), seeds=1,
-                        config=str(setup / "config.yaml"), train=TINY_FINETUNE, train_limit=32, eval_limit=16,
-                        pretrain_dir=setup / "pretrain", resamples=100, plots=False)
+    spec = ComparisonSpec(Budget(tokens=3000), objectives=tuple(["unilm", "none"]), seeds=1,
+                          pretrain_dir=setup / "pretrain", resamples=100, plots=False)
+    table = compare_nlu([setup / "wiki.txt"], setup / "tok", "classify",
+                        TaskData(dataset="glue/STS-B", data_dir=nlu, train_limit=32, limit=16), out, spec,
+                        train=TINY_FINETUNE, config=str(setup / "config.yaml"))
     for objective in ("unilm", "none"):
         cell = read_json(out / "cells" / f"{objective}-seed0/result.json")
         expected = evaluate_classifier(out / "cells" / f"{objective}-seed0/finetune", None, nlu, limit=16)

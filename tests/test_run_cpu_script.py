@@ -1,6 +1,7 @@
-"""reports/compare/run.sh, the committed CPU comparison of issue 19, regenerates its reports: run
-end to end at a tiny size (two variants, one seed, cells as two parallel processes), it writes both
-tasks' reports and summary.md, with each task's baseline row and the claims both variants allow."""
+"""reports/compare/run.sh, the CPU comparison of issue 33, runs end to end in its phases at a tiny
+size (two variants, one seed, two sizes a task, cells as two parallel processes): F counted before
+any cell, the lrs chosen once on the selection slice (disjoint from every training size) and kept,
+the FLOP-matched grid, T and the tokens-matched view, then the reports and the summary hook."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from conftest import wiki_slice
 from test_run_gpu_script import TINY_MODEL, TINY_TRAIN, slice_rows
 
 ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("pretrain", "lr-gigaword", "lr-cornell", "gigaword-large", "gigaword-small", "cornell", "tokens-pretrain",
+          "tokens-gigaword", "tokens-cornell", "report")
 
 
-@pytest.mark.slow
-def test_cpu_comparison_script_runs_at_a_tiny_size(data_dir, tmp_path):
+def tiny_setup(data_dir: Path, tmp_path: Path) -> dict:
     data = tmp_path / "data"
     (data / "pretrain/wikipedia").mkdir(parents=True)
     wiki_slice(data / "pretrain/wikipedia/sents.txt", 1500)
@@ -36,20 +38,48 @@ def test_cpu_comparison_script_runs_at_a_tiny_size(data_dir, tmp_path):
         recipe.update(train={**recipe["train"], **TINY_TRAIN},
                       decoding={**recipe["decoding"], "num_beams": 1, "max_new_tokens": 6})
         (tmp_path / "recipes" / f"{name}.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    env = {**os.environ, "CTXLM_DATA": str(data), "WORK": str(tmp_path / "work"), "REPORTS": str(tmp_path / "out"),
-           "CTXLM": f"{sys.executable} -m ctxlm", "PYTHON": sys.executable, "CONFIG": str(tmp_path / "config.yaml"),
-           "RECIPES": str(tmp_path / "recipes"), "TOKENS": "1500", "SEEDS": "1", "PARALLEL": "2", "VOCAB": "1000",
-           "OBJECTIVES": "palm,none", "GIGAWORD_PAIRS": "30", "CORNELL_PAIRS": "30"}
-    done = subprocess.run(["sh", str(ROOT / "reports/compare/run.sh")], env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = tmp_path / "out"
-    gigaword = json.loads((out / "gigaword/table.json").read_text())
-    cornell = json.loads((out / "cornell/table.json").read_text())
-    assert [row["objective"] for row in gigaword] == ["palm", "none", "baseline: lead-8 words"]
-    assert [row["objective"] for row in cornell] == ["palm", "none", "baseline: unigram of the training targets"]
-    assert json.loads((tmp_path / "work/cornell/settings.json").read_text())["train_limit"] == 30
-    summary = (out / "summary.md").read_text()
-    assert "| palm |" in summary and "Cornell (30 pairs) perplexity" in summary
-    assert "pre-training helps (PALM Table 6): palm vs none" in summary
-    assert (out / "gigaword/report.html").is_file()
+    summarize = (ROOT / "reports/compare/summarize.py").read_text(encoding="utf-8")
+    # summarize.py's `export WORK` and no-argument run are issue 33's (part v33); before they exist the
+    # hook only marks that it ran
+    hook = {} if '"export"' in summarize else {"SUMMARIZE": f"touch {tmp_path / 'work/summarized'}"}
+    return {**os.environ, "CTXLM_DATA": str(data), "WORK": str(tmp_path / "work"), "REPORTS": str(tmp_path / "out"),
+            "CTXLM": f"{sys.executable} -m ctxlm", "PYTHON": sys.executable, "CONFIG": str(tmp_path / "config.yaml"),
+            "RECIPES": str(tmp_path / "recipes"), "FLOPS": "palm:1500", "SEEDS": "1", "PARALLEL": "2",
+            "VOCAB": "1000", "LR_GRID": "1e-3,3e-3", "SELECTION": "8", "OBJECTIVES": "palm,none",
+            "GIGAWORD_SIZES": "16,24", "CORNELL_SIZES": "16,24", **hook}
+
+
+@pytest.mark.slow
+def test_cpu_comparison_script_runs_every_phase_at_a_tiny_size(data_dir, tmp_path):
+    env = tiny_setup(data_dir, tmp_path)
+    for phase in PHASES:
+        done = subprocess.run(["sh", str(ROOT / "reports/compare/run.sh"), phase], env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert done.returncode == 0, phase + done.stdout[-3000:] + done.stderr[-3000:]
+    work, out = tmp_path / "work", tmp_path / "out"
+    flops = json.loads((work / "pretrain/budget/flops.json").read_text())
+    assert flops["reference"] == "palm:1500" and flops["flops"] > 0
+    for task, train in (("gigaword", "summarization/gigaword"), ("cornell", "dialog/cornell")):
+        rows = (tmp_path / "data" / train / "train.jsonl").read_text(encoding="utf-8").splitlines()
+        selection = (work / f"{task}-select.jsonl").read_text(encoding="utf-8").splitlines()
+        assert selection == rows[-8:] and len(rows) - 8 >= 24  # rows after every size's: never trained on nor scored
+        for objective in ("palm", "none"):
+            choice = json.loads((work / f"lr/{task}/{objective}.json").read_text())
+            assert choice["grid"] == [1e-3, 3e-3] and choice["train_pairs"] == 24 and choice["seed"] == 0
+            for size in (16, 24):
+                for seed in (0,):
+                    cell = json.loads((work / f"{task}/train-{size}/cells/{objective}-seed{seed}/result.json")
+                                      .read_text())
+                    assert (cell["budget_view"], cell["train_pairs"], cell["finetune_lr"]) == \
+                        ("flops", size, choice["chosen"])
+        assert set(json.loads((work / f"{task}/train-16/baseline.json").read_text())) == \
+            {"name", "metrics", "example_stats", "predictions"}
+        tokens_view = json.loads((work / f"{task}-tokens/train-24/cells/palm-seed0/result.json").read_text())
+        assert tokens_view["budget_view"] == "tokens" and tokens_view["tokens_seen"] >= int((work / "T").read_text())
+        assert not (work / f"{task}-tokens/train-24/cells/none-seed0").exists()
+        table = json.loads((out / task / "train-16/table.json").read_text())
+        assert [row["objective"] for row in table][:2] == ["palm", "none"]
+        assert "| variant | 16 pairs |" in (out / task / "train_sizes.md").read_text()
+    palm = [json.loads((work / f"gigaword/train-24/cells/palm-seed{seed}/result.json").read_text()) for seed in (0,)]
+    assert int((work / "T").read_text()) == min(cell["tokens_seen"] for cell in palm)
+    assert "SUMMARIZE" not in env or (work / "summarized").is_file()

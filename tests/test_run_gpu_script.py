@@ -1,6 +1,8 @@
 """reports/compare/run-gpu.sh, the GPU grid of issue 19, runs end to end on the CPU at a tiny size:
 two variants, one seed, two training-set sizes, all three tasks, cells as parallel processes; it
-writes each task's reports (the sizes' reports and train_sizes.md where it has sizes)."""
+writes each task's reports (the sizes' reports and train_sizes.md where it has sizes). Checkpoints
+are selected on rows neither trained on nor scored, and `all` (here equal to a size given) runs once
+(issue 33, point 9)."""
 
 from __future__ import annotations
 
@@ -52,17 +54,28 @@ def test_gpu_grid_script_runs_at_a_tiny_size_on_the_cpu(data_dir, tmp_path):
     env = {**os.environ, "CTXLM_DATA": str(data), "WORK": str(tmp_path / "work"), "REPORTS": str(tmp_path / "out"),
            "CTXLM": f"{sys.executable} -m ctxlm", "PYTHON": sys.executable, "CONFIG": str(tmp_path / "config.yaml"),
            "RECIPES": str(tmp_path / "recipes"), "TOKENS": "1500", "SEEDS": "1", "PARALLEL": "2", "VOCAB": "1000",
-           "SIZES": "16,all", "GIGAWORD_EVAL": "4", "QG_EVAL": "4", "CORNELL_EVAL": "4", "OBJECTIVES": "palm,none"}
+           "SIZES": "16,all,32", "SELECTION": "8", "GIGAWORD_EVAL": "4", "QG_EVAL": "4", "CORNELL_EVAL": "4",
+           "OBJECTIVES": "palm,none"}
     done = subprocess.run(["sh", str(ROOT / "reports/compare/run-gpu.sh")], env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "out"
     for task in ("gigaword", "cornell"):
         assert "| variant | 16 pairs |" in (out / task / "train_sizes.md").read_text()
-        for size in ("train-16", "train-all"):
+        assert sorted(p.name for p in (tmp_path / "work" / task).glob("train-*")) == ["train-16", "train-32"]
+        for size in ("train-16", "train-32"):
             table = json.loads((out / task / size / "table.json").read_text())
             assert [row["objective"] for row in table][:2] == ["palm", "none"]
     assert "| palm |" in (out / "squad_qg/report.md").read_text()
+    for task, folder in (("gigaword", "summarization/gigaword"), ("squad_qg", "qg/squad_du2017"),
+                         ("cornell", "dialog/cornell")):
+        rows = (data / folder / "train.jsonl").read_text(encoding="utf-8").splitlines()
+        selected = (tmp_path / "work" / f"{task}-select.jsonl").read_text(encoding="utf-8").splitlines()
+        trained = (tmp_path / "work" / f"{task}-train.jsonl").read_text(encoding="utf-8").splitlines()
+        assert selected == rows[-8:] and trained == rows[:-8]  # other rows of the file (SQuAD repeats some lines)
+        settings = json.loads(next((tmp_path / "work" / task).glob("**/settings.json")).read_text())
+        assert (settings["valid"], settings["eval"]) == (str(tmp_path / "work" / f"{task}-select.jsonl"),
+                                                         str(data / folder / "valid.jsonl"))
     palm = json.loads((tmp_path / "work/gigaword/train-16/cells/palm-seed0/result.json").read_text())
     assert palm["finetune_best_step"] in (2, 4)  # early stopping on the validation loss picked a step
     run = json.loads((tmp_path / "work/pretrain/palm-seed0/2-palm-generation/run.json").read_text())
