@@ -342,7 +342,7 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     """Every verb's flags; `commands` (verb, or "tokenizer train", → function) become each parser's `func`."""
     commands = commands or {}
     from . import __version__
-    from .config import NAMED_CONFIGS
+    from .families import NAMED_CONFIGS
     from .families import FAMILIES, OBJECTIVES, REFERENCE_FAMILY
     from .tasks import finetunable
 
