@@ -92,7 +92,10 @@ class Family:
       it sets (`pretrain(objective_options=...)`), e.g. GLM's `--glm-task` → `task`;
     - `config_flags`: `ctxlm pretrain` flags (dests) that change a config of this family's data,
       applied by `apply_config_flags(data_config, {dest: value given})`; with a model of another
-      family they are refused with `config_flags_error`.
+      family they are refused with `config_flags_error`;
+    - `flags`: those flags' argparse keywords (dest → keywords, e.g. `choices`). A flag naming a field of
+      the default objective's data config takes its type and help from the field (its comment); the
+      others give their own `action` and `help` here.
     """
 
     name: str
@@ -111,6 +114,7 @@ class Family:
     config_flags: tuple[str, ...] = ()
     apply_config_flags: Ref = None
     config_flags_error: str = ""
+    flags: dict[str, dict] = field(default_factory=dict)
 
     def build(self, config):
         return resolve(self.model)(config)

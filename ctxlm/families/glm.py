@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import DataConfig, ModelConfig, ranged
+from ..objectives.glm import GLM_TASKS
 from . import Family, Objective, PreparedData, register
 
 
@@ -16,7 +17,7 @@ class GlmDataConfig(DataConfig):
     """GLM pre-training examples: documents cut into chunks of whole sentences."""
 
     max_length: int = ranged(512, 4)  # tokens per example, Part A and Part B together
-    task: str = "blank"  # blank | sentence | document | multitask
+    task: str = "blank"  # the GLM objective: blank | sentence | document | multitask
     mask_ratio: float = ranged(0.15, 0, 1, low_open=True, high_open=True)
     poisson_lambda: float = ranged(3.0, 0, low_open=True)
     shuffle_spans: bool = True  # off: the "no shuffle" ablation
@@ -120,4 +121,8 @@ register(Family(
     objective_flags={"glm_task": "task"},
     config_flags=("glm_no_shuffle", "glm_sentinel"), apply_config_flags=apply_config_flags,
     config_flags_error="--glm-no-shuffle and --glm-sentinel are GLM options",
+    flags={"glm_task": dict(choices=list(GLM_TASKS)),
+           "glm_no_shuffle": dict(action="store_true", help="GLM ablation: Part B spans in text order"),
+           "glm_sentinel": dict(action="store_true",
+                                help="GLM ablation: distinct sentinel tokens [S0] [S1] ... instead of one [MASK]")},
 ))

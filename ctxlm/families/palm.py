@@ -19,11 +19,11 @@ class PalmDataConfig(DataConfig):
     """PALM pre-training examples (paper §2.2, §3.1), and the MASS and BART baselines that run on the
     PALM model family (segments of at most `fragment_length` tokens, special tokens included)."""
 
-    fragment_length: int = ranged(500, 4)  # L: source + target tokens, special tokens included
+    fragment_length: int = ranged(500, 4)  # PALM's fragment length L: source + target tokens, special tokens included
     # the source takes 80%·L, the target the remaining 20%·L
     source_ratio: float = ranged(0.8, 0, 1, low_open=True, high_open=True)
     mlm_probability: float = ranged(0.15, 0, 1)
-    mlm_weight: float = ranged(0.0, 0)  # stage 2: weight of an added encoder MLM loss (0 = the paper's reading)
+    mlm_weight: float = ranged(0.0, 0)  # PALM stage 2: weight of an added encoder MLM loss (0: the paper's reading)
     mass_ratio: float = ranged(0.5, 0, 1, low_open=True, high_open=True)  # MASS: the masked span's share of a segment
     bart_mask_ratio: float = ranged(0.3, 0, 1)  # BART text infilling: share of tokens masked
     bart_poisson_lambda: float = ranged(3.0, 0, low_open=True)  # BART: span lengths ~ Poisson(λ)

@@ -9,6 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..config import DataConfig, ModelConfig, ranged
+from ..objectives.unilm import OBJECTIVES as UNILM_OBJECTIVES
 from . import Family, Objective, PreparedData, register
 
 
@@ -17,7 +18,7 @@ class UnilmDataConfig(DataConfig):
     """UniLMv2 pre-training examples: `[SOS] S1 [EOS] S2 [EOS]` from whole sentences."""
 
     max_length: int = ranged(512, 4)  # the in-place sequence; appended [P]/original tokens come on top
-    objective: str = "ae+par"  # ae+par | ae | par | ae+ar | ar (Table 6)
+    objective: str = "ae+par"  # the UniLMv2 objective: ae+par | ae | par | ae+ar | ar (Table 6)
     mask_ratio: float = ranged(0.15, 0, 1, low_open=True, high_open=True)
     block_prob: float = ranged(0.4, 0, 1)
     max_block: int = ranged(6, 1)
@@ -143,4 +144,5 @@ register(Family(
     train_defaults=dict(lr=UNILM_LR, warmup_ratio=0.048, weight_decay=0.01, adam_beta2=0.98, adam_eps=1e-6),
     shape_train_defaults=shape_train_defaults,
     objective_flags={"unilm_objective": "objective"},
+    flags={"unilm_objective": dict(choices=list(UNILM_OBJECTIVES))},
 ))
