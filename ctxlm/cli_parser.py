@@ -1,9 +1,11 @@
-"""The `ctxlm` command line's flags: each verb's parser, built over argparse. The flags of the settings
-bundles are generated from their dataclasses (`add_field_flags`): TrainConfig, GenerationConfig,
-RunOptions, CorpusSpec, TaskData, NluOptions and each family's pre-training data config
-(`Family.objective_flags`, `config_flags`), with their help from the fields' comments
-(`field_comments`: one source, in code and in --help); `--help` shows every default (`_HelpFormatter`).
-`ctxlm.cli` maps each verb to its function.
+"""The `ctxlm` command line's flags: each verb's parser, built over argparse with `ctxlm.cli_flags`.
+The flags of the settings bundles are generated from their dataclasses (`add_field_flags`):
+TrainConfig, GenerationConfig, RunOptions, CorpusSpec, TaskData, NluOptions and each family's
+pre-training data config (`Family.objective_flags`, `config_flags`), with their help from the fields'
+comments; some verbs' own flags come from the signature of the public function they call
+(`add_signature_flags`, help from its docstring's `Args:`), so each flag's help has one source. The
+verb-specific rest is written out here. `--help` shows every default. `ctxlm.cli` maps each verb to its
+function.
 """
 
 from __future__ import annotations
@@ -11,30 +13,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import inspect
 import os
-import re
 from pathlib import Path
 
+from .cli_flags import (Parser, add_field_flags, add_signature_flags, field_comments, given_help, option_name,
+                        ranged_number)
 from .config import CLOZE_TRAIN
 from .errors import CtxlmError
-
-
-def field_comments(cls) -> dict[str, str]:
-    """Each field's comment in a dataclass's source: the comment lines right above it and the one
-    after it on its line, joined (the one source of a config field's help, in code and in --help)."""
-    names, comments, above = {f.name for f in dataclasses.fields(cls)}, {}, []
-    for line in inspect.getsource(cls).splitlines():
-        text = line.strip()
-        if text.startswith("#"):
-            above.append(text.lstrip("# "))
-            continue
-        name = re.match(r"(\w+)\s*:", text)
-        if name and name.group(1) in names:
-            after = text.split("  # ", 1)[1] if "  # " in text else ""
-            comments[name.group(1)] = " ".join([*above, after]).strip()
-        above = []
-    return comments
 
 
 def _train_config_help() -> dict[str, str]:
@@ -46,80 +31,21 @@ def _train_config_help() -> dict[str, str]:
 TRAIN_HELP = _train_config_help()  # TrainConfig field → help (every field has a flag; YAML `train:` sets them too)
 
 
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
 def _train_overrides(args) -> dict:
     """The TrainConfig fields given as flags (refused, naming the flag, outside their ranges)."""
     from .config import TrainConfig, check_values
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
-    check_values(TrainConfig, overrides, _flag)
+    check_values(TrainConfig, overrides, option_name)
     return overrides
 
 
-def _value_type(annotation: str, given: bool) -> type | None:
-    """The type a flag parses for a field annotated `annotation` (a string: the configs use postponed
-    annotations): int or float, and with `given` also str; None (a string) otherwise."""
-    kinds = (int, float, str) if given else (int, float)
-    first = annotation.split("|")[0].strip()
-    return next((kind for kind in kinds if first == kind.__name__), None)
-
-
-def _given_help(field: dataclasses.Field, text: str | None, note: str = "") -> str | None:
-    """The help of a flag that defaults to None (not given): the field's comment and its default, e.g.
-    "... (default: 1000)" (and `note`); an on/off switch's default is its absence, and a None default is
-    explained by the text."""
-    if field.default is True:  # the flag is --no-<field>
-        return f"no {text}" if text else None
-    if field.default is dataclasses.MISSING or field.default is None or isinstance(field.default, bool):
-        return text
-    value = f"{field.default:g}" if isinstance(field.default, float) else field.default
-    return f"{text or ''} (default: {value}{note})".strip()
-
-
 def _train_help(field: dataclasses.Field, text: str | None) -> str | None:
-    """A TrainConfig flag's help (`_given_help`), saying where pre-training takes the model family's default."""
+    """A TrainConfig flag's help (`given_help`), saying where pre-training takes the model family's default."""
     from .families import OPTIMIZER_FIELDS
 
-    return _given_help(field, text, "; pre-training: the model family's" if field.name in OPTIMIZER_FIELDS else "")
-
-
-def add_field_flags(target, cls, names=None, *, given: bool = False, checked: bool = False, help=None,
-                    options: dict | None = None) -> None:
-    """One flag per field of dataclass `cls` (`names`, default all, in that order): `--<field>` storing
-    the field's name, parsing the field's type (int, float; else a string), with the field's default
-    and its comment as help (`field_comments`, or `help(field, comment)`).
-
-    - `given`: the flag defaults to None, "not given" (the field then comes from a config, a recipe or
-      the task), and a bool field is a switch to the other value (`--no-<field>` for a default True);
-      without it, a bool field is an on switch (`store_true`).
-    - `checked`: a number outside the field's range (`config.ranged`) is argparse's usage error.
-    - `options`: field → argparse keywords beyond these (choices, nargs, a type, another option name); a
-      flag with choices, or an optional value (nargs "?"), parses no type.
-    """
-    comments, fields = field_comments(cls), {f.name: f for f in dataclasses.fields(cls)}
-    for name in names or fields:
-        f, extra = fields[name], dict((options or {}).get(name, {}))
-        text = comments.get(name) or None
-        text = help(f, text) if help is not None else _given_help(f, text) if given else text
-        default = None if given or f.default is dataclasses.MISSING else f.default
-        kwargs = dict(dest=name, default=default, help=text.replace("%", "%%") if text else None)
-        option = extra.pop("option", _flag(name))
-        if f.type == "bool" and "action" not in extra:
-            if given:
-                option = _flag(f"no_{name}") if f.default is True else option
-                kwargs.update(action="store_const", const=f.default is not True)
-            else:
-                kwargs.update(action="store_true")
-        elif not {"type", "choices"} & set(extra) and extra.get("nargs") != "?":  # choices: the values themselves
-            kind = _value_type(str(f.type), given)
-            bounds = f.metadata.get("range")
-            kwargs["type"] = _ranged(kind, bounds.low, bounds.high, low_open=bounds.low_open,
-                                     high_open=bounds.high_open) if checked and bounds and kind else kind
-        target.add_argument(option, **{**kwargs, **extra})
+    return given_help(field, text, "; pre-training: the model family's" if field.name in OPTIMIZER_FIELDS else "")
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -174,11 +100,11 @@ def _add_family_flags(p: argparse.ArgumentParser) -> None:
         for dest in (*family.objective_flags, *family.config_flags):
             name, extra = family.objective_flags.get(dest, dest), dict(family.flags.get(dest, {}))
             if name not in fields:
-                p.add_argument(_flag(dest), dest=dest, **extra)
+                p.add_argument(option_name(dest), dest=dest, **extra)
                 continue
             text = f"{field_comments(data).get(name, '')} (default: the config's data.{name})"
             add_field_flags(p, data, [name], given=True, help=lambda f, _, text=text: text,
-                            options={name: dict(option=_flag(dest), dest=dest, **extra)})
+                            options={name: dict(option=option_name(dest), dest=dest, **extra)})
 
 
 # flags naming files or folders that must exist (or datasets: hub:NAME, DIR:SPLIT)
@@ -198,9 +124,9 @@ def _check_output(name: str, value: str, folder: bool) -> None:
     path = Path(value)
     blocker = next((p for p in [path, *path.parents][0 if folder else 1:] if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
-        raise CtxlmError(f"{_flag(name)} {value}: {blocker} is a file, not a folder")
+        raise CtxlmError(f"{option_name(name)} {value}: {blocker} is a file, not a folder")
     if not folder and path.is_dir():
-        raise CtxlmError(f"{_flag(name)} {value}: a folder; give a file name")
+        raise CtxlmError(f"{option_name(name)} {value}: a folder; give a file name")
 
 
 def _check_inputs(args) -> None:
@@ -237,7 +163,7 @@ def _generation_flags(args) -> dict:
     from .config import GenerationConfig, check_values
 
     flags = {field: getattr(args, flag) for flag, field in GENERATION_FLAGS.items() if getattr(args, flag) is not None}
-    flag_of = {field: _flag(flag) for flag, field in GENERATION_FLAGS.items()}
+    flag_of = {field: option_name(flag) for flag, field in GENERATION_FLAGS.items()}
     check_values(GenerationConfig, flags, flag_of.get)
     return flags
 
@@ -291,25 +217,6 @@ def _row_count(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a number of rows (1 or more), got '{text}'")
     return int(text)
-
-
-def _ranged(kind: type, low=None, high=None, **open_ends):
-    """An argparse type: a `kind` (int or float) number in `config.Range(low, high, **open_ends)`;
-    else argparse's usage error naming the range."""
-    from .config import Range
-
-    bounds = Range(low, high, **open_ends)
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole' if kind is int else 'a'} number, got '{text}'")
-        if not bounds.holds(value):
-            raise argparse.ArgumentTypeError(f"must be {bounds.describe()}, got '{text}'")
-        return value
-
-    return parse
 
 
 def _train_sizes(text: str) -> list[int | None]:
@@ -378,30 +285,6 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
             g.add_argument(option, type=kind, help=text)
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's help with each flag's default, `(default: X)`, where it has one (not None, not an
-    off switch) and its text does not already say it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text, default = action.help or "", action.default
-        if default in (None, False, argparse.SUPPRESS) or not action.option_strings or "default" in text.lower():
-            return action.help
-        value = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
-        return f"{text} (default: {value.replace('%', '%%')})".strip()
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose help shows the defaults (verbs' parsers are this class too)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):
-        """A usage error in one line (without argparse's usage block), naming the verb's --help."""
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     """Every verb's flags; `commands` (verb, or "tokenizer train", → function) become each parser's `func`."""
     commands = commands or {}
@@ -411,18 +294,17 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
 
     named = ", ".join(NAMED_CONFIGS)
     named_palm = ", ".join(name for name, values in NAMED_CONFIGS.items() if values["family"] == REFERENCE_FAMILY)
-    parser = _Parser(prog="ctxlm", description="The `ctxlm` command line. Each verb parses its flags and calls one "
+    parser = Parser(prog="ctxlm", description="The `ctxlm` command line. Each verb parses its flags and calls one "
                                                     "public function.")
     parser.add_argument("--version", action="version", version=f"ctxlm {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     tok = verbs.add_parser("tokenizer", help="train a WordPiece tokenizer").add_subparsers(dest="action", required=True)
     p = tok.add_parser("train", help="train an uncased BERT-style WordPiece tokenizer on a corpus")
-    p.add_argument("--vocab-size", type=_ranged(int, 1, 2**31 - 1), required=True,
-                   help="tokens in all: the special tokens, the <unk> marker and the trained pieces")
-    p.add_argument("--out", required=True, help="directory for tokenizer.json")
-    p.add_argument("--min-frequency", type=_ranged(int, 0, 2**32 - 1), default=2,
-                   help="the fewest occurrences of a piece the trainer merges")
+    add_signature_flags(p, "ctxlm.tokenization:train_tokenizer", ["vocab_size", "out_dir", "min_frequency"],
+                        options={"vocab_size": dict(type=ranged_number(int, 1, 2**31 - 1), required=True),
+                                 "out_dir": dict(option="--out", dest="out", required=True),
+                                 "min_frequency": dict(type=ranged_number(int, 0, 2**32 - 1))})
     _add_corpus_flags(p, "paths")
     p.set_defaults(func=commands.get("tokenizer train"))
 
@@ -457,12 +339,10 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--output", help="JSONL output (input rows plus 'prediction'); default stdout")
     p.add_argument("--source-field", help="--input's field holding the source text (default: the one the "
                    "model's fine-tuning task reads, from its run.json: e.g. document for Gigaword; else source)")
-    p.add_argument("--batch-size", type=_ranged(int, 1), default=16, help="sources decoded together")
-    p.add_argument("--max-source-tokens", type=_ranged(int, 2), help="truncate sources to this many tokens")
-    p.add_argument("--sort-window", type=_ranged(int, 1),
-                   help="batches sorted by source length together (default 8; 1: input order); "
-                        "the output keeps input order")
-    p.add_argument("--resume", action="store_true", help="keep the rows --output already holds, decode the rest")
+    p.add_argument("--max-source-tokens", type=ranged_number(int, 2), help="truncate sources to this many tokens")
+    add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.generate_to_file", ["batch_size", "sort_window", "resume"],
+                        options={"batch_size": dict(type=ranged_number(int, 1)),
+                                 "sort_window": dict(type=ranged_number(int, 1), default=None)})
     p.add_argument("--limit", type=_row_count, help="--input: decode only the first N rows")
     _add_run_flags(p, "device", "bf16")
     _add_decoding_flags(p)
@@ -490,13 +370,11 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=commands.get("finetune"))
 
     p = verbs.add_parser("evaluate", help="score predictions against references, or a model on a task")
-    p.add_argument("--pred", help="JSONL predictions (field 'prediction') or a .txt file, one a line")
+    add_signature_flags(p, "ctxlm.metrics:evaluate_files", ["pred_path"], options={"pred_path": dict(option="--pred",
+                                                                                                      dest="pred")})
     _add_task_data_flags(p, "ref")
-    p.add_argument("--metrics", nargs="+", default=["summarization"],
-                   help="metric names or groups, space- or comma-separated: summarization, qg, qa, dialog, "
-                        "rouge1, rougeL, rougeLsum, bleu4, meteor, coco_rougeL, sacrebleu, marco_rougeL, marco_bleu1")
-    p.add_argument("--pred-field", default="prediction", help="--pred JSONL's field holding the prediction")
-    p.add_argument("--ref-field", default="target", help="--ref JSONL's field holding the reference")
+    add_signature_flags(p, "ctxlm.metrics:evaluate_files", ["metrics", "pred_field", "ref_field"],
+                        options={"metrics": dict(nargs="+", default=["summarization"])})
     p.add_argument("--model", help="a model: perplexity of --ref (seq2seq tasks), or cloze/classify/squad scores")
     p.add_argument("--task", choices=finetunable(), help="with --model: the task")
     _add_task_data_flags(p, "dataset", "data_dir", "split")
@@ -512,7 +390,7 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--text", nargs="+", help='texts with blanks, e.g. "the [MASK] sat on the [MASK] ."')
     p.add_argument("--input", help="a file of texts with blanks, one a line")
     p.add_argument("--eval", help="evaluate: mask --mask-ratio of each line's words, fill, BLEU against the line")
-    p.add_argument("--mask-ratio", type=_ranged(float, 0, 1, low_open=True, high_open=True), default=0.1,
+    p.add_argument("--mask-ratio", type=ranged_number(float, 0, 1, low_open=True, high_open=True), default=0.1,
                    help="--eval: the share of each line's words masked")
     p.add_argument("--limit", type=_row_count, help="--eval: the first N lines")
     p.add_argument("--output", help="--eval: write each line's masked, filled and original text (JSONL)")
@@ -536,16 +414,16 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget-minutes", type=float, help="pre-training wall time per objective")
     budget.add_argument("--budget-tokens", type=int, help="pre-training tokens per objective")
-    p.add_argument("--seeds", type=_ranged(int, 1), default=3,
+    p.add_argument("--seeds", type=ranged_number(int, 1), default=3,
                    help="runs per objective (seeds 0..N-1), each pre-training and fine-tuning")
-    p.add_argument("--finetune-steps", type=_ranged(int, 1), help="override the recipe's max_steps")
+    p.add_argument("--finetune-steps", type=ranged_number(int, 1), help="override the recipe's max_steps")
     p.add_argument("--train-limit", type=_train_sizes,
                    help="fine-tune on the first N pairs (dialog: 10000; classify: rows); several sizes, e.g. "
                         "1000,4000,all (seq2seq tasks): one comparison per size sharing the pre-training, and "
                         "train_sizes.md (PALM Table 5's question)")
     p.add_argument("--eval-limit", type=_row_count, help="score only the first N pairs (classify: dev rows, also "
                    "those it validates on; cloze: dev32 rows)")
-    p.add_argument("--resamples", type=_ranged(int, 1), default=1000, help="paired bootstrap resamples")
+    p.add_argument("--resamples", type=ranged_number(int, 1), default=1000, help="paired bootstrap resamples")
     g = p.add_argument_group("NLU (--task cloze / classify: select and score on the dev split)")
     g.add_argument("--dataset", help="cloze: superglue/RTE, CB, COPA or BoolQ; classify: glue/MRPC, glue/STS-B, "
                    "superglue/RTE")
@@ -576,12 +454,11 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
                         "--from-official: try only this family's formats")
     p.add_argument("--format", help="with --from-official / --to-official: the official format by name (default: "
                    "detected / the family's only writable one; names: docs/official-models.md)")
-    p.add_argument("--max-shard-size", default="5GB",
-                   help="with --from-official: weights above this are written as shards with an index, as "
-                        "transformers (default: 5GB)")
-    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
-                   help="PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers")
-    p.add_argument("--drop-copy-head", action="store_true", help="export PALM without saving its copy head alongside")
+    add_signature_flags(p, "ctxlm.official:convert_from_official", ["max_shard_size"],
+                        options={"max_shard_size": dict(default="5GB", type=None)})
+    add_signature_flags(p, "ctxlm.convert:import_from_hf", ["decoder"], options={"decoder": dict(choices=["fresh",
+                                                                                                       "encoder"])})
+    add_signature_flags(p, "ctxlm.convert:export_to_hf", ["drop_copy_head"])
     p.set_defaults(func=commands.get("convert"))
     for verb in ("pretrain", "finetune", "generate", "evaluate", "infill", "convert", "compare"):
         verbs.choices[verb].add_argument(

@@ -200,7 +200,11 @@ def convert_from_official(source: str | Path, out_dir: str | Path, *, family: st
                           format: str | None = None, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
                           **options):
     """An official release → a ctxlm model directory (with `conversion.json`; weights above
-    `max_shard_size` sharded, as transformers). Returns the `Conversion`."""
+    `max_shard_size` sharded, as transformers). Returns the `Conversion`.
+
+    Args:
+        max_shard_size: weights above this are written as shards with an index, as transformers
+    """
     parse_size(max_shard_size)  # a bad size stops before the release is read
     model, tokenizer, report = model_from_official(source, family=family, format=format, **options)
     model.save_pretrained(out_dir, tokenizer, max_shard_size=max_shard_size)
