@@ -389,11 +389,12 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--text", nargs="+", help='texts with blanks, e.g. "the [MASK] sat on the [MASK] ."')
     p.add_argument("--input", help="a file of texts with blanks, one a line")
-    p.add_argument("--eval", help="evaluate: mask --mask-ratio of each line's words, fill, BLEU against the line")
-    p.add_argument("--mask-ratio", type=ranged_number(float, 0, 1, low_open=True, high_open=True), default=0.1,
-                   help="--eval: the share of each line's words masked")
-    p.add_argument("--limit", type=_row_count, help="--eval: the first N lines")
-    p.add_argument("--output", help="--eval: write each line's masked, filled and original text (JSONL)")
+    g = p.add_argument_group("evaluation (--eval)")
+    add_signature_flags(g, "ctxlm.tasks.infilling:evaluate_infilling", ["path", "mask_ratio", "limit", "output"],
+                        options={"path": dict(option="--eval", dest="eval"),
+                                 "mask_ratio": dict(type=ranged_number(float, 0, 1, low_open=True, high_open=True),
+                                                    default=0.1),
+                                 "limit": dict(type=_row_count)})
     _add_run_flags(p, "device", "bf16")
     _add_decoding_flags(p)
     p.set_defaults(func=commands.get("infill"))

@@ -96,3 +96,33 @@ def test_no_field_comment_is_restated_in_the_parser():
         for name, comment in field_comments(cls).items():
             assert len(comment) < 25 or comment not in source, (cls.__name__, name)
     assert dataclasses.fields(TaskData)  # the loop saw the fields
+
+
+@dataclass
+class ToyData:
+    width: int = 4  # the toy objective's width
+
+
+def test_a_familys_pretrain_flags_come_from_its_registry_entry():
+    """`Family.objective_flags` naming a field of the data config: the flag's type and help from the field;
+    `Family.flags` for a switch that is no field."""
+    from ctxlm import families
+    from ctxlm.cli import build_parser
+
+    saved = (dict(families.FAMILIES), dict(families.OBJECTIVES))
+    families.register(families.Family(
+        name="toyflags", config=Toy, model="unused:Model",
+        objectives=(families.Objective("toyflags-lm", "toyflags", ToyData, "unused:prepare"),),
+        objective_flags={"toy_width": "width"}, config_flags=("toy_switch",),
+        flags={"toy_switch": dict(action="store_true", help="a toy switch")}))
+    try:
+        pretrain = build_parser()._subparsers._group_actions[0].choices["pretrain"]
+        actions = {a.dest: a for a in pretrain._actions}
+        assert actions["toy_width"].type is int and actions["toy_width"].default is None
+        assert actions["toy_width"].help == "the toy objective's width (default: the config's data.width)"
+        assert actions["toy_switch"].help == "a toy switch"
+        assert pretrain.parse_args(["--corpus", "c", "--out", "o", "--toy-width", "8"]).toy_width == 8
+    finally:
+        for store, old in zip((families.FAMILIES, families.OBJECTIVES), saved):
+            store.clear()
+            store.update(old)
