@@ -101,13 +101,13 @@ def _add_flag(target, name: str, annotation: Any, default: Any, text: str | None
     """One flag for a field or parameter `name` (see `add_field_flags`)."""
     kwargs = dict(dest=name, default=None if given else default, help=text.replace("%", "%%") if text else None)
     option = extra.pop("option", option_name(name))
-    if str(annotation) == "bool" and "action" not in extra:
+    if str(annotation) == "bool" and not {"action", "type"} & set(extra):
         if given:
             option = option_name(f"no_{name}") if switch_off else option
             kwargs.update(action="store_const", const=not switch_off)
         else:
             kwargs.update(action="store_true")
-    elif not {"type", "choices"} & set(extra) and extra.get("nargs") != "?":  # choices: the values themselves
+    elif not {"action", "type", "choices"} & set(extra) and extra.get("nargs") != "?":  # choices: the values
         kwargs["type"] = kind or value_type(annotation, given)
     target.add_argument(option, **{**kwargs, **extra})
 
@@ -122,8 +122,8 @@ def add_field_flags(target, cls, names=None, *, given: bool = False, checked: bo
       the task), and a bool field is a switch to the other value (`--no-<field>` for a default True);
       without it, a bool field is an on switch (`store_true`).
     - `checked`: a number outside the field's range (`config.ranged`) is argparse's usage error.
-    - `options`: field → argparse keywords beyond these (choices, nargs, a type, another option name); a
-      flag with choices, or an optional value (nargs "?"), parses no type.
+    - `options`: field → argparse keywords beyond these (choices, nargs, a type, an action, another option
+      name); a flag with choices, an action of its own or an optional value (nargs "?") parses no type.
     """
     comments, fields = field_comments(cls), {f.name: f for f in dataclasses.fields(cls)}
     for name in names or fields:

@@ -251,38 +251,29 @@ def _true_false_or_never(text: str) -> bool | str:
     return _true_or_false(text)
 
 
-def _model_default(flag: str, text: str = "") -> str:
-    """A decoding flag's help: `text` and its default, the model's generation.json or else ours."""
-    from .config import GenerationConfig
-
-    value = getattr(GenerationConfig(), GENERATION_FLAGS[flag])
+def _model_default(field: dataclasses.Field, text: str | None) -> str:
+    """A decoding flag's help: the field's comment and its default, the model's generation.json or else ours."""
+    value = field.default
     if value is None or isinstance(value, bool):
         value = {True: "true", False: "false", None: "none"}[value]
-    return f"{text} (default: the model's generation.json, else {value})".strip()
+    return f"{text or ''} (default: the model's generation.json, else {value})".strip()
 
 
-# decoding flags whose value is parsed (booleans written out, "never") or chosen from a list
-DECODING_TYPES = {"block_subword_loops": _true_or_false, "block_word_repeats": _true_or_false,
-                  "early_stopping": _true_false_or_never}
-DECODING_CHOICES = {"length_penalty_type": ["hf", "gnmt"]}
+# decoding flags whose value is parsed (booleans written out, "never") or chosen from a list; --sample a switch
+DECODING_OPTIONS = {"block_subword_loops": dict(type=_true_or_false), "block_word_repeats": dict(type=_true_or_false),
+                    "early_stopping": dict(type=_true_false_or_never),
+                    "length_penalty_type": dict(choices=["hf", "gnmt"]), "do_sample": dict(action="store_true")}
 
 
 def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     """One flag per GenerationConfig field (`GENERATION_FLAGS` names them), helped by its comment."""
     from .config import GenerationConfig
 
-    fields, comments = {f.name: f for f in dataclasses.fields(GenerationConfig)}, field_comments(GenerationConfig)
     g = p.add_argument_group("decoding (defaults: the model's generation.json, else beam 5, 64 tokens)")
-    for flag, name in GENERATION_FLAGS.items():
-        option, text = f"--{flag.replace('_', '-')}", _model_default(flag, comments.get(name, ""))
-        default = fields[name].default
-        if isinstance(default, bool) and flag not in DECODING_TYPES:  # an on switch: --sample
-            g.add_argument(option, action="store_true", default=None, help=text)
-        elif isinstance(default, str):
-            g.add_argument(option, choices=DECODING_CHOICES.get(flag), help=text)
-        else:
-            kind = DECODING_TYPES.get(flag) or (type(default) if default is not None else int)
-            g.add_argument(option, type=kind, help=text)
+    options = {field: dict(option=option_name(flag), dest=flag, **DECODING_OPTIONS.get(field, {}))
+               for flag, field in GENERATION_FLAGS.items()}
+    add_field_flags(g, GenerationConfig, list(GENERATION_FLAGS.values()), given=True, help=_model_default,
+                    options=options)
 
 
 def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
