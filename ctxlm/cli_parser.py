@@ -330,7 +330,8 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--output", help="JSONL output (input rows plus 'prediction'); default stdout")
     p.add_argument("--source-field", help="--input's field holding the source text (default: the one the "
                    "model's fine-tuning task reads, from its run.json: e.g. document for Gigaword; else source)")
-    p.add_argument("--max-source-tokens", type=ranged_number(int, 2), help="truncate sources to this many tokens")
+    add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.__init__", ["max_source_tokens"],
+                        options={"max_source_tokens": dict(type=ranged_number(int, 2))})
     add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.generate_to_file", ["batch_size", "sort_window", "resume"],
                         options={"batch_size": dict(type=ranged_number(int, 1)),
                                  "sort_window": dict(type=ranged_number(int, 1), default=None)})
@@ -453,8 +454,6 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     add_signature_flags(p, "ctxlm.convert:export_to_hf", ["drop_copy_head"])
     p.set_defaults(func=commands.get("convert"))
     for verb in ("pretrain", "finetune", "generate", "evaluate", "infill", "convert", "compare"):
-        verbs.choices[verb].add_argument(
-            "--verify", choices=["full", "size", "off"], default="full",
-            help="check model directories and checkpoints against their manifest.json before use: sha256 and "
-                 "size (full, the default), sizes only (size: fast for huge files), or not at all (off)")
+        add_signature_flags(verbs.choices[verb], "ctxlm.checkpoint:verification", ["level"], options={
+            "level": dict(option="--verify", dest="verify", choices=["full", "size", "off"], default="full")})
     return parser

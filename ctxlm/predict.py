@@ -71,6 +71,12 @@ class Seq2SeqPredictor:
     def __init__(self, model, tokenizer, device: str | torch.device | None = "auto", *, bf16: bool = False,
                  max_source_tokens: int | None = None, generation: GenerationConfig | None = None,
                  lexicon=None):
+        """A predictor of `model` on `device` (`ctxlm.device`); decoding defaults to `generation`, else the
+        model's own settings, else `GenerationConfig()`.
+
+        Args:
+            max_source_tokens: truncate sources to this many tokens (default: the model's positions)
+        """
         if tokenizer is None:
             raise CtxlmError("the model directory has no tokenizer.json")
         check_generates(model)
