@@ -433,14 +433,11 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p = verbs.add_parser("convert", help="convert between ctxlm and transformers checkpoints, or the papers' own "
                          "releases (docs/official-models.md)")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--from-hf", help="a transformers directory or hub id: BART (PALM), BERT/RoBERTa (PALM's "
-                        "encoder; BERT also UniLMv2 or GLM with --family), or a directory ctxlm exported")
-    source.add_argument("--to-hf", help="a ctxlm model directory: PALM → BART, UniLMv2 → BERT, GLM → its own layout")
-    source.add_argument("--from-official", help="a release of a paper's own code (directory, file or hub id): "
-                        "THUDM GLM (hub or Megatron), microsoft/unilm UniLMv2 (release or s2s-ft), AliceMind PALM; "
-                        "the format is detected (or give --format)")
-    source.add_argument("--to-official", help="a ctxlm model directory, written in its family's official layout "
-                        "(for the official fine-tuning code)")
+    for ref, name, option in (("ctxlm.convert:import_from_hf", "source", "from_hf"),
+                              ("ctxlm.convert:export_to_hf", "model_dir", "to_hf"),
+                              ("ctxlm.official:convert_from_official", "source", "from_official"),
+                              ("ctxlm.official:convert_to_official", "model_dir", "to_official")):
+        add_signature_flags(source, ref, [name], options={name: dict(option=option_name(option), dest=option)})
     p.add_argument("--out", required=True)
     p.add_argument("--family", choices=list(FAMILIES),
                    help="the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa); with "

@@ -119,9 +119,9 @@ def import_from_hf(source: str | Path, out_dir: str | Path, *, family: str | Non
     mapped and what freshly initialised). Returns the `Conversion`.
 
     Args:
-        source: a transformers directory or hub id
+        source: a transformers directory or hub id: BART (PALM), BERT/RoBERTa (PALM's encoder; BERT also
+            UniLMv2 or GLM with `family`), or a directory ctxlm exported
         out_dir: the model directory written
-        family: the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa)
         decoder: PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers
     """
     model, tokenizer, report = model_from_hf(source, family=family, decoder=decoder)
@@ -137,7 +137,7 @@ def export_to_hf(model_dir: str | Path, out_dir: str | Path, drop_copy_head: boo
     Returns notes.
 
     Args:
-        model_dir: a ctxlm model directory
+        model_dir: a ctxlm model directory: PALM → BART, UniLMv2 → BERT, GLM → its own layout
         out_dir: the transformers directory written
         drop_copy_head: export PALM without saving its copy head alongside
     """

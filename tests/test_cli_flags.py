@@ -5,8 +5,10 @@ types, defaults and switches from the code, help from one source (a field's comm
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import inspect
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ctxlm.cli_flags import Parser, add_field_flags, add_signature_flags, field_comments, param_docs
+from ctxlm.cli_flags import (Parser, add_field_flags, add_signature_flags, field_comments, function_source,
+                             param_docs)
 from ctxlm.config import ranged
 
 
@@ -96,6 +99,11 @@ def test_no_field_comment_is_restated_in_the_parser():
         for name, comment in field_comments(cls).items():
             assert len(comment) < 25 or comment not in source, (cls.__name__, name)
     assert dataclasses.fields(TaskData)  # the loop saw the fields
+    refs = set(re.findall(r'"(ctxlm[\w.]*:[\w.]+)"', source))  # the functions whose signatures make flags
+    assert len(refs) >= 8
+    for ref in refs:
+        for name, text in param_docs(ast.get_docstring(function_source(ref))).items():
+            assert len(text) < 25 or text not in source, (ref, name)
 
 
 @dataclass
