@@ -16,8 +16,10 @@ import dataclasses
 import os
 from pathlib import Path
 
-from .cli_flags import (Parser, add_field_flags, add_signature_flags, field_comments, given_help, option_name,
-                        ranged_number)
+from .cli_flags import Parser as _Parser
+from .cli_flags import add_field_flags, add_signature_flags, field_comments, given_help
+from .cli_flags import option_name as _flag
+from .cli_flags import ranged_number as _ranged
 from .config import CLOZE_TRAIN
 from .errors import CtxlmError
 
@@ -37,7 +39,7 @@ def _train_overrides(args) -> dict:
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
-    check_values(TrainConfig, overrides, option_name)
+    check_values(TrainConfig, overrides, _flag)
     return overrides
 
 
@@ -100,11 +102,11 @@ def _add_family_flags(p: argparse.ArgumentParser) -> None:
         for dest in (*family.objective_flags, *family.config_flags):
             name, extra = family.objective_flags.get(dest, dest), dict(family.flags.get(dest, {}))
             if name not in fields:
-                p.add_argument(option_name(dest), dest=dest, **extra)
+                p.add_argument(_flag(dest), dest=dest, **extra)
                 continue
             text = f"{field_comments(data).get(name, '')} (default: the config's data.{name})"
             add_field_flags(p, data, [name], given=True, help=lambda f, _, text=text: text,
-                            options={name: dict(option=option_name(dest), dest=dest, **extra)})
+                            options={name: dict(option=_flag(dest), dest=dest, **extra)})
 
 
 # flags naming files or folders that must exist (or datasets: hub:NAME, DIR:SPLIT)
@@ -124,9 +126,9 @@ def _check_output(name: str, value: str, folder: bool) -> None:
     path = Path(value)
     blocker = next((p for p in [path, *path.parents][0 if folder else 1:] if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
-        raise CtxlmError(f"{option_name(name)} {value}: {blocker} is a file, not a folder")
+        raise CtxlmError(f"{_flag(name)} {value}: {blocker} is a file, not a folder")
     if not folder and path.is_dir():
-        raise CtxlmError(f"{option_name(name)} {value}: a folder; give a file name")
+        raise CtxlmError(f"{_flag(name)} {value}: a folder; give a file name")
 
 
 def _check_inputs(args) -> None:
@@ -163,7 +165,7 @@ def _generation_flags(args) -> dict:
     from .config import GenerationConfig, check_values
 
     flags = {field: getattr(args, flag) for flag, field in GENERATION_FLAGS.items() if getattr(args, flag) is not None}
-    flag_of = {field: option_name(flag) for flag, field in GENERATION_FLAGS.items()}
+    flag_of = {field: _flag(flag) for flag, field in GENERATION_FLAGS.items()}
     check_values(GenerationConfig, flags, flag_of.get)
     return flags
 
@@ -270,7 +272,7 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     from .config import GenerationConfig
 
     g = p.add_argument_group("decoding (defaults: the model's generation.json, else beam 5, 64 tokens)")
-    options = {field: dict(option=option_name(flag), dest=flag, **DECODING_OPTIONS.get(field, {}))
+    options = {field: dict(option=_flag(flag), dest=flag, **DECODING_OPTIONS.get(field, {}))
                for flag, field in GENERATION_FLAGS.items()}
     add_field_flags(g, GenerationConfig, list(GENERATION_FLAGS.values()), given=True, help=_model_default,
                     options=options)
@@ -285,7 +287,7 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
 
     named = ", ".join(NAMED_CONFIGS)
     named_palm = ", ".join(name for name, values in NAMED_CONFIGS.items() if values["family"] == REFERENCE_FAMILY)
-    parser = Parser(prog="ctxlm", description="The `ctxlm` command line. Each verb parses its flags and calls one "
+    parser = _Parser(prog="ctxlm", description="The `ctxlm` command line. Each verb parses its flags and calls one "
                                                     "public function.")
     parser.add_argument("--version", action="version", version=f"ctxlm {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -293,9 +295,9 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     tok = verbs.add_parser("tokenizer", help="train a WordPiece tokenizer").add_subparsers(dest="action", required=True)
     p = tok.add_parser("train", help="train an uncased BERT-style WordPiece tokenizer on a corpus")
     add_signature_flags(p, "ctxlm.tokenization:train_tokenizer", ["vocab_size", "out_dir", "min_frequency"],
-                        options={"vocab_size": dict(type=ranged_number(int, 1, 2**31 - 1), required=True),
+                        options={"vocab_size": dict(type=_ranged(int, 1, 2**31 - 1), required=True),
                                  "out_dir": dict(option="--out", dest="out", required=True),
-                                 "min_frequency": dict(type=ranged_number(int, 0, 2**32 - 1))})
+                                 "min_frequency": dict(type=_ranged(int, 0, 2**32 - 1))})
     _add_corpus_flags(p, "paths")
     p.set_defaults(func=commands.get("tokenizer train"))
 
@@ -331,10 +333,10 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--source-field", help="--input's field holding the source text (default: the one the "
                    "model's fine-tuning task reads, from its run.json: e.g. document for Gigaword; else source)")
     add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.__init__", ["max_source_tokens"],
-                        options={"max_source_tokens": dict(type=ranged_number(int, 2))})
+                        options={"max_source_tokens": dict(type=_ranged(int, 2))})
     add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.generate_to_file", ["batch_size", "sort_window", "resume"],
-                        options={"batch_size": dict(type=ranged_number(int, 1)),
-                                 "sort_window": dict(type=ranged_number(int, 1), default=None)})
+                        options={"batch_size": dict(type=_ranged(int, 1)),
+                                 "sort_window": dict(type=_ranged(int, 1), default=None)})
     p.add_argument("--limit", type=_row_count, help="--input: decode only the first N rows")
     _add_run_flags(p, "device", "bf16")
     _add_decoding_flags(p)
@@ -384,7 +386,7 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     g = p.add_argument_group("evaluation (--eval)")
     add_signature_flags(g, "ctxlm.tasks.infilling:evaluate_infilling", ["path", "mask_ratio", "limit", "output"],
                         options={"path": dict(option="--eval", dest="eval"),
-                                 "mask_ratio": dict(type=ranged_number(float, 0, 1, low_open=True, high_open=True),
+                                 "mask_ratio": dict(type=_ranged(float, 0, 1, low_open=True, high_open=True),
                                                     default=0.1),
                                  "limit": dict(type=_row_count)})
     _add_run_flags(p, "device", "bf16")
@@ -407,16 +409,16 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget-minutes", type=float, help="pre-training wall time per objective")
     budget.add_argument("--budget-tokens", type=int, help="pre-training tokens per objective")
-    p.add_argument("--seeds", type=ranged_number(int, 1), default=3,
+    p.add_argument("--seeds", type=_ranged(int, 1), default=3,
                    help="runs per objective (seeds 0..N-1), each pre-training and fine-tuning")
-    p.add_argument("--finetune-steps", type=ranged_number(int, 1), help="override the recipe's max_steps")
+    p.add_argument("--finetune-steps", type=_ranged(int, 1), help="override the recipe's max_steps")
     p.add_argument("--train-limit", type=_train_sizes,
                    help="fine-tune on the first N pairs (dialog: 10000; classify: rows); several sizes, e.g. "
                         "1000,4000,all (seq2seq tasks): one comparison per size sharing the pre-training, and "
                         "train_sizes.md (PALM Table 5's question)")
     p.add_argument("--eval-limit", type=_row_count, help="score only the first N pairs (classify: dev rows, also "
                    "those it validates on; cloze: dev32 rows)")
-    p.add_argument("--resamples", type=ranged_number(int, 1), default=1000, help="paired bootstrap resamples")
+    p.add_argument("--resamples", type=_ranged(int, 1), default=1000, help="paired bootstrap resamples")
     g = p.add_argument_group("NLU (--task cloze / classify: select and score on the dev split)")
     g.add_argument("--dataset", help="cloze: superglue/RTE, CB, COPA or BoolQ; classify: glue/MRPC, glue/STS-B, "
                    "superglue/RTE")
@@ -437,7 +439,7 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
                               ("ctxlm.convert:export_to_hf", "model_dir", "to_hf"),
                               ("ctxlm.official:convert_from_official", "source", "from_official"),
                               ("ctxlm.official:convert_to_official", "model_dir", "to_official")):
-        add_signature_flags(source, ref, [name], options={name: dict(option=option_name(option), dest=option)})
+        add_signature_flags(source, ref, [name], options={name: dict(option=_flag(option), dest=option)})
     p.add_argument("--out", required=True)
     p.add_argument("--family", choices=list(FAMILIES),
                    help="the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa); with "
