@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from ctxlm.checkpoint import build_model
-from ctxlm.config import PalmDataConfig, TrainConfig
+from ctxlm.config import TrainConfig
+from ctxlm.families.palm import PalmDataConfig
 from ctxlm.config_loading import named_model_config
 from ctxlm.data.loader import default_workers, micro_batch_loader
 from ctxlm.data.store import TokenStore

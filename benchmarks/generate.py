@@ -17,7 +17,8 @@ import argparse
 import torch
 
 from harness import Contender, count_flops, interleaved_medians, machine, matmul_peak, median, report
-from ctxlm.config import GenerationConfig, PalmConfig
+from ctxlm.config import GenerationConfig
+from ctxlm.families.palm import PalmConfig
 from ctxlm.device import resolve_device
 from ctxlm.generation import generate
 from ctxlm.models.hf import bart_from_palm

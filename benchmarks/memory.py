@@ -19,7 +19,7 @@ import argparse
 import torch
 
 from ctxlm.checkpoint import build_model
-from ctxlm.config import NAMED_CONFIGS
+from ctxlm.families import NAMED_CONFIGS
 from ctxlm.config_loading import named_model_config
 
 GIB = 1024 ** 3

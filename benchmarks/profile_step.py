@@ -39,7 +39,8 @@ from torch.profiler import ProfilerActivity, profile
 
 import train_step
 from harness import count_flops, machine, median, precision_context
-from ctxlm.config import PalmConfig, TrainConfig
+from ctxlm.config import TrainConfig
+from ctxlm.families.palm import PalmConfig
 from ctxlm.models import palm, pointer_generator
 from ctxlm.models.hf import bart_from_palm
 from ctxlm.models.palm import PalmModel, batch_loss

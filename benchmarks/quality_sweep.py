@@ -119,7 +119,10 @@ def tokenizer_for(args, vocab: int):
 
 
 def run_pretrain(args, cell: dict) -> dict:
-    from ctxlm.config import GlmDataConfig, PalmDataConfig, PretrainConfig, TrainConfig, UnilmDataConfig
+    from ctxlm.config import PretrainConfig, TrainConfig
+    from ctxlm.families.glm import GlmDataConfig
+    from ctxlm.families.palm import PalmDataConfig
+    from ctxlm.families.unilm import UnilmDataConfig
     from ctxlm.config_loading import named_model_config
     from ctxlm.pretraining import pretrain
 

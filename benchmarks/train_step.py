@@ -27,7 +27,10 @@ from transformers import BertConfig, BertForMaskedLM
 
 from harness import Contender, count_flops, interleaved_medians, machine, matmul_peak, median, precision_context, \
     report
-from ctxlm.config import GlmConfig, PalmConfig, TrainConfig, UnilmConfig
+from ctxlm.config import TrainConfig
+from ctxlm.families.glm import GlmConfig
+from ctxlm.families.palm import PalmConfig
+from ctxlm.families.unilm import UnilmConfig
 from ctxlm.device import resolve_device
 from ctxlm.models.glm import GlmModel, glm_attention_mask
 from ctxlm.models.hf import bart_from_palm

@@ -227,7 +227,12 @@ def resolve_verify(verify: bool | str | None) -> str:
 
 @contextmanager
 def verification(level: bool | str):
-    """Within the block, readers that are not told otherwise verify at `level` (the CLI's --verify)."""
+    """Within the block, readers that are not told otherwise verify at `level` (the CLI's --verify).
+
+    Args:
+        level: check model directories and checkpoints against their manifest.json before use: sha256 and
+            size (full, the default), sizes only (size: fast for huge files), or not at all (off)
+    """
     token = _verify_default.set(resolve_verify(level))
     try:
         yield

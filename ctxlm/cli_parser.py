@@ -1,7 +1,11 @@
-"""The `ctxlm` command line's flags: each verb's parser, built over argparse. TrainConfig's and
-GenerationConfig's flags are generated from the dataclasses, with their help from the fields'
-comments (`field_comments`: one source); `--help` shows every default (`_HelpFormatter`).
-`ctxlm.cli` maps each verb to its function.
+"""The `ctxlm` command line's flags: each verb's parser, built over argparse with `ctxlm.cli_flags`.
+The flags of the settings bundles are generated from their dataclasses (`add_field_flags`):
+TrainConfig, GenerationConfig, RunOptions, CorpusSpec, TaskData, NluOptions and each family's
+pre-training data config (`Family.objective_flags`, `config_flags`), with their help from the fields'
+comments; some verbs' own flags come from the signature of the public function they call
+(`add_signature_flags`, help from its docstring's `Args:`), so each flag's help has one source. The
+verb-specific rest is written out here. `--help` shows every default. `ctxlm.cli` maps each verb to its
+function.
 """
 
 from __future__ import annotations
@@ -9,30 +13,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import inspect
 import os
-import re
 from pathlib import Path
 
+from .cli_flags import Parser as _Parser
+from .cli_flags import add_field_flags, add_signature_flags, field_comments, given_help
+from .cli_flags import option_name as _flag
+from .cli_flags import ranged_number as _ranged
 from .config import CLOZE_TRAIN
 from .errors import CtxlmError
-
-
-def field_comments(cls) -> dict[str, str]:
-    """Each field's comment in a dataclass's source: the comment lines right above it and the one
-    after it on its line, joined (the one source of a config field's help, in code and in --help)."""
-    names, comments, above = {f.name for f in dataclasses.fields(cls)}, {}, []
-    for line in inspect.getsource(cls).splitlines():
-        text = line.strip()
-        if text.startswith("#"):
-            above.append(text.lstrip("# "))
-            continue
-        name = re.match(r"(\w+)\s*:", text)
-        if name and name.group(1) in names:
-            after = text.split("  # ", 1)[1] if "  # " in text else ""
-            comments[name.group(1)] = " ".join([*above, after]).strip()
-        above = []
-    return comments
 
 
 def _train_config_help() -> dict[str, str]:
@@ -42,26 +31,6 @@ def _train_config_help() -> dict[str, str]:
 
 
 TRAIN_HELP = _train_config_help()  # TrainConfig field → help (every field has a flag; YAML `train:` sets them too)
-
-
-def _train_help(field: dataclasses.Field) -> str | None:
-    """TRAIN_HELP's text with the TrainConfig default, e.g. "... (default: 1000)", and where
-    pre-training takes the model family's instead; an on/off flag's default is its absence, and a
-    None default is explained by the text."""
-    from .families import OPTIMIZER_FIELDS
-
-    text = TRAIN_HELP.get(field.name)
-    if field.default is True:  # the flag is --no-<field>
-        return f"no {text}" if text else None
-    if field.default is dataclasses.MISSING or field.default is None or isinstance(field.default, bool):
-        return text
-    value = f"{field.default:g}" if isinstance(field.default, float) else field.default
-    family = "; pre-training: the model family's" if field.name in OPTIMIZER_FIELDS else ""
-    return f"{text or ''} (default: {value}{family})".strip()
-
-
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
 
 
 def _train_overrides(args) -> dict:
@@ -74,47 +43,70 @@ def _train_overrides(args) -> dict:
     return overrides
 
 
-def _optional_type(annotation: str) -> type:
-    """The value type of an `X | None` TrainConfig field (default None)."""
-    return next((kind for kind in (int, float) if annotation.startswith(kind.__name__)), str)
+def _train_help(field: dataclasses.Field, text: str | None) -> str | None:
+    """A TrainConfig flag's help (`given_help`), saying where pre-training takes the model family's default."""
+    from .families import OPTIMIZER_FIELDS
+
+    return given_help(field, text, "; pre-training: the model family's" if field.name in OPTIMIZER_FIELDS else "")
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (`--no-progress` for `progress`), plus --resume."""
+    """One flag per TrainConfig field (`--no-progress` for `progress`), plus how the run starts."""
     from .config import TrainConfig
 
     g = p.add_argument_group("training (TrainConfig; a YAML config's train: section sets the same fields)")
-    for f in dataclasses.fields(TrainConfig):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if isinstance(default, bool):
-            flag = f"--{f.name}" if not default else f"--no-{f.name}"
-            g.add_argument(flag.replace("_", "-"), dest=f.name, action="store_const", const=not default, default=None,
-                           help=_train_help(f))
-        else:
-            kind = type(default) if default is not None else _optional_type(str(f.type))
-            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, help=_train_help(f))
-    _add_device_flag(p)
-    p.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
-                   help="continue from the newest checkpoint in --out (one must exist); --resume auto: continue "
-                        "if there is one, else start a new run (the same command restarts a preempted job)")
-    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run (clears it)")
-    p.add_argument("--allow-config-change", action="store_true",
-                   help="with --resume: allow a different --lr or --max-steps than the run was saved with")
+    add_field_flags(g, TrainConfig, given=True, help=_train_help)
+    _add_run_flags(p, "device", "resume", "overwrite", "allow_config_change")
 
 
-def _add_device_flag(p: argparse.ArgumentParser, bf16_inference: bool = False) -> None:
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    if bf16_inference:
-        p.add_argument("--bf16", action="store_true", help="run the model with bfloat16 weights")
+def _add_run_flags(p: argparse.ArgumentParser, *names: str) -> None:
+    """RunOptions' flags among `names` (device, bf16, resume, overwrite, allow_config_change)."""
+    from .run_options import RunOptions
+
+    add_field_flags(p, RunOptions, names, options={"resume": dict(nargs="?", const=True, choices=["auto"])})
 
 
-def _add_corpus_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", default="auto", choices=["auto", "sentences", "paragraphs", "jsonl", "dataset"],
-                   help="corpus file format (auto: .parquet/.arrow, save_to_disk directories and hub:NAME → "
-                        "dataset; .jsonl → jsonl; text with one sentence a line → sentences; otherwise paragraphs)")
-    p.add_argument("--text-field", help="JSONL/dataset field holding the text (default: text, paragraphs, ...)")
-    p.add_argument("--fallback-encoding", help="decode lines that are not UTF-8 with this encoding "
-                   "(e.g. latin-1) instead of stopping with an error")
+def _add_corpus_flags(p: argparse.ArgumentParser, *names: str) -> None:
+    """CorpusSpec's flags: `names` (e.g. paths: --corpus) and how the corpus is read."""
+    from .data.corpus import FORMATS
+    from .run_options import CorpusSpec
+
+    add_field_flags(p, CorpusSpec, [*names, "format", "text_field", "fallback_encoding"],
+                    options={"paths": dict(option="--corpus", dest="corpus", nargs="+", required=True, default=None),
+                             "format": dict(choices=list(FORMATS))})
+
+
+def _add_task_data_flags(p, *names: str) -> None:
+    """TaskData's flags among `names` (the files, dataset and limits a task reads)."""
+    from .tasks import TaskData
+
+    add_field_flags(p, TaskData, names, options={name: dict(type=_row_count)
+                                                 for name in ("train_limit", "valid_limit", "limit")})
+
+
+def _add_nlu_flags(p, *names: str, checked: bool = False) -> None:
+    """NluOptions' flags among `names`: not given (None) unless set, over the recipe's values."""
+    from .tasks import NluOptions
+
+    add_field_flags(p, NluOptions, names, given=not checked, checked=checked)
+
+
+def _add_family_flags(p: argparse.ArgumentParser) -> None:
+    """Each family's `ctxlm pretrain` flags (`Family.objective_flags`, `config_flags`): those naming a field
+    of its default objective's data config generated from the field, the others from `Family.flags`."""
+    from .families import FAMILIES, default_objective
+
+    for family in FAMILIES.values():
+        data = default_objective(family.name).data_config if family.objectives else None
+        fields = {f.name for f in dataclasses.fields(data)} if data is not None else set()
+        for dest in (*family.objective_flags, *family.config_flags):
+            name, extra = family.objective_flags.get(dest, dest), dict(family.flags.get(dest, {}))
+            if name not in fields:
+                p.add_argument(_flag(dest), dest=dest, **extra)
+                continue
+            text = f"{field_comments(data).get(name, '')} (default: the config's data.{name})"
+            add_field_flags(p, data, [name], given=True, help=lambda f, _, text=text: text,
+                            options={name: dict(option=_flag(dest), dest=dest, **extra)})
 
 
 # flags naming files or folders that must exist (or datasets: hub:NAME, DIR:SPLIT)
@@ -229,25 +221,6 @@ def _row_count(text: str) -> int:
     return int(text)
 
 
-def _ranged(kind: type, low=None, high=None, **open_ends):
-    """An argparse type: a `kind` (int or float) number in `config.Range(low, high, **open_ends)`;
-    else argparse's usage error naming the range."""
-    from .config import Range
-
-    bounds = Range(low, high, **open_ends)
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole' if kind is int else 'a'} number, got '{text}'")
-        if not bounds.holds(value):
-            raise argparse.ArgumentTypeError(f"must be {bounds.describe()}, got '{text}'")
-        return value
-
-    return parse
-
-
 def _train_sizes(text: str) -> list[int | None]:
     """--train-limit of compare: N, or sizes separated by commas, `all` for every pair."""
     sizes = []
@@ -307,70 +280,36 @@ def _true_false_or_never(text: str) -> bool | str:
     return _true_or_false(text)
 
 
-def _model_default(flag: str, text: str = "") -> str:
-    """A decoding flag's help: `text` and its default, the model's generation.json or else ours."""
-    from .config import GenerationConfig
-
-    value = getattr(GenerationConfig(), GENERATION_FLAGS[flag])
+def _model_default(field: dataclasses.Field, text: str | None) -> str:
+    """A decoding flag's help: the field's comment and its default, the model's generation.json or else ours."""
+    value = field.default
     if value is None or isinstance(value, bool):
         value = {True: "true", False: "false", None: "none"}[value]
-    return f"{text} (default: the model's generation.json, else {value})".strip()
+    return f"{text or ''} (default: the model's generation.json, else {value})".strip()
 
 
-# decoding flags whose value is parsed (booleans written out, "never") or chosen from a list
-DECODING_TYPES = {"block_subword_loops": _true_or_false, "block_word_repeats": _true_or_false,
-                  "early_stopping": _true_false_or_never}
-DECODING_CHOICES = {"length_penalty_type": ["hf", "gnmt"]}
+# decoding flags whose value is parsed (booleans written out, "never") or chosen from a list; --sample a switch
+DECODING_OPTIONS = {"block_subword_loops": dict(type=_true_or_false), "block_word_repeats": dict(type=_true_or_false),
+                    "early_stopping": dict(type=_true_false_or_never),
+                    "length_penalty_type": dict(choices=["hf", "gnmt"]), "do_sample": dict(action="store_true")}
 
 
 def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     """One flag per GenerationConfig field (`GENERATION_FLAGS` names them), helped by its comment."""
     from .config import GenerationConfig
 
-    fields, comments = {f.name: f for f in dataclasses.fields(GenerationConfig)}, field_comments(GenerationConfig)
     g = p.add_argument_group("decoding (defaults: the model's generation.json, else beam 5, 64 tokens)")
-    for flag, name in GENERATION_FLAGS.items():
-        option, text = f"--{flag.replace('_', '-')}", _model_default(flag, comments.get(name, ""))
-        default = fields[name].default
-        if isinstance(default, bool) and flag not in DECODING_TYPES:  # an on switch: --sample
-            g.add_argument(option, action="store_true", default=None, help=text)
-        elif isinstance(default, str):
-            g.add_argument(option, choices=DECODING_CHOICES.get(flag), help=text)
-        else:
-            kind = DECODING_TYPES.get(flag) or (type(default) if default is not None else int)
-            g.add_argument(option, type=kind, help=text)
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's help with each flag's default, `(default: X)`, where it has one (not None, not an
-    off switch) and its text does not already say it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text, default = action.help or "", action.default
-        if default in (None, False, argparse.SUPPRESS) or not action.option_strings or "default" in text.lower():
-            return action.help
-        value = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
-        return f"{text} (default: {value.replace('%', '%%')})".strip()
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose help shows the defaults (verbs' parsers are this class too)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):
-        """A usage error in one line (without argparse's usage block), naming the verb's --help."""
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    options = {field: dict(option=_flag(flag), dest=flag, **DECODING_OPTIONS.get(field, {}))
+               for flag, field in GENERATION_FLAGS.items()}
+    add_field_flags(g, GenerationConfig, list(GENERATION_FLAGS.values()), given=True, help=_model_default,
+                    options=options)
 
 
 def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     """Every verb's flags; `commands` (verb, or "tokenizer train", → function) become each parser's `func`."""
     commands = commands or {}
     from . import __version__
-    from .config import NAMED_CONFIGS
-    from .families import FAMILIES, OBJECTIVES, REFERENCE_FAMILY
+    from .families import FAMILIES, NAMED_CONFIGS, OBJECTIVES, REFERENCE_FAMILY
     from .tasks import finetunable
 
     named = ", ".join(NAMED_CONFIGS)
@@ -382,29 +321,21 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
 
     tok = verbs.add_parser("tokenizer", help="train a WordPiece tokenizer").add_subparsers(dest="action", required=True)
     p = tok.add_parser("train", help="train an uncased BERT-style WordPiece tokenizer on a corpus")
-    p.add_argument("--corpus", nargs="+", required=True, help="files or directories")
-    p.add_argument("--vocab-size", type=_ranged(int, 1, 2**31 - 1), required=True,
-                   help="tokens in all: the special tokens, the <unk> marker and the trained pieces")
-    p.add_argument("--out", required=True, help="directory for tokenizer.json")
-    p.add_argument("--min-frequency", type=_ranged(int, 0, 2**32 - 1), default=2,
-                   help="the fewest occurrences of a piece the trainer merges")
-    _add_corpus_flags(p)
+    add_signature_flags(p, "ctxlm.tokenization:train_tokenizer", ["vocab_size", "out_dir", "min_frequency"],
+                        options={"vocab_size": dict(type=_ranged(int, 1, 2**31 - 1), required=True),
+                                 "out_dir": dict(option="--out", dest="out", required=True),
+                                 "min_frequency": dict(type=_ranged(int, 0, 2**32 - 1))})
+    _add_corpus_flags(p, "paths")
     p.set_defaults(func=commands.get("tokenizer train"))
 
     p = verbs.add_parser("pretrain", help="pre-train a model on unlabeled text")
     p.add_argument("--objective", choices=list(OBJECTIVES),
                    help="pre-training objective (default: the --config family's own; mass and bart run on a PALM "
                         "config)")
-    p.add_argument("--stage", default="generation", choices=["mlm", "generation"],
+    p.add_argument("--stage", default="generation", choices=list(dict.fromkeys(s for o in OBJECTIVES.values()
+                                                                                for s in o.stages)),
                    help="PALM stage 1 (encoder MLM) or 2 (continuation generation)")
-    p.add_argument("--glm-task", choices=["blank", "sentence", "document", "multitask"],
-                   help="GLM objective (default: the config's data.task, blank)")
-    p.add_argument("--glm-no-shuffle", action="store_true", help="GLM ablation: Part B spans in text order")
-    p.add_argument("--glm-sentinel", action="store_true",
-                   help="GLM ablation: distinct sentinel tokens [S0] [S1] ... instead of one [MASK]")
-    p.add_argument("--unilm-objective", choices=["ae+par", "ae", "par", "ae+ar", "ar"],
-                   help="UniLMv2 objective (default: the config's data.objective, ae+par)")
-    p.add_argument("--corpus", nargs="+", required=True, help="files or directories")
+    _add_family_flags(p)
     p.add_argument("--tokenizer", help="tokenizer.json or its directory (default: the --init model's)")
     p.add_argument("--config", default="palm-tiny", help=f"named config ({named}) or YAML file")
     p.add_argument("--out", required=True)
@@ -413,12 +344,10 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
                    "(see `ctxlm convert`; the objective's family is the target)")
     p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
                    help="--init-from-hf BERT/RoBERTa into PALM: a fresh decoder or one from the encoder")
-    p.add_argument("--fragment-length", type=int, help="PALM fragment length L (source 80%%, target 20%%)")
-    p.add_argument("--mlm-weight", type=float, help="stage 2: weight of an added encoder MLM loss")
     p.add_argument("--no-copy", action="store_true", help="without the pointer-generator")
     p.add_argument("--copy", action="store_true", help="with PALM's pointer-generator (GLM, UniLMv2: copy: true)")
     p.add_argument("--cache-dir", help="token store cache (default $CTXLM_CACHE or ~/.cache/ctxlm)")
-    _add_corpus_flags(p)
+    _add_corpus_flags(p, "paths")
     _add_train_flags(p)
     p.set_defaults(func=commands.get("pretrain"))
 
@@ -430,14 +359,13 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--output", help="JSONL output (input rows plus 'prediction'); default stdout")
     p.add_argument("--source-field", help="--input's field holding the source text (default: the one the "
                    "model's fine-tuning task reads, from its run.json: e.g. document for Gigaword; else source)")
-    p.add_argument("--batch-size", type=_ranged(int, 1), default=16, help="sources decoded together")
-    p.add_argument("--max-source-tokens", type=_ranged(int, 2), help="truncate sources to this many tokens")
-    p.add_argument("--sort-window", type=_ranged(int, 1),
-                   help="batches sorted by source length together (default 8; 1: input order); "
-                        "the output keeps input order")
-    p.add_argument("--resume", action="store_true", help="keep the rows --output already holds, decode the rest")
+    add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.__init__", ["max_source_tokens"],
+                        options={"max_source_tokens": dict(type=_ranged(int, 2))})
+    add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.generate_to_file", ["batch_size", "sort_window", "resume"],
+                        options={"batch_size": dict(type=_ranged(int, 1)),
+                                 "sort_window": dict(type=_ranged(int, 1), default=None)})
     p.add_argument("--limit", type=_row_count, help="--input: decode only the first N rows")
-    _add_device_flag(p, bf16_inference=True)
+    _add_run_flags(p, "device", "bf16")
     _add_decoding_flags(p)
     p.set_defaults(func=commands.get("generate"))
 
@@ -449,69 +377,50 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--copy", action="store_true", help="with --config: PALM's pointer-generator on (copy: true)")
     p.add_argument("--task", choices=finetunable(),
                    help="a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad")
-    p.add_argument("--recipe", help="seq2seq recipe: gigaword, cnndm, xsum, squad_qg, marco, cornell, the papers' "
-                   "unilm2-xsum, unilm2-cnndm, unilm2-squad-qg, palm-cnndm, palm-gigaword, or YAML; cloze/classify/"
-                   "squad: a YAML of their options (dataset, data_dir, max_length, epochs, ...) and train:, or "
-                   "GLM's glm-superglue-<task> (its task: sets --task)")
-    p.add_argument("--train", help="training file in the task's format, or a dataset (.parquet, .arrow, "
-                   "save_to_disk directory, hub:NAME) with --source-field/--target-field")
-    p.add_argument("--valid", help="validation file (loss, best checkpoint, early stopping)")
+    _add_task_data_flags(p, "recipe", "train", "valid")
     p.add_argument("--source-field", help="seq2seq: the JSONL/dataset field holding the source")
     p.add_argument("--target-field", help="seq2seq: the JSONL/dataset field holding the target")
     p.add_argument("--skip-empty", action="store_true", help="seq2seq: skip (and count) rows whose source or "
                    "target is empty instead of stopping (the recipe's reader: {skip_empty: true})")
     p.add_argument("--out", required=True)
-    p.add_argument("--train-limit", type=_row_count, help="use only the first N training rows")
-    p.add_argument("--valid-limit", type=_row_count, help="classify/squad: use only the first N validation rows")
+    _add_task_data_flags(p, "train_limit", "valid_limit")
     g = p.add_argument_group("NLU (--task cloze / classify / squad)")
-    g.add_argument("--dataset", help="cloze: superglue/<Task>; classify: glue/MRPC, glue/STS-B, superglue/RTE")
-    g.add_argument("--data-dir", help="the NLU data folder (e.g. ../shared/data/nlu)")
-    g.add_argument("--max-length", type=int, help="tokens per input (cloze: the model's; classify 128; squad 384)")
-    g.add_argument("--score-eop", action="store_const", const=True,
-                   help="cloze: also score [eop] after multi-token answers")
-    g.add_argument("--pooler", action="store_const", const=True,
-                   help="classify: BERT's dense+tanh pooler before the classifier")
-    g.add_argument("--doc-stride", type=int, help="squad: tokens between window starts (default 128)")
-    g.add_argument("--max-query-length", type=int, help="squad: default 64")
-    g.add_argument("--max-answer-length", type=int, help="squad: default 30")
+    _add_task_data_flags(g, "dataset", "data_dir")
+    _add_nlu_flags(g, "max_length", "score_eop", "pooler", "doc_stride", "max_query_length", "max_answer_length")
     _add_train_flags(p)
     p.set_defaults(func=commands.get("finetune"))
 
     p = verbs.add_parser("evaluate", help="score predictions against references, or a model on a task")
-    p.add_argument("--pred", help="JSONL predictions (field 'prediction') or a .txt file, one a line")
-    p.add_argument("--ref", help="JSONL references (field 'target') or a .txt file; squad: the SQuAD JSON")
-    p.add_argument("--metrics", nargs="+", default=["summarization"],
-                   help="metric names or groups, space- or comma-separated: summarization, qg, qa, dialog, "
-                        "rouge1, rougeL, rougeLsum, bleu4, meteor, coco_rougeL, sacrebleu, marco_rougeL, marco_bleu1")
-    p.add_argument("--pred-field", default="prediction", help="--pred JSONL's field holding the prediction")
-    p.add_argument("--ref-field", default="target", help="--ref JSONL's field holding the reference")
+    add_signature_flags(p, "ctxlm.metrics:evaluate_files", ["pred_path"], options={"pred_path": dict(option="--pred",
+                                                                                                      dest="pred")})
+    _add_task_data_flags(p, "ref")
+    add_signature_flags(p, "ctxlm.metrics:evaluate_files", ["metrics", "pred_field", "ref_field"],
+                        options={"metrics": dict(nargs="+", default=["summarization"])})
     p.add_argument("--model", help="a model: perplexity of --ref (seq2seq tasks), or cloze/classify/squad scores")
     p.add_argument("--task", choices=finetunable(), help="with --model: the task")
-    p.add_argument("--dataset", help="cloze/classify: the dataset (default: the one the model was fine-tuned on)")
-    p.add_argument("--data-dir", help="cloze/classify: the NLU data folder")
-    p.add_argument("--split", help="cloze: dev32 (default) or train; classify: dev (default) or train")
-    p.add_argument("--max-length", type=_ranged(int, 8))
-    p.add_argument("--limit", type=_row_count, help="score only the first N rows")
+    _add_task_data_flags(p, "dataset", "data_dir", "split")
+    _add_nlu_flags(p, "max_length", checked=True)
+    _add_task_data_flags(p, "limit")
     p.add_argument("--predictions-out", help="squad: write {id: answer} JSON here")
     p.add_argument("--output", help="also write the JSON results here")
-    _add_device_flag(p, bf16_inference=True)
+    _add_run_flags(p, "device", "bf16")
     p.set_defaults(func=commands.get("evaluate"))
 
     p = verbs.add_parser("infill", help="fill [MASK] blanks with a GLM model, or evaluate infilling")
     p.add_argument("--model", required=True)
     p.add_argument("--text", nargs="+", help='texts with blanks, e.g. "the [MASK] sat on the [MASK] ."')
     p.add_argument("--input", help="a file of texts with blanks, one a line")
-    p.add_argument("--eval", help="evaluate: mask --mask-ratio of each line's words, fill, BLEU against the line")
-    p.add_argument("--mask-ratio", type=_ranged(float, 0, 1, low_open=True, high_open=True), default=0.1,
-                   help="--eval: the share of each line's words masked")
-    p.add_argument("--limit", type=_row_count, help="--eval: the first N lines")
-    p.add_argument("--output", help="--eval: write each line's masked, filled and original text (JSONL)")
-    _add_device_flag(p, bf16_inference=True)
+    g = p.add_argument_group("evaluation (--eval)")
+    add_signature_flags(g, "ctxlm.tasks.infilling:evaluate_infilling", ["path", "mask_ratio", "limit", "output"],
+                        options={"path": dict(option="--eval", dest="eval"),
+                                 "mask_ratio": dict(type=_ranged(float, 0, 1, low_open=True, high_open=True),
+                                                    default=0.1),
+                                 "limit": dict(type=_row_count)})
+    _add_run_flags(p, "device", "bf16")
     _add_decoding_flags(p)
     p.set_defaults(func=commands.get("infill"))
 
     p = verbs.add_parser("compare", help="pre-train, fine-tune and score several objectives; write a report")
-    p.add_argument("--corpus", nargs="+", required=True, help="pre-training files or directories")
     p.add_argument("--tokenizer", required=True, help="tokenizer.json or its directory")
     p.add_argument("--task", required=True, help="the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML; or "
                    "an NLU task: cloze (GLM variants, FewGLUE), classify (UniLMv2 variants), or a YAML of their "
@@ -552,43 +461,37 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     g = p.add_argument_group("NLU (--task cloze / classify: select and score on the dev split)")
     g.add_argument("--dataset", help="cloze: superglue/RTE, CB, COPA or BoolQ; classify: glue/MRPC, glue/STS-B, "
                    "superglue/RTE")
-    g.add_argument("--data-dir", help="the NLU data folder (e.g. ../shared/data/nlu)")
-    g.add_argument("--max-length", type=_ranged(int, 8), help="tokens per input (cloze: the model's; classify 128)")
+    _add_task_data_flags(g, "data_dir")
+    _add_nlu_flags(g, "max_length", checked=True)
     p.add_argument("--no-plots", action="store_true", help="no loss plots (no matplotlib needed)")
     p.add_argument("--cache-dir", help="token store cache (default OUT/store)")
     p.add_argument("--pretrain-dir", help="pre-train each cell here, shared by comparisons of other tasks on "
                    "the same corpus, budget and config (default: inside each cell)")
-    _add_corpus_flags(p)
+    _add_corpus_flags(p, "paths")
     p.add_argument("--out", required=True, help="the comparison's folder (rerun to resume)")
     p.set_defaults(func=commands.get("compare"))
 
     p = verbs.add_parser("convert", help="convert between ctxlm and transformers checkpoints, or the papers' own "
                          "releases (docs/official-models.md)")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--from-hf", help="a transformers directory or hub id: BART (PALM), BERT/RoBERTa (PALM's "
-                        "encoder; BERT also UniLMv2 or GLM with --family), or a directory ctxlm exported")
-    source.add_argument("--to-hf", help="a ctxlm model directory: PALM → BART, UniLMv2 → BERT, GLM → its own layout")
-    source.add_argument("--from-official", help="a release of a paper's own code (directory, file or hub id): "
-                        "THUDM GLM (hub or Megatron), microsoft/unilm UniLMv2 (release or s2s-ft), AliceMind PALM; "
-                        "the format is detected (or give --format)")
-    source.add_argument("--to-official", help="a ctxlm model directory, written in its family's official layout "
-                        "(for the official fine-tuning code)")
+    for ref, name, option in (("ctxlm.convert:import_from_hf", "source", "from_hf"),
+                              ("ctxlm.convert:export_to_hf", "model_dir", "to_hf"),
+                              ("ctxlm.official:convert_from_official", "source", "from_official"),
+                              ("ctxlm.official:convert_to_official", "model_dir", "to_official")):
+        add_signature_flags(source, ref, [name], options={name: dict(option=_flag(option), dest=option)})
     p.add_argument("--out", required=True)
     p.add_argument("--family", choices=list(FAMILIES),
                    help="the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa); with "
                         "--from-official: try only this family's formats")
     p.add_argument("--format", help="with --from-official / --to-official: the official format by name (default: "
                    "detected / the family's only writable one; names: docs/official-models.md)")
-    p.add_argument("--max-shard-size", default="5GB",
-                   help="with --from-official: weights above this are written as shards with an index, as "
-                        "transformers (default: 5GB)")
-    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
-                   help="PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers")
-    p.add_argument("--drop-copy-head", action="store_true", help="export PALM without saving its copy head alongside")
+    add_signature_flags(p, "ctxlm.official:convert_from_official", ["max_shard_size"],
+                        options={"max_shard_size": dict(default="5GB", type=None)})
+    add_signature_flags(p, "ctxlm.convert:import_from_hf", ["decoder"], options={"decoder": dict(choices=["fresh",
+                                                                                                       "encoder"])})
+    add_signature_flags(p, "ctxlm.convert:export_to_hf", ["drop_copy_head"])
     p.set_defaults(func=commands.get("convert"))
     for verb in ("pretrain", "finetune", "generate", "evaluate", "infill", "convert", "compare"):
-        verbs.choices[verb].add_argument(
-            "--verify", choices=["full", "size", "off"], default="full",
-            help="check model directories and checkpoints against their manifest.json before use: sha256 and "
-                 "size (full, the default), sizes only (size: fast for huge files), or not at all (off)")
+        add_signature_flags(verbs.choices[verb], "ctxlm.checkpoint:verification", ["level"], options={
+            "level": dict(option="--verify", dest="verify", choices=["full", "size", "off"], default="full")})
     return parser

@@ -1,4 +1,6 @@
-"""Typed configuration: dataclasses, the registry of named model configs, YAML loading.
+"""Typed configuration: the family-independent dataclasses (training, decoding, fine-tuning and
+pre-training settings), value ranges, YAML loading. Each model family's own configs and named configs
+live in `ctxlm.families`, which imports this module (never the reverse).
 
 Every config is a dataclass. `from_mapping` builds one from a dict (YAML, JSON) and rejects unknown
 keys and wrong types with a one-line error that names the file and the key (and suggests the
@@ -17,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -90,152 +92,30 @@ def check_ranges(config) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Model configs
+# Model and data config bases (each family's configs are in `ctxlm.families`)
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
-class PalmConfig:
-    """A BART-shaped transformer encoder-decoder with PALM's pointer-generator and MLM head.
+class ModelConfig:
+    """The base of every model family's config (`ctxlm.families`: PALM's, GLM's and UniLMv2's live in
+    their family's module): `family` names the family's registry entry, and `data_config` the data
+    config of the family's default pre-training objective (what `PretrainConfig` takes by default)."""
 
-    Field names follow `transformers.BartConfig` where they mean the same thing, so configs
-    convert both ways (`ctxlm.models.hf`).
-    """
-
-    family: str = "palm"
-    vocab_size: int = 30522
-    d_model: int = 768
-    encoder_layers: int = 12
-    decoder_layers: int = 12
-    encoder_attention_heads: int = 12
-    decoder_attention_heads: int = 12
-    encoder_ffn_dim: int = 3072
-    decoder_ffn_dim: int = 3072
-    max_position_embeddings: int = 512
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    activation_dropout: float = 0.0
-    activation_function: str = "gelu"
-    mlm_head_activation: str = "gelu"  # BERT's head uses hidden_act, RoBERTa's always GELU
-    layer_norm_eps: float = 1e-5
-    scale_embedding: bool = False
-    init_std: float = 0.02
-    copy: bool = True  # PALM's pointer-generator (paper eqs. 2-8); off = a plain BART-style model
-    pad_token_id: int = 0
-    bos_token_id: int = 2
-    eos_token_id: int = 3
-    decoder_start_token_id: int = 2
-    mask_token_id: int = 4
-    # The AliceMind release (docs/official-models.md): its decoder is PreSumm's, not BART's.
-    decoder_style: str = "bart"  # "presumm": pre-LN layers + final LayerNorm, sinusoidal positions, embedding·√d
-    decoder_layer_norm_eps: float | None = None  # None = layer_norm_eps (the release: 1e-6)
-    decoder_activation_function: str | None = None  # None = activation_function (the release: "gelu_tanh")
-    tie_decoder_embedding: bool = True  # False: the decoder's own embedding (also its output layer) + a trained bias
-    copy_head: str = "pointer"  # with copy: "pointer" = the paper's eqs. 2-8; "attention" = the release's p_gen
+    family: str = ""
+    data_config: ClassVar[type | None] = None
 
 
-@dataclass
-class GlmConfig:
-    """GLM (Du et al., 2021): one pre-LN transformer with 2D positions and a tied output layer."""
+class DataConfig:
+    """The base of every pre-training objective's data config (`ctxlm.families.Objective.data_config`):
+    its values in their fields' ranges (`ranged`)."""
 
-    family: str = "glm"
-    vocab_size: int = 30522
-    d_model: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    ffn_dim: int = 3072
-    max_position_embeddings: int = 512
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    activation_function: str = "gelu"
-    layer_norm_eps: float = 1e-5
-    init_std: float = 0.02
-    pad_token_id: int = 0
-    bos_token_id: int = 2  # [CLS]
-    eos_token_id: int = 3  # [SEP]
-    mask_token_id: int = 4  # [MASK]
-    sop_token_id: int = 5  # [sop]: starts each Part B span
-    eop_token_id: int = 6  # [eop]: ends each Part B span
-    # [sMASK]: sentence-level blank; [gMASK]: document-level / generation blank. None where the vocabulary
-    # has none (THUDM's glm-large, glm-roberta-large): seq2seq prompts then end in [MASK], as THUDM/GLM's
-    # seq2seq tasks do without --task-mask, and the sentence / document objectives refuse to run.
-    smask_token_id: int | None = 7
-    gmask_token_id: int | None = 8
-    copy: bool = False  # PALM's copy head (eqs. 2-8) over Part A's tokens; ctxlm's extension (models/glm.py)
-    # Which blank of a prompt `start_decoding` fills by default: "last" (the paper's §2.3: the mask appended
-    # at the end), or "first", as the THUDM hub code's `build_inputs_for_generation` does.
-    decode_blank: str = "last"
-
-
-@dataclass
-class UnilmConfig:
-    """UniLMv2 (Bao et al., 2020): a BERT-shaped post-LN transformer with T5-style bucketed relative
-    position bias shared across layers."""
-
-    family: str = "unilm"
-    vocab_size: int = 30522
-    d_model: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    ffn_dim: int = 3072
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    activation_function: str = "gelu"
-    layer_norm_eps: float = 1e-12
-    init_std: float = 0.02
-    relative_position_bias: bool = True  # off = the paper's "- rel pos" ablation (the release's rel_pos_bins 0)
-    relative_buckets: int = 32
-    relative_max_distance: int = 128
-    pad_token_id: int = 0
-    bos_token_id: int = 2  # [SOS] = [CLS]
-    eos_token_id: int = 3  # [EOS] = [SEP]
-    mask_token_id: int = 4  # [M]
-    pseudo_token_id: int = 9  # [P]; the unilm2 release and s2s-ft feed [MASK] (pseudo_token_id = mask_token_id)
-    # False: the key projection has no bias, as the unilm2 release's fused `qkv_linear` (s2s-ft
-    # convert_state_dict.py). A key bias adds q·b to every score of a query alike, so it never changes attention.
-    key_bias: bool = True
-    copy: bool = False  # PALM's copy head (eqs. 2-8) over the seq2seq source; ctxlm's extension (models/unilm.py)
-
-
-NAMED_CONFIGS: dict[str, dict[str, Any]] = {
-    # Trains on a laptop CPU in minutes (the demo and the tests use it).
-    "palm-tiny": dict(
-        family="palm", d_model=256, encoder_layers=4, decoder_layers=4,
-        encoder_attention_heads=4, decoder_attention_heads=4,
-        encoder_ffn_dim=1024, decoder_ffn_dim=1024, max_position_embeddings=512,
-    ),
-    # `make demo`'s model: pre-trained and fine-tuned twice in about 16 minutes on two CPU cores.
-    "palm-mini": dict(
-        family="palm", d_model=128, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4,
-        encoder_ffn_dim=512, decoder_ffn_dim=512, max_position_embeddings=256,
-    ),
-    # PALM (paper §3.1): 12-layer encoder, 12-layer decoder, 768 hidden, 3072 FFN, 12 heads.
-    "palm-base": dict(
-        family="palm", d_model=768, encoder_layers=12, decoder_layers=12,
-        encoder_attention_heads=12, decoder_attention_heads=12,
-        encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=512,
-    ),
-    # PALM-large (paper §3.1): 24-layer encoder, 6-layer decoder, 1024 hidden, 16 heads.
-    "palm-large": dict(
-        family="palm", d_model=1024, encoder_layers=24, decoder_layers=6,
-        encoder_attention_heads=16, decoder_attention_heads=16,
-        encoder_ffn_dim=4096, decoder_ffn_dim=4096, max_position_embeddings=512,
-    ),
-    # GLM sizes (paper §3.1): BERT-base and BERT-large shapes; tiny for a laptop.
-    "glm-tiny": dict(family="glm", d_model=256, num_layers=4, num_heads=4, ffn_dim=1024),
-    "glm-base": dict(family="glm", d_model=768, num_layers=12, num_heads=12, ffn_dim=3072),
-    "glm-large": dict(family="glm", d_model=1024, num_layers=24, num_heads=16, ffn_dim=4096),
-    # UniLMv2-base (paper §4.1): 12 layers, 768 hidden, 12 heads, 3072 FFN.
-    "unilm-tiny": dict(family="unilm", d_model=256, num_layers=4, num_heads=4, ffn_dim=1024),
-    "unilm-base": dict(family="unilm", d_model=768, num_layers=12, num_heads=12, ffn_dim=3072),
-}
+    def __post_init__(self):
+        check_ranges(self)
 
 
 # --------------------------------------------------------------------------------------------
-# Training and data configs
+# Training, decoding, fine-tuning and pre-training configs
 # --------------------------------------------------------------------------------------------
 
 
@@ -386,66 +266,17 @@ class FinetuneConfig:
 
 
 @dataclass
-class PalmDataConfig:
-    """PALM pre-training examples (paper §2.2, §3.1), and the MASS and BART baselines that run on the
-    PALM model family (segments of at most `fragment_length` tokens, special tokens included)."""
-
-    fragment_length: int = ranged(500, 4)  # L: source + target tokens, special tokens included
-    # the source takes 80%·L, the target the remaining 20%·L
-    source_ratio: float = ranged(0.8, 0, 1, low_open=True, high_open=True)
-    mlm_probability: float = ranged(0.15, 0, 1)
-    mlm_weight: float = ranged(0.0, 0)  # stage 2: weight of an added encoder MLM loss (0 = the paper's reading)
-    mass_ratio: float = ranged(0.5, 0, 1, low_open=True, high_open=True)  # MASS: the masked span's share of a segment
-    bart_mask_ratio: float = ranged(0.3, 0, 1)  # BART text infilling: share of tokens masked
-    bart_poisson_lambda: float = ranged(3.0, 0, low_open=True)  # BART: span lengths ~ Poisson(λ)
-    bart_permute_sentences: bool = True  # BART: sentence permutation before infilling
-    valid_fraction: float = ranged(0.01, 0, 1, high_open=True)  # held-out documents
-    max_valid_documents: int = ranged(50, 0)
-
-    __post_init__ = check_ranges  # values in their fields' ranges
-
-
-@dataclass
-class GlmDataConfig:
-    """GLM pre-training examples: documents cut into chunks of whole sentences."""
-
-    max_length: int = ranged(512, 4)  # tokens per example, Part A and Part B together
-    task: str = "blank"  # blank | sentence | document | multitask
-    mask_ratio: float = ranged(0.15, 0, 1, low_open=True, high_open=True)
-    poisson_lambda: float = ranged(3.0, 0, low_open=True)
-    shuffle_spans: bool = True  # off: the "no shuffle" ablation
-    sentinel: bool = False  # on: distinct sentinel tokens instead of one [MASK] (ablation)
-    long_mode: str = "document"  # multitask: the long-span objective mixed with blank infilling
-    # document objective: P([gMASK] span ends the text), else anywhere (THUDM/GLM)
-    gmask_end_prob: float = ranged(0.5, 0, 1)
-    valid_fraction: float = ranged(0.01, 0, 1, high_open=True)
-    max_valid_documents: int = ranged(50, 0)
-
-    __post_init__ = check_ranges  # values in their fields' ranges
-
-
-@dataclass
-class UnilmDataConfig:
-    """UniLMv2 pre-training examples: `[SOS] S1 [EOS] S2 [EOS]` from whole sentences."""
-
-    max_length: int = ranged(512, 4)  # the in-place sequence; appended [P]/original tokens come on top
-    objective: str = "ae+par"  # ae+par | ae | par | ae+ar | ar (Table 6)
-    mask_ratio: float = ranged(0.15, 0, 1, low_open=True, high_open=True)
-    block_prob: float = ranged(0.4, 0, 1)
-    max_block: int = ranged(6, 1)
-    valid_fraction: float = ranged(0.01, 0, 1, high_open=True)
-    max_valid_documents: int = ranged(50, 0)
-
-    __post_init__ = check_ranges  # values in their fields' ranges
-
-
-@dataclass
 class PretrainConfig:
     """Everything a pre-training run needs besides paths."""
 
-    model: Any = None  # a model config dataclass
+    model: ModelConfig | None = None  # a model family's config
     train: TrainConfig = field(default_factory=TrainConfig)
-    data: PalmDataConfig = field(default_factory=PalmDataConfig)
+    data: DataConfig | None = None  # None: the default of the model's family (`ModelConfig.data_config`)
+
+    def __post_init__(self):
+        data_config = getattr(self.model, "data_config", None)
+        if self.data is None and data_config is not None:
+            self.data = data_config()
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,14 +337,6 @@ def from_mapping(cls: type, values: dict[str, Any], source: str = "config") -> A
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
-
-
-def named_model_values(name: str) -> dict[str, Any]:
-    if name not in NAMED_CONFIGS:
-        close = difflib.get_close_matches(name, NAMED_CONFIGS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise CtxlmError(f"unknown config '{name}'{hint}; named configs: {', '.join(sorted(NAMED_CONFIGS))}")
-    return NAMED_CONFIGS[name]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

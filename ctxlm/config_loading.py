@@ -10,9 +10,9 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from .config import PretrainConfig, TrainConfig, from_mapping, named_model_values, read_yaml
+from .config import PretrainConfig, TrainConfig, from_mapping, read_yaml
 from .errors import CtxlmError
-from .families import FAMILIES, default_objective
+from .families import FAMILIES, default_objective, named_model_values
 
 
 def model_config_from_dict(values: dict[str, Any], source: str = "config") -> Any:

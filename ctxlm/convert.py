@@ -116,7 +116,14 @@ def _hf_generation(hf_dir: Path, report) -> GenerationConfig | None:
 def import_from_hf(source: str | Path, out_dir: str | Path, *, family: str | None = None,
                    decoder: str = "fresh"):
     """A transformers checkpoint → a ctxlm model directory (and `conversion.json` saying what was
-    mapped and what freshly initialised). Returns the `Conversion`."""
+    mapped and what freshly initialised). Returns the `Conversion`.
+
+    Args:
+        source: a transformers directory or hub id: BART (PALM), BERT/RoBERTa (PALM's encoder; BERT also
+            UniLMv2 or GLM with `family`), or a directory ctxlm exported
+        out_dir: the model directory written
+        decoder: PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers
+    """
     model, tokenizer, report = model_from_hf(source, family=family, decoder=decoder)
     model.save_pretrained(out_dir, tokenizer)  # with its decoding settings (generation.json)
     (Path(out_dir) / "conversion.json").write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n",
@@ -127,7 +134,13 @@ def import_from_hf(source: str | Path, out_dir: str | Path, *, family: str | Non
 def export_to_hf(model_dir: str | Path, out_dir: str | Path, drop_copy_head: bool = False) -> list[str]:
     """A ctxlm model directory → the family's transformers layout in `out_dir`, with ctxlm's config,
     the tensors the layout cannot hold and ctxlm's decoding settings alongside, and the tokenizer.
-    Returns notes."""
+    Returns notes.
+
+    Args:
+        model_dir: a ctxlm model directory: PALM → BART, UniLMv2 → BERT, GLM → its own layout
+        out_dir: the transformers directory written
+        drop_copy_head: export PALM without saving its copy head alongside
+    """
     model, tokenizer = load_model_dir(model_dir)
     generation = load_generation_config(resolve_model_dir(model_dir)) or GenerationConfig()
     if hasattr(model, "head_config"):

@@ -27,7 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PalmDataConfig, PretrainConfig, TrainConfig
+from .config import PretrainConfig, TrainConfig
+from .families.palm import PalmDataConfig
 from .config_loading import load_pretrain_config
 from .errors import CtxlmError, plain_warnings
 from .extras import require

@@ -511,7 +511,17 @@ def evaluate_files(
     limit: int | None = None,
 ) -> dict[str, float]:
     """Read both files (the first `limit` rows of each, when given), check they have as many rows,
-    and `compute_metrics` on them."""
+    and `compute_metrics` on them.
+
+    Args:
+        pred_path: JSONL predictions (field 'prediction') or a .txt file, one a line
+        ref_path: JSONL references (field 'target') or a .txt file, one a line
+        metrics: metric names or groups, each a name or several separated by commas: summarization, qg, qa,
+            dialog, rouge1, rougeL, rougeLsum, bleu4, meteor, coco_rougeL, sacrebleu, marco_rougeL, marco_bleu1
+        pred_field: the predictions' JSONL field holding the prediction
+        ref_field: the references' JSONL field holding the reference
+        limit: score only the first N rows
+    """
     predictions = read_predictions(pred_path, pred_field, limit)
     references = read_references(ref_path, ref_field, limit)
     if len(predictions) != len(references):

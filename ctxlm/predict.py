@@ -71,6 +71,12 @@ class Seq2SeqPredictor:
     def __init__(self, model, tokenizer, device: str | torch.device | None = "auto", *, bf16: bool = False,
                  max_source_tokens: int | None = None, generation: GenerationConfig | None = None,
                  lexicon=None):
+        """A predictor of `model` on `device` (`ctxlm.device`); decoding defaults to `generation`, else the
+        model's own settings, else `GenerationConfig()`.
+
+        Args:
+            max_source_tokens: truncate sources to this many tokens (default: the model's positions)
+        """
         if tokenizer is None:
             raise CtxlmError("the model directory has no tokenizer.json")
         check_generates(model)
@@ -156,7 +162,15 @@ class Seq2SeqPredictor:
                          *, source_field: str = "source", batch_size: int = 16, sort_window: int = SORT_WINDOW,
                          resume: bool = False, progress: bool = False) -> int:
         """Write each row plus its `prediction` to the JSONL file `output`, streamed in input order
-        (see `ctxlm.prediction_file.write_predictions`); returns the number of rows decoded now."""
+        (see `ctxlm.prediction_file.write_predictions`); returns the number of rows decoded now.
+
+        Args:
+            source_field: the rows' field holding the source text
+            batch_size: sources decoded together
+            sort_window: batches sorted by source length together (default 8; 1: input order); the output
+                keeps input order
+            resume: keep the rows the output file already holds, decode the rest
+        """
 
         rows = [{source_field: row} if isinstance(row, str) else row for row in rows]
         return write_predictions(self, rows, output, cfg, source_field=source_field, batch_size=batch_size,

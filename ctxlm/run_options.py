@@ -13,11 +13,13 @@ class RunOptions:
     """How a run starts and where it runs (the same for every task and for pre-training)."""
 
     out: str | Path | None = None  # the run's folder, where the caller does not give it separately
-    resume: bool | str = False  # True: from the newest checkpoint (one must exist); "auto": if there is one
+    # continue from the newest checkpoint in the run's folder (one must exist); auto: continue if there is
+    # one, else start a new run (the same command restarts a preempted job)
+    resume: bool | str = False
     overwrite: bool = False  # start over in a folder that holds a run (clears it)
     allow_config_change: bool = False  # with resume: allow another lr or max_steps than the run was saved with
-    device: Any = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N, or a torch.device
-    bf16: bool = False  # inference: bfloat16 weights
+    device: Any = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N; in Python also a torch.device
+    bf16: bool = False  # inference: run the model with bfloat16 weights
     seed: int | None = None  # replaces the training config's seed when given
 
 
@@ -25,8 +27,10 @@ class RunOptions:
 class CorpusSpec:
     """A pre-training corpus and how to read it (as `ctxlm.data.corpus` does)."""
 
-    paths: tuple[str | Path, ...] = ()
-    format: str = "auto"  # auto, sentences, paragraphs, jsonl or dataset
+    paths: tuple[str | Path, ...] = ()  # files or directories
+    # the corpus file format: auto, sentences, paragraphs, jsonl or dataset (auto: .parquet/.arrow, save_to_disk
+    # directories and hub:NAME → dataset; .jsonl → jsonl; text with one sentence a line → sentences; else paragraphs)
+    format: str = "auto"
     text_field: str | None = None  # the JSONL / dataset field holding the text
     fallback_encoding: str | None = None  # decode lines that are not UTF-8 with this encoding
 

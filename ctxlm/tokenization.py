@@ -256,6 +256,12 @@ def train_tokenizer(
     text, 141 of 600 ids moved between two runs, and 251 of 4,000, 106 of them merged pieces, the set
     of pieces the same both times). Train once and pass the saved tokenizer to every run that is to be
     compared.
+
+    Args:
+        files: corpus files or directories
+        vocab_size: tokens in all: the special tokens, the <unk> marker and the trained pieces
+        out_dir: the directory tokenizer.json is written to
+        min_frequency: the fewest occurrences of a piece the trainer merges
     """
     reserved = len(SPECIAL_TOKENS) + len(SENTINEL_TOKENS) + 1  # and the unknown-word marker
     if not isinstance(vocab_size, int) or vocab_size <= reserved:

@@ -46,7 +46,8 @@ def pretrained_palm(tmp_path_factory):
     import torch
 
     from ctxlm.checkpoint import build_model
-    from ctxlm.config import PalmDataConfig, PretrainConfig, TrainConfig
+    from ctxlm.config import PretrainConfig, TrainConfig
+    from ctxlm.families.palm import PalmDataConfig
     from ctxlm.config_loading import named_model_config
     from ctxlm.data.store import TokenStore
     from ctxlm.families.palm_data import prepare_palm_data

@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, TINY_PALM_MODEL, run_cli, wiki_slice
 from ctxlm import compare as compare_module
 from ctxlm.cli import build_parser, main
-from ctxlm.config import GlmConfig
+from ctxlm.families.glm import GlmConfig
 from ctxlm.config_loading import load_pretrain_config
 from ctxlm.errors import CtxlmError
 from ctxlm.models.glm import GlmModel

@@ -15,7 +15,8 @@ import torch
 from conftest import ROOT, TINY_PALM_MODEL, run_cli, wiki_slice
 from ctxlm import cli
 from ctxlm.checkpoint import build_model, save_model_dir
-from ctxlm.config import GenerationConfig, PalmDataConfig, TrainConfig, load_finetune_config
+from ctxlm.config import GenerationConfig, TrainConfig, load_finetune_config
+from ctxlm.families.palm import PalmDataConfig
 from ctxlm.config_loading import load_pretrain_config, named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.generation import beam_search, greedy_or_sample

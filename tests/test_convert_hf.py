@@ -13,7 +13,9 @@ from transformers import BartForConditionalGeneration, BertConfig, BertForMasked
 
 from ctxlm import cli
 from ctxlm.checkpoint import load_model_dir, save_model_dir
-from ctxlm.config import GlmConfig, PalmConfig, UnilmConfig
+from ctxlm.families.glm import GlmConfig
+from ctxlm.families.palm import PalmConfig
+from ctxlm.families.unilm import UnilmConfig
 from ctxlm.convert import model_from_hf
 from ctxlm.errors import CtxlmError
 from ctxlm.models.glm import GlmModel

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import ctxlm.predict
-from ctxlm.config import GenerationConfig, PalmConfig
+from ctxlm.config import GenerationConfig
+from ctxlm.families.palm import PalmConfig
 from ctxlm.device import for_inference, resolve_device
 from ctxlm.errors import CtxlmError
 from ctxlm.generation import Generated

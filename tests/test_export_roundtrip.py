@@ -18,7 +18,8 @@ from transformers import GenerationConfig as HfGenerationConfig
 
 from ctxlm import cli
 from ctxlm.checkpoint import save_model_dir
-from ctxlm.config import GenerationConfig, PalmConfig, from_mapping
+from ctxlm.config import GenerationConfig, from_mapping
+from ctxlm.families.palm import PalmConfig
 from ctxlm.convert import model_from_hf
 from ctxlm.errors import CtxlmError
 from ctxlm.generation import generate
@@ -262,7 +263,7 @@ def test_unilm_and_glm_exports_add_their_own_special_tokens(tmp_path):
     pair = bert("w7 w8", "w9")
     assert (pair["input_ids"], pair["token_type_ids"]) == ([2, 7, 8, 3, 9, 3], [0, 0, 0, 0, 1, 1])
     assert "does not generate" in (tmp_path / "bert/CTXLM_NOTE.md").read_text()
-    from ctxlm.config import GlmConfig
+    from ctxlm.families.glm import GlmConfig
     from ctxlm.models.glm import GlmModel
 
     glm_tokenizer = bert_tokenizer()

@@ -96,7 +96,7 @@ def toy_family():
         pair_example=toy_pair, named_configs={"toy-tiny": {"d_model": 8}},
     ))
     yield family
-    from ctxlm.config import NAMED_CONFIGS
+    from ctxlm.families import NAMED_CONFIGS
 
     for store, old in zip((families.FAMILIES, families.OBJECTIVES, families.HEADS), saved):
         store.clear()

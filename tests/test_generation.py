@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
-from ctxlm.config import PalmConfig
+from ctxlm.families.palm import PalmConfig
 from ctxlm.generation import (GenerationConfig, ban_repeated_ngrams, ban_subword_loops, ban_unknown_words,
                               ban_word_repeats, generate, sample_token)
 from ctxlm.lexicon import WordLexicon

@@ -198,7 +198,8 @@ def collapsed_run(tmp_path_factory):
 
 def pretrain_collapsing(root, resume: bool = False) -> list[str]:
     """Pre-train (or resume) the small UniLMv2 of `collapsed_run` in `root/run`; the warnings' texts."""
-    from ctxlm.config import PretrainConfig, TrainConfig, UnilmDataConfig
+    from ctxlm.config import PretrainConfig, TrainConfig
+    from ctxlm.families.unilm import UnilmDataConfig
     from ctxlm.config_loading import named_model_config
     from ctxlm.pretraining import pretrain
     from ctxlm.tokenization import TextTokenizer

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from conftest import wiki_slice
 from ctxlm.checkpoint import load_model_dir
 from ctxlm.tasks.cloze import score_candidates
-from ctxlm.config import GlmDataConfig, TrainConfig
+from ctxlm.config import TrainConfig
+from ctxlm.families.glm import GlmDataConfig
 from ctxlm.config_loading import named_model_config
 from ctxlm.data.store import TokenStore
 from ctxlm.generation import GenerationConfig, generate

@@ -10,7 +10,8 @@ import torch
 from transformers.models.t5.modeling_t5 import T5Attention
 
 from conftest import wiki_slice
-from ctxlm.config import TrainConfig, UnilmDataConfig
+from ctxlm.config import TrainConfig
+from ctxlm.families.unilm import UnilmDataConfig
 from ctxlm.config_loading import named_model_config
 from ctxlm.data.store import TokenStore
 from ctxlm.generation import GenerationConfig, generate

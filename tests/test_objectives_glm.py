@@ -401,7 +401,7 @@ def test_cloze_candidates_share_part_a_and_score_only_answer_tokens():
 
 from dataclasses import replace  # noqa: E402
 
-from ctxlm.config import GlmDataConfig  # noqa: E402
+from ctxlm.families.glm import GlmDataConfig  # noqa: E402
 from ctxlm.data.store import TokenStore  # noqa: E402
 from ctxlm.objectives.chunks import sentence_chunks  # noqa: E402
 from ctxlm.objectives.glm import GlmExamples, glm_text_budget, prepare_glm_data  # noqa: E402

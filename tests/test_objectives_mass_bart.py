@@ -13,7 +13,7 @@ import torch
 from conftest import wiki_slice
 from ctxlm.checkpoint import load_model_dir
 from ctxlm.cli import main
-from ctxlm.config import PalmConfig
+from ctxlm.families.palm import PalmConfig
 from ctxlm.models.palm import PalmModel
 from ctxlm.objectives.bart import (
     build_bart_example,

@@ -315,7 +315,7 @@ def test_copy_head_copies_a_masked_word_from_copy_source_ids():
     of that position moves from [MASK] to w (eq. 6), and the training loss is −log P(w)."""
     import torch
 
-    from ctxlm.config import PalmConfig
+    from ctxlm.families.palm import PalmConfig
     from ctxlm.models.palm import PalmModel
 
     torch.manual_seed(0)

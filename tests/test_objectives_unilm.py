@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from ctxlm.config import UnilmDataConfig
+from ctxlm.families.unilm import UnilmDataConfig
 from ctxlm.errors import CtxlmError
 from ctxlm.objectives.masking import IGNORE_INDEX, example_rng
 from ctxlm.objectives.unilm import (

@@ -13,7 +13,8 @@ import torch
 from conftest import wiki_slice
 from ctxlm.families import get_family
 from ctxlm.checkpoint import build_model, load_model_dir
-from ctxlm.config import FinetuneConfig, PalmDataConfig, PretrainConfig, TrainConfig
+from ctxlm.config import FinetuneConfig, PretrainConfig, TrainConfig
+from ctxlm.families.palm import PalmDataConfig
 from ctxlm.config_loading import default_data_config, named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.tasks.seq2seq import finetune

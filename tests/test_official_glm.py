@@ -18,7 +18,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ctxlm.config import GenerationConfig, GlmConfig
+from ctxlm.config import GenerationConfig
+from ctxlm.families.glm import GlmConfig
 from ctxlm.errors import CtxlmError
 from ctxlm.generation import generate
 from ctxlm.official import convert_from_official, detect_format, model_from_official

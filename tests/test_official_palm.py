@@ -243,7 +243,7 @@ def test_the_release_architecture_is_not_exported_as_bart(tmp_path):
                                             (dict(copy_head="attention"), "copy_head 'attention'"),
                                             (dict(decoder_layer_norm_eps=1e-6), "decoder_layer_norm_eps")])
 def test_release_options_are_checked(options, field):
-    from ctxlm.config import PalmConfig
+    from ctxlm.families.palm import PalmConfig
     from ctxlm.models.palm import PalmModel
 
     with pytest.raises(CtxlmError, match=field):

@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ctxlm.config import GenerationConfig, UnilmConfig
+from ctxlm.config import GenerationConfig
+from ctxlm.families.unilm import UnilmConfig
 from ctxlm.errors import CtxlmError
 from ctxlm.generation import generate
 from ctxlm.layouts import pair_example, prompt_example

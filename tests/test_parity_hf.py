@@ -19,7 +19,7 @@ from transformers import (
 
 from ctxlm import cli
 from ctxlm.checkpoint import load_model_dir, save_model_dir
-from ctxlm.config import PalmConfig
+from ctxlm.families.palm import PalmConfig
 from ctxlm.errors import CtxlmError
 from ctxlm.models.hf import bart_from_palm, palm_from_bart, palm_from_encoder_checkpoint
 from ctxlm.models.palm import PalmModel

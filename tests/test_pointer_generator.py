@@ -279,7 +279,7 @@ def test_head_output_independent_of_chunk_size(monkeypatch):
 def test_training_loss_at_the_labels_equals_the_full_mixture(smoothing):
     """PalmModel's training loss (log P at the labels, and its vocabulary mean for label smoothing,
     without a B×T×V mixture) equals cross-entropy over the full eq. (7) distribution, with gradients."""
-    from ctxlm.config import PalmConfig
+    from ctxlm.families.palm import PalmConfig
     from ctxlm.models.palm import PalmModel
 
     torch.manual_seed(0)

@@ -9,7 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from ctxlm.config import PalmDataConfig, PretrainConfig, TrainConfig
+from ctxlm.config import PretrainConfig, TrainConfig
+from ctxlm.families.palm import PalmDataConfig
 from ctxlm.config_loading import named_model_config
 from ctxlm.objectives.chunks import sentence_chunks, skipped_sentences
 from ctxlm.objectives.palm import palm_windows

@@ -138,7 +138,7 @@ def test_pretrain_takes_the_defaults_of_the_models_shape(small_corpus, monkeypat
     """`pretrain` asks for the defaults of the model it trains: 12 UniLMv2 layers (narrow, to stay
     cheap) get UNILM_DEEP_LR, in the loop's config and in run.json's `train_defaults`."""
     import ctxlm.pretraining
-    from ctxlm.config import UnilmDataConfig
+    from ctxlm.families.unilm import UnilmDataConfig
 
     seen = {}
     monkeypatch.setattr(ctxlm.pretraining, "train",

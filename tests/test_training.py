@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from conftest import wiki_slice
 from ctxlm.checkpoint import list_checkpoints, load_model_dir
 from ctxlm.cli import main
-from ctxlm.config import PalmDataConfig, PretrainConfig, TrainConfig
+from ctxlm.config import PretrainConfig, TrainConfig
+from ctxlm.families.palm import PalmDataConfig
 from ctxlm.config_loading import named_model_config
 from ctxlm.pretraining import pretrain
 from ctxlm.run_options import RunOptions

@@ -134,7 +134,7 @@ def test_a_compiled_model_trains_with_the_loss():
     """Under `torch.compile` (inductor) the fused Function's loss came out of the compiled PALM with no
     grad_fn, so `--compile` could not train; compiled code takes the plain loss, with the same value
     and gradients as the eager model's fused one."""
-    from ctxlm.config import PalmConfig
+    from ctxlm.families.palm import PalmConfig
     from ctxlm.models.palm import PalmModel
 
     torch.manual_seed(0)

@@ -1,7 +1,8 @@
 """The registry of model families and pre-training objectives.
 
 A family (PALM, GLM, UniLMv2) registers in one place (`ctxlm/families/<name>.py`) everything the
-rest of the package looks up by a model config's `family`: its config dataclass, its model class,
+rest of the package looks up by a model config's `family`: its config dataclass (a
+`ctxlm.config.ModelConfig`) and its named configs, its model class,
 its task heads, its seq2seq layout, its pre-training objectives and its transformers converters.
 `build_model` (checkpoint.py), `pair_example` / `prompt_example` (layouts.py) and `pretrain`
 (pretraining.py) ask the registry instead of branching on the family.
@@ -13,13 +14,14 @@ turns a token store into training and held-out examples.
 Classes and functions may be given as `"module:attribute"` strings, imported on first use, so that
 registering a family imports nothing heavy.
 
-A new family: one file defining its config, model, objective and layout, ending in
+A new family: one file defining its config, data config, named configs, model, objective and layout, ending in
 `register(Family(...))`, plus its module name in `BUILTIN` below (or a `register` call from user
 code before the CLI runs).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -79,7 +81,7 @@ class Family:
     - `pair_example(cfg, source, target, max_source, max_target)` / `prompt_example(cfg, source,
       max_source)`: the seq2seq fine-tuning and decoding layouts (None: no seq2seq use);
     - `heads`: task-head models by `head.json` type, built as `cls(config, **arguments)`;
-    - `named_configs`: `--config` names added to `ctxlm.config.NAMED_CONFIGS`;
+    - `named_configs`: `--config` names (name → config fields) added to `NAMED_CONFIGS`;
     - `from_hf`: transformers `model_type` → `function(hf_model, **options) -> (model, report)`;
     - `to_hf`: `function(model, tokenizer, out_dir, **options) -> report` (None: no export);
     - `train_defaults`: pre-training optimiser settings (`TrainConfig` fields among
@@ -90,7 +92,10 @@ class Family:
       it sets (`pretrain(objective_options=...)`), e.g. GLM's `--glm-task` → `task`;
     - `config_flags`: `ctxlm pretrain` flags (dests) that change a config of this family's data,
       applied by `apply_config_flags(data_config, {dest: value given})`; with a model of another
-      family they are refused with `config_flags_error`.
+      family they are refused with `config_flags_error`;
+    - `flags`: those flags' argparse keywords (dest → keywords, e.g. `choices`). A flag naming a field of
+      the default objective's data config takes its type and help from the field (its comment); the
+      others give their own `action` and `help` here.
     """
 
     name: str
@@ -109,6 +114,7 @@ class Family:
     config_flags: tuple[str, ...] = ()
     apply_config_flags: Ref = None
     config_flags_error: str = ""
+    flags: dict[str, dict] = field(default_factory=dict)
 
     def build(self, config):
         return resolve(self.model)(config)
@@ -117,6 +123,7 @@ class Family:
 FAMILIES: dict[str, Family] = {}
 OBJECTIVES: dict[str, Objective] = {}
 HEADS: dict[str, Ref] = {}
+NAMED_CONFIGS: dict[str, dict[str, Any]] = {}  # `--config` name → model config fields, `family` among them
 BUILTIN = ("palm", "glm", "unilm")  # modules of ctxlm.families registered at import
 REFERENCE_FAMILY = "palm"  # `compare` sizes every other family's model to this family's config
 
@@ -129,8 +136,6 @@ WARMUP_FIELDS = ("warmup_steps", "warmup_ratio")
 
 def register(family: Family) -> Family:
     """Add (or replace) a family, its objectives, heads and named configs."""
-    from ..config import NAMED_CONFIGS
-
     unknown = set(family.train_defaults) - set(OPTIMIZER_FIELDS)
     if unknown:
         raise CtxlmError(f"family '{family.name}': train_defaults may set {', '.join(OPTIMIZER_FIELDS)}, "
@@ -140,6 +145,10 @@ def register(family: Family) -> Family:
             raise CtxlmError(f"objective '{objective.name}' names family '{objective.family}', "
                              f"registered under '{family.name}'")
         OBJECTIVES[objective.name] = objective
+    data_config = getattr(family.config, "data_config", None)  # `PretrainConfig`'s default data (ModelConfig)
+    if data_config is not None and family.objectives and data_config is not family.objectives[0].data_config:
+        raise CtxlmError(f"family '{family.name}': {family.config.__name__}.data_config is not its default "
+                         f"objective's ({family.objectives[0].data_config.__name__})")
     FAMILIES[family.name] = family
     HEADS.update(family.heads)
     for name, values in family.named_configs.items():
@@ -151,6 +160,15 @@ def get_family(name: str) -> Family:
     if name not in FAMILIES:
         raise CtxlmError(f"unknown model family '{name}' (known: {', '.join(FAMILIES)})")
     return FAMILIES[name]
+
+
+def named_model_values(name: str) -> dict[str, Any]:
+    """The fields of the named model config `name` (a family's `named_configs`), `family` among them."""
+    if name not in NAMED_CONFIGS:
+        close = difflib.get_close_matches(name, NAMED_CONFIGS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise CtxlmError(f"unknown config '{name}'{hint}; named configs: {', '.join(sorted(NAMED_CONFIGS))}")
+    return NAMED_CONFIGS[name]
 
 
 def get_objective(name: str) -> Objective:

@@ -4,12 +4,103 @@ encoder MLM (stage 1) and context-conditioned continuation generation (stage 2).
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from ..config import PalmConfig, PalmDataConfig
+from ..config import DataConfig, ModelConfig, ranged
 from ..objectives.palm import PalmTokens, build_palm_example
 from . import Family, Objective, register
+
+
+@dataclass
+class PalmDataConfig(DataConfig):
+    """PALM pre-training examples (paper §2.2, §3.1), and the MASS and BART baselines that run on the
+    PALM model family (segments of at most `fragment_length` tokens, special tokens included)."""
+
+    fragment_length: int = ranged(500, 4)  # PALM's fragment length L: source + target tokens, special tokens included
+    # the source takes 80%·L, the target the remaining 20%·L
+    source_ratio: float = ranged(0.8, 0, 1, low_open=True, high_open=True)
+    mlm_probability: float = ranged(0.15, 0, 1)
+    mlm_weight: float = ranged(0.0, 0)  # PALM stage 2: weight of an added encoder MLM loss (0: the paper's reading)
+    mass_ratio: float = ranged(0.5, 0, 1, low_open=True, high_open=True)  # MASS: the masked span's share of a segment
+    bart_mask_ratio: float = ranged(0.3, 0, 1)  # BART text infilling: share of tokens masked
+    bart_poisson_lambda: float = ranged(3.0, 0, low_open=True)  # BART: span lengths ~ Poisson(λ)
+    bart_permute_sentences: bool = True  # BART: sentence permutation before infilling
+    valid_fraction: float = ranged(0.01, 0, 1, high_open=True)  # held-out documents
+    max_valid_documents: int = ranged(50, 0)
+
+
+@dataclass
+class PalmConfig(ModelConfig):
+    """A BART-shaped transformer encoder-decoder with PALM's pointer-generator and MLM head.
+
+    Field names follow `transformers.BartConfig` where they mean the same thing, so configs
+    convert both ways (`ctxlm.models.hf`).
+    """
+
+    family: str = "palm"
+    data_config: ClassVar[type] = PalmDataConfig  # the default objective's
+    vocab_size: int = 30522
+    d_model: int = 768
+    encoder_layers: int = 12
+    decoder_layers: int = 12
+    encoder_attention_heads: int = 12
+    decoder_attention_heads: int = 12
+    encoder_ffn_dim: int = 3072
+    decoder_ffn_dim: int = 3072
+    max_position_embeddings: int = 512
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    activation_function: str = "gelu"
+    mlm_head_activation: str = "gelu"  # BERT's head uses hidden_act, RoBERTa's always GELU
+    layer_norm_eps: float = 1e-5
+    scale_embedding: bool = False
+    init_std: float = 0.02
+    copy: bool = True  # PALM's pointer-generator (paper eqs. 2-8); off = a plain BART-style model
+    pad_token_id: int = 0
+    bos_token_id: int = 2
+    eos_token_id: int = 3
+    decoder_start_token_id: int = 2
+    mask_token_id: int = 4
+    # The AliceMind release (docs/official-models.md): its decoder is PreSumm's, not BART's.
+    decoder_style: str = "bart"  # "presumm": pre-LN layers + final LayerNorm, sinusoidal positions, embedding·√d
+    decoder_layer_norm_eps: float | None = None  # None = layer_norm_eps (the release: 1e-6)
+    decoder_activation_function: str | None = None  # None = activation_function (the release: "gelu_tanh")
+    tie_decoder_embedding: bool = True  # False: the decoder's own embedding (also its output layer) + a trained bias
+    copy_head: str = "pointer"  # with copy: "pointer" = the paper's eqs. 2-8; "attention" = the release's p_gen
+
+
+# `--config` names (registered into `ctxlm.families.NAMED_CONFIGS`)
+PALM_NAMED_CONFIGS = {
+    # Trains on a laptop CPU in minutes (the demo and the tests use it).
+    "palm-tiny": dict(
+        d_model=256, encoder_layers=4, decoder_layers=4,
+        encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=1024, decoder_ffn_dim=1024, max_position_embeddings=512,
+    ),
+    # `make demo`'s model: pre-trained and fine-tuned twice in about 16 minutes on two CPU cores.
+    "palm-mini": dict(
+        d_model=128, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=512, decoder_ffn_dim=512, max_position_embeddings=256,
+    ),
+    # PALM (paper §3.1): 12-layer encoder, 12-layer decoder, 768 hidden, 3072 FFN, 12 heads.
+    "palm-base": dict(
+        d_model=768, encoder_layers=12, decoder_layers=12,
+        encoder_attention_heads=12, decoder_attention_heads=12,
+        encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=512,
+    ),
+    # PALM-large (paper §3.1): 24-layer encoder, 6-layer decoder, 1024 hidden, 16 heads.
+    "palm-large": dict(
+        d_model=1024, encoder_layers=24, decoder_layers=6,
+        encoder_attention_heads=16, decoder_attention_heads=16,
+        encoder_ffn_dim=4096, decoder_ffn_dim=4096, max_position_embeddings=512,
+    ),
+}
+
 
 
 def palm_config_tokens(cfg) -> PalmTokens:
@@ -62,6 +153,7 @@ def apply_config_flags(data: PalmDataConfig, given: dict) -> PalmDataConfig:
 register(Family(
     name="palm",
     config=PalmConfig,
+    named_configs=PALM_NAMED_CONFIGS,
     model="ctxlm.models.palm:PalmModel",
     objectives=(Objective("palm", "palm", PalmDataConfig, "ctxlm.families.palm_data:prepare_palm_objective",
                           palm_loss_options, stages=("mlm", "generation"), prepare_model=prepare_stage),

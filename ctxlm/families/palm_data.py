@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import PalmDataConfig
+from .palm import PalmDataConfig
 from ..data.store import TokenStore
 from ..errors import CtxlmError
 from ..objectives.chunks import skipped_sentences

@@ -3,10 +3,69 @@ pre-trained as a pseudo-masked LM."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 
-from ..config import UnilmConfig, UnilmDataConfig
-from . import Family, Objective, register
+from ..config import DataConfig, ModelConfig, ranged
+from ..objectives.unilm import OBJECTIVES as UNILM_OBJECTIVES
+from . import Family, Objective, PreparedData, register
+
+
+@dataclass
+class UnilmDataConfig(DataConfig):
+    """UniLMv2 pre-training examples: `[SOS] S1 [EOS] S2 [EOS]` from whole sentences."""
+
+    max_length: int = ranged(512, 4)  # the in-place sequence; appended [P]/original tokens come on top
+    objective: str = "ae+par"  # the UniLMv2 objective: ae+par | ae | par | ae+ar | ar (Table 6)
+    mask_ratio: float = ranged(0.15, 0, 1, low_open=True, high_open=True)
+    block_prob: float = ranged(0.4, 0, 1)
+    max_block: int = ranged(6, 1)
+    valid_fraction: float = ranged(0.01, 0, 1, high_open=True)
+    max_valid_documents: int = ranged(50, 0)
+
+
+@dataclass
+class UnilmConfig(ModelConfig):
+    """UniLMv2 (Bao et al., 2020): a BERT-shaped post-LN transformer with T5-style bucketed relative
+    position bias shared across layers."""
+
+    family: str = "unilm"
+    data_config: ClassVar[type] = UnilmDataConfig  # the default objective's
+    vocab_size: int = 30522
+    d_model: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    ffn_dim: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_function: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    init_std: float = 0.02
+    relative_position_bias: bool = True  # off = the paper's "- rel pos" ablation (the release's rel_pos_bins 0)
+    relative_buckets: int = 32
+    relative_max_distance: int = 128
+    pad_token_id: int = 0
+    bos_token_id: int = 2  # [SOS] = [CLS]
+    eos_token_id: int = 3  # [EOS] = [SEP]
+    mask_token_id: int = 4  # [M]
+    pseudo_token_id: int = 9  # [P]; the unilm2 release and s2s-ft feed [MASK] (pseudo_token_id = mask_token_id)
+    # False: the key projection has no bias, as the unilm2 release's fused `qkv_linear` (s2s-ft
+    # convert_state_dict.py). A key bias adds q·b to every score of a query alike, so it never changes attention.
+    key_bias: bool = True
+    copy: bool = False  # PALM's copy head (eqs. 2-8) over the seq2seq source; ctxlm's extension (models/unilm.py)
+
+
+# `--config` names (registered into `ctxlm.families.NAMED_CONFIGS`). UniLMv2-base (paper §4.1): 12 layers,
+# 768 hidden, 12 heads, 3072 FFN.
+UNILM_NAMED_CONFIGS = {
+    "unilm-tiny": dict(d_model=256, num_layers=4, num_heads=4, ffn_dim=1024),
+    "unilm-base": dict(d_model=768, num_layers=12, num_heads=12, ffn_dim=3072),
+}
+
 
 # The peak lr: the paper's 6e-4 (for base at batches of 7,680 sequences), measured at our sizes on the
 # shared corpus (reports/quality/unilm-defaults; unilm-tiny, batches of 16 × 128 tokens, β2 0.98, 4.8%
@@ -50,7 +109,6 @@ def pretraining_tokens(tokenizer, model_config):
 
 def prepare_unilm(store, tokenizer, model_config, data: UnilmDataConfig, stage: str, seed: int):
     from ..objectives.unilm import prepare_unilm_data
-    from ..pretraining import PreparedData
 
     return PreparedData(*prepare_unilm_data(store, pretraining_tokens(tokenizer, model_config), data, seed,
                                             model_config.max_position_embeddings))
@@ -72,6 +130,7 @@ def prompt_example(cfg, source, max_source: int) -> dict:
 register(Family(
     name="unilm",
     config=UnilmConfig,
+    named_configs=UNILM_NAMED_CONFIGS,
     model="ctxlm.models.unilm:UnilmModel",
     objectives=(Objective("unilm", "unilm", UnilmDataConfig, prepare_unilm),),
     pair_example=pair_example,
@@ -85,4 +144,5 @@ register(Family(
     train_defaults=dict(lr=UNILM_LR, warmup_ratio=0.048, weight_decay=0.01, adam_beta2=0.98, adam_eps=1e-6),
     shape_train_defaults=shape_train_defaults,
     objective_flags={"unilm_objective": "objective"},
+    flags={"unilm_objective": dict(choices=list(UNILM_OBJECTIVES))},
 ))

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import GlmConfig
+from ..families.glm import GlmConfig
 from ..errors import CtxlmError
 from ..objectives.glm import GlmTokens
 from ..objectives.masking import IGNORE_INDEX

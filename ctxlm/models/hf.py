@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import GenerationConfig, PalmConfig, from_mapping
+from ..config import GenerationConfig, from_mapping
+from ..families.palm import PalmConfig
 from ..errors import CtxlmError
 from ..extras import require
 from .layers import LearnedPositions

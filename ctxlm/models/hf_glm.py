@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import load_weights
-from ..config import GlmConfig
+from ..families.glm import GlmConfig
 from ..config_loading import model_config_from_dict
 from ..errors import CtxlmError
 from .glm import GlmModel

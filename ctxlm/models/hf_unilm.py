@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import UnilmConfig
+from ..families.unilm import UnilmConfig
 from ..errors import CtxlmError
 from .hf import (
     Conversion,

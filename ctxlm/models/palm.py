@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import PalmConfig
+from ..families.palm import PalmConfig
 from ..errors import CtxlmError
 from ..objectives.masking import IGNORE_INDEX
 from .attention_copy_head import AttentionCopyHead

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from ..config import PalmConfig
+from ..families.palm import PalmConfig
 from .dropout import dropout
 from .layers import Attention, KVCache, add_feed_forward, key_padding_mask
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import UnilmConfig
+from ..families.unilm import UnilmConfig
 from ..objectives.masking import IGNORE_INDEX
 from .dropout import dropout
 from .layers import KVCache, MaskedLMHead, PostLNEncoderLayer, init_weights

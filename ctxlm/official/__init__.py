@@ -200,7 +200,13 @@ def convert_from_official(source: str | Path, out_dir: str | Path, *, family: st
                           format: str | None = None, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
                           **options):
     """An official release → a ctxlm model directory (with `conversion.json`; weights above
-    `max_shard_size` sharded, as transformers). Returns the `Conversion`."""
+    `max_shard_size` sharded, as transformers). Returns the `Conversion`.
+
+    Args:
+        source: a release of a paper's own code (directory, file or hub id): THUDM GLM (hub or Megatron),
+            microsoft/unilm UniLMv2 (release or s2s-ft), AliceMind PALM; the format is detected (or give `format`)
+        max_shard_size: weights above this are written as shards with an index, as transformers
+    """
     parse_size(max_shard_size)  # a bad size stops before the release is read
     model, tokenizer, report = model_from_official(source, family=family, format=format, **options)
     model.save_pretrained(out_dir, tokenizer, max_shard_size=max_shard_size)
@@ -215,7 +221,12 @@ def writable_formats(family: str) -> list[str]:
 
 def convert_to_official(model_dir: str | Path, out_dir: str | Path, *, format: str | None = None) -> list[str]:
     """A ctxlm model directory → the official layout of its family (`format`: one of `writable_formats`;
-    default the family's only one). Returns notes."""
+    default the family's only one). Returns notes.
+
+    Args:
+        model_dir: a ctxlm model directory, written in its family's official layout (for the official
+            fine-tuning code)
+    """
     from ..checkpoint import load_model_dir
 
     model, tokenizer = load_model_dir(model_dir)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import GlmConfig
+from ..families.glm import GlmConfig
 from ..errors import CtxlmError
 from . import OfficialCheckpoint
 from .safe_pickle import safe_torch_load

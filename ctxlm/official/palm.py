@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import GenerationConfig, PalmConfig
+from ..config import GenerationConfig
+from ..families.palm import PalmConfig
 from ..errors import CtxlmError
 from ..models.hf import BERT_LAYER_NAMES
 from .safe_pickle import safe_torch_load

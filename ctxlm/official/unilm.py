@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import GenerationConfig, UnilmConfig
+from ..config import GenerationConfig
+from ..families.unilm import UnilmConfig
 from ..errors import CtxlmError
 from . import OfficialCheckpoint
 from .safe_pickle import safe_torch_load

@@ -49,15 +49,25 @@ class TaskData:
     task's recipe, limits, and the task's own options (`max_length`, `pooler`, `score_eop`,
     `doc_stride`, `source_field`, ...; the task's `options` class names them)."""
 
+    # the training file in the task's format, or a dataset (.parquet, .arrow, save_to_disk directory, hub:NAME)
+    # with --source-field/--target-field
     train: str | Path | None = None
-    valid: str | Path | None = None
-    ref: str | Path | None = None  # evaluate: the references (seq2seq perplexity, the SQuAD JSON)
+    valid: str | Path | None = None  # the validation file (loss, best checkpoint, early stopping)
+    # evaluate: the references (JSONL with field 'target', or a .txt file, one a line, for seq2seq perplexity;
+    # squad: the SQuAD JSON)
+    ref: str | Path | None = None
+    # cloze: superglue/<Task>; classify: glue/MRPC, glue/STS-B, superglue/RTE (evaluate: default the
+    # dataset the model was fine-tuned on)
     dataset: str | None = None
-    data_dir: str | Path | None = None
-    split: str | None = None  # evaluate: the split scored
-    recipe: Any = None  # a recipe name, YAML file or `FinetuneConfig`
-    train_limit: int | None = None
-    valid_limit: int | None = None
+    data_dir: str | Path | None = None  # cloze, classify: the NLU data folder (e.g. ../shared/data/nlu)
+    split: str | None = None  # evaluate: the split scored (cloze: dev32, the default, or train; classify: dev or train)
+    # the task's recipe (in Python also a `FinetuneConfig`): seq2seq: gigaword, cnndm, xsum, squad_qg, marco,
+    # cornell, the papers' unilm2-xsum, unilm2-cnndm, unilm2-squad-qg, palm-cnndm, palm-gigaword, or YAML;
+    # cloze/classify/squad: a YAML of their options (dataset, data_dir, max_length, epochs, ...) and train:, or
+    # GLM's glm-superglue-<task> (its task: sets --task)
+    recipe: Any = None
+    train_limit: int | None = None  # use only the first N training rows
+    valid_limit: int | None = None  # classify, squad: use only the first N validation rows
     limit: int | None = None  # evaluate: score only the first N rows
     options: dict = field(default_factory=dict)
 
@@ -196,13 +206,13 @@ class NluOptions:
     task: str | None = None
     dataset: str | None = None
     data_dir: str | None = None
-    max_length: int | None = ranged(None, 8)
+    max_length: int | None = ranged(None, 8)  # tokens per input (cloze: the model's; classify 128; squad 384)
     epochs: int | None = ranged(None, 1)  # cloze: passes over the training rows instead of max_steps (GLM's scripts)
-    score_eop: bool = False
-    pooler: bool = False
-    doc_stride: int = ranged(128, 1)
-    max_query_length: int = ranged(64, 1)
-    max_answer_length: int = ranged(30, 1)
+    score_eop: bool = False  # cloze: also score [eop] after multi-token answers
+    pooler: bool = False  # classify: BERT's dense+tanh pooler before the classifier
+    doc_stride: int = ranged(128, 1)  # squad: tokens between window starts
+    max_query_length: int = ranged(64, 1)  # squad: the question is cut to this many tokens
+    max_answer_length: int = ranged(30, 1)  # squad: the longest answer span predicted, in tokens
 
     __post_init__ = check_ranges  # flags and recipes alike
 

@@ -34,7 +34,8 @@ import torch
 
 from .seq2seq import starting_model
 from ..checkpoint import build_model, load_model_dir, read_head, read_model_config, resume_checkpoint
-from ..config import TrainConfig, UnilmConfig
+from ..config import TrainConfig
+from ..families.unilm import UnilmConfig
 from ..device import for_inference, resolve_device
 from ..data.glue import GlueDataset, Row, get_dataset
 from ..errors import CtxlmError

@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import load_model_dir
-from ..config import GlmConfig, TrainConfig, steps_for_epochs
+from ..config import TrainConfig, steps_for_epochs
+from ..families.glm import GlmConfig
 from ..device import for_inference, resolve_device
 from ..data.superglue import MASK, ClozeExample, load_superglue, superglue_file, task_metrics, task_name
 from ..errors import CtxlmError

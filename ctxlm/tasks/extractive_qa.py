@@ -39,7 +39,8 @@ import torch
 
 from ..checkpoint import build_model, load_model_dir, read_model_config, resume_checkpoint
 from .classification import epochs_train_config, load_backbone, tokens_of
-from ..config import TrainConfig, UnilmConfig
+from ..config import TrainConfig
+from ..families.unilm import UnilmConfig
 from ..device import for_inference, resolve_device
 from ..errors import CtxlmError, not_utf8
 from ..metrics import squad_exact_match, squad_f1

@@ -239,7 +239,14 @@ def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: f
     stay as they are, as in THUDM/GLM. Each blank's fill is at most as many tokens as the words
     masked there, plus `[eop]` (a model that repeats a word stops there, not at `max_new_tokens`).
     `output` writes a JSONL of masked / filled / reference lines.
-    Returns `bleu`, `lines`, `blanks`, `masked_words`, `words`."""
+    Returns `bleu`, `lines`, `blanks`, `masked_words`, `words`.
+
+    Args:
+        path: the file scored: mask `mask_ratio` of each line's words, fill, BLEU against the line
+        mask_ratio: the share of each line's words masked
+        limit: score the first N lines only
+        output: write each line's masked, filled and original text here (JSONL)
+    """
     path = Path(path)
     if not path.is_file():
         raise CtxlmError(f"{path}: no such file")

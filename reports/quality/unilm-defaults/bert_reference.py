@@ -30,7 +30,7 @@ from transformers import (BertConfig, BertForMaskedLM, DataCollatorForLanguageMo
 
 from transformers.utils import ModelOutput
 
-from ctxlm.config import UnilmConfig
+from ctxlm.families.unilm import UnilmConfig
 from ctxlm.data.store import TokenStore
 from ctxlm.models.unilm import UnilmModel
 from ctxlm.tokenization import TextTokenizer

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ctxlm.checkpoint import load_model_dir
-from ctxlm.config import UnilmDataConfig
+from ctxlm.families.unilm import UnilmDataConfig
 from ctxlm.data.store import TokenStore
 from ctxlm.objectives.masking import IGNORE_INDEX
 from ctxlm.objectives.unilm import prepare_unilm_data, unilm_tokens

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ctxlm.config import UnilmConfig, UnilmDataConfig
+from ctxlm.families.unilm import UnilmConfig, UnilmDataConfig
 from ctxlm.data.store import TokenStore
 from ctxlm.models.unilm import UnilmModel
 from ctxlm.objectives.masking import IGNORE_INDEX
