@@ -235,7 +235,7 @@ def test_demo_size_model_beats_the_first_8_words_on_gigaword(data_dir, tmp_path)
                                        progress=False, bf16=True, early_stopping_patience=0)
     recipe.decoding = dataclasses.replace(recipe.decoding, max_new_tokens=20)
     finetune(files / "train.jsonl", files / "valid.jsonl", tmp_path / "model", recipe,
-             model_config=named_model_config("palm-mini"), tokenizer=tokenizer)
+             scratch=ScratchModel(named_model_config("palm-mini"), tokenizer))
     valid = read_pairs("summarization", files / "valid.jsonl", limit=200)
     references = [p.target for p in valid]
     model = rouge(decode_pairs(tmp_path / "model", valid, max_source_tokens=64), references)
