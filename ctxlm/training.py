@@ -4,10 +4,11 @@ Inputs are an `Examples` source (index, epoch → dict of numpy arrays; PALM, GL
 objectives all provide one), a model whose `forward(**batch, **loss_options)` returns an object
 with `.loss`, `.loss_sums` (per objective, token-summed) and `.metrics` (per-objective
 `<name>_nll_sum` and `<name>_tokens`) and whose `target_counts(batch)` counts each objective's
-targets, and a `TrainConfig`. The loop does AdamW (fused, on CUDA and the CPU) with linear warm-up and linear
-decay, gradient accumulation, clipping, optional bf16 autocast and torch.compile, validation (loss
-and perplexity per objective), a progress bar, metrics as JSONL and TensorBoard, and atomic
-checkpoints with the full training state.
+targets, and a `TrainConfig` (`TrainingInputs` bundles the examples with the held-out ones, the pad
+id and the loss options; `RunOptions` says how the run starts and where). The loop does AdamW
+(fused, on CUDA and the CPU) with linear warm-up and linear decay, gradient accumulation, clipping,
+optional bf16 autocast and torch.compile, validation (loss and perplexity per objective), a
+progress bar, metrics as JSONL and TensorBoard, and atomic checkpoints with the full training state.
 
 The loss of an optimizer step is, per objective, the sum of its token losses over all
 micro-batches and ranks of the step divided by the step's number of targets (the counts are
@@ -375,7 +376,7 @@ class TrainingRun:
     - saving (`save_checkpoint`, `finish`): atomic checkpoints that hold the whole state, `best/`
       included; SIGTERM/SIGINT end the run with a checkpoint.
 
-    `run` strings them together."""
+    `run()` strings them together."""
 
     def __init__(self, model: nn.Module, inputs: TrainingInputs, cfg: TrainConfig, out_dir: str | Path, *,
                  tokenizer=None, run_info: dict[str, Any] | None = None, side_files: dict[str, dict] | None = None,

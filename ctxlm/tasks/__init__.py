@@ -54,7 +54,7 @@ class TaskData:
     ref: str | Path | None = None  # evaluate: the references (seq2seq perplexity, the SQuAD JSON)
     dataset: str | None = None
     data_dir: str | Path | None = None
-    split: str | None = None  # evaluate: the split scored
+    split: str | None = None  # evaluate: the split scored (cloze fine-tuning: its dev split, default dev32)
     recipe: Any = None  # a recipe name, YAML file or `FinetuneConfig`
     train_limit: int | None = None
     valid_limit: int | None = None
