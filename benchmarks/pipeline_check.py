@@ -179,6 +179,7 @@ def bart_initial_weights(seed: int, model_config, tokenizer, directory: Path) ->
 # ------------------------------------------------------------------------------------- the check
 def run_seed(args, seed: int, tokenizer, out: Path, train_path: Path, valid_pairs) -> list[dict]:
     from ctxlm.config import GenerationConfig
+    from ctxlm.tasks import ScratchModel
     from ctxlm.tasks.seq2seq import decode_pairs, finetune, pair_examples, read_pairs
     from ctxlm.metrics import rouge
     from ctxlm.checkpoint import load_model_dir
@@ -193,7 +194,7 @@ def run_seed(args, seed: int, tokenizer, out: Path, train_path: Path, valid_pair
     started = time.perf_counter()
     run_dir = out / f"ctxlm-seed{seed}"
     if not (run_dir / "model.safetensors").is_file():
-        start = dict(model_config=model_config, tokenizer=tokenizer)
+        start = dict(scratch=ScratchModel(model_config, tokenizer))
         if args.same_init:  # the very weights train_transformers starts from, as a ctxlm model directory
             start = dict(init=bart_initial_weights(seed, model_config, tokenizer, out / f"bart-init-seed{seed}"))
         finetune(train_path, None, run_dir, recipe, **start)

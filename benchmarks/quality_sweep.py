@@ -125,6 +125,7 @@ def run_pretrain(args, cell: dict) -> dict:
     from ctxlm.families.unilm import UnilmDataConfig
     from ctxlm.config_loading import named_model_config
     from ctxlm.pretraining import pretrain
+    from ctxlm.run_options import CorpusSpec, RunOptions
 
     work = Path(args.out) / "work" / cell["name"]
     tokenizer = tokenizer_for(args, cell["vocab"])
@@ -134,8 +135,8 @@ def run_pretrain(args, cell: dict) -> dict:
         model = dataclasses.replace(model, copy=False)
     train = TrainConfig(batch_size=cell["batch"], lr=cell["lr"], warmup_steps=100, bf16=args.bf16, log_every=50,
                         eval_every=0, eval_batches=8, save_every=0, seed=args.seed, progress=False)
-    common = dict(tokenizer=tokenizer, overwrite=True, device=args.device, **READING)
-    corpus = [Path(args.data) / "pretrain"]
+    common = dict(tokenizer=tokenizer, run=RunOptions(overwrite=True, device=args.device))
+    corpus = CorpusSpec((Path(args.data) / "pretrain",), **READING)
     if family == "palm":
         data = PalmDataConfig(fragment_length=160)
         config = PretrainConfig(model=model, train=dataclasses.replace(train, max_steps=cell["mlm_steps"]), data=data)
@@ -154,6 +155,8 @@ def run_finetune(args, cell: dict) -> dict:
     from ctxlm.config_loading import named_model_config
     from ctxlm.metrics import rouge, sacre_bleu
     from ctxlm.predict import Seq2SeqPredictor
+    from ctxlm.run_options import RunOptions
+    from ctxlm.tasks import ScratchModel
     from ctxlm.tasks.seq2seq import finetune, read_pairs
 
     data = Path(args.data)
@@ -167,12 +170,12 @@ def run_finetune(args, cell: dict) -> dict:
     work = Path(args.out) / "work" / cell["name"]
     if cell["start"].startswith("scratch-"):
         vocab = int(cell["start"].split("-")[1].rstrip("k")) * 1000
-        start = dict(model_config=named_model_config("palm-tiny"), tokenizer=tokenizer_for(args, vocab))
+        start = dict(scratch=ScratchModel(named_model_config("palm-tiny"), tokenizer_for(args, vocab)))
     else:
         start = dict(init=Path(args.out) / "work" / cell["start"] / "final")
     began = time.time()
-    result = finetune(files / "train.jsonl", files / "valid.jsonl", work, recipe, overwrite=True,
-                      device=args.device, **start)
+    result = finetune(files / "train.jsonl", files / "valid.jsonl", work, recipe,
+                      run=RunOptions(overwrite=True, device=args.device), **start)
     trained = time.time() - began
     valid = read_pairs(recipe.task, files / "valid.jsonl", limit=args.eval_rows)
     references, sources = [p.target for p in valid], [p.source for p in valid]

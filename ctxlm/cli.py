@@ -38,7 +38,7 @@ def cmd_pretrain(args) -> None:
     _check_inputs(args)
     from .config_loading import load_pretrain_config, set_copy, train_keys_given
     from .families import apply_family_flags, default_objective, objective_options
-    from .pretraining import pretrain
+    from .pretraining import HfInit, pretrain
     from .run_options import CorpusSpec
 
     config = load_pretrain_config(args.config)
@@ -49,13 +49,14 @@ def cmd_pretrain(args) -> None:
         if args.no_copy and args.copy:
             raise CtxlmError("--copy and --no-copy exclude each other")
         config.model = set_copy(config.model, args.copy)
+    if args.init is not None and args.init_from_hf is not None:
+        raise CtxlmError("give at most one of --init and --init-from-hf")
     objective = args.objective or default_objective(config.model.family).name
-    corpus = CorpusSpec(tuple(args.corpus), args.format, args.text_field, args.fallback_encoding)
+    corpus = CorpusSpec(tuple(args.corpus), args.format, args.text_field, args.fallback_encoding, args.cache_dir)
     result = pretrain(corpus, args.out, config, objective=objective, stage=args.stage,
-                      objective_options=objective_options(vars(args), objective),
-                      tokenizer=args.tokenizer, init=args.init, init_from_hf=args.init_from_hf,
-                      hf_decoder=args.decoder, cache_dir=args.cache_dir, run=_run_options(args),
-                      train_given=set(overrides) | train_keys_given(args.config))
+                      objective_options=objective_options(vars(args), objective), tokenizer=args.tokenizer,
+                      init=args.init if args.init_from_hf is None else HfInit(args.init_from_hf, args.decoder),
+                      run=_run_options(args), train_given=set(overrides) | train_keys_given(args.config))
     _print_result(result, args.out)
 
 

@@ -70,7 +70,7 @@ from .data.superglue import ClozeExample, load_superglue, read_superglue, superg
 from .data.tasks import Pair
 from .device import for_inference, resolve_device
 from .errors import CtxlmError
-from .tasks import TaskData, get_task, registered, resolve
+from .tasks import ScratchModel, TaskData, get_task, registered, resolve
 from .tasks.seq2seq import finetune, read_pairs
 from .layouts import pair_example, pair_limits
 from .metrics import compute_metrics, lead_words, ptb_tokens
@@ -583,8 +583,9 @@ class Comparison:
                 config = self.stage_config(variant, stage, seed, steps)
                 started = time.perf_counter()
                 pretrain(
-                    self.corpus_spec(), stage_dir, config, objective=stage.objective, stage=stage.stage,
-                    tokenizer=self.tokenizer, init=init, cache_dir=self.cache_dir,
+                    dataclasses.replace(self.corpus_spec(), cache_dir=self.cache_dir), stage_dir, config,
+                    objective=stage.objective, stage=stage.stage,
+                    tokenizer=self.tokenizer, init=init,
                     run=RunOptions(resume=latest_checkpoint(stage_dir) is not None)).stop_if_interrupted()
                 seconds = time.perf_counter() - started
                 per_token = self.stage_flops_per_token(objective)[index - 1]
@@ -610,8 +611,8 @@ class Comparison:
         peak `lr` (default the recipe's)."""
         train = dataclasses.replace(self.recipe.train, seed=seed, lr=self.recipe.train.lr if lr is None else lr)
         return finetune(self.train_path, self.valid_path, ft_dir, dataclasses.replace(self.recipe, train=train),
-                        init=init, model_config=model_config, tokenizer=self.tokenizer,
-                        resume=latest_checkpoint(ft_dir) is not None, train_limit=self.train_limit)
+                        init=init, scratch=ScratchModel(model_config, self.tokenizer), train_limit=self.train_limit,
+                        run=RunOptions(resume=latest_checkpoint(ft_dir) is not None))
 
     def finetune_lr(self, objective: str) -> float | None:
         """The fine-tuning peak lr of `objective`'s cells: without `lr_grid` the recipe's (None); with it
@@ -1092,9 +1093,10 @@ class ClozeTask:
     def finetune(self, init, model_config, tokenizer, out_dir: Path, seed: int):
         from .tasks.cloze import finetune_cloze
 
-        return finetune_cloze(init, self.dataset, self.data_dir, out_dir, dataclasses.replace(self.train, seed=seed),
-                              max_length=self.max_length, model_config=model_config, tokenizer=tokenizer,
-                              score_eop=self.score_eop, resume=latest_checkpoint(out_dir) is not None)
+        return finetune_cloze(init, TaskData(dataset=self.dataset, data_dir=self.data_dir), out_dir,
+                              dataclasses.replace(self.train, seed=seed), max_length=self.max_length,
+                              score_eop=self.score_eop, run=RunOptions(resume=latest_checkpoint(out_dir) is not None),
+                              scratch=ScratchModel(model_config, tokenizer))
 
     def predict(self, model_dir: Path, batch_size: int = 8) -> list[int]:
         """The chosen candidate of each scored row, as `evaluate_cloze` picks it."""
@@ -1155,11 +1157,12 @@ class ClassifyTask:
     def finetune(self, init, model_config, tokenizer, out_dir: Path, seed: int):
         from .tasks.classification import finetune_classifier
 
-        return finetune_classifier(init, self.dataset, self.data_dir, out_dir,
-                                   dataclasses.replace(self.train, seed=seed), max_length=self.max_length,
-                                   pooler=self.pooler, model_config=model_config, tokenizer=tokenizer,
-                                   train_limit=self.train_limit, valid_limit=self.eval_limit,
-                                   resume=latest_checkpoint(out_dir) is not None)
+        rows = TaskData(dataset=self.dataset, data_dir=self.data_dir, train_limit=self.train_limit,
+                        valid_limit=self.eval_limit)
+        return finetune_classifier(init, rows, out_dir, dataclasses.replace(self.train, seed=seed),
+                                   max_length=self.max_length, pooler=self.pooler,
+                                   run=RunOptions(resume=latest_checkpoint(out_dir) is not None),
+                                   scratch=ScratchModel(model_config, tokenizer))
 
     def predict(self, model_dir: Path, batch_size: int = 32) -> list:
         """Each scored row's class (or score, STS-B), as `evaluate_classifier` predicts it."""

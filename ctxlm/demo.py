@@ -94,6 +94,7 @@ def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
     from .lexicon import WordLexicon
     from .metrics import lead_words, rouge
     from .predict import Seq2SeqPredictor
+    from .tasks import ScratchModel
     from .tasks.seq2seq import finetune, read_pairs
 
     gigaword = Path(args.gigaword)
@@ -111,13 +112,14 @@ def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
     lexicon = WordLexicon.from_texts(tokenizer, known)  # both runs decode the same articles
     scores, predictions = {}, {}
     runs = (("pre-trained (PALM)", "gigaword-pretrained", dict(init=out / "stage2-generation")),
-            ("from scratch", "gigaword-scratch", dict(model_config=model_config, tokenizer=tokenizer)))
+            ("from scratch", "gigaword-scratch", dict(scratch=ScratchModel(model_config, tokenizer))))
     for i, (name, folder, start) in enumerate(runs):
         print(f"[5/5] Gigaword headlines, {name}: fine-tune {args.finetune_steps} steps of {args.batch_size} "
               f"pairs, decode {len(valid)} (beam {recipe.decoding.num_beams}; a word of several pieces only as the "
               f"training pairs or the article write it)")
         finetune(gigaword / "train.jsonl", gigaword / "valid.jsonl", out / folder, recipe,
-                 train_limit=args.finetune_pairs, overwrite=True, device=args.device, **start).stop_if_interrupted()
+                 train_limit=args.finetune_pairs, run=RunOptions(overwrite=True, device=args.device),
+                 **start).stop_if_interrupted()
         predictor = Seq2SeqPredictor.load(out / folder, args.device, max_source_tokens=recipe.max_source_tokens,
                                           lexicon=lexicon)
         predictions[name] = predictor.generate([p.source for p in valid], batch_size=64, progress=True)

@@ -19,12 +19,11 @@ from .config import PretrainConfig, TrainConfig
 from .config_loading import default_data_config
 from .data.store import TokenStore
 from .distributed import main_process_first, setup
-from .device import resolve_device
 from .errors import CtxlmError
 from .run_options import CorpusSpec, RunOptions
 from .families import OPTIMIZER_FIELDS, WARMUP_FIELDS, PreparedData, get_objective, resolve, train_defaults
 from .tokenization import TextTokenizer
-from .training import TrainResult, train
+from .training import TrainingInputs, TrainResult, train
 
 def report_skipped(skipped: dict[str, int]) -> None:
     """One warning line with the counts of what a run skipped (also in run.json, under 'skipped')."""
@@ -77,6 +76,15 @@ def with_train_defaults(train: TrainConfig, family: str, given: Collection[str] 
     return dataclasses.replace(train, **applied), applied
 
 
+@dataclasses.dataclass(frozen=True)
+class HfInit:
+    """A transformers model a run starts from, converted into the objective's family on the fly (as
+    `ctxlm convert --from-hf` converts it; `pretrain --init-from-hf`)."""
+
+    source: str | Path  # a transformers directory or hub id
+    decoder: str = "fresh"  # PALM from BERT/RoBERTa: a fresh decoder, or one from the encoder's layers ("encoder")
+
+
 def pretrain(
     corpus: CorpusSpec | Sequence[str | Path],
     out_dir: str | Path,
@@ -85,11 +93,8 @@ def pretrain(
     objective: str = "palm",
     stage: str = "generation",
     tokenizer: TextTokenizer | str | Path | None = None,
-    init: str | Path | None = None,
-    init_from_hf: str | Path | None = None,
-    hf_decoder: str = "fresh",
+    init: str | Path | HfInit | None = None,
     objective_options: Mapping[str, Any] | None = None,
-    cache_dir: str | Path | None = None,
     run: RunOptions = RunOptions(),
     train_given: Collection[str] | None = None,
 ) -> TrainResult:
@@ -100,10 +105,10 @@ def pretrain(
     `bart.py`), "glm" or "unilm"; the model must be of its family. `objective_options` are fields of
     the objective's data config over `config.data`'s (e.g. GLM's `task`, UniLMv2's `objective`). The
     architecture comes from `init` when given (a model directory: PALM's stage 2 starts from stage
-    1), or from `init_from_hf` (a transformers directory or hub id, converted into the objective's
-    family as `ctxlm convert` does, with `hf_decoder`), else from `config.model`. With `resume`,
-    training continues exactly from the newest checkpoint in `out_dir`. `corpus` is a `CorpusSpec` (or
-    its files and directories, read with the defaults); `run` says how the run starts and where
+    1; or an `HfInit`, a transformers directory or hub id converted into the objective's family as
+    `ctxlm convert` does), else from `config.model`. With `resume`, training continues exactly from
+    the newest checkpoint in `out_dir`. `corpus` is a `CorpusSpec` (or its files and directories, read
+    with the defaults; its `cache_dir` keeps the token store); `run` says how the run starts and where
     (`RunOptions`: resume, overwrite, allow_config_change, device). The optimiser settings the user did not
     set (`train_given`: the TrainConfig fields set; None: those not at TrainConfig's defaults) are
     the objective's family's for the model's shape (`with_train_defaults`); run.json lists them under
@@ -113,17 +118,15 @@ def pretrain(
     spec = get_objective(objective)
     resume_from = resume_checkpoint(out_dir, run.resume)
     torch.manual_seed(config.train.seed)
-    if init is not None and init_from_hf is not None:
-        raise CtxlmError("give at most one of --init and --init-from-hf")
     # the model is built as for a new run (`train` checks it against the checkpoint it resumes
     # from, whose weights come with its training state)
     model = saved_tokenizer = conversion = None
-    if init is not None:
-        model, saved_tokenizer = load_model_dir(init, weights=resume_from is None)
-    elif init_from_hf is not None:
+    if isinstance(init, HfInit):
         from .convert import model_from_hf
 
-        model, saved_tokenizer, conversion = model_from_hf(init_from_hf, family=spec.family, decoder=hf_decoder)
+        model, saved_tokenizer, conversion = model_from_hf(init.source, family=spec.family, decoder=init.decoder)
+    elif init is not None:
+        model, saved_tokenizer = load_model_dir(init, weights=resume_from is None)
     if resume_from is not None and (resume_from / TOKENIZER_NAME).is_file():
         saved_tokenizer = TextTokenizer.load(resume_from)
     tokenizer = tokenizer or saved_tokenizer
@@ -153,7 +156,7 @@ def pretrain(
     cluster = setup(collective_timeout=train_config.collective_timeout,
                     heartbeat_timeout=train_config.heartbeat_timeout)
     with main_process_first(cluster):  # rank 0 builds the store; the others then open it
-        store = TokenStore.build(list(corpus.paths), tokenizer, cache_dir=cache_dir, **corpus.store_options(),
+        store = TokenStore.build(list(corpus.paths), tokenizer, cache_dir=corpus.cache_dir, **corpus.store_options(),
                                  progress=train_config.progress and cluster.is_main)
     data = prepare_data(objective, store, tokenizer, model.config, data_config, stage, train_config.seed)
     data.description["skipped"] = {**store.meta.get("skipped", {}), **data.description.get("skipped", {})}
@@ -163,17 +166,15 @@ def pretrain(
     loss_options = spec.options(data_config, stage, train_config.label_smoothing)
     run_info = {"objective": objective, "stage": stage if stage in spec.stages else None,
                 "corpus": [str(c) for c in corpus.paths],
-                "init": str(init) if init else None, "data": dataclasses.asdict(data_config),
+                "init": str(init) if init and conversion is None else None, "data": dataclasses.asdict(data_config),
                 "init_from_hf": conversion.summary() if conversion else None,
                 "store": str(store.directory), "train_defaults": defaults_applied, **data.description}
-    return train(model, data.train, train_config, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                 valid_examples=data.valid, resume=run.resume, overwrite=run.overwrite,
-                 allow_config_change=run.allow_config_change, loss_options=loss_options, run_info=run_info,
-                 device=resolve_device(run.device))
+    inputs = TrainingInputs(data.train, tokenizer.pad_id, data.valid, loss_options)
+    return train(model, inputs, train_config, out_dir, tokenizer=tokenizer, run_info=run_info, run=run)
 
 
-def pretrain_variant(name: str, corpus: Sequence[str | Path], out_dir: str | Path, config: PretrainConfig, *,
-                     tokenizer: TextTokenizer | str | Path, **options) -> Path | None:
+def pretrain_variant(name: str, corpus: CorpusSpec | Sequence[str | Path], out_dir: str | Path,
+                     config: PretrainConfig, *, tokenizer: TextTokenizer | str | Path, **options) -> Path | None:
     """Run the stages of `PRETRAIN_VARIANTS[name]` (`objectives/variants.py`) in order, stage i in
     `out_dir/<i>-<objective>[-<stage>]`, each from the previous stage's model, with the variant's
     model and data overrides on `config`; `options` go to every `pretrain` call. Returns the last

@@ -33,6 +33,7 @@ class CorpusSpec:
     format: str = "auto"
     text_field: str | None = None  # the JSONL / dataset field holding the text
     fallback_encoding: str | None = None  # decode lines that are not UTF-8 with this encoding
+    cache_dir: str | Path | None = None  # where its token store is kept (None: `TokenStore.build`'s default)
 
     def reading(self) -> dict:
         """How the corpus is read, as `compare` records it (`corpus_format`, `text_field`, `fallback_encoding`)."""

@@ -4,10 +4,11 @@ Inputs are an `Examples` source (index, epoch → dict of numpy arrays; PALM, GL
 objectives all provide one), a model whose `forward(**batch, **loss_options)` returns an object
 with `.loss`, `.loss_sums` (per objective, token-summed) and `.metrics` (per-objective
 `<name>_nll_sum` and `<name>_tokens`) and whose `target_counts(batch)` counts each objective's
-targets, and a `TrainConfig`. The loop does AdamW (fused, on CUDA and the CPU) with linear warm-up and linear
-decay, gradient accumulation, clipping, optional bf16 autocast and torch.compile, validation (loss
-and perplexity per objective), a progress bar, metrics as JSONL and TensorBoard, and atomic
-checkpoints with the full training state.
+targets, and a `TrainConfig` (`TrainingInputs` bundles the examples with the held-out ones, the pad
+id and the loss options; `RunOptions` says how the run starts and where). The loop does AdamW
+(fused, on CUDA and the CPU) with linear warm-up and linear decay, gradient accumulation, clipping,
+optional bf16 autocast and torch.compile, validation (loss and perplexity per objective), a
+progress bar, metrics as JSONL and TensorBoard, and atomic checkpoints with the full training state.
 
 The loss of an optimizer step is, per objective, the sum of its token losses over all
 micro-batches and ranks of the step divided by the step's number of targets (the counts are
@@ -87,12 +88,14 @@ from .distributed import (
     wrap_ddp,
     wrap_fsdp,
 )
+from .device import resolve_device
 from .errors import CtxlmError
 from .extras import require
 from .learning_check import LearningCheck, not_learning_in
 from .models.losses import batch_loss
 from .objectives.masking import IGNORE_INDEX
 from .provenance import provenance
+from .run_options import RunOptions
 
 
 class Examples(Protocol):
@@ -104,6 +107,17 @@ class Examples(Protocol):
     def __len__(self) -> int: ...
 
     def example(self, index: int, epoch: int = 0) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What the loop feeds the model: the examples it trains on and validates on, the id `collate`
+    pads token ids with, and the keyword arguments every forward call takes besides the batch."""
+
+    train: Examples  # the training examples
+    pad_id: int  # the tokenizer's [PAD] id (what `collate` fills token ids with)
+    valid: Examples | None = None  # held-out examples: validation, and the selection of `cfg.select_metric`
+    loss_options: dict[str, Any] = field(default_factory=dict)  # e.g. label_smoothing, PALM's stage
 
 
 # ------------------------------------------------------------------------------------ batching
@@ -362,17 +376,16 @@ class TrainingRun:
     - saving (`save_checkpoint`, `finish`): atomic checkpoints that hold the whole state, `best/`
       included; SIGTERM/SIGINT end the run with a checkpoint.
 
-    `run` strings them together."""
+    `run()` strings them together."""
 
-    def __init__(self, model: nn.Module, train_examples: Examples, cfg: TrainConfig, out_dir: str | Path, *,
-                 pad_id: int, tokenizer=None, valid_examples: Examples | None = None, resume: bool | str = False,
-                 overwrite: bool = False, allow_config_change: bool = False,
-                 loss_options: dict[str, Any] | None = None, run_info: dict[str, Any] | None = None,
-                 side_files: dict[str, dict] | None = None, device: str | torch.device | None = None):
-        self.cfg, self.out_dir, self.pad_id, self.tokenizer = cfg, Path(out_dir), pad_id, tokenizer
-        self.valid_examples, self.loss_options, self.run_info = valid_examples, loss_options or {}, run_info or {}
+    def __init__(self, model: nn.Module, inputs: TrainingInputs, cfg: TrainConfig, out_dir: str | Path, *,
+                 tokenizer=None, run_info: dict[str, Any] | None = None, side_files: dict[str, dict] | None = None,
+                 run: RunOptions = RunOptions()):
+        self.cfg, self.out_dir, self.pad_id, self.tokenizer = cfg, Path(out_dir), inputs.pad_id, tokenizer
+        self.valid_examples, self.loss_options = inputs.valid, dict(inputs.loss_options or {})
+        self.run_info = run_info or {}
         self.side_files = side_files or {}
-        self.cluster: Cluster = setup(device, cfg.collective_timeout, cfg.heartbeat_timeout)
+        self.cluster: Cluster = setup(loop_device(run.device), cfg.collective_timeout, cfg.heartbeat_timeout)
         self.rank, self.world, self.device = self.cluster.rank, self.cluster.world, self.cluster.device
         self.model = model
         model.to(self.device).train()
@@ -382,8 +395,8 @@ class TrainingRun:
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            linear_schedule(cfg.warmup(), cfg.max_steps))
-        self.stream = BatchStream(train_examples, cfg.batch_size, cfg.seed)
-        self.learning_check = LearningCheck(train_examples, cfg.max_steps, self.out_dir)
+        self.stream = BatchStream(inputs.train, cfg.batch_size, cfg.seed)
+        self.learning_check = LearningCheck(inputs.train, cfg.max_steps, self.out_dir)
         self.progress = RunProgress()
         self.window: dict[str, Any] = defaultdict(float)
         self.final_metrics: dict[str, float] = {}
@@ -391,7 +404,7 @@ class TrainingRun:
         self.stop_signal: int | None = None
         self.writer = self.bar = self.lock = None
         try:
-            self.open_run(resume, overwrite, allow_config_change)
+            self.open_run(run.resume, run.overwrite, run.allow_config_change)
         except BaseException:
             self.close()  # releases the folder's lock
             raise
@@ -832,33 +845,36 @@ def warn_long_warmup(cfg: TrainConfig) -> None:
                       f"peaks at {peak:.3g}, not lr {cfg.lr:.3g} (lower --warmup-steps)", stacklevel=2)
 
 
+def loop_device(device: Any) -> torch.device | None:
+    """The device `distributed.setup` gets from `RunOptions.device`: None for "auto" (setup's choice:
+    `cuda:LOCAL_RANK` under torchrun, else the first GPU or the CPU), else the resolved device."""
+    return None if device is None or (isinstance(device, str) and device.strip().lower() == "auto") \
+        else resolve_device(device)
+
+
 def all_finite(model: nn.Module) -> bool:
     return bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
 
 
 def train(
     model: nn.Module,
-    train_examples: Examples,
+    inputs: TrainingInputs,
     cfg: TrainConfig,
     out_dir: str | Path,
     *,
-    pad_id: int,
     tokenizer=None,
-    valid_examples: Examples | None = None,
-    resume: bool | str = False,
-    overwrite: bool = False,
-    allow_config_change: bool = False,
-    loss_options: dict[str, Any] | None = None,
     run_info: dict[str, Any] | None = None,
     side_files: dict[str, dict] | None = None,
-    device: str | torch.device | None = None,
+    run: RunOptions = RunOptions(),
 ) -> TrainResult:
-    """Train `model` for `cfg.max_steps` optimizer steps; write checkpoints and the final model
-    directory into `out_dir`. With `resume`, continue from the newest checkpoint in `out_dir`
-    (under the same settings; `allow_config_change` lets lr and max_steps differ); `resume="auto"`
-    does so when there is one and starts a new run otherwise (the same call restarts a preempted
-    job); without it, a folder holding checkpoints is refused unless `overwrite` (which clears the
-    old run). The folder is locked for the run's life: a second run into it is refused.
+    """Train `model` on `inputs` (`TrainingInputs`) for `cfg.max_steps` optimizer steps; write
+    checkpoints and the final model directory into `out_dir`. `run` (`RunOptions`) says how the run
+    starts and where: with `run.resume`, continue from the newest checkpoint in `out_dir` (under the
+    same settings; `allow_config_change` lets lr and max_steps differ); `resume="auto"` does so when
+    there is one and starts a new run otherwise (the same call restarts a preempted job); without
+    it, a folder holding checkpoints is refused unless `overwrite` (which clears the old run).
+    `run.device` "auto": `cuda:LOCAL_RANK` under torchrun, else the first GPU or the CPU. The folder
+    is locked for the run's life: a second run into it is refused.
 
     With `cfg.select_metric` (e.g. "valid/lm_loss", lower is better) the best weights so far are
     kept in `out_dir/best/`, training stops after `cfg.early_stopping_patience` validations without
@@ -869,9 +885,7 @@ def train(
     values, e.g. a fine-tuned model's generation.json) are written as JSON into `out_dir` once the run
     holds the folder, never into a folder another run holds."""
     with stop_group_on_failure():  # under torchrun: a lost rank, or an error of this one, stops every rank
-        training = TrainingRun(model, train_examples, cfg, out_dir, pad_id=pad_id, tokenizer=tokenizer,
-                               valid_examples=valid_examples, resume=resume, overwrite=overwrite,
-                               allow_config_change=allow_config_change, loss_options=loss_options,
-                               run_info=run_info, side_files=side_files, device=device)
+        training = TrainingRun(model, inputs, cfg, out_dir, tokenizer=tokenizer, run_info=run_info,
+                               side_files=side_files, run=run)
     return training.run()
 

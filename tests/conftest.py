@@ -52,6 +52,7 @@ def pretrained_palm(tmp_path_factory):
     from ctxlm.data.store import TokenStore
     from ctxlm.families.palm_data import prepare_palm_data
     from ctxlm.pretraining import model_config_for_tokenizer, pretrain
+    from ctxlm.run_options import CorpusSpec
     from ctxlm.tokenization import train_tokenizer
     from ctxlm.training import evaluate
 
@@ -70,8 +71,8 @@ def pretrained_palm(tmp_path_factory):
     torch.manual_seed(0)
     untrained = build_model(model_config_for_tokenizer(config.model, tokenizer))
     before = evaluate(untrained, heldout, 8, tokenizer.pad_id, max_batches=8)["lm_loss"]
-    result = pretrain([path], root / "model", config, stage="generation", tokenizer=tokenizer,
-                      cache_dir=root / "cache")
+    result = pretrain(CorpusSpec((path,), cache_dir=root / "cache"), root / "model", config, stage="generation",
+                      tokenizer=tokenizer)
     return {"dir": root / "model", "tokenizer": tokenizer, "config": config,
             "before": before, "after": result.final_metrics["valid/lm_loss"]}
 

@@ -15,8 +15,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 
 from test_integrity import DAMAGE
-from test_robustness import config, pairs, tiny_model
-from ctxlm.training import train
+from test_robustness import config, tiny_model, train_pairs
 
 DAMAGED = {"truncate": "dcp/__0_0.distcp", "flip": "dcp/__1_0.distcp", "delete": "dcp/.metadata"}
 
@@ -24,7 +23,7 @@ DAMAGED = {"truncate": "dcp/__0_0.distcp", "flip": "dcp/__1_0.distcp", "delete":
 def run(out: Path, **kwargs):
     torch.set_num_threads(1)
     model = tiny_model()
-    return train(model, pairs(model), config(max_steps=4, fsdp=True), out, pad_id=0, **kwargs)
+    return train_pairs(model, config(max_steps=4, fsdp=True), out, **kwargs)
 
 
 def main(root: Path) -> None:

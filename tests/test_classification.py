@@ -27,6 +27,7 @@ from ctxlm.metrics import accuracy, binary_f1, pearson, spearman
 from ctxlm.models.palm import PalmModel
 from ctxlm.models.unilm import UnilmClassifier, UnilmModel
 from ctxlm.pretraining import model_config_for_tokenizer
+from ctxlm.tasks import RunOptions, ScratchModel, TaskData
 from ctxlm.tokenization import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -155,8 +156,8 @@ def reference_metrics(name, predictions, labels):
 def test_finetune_then_evaluate(tiny, name):
     spec = DATASETS[name]
     out = tiny["root"] / name.replace("/", "_")
-    result = finetune_classifier(tiny["root"] / "init", name, tiny["nlu"], out, train_limit=64, valid_limit=48,
-                                 max_length=48, train_overrides=QUICK)
+    rows = TaskData(dataset=name, data_dir=tiny["nlu"], train_limit=64, valid_limit=48)
+    result = finetune_classifier(tiny["root"] / "init", rows, out, max_length=48, train_overrides=QUICK)
     selected = "valid/mse" if spec.num_labels == 1 else "valid/cls_loss"
     assert result.step == 4 and selected in result.final_metrics and "best_step" in result.final_metrics
     model, tokenizer = load_model_dir(out)
@@ -178,9 +179,10 @@ def test_finetune_then_evaluate(tiny, name):
 
 def test_stsb_model_refuses_mrpc_and_errors_are_named(tiny, tmp_path):
     nlu, root = tiny["nlu"], tiny["root"]
+    rte = TaskData(dataset="superglue/RTE", data_dir=nlu)
     if not (root / "glue_STS-B" / "head.json").exists():
-        finetune_classifier(root / "init", "glue/STS-B", nlu, root / "glue_STS-B", train_limit=32, valid_limit=16,
-                            train_overrides=QUICK)
+        finetune_classifier(root / "init", TaskData(dataset="glue/STS-B", data_dir=nlu, train_limit=32, valid_limit=16),
+                            root / "glue_STS-B", train_overrides=QUICK)
     with pytest.raises(CtxlmError, match="a 1-label head, but glue/MRPC has 2"):
         evaluate_classifier(root / "glue_STS-B", "glue/MRPC", nlu)
     with pytest.raises(CtxlmError, match="not a classifier"):
@@ -188,13 +190,13 @@ def test_stsb_model_refuses_mrpc_and_errors_are_named(tiny, tmp_path):
     with pytest.raises(CtxlmError, match="no classification.json; give --dataset"):
         evaluate_classifier(root / "init", None, nlu)
     with pytest.raises(CtxlmError, match="--resume given but there is no checkpoint"):
-        finetune_classifier(root / "init", "superglue/RTE", nlu, tmp_path / "fresh", resume=True)
+        finetune_classifier(root / "init", rte, tmp_path / "fresh", run=RunOptions(resume=True))
     palm = named_model_config("palm-tiny", d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                               decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32)
     tokenizer = tiny["tokenizer"]
     save_model_dir(tmp_path / "palm", PalmModel(model_config_for_tokenizer(palm, tokenizer)), tokenizer)
     with pytest.raises(CtxlmError, match="a palm model; the NLU heads are UniLMv2's"):
-        finetune_classifier(tmp_path / "palm", "superglue/RTE", nlu, tmp_path / "out")
+        finetune_classifier(tmp_path / "palm", rte, tmp_path / "out")
 
 
 def test_from_scratch_baseline_and_learning(tiny, tmp_path):
@@ -204,8 +206,9 @@ def test_from_scratch_baseline_and_learning(tiny, tmp_path):
     config = named_model_config("unilm-tiny", d_model=32, num_layers=2, num_heads=2, ffn_dim=64,
                                 max_position_embeddings=128, dropout=0.0, attention_dropout=0.0)
     overrides = dict(QUICK, max_steps=48, batch_size=8, lr=3e-3, warmup_steps=3, eval_every=16, log_every=4)
-    result = finetune_classifier(None, "superglue/RTE", nlu, tmp_path / "scratch", model_config=config,
-                                 tokenizer=tiny["tokenizer"], max_length=64, train_overrides=overrides)
+    result = finetune_classifier(None, TaskData(dataset="superglue/RTE", data_dir=nlu), tmp_path / "scratch",
+                                 scratch=ScratchModel(config, tiny["tokenizer"]), max_length=64,
+                                 train_overrides=overrides)
     metrics = [json.loads(line) for line in (tmp_path / "scratch" / "metrics.jsonl").read_text().splitlines()]
     train_losses = [m["train/cls_loss"] for m in metrics if "train/cls_loss" in m]
     assert train_losses[-1] < 0.5 * train_losses[0], train_losses
@@ -215,9 +218,9 @@ def test_from_scratch_baseline_and_learning(tiny, tmp_path):
 def test_resume_continues_from_the_checkpoint_with_its_head(tiny, tmp_path):
     """--resume rebuilds the head as saved (here with BERT's pooler) and trains on to max_steps."""
     out = tmp_path / "rte"
-    first = finetune_classifier(tiny["root"] / "init", "superglue/RTE", tiny["nlu"], out, pooler=True,
-                                train_overrides=dict(QUICK, max_steps=2))
-    resumed = finetune_classifier(None, "superglue/RTE", tiny["nlu"], out, resume=True, allow_config_change=True,
+    rte = TaskData(dataset="superglue/RTE", data_dir=tiny["nlu"])
+    first = finetune_classifier(tiny["root"] / "init", rte, out, pooler=True, train_overrides=dict(QUICK, max_steps=2))
+    resumed = finetune_classifier(None, rte, out, run=RunOptions(resume=True, allow_config_change=True),
                                   train_overrides=dict(QUICK, max_steps=4))
     assert (first.step, resumed.step) == (2, 4)
     model, _ = load_model_dir(out)

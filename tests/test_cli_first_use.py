@@ -160,17 +160,18 @@ def test_the_readme_python_and_quick_start_write_other_folders():
 def test_a_second_run_into_a_folder_names_the_python_keywords(world, tmp_path):
     from ctxlm.config import PretrainConfig
     from ctxlm.pretraining import pretrain
-    from ctxlm.run_options import RunOptions
+    from ctxlm.run_options import CorpusSpec, RunOptions
 
     root, tokenizer = world
     model = load_pretrain_config(str(root / "tiny.yaml")).model
     config = PretrainConfig(model=model, train=TrainConfig(max_steps=1, batch_size=2, eval_batches=1, progress=False),
                             data=PalmDataConfig(fragment_length=128))
-    common = dict(tokenizer=tokenizer, cache_dir=tmp_path / "cache", run=RunOptions(device="cpu"))
-    pretrain([root / "wiki.txt"], tmp_path / "run", config, **common)
+    corpus = CorpusSpec((root / "wiki.txt",), cache_dir=tmp_path / "cache")
+    common = dict(tokenizer=tokenizer, run=RunOptions(device="cpu"))
+    pretrain(corpus, tmp_path / "run", config, **common)
     with pytest.raises(CtxlmError, match=r"--resume or start over with --overwrite \(in Python: resume=True or "
                                          r"overwrite=True\)"):
-        pretrain([root / "wiki.txt"], tmp_path / "run", config, **common)
+        pretrain(corpus, tmp_path / "run", config, **common)
 
 
 # ------------------------------------------------------------------------------- infilling

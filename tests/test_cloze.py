@@ -25,6 +25,8 @@ from ctxlm.data.superglue import TASKS, load_superglue
 from ctxlm.models.glm import GlmModel, glm_tokens
 from ctxlm.pretraining import model_config_for_tokenizer
 from ctxlm.tokenization import train_tokenizer
+from ctxlm.run_options import RunOptions
+from ctxlm.tasks import TaskData
 from ctxlm.training import collate, evaluate
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -185,7 +187,7 @@ def test_finetune_writes_a_cloze_model_that_evaluates(model_dir, nlu, tmp_path):
     cfg = TrainConfig(max_steps=3, batch_size=4, lr=1e-3, warmup_steps=1, eval_every=2, save_every=0,
                       log_every=1, progress=False)
     out = tmp_path / "cb"
-    result = finetune_cloze(model_dir, "superglue/CB", nlu, out, cfg, max_length=160)
+    result = finetune_cloze(model_dir, TaskData(dataset="superglue/CB", data_dir=nlu), out, cfg, max_length=160)
     model, tokenizer = load_model_dir(out)
     assert isinstance(model, GlmClozeModel) and tokenizer is not None
     assert model.head_config() == {"type": "glm-cloze", "task": "CB", "max_length": 160, "score_eop": False}
@@ -198,7 +200,7 @@ def test_finetune_writes_a_cloze_model_that_evaluates(model_dir, nlu, tmp_path):
     assert valid and all(0.0 <= m["valid/cls_error"] <= 1.0 for m in valid)
     assert result.final_metrics["best_step"] in (2, 3)
     # multi-token answers through the training loop; a plain GLM directory evaluates zero-shot
-    finetune_cloze(model_dir, "COPA", nlu, tmp_path / "copa", cfg, max_length=96)
+    finetune_cloze(model_dir, TaskData(dataset="COPA", data_dir=nlu), tmp_path / "copa", cfg, max_length=96)
     assert 0.0 <= evaluate_cloze(tmp_path / "copa", "COPA", nlu)["accuracy"] <= 100.0
     zero_shot = evaluate_cloze(model_dir, "superglue/MultiRC", nlu, max_length=256)
     assert {"accuracy", "f1a", "em"} <= set(zero_shot)
@@ -210,11 +212,11 @@ def test_finetuning_fits_the_training_questions(model, tokenizer, nlu, tmp_path)
     head = GlmClozeModel(GlmModel(model.config), max_length=96)
     head.glm.load_state_dict(model.state_dict())
     before = evaluate(head, examples, 16, tokenizer.pad_id)
-    from ctxlm.training import train
+    from ctxlm.training import TrainingInputs, train
 
-    train(head, examples, TrainConfig(max_steps=30, batch_size=8, lr=3e-3, warmup_steps=2, eval_every=0,
-                                      save_every=0, progress=False, weight_decay=0.0), tmp_path,
-          pad_id=tokenizer.pad_id, device="cpu")
+    train(head, TrainingInputs(examples, tokenizer.pad_id),
+          TrainConfig(max_steps=30, batch_size=8, lr=3e-3, warmup_steps=2, eval_every=0, save_every=0,
+                      progress=False, weight_decay=0.0), tmp_path, run=RunOptions(device="cpu"))
     after = evaluate(head, examples, 16, tokenizer.pad_id)
     assert after["cls_loss"] < 0.5 * before["cls_loss"]
     assert after["cls_error"] <= 0.25

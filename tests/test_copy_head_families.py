@@ -399,8 +399,8 @@ def test_cli_copy_flag(monkeypatch, tmp_path, capsys):
         seen["model"] = config.model
         return SimpleNamespace(interrupted=False, step=0, final_metrics={})
 
-    def fake_finetune(train, valid, out, recipe, *, model_config, **options):
-        seen["model"] = model_config
+    def fake_finetune(train, valid, out, recipe, *, scratch, **options):
+        seen["model"] = scratch.config
         return SimpleNamespace(interrupted=False, step=0, final_metrics={})
 
     monkeypatch.chdir(tmp_path)

@@ -28,6 +28,7 @@ from ctxlm.tasks.extractive_qa import (
 )
 from ctxlm.models.unilm import UnilmModel, UnilmQuestionAnswering
 from ctxlm.pretraining import model_config_for_tokenizer
+from ctxlm.tasks import TaskData
 from ctxlm.tokenization import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -224,8 +225,8 @@ def test_finetune_and_evaluate_squad_end_to_end(squad):
     predictions, and the tiny model has memorized much of what it saw."""
     root, path = squad["root"], squad["path"]
     settings = QaSettings(max_length=64, doc_stride=24, max_query_length=16, max_answer_length=8)
-    result = finetune_squad(root / "init", path, path, root / "qa", settings=settings, train_limit=14,
-                            valid_limit=14, train_overrides=dict(
+    files = TaskData(train=path, valid=path, train_limit=14, valid_limit=14)
+    result = finetune_squad(root / "init", files, root / "qa", settings=settings, train_overrides=dict(
                                 max_steps=150, batch_size=8, lr=3e-3, warmup_steps=10, eval_every=50,
                                 progress=False, save_every=0, log_every=50))
     assert result.step == 150 and set(result.final_metrics) >= {"valid/qa_loss", "dev/exact_match", "dev/f1"}

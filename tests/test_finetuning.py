@@ -16,6 +16,7 @@ from ctxlm.cli import main
 from ctxlm.config import FinetuneConfig, load_finetune_config
 from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
+from ctxlm.tasks import RunOptions, ScratchModel
 from ctxlm.tasks.seq2seq import decode_pairs, finetune, read_pairs
 from ctxlm.metrics import lead_words, rouge
 from ctxlm.tokenization import train_tokenizer
@@ -74,7 +75,7 @@ def test_best_weights_are_kept_and_early_stopping_stops(gigaword, tmp_path, monk
     root, tokenizer = gigaword
     recipe = tiny_recipe(lr=0.0, max_steps=20, early_stopping_patience=1)
     result = finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / "run", recipe,
-                      model_config=tiny_model(), tokenizer=tokenizer)
+                      scratch=ScratchModel(tiny_model(), tokenizer))
     assert result.step == 4 and result.final_metrics["best_step"] == 2
     best = load_file(str(tmp_path / "run/best/model.safetensors"))
     final = load_file(str(tmp_path / "run/model.safetensors"))
@@ -101,8 +102,8 @@ def test_early_stopping_waits_while_the_loss_is_at_the_unigram_level(gigaword, t
     monkeypatch.setattr(LearningCheck, "at_unigram_level", at_level)
     root, tokenizer = gigaword
     result = finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / "run",
-                      tiny_recipe(max_steps=20, early_stopping_patience=1), model_config=tiny_model(),
-                      tokenizer=tokenizer)
+                      tiny_recipe(max_steps=20, early_stopping_patience=1),
+                      scratch=ScratchModel(tiny_model(), tokenizer))
     assert result.step == 10 and result.final_metrics["best_step"] == 8
     assert [answer for answer, _ in answers] == [True, True, False]  # asked only when a validation is no better
     entropy = answers[0][1]
@@ -118,7 +119,7 @@ def test_best_step_is_the_lowest_validation_loss(gigaword, tmp_path, monkeypatch
     monkeypatch.setattr(ctxlm.training, "evaluate", lambda *a, **k: {"lm_loss": next(scripted)})
     root, tokenizer = gigaword
     result = finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / "run", tiny_recipe(max_steps=8),
-                      model_config=tiny_model(), tokenizer=tokenizer)
+                      scratch=ScratchModel(tiny_model(), tokenizer))
     assert result.step == 8 and result.final_metrics["best_step"] == 4
     final = load_file(str(tmp_path / "run/model.safetensors"))
     at_4 = load_file(str(tmp_path / "run/checkpoints/step-00000004/model.safetensors"))
@@ -131,12 +132,13 @@ def test_finetuning_resumes_exactly(gigaword, tmp_path):
     """Fine-tune 6 steps; resume from the step-3 checkpoint → the same final and best weights."""
     root, tokenizer = gigaword
     recipe = tiny_recipe(max_steps=6, save_every=3, eval_every=3)
-    kwargs = dict(model_config=tiny_model(), tokenizer=tokenizer)
+    kwargs = dict(scratch=ScratchModel(tiny_model(), tokenizer))
     finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / "full", recipe, **kwargs)
     (tmp_path / "cut").mkdir()
     shutil.copytree(tmp_path / "full/checkpoints/step-00000003", tmp_path / "cut/checkpoints/step-00000003")
     shutil.copytree(tmp_path / "full/best", tmp_path / "cut/best")  # the best weights as of step 3
-    finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / "cut", recipe, resume=True, **kwargs)
+    finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / "cut", recipe, run=RunOptions(resume=True),
+             **kwargs)
     for name in ("model.safetensors", "best/model.safetensors", "checkpoints/step-00000006/model.safetensors"):
         a, b = load_file(str(tmp_path / "full" / name)), load_file(str(tmp_path / "cut" / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
@@ -151,7 +153,7 @@ def test_a_finetuning_refused_a_held_folder_writes_nothing_into_it(gigaword, tmp
     out.mkdir()
     (out / "generation.json").write_text("the running run's\n", encoding="utf-8")
     recipe = tiny_recipe(max_steps=2)
-    kwargs = dict(model_config=tiny_model(), tokenizer=tokenizer, overwrite=True)
+    kwargs = dict(scratch=ScratchModel(tiny_model(), tokenizer), run=RunOptions(overwrite=True))
     lock = RunFolderLock(out)
     try:
         with pytest.raises(CtxlmError, match="is in use by another run"):
@@ -210,8 +212,8 @@ def test_pretrained_palm_beats_training_from_scratch_on_gigaword(pretrained_palm
     valid = read_pairs("summarization", files / "valid.jsonl", limit=200)
     scores = {}
     for name, start in (("pretrained", dict(init=pretrained_palm["dir"])),
-                        ("scratch", dict(model_config=pretrained_palm["config"].model,
-                                         tokenizer=pretrained_palm["tokenizer"]))):
+                        ("scratch", dict(scratch=ScratchModel(pretrained_palm["config"].model,
+                                                              pretrained_palm["tokenizer"])))):
         finetune(files / "train.jsonl", files / "valid.jsonl", tmp_path / name, recipe, train_limit=4000, **start)
         predictions = decode_pairs(tmp_path / name, valid, recipe.decoding, max_source_tokens=64)
         scores[name] = rouge(predictions, [p.target for p in valid])["rougeL"]
@@ -233,7 +235,7 @@ def test_demo_size_model_beats_the_first_8_words_on_gigaword(data_dir, tmp_path)
                                        progress=False, bf16=True, early_stopping_patience=0)
     recipe.decoding = dataclasses.replace(recipe.decoding, max_new_tokens=20)
     finetune(files / "train.jsonl", files / "valid.jsonl", tmp_path / "model", recipe,
-             model_config=named_model_config("palm-mini"), tokenizer=tokenizer)
+             scratch=ScratchModel(named_model_config("palm-mini"), tokenizer))
     valid = read_pairs("summarization", files / "valid.jsonl", limit=200)
     references = [p.target for p in valid]
     model = rouge(decode_pairs(tmp_path / "model", valid, max_source_tokens=64), references)
@@ -253,7 +255,7 @@ def test_every_family_finetunes_decodes_and_scores(gigaword, tmp_path, family):
     else:
         config = named_model_config(f"{family}-tiny", d_model=32, max_position_embeddings=128, **sizes)
     result = finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / family, tiny_recipe(max_steps=2),
-                      model_config=config, tokenizer=tokenizer)
+                      scratch=ScratchModel(config, tokenizer))
     assert result.step == 2 and "valid/lm_loss" in result.final_metrics
     valid = read_pairs("summarization", root / "valid.jsonl", limit=3)
     predictions = decode_pairs(tmp_path / family, valid, max_source_tokens=64)

@@ -18,11 +18,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_robustness import config, pairs, tiny_model
+from test_robustness import config, pairs, tiny_model, train_pairs
 from ctxlm import checkpoint as ckpt
 from ctxlm.checkpoint import MANIFEST_NAME, list_checkpoints, load_model_dir, read_manifest
 from ctxlm.errors import CtxlmError
-from ctxlm.training import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -48,8 +47,7 @@ DAMAGE = {"truncate": truncate, "flip": flip, "delete": delete}
 
 def run(out, cfg, valid=False, **kwargs):
     model = tiny_model()
-    return train(model, pairs(model), cfg, out, pad_id=0, valid_examples=pairs(model, 8, seed=1) if valid else None,
-                 **kwargs)
+    return train_pairs(model, cfg, out, pairs(model, 8, seed=1) if valid else None, **kwargs)
 
 
 def same_weights(a, b) -> bool:

@@ -23,7 +23,7 @@ from ctxlm.learning_check import (
     unigram_entropy,
 )
 from ctxlm.objectives.masking import IGNORE_INDEX
-from ctxlm.run_options import RunOptions
+from ctxlm.run_options import CorpusSpec, RunOptions
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -211,9 +211,8 @@ def pretrain_collapsing(root, resume: bool = False) -> list[str]:
         data=UnilmDataConfig(max_length=64, valid_fraction=0.05))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pretrain([root / "wiki.txt"], root / "run", config, objective="unilm",
-                 tokenizer=TextTokenizer.load(root / "tok"), cache_dir=root / "cache", train_given=COLLAPSE,
-                 run=RunOptions(resume=resume))
+        pretrain(CorpusSpec((root / "wiki.txt",), cache_dir=root / "cache"), root / "run", config, objective="unilm",
+                 tokenizer=TextTokenizer.load(root / "tok"), train_given=COLLAPSE, run=RunOptions(resume=resume))
     return [str(w.message) for w in caught]
 
 

@@ -32,7 +32,8 @@ from ctxlm.objectives.glm import (
 from ctxlm.objectives.masking import IGNORE_INDEX
 from ctxlm.pretraining import model_config_for_tokenizer
 from ctxlm.tokenization import train_tokenizer
-from ctxlm.training import collate, evaluate, train
+from ctxlm.run_options import RunOptions
+from ctxlm.training import TrainingInputs, collate, evaluate, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -370,8 +371,8 @@ def test_short_multitask_pretraining_lowers_held_out_infilling_loss(wiki_store, 
     before = evaluate(model, infilling, 16, tokenizer.pad_id)["lm_loss"]
     train_cfg = TrainConfig(max_steps=100, batch_size=8, lr=1e-3, warmup_steps=10, eval_every=0,
                             save_every=0, log_every=50, progress=False)
-    train(model, train_examples, train_cfg, tmp_path, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-          valid_examples=valid_examples, device="cpu")
+    train(model, TrainingInputs(train_examples, tokenizer.pad_id, valid_examples), train_cfg, tmp_path,
+          tokenizer=tokenizer, run=RunOptions(device="cpu"))
     after = evaluate(model, infilling, 16, tokenizer.pad_id)["lm_loss"]
     assert before > math.log(cfg.vocab_size) - 1.0  # starts near uniform
     assert after < before - 1.5, (before, after)

@@ -34,7 +34,8 @@ from ctxlm.objectives.unilm import (
 )
 from ctxlm.pretraining import model_config_for_tokenizer
 from ctxlm.tokenization import train_tokenizer
-from ctxlm.training import collate, evaluate, train
+from ctxlm.run_options import RunOptions
+from ctxlm.training import TrainingInputs, collate, evaluate, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -388,9 +389,10 @@ def test_short_pretraining_lowers_held_out_ae_and_par_losses(data_dir, tmp_path)
     torch.manual_seed(0)
     model = UnilmModel(cfg)
     before = evaluate(model, valid_set, 16, tokenizer.pad_id, max_batches=4)
-    train(model, train_set, TrainConfig(max_steps=100, batch_size=16, lr=2e-3, warmup_steps=10, eval_every=0,
-                                        save_every=0, keep_checkpoints=0, progress=False),
-          tmp_path / "run", pad_id=tokenizer.pad_id, device="cpu")
+    train(model, TrainingInputs(train_set, tokenizer.pad_id),
+          TrainConfig(max_steps=100, batch_size=16, lr=2e-3, warmup_steps=10, eval_every=0, save_every=0,
+                      keep_checkpoints=0, progress=False),
+          tmp_path / "run", run=RunOptions(device="cpu"))
     after = evaluate(model, valid_set, 16, tokenizer.pad_id, max_batches=4)
     # from ln(1000) = 6.9 nats (uniform) towards the unigram entropy (6.0 on this slice) and below
     for name in ("ae", "par"):

@@ -17,6 +17,7 @@ from ctxlm.config import FinetuneConfig, PretrainConfig, TrainConfig
 from ctxlm.families.palm import PalmDataConfig
 from ctxlm.config_loading import default_data_config, named_model_config
 from ctxlm.errors import CtxlmError
+from ctxlm.tasks import ScratchModel
 from ctxlm.tasks.seq2seq import finetune
 from ctxlm.objectives.glm import GLM_TASKS
 from ctxlm.objectives.unilm import OBJECTIVES as UNILM_OBJECTIVES
@@ -24,6 +25,7 @@ from ctxlm.objectives.variants import PRETRAIN_VARIANTS
 from ctxlm.families import get_objective
 from ctxlm.families.palm_data import PALM_STAGES
 from ctxlm.pretraining import model_config_for_tokenizer, pretrain_variant
+from ctxlm.run_options import CorpusSpec
 from ctxlm.tokenization import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -90,14 +92,13 @@ def setting(tmp_path_factory):
     pairs = root / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"source": f"the city number {i} is large .", "target": f"city {i}"}) + "\n"
                              for i in range(8)), encoding="utf-8")
-    return dict(root=root, corpus=[corpus], tokenizer=tokenizer, config=config, pairs=pairs,
-                options=dict(cache_dir=root / "cache"))
+    return dict(root=root, corpus=CorpusSpec((corpus,), cache_dir=root / "cache"), tokenizer=tokenizer,
+                config=config, pairs=pairs)
 
 
 def run_variant(setting, name):
     out = setting["root"] / name
-    final = pretrain_variant(name, setting["corpus"], out, setting["config"], tokenizer=setting["tokenizer"],
-                             **setting["options"])
+    final = pretrain_variant(name, setting["corpus"], out, setting["config"], tokenizer=setting["tokenizer"])
     runs = {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("*/run.json"))}
     return final, runs
 
@@ -142,7 +143,7 @@ def test_no_pre_training_runs_nothing_and_fine_tunes_from_scratch(setting):
     assert pretrain_variant("none", setting["corpus"], out, setting["config"], tokenizer=setting["tokenizer"]) is None
     assert not out.exists()
     result = finetune(setting["pairs"], None, setting["root"] / "none-ft", finetune_recipe(),
-                      model_config=setting["config"].model, tokenizer=setting["tokenizer"])
+                      scratch=ScratchModel(setting["config"].model, setting["tokenizer"]))
     assert result.step == 2
 
 

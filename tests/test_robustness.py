@@ -26,7 +26,8 @@ from ctxlm.config import TrainConfig
 from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.tasks.seq2seq import PairExamples
-from ctxlm.training import TrainingRun, evaluate, train, validation_sample
+from ctxlm.run_options import RunOptions
+from ctxlm.training import TrainingInputs, TrainingRun, evaluate, train, validation_sample
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -54,9 +55,18 @@ def config(**values) -> TrainConfig:
     return TrainConfig(**{**base, **values})
 
 
+RUN_FIELDS = {f.name for f in dataclasses.fields(RunOptions)}
+
+
+def train_pairs(model, cfg, out, valid=None, **kwargs):
+    """`train` on `pairs(model)` (pad id 0; `valid` held out); RunOptions' fields among `kwargs` go in `run`."""
+    run_options = RunOptions(**{name: kwargs.pop(name) for name in list(kwargs) if name in RUN_FIELDS})
+    return train(model, TrainingInputs(pairs(model), 0, valid), cfg, out, run=run_options, **kwargs)
+
+
 def run(out, cfg=None, model=None, **kwargs):
     model = model or tiny_model()
-    return train(model, pairs(model), cfg or config(), out, pad_id=0, **kwargs)
+    return train_pairs(model, cfg or config(), out, **kwargs)
 
 
 def weights(path):
@@ -127,7 +137,7 @@ def test_weights_that_turn_non_finite_are_not_saved(tmp_path):
     """The second update leaves a NaN weight (the loss and gradients were finite): the step-2 save
     is refused with one line and the step-1 checkpoint stays the newest."""
     model = tiny_model()
-    training = TrainingRun(model, pairs(model), config(), tmp_path / "run", pad_id=0)
+    training = TrainingRun(model, TrainingInputs(pairs(model), 0), config(), tmp_path / "run")
     update, updates = training.optimizer.step, [0]
 
     def update_then_break(*args, **kwargs):
@@ -219,7 +229,7 @@ def test_resume_restores_the_best_weights_of_its_checkpoint(tmp_path, monkeypatc
     cfg = config(max_steps=8, eval_every=2, select_metric="valid/lm_loss")
     full = tmp_path / "full"
     model = tiny_model()
-    train(model, pairs(model), cfg, full, pad_id=0, valid_examples=pairs(model, 8, seed=1))
+    train(model, TrainingInputs(pairs(model), 0, pairs(model, 8, seed=1)), cfg, full)
     checkpoints = full / "checkpoints"
     assert same(weights(checkpoints / "step-00000006/best"), weights(checkpoints / "step-00000004"))
     assert same(weights(full / BEST_DIR), weights(checkpoints / "step-00000008"))
@@ -228,14 +238,14 @@ def test_resume_restores_the_best_weights_of_its_checkpoint(tmp_path, monkeypatc
     shutil.copytree(checkpoints / "step-00000006", cut / "checkpoints/step-00000006")
     shutil.copytree(full / BEST_DIR, cut / BEST_DIR)
     model = tiny_model()
-    resumed = TrainingRun(model, pairs(model), cfg, cut, pad_id=0, resume=True)
+    resumed = TrainingRun(model, TrainingInputs(pairs(model), 0), cfg, cut, run=RunOptions(resume=True))
     resumed.close()
     assert same(weights(cut / BEST_DIR), weights(checkpoints / "step-00000004"))
     assert (resumed.progress.best_step, resumed.progress.best_value) == (4, 1.0)
 
     shutil.rmtree(cut / "checkpoints")
     shutil.copytree(checkpoints / "step-00000001", cut / "checkpoints/step-00000001")
-    TrainingRun(model, pairs(model), cfg, cut, pad_id=0, resume=True).close()
+    TrainingRun(model, TrainingInputs(pairs(model), 0), cfg, cut, run=RunOptions(resume=True)).close()
     assert not (cut / BEST_DIR).exists()
 
 

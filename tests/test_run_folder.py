@@ -22,12 +22,11 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import TINY_PALM_MODEL, wiki_slice
-from test_robustness import pairs, tiny_model
+from test_robustness import pairs, tiny_model, train_pairs
 from ctxlm.checkpoint import LOCK_NAME, RunFolderLock, latest_checkpoint, list_checkpoints
 from ctxlm.cli import build_parser, main
 from ctxlm.config import TrainConfig
 from ctxlm.errors import CtxlmError
-from ctxlm.training import train
 
 pytestmark = pytest.mark.usefixtures("single_thread", "optimizer_imports")
 
@@ -45,8 +44,7 @@ def config(**values) -> TrainConfig:
 
 def run(out, cfg=None, valid=False, **kwargs):
     model = tiny_model()
-    return train(model, pairs(model), cfg or config(), out, pad_id=0,
-                 valid_examples=pairs(model, 8, seed=1) if valid else None, **kwargs)
+    return train_pairs(model, cfg or config(), out, pairs(model, 8, seed=1) if valid else None, **kwargs)
 
 
 def metrics(out) -> list[dict]:

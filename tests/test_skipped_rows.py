@@ -15,6 +15,7 @@ from ctxlm.config_loading import named_model_config
 from ctxlm.objectives.chunks import sentence_chunks, skipped_sentences
 from ctxlm.objectives.palm import palm_windows
 from ctxlm.pretraining import pretrain
+from ctxlm.run_options import CorpusSpec
 from ctxlm.tokenization import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -71,7 +72,8 @@ def test_palm_stage_one_run_reports_what_it_skipped(tmp_path):
                             train=TrainConfig(max_steps=1, batch_size=2, eval_every=0, save_every=0, progress=False))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pretrain([text, rows], tmp_path / "run", config, stage="mlm", tokenizer=tokenizer, cache_dir=tmp_path / "cache")
+        pretrain(CorpusSpec((text, rows), cache_dir=tmp_path / "cache"), tmp_path / "run", config, stage="mlm",
+                 tokenizer=tokenizer)
     expected = {"empty_documents": 1, "empty_sentences": 1, "one_sentence_documents": 1, "long_sentences": 1,
                 "sentences_in_no_example": 6}
     assert json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))["skipped"] == expected

@@ -17,7 +17,7 @@ from ctxlm.models.glm import GlmModel
 from ctxlm.models.palm import PalmModel
 from ctxlm.models.unilm import UnilmClassifier, UnilmModel, UnilmQuestionAnswering
 from ctxlm.objectives.masking import IGNORE_INDEX
-from ctxlm.training import train
+from ctxlm.training import TrainingInputs, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -114,7 +114,7 @@ def test_accumulation_of_small_batches_equals_one_large_batch(tmp_path):
                                              dropout=0.0, attention_dropout=0.0, pad_token_id=0))
         cfg = TrainConfig(max_steps=3, batch_size=batch_size, grad_accum=accumulation, lr=1e-2, warmup_steps=1,
                           eval_every=0, save_every=0, progress=False, log_every=1)
-        train(model, VariableLengths(), cfg, tmp_path / str(batch_size), pad_id=0)
+        train(model, TrainingInputs(VariableLengths(), 0), cfg, tmp_path / str(batch_size))
         weights.append(model.state_dict())
     for key in weights[0]:
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-5, atol=1e-6, msg=key)
@@ -135,7 +135,7 @@ def test_compiled_model_trains_like_the_eager_one(tmp_path):
                                              dropout=0.0, attention_dropout=0.0, pad_token_id=0, copy=False))
         cfg = TrainConfig(max_steps=1, batch_size=8, lr=1e-2, warmup_steps=1, eval_every=0, save_every=0,
                           progress=False, compile=compile)
-        train(model, VariableLengths(), cfg, tmp_path / str(compile), pad_id=0)
+        train(model, TrainingInputs(VariableLengths(), 0), cfg, tmp_path / str(compile))
         weights.append(model.state_dict())
     for key in weights[0]:
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-5, msg=key)

@@ -31,13 +31,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 MAX_PARAMETERS = 10
 # Public functions still over the limit, to be given bundles; the list may only shrink (the test
 # fails for a function listed here that is within the limit, and for any other over it).
-OVER_THE_LIMIT = {
-    "ctxlm.models.unilm.UnilmModel.forward": "the batch's fields, as collate names them",
-    "ctxlm.training.train": "", "ctxlm.training.TrainingRun.__init__": "",
-    "ctxlm.tasks.seq2seq.finetune": "", "ctxlm.tasks.cloze.finetune_cloze": "",
-    "ctxlm.tasks.classification.finetune_classifier": "", "ctxlm.tasks.extractive_qa.finetune_squad": "",
-    "ctxlm.pretraining.pretrain": "",
-}
+OVER_THE_LIMIT: dict[str, str] = {}
 
 
 def public_functions():
@@ -104,12 +98,13 @@ def toy_rows(split: str) -> list[Row]:
 def finetune_toy(name, init, data: TaskData, out, train, run: RunOptions, model: ScratchModel):
     from ctxlm.models.unilm import UnilmClassifier
     from ctxlm.tasks.classification import PairExamples, load_backbone
+    from ctxlm.training import TrainingInputs
     from ctxlm.training import train as train_loop
 
     backbone, tokenizer = load_backbone(init, model.config, model.tokenizer)
     examples = PairExamples(backbone.config, tokenizer, toy_rows("train")[:data.train_limit], 16, False)
-    return train_loop(UnilmClassifier(backbone, 2), examples, train_config(train, TOY_TRAIN), out,
-                      pad_id=tokenizer.pad_id, tokenizer=tokenizer, resume=run.resume, device=run.device)
+    return train_loop(UnilmClassifier(backbone, 2), TrainingInputs(examples, tokenizer.pad_id),
+                      train_config(train, TOY_TRAIN), out, tokenizer=tokenizer, run=run)
 
 
 def predict_toy(model_dir, rows) -> list[int]:

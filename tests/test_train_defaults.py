@@ -13,6 +13,7 @@ from ctxlm.errors import CtxlmError
 from ctxlm.families import FAMILIES, OPTIMIZER_FIELDS, register, train_defaults
 from ctxlm.families.unilm import UNILM_DEEP_LR, UNILM_LR
 from ctxlm.pretraining import with_train_defaults
+from ctxlm.run_options import CorpusSpec
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -148,8 +149,8 @@ def test_pretrain_takes_the_defaults_of_the_models_shape(small_corpus, monkeypat
                               max_position_embeddings=64)
     config = PretrainConfig(model=deep, train=TrainConfig(max_steps=10, progress=False),
                             data=UnilmDataConfig(max_length=64, valid_fraction=0.05))
-    ctxlm.pretraining.pretrain([corpus], root / "deep", config, objective="unilm", tokenizer=tokenizer,
-                               cache_dir=root / "cache")
+    ctxlm.pretraining.pretrain(CorpusSpec((corpus,), cache_dir=root / "cache"), root / "deep", config,
+                               objective="unilm", tokenizer=tokenizer)
     assert seen["cfg"].lr == seen["run_info"]["train_defaults"]["lr"] == UNILM_DEEP_LR
 
 
@@ -211,7 +212,8 @@ def test_short_run_at_the_defaults_learns(family, small_corpus):
                                               progress=False, save_every=0),
                             data=default_data_config(family)(valid_fraction=0.05, **data))
     out = root / family
-    result = pretrain([corpus], out, config, objective=objective, tokenizer=tokenizer, cache_dir=root / "cache")
+    result = pretrain(CorpusSpec((corpus,), cache_dir=root / "cache"), out, config, objective=objective,
+                      tokenizer=tokenizer)
     run = json.loads((out / "run.json").read_text())
     assert {k: run["train"][k] for k in OPTIMIZER_FIELDS} == train_defaults(family)
     assert set(run["train_defaults"]) <= set(OPTIMIZER_FIELDS) and "not_learning" not in run

@@ -18,7 +18,7 @@ from ctxlm.config import PretrainConfig, TrainConfig
 from ctxlm.families.palm import PalmDataConfig
 from ctxlm.config_loading import named_model_config
 from ctxlm.pretraining import pretrain
-from ctxlm.run_options import RunOptions
+from ctxlm.run_options import CorpusSpec, RunOptions
 from ctxlm.data.loader import rank_micro_batches
 from ctxlm.tokenization import train_tokenizer
 from ctxlm.training import BatchStream, collate, linear_schedule
@@ -83,14 +83,14 @@ def test_resume_continues_exactly(corpus, tmp_path):
     path, tok = corpus
     config = tiny_config(max_steps=6, save_every=3, grad_accum=2)
     full = tmp_path / "full"
-    pretrain([path], full, config, stage="generation", tokenizer=tok, cache_dir=tmp_path / "cache")
+    cached = CorpusSpec((path,), cache_dir=tmp_path / "cache")
+    pretrain(cached, full, config, stage="generation", tokenizer=tok)
     assert [p.name for p in list_checkpoints(full)] == ["step-00000003", "step-00000006"]
 
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
     shutil.copytree(full / "checkpoints/step-00000003", interrupted / "checkpoints/step-00000003")
-    result = pretrain([path], interrupted, config, stage="generation", tokenizer=tok,
-                      cache_dir=tmp_path / "cache", run=RunOptions(resume=True))
+    result = pretrain(cached, interrupted, config, stage="generation", tokenizer=tok, run=RunOptions(resume=True))
     assert result.step == 6
     a, b = load_file(str(full / "model.safetensors")), load_file(str(interrupted / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -162,7 +162,8 @@ def test_config_typo_names_the_key_and_keeps_finished_checkpoints(corpus, tmp_pa
     checkpoints are untouched by the failed command."""
     path, tok = corpus
     out = tmp_path / "run"
-    pretrain([path], out, tiny_config(max_steps=2, save_every=2), tokenizer=tok, cache_dir=tmp_path / "cache")
+    pretrain(CorpusSpec((path,), cache_dir=tmp_path / "cache"), out, tiny_config(max_steps=2, save_every=2),
+             tokenizer=tok)
     before = sorted(p.name for p in (out / "checkpoints").iterdir())
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: palm-tiny\ntrain:\n  lerning_rate: 0.001\n", encoding="utf-8")

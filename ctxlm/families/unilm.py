@@ -118,7 +118,8 @@ def pair_example(cfg, source, target, max_source: int, max_target: int) -> dict:
     """`[SOS] source [EOS] target [EOS]` plus a pseudo mask [P] per target token (§3.4)."""
     from ..objectives.unilm import build_seq2seq_example
 
-    return build_seq2seq_example(source, target, config_tokens(cfg), max_source=max_source, max_target=max_target)
+    example = build_seq2seq_example(source, target, config_tokens(cfg), max_source=max_source, max_target=max_target)
+    return {key: value for key, value in example.items() if isinstance(value, np.ndarray)}  # the model's inputs
 
 
 def prompt_example(cfg, source, max_source: int) -> dict:

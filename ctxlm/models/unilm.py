@@ -252,8 +252,6 @@ class UnilmModel(PretrainedMixin, nn.Module):
         ae_labels: torch.Tensor | None = None,
         par_labels: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        num_original: torch.Tensor | None = None,  # carried by the objective's examples; unused
-        num_source: torch.Tensor | None = None,  # idem
         label_smoothing: float = 0.0,
         return_log_probs: bool = False,
     ) -> UnilmOutput:

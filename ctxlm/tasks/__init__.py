@@ -60,7 +60,9 @@ class TaskData:
     # dataset the model was fine-tuned on)
     dataset: str | None = None
     data_dir: str | Path | None = None  # cloze, classify: the NLU data folder (e.g. ../shared/data/nlu)
-    split: str | None = None  # evaluate: the split scored (cloze: dev32, the default, or train; classify: dev or train)
+    # evaluate: the split scored (cloze: dev32, the default, or train; classify: dev or train); cloze
+    # fine-tuning: its dev split (default dev32)
+    split: str | None = None
     # the task's recipe (in Python also a `FinetuneConfig`): seq2seq: gigaword, cnndm, xsum, squad_qg, marco,
     # cornell, the papers' unilm2-xsum, unilm2-cnndm, unilm2-squad-qg, palm-cnndm, palm-gigaword, or YAML;
     # cloze/classify/squad: a YAML of their options (dataset, data_dir, max_length, epochs, ...) and train:, or

@@ -16,11 +16,6 @@ from . import RunOptions, ScratchModel, Task, TaskData, data_nlu_options, need, 
 from ..errors import CtxlmError
 
 
-def _run(run: RunOptions) -> dict:
-    return dict(resume=run.resume, overwrite=run.overwrite, allow_config_change=run.allow_config_change,
-                device=run.device)
-
-
 def _placement(run: RunOptions) -> dict:
     return dict(device=run.device, bf16=run.bf16)
 
@@ -50,8 +45,8 @@ def finetune_seq2seq(name, init, data: TaskData, out, train, run: RunOptions, mo
     if train is not None and (not isinstance(train, Mapping) or "max_steps" in train):
         recipe.epochs = None  # the steps asked for win over the recipe's epochs
     recipe.train = train_config(train, recipe.train)
-    return finetune(data.train, data.valid, out, recipe, init=init, model_config=model.config,
-                    tokenizer=model.tokenizer, train_limit=data.train_limit, **_run(run))
+    return finetune(data.train, data.valid, out, recipe, init=init, scratch=model, train_limit=data.train_limit,
+                    run=run)
 
 
 def evaluate_seq2seq(name, model, data: TaskData, run: RunOptions) -> dict:
@@ -82,9 +77,9 @@ def finetune_cloze_task(name, init, data: TaskData, out, train, run: RunOptions,
     need(name, nlu, "dataset", "data_dir")
     whole, overrides = _config_and_overrides(train, recipe_train)
     epochs = None if whole is not None or "max_steps" in (train or {}) else nlu.epochs  # --max-steps wins
-    return finetune_cloze(init, nlu.dataset, nlu.data_dir, out, whole or train_config(overrides, CLOZE_TRAIN),
-                          max_length=nlu.max_length, score_eop=nlu.score_eop, epochs=epochs,
-                          model_config=model.config, tokenizer=model.tokenizer, **_run(run))
+    return finetune_cloze(init, TaskData(dataset=nlu.dataset, data_dir=nlu.data_dir), out,
+                          whole or train_config(overrides, CLOZE_TRAIN), max_length=nlu.max_length,
+                          score_eop=nlu.score_eop, epochs=epochs, run=run, scratch=model)
 
 
 def _evaluate_nlu(evaluate, default_split: str, name, model, data: TaskData, run: RunOptions) -> dict:
@@ -107,10 +102,11 @@ def finetune_classify_task(name, init, data: TaskData, out, train, run: RunOptio
     nlu, recipe_train = data_nlu_options(name, data)
     need(name, nlu, "dataset", "data_dir")
     whole, overrides = _config_and_overrides(train, recipe_train)
-    return finetune_classifier(init, nlu.dataset, nlu.data_dir, out, whole, train_overrides=overrides,
-                               max_length=nlu.max_length or DEFAULT_MAX_LENGTH, pooler=nlu.pooler,
-                               train_limit=data.train_limit, valid_limit=data.valid_limit, model_config=model.config,
-                               tokenizer=model.tokenizer, **_run(run))
+    rows = TaskData(dataset=nlu.dataset, data_dir=nlu.data_dir, train_limit=data.train_limit,
+                    valid_limit=data.valid_limit)
+    return finetune_classifier(init, rows, out, whole, train_overrides=overrides,
+                               max_length=nlu.max_length or DEFAULT_MAX_LENGTH, pooler=nlu.pooler, run=run,
+                               scratch=model)
 
 
 def evaluate_classify_task(name, model, data: TaskData, run: RunOptions) -> dict:
@@ -128,9 +124,9 @@ def finetune_squad_task(name, init, data: TaskData, out, train, run: RunOptions,
     settings = QaSettings(max_length=nlu.max_length or 384, doc_stride=nlu.doc_stride,
                           max_query_length=nlu.max_query_length, max_answer_length=nlu.max_answer_length)
     whole, overrides = _config_and_overrides(train, recipe_train)
-    return finetune_squad(init, data.train, data.valid, out, whole, train_overrides=overrides, settings=settings,
-                          train_limit=data.train_limit, valid_limit=data.valid_limit, model_config=model.config,
-                          tokenizer=model.tokenizer, **_run(run))
+    files = TaskData(train=data.train, valid=data.valid, train_limit=data.train_limit, valid_limit=data.valid_limit)
+    return finetune_squad(init, files, out, whole, train_overrides=overrides, settings=settings, run=run,
+                          scratch=model)
 
 
 def evaluate_squad_task(name, model, data: TaskData, run: RunOptions) -> dict:

@@ -43,7 +43,8 @@ from ..metrics import accuracy, binary_f1, pearson, spearman
 from ..models.unilm import UnilmClassifier, UnilmModel
 from ..objectives.unilm import UnilmTokens, build_classification_input
 from ..tokenization import TextTokenizer
-from ..training import TrainResult, collate, distributed_context, train
+from ..training import TrainingInputs, TrainResult, collate, distributed_context, train
+from . import RunOptions, ScratchModel, TaskData
 
 TASK_FILE = "classification.json"  # dataset and max_length, beside the fine-tuned model
 DEFAULT_MAX_LENGTH = 128
@@ -152,41 +153,36 @@ def glue_train_config(num_train: int, num_valid: int, regression: bool,
 # ------------------------------------------------------------------------------ fine-tuning
 def finetune_classifier(
     init: str | Path | None,
-    dataset: str,
-    data_dir: str | Path,
+    data: TaskData,
     out_dir: str | Path,
     train_config: TrainConfig | None = None,
     *,
     train_overrides: Mapping | None = None,
     max_length: int = DEFAULT_MAX_LENGTH,
     pooler: bool = False,
-    model_config: UnilmConfig | None = None,
-    tokenizer: TextTokenizer | str | Path | None = None,
-    train_limit: int | None = None,
-    valid_limit: int | None = None,
-    resume: bool | str = False,
-    overwrite: bool = False,
-    allow_config_change: bool = False,
-    device: str | torch.device | None = "auto",
+    run: RunOptions = RunOptions(),
+    scratch: ScratchModel = ScratchModel(),
 ) -> TrainResult:
-    """Fine-tune UniLMv2 model directory `init` (or a new `model_config` model with `tokenizer`) on
-    `dataset`'s train split; validate, select and finally score on its dev split. `train_config`
-    replaces the Table 9 defaults (`glue_train_config`) whole; `train_overrides` changes some of
-    them. The first `train_limit` / `valid_limit` rows only, when given. The result's
-    `final_metrics` gain `dev/<metric>` (also written to `out_dir/eval_dev.json`)."""
-    spec = get_dataset(dataset)
+    """Fine-tune UniLMv2 model directory `init` (or `scratch`, a new model of its config and tokenizer)
+    on `data.dataset`'s train split (in `data.data_dir`); validate, select and finally score on its
+    dev split. `train_config` replaces the Table 9 defaults (`glue_train_config`) whole;
+    `train_overrides` changes some of them. The first `data.train_limit` / `data.valid_limit` rows
+    only, when given. The result's `final_metrics` gain `dev/<metric>` (also written to
+    `out_dir/eval_dev.json`). `run`: how the run starts and where (`RunOptions`: resume, overwrite,
+    allow_config_change, device)."""
+    spec, data_dir = get_dataset(data.dataset), data.data_dir
     out_dir = Path(out_dir)
-    checkpoint = resume_checkpoint(out_dir, resume)
+    checkpoint = resume_checkpoint(out_dir, run.resume)
     if checkpoint is not None:  # the weights come from the checkpoint (train(resume=True))
         backbone = build_model(read_model_config(checkpoint))
         tokenizer = TextTokenizer.load(checkpoint)
         pooler = (read_head(checkpoint) or {}).get("pooler", pooler)
     else:
-        backbone, tokenizer = load_backbone(init, model_config, tokenizer)
+        backbone, tokenizer = load_backbone(init, scratch.config, scratch.tokenizer)
     max_length = min(max_length, backbone.config.max_position_embeddings)
 
-    train_rows = spec.read(data_dir, "train")[:train_limit]
-    valid_rows = spec.read(data_dir, "dev")[:valid_limit]
+    train_rows = spec.read(data_dir, "train")[:data.train_limit]
+    valid_rows = spec.read(data_dir, "dev")[:data.valid_limit]
     regression = spec.num_labels == 1
     train_examples = PairExamples(backbone.config, tokenizer, train_rows, max_length, regression)
     valid_examples = PairExamples(backbone.config, tokenizer, valid_rows, max_length, regression)
@@ -200,10 +196,8 @@ def finetune_classifier(
             "label_names": list(spec.label_names)}
     run_info = {"task": "classify", **task, "init": str(init) if init else None, "data_dir": str(data_dir),
                 "train_examples": len(train_rows), "valid_examples": len(valid_rows)}
-    result = train(model, train_examples, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                   valid_examples=valid_examples, resume=resume, overwrite=overwrite,
-                   allow_config_change=allow_config_change, run_info=run_info,
-                   side_files={TASK_FILE: task}, device=resolve_device(device))
+    result = train(model, TrainingInputs(train_examples, tokenizer.pad_id, valid_examples), cfg, out_dir,
+                   tokenizer=tokenizer, run_info=run_info, side_files={TASK_FILE: task}, run=run)
     if distributed_context()[0] == 0:
         scores = score_rows(model, tokenizer, spec, valid_rows, max_length, batch_size=cfg.batch_size)
         (out_dir / "eval_dev.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")

@@ -51,7 +51,8 @@ from ..errors import CtxlmError
 from ..models.glm import GlmModel, glm_tokens
 from ..models.pretrained import PretrainedMixin
 from ..objectives.glm import build_cloze_candidates
-from ..training import TrainResult, collate, train
+from ..training import TrainingInputs, TrainResult, collate, train
+from . import RunOptions, ScratchModel, TaskData
 
 __all__ = ["GlmClozeModel", "ClozeExamples", "cloze_loss", "score_candidates", "finetune_cloze", "evaluate_cloze",
            "predict_cloze", "fit_parts"]
@@ -300,26 +301,26 @@ def percent(metrics: dict[str, float]) -> dict[str, float]:
     return {k: 100 * v for k, v in metrics.items()}
 
 
-def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, out_dir: str | Path,
-                   train_config: TrainConfig, *, max_length: int | None = None, train_split: str = "train",
-                   dev_split: str | None = "dev32", resume: bool | str = False, overwrite: bool = False,
-                   allow_config_change: bool = False, model_config: GlmConfig | None = None,
-                   tokenizer=None, score_eop: bool = False, epochs: int | None = None,
-                   device: str | torch.device | None = "auto") -> TrainResult:
+def finetune_cloze(init: str | Path | None, data: TaskData, out_dir: str | Path, train_config: TrainConfig, *,
+                   max_length: int | None = None, score_eop: bool = False, epochs: int | None = None,
+                   train_split: str = "train", run: RunOptions = RunOptions(),
+                   scratch: ScratchModel = ScratchModel()) -> TrainResult:
     """Fine-tune a GLM on a SuperGLUE task as cloze questions with the one training loop.
 
-    `init` is a GLM (or GLM cloze) model directory; or pass `model_config` and `tokenizer` to start
-    from scratch. Without `train_config.select_metric`, selects on the dev split's error rate
+    `init` is a GLM (or GLM cloze) model directory; or pass `scratch` (a model config and a tokenizer)
+    to start from scratch. `data` names the dataset, its data folder and the dev split (`split`;
+    default dev32). Without `train_config.select_metric`, selects on the dev split's error rate
     (`valid/cls_error`), or on the training loss when there is no dev file. At the end the
     selected model is scored on the dev split; its metrics join `final_metrics` as
     `<split>/<name>` and are written to `out_dir/eval_<split>.json`. `epochs` (THUDM/GLM's
     `--epochs`) replaces `train_config.max_steps` with that many passes over the training examples.
+    `run`: how the run starts and where (`RunOptions`: resume, overwrite, allow_config_change, device).
     """
     from .seq2seq import starting_model
 
-    out_dir = Path(out_dir)
-    task = task_name(dataset)
-    model, tokenizer = starting_model(out_dir, resume, init, model_config, tokenizer)
+    out_dir, data_dir, dev_split = Path(out_dir), data.data_dir, data.split or "dev32"
+    task = task_name(data.dataset)
+    model, tokenizer = starting_model(out_dir, run.resume, init, scratch.config, scratch.tokenizer)
     model = _as_cloze_model(model, init or out_dir)
     model = GlmClozeModel(model.glm, task=task, max_length=max_length or model.max_length,
                           score_eop=score_eop or model.score_eop)
@@ -328,7 +329,7 @@ def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, 
                                       score_eop=model.score_eop)
     train_examples = make(load_superglue(task, data_dir, train_split, seed=train_config.seed))
     dev_rows = None
-    if dev_split is not None and superglue_file(task, data_dir, dev_split).is_file():
+    if superglue_file(task, data_dir, dev_split).is_file():
         dev_rows = load_superglue(task, data_dir, dev_split)
     cfg = train_config
     if epochs is not None:
@@ -344,10 +345,8 @@ def finetune_cloze(init: str | Path | None, dataset: str, data_dir: str | Path, 
     run_info = {"task": f"cloze/{task}", "init": str(init) if init else None, "data_dir": str(data_dir),
                 "train_examples": len(train_examples), "single_token": train_examples.single_token,
                 "head": model.head_config()}
-    result = train(model, train_examples, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                   valid_examples=valid_examples, resume=resume, overwrite=overwrite,
-                   allow_config_change=allow_config_change, run_info=run_info,
-                   device=resolve_device(device))
+    result = train(model, TrainingInputs(train_examples, tokenizer.pad_id, valid_examples), cfg, out_dir,
+                   tokenizer=tokenizer, run_info=run_info, run=run)
     if dev_rows is not None:
         predicted = [int(np.argmax(s)) for s in predict_cloze(model, valid_examples, batch_size=cfg.batch_size)]
         scores = {"examples": len(dev_rows), **percent(task_metrics(dev_rows, predicted))}

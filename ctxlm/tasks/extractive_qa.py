@@ -46,7 +46,8 @@ from ..errors import CtxlmError, not_utf8
 from ..metrics import squad_exact_match, squad_f1
 from ..models.unilm import UnilmQuestionAnswering
 from ..tokenization import TextTokenizer
-from ..training import TrainResult, collate, distributed_context, train
+from ..training import TrainingInputs, TrainResult, collate, distributed_context, train
+from . import RunOptions, ScratchModel, TaskData
 
 SETTINGS_FILE = "qa.json"  # the window settings, beside the fine-tuned model
 
@@ -309,38 +310,33 @@ def squad_train_config(num_train: int, num_valid: int, overrides: Mapping | None
 
 def finetune_squad(
     init: str | Path | None,
-    train_file: str | Path,
-    valid_file: str | Path | None,
+    data: TaskData,
     out_dir: str | Path,
     train_config: TrainConfig | None = None,
     *,
     train_overrides: Mapping | None = None,
     settings: QaSettings = QaSettings(),
-    model_config: UnilmConfig | None = None,
-    tokenizer: TextTokenizer | str | Path | None = None,
-    train_limit: int | None = None,
-    valid_limit: int | None = None,
-    resume: bool | str = False,
-    overwrite: bool = False,
-    allow_config_change: bool = False,
-    device: str | torch.device | None = "auto",
+    run: RunOptions = RunOptions(),
+    scratch: ScratchModel = ScratchModel(),
 ) -> TrainResult:
-    """Fine-tune UniLMv2 model directory `init` (or a new `model_config` model with `tokenizer`) for
-    extractive QA on a SQuAD 1.1 train file; with `valid_file`, select on its loss and finally score
-    it (`final_metrics` gain `dev/exact_match`, `dev/f1`; also `out_dir/eval_dev.json`). Limits take
-    the first questions of each file."""
-    out_dir = Path(out_dir)
-    checkpoint = resume_checkpoint(out_dir, resume)
+    """Fine-tune UniLMv2 model directory `init` (or `scratch`, a new model of its config and tokenizer)
+    for extractive QA on a SQuAD 1.1 train file (`data.train`); with `data.valid`, select on its loss
+    and finally score it (`final_metrics` gain `dev/exact_match`, `dev/f1`; also
+    `out_dir/eval_dev.json`). `data.train_limit` / `valid_limit` take the first questions of each
+    file. `run`: how the run starts and where (`RunOptions`: resume, overwrite, allow_config_change,
+    device)."""
+    out_dir, train_file, valid_file = Path(out_dir), data.train, data.valid
+    checkpoint = resume_checkpoint(out_dir, run.resume)
     if checkpoint is not None:  # the weights come from the checkpoint (train(resume=True))
         backbone, tokenizer = build_model(read_model_config(checkpoint)), TextTokenizer.load(checkpoint)
     else:
-        backbone, tokenizer = load_backbone(init, model_config, tokenizer)
+        backbone, tokenizer = load_backbone(init, scratch.config, scratch.tokenizer)
     if settings.max_length > backbone.config.max_position_embeddings:
         settings = dataclasses.replace(settings, max_length=backbone.config.max_position_embeddings)
 
-    train_questions = read_squad(train_file)[:train_limit]
+    train_questions = read_squad(train_file)[:data.train_limit]
     train_features = QaFeatures(backbone.config, tokenizer, train_questions, settings, training=True)
-    valid_questions = read_squad(valid_file)[:valid_limit] if valid_file is not None else []
+    valid_questions = read_squad(valid_file)[:data.valid_limit] if valid_file is not None else []
     valid_features = QaFeatures(backbone.config, tokenizer, valid_questions, settings) if valid_questions else None
     cfg = train_config or squad_train_config(len(train_features), len(valid_features or ()), train_overrides)
     if train_config is not None and train_overrides:
@@ -352,11 +348,9 @@ def finetune_squad(
                 "valid_file": str(valid_file) if valid_file else None, "settings": dataclasses.asdict(settings),
                 "train_questions": len(train_questions), "train_windows": len(train_features),
                 "train_unmappable_answers": train_features.skipped}
-    result = train(model, train_features, cfg, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                   valid_examples=valid_features, resume=resume, overwrite=overwrite,
-                   allow_config_change=allow_config_change, run_info=run_info,
-                   side_files={SETTINGS_FILE: dataclasses.asdict(settings)},
-                   device=resolve_device(device))
+    result = train(model, TrainingInputs(train_features, tokenizer.pad_id, valid_features), cfg, out_dir,
+                   tokenizer=tokenizer, run_info=run_info, side_files={SETTINGS_FILE: dataclasses.asdict(settings)},
+                   run=run)
     if valid_features is not None and distributed_context()[0] == 0:
         scores = squad_scores(predict_answers(model, valid_features, cfg.batch_size), valid_questions)
         (out_dir / "eval_dev.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")

@@ -19,14 +19,14 @@ import torch
 
 from ..checkpoint import build_model, load_model_dir, resume_checkpoint
 from ..config import GENERATION_FILE, FinetuneConfig, GenerationConfig, steps_for_epochs
-from ..device import resolve_device
 from ..data.tasks import Pair, read_task
 from ..errors import CtxlmError
 from ..layouts import pair_example, pair_limits
 from ..predict import Seq2SeqPredictor
 from ..pretraining import model_config_for_tokenizer
 from ..tokenization import TextTokenizer
-from ..training import TrainResult, train
+from ..training import TrainingInputs, TrainResult, train
+from . import RunOptions, ScratchModel
 
 
 class PairExamples:
@@ -116,19 +116,16 @@ def finetune(
     recipe: FinetuneConfig,
     *,
     init: str | Path | None = None,
-    model_config=None,
-    tokenizer: TextTokenizer | str | Path | None = None,
-    resume: bool | str = False,
-    overwrite: bool = False,
-    allow_config_change: bool = False,
+    scratch: ScratchModel = ScratchModel(),
     train_limit: int | None = None,
-    device: str | torch.device | None = "auto",
+    run: RunOptions = RunOptions(),
 ) -> TrainResult:
-    """Fine-tune `init` (a model directory; or a new `model_config` model with `tokenizer`, the
-    paper's "− pre-training" baseline) on the task's train file, selecting on the valid file."""
+    """Fine-tune `init` (a model directory; or `scratch`, a new model of its config and tokenizer, the
+    paper's "− pre-training" baseline) on the task's train file, selecting on the valid file. `run`:
+    how the run starts and where (`RunOptions`: resume, overwrite, allow_config_change, device)."""
     out_dir = Path(out_dir)
     torch.manual_seed(recipe.train.seed)
-    model, tokenizer = starting_model(out_dir, resume, init, model_config, tokenizer)
+    model, tokenizer = starting_model(out_dir, run.resume, init, scratch.config, scratch.tokenizer)
 
     train_pairs = read_pairs(recipe.task, train_path, recipe.reader, train_limit)
     train_examples = pair_examples(model.config, tokenizer, train_pairs, recipe)
@@ -149,10 +146,9 @@ def finetune(
         if examples is not None:
             run_info["truncated"][name] = truncation_counts(examples)
             report_truncation(name, run_info["truncated"][name], recipe)
-    return train(model, train_examples, train_config, out_dir, pad_id=tokenizer.pad_id, tokenizer=tokenizer,
-                 valid_examples=valid_examples, resume=resume, overwrite=overwrite,
-                 allow_config_change=allow_config_change, loss_options=loss_options, run_info=run_info,
-                 side_files={GENERATION_FILE: dataclasses.asdict(recipe.decoding)}, device=resolve_device(device))
+    inputs = TrainingInputs(train_examples, tokenizer.pad_id, valid_examples, loss_options)
+    return train(model, inputs, train_config, out_dir, tokenizer=tokenizer, run_info=run_info,
+                 side_files={GENERATION_FILE: dataclasses.asdict(recipe.decoding)}, run=run)
 
 
 def decode_pairs(model_dir: str | Path, pairs: Sequence[Pair], decoding: GenerationConfig | None = None,
