@@ -67,7 +67,7 @@ SELECTION=${SELECTION:-1000}
 OBJECTIVES=${OBJECTIVES:-palm,mass,bart,glm-copy,unilm-copy,none}
 GIGAWORD_SIZES=${GIGAWORD_SIZES:-1000,4000,20000}  # the largest last: it chooses the lrs
 CORNELL_SIZES=${CORNELL_SIZES:-1000,4000,10000}
-SUMMARIZE=${SUMMARIZE:-"$PYTHON reports/compare/summarize.py export $WORK && $PYTHON reports/compare/summarize.py"}
+SUMMARIZE=${SUMMARIZE:-"$PYTHON reports/compare/summarize.py export $WORK --data $REPORTS/data && $PYTHON reports/compare/summarize.py --data $REPORTS/data --out $REPORTS"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 train_file() { case $1 in gigaword) echo $DATA/summarization/gigaword/train.jsonl;; cornell) echo $DATA/dialog/cornell/train.jsonl;; esac; }
