@@ -14,6 +14,7 @@ import dataclasses
 import importlib.util
 import inspect
 import re
+import types
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,12 @@ def option_name(name: str) -> str:
 def field_comments(cls) -> dict[str, str]:
     """Each field's comment in a dataclass's source: the comment lines right above it and the one
     after it on its line, joined (the one source of a config field's help, in code and in --help)."""
-    names, comments, above = {f.name for f in dataclasses.fields(cls)}, {}, []
-    for line in inspect.getsource(cls).splitlines():
+    return _comments(inspect.getsource(cls), {f.name for f in dataclasses.fields(cls)})
+
+
+def _comments(source: str, names) -> dict[str, str]:
+    comments, above = {}, []
+    for line in source.splitlines():
         text = line.strip()
         if text.startswith("#"):
             above.append(text.lstrip("# "))
@@ -99,6 +104,8 @@ def given_help(field: dataclasses.Field, text: str | None, note: str = "") -> st
 def _add_flag(target, name: str, annotation: Any, default: Any, text: str | None, extra: dict, *,
               given: bool = False, switch_off: bool = False, kind: type | None = None) -> None:
     """One flag for a field or parameter `name` (see `add_field_flags`)."""
+    known = extra.pop("known", None)  # the names a flag takes that no docstring can list (a registry's)
+    text = f"{text or ''} (known: {', '.join(known)})".strip() if known else text
     kwargs = dict(dest=name, default=None if given else default, help=text.replace("%", "%%") if text else None)
     option = extra.pop("option", option_name(name))
     if str(annotation) == "bool" and not {"action", "type"} & set(extra):
@@ -116,35 +123,64 @@ def add_field_flags(target, cls, names=None, *, given: bool = False, checked: bo
                     options: dict | None = None) -> None:
     """One flag per field of dataclass `cls` (`names`, default all, in that order): `--<field>` storing
     the field's name, parsing the field's type (int, float; else a string), with the field's default
-    and its comment as help (`field_comments`, or `help(field, comment)`).
+    and its comment as help (`field_comments`, or `help(field, comment)`). `cls` may be "module:Class",
+    read from its module's source without importing it (`dataclass_fields`).
 
     - `given`: the flag defaults to None, "not given" (the field then comes from a config, a recipe or
       the task), and a bool field is a switch to the other value (`--no-<field>` for a default True);
       without it, a bool field is an on switch (`store_true`).
     - `checked`: a number outside the field's range (`config.ranged`) is argparse's usage error.
     - `options`: field → argparse keywords beyond these (choices, nargs, a type, an action, another option
-      name); a flag with choices, an action of its own or an optional value (nargs "?") parses no type.
+      name; `known`: names appended to the help, e.g. a registry's); a flag with choices, an action of its
+      own or an optional value (nargs "?") parses no type.
     """
-    comments, fields = field_comments(cls), {f.name: f for f in dataclasses.fields(cls)}
+    comments, fields = dataclass_fields(cls)
     for name in names or fields:
         f, text = fields[name], comments.get(name) or None
         text = help(f, text) if help is not None else given_help(f, text) if given else text
         kind, bounds = value_type(f.type, given), f.metadata.get("range")
         if checked and bounds is not None and kind is not None:
             kind = ranged_number(kind, bounds.low, bounds.high, low_open=bounds.low_open, high_open=bounds.high_open)
-        default = None if f.default is dataclasses.MISSING else f.default
-        _add_flag(target, name, f.type, default, text, dict((options or {}).get(name, {})), given=given,
-                  switch_off=f.default is True, kind=kind)
+        default, extra = None if f.default is dataclasses.MISSING else f.default, dict((options or {}).get(name, {}))
+        if default is ... and "default" not in extra:
+            raise ValueError(f"{cls}: the default of '{name}' is not a literal; give the flag's default")
+        _add_flag(target, name, f.type, default, text, extra, given=given, switch_off=f.default is True, kind=kind)
 
 
 def function_source(ref: str) -> ast.FunctionDef:
     """The definition of the function `ref` ("module:name" or "module:Class.method"), read from its
     module's source file without importing the module."""
+    return _definition(ref)[0]
+
+
+def _definition(ref: str) -> tuple[Any, str]:
+    """(the definition `ref` names, "module:Name" or "module:Class.name", its module's source text)."""
     module, _, qualname = ref.partition(":")
-    node: Any = ast.parse(Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8"))
+    text = Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8")
+    node: Any = ast.parse(text)
     for part in qualname.split("."):
         node = next(n for n in node.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part)
-    return node
+    return node, text
+
+
+def dataclass_fields(cls) -> tuple[dict[str, str], dict[str, Any]]:
+    """(each field's comment, the fields by name) of a dataclass, or of the dataclass "module:Class" read
+    from its module's source without importing it (a module that imports torch): each field then has its
+    `name`, `type` (the annotation as written), `default` (a literal; `dataclasses.MISSING` where there is
+    none, `...` where it is not a literal) and no metadata (no range)."""
+    if not isinstance(cls, str):
+        return field_comments(cls), {f.name: f for f in dataclasses.fields(cls)}
+    node, text = _definition(cls)
+    fields = {}
+    for statement in node.body:
+        if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+            try:
+                default = dataclasses.MISSING if statement.value is None else ast.literal_eval(statement.value)
+            except ValueError:
+                default = ...
+            fields[statement.target.id] = types.SimpleNamespace(
+                name=statement.target.id, type=ast.unparse(statement.annotation), default=default, metadata={})
+    return _comments(ast.get_source_segment(text, node), fields), fields
 
 
 def parameters(function: ast.FunctionDef) -> dict[str, tuple[str, Any]]:

@@ -1,11 +1,13 @@
 """The `ctxlm` command line's flags: each verb's parser, built over argparse with `ctxlm.cli_flags`.
 The flags of the settings bundles are generated from their dataclasses (`add_field_flags`):
-TrainConfig, GenerationConfig, RunOptions, CorpusSpec, TaskData, NluOptions and each family's
+TrainConfig, GenerationConfig, RunOptions, CorpusSpec, HfInit, TaskData, ScratchModel, NluOptions,
+compare's ComparisonSpec (read from its source: `ctxlm.compare` imports torch) and each family's
 pre-training data config (`Family.objective_flags`, `config_flags`), with their help from the fields'
-comments; some verbs' own flags come from the signature of the public function they call
-(`add_signature_flags`, help from its docstring's `Args:`), so each flag's help has one source. The
-verb-specific rest is written out here. `--help` shows every default. `ctxlm.cli` maps each verb to its
-function.
+comments; the verbs' own flags come from the signature of the public function they call
+(`add_signature_flags`, help from its docstring's `Args:`), so each flag's help has one source. The few
+written out here (`tests/test_cli_flags.py`'s HAND_WRITTEN says which and why) are purely the command
+line's, or wait for their function's `Args:`. `--help` shows every default. `ctxlm.cli` maps each verb to
+its function.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .cli_flags import option_name as _flag
 from .cli_flags import ranged_number as _ranged
 from .config import CLOZE_TRAIN
 from .errors import CtxlmError
+from .run_options import HfInit
 
 
 def _train_config_help() -> dict[str, str]:
@@ -76,12 +79,14 @@ def _add_corpus_flags(p: argparse.ArgumentParser, *names: str) -> None:
                              "format": dict(choices=list(FORMATS))})
 
 
-def _add_task_data_flags(p, *names: str) -> None:
-    """TaskData's flags among `names` (the files, dataset and limits a task reads)."""
+def _add_task_data_flags(p, *names: str, options: dict | None = None) -> None:
+    """TaskData's flags among `names` (the files, dataset and limits a task reads); `options` as
+    `add_field_flags`'s."""
     from .tasks import TaskData
 
-    add_field_flags(p, TaskData, names, options={name: dict(type=_row_count)
-                                                 for name in ("train_limit", "valid_limit", "limit")})
+    rows = {name: dict(type=_row_count) for name in ("train_limit", "valid_limit", "limit")}
+    add_field_flags(p, TaskData, names, options={name: {**rows.get(name, {}), **(options or {}).get(name, {})}
+                                                 for name in names})
 
 
 def _add_nlu_flags(p, *names: str, checked: bool = False) -> None:
@@ -107,6 +112,13 @@ def _add_family_flags(p: argparse.ArgumentParser) -> None:
             text = f"{field_comments(data).get(name, '')} (default: the config's data.{name})"
             add_field_flags(p, data, [name], given=True, help=lambda f, _, text=text: text,
                             options={name: dict(option=_flag(dest), dest=dest, **extra)})
+
+
+PRETRAIN = "ctxlm.pretraining:pretrain"  # functions and bundles read from their modules' source (torch)
+COMPARISON = "ctxlm.compare:ComparisonSpec"
+COPY = "ctxlm.config_loading:set_copy"  # --copy / --no-copy: the model config's copy head
+OUT = dict(option="--out", dest="out", required=True)  # a function's out_dir as --out
+MODEL = dict(option="--model", dest="model", required=True)  # a function's model directory as --model
 
 
 # flags naming files or folders that must exist (or datasets: hub:NAME, DIR:SPLIT)
@@ -310,9 +322,8 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     commands = commands or {}
     from . import __version__
     from .families import FAMILIES, NAMED_CONFIGS, OBJECTIVES, REFERENCE_FAMILY
-    from .tasks import finetunable
+    from .tasks import ScratchModel, finetunable
 
-    named = ", ".join(NAMED_CONFIGS)
     named_palm = ", ".join(name for name, values in NAMED_CONFIGS.items() if values["family"] == REFERENCE_FAMILY)
     parser = _Parser(prog="ctxlm", description="The `ctxlm` command line. Each verb parses its flags and calls one "
                                                     "public function.")
@@ -329,36 +340,28 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=commands.get("tokenizer train"))
 
     p = verbs.add_parser("pretrain", help="pre-train a model on unlabeled text")
-    p.add_argument("--objective", choices=list(OBJECTIVES),
-                   help="pre-training objective (default: the --config family's own; mass and bart run on a PALM "
-                        "config)")
-    p.add_argument("--stage", default="generation", choices=list(dict.fromkeys(s for o in OBJECTIVES.values()
-                                                                                for s in o.stages)),
-                   help="PALM stage 1 (encoder MLM) or 2 (continuation generation)")
+    stages = list(dict.fromkeys(s for o in OBJECTIVES.values() for s in o.stages))
+    add_signature_flags(p, PRETRAIN, ["objective", "stage"], options={
+        "objective": dict(choices=list(OBJECTIVES), default=None), "stage": dict(choices=stages)})
     _add_family_flags(p)
-    p.add_argument("--tokenizer", help="tokenizer.json or its directory (default: the --init model's)")
-    p.add_argument("--config", default="palm-tiny", help=f"named config ({named}) or YAML file")
-    p.add_argument("--out", required=True)
-    p.add_argument("--init", help="model directory to start from (stage 2 starts from stage 1)")
-    p.add_argument("--init-from-hf", help="a transformers directory or hub id, converted on the fly "
-                   "(see `ctxlm convert`; the objective's family is the target)")
-    p.add_argument("--decoder", default="fresh", choices=["fresh", "encoder"],
-                   help="--init-from-hf BERT/RoBERTa into PALM: a fresh decoder or one from the encoder")
-    p.add_argument("--no-copy", action="store_true", help="without the pointer-generator")
-    p.add_argument("--copy", action="store_true", help="with PALM's pointer-generator (GLM, UniLMv2: copy: true)")
-    p.add_argument("--cache-dir", help="token store cache (default $CTXLM_CACHE or ~/.cache/ctxlm)")
-    _add_corpus_flags(p, "paths")
+    add_signature_flags(p, PRETRAIN, ["tokenizer", "config", "out_dir", "init"], options={
+        "config": dict(default="palm-tiny", known=list(NAMED_CONFIGS)), "out_dir": OUT})
+    add_field_flags(p, HfInit, ["source", "decoder"], options={
+        "source": dict(option="--init-from-hf", dest="init_from_hf"), "decoder": dict(choices=["fresh", "encoder"])})
+    add_signature_flags(p, COPY, ["copy"], options={"copy": dict(option="--no-copy", dest="no_copy", default=False)})
+    add_signature_flags(p, COPY, ["copy"], options={"copy": dict(default=False)})
+    _add_corpus_flags(p, "paths", "cache_dir")
     _add_train_flags(p)
     p.set_defaults(func=commands.get("pretrain"))
 
     p = verbs.add_parser("generate", help="generate from a model (beam search by default)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--text")
-    p.add_argument("--input", help="JSONL (or a dataset: .parquet, .arrow, save_to_disk directory, hub:NAME) "
-                   "with a source field per row")
-    p.add_argument("--output", help="JSONL output (input rows plus 'prediction'); default stdout")
-    p.add_argument("--source-field", help="--input's field holding the source text (default: the one the "
-                   "model's fine-tuning task reads, from its run.json: e.g. document for Gigaword; else source)")
+    add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.load", ["directory"], options={"directory": MODEL})
+    add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.generate", ["texts"], options={
+        "texts": dict(option="--text", dest="text")})
+    add_signature_flags(p, "ctxlm.predict:read_sources", ["path"], options={"path": dict(option="--input",
+                                                                                          dest="input")})
+    add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.generate_to_file", ["output", "source_field"],
+                        options={"source_field": dict(default=None)})
     add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.__init__", ["max_source_tokens"],
                         options={"max_source_tokens": dict(type=_ranged(int, 2))})
     add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.generate_to_file", ["batch_size", "sort_window", "resume"],
@@ -370,19 +373,14 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=commands.get("generate"))
 
     p = verbs.add_parser("finetune", help="fine-tune on a task", description=FINETUNE_DEFAULTS)
-    p.add_argument("--init", help="pre-trained model directory")
-    p.add_argument("--config", help=f"with --tokenizer: train a new model from scratch (named config: {named}; "
-                   "or YAML)")
-    p.add_argument("--tokenizer", help="tokenizer for --config")
-    p.add_argument("--copy", action="store_true", help="with --config: PALM's pointer-generator on (copy: true)")
-    p.add_argument("--task", choices=finetunable(),
-                   help="a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad")
+    add_signature_flags(p, "ctxlm.tasks:finetune", ["init"])
+    add_field_flags(p, ScratchModel, ["config", "tokenizer"], options={"config": dict(known=list(NAMED_CONFIGS))})
+    add_signature_flags(p, COPY, ["copy"], options={"copy": dict(default=False)})
+    add_signature_flags(p, "ctxlm.tasks:finetune", ["task"], options={"task": dict(choices=finetunable())})
     _add_task_data_flags(p, "recipe", "train", "valid")
-    p.add_argument("--source-field", help="seq2seq: the JSONL/dataset field holding the source")
-    p.add_argument("--target-field", help="seq2seq: the JSONL/dataset field holding the target")
-    p.add_argument("--skip-empty", action="store_true", help="seq2seq: skip (and count) rows whose source or "
-                   "target is empty instead of stopping (the recipe's reader: {skip_empty: true})")
-    p.add_argument("--out", required=True)
+    add_signature_flags(p, "ctxlm.data.tasks:read_jsonl_pairs", ["source_field", "target_field", "skip_empty"],
+                        options={"source_field": dict(default=None), "target_field": dict(default=None)})
+    add_signature_flags(p, "ctxlm.tasks:finetune", ["out"], options={"out": dict(required=True)})
     _add_task_data_flags(p, "train_limit", "valid_limit")
     g = p.add_argument_group("NLU (--task cloze / classify / squad)")
     _add_task_data_flags(g, "dataset", "data_dir")
@@ -396,19 +394,18 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     _add_task_data_flags(p, "ref")
     add_signature_flags(p, "ctxlm.metrics:evaluate_files", ["metrics", "pred_field", "ref_field"],
                         options={"metrics": dict(nargs="+", default=["summarization"])})
-    p.add_argument("--model", help="a model: perplexity of --ref (seq2seq tasks), or cloze/classify/squad scores")
-    p.add_argument("--task", choices=finetunable(), help="with --model: the task")
+    add_signature_flags(p, "ctxlm.tasks:evaluate", ["model", "task"], options={"task": dict(choices=finetunable())})
     _add_task_data_flags(p, "dataset", "data_dir", "split")
     _add_nlu_flags(p, "max_length", checked=True)
     _add_task_data_flags(p, "limit")
-    p.add_argument("--predictions-out", help="squad: write {id: answer} JSON here")
+    add_signature_flags(p, "ctxlm.tasks.extractive_qa:evaluate_squad", ["predictions_out"])
     p.add_argument("--output", help="also write the JSON results here")
     _add_run_flags(p, "device", "bf16")
     p.set_defaults(func=commands.get("evaluate"))
 
     p = verbs.add_parser("infill", help="fill [MASK] blanks with a GLM model, or evaluate infilling")
-    p.add_argument("--model", required=True)
-    p.add_argument("--text", nargs="+", help='texts with blanks, e.g. "the [MASK] sat on the [MASK] ."')
+    add_signature_flags(p, "ctxlm.tasks.infilling:infill_texts", ["model_dir", "texts"], options={
+        "model_dir": MODEL, "texts": dict(option="--text", dest="text", nargs="+")})
     p.add_argument("--input", help="a file of texts with blanks, one a line")
     g = p.add_argument_group("evaluation (--eval)")
     add_signature_flags(g, "ctxlm.tasks.infilling:evaluate_infilling", ["path", "mask_ratio", "limit", "output"],
@@ -421,16 +418,14 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=commands.get("infill"))
 
     p = verbs.add_parser("compare", help="pre-train, fine-tune and score several objectives; write a report")
-    p.add_argument("--tokenizer", required=True, help="tokenizer.json or its directory")
+    add_signature_flags(p, "ctxlm.tokenization:TextTokenizer.load", ["path"], options={
+        "path": dict(option="--tokenizer", dest="tokenizer", required=True)})
     p.add_argument("--task", required=True, help="the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML; or "
                    "an NLU task: cloze (GLM variants, FewGLUE), classify (UniLMv2 variants), or a YAML of their "
                    "options with task: and train: (as finetune's --recipe)")
-    p.add_argument("--train", help="seq2seq tasks: the training file")
-    p.add_argument("--valid", help="seq2seq tasks: the validation file (best checkpoint; scored unless --eval)")
-    p.add_argument("--eval", help="seq2seq tasks: score this file instead of --valid")
-    p.add_argument("--objectives", help="comma-separated pre-training variants (objectives/variants.py; default: "
-                   "palm,palm-nocopy,palm-noae,mass,bart,glm,unilm,none; cloze: glm,glm-noshuffle,none; classify: "
-                   "unilm,unilm-ae,unilm-par,none; none is a new model of the task's family)")
+    _add_task_data_flags(p, "train", "valid")
+    _add_task_data_flags(p, "ref", options={"ref": dict(option="--eval", dest="eval")})
+    add_field_flags(p, COMPARISON, ["objectives"])
     p.add_argument("--config", default="palm-tiny", help=f"the PALM model and pre-training config (named: "
                    f"{named_palm}; or YAML); GLM and UniLMv2 are sized to its parameter count")
     budget = p.add_mutually_exclusive_group(required=True)
@@ -440,33 +435,17 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
                         help="pre-training FLOPs per objective (matmuls and attention, forward and backward, as "
                              "benchmarks count them): a number, or VARIANT:TOKENS, the FLOPs that variant trains on "
                              "that many tokens (e.g. palm:4000000)")
-    p.add_argument("--seeds", type=_ranged(int, 1), default=3,
-                   help="runs per objective (seeds 0..N-1), each pre-training and fine-tuning")
-    p.add_argument("--finetune-steps", type=_ranged(int, 1), help="override the recipe's max_steps")
-    p.add_argument("--lr-grid", type=_lr_grid, help="seq2seq tasks: choose each variant's fine-tuning peak lr from "
-                   "these (e.g. 3e-4,1e-3,3e-3) by the lowest held-out loss on --valid, once (seed 0, --lr-pairs "
-                   "pairs), then keep it for every seed and size")
-    p.add_argument("--pretrain-only", action="store_true", help="pre-train every cell (under the budget, into "
-                   "--pretrain-dir) and stop: no fine-tuning, scoring or report (a run in phases)")
-    p.add_argument("--lr-dir", help="where the chosen lrs are kept and reused (default OUT/lr)")
-    p.add_argument("--lr-pairs", type=_ranged(int, 1), help="training pairs the lr is chosen on (default: the "
-                   "largest --train-limit)")
-    p.add_argument("--train-limit", type=_train_sizes,
-                   help="fine-tune on the first N pairs (dialog: 10000; classify: rows); several sizes, e.g. "
-                        "1000,4000,all (seq2seq tasks): one comparison per size sharing the pre-training, and "
-                        "train_sizes.md (PALM Table 5's question)")
-    p.add_argument("--eval-limit", type=_row_count, help="score only the first N pairs (classify: dev rows, also "
-                   "those it validates on; cloze: dev32 rows)")
-    p.add_argument("--resamples", type=_ranged(int, 1), default=1000, help="paired bootstrap resamples")
+    add_field_flags(p, COMPARISON, ["seeds", "finetune_steps", "lr_grid", "pretrain_only", "lr_dir", "lr_pairs"],
+                    options={"seeds": dict(type=_ranged(int, 1)), "finetune_steps": dict(type=_ranged(int, 1)),
+                             "lr_grid": dict(type=_lr_grid, default=None), "lr_pairs": dict(type=_ranged(int, 1))})
+    _add_task_data_flags(p, "train_limit", "limit", options={"train_limit": dict(type=_train_sizes),
+                                                             "limit": dict(option="--eval-limit", dest="eval_limit")})
+    add_field_flags(p, COMPARISON, ["resamples"], options={"resamples": dict(type=_ranged(int, 1))})
     g = p.add_argument_group("NLU (--task cloze / classify: select and score on the dev split)")
-    g.add_argument("--dataset", help="cloze: superglue/RTE, CB, COPA or BoolQ; classify: glue/MRPC, glue/STS-B, "
-                   "superglue/RTE")
-    _add_task_data_flags(g, "data_dir")
+    _add_task_data_flags(g, "dataset", "data_dir")
     _add_nlu_flags(g, "max_length", checked=True)
-    p.add_argument("--no-plots", action="store_true", help="no loss plots (no matplotlib needed)")
-    p.add_argument("--cache-dir", help="token store cache (default OUT/store)")
-    p.add_argument("--pretrain-dir", help="pre-train each cell here, shared by comparisons of other tasks on "
-                   "the same corpus, budget and config (default: inside each cell)")
+    add_field_flags(p, COMPARISON, ["plots", "cache_dir", "pretrain_dir"], help=given_help,
+                    options={"plots": dict(option="--no-plots", dest="no_plots", action="store_true", default=False)})
     _add_corpus_flags(p, "paths")
     p.add_argument("--out", required=True, help="the comparison's folder (rerun to resume)")
     p.set_defaults(func=commands.get("compare"))
@@ -480,11 +459,8 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
                               ("ctxlm.official:convert_to_official", "model_dir", "to_official")):
         add_signature_flags(source, ref, [name], options={name: dict(option=_flag(option), dest=option)})
     p.add_argument("--out", required=True)
-    p.add_argument("--family", choices=list(FAMILIES),
-                   help="the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa); with "
-                        "--from-official: try only this family's formats")
-    p.add_argument("--format", help="with --from-official / --to-official: the official format by name (default: "
-                   "detected / the family's only writable one; names: docs/official-models.md)")
+    add_signature_flags(p, "ctxlm.convert:import_from_hf", ["family"], options={"family": dict(choices=list(FAMILIES))})
+    add_signature_flags(p, "ctxlm.official:convert_from_official", ["format"])
     add_signature_flags(p, "ctxlm.official:convert_from_official", ["max_shard_size"],
                         options={"max_shard_size": dict(default="5GB", type=None)})
     add_signature_flags(p, "ctxlm.convert:import_from_hf", ["decoder"], options={"decoder": dict(choices=["fresh",

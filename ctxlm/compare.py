@@ -833,18 +833,27 @@ class ComparisonSpec:
     fine-tuning is tuned, where pre-training is shared, and the report's options."""
 
     budget: Budget
-    objectives: tuple[str, ...] | None = None  # default: DEFAULT_OBJECTIVES (seq2seq), the task's (NLU)
-    seeds: int = 3
-    finetune_steps: int | None = None  # instead of the recipe's max_steps
-    lr_grid: tuple[float, ...] = ()  # seq2seq: each variant's fine-tuning lr chosen from these (`finetune_lr`)
-    lr_dir: str | Path | None = None  # where the choices are kept (default OUT/lr)
-    lr_pairs: int | None = None  # the training pairs the choice fine-tunes on (default: the largest size)
-    pretrain_dir: str | Path | None = None  # shared pre-training (see the module's docstring)
-    cache_dir: str | Path | None = None  # the token store (default OUT/store)
-    resamples: int = 1000
-    plots: bool = True
+    # comma-separated pre-training variants (objectives/variants.py; default:
+    # palm,palm-nocopy,palm-noae,mass,bart,glm,unilm,none; cloze: glm,glm-noshuffle,none; classify:
+    # unilm,unilm-ae,unilm-par,none; none is a new model of the task's family)
+    objectives: tuple[str, ...] | None = None
+    seeds: int = 3  # runs per objective (seeds 0..N-1), each pre-training and fine-tuning
+    finetune_steps: int | None = None  # override the recipe's max_steps
+    # seq2seq tasks: choose each variant's fine-tuning peak lr from these (e.g. 3e-4,1e-3,3e-3) by the lowest
+    # held-out loss on --valid, once (seed 0, --lr-pairs pairs), then keep it for every seed and size (`finetune_lr`)
+    lr_grid: tuple[float, ...] = ()
+    lr_dir: str | Path | None = None  # where the chosen lrs are kept and reused (default OUT/lr)
+    lr_pairs: int | None = None  # training pairs the lr is chosen on (default: the largest --train-limit)
+    # pre-train each cell here, shared by comparisons of other tasks on the same corpus, budget and config
+    # (default: inside each cell; see `ctxlm.compare`)
+    pretrain_dir: str | Path | None = None
+    cache_dir: str | Path | None = None  # token store cache (default OUT/store)
+    resamples: int = 10000  # paired bootstrap resamples
+    plots: bool = True  # loss plots (matplotlib)
     command: str | None = None  # the command line the report records
-    pretrain_only: bool = False  # pre-train every cell, then stop (no fine-tuning, scoring or report)
+    # pre-train every cell (under the budget, into --pretrain-dir) and stop: no fine-tuning, scoring or report
+    # (a run in phases)
+    pretrain_only: bool = False
 
 
 def shared_fields(corpus: CorpusSpec | Sequence[str | Path], tokenizer: TextTokenizer | str | Path, out_dir: Path,

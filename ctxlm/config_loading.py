@@ -100,7 +100,12 @@ def load_pretrain_config(spec: str) -> PretrainConfig:
 
 
 def set_copy(model_config, copy: bool):
-    """`model_config` with PALM's copy head on or off (--copy / --no-copy)."""
+    """`model_config` with PALM's copy head on or off (--copy / --no-copy).
+
+    Args:
+        copy: the model's copy head, PALM's pointer-generator, on (--copy; GLM, UniLMv2: ctxlm's extension,
+            copy: true) or off (pretrain --no-copy), over the config's model section (finetune: with --config)
+    """
     if not any(f.name == "copy" for f in dataclasses.fields(model_config)):
         raise CtxlmError(f"--copy/--no-copy: model family '{model_config.family}' has no copy head option")
     return dataclasses.replace(model_config, copy=copy)

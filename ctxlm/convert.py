@@ -122,6 +122,8 @@ def import_from_hf(source: str | Path, out_dir: str | Path, *, family: str | Non
         source: a transformers directory or hub id: BART (PALM), BERT/RoBERTa (PALM's encoder; BERT also
             UniLMv2 or GLM with `family`), or a directory ctxlm exported
         out_dir: the model directory written
+        family: the ctxlm family to convert into (default: PALM for BART, BERT and RoBERTa); with
+            --from-official (`convert_from_official`): try only this family's formats
         decoder: PALM from BERT/RoBERTa: a fresh decoder, or one starting from the encoder's layers
     """
     model, tokenizer, report = model_from_hf(source, family=family, decoder=decoder)

@@ -94,6 +94,11 @@ class Seq2SeqPredictor:
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = "auto", **options) -> "Seq2SeqPredictor":
+        """The predictor of a model directory on `device`; `options` as `Seq2SeqPredictor`'s.
+
+        Args:
+            directory: the model directory (with its tokenizer and generation.json)
+        """
         device = resolve_device(device)
         model, tokenizer = load_model_dir(directory, device=device)
         check_generates(model, str(directory))
@@ -106,7 +111,11 @@ class Seq2SeqPredictor:
     def generate(self, texts: Sequence[str], cfg: GenerationConfig | None = None, batch_size: int = 16,
                  progress: bool = False, **overrides) -> list[str]:
         """Decode each source text with the model's decoding settings, where `cfg` (the fields its
-        constructor was given) and then `overrides` (GenerationConfig fields) replace them."""
+        constructor was given) and then `overrides` (GenerationConfig fields) replace them.
+
+        Args:
+            texts: the source texts (ctxlm generate: one)
+        """
         cfg = self.default_generation.with_overrides(cfg, **overrides)
         sources = self.tokenizer.encode_batch(list(texts))
         if self.lexicon is not None:
@@ -165,7 +174,9 @@ class Seq2SeqPredictor:
         (see `ctxlm.prediction_file.write_predictions`); returns the number of rows decoded now.
 
         Args:
-            source_field: the rows' field holding the source text
+            output: JSONL output (input rows plus 'prediction'; ctxlm generate: default stdout)
+            source_field: the rows' field holding the source text (ctxlm generate: default the one the model's
+                fine-tuning task reads, from its run.json: e.g. document for Gigaword; else source)
             batch_size: sources decoded together
             sort_window: batches sorted by source length together (default 8; 1: input order); the output
                 keeps input order
@@ -230,6 +241,11 @@ def model_source_field(model: str, input_path: str) -> str:
 
 
 def read_sources(path: Path, field: str) -> list[dict]:
+    """The rows of a file of sources, each with a string `field`.
+
+    Args:
+        path: JSONL (or a dataset: .parquet, .arrow, save_to_disk directory, hub:NAME) with a source field per row
+    """
     from .data.tasks import jsonl_rows, row_fields
 
     rows = []

@@ -20,7 +20,7 @@ from .config_loading import default_data_config
 from .data.store import TokenStore
 from .distributed import main_process_first, setup
 from .errors import CtxlmError
-from .run_options import CorpusSpec, RunOptions
+from .run_options import CorpusSpec, HfInit, RunOptions  # noqa: F401  (HfInit: pretrain's `init`)
 from .families import OPTIMIZER_FIELDS, WARMUP_FIELDS, PreparedData, get_objective, resolve, train_defaults
 from .tokenization import TextTokenizer
 from .training import TrainingInputs, TrainResult, train
@@ -76,15 +76,6 @@ def with_train_defaults(train: TrainConfig, family: str, given: Collection[str] 
     return dataclasses.replace(train, **applied), applied
 
 
-@dataclasses.dataclass(frozen=True)
-class HfInit:
-    """A transformers model a run starts from, converted into the objective's family on the fly (as
-    `ctxlm convert --from-hf` converts it; `pretrain --init-from-hf`)."""
-
-    source: str | Path  # a transformers directory or hub id
-    decoder: str = "fresh"  # PALM from BERT/RoBERTa: a fresh decoder, or one from the encoder's layers ("encoder")
-
-
 def pretrain(
     corpus: CorpusSpec | Sequence[str | Path],
     out_dir: str | Path,
@@ -113,6 +104,14 @@ def pretrain(
     set (`train_given`: the TrainConfig fields set; None: those not at TrainConfig's defaults) are
     the objective's family's for the model's shape (`with_train_defaults`); run.json lists them under
     `train_defaults`.
+
+    Args:
+        out_dir: the run's folder (checkpoints, run.json, the final model)
+        config: the model and pre-training config: a named config or a YAML file (in Python a `PretrainConfig`)
+        objective: pre-training objective (default: the config family's own; mass and bart run on a PALM config)
+        stage: PALM stage 1 (encoder MLM) or 2 (continuation generation)
+        tokenizer: tokenizer.json or its directory (default: the init model's)
+        init: model directory to start from (stage 2 starts from stage 1)
     """
     out_dir, corpus = Path(out_dir), CorpusSpec.of(corpus)
     spec = get_objective(objective)

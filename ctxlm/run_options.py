@@ -1,5 +1,6 @@
 """The settings bundles passed instead of threaded keywords: how a run starts and where it runs
-(`RunOptions`), and which corpus it reads and how (`CorpusSpec`)."""
+(`RunOptions`), which corpus it reads and how (`CorpusSpec`), and a transformers model a pre-training
+run starts from (`HfInit`)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ class CorpusSpec:
     format: str = "auto"
     text_field: str | None = None  # the JSONL / dataset field holding the text
     fallback_encoding: str | None = None  # decode lines that are not UTF-8 with this encoding
-    cache_dir: str | Path | None = None  # where its token store is kept (None: `TokenStore.build`'s default)
+    # token store cache (default, None: `TokenStore.build`'s, $CTXLM_CACHE or ~/.cache/ctxlm)
+    cache_dir: str | Path | None = None
 
     def reading(self) -> dict:
         """How the corpus is read, as `compare` records it (`corpus_format`, `text_field`, `fallback_encoding`)."""
@@ -47,3 +49,14 @@ class CorpusSpec:
     def of(cls, corpus: CorpusSpec | Sequence[str | Path]) -> CorpusSpec:
         """`corpus` itself, or the spec of a list of files and directories read with the defaults."""
         return corpus if isinstance(corpus, CorpusSpec) else cls(tuple(corpus))
+
+
+@dataclass(frozen=True)
+class HfInit:
+    """A transformers model a run starts from, converted into the objective's family on the fly (as
+    `ctxlm convert --from-hf` converts it; `pretrain --init-from-hf`)."""
+
+    # a transformers directory or hub id, converted on the fly (see `ctxlm convert`; the objective's family is
+    # the target)
+    source: str | Path
+    decoder: str = "fresh"  # PALM from BERT/RoBERTa: a fresh decoder, or one from the encoder's layers ("encoder")

@@ -62,7 +62,11 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> TextTokenizer:
-        """Load a ``tokenizer.json`` file, or the one inside directory ``path``."""
+        """Load a ``tokenizer.json`` file, or the one inside directory ``path``.
+
+        Args:
+            path: tokenizer.json or its directory
+        """
         path = Path(path)
         file = path / TOKENIZER_FILE if path.is_dir() else path
         if not file.is_file():

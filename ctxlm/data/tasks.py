@@ -227,6 +227,12 @@ def read_jsonl_pairs(
     - `references_field`: optional array of further acceptable targets, appended after the target.
     - blank source/target: error, or with `skip_empty=True` the row is skipped and counted in
       `stats["skipped_empty"]`. `stats["rows"]` counts rows read, `stats["pairs"]` pairs yielded.
+
+    Args:
+        source_field: seq2seq: the JSONL/dataset field holding the source
+        target_field: seq2seq: the JSONL/dataset field holding the target
+        skip_empty: seq2seq: skip (and count) rows whose source or target is empty instead of stopping (the
+            recipe's reader: {skip_empty: true})
     """
     first_skipped = None
     skipped = 0

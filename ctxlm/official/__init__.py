@@ -205,6 +205,8 @@ def convert_from_official(source: str | Path, out_dir: str | Path, *, family: st
     Args:
         source: a release of a paper's own code (directory, file or hub id): THUDM GLM (hub or Megatron),
             microsoft/unilm UniLMv2 (release or s2s-ft), AliceMind PALM; the format is detected (or give `format`)
+        format: with --from-official / --to-official: the official format by name (default: detected / the
+            family's only writable one; names: docs/official-models.md)
         max_shard_size: weights above this are written as shards with an index, as transformers
     """
     parse_size(max_shard_size)  # a bad size stops before the release is read

@@ -39,8 +39,10 @@ Ref = Any  # a class / function, or "module:attribute"
 class ScratchModel:
     """A new model instead of a pre-trained one (the papers' "− pre-training" baseline)."""
 
-    config: Any = None  # a model config (None: start from `init`)
-    tokenizer: Any = None  # a TextTokenizer, tokenizer.json or its directory
+    # with --tokenizer: train a new model from scratch (a named config or YAML; in Python a model config; None:
+    # start from `init`)
+    config: Any = None
+    tokenizer: Any = None  # tokenizer for --config (in Python also a TextTokenizer)
 
 
 @dataclass
@@ -54,7 +56,7 @@ class TaskData:
     train: str | Path | None = None
     valid: str | Path | None = None  # the validation file (loss, best checkpoint, early stopping)
     # evaluate: the references (JSONL with field 'target', or a .txt file, one a line, for seq2seq perplexity;
-    # squad: the SQuAD JSON)
+    # squad: the SQuAD JSON); compare (--eval): seq2seq tasks: score this file instead of --valid
     ref: str | Path | None = None
     # cloze: superglue/<Task>; classify: glue/MRPC, glue/STS-B, superglue/RTE (evaluate: default the
     # dataset the model was fine-tuned on)
@@ -68,9 +70,14 @@ class TaskData:
     # cloze/classify/squad: a YAML of their options (dataset, data_dir, max_length, epochs, ...) and train:, or
     # GLM's glm-superglue-<task> (its task: sets --task)
     recipe: Any = None
-    train_limit: int | None = None  # use only the first N training rows
+    # use only the first N training rows (compare: pairs, dialog 10000 by default; seq2seq tasks: several sizes,
+    # e.g. 1000,4000,all, one comparison per size sharing the pre-training, and train_sizes.md, PALM Table 5's
+    # question)
+    train_limit: int | None = None
     valid_limit: int | None = None  # classify, squad: use only the first N validation rows
-    limit: int | None = None  # evaluate: score only the first N rows
+    # evaluate: score only the first N rows (compare, --eval-limit: the scored pairs; classify: dev rows, also those
+    # it validates on; cloze: dev32 rows)
+    limit: int | None = None
     options: dict = field(default_factory=dict)
 
 
@@ -161,7 +168,13 @@ def finetune(task: str | Task | None, init: str | Path | None, data: TaskData, o
     """Fine-tune `init` (a model directory; or `model`, a new model) on `task` with `data`, into `out`.
     `train`: a `TrainConfig`, or TrainConfig fields over the task's defaults. `task` None: the recipe's
     own (an NLU recipe's `task:`, e.g. glm-superglue-rte's cloze; else a seq2seq recipe's). Returns the
-    `TrainResult`."""
+    `TrainResult`.
+
+    Args:
+        task: a seq2seq task (default: the recipe's), GLM's cloze NLU, UniLMv2's classify or squad
+        init: pre-trained model directory
+        out: the fine-tuning run's folder
+    """
     name = task.name if isinstance(task, Task) else task
     if name is None and isinstance(data.recipe, (str, Path)):
         name = nlu_recipe_task(data.recipe)  # an NLU recipe names its task; seq2seq ones keep None
@@ -175,7 +188,12 @@ def finetune(task: str | Task | None, init: str | Path | None, data: TaskData, o
 
 
 def evaluate(task: str | Task | None, model: str | Path | None, data: TaskData, run: RunOptions = RunOptions()) -> dict:
-    """`task`'s metrics of the model directory `model` on `data` (its `split`, first `limit` rows)."""
+    """`task`'s metrics of the model directory `model` on `data` (its `split`, first `limit` rows).
+
+    Args:
+        task: the task the model is scored on
+        model: a model: perplexity of --ref (seq2seq tasks), or cloze/classify/squad scores
+    """
     spec = get_task(task)
     if spec.evaluate is None:
         raise CtxlmError(f"task '{spec.name}' has no evaluation")

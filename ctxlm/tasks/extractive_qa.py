@@ -373,7 +373,11 @@ def evaluate_squad(model_dir: str | Path, file: str | Path, *, batch_size: int =
                    device: str | torch.device | None = "auto", bf16: bool = False) -> dict[str, float]:
     """SQuAD v1.1 exact match and F1 (×100) of a fine-tuned QA model directory on a SQuAD 1.1 JSON
     file (its first `limit` questions). `predictions_out` gets {question id: answer} as JSON (the
-    official script's prediction file). `device` and `bf16`: see `ctxlm.device`."""
+    official script's prediction file). `device` and `bf16`: see `ctxlm.device`.
+
+    Args:
+        predictions_out: squad: write {id: answer} JSON here
+    """
     device = resolve_device(device)
     model, tokenizer = load_model_dir(model_dir, device=device)
     model = for_inference(model, device, bf16)

@@ -177,7 +177,12 @@ def infill_texts(model_dir: str | Path, texts: Sequence[str], generation_config:
                  device: str | torch.device | None = "auto", bf16: bool = False) -> list[str]:
     """Fill the blanks (`[MASK]`, `[sMASK]`, `[gMASK]`) of each text: `ctxlm infill`. The text outside
     the blanks is kept as typed; each blank becomes its decoded fill. Decoding defaults to the
-    model's `generation.json`, else `GenerationConfig()`. `device` and `bf16`: see `ctxlm.device`."""
+    model's `generation.json`, else `GenerationConfig()`. `device` and `bf16`: see `ctxlm.device`.
+
+    Args:
+        model_dir: a GLM model directory
+        texts: texts with blanks, e.g. "the [MASK] sat on the [MASK] ."
+    """
     model, tokenizer = _load_glm(model_dir, device, bf16)
     cfg, tok = _generation(model_dir, generation_config), glm_tokens(model.config)
     out = []
