@@ -27,6 +27,7 @@ demo: install
 # ruff's lint rules and line length are in pyproject.toml ([tool.ruff]).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: install java
 	$(BIN)/python -m pytest -q

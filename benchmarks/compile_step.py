@@ -49,8 +49,11 @@ def main() -> None:
 
         def loss(model):
             return model(src, decoder_input_ids=dec, labels=labels).loss
-        contenders = [Contender("eager", stepper(eager, loss, ctxlm_optimizer=True)),
-                      Contender("torch.compile", stepper(compiled, loss, ctxlm_optimizer=True))]
+
+        contenders = [
+            Contender("eager", stepper(eager, loss, ctxlm_optimizer=True)),
+            Contender("torch.compile", stepper(compiled, loss, ctxlm_optimizer=True)),
+        ]
         with precision_context(device, bf16):
             start = time.perf_counter()
             contenders[1].run()  # compiles
@@ -58,19 +61,49 @@ def main() -> None:
             interleaved_medians(contenders, args.steps, device)
         eager_s, compiled_s = (median(c.times) for c in contenders)
         saved = eager_s - compiled_s
-        rows.append({"precision": "bf16" if bf16 else "fp32", "eager_step_s": eager_s, "compiled_step_s": compiled_s,
-                     "speedup": eager_s / compiled_s, "first_compiled_call_s": first,
-                     "compile_s": first - compiled_s,
-                     "pays_back_after_steps": (first - compiled_s) / saved if saved > 0 else None})
-    info = {"benchmark": "compile_step", "machine": machine(device), "steps": args.steps, "copy": args.copy,
-            "shape": {"batch": args.batch, "source": args.source, "target": args.target, "d_model": args.d_model,
-                      "layers": args.layers, "vocab": args.vocab}}
-    title = (f"torch.compile of PALM (copy {'on' if args.copy else 'off'}): batch {args.batch} x "
-             f"({args.source}+{args.target}), d{args.d_model}, {info['machine']['name']}; medians of {args.steps} "
-             "interleaved steps; pays back after: steps until the compile time is saved (— never)")
-    report(title, rows, [("precision", "precision", "s"), ("eager_step_s", "eager s", ".3f"),
-                         ("compiled_step_s", "compiled s", ".3f"), ("speedup", "speed-up", ".2f"),
-                         ("compile_s", "compile s", ".0f"), ("pays_back_after_steps", "pays back after", ".0f")], info)
+        rows.append(
+            {
+                "precision": "bf16" if bf16 else "fp32",
+                "eager_step_s": eager_s,
+                "compiled_step_s": compiled_s,
+                "speedup": eager_s / compiled_s,
+                "first_compiled_call_s": first,
+                "compile_s": first - compiled_s,
+                "pays_back_after_steps": (first - compiled_s) / saved if saved > 0 else None,
+            }
+        )
+    info = {
+        "benchmark": "compile_step",
+        "machine": machine(device),
+        "steps": args.steps,
+        "copy": args.copy,
+        "shape": {
+            "batch": args.batch,
+            "source": args.source,
+            "target": args.target,
+            "d_model": args.d_model,
+            "layers": args.layers,
+            "vocab": args.vocab,
+        },
+    }
+    title = (
+        f"torch.compile of PALM (copy {'on' if args.copy else 'off'}): batch {args.batch} x "
+        f"({args.source}+{args.target}), d{args.d_model}, {info['machine']['name']}; medians of {args.steps} "
+        "interleaved steps; pays back after: steps until the compile time is saved (— never)"
+    )
+    report(
+        title,
+        rows,
+        [
+            ("precision", "precision", "s"),
+            ("eager_step_s", "eager s", ".3f"),
+            ("compiled_step_s", "compiled s", ".3f"),
+            ("speedup", "speed-up", ".2f"),
+            ("compile_s", "compile s", ".0f"),
+            ("pays_back_after_steps", "pays back after", ".0f"),
+        ],
+        info,
+    )
 
 
 if __name__ == "__main__":

@@ -92,12 +92,26 @@ def main() -> None:
         model = build_model(model_config_for_tokenizer(config, tokenizer)).to(device).train()
         consumed = model_rate(model, stream, tokenizer.pad_id, args.steps, device)
     ratio = loader / consumed
-    print(f"{args.model} on {device}, batch {args.batch}, fragments of {args.fragment_length} tokens: "
-          f"loader {loader:.1f} micro-batches/s, model {consumed:.2f} micro-batches/s, ratio {ratio:.1f}x "
-          f"({'enough' if ratio >= 10 else 'NOT enough'}: want >= 10x)", file=sys.stderr)
-    print(json.dumps({"benchmark": "data", "model": args.model, "device": device.type, "batch": args.batch,
-                      "workers": workers, "loader_batches_per_s": loader, "model_batches_per_s": consumed,
-                      "ratio": ratio}))
+    print(
+        f"{args.model} on {device}, batch {args.batch}, fragments of {args.fragment_length} tokens: "
+        f"loader {loader:.1f} micro-batches/s, model {consumed:.2f} micro-batches/s, ratio {ratio:.1f}x "
+        f"({'enough' if ratio >= 10 else 'NOT enough'}: want >= 10x)",
+        file=sys.stderr,
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "data",
+                "model": args.model,
+                "device": device.type,
+                "batch": args.batch,
+                "workers": workers,
+                "loader_batches_per_s": loader,
+                "model_batches_per_s": consumed,
+                "ratio": ratio,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -42,10 +42,18 @@ def main() -> None:
 
     torch.manual_seed(0)
     heads = max(1, args.d_model // 64)
-    cfg = PalmConfig(vocab_size=args.vocab, d_model=args.d_model, encoder_layers=args.layers,
-                     decoder_layers=args.layers, encoder_attention_heads=heads, decoder_attention_heads=heads,
-                     encoder_ffn_dim=4 * args.d_model, decoder_ffn_dim=4 * args.d_model, copy=False,
-                     max_position_embeddings=max(1024, args.source, args.new_tokens + 1))
+    cfg = PalmConfig(
+        vocab_size=args.vocab,
+        d_model=args.d_model,
+        encoder_layers=args.layers,
+        decoder_layers=args.layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=4 * args.d_model,
+        decoder_ffn_dim=4 * args.d_model,
+        copy=False,
+        max_position_embeddings=max(1024, args.source, args.new_tokens + 1),
+    )
     ours = PalmModel(cfg).to(device).eval()
     bart = bart_from_palm(ours).to(device).eval()
     source = torch.randint(10, args.vocab, (args.batch, args.source), device=device)
@@ -61,6 +69,7 @@ def main() -> None:
     def runner(model, key):
         def run():
             outputs[key] = generate(model, source, mask, GenerationConfig(**settings))
+
         return run
 
     contenders = [Contender("transformers generate", run_hf), Contender("ctxlm beam_search", runner(ours, "ours"))]
@@ -75,19 +84,50 @@ def main() -> None:
     tokens = args.batch * n
     base = median(contenders[0].times)
     work = min(c.flops for c in contenders)  # the model FLOPs: what the leanest implementation computes
-    rows = [{"name": c.name, "tokens_per_s": tokens / median(c.times), "ms_per_step": median(c.times) / n * 1000,
-             "ratio": base / median(c.times), "mfu": work / median(c.times) / peak} for c in contenders]
-    info = {"benchmark": "generate", "machine": machine(device), "repeats": args.repeats, "same_token_ids": same,
-            "shape": {"batch": args.batch, "beam": args.beam, "source": args.source, "new_tokens": n,
-                      "d_model": args.d_model, "layers": args.layers, "vocab": args.vocab},
-            "matmul_peak_tflops": {"fp32": peak / 1e12}}
-    title = (f"beam search: batch {args.batch}, beam {args.beam}, source {args.source}, {n} new tokens; "
-             f"d{args.d_model}, {args.layers}+{args.layers} layers, vocab {args.vocab}; {info['machine']['name']}; "
-             f"medians of {args.repeats} interleaved runs; fp32 matmul peak {peak / 1e12:.2f} TFLOP/s; "
-             f"ctxlm and transformers produced the same token ids: {same}")
-    report(title, rows, [("name", "decoder", "s"), ("tokens_per_s", "tokens/s", ".1f"),
-                         ("ms_per_step", "ms/step", ".1f"), ("ratio", "x transformers", ".2f"), ("mfu", "MFU", ".1%")],
-           info)
+    rows = [
+        {
+            "name": c.name,
+            "tokens_per_s": tokens / median(c.times),
+            "ms_per_step": median(c.times) / n * 1000,
+            "ratio": base / median(c.times),
+            "mfu": work / median(c.times) / peak,
+        }
+        for c in contenders
+    ]
+    info = {
+        "benchmark": "generate",
+        "machine": machine(device),
+        "repeats": args.repeats,
+        "same_token_ids": same,
+        "shape": {
+            "batch": args.batch,
+            "beam": args.beam,
+            "source": args.source,
+            "new_tokens": n,
+            "d_model": args.d_model,
+            "layers": args.layers,
+            "vocab": args.vocab,
+        },
+        "matmul_peak_tflops": {"fp32": peak / 1e12},
+    }
+    title = (
+        f"beam search: batch {args.batch}, beam {args.beam}, source {args.source}, {n} new tokens; "
+        f"d{args.d_model}, {args.layers}+{args.layers} layers, vocab {args.vocab}; {info['machine']['name']}; "
+        f"medians of {args.repeats} interleaved runs; fp32 matmul peak {peak / 1e12:.2f} TFLOP/s; "
+        f"ctxlm and transformers produced the same token ids: {same}"
+    )
+    report(
+        title,
+        rows,
+        [
+            ("name", "decoder", "s"),
+            ("tokens_per_s", "tokens/s", ".1f"),
+            ("ms_per_step", "ms/step", ".1f"),
+            ("ratio", "x transformers", ".2f"),
+            ("mfu", "MFU", ".1%"),
+        ],
+        info,
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,10 @@ from ctxlm.predict import Seq2SeqPredictor
 from ctxlm.pretraining import model_config_for_tokenizer
 from ctxlm.tokenization import train_tokenizer
 
-WORDS = ("the history of the city began when a small group of farmers settled near the river and built "
-         "houses , roads and a market that grew over the next hundred years into a busy town .").split()
+WORDS = (
+    "the history of the city began when a small group of farmers settled near the river and built "
+    "houses , roads and a market that grew over the next hundred years into a busy town ."
+).split()
 
 
 def mixed_sources(n: int, seed: int = 0) -> list[str]:
@@ -37,8 +39,13 @@ def mixed_sources(n: int, seed: int = 0) -> list[str]:
     def words(k: int) -> str:
         return " ".join(rng.choice(WORDS) for _ in range(k))
 
-    makers = [lambda: "", lambda: words(1), lambda: words(rng.randint(5, 30)), lambda: words(rng.randint(50, 200)),
-              lambda: words(5000)]
+    makers = [
+        lambda: "",
+        lambda: words(1),
+        lambda: words(rng.randint(5, 30)),
+        lambda: words(rng.randint(50, 200)),
+        lambda: words(5000),
+    ]
     weights = [1, 2, 4, 2, 1]
     return [rng.choices(makers, weights)[0]() for _ in range(n)]
 
@@ -58,14 +65,24 @@ def main() -> None:
     (root / "text.txt").write_text(" ".join(WORDS) + "\n", encoding="utf-8")
     tokenizer = train_tokenizer(root / "text.txt", 200, min_frequency=1)
     torch.manual_seed(0)
-    config = named_model_config("palm-tiny", d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                                decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                                max_position_embeddings=128)
+    config = named_model_config(
+        "palm-tiny",
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=128,
+    )
     predictor = Seq2SeqPredictor(build_model(model_config_for_tokenizer(config, tokenizer)), tokenizer)
     rows = [{"id": i, "source": s} for i, s in enumerate(mixed_sources(args.rows))]
     cfg = GenerationConfig(num_beams=args.beam, max_new_tokens=args.max_length)
-    print(f"{len(rows):,} rows: {sum(not r['source'] for r in rows):,} empty, "
-          f"{sum(len(r['source'].split()) >= 5000 for r in rows):,} of 5,000 words")
+    print(
+        f"{len(rows):,} rows: {sum(not r['source'] for r in rows):,} empty, "
+        f"{sum(len(r['source'].split()) >= 5000 for r in rows):,} of 5,000 words"
+    )
 
     outputs = {}
     for window in (8, 1) if args.compare else (8,):

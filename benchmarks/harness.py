@@ -41,7 +41,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats
         a @ b
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / min(times)
+    return 2 * n**3 / min(times)
 
 
 @dataclass
@@ -70,16 +70,21 @@ def machine(device: torch.device) -> dict:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, " \
-               f"{torch.backends.cpu.get_cpu_capability()}"
+        name = (
+            f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+            f"{torch.backends.cpu.get_cpu_capability()}"
+        )
     return {"device": str(device), "name": name, "torch": torch.__version__}
 
 
 def report(title: str, rows: list[dict], columns: list[tuple[str, str, str]], info: dict) -> None:
     """Print `rows` as a table (columns: key, header, format) and then one JSON line with everything."""
     print(title)
-    print("  ".join(f"{header:>{max(len(header), 10)}}" if i else f"{header:34s}"
-                    for i, (_, header, _) in enumerate(columns)))
+    print(
+        "  ".join(
+            f"{header:>{max(len(header), 10)}}" if i else f"{header:34s}" for i, (_, header, _) in enumerate(columns)
+        )
+    )
     for row in rows:
         cells = []
         for i, (key, header, fmt) in enumerate(columns):

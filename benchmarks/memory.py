@@ -22,7 +22,7 @@ from ctxlm.checkpoint import build_model
 from ctxlm.families import NAMED_CONFIGS
 from ctxlm.config_loading import named_model_config
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def tensor_bytes(tensors) -> int:
@@ -39,22 +39,35 @@ def config_memory(name: str) -> dict:
         p.grad = torch.empty_like(p)
     optimizer = torch.optim.AdamW(params, foreach=False)
     optimizer.step()  # creates the moments (meta tensors: shapes and dtypes only)
-    adam = tensor_bytes(t for state in optimizer.state.values() for t in state.values()
-                        if isinstance(t, torch.Tensor) and t.dim() > 0)
+    adam = tensor_bytes(
+        t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor) and t.dim() > 0
+    )
     weights = tensor_bytes(params) + tensor_bytes(float_buffers)
     n = sum(p.numel() for p in params)
-    return {"config": name, "parameters": n, "inference_fp32": weights, "inference_bf16": weights // 2,
-            "training_fp32": weights + tensor_bytes(params) + adam,
-            "training_bf16_autocast": weights + tensor_bytes(params) + adam + 2 * n}
+    return {
+        "config": name,
+        "parameters": n,
+        "inference_fp32": weights,
+        "inference_bf16": weights // 2,
+        "training_fp32": weights + tensor_bytes(params) + adam,
+        "training_bf16_autocast": weights + tensor_bytes(params) + adam + 2 * n,
+    }
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| config | parameters | inference fp32 | inference bf16 | training fp32 | training bf16 autocast |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| config | parameters | inference fp32 | inference bf16 | training fp32 | training bf16 autocast |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['parameters'] / 1e6:.1f} M | " + " | ".join(
-            f"{r[k] / GIB:.2f} GiB" for k in ("inference_fp32", "inference_bf16", "training_fp32",
-                                              "training_bf16_autocast")) + " |")
+        lines.append(
+            f"| {r['config']} | {r['parameters'] / 1e6:.1f} M | "
+            + " | ".join(
+                f"{r[k] / GIB:.2f} GiB"
+                for k in ("inference_fp32", "inference_bf16", "training_fp32", "training_bf16_autocast")
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 

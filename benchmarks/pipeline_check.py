@@ -51,8 +51,11 @@ def parse_args(argv=None):
     p.add_argument("--beams", type=int, default=4)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--same-init", action="store_true",
-                   help="start ctxlm from transformers' initial weights (converted), to set initialisation aside")
+    p.add_argument(
+        "--same-init",
+        action="store_true",
+        help="start ctxlm from transformers' initial weights (converted), to set initialisation aside",
+    )
     return p.parse_args(argv)
 
 
@@ -68,11 +71,24 @@ def tokenizer_for(args, out: Path):
 def recipe_for(args, seed: int):
     from ctxlm.config import FinetuneConfig, TrainConfig
 
-    train = TrainConfig(lr=args.lr, batch_size=args.batch_size, max_steps=args.steps, warmup_steps=args.warmup,
-                        label_smoothing=args.label_smoothing, weight_decay=0.01, clip_norm=1.0, eval_every=0,
-                        save_every=0, log_every=25, seed=seed, progress=False, select_metric=None)
-    return FinetuneConfig(task="summarization", max_source_tokens=args.max_source,
-                          max_target_tokens=args.max_target, train=train)
+    train = TrainConfig(
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_steps=args.steps,
+        warmup_steps=args.warmup,
+        label_smoothing=args.label_smoothing,
+        weight_decay=0.01,
+        clip_norm=1.0,
+        eval_every=0,
+        save_every=0,
+        log_every=25,
+        seed=seed,
+        progress=False,
+        select_metric=None,
+    )
+    return FinetuneConfig(
+        task="summarization", max_source_tokens=args.max_source, max_target_tokens=args.max_target, train=train
+    )
 
 
 def model_config_for(args, tokenizer):
@@ -82,8 +98,13 @@ def model_config_for(args, tokenizer):
     overrides = {}
     if args.d_model:
         heads = max(1, args.d_model // 64)
-        overrides.update(d_model=args.d_model, encoder_ffn_dim=4 * args.d_model, decoder_ffn_dim=4 * args.d_model,
-                         encoder_attention_heads=heads, decoder_attention_heads=heads)
+        overrides.update(
+            d_model=args.d_model,
+            encoder_ffn_dim=4 * args.d_model,
+            decoder_ffn_dim=4 * args.d_model,
+            encoder_attention_heads=heads,
+            decoder_attention_heads=heads,
+        )
     if args.layers:
         overrides.update(encoder_layers=args.layers, decoder_layers=args.layers)
     return model_config_for_tokenizer(named_model_config(args.config, copy=False, **overrides), tokenizer)
@@ -91,8 +112,12 @@ def model_config_for(args, tokenizer):
 
 # ------------------------------------------------------------------------------- transformers side
 def hf_batch(batch: dict[str, torch.Tensor], pad_id: int) -> dict[str, torch.Tensor]:
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["input_ids"].ne(pad_id),
-            "decoder_input_ids": batch["decoder_input_ids"], "labels": batch["labels"]}
+    return {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["input_ids"].ne(pad_id),
+        "decoder_input_ids": batch["decoder_input_ids"],
+        "labels": batch["labels"],
+    }
 
 
 def train_transformers(args, seed: int, tokenizer, model_config, examples, out: Path):
@@ -107,8 +132,9 @@ def train_transformers(args, seed: int, tokenizer, model_config, examples, out: 
     model = BartForConditionalGeneration(bart_config_from_palm(model_config)).train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=args.lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
+    )
     scheduler = get_linear_schedule_with_warmup(optimizer, args.warmup, args.steps)
     smoother = LabelSmoother(epsilon=args.label_smoothing)
     stream = BatchStream(examples, args.batch_size, seed)
@@ -139,8 +165,11 @@ def validation_nll(forward_logits, examples, pad_id: int, batch_size: int = 64) 
         batch = collate([examples.example(i) for i in range(start, min(len(examples), start + batch_size))], pad_id)
         logits = forward_logits(batch).float()
         labels = batch["labels"]
-        total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                         ignore_index=-100, reduction="sum"))
+        total += float(
+            torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            )
+        )
         count += int(labels.ne(-100).sum())
     return total / count
 
@@ -149,16 +178,27 @@ def validation_nll(forward_logits, examples, pad_id: int, batch_size: int = 64) 
 def hf_headlines(model, tokenizer, sources: list[str], args) -> list[str]:
     out = []
     for start in range(0, len(sources), 16):
-        ids = [[tokenizer.cls_id] + tokenizer.encode(s)[: args.max_source - 2] + [tokenizer.sep_id]
-               for s in sources[start:start + 16]]
+        ids = [
+            [tokenizer.cls_id] + tokenizer.encode(s)[: args.max_source - 2] + [tokenizer.sep_id]
+            for s in sources[start : start + 16]
+        ]
         width = max(map(len, ids))
         input_ids = torch.tensor([i + [tokenizer.pad_id] * (width - len(i)) for i in ids])
-        generated = model.generate(input_ids=input_ids, attention_mask=input_ids.ne(tokenizer.pad_id),
-                                   num_beams=args.beams, max_new_tokens=args.max_target, early_stopping=True,
-                                   decoder_start_token_id=tokenizer.cls_id, bos_token_id=tokenizer.cls_id,
-                                   eos_token_id=tokenizer.sep_id, pad_token_id=tokenizer.pad_id,
-                                   forced_bos_token_id=None, forced_eos_token_id=None, no_repeat_ngram_size=0,
-                                   length_penalty=1.0)
+        generated = model.generate(
+            input_ids=input_ids,
+            attention_mask=input_ids.ne(tokenizer.pad_id),
+            num_beams=args.beams,
+            max_new_tokens=args.max_target,
+            early_stopping=True,
+            decoder_start_token_id=tokenizer.cls_id,
+            bos_token_id=tokenizer.cls_id,
+            eos_token_id=tokenizer.sep_id,
+            pad_token_id=tokenizer.pad_id,
+            forced_bos_token_id=None,
+            forced_eos_token_id=None,
+            no_repeat_ngram_size=0,
+            length_penalty=1.0,
+        )
         out.extend(tokenizer.decode(row.tolist()) for row in generated)
     return out
 
@@ -201,27 +241,56 @@ def run_seed(args, seed: int, tokenizer, out: Path, train_path: Path, valid_pair
     seconds = time.perf_counter() - started
     model, _ = load_model_dir(run_dir)
     model.eval()
-    nll = validation_nll(lambda b: model(input_ids=b["input_ids"], decoder_input_ids=b["decoder_input_ids"],
-                                         labels=b["labels"], return_log_probs=True).log_probs,
-                         valid_examples, tokenizer.pad_id)
-    decoding = GenerationConfig(num_beams=args.beams, max_new_tokens=args.max_target, length_penalty=1.0,
-                                no_repeat_ngram_size=0)
+    nll = validation_nll(
+        lambda b: (
+            model(
+                input_ids=b["input_ids"],
+                decoder_input_ids=b["decoder_input_ids"],
+                labels=b["labels"],
+                return_log_probs=True,
+            ).log_probs
+        ),
+        valid_examples,
+        tokenizer.pad_id,
+    )
+    decoding = GenerationConfig(
+        num_beams=args.beams, max_new_tokens=args.max_target, length_penalty=1.0, no_repeat_ngram_size=0
+    )
     predictions = decode_pairs(run_dir, valid_pairs[: args.decode_pairs], decoding, max_source_tokens=args.max_source)
     train_loss = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rows.append({"impl": "ctxlm", "seed": seed, "valid_nll": nll, "seconds": seconds,
-                 "final_train_loss": [r["loss"] for r in train_loss if "loss" in r][-1],
-                 **rouge(predictions, references), "example": predictions[:3]})
+    rows.append(
+        {
+            "impl": "ctxlm",
+            "seed": seed,
+            "valid_nll": nll,
+            "seconds": seconds,
+            "final_train_loss": [r["loss"] for r in train_loss if "loss" in r][-1],
+            **rouge(predictions, references),
+            "example": predictions[:3],
+        }
+    )
 
     train_examples = pair_examples(model_config, tokenizer, read_pairs("summarization", train_path), recipe)
     started = time.perf_counter()
     hf_model, losses = train_transformers(args, seed, tokenizer, model_config, train_examples, out)
     seconds = time.perf_counter() - started
-    nll = validation_nll(lambda b: hf_model(**{k: v for k, v in hf_batch(b, tokenizer.pad_id).items()
-                                               if k != "labels"}).logits, valid_examples, tokenizer.pad_id)
+    nll = validation_nll(
+        lambda b: hf_model(**{k: v for k, v in hf_batch(b, tokenizer.pad_id).items() if k != "labels"}).logits,
+        valid_examples,
+        tokenizer.pad_id,
+    )
     predictions = hf_headlines(hf_model, tokenizer, sources, args)
-    rows.append({"impl": "transformers", "seed": seed, "valid_nll": nll, "seconds": seconds,
-                 "final_train_loss": statistics.mean(losses[-50:]), **rouge(predictions, references),
-                 "example": predictions[:3]})
+    rows.append(
+        {
+            "impl": "transformers",
+            "seed": seed,
+            "valid_nll": nll,
+            "seconds": seconds,
+            "final_train_loss": statistics.mean(losses[-50:]),
+            **rouge(predictions, references),
+            "example": predictions[:3],
+        }
+    )
     return rows
 
 
@@ -245,8 +314,10 @@ def main(argv=None) -> int:
             for row in rows:
                 handle.write(json.dumps(row) + "\n")
         done.extend(rows)
-        print(f"seed {seed}: " + "; ".join(f"{r['impl']} nll {r['valid_nll']:.4f} R-L {r['rougeL']:.2f}"
-                                          for r in rows), flush=True)
+        print(
+            f"seed {seed}: " + "; ".join(f"{r['impl']} nll {r['valid_nll']:.4f} R-L {r['rougeL']:.2f}" for r in rows),
+            flush=True,
+        )
     print(f"\n{'impl':14s} {'valid NLL':>16s} {'ROUGE-1':>14s} {'ROUGE-2':>14s} {'ROUGE-L':>14s}")
     summary = {}
     for impl in ("ctxlm", "transformers"):
@@ -259,9 +330,19 @@ def main(argv=None) -> int:
         print(f"{impl:14s} " + " ".join(f"{m:8.3f} ± {s:5.3f}" for m, s in cells.values()))
     gap = summary["ctxlm"]["valid_nll"]["mean"] - summary["transformers"]["valid_nll"]["mean"]
     noise = max(summary["ctxlm"]["valid_nll"]["std"], summary["transformers"]["valid_nll"]["std"], 1e-3)
-    print(json.dumps({"benchmark": "pipeline_check", "steps": args.steps, "seeds": args.seeds,
-                      "nll_gap": gap, "seed_std": noise, "summary": summary,
-                      "command": " ".join(sys.argv)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "pipeline_check",
+                "steps": args.steps,
+                "seeds": args.seeds,
+                "nll_gap": gap,
+                "seed_std": noise,
+                "summary": summary,
+                "command": " ".join(sys.argv),
+            }
+        )
+    )
     return 0
 
 

@@ -48,14 +48,35 @@ from ctxlm.training import build_optimizer
 
 LABEL = "part:"  # prefix of the script's record_function labels
 FUSED = "vocab projection + loss, fused (copy off)"  # ctxlm.models.vocab_cross_entropy: one op for both
-PARTS = ["encoder", "decoder", "embeddings", "vocab projection", "loss over V (CE, logsumexp, gathers)", FUSED,
-         "copy: eq. 3 scores", "copy: softmax, masks, z, gate (eqs. 4-5, 8)", "copy: mixture at labels (eqs. 6-7)",
-         "copy: W_m, W_v, W_s and other matmuls", "dtype casts", "optimizer", "grad accumulation", "other"]
+PARTS = [
+    "encoder",
+    "decoder",
+    "embeddings",
+    "vocab projection",
+    "loss over V (CE, logsumexp, gathers)",
+    FUSED,
+    "copy: eq. 3 scores",
+    "copy: softmax, masks, z, gate (eqs. 4-5, 8)",
+    "copy: mixture at labels (eqs. 6-7)",
+    "copy: W_m, W_v, W_s and other matmuls",
+    "dtype casts",
+    "optimizer",
+    "grad accumulation",
+    "other",
+]
 EQ3, MATMUL_PART = "copy: eq. 3 scores", "copy: W_m, W_v, W_s and other matmuls"
 BACKWARD = "autograd::engine::evaluate_function: "
 MATMULS = {"aten::linear", "aten::matmul", "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
-LOSS_OPS = {"aten::cross_entropy_loss", "aten::log_softmax", "aten::_log_softmax", "aten::nll_loss",
-            "aten::nll_loss_nd", "aten::nll_loss2d", "aten::logsumexp", "aten::gather"}
+LOSS_OPS = {
+    "aten::cross_entropy_loss",
+    "aten::log_softmax",
+    "aten::_log_softmax",
+    "aten::nll_loss",
+    "aten::nll_loss_nd",
+    "aten::nll_loss2d",
+    "aten::logsumexp",
+    "aten::gather",
+}
 
 
 # ------------------------------------------------------------------------------------ labels
@@ -64,6 +85,7 @@ def labelled(name: str, fn):
     def wrapper(*args, **kwargs):
         with record_function(LABEL + name):
             return fn(*args, **kwargs)
+
     return wrapper
 
 
@@ -114,7 +136,7 @@ def forward_part(event, vocab: int) -> str:
         top, node = node, node.cpu_parent
     if node is None:
         return "other"
-    part = node.name[len(LABEL):]
+    part = node.name[len(LABEL) :]
     over_vocab = any(vocab in shape for shape in top.input_shapes if isinstance(shape, (list, tuple)))
     if part.startswith("copy: mixture") and (top.name in LOSS_OPS or over_vocab and top.name not in MATMULS):
         return "loss over V (CE, logsumexp, gathers)"
@@ -141,7 +163,7 @@ def attribute(events, vocab: int) -> dict[str, float]:
     totals: dict[str, float] = defaultdict(float)
     for event in events:
         if event.name.startswith(LABEL):
-            part = event.name[len(LABEL):]  # the label's own time: Python between its operators
+            part = event.name[len(LABEL) :]  # the label's own time: Python between its operators
         elif is_cast(event):
             part = "dtype casts"
         else:
@@ -172,24 +194,35 @@ def eq3_path(events) -> str:
     names = {e.name for e in events}
     fused = any("_FusedScores" in n for n in names)
     direct = any("_AdditiveScores" in n for n in names)
-    return {(True, False): "compiled exp-form kernel", (False, True): "direct tanh (chunked)",
-            (True, True): "both", (False, False): "none"}[(fused, direct)]
+    return {
+        (True, False): "compiled exp-form kernel",
+        (False, True): "direct tanh (chunked)",
+        (True, True): "both",
+        (False, False): "none",
+    }[(fused, direct)]
 
 
 # ------------------------------------------------------------------------------------ models and steps
 def palm_config(args, copy: bool) -> PalmConfig:
-    return PalmConfig(vocab_size=args.vocab, d_model=args.d_model, encoder_layers=args.layers,
-                      decoder_layers=args.layers, encoder_attention_heads=args.d_model // 64,
-                      decoder_attention_heads=args.d_model // 64, encoder_ffn_dim=4 * args.d_model,
-                      decoder_ffn_dim=4 * args.d_model, copy=copy,
-                      max_position_embeddings=max(1024, args.source, args.target))
+    return PalmConfig(
+        vocab_size=args.vocab,
+        d_model=args.d_model,
+        encoder_layers=args.layers,
+        decoder_layers=args.layers,
+        encoder_attention_heads=args.d_model // 64,
+        decoder_attention_heads=args.d_model // 64,
+        encoder_ffn_dim=4 * args.d_model,
+        decoder_ffn_dim=4 * args.d_model,
+        copy=copy,
+        max_position_embeddings=max(1024, args.source, args.target),
+    )
 
 
 def batch(args):
     src = torch.randint(10, args.vocab, (args.batch, args.source))
     dec = torch.randint(10, args.vocab, (args.batch, args.target))
     labels = torch.randint(10, args.vocab, (args.batch, args.target))
-    labels[:, :args.target // 4] = src[:, :args.target // 4]  # some labels can be copied
+    labels[:, : args.target // 4] = src[:, : args.target // 4]  # some labels can be copied
     return src, dec, labels
 
 
@@ -206,6 +239,7 @@ def trainer_stepper(model, src, dec, labels):
         batch_loss(out.loss_sums, counts).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
         optimizer.step()
+
     return step
 
 
@@ -262,25 +296,37 @@ def run_scenario(args) -> dict:
                 events = prof.events()
                 parts = attribute(events, args.vocab)
                 table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top)
-                results["runs"].append({
-                    "precision": "bf16" if bf16 else "fp32", "model": name,
-                    "step_s": median(times[name]), "bart_step_s": median(times["transformers BART"]),
-                    "profiled_step_s": sum(parts.values()) / 1e6 / args.profile_steps,
-                    "parts_s": {k: v / 1e6 / args.profile_steps for k, v in parts.items()},
-                    "eq3_path": eq3_path(events) if "on" in name else None, "op_table": table})
+                results["runs"].append(
+                    {
+                        "precision": "bf16" if bf16 else "fp32",
+                        "model": name,
+                        "step_s": median(times[name]),
+                        "bart_step_s": median(times["transformers BART"]),
+                        "profiled_step_s": sum(parts.values()) / 1e6 / args.profile_steps,
+                        "parts_s": {k: v / 1e6 / args.profile_steps for k, v in parts.items()},
+                        "eq3_path": eq3_path(events) if "on" in name else None,
+                        "op_table": table,
+                    }
+                )
     results["fused_kernel_usable"] = pointer_generator._fused_usable
     return results
 
 
 # ------------------------------------------------------------------------------------ report
 def print_scenario(result: dict, out) -> None:
-    print(f"\n=== scenario: {result['scenario']}  (compiled eq. 3 kernel usable in this process: "
-          f"{result['fused_kernel_usable']})", file=out)
+    print(
+        f"\n=== scenario: {result['scenario']}  (compiled eq. 3 kernel usable in this process: "
+        f"{result['fused_kernel_usable']})",
+        file=out,
+    )
     for run in result["runs"]:
         ratio = run["bart_step_s"] / run["step_s"]
-        print(f"\n--- {run['precision']}  {run['model']}: step {run['step_s']:.3f} s (median, unprofiled), "
-              f"BART {run['bart_step_s']:.3f} s -> {ratio:.2f}x BART; profiled {run['profiled_step_s']:.3f} s/step"
-              + (f"; eq. 3 ran as: {run['eq3_path']}" if run["eq3_path"] else ""), file=out)
+        print(
+            f"\n--- {run['precision']}  {run['model']}: step {run['step_s']:.3f} s (median, unprofiled), "
+            f"BART {run['bart_step_s']:.3f} s -> {ratio:.2f}x BART; profiled {run['profiled_step_s']:.3f} s/step"
+            + (f"; eq. 3 ran as: {run['eq3_path']}" if run["eq3_path"] else ""),
+            file=out,
+        )
         total = sum(run["parts_s"].values())
         for part in PARTS:
             seconds = run["parts_s"].get(part, 0.0)
@@ -311,10 +357,13 @@ def main() -> None:
         print(json.dumps(run_scenario(args)))
         return
     out = sys.stdout
-    print(f"PALM training-step profile: batch {args.batch} x ({args.source}+{args.target}) tokens, d{args.d_model}, "
-          f"{args.layers}+{args.layers} layers, vocab {args.vocab}; {machine(torch.device('cpu'))['name']}, "
-          f"torch {torch.__version__}; {args.warmup} warm-up, {args.steps} timed (interleaved with BART), "
-          f"{args.profile_steps} profiled steps per model and precision", file=out)
+    print(
+        f"PALM training-step profile: batch {args.batch} x ({args.source}+{args.target}) tokens, d{args.d_model}, "
+        f"{args.layers}+{args.layers} layers, vocab {args.vocab}; {machine(torch.device('cpu'))['name']}, "
+        f"torch {torch.__version__}; {args.warmup} warm-up, {args.steps} timed (interleaved with BART), "
+        f"{args.profile_steps} profiled steps per model and precision",
+        file=out,
+    )
     results = []
     for scenario in args.scenarios.split(","):
         child = subprocess.run([sys.executable, *sys.argv, "--scenario", scenario], capture_output=True, text=True)

@@ -33,9 +33,11 @@ GIGAWORD_DECODINGS = {  # name → GenerationConfig overrides of the recipe's de
     "b5-ng3-loops-lp0.6": dict(num_beams=5, no_repeat_ngram_size=3, block_subword_loops=True, length_penalty=0.6),
     "b5-ng3-loops-min6": dict(num_beams=5, no_repeat_ngram_size=3, block_subword_loops=True, min_new_tokens=6),
 }
-QG_DECODINGS = {"recipe": {},  # squad_qg.yaml's own: beam 8, GNMT length penalty 1.3, trigram + loop blocking
-                "b5-ng3-loops": dict(num_beams=5, no_repeat_ngram_size=3, block_subword_loops=True),
-                "greedy-loops": dict(num_beams=1, no_repeat_ngram_size=3, block_subword_loops=True)}
+QG_DECODINGS = {
+    "recipe": {},  # squad_qg.yaml's own: beam 8, GNMT length penalty 1.3, trigram + loop blocking
+    "b5-ng3-loops": dict(num_beams=5, no_repeat_ngram_size=3, block_subword_loops=True),
+    "greedy-loops": dict(num_beams=1, no_repeat_ngram_size=3, block_subword_loops=True),
+}
 
 
 def cells(plan: str, scale: float) -> list[dict]:
@@ -76,16 +78,38 @@ def cpu_cells(s) -> list[dict]:
     (800 MLM + 3,300 continuation steps of 16 x 160 tokens), fine-tuning about 30 (3,000 steps of 16)."""
     ft = dict(batch=16, lr=1e-3, smoothing=0.1)
     return [
-        dict(name="pre-palm-16k", kind="pretrain", vocab=16000, mlm_steps=s(800), generation_steps=s(3300),
-             lr=1e-3, batch=16),
+        dict(
+            name="pre-palm-16k",
+            kind="pretrain",
+            vocab=16000,
+            mlm_steps=s(800),
+            generation_steps=s(3300),
+            lr=1e-3,
+            batch=16,
+        ),
         dict(name="qg-scratch-16k-lr1e-3", kind="finetune", start="scratch-16k", task="squad_qg", steps=s(2500), **ft),
         dict(name="giga-16k-lr1e-3", kind="finetune", start="pre-palm-16k", task="gigaword", steps=s(3000), **ft),
-        dict(name="giga-16k-lr3e-4", kind="finetune", start="pre-palm-16k", task="gigaword", steps=s(3000),
-             **{**ft, "lr": 3e-4}),
+        dict(
+            name="giga-16k-lr3e-4",
+            kind="finetune",
+            start="pre-palm-16k",
+            task="gigaword",
+            steps=s(3000),
+            **{**ft, "lr": 3e-4},
+        ),
         dict(name="qg-16k-lr1e-3", kind="finetune", start="pre-palm-16k", task="squad_qg", steps=s(2500), **ft),
         # a shorter fine-tuning budget (1,000 steps): pre-trained vs from scratch
-        *[dict(name=f"giga{start}-16k-lr1e-3-s1000", kind="finetune", task="gigaword", steps=s(1000),
-               start="scratch-16k" if start else "pre-palm-16k", **ft) for start in ("", "-scratch")],
+        *[
+            dict(
+                name=f"giga{start}-16k-lr1e-3-s1000",
+                kind="finetune",
+                task="gigaword",
+                steps=s(1000),
+                start="scratch-16k" if start else "pre-palm-16k",
+                **ft,
+            )
+            for start in ("", "-scratch")
+        ],
     ]
 
 
@@ -97,8 +121,15 @@ def cpu2_cells(s) -> list[dict]:
     ft = dict(task="gigaword", steps=s(1500), batch=16, lr=1e-3, smoothing=0.1)
     qg = {**ft, "task": "squad_qg"}
     return [
-        dict(name="pre-palm-16k", kind="pretrain", vocab=16000, mlm_steps=s(100), generation_steps=s(1500),
-             lr=1e-3, batch=16),
+        dict(
+            name="pre-palm-16k",
+            kind="pretrain",
+            vocab=16000,
+            mlm_steps=s(100),
+            generation_steps=s(1500),
+            lr=1e-3,
+            batch=16,
+        ),
         dict(name="giga-16k-lr1e-3-s1500", kind="finetune", start="pre-palm-16k", **ft),
         dict(name="giga-scratch-16k-lr1e-3-s1500", kind="finetune", start="scratch-16k", **ft),
         dict(name="qg-16k-lr1e-3-s1500", kind="finetune", start="pre-palm-16k", **qg),
@@ -133,8 +164,18 @@ def run_pretrain(args, cell: dict) -> dict:
     model = named_model_config(f"{family}-tiny")
     if not cell.get("copy", True):
         model = dataclasses.replace(model, copy=False)
-    train = TrainConfig(batch_size=cell["batch"], lr=cell["lr"], warmup_steps=100, bf16=args.bf16, log_every=50,
-                        eval_every=0, eval_batches=8, save_every=0, seed=args.seed, progress=False)
+    train = TrainConfig(
+        batch_size=cell["batch"],
+        lr=cell["lr"],
+        warmup_steps=100,
+        bf16=args.bf16,
+        log_every=50,
+        eval_every=0,
+        eval_batches=8,
+        save_every=0,
+        seed=args.seed,
+        progress=False,
+    )
     common = dict(tokenizer=tokenizer, run=RunOptions(overwrite=True, device=args.device))
     corpus = CorpusSpec((Path(args.data) / "pretrain",), **READING)
     if family == "palm":
@@ -163,10 +204,20 @@ def run_finetune(args, cell: dict) -> dict:
     files = {"gigaword": data / "summarization" / "gigaword", "squad_qg": data / "qg" / "squad_du2017"}[cell["task"]]
     recipe = load_finetune_config(cell["task"])
     recipe.max_valid_examples = 500
-    recipe.train = dataclasses.replace(recipe.train, max_steps=cell["steps"], batch_size=cell["batch"], lr=cell["lr"],
-                                       label_smoothing=cell["smoothing"], warmup_steps=max(1, cell["steps"] // 20),
-                                       eval_every=max(1, cell["steps"] // 6), save_every=0, bf16=args.bf16,
-                                       early_stopping_patience=0, seed=args.seed, progress=False)
+    recipe.train = dataclasses.replace(
+        recipe.train,
+        max_steps=cell["steps"],
+        batch_size=cell["batch"],
+        lr=cell["lr"],
+        label_smoothing=cell["smoothing"],
+        warmup_steps=max(1, cell["steps"] // 20),
+        eval_every=max(1, cell["steps"] // 6),
+        save_every=0,
+        bf16=args.bf16,
+        early_stopping_patience=0,
+        seed=args.seed,
+        progress=False,
+    )
     work = Path(args.out) / "work" / cell["name"]
     if cell["start"].startswith("scratch-"):
         vocab = int(cell["start"].split("-")[1].rstrip("k")) * 1000
@@ -174,8 +225,14 @@ def run_finetune(args, cell: dict) -> dict:
     else:
         start = dict(init=Path(args.out) / "work" / cell["start"] / "final")
     began = time.time()
-    result = finetune(files / "train.jsonl", files / "valid.jsonl", work, recipe,
-                      run=RunOptions(overwrite=True, device=args.device), **start)
+    result = finetune(
+        files / "train.jsonl",
+        files / "valid.jsonl",
+        work,
+        recipe,
+        run=RunOptions(overwrite=True, device=args.device),
+        **start,
+    )
     trained = time.time() - began
     valid = read_pairs(recipe.task, files / "valid.jsonl", limit=args.eval_rows)
     references, sources = [p.target for p in valid], [p.source for p in valid]
@@ -188,8 +245,12 @@ def run_finetune(args, cell: dict) -> dict:
         cfg = GenerationConfig(**{**dataclasses.asdict(recipe.decoding), **overrides})
         began = time.time()
         predictions = predictor.generate(sources, cfg, batch_size=64)
-        scores[name] = {**rouge(predictions, references), "bleu4": sacre_bleu(predictions, references),
-                        "decode_s": round(time.time() - began, 1), "loops": sum(map(has_piece_loop, predictions))}
+        scores[name] = {
+            **rouge(predictions, references),
+            "bleu4": sacre_bleu(predictions, references),
+            "decode_s": round(time.time() - began, 1),
+            "loops": sum(map(has_piece_loop, predictions)),
+        }
         out = Path(args.out) / "predictions" / f"{cell['name']}.{name}.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("\n".join(p.replace("\n", " ") for p in predictions) + "\n")
@@ -229,8 +290,10 @@ def summarize(out: Path) -> str:
         if "error" in result:
             lines.append(f"| {path.stem} | error: {result['error'].strip().splitlines()[-1][:80]} |||||||")
         for name, s in result.get("scores", {}).items():
-            lines.append(f"| {path.stem} | {name} | {s['rouge1']:.2f} | {s['rouge2']:.2f} | {s['rougeL']:.2f} | "
-                         f"{s['bleu4']:.2f} | {s['loops']} | {result['train_s']:.0f} |")
+            lines.append(
+                f"| {path.stem} | {name} | {s['rouge1']:.2f} | {s['rouge2']:.2f} | {s['rougeL']:.2f} | "
+                f"{s['bleu4']:.2f} | {s['loops']} | {result['train_s']:.0f} |"
+            )
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
@@ -247,9 +310,13 @@ def main() -> None:
     p.add_argument("--eval-rows", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action="store_true")
-    p.add_argument("--plan", choices=["sweep", *CPU_PLANS], default="sweep",
-                   help="sweep: the grid (run on a GPU); cpu: the winners at the 2-core machine's budget; "
-                        "cpu2: pre-trained vs scratch after the <unk> fix")
+    p.add_argument(
+        "--plan",
+        choices=["sweep", *CPU_PLANS],
+        default="sweep",
+        help="sweep: the grid (run on a GPU); cpu: the winners at the 2-core machine's budget; "
+        "cpu2: pre-trained vs scratch after the <unk> fix",
+    )
     p.add_argument("--decodings", nargs="*", help="decoding settings to score (default: all of the task's)")
     p.add_argument("--only", nargs="*", help="cell names (their pre-training cells are run too)")
     args = p.parse_args()
@@ -261,9 +328,9 @@ def main() -> None:
     for vocab in sorted({c.get("vocab", 16000) for c in todo} | {16000}):
         tokenizer = tokenizer_for(args, vocab)  # before the pool: one process trains each
         from ctxlm.data.store import TokenStore
+
         TokenStore.build([Path(args.data) / "pretrain"], tokenizer, **READING)
-    done = {path.stem for path in (out / "cells").glob("*.json")
-            if "error" not in json.loads(path.read_text())}
+    done = {path.stem for path in (out / "cells").glob("*.json") if "error" not in json.loads(path.read_text())}
     waiting = [c for c in todo if c["name"] not in done]
     print(f"{len(waiting)} cells to run ({len(todo) - len(waiting)} done)", flush=True)
     pending: dict = {}
@@ -282,8 +349,11 @@ def main() -> None:
                 result = json.loads((out / "cells" / f"{name}.json").read_text())
                 if "error" not in result:
                     done.add(name)
-                print(f"[{time.strftime('%H:%M:%S')}] {name}: {'error' if 'error' in result else 'done'} "
-                      f"({result.get('wall_s', '?')} s)", flush=True)
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] {name}: {'error' if 'error' in result else 'done'} "
+                    f"({result.get('wall_s', '?')} s)",
+                    flush=True,
+                )
     print(summarize(out))
 
 

@@ -74,8 +74,18 @@ MODEL_FILES = (TOKENIZER_NAME, HEAD_NAME, CONFIG_NAME, WEIGHTS_NAME)  # a model 
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"  # sharded weights: transformers' index (`weight_map`)
 SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 DEFAULT_MAX_SHARD_SIZE = "5GB"  # transformers' default; 1GB = 10**9 bytes, 1GiB = 2**30
-_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
-               "GIB": 2**30, "TIB": 2**40}
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 LOCK_NAME = ".lock"  # a running run's lock on its output folder (`RunFolderLock`)
 MANIFEST_NAME = "manifest.json"  # size and sha256 of every file of a model directory or checkpoint, written last
 VERIFY_LEVELS = ("full", "size", "off")  # what readers check against a manifest: sha256 and size, size, nothing
@@ -162,16 +172,21 @@ def file_sha256(path: Path) -> str:
 
 def _tree_files(directory: Path) -> list[str]:
     """The files under `directory` (recursively, as relative POSIX paths), but its own manifest."""
-    return sorted(path.relative_to(directory).as_posix() for path in directory.rglob("*")
-                  if path.is_file() and path != directory / MANIFEST_NAME)
+    return sorted(
+        path.relative_to(directory).as_posix()
+        for path in directory.rglob("*")
+        if path.is_file() and path != directory / MANIFEST_NAME
+    )
 
 
 def write_manifest(directory: Path, names: list[str] | tuple[str, ...] | None = None) -> None:
     """`directory/manifest.json`: size and sha256 of each of `names` (default: every file under it),
     written under a temporary name, fsync'ed and renamed into place: the directory's commit point."""
     directory = Path(directory)
-    files = {name: {"size": (directory / name).stat().st_size, "sha256": file_sha256(directory / name)}
-             for name in (_tree_files(directory) if names is None else names)}
+    files = {
+        name: {"size": (directory / name).stat().st_size, "sha256": file_sha256(directory / name)}
+        for name in (_tree_files(directory) if names is None else names)
+    }
     _write_json_atomically(directory / MANIFEST_NAME, {"format_version": FORMAT_VERSION, "files": files})
 
 
@@ -300,8 +315,9 @@ def verify_model_dir(directory: str | Path, verify: bool | str | None = None) ->
     problems = manifest_problems(directory, verify)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise CtxlmError(f"{problems[0]}{more}; restore it from a copy, or pass --verify off (verify='off') "
-                         f"to load it anyway")
+        raise CtxlmError(
+            f"{problems[0]}{more}; restore it from a copy, or pass --verify off (verify='off') to load it anyway"
+        )
 
 
 def clone_file(source: Path, target: Path) -> None:
@@ -369,8 +385,9 @@ def read_weights_index(directory: str | Path) -> dict[str, str]:
         weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CtxlmError(f"{path}: not a weights index ({type(error).__name__}: {error})") from None
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str) and SHARD_NAME.fullmatch(v)
-                                                   for v in weight_map.values()):
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(v, str) and SHARD_NAME.fullmatch(v) for v in weight_map.values()
+    ):
         raise CtxlmError(f"{path}: weight_map must map names to model-XXXXX-of-YYYYY.safetensors files")
     return weight_map
 
@@ -454,13 +471,13 @@ def atomic_directory(final: Path, write) -> Path:
     return final
 
 
-def save_model_dir(directory: str | Path, model, tokenizer=None,
-                   max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
+def save_model_dir(
+    directory: str | Path, model, tokenizer=None, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE
+) -> Path:
     """Write a loadable model directory (weights above `max_shard_size` sharded). Files are replaced one
     by one with `os.replace`, so the directory may also hold other things (a training run's metrics and
     checkpoints)."""
-    return _replace_model_files(Path(directory),
-                                lambda tmp: write_model_files(tmp, model, tokenizer, max_shard_size))
+    return _replace_model_files(Path(directory), lambda tmp: write_model_files(tmp, model, tokenizer, max_shard_size))
 
 
 def copy_model_dir(source: str | Path, directory: str | Path) -> Path:
@@ -470,8 +487,12 @@ def copy_model_dir(source: str | Path, directory: str | Path) -> Path:
     source = Path(source)
     manifest = read_manifest(source)
     expected = {} if manifest is None or manifest.get("writing") else manifest["files"]
-    return _replace_model_files(Path(directory), lambda tmp: clone_files(source, tmp, model_file_names(source)),
-                                expected=expected, source=source)
+    return _replace_model_files(
+        Path(directory),
+        lambda tmp: clone_files(source, tmp, model_file_names(source)),
+        expected=expected,
+        source=source,
+    )
 
 
 def _replace_model_files(directory: Path, write, expected: dict | None = None, source: Path | None = None) -> Path:
@@ -545,8 +566,10 @@ def refuse_transformers_dir(directory: Path) -> None:
         return  # no readable config.json: `read_model_config` names the problem
     if isinstance(values, dict) and "family" not in values and ("architectures" in values or "model_type" in values):
         kind = values.get("model_type") or ", ".join(values.get("architectures") or [])
-        raise CtxlmError(f"{directory}: a transformers checkpoint ({kind}), not a ctxlm model directory; convert "
-                         f"it first: ctxlm convert --from-hf {directory} --out OUT_DIR")
+        raise CtxlmError(
+            f"{directory}: a transformers checkpoint ({kind}), not a ctxlm model directory; convert "
+            f"it first: ctxlm convert --from-hf {directory} --out OUT_DIR"
+        )
 
 
 def resolve_model_dir(directory: str | Path, verify: bool | str | None = None) -> Path:
@@ -603,8 +626,14 @@ def _newest_intact(checkpoints: list[Path], verify: bool | str | None) -> tuple[
 READ_ATTEMPTS = 30  # a reader that raced a writer (a checkpoint rotated away, a final model rewritten) reads again
 
 
-def load_model_dir(directory: str | Path, *, with_tokenizer: bool = True, weights: bool = True,
-                   device: str | torch.device = "cpu", verify: bool | str | None = None):
+def load_model_dir(
+    directory: str | Path,
+    *,
+    with_tokenizer: bool = True,
+    weights: bool = True,
+    device: str | torch.device = "cpu",
+    verify: bool | str | None = None,
+):
     """(model, tokenizer or None) from a model directory (or a run's newest checkpoint), verified
     against its manifest first (`resolve_model_dir`; `verify="off"` skips it, "size" checks sizes
     only). With `weights=False` the model keeps its fresh initialisation (a resumed run loads the
@@ -655,8 +684,9 @@ def load_weights_file(model, directory: Path, device: str | torch.device = "cpu"
     if family is not None and family != model.config.family:
         raise CtxlmError(f"{path}: a {family} checkpoint cannot load into a {model.config.family} model")
     if (Path(directory) / CONFIG_NAME).is_file():
-        differences = config_differences(read_model_config_values(directory), dataclasses.asdict(model.config),
-                                         ignore=NOT_ARCHITECTURE)
+        differences = config_differences(
+            read_model_config_values(directory), dataclasses.asdict(model.config), ignore=NOT_ARCHITECTURE
+        )
         if differences:
             raise CtxlmError(f"{path}: the checkpoint's {differences[0]}")
     load_weights(model, state, source=str(path))
@@ -700,8 +730,10 @@ def config_differences(saved: dict, current: dict, ignore=()) -> list[str]:
 
 def check_format_version(version: int, source: Path) -> None:
     if version > FORMAT_VERSION:
-        raise CtxlmError(f"{source}: written by a newer ctxlm (format {version}; this one reads up to "
-                         f"{FORMAT_VERSION}); upgrade ctxlm to load it")
+        raise CtxlmError(
+            f"{source}: written by a newer ctxlm (format {version}; this one reads up to "
+            f"{FORMAT_VERSION}); upgrade ctxlm to load it"
+        )
 
 
 def load_weights(model, state: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:
@@ -711,12 +743,14 @@ def load_weights(model, state: dict[str, torch.Tensor], source: str, assign: boo
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if unexpected or any(not _is_tied(model, k) for k in missing):
-        raise CtxlmError(f"{source}: weights do not match the config (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
+        raise CtxlmError(
+            f"{source}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     for key, value in state.items():
         if own[key].shape != value.shape:
-            raise CtxlmError(f"{source}: '{key}' has shape {tuple(value.shape)}, config expects "
-                             f"{tuple(own[key].shape)}")
+            raise CtxlmError(
+                f"{source}: '{key}' has shape {tuple(value.shape)}, config expects {tuple(own[key].shape)}"
+            )
     model.load_state_dict(state, strict=False, assign=assign)
 
 
@@ -737,8 +771,13 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
     root = Path(out_dir) / CHECKPOINTS_DIR
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")
-                  and ((p / TRAINER_STATE_NAME).is_file() or (p / MANIFEST_NAME).is_file()))
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and p.name.startswith("step-")
+        and ((p / TRAINER_STATE_NAME).is_file() or (p / MANIFEST_NAME).is_file())
+    )
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
@@ -746,8 +785,9 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def resume_checkpoint(out_dir: str | Path, resume: bool | str, *, repair: bool = False,
-                      verify: bool | str | None = None) -> Path | None:
+def resume_checkpoint(
+    out_dir: str | Path, resume: bool | str, *, repair: bool = False, verify: bool | str | None = None
+) -> Path | None:
     """The checkpoint a run into `out_dir` resumes from (None: a new run). `resume=True`: the
     newest intact one, of which one must exist; "auto": the newest intact one if there is any
     checkpoint; False: none. Intact: its files match its manifest, or each damaged one has a copy
@@ -761,8 +801,10 @@ def resume_checkpoint(out_dir: str | Path, resume: bool | str, *, repair: bool =
     checkpoints = list_checkpoints(out_dir)
     if not checkpoints:
         if resume is True:
-            raise CtxlmError(f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints "
-                             f"(--resume auto starts a new run then; in Python: resume='auto')")
+            raise CtxlmError(
+                f"{out_dir}: --resume given but there is no checkpoint under {out_dir}/checkpoints "
+                f"(--resume auto starts a new run then; in Python: resume='auto')"
+            )
         return None
     level, damage = resolve_verify(verify), []
     for checkpoint in reversed(checkpoints):
@@ -773,8 +815,9 @@ def resume_checkpoint(out_dir: str | Path, resume: bool | str, *, repair: bool =
             damaged = [(MANIFEST_NAME, {}, str(error))]
         else:
             damaged = damaged_files(checkpoint, level, manifest) if manifest else []
-        sources = [_intact_copy(Path(out_dir), checkpoint / name, entry) if entry else None
-                   for name, entry, _ in damaged]
+        sources = [
+            _intact_copy(Path(out_dir), checkpoint / name, entry) if entry else None for name, entry, _ in damaged
+        ]
         if all(source is not None for source in sources):
             for (name, _, line), source in zip(damaged, sources):
                 if repair:
@@ -785,8 +828,9 @@ def resume_checkpoint(out_dir: str | Path, resume: bool | str, *, repair: bool =
         damage.append(line)
         if repair:
             warnings.warn(f"{line}; resuming from an older checkpoint", stacklevel=2)
-    raise CtxlmError(f"{damage[0]}; no intact checkpoint under {out_dir}/checkpoints to resume from "
-                     f"(start over with --overwrite)")
+    raise CtxlmError(
+        f"{damage[0]}; no intact checkpoint under {out_dir}/checkpoints to resume from (start over with --overwrite)"
+    )
 
 
 def _intact_copy(out_dir: Path, path: Path, entry: dict) -> Path | None:
@@ -827,9 +871,17 @@ def _restore_file(source: Path, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-def save_training_checkpoint(out_dir: str | Path, step: int, model, tokenizer, trainer_state: dict[str, Any],
-                             keep: int = 2, best: Path | None = None, extra: dict[str, Path] | None = None,
-                             model_files: Path | None = None) -> Path:
+def save_training_checkpoint(
+    out_dir: str | Path,
+    step: int,
+    model,
+    tokenizer,
+    trainer_state: dict[str, Any],
+    keep: int = 2,
+    best: Path | None = None,
+    extra: dict[str, Path] | None = None,
+    model_files: Path | None = None,
+) -> Path:
     """Write `checkpoints/step-XXXXXXXX/` atomically (with the best weights so far from `best`,
     when given, and the finished directories of `extra` moved in: name → path, e.g. the sharded
     state), then drop all but the newest `keep` (0: keep all). `model_files`: a model directory
@@ -886,14 +938,26 @@ def restore_best(checkpoint: Path, out_dir: Path) -> None:
     if has_weights(saved):
         if _same_intact_files(out_dir / BEST_DIR, saved):
             return
-        atomic_directory(out_dir / BEST_DIR, lambda tmp: clone_files(saved, tmp, tuple(
-            name for name in os.listdir(saved) if name != MANIFEST_NAME)))
+        atomic_directory(
+            out_dir / BEST_DIR,
+            lambda tmp: clone_files(saved, tmp, tuple(name for name in os.listdir(saved) if name != MANIFEST_NAME)),
+        )
     elif (out_dir / BEST_DIR).exists():
         shutil.rmtree(out_dir / BEST_DIR)
 
 
-RUN_FILES = (CHECKPOINTS_DIR, BEST_DIR, "tensorboard", "metrics.jsonl", "run.json", WEIGHTS_NAME, CONFIG_NAME,
-             HEAD_NAME, WEIGHTS_INDEX_NAME, MANIFEST_NAME)
+RUN_FILES = (
+    CHECKPOINTS_DIR,
+    BEST_DIR,
+    "tensorboard",
+    "metrics.jsonl",
+    "run.json",
+    WEIGHTS_NAME,
+    CONFIG_NAME,
+    HEAD_NAME,
+    WEIGHTS_INDEX_NAME,
+    MANIFEST_NAME,
+)
 
 
 def clear_run(out_dir: str | Path) -> None:
@@ -949,8 +1013,10 @@ class RunFolderLock:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise CtxlmError(f"{self.path.parent} is in use by another run (PID {holder}); wait for it to end, "
-                                 f"stop it, or choose another --out") from None
+                raise CtxlmError(
+                    f"{self.path.parent} is in use by another run (PID {holder}); wait for it to end, "
+                    f"stop it, or choose another --out"
+                ) from None
             raise CtxlmError(f"{self.path}: cannot lock the run folder ({error.strerror})") from None
         return fd
 

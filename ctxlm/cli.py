@@ -1,11 +1,11 @@
 """The `ctxlm` command line. Each verb parses its flags and calls one public function.
 
-    ctxlm tokenizer train --corpus PATH... --vocab-size N --out DIR
-    ctxlm pretrain --objective palm --stage {mlm,generation} --corpus PATH... --config palm-tiny --out DIR
-    ctxlm pretrain --objective {mass,bart,glm,unilm} ...   (MASS and BART run on a PALM config)
-    ctxlm generate --model DIR (--text "..." | --input FILE.jsonl [--output FILE.jsonl])
-    ctxlm convert (--from-hf HF_DIR_OR_HUB_ID [--family F] | --to-hf DIR) --out DIR
-    ctxlm convert (--from-official PATH [--family F] [--format NAME] | --to-official DIR [--format NAME]) --out DIR
+ctxlm tokenizer train --corpus PATH... --vocab-size N --out DIR
+ctxlm pretrain --objective palm --stage {mlm,generation} --corpus PATH... --config palm-tiny --out DIR
+ctxlm pretrain --objective {mass,bart,glm,unilm} ...   (MASS and BART run on a PALM config)
+ctxlm generate --model DIR (--text "..." | --input FILE.jsonl [--output FILE.jsonl])
+ctxlm convert (--from-hf HF_DIR_OR_HUB_ID [--family F] | --to-hf DIR) --out DIR
+ctxlm convert (--from-official PATH [--family F] [--format NAME] | --to-official DIR [--format NAME]) --out DIR
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from pathlib import Path
 from .cli_parser import _check_inputs, _command_line, _generation_config, _generation_flags, _other_rank
 from .cli_parser import _train_overrides, _verification
 from .cli_parser import build_parser as _build_parser
+from .cli_flags import bundle_from_args, flag_values
 from .errors import CtxlmError, plain_warnings
-from .tasks import need
 
 
 def cmd_tokenizer_train(args) -> None:
     _check_inputs(args)
     from .tokenization import train_tokenizer
 
-    tok = train_tokenizer(args.corpus, args.vocab_size, args.out, min_frequency=args.min_frequency,
-                          format=args.format, text_field=args.text_field, fallback_encoding=args.fallback_encoding)
+    options = flag_values(args, "min_frequency", "format", "text_field", "fallback_encoding", given=False)
+    tok = train_tokenizer(args.corpus, args.vocab_size, args.out, **options)
     short = "" if tok.vocab_size >= args.vocab_size else f" of {args.vocab_size:,} asked: the corpus has no more pieces"
     print(f"wrote {Path(args.out) / 'tokenizer.json'} ({tok.vocab_size:,} tokens{short})")
 
@@ -52,11 +52,19 @@ def cmd_pretrain(args) -> None:
     if args.init is not None and args.init_from_hf is not None:
         raise CtxlmError("give at most one of --init and --init-from-hf")
     objective = args.objective or default_objective(config.model.family).name
-    corpus = CorpusSpec(tuple(args.corpus), args.format, args.text_field, args.fallback_encoding, args.cache_dir)
-    result = pretrain(corpus, args.out, config, objective=objective, stage=args.stage,
-                      objective_options=objective_options(vars(args), objective), tokenizer=args.tokenizer,
-                      init=args.init if args.init_from_hf is None else HfInit(args.init_from_hf, args.decoder),
-                      run=_run_options(args), train_given=set(overrides) | train_keys_given(args.config))
+    corpus = bundle_from_args(CorpusSpec, args, paths=tuple(args.corpus))
+    result = pretrain(
+        corpus,
+        args.out,
+        config,
+        objective=objective,
+        stage=args.stage,
+        objective_options=objective_options(vars(args), objective),
+        tokenizer=args.tokenizer,
+        init=args.init if args.init_from_hf is None else HfInit(args.init_from_hf, args.decoder),
+        run=_run_options(args),
+        train_given=set(overrides) | train_keys_given(args.config),
+    )
     _print_result(result, args.out)
 
 
@@ -68,8 +76,7 @@ def cmd_generate(args) -> None:
     if (args.text is None) == (args.input is None):
         raise CtxlmError("give exactly one of --text and --input")
     _generation_flags(args)  # ranges checked before the model is read
-    predictor = Seq2SeqPredictor.load(args.model, args.device, bf16=args.bf16,
-                                      max_source_tokens=args.max_source_tokens)
+    predictor = Seq2SeqPredictor.load(args.model, args.device, bf16=args.bf16, max_source_tokens=args.max_source_tokens)
     cfg = _generation_config(args, predictor.default_generation)
     if args.text is not None:
         print(predictor.generate([args.text], cfg)[0])
@@ -77,11 +84,10 @@ def cmd_generate(args) -> None:
     if args.resume and args.output is None:
         raise CtxlmError("--resume needs --output (the file to continue)")
     field = args.source_field or model_source_field(args.model, args.input)
-    rows = read_sources(Path(args.input), field)[:args.limit]
+    rows = read_sources(Path(args.input), field)[: args.limit]
     window = SORT_WINDOW if args.sort_window is None else args.sort_window
-    predictor.generate_to_file(rows, args.output or sys.stdout, cfg, source_field=field,
-                               batch_size=args.batch_size, sort_window=window, resume=args.resume,
-                               progress=args.output is not None)
+    options = dict(batch_size=args.batch_size, sort_window=window, resume=args.resume, progress=args.output is not None)
+    predictor.generate_to_file(rows, args.output or sys.stdout, cfg, source_field=field, **options)
 
 
 def _scratch_model_config(args):
@@ -101,8 +107,9 @@ def _print_result(result, out) -> None:
     if _other_rank():
         return
     if result.interrupted:
-        print(f"stopped by a signal at step {result.step}; checkpoint written; continue with --resume "
-              f"(or --resume auto)")
+        print(
+            f"stopped by a signal at step {result.step}; checkpoint written; continue with --resume (or --resume auto)"
+        )
         return
     summary = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items() if v is not None)
     print(f"done: {result.step} steps → {out}" + (f" ({summary})" if summary else ""))
@@ -118,32 +125,18 @@ def cmd_finetune(args) -> None:
     _print_result(result, args.out)
 
 
-TASK_DATA = ("train", "valid", "ref", "dataset", "data_dir", "split", "recipe", "train_limit", "valid_limit", "limit")
-
-
 def _task_data(args):
     """`TaskData` of a verb's flags: its fields, and the other flags (a task's own options)."""
     from .tasks import TaskData
 
-    values = vars(args)
-    return TaskData(**{name: values.get(name) for name in TASK_DATA},
-                    options={k: v for k, v in values.items()
-                             if k not in (*TASK_DATA, "func", "verb") and v is not None})
+    fields = {f.name for f in dataclasses.fields(TaskData)} | {"func", "verb"}
+    return bundle_from_args(TaskData, args, options=flag_values(args, *(vars(args).keys() - fields)))
 
 
 def _run_options(args):
     from .tasks import RunOptions
 
-    values = vars(args)
-    return RunOptions(**{f.name: values[f.name] for f in dataclasses.fields(RunOptions)
-                         if f.name not in ("out", "seed") and values.get(f.name) is not None})
-
-
-def _nlu_options(args):
-    """The NLU settings and the recipe's train section of a `finetune` command line (`tasks.nlu_options`)."""
-    from .tasks import nlu_options
-
-    return nlu_options(args.task, args.recipe, vars(args))
+    return bundle_from_args(RunOptions, args, out=None, seed=None)
 
 
 def cmd_evaluate(args) -> None:
@@ -154,8 +147,9 @@ def cmd_evaluate(args) -> None:
     if args.model is None and (args.task is None or get_task(args.task).scores_files):
         if args.pred is None or args.ref is None:
             raise CtxlmError("give --pred (predictions) and --ref, or --model --task --ref for perplexity")
-        results = evaluate_files(args.pred, args.ref, args.metrics, pred_field=args.pred_field,
-                                 ref_field=args.ref_field, limit=args.limit)
+        results = evaluate_files(
+            args.pred, args.ref, args.metrics, pred_field=args.pred_field, ref_field=args.ref_field, limit=args.limit
+        )
     else:
         results = evaluate(args.task, args.model, _task_data(args), _run_options(args))
     print(json.dumps(results, indent=2))
@@ -172,9 +166,10 @@ def cmd_infill(args) -> None:
 
     cfg = _generation_config(args, load_generation_config(args.model))
     if args.eval is not None:
-        results = evaluate_infilling(args.model, args.eval, mask_ratio=args.mask_ratio, seed=args.seed or 0,
-                                     limit=args.limit, generation_config=cfg, output=args.output, progress=True,
-                                     device=args.device, bf16=args.bf16)
+        options = flag_values(args, "mask_ratio", "limit", "output", "device", "bf16", given=False)
+        results = evaluate_infilling(
+            args.model, args.eval, seed=args.seed or 0, generation_config=cfg, progress=True, **options
+        )
         print(json.dumps(results, indent=2))
         return
     if (args.text is None) == (args.input is None):
@@ -207,13 +202,16 @@ def _convert_official(args) -> None:
     from .official import convert_from_official, convert_to_official
 
     if args.from_official:
-        report = convert_from_official(args.from_official, args.out, family=args.family, format=args.format,
-                                       max_shard_size=args.max_shard_size)
+        report = convert_from_official(
+            args.from_official, args.out, family=args.family, format=args.format, max_shard_size=args.max_shard_size
+        )
         print(report.summary())
     else:
         if args.family is not None:
-            raise CtxlmError("--family applies to --from-hf and --from-official; --to-official writes the family "
-                             "of the model directory")
+            raise CtxlmError(
+                "--family applies to --from-hf and --from-official; --to-official writes the family "
+                "of the model directory"
+            )
         for note in convert_to_official(args.to_official, args.out, format=args.format):
             print(note)
     print(f"wrote {args.out}")
@@ -221,46 +219,38 @@ def _convert_official(args) -> None:
 
 def cmd_compare(args) -> None:
     _check_inputs(args)
-    from .compare import Budget, ComparisonSpec, compare, compare_nlu, compare_train_sizes, comparison_settings
+    from .compare import Budget, ComparisonSpec, compare_task
     from .run_options import CorpusSpec
     from .tasks import TaskData
 
     objectives = tuple(o.strip() for o in (args.objectives or "").split(",") if o.strip()) or None
     budget = Budget(minutes=args.budget_minutes, tokens=args.budget_tokens, flops=args.budget_flops)
-    spec = ComparisonSpec(budget=budget, objectives=objectives, seeds=args.seeds, finetune_steps=args.finetune_steps,
-                          lr_grid=tuple(args.lr_grid or ()), lr_dir=args.lr_dir, lr_pairs=args.lr_pairs,
-                          pretrain_dir=args.pretrain_dir, cache_dir=args.cache_dir, resamples=args.resamples,
-                          plots=not args.no_plots, command=_command_line(args), pretrain_only=args.pretrain_only)
-    corpus = CorpusSpec(tuple(args.corpus), args.format, args.text_field, args.fallback_encoding)
-    limits = args.train_limit or [None]
-    nlu, nlu_train = comparison_settings(vars(args))
-    if nlu is not None:
-        if args.eval is not None or len(limits) > 1:
-            raise CtxlmError(f"--task {nlu.task} scores its dataset's dev split and takes one --train-limit; "
-                             "--eval and several training-set sizes are for seq2seq tasks")
-        data = TaskData(dataset=nlu.dataset, data_dir=nlu.data_dir, train_limit=limits[0], limit=args.eval_limit,
-                        options=dict(max_length=nlu.max_length, score_eop=nlu.score_eop, pooler=nlu.pooler))
-        compare_nlu(corpus, args.tokenizer, nlu.task, data, args.out, spec, train=nlu_train, config=args.config)
-        print(f"report: {Path(args.out) / 'report.md'} and report.html")
-        return
-    need(args.task, args, "train", "valid")
-    data = TaskData(train=args.train, valid=args.valid, ref=args.eval, train_limit=limits[0], limit=args.eval_limit)
-    if args.pretrain_only:
-        compare(corpus, args.tokenizer, args.task, data, args.out, spec, config=args.config)
-        print(f"pre-trained every cell in {args.pretrain_dir or Path(args.out) / 'cells'}")
-        return
-    if len(limits) > 1:
-        compare_train_sizes(corpus, args.tokenizer, args.task, data, args.out, spec, train_limits=limits,
-                            config=args.config)
-        print(f"report: {Path(args.out) / 'train_sizes.md'} and train_sizes.html (each size: train-<size>/report.md)")
-        return
-    compare(corpus, args.tokenizer, args.task, data, args.out, spec, config=args.config)
-    print(f"report: {Path(args.out) / 'report.md'} and report.html")
+    spec = bundle_from_args(
+        ComparisonSpec,
+        args,
+        budget=budget,
+        objectives=objectives,
+        lr_grid=tuple(args.lr_grid or ()),
+        plots=not args.no_plots,
+        command=_command_line(args),
+    )
+    corpus = bundle_from_args(CorpusSpec, args, paths=tuple(args.corpus), cache_dir=None)
+    data = TaskData(
+        args.train, args.valid, args.eval, limit=args.eval_limit, options={"train_limits": args.train_limit}
+    )
+    print(compare_task(corpus, args.tokenizer, vars(args), data, args.out, spec, config=args.config))
 
 
-COMMANDS = {"tokenizer train": cmd_tokenizer_train, "pretrain": cmd_pretrain, "generate": cmd_generate,
-            "finetune": cmd_finetune, "evaluate": cmd_evaluate, "infill": cmd_infill, "compare": cmd_compare,
-            "convert": cmd_convert}  # verb → its function
+COMMANDS = {
+    "tokenizer train": cmd_tokenizer_train,
+    "pretrain": cmd_pretrain,
+    "generate": cmd_generate,
+    "finetune": cmd_finetune,
+    "evaluate": cmd_evaluate,
+    "infill": cmd_infill,
+    "compare": cmd_compare,
+    "convert": cmd_convert,
+}  # verb → its function
 
 
 def build_parser() -> argparse.ArgumentParser:

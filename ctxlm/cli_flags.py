@@ -101,8 +101,18 @@ def given_help(field: dataclasses.Field, text: str | None, note: str = "") -> st
     return f"{text or ''} (default: {value}{note})".strip()
 
 
-def _add_flag(target, name: str, annotation: Any, default: Any, text: str | None, extra: dict, *,
-              given: bool = False, switch_off: bool = False, kind: type | None = None) -> None:
+def _add_flag(
+    target,
+    name: str,
+    annotation: Any,
+    default: Any,
+    text: str | None,
+    extra: dict,
+    *,
+    given: bool = False,
+    switch_off: bool = False,
+    kind: type | None = None,
+) -> None:
     """One flag for a field or parameter `name` (see `add_field_flags`)."""
     known = extra.pop("known", None)  # the names a flag takes that no docstring can list (a registry's)
     text = f"{text or ''} (known: {', '.join(known)})".strip() if known else text
@@ -119,8 +129,9 @@ def _add_flag(target, name: str, annotation: Any, default: Any, text: str | None
     target.add_argument(option, **{**kwargs, **extra})
 
 
-def add_field_flags(target, cls, names=None, *, given: bool = False, checked: bool = False, help=None,
-                    options: dict | None = None) -> None:
+def add_field_flags(
+    target, cls, names=None, *, given: bool = False, checked: bool = False, help=None, options: dict | None = None
+) -> None:
     """One flag per field of dataclass `cls` (`names`, default all, in that order): `--<field>` storing
     the field's name, parsing the field's type (int, float; else a string), with the field's default
     and its comment as help (`field_comments`, or `help(field, comment)`). `cls` may be "module:Class",
@@ -179,7 +190,8 @@ def dataclass_fields(cls) -> tuple[dict[str, str], dict[str, Any]]:
             except ValueError:
                 default = ...
             fields[statement.target.id] = types.SimpleNamespace(
-                name=statement.target.id, type=ast.unparse(statement.annotation), default=default, metadata={})
+                name=statement.target.id, type=ast.unparse(statement.annotation), default=default, metadata={}
+            )
     return _comments(ast.get_source_segment(text, node), fields), fields
 
 
@@ -235,3 +247,17 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """A usage error in one line (without argparse's usage block), naming the verb's --help."""
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def bundle_from_args(cls, args, **values):
+    """A bundle (`cls`, a dataclass whose fields became flags through `add_field_flags`) from a verb's
+    parsed flags: each field a flag gave (not None), then `values`, which win."""
+    given = vars(args)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{**{name: given[name] for name in names if given.get(name) is not None}, **values})
+
+
+def flag_values(args, *names: str, given: bool = True) -> dict:
+    """{name: value} of a verb's flags `names` (with `given`, only those not None)."""
+    values = vars(args)
+    return {name: values[name] for name in names if not given or values[name] is not None}

@@ -40,8 +40,11 @@ def _train_overrides(args) -> dict:
     """The TrainConfig fields given as flags (refused, naming the flag, outside their ranges)."""
     from .config import TrainConfig, check_values
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name, None) is not None}
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
     check_values(TrainConfig, overrides, _flag)
     return overrides
 
@@ -74,9 +77,15 @@ def _add_corpus_flags(p: argparse.ArgumentParser, *names: str) -> None:
     from .data.corpus import FORMATS
     from .run_options import CorpusSpec
 
-    add_field_flags(p, CorpusSpec, [*names, "format", "text_field", "fallback_encoding"],
-                    options={"paths": dict(option="--corpus", dest="corpus", nargs="+", required=True, default=None),
-                             "format": dict(choices=list(FORMATS))})
+    add_field_flags(
+        p,
+        CorpusSpec,
+        [*names, "format", "text_field", "fallback_encoding"],
+        options={
+            "paths": dict(option="--corpus", dest="corpus", nargs="+", required=True, default=None),
+            "format": dict(choices=list(FORMATS)),
+        },
+    )
 
 
 def _add_task_data_flags(p, *names: str, options: dict | None = None) -> None:
@@ -85,8 +94,9 @@ def _add_task_data_flags(p, *names: str, options: dict | None = None) -> None:
     from .tasks import TaskData
 
     rows = {name: dict(type=_row_count) for name in ("train_limit", "valid_limit", "limit")}
-    add_field_flags(p, TaskData, names, options={name: {**rows.get(name, {}), **(options or {}).get(name, {})}
-                                                 for name in names})
+    add_field_flags(
+        p, TaskData, names, options={name: {**rows.get(name, {}), **(options or {}).get(name, {})} for name in names}
+    )
 
 
 def _add_nlu_flags(p, *names: str, checked: bool = False) -> None:
@@ -110,8 +120,14 @@ def _add_family_flags(p: argparse.ArgumentParser) -> None:
                 p.add_argument(_flag(dest), dest=dest, **extra)
                 continue
             text = f"{field_comments(data).get(name, '')} (default: the config's data.{name})"
-            add_field_flags(p, data, [name], given=True, help=lambda f, _, text=text: text,
-                            options={name: dict(option=_flag(dest), dest=dest, **extra)})
+            add_field_flags(
+                p,
+                data,
+                [name],
+                given=True,
+                help=lambda f, _, text=text: text,
+                options={name: dict(option=_flag(dest), dest=dest, **extra)},
+            )
 
 
 PRETRAIN = "ctxlm.pretraining:pretrain"  # functions and bundles read from their modules' source (torch)
@@ -124,8 +140,21 @@ MODEL = dict(option="--model", dest="model", required=True)  # a function's mode
 # flags naming files or folders that must exist (or datasets: hub:NAME, DIR:SPLIT)
 
 
-INPUT_PATHS = ("corpus", "tokenizer", "init", "model", "input", "train", "valid", "eval", "pred", "ref", "data_dir",
-               "to_hf", "to_official")
+INPUT_PATHS = (
+    "corpus",
+    "tokenizer",
+    "init",
+    "model",
+    "input",
+    "train",
+    "valid",
+    "eval",
+    "pred",
+    "ref",
+    "data_dir",
+    "to_hf",
+    "to_official",
+)
 
 
 # flags naming a folder to write (and a file to write) that may not exist yet
@@ -136,7 +165,7 @@ OUTPUT_FILES = ("output", "predictions_out")
 def _check_output(name: str, value: str, folder: bool) -> None:
     """Refuse an output path that is (or lies under) a file, or a file path that is a folder."""
     path = Path(value)
-    blocker = next((p for p in [path, *path.parents][0 if folder else 1:] if p.exists()), None)
+    blocker = next((p for p in [path, *path.parents][0 if folder else 1 :] if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise CtxlmError(f"{_flag(name)} {value}: {blocker} is a file, not a folder")
     if not folder and path.is_dir():
@@ -163,12 +192,20 @@ def _check_inputs(args) -> None:
 
 
 GENERATION_FLAGS = {  # flag → GenerationConfig field
-    "beam": "num_beams", "max_length": "max_new_tokens", "min_length": "min_new_tokens",
-    "length_penalty": "length_penalty", "length_penalty_type": "length_penalty_type",
-    "no_repeat_ngram": "no_repeat_ngram_size", "block_subword_loops": "block_subword_loops",
+    "beam": "num_beams",
+    "max_length": "max_new_tokens",
+    "min_length": "min_new_tokens",
+    "length_penalty": "length_penalty",
+    "length_penalty_type": "length_penalty_type",
+    "no_repeat_ngram": "no_repeat_ngram_size",
+    "block_subword_loops": "block_subword_loops",
     "block_word_repeats": "block_word_repeats",
-    "early_stopping": "early_stopping", "sample": "do_sample",
-    "top_k": "top_k", "top_p": "top_p", "temperature": "temperature", "seed": "seed",
+    "early_stopping": "early_stopping",
+    "sample": "do_sample",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "temperature": "temperature",
+    "seed": "seed",
 }
 
 
@@ -193,8 +230,10 @@ def _generation_config(args, defaults):
 FINETUNE_DEFAULTS = (
     "Training flags override the --recipe's train: section, which overrides the task's settings, which override "
     "the defaults shown: seq2seq tasks: the recipe's (e.g. gigaword); cloze: PET's few-shot settings ("
-    + ", ".join(f"{k} {v:g}" for k, v in CLOZE_TRAIN.items()) + "); classify and squad: UniLMv2's Table 9 "
-    "(batch_size 32, lr 2e-05, 10% warm-up, weight_decay 0.01, 10 epochs (squad: 4), validating once an epoch).")
+    + ", ".join(f"{k} {v:g}" for k, v in CLOZE_TRAIN.items())
+    + "); classify and squad: UniLMv2's Table 9 "
+    "(batch_size 32, lr 2e-05, 10% warm-up, weight_decay 0.01, 10 epochs (squad: 4), validating once an epoch)."
+)
 
 
 def _other_rank() -> bool:
@@ -239,8 +278,9 @@ def _train_sizes(text: str) -> list[int | None]:
     for word in text.split(","):
         word = word.strip().lower()
         if word != "all" and not (word.isdigit() and int(word) > 0):
-            raise argparse.ArgumentTypeError(f"expected positive numbers of pairs or 'all', separated by commas, "
-                                             f"got '{text}'")
+            raise argparse.ArgumentTypeError(
+                f"expected positive numbers of pairs or 'all', separated by commas, got '{text}'"
+            )
         sizes.append(None if word == "all" else int(word))
     return sizes
 
@@ -253,8 +293,9 @@ def _flops_budget(text: str) -> float | str:
         name, colon, tokens = text.partition(":")
         if colon and name.strip() and tokens.strip().isdigit() and int(tokens) > 0:
             return text.strip()
-        raise argparse.ArgumentTypeError(f"expected a number of FLOPs or VARIANT:TOKENS (e.g. palm:4000000), "
-                                         f"got '{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a number of FLOPs or VARIANT:TOKENS (e.g. palm:4000000), got '{text}'"
+        ) from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number of FLOPs, got '{text}'")
     return value
@@ -267,8 +308,9 @@ def _lr_grid(text: str) -> list[float]:
     except ValueError:
         values = []
     if not values or any(not 0 < v < float("inf") for v in values) or len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"expected distinct positive learning rates separated by commas, e.g. "
-                                         f"3e-4,1e-3,3e-3, got '{text}'")
+        raise argparse.ArgumentTypeError(
+            f"expected distinct positive learning rates separated by commas, e.g. 3e-4,1e-3,3e-3, got '{text}'"
+        )
     return values
 
 
@@ -301,9 +343,13 @@ def _model_default(field: dataclasses.Field, text: str | None) -> str:
 
 
 # decoding flags whose value is parsed (booleans written out, "never") or chosen from a list; --sample a switch
-DECODING_OPTIONS = {"block_subword_loops": dict(type=_true_or_false), "block_word_repeats": dict(type=_true_or_false),
-                    "early_stopping": dict(type=_true_false_or_never),
-                    "length_penalty_type": dict(choices=["hf", "gnmt"]), "do_sample": dict(action="store_true")}
+DECODING_OPTIONS = {
+    "block_subword_loops": dict(type=_true_or_false),
+    "block_word_repeats": dict(type=_true_or_false),
+    "early_stopping": dict(type=_true_false_or_never),
+    "length_penalty_type": dict(choices=["hf", "gnmt"]),
+    "do_sample": dict(action="store_true"),
+}
 
 
 def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
@@ -311,10 +357,13 @@ def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     from .config import GenerationConfig
 
     g = p.add_argument_group("decoding (defaults: the model's generation.json, else beam 5, 64 tokens)")
-    options = {field: dict(option=_flag(flag), dest=flag, **DECODING_OPTIONS.get(field, {}))
-               for flag, field in GENERATION_FLAGS.items()}
-    add_field_flags(g, GenerationConfig, list(GENERATION_FLAGS.values()), given=True, help=_model_default,
-                    options=options)
+    options = {
+        field: dict(option=_flag(flag), dest=flag, **DECODING_OPTIONS.get(field, {}))
+        for flag, field in GENERATION_FLAGS.items()
+    }
+    add_field_flags(
+        g, GenerationConfig, list(GENERATION_FLAGS.values()), given=True, help=_model_default, options=options
+    )
 
 
 def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
@@ -325,29 +374,51 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     from .tasks import ScratchModel, finetunable
 
     named_palm = ", ".join(name for name, values in NAMED_CONFIGS.items() if values["family"] == REFERENCE_FAMILY)
-    parser = _Parser(prog="ctxlm", description="The `ctxlm` command line. Each verb parses its flags and calls one "
-                                                    "public function.")
+    parser = _Parser(
+        prog="ctxlm", description="The `ctxlm` command line. Each verb parses its flags and calls one public function."
+    )
     parser.add_argument("--version", action="version", version=f"ctxlm {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     tok = verbs.add_parser("tokenizer", help="train a WordPiece tokenizer").add_subparsers(dest="action", required=True)
     p = tok.add_parser("train", help="train an uncased BERT-style WordPiece tokenizer on a corpus")
-    add_signature_flags(p, "ctxlm.tokenization:train_tokenizer", ["vocab_size", "out_dir", "min_frequency"],
-                        options={"vocab_size": dict(type=_ranged(int, 1, 2**31 - 1), required=True),
-                                 "out_dir": dict(option="--out", dest="out", required=True),
-                                 "min_frequency": dict(type=_ranged(int, 0, 2**32 - 1))})
+    add_signature_flags(
+        p,
+        "ctxlm.tokenization:train_tokenizer",
+        ["vocab_size", "out_dir", "min_frequency"],
+        options={
+            "vocab_size": dict(type=_ranged(int, 1, 2**31 - 1), required=True),
+            "out_dir": dict(option="--out", dest="out", required=True),
+            "min_frequency": dict(type=_ranged(int, 0, 2**32 - 1)),
+        },
+    )
     _add_corpus_flags(p, "paths")
     p.set_defaults(func=commands.get("tokenizer train"))
 
     p = verbs.add_parser("pretrain", help="pre-train a model on unlabeled text")
     stages = list(dict.fromkeys(s for o in OBJECTIVES.values() for s in o.stages))
-    add_signature_flags(p, PRETRAIN, ["objective", "stage"], options={
-        "objective": dict(choices=list(OBJECTIVES), default=None), "stage": dict(choices=stages)})
+    add_signature_flags(
+        p,
+        PRETRAIN,
+        ["objective", "stage"],
+        options={"objective": dict(choices=list(OBJECTIVES), default=None), "stage": dict(choices=stages)},
+    )
     _add_family_flags(p)
-    add_signature_flags(p, PRETRAIN, ["tokenizer", "config", "out_dir", "init"], options={
-        "config": dict(default="palm-tiny", known=list(NAMED_CONFIGS)), "out_dir": OUT})
-    add_field_flags(p, HfInit, ["source", "decoder"], options={
-        "source": dict(option="--init-from-hf", dest="init_from_hf"), "decoder": dict(choices=["fresh", "encoder"])})
+    add_signature_flags(
+        p,
+        PRETRAIN,
+        ["tokenizer", "config", "out_dir", "init"],
+        options={"config": dict(default="palm-tiny", known=list(NAMED_CONFIGS)), "out_dir": OUT},
+    )
+    add_field_flags(
+        p,
+        HfInit,
+        ["source", "decoder"],
+        options={
+            "source": dict(option="--init-from-hf", dest="init_from_hf"),
+            "decoder": dict(choices=["fresh", "encoder"]),
+        },
+    )
     add_signature_flags(p, COPY, ["copy"], options={"copy": dict(option="--no-copy", dest="no_copy", default=False)})
     add_signature_flags(p, COPY, ["copy"], options={"copy": dict(default=False)})
     _add_corpus_flags(p, "paths", "cache_dir")
@@ -356,17 +427,30 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
 
     p = verbs.add_parser("generate", help="generate from a model (beam search by default)")
     add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.load", ["directory"], options={"directory": MODEL})
-    add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.generate", ["texts"], options={
-        "texts": dict(option="--text", dest="text")})
-    add_signature_flags(p, "ctxlm.predict:read_sources", ["path"], options={"path": dict(option="--input",
-                                                                                          dest="input")})
-    add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.generate_to_file", ["output", "source_field"],
-                        options={"source_field": dict(default=None)})
-    add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.__init__", ["max_source_tokens"],
-                        options={"max_source_tokens": dict(type=_ranged(int, 2))})
-    add_signature_flags(p, "ctxlm.predict:Seq2SeqPredictor.generate_to_file", ["batch_size", "sort_window", "resume"],
-                        options={"batch_size": dict(type=_ranged(int, 1)),
-                                 "sort_window": dict(type=_ranged(int, 1), default=None)})
+    add_signature_flags(
+        p, "ctxlm.predict:Seq2SeqPredictor.generate", ["texts"], options={"texts": dict(option="--text", dest="text")}
+    )
+    add_signature_flags(
+        p, "ctxlm.predict:read_sources", ["path"], options={"path": dict(option="--input", dest="input")}
+    )
+    add_signature_flags(
+        p,
+        "ctxlm.predict:Seq2SeqPredictor.generate_to_file",
+        ["output", "source_field"],
+        options={"source_field": dict(default=None)},
+    )
+    add_signature_flags(
+        p,
+        "ctxlm.predict:Seq2SeqPredictor.__init__",
+        ["max_source_tokens"],
+        options={"max_source_tokens": dict(type=_ranged(int, 2))},
+    )
+    add_signature_flags(
+        p,
+        "ctxlm.predict:Seq2SeqPredictor.generate_to_file",
+        ["batch_size", "sort_window", "resume"],
+        options={"batch_size": dict(type=_ranged(int, 1)), "sort_window": dict(type=_ranged(int, 1), default=None)},
+    )
     p.add_argument("--limit", type=_row_count, help="--input: decode only the first N rows")
     _add_run_flags(p, "device", "bf16")
     _add_decoding_flags(p)
@@ -378,8 +462,12 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     add_signature_flags(p, COPY, ["copy"], options={"copy": dict(default=False)})
     add_signature_flags(p, "ctxlm.tasks:finetune", ["task"], options={"task": dict(choices=finetunable())})
     _add_task_data_flags(p, "recipe", "train", "valid")
-    add_signature_flags(p, "ctxlm.data.tasks:read_jsonl_pairs", ["source_field", "target_field", "skip_empty"],
-                        options={"source_field": dict(default=None), "target_field": dict(default=None)})
+    add_signature_flags(
+        p,
+        "ctxlm.data.tasks:read_jsonl_pairs",
+        ["source_field", "target_field", "skip_empty"],
+        options={"source_field": dict(default=None), "target_field": dict(default=None)},
+    )
     add_signature_flags(p, "ctxlm.tasks:finetune", ["out"], options={"out": dict(required=True)})
     _add_task_data_flags(p, "train_limit", "valid_limit")
     g = p.add_argument_group("NLU (--task cloze / classify / squad)")
@@ -389,11 +477,16 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=commands.get("finetune"))
 
     p = verbs.add_parser("evaluate", help="score predictions against references, or a model on a task")
-    add_signature_flags(p, "ctxlm.metrics:evaluate_files", ["pred_path"], options={"pred_path": dict(option="--pred",
-                                                                                                      dest="pred")})
+    add_signature_flags(
+        p, "ctxlm.metrics:evaluate_files", ["pred_path"], options={"pred_path": dict(option="--pred", dest="pred")}
+    )
     _add_task_data_flags(p, "ref")
-    add_signature_flags(p, "ctxlm.metrics:evaluate_files", ["metrics", "pred_field", "ref_field"],
-                        options={"metrics": dict(nargs="+", default=["summarization"])})
+    add_signature_flags(
+        p,
+        "ctxlm.metrics:evaluate_files",
+        ["metrics", "pred_field", "ref_field"],
+        options={"metrics": dict(nargs="+", default=["summarization"])},
+    )
     add_signature_flags(p, "ctxlm.tasks:evaluate", ["model", "task"], options={"task": dict(choices=finetunable())})
     _add_task_data_flags(p, "dataset", "data_dir", "split")
     _add_nlu_flags(p, "max_length", checked=True)
@@ -404,70 +497,125 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=commands.get("evaluate"))
 
     p = verbs.add_parser("infill", help="fill [MASK] blanks with a GLM model, or evaluate infilling")
-    add_signature_flags(p, "ctxlm.tasks.infilling:infill_texts", ["model_dir", "texts"], options={
-        "model_dir": MODEL, "texts": dict(option="--text", dest="text", nargs="+")})
+    add_signature_flags(
+        p,
+        "ctxlm.tasks.infilling:infill_texts",
+        ["model_dir", "texts"],
+        options={"model_dir": MODEL, "texts": dict(option="--text", dest="text", nargs="+")},
+    )
     p.add_argument("--input", help="a file of texts with blanks, one a line")
     g = p.add_argument_group("evaluation (--eval)")
-    add_signature_flags(g, "ctxlm.tasks.infilling:evaluate_infilling", ["path", "mask_ratio", "limit", "output"],
-                        options={"path": dict(option="--eval", dest="eval"),
-                                 "mask_ratio": dict(type=_ranged(float, 0, 1, low_open=True, high_open=True),
-                                                    default=0.1),
-                                 "limit": dict(type=_row_count)})
+    add_signature_flags(
+        g,
+        "ctxlm.tasks.infilling:evaluate_infilling",
+        ["path", "mask_ratio", "limit", "output"],
+        options={
+            "path": dict(option="--eval", dest="eval"),
+            "mask_ratio": dict(type=_ranged(float, 0, 1, low_open=True, high_open=True), default=0.1),
+            "limit": dict(type=_row_count),
+        },
+    )
     _add_run_flags(p, "device", "bf16")
     _add_decoding_flags(p)
     p.set_defaults(func=commands.get("infill"))
 
     p = verbs.add_parser("compare", help="pre-train, fine-tune and score several objectives; write a report")
-    add_signature_flags(p, "ctxlm.tokenization:TextTokenizer.load", ["path"], options={
-        "path": dict(option="--tokenizer", dest="tokenizer", required=True)})
-    p.add_argument("--task", required=True, help="the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML; or "
-                   "an NLU task: cloze (GLM variants, FewGLUE), classify (UniLMv2 variants), or a YAML of their "
-                   "options with task: and train: (as finetune's --recipe)")
+    add_signature_flags(
+        p,
+        "ctxlm.tokenization:TextTokenizer.load",
+        ["path"],
+        options={"path": dict(option="--tokenizer", dest="tokenizer", required=True)},
+    )
+    p.add_argument(
+        "--task",
+        required=True,
+        help="the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML; or "
+        "an NLU task: cloze (GLM variants, FewGLUE), classify (UniLMv2 variants), or a YAML of their "
+        "options with task: and train: (as finetune's --recipe)",
+    )
     _add_task_data_flags(p, "train", "valid")
     _add_task_data_flags(p, "ref", options={"ref": dict(option="--eval", dest="eval")})
     add_field_flags(p, COMPARISON, ["objectives"])
-    p.add_argument("--config", default="palm-tiny", help=f"the PALM model and pre-training config (named: "
-                   f"{named_palm}; or YAML); GLM and UniLMv2 are sized to its parameter count")
+    p.add_argument(
+        "--config",
+        default="palm-tiny",
+        help=f"the PALM model and pre-training config (named: "
+        f"{named_palm}; or YAML); GLM and UniLMv2 are sized to its parameter count",
+    )
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget-minutes", type=float, help="pre-training wall time per objective")
     budget.add_argument("--budget-tokens", type=int, help="pre-training tokens per objective")
-    budget.add_argument("--budget-flops", type=_flops_budget,
-                        help="pre-training FLOPs per objective (matmuls and attention, forward and backward, as "
-                             "benchmarks count them): a number, or VARIANT:TOKENS, the FLOPs that variant trains on "
-                             "that many tokens (e.g. palm:4000000)")
-    add_field_flags(p, COMPARISON, ["seeds", "finetune_steps", "lr_grid", "pretrain_only", "lr_dir", "lr_pairs"],
-                    options={"seeds": dict(type=_ranged(int, 1)), "finetune_steps": dict(type=_ranged(int, 1)),
-                             "lr_grid": dict(type=_lr_grid, default=None), "lr_pairs": dict(type=_ranged(int, 1))})
-    _add_task_data_flags(p, "train_limit", "limit", options={"train_limit": dict(type=_train_sizes),
-                                                             "limit": dict(option="--eval-limit", dest="eval_limit")})
+    budget.add_argument(
+        "--budget-flops",
+        type=_flops_budget,
+        help="pre-training FLOPs per objective (matmuls and attention, forward and backward, as "
+        "benchmarks count them): a number, or VARIANT:TOKENS, the FLOPs that variant trains on "
+        "that many tokens (e.g. palm:4000000)",
+    )
+    add_field_flags(
+        p,
+        COMPARISON,
+        ["seeds", "finetune_steps", "lr_grid", "pretrain_only", "lr_dir", "lr_pairs"],
+        options={
+            "seeds": dict(type=_ranged(int, 1)),
+            "finetune_steps": dict(type=_ranged(int, 1)),
+            "lr_grid": dict(type=_lr_grid, default=None),
+            "lr_pairs": dict(type=_ranged(int, 1)),
+        },
+    )
+    _add_task_data_flags(
+        p,
+        "train_limit",
+        "limit",
+        options={"train_limit": dict(type=_train_sizes), "limit": dict(option="--eval-limit", dest="eval_limit")},
+    )
     add_field_flags(p, COMPARISON, ["resamples"], options={"resamples": dict(type=_ranged(int, 1))})
     g = p.add_argument_group("NLU (--task cloze / classify: select and score on the dev split)")
     _add_task_data_flags(g, "dataset", "data_dir")
     _add_nlu_flags(g, "max_length", checked=True)
-    add_field_flags(p, COMPARISON, ["plots", "cache_dir", "pretrain_dir"], help=given_help,
-                    options={"plots": dict(option="--no-plots", dest="no_plots", action="store_true", default=False)})
+    add_field_flags(
+        p,
+        COMPARISON,
+        ["plots", "cache_dir", "pretrain_dir"],
+        help=given_help,
+        options={"plots": dict(option="--no-plots", dest="no_plots", action="store_true", default=False)},
+    )
     _add_corpus_flags(p, "paths")
     p.add_argument("--out", required=True, help="the comparison's folder (rerun to resume)")
     p.set_defaults(func=commands.get("compare"))
 
-    p = verbs.add_parser("convert", help="convert between ctxlm and transformers checkpoints, or the papers' own "
-                         "releases (docs/official-models.md)")
+    p = verbs.add_parser(
+        "convert",
+        help="convert between ctxlm and transformers checkpoints, or the papers' own "
+        "releases (docs/official-models.md)",
+    )
     source = p.add_mutually_exclusive_group()
-    for ref, name, option in (("ctxlm.convert:import_from_hf", "source", "from_hf"),
-                              ("ctxlm.convert:export_to_hf", "model_dir", "to_hf"),
-                              ("ctxlm.official:convert_from_official", "source", "from_official"),
-                              ("ctxlm.official:convert_to_official", "model_dir", "to_official")):
+    for ref, name, option in (
+        ("ctxlm.convert:import_from_hf", "source", "from_hf"),
+        ("ctxlm.convert:export_to_hf", "model_dir", "to_hf"),
+        ("ctxlm.official:convert_from_official", "source", "from_official"),
+        ("ctxlm.official:convert_to_official", "model_dir", "to_official"),
+    ):
         add_signature_flags(source, ref, [name], options={name: dict(option=_flag(option), dest=option)})
     p.add_argument("--out", required=True)
     add_signature_flags(p, "ctxlm.convert:import_from_hf", ["family"], options={"family": dict(choices=list(FAMILIES))})
     add_signature_flags(p, "ctxlm.official:convert_from_official", ["format"])
-    add_signature_flags(p, "ctxlm.official:convert_from_official", ["max_shard_size"],
-                        options={"max_shard_size": dict(default="5GB", type=None)})
-    add_signature_flags(p, "ctxlm.convert:import_from_hf", ["decoder"], options={"decoder": dict(choices=["fresh",
-                                                                                                       "encoder"])})
+    add_signature_flags(
+        p,
+        "ctxlm.official:convert_from_official",
+        ["max_shard_size"],
+        options={"max_shard_size": dict(default="5GB", type=None)},
+    )
+    add_signature_flags(
+        p, "ctxlm.convert:import_from_hf", ["decoder"], options={"decoder": dict(choices=["fresh", "encoder"])}
+    )
     add_signature_flags(p, "ctxlm.convert:export_to_hf", ["drop_copy_head"])
     p.set_defaults(func=commands.get("convert"))
     for verb in ("pretrain", "finetune", "generate", "evaluate", "infill", "convert", "compare"):
-        add_signature_flags(verbs.choices[verb], "ctxlm.checkpoint:verification", ["level"], options={
-            "level": dict(option="--verify", dest="verify", choices=["full", "size", "off"], default="full")})
+        add_signature_flags(
+            verbs.choices[verb],
+            "ctxlm.checkpoint:verification",
+            ["level"],
+            options={"level": dict(option="--verify", dest="verify", choices=["full", "size", "off"], default="full")},
+        )
     return parser

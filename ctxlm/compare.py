@@ -60,8 +60,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import (CHECKPOINTS_DIR, build_model, latest_checkpoint, load_model_dir, read_head,
-                         read_model_config)
+from .checkpoint import CHECKPOINTS_DIR, build_model, latest_checkpoint, load_model_dir, read_head, read_model_config
 from .config import CLOZE_TRAIN, FinetuneConfig, PretrainConfig, TrainConfig, load_finetune_config
 from .config_loading import default_data_config, load_pretrain_config, model_config_from_dict
 from .data.glue import get_dataset
@@ -81,8 +80,15 @@ from .objectives.variants import PRETRAIN_VARIANTS, Stage, Variant
 from .predict import Seq2SeqPredictor
 from .pretraining import model_config_for_tokenizer, prepare_data, pretrain
 from .run_options import CorpusSpec, RunOptions
-from .report import (Statistic, corpus_bleu4, corpus_pearson, corpus_perplexity, counted_not_learning,
-                     earlier_stages_not_learning, mean_score)
+from .report import (
+    Statistic,
+    corpus_bleu4,
+    corpus_pearson,
+    corpus_perplexity,
+    counted_not_learning,
+    earlier_stages_not_learning,
+    mean_score,
+)
 from .tokenization import TextTokenizer
 from .training import BatchStream, autocast, build_optimizer, collate
 
@@ -112,13 +118,19 @@ def matched_model_config(family: str, reference, tolerance: float = 0.02):
     target = parameter_count(reference)
     heads = reference.encoder_attention_heads
     ffn_ratio = reference.encoder_ffn_dim / reference.d_model
-    shared = dict(family=family, vocab_size=reference.vocab_size, num_heads=heads,
-                  max_position_embeddings=reference.max_position_embeddings, dropout=reference.dropout,
-                  attention_dropout=reference.attention_dropout)
+    shared = dict(
+        family=family,
+        vocab_size=reference.vocab_size,
+        num_heads=heads,
+        max_position_embeddings=reference.max_position_embeddings,
+        dropout=reference.dropout,
+        attention_dropout=reference.attention_dropout,
+    )
 
     def config(width: int, layers: int):
-        return model_config_from_dict({**shared, "d_model": width, "ffn_dim": round(ffn_ratio * width),
-                                       "num_layers": layers})
+        return model_config_from_dict(
+            {**shared, "d_model": width, "ffn_dim": round(ffn_ratio * width), "num_layers": layers}
+        )
 
     best, best_error = None, float("inf")
     for width in _widths(reference.d_model, heads):
@@ -143,9 +155,11 @@ def family_configs(families: Sequence[str], palm: PretrainConfig, tokenizer: Tex
         if family == palm.model.family:
             configs[family] = palm
             continue
-        data = default_data_config(family)(max_length=palm.data.fragment_length,
-                                           valid_fraction=palm.data.valid_fraction,
-                                           max_valid_documents=palm.data.max_valid_documents)
+        data = default_data_config(family)(
+            max_length=palm.data.fragment_length,
+            valid_fraction=palm.data.valid_fraction,
+            max_valid_documents=palm.data.max_valid_documents,
+        )
         model = model_config_for_tokenizer(matched_model_config(family, palm.model), tokenizer)
         # the given train settings are PALM's; the others pre-train with their family's optimiser defaults
         train = dataclasses.replace(palm.train, **train_defaults(family, model))
@@ -165,8 +179,11 @@ class Budget:
     flops: float | str | None = None
 
     def __post_init__(self):
-        given = [(unit, value) for unit, value in (("minutes", self.minutes), ("tokens", self.tokens),
-                                                   ("flops", self.flops)) if value is not None]
+        given = [
+            (unit, value)
+            for unit, value in (("minutes", self.minutes), ("tokens", self.tokens), ("flops", self.flops))
+            if value is not None
+        ]
         if len(given) != 1:
             raise CtxlmError("give one pre-training budget: minutes, tokens or flops")
         unit, value = given[0]
@@ -184,8 +201,10 @@ class Budget:
         variant = PRETRAIN_VARIANTS.get(name.strip())
         if variant is None or not variant.stages or not tokens.strip().isdigit() or int(tokens) < 1:
             pretrained = ", ".join(n for n, v in PRETRAIN_VARIANTS.items() if v.stages)
-            raise CtxlmError(f"--budget-flops: a number or VARIANT:TOKENS (the FLOPs a variant trains on that "
-                             f"many tokens, e.g. palm:4000000; variants: {pretrained}), got '{self.flops}'")
+            raise CtxlmError(
+                f"--budget-flops: a number or VARIANT:TOKENS (the FLOPs a variant trains on that "
+                f"many tokens, e.g. palm:4000000; variants: {pretrained}), got '{self.flops}'"
+            )
         return name.strip(), int(tokens)
 
 
@@ -301,10 +320,18 @@ class TaskScoring:
 
 
 TASK_SCORING: dict[str, TaskScoring] = {
-    "summarization": TaskScoring(("rouge1", "rouge2", "rougeL"), "rougeL", mean_score, True,
-                                 rouge_l_per_example, lead_words(8), "lead-8 words"),
-    "qg": TaskScoring(("bleu4", "meteor", "coco_rougeL"), "bleu4", corpus_bleu4, True, bleu_statistics,
-                      lead_words(12, " ?"), "first 12 words + ?"),
+    "summarization": TaskScoring(
+        ("rouge1", "rouge2", "rougeL"), "rougeL", mean_score, True, rouge_l_per_example, lead_words(8), "lead-8 words"
+    ),
+    "qg": TaskScoring(
+        ("bleu4", "meteor", "coco_rougeL"),
+        "bleu4",
+        corpus_bleu4,
+        True,
+        bleu_statistics,
+        lead_words(12, " ?"),
+        "first 12 words + ?",
+    ),
     "dialog": TaskScoring((), "perplexity", corpus_perplexity, False),
 }
 
@@ -329,16 +356,18 @@ def score_predictions(scoring: TaskScoring, predictions: list[str], pairs: Seque
 def target_labels(model_config, tokenizer: TextTokenizer, pairs: Sequence[Pair], recipe: FinetuneConfig) -> list:
     """The label ids each pair's target is scored on (`pair_example`'s labels, ignored ones left out)."""
     labels = []
-    for source, target in zip(tokenizer.encode_batch([p.source for p in pairs]),
-                              tokenizer.encode_batch([p.target for p in pairs])):
+    for source, target in zip(
+        tokenizer.encode_batch([p.source for p in pairs]), tokenizer.encode_batch([p.target for p in pairs])
+    ):
         limits = pair_limits(model_config, recipe.max_source_tokens, recipe.max_target_tokens, len(target))
         ids = np.asarray(pair_example(model_config, source, target, *limits)["labels"])
         labels.append(ids[ids >= 0])
     return labels
 
 
-def unigram_nll(train_labels: Sequence[np.ndarray], eval_labels: Sequence[np.ndarray],
-                vocab_size: int) -> list[list[float]]:
+def unigram_nll(
+    train_labels: Sequence[np.ndarray], eval_labels: Sequence[np.ndarray], vocab_size: int
+) -> list[list[float]]:
     """(NLL sum, tokens) of each evaluation target under the unigram distribution of the training
     targets, add-one smoothed over the vocabulary: what a model that reads neither the source nor
     the target's own history scores (dialog's trivial baseline; `corpus_perplexity` of these)."""
@@ -364,8 +393,14 @@ def example_nll(predictor: Seq2SeqPredictor, pairs: Sequence[Pair], recipe: Fine
     return stats
 
 
-def score_model(scoring: TaskScoring, model_dir: Path, pairs: Sequence[Pair], recipe: FinetuneConfig,
-                batch_size: int = 32, lexicon_texts: Sequence[str] = ()) -> tuple[dict, list, list[str] | None]:
+def score_model(
+    scoring: TaskScoring,
+    model_dir: Path,
+    pairs: Sequence[Pair],
+    recipe: FinetuneConfig,
+    batch_size: int = 32,
+    lexicon_texts: Sequence[str] = (),
+) -> tuple[dict, list, list[str] | None]:
     """(metrics, per-example statistics, predictions or None) of a fine-tuned model; with
     `recipe.lexicon`, decoded with a new `WordLexicon` of `lexicon_texts` (the training pairs)."""
     from .lexicon import WordLexicon
@@ -464,16 +499,20 @@ class Comparison:
     train_limit: int | None
     cache_dir: Path
     pretrain_dir: Path | None = None  # shared pre-training (see the module's docstring)
-    reading: dict = dataclasses.field(default_factory=lambda: dict(  # as `pretrain` takes them
-        corpus_format="auto", text_field=None, fallback_encoding=None))
+    reading: dict = dataclasses.field(
+        default_factory=lambda: dict(  # as `pretrain` takes them
+            corpus_format="auto", text_field=None, fallback_encoding=None
+        )
+    )
     lr_grid: tuple[float, ...] = ()  # each variant's fine-tuning peak lr is chosen from these (`finetune_lr`)
     lr_dir: Path | None = None  # where the choices are kept (default out_dir/lr)
     lr_pairs: int | None = None  # the training pairs the choice fine-tunes on (default train_limit)
 
     def corpus_spec(self) -> CorpusSpec:
         reading = self.reading  # `pretrain`'s former names; the spec calls the format `format`
-        return CorpusSpec(tuple(self.corpus), reading["corpus_format"], reading["text_field"],
-                          reading["fallback_encoding"])
+        return CorpusSpec(
+            tuple(self.corpus), reading["corpus_format"], reading["text_field"], reading["fallback_encoding"]
+        )
 
     def cell_dir(self, objective: str, seed: int) -> Path:
         return self.out_dir / "cells" / f"{objective}-seed{seed}"
@@ -485,15 +524,20 @@ class Comparison:
 
     def stage_config(self, variant: Variant, stage: Stage, seed: int, max_steps: int) -> PretrainConfig:
         base = self.configs[variant.family]
-        return dataclasses.replace(base, model=dataclasses.replace(base.model, **variant.model),
-                                   data=dataclasses.replace(base.data, **stage.data),
-                                   train=dataclasses.replace(base.train, seed=seed, max_steps=max_steps))
+        return dataclasses.replace(
+            base,
+            model=dataclasses.replace(base.model, **variant.model),
+            data=dataclasses.replace(base.data, **stage.data),
+            train=dataclasses.replace(base.train, seed=seed, max_steps=max_steps),
+        )
 
     def examples(self, stage: Stage, config: PretrainConfig):
-        store = TokenStore.build(self.corpus, self.tokenizer, cache_dir=self.cache_dir, progress=False,
-                                 **self.corpus_spec().store_options())
-        return prepare_data(stage.objective, store, self.tokenizer, config.model, config.data, stage.stage,
-                            config.train.seed).train
+        store = TokenStore.build(
+            self.corpus, self.tokenizer, cache_dir=self.cache_dir, progress=False, **self.corpus_spec().store_options()
+        )
+        return prepare_data(
+            stage.objective, store, self.tokenizer, config.model, config.data, stage.stage, config.train.seed
+        ).train
 
     def minutes_steps(self, objective: str) -> list[int]:
         """Steps of each stage under the minutes budget, from timed steps (kept in budget/)."""
@@ -506,8 +550,13 @@ class Comparison:
         for index, stage in enumerate(variant.stages, start=1):
             config = self.stage_config(variant, stage, 0, 1)
             seconds = seconds_per_step(config.model, self.examples(stage, config), config.train, self.tokenizer.pad_id)
-            stages.append({"stage": stage_dir_name(index, stage), "seconds_per_step": seconds,
-                           "max_steps": max(1, int(share / seconds))})
+            stages.append(
+                {
+                    "stage": stage_dir_name(index, stage),
+                    "seconds_per_step": seconds,
+                    "max_steps": max(1, int(share / seconds)),
+                }
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, {"budget_seconds_per_stage": share, "stages": stages})
         return [s["max_steps"] for s in stages]
@@ -524,10 +573,12 @@ class Comparison:
         variant, stages = PRETRAIN_VARIANTS[objective], []
         for index, stage in enumerate(variant.stages, start=1):
             config = self.stage_config(variant, stage, 0, 1)
-            per_token = measured_flops_per_token(config.model, self.examples(stage, config), config.train,
-                                                 self.tokenizer.pad_id)
-            stages.append({"stage": stage_dir_name(index, stage), "flops_per_token": per_token,
-                           "measured_steps": FLOP_STEPS})
+            per_token = measured_flops_per_token(
+                config.model, self.examples(stage, config), config.train, self.tokenizer.pad_id
+            )
+            stages.append(
+                {"stage": stage_dir_name(index, stage), "flops_per_token": per_token, "measured_steps": FLOP_STEPS}
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, {"stages": stages})
         return [s["flops_per_token"] for s in stages]
@@ -547,10 +598,17 @@ class Comparison:
             variant, stages = PRETRAIN_VARIANTS[name], []
             for index, (stage, per_token) in enumerate(zip(variant.stages, self.stage_flops_per_token(name)), 1):
                 config = self.stage_config(variant, stage, 0, 1)
-                steps, reached = steps_for_tokens(self.examples(stage, config), config.train, self.tokenizer.pad_id,
-                                                  -(-tokens // len(variant.stages)))
-                stages.append({"stage": stage_dir_name(index, stage), "steps": steps, "tokens": reached,
-                               "flops": round(per_token * reached)})
+                steps, reached = steps_for_tokens(
+                    self.examples(stage, config), config.train, self.tokenizer.pad_id, -(-tokens // len(variant.stages))
+                )
+                stages.append(
+                    {
+                        "stage": stage_dir_name(index, stage),
+                        "steps": steps,
+                        "tokens": reached,
+                        "flops": round(per_token * reached),
+                    }
+                )
             record = {"reference": self.budget.flops, "flops": sum(s["flops"] for s in stages), "stages": stages}
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, record)
@@ -583,15 +641,28 @@ class Comparison:
                 config = self.stage_config(variant, stage, seed, steps)
                 started = time.perf_counter()
                 pretrain(
-                    dataclasses.replace(self.corpus_spec(), cache_dir=self.cache_dir), stage_dir, config,
-                    objective=stage.objective, stage=stage.stage,
-                    tokenizer=self.tokenizer, init=init,
-                    run=RunOptions(resume=latest_checkpoint(stage_dir) is not None)).stop_if_interrupted()
+                    dataclasses.replace(self.corpus_spec(), cache_dir=self.cache_dir),
+                    stage_dir,
+                    config,
+                    objective=stage.objective,
+                    stage=stage.stage,
+                    tokenizer=self.tokenizer,
+                    init=init,
+                    run=RunOptions(resume=latest_checkpoint(stage_dir) is not None),
+                ).stop_if_interrupted()
                 seconds = time.perf_counter() - started
                 per_token = self.stage_flops_per_token(objective)[index - 1]
-                write_json_atomic(done, {"stage": stage_dir.name, "steps": steps, "tokens": tokens,
-                                         "flops": round(per_token * tokens), "seconds": seconds,
-                                         **learning_curve(stage_dir, examples, config.train, self.tokenizer.pad_id)})
+                write_json_atomic(
+                    done,
+                    {
+                        "stage": stage_dir.name,
+                        "steps": steps,
+                        "tokens": tokens,
+                        "flops": round(per_token * tokens),
+                        "seconds": seconds,
+                        **learning_curve(stage_dir, examples, config.train, self.tokenizer.pad_id),
+                    },
+                )
             stages.append({**read_json(done), "dir": str(stage_dir)})
             init = stage_dir
         return init, stages
@@ -610,9 +681,16 @@ class Comparison:
         """Fine-tune one cell with the task's recipe (from `init`, else a new `model_config` model), at
         peak `lr` (default the recipe's)."""
         train = dataclasses.replace(self.recipe.train, seed=seed, lr=self.recipe.train.lr if lr is None else lr)
-        return finetune(self.train_path, self.valid_path, ft_dir, dataclasses.replace(self.recipe, train=train),
-                        init=init, scratch=ScratchModel(model_config, self.tokenizer), train_limit=self.train_limit,
-                        run=RunOptions(resume=latest_checkpoint(ft_dir) is not None))
+        return finetune(
+            self.train_path,
+            self.valid_path,
+            ft_dir,
+            dataclasses.replace(self.recipe, train=train),
+            init=init,
+            scratch=ScratchModel(model_config, self.tokenizer),
+            train_limit=self.train_limit,
+            run=RunOptions(resume=latest_checkpoint(ft_dir) is not None),
+        )
 
     def finetune_lr(self, objective: str) -> float | None:
         """The fine-tuning peak lr of `objective`'s cells: without `lr_grid` the recipe's (None); with it
@@ -633,16 +711,26 @@ class Comparison:
                 curve = [loss for _, loss in heldout_curve(ft_dir, self.recipe.train.select_metric)]
                 losses[f"{lr:g}"] = min(curve) if curve else math.inf
             chosen = min(self.lr_grid, key=lambda lr: losses[f"{lr:g}"])  # ties: the first in the grid
-            write_json_atomic(path, {"grid": list(self.lr_grid), "chosen": chosen, "selection_loss": losses,
-                                     "train_pairs": len(selector.train_pairs), "seed": 0,
-                                     "metric": self.recipe.train.select_metric, "selection_file": str(self.valid_path),
-                                     "init": str(init) if init else None})
+            write_json_atomic(
+                path,
+                {
+                    "grid": list(self.lr_grid),
+                    "chosen": chosen,
+                    "selection_loss": losses,
+                    "train_pairs": len(selector.train_pairs),
+                    "seed": 0,
+                    "metric": self.recipe.train.select_metric,
+                    "selection_file": str(self.valid_path),
+                    "init": str(init) if init else None,
+                },
+            )
         return read_json(path)["chosen"]
 
     def score_cell(self, model_dir: Path) -> tuple[dict, list, list | None]:
         """(metrics, per-example statistics, predictions or None) of a fine-tuned cell."""
-        texts = ([text for pair in self.train_pairs for text in (pair.source, pair.target)]
-                 if self.recipe.lexicon else ())
+        texts = (
+            [text for pair in self.train_pairs for text in (pair.source, pair.target)] if self.recipe.lexicon else ()
+        )
         return score_model(self.scoring, model_dir, self.eval_pairs, self.recipe, lexicon_texts=texts)
 
     def prediction_notes(self, predictions: list | None) -> dict:
@@ -657,13 +745,21 @@ class Comparison:
             variant = self.variant(objective)
             base = self.configs[variant.family].model
             started = time.perf_counter()
-            result = self.finetune_run(init, None if init else dataclasses.replace(base, **variant.model), ft_dir,
-                                       seed, lr)
+            result = self.finetune_run(
+                init, None if init else dataclasses.replace(base, **variant.model), ft_dir, seed, lr
+            )
             result.stop_if_interrupted()
             run = read_json(ft_dir / "run.json")["train"]
-            write_json_atomic(done, {"steps": result.step, "seconds": time.perf_counter() - started,
-                                     "final_metrics": result.final_metrics, "lr": run["lr"],
-                                     "step_cap": run["max_steps"]})
+            write_json_atomic(
+                done,
+                {
+                    "steps": result.step,
+                    "seconds": time.perf_counter() - started,
+                    "final_metrics": result.final_metrics,
+                    "lr": run["lr"],
+                    "step_cap": run["max_steps"],
+                },
+            )
         return read_json(done)
 
     def link_selection_run(self, objective: str, seed: int, init: Path | None, ft_dir: Path) -> None:
@@ -681,10 +777,13 @@ class Comparison:
         """A cell's fine-tuning record: its peak lr, step cap, whether early stopping ended it, its
         held-out curve on the selection data (the loss that selects the checkpoint), and its counts."""
         select_metric = read_json(ft_dir / "run.json")["train"].get("select_metric")
-        return {"finetune_lr": finetuned.get("lr"), "finetune_step_cap": finetuned.get("step_cap"),
-                "finetune_stopped_early": finetuned["steps"] < finetuned.get("step_cap", finetuned["steps"]),
-                "finetune_curve": [list(point) for point in heldout_curve(ft_dir, select_metric)],
-                **self.finetune_counts(ft_dir, seed, finetuned["steps"])}
+        return {
+            "finetune_lr": finetuned.get("lr"),
+            "finetune_step_cap": finetuned.get("step_cap"),
+            "finetune_stopped_early": finetuned["steps"] < finetuned.get("step_cap", finetuned["steps"]),
+            "finetune_curve": [list(point) for point in heldout_curve(ft_dir, select_metric)],
+            **self.finetune_counts(ft_dir, seed, finetuned["steps"]),
+        }
 
     def finetune_counts(self, ft_dir: Path, seed: int, steps: int) -> dict:
         """A seq2seq fine-tuning's FLOPs and tokens (`ctxlm.flop_count` per token of its training
@@ -696,12 +795,18 @@ class Comparison:
         tokens = tokens_in_steps(examples, train, self.tokenizer.pad_id, steps)
         torch.manual_seed(seed)
         model = build_model(model_config, read_head(ft_dir))
-        batches = (BatchStream(examples, train.batch_size, seed).batch(micro, self.tokenizer.pad_id)[1]
-                   for micro in range(FLOP_STEPS))
+        batches = (
+            BatchStream(examples, train.batch_size, seed).batch(micro, self.tokenizer.pad_id)[1]
+            for micro in range(FLOP_STEPS)
+        )
         per_token = flops_per_token(model, batches, TOKEN_KEYS, self.tokenizer.pad_id)
         level = unigram_level(ft_dir, examples)
-        return {"finetune_flops": round(per_token * tokens), "finetune_tokens": tokens,
-                "finetune_unigram_level": level["unigram_level"], "finetune_entropy": level["entropy"]}
+        return {
+            "finetune_flops": round(per_token * tokens),
+            "finetune_tokens": tokens,
+            "finetune_unigram_level": level["unigram_level"],
+            "finetune_entropy": level["entropy"],
+        }
 
     def train_size(self) -> int:
         """The fine-tuning pairs a cell trains on."""
@@ -725,15 +830,25 @@ class Comparison:
             write_json_atomic(cell_dir / "predictions.json", predictions)
         model = dataclasses.replace(self.configs[variant.family].model, **variant.model)
         result = {
-            "objective": objective, "seed": seed, "family": variant.family, "parameters": parameter_count(model),
-            "stages": stages, "tokens_seen": sum(s["tokens"] for s in stages),
-            "pretrain_flops": sum(s["flops"] for s in stages), "pretrain_seconds": sum(s["seconds"] for s in stages),
-            "budget_view": self.budget_view(), "train_pairs": self.train_size(),
-            "finetune_steps": finetuned["steps"], "finetune_seconds": finetuned["seconds"],
+            "objective": objective,
+            "seed": seed,
+            "family": variant.family,
+            "parameters": parameter_count(model),
+            "stages": stages,
+            "tokens_seen": sum(s["tokens"] for s in stages),
+            "pretrain_flops": sum(s["flops"] for s in stages),
+            "pretrain_seconds": sum(s["seconds"] for s in stages),
+            "budget_view": self.budget_view(),
+            "train_pairs": self.train_size(),
+            "finetune_steps": finetuned["steps"],
+            "finetune_seconds": finetuned["seconds"],
             "finetune_best_step": finetuned["final_metrics"].get("best_step"),
-            "score_seconds": time.perf_counter() - started, "metrics": metrics, "example_stats": stats,
+            "score_seconds": time.perf_counter() - started,
+            "metrics": metrics,
+            "example_stats": stats,
             "not_learning": runs_not_learning([Path(s["dir"]) for s in stages] + [cell_dir / "finetune"]),
-            **self.finetune_record(cell_dir / "finetune", seed, finetuned), **self.prediction_notes(predictions),
+            **self.finetune_record(cell_dir / "finetune", seed, finetuned),
+            **self.prediction_notes(predictions),
         }
         write_json_atomic(result_path, result)
         return result
@@ -747,17 +862,27 @@ class Comparison:
         a task scored by perplexity the training targets' unigram distribution (`unigram_nll`)."""
         if not self.scoring.decodes:
             model = next(iter(self.configs.values())).model
-            stats = unigram_nll(target_labels(model, self.tokenizer, self.train_pairs, self.recipe),
-                                target_labels(model, self.tokenizer, self.eval_pairs, self.recipe),
-                                self.tokenizer.vocab_size)
-            return {"name": "unigram of the training targets", "example_stats": stats, "predictions": None,
-                    "metrics": {self.scoring.primary: float(corpus_perplexity(np.asarray(stats)))}}
+            stats = unigram_nll(
+                target_labels(model, self.tokenizer, self.train_pairs, self.recipe),
+                target_labels(model, self.tokenizer, self.eval_pairs, self.recipe),
+                self.tokenizer.vocab_size,
+            )
+            return {
+                "name": "unigram of the training targets",
+                "example_stats": stats,
+                "predictions": None,
+                "metrics": {self.scoring.primary: float(corpus_perplexity(np.asarray(stats)))},
+            }
         if self.scoring.baseline is None:
             return None
         predictions = [self.scoring.baseline(p.source) for p in self.eval_pairs]
         metrics, stats = score_predictions(self.scoring, predictions, self.eval_pairs)
-        return {"name": self.scoring.baseline_name, "metrics": metrics, "example_stats": stats,
-                "predictions": predictions}
+        return {
+            "name": self.scoring.baseline_name,
+            "metrics": metrics,
+            "example_stats": stats,
+            "predictions": predictions,
+        }
 
 
 SHOWN_CHANGES = 4  # the `key: old -> new` a refused rerun names
@@ -765,7 +890,7 @@ SHOWN_CHANGES = 4  # the `key: old -> new` a refused rerun names
 
 def _short(value: Any, width: int = 40) -> str:
     text = json.dumps(value)
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def setting_changes(before: dict, now: dict, prefix: str = "") -> list[str]:
@@ -786,8 +911,10 @@ def setting_changes(before: dict, now: dict, prefix: str = "") -> list[str]:
 def holds_work(folder: Path) -> bool:
     """Whether a comparison (or shared pre-training) folder holds work a rerun keeps: a timed
     budget, a finished stage, fine-tuning or cell, or a checkpoint."""
-    return folder.is_dir() and any(path.name in (DONE, "result.json") or path.parent.name in ("budget", CHECKPOINTS_DIR)
-                                   for path in folder.rglob("*"))
+    return folder.is_dir() and any(
+        path.name in (DONE, "result.json") or path.parent.name in ("budget", CHECKPOINTS_DIR)
+        for path in folder.rglob("*")
+    )
 
 
 NOT_LEARNING = "did not learn (loss at unigram level)"
@@ -804,8 +931,9 @@ def not_learning_note(cell: dict) -> str:
     """A cell summary's note: `; did not learn (loss at unigram level): <runs>` for the runs its
     model comes out of, and the earlier stages at that level that a later one left; or nothing."""
     counted, earlier = counted_not_learning(cell), earlier_stages_not_learning(cell)
-    return ((f"; {NOT_LEARNING}: {', '.join(counted)}" if counted else "")
-            + (f"; at the unigram level, then left by a later stage: {', '.join(earlier)}" if earlier else ""))
+    return (f"; {NOT_LEARNING}: {', '.join(counted)}" if counted else "") + (
+        f"; at the unigram level, then left by a later stage: {', '.join(earlier)}" if earlier else ""
+    )
 
 
 def check_settings(folder: Path, settings: dict) -> None:
@@ -818,8 +946,10 @@ def check_settings(folder: Path, settings: dict) -> None:
     if changes:
         keys = ", ".join(dict.fromkeys(f"'{change.split(':')[0].split('.')[0]}'" for change in changes))
         more = f"; {len(changes) - SHOWN_CHANGES} more" if len(changes) > SHOWN_CHANGES else ""
-        raise CtxlmError(f"{folder}: the comparison there was started with another {keys} "
-                         f"({'; '.join(changes[:SHOWN_CHANGES])}{more}); rerun with those or use a new --out")
+        raise CtxlmError(
+            f"{folder}: the comparison there was started with another {keys} "
+            f"({'; '.join(changes[:SHOWN_CHANGES])}{more}); rerun with those or use a new --out"
+        )
 
 
 def record_settings(folder: Path, settings: dict) -> None:
@@ -856,16 +986,26 @@ class ComparisonSpec:
     pretrain_only: bool = False
 
 
-def shared_fields(corpus: CorpusSpec | Sequence[str | Path], tokenizer: TextTokenizer | str | Path, out_dir: Path,
-                  spec: ComparisonSpec) -> dict:
+def shared_fields(
+    corpus: CorpusSpec | Sequence[str | Path],
+    tokenizer: TextTokenizer | str | Path,
+    out_dir: Path,
+    spec: ComparisonSpec,
+) -> dict:
     """The `Comparison` fields every task shares: corpus, tokenizer, budget, folders, lr selection."""
     corpus = CorpusSpec.of(corpus)
-    return dict(corpus=[str(c) for c in corpus.paths],
-                tokenizer=tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer.load(tokenizer),
-                budget=spec.budget, out_dir=out_dir, cache_dir=Path(spec.cache_dir or out_dir / "store"),
-                pretrain_dir=Path(spec.pretrain_dir) if spec.pretrain_dir else None, reading=corpus.reading(),
-                lr_grid=tuple(spec.lr_grid), lr_dir=Path(spec.lr_dir) if spec.lr_dir else None,
-                lr_pairs=spec.lr_pairs)
+    return dict(
+        corpus=[str(c) for c in corpus.paths],
+        tokenizer=tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer.load(tokenizer),
+        budget=spec.budget,
+        out_dir=out_dir,
+        cache_dir=Path(spec.cache_dir or out_dir / "store"),
+        pretrain_dir=Path(spec.pretrain_dir) if spec.pretrain_dir else None,
+        reading=corpus.reading(),
+        lr_grid=tuple(spec.lr_grid),
+        lr_dir=Path(spec.lr_dir) if spec.lr_dir else None,
+        lr_pairs=spec.lr_pairs,
+    )
 
 
 def run_comparison(run: Comparison, spec: ComparisonSpec, objectives: Sequence[str], settings: dict) -> list[dict]:
@@ -873,8 +1013,13 @@ def run_comparison(run: Comparison, spec: ComparisonSpec, objectives: Sequence[s
     run every cell and write the report; returns its table."""
     from .report import write_comparison_report
 
-    settings = {"corpus": run.corpus, "budget": dataclasses.asdict(run.budget), "vocab_size": run.tokenizer.vocab_size,
-                "reading": run.reading, **settings}
+    settings = {
+        "corpus": run.corpus,
+        "budget": dataclasses.asdict(run.budget),
+        "vocab_size": run.tokenizer.vocab_size,
+        "reading": run.reading,
+        **settings,
+    }
     if run.lr_grid:
         settings["lr_selection"] = {"grid": list(run.lr_grid), "pairs": run.lr_pairs}
     start_folders(run.out_dir, spec.pretrain_dir, settings)
@@ -882,14 +1027,25 @@ def run_comparison(run: Comparison, spec: ComparisonSpec, objectives: Sequence[s
     if spec.pretrain_only:
         for objective, seed in itertools.product(objectives, range(spec.seeds)):
             _, stages = run.pretrain_cell(objective, seed)
-            print(f"{objective} seed {seed}: pre-trained, {sum(s['tokens'] for s in stages):,} tokens, "
-                  f"{sum(s['flops'] for s in stages):.3g} FLOPs", flush=True)
+            print(
+                f"{objective} seed {seed}: pre-trained, {sum(s['tokens'] for s in stages):,} tokens, "
+                f"{sum(s['flops'] for s in stages):.3g} FLOPs",
+                flush=True,
+            )
         return []
     cells = run_cells(run, objectives, spec.seeds)
     baseline = run.baseline()
     write_json_atomic(run.out_dir / "baseline.json", baseline)  # as scored: a summary reads it, never recomputes
-    return write_comparison_report(run.out_dir, cells, baseline, run.scoring, settings,
-                                   resamples=spec.resamples, plots=spec.plots, command=spec.command)
+    return write_comparison_report(
+        run.out_dir,
+        cells,
+        baseline,
+        run.scoring,
+        settings,
+        resamples=spec.resamples,
+        plots=spec.plots,
+        command=spec.command,
+    )
 
 
 def compare(
@@ -913,8 +1069,9 @@ def compare(
     out_dir = Path(out_dir)
     recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
     if spec.finetune_steps is not None:
-        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, max_steps=spec.finetune_steps),
-                                     epochs=None)  # the steps asked for win over the recipe's epochs
+        recipe = dataclasses.replace(
+            recipe, train=dataclasses.replace(recipe.train, max_steps=spec.finetune_steps), epochs=None
+        )  # the steps asked for win over the recipe's epochs
     scoring = task_scoring(recipe.task)
     train_limit = data.train_limit if data.train_limit is not None else get_task(recipe.task).compare_train_limit
     config = palm_config(config)
@@ -922,15 +1079,31 @@ def compare(
     eval_path = Path(data.ref or data.valid)
     families = sorted({PRETRAIN_VARIANTS[o].family for o in objectives})
     run = Comparison(
-        recipe=recipe, train_path=Path(data.train), valid_path=Path(data.valid),
+        recipe=recipe,
+        train_path=Path(data.train),
+        valid_path=Path(data.valid),
         eval_pairs=read_pairs(recipe.task, eval_path, recipe.reader, data.limit),
-        configs=family_configs(families, config, shared["tokenizer"]), scoring=scoring, train_limit=train_limit,
-        **shared)
+        configs=family_configs(families, config, shared["tokenizer"]),
+        scoring=scoring,
+        train_limit=train_limit,
+        **shared,
+    )
     for path in (data.train, data.valid):  # the task's fields, before any pre-training
         read_pairs(recipe.task, path, recipe.reader, 1)
-    return run_comparison(run, spec, objectives, {
-        "recipe": dataclasses.asdict(recipe), "config": dataclasses.asdict(config), "train": str(data.train),
-        "valid": str(data.valid), "eval": str(eval_path), "eval_limit": data.limit, "train_limit": train_limit})
+    return run_comparison(
+        run,
+        spec,
+        objectives,
+        {
+            "recipe": dataclasses.asdict(recipe),
+            "config": dataclasses.asdict(config),
+            "train": str(data.train),
+            "valid": str(data.valid),
+            "eval": str(eval_path),
+            "eval_limit": data.limit,
+            "train_limit": train_limit,
+        },
+    )
 
 
 def check_run_options(objectives: Sequence[str], seeds: int, plots: bool) -> None:
@@ -939,8 +1112,9 @@ def check_run_options(objectives: Sequence[str], seeds: int, plots: bool) -> Non
 
     unknown = [o for o in objectives if o not in PRETRAIN_VARIANTS]
     if unknown or not objectives:
-        raise CtxlmError(f"unknown objective '{unknown[0] if unknown else ''}' (choose from "
-                         f"{', '.join(PRETRAIN_VARIANTS)})")
+        raise CtxlmError(
+            f"unknown objective '{unknown[0] if unknown else ''}' (choose from {', '.join(PRETRAIN_VARIANTS)})"
+        )
     if seeds < 1:
         raise CtxlmError("--seeds must be at least 1")
     if plots:
@@ -951,8 +1125,10 @@ def palm_config(config: PretrainConfig | str) -> PretrainConfig:
     """compare's --config (named, YAML or a `PretrainConfig`): the PALM one the others are sized to."""
     config = config if isinstance(config, PretrainConfig) else load_pretrain_config(config)
     if config.model.family != REFERENCE_FAMILY:
-        raise CtxlmError(f"compare's --config is the PALM encoder-decoder's (the size GLM and UniLMv2 are matched "
-                         f"to), got a {config.model.family} config")
+        raise CtxlmError(
+            f"compare's --config is the PALM encoder-decoder's (the size GLM and UniLMv2 are matched "
+            f"to), got a {config.model.family} config"
+        )
     return config
 
 
@@ -974,8 +1150,12 @@ def run_cells(run: Comparison, objectives: Sequence[str], seeds: int) -> list[di
     for objective in objectives:
         for seed in range(seeds):
             cell = run.run_cell(objective, seed)
-            print(f"{objective} seed {seed}: {cell['parameters']:,} parameters, {cell['tokens_seen']:,} tokens, "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in cell["metrics"].items()) + not_learning_note(cell), flush=True)
+            print(
+                f"{objective} seed {seed}: {cell['parameters']:,} parameters, {cell['tokens_seen']:,} tokens, "
+                + ", ".join(f"{k} {v:.2f}" for k, v in cell["metrics"].items())
+                + not_learning_note(cell),
+                flush=True,
+            )
             cells.append(cell)
     return cells
 
@@ -1013,15 +1193,26 @@ def compare_train_sizes(
     total = len(read_pairs(recipe.task, data.train, recipe.reader))
     default = get_task(recipe.task).compare_train_limit
     sizes = {train_size_name(limit): min(limit or default or total, total) for limit in train_limits}
-    spec = dataclasses.replace(spec, pretrain_dir=spec.pretrain_dir or out_dir / "pretrain",
-                               cache_dir=spec.cache_dir or out_dir / "store", lr_dir=spec.lr_dir or out_dir / "lr",
-                               lr_pairs=spec.lr_pairs or max(sizes.values()))
+    spec = dataclasses.replace(
+        spec,
+        pretrain_dir=spec.pretrain_dir or out_dir / "pretrain",
+        cache_dir=spec.cache_dir or out_dir / "store",
+        lr_dir=spec.lr_dir or out_dir / "lr",
+        lr_pairs=spec.lr_pairs or max(sizes.values()),
+    )
     tables = {}
     for limit in train_limits:
         name = train_size_name(limit)
         print(f"training-set size {name}", flush=True)
-        tables[name] = compare(corpus, tokenizer, recipe, dataclasses.replace(data, train_limit=limit),
-                               out_dir / f"train-{name}", spec, config=config)
+        tables[name] = compare(
+            corpus,
+            tokenizer,
+            recipe,
+            dataclasses.replace(data, train_limit=limit),
+            out_dir / f"train-{name}",
+            spec,
+            config=config,
+        )
     write_train_size_report(out_dir, tables, sizes, task_scoring(recipe.task), plots=spec.plots, command=spec.command)
     return tables
 
@@ -1070,12 +1261,22 @@ class ClozeTask:
 
     name, family, split = "cloze", "glm", "dev32"
 
-    def __init__(self, dataset: str, data_dir: str | Path, train_overrides: Mapping, *, max_length: int | None = None,
-                 score_eop: bool = False, eval_limit: int | None = None, train_limit: int | None = None):
+    def __init__(
+        self,
+        dataset: str,
+        data_dir: str | Path,
+        train_overrides: Mapping,
+        *,
+        max_length: int | None = None,
+        score_eop: bool = False,
+        eval_limit: int | None = None,
+        train_limit: int | None = None,
+    ):
         task = task_name(dataset)
         if task not in CLOZE_DATASETS:
-            raise CtxlmError(f"compare --task cloze scores superglue/{', superglue/'.join(CLOZE_DATASETS)}; "
-                             f"got {dataset}")
+            raise CtxlmError(
+                f"compare --task cloze scores superglue/{', superglue/'.join(CLOZE_DATASETS)}; got {dataset}"
+            )
         if train_limit is not None:
             raise CtxlmError("--train-limit: cloze fine-tunes on FewGLUE's 32 training rows; it takes no limit")
         self.dataset, self.data_dir = f"superglue/{task}", Path(data_dir)
@@ -1086,8 +1287,10 @@ class ClozeTask:
         self.rows = load_superglue(task, data_dir, self.split)[:eval_limit]
         self.metric_names = ("accuracy", "f1") if task == "CB" else ("accuracy",)
         self.primary, self.statistic = "accuracy", mean_score
-        self.selection = (f"lowest error rate on {self.dataset} dev32, the split it is scored on: FewGLUE has no "
-                          "other labelled one, so the score is optimistic, equally for every cell")
+        self.selection = (
+            f"lowest error rate on {self.dataset} dev32, the split it is scored on: FewGLUE has no "
+            "other labelled one, so the score is optimistic, equally for every cell"
+        )
 
     @staticmethod
     def gold_label(row: ClozeExample):
@@ -1102,10 +1305,16 @@ class ClozeTask:
     def finetune(self, init, model_config, tokenizer, out_dir: Path, seed: int):
         from .tasks.cloze import finetune_cloze
 
-        return finetune_cloze(init, TaskData(dataset=self.dataset, data_dir=self.data_dir), out_dir,
-                              dataclasses.replace(self.train, seed=seed), max_length=self.max_length,
-                              score_eop=self.score_eop, run=RunOptions(resume=latest_checkpoint(out_dir) is not None),
-                              scratch=ScratchModel(model_config, tokenizer))
+        return finetune_cloze(
+            init,
+            TaskData(dataset=self.dataset, data_dir=self.data_dir),
+            out_dir,
+            dataclasses.replace(self.train, seed=seed),
+            max_length=self.max_length,
+            score_eop=self.score_eop,
+            run=RunOptions(resume=latest_checkpoint(out_dir) is not None),
+            scratch=ScratchModel(model_config, tokenizer),
+        )
 
     def predict(self, model_dir: Path, batch_size: int = 8) -> list[int]:
         """The chosen candidate of each scored row, as `evaluate_cloze` picks it."""
@@ -1129,8 +1338,9 @@ class ClozeTask:
 
     def predicted_classes(self, predicted: Sequence[int]) -> list:
         """The label each chosen candidate stands for (COPA: the choice)."""
-        return [row.candidate_labels[p] if row.candidate_labels is not None else p
-                for row, p in zip(self.rows, predicted)]
+        return [
+            row.candidate_labels[p] if row.candidate_labels is not None else p for row, p in zip(self.rows, predicted)
+        ]
 
     def majority(self) -> tuple[str, list[int], dict[str, float]]:
         """The majority-class baseline: (its name, its prediction for each row, its metrics)."""
@@ -1145,8 +1355,17 @@ class ClassifyTask:
 
     name, family, split = "classify", "unilm", "dev"
 
-    def __init__(self, dataset: str, data_dir: str | Path, train_overrides: Mapping, *, max_length: int | None = None,
-                 pooler: bool = False, eval_limit: int | None = None, train_limit: int | None = None):
+    def __init__(
+        self,
+        dataset: str,
+        data_dir: str | Path,
+        train_overrides: Mapping,
+        *,
+        max_length: int | None = None,
+        pooler: bool = False,
+        eval_limit: int | None = None,
+        train_limit: int | None = None,
+    ):
         from .tasks.classification import DEFAULT_MAX_LENGTH, glue_train_config
 
         self.spec = get_dataset(dataset)
@@ -1160,18 +1379,26 @@ class ClassifyTask:
         self.metric_names = self.spec.metrics
         self.primary, self.statistic = ("pearson", corpus_pearson) if self.regression else ("accuracy", mean_score)
         rows = f"the first {eval_limit} rows of " if eval_limit else ""
-        self.selection = (f"lowest dev {'MSE' if self.regression else 'loss'} on {rows}{self.dataset} dev, the rows "
-                          "it is scored on")
+        self.selection = (
+            f"lowest dev {'MSE' if self.regression else 'loss'} on {rows}{self.dataset} dev, the rows it is scored on"
+        )
 
     def finetune(self, init, model_config, tokenizer, out_dir: Path, seed: int):
         from .tasks.classification import finetune_classifier
 
-        rows = TaskData(dataset=self.dataset, data_dir=self.data_dir, train_limit=self.train_limit,
-                        valid_limit=self.eval_limit)
-        return finetune_classifier(init, rows, out_dir, dataclasses.replace(self.train, seed=seed),
-                                   max_length=self.max_length, pooler=self.pooler,
-                                   run=RunOptions(resume=latest_checkpoint(out_dir) is not None),
-                                   scratch=ScratchModel(model_config, tokenizer))
+        rows = TaskData(
+            dataset=self.dataset, data_dir=self.data_dir, train_limit=self.train_limit, valid_limit=self.eval_limit
+        )
+        return finetune_classifier(
+            init,
+            rows,
+            out_dir,
+            dataclasses.replace(self.train, seed=seed),
+            max_length=self.max_length,
+            pooler=self.pooler,
+            run=RunOptions(resume=latest_checkpoint(out_dir) is not None),
+            scratch=ScratchModel(model_config, tokenizer),
+        )
 
     def predict(self, model_dir: Path, batch_size: int = 32) -> list:
         """Each scored row's class (or score, STS-B), as `evaluate_classifier` predicts it."""
@@ -1209,8 +1436,11 @@ class ClassifyTask:
         labels = [row.label for row in self.train_rows]
         if self.regression:
             mean = float(np.mean(labels))
-            return (f"training mean {mean:.2f} (a constant: its correlations are undefined, shown as 0)",
-                    [mean] * len(self.rows), {name: 0.0 for name in self.metric_names})
+            return (
+                f"training mean {mean:.2f} (a constant: its correlations are undefined, shown as 0)",
+                [mean] * len(self.rows),
+                {name: 0.0 for name in self.metric_names},
+            )
         label, count = majority_label(labels)
         predicted = [label] * len(self.rows)
         name = self.spec.label_names[label] if self.spec.label_names else label
@@ -1254,12 +1484,17 @@ class NluComparison(Comparison):
 
     def baseline(self) -> dict:
         name, predicted, metrics = self.nlu.majority()
-        return {"name": name, "metrics": metrics, "example_stats": self.nlu.example_stats(predicted),
-                "predictions": predicted}
+        return {
+            "name": name,
+            "metrics": metrics,
+            "example_stats": self.nlu.example_stats(predicted),
+            "predictions": predicted,
+        }
 
 
-def nlu_task(task: str, dataset: str, data_dir: str | Path, train_overrides: Mapping | None = None,
-             **options: Any) -> NluTask:
+def nlu_task(
+    task: str, dataset: str, data_dir: str | Path, train_overrides: Mapping | None = None, **options: Any
+) -> NluTask:
     """The task's reader, fine-tuning and scoring (`options`: max_length, eval_limit, train_limit, and
     cloze's score_eop or classify's pooler)."""
     return resolve(comparison_spec(task).comparison)(dataset, data_dir, dict(train_overrides or {}), **options)
@@ -1271,8 +1506,10 @@ def check_family(objectives: Sequence[str], task: str) -> None:
     wrong = next((o for o in objectives if o != "none" and PRETRAIN_VARIANTS[o].family != family), None)
     if wrong is not None:
         same = [name for name, variant in PRETRAIN_VARIANTS.items() if variant.family == family]
-        raise CtxlmError(f"--task {task} fine-tunes {family} models: '{wrong}' is a {PRETRAIN_VARIANTS[wrong].family} "
-                         f"variant (choose from {', '.join(same)}, none)")
+        raise CtxlmError(
+            f"--task {task} fine-tunes {family} models: '{wrong}' is a {PRETRAIN_VARIANTS[wrong].family} "
+            f"variant (choose from {', '.join(same)}, none)"
+        )
 
 
 def compare_nlu(
@@ -1299,26 +1536,51 @@ def compare_nlu(
     if spec.lr_grid:
         raise CtxlmError(f"--lr-grid: choosing the fine-tuning lr is for seq2seq tasks, not --task {task}")
     overrides = {**(train or {}), **({"max_steps": spec.finetune_steps} if spec.finetune_steps is not None else {})}
-    head = {name: data.options.get(name, False) for name in ("score_eop", "pooler")
-            if name in task_spec.comparison_options}
-    options = dict(max_length=data.options.get("max_length"), eval_limit=data.limit, train_limit=data.train_limit,
-                   **head)
+    head = {
+        name: data.options.get(name, False) for name in ("score_eop", "pooler") if name in task_spec.comparison_options
+    }
+    options = dict(
+        max_length=data.options.get("max_length"), eval_limit=data.limit, train_limit=data.train_limit, **head
+    )
     nlu = nlu_task(task, data.dataset, data.data_dir, overrides, **options)  # reads the rows: fails before any run
     check_family(objectives, task)
     out_dir, config = Path(out_dir), palm_config(config)
     shared = shared_fields(corpus, tokenizer, out_dir, spec)
     run = NluComparison(
-        recipe=None, train_path=None, valid_path=None, eval_pairs=[],
+        recipe=None,
+        train_path=None,
+        valid_path=None,
+        eval_pairs=[],
         configs=family_configs([nlu.family], config, shared["tokenizer"]),
-        scoring=TaskScoring(nlu.metric_names, nlu.primary, nlu.statistic, True), train_limit=data.train_limit,
-        nlu=nlu, **shared)
-    recipe = {"task": task, "dataset": nlu.dataset, "data_dir": str(data.data_dir), **options,
-              "train": dataclasses.asdict(nlu.train)}
+        scoring=TaskScoring(nlu.metric_names, nlu.primary, nlu.statistic, True),
+        train_limit=data.train_limit,
+        nlu=nlu,
+        **shared,
+    )
+    recipe = {
+        "task": task,
+        "dataset": nlu.dataset,
+        "data_dir": str(data.data_dir),
+        **options,
+        "train": dataclasses.asdict(nlu.train),
+    }
     spec = dataclasses.replace(spec, command=spec.command or "(called from Python: ctxlm.compare.compare_nlu)")
-    return run_comparison(run, spec, objectives, {
-        "recipe": recipe, "config": dataclasses.asdict(config), "train": f"{nlu.dataset} train",
-        "valid": f"{nlu.dataset} {nlu.split}", "eval": f"{nlu.dataset} {nlu.split}", "eval_limit": data.limit,
-        "train_limit": data.train_limit, "reference": nlu.family, "selection": nlu.selection})
+    return run_comparison(
+        run,
+        spec,
+        objectives,
+        {
+            "recipe": recipe,
+            "config": dataclasses.asdict(config),
+            "train": f"{nlu.dataset} train",
+            "valid": f"{nlu.dataset} {nlu.split}",
+            "eval": f"{nlu.dataset} {nlu.split}",
+            "eval_limit": data.limit,
+            "train_limit": data.train_limit,
+            "reference": nlu.family,
+            "selection": nlu.selection,
+        },
+    )
 
 
 def comparison_spec(task: str):
@@ -1360,6 +1622,48 @@ def comparison_settings(flags: Mapping):
     nlu, train = nlu_options(named[0], named[1], flags)
     need(nlu.task, nlu, "dataset", "data_dir")
     if nlu.epochs is not None and flags.get("finetune_steps") is None:
-        raise CtxlmError(f"{named[1]}: compare counts fine-tuning steps; give --finetune-steps (the recipe's "
-                         f"epochs are read by finetune)")
+        raise CtxlmError(
+            f"{named[1]}: compare counts fine-tuning steps; give --finetune-steps (the recipe's "
+            f"epochs are read by finetune)"
+        )
     return nlu, train
+
+
+def compare_task(
+    corpus: CorpusSpec,
+    tokenizer: TextTokenizer | str | Path,
+    flags: Mapping,
+    data: TaskData,
+    out_dir: str | Path,
+    spec: ComparisonSpec,
+    *,
+    config: PretrainConfig | str = "palm-tiny",
+) -> str:
+    """`ctxlm compare`: the comparison `flags["task"]` calls for (its flags as `finetune` reads them)
+    over `data` — `compare_nlu` for a task with a comparison class, `compare_train_sizes` for several
+    `data.options["train_limits"]`, else `compare` (only pre-training with `spec.pretrain_only`);
+    returns where its report (or pre-training) is."""
+    from .tasks import need
+
+    limits, task, out_dir = data.options.get("train_limits") or [None], flags["task"], Path(out_dir)
+    data = dataclasses.replace(data, train_limit=limits[0], options={})
+    nlu, nlu_train = comparison_settings(flags)
+    if nlu is not None:
+        if data.ref is not None or len(limits) > 1:
+            raise CtxlmError(
+                f"--task {nlu.task} scores its dataset's dev split and takes one --train-limit; "
+                "--eval and several training-set sizes are for seq2seq tasks"
+            )
+        options = dict(max_length=nlu.max_length, score_eop=nlu.score_eop, pooler=nlu.pooler)
+        data = dataclasses.replace(data, dataset=nlu.dataset, data_dir=nlu.data_dir, options=options)
+        compare_nlu(corpus, tokenizer, nlu.task, data, out_dir, spec, train=nlu_train, config=config)
+        return f"report: {out_dir / 'report.md'} and report.html"
+    need(task, data, "train", "valid")
+    if spec.pretrain_only:
+        compare(corpus, tokenizer, task, data, out_dir, spec, config=config)
+        return f"pre-trained every cell in {spec.pretrain_dir or out_dir / 'cells'}"
+    if len(limits) > 1:
+        compare_train_sizes(corpus, tokenizer, task, data, out_dir, spec, train_limits=limits, config=config)
+        return f"report: {out_dir / 'train_sizes.md'} and train_sizes.html (each size: train-<size>/report.md)"
+    compare(corpus, tokenizer, task, data, out_dir, spec, config=config)
+    return f"report: {out_dir / 'report.md'} and report.html"

@@ -70,8 +70,12 @@ def range_error(cls: type, values: dict[str, Any], name=lambda key: key) -> str 
     "NAME must be at least 1, got 0" with `name(field)` (e.g. its flag); None when all hold."""
     ranges = {f.name: f.metadata["range"] for f in dataclasses.fields(cls) if "range" in f.metadata}
     for key, value in values.items():
-        if key in ranges and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and not ranges[key].holds(value):
+        if (
+            key in ranges
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and not ranges[key].holds(value)
+        ):
             return f"{name(key)} must be {ranges[key].describe()}, got {value!r}"
     return None
 
@@ -252,8 +256,11 @@ class FinetuneConfig:
     max_target_tokens: int = ranged(128, 2)  # special tokens included
     reader: dict = field(default_factory=dict)  # options for the task reader (ctxlm.data.tasks)
     max_valid_examples: int = ranged(500, 1)  # validation loss on at most this many rows of --valid
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        lr=5e-5, warmup_steps=100, label_smoothing=0.1, eval_every=200, select_metric="valid/lm_loss"))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            lr=5e-5, warmup_steps=100, label_smoothing=0.1, eval_every=200, select_metric="valid/lm_loss"
+        )
+    )
     decoding: GenerationConfig = field(default_factory=GenerationConfig)
     # decode with a `ctxlm.lexicon.WordLexicon` of the training pairs: a word of several WordPiece
     # pieces only as a training pair or the source writes it (`ctxlm compare`; the demo does the same)
@@ -323,8 +330,7 @@ def from_mapping(cls: type, values: dict[str, Any], source: str = "config") -> A
             raise CtxlmError(f"{source}: unknown key '{key}'{hint}")
         if not _type_ok(value, hints[key]):
             raise CtxlmError(
-                f"{source}: key '{key}' must be {getattr(hints[key], '__name__', hints[key])}, "
-                f"got {value!r}"
+                f"{source}: key '{key}' must be {getattr(hints[key], '__name__', hints[key])}, got {value!r}"
             )
         if hints[key] is float and isinstance(value, int):
             value = float(value)
@@ -373,8 +379,9 @@ def recipe_path(spec: str | Path) -> Path:
     return path
 
 
-def steps_for_epochs(train: TrainConfig, epochs: int, examples: int, source: str = "epochs",
-                     processes: int | None = None) -> TrainConfig:
+def steps_for_epochs(
+    train: TrainConfig, epochs: int, examples: int, source: str = "epochs", processes: int | None = None
+) -> TrainConfig:
     """`train` with max_steps = `epochs` passes over `examples` rows, one optimizer step taking
     batch_size × grad_accum rows on each of `processes` (default: torchrun's WORLD_SIZE, else 1); the
     last partial step counted (the official scripts' DataLoaders keep it)."""
@@ -392,16 +399,16 @@ def load_finetune_config(spec: str | None) -> FinetuneConfig:
     path = recipe_path(spec)
     values = read_yaml(path)
     if values.get("task") in ("cloze", "classify", "squad"):
-        raise CtxlmError(f"{path}: a recipe for --task {values['task']} (finetune --recipe reads it), not a "
-                         f"seq2seq recipe")
+        raise CtxlmError(
+            f"{path}: a recipe for --task {values['task']} (finetune --recipe reads it), not a seq2seq recipe"
+        )
     train = values.pop("train", None) or {}
     decoding = values.pop("decoding", None) or {}
     config = from_mapping(FinetuneConfig, values, str(path))
     if config.epochs is not None and isinstance(train, dict) and "max_steps" in train:
         raise CtxlmError(f"{path}: give epochs or train: max_steps, not both")
     from_mapping(TrainConfig, train, f"{path}: train")  # names a typo in the file's own keys
-    config.train = from_mapping(TrainConfig, {**dataclasses.asdict(FinetuneConfig().train), **train},
-                                f"{path}: train")
+    config.train = from_mapping(TrainConfig, {**dataclasses.asdict(FinetuneConfig().train), **train}, f"{path}: train")
     config.decoding = from_mapping(GenerationConfig, decoding, f"{path}: decoding")
     return config
 
@@ -417,8 +424,7 @@ GENERATION_FILE = "generation.json"  # a model directory's decoding settings (it
 
 
 def save_generation_config(directory: str | Path, cfg: GenerationConfig) -> None:
-    Path(directory, GENERATION_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n",
-                                                encoding="utf-8")
+    Path(directory, GENERATION_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n", encoding="utf-8")
 
 
 def load_generation_config(directory: str | Path) -> GenerationConfig | None:

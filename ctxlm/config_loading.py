@@ -51,8 +51,10 @@ def sized_data_config(model: Any, values: dict[str, Any] | None = None, source: 
     values = {} if values is None else values
     positions = getattr(model, "max_position_embeddings", None)
     if isinstance(values, dict) and positions is not None:  # from_mapping names a wrong type
-        values = {**{f.name: min(f.default, positions) for f in dataclasses.fields(cls) if f.name in EXAMPLE_LENGTHS},
-                  **values}
+        values = {
+            **{f.name: min(f.default, positions) for f in dataclasses.fields(cls) if f.name in EXAMPLE_LENGTHS},
+            **values,
+        }
     return from_mapping(cls, values, source)
 
 
@@ -88,9 +90,7 @@ def load_pretrain_config(spec: str) -> PretrainConfig:
     if model is None:
         raise CtxlmError(f"{spec}: missing section 'model'")
     model_config = (
-        named_model_config(model)
-        if isinstance(model, str)
-        else model_config_from_dict(model, source=f"{spec}: model")
+        named_model_config(model) if isinstance(model, str) else model_config_from_dict(model, source=f"{spec}: model")
     )
     return PretrainConfig(
         model=model_config,

@@ -113,8 +113,7 @@ def _hf_generation(hf_dir: Path, report) -> GenerationConfig | None:
     return cfg or saved
 
 
-def import_from_hf(source: str | Path, out_dir: str | Path, *, family: str | None = None,
-                   decoder: str = "fresh"):
+def import_from_hf(source: str | Path, out_dir: str | Path, *, family: str | None = None, decoder: str = "fresh"):
     """A transformers checkpoint → a ctxlm model directory (and `conversion.json` saying what was
     mapped and what freshly initialised). Returns the `Conversion`.
 
@@ -128,8 +127,9 @@ def import_from_hf(source: str | Path, out_dir: str | Path, *, family: str | Non
     """
     model, tokenizer, report = model_from_hf(source, family=family, decoder=decoder)
     model.save_pretrained(out_dir, tokenizer)  # with its decoding settings (generation.json)
-    (Path(out_dir) / "conversion.json").write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n",
-                                                   encoding="utf-8")
+    (Path(out_dir) / "conversion.json").write_text(
+        json.dumps(dataclasses.asdict(report), indent=2) + "\n", encoding="utf-8"
+    )
     return report
 
 
@@ -181,15 +181,18 @@ def source_template(tokenizer: TextTokenizer, model_config):
     from tokenizers.processors import TemplateProcessing
 
     ids = prompt_example(model_config, [-1], model_config.max_position_embeddings)["input_ids"].tolist()
-    before, after = ids[: ids.index(-1)], ids[ids.index(-1) + 1:]
+    before, after = ids[: ids.index(-1)], ids[ids.index(-1) + 1 :]
     names = [tokenizer.id_to_token(i) for i in before + after]
     if None in names:
-        raise CtxlmError(f"{tokenizer.source}: has no token for special id {(before + after)[names.index(None)]} "
-                         f"of the model's config")
-    first, last = names[: len(before)], names[len(before):]
+        raise CtxlmError(
+            f"{tokenizer.source}: has no token for special id {(before + after)[names.index(None)]} "
+            f"of the model's config"
+        )
+    first, last = names[: len(before)], names[len(before) :]
     pair = [*first, "$A", *last, "$B:1", *(f"{n}:1" for n in last)]
-    return TemplateProcessing(single=[*first, "$A", *last], pair=pair,
-                              special_tokens=sorted(set(zip(names, before + after))))
+    return TemplateProcessing(
+        single=[*first, "$A", *last], pair=pair, special_tokens=sorted(set(zip(names, before + after)))
+    )
 
 
 def _save_hf_tokenizer(tokenizer: TextTokenizer, out_dir: Path, model_config) -> None:
@@ -203,10 +206,16 @@ def _save_hf_tokenizer(tokenizer: TextTokenizer, out_dir: Path, model_config) ->
     name = tokenizer.backend.id_to_token
     segments = ["token_type_ids"] if getattr(model_config, "type_vocab_size", 0) else []  # BERT's, not BART's
     fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token=name(tokenizer.pad_id), unk_token=name(tokenizer.unk_id),
-        cls_token=name(tokenizer.cls_id), sep_token=name(tokenizer.sep_id), bos_token=name(tokenizer.cls_id),
-        eos_token=name(tokenizer.sep_id), mask_token=name(tokenizer.mask_id),
-        model_max_length=model_config.max_position_embeddings, clean_up_tokenization_spaces=False,
+        tokenizer_object=backend,
+        pad_token=name(tokenizer.pad_id),
+        unk_token=name(tokenizer.unk_id),
+        cls_token=name(tokenizer.cls_id),
+        sep_token=name(tokenizer.sep_id),
+        bos_token=name(tokenizer.cls_id),
+        eos_token=name(tokenizer.sep_id),
+        mask_token=name(tokenizer.mask_id),
+        model_max_length=model_config.max_position_embeddings,
+        clean_up_tokenization_spaces=False,
         model_input_names=["input_ids", *segments, "attention_mask"],
     )
     fast.save_pretrained(out_dir)

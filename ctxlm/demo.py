@@ -61,8 +61,10 @@ def default_corpus(out: Path) -> list[Path]:
     try:
         rows = load_dataset("Salesforce/wikitext", "wikitext-2-raw-v1", split="train")
     except Exception as error:  # no network, no hub
-        raise CtxlmError(f"no default corpus at {DEFAULT_CORPUS} and WikiText could not be downloaded "
-                         f"({str(error).splitlines()[0]}); pass --corpus") from None
+        raise CtxlmError(
+            f"no default corpus at {DEFAULT_CORPUS} and WikiText could not be downloaded "
+            f"({str(error).splitlines()[0]}); pass --corpus"
+        ) from None
     path = out / "wikitext-2.txt"
     with open(path, "w", encoding="utf-8") as handle:
         for row in rows:
@@ -103,35 +105,57 @@ def summarize_gigaword(args, out: Path, model_config, tokenizer) -> None:
         return
     recipe = load_finetune_config("gigaword")
     recipe.max_source_tokens, recipe.max_target_tokens, recipe.max_valid_examples = 64, 24, 200
-    recipe.train = dataclasses.replace(recipe.train, max_steps=args.finetune_steps, batch_size=args.batch_size,
-                                       warmup_steps=30, eval_every=100, save_every=0, bf16=True, seed=args.seed,
-                                       lr=args.finetune_lr)
+    recipe.train = dataclasses.replace(
+        recipe.train,
+        max_steps=args.finetune_steps,
+        batch_size=args.batch_size,
+        warmup_steps=30,
+        eval_every=100,
+        save_every=0,
+        bf16=True,
+        seed=args.seed,
+        lr=args.finetune_lr,
+    )
     recipe.decoding = dataclasses.replace(recipe.decoding, max_new_tokens=20)
     valid = read_pairs("summarization", gigaword / "valid.jsonl", limit=args.eval_pairs)
     known = [text for p in read_pairs("summarization", gigaword / "train.jsonl") for text in (p.source, p.target)]
     lexicon = WordLexicon.from_texts(tokenizer, known)  # both runs decode the same articles
     scores, predictions = {}, {}
-    runs = (("pre-trained (PALM)", "gigaword-pretrained", dict(init=out / "stage2-generation")),
-            ("from scratch", "gigaword-scratch", dict(scratch=ScratchModel(model_config, tokenizer))))
+    runs = (
+        ("pre-trained (PALM)", "gigaword-pretrained", dict(init=out / "stage2-generation")),
+        ("from scratch", "gigaword-scratch", dict(scratch=ScratchModel(model_config, tokenizer))),
+    )
     for i, (name, folder, start) in enumerate(runs):
-        print(f"[5/5] Gigaword headlines, {name}: fine-tune {args.finetune_steps} steps of {args.batch_size} "
-              f"pairs, decode {len(valid)} (beam {recipe.decoding.num_beams}; a word of several pieces only as the "
-              f"training pairs or the article write it)")
-        finetune(gigaword / "train.jsonl", gigaword / "valid.jsonl", out / folder, recipe,
-                 train_limit=args.finetune_pairs, run=RunOptions(overwrite=True, device=args.device),
-                 **start).stop_if_interrupted()
-        predictor = Seq2SeqPredictor.load(out / folder, args.device, max_source_tokens=recipe.max_source_tokens,
-                                          lexicon=lexicon)
+        print(
+            f"[5/5] Gigaword headlines, {name}: fine-tune {args.finetune_steps} steps of {args.batch_size} "
+            f"pairs, decode {len(valid)} (beam {recipe.decoding.num_beams}; a word of several pieces only as the "
+            f"training pairs or the article write it)"
+        )
+        finetune(
+            gigaword / "train.jsonl",
+            gigaword / "valid.jsonl",
+            out / folder,
+            recipe,
+            train_limit=args.finetune_pairs,
+            run=RunOptions(overwrite=True, device=args.device),
+            **start,
+        ).stop_if_interrupted()
+        predictor = Seq2SeqPredictor.load(
+            out / folder, args.device, max_source_tokens=recipe.max_source_tokens, lexicon=lexicon
+        )
         predictions[name] = predictor.generate([p.source for p in valid], batch_size=64, progress=True)
         scores[name] = rouge(predictions[name], [p.target for p in valid])
-    scores["the article's first 8 words"] = rouge(list(map(lead_words(8), [p.source for p in valid])),
-                                                  [p.target for p in valid])
+    scores["the article's first 8 words"] = rouge(
+        list(map(lead_words(8), [p.source for p in valid])), [p.target for p in valid]
+    )
     print(f"\n      Gigaword validation ({len(valid)} pairs)   ROUGE-1  ROUGE-2  ROUGE-L")
     for name, values in scores.items():
         print(f"      {name:30s} {values['rouge1']:8.2f} {values['rouge2']:8.2f} {values['rougeL']:8.2f}")
     for pair, ours, scratch in list(zip(valid, *predictions.values()))[:3]:
-        print(f"\n      article:   {pair.source}\n      reference: {pair.target}\n"
-              f"      PALM:      {ours}\n      scratch:   {scratch}")
+        print(
+            f"\n      article:   {pair.source}\n      reference: {pair.target}\n"
+            f"      PALM:      {ours}\n      scratch:   {scratch}"
+        )
 
 
 def parse_args(argv):
@@ -145,9 +169,13 @@ def parse_args(argv):
     p.add_argument("--generation-steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--finetune-steps", type=int, default=2400)
-    p.add_argument("--dropout", type=float, default=0.0,
-                   help="of every model (the named config's: 0.1); each sees its data about twice at most, too "
-                        "little to overfit (docs/quality.md)")
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=0.0,
+        help="of every model (the named config's: 0.1); each sees its data about twice at most, too "
+        "little to overfit (docs/quality.md)",
+    )
     p.add_argument("--finetune-lr", type=float, default=2e-3, help="peak rate (2e-3 > 1e-3 by 0.8 ROUGE-2 here)")
     p.add_argument("--finetune-pairs", type=int, help="Gigaword training pairs used (default: all)")
     p.add_argument("--eval-pairs", type=int, default=1000, help="Gigaword validation pairs decoded")
@@ -183,41 +211,59 @@ def main(argv=None) -> int:
         print(f"[1/5] tokenizer: WordPiece, {args.vocab_size} tokens, on {', '.join(map(str, texts))}")
         tokenizer = train_tokenizer(texts, args.vocab_size, out / "tokenizer", **reading)
 
-        model_config = dataclasses.replace(load_pretrain_config(args.model).model, dropout=args.dropout,
-                                           attention_dropout=args.dropout)
-        train = TrainConfig(batch_size=args.batch_size, lr=1e-3, warmup_steps=50, bf16=True, log_every=10,
-                            eval_every=0, eval_batches=8, save_every=200, seed=args.seed)
+        model_config = dataclasses.replace(
+            load_pretrain_config(args.model).model, dropout=args.dropout, attention_dropout=args.dropout
+        )
+        train = TrainConfig(
+            batch_size=args.batch_size,
+            lr=1e-3,
+            warmup_steps=50,
+            bf16=True,
+            log_every=10,
+            eval_every=0,
+            eval_batches=8,
+            save_every=200,
+            seed=args.seed,
+        )
         data = PalmDataConfig(fragment_length=args.fragment_length, valid_fraction=0.02, max_valid_documents=40)
         store = TokenStore.build(corpus, tokenizer, **reading)
-        print(f"      corpus: {store.num_documents} documents, {store.num_sentences} sentences, "
-              f"{store.num_tokens} tokens (cached in {store.directory})")
+        print(
+            f"      corpus: {store.num_documents} documents, {store.num_sentences} sentences, "
+            f"{store.num_tokens} tokens (cached in {store.directory})"
+        )
 
         heldout = prepare_palm_data(store, tokenizer, data, "generation", train.seed).valid
         untrained = build_model(model_config_for_tokenizer(model_config, tokenizer)).to(device)
         before = evaluate(untrained, heldout, train.batch_size, tokenizer.pad_id, max_batches=train.eval_batches)
 
         print(f"[2/5] stage 1: encoder masked LM, {args.mlm_steps} steps")
-        config = PretrainConfig(model=model_config, train=dataclasses.replace(train, max_steps=args.mlm_steps),
-                                data=data)
+        config = PretrainConfig(
+            model=model_config, train=dataclasses.replace(train, max_steps=args.mlm_steps), data=data
+        )
         corpus_spec, run = CorpusSpec(tuple(corpus), **reading), RunOptions(overwrite=True, device=device)
-        pretrain(corpus_spec, out / "stage1-mlm", config, stage="mlm", tokenizer=tokenizer,
-                 run=run).stop_if_interrupted()
+        pretrain(
+            corpus_spec, out / "stage1-mlm", config, stage="mlm", tokenizer=tokenizer, run=run
+        ).stop_if_interrupted()
 
         print(f"[3/5] stage 2: continuation generation from stage 1, {args.generation_steps} steps")
         config.train = dataclasses.replace(train, max_steps=args.generation_steps)
-        pretrain(corpus_spec, out / "stage2-generation", config, stage="generation", init=out / "stage1-mlm",
-                 run=run).stop_if_interrupted()
+        pretrain(
+            corpus_spec, out / "stage2-generation", config, stage="generation", init=out / "stage1-mlm", run=run
+        ).stop_if_interrupted()
 
         model, _ = load_model_dir(out / "stage2-generation", device=device)
         after = evaluate(model, heldout, train.batch_size, tokenizer.pad_id, max_batches=train.eval_batches)
         print("[4/5] pre-training results")
-        print(f"      held-out continuation perplexity ({len(heldout)} fragments of held-out documents, "
-              f"a fixed sample of {train.eval_batches * train.batch_size}):")
+        print(
+            f"      held-out continuation perplexity ({len(heldout)} fragments of held-out documents, "
+            f"a fixed sample of {train.eval_batches * train.batch_size}):"
+        )
         print(f"        before pre-training: {before['lm_ppl']:10.1f}")
         print(f"        after  pre-training: {after['lm_ppl']:10.1f}")
         predictor = Seq2SeqPredictor(model, tokenizer, device)
-        generation = GenerationConfig(num_beams=5, max_new_tokens=48, no_repeat_ngram_size=3,
-                                      block_subword_loops=True, block_word_repeats=True)
+        generation = GenerationConfig(
+            num_beams=5, max_new_tokens=48, no_repeat_ngram_size=3, block_subword_loops=True, block_word_repeats=True
+        )
         for i, (text, continuation) in enumerate(zip(TABLE1_INPUTS, predictor.generate(TABLE1_INPUTS, generation)), 1):
             print(f"\n      Table 1, example {i}\n      input:    {text}\n      continuation (beam 5): {continuation}")
         summarize_gigaword(args, out, model_config, tokenizer)

@@ -45,4 +45,3 @@ def for_inference(model: nn.Module, device: str | torch.device | None = "auto", 
     bfloat16 when `bf16` (the models keep softmaxes and losses in float32 themselves)."""
     model = model.eval().to(resolve_device(device))
     return model.to(torch.bfloat16) if bf16 else model
-

@@ -62,8 +62,11 @@ HEARTBEAT_TIMEOUT = 30.0  # seconds (TrainConfig.heartbeat_timeout)
 _watchdog: RankWatchdog | None = None  # this process's, once its process group exists
 
 
-def setup(device: str | torch.device | None = None, collective_timeout: float = COLLECTIVE_TIMEOUT,
-          heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> Cluster:
+def setup(
+    device: str | torch.device | None = None,
+    collective_timeout: float = COLLECTIVE_TIMEOUT,
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+) -> Cluster:
     """The cluster of this process; under torchrun also `torch.cuda.set_device(LOCAL_RANK)`, the
     process group (NCCL on CUDA, gloo on the CPU; a collective waits at most `collective_timeout`
     seconds, and NCCL's asynchronous error handling tears a rank down when one times out) and the
@@ -110,8 +113,7 @@ def _restart_store(timeout: timedelta):
     there the process group takes the store as it is (see `_watch_ranks`'s warning). None: as it is."""
     if not _agent_store() or os.environ.get("LOCAL_WORLD_SIZE") != os.environ.get("WORLD_SIZE"):
         return None
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                          timeout=timeout)
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
     return dist.PrefixStore(f"ctxlm/restart-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
@@ -122,11 +124,17 @@ def _watch_ranks(device: torch.device, heartbeat_timeout: float) -> None:
     group = torch.tensor([secrets.randbits(62)], device=device)
     dist.broadcast(group, src=0)
     several_machines = os.environ.get("LOCAL_WORLD_SIZE") != os.environ.get("WORLD_SIZE")
-    if (dist.get_rank() == 0 and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0 and _agent_store()
-            and several_machines):
-        warnings.warn("torchrun --max-restarts on several machines shares one store across restarts, where a "
-                      "restarted group may read the previous group's addresses and fail or hang at its start "
-                      "(pytorch issue 135712): set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun")
+    if (
+        dist.get_rank() == 0
+        and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+        and _agent_store()
+        and several_machines
+    ):
+        warnings.warn(
+            "torchrun --max-restarts on several machines shares one store across restarts, where a "
+            "restarted group may read the previous group's addresses and fail or hang at its start "
+            "(pytorch issue 135712): set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun"
+        )
     _watchdog = start_watchdog(dist.get_rank(), dist.get_world_size(), heartbeat_timeout, int(group.item()))
 
 
@@ -203,7 +211,7 @@ def checksum(tensors) -> int:
         tensor = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a DTensor: this rank's shard
         data = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
         for start in range(0, data.numel(), CHECKSUM_CHUNK):
-            chunk = data[start:start + CHECKSUM_CHUNK].to(torch.int64)
+            chunk = data[start : start + CHECKSUM_CHUNK].to(torch.int64)
             weights = torch.arange(offset, offset + chunk.numel(), device=chunk.device) % 65521 + 1
             part = (chunk * weights).sum()  # < 2**46
             total = part if total is None else (total + part) % CHECKSUM_MODULUS
@@ -223,9 +231,11 @@ def check_ranks_agree(values: dict[str, int], cluster: Cluster, what: str) -> No
     for rank, row in enumerate(rows):
         for name, value, expected in zip(values, row, rows[0]):
             if value != expected:
-                raise CtxlmError(f"rank {rank} does not hold rank 0's state {what}: its {name} is {value}, rank 0's "
-                                 f"{expected}; every rank must read the same checkpoint (is --out on a file system "
-                                 f"all nodes share?)")
+                raise CtxlmError(
+                    f"rank {rank} does not hold rank 0's state {what}: its {name} is {value}, rank 0's "
+                    f"{expected}; every rank must read the same checkpoint (is --out on a file system "
+                    f"all nodes share?)"
+                )
 
 
 def rank_seed(seed: int, rank: int, step: int) -> int:
@@ -244,16 +254,21 @@ def unused_parameters(model: nn.Module, loss: torch.Tensor) -> list[str]:
 
 def transformer_layers(model: nn.Module) -> list[nn.Module]:
     """The entries of every `layers` ModuleList (encoder, decoder or the one stack): FSDP's units."""
-    return [layer for name, module in model.named_modules()
-            if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers" for layer in module]
+    return [
+        layer
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers"
+        for layer in module
+    ]
 
 
 def wrap_fsdp(model: nn.Module, cluster: Cluster, bf16: bool) -> nn.Module:
     """FSDP2: `fully_shard` each transformer layer, then the root (in place; returns `model`)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16
-              else MixedPrecisionPolicy())
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    )
     mesh = dist.device_mesh.init_device_mesh(cluster.device.type, (cluster.world,))
     for layer in transformer_layers(model):
         fully_shard(layer, mesh=mesh, mp_policy=policy)
@@ -265,8 +280,9 @@ def wrap_ddp(model: nn.Module, cluster: Cluster, find_unused_parameters: bool) -
     """DistributedDataParallel on this rank's device; `find_unused_parameters` only when some
     trainable parameter is left out of the loss (it costs a graph traversal per backward)."""
     device_ids = [cluster.device.index] if cluster.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
-                                               find_unused_parameters=find_unused_parameters)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )
 
 
 def is_fsdp(model: nn.Module) -> bool:
@@ -294,8 +310,9 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
-                                                                broadcast_from_rank0=False))
+    return get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=False)
+    )
 
 
 def save_sharded(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -325,8 +342,9 @@ def load_sharded(directory: str | Path, model: nn.Module, optimizer: torch.optim
         return
     optimizer_state = {"optimizer": optimizer_state}
     _dcp_load(optimizer_state, directory, DefaultLoadPlanner(allow_partial_load=True))
-    set_state_dict(model, optimizer, model_state_dict=model_state["model"],
-                   optim_state_dict=optimizer_state["optimizer"])
+    set_state_dict(
+        model, optimizer, model_state_dict=model_state["model"], optim_state_dict=optimizer_state["optimizer"]
+    )
 
 
 def _dcp_load(state: dict[str, Any], directory: str | Path, planner=None) -> None:
@@ -341,8 +359,15 @@ def _dcp_load(state: dict[str, Any], directory: str | Path, planner=None) -> Non
 def export_model_dir(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """A model directory (one `model.safetensors`) from a training checkpoint written under FSDP:
     its DCP shards are read into a plain model, in this one process."""
-    from .checkpoint import (SHARDED_DIR, TOKENIZER_NAME, build_model, read_head, read_model_config, save_model_dir,
-                             verify_model_dir)
+    from .checkpoint import (
+        SHARDED_DIR,
+        TOKENIZER_NAME,
+        build_model,
+        read_head,
+        read_model_config,
+        save_model_dir,
+        verify_model_dir,
+    )
 
     checkpoint = Path(checkpoint)
     verify_model_dir(checkpoint)  # its manifest covers the DCP files too

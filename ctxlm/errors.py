@@ -18,12 +18,16 @@ def where(path, line: int | None = None) -> str:
     return f"{path}:{line}" if line is not None else f"{path}"
 
 
-BYTE_ORDER_MARKS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
-                    b"\xfe\xff": "UTF-16"}
+BYTE_ORDER_MARKS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
 
 
 def wide_encoding(path) -> str | None:
-    """"UTF-16 (byte-order mark FF FE)" (or UTF-32, or UTF-16 without a mark, told by its NUL
+    """ "UTF-16 (byte-order mark FF FE)" (or UTF-32, or UTF-16 without a mark, told by its NUL
     bytes) when the file at `path` is written so; else None (or unreadable)."""
     try:
         with open(path, "rb") as handle:
@@ -44,8 +48,10 @@ def not_utf8(path, at=None, detail: str = "") -> CtxlmError:
     wide = wide_encoding(path)
     if wide is not None:
         name = wide.split(" ")[0]
-        return CtxlmError(f"{at or path}: {wide} text, not UTF-8; save it as UTF-8, e.g. "
-                          f"`iconv -f {name} -t UTF-8 {path} > {path}.utf8` (or choose UTF-8 in the editor's Save As)")
+        return CtxlmError(
+            f"{at or path}: {wide} text, not UTF-8; save it as UTF-8, e.g. "
+            f"`iconv -f {name} -t UTF-8 {path} > {path}.utf8` (or choose UTF-8 in the editor's Save As)"
+        )
     return CtxlmError(f"{at or path}: not valid UTF-8{detail}")
 
 

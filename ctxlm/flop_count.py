@@ -22,9 +22,11 @@ aten = torch.ops.aten
 # the same formulas as its CUDA kernels (Q·Kᵀ and P·V forward; four such products backward)
 CPU_ATTENTION = {
     aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(
-        q.shape, k.shape, v.shape),
-    aten._scaled_dot_product_flash_attention_for_cpu_backward: lambda grad, q, k, v, *_, **__:
-        sdpa_backward_flop_count(grad.shape, q.shape, k.shape, v.shape),
+        q.shape, k.shape, v.shape
+    ),
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: lambda grad, q, k, v, *_, **__: sdpa_backward_flop_count(
+        grad.shape, q.shape, k.shape, v.shape
+    ),
 }
 
 

@@ -29,8 +29,19 @@ import torch.nn.functional as F
 
 from .config import GenerationConfig
 
-__all__ = ["GenerationConfig", "Generated", "generate", "beam_search", "greedy_or_sample", "sample_token",
-           "ban_repeated_ngrams", "ban_subword_loops", "ban_word_repeats", "ban_unknown_words", "length_normalizer"]
+__all__ = [
+    "GenerationConfig",
+    "Generated",
+    "generate",
+    "beam_search",
+    "greedy_or_sample",
+    "sample_token",
+    "ban_repeated_ngrams",
+    "ban_subword_loops",
+    "ban_word_repeats",
+    "ban_unknown_words",
+    "length_normalizer",
+]
 
 NEG_INF = -1.0e9  # transformers' "very negative" score for impossible beams
 
@@ -45,7 +56,7 @@ def length_normalizer(length, alpha: float, kind: str):
     """The divisor of a hypothesis' summed log-probability."""
     if kind == "gnmt":
         return ((5.0 + length) / 6.0) ** alpha
-    return length ** alpha
+    return length**alpha
 
 
 def ban_repeated_ngrams(sequences: torch.Tensor, log_probs: torch.Tensor, n: int) -> torch.Tensor:
@@ -55,7 +66,7 @@ def ban_repeated_ngrams(sequences: torch.Tensor, log_probs: torch.Tensor, n: int
     length = sequences.shape[1]
     if n <= 0 or length < n:
         return log_probs
-    suffix = sequences[:, length - n + 1:]  # the n−1 last tokens
+    suffix = sequences[:, length - n + 1 :]  # the n−1 last tokens
     windows = sequences.unfold(1, n, 1)  # (N, L−n+1, n): every n-gram so far
     rows, starts = (windows[..., :-1] == suffix[:, None, :]).all(-1).nonzero(as_tuple=True)
     log_probs[rows, windows[rows, starts, -1]] = float("-inf")  # the n-grams' last tokens
@@ -105,8 +116,9 @@ def ban_unknown_words(sequences: torch.Tensor, log_probs: torch.Tensor, lexicon)
     return log_probs.masked_fill_(ban, float("-inf"))
 
 
-def _process(log_probs, sequences, step, cfg: GenerationConfig, eos: int, continuation=None, word_start=None,
-             lexicon=None):
+def _process(
+    log_probs, sequences, step, cfg: GenerationConfig, eos: int, continuation=None, word_start=None, lexicon=None
+):
     """The logits processors (min length; no word piece first; n-gram, subword-loop and word-repeat
     blocking; known words) on fresh log-probs, in place."""
     if step < cfg.min_new_tokens:
@@ -125,9 +137,17 @@ def _process(log_probs, sequences, step, cfg: GenerationConfig, eos: int, contin
 
 
 @torch.inference_mode()
-def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-             cfg: GenerationConfig | None = None, *, continuation: torch.Tensor | None = None,
-             word_start: torch.Tensor | None = None, lexicon=None, **inputs: torch.Tensor) -> Generated:
+def generate(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    cfg: GenerationConfig | None = None,
+    *,
+    continuation: torch.Tensor | None = None,
+    word_start: torch.Tensor | None = None,
+    lexicon=None,
+    **inputs: torch.Tensor,
+) -> Generated:
     """Decode a batch of prompts. `inputs` are further prompt tensors the model's
     `start_decoding` takes (GLM's positions, UniLMv2's segment ids, ...); `continuation` (V,) marks
     the tokenizer's word-continuing pieces, which may not come first, and for
@@ -142,12 +162,20 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
 
 
 @torch.inference_mode()
-def greedy_or_sample(model, input_ids, attention_mask, cfg: GenerationConfig, *, continuation=None,
-                     word_start=None, lexicon=None, **inputs) -> Generated:
+def greedy_or_sample(
+    model,
+    input_ids,
+    attention_mask,
+    cfg: GenerationConfig,
+    *,
+    continuation=None,
+    word_start=None,
+    lexicon=None,
+    **inputs,
+) -> Generated:
     b = input_ids.shape[0]
     eos = model.eos_token_id
-    state = model.start_decoding(input_ids, attention_mask, num_beams=1, max_length=cfg.max_new_tokens + 1,
-                                 **inputs)
+    state = model.start_decoding(input_ids, attention_mask, num_beams=1, max_length=cfg.max_new_tokens + 1, **inputs)
     generator = None
     if cfg.do_sample and cfg.seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(cfg.seed)
@@ -155,8 +183,9 @@ def greedy_or_sample(model, input_ids, attention_mask, cfg: GenerationConfig, *,
     finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
     total = torch.zeros(b, device=input_ids.device)
     for step in range(cfg.max_new_tokens):
-        log_probs = _process(model.decode_step(state, sequences[:, -1]), sequences, step, cfg, eos, continuation,
-                             word_start, lexicon)
+        log_probs = _process(
+            model.decode_step(state, sequences[:, -1]), sequences, step, cfg, eos, continuation, word_start, lexicon
+        )
         if cfg.do_sample:
             token = sample_token(log_probs, cfg, generator)
         else:
@@ -189,8 +218,17 @@ def sample_token(log_probs: torch.Tensor, cfg: GenerationConfig, generator=None)
 
 
 @torch.inference_mode()
-def beam_search(model, input_ids, attention_mask, cfg: GenerationConfig, *, continuation=None, word_start=None,
-                lexicon=None, **inputs) -> Generated:
+def beam_search(
+    model,
+    input_ids,
+    attention_mask,
+    cfg: GenerationConfig,
+    *,
+    continuation=None,
+    word_start=None,
+    lexicon=None,
+    **inputs,
+) -> Generated:
     b, k = input_ids.shape[0], cfg.num_beams
     eos, device = model.eos_token_id, input_ids.device
     max_len = cfg.max_new_tokens + 1  # + the start token

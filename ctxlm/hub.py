@@ -25,12 +25,25 @@ def hf_source_dir(source: str | Path) -> Path:
     except Exception as error:  # offline, unknown repo, gated: huggingface_hub raises many kinds
         first = (str(error).splitlines() or [type(error).__name__])[0]
         if _offline(error):
-            raise CtxlmError(f"{source}: not a local directory, and the Hugging Face hub cannot be reached (no "
-                             f"network?); download the model elsewhere and pass its directory") from None
+            raise CtxlmError(
+                f"{source}: not a local directory, and the Hugging Face hub cannot be reached (no "
+                f"network?); download the model elsewhere and pass its directory"
+            ) from None
         raise CtxlmError(f"{source}: cannot fetch from the Hugging Face hub ({first})") from None
 
 
 def _offline(error: BaseException) -> bool:
     names = {type(e).__name__ for e in (error, error.__cause__, error.__context__) if e is not None}
-    return bool(names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "ConnectError",
-                         "ConnectTimeout", "NameResolutionError", "MaxRetryError", "TimeoutError"})
+    return bool(
+        names
+        & {
+            "LocalEntryNotFoundError",
+            "OfflineModeIsEnabled",
+            "ConnectionError",
+            "ConnectError",
+            "ConnectTimeout",
+            "NameResolutionError",
+            "MaxRetryError",
+            "TimeoutError",
+        }
+    )

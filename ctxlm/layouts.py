@@ -24,8 +24,9 @@ def _layout(cfg, which: str):
 
 def pair_example(cfg, source: list[int], target: list[int], max_source: int, max_target: int) -> dict:
     """Model inputs and labels for one (source, target) pair of token ids (no special tokens)."""
-    return _layout(cfg, "pair_example")(cfg, np.asarray(source, np.int64), np.asarray(target, np.int64),
-                                        max_source, max_target)
+    return _layout(cfg, "pair_example")(
+        cfg, np.asarray(source, np.int64), np.asarray(target, np.int64), max_source, max_target
+    )
 
 
 def prompt_example(cfg, source: list[int], max_source: int) -> dict:
@@ -55,6 +56,8 @@ def decoding_source_budget(cfg, max_source: int, max_new_tokens: int) -> int:
         return min(max_source, cfg.max_position_embeddings)
     room = cfg.max_position_embeddings - max_new_tokens
     if room < 2:
-        raise CtxlmError(f"max_new_tokens {max_new_tokens} leaves no room for the source in "
-                         f"max_position_embeddings {cfg.max_position_embeddings}")
+        raise CtxlmError(
+            f"max_new_tokens {max_new_tokens} leaves no room for the source in "
+            f"max_position_embeddings {cfg.max_position_embeddings}"
+        )
     return min(max_source, room)

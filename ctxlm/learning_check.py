@@ -35,11 +35,15 @@ SAME_LOSS = 1e-3  # UniLMv2's AE and PAR held-out losses this close: one output 
 ENTROPY_EXAMPLES = 1000  # training examples H is counted over (spread over all of them),
 ENTROPY_TARGETS = 100_000  # or as many more as give this many targets
 MIN_TARGETS = 200  # fewer targets than this in those examples: no check (H is not known well enough)
-CAUSES = ("likely causes: peak lr too high (--lr), warm-up too short (--warmup-ratio / --warmup-steps), "
-          "Adam β2 (--adam-beta2)")
-SLOW_CAUSES = ("likely causes: too few steps for the objective (masked-LM losses leave the unigram level "
-               "later than left-to-right ones: --max-steps), peak lr too low or too high (--lr), warm-up "
-               "(--warmup-ratio / --warmup-steps), Adam β2 (--adam-beta2)")
+CAUSES = (
+    "likely causes: peak lr too high (--lr), warm-up too short (--warmup-ratio / --warmup-steps), "
+    "Adam β2 (--adam-beta2)"
+)
+SLOW_CAUSES = (
+    "likely causes: too few steps for the objective (masked-LM losses leave the unigram level "
+    "later than left-to-right ones: --max-steps), peak lr too low or too high (--lr), warm-up "
+    "(--warmup-ratio / --warmup-steps), Adam β2 (--adam-beta2)"
+)
 
 
 def likely_causes(reason: str) -> str:
@@ -76,8 +80,9 @@ def target_counts(examples, count: int) -> list[np.ndarray]:
     return [np.unique(t[t != IGNORE_INDEX], return_counts=True)[1] for t in targets]
 
 
-def unigram_entropy(examples, max_examples: int = ENTROPY_EXAMPLES,
-                    min_targets: int = ENTROPY_TARGETS) -> tuple[float, int]:
+def unigram_entropy(
+    examples, max_examples: int = ENTROPY_EXAMPLES, min_targets: int = ENTROPY_TARGETS
+) -> tuple[float, int]:
     """(H in nats, number of targets): the entropy of the target token distribution, by
     `grassberger_entropy`, from the label ids of `max_examples` training examples, or of as many
     more as give `min_targets` targets (the set has them: the estimate's bias falls with the sample,
@@ -107,16 +112,21 @@ def not_learning_reason(losses: dict[str, float], entropy: float) -> str | None:
     if not losses or not math.isfinite(entropy) or min(losses.values()) <= entropy - margin(entropy):
         return None
     if "ae" in losses and "par" in losses and abs(losses["ae"] - losses["par"]) <= SAME_LOSS:
-        return (f"held-out AE and PAR losses equal ({losses['ae']:.4f}, {losses['par']:.4f}) at the unigram "
-                f"entropy of the targets {entropy:.4f}: every [M] and [P] gets one output distribution")
+        return (
+            f"held-out AE and PAR losses equal ({losses['ae']:.4f}, {losses['par']:.4f}) at the unigram "
+            f"entropy of the targets {entropy:.4f}: every [M] and [P] gets one output distribution"
+        )
     shown = ", ".join(f"{name} {value:.4f}" for name, value in sorted(losses.items()))
     return f"held-out loss ({shown}) at the unigram entropy of the targets {entropy:.4f} (loss at unigram level)"
 
 
 def held_out_losses(values: dict[str, Any], prefix: str = "valid/") -> dict[str, float]:
     """Objective → loss of a validation's `<prefix><name>_loss` values."""
-    return {key[len(prefix):-len("_loss")]: float(value) for key, value in values.items()
-            if key.startswith(prefix) and key.endswith("_loss") and isinstance(value, (int, float))}
+    return {
+        key[len(prefix) : -len("_loss")]: float(value)
+        for key, value in values.items()
+        if key.startswith(prefix) and key.endswith("_loss") and isinstance(value, (int, float))
+    }
 
 
 class LearningCheck:
@@ -161,8 +171,7 @@ class LearningCheck:
         values["valid/unigram_entropy"] = entropy  # the reference, beside the losses it is checked against
         reason = not_learning_reason(held_out_losses(values), entropy)
         if self.record is None and reason is not None:
-            self.record = {"step": step, "reason": reason, "unigram_entropy": entropy,
-                           "causes": likely_causes(reason)}
+            self.record = {"step": step, "reason": reason, "unigram_entropy": entropy, "causes": likely_causes(reason)}
             self.report(self.record, writer)
             return self.record
         if self.record is not None and reason is None:
@@ -173,15 +182,20 @@ class LearningCheck:
     def report(self, record: dict[str, Any], writer=None) -> None:
         warnings.warn(f"step {record['step']}: not learning: {record['reason']}; {record['causes']}", stacklevel=3)
         if writer is not None:
-            writer.write(record["step"], {"warning": "not_learning", "reason": record["reason"],
-                                               "unigram_entropy": record["unigram_entropy"]})
+            writer.write(
+                record["step"],
+                {"warning": "not_learning", "reason": record["reason"], "unigram_entropy": record["unigram_entropy"]},
+            )
         self.write_record()
 
     def report_left(self, step: int, losses: dict[str, float], writer=None) -> None:
         shown = ", ".join(f"{name} {value:.4f}" for name, value in sorted(losses.items()))
-        print(f"step {step}: learning after all: held-out loss ({shown}) below the unigram level "
-              f"{self.entropy - margin(self.entropy):.4f} (the warning of step {self.record['step']} was a slow start)",
-              file=sys.stderr, flush=True)
+        print(
+            f"step {step}: learning after all: held-out loss ({shown}) below the unigram level "
+            f"{self.entropy - margin(self.entropy):.4f} (the warning of step {self.record['step']} was a slow start)",
+            file=sys.stderr,
+            flush=True,
+        )
         if writer is not None:
             writer.write(step, {"note": "left_unigram_level", "warned_at_step": self.record["step"]})
         self.write_record()
@@ -203,4 +217,3 @@ def not_learning_in(run_dir: str | Path) -> dict[str, Any] | None:
 def still_not_learning(record: dict[str, Any] | None) -> bool:
     """Whether a run's `not_learning` record stands: it warned and never left the unigram level."""
     return record is not None and record.get("left_at_step") is None
-

@@ -174,8 +174,29 @@ def _coco_meteor(ground_truths: dict, hypotheses: dict) -> float:
 
 PTB_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 PTB_CLITICS = {"s", "m", "d", "ll", "re", "ve"}
-PTB_ABBREVIATIONS = {"st", "mr", "mrs", "ms", "dr", "mt", "jr", "sr", "vs", "rev", "gen", "gov", "sen", "inc",
-                     "ltd", "corp", "ft", "no", "vol", "etc", "approx"}
+PTB_ABBREVIATIONS = {
+    "st",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "mt",
+    "jr",
+    "sr",
+    "vs",
+    "rev",
+    "gen",
+    "gov",
+    "sen",
+    "inc",
+    "ltd",
+    "corp",
+    "ft",
+    "no",
+    "vol",
+    "etc",
+    "approx",
+}
 
 
 def ptb_tokens(text: str) -> str:
@@ -197,7 +218,7 @@ def ptb_tokens(text: str) -> str:
 def _take_ptb_token(out: list[str], pieces: list[str], i: int) -> int:
     """Append pieces[i] to `out`, joined as PTB joins it; return how many pieces it took."""
     piece, prev = pieces[i], out[-1] if out else ""
-    nxt, after = (pieces[i + 1:i + 3] + ["", ""])[:2]
+    nxt, after = (pieces[i + 1 : i + 3] + ["", ""])[:2]
     if piece == "'" and nxt == "t" and prev.endswith("n") and prev.isalpha():  # "does n't", "ca n't"
         out[-1:] = [prev[:-1], "n't"] if prev != "n" else ["n't"]
         return 2
@@ -212,7 +233,8 @@ def _take_ptb_token(out: list[str], pieces: list[str], i: int) -> int:
         return 3
     in_word = piece in "-/&" and prev[-1:].isalnum() and nxt[:1].isalnum()  # north-south, v&a
     in_number = (piece in ".:" and prev[-1:].isdigit() and nxt[:1].isdigit()) or (
-        piece == "," and prev[-1:].isdigit() and re.fullmatch(r"\d{3}", nxt))  # 3.5, 4:51, 1,000
+        piece == "," and prev[-1:].isdigit() and re.fullmatch(r"\d{3}", nxt)
+    )  # 3.5, 4:51, 1,000
     if in_word or in_number:
         out[-1] = prev + piece + nxt
         return 2
@@ -479,9 +501,7 @@ def _read_column(path: str | Path, field: str, allow_lists: bool, limit: int | N
         if field not in record:
             raise CtxlmError(f"{at}: missing field {field!r}")
         value = record[field]
-        is_string_list = (
-            allow_lists and isinstance(value, list) and value and all(isinstance(v, str) for v in value)
-        )
+        is_string_list = allow_lists and isinstance(value, list) and value and all(isinstance(v, str) for v in value)
         if not isinstance(value, str) and not is_string_list:
             wanted = "a string or a non-empty list of strings" if allow_lists else "a string"
             got = json.dumps(value)[:60]
@@ -534,8 +554,10 @@ def evaluate_files(
 def format_markdown_table(results: dict[str, float]) -> str:
     """A two-column Markdown table, one metric per row, scores to two decimals."""
     rows = ["| metric | score |", "| --- | ---: |"]
-    rows += [f"| {name} | {score:.2f} |" if isinstance(score, float) else f"| {name} | {score} |"
-             for name, score in results.items()]
+    rows += [
+        f"| {name} | {score:.2f} |" if isinstance(score, float) else f"| {name} | {score} |"
+        for name, score in results.items()
+    ]
     return "\n".join(rows)
 
 

@@ -40,8 +40,11 @@ SORT_PREFIX_CHARS = 16_384  # characters of a source tokenized to rank it by len
 
 
 # the task heads that do not generate (head.json's type): what they are, and the task that scores them
-SCORING_HEADS = {"unilm-classifier": ("a classifier", "classify"), "unilm-qa": ("an extractive QA model", "squad"),
-                 "glm-cloze": ("a cloze model", "cloze")}
+SCORING_HEADS = {
+    "unilm-classifier": ("a classifier", "classify"),
+    "unilm-qa": ("an extractive QA model", "squad"),
+    "glm-cloze": ("a cloze model", "cloze"),
+}
 
 
 def check_generates(model, source: str = "the model") -> None:
@@ -51,8 +54,12 @@ def check_generates(model, source: str = "the model") -> None:
         return
     head = model.head_config().get("type") if hasattr(model, "head_config") else None
     kind, task = SCORING_HEADS.get(head, (f"a {type(model).__name__}", None))
-    instead = (f"score it with `ctxlm evaluate --task {task} --model {source}` (Python: the task's evaluate "
-               f"function in ctxlm.tasks)" if task else "give a seq2seq model (PALM, GLM or UniLMv2)")
+    instead = (
+        f"score it with `ctxlm evaluate --task {task} --model {source}` (Python: the task's evaluate "
+        f"function in ctxlm.tasks)"
+        if task
+        else "give a seq2seq model (PALM, GLM or UniLMv2)"
+    )
     raise CtxlmError(f"{source}: {kind} ({type(model).__name__}), which does not generate text; {instead}")
 
 
@@ -68,9 +75,17 @@ def _batches(n: int, size: int, progress: bool, desc: str):
 class Seq2SeqPredictor:
     """Generation and scoring with any ctxlm model."""
 
-    def __init__(self, model, tokenizer, device: str | torch.device | None = "auto", *, bf16: bool = False,
-                 max_source_tokens: int | None = None, generation: GenerationConfig | None = None,
-                 lexicon=None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        device: str | torch.device | None = "auto",
+        *,
+        bf16: bool = False,
+        max_source_tokens: int | None = None,
+        generation: GenerationConfig | None = None,
+        lexicon=None,
+    ):
         """A predictor of `model` on `device` (`ctxlm.device`); decoding defaults to `generation`, else the
         model's own settings, else `GenerationConfig()`.
 
@@ -108,8 +123,14 @@ class Seq2SeqPredictor:
     def _collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in collate(examples, self.tokenizer.pad_id).items()}
 
-    def generate(self, texts: Sequence[str], cfg: GenerationConfig | None = None, batch_size: int = 16,
-                 progress: bool = False, **overrides) -> list[str]:
+    def generate(
+        self,
+        texts: Sequence[str],
+        cfg: GenerationConfig | None = None,
+        batch_size: int = 16,
+        progress: bool = False,
+        **overrides,
+    ) -> list[str]:
         """Decode each source text with the model's decoding settings, where `cfg` (the fields its
         constructor was given) and then `overrides` (GenerationConfig fields) replace them.
 
@@ -124,18 +145,34 @@ class Seq2SeqPredictor:
         max_source = decoding_source_budget(self.model.config, self.max_source_tokens, cfg.max_new_tokens)
         outputs: list[str] = []
         for start in _batches(len(sources), batch_size, progress, "generate"):
-            batch = self._collate([prompt_example(self.model.config, s, max_source)
-                                   for s in sources[start:start + batch_size]])
+            batch = self._collate(
+                [prompt_example(self.model.config, s, max_source) for s in sources[start : start + batch_size]]
+            )
             input_ids = batch.pop("input_ids")
             mask = input_ids.ne(self.tokenizer.pad_id)  # the prompt's own layout masks are the model's business
             prompt = {k: v for k, v in batch.items() if k in self._prompt_keys and k != "attention_mask"}
-            result = generate(self.model, input_ids, mask, cfg, continuation=self.continuation,
-                              word_start=self.word_start, lexicon=self.lexicon, **prompt)
+            result = generate(
+                self.model,
+                input_ids,
+                mask,
+                cfg,
+                continuation=self.continuation,
+                word_start=self.word_start,
+                lexicon=self.lexicon,
+                **prompt,
+            )
             outputs.extend(self.tokenizer.decode(ids) for ids in result.tokens)
         return outputs
 
-    def generate_stream(self, texts: Sequence[str], cfg: GenerationConfig | None = None, batch_size: int = 16, *,
-                        sort_window: int = SORT_WINDOW, start: int = 0) -> Iterator[str]:
+    def generate_stream(
+        self,
+        texts: Sequence[str],
+        cfg: GenerationConfig | None = None,
+        batch_size: int = 16,
+        *,
+        sort_window: int = SORT_WINDOW,
+        start: int = 0,
+    ) -> Iterator[str]:
         """Yield the predictions of `texts[start:]` in input order, each as soon as it and all rows
         before it are decoded.
 
@@ -152,13 +189,15 @@ class Seq2SeqPredictor:
         window = batch_size * sort_window
         for first in range(start - start % window, len(texts), window):
             rows = range(first, min(first + window, len(texts)))
-            lengths = [min(len(ids), self.max_source_tokens)  # a prefix is enough to rank truncated sources
-                       for ids in self.tokenizer.encode_batch([texts[i][:SORT_PREFIX_CHARS] for i in rows])]
+            lengths = [
+                min(len(ids), self.max_source_tokens)  # a prefix is enough to rank truncated sources
+                for ids in self.tokenizer.encode_batch([texts[i][:SORT_PREFIX_CHARS] for i in rows])
+            ]
             order = sorted(rows, key=lambda i: (-lengths[i - first], i))
             finished: dict[int, str] = {}
             next_row = max(first, start)
             for b in range(0, len(order), batch_size):
-                batch = order[b:b + batch_size]
+                batch = order[b : b + batch_size]
                 if max(batch) < start:
                     continue
                 predictions = self.generate([texts[i] for i in batch], cfg, batch_size=len(batch))
@@ -167,9 +206,18 @@ class Seq2SeqPredictor:
                     yield finished.pop(next_row)
                     next_row += 1
 
-    def generate_to_file(self, rows: Sequence[Mapping | str], output: str | Path, cfg: GenerationConfig | None = None,
-                         *, source_field: str = "source", batch_size: int = 16, sort_window: int = SORT_WINDOW,
-                         resume: bool = False, progress: bool = False) -> int:
+    def generate_to_file(
+        self,
+        rows: Sequence[Mapping | str],
+        output: str | Path,
+        cfg: GenerationConfig | None = None,
+        *,
+        source_field: str = "source",
+        batch_size: int = 16,
+        sort_window: int = SORT_WINDOW,
+        resume: bool = False,
+        progress: bool = False,
+    ) -> int:
         """Write each row plus its `prediction` to the JSONL file `output`, streamed in input order
         (see `ctxlm.prediction_file.write_predictions`); returns the number of rows decoded now.
 
@@ -184,18 +232,38 @@ class Seq2SeqPredictor:
         """
 
         rows = [{source_field: row} if isinstance(row, str) else row for row in rows]
-        return write_predictions(self, rows, output, cfg, source_field=source_field, batch_size=batch_size,
-                                 sort_window=sort_window, resume=resume, progress=progress)
+        return write_predictions(
+            self,
+            rows,
+            output,
+            cfg,
+            source_field=source_field,
+            batch_size=batch_size,
+            sort_window=sort_window,
+            resume=resume,
+            progress=progress,
+        )
 
     @torch.no_grad()
-    def perplexity(self, sources: Sequence[str], targets: Sequence[str], *, max_target_tokens: int = 128,
-                   batch_size: int = 16, progress: bool = False) -> float:
+    def perplexity(
+        self,
+        sources: Sequence[str],
+        targets: Sequence[str],
+        *,
+        max_target_tokens: int = 128,
+        batch_size: int = 16,
+        progress: bool = False,
+    ) -> float:
         """exp(mean NLL per target token) of the references, given the sources (teacher forcing)."""
         src, tgt = self.tokenizer.encode_batch(list(sources)), self.tokenizer.encode_batch(list(targets))
         nll, tokens = 0.0, 0
         for start in _batches(len(src), batch_size, progress, "score"):
-            batch = self._collate([pair_example(self.model.config, s, t, self.max_source_tokens, max_target_tokens)
-                                   for s, t in zip(src[start:start + batch_size], tgt[start:start + batch_size])])
+            batch = self._collate(
+                [
+                    pair_example(self.model.config, s, t, self.max_source_tokens, max_target_tokens)
+                    for s, t in zip(src[start : start + batch_size], tgt[start : start + batch_size])
+                ]
+            )
             out = self.model(**batch)
             nll += float(out.metrics["lm_nll_sum"])
             tokens += int(out.metrics["lm_tokens"])
@@ -251,8 +319,10 @@ def read_sources(path: Path, field: str) -> list[dict]:
     rows = []
     for at, row in jsonl_rows(path):
         if not isinstance(row.get(field), str):
-            raise CtxlmError(f"{at}: field '{field}' missing or not a string (the row has {row_fields(row)}); "
-                             "name the source field with --source-field")
+            raise CtxlmError(
+                f"{at}: field '{field}' missing or not a string (the row has {row_fields(row)}); "
+                "name the source field with --source-field"
+            )
         rows.append(row)
     if not rows:
         raise CtxlmError(f"{path}: no input rows")

@@ -62,17 +62,29 @@ def _check_line(raw: bytes, row: Mapping, path: Path, number: int) -> None:
         line = raw.decode("utf-8").rstrip("\n")
         written = json.loads(line)
     except (ValueError, RecursionError):  # bad UTF-8 or JSON
-        raise CtxlmError(f"{at}: not a JSON line this command wrote; remove the file or "
-                         "start without --resume") from None
+        raise CtxlmError(
+            f"{at}: not a JSON line this command wrote; remove the file or start without --resume"
+        ) from None
     prediction = written.get(PREDICTION_FIELD) if isinstance(written, dict) else None
     if not isinstance(prediction, str) or prediction_line(row, prediction) != line:
-        raise CtxlmError(f"{at}: does not match input row {number} plus a '{PREDICTION_FIELD}'; "
-                         "was the input changed? remove the file or start without --resume")
+        raise CtxlmError(
+            f"{at}: does not match input row {number} plus a '{PREDICTION_FIELD}'; "
+            "was the input changed? remove the file or start without --resume"
+        )
 
 
-def write_predictions(predictor, rows: Sequence[Mapping], output: str | Path | TextIO,
-                      cfg: GenerationConfig | None = None, *, source_field: str = "source", batch_size: int = 16,
-                      sort_window: int = SORT_WINDOW, resume: bool = False, progress: bool = False) -> int:
+def write_predictions(
+    predictor,
+    rows: Sequence[Mapping],
+    output: str | Path | TextIO,
+    cfg: GenerationConfig | None = None,
+    *,
+    source_field: str = "source",
+    batch_size: int = 16,
+    sort_window: int = SORT_WINDOW,
+    resume: bool = False,
+    progress: bool = False,
+) -> int:
     """Decode `row[source_field]` of every row with `predictor` (a `Seq2SeqPredictor`) and write the
     rows plus predictions to `output` (a path, or an open text stream such as stdout), in input
     order, flushing after each row. With `resume` (a path only) rows already in the file are kept

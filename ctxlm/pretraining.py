@@ -25,25 +25,33 @@ from .families import OPTIMIZER_FIELDS, WARMUP_FIELDS, PreparedData, get_objecti
 from .tokenization import TextTokenizer
 from .training import TrainingInputs, TrainResult, train
 
+
 def report_skipped(skipped: dict[str, int]) -> None:
     """One warning line with the counts of what a run skipped (also in run.json, under 'skipped')."""
     counts = ", ".join(f"{n:,} {name.replace('_', ' ')}" for name, n in skipped.items() if n)
     if counts:
-        warnings.warn(f"skipped while building examples: {counts} (counts in run.json under 'skipped')",
-                      stacklevel=2)
+        warnings.warn(f"skipped while building examples: {counts} (counts in run.json under 'skipped')", stacklevel=2)
 
 
-def prepare_data(objective: str, store: TokenStore, tokenizer: TextTokenizer, model_config, data_config,
-                 stage: str, seed: int) -> PreparedData:
+def prepare_data(
+    objective: str, store: TokenStore, tokenizer: TextTokenizer, model_config, data_config, stage: str, seed: int
+) -> PreparedData:
     """Training and held-out examples of a store for a registered objective."""
     return resolve(get_objective(objective).prepare)(store, tokenizer, model_config, data_config, stage, seed)
 
 
 # Model config fields filled from the tokenizer: `<field>` → the token's name.
 TOKEN_FIELDS = {
-    "pad_token_id": "[PAD]", "bos_token_id": "[CLS]", "eos_token_id": "[SEP]", "mask_token_id": "[MASK]",
-    "decoder_start_token_id": "[CLS]", "sop_token_id": "[sop]", "eop_token_id": "[eop]",
-    "smask_token_id": "[sMASK]", "gmask_token_id": "[gMASK]", "pseudo_token_id": "[P]",
+    "pad_token_id": "[PAD]",
+    "bos_token_id": "[CLS]",
+    "eos_token_id": "[SEP]",
+    "mask_token_id": "[MASK]",
+    "decoder_start_token_id": "[CLS]",
+    "sop_token_id": "[sop]",
+    "eop_token_id": "[eop]",
+    "smask_token_id": "[sMASK]",
+    "gmask_token_id": "[gMASK]",
+    "pseudo_token_id": "[P]",
 }
 
 
@@ -59,8 +67,9 @@ def model_config_for_tokenizer(model_config, tokenizer: TextTokenizer):
     return dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size, **ids)
 
 
-def with_train_defaults(train: TrainConfig, family: str, given: Collection[str] | None = None,
-                        model_config=None) -> tuple[TrainConfig, dict[str, Any]]:
+def with_train_defaults(
+    train: TrainConfig, family: str, given: Collection[str] | None = None, model_config=None
+) -> tuple[TrainConfig, dict[str, Any]]:
     """`train` with the model family's pre-training optimiser defaults (`families.train_defaults`:
     those of `model_config`'s shape when it is given) in the fields the user did not set: those not in
     `given`, or, when `given` is None, those still at TrainConfig's own defaults (so a flag or YAML
@@ -71,8 +80,11 @@ def with_train_defaults(train: TrainConfig, family: str, given: Collection[str] 
     if given is None:
         given = {name for name in OPTIMIZER_FIELDS if getattr(train, name) != getattr(base, name)}
     given = set(given) | (set(WARMUP_FIELDS) if set(given) & set(WARMUP_FIELDS) else set())
-    applied = {name: value for name, value in train_defaults(family, model_config).items()
-               if name not in given and getattr(train, name) != value}
+    applied = {
+        name: value
+        for name, value in train_defaults(family, model_config).items()
+        if name not in given and getattr(train, name) != value
+    }
     return dataclasses.replace(train, **applied), applied
 
 
@@ -139,8 +151,10 @@ def pretrain(
         raise CtxlmError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model only {model.config.vocab_size}")
 
     if model.config.family != spec.family:
-        raise CtxlmError(f"--objective {objective} needs a {spec.family} model; the config is a "
-                         f"{model.config.family} model (e.g. --config {spec.family}-tiny)")
+        raise CtxlmError(
+            f"--objective {objective} needs a {spec.family} model; the config is a "
+            f"{model.config.family} model (e.g. --config {spec.family}-tiny)"
+        )
     train_config, defaults_applied = with_train_defaults(config.train, spec.family, train_given, model.config)
     data_config = config.data
     if not isinstance(data_config, spec.data_config):
@@ -148,32 +162,53 @@ def pretrain(
     if objective_options:
         unknown = sorted(set(objective_options) - {f.name for f in dataclasses.fields(data_config)})
         if unknown:
-            raise CtxlmError(f"objective options {', '.join(unknown)} are not settings of the {objective} objective "
-                             f"({type(data_config).__name__})")
+            raise CtxlmError(
+                f"objective options {', '.join(unknown)} are not settings of the {objective} objective "
+                f"({type(data_config).__name__})"
+            )
         data_config = dataclasses.replace(data_config, **objective_options)
 
-    cluster = setup(collective_timeout=train_config.collective_timeout,
-                    heartbeat_timeout=train_config.heartbeat_timeout)
+    cluster = setup(
+        collective_timeout=train_config.collective_timeout, heartbeat_timeout=train_config.heartbeat_timeout
+    )
     with main_process_first(cluster):  # rank 0 builds the store; the others then open it
-        store = TokenStore.build(list(corpus.paths), tokenizer, cache_dir=corpus.cache_dir, **corpus.store_options(),
-                                 progress=train_config.progress and cluster.is_main)
+        store = TokenStore.build(
+            list(corpus.paths),
+            tokenizer,
+            cache_dir=corpus.cache_dir,
+            **corpus.store_options(),
+            progress=train_config.progress and cluster.is_main,
+        )
     data = prepare_data(objective, store, tokenizer, model.config, data_config, stage, train_config.seed)
     data.description["skipped"] = {**store.meta.get("skipped", {}), **data.description.get("skipped", {})}
     report_skipped(data.description["skipped"])
     if spec.prepare_model is not None:  # e.g. PALM's stage 1 trains the encoder and its MLM head only
         resolve(spec.prepare_model)(model, stage)
     loss_options = spec.options(data_config, stage, train_config.label_smoothing)
-    run_info = {"objective": objective, "stage": stage if stage in spec.stages else None,
-                "corpus": [str(c) for c in corpus.paths],
-                "init": str(init) if init and conversion is None else None, "data": dataclasses.asdict(data_config),
-                "init_from_hf": conversion.summary() if conversion else None,
-                "store": str(store.directory), "train_defaults": defaults_applied, **data.description}
+    run_info = {
+        "objective": objective,
+        "stage": stage if stage in spec.stages else None,
+        "corpus": [str(c) for c in corpus.paths],
+        "init": str(init) if init and conversion is None else None,
+        "data": dataclasses.asdict(data_config),
+        "init_from_hf": conversion.summary() if conversion else None,
+        "store": str(store.directory),
+        "train_defaults": defaults_applied,
+        **data.description,
+    }
     inputs = TrainingInputs(data.train, tokenizer.pad_id, data.valid, loss_options)
     return train(model, inputs, train_config, out_dir, tokenizer=tokenizer, run_info=run_info, run=run)
 
 
-def pretrain_variant(name: str, corpus: CorpusSpec | Sequence[str | Path], out_dir: str | Path,
-                     config: PretrainConfig, *, tokenizer: TextTokenizer | str | Path, **options) -> Path | None:
+def pretrain_variant(
+    name: str,
+    corpus: CorpusSpec | Sequence[str | Path],
+    out_dir: str | Path,
+    config: PretrainConfig,
+    *,
+    tokenizer: TextTokenizer | str | Path,
+    **options,
+) -> Path | None:
     """Run the stages of `PRETRAIN_VARIANTS[name]` (`objectives/variants.py`) in order, stage i in
     `out_dir/<i>-<objective>[-<stage>]`, each from the previous stage's model, with the variant's
     model and data overrides on `config`; `options` go to every `pretrain` call. Returns the last
@@ -193,7 +228,15 @@ def pretrain_variant(name: str, corpus: CorpusSpec | Sequence[str | Path], out_d
         stage_config = dataclasses.replace(config, model=model, data=dataclasses.replace(data, **step.data))
         suffix = f"-{step.stage}" if get_objective(step.objective).stages else ""
         stage_dir = Path(out_dir) / f"{i}-{step.objective}{suffix}"
-        pretrain(corpus, stage_dir, stage_config, objective=step.objective, stage=step.stage, tokenizer=tokenizer,
-                 init=init, **options)
+        pretrain(
+            corpus,
+            stage_dir,
+            stage_config,
+            objective=step.objective,
+            stage=step.stage,
+            tokenizer=tokenizer,
+            init=init,
+            **options,
+        )
         init = stage_dir
     return init

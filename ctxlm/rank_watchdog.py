@@ -56,8 +56,9 @@ class RankWatchdog:
     def _connect(self):
         import torch.distributed as dist
 
-        return dist.TCPStore(self.host, self.port, is_master=False, timeout=timedelta(seconds=STORE_OP_TIMEOUT),
-                             wait_for_workers=False)
+        return dist.TCPStore(
+            self.host, self.port, is_master=False, timeout=timedelta(seconds=STORE_OP_TIMEOUT), wait_for_workers=False
+        )
 
     # ------------------------------------------------------------------ this rank
     def start(self) -> None:
@@ -162,7 +163,7 @@ class RankWatchdog:
         if not ranks:
             return None
         values = self.store.multi_get([f"{self.prefix}{kind}/{r}" for kind in ("beat", "state") for r in ranks])
-        beats, states = values[:len(ranks)], [v.decode() for v in values[len(ranks):]]
+        beats, states = values[: len(ranks)], [v.decode() for v in values[len(ranks) :]]
         silence = SUSPECT_SILENCE if suspect else self.timeout
         for rank, beat, state in zip(ranks, beats, states):
             if state == FAILED:
@@ -197,8 +198,10 @@ class RankWatchdog:
             if self.leaving:
                 return
             self.leaving = True
-            line = (f"error: {lost}; rank {self.rank} stops, as the group cannot go on without it (complete "
-                    f"checkpoints are kept: restart the same command with --resume auto)")
+            line = (
+                f"error: {lost}; rank {self.rank} stops, as the group cannot go on without it (complete "
+                f"checkpoints are kept: restart the same command with --resume auto)"
+            )
             try:
                 sys.stdout.flush()
                 print(" ".join(line.split()), file=sys.stderr, flush=True)

@@ -26,9 +26,19 @@ from typing import Sequence
 import numpy as np
 
 from .report_plots import baseline_value, interval_plot, loss_plot, pretrain_panels, variant_colours
-from .statistics import (METHOD, RESAMPLES, TIE_TOLERANCE, BootstrapResult, SharedResamples,  # noqa: F401
-                         Statistic, corpus_bleu4, corpus_pearson, corpus_perplexity, format_p, holm, mean_score,
-                         paired_bootstrap, two_level_bootstrap)
+from .statistics import (
+    METHOD,
+    RESAMPLES,
+    TIE_TOLERANCE,
+    BootstrapResult,
+    SharedResamples,
+    format_p,
+    holm,
+    two_level_bootstrap,
+)
+
+# re-exported: ctxlm.report's names from before statistics.py
+from .statistics import Statistic, corpus_bleu4, corpus_pearson, corpus_perplexity, mean_score, paired_bootstrap  # noqa: F401
 
 REFERENCE = "palm"  # every other objective is tested against it
 
@@ -119,11 +129,15 @@ class Report:
             else:
                 data = base64.b64encode(rest[0].read_bytes()).decode("ascii")
                 out.append(f'<img alt="{html.escape(rest[1])}" src="data:image/png;base64,{data}">')
-        style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
-                 "td,th{border:1px solid #bbb;padding:.25em .6em;text-align:right}pre{background:#f4f4f4;"
-                 "padding:.6em;white-space:pre-wrap}img{max-width:100%}")
-        return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>ctxlm compare</title>"
-                f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+        style = (
+            "body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #bbb;padding:.25em .6em;text-align:right}pre{background:#f4f4f4;"
+            "padding:.6em;white-space:pre-wrap}img{max-width:100%}"
+        )
+        return (
+            f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>ctxlm compare</title>'
+            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n"
+        )
 
     def write(self, directory: str | Path, name: str = "report") -> tuple[Path, Path]:
         directory = Path(directory)
@@ -134,16 +148,28 @@ class Report:
 
 
 # ------------------------------------------------------------------------------------ provenance
-PACKAGES = ("ctxlm", "torch", "transformers", "tokenizers", "numpy", "scipy", "rouge-score", "pycocoevalcap",
-            "sacrebleu", "matplotlib")
+PACKAGES = (
+    "ctxlm",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "numpy",
+    "scipy",
+    "rouge-score",
+    "pycocoevalcap",
+    "sacrebleu",
+    "matplotlib",
+)
 
 
 def package_versions() -> dict[str, str]:
     """Python's and each package's version, and the device training ran on."""
     import torch
 
-    versions = {"python": platform.python_version(),
-                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})"}
+    versions = {
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})",
+    }
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -192,8 +218,9 @@ def read_metrics(path: Path, key: str = "loss") -> list[tuple[int, float]]:
 
 
 # ------------------------------------------------------------------------------------ the comparison's report
-def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: int,
-                  reference_name: str = REFERENCE) -> list[dict]:
+def results_table(
+    cells: list[dict], baseline: dict | None, scoring, resamples: int, reference_name: str = REFERENCE
+) -> list[dict]:
     """One row per objective (in order): parameters, tokens seen, wall times, each metric's values
     over seeds, and the paired bootstrap against `reference_name` (PALM) on the primary metric;
     then the baseline."""
@@ -203,24 +230,35 @@ def results_table(cells: list[dict], baseline: dict | None, scoring, resamples: 
     shared = shared_resamples(cells, baseline, scoring, resamples)
     rows = []
     for objective, group in by_objective.items():
-        row = {"objective": objective, "family": group[0]["family"], "parameters": group[0]["parameters"],
-               "seeds": [c["seed"] for c in group], "tokens_seen": [c["tokens_seen"] for c in group],
-               "pretrain_seconds": [c["pretrain_seconds"] for c in group],
-               "finetune_seconds": [c["finetune_seconds"] for c in group],
-               "metrics": {m: [c["metrics"][m] for c in group] for m in group[0]["metrics"]}, "bootstrap": None,
-               "did_not_learn": {c["seed"]: reason for c in group if (reason := did_not_learn(
-                   c, baseline, scoring.primary, scoring.higher_is_better)) is not None},
-               "untestable": untestable_reasons(group, baseline, scoring, resamples, shared)}
+        row = {
+            "objective": objective,
+            "family": group[0]["family"],
+            "parameters": group[0]["parameters"],
+            "seeds": [c["seed"] for c in group],
+            "tokens_seen": [c["tokens_seen"] for c in group],
+            "pretrain_seconds": [c["pretrain_seconds"] for c in group],
+            "finetune_seconds": [c["finetune_seconds"] for c in group],
+            "metrics": {m: [c["metrics"][m] for c in group] for m in group[0]["metrics"]},
+            "bootstrap": None,
+            "did_not_learn": {
+                c["seed"]: reason
+                for c in group
+                if (reason := did_not_learn(c, baseline, scoring.primary, scoring.higher_is_better)) is not None
+            },
+            "untestable": untestable_reasons(group, baseline, scoring, resamples, shared),
+        }
         if reference is not None and objective != reference_name:
             seeds = sorted(set(row["seeds"]) & {c["seed"] for c in reference})
             pick = lambda cells: [c["example_stats"] for c in cells if c["seed"] in seeds]  # noqa: E731
             if seeds:
-                row["bootstrap"] = dataclasses.asdict(two_level_bootstrap(
-                    pick(group), pick(reference), scoring.statistic, resamples=resamples))
+                row["bootstrap"] = dataclasses.asdict(
+                    two_level_bootstrap(pick(group), pick(reference), scoring.statistic, resamples=resamples)
+                )
         rows.append(row)
     if baseline is not None:
-        rows.append({"objective": f"baseline: {baseline['name']}", "metrics": {
-            m: [v] for m, v in baseline["metrics"].items()}})
+        rows.append(
+            {"objective": f"baseline: {baseline['name']}", "metrics": {m: [v] for m, v in baseline["metrics"].items()}}
+        )
     return rows
 
 
@@ -243,22 +281,36 @@ def _table_rows(rows: list[dict], metrics: list[str], primary: str, reference: s
         else:
             difference = format_difference(test["difference"], test["ci_low"], test["ci_high"])
             p = format_p(test["p_value"], test.get("resamples", RESAMPLES))
-        out.append([row["objective"], f"{row['parameters']:,}", f"{np.mean(row['tokens_seen']):,.0f}", *values,
-                    difference, p])
+        out.append(
+            [row["objective"], f"{row['parameters']:,}", f"{np.mean(row['tokens_seen']):,.0f}", *values, difference, p]
+        )
     return out
 
 
-def _cell_rows(cells: list[dict], primary: str, baseline: dict | None = None,
-               higher_is_better: bool = True) -> list[list[str]]:
-    return [[c["objective"], c["seed"], f"{c['parameters']:,}",
-             " + ".join(str(s["steps"]) for s in c["stages"]) or "0", f"{c['tokens_seen']:,}",
-             f"{c['pretrain_seconds']:.1f}", _finetune_steps(c), f"{c['finetune_seconds']:.1f}",
-             f"{c['score_seconds']:.1f}", f"{c['metrics'][primary]:.2f}",
-             _learned(c, baseline, primary, higher_is_better)] for c in cells]
+def _cell_rows(
+    cells: list[dict], primary: str, baseline: dict | None = None, higher_is_better: bool = True
+) -> list[list[str]]:
+    return [
+        [
+            c["objective"],
+            c["seed"],
+            f"{c['parameters']:,}",
+            " + ".join(str(s["steps"]) for s in c["stages"]) or "0",
+            f"{c['tokens_seen']:,}",
+            f"{c['pretrain_seconds']:.1f}",
+            _finetune_steps(c),
+            f"{c['finetune_seconds']:.1f}",
+            f"{c['score_seconds']:.1f}",
+            f"{c['metrics'][primary]:.2f}",
+            _learned(c, baseline, primary, higher_is_better),
+        ]
+        for c in cells
+    ]
 
 
-def did_not_learn(cell: dict, baseline: dict | None = None, primary: str | None = None,
-                  higher_is_better: bool = True) -> str | None:
+def did_not_learn(
+    cell: dict, baseline: dict | None = None, primary: str | None = None, higher_is_better: bool = True
+) -> str | None:
     """Why a compare cell did not learn its task, or None: its primary metric does not beat the
     task's trivial baseline (`baseline["metrics"][primary]`: a value, or a table row's one-value
     list), or some of its runs stayed at the unigram level (`not_learning`, `ctxlm.learning_check`),
@@ -315,15 +367,19 @@ CLAIMS = (
     Claim("stage 1, autoencoding, helps (PALM Table 6)", "palm", "palm-noae", SEQ2SEQ_TASKS),
     Claim("stage 2, autoregression, helps (PALM Table 6)", "palm", "palm-noar", SEQ2SEQ_TASKS),
     Claim("pre-training helps (PALM Table 6)", "palm", "none", SEQ2SEQ_TASKS),
-    Claim("the objective, copy head on both: PALM's beats GLM's (ctxlm's extension)", "palm", "glm-copy",
-          SEQ2SEQ_TASKS),
-    Claim("the objective, copy head on both: PALM's beats UniLMv2's (ctxlm's extension)", "palm", "unilm-copy",
-          SEQ2SEQ_TASKS),
+    Claim(
+        "the objective, copy head on both: PALM's beats GLM's (ctxlm's extension)", "palm", "glm-copy", SEQ2SEQ_TASKS
+    ),
+    Claim(
+        "the objective, copy head on both: PALM's beats UniLMv2's (ctxlm's extension)",
+        "palm",
+        "unilm-copy",
+        SEQ2SEQ_TASKS,
+    ),
     Claim("the objective, no copy head: PALM's beats GLM's", "palm-nocopy", "glm", SEQ2SEQ_TASKS),
     Claim("the objective, no copy head: PALM's beats UniLMv2's", "palm-nocopy", "unilm", SEQ2SEQ_TASKS),
     Claim("UniLMv2 AE+PAR beats AE alone (UniLMv2 Table 6: SQuAD, MNLI, SST-2)", "unilm", "unilm-ae", ("classify",)),
-    Claim("UniLMv2 AE+PAR beats PAR alone (UniLMv2 Table 6: SQuAD, MNLI, SST-2)", "unilm", "unilm-par",
-          ("classify",)),
+    Claim("UniLMv2 AE+PAR beats PAR alone (UniLMv2 Table 6: SQuAD, MNLI, SST-2)", "unilm", "unilm-par", ("classify",)),
     Claim("GLM's span shuffling helps (GLM Table 6: SuperGLUE)", "glm", "glm-noshuffle", ("cloze",)),
 )
 
@@ -352,8 +408,9 @@ def shared_resamples(cells: list[dict], baseline: dict | None, scoring, resample
     return SharedResamples(systems, scoring.statistic, resamples=resamples)
 
 
-def against_baseline(group: list[dict], baseline: dict | None, scoring, resamples: int,
-                     shared: SharedResamples | None = None) -> BootstrapResult | None:
+def against_baseline(
+    group: list[dict], baseline: dict | None, scoring, resamples: int, shared: SharedResamples | None = None
+) -> BootstrapResult | None:
     """The two-level bootstrap of a variant's cells (its seeds) minus the trivial baseline (one
     system, paired with every seed) on the primary metric (from `shared` when it holds both); None
     without the baseline's per-example rows."""
@@ -361,8 +418,9 @@ def against_baseline(group: list[dict], baseline: dict | None, scoring, resample
         return None
     if shared is not None and {group[0]["objective"], "baseline"} <= set(shared.names):
         return shared.test(group[0]["objective"], "baseline")
-    return two_level_bootstrap([c["example_stats"] for c in group], [baseline["example_stats"]], scoring.statistic,
-                               resamples=resamples)
+    return two_level_bootstrap(
+        [c["example_stats"] for c in group], [baseline["example_stats"]], scoring.statistic, resamples=resamples
+    )
 
 
 def beats_baseline(test: BootstrapResult, higher_is_better: bool) -> bool:
@@ -371,14 +429,15 @@ def beats_baseline(test: BootstrapResult, higher_is_better: bool) -> bool:
 
 
 def baseline_relation(test: BootstrapResult, higher_is_better: bool) -> str:
-    """"beats", "is worse than" (the interval on the worse side of 0) or "is indistinguishable from"."""
+    """ "beats", "is worse than" (the interval on the worse side of 0) or "is indistinguishable from"."""
     if beats_baseline(test, higher_is_better):
         return "beats"
     return "is worse than" if beats_baseline(test, not higher_is_better) else "is indistinguishable from"
 
 
-def untestable_reasons(group: list[dict], baseline: dict | None, scoring, resamples: int,
-                       shared: SharedResamples | None = None) -> list[str]:
+def untestable_reasons(
+    group: list[dict], baseline: dict | None, scoring, resamples: int, shared: SharedResamples | None = None
+) -> list[str]:
     """Why a variant's side of a claim is not evidence: it is indistinguishable from the trivial
     baseline (`against_baseline`'s interval not on the better side of 0; with a baseline that has no
     per-example rows, a cell's point score not beating it), or a run its cells' models come out of
@@ -386,8 +445,10 @@ def untestable_reasons(group: list[dict], baseline: dict | None, scoring, resamp
     reasons = []
     test = against_baseline(group, baseline, scoring, resamples, shared)
     if test is not None and not beats_baseline(test, scoring.higher_is_better):
-        reasons.append(f"{group[0]['objective']} {baseline_relation(test, scoring.higher_is_better)} the baseline "
-                       f"({scoring.primary} {format_difference(test.difference, test.ci_low, test.ci_high)})")
+        reasons.append(
+            f"{group[0]['objective']} {baseline_relation(test, scoring.higher_is_better)} the baseline "
+            f"({scoring.primary} {format_difference(test.difference, test.ci_low, test.ci_high)})"
+        )
     for cell in group:
         point = did_not_learn(cell, baseline if test is None else None, scoring.primary, scoring.higher_is_better)
         if point:
@@ -395,8 +456,9 @@ def untestable_reasons(group: list[dict], baseline: dict | None, scoring, resamp
     return reasons
 
 
-def claim_tests(cells: list[dict], baseline: dict | None, scoring, task: str, resamples: int,
-                shared: SharedResamples | None = None) -> list[tuple[Claim, BootstrapResult, list[str]]]:
+def claim_tests(
+    cells: list[dict], baseline: dict | None, scoring, task: str, resamples: int, shared: SharedResamples | None = None
+) -> list[tuple[Claim, BootstrapResult, list[str]]]:
     """(claim, two-level bootstrap of better minus worse on the seeds both ran, reasons it is not
     testable) of each claim (`CLAIMS`) made on `task` whose two variants have cells on a common seed;
     from `shared` (`shared_resamples`, when every variant ran the same seeds) without resampling again."""
@@ -411,10 +473,15 @@ def claim_tests(cells: list[dict], baseline: dict | None, scoring, task: str, re
         if shared is not None and {claim.better, claim.worse} <= set(shared.names):
             test = shared.test(claim.better, claim.worse)
         else:
-            test = two_level_bootstrap([c["example_stats"] for c in better], [c["example_stats"] for c in worse],
-                                       scoring.statistic, resamples=resamples)
-        untestable = [r for side in (better, worse) for r in untestable_reasons(side, baseline, scoring, resamples,
-                                                                                  shared)]
+            test = two_level_bootstrap(
+                [c["example_stats"] for c in better],
+                [c["example_stats"] for c in worse],
+                scoring.statistic,
+                resamples=resamples,
+            )
+        untestable = [
+            r for side in (better, worse) for r in untestable_reasons(side, baseline, scoring, resamples, shared)
+        ]
         out.append((claim, test, untestable))
     return out
 
@@ -430,22 +497,34 @@ def claim_table(tests: list[tuple[str, BootstrapResult, list[str]]], higher_is_b
     for (label, test, untestable), p in zip(tests, adjusted):
         seeds = ", ".join(format_signed(d, 2) for d in test.seed_differences)
         agree = f"{'yes' if test.seeds_agree else 'no'} ({seeds})"
-        rows.append([label, format_difference(test.difference, test.ci_low, test.ci_high),
-                     format_p(p, test.resamples), format_p(test.p_value, test.resamples), agree,
-                     claim_verdict(test, higher_is_better, shortened(untestable), p)])
+        rows.append(
+            [
+                label,
+                format_difference(test.difference, test.ci_low, test.ci_high),
+                format_p(p, test.resamples),
+                format_p(test.p_value, test.resamples),
+                agree,
+                claim_verdict(test, higher_is_better, shortened(untestable), p),
+            ]
+        )
     return rows
 
 
 def claim_rows(cells: list[dict], baseline: dict | None, scoring, task: str, resamples: int) -> list[list[str]]:
     """`CLAIM_HEADER` rows of each claim tested on `task` (`claim_tests`, Holm across them)."""
     shared = shared_resamples(cells, baseline, scoring, resamples)
-    return claim_table([(f"{claim.text}: {claim.better} vs {claim.worse}", test, untestable)
-                        for claim, test, untestable in claim_tests(cells, baseline, scoring, task, resamples, shared)],
-                       scoring.higher_is_better)
+    return claim_table(
+        [
+            (f"{claim.text}: {claim.better} vs {claim.worse}", test, untestable)
+            for claim, test, untestable in claim_tests(cells, baseline, scoring, task, resamples, shared)
+        ],
+        scoring.higher_is_better,
+    )
 
 
-def claim_verdict(test: BootstrapResult, higher_is_better: bool, untestable: Sequence[str] = (),
-                  adjusted_p: float | None = None) -> str:
+def claim_verdict(
+    test: BootstrapResult, higher_is_better: bool, untestable: Sequence[str] = (), adjusted_p: float | None = None
+) -> str:
     """A test of "better minus worse" read as a claim's verdict: "not testable at this scale" when a
     side is indistinguishable from the baseline or did not learn (`untestable`: the reasons); no
     difference below the tables' two decimals; "supports" / "contradicts" only when the (Holm-adjusted,
@@ -473,8 +552,17 @@ def _learned(cell: dict, baseline: dict | None, primary: str, higher_is_better: 
     return ("yes" if reason is None else f"no: {reason}") + note
 
 
-def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | None, scoring, settings: dict, *,
-                            resamples: int = 1000, plots: bool = True, command: str | None = None) -> list[dict]:
+def write_comparison_report(
+    out_dir: Path,
+    cells: list[dict],
+    baseline: dict | None,
+    scoring,
+    settings: dict,
+    *,
+    resamples: int = 1000,
+    plots: bool = True,
+    command: str | None = None,
+) -> list[dict]:
     """`report.md`, `report.html` (and `table.json`, the loss plots) of a comparison's cells."""
     out_dir = Path(out_dir)
     reference, task = settings.get("reference", REFERENCE), settings["recipe"]["task"]
@@ -485,77 +573,128 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
     report = Report()
     report.heading(f"Pre-training objectives on {task} {settings['recipe'].get('dataset') or ''}".rstrip(), 1)
     report.code(command or "(called from Python: ctxlm.compare.compare)")
-    report.paragraph(f"ctxlm commit {git_commit() or 'unknown (not a git checkout)'}. Pre-training budget "
-                     f"{_budget_text(settings['budget'])} per objective, shared equally by its stages; corpus "
-                     f"{', '.join(settings['corpus'])}. Fine-tuning: the recipe's settings on {settings['train']} "
-                     f"(up to {settings['recipe']['train']['max_steps']} steps, "
-                     f"{settings.get('selection') or 'best validation loss on ' + settings['valid']}); scored on "
-                     f"{len(cells[0]['example_stats'])} examples of "
-                     f"{settings['eval']}.")
+    report.paragraph(
+        f"ctxlm commit {git_commit() or 'unknown (not a git checkout)'}. Pre-training budget "
+        f"{_budget_text(settings['budget'])} per objective, shared equally by its stages; corpus "
+        f"{', '.join(settings['corpus'])}. Fine-tuning: the recipe's settings on {settings['train']} "
+        f"(up to {settings['recipe']['train']['max_steps']} steps, "
+        f"{settings.get('selection') or 'best validation loss on ' + settings['valid']}); scored on "
+        f"{len(cells[0]['example_stats'])} examples of "
+        f"{settings['eval']}."
+    )
     report.heading("Results")
-    report.table(["objective", "parameters", "tokens seen", *metrics, f"Δ {primary} vs {reference} [95% CI]", "p"],
-                 _table_rows(rows, metrics, primary, reference))
-    report.paragraph(f"Mean ± sample standard deviation over seeds ({better} {primary} is better). Δ and p: "
-                     f"{primary} against {reference} over the seeds both ran, {resamples:,} two-level resamples "
-                     f"(seeds, then examples within each seed, the same draws for both objectives). {METHOD} "
-                     "A bound of 0 is a tie (resamples on which the two objectives score the same), so that "
-                     "interval includes 0.")
+    report.table(
+        ["objective", "parameters", "tokens seen", *metrics, f"Δ {primary} vs {reference} [95% CI]", "p"],
+        _table_rows(rows, metrics, primary, reference),
+    )
+    report.paragraph(
+        f"Mean ± sample standard deviation over seeds ({better} {primary} is better). Δ and p: "
+        f"{primary} against {reference} over the seeds both ran, {resamples:,} two-level resamples "
+        f"(seeds, then examples within each seed, the same draws for both objectives). {METHOD} "
+        "A bound of 0 is a tie (resamples on which the two objectives score the same), so that "
+        "interval includes 0."
+    )
     if "meteor" not in metrics and "bleu4" in metrics:
         report.paragraph("METEOR is left out: it needs Java, which is not installed here.")
     claims = claim_rows(cells, baseline, scoring, task, resamples)
     if claims:
         report.heading("The papers' claims on this task")
         report.table([CLAIM_HEADER[0], f"Δ {primary} [95% CI]", *CLAIM_HEADER[2:]], claims)
-        report.paragraph(f"The first variant minus the second ({resamples:,} two-level resamples, seeds paired), for "
-                         "each claim made on this kind of task whose two variants ran; p adjusted by Holm-Bonferroni "
-                         "across this table's testable claims. \"not testable at this scale\": a side's interval "
-                         "against the trivial baseline (over seeds and examples) does not lie on the better side of "
-                         "0 (\"indistinguishable from the baseline\"), or a cell did not learn (column \"learned\" "
-                         "below); supports / contradicts: adjusted p < 0.05 and the interval excludes 0, in the "
-                         "claim's / the other direction; otherwise \"no detectable difference\".")
+        report.paragraph(
+            f"The first variant minus the second ({resamples:,} two-level resamples, seeds paired), for "
+            "each claim made on this kind of task whose two variants ran; p adjusted by Holm-Bonferroni "
+            "across this table's testable claims. \"not testable at this scale\": a side's interval "
+            "against the trivial baseline (over seeds and examples) does not lie on the better side of "
+            '0 ("indistinguishable from the baseline"), or a cell did not learn (column "learned" '
+            "below); supports / contradicts: adjusted p < 0.05 and the interval excludes 0, in the "
+            'claim\'s / the other direction; otherwise "no detectable difference".'
+        )
     colours = variant_colours([c["objective"] for c in cells])
     if plots:
-        report.image(_score_plot(out_dir, cells, baseline, scoring, colours, resamples),
-                     f"{primary} per objective, 95% CIs over seeds and examples")
+        report.image(
+            _score_plot(out_dir, cells, baseline, scoring, colours, resamples),
+            f"{primary} per objective, 95% CIs over seeds and examples",
+        )
     report.heading("Cells")
-    report.table(["objective", "seed", "parameters", "pre-training steps", "tokens seen", "pre-training s",
-                  "fine-tuning steps (best)", "fine-tuning s", "scoring s", primary, "learned"],
-                 _cell_rows(cells, primary, baseline, scoring.higher_is_better))
-    report.paragraph("Tokens seen are the non-padding input (and decoder input) tokens the training loop "
-                     "counts, counted exactly by replaying each stage's data stream. Wall times count the run "
-                     "that finished each stage (an interrupted and resumed one counts its last part only). "
-                     "Learned: \"no\" when the cell does not beat the task's trivial baseline on "
-                     f"{primary}, or names the runs its model comes out of (the last pre-training stage, the "
-                     "fine-tuning) whose held-out loss was still at the unigram entropy of their targets from 30% of "
-                     "the run on (`ctxlm.learning_check`); a difference involving such a cell is not evidence about "
-                     "the objectives. An earlier stage at that level, which a later stage then left, is named in "
-                     "brackets and does not count.")
+    report.table(
+        [
+            "objective",
+            "seed",
+            "parameters",
+            "pre-training steps",
+            "tokens seen",
+            "pre-training s",
+            "fine-tuning steps (best)",
+            "fine-tuning s",
+            "scoring s",
+            primary,
+            "learned",
+        ],
+        _cell_rows(cells, primary, baseline, scoring.higher_is_better),
+    )
+    report.paragraph(
+        "Tokens seen are the non-padding input (and decoder input) tokens the training loop "
+        "counts, counted exactly by replaying each stage's data stream. Wall times count the run "
+        "that finished each stage (an interrupted and resumed one counts its last part only). "
+        'Learned: "no" when the cell does not beat the task\'s trivial baseline on '
+        f"{primary}, or names the runs its model comes out of (the last pre-training stage, the "
+        "fine-tuning) whose held-out loss was still at the unigram entropy of their targets from 30% of "
+        "the run on (`ctxlm.learning_check`); a difference involving such a cell is not evidence about "
+        "the objectives. An earlier stage at that level, which a later stage then left, is named in "
+        "brackets and does not count."
+    )
     if plots:
         report.heading("Loss curves")
         held_out = any(stage.get("curve") for c in cells for stage in c["stages"])
         if held_out:  # the cells record their held-out curves (issue 33): a panel per objective, x in tokens
             title = "pre-training held-out loss"
-            report.image(pretrain_panels({o: [c["stages"] for c in group] for o, group in by_objective(cells).items()},
-                                         out_dir / "pretrain_loss.png", flops_per_token=_flops_per_token(cells),
-                                         colours=colours), title)
+            report.image(
+                pretrain_panels(
+                    {o: [c["stages"] for c in group] for o, group in by_objective(cells).items()},
+                    out_dir / "pretrain_loss.png",
+                    flops_per_token=_flops_per_token(cells),
+                    colours=colours,
+                ),
+                title,
+            )
         else:
             title = "pre-training loss (stages in sequence)"
-            report.image(loss_plot(_pretrain_curves(out_dir, cells), out_dir / "pretrain_loss.png", title,
-                                   share_y=False, colours=colours), title)
+            report.image(
+                loss_plot(
+                    _pretrain_curves(out_dir, cells),
+                    out_dir / "pretrain_loss.png",
+                    title,
+                    share_y=False,
+                    colours=colours,
+                ),
+                title,
+            )
         title = "fine-tuning held-out loss (the split that selects the checkpoint)"
-        report.image(loss_plot(_finetune_curves(out_dir, cells), out_dir / "finetune_loss.png", title,
-                               ylabel="held-out loss", colours=colours), title)
-        report.paragraph(("Pre-training: each objective's held-out loss against the tokens seen (top axis: "
-                          "training FLOPs), a line per seed, its stages in sequence, the dashed line the unigram "
-                          "level of the stage's targets; a panel per objective (each loss is its own task). "
-                          if held_out else
-                          "Pre-training: each objective's training loss averaged over its seeds, stages in "
-                          "sequence with a gap between them, panels not sharing a y axis. ")
-                         + "Fine-tuning: the held-out loss on the selection split averaged over the seeds (at "
-                         "the union of their validation steps, each seed interpolated between its own; a seed "
-                         "that stopped early drops out there), the band the lowest to the highest seed. An "
-                         "objective has one colour in every plot, from its family's palette (PALM blues and "
-                         "greens, GLM oranges, UniLMv2 purples and reds).")
+        report.image(
+            loss_plot(
+                _finetune_curves(out_dir, cells),
+                out_dir / "finetune_loss.png",
+                title,
+                ylabel="held-out loss",
+                colours=colours,
+            ),
+            title,
+        )
+        report.paragraph(
+            (
+                "Pre-training: each objective's held-out loss against the tokens seen (top axis: "
+                "training FLOPs), a line per seed, its stages in sequence, the dashed line the unigram "
+                "level of the stage's targets; a panel per objective (each loss is its own task). "
+                if held_out
+                else "Pre-training: each objective's training loss averaged over its seeds, stages in "
+                "sequence with a gap between them, panels not sharing a y axis. "
+            )
+            + "Fine-tuning: the held-out loss on the selection split averaged over the seeds (at "
+            "the union of their validation steps, each seed interpolated between its own; a seed "
+            "that stopped early drops out there), the band the lowest to the highest seed. An "
+            "objective has one colour in every plot, from its family's palette (PALM blues and "
+            "greens, GLM oranges, UniLMv2 purples and reds)."
+        )
     report.heading("Environment")
     report.table(["package", "version"], list(package_versions().items()))
     report.write(out_dir)
@@ -564,12 +703,14 @@ def write_comparison_report(out_dir: Path, cells: list[dict], baseline: dict | N
 
 def _budget_text(budget: dict) -> str:
     if budget.get("minutes") is not None:
-        return (f"{budget['minutes']:g} minutes (turned into steps by timing a few steps of each stage; "
-                "see budget/)")
+        return f"{budget['minutes']:g} minutes (turned into steps by timing a few steps of each stage; see budget/)"
     if budget.get("flops") is not None:  # a number, or VARIANT:TOKENS (F counted in budget/flops.json)
         flops = budget["flops"]
-        return (f"{flops:.3g} training FLOPs" if not isinstance(flops, str) else
-                f"training FLOPs of {flops.replace(':', ' at ')} tokens (F in budget/flops.json)")
+        return (
+            f"{flops:.3g} training FLOPs"
+            if not isinstance(flops, str)
+            else f"training FLOPs of {flops.replace(':', ' at ')} tokens (F in budget/flops.json)"
+        )
     return f"{budget['tokens']:,} tokens"
 
 
@@ -581,8 +722,12 @@ def _pretrain_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[list[li
     """objective → a curve per seed: each pre-training stage's (step in the stage, loss)."""
     curves: dict[str, list] = {}
     for cell in cells:
-        stages = [read_metrics(Path(stage.get("dir") or _cell_dir(out_dir, cell) / "pretrain" / stage["stage"])
-                               / "metrics.jsonl") for stage in cell["stages"]]
+        stages = [
+            read_metrics(
+                Path(stage.get("dir") or _cell_dir(out_dir, cell) / "pretrain" / stage["stage"]) / "metrics.jsonl"
+            )
+            for stage in cell["stages"]
+        ]
         if any(stages):
             curves.setdefault(cell["objective"], []).append(stages)
     return curves
@@ -607,7 +752,8 @@ def _finetune_curves(out_dir: Path, cells: list[dict]) -> dict[str, list[list[li
     curves: dict[str, list] = {}
     for cell in cells:
         curve = [(int(s), float(v)) for s, v in cell.get("finetune_curve") or []] or read_held_out(
-            _cell_dir(out_dir, cell) / "finetune" / "metrics.jsonl")
+            _cell_dir(out_dir, cell) / "finetune" / "metrics.jsonl"
+        )
         curves.setdefault(cell["objective"], []).append([curve])
     return curves
 
@@ -621,28 +767,43 @@ def _flops_per_token(cells: list[dict]) -> dict[str, float]:
     return {o: float(np.mean(r)) for o, r in ratios.items()}
 
 
-def _score_plot(out_dir: Path, cells: list[dict], baseline: dict | None, scoring, colours: dict[str, str],
-                resamples: int) -> Path:
+def _score_plot(
+    out_dir: Path, cells: list[dict], baseline: dict | None, scoring, colours: dict[str, str], resamples: int
+) -> Path:
     """`scores.png`: the primary metric per objective as a point with its 95% CI over seeds and examples
     (two-level bootstrap), the baseline a line, on an axis fitted to the data."""
     shared = shared_resamples(cells, baseline, scoring, resamples)
     rows = []
     for objective, group in by_objective(cells).items():
-        test = shared.test(objective) if shared is not None else two_level_bootstrap(
-            [c["example_stats"] for c in group], None, scoring.statistic, resamples=resamples)
+        test = (
+            shared.test(objective)
+            if shared is not None
+            else two_level_bootstrap([c["example_stats"] for c in group], None, scoring.statistic, resamples=resamples)
+        )
         rows.append((objective, test.difference, test.ci_low, test.ci_high))
-    return interval_plot([("", rows)], out_dir / "scores.png", scoring.primary, baseline=baseline,
-                         higher_is_better=scoring.higher_is_better, colours=colours)
+    return interval_plot(
+        [("", rows)],
+        out_dir / "scores.png",
+        scoring.primary,
+        baseline=baseline,
+        higher_is_better=scoring.higher_is_better,
+        colours=colours,
+    )
 
 
 # ------------------------------------------------------------------------------------ training-set sizes
 def flipped(test: BootstrapResult) -> BootstrapResult:
     """The test of b − a from that of a − b."""
     negative = lambda x: None if x is None else -x  # noqa: E731
-    return dataclasses.replace(test, difference=-test.difference, ci_low=-test.ci_high, ci_high=-test.ci_low,
-                               seed_differences=tuple(-d for d in test.seed_differences),
-                               percentile_low=negative(test.percentile_high),
-                               percentile_high=negative(test.percentile_low))
+    return dataclasses.replace(
+        test,
+        difference=-test.difference,
+        ci_low=-test.ci_high,
+        ci_high=-test.ci_low,
+        seed_differences=tuple(-d for d in test.seed_differences),
+        percentile_low=negative(test.percentile_high),
+        percentile_high=negative(test.percentile_low),
+    )
 
 
 def pretraining_test(rows: list[dict]) -> tuple[BootstrapResult | None, list[str]]:
@@ -652,10 +813,19 @@ def pretraining_test(rows: list[dict]) -> tuple[BootstrapResult | None, list[str
     palm, none = by_objective.get(REFERENCE), by_objective.get("none")
     if palm is None or none is None or none.get("bootstrap") is None:
         return None, []
-    test = flipped(BootstrapResult(**{**none["bootstrap"], "seed_differences": tuple(
-        none["bootstrap"].get("seed_differences") or ())}))
-    return test, [reason for row in (palm, none) for reason in row.get("untestable", [
-        f"{row['objective']} seed {seed}: {why}" for seed, why in (row.get("did_not_learn") or {}).items()])]
+    test = flipped(
+        BootstrapResult(
+            **{**none["bootstrap"], "seed_differences": tuple(none["bootstrap"].get("seed_differences") or ())}
+        )
+    )
+    return test, [
+        reason
+        for row in (palm, none)
+        for reason in row.get(
+            "untestable",
+            [f"{row['objective']} seed {seed}: {why}" for seed, why in (row.get("did_not_learn") or {}).items()],
+        )
+    ]
 
 
 def pretraining_gain(rows: list[dict], scoring, adjusted_p: float | None = None) -> tuple[str, str]:
@@ -669,47 +839,78 @@ def pretraining_gain(rows: list[dict], scoring, adjusted_p: float | None = None)
     return f"{format_difference(test.difference, test.ci_low, test.ci_high)}, p {shown}", verdict
 
 
-def write_train_size_report(out_dir: Path, tables: dict[str, list[dict]], sizes: dict[str, int], scoring, *,
-                            plots: bool = True, command: str | None = None) -> None:
+def write_train_size_report(
+    out_dir: Path,
+    tables: dict[str, list[dict]],
+    sizes: dict[str, int],
+    scoring,
+    *,
+    plots: bool = True,
+    command: str | None = None,
+) -> None:
     """`train_sizes.md` / `.html` of `compare_train_sizes`: each variant's primary metric (mean ± std
     over seeds) at each training-set size, the baseline, PALM against no pre-training at each size,
     and the plot of the metric against the size."""
     primary, names = scoring.primary, list(tables)
-    objectives = list(dict.fromkeys(row["objective"] for rows in tables.values() for row in rows
-                                    if "parameters" in row))
+    objectives = list(
+        dict.fromkeys(row["objective"] for rows in tables.values() for row in rows if "parameters" in row)
+    )
     cell = {name: {row["objective"]: row for row in rows} for name, rows in tables.items()}
     report = Report()
     report.heading(f"Pre-training as labelled data shrinks: {primary}", 1)
     report.code(command or "(called from Python: ctxlm.compare.compare_train_sizes)")
-    report.paragraph("One `ctxlm compare` per training-set size (`train-<size>/`, each with its full report), "
-                     "every size fine-tuning the same pre-trained cells on the first pairs of the training file. "
-                     f"Mean ± std over seeds ({'higher' if scoring.higher_is_better else 'lower'} is better); a "
-                     "cell that did not learn is marked *.")
+    report.paragraph(
+        "One `ctxlm compare` per training-set size (`train-<size>/`, each with its full report), "
+        "every size fine-tuning the same pre-trained cells on the first pairs of the training file. "
+        f"Mean ± std over seeds ({'higher' if scoring.higher_is_better else 'lower'} is better); a "
+        "cell that did not learn is marked *."
+    )
     rows = []
     for objective in objectives:
         values = []
         for name in names:
             row = cell[name].get(objective)
-            values.append("—" if row is None else format_mean_std(row["metrics"][primary])
-                          + (" *" if row.get("did_not_learn") else ""))
+            values.append(
+                "—"
+                if row is None
+                else format_mean_std(row["metrics"][primary]) + (" *" if row.get("did_not_learn") else "")
+            )
         rows.append([objective, *values])
     baselines = [next((row for row in tables[name] if "parameters" not in row), None) for name in names]
     if baselines[0] is not None:  # each size's own (dialog's unigram baseline counts that size's pairs)
         rows.append([baselines[0]["objective"], *(f"{b['metrics'][primary][0]:.2f}" for b in baselines)])
     report.table(["variant", *(f"{sizes[name]:,} pairs" for name in names)], rows)
     report.heading(f"{REFERENCE} vs none (pre-training helps?)")
-    report.table(["training pairs", f"Δ {primary} [95% CI], p (Holm across the sizes)", "verdict"],
-                 [[f"{sizes[name]:,}", *pretraining_gain(tables[name], scoring, p)] for name, p in zip(names, holm(
-                     [test.p_value if test is not None and not untestable else None
-                      for test, untestable in map(pretraining_test, tables.values())]))])
+    report.table(
+        ["training pairs", f"Δ {primary} [95% CI], p (Holm across the sizes)", "verdict"],
+        [
+            [f"{sizes[name]:,}", *pretraining_gain(tables[name], scoring, p)]
+            for name, p in zip(
+                names,
+                holm(
+                    [
+                        test.p_value if test is not None and not untestable else None
+                        for test, untestable in map(pretraining_test, tables.values())
+                    ]
+                ),
+            )
+        ],
+    )
     if plots:
         from .report_plots import low_resource_plot
 
-        points = {objective: {sizes[name]: cell[name][objective]["metrics"][primary] for name in names
-                              if objective in cell[name]} for objective in objectives}
+        points = {
+            objective: {
+                sizes[name]: cell[name][objective]["metrics"][primary] for name in names if objective in cell[name]
+            }
+            for objective in objectives
+        }
         baseline = baselines[0]  # one line: the first size's (the same rule at every size)
-        line = None if baseline is None else {"name": baseline["objective"].removeprefix("baseline: "),
-                                              "metrics": baseline["metrics"]}
+        line = (
+            None
+            if baseline is None
+            else {"name": baseline["objective"].removeprefix("baseline: "), "metrics": baseline["metrics"]}
+        )
         title = f"{primary} against the training pairs"
         report.image(low_resource_plot(points, line, out_dir / "train_sizes.png", primary), title)
     report.write(out_dir, "train_sizes")

@@ -87,7 +87,7 @@ def panels(names: Sequence[str], limit: int = PANEL_LINES) -> list[tuple[str, li
     for family, members in by_family(names):
         chunks = math.ceil(len(members) / limit)
         for i in range(chunks):
-            part = members[i * len(members) // chunks:(i + 1) * len(members) // chunks]
+            part = members[i * len(members) // chunks : (i + 1) * len(members) // chunks]
             title = FAMILY_NAMES.get(family, "other") + (f" ({i + 1}/{chunks})" if chunks > 1 else "")
             out.append((title, part))
     return out
@@ -158,8 +158,9 @@ def baseline_value(baseline: Mapping | None, metric: str) -> float | None:
 
 def _panel_axes(plt, count: int, share_y: bool, height: float = 3.4):
     """A column of `count` panels sharing the x axis (and y when `share_y`)."""
-    figure, axes = plt.subplots(count, 1, figsize=(10, 0.6 + height * count), dpi=100, sharex=True,
-                                sharey=share_y, squeeze=False)
+    figure, axes = plt.subplots(
+        count, 1, figsize=(10, 0.6 + height * count), dpi=100, sharex=True, sharey=share_y, squeeze=False
+    )
     return figure, list(axes[:, 0])
 
 
@@ -179,8 +180,15 @@ def _finish(plt, figure, axes, path: str | Path) -> Path:
     return Path(path)
 
 
-def loss_plot(curves: Mapping[str, Sequence[Curve]], path: str | Path, title: str, *,
-              ylabel: str = "training loss", share_y: bool = True, colours: Mapping[str, str] | None = None) -> Path:
+def loss_plot(
+    curves: Mapping[str, Sequence[Curve]],
+    path: str | Path,
+    title: str,
+    *,
+    ylabel: str = "training loss",
+    share_y: bool = True,
+    colours: Mapping[str, str] | None = None,
+) -> Path:
     """Each variant's mean loss over its seeds' curves (variant → one `Curve` per seed) with the
     min-max band, a line per variant in its colour (`colours`, default `variant_colours`); small
     multiples by family when crowded."""
@@ -198,8 +206,9 @@ def loss_plot(curves: Mapping[str, Sequence[Curve]], path: str | Path, title: st
                 near = ~full
                 near[1:] |= ~full[:-1]
                 near[:-1] |= ~full[1:]
-                ax.plot(band.steps, np.where(near, band.mean, np.nan), color=colours[name], linewidth=1.8,
-                        linestyle=":")
+                ax.plot(
+                    band.steps, np.where(near, band.mean, np.nan), color=colours[name], linewidth=1.8, linestyle=":"
+                )
                 fewer = True
             if len(curves[name]) > 1:
                 ax.fill_between(band.steps, band.low, band.high, color=colours[name], alpha=0.15, linewidth=0)
@@ -211,15 +220,24 @@ def loss_plot(curves: Mapping[str, Sequence[Curve]], path: str | Path, title: st
         figure.suptitle(title, fontsize=11)
         return _finish(plt, figure, axes, path)
     seeds = [len(runs) for runs in curves.values()]
-    figure.suptitle(f"{title}: mean of {_seed_count_text(seeds)}, {BAND}"
-                    + (";\ndotted where some seeds had stopped (the mean of those still running)" if fewer else ""),
-                    fontsize=11)
+    figure.suptitle(
+        f"{title}: mean of {_seed_count_text(seeds)}, {BAND}"
+        + (";\ndotted where some seeds had stopped (the mean of those still running)" if fewer else ""),
+        fontsize=11,
+    )
     return _finish(plt, figure, axes, path)
 
 
-def score_plot(scores: Mapping[str, Sequence[float]], path: str | Path, metric: str, *,
-               baseline: Mapping | None = None, stuck: Mapping[str, Sequence[bool]] | None = None,
-               higher_is_better: bool = True, colours: Mapping[str, str] | None = None) -> Path:
+def score_plot(
+    scores: Mapping[str, Sequence[float]],
+    path: str | Path,
+    metric: str,
+    *,
+    baseline: Mapping | None = None,
+    stuck: Mapping[str, Sequence[bool]] | None = None,
+    higher_is_better: bool = True,
+    colours: Mapping[str, str] | None = None,
+) -> Path:
     """A horizontal bar per variant (variant → its seeds' `metric`), grouped by family, in its colour:
     the mean over seeds, whiskers from the lowest to the highest seed, each seed a dot (a cross where
     that cell did not learn, `stuck`: variant → a flag per seed; such a variant's bar is hatched),
@@ -238,46 +256,82 @@ def score_plot(scores: Mapping[str, Sequence[float]], path: str | Path, metric: 
         flags = np.asarray(stuck.get(name, [False] * len(values)), dtype=bool)
         mean = values.mean()
         # hatched in white (the edge colour, no outline) where a seed did not learn
-        ax.barh(y, mean, height=0.7, color=colours[name], hatch="///" if flags.any() else None, edgecolor="white",
-                linewidth=0)
-        ax.errorbar(mean, y, xerr=[[mean - values.min()], [values.max() - mean]], color="black", capsize=3,
-                    linewidth=1)
+        ax.barh(
+            y,
+            mean,
+            height=0.7,
+            color=colours[name],
+            hatch="///" if flags.any() else None,
+            edgecolor="white",
+            linewidth=0,
+        )
+        ax.errorbar(mean, y, xerr=[[mean - values.min()], [values.max() - mean]], color="black", capsize=3, linewidth=1)
         jitter = y + rng.uniform(-0.18, 0.18, len(values))
         ax.scatter(values[~flags], jitter[~flags], s=22, color="white", edgecolor="black", zorder=3, linewidth=0.8)
-        ax.scatter(values[flags], jitter[flags], s=48, color="black", edgecolor="white", marker="X", zorder=3,
-                   linewidth=0.6)
-    handles = [Patch(facecolor="#bbbbbb", label="mean over seeds"),
-               Line2D([], [], color="black", marker="|", markersize=8, label="lowest to highest seed"),
-               Line2D([], [], color="white", marker="o", markeredgecolor="black", linestyle="", label="a seed")]
+        ax.scatter(
+            values[flags], jitter[flags], s=48, color="black", edgecolor="white", marker="X", zorder=3, linewidth=0.6
+        )
+    handles = [
+        Patch(facecolor="#bbbbbb", label="mean over seeds"),
+        Line2D([], [], color="black", marker="|", markersize=8, label="lowest to highest seed"),
+        Line2D([], [], color="white", marker="o", markeredgecolor="black", linestyle="", label="a seed"),
+    ]
     if any(np.any(flags) for flags in stuck.values()):
-        handles += [Line2D([], [], color="black", marker="X", markeredgecolor="white", markersize=8, linestyle="",
-                           label="a seed that did not learn"),
-                    Patch(facecolor="#bbbbbb", edgecolor="white", linewidth=0, hatch="///",
-                          label="hatched: some seed did not learn")]
+        handles += [
+            Line2D(
+                [],
+                [],
+                color="black",
+                marker="X",
+                markeredgecolor="white",
+                markersize=8,
+                linestyle="",
+                label="a seed that did not learn",
+            ),
+            Patch(
+                facecolor="#bbbbbb",
+                edgecolor="white",
+                linewidth=0,
+                hatch="///",
+                label="hatched: some seed did not learn",
+            ),
+        ]
     for boundary in np.cumsum([len(members) for _, members in groups])[:-1]:
         ax.axhline(boundary - 0.5, color="#999999", linewidth=0.8)
     reference = baseline_value(baseline, metric)
     if reference is not None:
         ax.axvline(reference, color="black", linestyle="--", linewidth=1.2)
-        ax.annotate(f"{baseline['name']}: {reference:.2f}", (reference, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(3, 3), textcoords="offset points", fontsize=9, va="bottom")
+        ax.annotate(
+            f"{baseline['name']}: {reference:.2f}",
+            (reference, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, 3),
+            textcoords="offset points",
+            fontsize=9,
+            va="bottom",
+        )
         handles.append(Line2D([], [], color="black", linestyle="--", label=f"baseline: {baseline['name']}"))
     ax.set_yticks(range(len(names)), names)
     ax.set_ylim(len(names) - 0.5, -0.5)  # the first variant on top
     ax.set_xlabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
-              frameon=False)
+    ax.legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
     figure.tight_layout()
     figure.savefig(path, bbox_inches="tight")
     plt.close(figure)
     return Path(path)
 
 
-def low_resource_plot(points: Mapping[str, Mapping[int, Sequence[float]]], baseline: Mapping | None,
-                      path: str | Path, metric: str, *, colours: Mapping[str, str] | None = None,
-                      intervals: Mapping[str, Mapping[int, tuple[float, float, float]]] | None = None,
-                      baseline_by_size: Mapping[int, float] | None = None) -> Path:
+def low_resource_plot(
+    points: Mapping[str, Mapping[int, Sequence[float]]],
+    baseline: Mapping | None,
+    path: str | Path,
+    metric: str,
+    *,
+    colours: Mapping[str, str] | None = None,
+    intervals: Mapping[str, Mapping[int, tuple[float, float, float]]] | None = None,
+    baseline_by_size: Mapping[int, float] | None = None,
+) -> Path:
     """`metric` against the number of training pairs (log scale; variant → {pairs: a score per
     seed}): the mean over seeds with the min-max band, or, with `intervals` (variant → {pairs:
     (estimate, low, high)}, the two-level bootstrap's), the estimate with its 95% CI band; a line per
@@ -306,11 +360,23 @@ def low_resource_plot(points: Mapping[str, Mapping[int, Sequence[float]]], basel
                 ax.fill_between(sizes, low, high, color=colours[name], alpha=0.15, linewidth=0)
         if baseline_by_size:
             xs = sorted(baseline_by_size)
-            ax.plot(xs, [baseline_by_size[x] for x in xs], color="black", linestyle="--", linewidth=1.2, marker="x",
-                    label=f"baseline: {baseline['name'] if baseline else 'trivial'} (at each size)")
+            ax.plot(
+                xs,
+                [baseline_by_size[x] for x in xs],
+                color="black",
+                linestyle="--",
+                linewidth=1.2,
+                marker="x",
+                label=f"baseline: {baseline['name'] if baseline else 'trivial'} (at each size)",
+            )
         elif reference is not None:
-            ax.axhline(reference, color="black", linestyle="--", linewidth=1.2,
-                       label=f"baseline: {baseline['name']} ({reference:.2f})")
+            ax.axhline(
+                reference,
+                color="black",
+                linestyle="--",
+                linewidth=1.2,
+                label=f"baseline: {baseline['name']} ({reference:.2f})",
+            )
         ax.set_title(panel_title, fontsize=10, loc="left")
         ax.set_ylabel(metric)
         ax.set_xscale("log")
@@ -323,9 +389,16 @@ def low_resource_plot(points: Mapping[str, Mapping[int, Sequence[float]]], basel
     return _finish(plt, figure, axes, path)
 
 
-def interval_plot(panels_: Sequence[tuple[str, Sequence[tuple[str, float, float, float]]]], path: str | Path,
-                  metric: str, *, baseline: Mapping | None = None, higher_is_better: bool = True,
-                  colours: Mapping[str, str] | None = None, baselines: Sequence[float | None] | None = None) -> Path:
+def interval_plot(
+    panels_: Sequence[tuple[str, Sequence[tuple[str, float, float, float]]]],
+    path: str | Path,
+    metric: str,
+    *,
+    baseline: Mapping | None = None,
+    higher_is_better: bool = True,
+    colours: Mapping[str, str] | None = None,
+    baselines: Sequence[float | None] | None = None,
+) -> Path:
     """Scores as points with their 95% CIs: a panel per (title, [(variant, estimate, low, high)]),
     a row per variant in its colour, the trivial baseline a labelled vertical line (`baselines`:
     each panel's own value, else `baseline`'s); the x axis fitted to the intervals and the
@@ -333,9 +406,15 @@ def interval_plot(panels_: Sequence[tuple[str, Sequence[tuple[str, float, float,
     plt = pyplot()
     names = list(dict.fromkeys(name for _, rows in panels_ for name, *_ in rows))
     colours = colours or variant_colours(names)
-    figure, axes = plt.subplots(1, max(1, len(panels_)), figsize=(3.6 * max(1, len(panels_)) + 2,
-                                                                  1.2 + 0.4 * max(1, len(names))),
-                                dpi=100, sharey=True, sharex=True, squeeze=False)
+    figure, axes = plt.subplots(
+        1,
+        max(1, len(panels_)),
+        figsize=(3.6 * max(1, len(panels_)) + 2, 1.2 + 0.4 * max(1, len(names))),
+        dpi=100,
+        sharey=True,
+        sharex=True,
+        squeeze=False,
+    )
     axes = list(axes[0])
     reference = baseline_value(baseline, metric)
     lines = list(baselines) if baselines is not None else [reference] * len(panels_)
@@ -344,11 +423,24 @@ def interval_plot(panels_: Sequence[tuple[str, Sequence[tuple[str, float, float,
     for ax, (title, rows), reference in zip(axes, panels_, lines):
         for name, estimate, low, high in rows:
             y = names.index(name)
-            ax.errorbar(estimate, y, xerr=[[estimate - low], [high - estimate]], color=colours[name], marker="o",
-                        markersize=5, capsize=3, linewidth=1.4)
+            ax.errorbar(
+                estimate,
+                y,
+                xerr=[[estimate - low], [high - estimate]],
+                color=colours[name],
+                marker="o",
+                markersize=5,
+                capsize=3,
+                linewidth=1.4,
+            )
         if reference is not None:
-            ax.axvline(reference, color="black", linestyle="--", linewidth=1.2,
-                       label=f"baseline: {(baseline or {}).get('name', 'trivial')}" if ax is axes[-1] else None)
+            ax.axvline(
+                reference,
+                color="black",
+                linestyle="--",
+                linewidth=1.2,
+                label=f"baseline: {(baseline or {}).get('name', 'trivial')}" if ax is axes[-1] else None,
+            )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
         ax.grid(alpha=0.3, axis="x")
@@ -361,9 +453,13 @@ def interval_plot(panels_: Sequence[tuple[str, Sequence[tuple[str, float, float,
     return _finish(plt, figure, axes, path)
 
 
-def pretrain_panels(runs: Mapping[str, Sequence[Sequence[Mapping]]], path: str | Path, *,
-                    flops_per_token: Mapping[str, float] | None = None,
-                    colours: Mapping[str, str] | None = None) -> Path:
+def pretrain_panels(
+    runs: Mapping[str, Sequence[Sequence[Mapping]]],
+    path: str | Path,
+    *,
+    flops_per_token: Mapping[str, float] | None = None,
+    colours: Mapping[str, str] | None = None,
+) -> Path:
     """Pre-training held-out loss, one panel per objective (each its own y axis: each objective's
     loss is its own task): objective → a run per seed, a run its stages in order, a stage a mapping
     with "curve" ([[step, tokens in the stage, loss], ...]) and "unigram_level". x is the tokens
@@ -372,8 +468,9 @@ def pretrain_panels(runs: Mapping[str, Sequence[Sequence[Mapping]]], path: str |
     plt = pyplot()
     names = [name for name, seeds in runs.items() if any(stage.get("curve") for run in seeds for stage in run)]
     colours = colours or variant_colours(names)
-    figure, axes = plt.subplots(max(1, len(names)), 1, figsize=(10, 0.6 + 2.6 * max(1, len(names))), dpi=100,
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        max(1, len(names)), 1, figsize=(10, 0.6 + 2.6 * max(1, len(names))), dpi=100, squeeze=False
+    )
     axes = list(axes[:, 0])
     for ax, name in zip(axes, names):
         levelled = False
@@ -382,12 +479,25 @@ def pretrain_panels(runs: Mapping[str, Sequence[Sequence[Mapping]]], path: str |
             for stage in run:
                 curve = np.asarray(stage.get("curve") or np.empty((0, 3)), dtype=np.float64).reshape(-1, 3)
                 if len(curve):
-                    ax.plot(offset + curve[:, 1], curve[:, 2], color=colours[name], linewidth=1.4, alpha=0.85,
-                            label=f"{name} (a line per seed)" if k == 0 and offset == 0 else None)
+                    ax.plot(
+                        offset + curve[:, 1],
+                        curve[:, 2],
+                        color=colours[name],
+                        linewidth=1.4,
+                        alpha=0.85,
+                        label=f"{name} (a line per seed)" if k == 0 and offset == 0 else None,
+                    )
                     end = offset + curve[-1, 1]
                     if stage.get("unigram_level") is not None and k == 0:
-                        ax.hlines(stage["unigram_level"], offset, end, color="black", linestyle="--", linewidth=1,
-                                  label=None if levelled else "unigram level (the stage's targets)")
+                        ax.hlines(
+                            stage["unigram_level"],
+                            offset,
+                            end,
+                            color="black",
+                            linestyle="--",
+                            linewidth=1,
+                            label=None if levelled else "unigram level (the stage's targets)",
+                        )
                         levelled = True
                     offset = end
         ax.set_title(name, fontsize=10, loc="left")
@@ -399,6 +509,5 @@ def pretrain_panels(runs: Mapping[str, Sequence[Sequence[Mapping]]], path: str |
             top.set_xlabel("training FLOPs", fontsize=9)
     if not names:
         axes[0].text(0.5, 0.5, "no held-out losses recorded", transform=axes[0].transAxes, ha="center")
-    figure.suptitle("pre-training held-out loss against tokens (top axis: FLOPs), one panel per objective",
-                    fontsize=11)
+    figure.suptitle("pre-training held-out loss against tokens (top axis: FLOPs), one panel per objective", fontsize=11)
     return _finish(plt, figure, axes, path)

@@ -45,7 +45,8 @@ METHOD = (
     "seeds vary more than the examples, so it excludes 0 whenever the seeds agree in sign (1 time in 4 with no "
     "effect), and it counts the example noise twice when they vary less; the seed t test is exact for normal "
     "per-seed differences, which already hold each seed's example noise. tests/test_statistics.py measures the "
-    "false-positive rates. With one seed the seed variance is unknown: examples only, and the row says so.")
+    "false-positive rates. With one seed the seed variance is unknown: examples only, and the row says so."
+)
 
 
 # ------------------------------------------------------------------------------------ statistics
@@ -78,15 +79,16 @@ def corpus_pearson(x: np.ndarray) -> np.ndarray:
     centred = x[..., :2] - x[..., :2].mean(axis=-2, keepdims=True)
     prediction, label = centred[..., 0], centred[..., 1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return 100 * (prediction * label).sum(axis=-1) / np.sqrt(
-            (prediction ** 2).sum(axis=-1) * (label ** 2).sum(axis=-1))
+        return 100 * (prediction * label).sum(axis=-1) / np.sqrt((prediction**2).sum(axis=-1) * (label**2).sum(axis=-1))
 
 
 # a statistic of the rows' column sums alone: (sums (..., k), rows) → the statistic; the bootstrap
 # then sums each resample's rows by a matrix product of draw counts instead of gathering them
-FROM_SUMS = {mean_score: lambda sums, rows: sums[..., 0] / rows,
-             corpus_perplexity: lambda sums, rows: np.exp(sums[..., 0] / sums[..., 1]),
-             corpus_bleu4: lambda sums, rows: _bleu4_of_totals(sums)}
+FROM_SUMS = {
+    mean_score: lambda sums, rows: sums[..., 0] / rows,
+    corpus_perplexity: lambda sums, rows: np.exp(sums[..., 0] / sums[..., 1]),
+    corpus_bleu4: lambda sums, rows: _bleu4_of_totals(sums),
+}
 
 
 # ------------------------------------------------------------------------------------ Student's t (integer df)
@@ -142,8 +144,10 @@ def as_cells(x, name: str = "scores") -> np.ndarray:
 def two_level_draws(rng: np.random.Generator, seeds: int, examples: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` resamples: the seeds drawn (count, seeds) and, within each drawn seed, the examples
     drawn (count, seeds, examples), all with replacement."""
-    return (rng.integers(0, seeds, size=(count, seeds), dtype=np.int32),
-            rng.integers(0, examples, size=(count, seeds, examples), dtype=np.int32))
+    return (
+        rng.integers(0, seeds, size=(count, seeds), dtype=np.int32),
+        rng.integers(0, examples, size=(count, seeds, examples), dtype=np.int32),
+    )
 
 
 @dataclass(frozen=True)
@@ -181,17 +185,20 @@ def resampled_statistics(systems: Sequence[tuple[np.ndarray, Statistic]], resamp
             offsets = (np.arange(len(flat)) * len(both))[:, None]
             counts = np.bincount((flat + offsets).ravel(), minlength=len(flat) * len(both))
             sums = counts.reshape(len(flat), len(both)).astype(np.float64) @ both
-            values = [FROM_SUMS[statistic](sums[:, edges[i]:edges[i + 1]], flat.shape[1])
-                      for i, (_, statistic) in enumerate(systems)]
+            values = [
+                FROM_SUMS[statistic](sums[:, edges[i] : edges[i + 1]], flat.shape[1])
+                for i, (_, statistic) in enumerate(systems)
+            ]
         else:
             rows = np.take(both, flat, axis=0)
-            values = [statistic(rows[..., edges[i]:edges[i + 1]]) for i, (_, statistic) in enumerate(systems)]
+            values = [statistic(rows[..., edges[i] : edges[i + 1]]) for i, (_, statistic) in enumerate(systems)]
         out.append(np.stack(values, axis=-1))
     return np.concatenate(out)
 
 
-def resampled_differences(a: np.ndarray, b: np.ndarray, statistic: Statistic, score_b: Statistic, resamples: int,
-                          seed: int) -> np.ndarray:
+def resampled_differences(
+    a: np.ndarray, b: np.ndarray, statistic: Statistic, score_b: Statistic, resamples: int, seed: int
+) -> np.ndarray:
     """statistic(a) − score_b(b) on each two-level resample, the same draws for both."""
     values = resampled_statistics([(a, statistic), (b, score_b)], resamples, seed)
     return values[:, 0] - values[:, 1]
@@ -215,8 +222,9 @@ class SharedResamples:
     def __init__(self, systems, statistic: Statistic = mean_score, *, resamples: int = RESAMPLES, seed: int = 0):
         arrays = {name: as_cells(x, str(name)) for name, x in systems.items()}
         seeds = max(x.shape[0] for x in arrays.values())
-        arrays = {name: np.broadcast_to(x, (seeds, *x.shape[1:])) if x.shape[0] == 1 else x
-                  for name, x in arrays.items()}
+        arrays = {
+            name: np.broadcast_to(x, (seeds, *x.shape[1:])) if x.shape[0] == 1 else x for name, x in arrays.items()
+        }
         shapes = {x.shape[:2] for x in arrays.values()}
         if len(shapes) != 1:
             raise CtxlmError(f"two-level bootstrap: the systems' (seeds, examples) differ: {sorted(shapes)}")
@@ -230,12 +238,14 @@ class SharedResamples:
         i = self.names.index(a)
         j = None if b is None else self.names.index(b)
         pick = lambda x: x[..., i] - (0 if j is None else x[..., j])  # noqa: E731
-        return paired_result(float(pick(self.observed)), tuple(float(d) for d in pick(self.per_seed)),
-                             pick(self.values), confidence)
+        return paired_result(
+            float(pick(self.observed)), tuple(float(d) for d in pick(self.per_seed)), pick(self.values), confidence
+        )
 
 
-def two_level_bootstrap(a, b=None, statistic: Statistic = mean_score, *, resamples: int = RESAMPLES, seed: int = 0,
-                        confidence: float = 0.95) -> BootstrapResult:
+def two_level_bootstrap(
+    a, b=None, statistic: Statistic = mean_score, *, resamples: int = RESAMPLES, seed: int = 0, confidence: float = 0.95
+) -> BootstrapResult:
     """statistic(a) − statistic(b) over seeds and examples: `a` and `b` are (seeds, examples[, k])
     per-example statistics, seed s of `a` paired with seed s of `b` and example i with example i;
     `b` of one seed (a baseline) is paired with every seed of `a`; `b` None tests statistic(a)
@@ -243,30 +253,55 @@ def two_level_bootstrap(a, b=None, statistic: Statistic = mean_score, *, resampl
     drawn seed (`two_level_draws`), the same draws for both systems; see `METHOD` for the
     interval and p."""
     systems = {"a": a} if b is None else {"a": a, "b": b}
-    return SharedResamples(systems, statistic, resamples=resamples, seed=seed).test("a", None if b is None else "b",
-                                                                                   confidence)
+    return SharedResamples(systems, statistic, resamples=resamples, seed=seed).test(
+        "a", None if b is None else "b", confidence
+    )
 
 
-def paired_result(observed: float, per_seed: tuple[float, ...], deltas: np.ndarray,
-                  confidence: float = 0.95) -> BootstrapResult:
+def paired_result(
+    observed: float, per_seed: tuple[float, ...], deltas: np.ndarray, confidence: float = 0.95
+) -> BootstrapResult:
     """The test of a difference from its value on all rows, per seed, and on each resample (`METHOD`)."""
     tie, seeds, resamples = _tie(deltas, observed), len(per_seed), len(deltas)
     tail = (1 - confidence) / 2
     low, high = np.quantile(deltas, [tail, 1 - tail])
     signs = {0 if abs(d) <= tie else (1 if d > 0 else -1) for d in per_seed}
     if seeds == 1:  # the seed variance is unknown: examples only, and `method` says so
-        return BootstrapResult(observed, float(low), float(high), percentile_p(deltas, tie), resamples, per_seed,
-                               len(signs) == 1 and 0 not in signs, float(deltas.std(ddof=1)), "examples (one seed)",
-                               float(low), float(high), percentile_p(deltas, tie))
+        return BootstrapResult(
+            observed,
+            float(low),
+            float(high),
+            percentile_p(deltas, tie),
+            resamples,
+            per_seed,
+            len(signs) == 1 and 0 not in signs,
+            float(deltas.std(ddof=1)),
+            "examples (one seed)",
+            float(low),
+            float(high),
+            percentile_p(deltas, tie),
+        )
     t = seed_t_test(observed, per_seed, tie, confidence)
     p = max(percentile_p(deltas, tie), t[0])  # both must reject (an intersection-union test)
-    return BootstrapResult(observed, min(float(low), t[1]), max(float(high), t[2]), p, resamples, per_seed,
-                           len(signs) == 1 and 0 not in signs, t[3], "two-level bootstrap and seed t",
-                           float(low), float(high), percentile_p(deltas, tie))
+    return BootstrapResult(
+        observed,
+        min(float(low), t[1]),
+        max(float(high), t[2]),
+        p,
+        resamples,
+        per_seed,
+        len(signs) == 1 and 0 not in signs,
+        t[3],
+        "two-level bootstrap and seed t",
+        float(low),
+        float(high),
+        percentile_p(deltas, tie),
+    )
 
 
-def seed_t_test(observed: float, per_seed: Sequence[float], tie: float,
-                confidence: float = 0.95) -> tuple[float, float, float, float]:
+def seed_t_test(
+    observed: float, per_seed: Sequence[float], tie: float, confidence: float = 0.95
+) -> tuple[float, float, float, float]:
     """(p, low, high, standard error) of the difference against Student's t with S − 1 degrees of
     freedom, the standard error the per-seed differences' sample deviation over sqrt(S)."""
     seeds = len(per_seed)
@@ -286,8 +321,9 @@ class Interval:
     resamples: int
 
 
-def interval(a, statistic: Statistic = mean_score, *, resamples: int = RESAMPLES, seed: int = 0,
-             confidence: float = 0.95) -> Interval:
+def interval(
+    a, statistic: Statistic = mean_score, *, resamples: int = RESAMPLES, seed: int = 0, confidence: float = 0.95
+) -> Interval:
     """One system's statistic over its pooled seeds with its two-level interval (seeds, then
     examples within seeds; `two_level_bootstrap` with nothing subtracted)."""
     test = two_level_bootstrap(a, None, statistic, resamples=resamples, seed=seed, confidence=confidence)
@@ -319,8 +355,16 @@ def format_p(p: float | None, resamples: int = RESAMPLES) -> str:
 
 
 # ------------------------------------------------------------------------------------ examples only (one seed)
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_score, *, resamples: int = 1000,
-                     seed: int = 0, confidence: float = 0.95, indices: np.ndarray | None = None) -> BootstrapResult:
+def paired_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    statistic: Statistic = mean_score,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    indices: np.ndarray | None = None,
+) -> BootstrapResult:
     """Paired bootstrap of statistic(a) − statistic(b) over examples only (Koehn 2004), for
     per-example statistics `a` and `b` of shape (seeds, examples, k): each resample draws the
     examples with replacement (the same draw for both systems and every seed), computes the
@@ -332,15 +376,20 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_s
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
     if a.shape != b.shape or a.ndim != 3 or a.shape[1] == 0:
-        raise CtxlmError(f"paired bootstrap needs two (seeds, examples, k) arrays of one shape, got {a.shape} "
-                         f"and {b.shape}")
+        raise CtxlmError(
+            f"paired bootstrap needs two (seeds, examples, k) arrays of one shape, got {a.shape} and {b.shape}"
+        )
     n = a.shape[1]
     if indices is None:
         indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
     def per_seed_mean(x: np.ndarray, idx: np.ndarray, chunk: int = 64) -> np.ndarray:  # chunks bound the memory
-        return np.concatenate([np.mean([statistic(x[s][idx[i:i + chunk]]) for s in range(x.shape[0])], axis=0)
-                               for i in range(0, len(idx), chunk)])
+        return np.concatenate(
+            [
+                np.mean([statistic(x[s][idx[i : i + chunk]]) for s in range(x.shape[0])], axis=0)
+                for i in range(0, len(idx), chunk)
+            ]
+        )
 
     everything = np.arange(n)[None]
     observed = float((per_seed_mean(a, everything) - per_seed_mean(b, everything))[0])
@@ -349,5 +398,13 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic = mean_s
     low, high = np.quantile(deltas, [tail, 1 - tail])
     tie = TIE_TOLERANCE * max(1.0, float(np.max(np.abs(deltas))))  # rounding noise is no difference
     p = percentile_p(deltas, tie)
-    return BootstrapResult(observed, float(low), float(high), p, len(indices), percentile_low=float(low),
-                           percentile_high=float(high), percentile_p=p)
+    return BootstrapResult(
+        observed,
+        float(low),
+        float(high),
+        p,
+        len(indices),
+        percentile_low=float(low),
+        percentile_high=float(high),
+        percentile_p=p,
+    )

@@ -198,8 +198,11 @@ class TextTokenizer:
     def lettered_word_start_ids(self) -> list[int]:
         """The ids of the pieces that begin a word and hold a letter ("share", not "##s", "#" or ",")."""
         special = set(self.special_ids.tolist())
-        return sorted(i for token, i in self._vocab.items()
-                      if not token.startswith("##") and any(c.isalpha() for c in token) and i not in special)
+        return sorted(
+            i
+            for token, i in self._vocab.items()
+            if not token.startswith("##") and any(c.isalpha() for c in token) and i not in special
+        )
 
     def id_to_token(self, token_id: int) -> str | None:
         return self.backend.id_to_token(int(token_id))
@@ -219,8 +222,10 @@ def _check_texts(texts: Sequence) -> None:
             raise CtxlmError(f"text {index + 1} is not a string (got {type(text).__name__})")
         surrogate = _SURROGATE.search(text)
         if surrogate:
-            raise CtxlmError(f"text {index + 1} holds an unpaired surrogate U+{ord(surrogate.group()):04X} at "
-                             f"character {surrogate.start() + 1} (not encodable as UTF-8)")
+            raise CtxlmError(
+                f"text {index + 1} holds an unpaired surrogate U+{ord(surrogate.group()):04X} at "
+                f"character {surrogate.start() + 1} (not encodable as UTF-8)"
+            )
 
 
 def new_wordpiece_tokenizer() -> Tokenizer:

@@ -131,8 +131,15 @@ def collate(examples: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, tor
         if arrays[0].ndim == 0:
             batch[key] = torch.from_numpy(np.stack(arrays))
             continue
-        fill = (False if arrays[0].dtype == bool else IGNORE_INDEX if key.endswith("labels")
-                else 0 if key.endswith(("position_ids", "type_ids")) else pad_id)
+        fill = (
+            False
+            if arrays[0].dtype == bool
+            else IGNORE_INDEX
+            if key.endswith("labels")
+            else 0
+            if key.endswith(("position_ids", "type_ids"))
+            else pad_id
+        )
         shape = tuple(max(a.shape[d] for a in arrays) for d in range(arrays[0].ndim))
         out = np.full((len(arrays), *shape), fill, dtype=arrays[0].dtype)
         for i, a in enumerate(arrays):
@@ -158,7 +165,7 @@ class BatchStream:
         if epoch != self._perm_epoch:
             self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
             self._perm_epoch = epoch
-        return epoch, self._perm[k * self.batch_size:(k + 1) * self.batch_size]
+        return epoch, self._perm[k * self.batch_size : (k + 1) * self.batch_size]
 
     def batch(self, micro_batch: int, pad_id: int) -> tuple[int, dict[str, torch.Tensor]]:
         epoch, idx = self.indices(micro_batch)
@@ -177,8 +184,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
             (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = all(p.device.type in ("cuda", "cpu") for p in decay + no_decay) or None
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                             fused=fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused)
 
 
 def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
@@ -199,8 +205,11 @@ class MetricsWriter:
     def __init__(self, out_dir: Path, resume_step: int | None, tensorboard: bool = True):
         self.path = out_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if _metrics_step(line) <= resume_step]
+            kept = [
+                line
+                for line in self.path.read_text(encoding="utf-8").splitlines()
+                if _metrics_step(line) <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         elif resume_step is None and self.path.exists():
             self.path.unlink()
@@ -259,8 +268,16 @@ def summarize_nll(sums: dict[str, float], prefix: str) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, examples: Examples, batch_size: int, pad_id: int, *, max_batches: int | None = None,
-             bf16: bool = False, loss_options: dict[str, Any] | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    examples: Examples,
+    batch_size: int,
+    pad_id: int,
+    *,
+    max_batches: int | None = None,
+    bf16: bool = False,
+    loss_options: dict[str, Any] | None = None,
+) -> dict[str, float]:
     """Token-averaged loss and perplexity per objective over `examples` (epoch 0), or over a fixed
     sample of `max_batches * batch_size` of them (`validation_sample`). The sums stay on the device
     until the end."""
@@ -270,7 +287,7 @@ def evaluate(model: nn.Module, examples: Examples, batch_size: int, pad_id: int,
     chosen = validation_sample(len(examples), None if max_batches is None else max_batches * batch_size)
     device = next(model.parameters()).device
     for start in range(0, len(chosen), batch_size):
-        batch = collate([examples.example(int(i), 0) for i in chosen[start:start + batch_size]], pad_id)
+        batch = collate([examples.example(int(i), 0) for i in chosen[start : start + batch_size]], pad_id)
         with autocast(device, bf16):
             out = model(**{k: v.to(device) for k, v in batch.items()}, **(loss_options or {}))
         add_metrics(sums, out.metrics)
@@ -355,9 +372,21 @@ class RunProgress:
 
 # TrainConfig fields a resumed run may change freely (they change neither the data order nor the
 # schedule), and those it may change with `allow_config_change`
-RESUMABLE_CHANGES = ("log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "progress",
-                     "early_stopping_patience", "max_nonfinite_steps", "fsdp", "compile", "data_workers",
-                     "collective_timeout", "heartbeat_timeout")
+RESUMABLE_CHANGES = (
+    "log_every",
+    "eval_every",
+    "eval_batches",
+    "save_every",
+    "keep_checkpoints",
+    "progress",
+    "early_stopping_patience",
+    "max_nonfinite_steps",
+    "fsdp",
+    "compile",
+    "data_workers",
+    "collective_timeout",
+    "heartbeat_timeout",
+)
 ALLOWED_CHANGES = ("lr", "max_steps")
 RUN_IDENTITY = ("objective", "stage", "task", "data")  # run_info keys a resumed run must share
 TOKEN_FIELDS = ("input_ids", "decoder_input_ids")
@@ -378,9 +407,18 @@ class TrainingRun:
 
     `run()` strings them together."""
 
-    def __init__(self, model: nn.Module, inputs: TrainingInputs, cfg: TrainConfig, out_dir: str | Path, *,
-                 tokenizer=None, run_info: dict[str, Any] | None = None, side_files: dict[str, dict] | None = None,
-                 run: RunOptions = RunOptions()):
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: TrainingInputs,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        *,
+        tokenizer=None,
+        run_info: dict[str, Any] | None = None,
+        side_files: dict[str, dict] | None = None,
+        run: RunOptions = RunOptions(),
+    ):
         self.cfg, self.out_dir, self.pad_id, self.tokenizer = cfg, Path(out_dir), inputs.pad_id, tokenizer
         self.valid_examples, self.loss_options = inputs.valid, dict(inputs.loss_options or {})
         self.run_info = run_info or {}
@@ -393,8 +431,7 @@ class TrainingRun:
         if self.fsdp:  # shard before the optimizer sees the parameters
             wrap_fsdp(model, self.cluster, cfg.bf16)
         self.optimizer = build_optimizer(model, cfg)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           linear_schedule(cfg.warmup(), cfg.max_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(cfg.warmup(), cfg.max_steps))
         self.stream = BatchStream(inputs.train, cfg.batch_size, cfg.seed)
         self.learning_check = LearningCheck(inputs.train, cfg.max_steps, self.out_dir)
         self.progress = RunProgress()
@@ -416,8 +453,9 @@ class TrainingRun:
         if checkpoint is not None:
             self.resume_from(checkpoint, allow_config_change)
             self.check_ranks_resumed_alike(checkpoint)
-        mine = rank_micro_batches(self.progress.micro_batch, cfg.max_steps * cfg.grad_accum * self.world,
-                                  self.rank, self.world)
+        mine = rank_micro_batches(
+            self.progress.micro_batch, cfg.max_steps * cfg.grad_accum * self.world, self.rank, self.world
+        )
         self.batches = iter(micro_batch_loader(self.stream, self.pad_id, mine, self.device, cfg.data_workers))
         self.parallel_model = self.wrap_data_parallel() if self.world > 1 and not self.fsdp else self.model
         self.forward_model = torch.compile(self.parallel_model) if cfg.compile else self.parallel_model
@@ -425,16 +463,28 @@ class TrainingRun:
             self.writer = MetricsWriter(self.out_dir, self.progress.step if checkpoint is not None else None)
             earlier = not_learning_in(self.out_dir) if checkpoint is not None else None
             self.learning_check.resume(earlier)  # a resumed run warns once in all
-            (self.out_dir / "run.json").write_text(json.dumps(
-                {"train": asdict(cfg), **provenance(), **self.run_info,
-                 **({"not_learning": earlier} if earlier else {})}, indent=2, default=str) + "\n", encoding="utf-8")
+            (self.out_dir / "run.json").write_text(
+                json.dumps(
+                    {
+                        "train": asdict(cfg),
+                        **provenance(),
+                        **self.run_info,
+                        **({"not_learning": earlier} if earlier else {}),
+                    },
+                    indent=2,
+                    default=str,
+                )
+                + "\n",
+                encoding="utf-8",
+            )
             for name, values in self.side_files.items():  # only now that the folder is ours
                 (self.out_dir / name).write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
             if cfg.progress:
                 from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=cfg.max_steps, initial=self.progress.step, desc="train", unit="step",
-                                dynamic_ncols=True)
+                self.bar = tqdm(
+                    total=cfg.max_steps, initial=self.progress.step, desc="train", unit="step", dynamic_ncols=True
+                )
             if checkpoint is not None:
                 self.note(f"resumed from {checkpoint} at step {self.progress.step} of {cfg.max_steps}")
             warn_long_warmup(cfg)
@@ -453,8 +503,10 @@ class TrainingRun:
         checkpoint = self.intact_checkpoint(resume) if resume else latest_checkpoint(out_dir)
         resume = checkpoint is not None if resume == "auto" else resume
         if not resume and checkpoint is not None and not overwrite:
-            raise CtxlmError(f"{out_dir} holds a run's checkpoints ({checkpoint.name}); continue it with --resume "
-                             f"or start over with --overwrite (in Python: resume=True or overwrite=True)")
+            raise CtxlmError(
+                f"{out_dir} holds a run's checkpoints ({checkpoint.name}); continue it with --resume "
+                f"or start over with --overwrite (in Python: resume=True or overwrite=True)"
+            )
         if self.rank == 0:
             if not resume and overwrite:
                 clear_run(out_dir)
@@ -519,7 +571,8 @@ class TrainingRun:
             optimizer_state = self.optimizer.state_dict()["state"]
             values["weights checksum"] = checksum(self.model.state_dict().values())
             values["optimizer state checksum"] = checksum(
-                v for k in sorted(optimizer_state) for v in optimizer_state[k].values() if torch.is_tensor(v))
+                v for k in sorted(optimizer_state) for v in optimizer_state[k].values() if torch.is_tensor(v)
+            )
         check_ranks_agree(values, self.cluster, f"after resuming from {checkpoint}")
 
     def check_resumable(self, state: dict[str, Any], checkpoint: Path, allow_config_change: bool) -> bool:
@@ -529,23 +582,32 @@ class TrainingRun:
         if saved_world != self.world:  # another number of processes must read the same micro-batches per step
             saved_accum = state.get("train_config", {}).get("grad_accum", 1)
             if saved_world * saved_accum != self.world * self.cfg.grad_accum:
-                raise CtxlmError(f"{checkpoint}: saved with world size {saved_world} × grad_accum {saved_accum}, now "
-                                 f"{self.world} × {self.cfg.grad_accum}; resume with grad_accum "
-                                 f"{saved_world * saved_accum / self.world:g} (the same micro-batches per step)")
+                raise CtxlmError(
+                    f"{checkpoint}: saved with world size {saved_world} × grad_accum {saved_accum}, now "
+                    f"{self.world} × {self.cfg.grad_accum}; resume with grad_accum "
+                    f"{saved_world * saved_accum / self.world:g} (the same micro-batches per step)"
+                )
             exempt = ("grad_accum",)
         now = asdict(self.cfg)
-        changed = [k for k, v in state.get("train_config", {}).items()
-                   if k in now and now[k] != v and k not in RESUMABLE_CHANGES + exempt]
+        changed = [
+            k
+            for k, v in state.get("train_config", {}).items()
+            if k in now and now[k] != v and k not in RESUMABLE_CHANGES + exempt
+        ]
         for key in changed:
             if key not in ALLOWED_CHANGES or not allow_config_change:
                 hint = " (or pass --allow-config-change)" if key in ALLOWED_CHANGES else ""
-                raise CtxlmError(f"{checkpoint}: train config '{key}' was {state['train_config'][key]!r}, now "
-                                 f"{now[key]!r}; resume with the saved value{hint} or start over with --overwrite")
+                raise CtxlmError(
+                    f"{checkpoint}: train config '{key}' was {state['train_config'][key]!r}, now "
+                    f"{now[key]!r}; resume with the saved value{hint} or start over with --overwrite"
+                )
         saved_run, run = state.get("run", {}), self.run_identity()
         for key in saved_run.keys() & run.keys():
             if saved_run[key] != run[key]:
-                raise CtxlmError(f"{checkpoint}: the run's {key} was {saved_run[key]!r}, now {run[key]!r}; "
-                                 f"start over with --overwrite")
+                raise CtxlmError(
+                    f"{checkpoint}: the run's {key} was {saved_run[key]!r}, now {run[key]!r}; "
+                    f"start over with --overwrite"
+                )
         differences = config_differences(read_model_config_values(checkpoint), asdict(self.model.config))
         if differences:
             raise CtxlmError(f"{checkpoint}: model config {differences[0]}; start over with --overwrite")
@@ -562,10 +624,14 @@ class TrainingRun:
 
     def trainer_state(self) -> dict[str, Any]:
         return {
-            **asdict(self.progress), "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+            **asdict(self.progress),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
             **({} if self.fsdp else {"optimizer": self.optimizer.state_dict()}),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "train_config": asdict(self.cfg), "world_size": self.world, "run": self.run_identity(),
+            "train_config": asdict(self.cfg),
+            "world_size": self.world,
+            "run": self.run_identity(),
         }
 
     def run_identity(self) -> dict[str, Any]:
@@ -613,10 +679,11 @@ class TrainingRun:
                 part = batch_loss(out.loss_sums, counts)
                 (part * self.world).backward()  # DDP and FSDP average the ranks' gradients
             loss = loss + part.detach()
-            add_metrics(sums, {**out.metrics, "tokens": sum(v.ne(self.pad_id).sum() for k, v in batch.items()
-                                                            if k in TOKEN_FIELDS)})
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(),
-                                             cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
+            add_metrics(
+                sums,
+                {**out.metrics, "tokens": sum(v.ne(self.pad_id).sum() for k, v in batch.items() if k in TOKEN_FIELDS)},
+            )
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm if cfg.clip_norm > 0 else math.inf)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
             grad_norm = grad_norm.full_tensor()
         # the step's loss summed over the ranks (and the gradient norm, of the reduced gradients):
@@ -643,9 +710,11 @@ class TrainingRun:
         progress.skipped_steps += 1
         progress.bad_steps_in_a_row += 1
         if progress.bad_steps_in_a_row >= self.cfg.max_nonfinite_steps:
-            raise CtxlmError(f"step {progress.step}: loss or gradient norm not finite for "
-                             f"{progress.bad_steps_in_a_row} steps in a row; stopped without saving (the last "
-                             f"checkpoint is the last good state; try a lower --lr)")
+            raise CtxlmError(
+                f"step {progress.step}: loss or gradient norm not finite for "
+                f"{progress.bad_steps_in_a_row} steps in a row; stopped without saving (the last "
+                f"checkpoint is the last good state; try a lower --lr)"
+            )
         if self.rank == 0:
             self.note(f"step {progress.step}: loss {loss}, gradient norm {grad_norm}; update skipped")
 
@@ -660,20 +729,33 @@ class TrainingRun:
         The window's device sums are added over the ranks and reach the host here, once."""
         step, window = self.progress.step, self.window
         if step % self.cfg.log_every == 0 or self.last_step:
-            totals = to_floats({**window, **sum_over_ranks({k: v for k, v in window.items()
-                                                            if isinstance(v, torch.Tensor)}, self.cluster)})
+            totals = to_floats(
+                {
+                    **window,
+                    **sum_over_ranks({k: v for k, v in window.items() if isinstance(v, torch.Tensor)}, self.cluster),
+                }
+            )
             window.clear()
             if self.rank == 0:
-                values = {"lr": self.scheduler.get_last_lr()[0], "epoch": self.epoch,
-                          "skipped_steps": self.progress.skipped_steps}
+                values = {
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "epoch": self.epoch,
+                    "skipped_steps": self.progress.skipped_steps,
+                }
                 if totals.get("steps"):
                     steps = totals["steps"]
-                    values.update(loss=totals["loss"] / steps, grad_norm=totals["grad_norm"] / steps,
-                                  tokens_per_s=totals["tokens"] / max(totals["seconds"], 1e-9))
+                    values.update(
+                        loss=totals["loss"] / steps,
+                        grad_norm=totals["grad_norm"] / steps,
+                        tokens_per_s=totals["tokens"] / max(totals["seconds"], 1e-9),
+                    )
                     values.update(summarize_nll(totals, "train/"))
                     if self.bar is not None:
-                        self.bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}",
-                                             tok_s=f"{values['tokens_per_s']:.0f}")
+                        self.bar.set_postfix(
+                            loss=f"{values['loss']:.3f}",
+                            lr=f"{values['lr']:.2e}",
+                            tok_s=f"{values['tokens_per_s']:.0f}",
+                        )
                 self.writer.write(step, values)
                 if self.bar is None:  # --no-progress: a line instead of the bar
                     self.note(progress_line(step, self.cfg.max_steps, values))
@@ -695,14 +777,22 @@ class TrainingRun:
             return False
         if self.rank != 0 and not self.fsdp:  # under FSDP every rank takes part in each forward
             return False
-        values = evaluate(self.model, self.valid_examples, cfg.batch_size, self.pad_id, max_batches=cfg.eval_batches,
-                          bf16=cfg.bf16 and not self.fsdp, loss_options=self.loss_options)
+        values = evaluate(
+            self.model,
+            self.valid_examples,
+            cfg.batch_size,
+            self.pad_id,
+            max_batches=cfg.eval_batches,
+            bf16=cfg.bf16 and not self.fsdp,
+            loss_options=self.loss_options,
+        )
         values = {f"valid/{k}": v for k, v in values.items()}
         stop = False
         if cfg.select_metric is not None:
             if cfg.select_metric not in values:
-                raise CtxlmError(f"select_metric '{cfg.select_metric}' is not among the validation metrics "
-                                 f"({', '.join(values)})")
+                raise CtxlmError(
+                    f"select_metric '{cfg.select_metric}' is not among the validation metrics ({', '.join(values)})"
+                )
             if values[cfg.select_metric] < progress.best_value:
                 progress.best_value, progress.best_step = values[cfg.select_metric], progress.step
                 progress.bad_evals = 0
@@ -718,8 +808,9 @@ class TrainingRun:
             self.writer.write(progress.step, values)
         self.final_metrics.update(values)
         if self.rank == 0:
-            self.note(f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()
-                                                            if v is not None))  # best_step: None before a best
+            self.note(
+                f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items() if v is not None)
+            )  # best_step: None before a best
         return stop
 
     # -------------------------------------------------------------------------- saving
@@ -731,8 +822,7 @@ class TrainingRun:
         state = full_state_dict(self.model)
         if self.rank != 0:
             return None
-        plain = build_model(self.model.config, self.model.head_config() if hasattr(self.model, "head_config")
-                            else None)
+        plain = build_model(self.model.config, self.model.head_config() if hasattr(self.model, "head_config") else None)
         plain.load_state_dict(state)
         return plain
 
@@ -748,13 +838,21 @@ class TrainingRun:
         model = self.writable_model()
         if self.rank == 0:
             if not all_finite(model):
-                raise CtxlmError(f"step {step}: the weights are not finite; not saving them over the last good "
-                                 f"checkpoint")
+                raise CtxlmError(
+                    f"step {step}: the weights are not finite; not saving them over the last good checkpoint"
+                )
             best = self.out_dir / BEST_DIR if self.progress.best_step is not None else None
-            save_training_checkpoint(self.out_dir, step, model, self.tokenizer, self.trainer_state(),
-                                     keep=self.cfg.keep_checkpoints, best=best,
-                                     extra={SHARDED_DIR: sharded} if sharded is not None else None,
-                                     model_files=best if self.progress.best_step == step else None)
+            save_training_checkpoint(
+                self.out_dir,
+                step,
+                model,
+                self.tokenizer,
+                self.trainer_state(),
+                keep=self.cfg.keep_checkpoints,
+                best=best,
+                extra={SHARDED_DIR: sharded} if sharded is not None else None,
+                model_files=best if self.progress.best_step == step else None,
+            )
         barrier(self.cluster)
 
     def finish(self) -> TrainResult:
@@ -841,15 +939,21 @@ def warn_long_warmup(cfg: TrainConfig) -> None:
     warmup = cfg.warmup()
     if warmup > cfg.max_steps:
         peak = cfg.lr * cfg.max_steps / warmup  # `linear_schedule` at the last step
-        warnings.warn(f"warmup_steps {warmup} is longer than max_steps {cfg.max_steps}: the learning rate "
-                      f"peaks at {peak:.3g}, not lr {cfg.lr:.3g} (lower --warmup-steps)", stacklevel=2)
+        warnings.warn(
+            f"warmup_steps {warmup} is longer than max_steps {cfg.max_steps}: the learning rate "
+            f"peaks at {peak:.3g}, not lr {cfg.lr:.3g} (lower --warmup-steps)",
+            stacklevel=2,
+        )
 
 
 def loop_device(device: Any) -> torch.device | None:
     """The device `distributed.setup` gets from `RunOptions.device`: None for "auto" (setup's choice:
     `cuda:LOCAL_RANK` under torchrun, else the first GPU or the CPU), else the resolved device."""
-    return None if device is None or (isinstance(device, str) and device.strip().lower() == "auto") \
+    return (
+        None
+        if device is None or (isinstance(device, str) and device.strip().lower() == "auto")
         else resolve_device(device)
+    )
 
 
 def all_finite(model: nn.Module) -> bool:
@@ -885,7 +989,7 @@ def train(
     values, e.g. a fine-tuned model's generation.json) are written as JSON into `out_dir` once the run
     holds the folder, never into a folder another run holds."""
     with stop_group_on_failure():  # under torchrun: a lost rank, or an error of this one, stops every rank
-        training = TrainingRun(model, inputs, cfg, out_dir, tokenizer=tokenizer, run_info=run_info,
-                               side_files=side_files, run=run)
+        training = TrainingRun(
+            model, inputs, cfg, out_dir, tokenizer=tokenizer, run_info=run_info, side_files=side_files, run=run
+        )
     return training.run()
-

@@ -62,8 +62,17 @@ def pretrained_palm(tmp_path_factory):
     tokenizer = train_tokenizer(path, 4001, root / "tok")
     config = PretrainConfig(
         model=named_model_config("palm-tiny", max_position_embeddings=256),
-        train=TrainConfig(max_steps=150, batch_size=8, lr=1e-3, warmup_steps=30, eval_every=0,
-                          eval_batches=8, progress=False, save_every=0, bf16=True),
+        train=TrainConfig(
+            max_steps=150,
+            batch_size=8,
+            lr=1e-3,
+            warmup_steps=30,
+            eval_every=0,
+            eval_batches=8,
+            progress=False,
+            save_every=0,
+            bf16=True,
+        ),
         data=PalmDataConfig(fragment_length=160, valid_fraction=0.05),
     )
     store = TokenStore.build([path], tokenizer, cache_dir=root / "cache", progress=False)
@@ -71,10 +80,16 @@ def pretrained_palm(tmp_path_factory):
     torch.manual_seed(0)
     untrained = build_model(model_config_for_tokenizer(config.model, tokenizer))
     before = evaluate(untrained, heldout, 8, tokenizer.pad_id, max_batches=8)["lm_loss"]
-    result = pretrain(CorpusSpec((path,), cache_dir=root / "cache"), root / "model", config, stage="generation",
-                      tokenizer=tokenizer)
-    return {"dir": root / "model", "tokenizer": tokenizer, "config": config,
-            "before": before, "after": result.final_metrics["valid/lm_loss"]}
+    result = pretrain(
+        CorpusSpec((path,), cache_dir=root / "cache"), root / "model", config, stage="generation", tokenizer=tokenizer
+    )
+    return {
+        "dir": root / "model",
+        "tokenizer": tokenizer,
+        "config": config,
+        "before": before,
+        "after": result.final_metrics["valid/lm_loss"],
+    }
 
 
 # The `model:` section of a pre-training YAML for a PALM small enough for subprocess tests.
@@ -92,7 +107,9 @@ TINY_PALM_MODEL = """model:
 
 
 # A stage-2 PALM run of a few steps without dropout (test_distributed.py, test_distributed_faults.py).
-TWO_PROCESS_PALM = TINY_PALM_MODEL + """  dropout: 0.0
+TWO_PROCESS_PALM = (
+    TINY_PALM_MODEL
+    + """  dropout: 0.0
   attention_dropout: 0.0
 train:
   batch_size: 4
@@ -102,6 +119,7 @@ train:
   eval_every: 0
   log_every: 1
 """
+)
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:

@@ -43,8 +43,10 @@ def main(root: Path) -> None:
         if rank == 0:
             full = load_file(str(root / "full/model.safetensors"))
             resumed = load_file(str(out / "model.safetensors"))
-            results[damage] = {"warnings": [str(w.message) for w in caught if "manifest" in str(w.message)],
-                               "same": all(torch.equal(full[k], resumed[k]) for k in full)}
+            results[damage] = {
+                "warnings": [str(w.message) for w in caught if "manifest" in str(w.message)],
+                "same": all(torch.equal(full[k], resumed[k]) for k in full),
+            }
     if rank == 0:
         (root / "results.json").write_text(json.dumps(results), encoding="utf-8")
 

@@ -43,8 +43,12 @@ def tiny(data_dir, tmp_path_factory):
     texts = [t for name in DATASETS for row in read_split(name, nlu, "train")[:200] for t in row[:2]]
     (root / "corpus.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     tokenizer = train_tokenizer(root / "corpus.txt", 1000, root / "tok")
-    config = model_config_for_tokenizer(named_model_config(
-        "unilm-tiny", d_model=32, num_layers=2, num_heads=2, ffn_dim=64, max_position_embeddings=128), tokenizer)
+    config = model_config_for_tokenizer(
+        named_model_config(
+            "unilm-tiny", d_model=32, num_layers=2, num_heads=2, ffn_dim=64, max_position_embeddings=128
+        ),
+        tokenizer,
+    )
     torch.manual_seed(0)
     save_model_dir(root / "init", UnilmModel(config), tokenizer)
     return {"root": root, "nlu": nlu, "tokenizer": tokenizer, "config": config}
@@ -102,11 +106,12 @@ def test_correlations_by_hand():
     rng = np.random.default_rng(0)
     x, y = rng.permutation(30).astype(float), rng.normal(size=30)
     d = np.argsort(np.argsort(x)) - np.argsort(np.argsort(y))
-    assert spearman(x, y) == pytest.approx(1 - 6 * np.sum(d ** 2) / (30 * (30 ** 2 - 1)))
+    assert spearman(x, y) == pytest.approx(1 - 6 * np.sum(d**2) / (30 * (30**2 - 1)))
     assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
     assert math.isnan(pearson([1, 1, 1], [1, 2, 3]))
     assert glue_metrics("glue/STS-B", [1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(
-        {"pearson": 80.0, "spearman": 80.0})
+        {"pearson": 80.0, "spearman": 80.0}
+    )
 
 
 def test_table9_defaults():
@@ -142,8 +147,10 @@ def reference_metrics(name, predictions, labels):
     predictions, labels = np.asarray(predictions, float), np.asarray(labels, float)
     if name == "glue/STS-B":
         rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731  (no ties among float predictions)
-        return {"pearson": 100 * np.corrcoef(predictions, labels)[0, 1],
-                "spearman": 100 * np.corrcoef(rank(predictions), [average_ranks(labels)])[0, 1]}
+        return {
+            "pearson": 100 * np.corrcoef(predictions, labels)[0, 1],
+            "spearman": 100 * np.corrcoef(rank(predictions), [average_ranks(labels)])[0, 1],
+        }
     scores = {"accuracy": 100 * np.mean(predictions == labels)}
     if name == "glue/MRPC":
         tp = np.sum((predictions == 1) & (labels == 1))
@@ -170,8 +177,9 @@ def test_finetune_then_evaluate(tiny, name):
     # float32 noise between batchings and thread counts reorders the nearly constant STS-B predictions
     # of 4 steps' training (spread ~1e-4), which moves the rank correlation by up to ~0.1 points
     tolerance = 0.25 if spec.num_labels == 1 else 1e-3
-    assert scores == pytest.approx({k[4:]: v for k, v in result.final_metrics.items() if k.startswith("dev/")},
-                                   abs=tolerance)
+    assert scores == pytest.approx(
+        {k[4:]: v for k, v in result.final_metrics.items() if k.startswith("dev/")}, abs=tolerance
+    )
     rows = read_split(name, tiny["nlu"], "dev")[:48]
     predictions = one_at_a_time(model, tokenizer, rows, 48)
     assert scores == pytest.approx(reference_metrics(name, predictions, [r.label for r in rows]), abs=tolerance)
@@ -181,8 +189,12 @@ def test_stsb_model_refuses_mrpc_and_errors_are_named(tiny, tmp_path):
     nlu, root = tiny["nlu"], tiny["root"]
     rte = TaskData(dataset="superglue/RTE", data_dir=nlu)
     if not (root / "glue_STS-B" / "head.json").exists():
-        finetune_classifier(root / "init", TaskData(dataset="glue/STS-B", data_dir=nlu, train_limit=32, valid_limit=16),
-                            root / "glue_STS-B", train_overrides=QUICK)
+        finetune_classifier(
+            root / "init",
+            TaskData(dataset="glue/STS-B", data_dir=nlu, train_limit=32, valid_limit=16),
+            root / "glue_STS-B",
+            train_overrides=QUICK,
+        )
     with pytest.raises(CtxlmError, match="a 1-label head, but glue/MRPC has 2"):
         evaluate_classifier(root / "glue_STS-B", "glue/MRPC", nlu)
     with pytest.raises(CtxlmError, match="not a classifier"):
@@ -191,8 +203,16 @@ def test_stsb_model_refuses_mrpc_and_errors_are_named(tiny, tmp_path):
         evaluate_classifier(root / "init", None, nlu)
     with pytest.raises(CtxlmError, match="--resume given but there is no checkpoint"):
         finetune_classifier(root / "init", rte, tmp_path / "fresh", run=RunOptions(resume=True))
-    palm = named_model_config("palm-tiny", d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                              decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32)
+    palm = named_model_config(
+        "palm-tiny",
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+    )
     tokenizer = tiny["tokenizer"]
     save_model_dir(tmp_path / "palm", PalmModel(model_config_for_tokenizer(palm, tokenizer)), tokenizer)
     with pytest.raises(CtxlmError, match="a palm model; the NLU heads are UniLMv2's"):
@@ -203,12 +223,25 @@ def test_from_scratch_baseline_and_learning(tiny, tmp_path):
     """No --init: a new model from a config and a tokenizer; 48 steps with a high learning rate fit
     RTE's 32 training rows (the training loss falls well below ln 2)."""
     nlu = tiny["nlu"]
-    config = named_model_config("unilm-tiny", d_model=32, num_layers=2, num_heads=2, ffn_dim=64,
-                                max_position_embeddings=128, dropout=0.0, attention_dropout=0.0)
+    config = named_model_config(
+        "unilm-tiny",
+        d_model=32,
+        num_layers=2,
+        num_heads=2,
+        ffn_dim=64,
+        max_position_embeddings=128,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     overrides = dict(QUICK, max_steps=48, batch_size=8, lr=3e-3, warmup_steps=3, eval_every=16, log_every=4)
-    result = finetune_classifier(None, TaskData(dataset="superglue/RTE", data_dir=nlu), tmp_path / "scratch",
-                                 scratch=ScratchModel(config, tiny["tokenizer"]), max_length=64,
-                                 train_overrides=overrides)
+    result = finetune_classifier(
+        None,
+        TaskData(dataset="superglue/RTE", data_dir=nlu),
+        tmp_path / "scratch",
+        scratch=ScratchModel(config, tiny["tokenizer"]),
+        max_length=64,
+        train_overrides=overrides,
+    )
     metrics = [json.loads(line) for line in (tmp_path / "scratch" / "metrics.jsonl").read_text().splitlines()]
     train_losses = [m["train/cls_loss"] for m in metrics if "train/cls_loss" in m]
     assert train_losses[-1] < 0.5 * train_losses[0], train_losses
@@ -220,8 +253,9 @@ def test_resume_continues_from_the_checkpoint_with_its_head(tiny, tmp_path):
     out = tmp_path / "rte"
     rte = TaskData(dataset="superglue/RTE", data_dir=tiny["nlu"])
     first = finetune_classifier(tiny["root"] / "init", rte, out, pooler=True, train_overrides=dict(QUICK, max_steps=2))
-    resumed = finetune_classifier(None, rte, out, run=RunOptions(resume=True, allow_config_change=True),
-                                  train_overrides=dict(QUICK, max_steps=4))
+    resumed = finetune_classifier(
+        None, rte, out, run=RunOptions(resume=True, allow_config_change=True), train_overrides=dict(QUICK, max_steps=4)
+    )
     assert (first.step, resumed.step) == (2, 4)
     model, _ = load_model_dir(out)
     assert isinstance(model, UnilmClassifier) and model.pooler is not None

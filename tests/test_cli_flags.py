@@ -16,8 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from ctxlm.cli_flags import (Parser, add_field_flags, add_signature_flags, dataclass_fields, field_comments,
-                             function_source, param_docs)
+from ctxlm.cli_flags import (
+    Parser,
+    add_field_flags,
+    add_signature_flags,
+    dataclass_fields,
+    field_comments,
+    function_source,
+    param_docs,
+)
 from ctxlm.config import ranged
 
 
@@ -42,7 +49,12 @@ def test_field_flags_take_type_default_and_help_from_the_field():
     parser = parser_of()
     assert vars(parser.parse_args([])) == {"steps": 10, "lr": 0.5, "name": None, "progress": True, "fast": False}
     assert vars(parser.parse_args(["--steps", "3", "--lr", "1e-3", "--name", "x", "--fast"])) == {
-        "steps": 3, "lr": 1e-3, "name": "x", "progress": True, "fast": True}
+        "steps": 3,
+        "lr": 1e-3,
+        "name": "x",
+        "progress": True,
+        "fast": True,
+    }
     helps = {a.dest: a.help for a in parser._actions}
     assert helps["steps"] == "optimizer steps" and helps["lr"] == "the learning rate, over two lines"
 
@@ -83,8 +95,14 @@ def test_signature_flags_come_from_the_parameters_and_the_args_section():
 def test_building_the_parser_imports_no_torch():
     code = "import sys; from ctxlm.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
-                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     assert done.stdout.strip() == "False", done.stderr
 
 
@@ -124,8 +142,11 @@ HAND_WRITTEN = 12
 
 
 def test_the_hand_written_flags_only_shrink():
-    calls = [node for node in ast.walk(ast.parse(PARSER.read_text(encoding="utf-8"))) if isinstance(node, ast.Call)
-             and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"]
+    calls = [
+        node
+        for node in ast.walk(ast.parse(PARSER.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"
+    ]
     assert len(calls) <= HAND_WRITTEN, [ast.unparse(call.args[0]) for call in calls]
 
 
@@ -156,11 +177,17 @@ def test_a_familys_pretrain_flags_come_from_its_registry_entry():
     from ctxlm.cli import build_parser
 
     saved = (dict(families.FAMILIES), dict(families.OBJECTIVES))
-    families.register(families.Family(
-        name="toyflags", config=Toy, model="unused:Model",
-        objectives=(families.Objective("toyflags-lm", "toyflags", ToyData, "unused:prepare"),),
-        objective_flags={"toy_width": "width"}, config_flags=("toy_switch",),
-        flags={"toy_switch": dict(action="store_true", help="a toy switch")}))
+    families.register(
+        families.Family(
+            name="toyflags",
+            config=Toy,
+            model="unused:Model",
+            objectives=(families.Objective("toyflags-lm", "toyflags", ToyData, "unused:prepare"),),
+            objective_flags={"toy_width": "width"},
+            config_flags=("toy_switch",),
+            flags={"toy_switch": dict(action="store_true", help="a toy switch")},
+        )
+    )
     try:
         pretrain = build_parser()._subparsers._group_actions[0].choices["pretrain"]
         actions = {a.dest: a for a in pretrain._actions}

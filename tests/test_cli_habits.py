@@ -9,7 +9,8 @@ import json
 import pytest
 
 from ctxlm import __version__
-from ctxlm.cli import _nlu_options, build_parser, main
+from ctxlm.cli import build_parser, main
+from ctxlm.tasks import nlu_options
 from ctxlm.cli_parser import _train_overrides
 from ctxlm.config import TrainConfig
 from ctxlm.errors import CtxlmError
@@ -51,21 +52,45 @@ def test_every_train_config_field_has_a_flag(verb):
 
 
 def test_metric_lists_accept_commas(tmp_path, capsys):
-    assert expand_metric_names(["rouge1,rouge2", "rougeL", "qg"]) == ["rouge1", "rouge2", "rougeL", "bleu4", "meteor",
-                                                                      "coco_rougeL"]
+    assert expand_metric_names(["rouge1,rouge2", "rougeL", "qg"]) == [
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "bleu4",
+        "meteor",
+        "coco_rougeL",
+    ]
     (tmp_path / "pred.txt").write_text("the cat sat\n", encoding="utf-8")
     (tmp_path / "ref.txt").write_text("the cat sat down\n", encoding="utf-8")
-    assert main(["evaluate", "--pred", str(tmp_path / "pred.txt"), "--ref", str(tmp_path / "ref.txt"),
-                 "--metrics", "rouge1,rouge2,rougeL"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "pred.txt"),
+                "--ref",
+                str(tmp_path / "ref.txt"),
+                "--metrics",
+                "rouge1,rouge2,rougeL",
+            ]
+        )
+        == 0
+    )
     assert list(json.loads(capsys.readouterr().out.split("\n|")[0])) == ["rouge1", "rouge2", "rougeL"]
+
+
+def _nlu_options(args):
+    return nlu_options(args.task, args.recipe, vars(args))
 
 
 def test_nlu_recipe_yaml_under_flags(tmp_path):
     recipe = tmp_path / "mrpc.yaml"
-    recipe.write_text("dataset: glue/MRPC\ndata_dir: nlu\nmax_length: 96\npooler: true\ntrain:\n  lr: 3.0e-5\n",
-                      encoding="utf-8")
-    args = build_parser().parse_args(["finetune", "--task", "classify", "--recipe", str(recipe), "--out", "o",
-                                      "--max-length", "64"])
+    recipe.write_text(
+        "dataset: glue/MRPC\ndata_dir: nlu\nmax_length: 96\npooler: true\ntrain:\n  lr: 3.0e-5\n", encoding="utf-8"
+    )
+    args = build_parser().parse_args(
+        ["finetune", "--task", "classify", "--recipe", str(recipe), "--out", "o", "--max-length", "64"]
+    )
     options, train = _nlu_options(args)
     assert (options.dataset, options.data_dir, options.max_length, options.pooler) == ("glue/MRPC", "nlu", 64, True)
     assert train == {"lr": 3.0e-5} and options.doc_stride == 128

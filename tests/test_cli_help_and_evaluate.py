@@ -111,8 +111,17 @@ def test_evaluate_limit_applies_to_pred_and_ref(tmp_path, capsys):
     references = ["the cat sat down", "the dog ran home", "heavy rain fell today", "extra one", "extra two"]
     (tmp_path / "pred.jsonl").write_text("".join(json.dumps({"prediction": p}) + "\n" for p in predictions))
     (tmp_path / "ref.txt").write_text("\n".join(references) + "\n")
-    argv = ["evaluate", "--pred", str(tmp_path / "pred.jsonl"), "--ref", str(tmp_path / "ref.txt"),
-            "--metrics", "rouge1,rougeL", "--output", str(tmp_path / "out.json")]
+    argv = [
+        "evaluate",
+        "--pred",
+        str(tmp_path / "pred.jsonl"),
+        "--ref",
+        str(tmp_path / "ref.txt"),
+        "--metrics",
+        "rouge1,rougeL",
+        "--output",
+        str(tmp_path / "out.json"),
+    ]
     assert main(argv) == 2 and "3 predictions but" in capsys.readouterr().err  # without --limit: 3 vs 5 rows
     for limit in (3, 2):
         assert main([*argv, "--limit", str(limit)]) == 0
@@ -124,8 +133,21 @@ def test_evaluate_limit_applies_to_pred_and_ref(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------- tokenizer size
 def test_tokenizer_train_writes_the_requested_size(data_dir, tmp_path, capsys):
     out = tmp_path / "tok"
-    assert main(["tokenizer", "train", "--corpus", str(data_dir / "pretrain/wikipedia/sents_000.txt"),
-                 "--vocab-size", "8000", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--corpus",
+                str(data_dir / "pretrain/wikipedia/sents_000.txt"),
+                "--vocab-size",
+                "8000",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     tokenizer = TextTokenizer.load(out)
     vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
     assert tokenizer.vocab_size == len(vocab) == 8000 and vocab["<unk>"] == 7999  # the marker is the last of 8000
@@ -136,15 +158,23 @@ def test_tokenizer_train_writes_the_requested_size(data_dir, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def nlu_tokenizer(data_dir, tmp_path_factory):
     nlu = data_dir / "nlu"
-    return train_tokenizer([nlu / "superglue/CB/train.jsonl", nlu / "superglue/RTE/train.jsonl",
-                            nlu / "glue/MRPC/msr_paraphrase_train.txt"], 600,
-                           tmp_path_factory.mktemp("nlu_tok"), format="paragraphs")
+    return train_tokenizer(
+        [
+            nlu / "superglue/CB/train.jsonl",
+            nlu / "superglue/RTE/train.jsonl",
+            nlu / "glue/MRPC/msr_paraphrase_train.txt",
+        ],
+        600,
+        tmp_path_factory.mktemp("nlu_tok"),
+        format="paragraphs",
+    )
 
 
 def tiny(name: str, tokenizer, **sizes):
     torch.manual_seed(0)
-    return model_config_for_tokenizer(named_model_config(name, d_model=16, num_layers=1, num_heads=2, ffn_dim=32,
-                                                         **sizes), tokenizer)
+    return model_config_for_tokenizer(
+        named_model_config(name, d_model=16, num_layers=1, num_heads=2, ffn_dim=32, **sizes), tokenizer
+    )
 
 
 def mismatch_warnings(record) -> list[str]:
@@ -154,8 +184,21 @@ def mismatch_warnings(record) -> list[str]:
 def test_cloze_evaluate_warns_on_another_tasks_data(data_dir, nlu_tokenizer, tmp_path, recwarn):
     model = GlmClozeModel(GlmModel(tiny("glm-tiny", nlu_tokenizer, max_position_embeddings=128)), task="CB")
     save_model_dir(tmp_path / "cb", model, nlu_tokenizer)
-    argv = ["evaluate", "--task", "cloze", "--model", str(tmp_path / "cb"), "--data-dir", str(data_dir / "nlu"),
-            "--limit", "3", "--output", str(tmp_path / "scores.json"), "--device", "cpu"]
+    argv = [
+        "evaluate",
+        "--task",
+        "cloze",
+        "--model",
+        str(tmp_path / "cb"),
+        "--data-dir",
+        str(data_dir / "nlu"),
+        "--limit",
+        "3",
+        "--output",
+        str(tmp_path / "scores.json"),
+        "--device",
+        "cpu",
+    ]
     assert main([*argv, "--dataset", "superglue/CB"]) == 0 and not mismatch_warnings(recwarn)
     assert json.loads((tmp_path / "scores.json").read_text())["examples"] == 3  # --limit applies to cloze too
     assert main([*argv, "--dataset", "superglue/RTE"]) == 0
@@ -167,8 +210,19 @@ def test_classify_evaluate_warns_on_another_dataset(data_dir, nlu_tokenizer, tmp
     model = UnilmClassifier(UnilmModel(tiny("unilm-tiny", nlu_tokenizer)), num_labels=2)
     save_model_dir(tmp_path / "mrpc", model, nlu_tokenizer)
     (tmp_path / "mrpc/classification.json").write_text(json.dumps({"dataset": "glue/MRPC", "max_length": 64}))
-    argv = ["evaluate", "--task", "classify", "--model", str(tmp_path / "mrpc"), "--data-dir", str(data_dir / "nlu"),
-            "--limit", "4", "--device", "cpu"]
+    argv = [
+        "evaluate",
+        "--task",
+        "classify",
+        "--model",
+        str(tmp_path / "mrpc"),
+        "--data-dir",
+        str(data_dir / "nlu"),
+        "--limit",
+        "4",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0 and main([*argv, "--dataset", "glue/MRPC"]) == 0 and not mismatch_warnings(recwarn)
     assert main([*argv, "--dataset", "superglue/RTE"]) == 0
     assert mismatch_warnings(recwarn) == [f"{tmp_path / 'mrpc'}: fine-tuned on glue/MRPC, scored on superglue/RTE"]
@@ -178,15 +232,34 @@ def test_generate_limit_decodes_the_first_rows(tmp_path, capsys):
     (tmp_path / "text.txt").write_text("the cat sat on the mat .\na dog ran home in the rain .\n" * 20)
     tokenizer = train_tokenizer(tmp_path / "text.txt", 150, min_frequency=1)
     torch.manual_seed(0)
-    config = named_model_config("palm-tiny", d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                                decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                                max_position_embeddings=32)
+    config = named_model_config(
+        "palm-tiny",
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+    )
     model = save_model_dir(tmp_path / "model", build_model(model_config_for_tokenizer(config, tokenizer)), tokenizer)
     sources = ["the cat sat", "a dog ran", "the rain", "on the mat", "home"]
     rows = [json.dumps({"source": source, "id": i}) + "\n" for i, source in enumerate(sources)]
     (tmp_path / "in.jsonl").write_text("".join(rows))
-    argv = ["generate", "--model", str(model), "--input", str(tmp_path / "in.jsonl"), "--beam", "2", "--max-length",
-            "3", "--device", "cpu"]
+    argv = [
+        "generate",
+        "--model",
+        str(model),
+        "--input",
+        str(tmp_path / "in.jsonl"),
+        "--beam",
+        "2",
+        "--max-length",
+        "3",
+        "--device",
+        "cpu",
+    ]
     assert main([*argv, "--output", str(tmp_path / "all.jsonl")]) == 0
     assert main([*argv, "--output", str(tmp_path / "two.jsonl"), "--limit", "2"]) == 0
     every = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
@@ -196,11 +269,25 @@ def test_generate_limit_decodes_the_first_rows(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------- classification metrics
 def test_classification_losses_report_no_perplexity():
-    sums = {"cls_nll_sum": 6.0, "cls_tokens": 4.0, "cls_accuracy_sum": 3.0, "cls_accuracy_count": 4.0,
-            "qa_nll_sum": 2.0, "qa_tokens": 2.0, "lm_nll_sum": 8.0, "lm_tokens": 4.0}
-    assert summarize_nll(sums, "valid/") == pytest.approx({
-        "valid/cls_loss": 1.5, "valid/cls_accuracy": 0.75, "valid/qa_loss": 1.0, "valid/lm_loss": 2.0,
-        "valid/lm_ppl": float(np.exp(2.0))})
+    sums = {
+        "cls_nll_sum": 6.0,
+        "cls_tokens": 4.0,
+        "cls_accuracy_sum": 3.0,
+        "cls_accuracy_count": 4.0,
+        "qa_nll_sum": 2.0,
+        "qa_tokens": 2.0,
+        "lm_nll_sum": 8.0,
+        "lm_tokens": 4.0,
+    }
+    assert summarize_nll(sums, "valid/") == pytest.approx(
+        {
+            "valid/cls_loss": 1.5,
+            "valid/cls_accuracy": 0.75,
+            "valid/qa_loss": 1.0,
+            "valid/lm_loss": 2.0,
+            "valid/lm_ppl": float(np.exp(2.0)),
+        }
+    )
 
 
 def test_classify_run_logs_accuracy_not_perplexity(data_dir, nlu_tokenizer, tmp_path):
@@ -208,10 +295,37 @@ def test_classify_run_logs_accuracy_not_perplexity(data_dir, nlu_tokenizer, tmp_
     (lowest valid/cls_loss) score dev accuracy ×100 = that validation's cls_accuracy."""
     model_dir = tmp_path / "base"
     save_model_dir(model_dir, UnilmModel(tiny("unilm-tiny", nlu_tokenizer)), nlu_tokenizer)
-    assert main(["finetune", "--task", "classify", "--dataset", "glue/MRPC", "--data-dir", str(data_dir / "nlu"),
-                 "--init", str(model_dir), "--out", str(tmp_path / "run"), "--max-steps", "3", "--lr", "1e-3",
-                 "--train-limit", "32", "--valid-limit", "24", "--max-length", "32", "--no-progress",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--task",
+                "classify",
+                "--dataset",
+                "glue/MRPC",
+                "--data-dir",
+                str(data_dir / "nlu"),
+                "--init",
+                str(model_dir),
+                "--out",
+                str(tmp_path / "run"),
+                "--max-steps",
+                "3",
+                "--lr",
+                "1e-3",
+                "--train-limit",
+                "32",
+                "--valid-limit",
+                "24",
+                "--max-length",
+                "32",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert not any(key.endswith("_ppl") for row in rows for key in row)
     valid = [row for row in rows if "valid/cls_loss" in row]
@@ -267,6 +381,11 @@ def test_compare_report_row_prints_the_tie_bound_as_zero():
     """The report's results row of the issue's case: Δ 0.05, 2.5% bound 0 (a tie), p 0.674."""
     from ctxlm.report import _table_rows
 
-    row = {"objective": "none", "parameters": 10, "tokens_seen": [5], "metrics": {"rougeL": [1.0]},
-           "bootstrap": {"difference": 0.05, "ci_low": 0.0, "ci_high": 0.14, "p_value": 0.674, "resamples": 1000}}
+    row = {
+        "objective": "none",
+        "parameters": 10,
+        "tokens_seen": [5],
+        "metrics": {"rougeL": [1.0]},
+        "bootstrap": {"difference": 0.05, "ci_low": 0.0, "ci_high": 0.14, "p_value": 0.674, "resamples": 1000},
+    }
     assert _table_rows([row], ["rougeL"], "rougeL")[0][-2:] == ["+0.05 [0, +0.14]", "0.674"]

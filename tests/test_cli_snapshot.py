@@ -34,20 +34,31 @@ def _verbs(parser: argparse.ArgumentParser, name: str = "ctxlm"):
 
 
 def _flag(action: argparse.Action) -> dict:
-    return {"dest": action.dest, "default": _plain(action.default),
-            "choices": _plain(list(action.choices)) if action.choices is not None else None,
-            "required": action.required, "nargs": _plain(action.nargs), "const": _plain(action.const),
-            "action": type(action).__name__, "type": getattr(action.type, "__name__", None)}
+    return {
+        "dest": action.dest,
+        "default": _plain(action.default),
+        "choices": _plain(list(action.choices)) if action.choices is not None else None,
+        "required": action.required,
+        "nargs": _plain(action.nargs),
+        "const": _plain(action.const),
+        "action": type(action).__name__,
+        "type": getattr(action.type, "__name__", None),
+    }
 
 
 def flag_sets(parser: argparse.ArgumentParser) -> dict:
     """{verb: {flag: its settings}} for every verb and sub-verb, and each verb's mutually exclusive groups."""
     snapshot = {}
     for name, sub in _verbs(parser):
-        flags = {", ".join(a.option_strings): _flag(a) for a in sub._actions
-                 if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))}
-        groups = sorted(sorted(", ".join(a.option_strings) for a in g._group_actions) + [f"required={g.required}"]
-                        for g in sub._mutually_exclusive_groups)
+        flags = {
+            ", ".join(a.option_strings): _flag(a)
+            for a in sub._actions
+            if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))
+        }
+        groups = sorted(
+            sorted(", ".join(a.option_strings) for a in g._group_actions) + [f"required={g.required}"]
+            for g in sub._mutually_exclusive_groups
+        )
         snapshot[name] = {"flags": flags, "exclusive": groups}
     return snapshot
 

@@ -52,8 +52,17 @@ def tokenizer(nlu, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    cfg = named_model_config("glm-tiny", d_model=32, num_layers=2, num_heads=2, ffn_dim=64, max_position_embeddings=256,
-                             dropout=0.0, attention_dropout=0.0, init_std=0.2)
+    cfg = named_model_config(
+        "glm-tiny",
+        d_model=32,
+        num_layers=2,
+        num_heads=2,
+        ffn_dim=64,
+        max_position_embeddings=256,
+        dropout=0.0,
+        attention_dropout=0.0,
+        init_std=0.2,
+    )
     torch.manual_seed(0)
     return GlmModel(model_config_for_tokenizer(cfg, tokenizer)).eval()
 
@@ -118,7 +127,7 @@ def test_multi_token_scores_equal_step_by_step_decoding(model, tokenizer, nlu, t
     scores = head.candidate_scores(**inputs(batch))
     tok = glm_tokens(model.config)
     for i, row in enumerate(rows):
-        assert torch.isinf(scores[i, len(row.candidates):]).all()
+        assert torch.isinf(scores[i, len(row.candidates) :]).all()
         for j, candidate in enumerate(row.candidates):
             reference = decoded_score(model, examples.contexts[i], tokenizer.encode(" " + candidate), tok)
             assert float(scores[i, j]) == pytest.approx(reference, abs=2e-4)
@@ -134,8 +143,11 @@ def test_cross_entropy_over_candidates_by_hand():
     scores = torch.tensor([[1.0, 2.0, -inf], [0.5, -1.0, 3.0], [0.0, 1.0, 2.0]], requires_grad=True)
     gold = torch.tensor([[False, True, False], [True, False, True], [False, False, False]])
     nll, has_gold = cloze_loss(scores, gold)
-    expected = [-(2.0 - math.log(math.exp(1.0) + math.exp(2.0))),
-                -math.log((math.exp(0.5) + math.exp(3.0)) / (math.exp(0.5) + math.exp(-1.0) + math.exp(3.0))), 0.0]
+    expected = [
+        -(2.0 - math.log(math.exp(1.0) + math.exp(2.0))),
+        -math.log((math.exp(0.5) + math.exp(3.0)) / (math.exp(0.5) + math.exp(-1.0) + math.exp(3.0))),
+        0.0,
+    ]
     assert nll.tolist() == pytest.approx(expected, abs=1e-6)
     assert has_gold.tolist() == [True, True, False]
     nll.sum().backward()
@@ -152,8 +164,10 @@ def test_forward_loss_and_error_metrics_follow_the_scores(model, tokenizer, nlu)
     scores = head.candidate_scores(**inputs(batch))
     golds = [set(r.gold) for r in rows]
     scored = [i for i, g in enumerate(golds) if g]
-    nll = [-(torch.logsumexp(scores[i, list(golds[i])], 0) - torch.logsumexp(scores[i, :len(rows[i].candidates)], 0))
-           for i in scored]
+    nll = [
+        -(torch.logsumexp(scores[i, list(golds[i])], 0) - torch.logsumexp(scores[i, : len(rows[i].candidates)], 0))
+        for i in scored
+    ]
     assert float(out.metrics["cls_nll_sum"]) == pytest.approx(float(sum(nll)), abs=1e-4)
     assert int(out.metrics["cls_tokens"]) == len(scored) < len(rows)
     assert float(out.loss) == pytest.approx(float(sum(nll)) / len(scored), abs=1e-5)
@@ -177,15 +191,16 @@ def test_long_passages_are_cut_from_the_longest_shortenable_part(tokenizer, mode
         passage, question = tokenizer.encode(row.parts[0][0]), tokenizer.encode(row.parts[2][0])
         middle = tokenizer.encode(" Question: ") + question + tail  # fixed text and question survive
         context = examples.contexts[i]
-        assert context[-len(middle):] == middle
-        kept = context[:-len(middle)]
-        assert kept == passage[:len(kept)]  # the passage lost its end, only as much as needed
+        assert context[-len(middle) :] == middle
+        kept = context[: -len(middle)]
+        assert kept == passage[: len(kept)]  # the passage lost its end, only as much as needed
         assert len(context) == min(96 - 3, len(passage) + len(middle))  # [CLS], [eos], [sop] besides
 
 
 def test_finetune_writes_a_cloze_model_that_evaluates(model_dir, nlu, tmp_path):
-    cfg = TrainConfig(max_steps=3, batch_size=4, lr=1e-3, warmup_steps=1, eval_every=2, save_every=0,
-                      log_every=1, progress=False)
+    cfg = TrainConfig(
+        max_steps=3, batch_size=4, lr=1e-3, warmup_steps=1, eval_every=2, save_every=0, log_every=1, progress=False
+    )
     out = tmp_path / "cb"
     result = finetune_cloze(model_dir, TaskData(dataset="superglue/CB", data_dir=nlu), out, cfg, max_length=160)
     model, tokenizer = load_model_dir(out)
@@ -214,9 +229,22 @@ def test_finetuning_fits_the_training_questions(model, tokenizer, nlu, tmp_path)
     before = evaluate(head, examples, 16, tokenizer.pad_id)
     from ctxlm.training import TrainingInputs, train
 
-    train(head, TrainingInputs(examples, tokenizer.pad_id),
-          TrainConfig(max_steps=30, batch_size=8, lr=3e-3, warmup_steps=2, eval_every=0, save_every=0,
-                      progress=False, weight_decay=0.0), tmp_path, run=RunOptions(device="cpu"))
+    train(
+        head,
+        TrainingInputs(examples, tokenizer.pad_id),
+        TrainConfig(
+            max_steps=30,
+            batch_size=8,
+            lr=3e-3,
+            warmup_steps=2,
+            eval_every=0,
+            save_every=0,
+            progress=False,
+            weight_decay=0.0,
+        ),
+        tmp_path,
+        run=RunOptions(device="cpu"),
+    )
     after = evaluate(head, examples, 16, tokenizer.pad_id)
     assert after["cls_loss"] < 0.5 * before["cls_loss"]
     assert after["cls_error"] <= 0.25

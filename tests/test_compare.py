@@ -22,8 +22,19 @@ from ctxlm import compare as compare_module
 from ctxlm import training
 from ctxlm.checkpoint import build_model
 from ctxlm.cli import main
-from ctxlm.compare import (TASK_SCORING, Budget, ComparisonSpec, compare, example_nll, matched_model_config,
-                           parameter_count, not_learning_note, score_predictions, target_labels, unigram_nll)
+from ctxlm.compare import (
+    TASK_SCORING,
+    Budget,
+    ComparisonSpec,
+    compare,
+    example_nll,
+    matched_model_config,
+    parameter_count,
+    not_learning_note,
+    score_predictions,
+    target_labels,
+    unigram_nll,
+)
 from ctxlm.config_loading import named_model_config
 from ctxlm.errors import CtxlmError
 from ctxlm.tasks.seq2seq import read_pairs
@@ -35,8 +46,17 @@ from ctxlm.report import corpus_bleu4, corpus_perplexity, git_commit, mean_score
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TINY_MODEL = dict(base="palm-tiny", d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                  decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128)
+TINY_MODEL = dict(
+    base="palm-tiny",
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    max_position_embeddings=128,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +71,65 @@ def setup(data_dir, tmp_path_factory):
     for name, n in (("train", 48), ("valid", 6)):
         lines = (data_dir / "summarization/gigaword" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
         (root / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (root / "config.yaml").write_text(yaml.safe_dump({
-        "model": TINY_MODEL,
-        "train": dict(batch_size=4, lr=1e-3, warmup_steps=1, eval_every=0, eval_batches=1, log_every=1,
-                      save_every=0, keep_checkpoints=1, progress=False),
-        "data": dict(fragment_length=64, valid_fraction=0.05, max_valid_documents=2)}))
-    (root / "recipe.yaml").write_text(yaml.safe_dump({
-        "task": "summarization", "max_source_tokens": 48, "max_target_tokens": 16, "max_valid_examples": 6,
-        "train": dict(batch_size=8, lr=1e-3, max_steps=3, warmup_steps=1, eval_every=3, eval_batches=1,
-                      log_every=1, save_every=0, keep_checkpoints=1, progress=False, early_stopping_patience=0),
-        "decoding": dict(num_beams=1, max_new_tokens=6)}))
+    (root / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": TINY_MODEL,
+                "train": dict(
+                    batch_size=4,
+                    lr=1e-3,
+                    warmup_steps=1,
+                    eval_every=0,
+                    eval_batches=1,
+                    log_every=1,
+                    save_every=0,
+                    keep_checkpoints=1,
+                    progress=False,
+                ),
+                "data": dict(fragment_length=64, valid_fraction=0.05, max_valid_documents=2),
+            }
+        )
+    )
+    (root / "recipe.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "task": "summarization",
+                "max_source_tokens": 48,
+                "max_target_tokens": 16,
+                "max_valid_examples": 6,
+                "train": dict(
+                    batch_size=8,
+                    lr=1e-3,
+                    max_steps=3,
+                    warmup_steps=1,
+                    eval_every=3,
+                    eval_batches=1,
+                    log_every=1,
+                    save_every=0,
+                    keep_checkpoints=1,
+                    progress=False,
+                    early_stopping_patience=0,
+                ),
+                "decoding": dict(num_beams=1, max_new_tokens=6),
+            }
+        )
+    )
     return root
 
 
-def run_compare(corpus, tokenizer, recipe, train_path, valid_path, out_dir, config, train_limit=None, eval_path=None,
-                eval_limit=None, **options):
+def run_compare(
+    corpus,
+    tokenizer,
+    recipe,
+    train_path,
+    valid_path,
+    out_dir,
+    config,
+    train_limit=None,
+    eval_path=None,
+    eval_limit=None,
+    **options,
+):
     """`compare` with its files in a `TaskData` and the other options in a `ComparisonSpec`."""
     from ctxlm.tasks import TaskData
 
@@ -75,9 +139,16 @@ def run_compare(corpus, tokenizer, recipe, train_path, valid_path, out_dir, conf
 
 
 def arguments(root, out, **options):
-    return {"corpus": [root / "wiki.txt"], "tokenizer": root / "tok", "recipe": str(root / "recipe.yaml"),
-            "train_path": root / "train.jsonl", "valid_path": root / "valid.jsonl", "out_dir": out,
-            "config": str(root / "config.yaml"), **options}
+    return {
+        "corpus": [root / "wiki.txt"],
+        "tokenizer": root / "tok",
+        "recipe": str(root / "recipe.yaml"),
+        "train_path": root / "train.jsonl",
+        "valid_path": root / "valid.jsonl",
+        "out_dir": out,
+        "config": str(root / "config.yaml"),
+        **options,
+    }
 
 
 # ------------------------------------------------------------------------------------ matched sizes
@@ -95,8 +166,14 @@ def test_matched_model_has_palms_parameter_count(family):
     assert matched.num_heads == 4 and matched.ffn_dim == 4 * matched.d_model
 
     def error(width, depth):
-        config = named_model_config(f"{family}-tiny", vocab_size=3000, max_position_embeddings=128, d_model=width,
-                                    ffn_dim=4 * width, num_layers=depth)
+        config = named_model_config(
+            f"{family}-tiny",
+            vocab_size=3000,
+            max_position_embeddings=128,
+            d_model=width,
+            ffn_dim=4 * width,
+            num_layers=depth,
+        )
         return abs(parameter_count(config) - target) / target
 
     for width in sorted(range(128, 512, 4), key=lambda w: (abs(w - 256), w)):
@@ -131,8 +208,9 @@ def test_bootstrap_interval_matches_scipy_and_identical_systems_give_p_one():
     a = rng.normal(0.3, 1.0, size=60)
     b = a - rng.normal(0.3, 0.5, size=60)
     ours = paired_bootstrap(a[None], b[None], resamples=4000, seed=0)
-    reference = scipy_stats.bootstrap((a, b), lambda x, y: np.mean(x - y), paired=True, n_resamples=4000,
-                                      method="percentile", random_state=0).confidence_interval
+    reference = scipy_stats.bootstrap(
+        (a, b), lambda x, y: np.mean(x - y), paired=True, n_resamples=4000, method="percentile", random_state=0
+    ).confidence_interval
     assert ours.ci_low == pytest.approx(reference.low, abs=0.03)
     assert ours.ci_high == pytest.approx(reference.high, abs=0.03)
     assert paired_bootstrap(a[None], a[None], resamples=50).p_value == 1.0
@@ -187,11 +265,31 @@ def test_compare_writes_a_complete_report(setup, tmp_path):
     table with each objective and the lead-8 baseline (its ROUGE computed here independently)."""
     pytest.importorskip("matplotlib")
     out = tmp_path / "cmp"
-    argv = ["compare", "--corpus", str(setup / "wiki.txt"), "--tokenizer", str(setup / "tok"),
-            "--task", str(setup / "recipe.yaml"), "--train", str(setup / "train.jsonl"),
-            "--valid", str(setup / "valid.jsonl"), "--config", str(setup / "config.yaml"),
-            "--objectives", "palm,none", "--budget-minutes", "0.01", "--seeds", "2", "--resamples", "200",
-            "--out", str(out)]
+    argv = [
+        "compare",
+        "--corpus",
+        str(setup / "wiki.txt"),
+        "--tokenizer",
+        str(setup / "tok"),
+        "--task",
+        str(setup / "recipe.yaml"),
+        "--train",
+        str(setup / "train.jsonl"),
+        "--valid",
+        str(setup / "valid.jsonl"),
+        "--config",
+        str(setup / "config.yaml"),
+        "--objectives",
+        "palm,none",
+        "--budget-minutes",
+        "0.01",
+        "--seeds",
+        "2",
+        "--resamples",
+        "200",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     for cell in ("palm-seed0", "palm-seed1", "none-seed0", "none-seed1"):
         result = json.loads((out / "cells" / cell / "result.json").read_text())
@@ -200,8 +298,12 @@ def test_compare_writes_a_complete_report(setup, tmp_path):
     palm = json.loads((out / "cells/palm-seed0/result.json").read_text())
     assert [s["stage"] for s in palm["stages"]] == ["1-palm-mlm", "2-palm-generation"]
     assert palm["tokens_seen"] > 0 and palm["parameters"] == parameter_count(
-        compare_module.family_configs(["palm"], compare_module.load_pretrain_config(str(setup / "config.yaml")),
-                                      compare_module.TextTokenizer.load(setup / "tok"))["palm"].model)
+        compare_module.family_configs(
+            ["palm"],
+            compare_module.load_pretrain_config(str(setup / "config.yaml")),
+            compare_module.TextTokenizer.load(setup / "tok"),
+        )["palm"].model
+    )
     steps = [s["max_steps"] for s in json.loads((out / "budget/palm.json").read_text())["stages"]]
     assert [s["steps"] for s in palm["stages"]] == steps
     for name in ("scores.png", "pretrain_loss.png", "finetune_loss.png"):
@@ -214,8 +316,14 @@ def test_compare_writes_a_complete_report(setup, tmp_path):
     assert table[2]["metrics"]["rougeL"][0] == pytest.approx(lead["rougeL"])
     markdown = (out / "report.md").read_text()
     page = (out / "report.html").read_text()
-    for text in ("| palm |", "| none |", "baseline: lead-8 words", "--budget-minutes 0.01", "torch",
-                 "pretrain_loss.png"):
+    for text in (
+        "| palm |",
+        "| none |",
+        "baseline: lead-8 words",
+        "--budget-minutes 0.01",
+        "torch",
+        "pretrain_loss.png",
+    ):
         assert text in markdown
     assert page.count("data:image/png;base64,") == 3 and "baseline: lead-8 words" in page
 
@@ -227,10 +335,18 @@ def test_cells_that_did_not_learn_make_claims_not_testable():
     from ctxlm.report import BootstrapResult, _cell_rows, _table_rows, claim_verdict, did_not_learn
 
     baseline = {"name": "lead-8 words", "metrics": {"rougeL": 28.0}}  # as compare's baseline (tables: [28.0])
-    cell = {"objective": "unilm", "seed": 0, "parameters": 10, "stages": [{"steps": 5, "dir": "p/unilm-seed0/1-unilm"}],
-            "tokens_seen": 50,
-            "pretrain_seconds": 1.0, "finetune_steps": 3, "finetune_seconds": 1.0, "score_seconds": 1.0,
-            "metrics": {"rougeL": 30.0}}
+    cell = {
+        "objective": "unilm",
+        "seed": 0,
+        "parameters": 10,
+        "stages": [{"steps": 5, "dir": "p/unilm-seed0/1-unilm"}],
+        "tokens_seen": 50,
+        "pretrain_seconds": 1.0,
+        "finetune_steps": 3,
+        "finetune_seconds": 1.0,
+        "score_seconds": 1.0,
+        "metrics": {"rougeL": 30.0},
+    }
     stuck = {**cell, "not_learning": {"1-unilm": {"step": 4}, "finetune": {}}}
     below = {**cell, "metrics": {"rougeL": 28.0}}
     assert did_not_learn(cell, baseline, "rougeL") is None
@@ -241,9 +357,15 @@ def test_cells_that_did_not_learn_make_claims_not_testable():
     assert did_not_learn(cell, baseline, "rougeL", higher_is_better=False) is not None
     assert did_not_learn(stuck, None, "rougeL") == "1-unilm, finetune at the unigram level"
     # PALM's stage 1 at the unigram level, left by stage 2: the scored model learned; the table notes it
-    two_stages = {**cell, "objective": "palm", "not_learning": {"1-palm-mlm": {"step": 4}},
-                  "stages": [{"steps": 5, "dir": "p/palm-seed0/1-palm-mlm"},
-                             {"steps": 5, "dir": "p/palm-seed0/2-palm-generation"}]}
+    two_stages = {
+        **cell,
+        "objective": "palm",
+        "not_learning": {"1-palm-mlm": {"step": 4}},
+        "stages": [
+            {"steps": 5, "dir": "p/palm-seed0/1-palm-mlm"},
+            {"steps": 5, "dir": "p/palm-seed0/2-palm-generation"},
+        ],
+    }
     assert did_not_learn(two_stages, baseline, "rougeL") is None
     assert _cell_rows([two_stages], "rougeL", baseline)[0][-1] == "yes (1-palm-mlm at the unigram level)"
     assert not_learning_note(two_stages) == "; at the unigram level, then left by a later stage: 1-palm-mlm"
@@ -252,8 +374,11 @@ def test_cells_that_did_not_learn_make_claims_not_testable():
     assert _cell_rows([{**cell, "finetune_best_step": 2}], "rougeL")[0][6] == "3 (best 2)"
     rows = _cell_rows([cell, stuck, below], "rougeL", baseline)
     assert rows[0][6] == "3"
-    assert [r[-1] for r in rows] == ["yes", "no: 1-unilm, finetune at the unigram level",
-                                     "no: rougeL 28.00 does not beat lead-8 words's 28.00"]
+    assert [r[-1] for r in rows] == [
+        "yes",
+        "no: 1-unilm, finetune at the unigram level",
+        "no: rougeL 28.00 does not beat lead-8 words's 28.00",
+    ]
     test = BootstrapResult(difference=1.5, ci_low=0.5, ci_high=2.5, p_value=0.01, resamples=100)
     assert claim_verdict(test, True) == "supports" and claim_verdict(test, False) == "contradicts"
     assert claim_verdict(test, True, ["palm seed 0: below"]) == "not testable at this scale (palm seed 0: below)"
@@ -261,12 +386,32 @@ def test_cells_that_did_not_learn_make_claims_not_testable():
     assert claim_verdict(dataclasses.replace(test, p_value=0.2), True) == "no detectable difference"
     assert claim_verdict(test, True, adjusted_p=0.08) == "no detectable difference"
     assert claim_verdict(dataclasses.replace(test, ci_low=-0.1), True) == "no detectable difference"
-    table = [{"objective": "palm", "parameters": 10, "tokens_seen": [1], "metrics": {"rougeL": [30.0]},
-              "bootstrap": None, "did_not_learn": {}},
-             {"objective": "mass", "parameters": 10, "tokens_seen": [1], "metrics": {"rougeL": [29.0]},
-              "bootstrap": dataclasses.asdict(test), "did_not_learn": {}},
-             {"objective": "glm", "parameters": 10, "tokens_seen": [1], "metrics": {"rougeL": [9.0]},
-              "bootstrap": dataclasses.asdict(test), "did_not_learn": {0: "below"}}]
+    table = [
+        {
+            "objective": "palm",
+            "parameters": 10,
+            "tokens_seen": [1],
+            "metrics": {"rougeL": [30.0]},
+            "bootstrap": None,
+            "did_not_learn": {},
+        },
+        {
+            "objective": "mass",
+            "parameters": 10,
+            "tokens_seen": [1],
+            "metrics": {"rougeL": [29.0]},
+            "bootstrap": dataclasses.asdict(test),
+            "did_not_learn": {},
+        },
+        {
+            "objective": "glm",
+            "parameters": 10,
+            "tokens_seen": [1],
+            "metrics": {"rougeL": [9.0]},
+            "bootstrap": dataclasses.asdict(test),
+            "did_not_learn": {0: "below"},
+        },
+    ]
     shown = _table_rows(table, ["rougeL"], "rougeL")
     assert shown[1][-2:] == ["+1.50 [+0.50, +2.50]", "0.010"]
     assert shown[2][-2:] == ["not testable at this scale", "—"]
@@ -279,11 +424,33 @@ def test_train_sizes_share_the_pre_training_and_report_palm_against_none(setup, 
     and PALM vs none at each size, and the plot embedded in train_sizes.html."""
     pytest.importorskip("matplotlib")
     out = tmp_path / "sizes"
-    argv = ["compare", "--corpus", str(setup / "wiki.txt"), "--tokenizer", str(setup / "tok"),
-            "--task", str(setup / "recipe.yaml"), "--train", str(setup / "train.jsonl"),
-            "--valid", str(setup / "valid.jsonl"), "--config", str(setup / "config.yaml"),
-            "--objectives", "palm,none", "--budget-tokens", "2000", "--seeds", "1", "--resamples", "100",
-            "--train-limit", "16,all", "--out", str(out)]
+    argv = [
+        "compare",
+        "--corpus",
+        str(setup / "wiki.txt"),
+        "--tokenizer",
+        str(setup / "tok"),
+        "--task",
+        str(setup / "recipe.yaml"),
+        "--train",
+        str(setup / "train.jsonl"),
+        "--valid",
+        str(setup / "valid.jsonl"),
+        "--config",
+        str(setup / "config.yaml"),
+        "--objectives",
+        "palm,none",
+        "--budget-tokens",
+        "2000",
+        "--seeds",
+        "1",
+        "--resamples",
+        "100",
+        "--train-limit",
+        "16,all",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert "train_sizes.md" in capsys.readouterr().out
     shared = {p.name for p in (out / "pretrain").iterdir() if p.is_dir()}
@@ -314,8 +481,9 @@ def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_p
     def counting_batch(self, micro_batch, pad_id):
         epoch, batch = real_batch(self, micro_batch, pad_id)
         if training_in[0] is not None:
-            fed[training_in[0]] += sum(int(batch[k].ne(pad_id).sum()) for k in ("input_ids", "decoder_input_ids")
-                                       if k in batch)
+            fed[training_in[0]] += sum(
+                int(batch[k].ne(pad_id).sum()) for k in ("input_ids", "decoder_input_ids") if k in batch
+            )
         return epoch, batch
 
     def counting_pretrain(corpus, out_dir, *args, **kwargs):
@@ -337,8 +505,9 @@ def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_p
     monkeypatch.setattr(training.BatchStream, "batch", counting_batch)
     kill_at_call = 2
     out = tmp_path / "cmp"
-    options = arguments(setup, out, objectives=["palm", "mass"], budget=Budget(tokens=1500), seeds=1,
-                        plots=False, resamples=50)
+    options = arguments(
+        setup, out, objectives=["palm", "mass"], budget=Budget(tokens=1500), seeds=1, plots=False, resamples=50
+    )
     with pytest.raises(KeyboardInterrupt):
         run_compare(**options)
     first = out / "cells/palm-seed0/result.json"
@@ -363,8 +532,12 @@ def test_a_killed_comparison_resumes_without_redoing_finished_cells(setup, tmp_p
     recipe = load_finetune_config(str(setup / "recipe.yaml"))
     pairs = read_pairs("summarization", setup / "valid.jsonl")
     predictor = Seq2SeqPredictor.load(out / "cells/mass-seed0/finetune", max_source_tokens=recipe.max_source_tokens)
-    assert corpus_perplexity(np.array(example_nll(predictor, pairs, recipe))) == pytest.approx(predictor.perplexity(
-        [p.source for p in pairs], [p.target for p in pairs], max_target_tokens=recipe.max_target_tokens), rel=1e-5)
+    assert corpus_perplexity(np.array(example_nll(predictor, pairs, recipe))) == pytest.approx(
+        predictor.perplexity(
+            [p.source for p in pairs], [p.target for p in pairs], max_target_tokens=recipe.max_target_tokens
+        ),
+        rel=1e-5,
+    )
     # dialog's trivial baseline scores the same target tokens as the model
     labels = target_labels(predictor.model.config, predictor.tokenizer, pairs, recipe)
     assert [len(ids) for ids in labels] == [tokens for _, tokens in example_nll(predictor, pairs, recipe)]
@@ -377,8 +550,10 @@ def test_unigram_baseline_against_brute_force():
     train, evaluation, vocab = [np.array([1, 1, 2]), np.array([2, 3])], [np.array([1, 4]), np.array([3])], 5
     counts = {0: 0, 1: 2, 2: 2, 3: 1, 4: 0}
     total = sum(counts.values()) + vocab
-    expected = [[-math.log((counts[1] + 1) / total) - math.log((counts[4] + 1) / total), 2.0],
-                [-math.log((counts[3] + 1) / total), 1.0]]
+    expected = [
+        [-math.log((counts[1] + 1) / total) - math.log((counts[4] + 1) / total), 2.0],
+        [-math.log((counts[3] + 1) / total), 1.0],
+    ]
     assert np.allclose(unigram_nll(train, evaluation, vocab), expected)
 
 
@@ -418,8 +593,16 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(setup, tmp_path, monke
 
     monkeypatch.setattr(training, "save_training_checkpoint", save_then_die)
     monkeypatch.setattr(compare_module, "pretrain", recording_pretrain)
-    options = arguments(setup, tmp_path / "cmp", objectives=["palm"], budget=Budget(tokens=4000), seeds=1,
-                        plots=False, config=config, resamples=10)
+    options = arguments(
+        setup,
+        tmp_path / "cmp",
+        objectives=["palm"],
+        budget=Budget(tokens=4000),
+        seeds=1,
+        plots=False,
+        config=config,
+        resamples=10,
+    )
     with pytest.raises(KeyboardInterrupt):
         run_compare(**options)
     monkeypatch.setattr(training, "save_training_checkpoint", real_save)
@@ -449,8 +632,10 @@ def test_comparisons_sharing_a_pretrain_dir_pre_train_each_cell_once(setup, tmp_
     assert calls == ["pretrain/mass-seed0/1-mass"] and not (tmp_path / "first/cells/mass-seed0/pretrain").exists()
     run_compare(**arguments(setup, tmp_path / "second", **options))
     assert calls == ["pretrain/mass-seed0/1-mass"]
-    first, second = (json.loads((tmp_path / f"{name}/cells/mass-seed0/result.json").read_text())["stages"]
-                     for name in ("first", "second"))
+    first, second = (
+        json.loads((tmp_path / f"{name}/cells/mass-seed0/result.json").read_text())["stages"]
+        for name in ("first", "second")
+    )
     assert first == second and Path(first[0]["dir"]) == shared / "mass-seed0/1-mass"
     assert (tmp_path / "second/pretrain_loss.png").is_file()
     with pytest.raises(CtxlmError, match="another 'budget'"):
@@ -477,13 +662,15 @@ def test_sigterm_stops_the_comparison_and_the_rerun_resumes_the_stage(setup, tmp
 
     monkeypatch.setattr(training.BatchStream, "batch", batch_then_signal)
     monkeypatch.setattr(compare_module, "pretrain", recording_pretrain)
-    options = arguments(setup, tmp_path / "cmp", objectives=["palm"], budget=Budget(tokens=4000), seeds=1,
-                        plots=False, resamples=10)
+    options = arguments(
+        setup, tmp_path / "cmp", objectives=["palm"], budget=Budget(tokens=4000), seeds=1, plots=False, resamples=10
+    )
     with pytest.raises(KeyboardInterrupt, match="stopped by a signal"):
         run_compare(**options)
     stage_dir = tmp_path / "cmp/cells/palm-seed0/pretrain/2-palm-generation"
-    assert (not (stage_dir / compare_module.DONE).exists()
-            and not (tmp_path / "cmp/cells/palm-seed0/result.json").exists())
+    assert (
+        not (stage_dir / compare_module.DONE).exists() and not (tmp_path / "cmp/cells/palm-seed0/result.json").exists()
+    )
     run_compare(**options)
     assert runs == [("1-palm-mlm", False), ("2-palm-generation", False), ("2-palm-generation", True)]
     stage = json.loads((tmp_path / "cmp/cells/palm-seed0/result.json").read_text())["stages"][1]
@@ -499,14 +686,27 @@ def test_dialog_comparison_has_the_unigram_baseline(setup, data_dir, tmp_path):
         (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     recipe = yaml.safe_load((setup / "recipe.yaml").read_text())
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "task": "dialog"}))
-    table = run_compare(**arguments(setup, tmp_path / "cmp", recipe=str(tmp_path / "recipe.yaml"),
-                                train_path=tmp_path / "train.jsonl", valid_path=tmp_path / "valid.jsonl"),
-                    budget=Budget(tokens=100), objectives=["none"], seeds=1, plots=False, train_limit=48)
+    table = run_compare(
+        **arguments(
+            setup,
+            tmp_path / "cmp",
+            recipe=str(tmp_path / "recipe.yaml"),
+            train_path=tmp_path / "train.jsonl",
+            valid_path=tmp_path / "valid.jsonl",
+        ),
+        budget=Budget(tokens=100),
+        objectives=["none"],
+        seeds=1,
+        plots=False,
+        train_limit=48,
+    )
     assert [row["objective"] for row in table] == ["none", "baseline: unigram of the training targets"]
     unigram = table[1]["metrics"]["perplexity"][0]
     assert 1 < unigram < 1000  # the tokenizer has 1,000 tokens: add-one smoothing keeps it below that
-    assert table[0]["did_not_learn"] == {0: f"perplexity {table[0]['metrics']['perplexity'][0]:.2f} does not beat "
-                                            f"unigram of the training targets's {unigram:.2f}"}
+    assert table[0]["did_not_learn"] == {
+        0: f"perplexity {table[0]['metrics']['perplexity'][0]:.2f} does not beat "
+        f"unigram of the training targets's {unigram:.2f}"
+    }
 
 
 def test_recipe_lexicon_decodes_as_the_demo(setup, tmp_path):
@@ -517,8 +717,13 @@ def test_recipe_lexicon_decodes_as_the_demo(setup, tmp_path):
     recipe = yaml.safe_load((setup / "recipe.yaml").read_text())
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "lexicon": True}))
     out = tmp_path / "cmp"
-    run_compare(**arguments(setup, out, recipe=str(tmp_path / "recipe.yaml")), budget=Budget(tokens=100),
-            objectives=["none"], seeds=1, plots=False)
+    run_compare(
+        **arguments(setup, out, recipe=str(tmp_path / "recipe.yaml")),
+        budget=Budget(tokens=100),
+        objectives=["none"],
+        seeds=1,
+        plots=False,
+    )
     written = json.loads((out / "cells/none-seed0/predictions.json").read_text())
     config = load_finetune_config(str(tmp_path / "recipe.yaml"))
     train = read_pairs("summarization", setup / "train.jsonl")
@@ -526,8 +731,9 @@ def test_recipe_lexicon_decodes_as_the_demo(setup, tmp_path):
     sources = [p.source for p in valid]
     plain = Seq2SeqPredictor.load(out / "cells/none-seed0/finetune", max_source_tokens=config.max_source_tokens)
     lexicon = WordLexicon.from_texts(plain.tokenizer, [t for p in train for t in (p.source, p.target)])
-    with_lexicon = Seq2SeqPredictor.load(out / "cells/none-seed0/finetune", max_source_tokens=config.max_source_tokens,
-                                         lexicon=lexicon)
+    with_lexicon = Seq2SeqPredictor.load(
+        out / "cells/none-seed0/finetune", max_source_tokens=config.max_source_tokens, lexicon=lexicon
+    )
     assert written == with_lexicon.generate(sources, config.decoding, batch_size=32)
     assert written != plain.generate(sources, config.decoding, batch_size=32)
 
@@ -535,8 +741,10 @@ def test_recipe_lexicon_decodes_as_the_demo(setup, tmp_path):
 def test_json_written_by_many_processes_at_once_stays_whole(tmp_path):
     """Parallel cells record the same settings.json: with one shared temporary name one process's
     rename took the other's file away (FileNotFoundError); each now writes its own."""
-    script = ("import sys; from pathlib import Path; from ctxlm.compare import write_json_atomic\n"
-              "for i in range(300): write_json_atomic(Path(sys.argv[1]), {'i': i, 'pad': 'x' * 5000})\n")
+    script = (
+        "import sys; from pathlib import Path; from ctxlm.compare import write_json_atomic\n"
+        "for i in range(300): write_json_atomic(Path(sys.argv[1]), {'i': i, 'pad': 'x' * 5000})\n"
+    )
     runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "settings.json")]) for _ in range(4)]
     assert [run.wait(timeout=120) for run in runs] == [0, 0, 0, 0]
     assert json.loads((tmp_path / "settings.json").read_text())["i"] == 299
@@ -560,11 +768,22 @@ def test_flop_budget_buys_each_variant_the_fewest_steps_that_reach_it(setup, tmp
 
     monkeypatch.setattr(compare_module, "steps_for_tokens", recording)
     out = tmp_path / "cmp"
-    run_compare(**arguments(setup, out, objectives=["palm", "mass"], budget=Budget(flops="palm:1500"), seeds=1,
-                            plots=False, resamples=10))
+    run_compare(
+        **arguments(
+            setup,
+            out,
+            objectives=["palm", "mass"],
+            budget=Budget(flops="palm:1500"),
+            seeds=1,
+            plots=False,
+            resamples=10,
+        )
+    )
     record = json.loads((out / "budget/flops.json").read_text())
-    per_token = {o: [s["flops_per_token"] for s in json.loads((out / f"budget/{o}-flops.json").read_text())["stages"]]
-                 for o in ("palm", "mass")}
+    per_token = {
+        o: [s["flops_per_token"] for s in json.loads((out / f"budget/{o}-flops.json").read_text())["stages"]]
+        for o in ("palm", "mass")
+    }
     assert record["flops"] == sum(round(f * s["tokens"]) for f, s in zip(per_token["palm"], record["stages"]))
     assert all(750 <= s["tokens"] for s in record["stages"])
     cells = {o: json.loads((out / f"cells/{o}-seed0/result.json").read_text()) for o in ("palm", "mass")}
@@ -572,8 +791,9 @@ def test_flop_budget_buys_each_variant_the_fewest_steps_that_reach_it(setup, tmp
         assert cell["budget_view"] == "flops" and cell["pretrain_flops"] == sum(s["flops"] for s in cell["stages"])
         for stage, rate in zip(cell["stages"], per_token[objective]):
             share = record["flops"] / len(cell["stages"])
-            examples, train, pad_id, budget, steps, tokens = next(p for p in planned if p[5] == stage["tokens"]
-                                                                  and p[3] == math.ceil(share / rate))
+            examples, train, pad_id, budget, steps, tokens = next(
+                p for p in planned if p[5] == stage["tokens"] and p[3] == math.ceil(share / rate)
+            )
             seen = list(itertools.islice(step_tokens(examples, train, pad_id), steps))
             assert (stage["steps"], stage["tokens"]) == (steps, sum(seen))
             assert rate * sum(seen) >= share > rate * sum(seen[:-1])  # reached with the last step, not before
@@ -599,11 +819,19 @@ def test_lr_chosen_once_by_held_out_loss_and_kept_for_every_seed_and_size(setup,
         return real_finetune(train, valid, out_dir, recipe, **kwargs)
 
     monkeypatch.setattr(compare_module, "finetune", recording)
-    spec = ComparisonSpec(Budget(tokens=100), objectives=("none",), seeds=2, lr_grid=(1e-5, 3e-3), plots=False,
-                          resamples=10)
-    compare_train_sizes([setup / "wiki.txt"], setup / "tok", str(setup / "recipe.yaml"),
-                        TaskData(train=setup / "train.jsonl", valid=setup / "valid.jsonl"), tmp_path / "cmp", spec,
-                        train_limits=[24, 40], config=str(setup / "config.yaml"))
+    spec = ComparisonSpec(
+        Budget(tokens=100), objectives=("none",), seeds=2, lr_grid=(1e-5, 3e-3), plots=False, resamples=10
+    )
+    compare_train_sizes(
+        [setup / "wiki.txt"],
+        setup / "tok",
+        str(setup / "recipe.yaml"),
+        TaskData(train=setup / "train.jsonl", valid=setup / "valid.jsonl"),
+        tmp_path / "cmp",
+        spec,
+        train_limits=[24, 40],
+        config=str(setup / "config.yaml"),
+    )
     choice = json.loads((tmp_path / "cmp/lr/none.json").read_text())
     losses = {}
     for lr in ("1e-05", "0.003"):
@@ -611,14 +839,30 @@ def test_lr_chosen_once_by_held_out_loss_and_kept_for_every_seed_and_size(setup,
         losses[lr] = min(row["valid/lm_loss"] for row in rows if "valid/lm_loss" in row)
     assert choice["selection_loss"] == pytest.approx(losses) and choice["train_pairs"] == 40
     assert choice["chosen"] == min((1e-5, 3e-3), key=lambda lr: losses[f"{lr:g}"])
-    assert sorted(calls) == sorted([("cmp/lr/none/lr-1e-05", 1e-5, 40), ("cmp/lr/none/lr-0.003", 3e-3, 40),
-                                    ("cmp/train-40/cells/none-seed1/finetune", choice["chosen"], 40),
-                                    ("cmp/train-24/cells/none-seed0/finetune", choice["chosen"], 24),
-                                    ("cmp/train-24/cells/none-seed1/finetune", choice["chosen"], 24)])
-    assert (tmp_path / "cmp/train-40/cells/none-seed0/finetune").resolve() == \
-        (tmp_path / f"cmp/lr/none/lr-{choice['chosen']:g}").resolve()
-    contract = {"train_pairs", "budget_view", "pretrain_flops", "finetune_flops", "finetune_tokens", "finetune_lr",
-                "finetune_step_cap", "finetune_stopped_early", "finetune_curve", "finetune_unigram_level"}
+    assert sorted(calls) == sorted(
+        [
+            ("cmp/lr/none/lr-1e-05", 1e-5, 40),
+            ("cmp/lr/none/lr-0.003", 3e-3, 40),
+            ("cmp/train-40/cells/none-seed1/finetune", choice["chosen"], 40),
+            ("cmp/train-24/cells/none-seed0/finetune", choice["chosen"], 24),
+            ("cmp/train-24/cells/none-seed1/finetune", choice["chosen"], 24),
+        ]
+    )
+    assert (tmp_path / "cmp/train-40/cells/none-seed0/finetune").resolve() == (
+        tmp_path / f"cmp/lr/none/lr-{choice['chosen']:g}"
+    ).resolve()
+    contract = {
+        "train_pairs",
+        "budget_view",
+        "pretrain_flops",
+        "finetune_flops",
+        "finetune_tokens",
+        "finetune_lr",
+        "finetune_step_cap",
+        "finetune_stopped_early",
+        "finetune_curve",
+        "finetune_unigram_level",
+    }
     for size, seed in itertools.product((24, 40), (0, 1)):
         cell = json.loads((tmp_path / f"cmp/train-{size}/cells/none-seed{seed}/result.json").read_text())
         assert contract <= set(cell) and cell["train_pairs"] == size and cell["finetune_lr"] == choice["chosen"]

@@ -24,10 +24,29 @@ from ctxlm.report import corpus_pearson, did_not_learn, mean_score
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TINY_MODEL = dict(base="palm-tiny", d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                  decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128)
-TINY_FINETUNE = dict(batch_size=8, lr=1e-3, max_steps=4, warmup_steps=1, eval_every=2, eval_batches=4, log_every=1,
-                     save_every=0, keep_checkpoints=1, progress=False)
+TINY_MODEL = dict(
+    base="palm-tiny",
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    max_position_embeddings=128,
+)
+TINY_FINETUNE = dict(
+    batch_size=8,
+    lr=1e-3,
+    max_steps=4,
+    warmup_steps=1,
+    eval_every=2,
+    eval_batches=4,
+    log_every=1,
+    save_every=0,
+    keep_checkpoints=1,
+    progress=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +58,50 @@ def setup(data_dir, tmp_path_factory):
     from ctxlm.tokenization import train_tokenizer
 
     train_tokenizer([corpus], 1000, root / "tok")
-    (root / "config.yaml").write_text(yaml.safe_dump({
-        "model": TINY_MODEL,
-        "train": dict(batch_size=4, lr=1e-3, warmup_steps=1, eval_every=0, eval_batches=1, log_every=1,
-                      save_every=0, keep_checkpoints=1, progress=False),
-        "data": dict(fragment_length=64, valid_fraction=0.05, max_valid_documents=2)}))
-    (root / "cloze.yaml").write_text(yaml.safe_dump({"task": "cloze", "dataset": "superglue/RTE",
-                                                     "train": TINY_FINETUNE}))
+    (root / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": TINY_MODEL,
+                "train": dict(
+                    batch_size=4,
+                    lr=1e-3,
+                    warmup_steps=1,
+                    eval_every=0,
+                    eval_batches=1,
+                    log_every=1,
+                    save_every=0,
+                    keep_checkpoints=1,
+                    progress=False,
+                ),
+                "data": dict(fragment_length=64, valid_fraction=0.05, max_valid_documents=2),
+            }
+        )
+    )
+    (root / "cloze.yaml").write_text(
+        yaml.safe_dump({"task": "cloze", "dataset": "superglue/RTE", "train": TINY_FINETUNE})
+    )
     return root
 
 
 def base_argv(root: Path, out: Path, *flags: str) -> list[str]:
-    return ["compare", "--corpus", str(root / "wiki.txt"), "--tokenizer", str(root / "tok"), "--config",
-            str(root / "config.yaml"), "--budget-tokens", "3000", "--seeds", "1", "--resamples", "100",
-            "--out", str(out), *flags]
+    return [
+        "compare",
+        "--corpus",
+        str(root / "wiki.txt"),
+        "--tokenizer",
+        str(root / "tok"),
+        "--config",
+        str(root / "config.yaml"),
+        "--budget-tokens",
+        "3000",
+        "--seeds",
+        "1",
+        "--resamples",
+        "100",
+        "--out",
+        str(out),
+        *flags,
+    ]
 
 
 def raw_labels(path: Path) -> list:
@@ -103,8 +152,11 @@ def check_claim(markdown: str, claim: str, cells: list[dict], baseline: dict) ->
     row = next(line for line in markdown.splitlines() if line.startswith(f"| {claim}"))
     scoring = types.SimpleNamespace(primary="accuracy", higher_is_better=True, statistic=mean_score)
     names = re.search(r": (\S+) vs (\S+) \|", row).groups()
-    stuck = [r for name in names for r in untestable_reasons([c for c in cells if c["objective"] == name], baseline,
-                                                            scoring, 1000)]
+    stuck = [
+        r
+        for name in names
+        for r in untestable_reasons([c for c in cells if c["objective"] == name], baseline, scoring, 1000)
+    ]
     assert ("not testable at this scale" in row) == bool(stuck), row
 
 
@@ -117,8 +169,23 @@ def test_cloze_compare_writes_the_report_with_baseline_and_shuffling_claim(setup
     from ctxlm.tasks.cloze import evaluate_cloze
 
     nlu, out = data_dir / "nlu", tmp_path / "cloze"
-    assert main(base_argv(setup, out, "--task", str(setup / "cloze.yaml"), "--data-dir", str(nlu),
-                          "--objectives", "glm,glm-noshuffle,none", "--eval-limit", "8")) == 0
+    assert (
+        main(
+            base_argv(
+                setup,
+                out,
+                "--task",
+                str(setup / "cloze.yaml"),
+                "--data-dir",
+                str(nlu),
+                "--objectives",
+                "glm,glm-noshuffle,none",
+                "--eval-limit",
+                "8",
+            )
+        )
+        == 0
+    )
     cells = [read_json(out / "cells" / f"{o}-seed0/result.json") for o in ("glm", "glm-noshuffle", "none")]
     for cell in cells:
         expected = evaluate_cloze(out / "cells" / f"{cell['objective']}-seed0/finetune", None, nlu, limit=8)
@@ -133,8 +200,12 @@ def test_cloze_compare_writes_the_report_with_baseline_and_shuffling_claim(setup
     label = majority.pop()
     dev = raw_labels(nlu / "superglue/RTE/dev32.jsonl")[:8]
     table = read_json(out / "table.json")
-    assert [row["objective"] for row in table] == ["glm", "glm-noshuffle", "none",
-                                                   f"baseline: majority class {label} ({count}/32 training rows)"]
+    assert [row["objective"] for row in table] == [
+        "glm",
+        "glm-noshuffle",
+        "none",
+        f"baseline: majority class {label} ({count}/32 training rows)",
+    ]
     baseline_accuracy = 100 * accuracy_score(dev, [label] * 8)
     assert table[3]["metrics"]["accuracy"] == [pytest.approx(baseline_accuracy)]
 
@@ -142,14 +213,27 @@ def test_cloze_compare_writes_the_report_with_baseline_and_shuffling_claim(setup
     assert "# Pre-training objectives on cloze superglue/RTE" in markdown
     assert "| Δ accuracy vs glm [95% CI] | p |" in markdown and "| glm | 65" in markdown
     assert f"| {table[3]['objective']} |" in markdown
-    baseline = {"name": table[3]["objective"].removeprefix("baseline: "), "metrics": {"accuracy": baseline_accuracy},
-                "example_stats": [[100.0 * (y == label)] for y in dev]}  # as compare's baseline: one row per example
+    baseline = {
+        "name": table[3]["objective"].removeprefix("baseline: "),
+        "metrics": {"accuracy": baseline_accuracy},
+        "example_stats": [[100.0 * (y == label)] for y in dev],
+    }  # as compare's baseline: one row per example
     check_claim(markdown, "GLM's span shuffling helps", cells[:2], baseline)
     assert "UniLMv2 AE+PAR" not in markdown and "PALM beats" not in markdown  # claims of other tasks
     assert "report.md" in capsys.readouterr().out
 
-    argv = base_argv(setup, out, "--task", str(setup / "cloze.yaml"), "--data-dir", str(nlu), "--objectives",
-                     "glm,glm-noshuffle,none", "--eval-limit", "8")
+    argv = base_argv(
+        setup,
+        out,
+        "--task",
+        str(setup / "cloze.yaml"),
+        "--data-dir",
+        str(nlu),
+        "--objectives",
+        "glm,glm-noshuffle,none",
+        "--eval-limit",
+        "8",
+    )
     stamp = (out / "cells/glm-seed0/result.json").stat().st_mtime_ns
     assert main(argv) == 0 and (out / "cells/glm-seed0/result.json").stat().st_mtime_ns == stamp  # kept
     assert read_json(out / "table.json")[:3] == table[:3]
@@ -164,11 +248,24 @@ def test_classify_compare_tests_unilm_table_6_claims_on_mrpc(setup, data_dir, tm
     from ctxlm.tasks.classification import evaluate_classifier
 
     nlu, out = data_dir / "nlu", tmp_path / "mrpc"
-    spec = ComparisonSpec(Budget(tokens=3000), objectives=tuple(["unilm", "unilm-ae", "unilm-par"]), seeds=1,
-                          pretrain_dir=setup / "pretrain", resamples=100, plots=False)
-    table = compare_nlu([setup / "wiki.txt"], setup / "tok", "classify",
-                        TaskData(dataset="glue/MRPC", data_dir=nlu, train_limit=32, limit=16), out, spec,
-                        train=TINY_FINETUNE, config=str(setup / "config.yaml"))
+    spec = ComparisonSpec(
+        Budget(tokens=3000),
+        objectives=tuple(["unilm", "unilm-ae", "unilm-par"]),
+        seeds=1,
+        pretrain_dir=setup / "pretrain",
+        resamples=100,
+        plots=False,
+    )
+    table = compare_nlu(
+        [setup / "wiki.txt"],
+        setup / "tok",
+        "classify",
+        TaskData(dataset="glue/MRPC", data_dir=nlu, train_limit=32, limit=16),
+        out,
+        spec,
+        train=TINY_FINETUNE,
+        config=str(setup / "config.yaml"),
+    )
     cells = [read_json(out / "cells" / f"{o}-seed0/result.json") for o in ("unilm", "unilm-ae", "unilm-par")]
     for cell in cells:
         expected = evaluate_classifier(out / "cells" / f"{cell['objective']}-seed0/finetune", None, nlu, limit=16)
@@ -180,17 +277,23 @@ def test_classify_compare_tests_unilm_table_6_claims_on_mrpc(setup, data_dir, tm
     task = ClassifyTask("glue/MRPC", nlu, {}, train_limit=32, eval_limit=16)
     majority, count = brute_majority([row.label for row in task.train_rows])  # MRPC's first 32 tie at 16
     labels = [row.label for row in task.rows]
-    names = {f"baseline: majority class {task.spec.label_names[label]} ({count}/32 training rows)": label
-             for label in majority}
+    names = {
+        f"baseline: majority class {task.spec.label_names[label]} ({count}/32 training rows)": label
+        for label in majority
+    }
     label = names[table[-1]["objective"]]
     assert table[-1]["metrics"]["accuracy"] == [pytest.approx(100 * accuracy_score(labels, [label] * 16))]
     assert table[-1]["metrics"]["f1"] == [pytest.approx(100 * f1_score(labels, [label] * 16))]
     markdown = (out / "report.md").read_text(encoding="utf-8")
-    baseline = {"name": table[-1]["objective"].removeprefix("baseline: "),
-                "metrics": {"accuracy": table[-1]["metrics"]["accuracy"][0]},
-                "example_stats": [[100.0 * (y == label)] for y in labels]}
-    for claim, worse in (("UniLMv2 AE+PAR beats AE alone", "unilm-ae"),
-                         ("UniLMv2 AE+PAR beats PAR alone", "unilm-par")):
+    baseline = {
+        "name": table[-1]["objective"].removeprefix("baseline: "),
+        "metrics": {"accuracy": table[-1]["metrics"]["accuracy"][0]},
+        "example_stats": [[100.0 * (y == label)] for y in labels],
+    }
+    for claim, worse in (
+        ("UniLMv2 AE+PAR beats AE alone", "unilm-ae"),
+        ("UniLMv2 AE+PAR beats PAR alone", "unilm-par"),
+    ):
         check_claim(markdown, claim, [cells[0], next(c for c in cells if c["objective"] == worse)], baseline)
     assert "| Δ accuracy vs unilm [95% CI] |" in markdown and "GLM's span shuffling" not in markdown
 
@@ -202,11 +305,24 @@ def test_classify_sts_b_bootstraps_pearson_and_none_is_a_new_unilm(setup, data_d
     from ctxlm.tasks.classification import evaluate_classifier
 
     nlu, out = data_dir / "nlu", tmp_path / "stsb"
-    spec = ComparisonSpec(Budget(tokens=3000), objectives=tuple(["unilm", "none"]), seeds=1,
-                          pretrain_dir=setup / "pretrain", resamples=100, plots=False)
-    table = compare_nlu([setup / "wiki.txt"], setup / "tok", "classify",
-                        TaskData(dataset="glue/STS-B", data_dir=nlu, train_limit=32, limit=16), out, spec,
-                        train=TINY_FINETUNE, config=str(setup / "config.yaml"))
+    spec = ComparisonSpec(
+        Budget(tokens=3000),
+        objectives=tuple(["unilm", "none"]),
+        seeds=1,
+        pretrain_dir=setup / "pretrain",
+        resamples=100,
+        plots=False,
+    )
+    table = compare_nlu(
+        [setup / "wiki.txt"],
+        setup / "tok",
+        "classify",
+        TaskData(dataset="glue/STS-B", data_dir=nlu, train_limit=32, limit=16),
+        out,
+        spec,
+        train=TINY_FINETUNE,
+        config=str(setup / "config.yaml"),
+    )
     for objective in ("unilm", "none"):
         cell = read_json(out / "cells" / f"{objective}-seed0/result.json")
         expected = evaluate_classifier(out / "cells" / f"{objective}-seed0/finetune", None, nlu, limit=16)
@@ -249,7 +365,8 @@ def test_a_cell_predicting_one_class_did_not_learn():
     cell = {"metrics": {"accuracy": 65.6}}
     assert did_not_learn(cell, baseline, "accuracy") is None
     assert did_not_learn({**cell, "one_class": "entailment"}, baseline, "accuracy") == (
-        "predicts entailment for every example")
+        "predicts entailment for every example"
+    )
 
 
 @pytest.mark.parametrize("dataset", ["RTE", "CB", "COPA", "BoolQ"])
@@ -281,15 +398,22 @@ def test_classify_majority_baseline_on_rte_is_a_brute_force_count(data_dir):
 
 
 # ------------------------------------------------------------------------------------ errors
-@pytest.mark.parametrize("flags, message", [
-    (["--task", "cloze", "--dataset", "superglue/RTE", "--objectives", "glm,unilm"],
-     "error: --task cloze fine-tunes glm models: 'unilm' is a unilm variant (choose from glm, glm-noshuffle, "),
-    (["--task", "classify", "--dataset", "glue/MRPC", "--objectives", "unilm,palm"],
-     "error: --task classify fine-tunes unilm models: 'palm' is a palm variant (choose from unilm, "),
-    (["--task", "cloze", "--objectives", "glm"], "error: --task cloze needs --dataset"),
-    (["--task", "classify", "--dataset", "superglue/CB"], "error: unknown dataset 'superglue/CB'"),
-    (["--task", "cloze", "--dataset", "superglue/WSC"], "error: compare --task cloze scores superglue/RTE, "),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--task", "cloze", "--dataset", "superglue/RTE", "--objectives", "glm,unilm"],
+            "error: --task cloze fine-tunes glm models: 'unilm' is a unilm variant (choose from glm, glm-noshuffle, ",
+        ),
+        (
+            ["--task", "classify", "--dataset", "glue/MRPC", "--objectives", "unilm,palm"],
+            "error: --task classify fine-tunes unilm models: 'palm' is a palm variant (choose from unilm, ",
+        ),
+        (["--task", "cloze", "--objectives", "glm"], "error: --task cloze needs --dataset"),
+        (["--task", "classify", "--dataset", "superglue/CB"], "error: unknown dataset 'superglue/CB'"),
+        (["--task", "cloze", "--dataset", "superglue/WSC"], "error: compare --task cloze scores superglue/RTE, "),
+    ],
+)
 def test_nlu_errors_are_one_line(setup, data_dir, tmp_path, capsys, flags, message):
     """A variant of another family, a missing --dataset, a dataset the task does not score: one
     `error:` line, exit 2, before any run."""

@@ -31,21 +31,47 @@ def cell(rng, task: str, objective: str, seed: int, pairs: int, view: str, cappe
     else:  # dialog: (NLL sum, tokens); lower perplexity is better, so the effect lowers the NLL
         tokens = rng.integers(5, 15, (EXAMPLES, 1))
         stats = np.hstack([tokens * (4.0 - effect / 20 + rng.normal(0, 0.3, (EXAMPLES, 1))), tokens])
-    stages = [{"stage": f"{k + 1}-{objective}", "steps": 10, "flops": 10 ** 12,
-               "curve": [[s, 1000 * s, 7 - s / 5 + rng.normal(0, 0.05)] for s in range(1, 11)],
-               "unigram_level": 6.5, "entropy": 6.5, "dir": "/machine/path"}
-              for k in range(2 if objective == "palm" else (0 if objective == "none" else 1))]
+    stages = [
+        {
+            "stage": f"{k + 1}-{objective}",
+            "steps": 10,
+            "flops": 10**12,
+            "curve": [[s, 1000 * s, 7 - s / 5 + rng.normal(0, 0.05)] for s in range(1, 11)],
+            "unigram_level": 6.5,
+            "entropy": 6.5,
+            "dir": "/machine/path",
+        }
+        for k in range(2 if objective == "palm" else (0 if objective == "none" else 1))
+    ]
     metric = float(stats.mean()) if task == "gigaword" else float(np.exp(stats[:, 0].sum() / stats[:, 1].sum()))
-    return {"objective": objective, "seed": seed, "family": "palm", "parameters": 1000, "stages": stages,
-            "tokens_seen": 10_000 * len(stages), "pretrain_seconds": 10.0, "pretrain_flops": 2 * 10 ** 12,
-            "finetune_steps": 300 if capped else 120, "finetune_best_step": 300 if capped else 80,
-            "finetune_seconds": 5.0, "score_seconds": 1.0, "finetune_flops": 10 ** 11, "finetune_tokens": 5000,
-            "finetune_lr": 3e-4, "finetune_step_cap": 300, "finetune_stopped_early": not capped,
-            "finetune_curve": [[s, 5 - s / 100 - effect / 10 + rng.normal(0, 0.05)]
-                               for s in range(20, 301 if capped else 121, 20)],
-            "finetune_unigram_level": 6.0, "train_pairs": pairs, "budget_view": view,
-            "metrics": {("rougeL" if task == "gigaword" else "perplexity"): metric},
-            "example_stats": stats.tolist(), "predictions": ["x"] * EXAMPLES}
+    return {
+        "objective": objective,
+        "seed": seed,
+        "family": "palm",
+        "parameters": 1000,
+        "stages": stages,
+        "tokens_seen": 10_000 * len(stages),
+        "pretrain_seconds": 10.0,
+        "pretrain_flops": 2 * 10**12,
+        "finetune_steps": 300 if capped else 120,
+        "finetune_best_step": 300 if capped else 80,
+        "finetune_seconds": 5.0,
+        "score_seconds": 1.0,
+        "finetune_flops": 10**11,
+        "finetune_tokens": 5000,
+        "finetune_lr": 3e-4,
+        "finetune_step_cap": 300,
+        "finetune_stopped_early": not capped,
+        "finetune_curve": [
+            [s, 5 - s / 100 - effect / 10 + rng.normal(0, 0.05)] for s in range(20, 301 if capped else 121, 20)
+        ],
+        "finetune_unigram_level": 6.0,
+        "train_pairs": pairs,
+        "budget_view": view,
+        "metrics": {("rougeL" if task == "gigaword" else "perplexity"): metric},
+        "example_stats": stats.tolist(),
+        "predictions": ["x"] * EXAMPLES,
+    }
 
 
 def work_folder(root: Path) -> Path:
@@ -67,16 +93,33 @@ def work_folder(root: Path) -> Path:
                 else:
                     tokens = rng.integers(5, 15, (EXAMPLES, 1))
                     base = np.hstack([tokens * 4.4, tokens])
-                (size_dir / "baseline.json").write_text(json.dumps(
-                    {"name": "lead-8 words" if task == "gigaword" else "unigram", "metrics": {}, "predictions": None,
-                     "example_stats": base.tolist()}))
-                (size_dir / "settings.json").write_text(json.dumps({"recipe": {"task": kind}, "train_limit": pairs,
-                                                                    "budget": {"flops": 10 ** 12}}))
+                (size_dir / "baseline.json").write_text(
+                    json.dumps(
+                        {
+                            "name": "lead-8 words" if task == "gigaword" else "unigram",
+                            "metrics": {},
+                            "predictions": None,
+                            "example_stats": base.tolist(),
+                        }
+                    )
+                )
+                (size_dir / "settings.json").write_text(
+                    json.dumps({"recipe": {"task": kind}, "train_limit": pairs, "budget": {"flops": 10**12}})
+                )
         for objective in VARIANTS:
             path = root / "lr" / task / f"{objective}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"grid": [1e-4, 3e-4, 1e-3], "chosen": 3e-4, "train_pairs": sizes[task][-1],
-                                        "seed": 0, "selection_loss": {"0.0001": 3.2, "0.0003": 3.1, "0.001": 3.3}}))
+            path.write_text(
+                json.dumps(
+                    {
+                        "grid": [1e-4, 3e-4, 1e-3],
+                        "chosen": 3e-4,
+                        "train_pairs": sizes[task][-1],
+                        "seed": 0,
+                        "selection_loss": {"0.0001": 3.2, "0.0003": 3.1, "0.001": 3.3},
+                    }
+                )
+            )
     return root
 
 
@@ -111,17 +154,26 @@ def test_summary_is_recomputed_the_same_from_the_data_alone(exported):
     second = summarize.summarize(data, root / "three", resamples=400, draw=False).read_text(encoding="utf-8")
     assert first == second  # the bootstrap's seed is fixed: the same bytes every time
     assert [line for line in drawn.splitlines() if line and not line.startswith("![")] == [
-        line for line in first.splitlines() if line]  # the plots add their image lines, nothing else
+        line for line in first.splitlines() if line
+    ]  # the plots add their image lines, nothing else
     html = (root / "one" / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 8  # four plots per task
-    for name in ("gigaword-pretrain", "gigaword-scores", "gigaword-finetune", "gigaword-low-resource",
-                 "cornell-low-resource"):
+    for name in (
+        "gigaword-pretrain",
+        "gigaword-scores",
+        "gigaword-finetune",
+        "gigaword-low-resource",
+        "cornell-low-resource",
+    ):
         assert (root / "one" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def rows(markdown: str, start: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip("|").split(" | ")] for line in markdown.splitlines()
-            if line.startswith(f"| {start}")]
+    return [
+        [c.strip() for c in line.strip("|").split(" | ")]
+        for line in markdown.splitlines()
+        if line.startswith(f"| {start}")
+    ]
 
 
 def test_verdicts_follow_the_issues_rules(exported):
@@ -136,10 +188,12 @@ def test_verdicts_follow_the_issues_rules(exported):
         low, high = (float(x) for x in re.search(r"\[(\S+), (\S+)\]", difference).groups())
         if low <= 0 <= high:
             assert verdict in ("no detectable difference", "no difference at two decimals") or verdict.startswith(
-                "not testable"), (label, verdict)
+                "not testable"
+            ), (label, verdict)
         if ": palm vs mass" in label:  # mass is at the baseline's level: its claims are not testable
-            assert re.match(r"not testable at this scale \(mass is (indistinguishable from|worse than) the baseline",
-                            verdict), verdict
+            assert re.match(
+                r"not testable at this scale \(mass is (indistinguishable from|worse than) the baseline", verdict
+            ), verdict
     gigaword = markdown.split("## Cornell")[0]
     verdicts = {row[0]: row[-1] for row in rows(gigaword, "4,000 pairs: ")}
     assert verdicts["4,000 pairs: pre-training helps (PALM Table 6): palm vs none"] == "supports"
@@ -163,5 +217,4 @@ def test_the_committed_report_is_regenerated_from_the_committed_data(tmp_path):
     if not (data / "cells.json.gz").is_file():
         pytest.skip("reports/compare/data is not committed yet (the run has not happened)")
     regenerated = summarize.summarize(data, tmp_path)
-    assert regenerated.read_text(encoding="utf-8") == (ROOT / "reports/compare/summary.md").read_text(
-        encoding="utf-8")
+    assert regenerated.read_text(encoding="utf-8") == (ROOT / "reports/compare/summary.md").read_text(encoding="utf-8")

@@ -22,15 +22,22 @@ from ctxlm.models.glm import GlmModel
 from ctxlm.models.palm import PalmModel
 from ctxlm.models.unilm import UnilmModel
 from ctxlm.tokenization import TextTokenizer
-from test_parity_hf import (BART_PAD, bart_batch, bart_tokenizer, hf_logits, padded, palm_logits, randomize,
-                            tiny_bart)
+from test_parity_hf import BART_PAD, bart_batch, bart_tokenizer, hf_logits, padded, palm_logits, randomize, tiny_bart
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 VOCAB = 40
-BERT_SHAPE = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=32,
-                  pad_token_id=0)
+BERT_SHAPE = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    max_position_embeddings=32,
+    pad_token_id=0,
+)
 
 
 def bert_tokenizer() -> Tokenizer:
@@ -79,9 +86,22 @@ def test_unilm_from_bert_matches_bert_and_adds_the_pseudo_token(tmp_path):
 
 
 def unilm_model(relative_position_bias, seed=1):
-    cfg = UnilmConfig(vocab_size=VOCAB, d_model=32, num_layers=2, num_heads=4, ffn_dim=64, max_position_embeddings=32,
-                      dropout=0.0, attention_dropout=0.0, relative_position_bias=relative_position_bias,
-                      pad_token_id=0, bos_token_id=2, eos_token_id=3, mask_token_id=4, pseudo_token_id=5)
+    cfg = UnilmConfig(
+        vocab_size=VOCAB,
+        d_model=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=64,
+        max_position_embeddings=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+        relative_position_bias=relative_position_bias,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        mask_token_id=4,
+        pseudo_token_id=5,
+    )
     return randomize(UnilmModel(cfg), seed)
 
 
@@ -123,8 +143,10 @@ def test_glm_from_bert_maps_what_fits_and_reports_the_rest(tmp_path):
     assert any("pre-LN" in note for note in report.notes)
     bert, ours = hf.state_dict(), model.state_dict()
     torch.testing.assert_close(ours["word_embeddings.weight"][:VOCAB], bert["bert.embeddings.word_embeddings.weight"])
-    torch.testing.assert_close(ours["position_embeddings.weight"], bert["bert.embeddings.position_embeddings.weight"]
-                               + bert["bert.embeddings.token_type_embeddings.weight"][0])
+    torch.testing.assert_close(
+        ours["position_embeddings.weight"],
+        bert["bert.embeddings.position_embeddings.weight"] + bert["bert.embeddings.token_type_embeddings.weight"][0],
+    )
     assert torch.equal(ours["layers.0.input_layernorm.weight"], bert["bert.embeddings.LayerNorm.weight"])
     assert torch.equal(ours["layers.1.input_layernorm.bias"], bert["bert.encoder.layer.0.output.LayerNorm.bias"])
     assert torch.equal(ours["layers.1.attention.k_proj.weight"], bert["bert.encoder.layer.1.attention.self.key.weight"])
@@ -134,8 +156,16 @@ def test_glm_from_bert_maps_what_fits_and_reports_the_rest(tmp_path):
 
 
 def test_glm_export_is_its_own_layout_and_reads_back(tmp_path):
-    cfg = GlmConfig(vocab_size=VOCAB, d_model=32, num_layers=2, num_heads=4, ffn_dim=64, max_position_embeddings=32,
-                    dropout=0.0, attention_dropout=0.0)
+    cfg = GlmConfig(
+        vocab_size=VOCAB,
+        d_model=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=64,
+        max_position_embeddings=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     model = randomize(GlmModel(cfg), seed=6)
     save_model_dir(tmp_path / "ours", model, TextTokenizer(bert_tokenizer()))
     convert("--to-hf", tmp_path / "ours", "--out", tmp_path / "hf")
@@ -160,13 +190,17 @@ def test_palm_from_bert_with_a_decoder_from_the_encoder(tmp_path, capsys):
     ids, mask = batch(seed=8)
     keep = mask.bool()
     with torch.no_grad():
-        torch.testing.assert_close(model.encode(ids, mask)[keep],
-                                   hf.bert(input_ids=ids, attention_mask=mask).last_hidden_state[keep],
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            model.encode(ids, mask)[keep],
+            hf.bert(input_ids=ids, attention_mask=mask).last_hidden_state[keep],
+            atol=1e-4,
+            rtol=0,
+        )
     state = model.state_dict()
     assert torch.equal(state["decoder.layers.1.fc1.weight"], state["encoder.layers.1.fc1.weight"])
-    assert torch.equal(state["decoder.layers.0.self_attn.q_proj.weight"],
-                       state["encoder.layers.0.self_attn.q_proj.weight"])
+    assert torch.equal(
+        state["decoder.layers.0.self_attn.q_proj.weight"], state["encoder.layers.0.self_attn.q_proj.weight"]
+    )
     fresh = json.loads((tmp_path / "palm/conversion.json").read_text())["fresh"]
     assert "decoder.layers.0.encoder_attn.q_proj.weight" in fresh and "decoder.layers.0.fc1.weight" not in fresh
     fresh_decoder = model_from_hf(path)[2].fresh
@@ -176,10 +210,24 @@ def test_palm_from_bert_with_a_decoder_from_the_encoder(tmp_path, capsys):
 def test_palm_exports_as_bart_with_the_copy_head_alongside(tmp_path):
     """BART computes PALM-without-copy; `--from-hf` on the export gives back the copy-head PALM;
     `--drop-copy-head` exports a plain BART that reads back without a copy head."""
-    cfg = PalmConfig(vocab_size=VOCAB, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                     decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
-                     dropout=0.0, attention_dropout=0.0, copy=True, pad_token_id=BART_PAD, eos_token_id=2,
-                     decoder_start_token_id=2, mask_token_id=VOCAB - 1)
+    cfg = PalmConfig(
+        vocab_size=VOCAB,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+        copy=True,
+        pad_token_id=BART_PAD,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        mask_token_id=VOCAB - 1,
+    )
     model = randomize(PalmModel(cfg), seed=2)
     save_model_dir(tmp_path / "ctx", model, TextTokenizer(bart_tokenizer()))
     convert("--to-hf", tmp_path / "ctx", "--out", tmp_path / "hf")
@@ -188,8 +236,12 @@ def test_palm_exports_as_bart_with_the_copy_head_alongside(tmp_path):
     plain = PalmModel(PalmConfig(**{**cfg.__dict__, "copy": False}))
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("pointer.")})
     bart = BartForConditionalGeneration.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
-    torch.testing.assert_close(hf_logits(bart, ids, mask, dec, dec_mask)[keep],
-                               palm_logits(plain.eval(), ids, mask, dec)[keep], atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        hf_logits(bart, ids, mask, dec, dec_mask)[keep],
+        palm_logits(plain.eval(), ids, mask, dec)[keep],
+        atol=1e-4,
+        rtol=0,
+    )
     back, _, report = model_from_hf(tmp_path / "hf")
     assert back.config == cfg and report.fresh == []
     for key, value in model.state_dict().items():
@@ -200,9 +252,11 @@ def test_palm_exports_as_bart_with_the_copy_head_alongside(tmp_path):
 
 # ----------------------------------------------------------------------------- errors, pretrain --init-from-hf
 def test_conversion_errors_are_one_line(tmp_path, capsys):
-    cases = [(["--from-hf", "ctxlm-test/no-such-model"], "the Hugging Face hub cannot be reached"),
-             (["--from-hf", str(tmp_path / "nowhere" / "x" / "y")], "no such directory"),
-             (["--from-hf", str(tmp_path)], "no config.json with a model_type")]
+    cases = [
+        (["--from-hf", "ctxlm-test/no-such-model"], "the Hugging Face hub cannot be reached"),
+        (["--from-hf", str(tmp_path / "nowhere" / "x" / "y")], "no such directory"),
+        (["--from-hf", str(tmp_path)], "no config.json with a model_type"),
+    ]
     for args, message in cases:
         capsys.readouterr()
         assert cli.main(["convert", *args, "--out", str(tmp_path / "out")]) == 2
@@ -216,13 +270,40 @@ def test_conversion_errors_are_one_line(tmp_path, capsys):
 def test_pretrain_init_from_hf_converts_on_the_fly(tmp_path):
     _, path = bert_dir(tmp_path, seed=9)
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(" ".join(f"w{(i * 7 + j) % 30 + 5}" for j in range(6)) + " .\n" + ("\n" if i % 4 == 3
-                              else "") for i in range(80)), encoding="utf-8")
+    corpus.write_text(
+        "".join(
+            " ".join(f"w{(i * 7 + j) % 30 + 5}" for j in range(6)) + " .\n" + ("\n" if i % 4 == 3 else "")
+            for i in range(80)
+        ),
+        encoding="utf-8",
+    )
     config = tmp_path / "c.yaml"
     config.write_text("model: unilm-tiny\ndata:\n  max_length: 24\n  valid_fraction: 0.2\n", encoding="utf-8")
-    assert cli.main(["pretrain", "--objective", "unilm", "--init-from-hf", str(path), "--config", str(config),
-                     "--corpus", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "2",
-                     "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "pretrain",
+                "--objective",
+                "unilm",
+                "--init-from-hf",
+                str(path),
+                "--config",
+                str(config),
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(tmp_path / "run"),
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     run = json.loads((tmp_path / "run/run.json").read_text())
     assert run["init_from_hf"].startswith("bert → unilm")
     model, tokenizer = load_model_dir(tmp_path / "run")

@@ -42,8 +42,12 @@ def reference_distribution(pointer, s, memory, embedding, bias=None):
     p_v = torch.softmax(vocab_logits + (0 if bias is None else bias), 0)  # (2)
     if not memory:
         return p_v
-    e = torch.stack([pointer.w_c @ torch.tanh(pointer.W_m.weight @ h + pointer.W_s.weight @ s + pointer.W_s.bias)
-                     for h, _ in memory])  # (3)
+    e = torch.stack(
+        [
+            pointer.w_c @ torch.tanh(pointer.W_m.weight @ h + pointer.W_s.weight @ s + pointer.W_s.bias)
+            for h, _ in memory
+        ]
+    )  # (3)
     alpha = torch.softmax(e, 0)  # (4)
     z = sum(a * h for a, (h, _) in zip(alpha, memory))  # (5)
     p_c = torch.zeros_like(p_v)
@@ -66,8 +70,19 @@ def randomize_pointer(model, seed, gate_bias=0.0):
 # ----------------------------------------------------------------------------- GLM
 def glm_model(seed=0, copy=True, gate_bias=0.0):
     torch.manual_seed(seed)
-    cfg = named_model_config("glm-tiny", vocab_size=VOCAB, d_model=16, num_layers=2, num_heads=2, ffn_dim=32,
-                             max_position_embeddings=64, dropout=0.0, attention_dropout=0.0, init_std=0.3, copy=copy)
+    cfg = named_model_config(
+        "glm-tiny",
+        vocab_size=VOCAB,
+        d_model=16,
+        num_layers=2,
+        num_heads=2,
+        ffn_dim=32,
+        max_position_embeddings=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+        init_std=0.3,
+        copy=copy,
+    )
     model = GlmModel(cfg).double().eval()
     return randomize_pointer(model, seed, gate_bias) if copy else model
 
@@ -119,8 +134,9 @@ def test_glm_copy_distribution_is_eqs_2_to_8():
         assert tok.mask in ids[:sep].tolist() and tok.cls in ids[:sep].tolist()
         others = [v for v in range(VOCAB) if v not in copyable]
         assert (p[b, sep:, others] == 0).all()
-        torch.testing.assert_close(p[b, sep:, sorted(copyable)].sum(-1), torch.ones(p.shape[1] - sep),
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            p[b, sep:, sorted(copyable)].sum(-1), torch.ones(p.shape[1] - sep), atol=1e-6, rtol=0
+        )
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -139,8 +155,13 @@ def test_glm_copy_loss_is_the_full_distribution_at_the_labels(smoothing):
     keep = labels != IGNORE_INDEX
     at_labels = log_p.gather(-1, labels.clamp_min(0)[..., None])[..., 0] * keep
     torch.testing.assert_close(model.label_log_probs(**inputs, labels=labels), at_labels, atol=1e-6, rtol=1e-6)
-    params = [model.pointer.W_s.weight, model.pointer.gate.weight, model.pointer.w_c, model.word_embeddings.weight,
-              model.layers[0].fc1.weight]
+    params = [
+        model.pointer.W_s.weight,
+        model.pointer.gate.weight,
+        model.pointer.w_c,
+        model.word_embeddings.weight,
+        model.layers[0].fc1.weight,
+    ]
     fast = torch.autograd.grad(out.loss, params)
     for a, b in zip(fast, torch.autograd.grad(reference / count, params)):
         assert torch.isfinite(a).all() and a.abs().sum() > 0
@@ -157,11 +178,15 @@ def glm_prompts(tok):
 
 def glm_teacher_forced(model, source, target):
     """log P at every Part B position of `[CLS] source [gMASK] [sop] target`, one forward pass."""
-    ex = glm_objective.build_seq2seq_example(np.array(source), np.array(target, dtype=np.int64),
-                                             glm_tokens(model.config))
-    batch = {k: v for k, v in collate([ex], 0).items()
-             if k in ("input_ids", "position_ids", "block_position_ids", "part_a_length")}
-    return model.log_probs(**batch)[0, int(ex["part_a_length"]):]
+    ex = glm_objective.build_seq2seq_example(
+        np.array(source), np.array(target, dtype=np.int64), glm_tokens(model.config)
+    )
+    batch = {
+        k: v
+        for k, v in collate([ex], 0).items()
+        if k in ("input_ids", "position_ids", "block_position_ids", "part_a_length")
+    }
+    return model.log_probs(**batch)[0, int(ex["part_a_length"]) :]
 
 
 def score_of(log_p, tokens):
@@ -178,9 +203,11 @@ def test_glm_cached_decoding_with_copy_equals_teacher_forcing(mode):
     ids = glm_prompts(tok)
     assert (ids == tok.pad).any()
     recorder = Recorder(model)
-    cfg = {"greedy": GenerationConfig(num_beams=1, max_new_tokens=6),
-           "beam": GenerationConfig(num_beams=3, max_new_tokens=6, length_penalty=0.0),
-           "sample": GenerationConfig(num_beams=1, do_sample=True, seed=3, max_new_tokens=6)}[mode]
+    cfg = {
+        "greedy": GenerationConfig(num_beams=1, max_new_tokens=6),
+        "beam": GenerationConfig(num_beams=3, max_new_tokens=6, length_penalty=0.0),
+        "sample": GenerationConfig(num_beams=1, do_sample=True, seed=3, max_new_tokens=6),
+    }[mode]
     out = generate(recorder, ids, None, cfg)
     for i, (source, tokens) in enumerate(zip(GLM_SOURCES, out.tokens)):
         reference = glm_teacher_forced(model, source, tokens)
@@ -231,8 +258,12 @@ def test_glm_prompt_with_nothing_to_copy_decodes_with_the_vocabulary_softmax():
     state = model.start_decoding(ids, num_beams=2, max_length=2)
     log_p = model.decode_step(state, torch.full((4,), tok.sop))
     assert torch.isfinite(log_p).all()
-    h = model.hidden_states(torch.tensor([[tok.cls, tok.gmask, tok.sop]]), torch.tensor([[0, 1, 1]]),
-                            torch.tensor([[0, 0, 1]]), torch.tensor([2]))[0, -1]
+    h = model.hidden_states(
+        torch.tensor([[tok.cls, tok.gmask, tok.sop]]),
+        torch.tensor([[0, 1, 1]]),
+        torch.tensor([[0, 0, 1]]),
+        torch.tensor([2]),
+    )[0, -1]
     p_v = reference_distribution(model.pointer, h, [], model.word_embeddings.weight)
     torch.testing.assert_close(log_p[0].double().exp(), p_v, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(log_p[1], log_p[0])
@@ -247,10 +278,24 @@ UNILM_SOURCES = [[21, 22, 23, 21, 24, 25, 26], [27, 28, 20], [29, 30, 21, 29, 31
 
 def unilm_model(seed=0, copy=True, gate_bias=0.0):
     torch.manual_seed(seed)
-    cfg = named_model_config("unilm-tiny", vocab_size=VOCAB, d_model=16, num_layers=2, num_heads=2, ffn_dim=32,
-                             max_position_embeddings=64, dropout=0.0, attention_dropout=0.0, init_std=0.3,
-                             pad_token_id=TOK.pad, bos_token_id=TOK.sos, eos_token_id=TOK.eos,
-                             mask_token_id=TOK.mask, pseudo_token_id=TOK.pseudo, copy=copy)
+    cfg = named_model_config(
+        "unilm-tiny",
+        vocab_size=VOCAB,
+        d_model=16,
+        num_layers=2,
+        num_heads=2,
+        ffn_dim=32,
+        max_position_embeddings=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+        init_std=0.3,
+        pad_token_id=TOK.pad,
+        bos_token_id=TOK.sos,
+        eos_token_id=TOK.eos,
+        mask_token_id=TOK.mask,
+        pseudo_token_id=TOK.pseudo,
+        copy=copy,
+    )
     model = UnilmModel(cfg).double().eval()
     with torch.no_grad():
         model.rel_pos_bias.embedding.weight.normal_(0.0, 1.0)
@@ -278,23 +323,23 @@ def test_unilm_copy_distribution_is_eqs_2_to_8():
     targets = [[21, 33, 24], [40], [29, 29, 35, 31]]
     batch = unilm_batch(UNILM_SOURCES, targets)
     log_p = model(**batch, return_log_probs=True).log_probs
-    h = model.hidden_states(batch["input_ids"], batch["position_ids"], batch["token_type_ids"],
-                            batch["attention_mask"])
+    h = model.hidden_states(batch["input_ids"], batch["position_ids"], batch["token_type_ids"], batch["attention_mask"])
     head = model.mlm_head
     rows = []
     for b, source in enumerate(UNILM_SOURCES):
         memory = [(h[b, 1 + i], x) for i, x in enumerate(source)]  # [SOS] source [EOS]: the words only
         for p in (batch["labels"][b] != IGNORE_INDEX).nonzero().flatten().tolist():
             s = head.layer_norm(head.act(head.dense(h[b, p])))
-            rows.append(reference_distribution(model.pointer, s, memory, model.embeddings.word_embeddings.weight,
-                                               head.bias))
+            rows.append(
+                reference_distribution(model.pointer, s, memory, model.embeddings.word_embeddings.weight, head.bias)
+            )
     assert len(rows) == sum(len(t) + 1 for t in targets) == len(log_p)
     torch.testing.assert_close(log_p.double().exp(), torch.stack(rows), atol=1e-6, rtol=1e-5)
     copy_only = unilm_model(gate_bias=-1e4)
     p = copy_only(**batch, return_log_probs=True).log_probs.exp()
     start = 0
     for source, target in zip(UNILM_SOURCES, targets):
-        block = p[start:start + len(target) + 1]
+        block = p[start : start + len(target) + 1]
         start += len(target) + 1
         assert (block[:, [v for v in range(VOCAB) if v not in source]] == 0).all()  # [EOS] included
 
@@ -310,8 +355,12 @@ def test_unilm_copy_loss_is_the_full_distribution_at_the_labels(smoothing):
     reference, _, count = token_nll(full.log_probs, labels, smoothing)
     torch.testing.assert_close(fast.loss, reference / count, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(full.loss, fast.loss, atol=1e-6, rtol=1e-6)
-    params = [model.pointer.W_m.weight, model.pointer.gate.weight, model.mlm_head.dense.weight,
-              model.embeddings.word_embeddings.weight]
+    params = [
+        model.pointer.W_m.weight,
+        model.pointer.gate.weight,
+        model.mlm_head.dense.weight,
+        model.embeddings.word_embeddings.weight,
+    ]
     for a, b in zip(torch.autograd.grad(fast.loss, params), torch.autograd.grad(full.loss, params)):
         assert torch.isfinite(a).all() and a.abs().sum() > 0
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
@@ -342,9 +391,11 @@ def test_unilm_cached_steps_with_copy_equal_teacher_forcing():
 def test_unilm_decoding_scores_with_copy_equal_teacher_forcing(mode):
     model = unilm_model(3)
     ids, mask = unilm_prompts()
-    cfg = {"greedy": GenerationConfig(num_beams=1, max_new_tokens=6),
-           "beam": GenerationConfig(num_beams=3, max_new_tokens=6, length_penalty=0.0),
-           "sample": GenerationConfig(num_beams=1, do_sample=True, seed=5, max_new_tokens=6)}[mode]
+    cfg = {
+        "greedy": GenerationConfig(num_beams=1, max_new_tokens=6),
+        "beam": GenerationConfig(num_beams=3, max_new_tokens=6, length_penalty=0.0),
+        "sample": GenerationConfig(num_beams=1, do_sample=True, seed=5, max_new_tokens=6),
+    }[mode]
     out = generate(model, ids, mask, cfg)
     full = unilm_teacher_forced(model, UNILM_SOURCES, [t[:-1] if t[-1] == TOK.eos else t for t in out.tokens])
     for tokens, score, log_p in zip(out.tokens, out.scores, full):
@@ -411,8 +462,10 @@ def test_cli_copy_flag(monkeypatch, tmp_path, capsys):
     for config in ("glm-tiny", "unilm-tiny"):
         assert main(["pretrain", "--corpus", "c.txt", "--out", "out", "--config", config, "--copy"]) == 0
         assert seen.pop("model").copy is True
-        assert main(["finetune", "--config", config, "--tokenizer", "t", "--train", "x.jsonl", "--out",
-                     "out", "--copy"]) == 0
+        assert (
+            main(["finetune", "--config", config, "--tokenizer", "t", "--train", "x.jsonl", "--out", "out", "--copy"])
+            == 0
+        )
         assert seen.pop("model").copy is True
     capsys.readouterr()
     assert main(["pretrain", "--corpus", "c.txt", "--out", "out", "--copy", "--no-copy"]) == 2
@@ -444,8 +497,9 @@ def test_export_keeps_the_copy_head_as_an_extra_head(family, tmp_path):
     if family == "unilm":
         from safetensors.torch import load_file
 
-        assert {n for n in load_file(str(tmp_path / "hf" / EXPORT_EXTRA)) if n.startswith("pointer.")} == \
-            {n for n in model.state_dict() if n.startswith("pointer.")}
+        assert {n for n in load_file(str(tmp_path / "hf" / EXPORT_EXTRA)) if n.startswith("pointer.")} == {
+            n for n in model.state_dict() if n.startswith("pointer.")
+        }
     back, _, _ = model_from_hf(tmp_path / "hf")
     assert back.config.copy is True
     for name, value in model.state_dict().items():

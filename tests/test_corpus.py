@@ -158,8 +158,18 @@ def test_reading_is_streaming(tmp_path):
 
 def test_expand_corpus_paths(tmp_path, data_dir):
     root = tmp_path / "corpus"
-    for name in ["b.txt", "sub/a.jsonl", "sub/deeper/c.txt", "README.txt", "README.md", "LICENSE.txt",
-                 "manifest.json", "notes.csv", ".hidden/x.txt", "sub/.y.txt"]:
+    for name in [
+        "b.txt",
+        "sub/a.jsonl",
+        "sub/deeper/c.txt",
+        "README.txt",
+        "README.md",
+        "LICENSE.txt",
+        "manifest.json",
+        "notes.csv",
+        ".hidden/x.txt",
+        "sub/.y.txt",
+    ]:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         write(root / name, "text.\n")
     assert expand_corpus_paths(root) == [root / "b.txt", root / "sub/a.jsonl", root / "sub/deeper/c.txt"]

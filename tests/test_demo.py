@@ -13,8 +13,10 @@ def test_sigterm_in_a_stage_stops_the_demo(tmp_path, monkeypatch, capsys):
     """The training loop answers SIGTERM with a checkpoint and an `interrupted` result; the demo
     used to go on to stage 2 from that half-trained stage 1. Now it stops there (exit status 130)."""
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(f"Story {i} is about a river.\nIt flows north.\nThe town sits on it.\n\n"
-                              for i in range(200)), encoding="utf-8")
+    corpus.write_text(
+        "".join(f"Story {i} is about a river.\nIt flows north.\nThe town sits on it.\n\n" for i in range(200)),
+        encoding="utf-8",
+    )
     model = tmp_path / "model.yaml"
     model.write_text(TINY_PALM_MODEL, encoding="utf-8")
     monkeypatch.setenv("CTXLM_CACHE", str(tmp_path / "cache"))
@@ -29,8 +31,20 @@ def test_sigterm_in_a_stage_stops_the_demo(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(ctxlm.pretraining, "pretrain", stopped_pretraining)
     monkeypatch.setattr(ctxlm.tasks.seq2seq, "finetune", no_finetuning)
-    code = demo.main(["--corpus", str(corpus), "--model", str(model), "--vocab-size", "300",
-                      "--out", str(tmp_path / "out"), "--device", "cpu"])
+    code = demo.main(
+        [
+            "--corpus",
+            str(corpus),
+            "--model",
+            str(model),
+            "--vocab-size",
+            "300",
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 130 and calls == ["mlm"]
     assert "stopped by a signal at step 3" in capsys.readouterr().err
 
@@ -40,8 +54,9 @@ def test_the_demo_trains_its_models_with_its_dropout(tmp_path, monkeypatch, flag
     """The named config's dropout is 0.1; the demo's models see each example about twice at most and
     train without it unless --dropout says otherwise (both attention and residual dropout)."""
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(f"Story {i} is about a river.\nIt flows north.\n\n" for i in range(100)),
-                      encoding="utf-8")
+    corpus.write_text(
+        "".join(f"Story {i} is about a river.\nIt flows north.\n\n" for i in range(100)), encoding="utf-8"
+    )
     monkeypatch.setenv("CTXLM_CACHE", str(tmp_path / "cache"))
     configs = []
 
@@ -50,7 +65,8 @@ def test_the_demo_trains_its_models_with_its_dropout(tmp_path, monkeypatch, flag
         return TrainResult(step=1, interrupted=True)
 
     monkeypatch.setattr(ctxlm.pretraining, "pretrain", first_stage_only)
-    code = demo.main(["--corpus", str(corpus), "--vocab-size", "300", "--out", str(tmp_path / "out"),
-                      "--device", "cpu", *flag])
+    code = demo.main(
+        ["--corpus", str(corpus), "--vocab-size", "300", "--out", str(tmp_path / "out"), "--device", "cpu", *flag]
+    )
     assert code == 130 and len(configs) == 1
     assert (configs[0].dropout, configs[0].attention_dropout, configs[0].d_model) == (dropout, dropout, 128)

@@ -72,8 +72,9 @@ def test_predictor_puts_model_and_batches_on_the_requested_device(tmp_path, monk
     handed = []
 
     def recording_generate(model, input_ids, mask, cfg, **prompt):
-        handed.extend([input_ids.device, mask.device,
-                       *(v.device for v in prompt.values() if isinstance(v, torch.Tensor))])
+        handed.extend(
+            [input_ids.device, mask.device, *(v.device for v in prompt.values() if isinstance(v, torch.Tensor))]
+        )
         return Generated(tokens=[[5]] * input_ids.shape[0], scores=[0.0] * input_ids.shape[0])
 
     monkeypatch.setattr(ctxlm.predict, "generate", recording_generate)

@@ -19,10 +19,13 @@ from conftest import TWO_PROCESS_PALM, wiki_slice
 from ctxlm.distributed import export_model_dir
 from ctxlm.tokenization import train_tokenizer
 
-CONFIG = TWO_PROCESS_PALM + """data:
+CONFIG = (
+    TWO_PROCESS_PALM
+    + """data:
   fragment_length: 96
   valid_fraction: 0.05
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +35,23 @@ def run(tmp_path_factory):
     corpus = wiki_slice(root / "wiki.txt", 3000)
     train_tokenizer(corpus, 600, root / "tok")
     (root / "tiny.yaml").write_text(CONFIG, encoding="utf-8")
-    common = ["pretrain", "--stage", "generation", "--config", str(root / "tiny.yaml"), "--corpus", str(corpus),
-              "--tokenizer", str(root / "tok"), "--max-steps", "4", "--cache-dir", str(root / "cache"),
-              "--save-every", "2"]
+    common = [
+        "pretrain",
+        "--stage",
+        "generation",
+        "--config",
+        str(root / "tiny.yaml"),
+        "--corpus",
+        str(corpus),
+        "--tokenizer",
+        str(root / "tok"),
+        "--max-steps",
+        "4",
+        "--cache-dir",
+        str(root / "cache"),
+        "--save-every",
+        "2",
+    ]
 
     @cache
     def launch(processes: int, *flags: str, resume_from: Path | None = None) -> Path:
@@ -46,8 +63,13 @@ def run(tmp_path_factory):
         launcher = [sys.executable]
         if processes > 1:
             launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-        done = subprocess.run([*launcher, "-m", "ctxlm.cli", *common, *flags, "--out", str(out)], env=env,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [*launcher, "-m", "ctxlm.cli", *common, *flags, "--out", str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return out
 

@@ -33,11 +33,14 @@ from ctxlm.tokenization import train_tokenizer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread", "optimizer_imports")]
 
-CONFIG = TWO_PROCESS_PALM + """  save_every: 2
+CONFIG = (
+    TWO_PROCESS_PALM
+    + """  save_every: 2
 data:
   fragment_length: 96
   valid_fraction: 0.05
 """
+)
 DEADLINE = 60.0  # seconds the survivor may take to exit after the kill
 SLOW_WRITE = 3.0  # seconds a checkpoint write lasts in a run whose write is to be killed
 
@@ -55,8 +58,19 @@ def common(tmp_path_factory) -> list[str]:
     corpus = wiki_slice(root / "wiki.txt", 1500)
     train_tokenizer(corpus, 600, root / "tok")
     (root / "tiny.yaml").write_text(CONFIG, encoding="utf-8")
-    return ["pretrain", "--stage", "generation", "--config", str(root / "tiny.yaml"), "--corpus", str(corpus),
-            "--tokenizer", str(root / "tok"), "--cache-dir", str(root / "cache")]
+    return [
+        "pretrain",
+        "--stage",
+        "generation",
+        "--config",
+        str(root / "tiny.yaml"),
+        "--corpus",
+        str(corpus),
+        "--tokenizer",
+        str(root / "tok"),
+        "--cache-dir",
+        str(root / "cache"),
+    ]
 
 
 def free_port() -> int:
@@ -66,8 +80,14 @@ def free_port() -> int:
 
 
 def _rank(rank: int, port: int, argv: list[str], log: Path, slow_write: bool) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -94,8 +114,10 @@ def _rank(rank: int, port: int, argv: list[str], log: Path, slow_write: bool) ->
 def launch(argvs: list[list[str]], logs: list[Path], slow_write: bool = False) -> list[multiprocessing.Process]:
     """Rank r runs `main(argvs[r])` in a forked process, its output in `logs[r]`."""
     port, context = free_port(), multiprocessing.get_context("fork")
-    processes = [context.Process(target=_rank, args=(rank, port, argv, log, slow_write))
-                 for rank, (argv, log) in enumerate(zip(argvs, logs))]
+    processes = [
+        context.Process(target=_rank, args=(rank, port, argv, log, slow_write))
+        for rank, (argv, log) in enumerate(zip(argvs, logs))
+    ]
     for process in processes:
         process.start()
     return processes
@@ -141,8 +163,9 @@ def assert_complete_checkpoints(out: Path, sharded: bool) -> None:
             assert (found / "dcp/.metadata").is_file() and len(list((found / "dcp").glob("*.distcp"))) == 2
 
 
-@pytest.mark.parametrize("fsdp, victim, moment", [(False, 1, "step"), (False, 0, "write"),
-                                                  (True, 0, "step"), (True, 1, "write")])
+@pytest.mark.parametrize(
+    "fsdp, victim, moment", [(False, 1, "step"), (False, 0, "write"), (True, 0, "step"), (True, 1, "write")]
+)
 def test_a_killed_rank_stops_the_survivor_with_one_line(common, tmp_path, fsdp, victim, moment):
     """Rank `victim` SIGKILLed mid-step (once a checkpoint exists) or while a checkpoint is being
     written (the DDP writer rank 0, or an FSDP rank with its DCP shard on disk and the metadata
@@ -217,9 +240,25 @@ def test_torchrun_restarts_a_killed_rank_and_ends_bit_identical(common, uninterr
     weights, bit for bit."""
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "--max-restarts", "3", "-m", "ctxlm", *common, "--max-steps", "8", "--out", str(out),
-               "--resume", "auto"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        "3",
+        "-m",
+        "ctxlm",
+        *common,
+        "--max-steps",
+        "8",
+        "--out",
+        str(out),
+        "--resume",
+        "auto",
+    ]
     with open(tmp_path / "torchrun.log", "w") as log:
         torchrun = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

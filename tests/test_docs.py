@@ -80,16 +80,27 @@ def repo_path_problems(path: Path, root: Path = ROOT) -> list[str]:
                 last_file = name
                 if not (root / name).exists():
                     problems.append(f"{path.name}: no such path {name}")
-                elif test and not re.search(rf"^\s*def {re.escape(test)}\(", (root / name).read_text(
-                        encoding="utf-8"), re.MULTILINE):
+                elif test and not re.search(
+                    rf"^\s*def {re.escape(test)}\(", (root / name).read_text(encoding="utf-8"), re.MULTILINE
+                ):
                     problems.append(f"{path.name}: {name} has no {test}")
     return problems
 
 
 def test_the_docs_exist_and_the_index_links_every_page():
     pages = {p.name for p in DOCS[1:]}
-    assert {"README.md", "pretraining.md", "finetuning-and-decoding.md", "families.md", "compare.md",
-            "huggingface.md", "scaling.md", "guarantees.md", "python-api.md", "quality.md"} <= pages
+    assert {
+        "README.md",
+        "pretraining.md",
+        "finetuning-and-decoding.md",
+        "families.md",
+        "compare.md",
+        "huggingface.md",
+        "scaling.md",
+        "guarantees.md",
+        "python-api.md",
+        "quality.md",
+    } <= pages
     index = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
     assert all(f"({name})" in index for name in pages - {"README.md"})
 
@@ -100,27 +111,39 @@ def test_links_anchors_and_repo_paths_resolve(path):
 
 
 def test_the_checks_catch_dead_links_anchors_and_paths(tmp_path):
-    (tmp_path / "other.md").write_text("# Other page\n\n## Fine-tuning, decoding: `generate`\n\n## Steps\n## Steps\n",
-                                       encoding="utf-8")
+    (tmp_path / "other.md").write_text(
+        "# Other page\n\n## Fine-tuning, decoding: `generate`\n\n## Steps\n## Steps\n", encoding="utf-8"
+    )
     good = tmp_path / "good.md"
-    good.write_text("# Good\n\n[a](other.md) [b](other.md#fine-tuning-decoding-generate) [c](#good) "
-                    "[d](other.md#steps-1) [e](https://example.org/missing.md)\n\n"
-                    "`ctxlm/cli.py`, `tests/test_docs.py::test_the_checks_catch_dead_links_anchors_and_paths`\n\n"
-                    "```\n[not a link](missing.md) `ctxlm/missing.py`\n```\n", encoding="utf-8")
+    good.write_text(
+        "# Good\n\n[a](other.md) [b](other.md#fine-tuning-decoding-generate) [c](#good) "
+        "[d](other.md#steps-1) [e](https://example.org/missing.md)\n\n"
+        "`ctxlm/cli.py`, `tests/test_docs.py::test_the_checks_catch_dead_links_anchors_and_paths`\n\n"
+        "```\n[not a link](missing.md) `ctxlm/missing.py`\n```\n",
+        encoding="utf-8",
+    )
     assert link_problems(good) + repo_path_problems(good) == []
 
     bad = tmp_path / "bad.md"
-    bad.write_text("# Bad\n\nSee [the page](missing.md), [a heading](other.md#no-such-heading), [here](#nowhere), "
-                   "`ctxlm/no_such_module.py`, `python benchmarks/missing.py` and "
-                   "`tests/test_docs.py::test_that_does_not_exist`, `::test_nor_this` and "
-                   "`test_docs.py::test_nor_that`.\n", encoding="utf-8")
-    assert link_problems(bad) == ["bad.md: dead link missing.md", "bad.md: no heading #no-such-heading in other.md",
-                                  "bad.md: no heading #nowhere in bad.md"]
-    assert repo_path_problems(bad) == ["bad.md: no such path ctxlm/no_such_module.py",
-                                       "bad.md: no such path benchmarks/missing.py",
-                                       "bad.md: tests/test_docs.py has no test_that_does_not_exist",
-                                       "bad.md: tests/test_docs.py has no test_nor_this",
-                                       "bad.md: tests/test_docs.py has no test_nor_that"]
+    bad.write_text(
+        "# Bad\n\nSee [the page](missing.md), [a heading](other.md#no-such-heading), [here](#nowhere), "
+        "`ctxlm/no_such_module.py`, `python benchmarks/missing.py` and "
+        "`tests/test_docs.py::test_that_does_not_exist`, `::test_nor_this` and "
+        "`test_docs.py::test_nor_that`.\n",
+        encoding="utf-8",
+    )
+    assert link_problems(bad) == [
+        "bad.md: dead link missing.md",
+        "bad.md: no heading #no-such-heading in other.md",
+        "bad.md: no heading #nowhere in bad.md",
+    ]
+    assert repo_path_problems(bad) == [
+        "bad.md: no such path ctxlm/no_such_module.py",
+        "bad.md: no such path benchmarks/missing.py",
+        "bad.md: tests/test_docs.py has no test_that_does_not_exist",
+        "bad.md: tests/test_docs.py has no test_nor_this",
+        "bad.md: tests/test_docs.py has no test_nor_that",
+    ]
 
 
 def command_lines(path: Path) -> list[list[str]]:
@@ -144,7 +167,7 @@ def command_lines(path: Path) -> list[list[str]]:
         starts = [i + 1 for i, word in enumerate(words) if word == "ctxlm" and (i == 0 or words[i - 1] == "-m")]
         starts += [i + 1 for i, word in enumerate(words) if word == "ctxlm.cli" and i and words[i - 1] == "-m"]
         if starts and "..." not in words:
-            commands.append(words[starts[0]:])
+            commands.append(words[starts[0] :])
     return commands
 
 
@@ -164,11 +187,16 @@ def test_every_command_line_parses(path, capsys):
 
 def test_command_lines_are_found_and_a_bad_flag_is_refused(tmp_path, capsys):
     page = tmp_path / "page.md"
-    page.write_text("```\nctxlm generate --model m \\\n    --beam 3   # a comment\nctxlm pretrain ... --resume\n"
-                    "torchrun --nproc_per_node 2 -m ctxlm.cli finetune --out x\nctxlm generate --bean 3\n```\n",
-                    encoding="utf-8")
-    assert command_lines(page) == [["generate", "--model", "m", "--beam", "3"], ["finetune", "--out", "x"],
-                                   ["generate", "--bean", "3"]]
+    page.write_text(
+        "```\nctxlm generate --model m \\\n    --beam 3   # a comment\nctxlm pretrain ... --resume\n"
+        "torchrun --nproc_per_node 2 -m ctxlm.cli finetune --out x\nctxlm generate --bean 3\n```\n",
+        encoding="utf-8",
+    )
+    assert command_lines(page) == [
+        ["generate", "--model", "m", "--beam", "3"],
+        ["finetune", "--out", "x"],
+        ["generate", "--bean", "3"],
+    ]
     from ctxlm.cli import build_parser
 
     with pytest.raises(SystemExit):
@@ -181,8 +209,9 @@ def test_the_readme_starts_with_the_two_commands():
 
 
 def readme_python() -> str:
-    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(encoding="utf-8"),
-                        re.MULTILINE | re.DOTALL)
+    blocks = re.findall(
+        r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL
+    )
     assert blocks, "README.md has no ```python block"
     return "\n".join(blocks)
 

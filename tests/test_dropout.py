@@ -17,8 +17,8 @@ def test_drop_rate_and_scale(p):
     x = torch.ones(n)
     out = dropout(x, p, True)
     dropped = out == 0
-    rate = round(p * 2 ** 15) / 2 ** 15
-    assert abs(rate - p) <= 2 ** -16
+    rate = round(p * 2**15) / 2**15
+    assert abs(rate - p) <= 2**-16
     for part in (dropped[0::2], dropped[1::2]):  # both 15-bit halves of each draw drop at the rate
         sd = math.sqrt(rate * (1 - rate) / part.numel())
         assert abs(part.float().mean().item() - rate) < 5 * sd
@@ -59,7 +59,7 @@ def test_bf16():
     out = dropout(x, 0.1, True)
     assert out.dtype == torch.bfloat16
     kept = out != 0
-    scale = torch.tensor(1 / (1 - round(0.1 * 2 ** 15) / 2 ** 15)).bfloat16()  # rounded as F.dropout's
+    scale = torch.tensor(1 / (1 - round(0.1 * 2**15) / 2**15)).bfloat16()  # rounded as F.dropout's
     assert torch.equal(out[kept], x[kept] * scale)
 
 

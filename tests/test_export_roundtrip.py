@@ -33,14 +33,27 @@ from test_parity_hf import tiny_bart
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TEXTS = ["the actor bought the car in 1962 .", "he was born in london .",
-         "the river flows through the city and into the sea .", "a new school opened .",
-         "she played for the national team in the world cup ."]
+TEXTS = [
+    "the actor bought the car in 1962 .",
+    "he was born in london .",
+    "the river flows through the city and into the sea .",
+    "a new school opened .",
+    "she played for the national team in the world cup .",
+]
 # what transformers' generate can express (the parity settings)
 PLAIN = GenerationConfig(num_beams=4, max_new_tokens=10, min_new_tokens=2, no_repeat_ngram_size=2, early_stopping=True)
 # and ctxlm's own settings besides
-OWN = GenerationConfig(num_beams=3, max_new_tokens=9, min_new_tokens=1, length_penalty=0.8, length_penalty_type="gnmt",
-                       no_repeat_ngram_size=3, block_subword_loops=True, block_word_repeats=True, early_stopping=True)
+OWN = GenerationConfig(
+    num_beams=3,
+    max_new_tokens=9,
+    min_new_tokens=1,
+    length_penalty=0.8,
+    length_penalty_type="gnmt",
+    no_repeat_ngram_size=3,
+    block_subword_loops=True,
+    block_word_repeats=True,
+    early_stopping=True,
+)
 
 
 def wordpiece_tokenizer() -> TextTokenizer:
@@ -63,11 +76,25 @@ def palm(tokenizer, copy: bool, seed: int = 2) -> PalmModel:
     """A tiny random PALM with peaked outputs that depend on the source (weights scaled up, the
     encoder and cross-attention most) and a random final_logits_bias."""
     torch.manual_seed(seed)
-    cfg = PalmConfig(vocab_size=tokenizer.vocab_size, d_model=32, encoder_layers=2, decoder_layers=2,
-                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                     max_position_embeddings=64, dropout=0.0, attention_dropout=0.0, copy=copy,
-                     pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.cls_id, eos_token_id=tokenizer.sep_id,
-                     decoder_start_token_id=tokenizer.cls_id, mask_token_id=tokenizer.mask_id)
+    cfg = PalmConfig(
+        vocab_size=tokenizer.vocab_size,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+        copy=copy,
+        pad_token_id=tokenizer.pad_id,
+        bos_token_id=tokenizer.cls_id,
+        eos_token_id=tokenizer.sep_id,
+        decoder_start_token_id=tokenizer.cls_id,
+        mask_token_id=tokenizer.mask_id,
+    )
     model = PalmModel(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -111,8 +138,14 @@ def transformers_decoding(export, texts):
 
 
 def ctxlm_tokens(predictor, batch):
-    return generate(predictor.model, batch["input_ids"], batch["attention_mask"].bool(), predictor.default_generation,
-                    continuation=predictor.continuation, word_start=predictor.word_start).tokens
+    return generate(
+        predictor.model,
+        batch["input_ids"],
+        batch["attention_mask"].bool(),
+        predictor.default_generation,
+        continuation=predictor.continuation,
+        word_start=predictor.word_start,
+    ).tokens
 
 
 # ----------------------------------------------------------------------------- transformers as the oracle
@@ -132,8 +165,9 @@ def test_transformers_decodes_the_export_as_ctxlm_does(tmp_path, tokenizer):
     assert ctxlm_tokens(predictor, batch) == expected
     assert predictor.generate(TEXTS) == hf_tokenizer.batch_decode(out, skip_special_tokens=True)
     assert len({tuple(t) for t in expected}) >= 4, "outputs depend on the source"
-    assert {t[-1] == 3 for t in expected} == {True, False} and len({len(t) for t in expected}) >= 3, \
+    assert {t[-1] == 3 for t in expected} == {True, False} and len({len(t) for t in expected}) >= 3, (
         "hypotheses end with EOS at varied lengths, and some run to max_new_tokens"
+    )
 
 
 def test_with_the_copy_head_the_note_says_transformers_decodes_without_it(tmp_path, tokenizer):
@@ -153,14 +187,27 @@ def test_generation_config_from_a_transformers_checkpoint(tmp_path):
     """A BART whose generation_config.json counts lengths with the start token (max_length /
     min_length): ctxlm's converted model decodes as transformers does with it."""
     bart = tiny_bart(seed=3)
-    bart.generation_config = HfGenerationConfig(num_beams=3, max_length=12, min_length=4, no_repeat_ngram_size=2,
-                                                length_penalty=1.3, decoder_start_token_id=2, eos_token_id=2,
-                                                pad_token_id=1, bos_token_id=0)
+    bart.generation_config = HfGenerationConfig(
+        num_beams=3,
+        max_length=12,
+        min_length=4,
+        no_repeat_ngram_size=2,
+        length_penalty=1.3,
+        decoder_start_token_id=2,
+        eos_token_id=2,
+        pad_token_id=1,
+        bos_token_id=0,
+    )
     bart.save_pretrained(tmp_path / "bart")
     model, _, report = model_from_hf(tmp_path / "bart")
     cfg = model.generation_config
-    assert (cfg.num_beams, cfg.max_new_tokens, cfg.min_new_tokens, cfg.no_repeat_ngram_size, cfg.length_penalty) == \
-        (3, 11, 3, 2, 1.3)
+    assert (cfg.num_beams, cfg.max_new_tokens, cfg.min_new_tokens, cfg.no_repeat_ngram_size, cfg.length_penalty) == (
+        3,
+        11,
+        3,
+        2,
+        1.3,
+    )
     assert any("generation_config.json" in note for note in report.notes)
     ids = torch.randint(3, 39, (4, 9), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
@@ -183,15 +230,34 @@ def test_settings_survive_to_hf_and_back(tmp_path, tokenizer):
     ctx = model_dir(tmp_path / "ctx", model, tokenizer, OWN)
     convert("--to-hf", ctx, "--out", tmp_path / "hf")
     hf = json.loads((tmp_path / "hf/generation_config.json").read_text())
-    assert {k: hf[k] for k in ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty",
-                               "no_repeat_ngram_size", "early_stopping", "decoder_start_token_id", "eos_token_id",
-                               "pad_token_id")} == dict(num_beams=3, max_new_tokens=9, min_new_tokens=1,
-                                                        length_penalty=0.8, no_repeat_ngram_size=3,
-                                                        early_stopping=True, decoder_start_token_id=2,
-                                                        eos_token_id=3, pad_token_id=0)
+    assert {
+        k: hf[k]
+        for k in (
+            "num_beams",
+            "max_new_tokens",
+            "min_new_tokens",
+            "length_penalty",
+            "no_repeat_ngram_size",
+            "early_stopping",
+            "decoder_start_token_id",
+            "eos_token_id",
+            "pad_token_id",
+        )
+    } == dict(
+        num_beams=3,
+        max_new_tokens=9,
+        min_new_tokens=1,
+        length_penalty=0.8,
+        no_repeat_ngram_size=3,
+        early_stopping=True,
+        decoder_start_token_id=2,
+        eos_token_id=3,
+        pad_token_id=0,
+    )
     note = (tmp_path / "hf/CTXLM_NOTE.md").read_text()
-    assert all(name in note for name in ("block_subword_loops true", "block_word_repeats true",
-                                         "length_penalty_type gnmt"))
+    assert all(
+        name in note for name in ("block_subword_loops true", "block_word_repeats true", "length_penalty_type gnmt")
+    )
     convert("--from-hf", tmp_path / "hf", "--out", tmp_path / "back")
     assert load_generation_config(tmp_path / "back") == OWN
     before, after = Seq2SeqPredictor.load(ctx, "cpu"), Seq2SeqPredictor.load(tmp_path / "back", "cpu")
@@ -204,8 +270,8 @@ def test_settings_survive_to_hf_and_back(tmp_path, tokenizer):
     assert model_from_hf(tmp_path / "hf")[0].generation_config == dataclasses.replace(OWN, num_beams=2)
     (tmp_path / "hf/generation.json").unlink()
     assert model_from_hf(tmp_path / "hf")[0].generation_config == GenerationConfig(
-        num_beams=2, max_new_tokens=9, min_new_tokens=1, length_penalty=0.8, no_repeat_ngram_size=3,
-        early_stopping=True)
+        num_beams=2, max_new_tokens=9, min_new_tokens=1, length_penalty=0.8, no_repeat_ngram_size=3, early_stopping=True
+    )
 
 
 def test_save_pretrained_keeps_the_decoding_settings(tmp_path, tokenizer):
@@ -230,11 +296,16 @@ def test_a_partial_config_keeps_the_saved_fields(tmp_path, tokenizer):
     assert predictor.generate(TEXTS, GenerationConfig(num_beams=2)) == expected
     assert predictor.generate(TEXTS, num_beams=2) == expected
     assert predictor.generate(TEXTS, from_mapping(GenerationConfig, {"num_beams": 2})) == expected
-    assert predictor.generate(TEXTS, GenerationConfig(num_beams=2, max_new_tokens=64, block_subword_loops=False)) != \
-        expected, "explicit values, defaults among them, replace the saved ones"
+    assert (
+        predictor.generate(TEXTS, GenerationConfig(num_beams=2, max_new_tokens=64, block_subword_loops=False))
+        != expected
+    ), "explicit values, defaults among them, replace the saved ones"
     args = cli.build_parser().parse_args(["generate", "--model", str(ctx), "--text", "x", "--beam", "2"])
-    assert cli._generation_config(args, OWN) == OWN.with_overrides(GenerationConfig(num_beams=2)) == \
-        dataclasses.replace(OWN, num_beams=2)
+    assert (
+        cli._generation_config(args, OWN)
+        == OWN.with_overrides(GenerationConfig(num_beams=2))
+        == dataclasses.replace(OWN, num_beams=2)
+    )
 
 
 def test_given_fields_and_the_sampling_rule():
@@ -268,8 +339,18 @@ def test_unilm_and_glm_exports_add_their_own_special_tokens(tmp_path):
 
     glm_tokenizer = bert_tokenizer()
     glm_tokenizer.add_special_tokens(["[sop]", "[eop]", "[sMASK]", "[gMASK]"])
-    cfg = GlmConfig(vocab_size=44, d_model=16, num_layers=1, num_heads=2, ffn_dim=32, max_position_embeddings=32,
-                    sop_token_id=40, eop_token_id=41, smask_token_id=42, gmask_token_id=43)
+    cfg = GlmConfig(
+        vocab_size=44,
+        d_model=16,
+        num_layers=1,
+        num_heads=2,
+        ffn_dim=32,
+        max_position_embeddings=32,
+        sop_token_id=40,
+        eop_token_id=41,
+        smask_token_id=42,
+        gmask_token_id=43,
+    )
     save_model_dir(tmp_path / "glm", GlmModel(cfg), TextTokenizer(glm_tokenizer))
     convert("--to-hf", tmp_path / "glm", "--out", tmp_path / "glm_hf")
     assert AutoTokenizer.from_pretrained(tmp_path / "glm_hf")("w7")["input_ids"] == [2, 7, 43]

@@ -36,33 +36,46 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 # Contexts with double spaces, a tab, a newline, a no-break space, dashes, curly quotes, accents,
 # an emoji and abbreviations; one answer keeps a leading space, one spans a newline.
 CONTEXTS = [
-    ("Super Bowl 50 was an American football game.  The Denver Broncos\u00a0defeated the Carolina Panthers "
-     "24\u201310 (at Levi's Stadium) in Santa Clara, California.\tIt was the 50th\nSuper Bowl.",
-     [("Who won Super Bowl 50?", ["Denver Broncos", "The Denver Broncos"]),
-      ("Who lost?", [" Carolina Panthers"]),
-      ("What was the score?", ["24\u201310"]),
-      ("Where was the game played?", ["Levi's Stadium", "Santa Clara, California"]),
-      ("Which Super Bowl was it?", ["50th\nSuper Bowl"])]),
-    ("Caf\u00e9 M\u00fcller \U0001F389 opened in 1998\u2014a year after the \u201cGrand Opening\u201d of "
-     "na\u00efve art's museum (Z\u00fcrich).",
-     [("What opened in 1998?", ["Caf\u00e9 M\u00fcller"]),
-      ("When did it open?", ["1998"]),
-      ("What came a year before?", ["\u201cGrand Opening\u201d"]),
-      ("Where is the museum?", ["Z\u00fcrich"]),
-      ("Whose museum?", ["na\u00efve art's museum"])]),
-    ("U.S. President John F. Kennedy was born on May 29, 1917, in Brookline, Massachusetts.",
-     [("Who was born in Brookline?", ["John F. Kennedy"]),
-      ("When was Kennedy born?", ["May 29, 1917"]),
-      ("Where was Kennedy born?", ["Brookline, Massachusetts"]),
-      ("Which country?", ["U.S."])]),
+    (
+        "Super Bowl 50 was an American football game.  The Denver Broncos\u00a0defeated the Carolina Panthers "
+        "24\u201310 (at Levi's Stadium) in Santa Clara, California.\tIt was the 50th\nSuper Bowl.",
+        [
+            ("Who won Super Bowl 50?", ["Denver Broncos", "The Denver Broncos"]),
+            ("Who lost?", [" Carolina Panthers"]),
+            ("What was the score?", ["24\u201310"]),
+            ("Where was the game played?", ["Levi's Stadium", "Santa Clara, California"]),
+            ("Which Super Bowl was it?", ["50th\nSuper Bowl"]),
+        ],
+    ),
+    (
+        "Caf\u00e9 M\u00fcller \U0001f389 opened in 1998\u2014a year after the \u201cGrand Opening\u201d of "
+        "na\u00efve art's museum (Z\u00fcrich).",
+        [
+            ("What opened in 1998?", ["Caf\u00e9 M\u00fcller"]),
+            ("When did it open?", ["1998"]),
+            ("What came a year before?", ["\u201cGrand Opening\u201d"]),
+            ("Where is the museum?", ["Z\u00fcrich"]),
+            ("Whose museum?", ["na\u00efve art's museum"]),
+        ],
+    ),
+    (
+        "U.S. President John F. Kennedy was born on May 29, 1917, in Brookline, Massachusetts.",
+        [
+            ("Who was born in Brookline?", ["John F. Kennedy"]),
+            ("When was Kennedy born?", ["May 29, 1917"]),
+            ("Where was Kennedy born?", ["Brookline, Massachusetts"]),
+            ("Which country?", ["U.S."]),
+        ],
+    ),
 ]
 LONG = " ".join(f"Sentence {k} mentions the word w{k}." for k in range(120))
 
 
 def squad_document() -> dict:
     paragraphs, n = [], 0
-    for context, qas in CONTEXTS + [(LONG, [(f"Which word does sentence {k} mention?", [f"w{k}"])
-                                            for k in (0, 57, 118)])]:
+    for context, qas in CONTEXTS + [
+        (LONG, [(f"Which word does sentence {k} mention?", [f"w{k}"]) for k in (0, 57, 118)])
+    ]:
         items = []
         for question, answers in qas:
             spans = [{"text": a, "answer_start": context.index(a)} for a in answers]
@@ -83,8 +96,12 @@ def squad(tmp_path_factory):
     texts += [qa["question"] for p in document["data"][0]["paragraphs"] for qa in p["qas"]]
     (root / "corpus.txt").write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
     tokenizer = train_tokenizer(root / "corpus.txt", 300, root / "tok", min_frequency=1)
-    config = model_config_for_tokenizer(named_model_config(
-        "unilm-tiny", d_model=32, num_layers=2, num_heads=2, ffn_dim=64, max_position_embeddings=128), tokenizer)
+    config = model_config_for_tokenizer(
+        named_model_config(
+            "unilm-tiny", d_model=32, num_layers=2, num_heads=2, ffn_dim=64, max_position_embeddings=128
+        ),
+        tokenizer,
+    )
     torch.manual_seed(0)
     save_model_dir(root / "init", UnilmModel(config), tokenizer)
     return {"root": root, "path": path, "document": document, "tokenizer": tokenizer, "config": config}
@@ -99,16 +116,29 @@ def test_reader_keeps_every_field(squad):
         assert question.answers == tuple((a["text"], a["answer_start"]) for a in qa["answers"])
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d["data"][0]["paragraphs"][0]["qas"][1]["answers"][0].update(answer_start=3),
-     r"data\[0\]\.paragraphs\[0\]\.qas\[1\]\.answers\[0\]\.answer_start 3 does not point at ' Carolina Panthers'"),
-    (lambda d: d["data"][0]["paragraphs"][1]["qas"][0].pop("question"),
-     r"data\[0\]\.paragraphs\[1\]\.qas\[0\]\.question must be str, missing"),
-    (lambda d: d["data"][0]["paragraphs"][2]["qas"][0].update(answers=[], is_impossible=True),
-     r"qas\[0\]\.answers is an unanswerable \(SQuAD 2\.0\) question \(id q10\)"),
-    (lambda d: d["data"][0]["paragraphs"][2]["qas"][1].update(id="q0"), r"qas\[1\]\.id: duplicate question id 'q0'"),
-    (lambda d: d["data"][0]["paragraphs"][0].update(context=7), r"paragraphs\[0\]\.context must be str, got int"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda d: d["data"][0]["paragraphs"][0]["qas"][1]["answers"][0].update(answer_start=3),
+            r"data\[0\]\.paragraphs\[0\]\.qas\[1\]\.answers\[0\]\.answer_start 3 "
+            r"does not point at ' Carolina Panthers'",
+        ),
+        (
+            lambda d: d["data"][0]["paragraphs"][1]["qas"][0].pop("question"),
+            r"data\[0\]\.paragraphs\[1\]\.qas\[0\]\.question must be str, missing",
+        ),
+        (
+            lambda d: d["data"][0]["paragraphs"][2]["qas"][0].update(answers=[], is_impossible=True),
+            r"qas\[0\]\.answers is an unanswerable \(SQuAD 2\.0\) question \(id q10\)",
+        ),
+        (
+            lambda d: d["data"][0]["paragraphs"][2]["qas"][1].update(id="q0"),
+            r"qas\[1\]\.id: duplicate question id 'q0'",
+        ),
+        (lambda d: d["data"][0]["paragraphs"][0].update(context=7), r"paragraphs\[0\]\.context must be str, got int"),
+    ],
+)
 def test_malformed_squad_names_the_json_path(squad, tmp_path, edit, message):
     document = copy.deepcopy(squad["document"])
     edit(document)
@@ -138,10 +168,12 @@ def test_every_answer_span_round_trips_through_the_offsets(squad):
             span = char_span_to_tokens(offsets, first, first + len(text.strip()))
             assert span is not None
             assert features.span_text(q, *span) == text.strip()
-            assert ids[span[0]:span[1] + 1].tolist() == tokenizer.encode(text)
+            assert ids[span[0] : span[1] + 1].tolist() == tokenizer.encode(text)
         assert features.answer_tokens[q] == char_span_to_tokens(
-            offsets, question.context.index(question.answers[0][0].strip()),
-            question.context.index(question.answers[0][0].strip()) + len(question.answers[0][0].strip()))
+            offsets,
+            question.context.index(question.answers[0][0].strip()),
+            question.context.index(question.answers[0][0].strip()) + len(question.answers[0][0].strip()),
+        )
 
 
 def test_windows_cover_long_passages_and_carry_the_labels(squad):
@@ -151,7 +183,7 @@ def test_windows_cover_long_passages_and_carry_the_labels(squad):
     long_questions = [q for q, question in enumerate(features.questions) if question.context == LONG]
     assert len(features.passages[long_questions[0]][0]) > 3 * 48  # really needs windows
     for q in long_questions:
-        rows = features.windows[features.first_window[q]:features.first_window[q + 1]]
+        rows = features.windows[features.first_window[q] : features.first_window[q + 1]]
         ids = features.passages[q][0]
         size = 48 - len(features.question_ids[q]) - 3
         assert rows[0, 1] == 0 and rows[-1, 2] == len(ids)
@@ -164,7 +196,7 @@ def test_windows_cover_long_passages_and_carry_the_labels(squad):
             at = features.passage_start(f)
             assert example["input_ids"][0] == cfg.bos_token_id and example["input_ids"][at - 1] == cfg.eos_token_id
             assert example["input_ids"][-1] == cfg.eos_token_id and len(example["input_ids"]) <= 48
-            assert example["input_ids"][at:at + we - ws].tolist() == ids[ws:we].tolist()
+            assert example["input_ids"][at : at + we - ws].tolist() == ids[ws:we].tolist()
             assert example["token_type_ids"].tolist() == [0] * at + [1] * (we - ws + 1)
             assert example["answer_mask"].tolist() == [True] + [False] * (at - 1) + [True] * (we - ws) + [False]
             first, last = features.answer_tokens[q]
@@ -211,9 +243,11 @@ def test_squad_v11_metric_against_hand_computations():
     assert squad_f1("nothing", "Denver") == 0.0
     from ctxlm.tasks.extractive_qa import SquadQuestion
 
-    questions = [SquadQuestion("a", "?", "", (("Denver Broncos", 0), ("Broncos", 7))),
-                 SquadQuestion("b", "?", "", (("Santa Clara", 0),)),
-                 SquadQuestion("c", "?", "", (("x", 0),))]
+    questions = [
+        SquadQuestion("a", "?", "", (("Denver Broncos", 0), ("Broncos", 7))),
+        SquadQuestion("b", "?", "", (("Santa Clara", 0),)),
+        SquadQuestion("c", "?", "", (("x", 0),)),
+    ]
     scores = squad_scores({"a": "broncos", "b": "Santa Clara, California"}, questions)  # "c" unanswered
     assert scores["exact_match"] == pytest.approx(100 * 1 / 3)
     assert scores["f1"] == pytest.approx(100 * (1 + 0.8) / 3)
@@ -226,9 +260,22 @@ def test_finetune_and_evaluate_squad_end_to_end(squad):
     root, path = squad["root"], squad["path"]
     settings = QaSettings(max_length=64, doc_stride=24, max_query_length=16, max_answer_length=8)
     files = TaskData(train=path, valid=path, train_limit=14, valid_limit=14)
-    result = finetune_squad(root / "init", files, root / "qa", settings=settings, train_overrides=dict(
-                                max_steps=150, batch_size=8, lr=3e-3, warmup_steps=10, eval_every=50,
-                                progress=False, save_every=0, log_every=50))
+    result = finetune_squad(
+        root / "init",
+        files,
+        root / "qa",
+        settings=settings,
+        train_overrides=dict(
+            max_steps=150,
+            batch_size=8,
+            lr=3e-3,
+            warmup_steps=10,
+            eval_every=50,
+            progress=False,
+            save_every=0,
+            log_every=50,
+        ),
+    )
     assert result.step == 150 and set(result.final_metrics) >= {"valid/qa_loss", "dev/exact_match", "dev/f1"}
     model, tokenizer = load_model_dir(root / "qa")
     assert isinstance(model, UnilmQuestionAnswering) and tokenizer is not None
@@ -254,9 +301,29 @@ def test_finetune_and_evaluate_squad_end_to_end(squad):
 def test_an_answer_the_normalizer_drops_gets_no_training_window(squad, tmp_path):
     """A zero-width space is dropped by BERT's normalizer: no token covers that answer."""
     context = "Look \u200b here, there is a gap."
-    document = {"data": [{"paragraphs": [{"context": context, "qas": [
-        {"id": "gap", "question": "What is there?", "answers": [{"text": "\u200b", "answer_start": 5}]},
-        {"id": "ok", "question": "Where to look?", "answers": [{"text": "here", "answer_start": 7}]}]}]}]}
+    document = {
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": context,
+                        "qas": [
+                            {
+                                "id": "gap",
+                                "question": "What is there?",
+                                "answers": [{"text": "\u200b", "answer_start": 5}],
+                            },
+                            {
+                                "id": "ok",
+                                "question": "Where to look?",
+                                "answers": [{"text": "here", "answer_start": 7}],
+                            },
+                        ],
+                    }
+                ]
+            }
+        ]
+    }
     path = tmp_path / "gap.json"
     path.write_text(json.dumps(document), encoding="utf-8")
     questions = read_squad(path)

@@ -18,8 +18,20 @@ from ctxlm.data.tasks import jsonl_rows
 from ctxlm.errors import CtxlmError
 from ctxlm.extras import require
 
-EXTRA_MODULES = ["transformers", "huggingface_hub", "datasets", "pyarrow", "rouge_score", "nltk", "punkt",
-                 "sacrebleu", "pycocoevalcap", "scipy", "spacy", "tensorboard"]
+EXTRA_MODULES = [
+    "transformers",
+    "huggingface_hub",
+    "datasets",
+    "pyarrow",
+    "rouge_score",
+    "nltk",
+    "punkt",
+    "sacrebleu",
+    "pycocoevalcap",
+    "scipy",
+    "spacy",
+    "tensorboard",
+]
 
 
 def hide(monkeypatch, *names):
@@ -69,8 +81,9 @@ def test_the_cli_reports_a_missing_extra_in_one_line(monkeypatch, tmp_path, caps
     hide(monkeypatch, "transformers")
     assert cli.main(["convert", "--from-hf", str(_bert_config_dir(tmp_path)), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err == ("error: missing package 'transformers' (converting transformers checkpoints): "
-                   "pip install 'ctxlm[hf]'\n")
+    assert err == (
+        "error: missing package 'transformers' (converting transformers checkpoints): pip install 'ctxlm[hf]'\n"
+    )
 
 
 def test_without_tensorboard_training_warns_and_logs_jsonl(monkeypatch, tmp_path):
@@ -101,20 +114,55 @@ def test_the_core_install_pretrains_and_generates_without_any_extra(tmp_path, da
     """`pip install -e .` (no extras): every extra's module unimportable in a fresh interpreter; the
     tokenizer, one pre-training step and generation still run."""
     corpus = wiki_slice(tmp_path / "wiki.txt", 600)
-    (tmp_path / "c.yaml").write_text("model:\n  base: palm-tiny\n  d_model: 32\n  encoder_layers: 1\n"
-                                     "  decoder_layers: 1\n  encoder_attention_heads: 2\n  decoder_attention_heads: 2\n"
-                                     "  encoder_ffn_dim: 64\n  decoder_ffn_dim: 64\n"
-                                     "data:\n  fragment_length: 128\n  valid_fraction: 0.1\n", encoding="utf-8")
+    (tmp_path / "c.yaml").write_text(
+        "model:\n  base: palm-tiny\n  d_model: 32\n  encoder_layers: 1\n"
+        "  decoder_layers: 1\n  encoder_attention_heads: 2\n  decoder_attention_heads: 2\n"
+        "  encoder_ffn_dim: 64\n  decoder_ffn_dim: 64\n"
+        "data:\n  fragment_length: 128\n  valid_fraction: 0.1\n",
+        encoding="utf-8",
+    )
     commands = [
         ["tokenizer", "train", "--corpus", corpus, "--vocab-size", "400", "--out", tmp_path / "tok"],
-        ["pretrain", "--config", tmp_path / "c.yaml", "--corpus", corpus, "--tokenizer", tmp_path / "tok",
-         "--out", tmp_path / "run", "--max-steps", "1", "--batch-size", "2", "--no-progress"],
-        ["generate", "--model", tmp_path / "run", "--text", "the history of the city", "--beam", "2",
-         "--max-length", "5"],
+        [
+            "pretrain",
+            "--config",
+            tmp_path / "c.yaml",
+            "--corpus",
+            corpus,
+            "--tokenizer",
+            tmp_path / "tok",
+            "--out",
+            tmp_path / "run",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ],
+        [
+            "generate",
+            "--model",
+            tmp_path / "run",
+            "--text",
+            "the history of the city",
+            "--beam",
+            "2",
+            "--max-length",
+            "5",
+        ],
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CTXLM_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-c", BLOCKER.format(names=EXTRA_MODULES),
-                           json.dumps([[str(a) for a in c] for c in commands])],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BLOCKER.format(names=EXTRA_MODULES),
+            json.dumps([[str(a) for a in c] for c in commands]),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "run/model.safetensors").is_file() and "missing package 'tensorboard'" in done.stderr

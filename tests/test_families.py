@@ -56,8 +56,9 @@ class ToyModel(nn.Module):
         keep = labels != -100
         loss_sum, nll_sum, count = token_nll(self.out(self.embed(input_ids[keep])), labels[keep], label_smoothing)
         sums = {"lm": loss_sum}
-        return SimpleNamespace(loss=batch_loss(sums, {"lm": count}), loss_sums=sums,
-                               metrics={"lm_nll_sum": nll_sum, "lm_tokens": count})
+        return SimpleNamespace(
+            loss=batch_loss(sums, {"lm": count}), loss_sums=sums, metrics={"lm_nll_sum": nll_sum, "lm_tokens": count}
+        )
 
 
 class ToyExamples:
@@ -76,25 +77,33 @@ def prepare_toy(store, tokenizer, model_config, data, stage, seed):
     from ctxlm.families import PreparedData
 
     usable = np.flatnonzero(store.sentence_lengths >= 2)
-    return PreparedData(ToyExamples(store, usable[10:], data.max_length), ToyExamples(store, usable[:10],
-                        data.max_length), {"objective": "toy-lm"})
+    return PreparedData(
+        ToyExamples(store, usable[10:], data.max_length),
+        ToyExamples(store, usable[:10], data.max_length),
+        {"objective": "toy-lm"},
+    )
 
 
 def toy_pair(cfg, source, target, max_source, max_target):
     ids = np.concatenate([source[:max_source], target[:max_target]])
     labels = np.full(len(ids), -100)
-    labels[len(ids) - len(target[:max_target]) - 1:-1] = target[:max_target]
+    labels[len(ids) - len(target[:max_target]) - 1 : -1] = target[:max_target]
     return {"input_ids": ids, "labels": labels}
 
 
 @pytest.fixture
 def toy_family():
     saved = (dict(families.FAMILIES), dict(families.OBJECTIVES), dict(families.HEADS))
-    family = families.register(families.Family(
-        name="toy", config=ToyConfig, model=ToyModel,
-        objectives=(families.Objective("toy-lm", "toy", ToyDataConfig, prepare_toy),),
-        pair_example=toy_pair, named_configs={"toy-tiny": {"d_model": 8}},
-    ))
+    family = families.register(
+        families.Family(
+            name="toy",
+            config=ToyConfig,
+            model=ToyModel,
+            objectives=(families.Objective("toy-lm", "toy", ToyDataConfig, prepare_toy),),
+            pair_example=toy_pair,
+            named_configs={"toy-tiny": {"d_model": 8}},
+        )
+    )
     yield family
     from ctxlm.families import NAMED_CONFIGS
 
@@ -107,9 +116,28 @@ def toy_family():
 def test_a_registered_family_pretrains_one_step_through_the_cli(toy_family, data_dir, tmp_path):
     corpus = wiki_slice(tmp_path / "wiki.txt", 400)
     train_tokenizer(corpus, 300, tmp_path / "tok")
-    code = main(["pretrain", "--config", "toy-tiny", "--corpus", str(corpus), "--tokenizer", str(tmp_path / "tok"),
-                 "--out", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "4", "--eval-every", "1",
-                 "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    code = main(
+        [
+            "pretrain",
+            "--config",
+            "toy-tiny",
+            "--corpus",
+            str(corpus),
+            "--tokenizer",
+            str(tmp_path / "tok"),
+            "--out",
+            str(tmp_path / "run"),
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "4",
+            "--eval-every",
+            "1",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     run = json.loads((tmp_path / "run/run.json").read_text())
     assert run["objective"] == "toy-lm" and run["stage"] is None

@@ -36,16 +36,34 @@ def gigaword(data_dir, tmp_path_factory):
 
 
 def tiny_model():
-    return named_model_config("palm-tiny", d_model=32, encoder_layers=1, decoder_layers=1,
-                              encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                              decoder_ffn_dim=64, max_position_embeddings=128)
+    return named_model_config(
+        "palm-tiny",
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=128,
+    )
 
 
 def tiny_recipe(**train) -> FinetuneConfig:
     recipe = load_finetune_config("gigaword")
     recipe.max_source_tokens, recipe.max_target_tokens = 64, 24
-    values = dict(batch_size=8, lr=1e-3, warmup_steps=2, eval_every=2, eval_batches=2, log_every=2,
-                  progress=False, save_every=2, keep_checkpoints=0, early_stopping_patience=0)
+    values = dict(
+        batch_size=8,
+        lr=1e-3,
+        warmup_steps=2,
+        eval_every=2,
+        eval_batches=2,
+        log_every=2,
+        progress=False,
+        save_every=2,
+        keep_checkpoints=0,
+        early_stopping_patience=0,
+    )
     values.update(train)
     recipe.train = dataclasses.replace(recipe.train, **values)
     recipe.decoding = dataclasses.replace(recipe.decoding, num_beams=2, max_new_tokens=6)
@@ -74,8 +92,13 @@ def test_best_weights_are_kept_and_early_stopping_stops(gigaword, tmp_path, monk
     monkeypatch.setattr(ctxlm.training, "evaluate", lambda *a, **k: {"lm_loss": next(scripted)})
     root, tokenizer = gigaword
     recipe = tiny_recipe(lr=0.0, max_steps=20, early_stopping_patience=1)
-    result = finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / "run", recipe,
-                      scratch=ScratchModel(tiny_model(), tokenizer))
+    result = finetune(
+        root / "train.jsonl",
+        root / "valid.jsonl",
+        tmp_path / "run",
+        recipe,
+        scratch=ScratchModel(tiny_model(), tokenizer),
+    )
     assert result.step == 4 and result.final_metrics["best_step"] == 2
     best = load_file(str(tmp_path / "run/best/model.safetensors"))
     final = load_file(str(tmp_path / "run/model.safetensors"))
@@ -101,9 +124,13 @@ def test_early_stopping_waits_while_the_loss_is_at_the_unigram_level(gigaword, t
 
     monkeypatch.setattr(LearningCheck, "at_unigram_level", at_level)
     root, tokenizer = gigaword
-    result = finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / "run",
-                      tiny_recipe(max_steps=20, early_stopping_patience=1),
-                      scratch=ScratchModel(tiny_model(), tokenizer))
+    result = finetune(
+        root / "train.jsonl",
+        root / "valid.jsonl",
+        tmp_path / "run",
+        tiny_recipe(max_steps=20, early_stopping_patience=1),
+        scratch=ScratchModel(tiny_model(), tokenizer),
+    )
     assert result.step == 10 and result.final_metrics["best_step"] == 8
     assert [answer for answer, _ in answers] == [True, True, False]  # asked only when a validation is no better
     entropy = answers[0][1]
@@ -118,8 +145,13 @@ def test_best_step_is_the_lowest_validation_loss(gigaword, tmp_path, monkeypatch
     scripted = iter([3.0, 1.0, 2.0, 4.0])
     monkeypatch.setattr(ctxlm.training, "evaluate", lambda *a, **k: {"lm_loss": next(scripted)})
     root, tokenizer = gigaword
-    result = finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / "run", tiny_recipe(max_steps=8),
-                      scratch=ScratchModel(tiny_model(), tokenizer))
+    result = finetune(
+        root / "train.jsonl",
+        root / "valid.jsonl",
+        tmp_path / "run",
+        tiny_recipe(max_steps=8),
+        scratch=ScratchModel(tiny_model(), tokenizer),
+    )
     assert result.step == 8 and result.final_metrics["best_step"] == 4
     final = load_file(str(tmp_path / "run/model.safetensors"))
     at_4 = load_file(str(tmp_path / "run/checkpoints/step-00000004/model.safetensors"))
@@ -137,8 +169,9 @@ def test_finetuning_resumes_exactly(gigaword, tmp_path):
     (tmp_path / "cut").mkdir()
     shutil.copytree(tmp_path / "full/checkpoints/step-00000003", tmp_path / "cut/checkpoints/step-00000003")
     shutil.copytree(tmp_path / "full/best", tmp_path / "cut/best")  # the best weights as of step 3
-    finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / "cut", recipe, run=RunOptions(resume=True),
-             **kwargs)
+    finetune(
+        root / "train.jsonl", root / "valid.jsonl", tmp_path / "cut", recipe, run=RunOptions(resume=True), **kwargs
+    )
     for name in ("model.safetensors", "best/model.safetensors", "checkpoints/step-00000006/model.safetensors"):
         a, b = load_file(str(tmp_path / "full" / name)), load_file(str(tmp_path / "cut" / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
@@ -169,30 +202,109 @@ def test_cli_finetune_generate_evaluate(gigaword, tmp_path, capsys):
     """The verbs chain: finetune from scratch, generate with the recipe's decoding, score with ROUGE."""
     root, _ = gigaword
     config = tmp_path / "tiny.yaml"
-    config.write_text("model:\n  base: palm-tiny\n  d_model: 32\n  encoder_layers: 1\n  decoder_layers: 1\n"
-                      "  encoder_attention_heads: 2\n  decoder_attention_heads: 2\n  encoder_ffn_dim: 64\n"
-                      "  decoder_ffn_dim: 64\n  max_position_embeddings: 128\n", encoding="utf-8")
+    config.write_text(
+        "model:\n  base: palm-tiny\n  d_model: 32\n  encoder_layers: 1\n  decoder_layers: 1\n"
+        "  encoder_attention_heads: 2\n  decoder_attention_heads: 2\n  encoder_ffn_dim: 64\n"
+        "  decoder_ffn_dim: 64\n  max_position_embeddings: 128\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "run"
-    assert main(["finetune", "--config", str(config), "--tokenizer", str(root / "tok"), "--recipe", "gigaword",
-                 "--train", str(root / "train.jsonl"), "--valid", str(root / "valid.jsonl"), "--out", str(out),
-                 "--max-steps", "4", "--eval-every", "2", "--batch-size", "8", "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                str(config),
+                "--tokenizer",
+                str(root / "tok"),
+                "--recipe",
+                "gigaword",
+                "--train",
+                str(root / "train.jsonl"),
+                "--valid",
+                str(root / "valid.jsonl"),
+                "--out",
+                str(out),
+                "--max-steps",
+                "4",
+                "--eval-every",
+                "2",
+                "--batch-size",
+                "8",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "generation.json").read_text())["num_beams"] == 5  # the recipe's decoding
     preds = tmp_path / "preds.jsonl"
-    assert main(["generate", "--model", str(out), "--input", str(root / "valid.jsonl"), "--source-field",
-                 "document", "--output", str(preds), "--beam", "2", "--max-length", "8", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(out),
+                "--input",
+                str(root / "valid.jsonl"),
+                "--source-field",
+                "document",
+                "--output",
+                str(preds),
+                "--beam",
+                "2",
+                "--max-length",
+                "8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
     assert len(rows) == 40 and all("prediction" in r and "summary" in r for r in rows)
     capsys.readouterr()
-    assert main(["evaluate", "--pred", str(preds), "--ref", str(preds), "--ref-field", "summary",
-                 "--metrics", "rouge1", "rougeL"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(preds),
+                "--ref",
+                str(preds),
+                "--ref-field",
+                "summary",
+                "--metrics",
+                "rouge1",
+                "rougeL",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     scores = json.loads(printed[: printed.index("}") + 1])
     expected = rouge([r["prediction"] for r in rows], [r["summary"] for r in rows], types=("rouge1", "rougeL"))
     assert scores == pytest.approx(expected)
     perplexity = {}
     for precision in ([], ["--bf16"]):  # bfloat16 weights score close to float32 ones
-        assert main(["evaluate", "--model", str(out), "--task", "summarization", "--ref",
-                     str(root / "valid.jsonl"), "--device", "cpu", *precision]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--model",
+                    str(out),
+                    "--task",
+                    "summarization",
+                    "--ref",
+                    str(root / "valid.jsonl"),
+                    "--device",
+                    "cpu",
+                    *precision,
+                ]
+            )
+            == 0
+        )
         perplexity[bool(precision)] = json.loads(capsys.readouterr().out.split("\n|")[0])["perplexity"]
     assert perplexity[False] > 1.0 and perplexity[True] == pytest.approx(perplexity[False], rel=0.05)
 
@@ -204,16 +316,26 @@ def test_pretrained_palm_beats_training_from_scratch_on_gigaword(pretrained_palm
     pre-trained one scores at least 2 ROUGE-L points higher on 200 held-out pairs (greedy decoding)."""
     recipe = load_finetune_config("gigaword")
     recipe.max_source_tokens, recipe.max_target_tokens, recipe.max_valid_examples = 64, 24, 200
-    recipe.train = dataclasses.replace(recipe.train, max_steps=250, batch_size=16, warmup_steps=30, eval_every=0,
-                                       save_every=0, progress=False, bf16=True, early_stopping_patience=0,
-                                       lr=3e-4)  # the rate this size was calibrated at (the recipe's is 1e-3)
+    recipe.train = dataclasses.replace(
+        recipe.train,
+        max_steps=250,
+        batch_size=16,
+        warmup_steps=30,
+        eval_every=0,
+        save_every=0,
+        progress=False,
+        bf16=True,
+        early_stopping_patience=0,
+        lr=3e-4,
+    )  # the rate this size was calibrated at (the recipe's is 1e-3)
     recipe.decoding = dataclasses.replace(recipe.decoding, num_beams=1, max_new_tokens=20)
     files = data_dir / GIGAWORD
     valid = read_pairs("summarization", files / "valid.jsonl", limit=200)
     scores = {}
-    for name, start in (("pretrained", dict(init=pretrained_palm["dir"])),
-                        ("scratch", dict(scratch=ScratchModel(pretrained_palm["config"].model,
-                                                              pretrained_palm["tokenizer"])))):
+    for name, start in (
+        ("pretrained", dict(init=pretrained_palm["dir"])),
+        ("scratch", dict(scratch=ScratchModel(pretrained_palm["config"].model, pretrained_palm["tokenizer"]))),
+    ):
         finetune(files / "train.jsonl", files / "valid.jsonl", tmp_path / name, recipe, train_limit=4000, **start)
         predictions = decode_pairs(tmp_path / name, valid, recipe.decoding, max_source_tokens=64)
         scores[name] = rouge(predictions, [p.target for p in valid])["rougeL"]
@@ -231,11 +353,24 @@ def test_demo_size_model_beats_the_first_8_words_on_gigaword(data_dir, tmp_path)
     tokenizer = train_tokenizer(files / "train.jsonl", 8000, tmp_path / "tok", text_field="document")
     recipe = load_finetune_config("gigaword")
     recipe.max_source_tokens, recipe.max_target_tokens, recipe.max_valid_examples = 64, 24, 200
-    recipe.train = dataclasses.replace(recipe.train, max_steps=1600, warmup_steps=80, eval_every=0, save_every=0,
-                                       progress=False, bf16=True, early_stopping_patience=0)
+    recipe.train = dataclasses.replace(
+        recipe.train,
+        max_steps=1600,
+        warmup_steps=80,
+        eval_every=0,
+        save_every=0,
+        progress=False,
+        bf16=True,
+        early_stopping_patience=0,
+    )
     recipe.decoding = dataclasses.replace(recipe.decoding, max_new_tokens=20)
-    finetune(files / "train.jsonl", files / "valid.jsonl", tmp_path / "model", recipe,
-             scratch=ScratchModel(named_model_config("palm-mini"), tokenizer))
+    finetune(
+        files / "train.jsonl",
+        files / "valid.jsonl",
+        tmp_path / "model",
+        recipe,
+        scratch=ScratchModel(named_model_config("palm-mini"), tokenizer),
+    )
     valid = read_pairs("summarization", files / "valid.jsonl", limit=200)
     references = [p.target for p in valid]
     model = rouge(decode_pairs(tmp_path / "model", valid, max_source_tokens=64), references)
@@ -248,14 +383,22 @@ def test_every_family_finetunes_decodes_and_scores(gigaword, tmp_path, family):
     """The same fine-tuning, decoding (beam search with a KV cache) and perplexity code runs for PALM,
     GLM (Part A + [gMASK], Part B generated) and UniLMv2 (source + pseudo masks)."""
     root, tokenizer = gigaword
-    sizes = {"palm": {}, "glm": dict(num_layers=1, num_heads=2, ffn_dim=64),
-             "unilm": dict(num_layers=1, num_heads=2, ffn_dim=64)}[family]
+    sizes = {
+        "palm": {},
+        "glm": dict(num_layers=1, num_heads=2, ffn_dim=64),
+        "unilm": dict(num_layers=1, num_heads=2, ffn_dim=64),
+    }[family]
     if family == "palm":
         config = tiny_model()
     else:
         config = named_model_config(f"{family}-tiny", d_model=32, max_position_embeddings=128, **sizes)
-    result = finetune(root / "train.jsonl", root / "valid.jsonl", tmp_path / family, tiny_recipe(max_steps=2),
-                      scratch=ScratchModel(config, tokenizer))
+    result = finetune(
+        root / "train.jsonl",
+        root / "valid.jsonl",
+        tmp_path / family,
+        tiny_recipe(max_steps=2),
+        scratch=ScratchModel(config, tokenizer),
+    )
     assert result.step == 2 and "valid/lm_loss" in result.final_metrics
     valid = read_pairs("summarization", root / "valid.jsonl", limit=3)
     predictions = decode_pairs(tmp_path / family, valid, max_source_tokens=64)

@@ -32,12 +32,16 @@ def test_counter_matches_a_hand_count_of_projection_and_attention():
     torch.manual_seed(0)
     model, x = TinyAttention(), torch.randn(B, L, WIDTH)  # x needs no gradient: no grad-input of qkv
     rows, pairs = B * L, B * HEADS
-    forward = (matmul(rows, WIDTH, 3 * WIDTH)  # q, k, v
-               + pairs * (matmul(L, D, L) + matmul(L, L, D))  # Q·Kᵀ, P·V
-               + matmul(rows, WIDTH, OUT))  # output projection
-    backward = (2 * matmul(rows, OUT, WIDTH)  # output projection: grad input and grad weight
-                + pairs * 5 * matmul(L, D, L)  # attention: Q·Kᵀ recomputed, then dP, dV, dQ, dK
-                + matmul(WIDTH * 3, rows, WIDTH))  # q, k, v projection: grad weight only
+    forward = (
+        matmul(rows, WIDTH, 3 * WIDTH)  # q, k, v
+        + pairs * (matmul(L, D, L) + matmul(L, L, D))  # Q·Kᵀ, P·V
+        + matmul(rows, WIDTH, OUT)
+    )  # output projection
+    backward = (
+        2 * matmul(rows, OUT, WIDTH)  # output projection: grad input and grad weight
+        + pairs * 5 * matmul(L, D, L)  # attention: Q·Kᵀ recomputed, then dP, dV, dQ, dK
+        + matmul(WIDTH * 3, rows, WIDTH)
+    )  # q, k, v projection: grad weight only
     assert count_flops(lambda: model(x)) == forward
     assert count_flops(lambda: model(x).sum().backward()) == forward + backward
 

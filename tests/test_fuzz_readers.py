@@ -21,9 +21,12 @@ from ctxlm.data.corpus import iter_documents
 from ctxlm.errors import CtxlmError
 from ctxlm.tokenization import TextTokenizer, train_tokenizer
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                       HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
 
 # ----------------------------------------------------------------------------- strategies
 # A file is drawn either clean (every row has its fields, of their types, with text) so that results
@@ -34,27 +37,51 @@ SURROGATE = st.sampled_from(["\ud800", "\udc00", "\udfff"])
 WORDS = ["the", "cat", "sat", ".", "Mr.", "Smith", "é", "日本", "?", "!", "'", "0", "[SEP]"]
 ODD_WORDS = ["\t", "\u2028", "\x0b", "\ufeff", "\x85", "", " "]
 clean_texts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=12).map(" ".join)
-texts = st.one_of(clean_texts, st.lists(st.sampled_from(WORDS + ODD_WORDS), max_size=12).map(" ".join),
-                  st.text(max_size=40), st.tuples(st.text(max_size=5), SURROGATE, st.text(max_size=5)).map("".join))
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | texts,
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
-                           max_leaves=6)
-garbage_lines = st.one_of(st.binary(max_size=30), st.sampled_from([
-    b"", b"   ", b"{", b"[1, 2]", b'"text"', b"null", b"\xff\xfe", b"\x00", b"[" * 3000, b"9" * 5000,
-    b'{"text": "\\ud800"}', "{\"a\": \"\u00e9\"}".encode("latin-1"),
-]))
+texts = st.one_of(
+    clean_texts,
+    st.lists(st.sampled_from(WORDS + ODD_WORDS), max_size=12).map(" ".join),
+    st.text(max_size=40),
+    st.tuples(st.text(max_size=5), SURROGATE, st.text(max_size=5)).map("".join),
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=6,
+)
+garbage_lines = st.one_of(
+    st.binary(max_size=30),
+    st.sampled_from(
+        [
+            b"",
+            b"   ",
+            b"{",
+            b"[1, 2]",
+            b'"text"',
+            b"null",
+            b"\xff\xfe",
+            b"\x00",
+            b"[" * 3000,
+            b"9" * 5000,
+            b'{"text": "\\ud800"}',
+            '{"a": "\u00e9"}'.encode("latin-1"),
+        ]
+    ),
+)
 
 
 def objects(spec, clean: bool) -> st.SearchStrategy:
     fields = spec(clean_texts if clean else texts, lambda inner: objects(inner, clean))
     if clean:
         return st.fixed_dictionaries(fields)
-    return st.one_of(st.fixed_dictionaries(fields),
-                     st.fixed_dictionaries({}, optional={k: st.one_of(v, json_values) for k, v in fields.items()}))
+    return st.one_of(
+        st.fixed_dictionaries(fields),
+        st.fixed_dictionaries({}, optional={k: st.one_of(v, json_values) for k, v in fields.items()}),
+    )
 
 
 def jsonl_files(spec) -> st.SearchStrategy:
     """File bytes: JSON lines of rows of `spec`, clean or dirty."""
+
     def lines(clean: bool):
         rows = objects(spec, clean)
         line = rows.map(lambda r: json.dumps(r).encode())
@@ -94,9 +121,13 @@ def non_blank_lines(data: bytes) -> int:
 
 # ----------------------------------------------------------------------------- corpus files
 @FUZZ
-@given(data=st.one_of(st.binary(max_size=200), st.lists(texts, max_size=8).map(
-    lambda lines: "\n".join(lines).encode("utf-8", "surrogatepass"))),
-    format=st.sampled_from(["auto", "sentences", "paragraphs"]))
+@given(
+    data=st.one_of(
+        st.binary(max_size=200),
+        st.lists(texts, max_size=8).map(lambda lines: "\n".join(lines).encode("utf-8", "surrogatepass")),
+    ),
+    format=st.sampled_from(["auto", "sentences", "paragraphs"]),
+)
 def test_corpus_text_files(tmp_path_factory, data, format):
     """Sentence-per-line and paragraph files: every non-blank line's text comes back (sentence
     format: exactly the stripped lines), or a one-line error."""
@@ -138,9 +169,12 @@ def test_corpus_one_megabyte_lines(tmp_path):
 
 # ----------------------------------------------------------------------------- task readers
 PAIR_LAYOUTS = [  # reader, source field, target field
-    (tasks.read_gigaword, "document", "summary"), (tasks.read_xsum, "document", "summary"),
-    (tasks.read_cnndm, "article", "highlights"), (tasks.read_du2017_qg, "sentence", "question"),
-    (tasks.read_cornell, "context", "response"), (tasks.read_jsonl_pairs, "source", "target"),
+    (tasks.read_gigaword, "document", "summary"),
+    (tasks.read_xsum, "document", "summary"),
+    (tasks.read_cnndm, "article", "highlights"),
+    (tasks.read_du2017_qg, "sentence", "question"),
+    (tasks.read_cornell, "context", "response"),
+    (tasks.read_jsonl_pairs, "source", "target"),
 ]
 
 
@@ -165,13 +199,28 @@ def test_pair_readers(tmp_path_factory, layout, data, skip_empty, labelled):
 @given(task=st.sampled_from(sorted(tasks.TASK_READERS)), data=st.data())
 def test_task_dispatch_on_jsonl(tmp_path_factory, task, data):
     """`read_task` picks a reader from the first row's fields; any JSONL gives pairs or one error."""
+
     def fields(t, obj):
-        names = ["source", "target", "document", "summary", "article", "highlights", "sentence", "question",
-                 "context", "response", "query"]
-        return {**{name: t for name in names},
-                "passages": st.lists(obj(lambda t, obj: {"passage_text": t, "is_selected": st.sampled_from([0, 1])}),
-                                     min_size=1, max_size=3),
-                "wellFormedAnswers": st.one_of(st.just("[]"), st.lists(t, max_size=2))}
+        names = [
+            "source",
+            "target",
+            "document",
+            "summary",
+            "article",
+            "highlights",
+            "sentence",
+            "question",
+            "context",
+            "response",
+            "query",
+        ]
+        return {
+            **{name: t for name in names},
+            "passages": st.lists(
+                obj(lambda t, obj: {"passage_text": t, "is_selected": st.sampled_from([0, 1])}), min_size=1, max_size=3
+            ),
+            "wellFormedAnswers": st.one_of(st.just("[]"), st.lists(t, max_size=2)),
+        }
 
     content = data.draw(jsonl_files(fields))
     path = write(tmp_path_factory, f"{task}.jsonl", content)
@@ -182,11 +231,19 @@ def test_task_dispatch_on_jsonl(tmp_path_factory, task, data):
 
 def squad_spec(t, obj):
     answer = obj(lambda t, obj: {"text": t, "answer_start": st.just(0)})
-    question = obj(lambda t, obj: {"question": t, "id": t | st.integers(), "answers": st.lists(answer, max_size=2),
-                                   "is_impossible": st.booleans()})
+    question = obj(
+        lambda t, obj: {
+            "question": t,
+            "id": t | st.integers(),
+            "answers": st.lists(answer, max_size=2),
+            "is_impossible": st.booleans(),
+        }
+    )
     paragraph = obj(lambda t, obj: {"context": t, "qas": st.lists(question, max_size=3)})
-    return {"data": st.lists(obj(lambda t, obj: {"paragraphs": st.lists(paragraph, max_size=2)}), max_size=2),
-            "version": t}
+    return {
+        "data": st.lists(obj(lambda t, obj: {"paragraphs": st.lists(paragraph, max_size=2)}), max_size=2),
+        "version": t,
+    }
 
 
 def squad_with_spans(document):
@@ -197,11 +254,12 @@ def squad_with_spans(document):
                 continue
             context = paragraph["context"]
             for qa in paragraph.get("qas", []) if isinstance(paragraph.get("qas"), list) else []:
-                for i, answer in enumerate(qa.get("answers", []) if isinstance(qa, dict) and
-                                           isinstance(qa.get("answers"), list) else []):
+                for i, answer in enumerate(
+                    qa.get("answers", []) if isinstance(qa, dict) and isinstance(qa.get("answers"), list) else []
+                ):
                     if isinstance(answer, dict) and answer.get("answer_start") == 0 and context.strip():
                         start = (7 * i) % len(context)
-                        answer["text"], answer["answer_start"] = context[start:start + 5], start
+                        answer["text"], answer["answer_start"] = context[start : start + 5], start
     return document
 
 
@@ -223,16 +281,24 @@ def test_squad_json(tmp_path_factory, document, answer_first):
 @FUZZ
 def marco_columns(rows):
     """The official column layout of (query, passages, well-formed answers) rows."""
-    return {name: {str(i): row[k] for i, row in enumerate(rows)}
-            for k, name in enumerate(["query", "passages", "wellFormedAnswers"])}
+    return {
+        name: {str(i): row[k] for i, row in enumerate(rows)}
+        for k, name in enumerate(["query", "passages", "wellFormedAnswers"])
+    }
 
 
 passage = st.fixed_dictionaries({"passage_text": clean_texts, "is_selected": st.sampled_from([0, 1])})
-clean_marco = st.lists(st.tuples(clean_texts, st.lists(passage, min_size=1, max_size=2),
-                                 st.just("[]") | st.lists(clean_texts, max_size=2)), max_size=3).map(marco_columns)
-dirty_marco = st.dictionaries(st.sampled_from(["query", "passages", "wellFormedAnswers", "answers"]),
-                              st.dictionaries(st.sampled_from(["0", "1", "2"]), json_values, max_size=3) | json_values,
-                              max_size=4)
+clean_marco = st.lists(
+    st.tuples(
+        clean_texts, st.lists(passage, min_size=1, max_size=2), st.just("[]") | st.lists(clean_texts, max_size=2)
+    ),
+    max_size=3,
+).map(marco_columns)
+dirty_marco = st.dictionaries(
+    st.sampled_from(["query", "passages", "wellFormedAnswers", "answers"]),
+    st.dictionaries(st.sampled_from(["0", "1", "2"]), json_values, max_size=3) | json_values,
+    max_size=4,
+)
 
 
 @FUZZ
@@ -254,25 +320,71 @@ def test_task_reader_one_megabyte_source(tmp_path):
 # ----------------------------------------------------------------------------- SuperGLUE and GLUE
 SUPERGLUE_FIELDS = {
     "BoolQ": lambda t, obj: {"passage": t, "question": t, "label": st.booleans()},
-    "CB": lambda t, obj: {"premise": t, "hypothesis": t,
-                          "label": st.sampled_from(["entailment", "contradiction", "neutral"])},
+    "CB": lambda t, obj: {
+        "premise": t,
+        "hypothesis": t,
+        "label": st.sampled_from(["entailment", "contradiction", "neutral"]),
+    },
     "RTE": lambda t, obj: {"premise": t, "hypothesis": t, "label": st.sampled_from(["entailment", "not_entailment"])},
-    "COPA": lambda t, obj: {"premise": t, "choice1": t, "choice2": t, "question": st.sampled_from(["cause", "effect"]),
-                            "label": st.integers(0, 1)},
+    "COPA": lambda t, obj: {
+        "premise": t,
+        "choice1": t,
+        "choice2": t,
+        "question": st.sampled_from(["cause", "effect"]),
+        "label": st.integers(0, 1),
+    },
     "WiC": lambda t, obj: {"word": t, "sentence1": t, "sentence2": t, "label": st.booleans()},
-    "WSC": lambda t, obj: {"text": st.just("The cat saw Smith and it ran ."), "label": st.booleans(), "target": obj(
-        lambda t, obj: {"span1_text": t, "span2_text": st.sampled_from(["it", "cat", "he"]),
-                        "span2_index": st.integers(4, 6)})},
-    "MultiRC": lambda t, obj: {"idx": st.integers(), "passage": obj(lambda t, obj: {"text": t, "questions": st.lists(
-        obj(lambda t, obj: {"question": t, "answers": st.lists(obj(lambda t, obj: {
-            "text": t, "label": st.integers(0, 1)}), max_size=2)}), max_size=2)})},
-    "ReCoRD": lambda t, obj: {"passage": obj(lambda t, obj: {
-        "text": st.just("@highlight\nSmith met the cat ."), "entities": st.lists(obj(lambda t, obj: {
-            "start": st.integers(-1, 12), "end": st.integers(-1, 12)}), min_size=1, max_size=3)}),
-        "qas": st.lists(obj(lambda t, obj: {
-            "query": st.sampled_from(["@placeholder wins", "a @placeholder b @placeholder", "none"]),
-            "answers": st.lists(obj(lambda t, obj: {"text": st.sampled_from(["Smith", "cat", t])}), max_size=2)}),
-            max_size=2)},
+    "WSC": lambda t, obj: {
+        "text": st.just("The cat saw Smith and it ran ."),
+        "label": st.booleans(),
+        "target": obj(
+            lambda t, obj: {
+                "span1_text": t,
+                "span2_text": st.sampled_from(["it", "cat", "he"]),
+                "span2_index": st.integers(4, 6),
+            }
+        ),
+    },
+    "MultiRC": lambda t, obj: {
+        "idx": st.integers(),
+        "passage": obj(
+            lambda t, obj: {
+                "text": t,
+                "questions": st.lists(
+                    obj(
+                        lambda t, obj: {
+                            "question": t,
+                            "answers": st.lists(
+                                obj(lambda t, obj: {"text": t, "label": st.integers(0, 1)}), max_size=2
+                            ),
+                        }
+                    ),
+                    max_size=2,
+                ),
+            }
+        ),
+    },
+    "ReCoRD": lambda t, obj: {
+        "passage": obj(
+            lambda t, obj: {
+                "text": st.just("@highlight\nSmith met the cat ."),
+                "entities": st.lists(
+                    obj(lambda t, obj: {"start": st.integers(-1, 12), "end": st.integers(-1, 12)}),
+                    min_size=1,
+                    max_size=3,
+                ),
+            }
+        ),
+        "qas": st.lists(
+            obj(
+                lambda t, obj: {
+                    "query": st.sampled_from(["@placeholder wins", "a @placeholder b @placeholder", "none"]),
+                    "answers": st.lists(obj(lambda t, obj: {"text": st.sampled_from(["Smith", "cat", t])}), max_size=2),
+                }
+            ),
+            max_size=2,
+        ),
+    },
 }
 
 
@@ -290,13 +402,22 @@ def test_superglue_readers(tmp_path_factory, task, data, training):
             assert all(0 <= g < len(example.candidates) for g in example.gold)
 
 
-tsv_fields = st.lists(st.one_of(texts.filter(lambda t: "\t" not in t and "\n" not in t), st.sampled_from(
-    ["0", "1", "2.5", "nan", "-1", "5", "1e9", ""])), max_size=8)
+tsv_fields = st.lists(
+    st.one_of(
+        texts.filter(lambda t: "\t" not in t and "\n" not in t),
+        st.sampled_from(["0", "1", "2.5", "nan", "-1", "5", "1e9", ""]),
+    ),
+    max_size=8,
+)
 
 
 @FUZZ
-@given(reader=st.sampled_from(["mrpc", "sts"]), lines=st.lists(tsv_fields, max_size=5), header=st.booleans(),
-       noise=st.binary(max_size=8))
+@given(
+    reader=st.sampled_from(["mrpc", "sts"]),
+    lines=st.lists(tsv_fields, max_size=5),
+    header=st.booleans(),
+    noise=st.binary(max_size=8),
+)
 def test_glue_tsv_readers(tmp_path_factory, reader, lines, header, noise):
     """MRPC and STS-B TSV: rows with both texts and a valid label, or one error."""
     body = [glue.MRPC_HEADER] * header + lines
@@ -309,8 +430,15 @@ def test_glue_tsv_readers(tmp_path_factory, reader, lines, header, noise):
 
 
 @FUZZ
-@given(data=jsonl_files(lambda t, obj: {"premise": t, "hypothesis": t,
-                                        "label": st.sampled_from(["entailment", "not_entailment", "other"])}))
+@given(
+    data=jsonl_files(
+        lambda t, obj: {
+            "premise": t,
+            "hypothesis": t,
+            "label": st.sampled_from(["entailment", "not_entailment", "other"]),
+        }
+    )
+)
 def test_glue_rte_reader(tmp_path_factory, data):
     path = write(tmp_path_factory, "rte.jsonl", data)
     result = outcome(path, lambda: glue.read_rte(path))
@@ -327,8 +455,10 @@ def tokenizer(tmp_path_factory) -> TextTokenizer:
 
 
 @FUZZ
-@given(batch=st.lists(st.one_of(texts, st.text(max_size=200)), max_size=5),
-       ids=st.lists(st.integers(-3, 2**33), max_size=6))
+@given(
+    batch=st.lists(st.one_of(texts, st.text(max_size=200)), max_size=5),
+    ids=st.lists(st.integers(-3, 2**33), max_size=6),
+)
 def test_tokenizer_calls(tokenizer, batch, ids):
     """encode/encode_batch agree and give known ids (or name the text they cannot encode); decode
     takes any id list (or names the id it cannot decode)."""

@@ -10,8 +10,15 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
 from ctxlm.families.palm import PalmConfig
-from ctxlm.generation import (GenerationConfig, ban_repeated_ngrams, ban_subword_loops, ban_unknown_words,
-                              ban_word_repeats, generate, sample_token)
+from ctxlm.generation import (
+    GenerationConfig,
+    ban_repeated_ngrams,
+    ban_subword_loops,
+    ban_unknown_words,
+    ban_word_repeats,
+    generate,
+    sample_token,
+)
 from ctxlm.lexicon import WordLexicon
 from ctxlm.models.hf import palm_from_bart
 from ctxlm.models.palm import PalmModel
@@ -27,9 +34,21 @@ def peaked_bart(seed=1, vocab=24, scale=8.0, eos_bias=2.0):
     """A tiny random BART with weights scaled up (peaked distributions, source-dependent outputs)
     and a random final_logits_bias nudged towards EOS, so hypotheses end at varied lengths."""
     torch.manual_seed(seed)
-    config = BartConfig(vocab_size=vocab, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
-                        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, forced_eos_token_id=None)
+    config = BartConfig(
+        vocab_size=vocab,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        forced_eos_token_id=None,
+    )
     bart = BartForConditionalGeneration(config).eval()
     with torch.no_grad():
         for name, p in bart.named_parameters():
@@ -61,8 +80,16 @@ def hf_tokens(sequences, eos=BART_EOS):
 
 def both(bart, model, ids, mask, **options):
     """(transformers' tokens and scores, ctxlm's Generated) for the same options."""
-    out = bart.generate(input_ids=ids, attention_mask=mask, do_sample=False, forced_eos_token_id=None,
-                        forced_bos_token_id=None, return_dict_in_generate=True, output_scores=True, **options)
+    out = bart.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=False,
+        forced_eos_token_id=None,
+        forced_bos_token_id=None,
+        return_dict_in_generate=True,
+        output_scores=True,
+        **options,
+    )
     ours = generate(model, ids, mask, GenerationConfig(**options))
     return hf_tokens(out.sequences), out, ours
 
@@ -82,9 +109,18 @@ def test_beam_search_matches_transformers(bart_pair, length_penalty, early_stopp
     returns transformers' token ids and sequence scores."""
     bart, model = bart_pair
     ids, mask = bart_inputs()
-    expected, out, ours = both(bart, model, ids, mask, num_beams=5, no_repeat_ngram_size=3,
-                               length_penalty=length_penalty, min_new_tokens=min_new_tokens, max_new_tokens=12,
-                               early_stopping=early_stopping)
+    expected, out, ours = both(
+        bart,
+        model,
+        ids,
+        mask,
+        num_beams=5,
+        no_repeat_ngram_size=3,
+        length_penalty=length_penalty,
+        min_new_tokens=min_new_tokens,
+        max_new_tokens=12,
+        early_stopping=early_stopping,
+    )
     assert ours.tokens == expected
     torch.testing.assert_close(torch.tensor(ours.scores), out.sequences_scores, atol=1e-4, rtol=1e-4)
     assert len({tuple(t) for t in expected}) >= 3, "outputs must depend on the source"
@@ -96,8 +132,18 @@ def test_beam_parity_cases_are_not_trivial(bart_pair):
     run to max length without EOS."""
     bart, model = bart_pair
     ids, mask = bart_inputs()
-    expected, _, ours = both(bart, model, ids, mask, num_beams=5, no_repeat_ngram_size=3, length_penalty=1.7,
-                             min_new_tokens=2, max_new_tokens=12, early_stopping=False)
+    expected, _, ours = both(
+        bart,
+        model,
+        ids,
+        mask,
+        num_beams=5,
+        no_repeat_ngram_size=3,
+        length_penalty=1.7,
+        min_new_tokens=2,
+        max_new_tokens=12,
+        early_stopping=False,
+    )
     assert ours.tokens == expected
     early_eos = [t for t in expected if t[-1] == BART_EOS and len(t) < 12]
     no_eos = [t for t in expected if BART_EOS not in t]
@@ -110,8 +156,9 @@ def test_greedy_matches_transformers(bart_pair, no_repeat):
     """num_beams=1: greedy decoding equals transformers' greedy search."""
     bart, model = bart_pair
     ids, mask = bart_inputs()
-    expected, _, ours = both(bart, model, ids, mask, num_beams=1, no_repeat_ngram_size=no_repeat,
-                             min_new_tokens=3, max_new_tokens=10)
+    expected, _, ours = both(
+        bart, model, ids, mask, num_beams=1, no_repeat_ngram_size=no_repeat, min_new_tokens=3, max_new_tokens=10
+    )
     assert ours.tokens == expected
     assert len({tuple(t) for t in expected}) >= 3
 
@@ -122,10 +169,25 @@ EXHAUSTIVE_MAX = 4  # generated tokens: 1 + 4 + 16 + 320 finished hypotheses
 
 
 def tiny_model(copy, seed=0, scale=0.4):
-    cfg = PalmConfig(vocab_size=TINY_VOCAB, d_model=16, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2,
-                     decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
-                     dropout=0.0, attention_dropout=0.0, copy=copy, pad_token_id=PAD, bos_token_id=START,
-                     eos_token_id=EOS, decoder_start_token_id=START, mask_token_id=4)
+    cfg = PalmConfig(
+        vocab_size=TINY_VOCAB,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+        copy=copy,
+        pad_token_id=PAD,
+        bos_token_id=START,
+        eos_token_id=EOS,
+        decoder_start_token_id=START,
+        mask_token_id=4,
+    )
     model = PalmModel(cfg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -154,8 +216,7 @@ def full_prefix_scores(model, ids, mask, hypotheses):
     labels = torch.tensor([h + [-100] * (width - len(h)) for h in hypotheses])
     n = len(hypotheses)
     with torch.no_grad():
-        out = model(ids.expand(n, -1), mask.expand(n, -1), decoder_input_ids=dec, labels=labels,
-                    return_log_probs=True)
+        out = model(ids.expand(n, -1), mask.expand(n, -1), decoder_input_ids=dec, labels=labels, return_log_probs=True)
     picked = out.log_probs.gather(-1, labels.clamp_min(0)[..., None]).squeeze(-1)
     return picked.masked_fill(labels < 0, 0.0).sum(-1).tolist()
 
@@ -169,7 +230,7 @@ def exhaustive_case(request):
     hypotheses = list(all_hypotheses(EXHAUSTIVE_MAX))
     sources = torch.tensor([[1, 4, 4, 2, 1, 4], [4, 1, 2, PAD, PAD, PAD]])
     masks = (sources != PAD).long()
-    scores = [full_prefix_scores(model, sources[i:i + 1], masks[i:i + 1], hypotheses) for i in range(2)]
+    scores = [full_prefix_scores(model, sources[i : i + 1], masks[i : i + 1], hypotheses) for i in range(2)]
     return model, sources, masks, hypotheses, scores
 
 
@@ -178,8 +239,9 @@ def test_beam_search_finds_the_exhaustive_optimum(exhaustive_case, length_penalt
     """With a beam as large as the hypothesis space (nothing pruned) and early_stopping="never",
     beam search returns the best of all sequences scored by full-prefix log-probs / len^α."""
     model, sources, masks, hypotheses, scores = exhaustive_case
-    cfg = GenerationConfig(num_beams=len(hypotheses), max_new_tokens=EXHAUSTIVE_MAX,
-                           length_penalty=length_penalty, early_stopping="never")
+    cfg = GenerationConfig(
+        num_beams=len(hypotheses), max_new_tokens=EXHAUSTIVE_MAX, length_penalty=length_penalty, early_stopping="never"
+    )
     result = generate(model, sources, masks, cfg)  # both sources in one padded batch
     optimum_lengths = []
     for i in range(2):
@@ -226,8 +288,9 @@ def test_top_k_one_sampling_is_greedy(bart_pair):
     _, model = bart_pair
     ids, mask = bart_inputs()
     greedy = generate(model, ids, mask, GenerationConfig(num_beams=1, max_new_tokens=10))
-    sampled = generate(model, ids, mask, GenerationConfig(num_beams=1, do_sample=True, top_k=1, seed=3,
-                                                          max_new_tokens=10))
+    sampled = generate(
+        model, ids, mask, GenerationConfig(num_beams=1, do_sample=True, top_k=1, seed=3, max_new_tokens=10)
+    )
     assert sampled.tokens == greedy.tokens
 
 
@@ -237,8 +300,7 @@ def test_sampling_is_reproducible_for_a_seed():
     ids, mask = padded_batch([6, 3, 5, 4], PAD, 1, TINY_VOCAB, seed=3)
 
     def draw(seed):
-        cfg = GenerationConfig(num_beams=1, do_sample=True, temperature=1.5, top_p=0.95, seed=seed,
-                               max_new_tokens=12)
+        cfg = GenerationConfig(num_beams=1, do_sample=True, temperature=1.5, top_p=0.95, seed=seed, max_new_tokens=12)
         return generate(model, ids, mask, cfg).tokens
 
     assert draw(11) == draw(11)
@@ -278,8 +340,8 @@ def brute_force_banned(sequence, n):
     """Tokens w such that (last n−1 tokens, w) already occurs as an n-gram of the sequence."""
     if len(sequence) < n:
         return set()
-    prefix = tuple(sequence[len(sequence) - n + 1:]) if n > 1 else ()
-    grams = {tuple(sequence[i:i + n]) for i in range(len(sequence) - n + 1)}
+    prefix = tuple(sequence[len(sequence) - n + 1 :]) if n > 1 else ()
+    grams = {tuple(sequence[i : i + n]) for i in range(len(sequence) - n + 1)}
     return {gram[-1] for gram in grams if gram[:-1] == prefix}
 
 
@@ -325,8 +387,12 @@ def test_ban_subword_loops_matches_brute_force():
     """Exactly the '##' pieces already in the current word are set to −inf."""
     continuation = {3, 4, 5}  # ids 3-5 continue a word ("##ps"), the rest start one
     mask = torch.tensor([i in continuation for i in range(8)])
-    check_against_brute_force(lambda seqs, lp: ban_subword_loops(seqs, lp, mask),
-                              lambda seq: brute_force_word_pieces(seq, continuation), 8, 11)
+    check_against_brute_force(
+        lambda seqs, lp: ban_subword_loops(seqs, lp, mask),
+        lambda seq: brute_force_word_pieces(seq, continuation),
+        8,
+        11,
+    )
 
 
 class ScriptedModel:
@@ -352,8 +418,12 @@ def test_ban_word_repeats_matches_brute_force():
     without a letter, nothing is."""
     word_start = {2, 5, 6}  # ids 2, 5, 6 begin a word with a letter; the rest are pieces, "#", ","
     mask = torch.tensor([i in word_start for i in range(8)])
-    check_against_brute_force(lambda seqs, lp: ban_word_repeats(seqs, lp, mask),
-                              lambda seq: {seq[-1]} if seq[-1] in word_start else set(), 8, 7)
+    check_against_brute_force(
+        lambda seqs, lp: ban_word_repeats(seqs, lp, mask),
+        lambda seq: {seq[-1]} if seq[-1] in word_start else set(),
+        8,
+        7,
+    )
 
 
 def test_block_word_repeats_stops_share_share():
@@ -374,11 +444,11 @@ def test_block_word_repeats_stops_share_share():
     for beams in (1, 3):
         cfg = GenerationConfig(num_beams=beams, max_new_tokens=6, no_repeat_ngram_size=2)
         repeated = generate(ScriptedModel(scores), ids, None, cfg, word_start=words).tokens[0]
-        assert [2, 2] in [repeated[i:i + 2] for i in range(len(repeated))], repeated
+        assert [2, 2] in [repeated[i : i + 2] for i in range(len(repeated))], repeated
         cfg = dataclasses.replace(cfg, block_word_repeats=True)
         blocked = generate(ScriptedModel(scores), ids, None, cfg, word_start=words).tokens[0]
         assert all(not (a == b and words[a]) for a, b in zip(blocked, blocked[1:])), blocked
-        assert [2, 3] in [blocked[i:i + 2] for i in range(len(blocked))], blocked
+        assert [2, 3] in [blocked[i : i + 2] for i in range(len(blocked))], blocked
 
 
 def test_word_lexicon_holds_the_words_of_several_pieces():
@@ -400,7 +470,7 @@ def test_ban_unknown_words_matches_brute_force():
     def expected(sequence):
         start = max((i for i, t in enumerate(sequence) if t not in continuation), default=0)
         word = tuple(sequence[start:])
-        return {p for p in continuation if not any(k[:len(word) + 1] == word + (p,) for k in known)}
+        return {p for p in continuation if not any(k[: len(word) + 1] == word + (p,) for k in known)}
 
     check_against_brute_force(lambda seqs, lp: ban_unknown_words(seqs, lp, lexicon), expected, 9, 6)
 
@@ -455,8 +525,9 @@ def test_cli_decoding_flags_reach_the_generation_config():
     from ctxlm.cli import build_parser
     from ctxlm.cli_parser import _generation_config
 
-    args = build_parser().parse_args(["generate", "--model", "m", "--text", "t", "--block-subword-loops", "true",
-                                      "--no-repeat-ngram", "2"])
+    args = build_parser().parse_args(
+        ["generate", "--model", "m", "--text", "t", "--block-subword-loops", "true", "--no-repeat-ngram", "2"]
+    )
     cfg = _generation_config(args, GenerationConfig(num_beams=3))
     assert (cfg.block_subword_loops, cfg.no_repeat_ngram_size, cfg.num_beams) == (True, 2, 3)
     args = build_parser().parse_args(["generate", "--model", "m", "--text", "t", "--block-subword-loops", "false"])

@@ -22,9 +22,18 @@ from ctxlm.tokenization import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SIZES = {"palm": dict(encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-                      encoder_ffn_dim=64, decoder_ffn_dim=64),
-         "glm": dict(num_layers=1, num_heads=2, ffn_dim=64), "unilm": dict(num_layers=1, num_heads=2, ffn_dim=64)}
+SIZES = {
+    "palm": dict(
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+    ),
+    "glm": dict(num_layers=1, num_heads=2, ffn_dim=64),
+    "unilm": dict(num_layers=1, num_heads=2, ffn_dim=64),
+}
 GREEDY = GenerationConfig(num_beams=1, max_new_tokens=4)
 
 
@@ -51,9 +60,15 @@ def mixed_rows(sentences, n):
     rows = []
     for i in range(n):
         kind = i % 7
-        source = {0: "", 1: " \n ", 2: sentences[i % len(sentences)].split()[0],
-                  3: sentences[i % len(sentences)], 4: " ".join(sentences[i % 50:i % 50 + 3]),
-                  5: " ".join(sentences[:300]), 6: sentences[(3 * i) % len(sentences)]}[kind]
+        source = {
+            0: "",
+            1: " \n ",
+            2: sentences[i % len(sentences)].split()[0],
+            3: sentences[i % len(sentences)],
+            4: " ".join(sentences[i % 50 : i % 50 + 3]),
+            5: " ".join(sentences[:300]),
+            6: sentences[(3 * i) % len(sentences)],
+        }[kind]
         rows.append({"id": i, "source": source})
     return rows
 
@@ -108,7 +123,7 @@ def test_sorted_batches_are_formed_longest_first_within_windows(models):
     assert len(batches) == 10 and sorted(i for batch in batches for i in batch) == list(range(40))
     assert all(len({i // 12 for i in batch}) == 1 for batch in batches)  # windows of 3 batches of 4
     for first in range(0, 10, 3):
-        window = [i for batch in batches[first:first + 3] for i in batch]
+        window = [i for batch in batches[first : first + 3] for i in batch]
         lengths = [len(predictor.tokenizer.encode(texts[i])) for i in window]
         assert lengths == sorted(lengths, reverse=True)
 
@@ -185,8 +200,9 @@ def test_every_family_decodes_empty_and_over_long_sources(models, tmp_path, fami
     dirs, sentences = models
     rows = mixed_rows(sentences, 14)
     out = tmp_path / "out.jsonl"
-    Seq2SeqPredictor.load(dirs[family]).generate_to_file(rows, out, GenerationConfig(num_beams=2, max_new_tokens=6),
-                                                         batch_size=4)
+    Seq2SeqPredictor.load(dirs[family]).generate_to_file(
+        rows, out, GenerationConfig(num_beams=2, max_new_tokens=6), batch_size=4
+    )
     written = read_jsonl(out)
     assert [w["id"] for w in written] == list(range(14))
     assert all(isinstance(w["prediction"], str) for w in written)
@@ -199,8 +215,21 @@ def test_generate_verb_streams_and_resumes(models, tmp_path, capsys):
     rows = mixed_rows(sentences, 30)
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    flags = ["generate", "--model", str(dirs["palm"]), "--input", str(source), "--beam", "1", "--max-length", "4",
-             "--batch-size", "4", "--sort-window", "2"]
+    flags = [
+        "generate",
+        "--model",
+        str(dirs["palm"]),
+        "--input",
+        str(source),
+        "--beam",
+        "1",
+        "--max-length",
+        "4",
+        "--batch-size",
+        "4",
+        "--sort-window",
+        "2",
+    ]
     assert main(flags + ["--output", str(tmp_path / "whole.jsonl")]) == 0
     whole = (tmp_path / "whole.jsonl").read_bytes()
     cut = tmp_path / "cut.jsonl"

@@ -29,9 +29,11 @@ def test_mrpc_rows_match_an_independent_parse(nlu):
     rows = read_mrpc(path)
     assert rows == [Row(r[3], r[4], int(r[0])) for r in raw[1:]]
     assert len(rows) == 4076 and collections.Counter(r.label for r in rows) == {1: 2753, 0: 1323}
-    assert rows[0] == Row('Amrozi accused his brother, whom he called "the witness", of deliberately distorting '
-                          'his evidence.', 'Referring to him as only "the witness", Amrozi accused his brother of '
-                          'deliberately distorting his evidence.', 1)
+    assert rows[0] == Row(
+        'Amrozi accused his brother, whom he called "the witness", of deliberately distorting his evidence.',
+        'Referring to him as only "the witness", Amrozi accused his brother of deliberately distorting his evidence.',
+        1,
+    )
 
 
 def test_mrpc_dev_split_is_deterministic_disjoint_and_order_free(nlu, tmp_path):
@@ -79,7 +81,10 @@ def test_rte_rows_match_an_independent_parse(nlu):
 def test_registry(nlu):
     assert set(DATASETS) == {"glue/MRPC", "glue/STS-B", "superglue/RTE"}
     assert [(d.num_labels, d.metrics) for d in DATASETS.values()] == [
-        (2, ("accuracy", "f1")), (1, ("pearson", "spearman")), (2, ("accuracy",))]
+        (2, ("accuracy", "f1")),
+        (1, ("pearson", "spearman")),
+        (2, ("accuracy",)),
+    ]
     with pytest.raises(CtxlmError, match="unknown dataset 'glue/MRCP'"):
         read_split("glue/MRCP", nlu, "train")
     with pytest.raises(CtxlmError, match="has no split 'test'"):
@@ -94,18 +99,21 @@ GOOD_STS = "main-news\theadlines\t2016\t0001\t3.5\tA man runs.\tA person runs.\n
 GOOD_RTE = json.dumps({"premise": "A man runs.", "hypothesis": "A person moves.", "label": "entailment"}) + "\n"
 
 
-@pytest.mark.parametrize("reader, text, message", [
-    (read_mrpc, HEADER + GOOD_MRPC + "2\t1\t2\tA.\tB.\n", r":3: field 'Quality' must be 0 or 1, got '2'"),
-    (read_mrpc, HEADER + GOOD_MRPC + "1\t1\t2\tA only\n", r":3: expected 5 tab-separated fields, got 4"),
-    (read_mrpc, HEADER + "1\t1\t2\t \tB.\n", r":2: field '#1 String' is empty"),
-    (read_mrpc, GOOD_MRPC, r":1: expected the MRPC header"),
-    (read_sts, GOOD_STS + GOOD_STS.replace("3.5", "high"), r":2: field 'score' \(column 5\) must be a number"),
-    (read_sts, GOOD_STS.replace("3.5", "5.5"), r":1: field 'score' \(column 5\) must lie in \[0, 5\]"),
-    (read_sts, GOOD_STS + "\n" + "a\tb\tc\td\t1.0\tonly one\n", r":3: expected at least 7 tab-separated fields"),
-    (read_rte, GOOD_RTE + GOOD_RTE.replace("entailment", "contradiction"), r":2: field 'label' must be one of"),
-    (read_rte, GOOD_RTE + '{"premise": "x", "label": "entailment"}\n', r":2: field 'hypothesis' must be a string"),
-    (read_rte, GOOD_RTE + "{oops\n", r":2: invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "reader, text, message",
+    [
+        (read_mrpc, HEADER + GOOD_MRPC + "2\t1\t2\tA.\tB.\n", r":3: field 'Quality' must be 0 or 1, got '2'"),
+        (read_mrpc, HEADER + GOOD_MRPC + "1\t1\t2\tA only\n", r":3: expected 5 tab-separated fields, got 4"),
+        (read_mrpc, HEADER + "1\t1\t2\t \tB.\n", r":2: field '#1 String' is empty"),
+        (read_mrpc, GOOD_MRPC, r":1: expected the MRPC header"),
+        (read_sts, GOOD_STS + GOOD_STS.replace("3.5", "high"), r":2: field 'score' \(column 5\) must be a number"),
+        (read_sts, GOOD_STS.replace("3.5", "5.5"), r":1: field 'score' \(column 5\) must lie in \[0, 5\]"),
+        (read_sts, GOOD_STS + "\n" + "a\tb\tc\td\t1.0\tonly one\n", r":3: expected at least 7 tab-separated fields"),
+        (read_rte, GOOD_RTE + GOOD_RTE.replace("entailment", "contradiction"), r":2: field 'label' must be one of"),
+        (read_rte, GOOD_RTE + '{"premise": "x", "label": "entailment"}\n', r":2: field 'hypothesis' must be a string"),
+        (read_rte, GOOD_RTE + "{oops\n", r":2: invalid JSON"),
+    ],
+)
 def test_malformed_rows_name_file_and_line(tmp_path, reader, text, message):
     path = tmp_path / "bad.txt"
     path.write_text(text, encoding="utf-8")

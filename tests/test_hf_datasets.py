@@ -22,8 +22,10 @@ DOCS = [
     {"text": "A second document arrives. It has two sentences.", "id": 2},
     {"text": "Mr. Smith went to Washington. He met Dr. Jones there. They talked for hours.", "id": 3},
 ]
-PAIRS = [{"document": d["text"], "summary": f"summary {i}", "source": d["text"], "target": f"summary {i}"}
-         for i, d in enumerate(DOCS)]
+PAIRS = [
+    {"document": d["text"], "summary": f"summary {i}", "source": d["text"], "target": f"summary {i}"}
+    for i, d in enumerate(DOCS)
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,9 @@ def inputs(tmp_path_factory):
     docs = datasets.Dataset.from_list(DOCS)
     docs.to_parquet(str(root / "docs.parquet"))
     docs.save_to_disk(str(root / "docs_saved"))
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(PAIRS[:1]),
-                          "validation": datasets.Dataset.from_list(PAIRS)}).save_to_disk(str(root / "pairs_saved"))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(PAIRS[:1]), "validation": datasets.Dataset.from_list(PAIRS)}
+    ).save_to_disk(str(root / "pairs_saved"))
     datasets.Dataset.from_list(PAIRS).to_parquet(str(root / "pairs.parquet"))
     (root / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAIRS), encoding="utf-8")
     tokenizer = train_tokenizer(root / "docs.jsonl", 120, root / "tok", min_frequency=1)
@@ -74,8 +77,20 @@ def test_dataset_errors_name_the_row_and_field(inputs, tmp_path, capsys):
         list(iter_documents(root / "docs_saved", text_field="body"))
     with pytest.raises(CtxlmError, match=r"no split 'test' \(splits: train, validation"):
         list(read_task("summarization", f"{root / 'pairs_saved'}:test"))
-    code = main(["tokenizer", "train", "--corpus", str(root / "pairs.parquet"), "--text-field", "nope",
-                 "--vocab-size", "200", "--out", str(tmp_path / "tok")])
+    code = main(
+        [
+            "tokenizer",
+            "train",
+            "--corpus",
+            str(root / "pairs.parquet"),
+            "--text-field",
+            "nope",
+            "--vocab-size",
+            "200",
+            "--out",
+            str(tmp_path / "tok"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "pairs.parquet row 1: field 'nope' missing" in err
 
@@ -86,8 +101,18 @@ def test_a_hub_dataset_without_network_is_a_one_line_error(monkeypatch, tmp_path
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    code = main(["tokenizer", "train", "--corpus", "hub:ctxlm-test/no-such-dataset:train", "--vocab-size", "200",
-                 "--out", str(tmp_path / "tok")])
+    code = main(
+        [
+            "tokenizer",
+            "train",
+            "--corpus",
+            "hub:ctxlm-test/no-such-dataset:train",
+            "--vocab-size",
+            "200",
+            "--out",
+            str(tmp_path / "tok"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: hub:ctxlm-test/no-such-dataset:train: the Hugging Face hub cannot be reached")
@@ -95,11 +120,35 @@ def test_a_hub_dataset_without_network_is_a_one_line_error(monkeypatch, tmp_path
 
 def test_finetune_reads_a_dataset_with_named_fields(inputs, tmp_path):
     root, _ = inputs
-    (tmp_path / "glm.yaml").write_text("model:\n  base: glm-tiny\n  d_model: 32\n  num_layers: 1\n  num_heads: 2\n"
-                                       "  ffn_dim: 64\n  max_position_embeddings: 128\n", encoding="utf-8")
-    assert main(["finetune", "--config", str(tmp_path / "glm.yaml"), "--tokenizer", str(root / "tok"),
-                 "--train", f"{root / 'pairs_saved'}:validation", "--source-field", "document", "--target-field",
-                 "summary", "--out", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "2",
-                 "--no-progress"]) == 0
+    (tmp_path / "glm.yaml").write_text(
+        "model:\n  base: glm-tiny\n  d_model: 32\n  num_layers: 1\n  num_heads: 2\n"
+        "  ffn_dim: 64\n  max_position_embeddings: 128\n",
+        encoding="utf-8",
+    )
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                str(tmp_path / "glm.yaml"),
+                "--tokenizer",
+                str(root / "tok"),
+                "--train",
+                f"{root / 'pairs_saved'}:validation",
+                "--source-field",
+                "document",
+                "--target-field",
+                "summary",
+                "--out",
+                str(tmp_path / "run"),
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     run = json.loads((tmp_path / "run/run.json").read_text())
     assert run["train_examples"] == 3 and run["train_file"].endswith("pairs_saved:validation")

@@ -51,8 +51,17 @@ def tokenizer(lines, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    cfg = named_model_config("glm-tiny", d_model=32, num_layers=2, num_heads=2, ffn_dim=64, max_position_embeddings=128,
-                             dropout=0.0, attention_dropout=0.0, init_std=0.3)
+    cfg = named_model_config(
+        "glm-tiny",
+        d_model=32,
+        num_layers=2,
+        num_heads=2,
+        ffn_dim=64,
+        max_position_embeddings=128,
+        dropout=0.0,
+        attention_dropout=0.0,
+        init_std=0.3,
+    )
     torch.manual_seed(0)
     return GlmModel(model_config_for_tokenizer(cfg, tokenizer)).eval()
 
@@ -96,8 +105,14 @@ def test_bleu_of_the_oracle_fill_is_100(lines, tokenizer):
         fills = iter(spans)
         hypotheses.append(" ".join(w for m in masked for w in (next(fills) if m == BLANK else [m])))
         # the same oracle through the tokenizer and back (how model fills are written)
-        fills = iter(fill_words(tokenizer, encode_with_blanks(tokenizer, " ".join(s), glm_tokens_of(tokenizer),
-                                                              unk_marker="_UNK"), unk_marker="_UNK") for s in spans)
+        fills = iter(
+            fill_words(
+                tokenizer,
+                encode_with_blanks(tokenizer, " ".join(s), glm_tokens_of(tokenizer), unk_marker="_UNK"),
+                unk_marker="_UNK",
+            )
+            for s in spans
+        )
         through_tokenizer.append(" ".join(next(fills) if m == BLANK else m for m in masked))
     assert infill_bleu(hypotheses, references) == pytest.approx(100.0)
     assert infill_bleu(through_tokenizer, references) > 99.0
@@ -122,8 +137,14 @@ def test_typed_blanks_are_one_token(tokenizer):
     ids = tokenizer.encode("the [MASK] sat on the [MASK] .")  # the tokenizer keeps them whole
     assert ids.count(tok.mask) == 2
     ours = encode_with_blanks(tokenizer, "the [MASK] sat on the [sMASK] . [gMASK]", tok)
-    assert ours == [*tokenizer.encode("the"), tok.mask, *tokenizer.encode("sat on the"), tok.smask,
-                    *tokenizer.encode("."), tok.gmask]
+    assert ours == [
+        *tokenizer.encode("the"),
+        tok.mask,
+        *tokenizer.encode("sat on the"),
+        tok.smask,
+        *tokenizer.encode("."),
+        tok.gmask,
+    ]
 
 
 @torch.no_grad()
@@ -155,10 +176,12 @@ def test_infill_texts_keeps_the_text_and_fills_the_blanks(model_dir):
 
 def test_evaluate_infilling_is_deterministic_and_keeps_the_context(model_dir, yahoo, tmp_path):
     out = tmp_path / "fills.jsonl"
-    first = evaluate_infilling(model_dir, yahoo, mask_ratio=0.3, seed=1, limit=6, generation_config=GREEDY,
-                               device="cpu", output=out)
-    again = evaluate_infilling(model_dir, yahoo, mask_ratio=0.3, seed=1, limit=6, generation_config=GREEDY,
-                               device="cpu")
+    first = evaluate_infilling(
+        model_dir, yahoo, mask_ratio=0.3, seed=1, limit=6, generation_config=GREEDY, device="cpu", output=out
+    )
+    again = evaluate_infilling(
+        model_dir, yahoo, mask_ratio=0.3, seed=1, limit=6, generation_config=GREEDY, device="cpu"
+    )
     assert first == again and first["lines"] == 6 and 0.0 <= first["bleu"] <= 100.0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sum(int(len(r["reference"].split()) * 0.3) for r in records) == first["masked_words"]
@@ -167,6 +190,7 @@ def test_evaluate_infilling_is_deterministic_and_keeps_the_context(model_dir, ya
         context = [w for w in r["masked"].split() if w != BLANK]
         prediction = iter(r["prediction"].split())
         assert all(any(p == w for p in prediction) for w in context)
-    other = evaluate_infilling(model_dir, yahoo, mask_ratio=0.3, seed=2, limit=6, generation_config=GREEDY,
-                               device="cpu")
+    other = evaluate_infilling(
+        model_dir, yahoo, mask_ratio=0.3, seed=2, limit=6, generation_config=GREEDY, device="cpu"
+    )
     assert other["masked_words"] == first["masked_words"] and other != first

@@ -92,11 +92,19 @@ def test_every_checkpoint_and_model_directory_has_a_manifest(finished):
             assert entry["size"] == (directory / name).stat().st_size
             assert entry["sha256"] == ckpt.file_sha256(directory / name)
     assert {"trainer_state.pt", "best/model.safetensors", "best/manifest.json"} <= set(
-        read_manifest(out / "checkpoints/step-00000004")["files"])
+        read_manifest(out / "checkpoints/step-00000004")["files"]
+    )
 
 
-@pytest.mark.parametrize("damage, name", [("truncate", "model.safetensors"), ("flip", "trainer_state.pt"),
-                                          ("delete", "model.safetensors"), ("delete", "trainer_state.pt")])
+@pytest.mark.parametrize(
+    "damage, name",
+    [
+        ("truncate", "model.safetensors"),
+        ("flip", "trainer_state.pt"),
+        ("delete", "model.safetensors"),
+        ("delete", "trainer_state.pt"),
+    ],
+)
 def test_pretraining_resume_passes_over_a_damaged_checkpoint(finished, tmp_path, damage, name):
     """The newest checkpoint's file damaged (no copy of it anywhere): --resume warns naming it,
     resumes from step 3 and ends with the uninterrupted run's weights."""
@@ -108,11 +116,14 @@ def test_pretraining_resume_passes_over_a_damaged_checkpoint(finished, tmp_path,
     assert same_weights(finished / "plain/model.safetensors", out / "model.safetensors")
 
 
-@pytest.mark.parametrize("damage, name, source", [
-    ("truncate", "best/model.safetensors", "model.safetensors"),  # step 4 is the best step: the same bytes
-    ("flip", "model.safetensors", "best/model.safetensors"),
-    ("delete", "best/config.json", "config.json"),
-])
+@pytest.mark.parametrize(
+    "damage, name, source",
+    [
+        ("truncate", "best/model.safetensors", "model.safetensors"),  # step 4 is the best step: the same bytes
+        ("flip", "model.safetensors", "best/model.safetensors"),
+        ("delete", "best/config.json", "config.json"),
+    ],
+)
 def test_finetuning_resume_restores_a_damaged_file_from_its_copy(finished, tmp_path, damage, name, source):
     """Under selection a file of the newest checkpoint that has an intact copy with the same sha256
     is restored from it (one line naming both); the run ends with the uninterrupted best/ and
@@ -149,8 +160,11 @@ def test_readers_refuse_a_damaged_model_directory_with_one_line(finished, tmp_pa
     shutil.copytree(finished / "plain/checkpoints/step-00000006", model)
     load_model_dir(model)
     flip(model / "model.safetensors")
-    with pytest.raises(CtxlmError, match=rf"^{model}/model.safetensors: damaged \(its sha256 differs from the one "
-                                         rf"manifest.json records\); restore it from a copy, or pass --verify off"):
+    with pytest.raises(
+        CtxlmError,
+        match=rf"^{model}/model.safetensors: damaged \(its sha256 differs from the one "
+        rf"manifest.json records\); restore it from a copy, or pass --verify off",
+    ):
         load_model_dir(model)
     with pytest.raises(CtxlmError, match="model.safetensors: damaged"):
         PalmModel.from_pretrained(model)
@@ -178,7 +192,8 @@ def test_a_run_folder_with_checkpoints_only_says_which_it_reads_and_passes_over_
     assert [str(w.message) for w in caught] == [
         f"{out}: it holds no final model yet; using its newest intact checkpoint, step-00000004",
         f"{out}/checkpoints/step-00000004/config.json: missing (manifest.json lists it); passed over",
-        f"{out}: it holds no final model yet; using its newest intact checkpoint, step-00000003"]
+        f"{out}: it holds no final model yet; using its newest intact checkpoint, step-00000003",
+    ]
 
 
 # ------------------------------------------------------------------------------------ readers and writers
@@ -192,8 +207,7 @@ def _train_slowly(out, max_steps, resume) -> None:
         fsync_tree(path)
 
     ckpt._fsync_tree = slow_fsync_tree
-    run(out, config(max_steps=max_steps, keep_checkpoints=1, log_every=100), resume=resume,
-        allow_config_change=resume)
+    run(out, config(max_steps=max_steps, keep_checkpoints=1, log_every=100), resume=resume, allow_config_change=resume)
 
 
 SLOW = 0.3
@@ -254,8 +268,10 @@ def test_an_in_place_write_to_any_weights_file_of_a_finished_run_loses_nothing(f
 
     os.truncate(newest / "best/model.safetensors", 1000)
     said = resumed_with_warnings(out, config(max_steps=6, keep_checkpoints=2, **SELECT), valid=True)
-    assert said[0] == (f"{newest}/best/model.safetensors: damaged (1000 bytes, manifest.json records "
-                       f"{len(best_bytes)}); restored from {out}/model.safetensors")
+    assert said[0] == (
+        f"{newest}/best/model.safetensors: damaged (1000 bytes, manifest.json records "
+        f"{len(best_bytes)}); restored from {out}/model.safetensors"
+    )
     assert all(line.endswith(f"; restored from {out}/model.safetensors") for line in said)
     assert len(said) == 1 + (newest.name == "step-00000006")  # at the best step its weights link to its best/
     for path in (out / "model.safetensors", out / "best/model.safetensors", newest / "best/model.safetensors"):
@@ -275,9 +291,22 @@ def test_fsdp_resume_passes_over_a_checkpoint_with_damaged_dcp_files(tmp_path):
 
     tests = Path(__file__).resolve().parent
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{tests.parent}{os.pathsep}{tests}"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(tests / "fsdp_damage_worker.py"), str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(tests / "fsdp_damage_worker.py"),
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     for damage, name in (("truncate", "__0_0.distcp"), ("flip", "__1_0.distcp"), ("delete", ".metadata")):
@@ -307,9 +336,23 @@ def test_cli_a_truncated_final_model_of_a_finetuning_run_is_recovered(data_dir, 
     (tmp_path / "tiny.yaml").write_text(TINY_PALM_MODEL, encoding="utf-8")
     (tmp_path / "recipe.yaml").write_text(RECIPE, encoding="utf-8")
     out = tmp_path / "run"
-    finetune = ["finetune", "--config", str(tmp_path / "tiny.yaml"), "--tokenizer", str(tmp_path / "tok"),
-                "--recipe", str(tmp_path / "recipe.yaml"), "--train", str(tmp_path / "train.jsonl"),
-                "--valid", str(tmp_path / "valid.jsonl"), "--max-steps", "4", "--out", str(out)]
+    finetune = [
+        "finetune",
+        "--config",
+        str(tmp_path / "tiny.yaml"),
+        "--tokenizer",
+        str(tmp_path / "tok"),
+        "--recipe",
+        str(tmp_path / "recipe.yaml"),
+        "--train",
+        str(tmp_path / "train.jsonl"),
+        "--valid",
+        str(tmp_path / "valid.jsonl"),
+        "--max-steps",
+        "4",
+        "--out",
+        str(out),
+    ]
     generate = ["generate", "--text", "the cat sat on the mat", "--max-length", "3", "--beam", "1"]
     assert main(finetune) == 0
     best = (out / "best/model.safetensors").read_bytes()
@@ -335,4 +378,5 @@ def test_cli_a_truncated_final_model_of_a_finetuning_run_is_recovered(data_dir, 
     with pytest.warns(UserWarning) as said:  # the CLI prints it as one line, "warning: ..." (plain_warnings)
         assert main([*generate, "--model", str(only)]) == 0
     assert [str(w.message) for w in said] == [
-        f"{only}: it holds no final model yet; using its newest intact checkpoint, step-00000004"]
+        f"{only}: it holds no final model yet; using its newest intact checkpoint, step-00000004"
+    ]

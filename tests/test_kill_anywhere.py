@@ -34,6 +34,7 @@ def optimizer_imports():
     """The first optimizer of a process imports torch._dynamo (seconds); do it once, before forking."""
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
+
 MODEL = TINY_PALM_MODEL
 TRAIN = """train:
   batch_size: 4
@@ -46,8 +47,11 @@ TRAIN = """train:
   eval_batches: 2
 """
 PRETRAIN = MODEL + TRAIN + "  eval_every: 0\ndata:\n  fragment_length: 96\n  valid_fraction: 0.05\n"
-RECIPE = ("task: summarization\nmax_source_tokens: 48\nmax_target_tokens: 16\n" + TRAIN +
-          "  eval_every: 2\n  select_metric: valid/lm_loss\n  label_smoothing: 0.1\n")
+RECIPE = (
+    "task: summarization\nmax_source_tokens: 48\nmax_target_tokens: 16\n"
+    + TRAIN
+    + "  eval_every: 2\n  select_metric: valid/lm_loss\n  label_smoothing: 0.1\n"
+)
 KILLS = 10
 AUTO = ["--resume", "auto"]  # every start of a killed run: one and the same command
 
@@ -81,8 +85,13 @@ def finish(argv: list[str]) -> None:
 
 
 def temporaries(out) -> list:
-    return [p for folder in (out, out / "checkpoints") if folder.is_dir() for p in folder.iterdir()
-            if p.name.startswith((".tmp-", ".old-"))]
+    return [
+        p
+        for folder in (out, out / "checkpoints")
+        if folder.is_dir()
+        for p in folder.iterdir()
+        if p.name.startswith((".tmp-", ".old-"))
+    ]
 
 
 def kill_before_first_checkpoint(argv: list[str], out, setup: float, rng: random.Random) -> None:
@@ -99,8 +108,7 @@ def kill_before_first_checkpoint(argv: list[str], out, setup: float, rng: random
     assert not list_checkpoints(out)
 
 
-def kill_loop(argv: list[str], out, timing: tuple[float, float], max_steps: int,
-              rng: random.Random) -> tuple[int, int]:
+def kill_loop(argv: list[str], out, timing: tuple[float, float], max_steps: int, rng: random.Random) -> tuple[int, int]:
     """Start `argv` with --resume auto (the same command each time) and SIGKILL it KILLS times: every
     other time while its 1st-3rd checkpoint write is under way (on a slow disk, so that the kill lands
     inside the write for certain), else at a random moment within its
@@ -185,8 +193,19 @@ def test_pretraining_stopped_and_killed_ten_times_ends_bit_identical(data_dir, t
     corpus = wiki_slice(tmp_path / "wiki.txt", 1500)
     train_tokenizer(corpus, 600, tmp_path / "tok")
     (tmp_path / "tiny.yaml").write_text(PRETRAIN, encoding="utf-8")
-    common = ["pretrain", "--config", str(tmp_path / "tiny.yaml"), "--corpus", str(corpus), "--tokenizer",
-              str(tmp_path / "tok"), "--cache-dir", str(tmp_path / "cache"), "--max-steps", "20"]
+    common = [
+        "pretrain",
+        "--config",
+        str(tmp_path / "tiny.yaml"),
+        "--corpus",
+        str(corpus),
+        "--tokenizer",
+        str(tmp_path / "tok"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--max-steps",
+        "20",
+    ]
     timing = timed_run([*common, "--out", str(tmp_path / "full")], tmp_path / "full", 20)
     out = tmp_path / "killed"
     kill_before_first_checkpoint([*common, "--out", str(out)], out, timing[0], random.Random(2))
@@ -210,9 +229,21 @@ def test_finetuning_killed_ten_times_keeps_best_and_final_weights(data_dir, tmp_
     train_tokenizer([tmp_path / "train.jsonl"], 500, tmp_path / "tok", text_field="document")
     (tmp_path / "tiny.yaml").write_text(MODEL, encoding="utf-8")
     (tmp_path / "recipe.yaml").write_text(RECIPE, encoding="utf-8")
-    common = ["finetune", "--config", str(tmp_path / "tiny.yaml"), "--tokenizer", str(tmp_path / "tok"),
-              "--recipe", str(tmp_path / "recipe.yaml"), "--train", str(tmp_path / "train.jsonl"),
-              "--valid", str(tmp_path / "valid.jsonl"), "--max-steps", "12"]
+    common = [
+        "finetune",
+        "--config",
+        str(tmp_path / "tiny.yaml"),
+        "--tokenizer",
+        str(tmp_path / "tok"),
+        "--recipe",
+        str(tmp_path / "recipe.yaml"),
+        "--train",
+        str(tmp_path / "train.jsonl"),
+        "--valid",
+        str(tmp_path / "valid.jsonl"),
+        "--max-steps",
+        "12",
+    ]
     timing = timed_run([*common, "--out", str(tmp_path / "full")], tmp_path / "full", 12)
     out = tmp_path / "killed"
     kill_before_first_checkpoint([*common, "--out", str(out)], out, timing[0], random.Random(3))

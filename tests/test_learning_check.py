@@ -54,8 +54,10 @@ def random_rows(n, seed=0):
 
 def stream_counts(rows):
     """Each stream's target counts, brute force: the AE labels, then the PAR labels."""
-    streams = ([int(t) for ae, _ in rows for t in ae if t != IGNORE_INDEX],
-               [int(t) for _, par in rows for t in par if t != IGNORE_INDEX])
+    streams = (
+        [int(t) for ae, _ in rows for t in ae if t != IGNORE_INDEX],
+        [int(t) for _, par in rows for t in par if t != IGNORE_INDEX],
+    )
     return [np.array(list(Counter(s).values())) for s in streams if s]
 
 
@@ -101,9 +103,10 @@ def test_unigram_entropy_per_stream_over_a_sample_of_examples():
     # a sample: the examples spread evenly over the set, first and last included
     picked = [0, 13, 26, 39]
     assert unigram_entropy(LabelExamples(rows), max_examples=4, min_targets=0)[0] == pytest.approx(
-        expected_entropy([rows[i] for i in picked])[0], rel=1e-12)
+        expected_entropy([rows[i] for i in picked])[0], rel=1e-12
+    )
     # too few targets in that sample: as many more examples as give `min_targets` (here all 40)
-    assert unigram_entropy(LabelExamples(rows), max_examples=4, min_targets=10 ** 6) == (entropy, targets)
+    assert unigram_entropy(LabelExamples(rows), max_examples=4, min_targets=10**6) == (entropy, targets)
 
 
 def test_decision_on_loss_histories():
@@ -205,14 +208,23 @@ def pretrain_collapsing(root, resume: bool = False) -> list[str]:
     from ctxlm.tokenization import TextTokenizer
 
     config = PretrainConfig(
-        model=named_model_config("unilm-tiny", d_model=64, num_layers=2, num_heads=2, ffn_dim=256,
-                                 max_position_embeddings=128),
+        model=named_model_config(
+            "unilm-tiny", d_model=64, num_layers=2, num_heads=2, ffn_dim=256, max_position_embeddings=128
+        ),
         train=TrainConfig(**COLLAPSE, batch_size=16, eval_every=20, eval_batches=4, progress=False, save_every=0),
-        data=UnilmDataConfig(max_length=64, valid_fraction=0.05))
+        data=UnilmDataConfig(max_length=64, valid_fraction=0.05),
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pretrain(CorpusSpec((root / "wiki.txt",), cache_dir=root / "cache"), root / "run", config, objective="unilm",
-                 tokenizer=TextTokenizer.load(root / "tok"), train_given=COLLAPSE, run=RunOptions(resume=resume))
+        pretrain(
+            CorpusSpec((root / "wiki.txt",), cache_dir=root / "cache"),
+            root / "run",
+            config,
+            objective="unilm",
+            tokenizer=TextTokenizer.load(root / "tok"),
+            train_given=COLLAPSE,
+            run=RunOptions(resume=resume),
+        )
     return [str(w.message) for w in caught]
 
 

@@ -93,7 +93,7 @@ def test_rouge_lsum_splits_sentences_with_newlines():
 
 # Abbreviations, initials and quotes: where sentence splitters disagree.
 TRICKY = [
-    "The U.S. economy grew 2.5 per cent. Mr. Brown said on Jan. 5 that it would slow. \"Really?\" she asked.",
+    'The U.S. economy grew 2.5 per cent. Mr. Brown said on Jan. 5 that it would slow. "Really?" she asked.',
     "He lives at No. 5 St. James St. in London. It is near the Thames. Prof. J. R. Smith agrees.",
     "This is Mr. Smith. He is Dr. Jones's friend.",
 ]
@@ -107,13 +107,16 @@ def test_rouge_lsum_splits_sentences_as_transformers_summarization_scripts():
 
     example = "Good muffins cost $3.88\nin New York.  Please buy me\ntwo of them.\n\nThanks."
     assert metrics.split_sentences(example) == "\n".join(
-        ["Good muffins cost $3.88\nin New York.", "Please buy me\ntwo of them.", "Thanks."])  # nltk's docstring
+        ["Good muffins cost $3.88\nin New York.", "Please buy me\ntwo of them.", "Thanks."]
+    )  # nltk's docstring
     for text in TRICKY:
         assert metrics.split_sentences(text) == "\n".join(punkt.sent_tokenize(text.strip()))
     predictions, references = TRICKY, [TRICKY[1], TRICKY[2], TRICKY[0].lower()]
     scorer = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
-    expected = [scorer.score("\n".join(punkt.sent_tokenize(r.strip())), "\n".join(punkt.sent_tokenize(p.strip())))
-                for p, r in zip(predictions, references)]
+    expected = [
+        scorer.score("\n".join(punkt.sent_tokenize(r.strip())), "\n".join(punkt.sent_tokenize(p.strip())))
+        for p, r in zip(predictions, references)
+    ]
     got = metrics.rouge(predictions, references, types=("rougeLsum",))["rougeLsum"]
     assert got == pytest.approx(100 * sum(s["rougeLsum"].fmeasure for s in expected) / 3)
 
@@ -148,15 +151,18 @@ def test_coco_qg_without_meteor_and_with_several_references():
     assert got["rougeL"] == pytest.approx(100 * Rouge().compute_score(gts, res)[0])
 
 
-@pytest.mark.parametrize("text, tokens", [
-    ("what is the sp ' s name?", "what is the sp 's name ?"),
-    ("what is the sp's name ?", "what is the sp 's name ?"),
-    ("it doesn ' t work, can ' t it?", "it does n't work , ca n't it ?"),
-    ("who said ` ` we are united ' '? ", "who said `` we are united '' ?"),
-    ("the u. s. and st. george in 1, 000 or 3. 5 at 4 : 51", "the u.s. and st. george in 1,000 or 3.5 at 4:51"),
-    ("north - south v & a t (n)", "north-south v&a t -lrb- n -rrb-"),
-    ("on january 7, 2016 ...", "on january 7 , 2016 ..."),
-])
+@pytest.mark.parametrize(
+    "text, tokens",
+    [
+        ("what is the sp ' s name?", "what is the sp 's name ?"),
+        ("what is the sp's name ?", "what is the sp 's name ?"),
+        ("it doesn ' t work, can ' t it?", "it does n't work , ca n't it ?"),
+        ("who said ` ` we are united ' '? ", "who said `` we are united '' ?"),
+        ("the u. s. and st. george in 1, 000 or 3. 5 at 4 : 51", "the u.s. and st. george in 1,000 or 3.5 at 4:51"),
+        ("north - south v & a t (n)", "north-south v&a t -lrb- n -rrb-"),
+        ("on january 7, 2016 ...", "on january 7 , 2016 ..."),
+    ],
+)
 def test_ptb_tokens_writes_the_squad_qg_tokenization(text, tokens):
     assert metrics.ptb_tokens(text) == tokens
     assert metrics.ptb_tokens(tokens) == tokens
@@ -168,8 +174,10 @@ def test_ptb_tokens_keeps_the_qg_references_and_recovers_their_wordpiece_round_t
     from conftest import DATA
     from ctxlm.tokenization import train_tokenizer
 
-    questions = [" ".join(json.loads(line)["question"].split())
-                 for line in (DATA / "qg" / "squad_du2017" / "valid.jsonl").read_text().splitlines()]
+    questions = [
+        " ".join(json.loads(line)["question"].split())
+        for line in (DATA / "qg" / "squad_du2017" / "valid.jsonl").read_text().splitlines()
+    ]
     lines = tmp_path / "questions.txt"
     lines.write_text("\n".join(questions) + "\n")
     tokenizer = train_tokenizer(lines, 2000)
@@ -230,8 +238,8 @@ def test_sacre_bleu_rejects_uneven_reference_counts():
 def test_marco_normalize_tricky_string():
     # spaCy tokens, lowercased: contractions and punctuation split off, abbreviations and
     # numbers kept whole, articles kept (this is not SQuAD normalization).
-    text = 'The U.S. isn\'t "great" -- it\'s 3.5%!'
-    assert metrics.marco_normalize([text]) == ['the u.s. is n\'t " great " -- it \'s 3.5 % !']
+    text = "The U.S. isn't \"great\" -- it's 3.5%!"
+    assert metrics.marco_normalize([text]) == ["the u.s. is n't \" great \" -- it 's 3.5 % !"]
 
 
 def test_marco_hand_computed():
@@ -286,8 +294,9 @@ def test_compute_metrics_names_and_groups():
     assert got["rouge2"] == pytest.approx(metrics.rouge(SUMMARIES, SUMMARY_REFERENCES)["rouge2"])
     assert got["sacrebleu"] == pytest.approx(metrics.sacre_bleu(SUMMARIES, SUMMARY_REFERENCES))
     assert got["coco_rougeL"] == pytest.approx(metrics.coco_qg(SUMMARIES, SUMMARY_REFERENCES, meteor=False)["rougeL"])
-    assert list(metrics.compute_metrics(SUMMARIES, SUMMARY_REFERENCES, ["summarization"])) == (
-        metrics.METRIC_GROUPS["summarization"]
+    assert (
+        list(metrics.compute_metrics(SUMMARIES, SUMMARY_REFERENCES, ["summarization"]))
+        == (metrics.METRIC_GROUPS["summarization"])
     )
     for group in metrics.METRIC_GROUPS.values():
         assert set(group) <= set(metrics.METRIC_NAMES)

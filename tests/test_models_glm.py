@@ -41,8 +41,16 @@ VOCAB = 120
 
 
 def tiny_config(**overrides):
-    values = dict(vocab_size=VOCAB, d_model=64, num_layers=2, num_heads=4, ffn_dim=128,
-                  max_position_embeddings=96, dropout=0.0, attention_dropout=0.0)
+    values = dict(
+        vocab_size=VOCAB,
+        d_model=64,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=128,
+        max_position_embeddings=96,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     values.update(overrides)
     return named_model_config("glm-tiny", **values)
 
@@ -103,8 +111,11 @@ def reference_hidden(model, example):
     ids = torch.as_tensor(example["input_ids"])
     n, d, heads = len(ids), model.config.d_model, model.config.num_heads
     allowed = torch.from_numpy(glm_attention_allowed(int(example["part_a_length"]), n))
-    x = (model.word_embeddings.weight[ids] + model.position_embeddings.weight[example["position_ids"]]
-         + model.block_position_embeddings.weight[example["block_position_ids"]])
+    x = (
+        model.word_embeddings.weight[ids]
+        + model.position_embeddings.weight[example["position_ids"]]
+        + model.block_position_embeddings.weight[example["block_position_ids"]]
+    )
     for layer in model.layers:
         att = layer.attention
         ln = layer.input_layernorm
@@ -155,7 +166,7 @@ def test_no_part_b_token_sees_later_part_b_or_its_target_and_part_a_never_sees_p
         loss = -F.log_softmax(logits[0, t], -1)[int(ex["labels"][t])]
         (grad,) = torch.autograd.grad(loss, embeds, retain_graph=True)
         moved = grad[0].abs().sum(-1) > 0
-        assert not moved[t + 1:].any(), f"Part B token {t} depends on later tokens (its target included)"
+        assert not moved[t + 1 :].any(), f"Part B token {t} depends on later tokens (its target included)"
         assert moved[: t + 1].all(), "it does depend on all of Part A and the Part B tokens up to itself"
     probe = torch.randn_like(hidden[0, :sep])
     (grad,) = torch.autograd.grad((hidden[0, :sep] * probe).sum(), embeds)
@@ -320,8 +331,11 @@ def test_infill_fills_blanks_left_to_right_like_brute_force_greedy(model, tok):
         fill = []
         while len(fill) < 4:
             block = part_b_block(fill, position, tok.sop, tok.eop)
-            example = {"input_ids": part_a, "position_ids": list(range(len(part_a))),
-                       "block_position_ids": [0] * len(part_a)}
+            example = {
+                "input_ids": part_a,
+                "position_ids": list(range(len(part_a))),
+                "block_position_ids": [0] * len(part_a),
+            }
             example = {k: np.concatenate([v] + [b[k] for b in blocks + [block]]) for k, v in example.items()}
             example["part_a_length"] = np.array(len(part_a))
             token = int(model.log_probs(**single(example))[0, -1].argmax())
@@ -349,8 +363,9 @@ def wiki_store(data_dir, tmp_path_factory):
     """A tokenizer and token store over the first whole documents of ~3000 Wikipedia lines."""
     corpus = wiki_slice(tmp_path_factory.mktemp("glm_corpus") / "slice.txt", 3000)
     tokenizer = train_tokenizer(corpus, 1000, tmp_path_factory.mktemp("glm_tok"))
-    store = TokenStore.build(corpus, tokenizer, cache_dir=tmp_path_factory.mktemp("glm_cache"),
-                             num_workers=1, progress=False)
+    store = TokenStore.build(
+        corpus, tokenizer, cache_dir=tmp_path_factory.mktemp("glm_cache"), num_workers=1, progress=False
+    )
     assert store.num_documents >= 10
     return tokenizer, store
 
@@ -359,8 +374,9 @@ def wiki_store(data_dir, tmp_path_factory):
 def test_short_multitask_pretraining_lowers_held_out_infilling_loss(wiki_store, tmp_path):
     tokenizer, store = wiki_store
     torch.manual_seed(0)
-    cfg = model_config_for_tokenizer(named_model_config("glm-tiny", num_layers=2, max_position_embeddings=128),
-                                     tokenizer)
+    cfg = model_config_for_tokenizer(
+        named_model_config("glm-tiny", num_layers=2, max_position_embeddings=128), tokenizer
+    )
     model = GlmModel(cfg)
     tok = glm_tokens(cfg)
     data = GlmDataConfig(max_length=128, task="multitask", valid_fraction=0.1, max_valid_documents=8)
@@ -369,10 +385,17 @@ def test_short_multitask_pretraining_lowers_held_out_infilling_loss(wiki_store, 
     # held-out blank infilling: the same held-out chunks, short spans only
     infilling = GlmExamples(store, valid_examples.chunks, tok, replace(data, task="blank"), seed=0)
     before = evaluate(model, infilling, 16, tokenizer.pad_id)["lm_loss"]
-    train_cfg = TrainConfig(max_steps=100, batch_size=8, lr=1e-3, warmup_steps=10, eval_every=0,
-                            save_every=0, log_every=50, progress=False)
-    train(model, TrainingInputs(train_examples, tokenizer.pad_id, valid_examples), train_cfg, tmp_path,
-          tokenizer=tokenizer, run=RunOptions(device="cpu"))
+    train_cfg = TrainConfig(
+        max_steps=100, batch_size=8, lr=1e-3, warmup_steps=10, eval_every=0, save_every=0, log_every=50, progress=False
+    )
+    train(
+        model,
+        TrainingInputs(train_examples, tokenizer.pad_id, valid_examples),
+        train_cfg,
+        tmp_path,
+        tokenizer=tokenizer,
+        run=RunOptions(device="cpu"),
+    )
     after = evaluate(model, infilling, 16, tokenizer.pad_id)["lm_loss"]
     assert before > math.log(cfg.vocab_size) - 1.0  # starts near uniform
     assert after < before - 1.5, (before, after)

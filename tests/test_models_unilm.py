@@ -47,9 +47,22 @@ X = [11, 12, 13, 14, 15, 16]  # the paper's x1..x6 (Figures 3-5)
 def tiny_model(seed: int = 0, **overrides) -> UnilmModel:
     """Dropout off; weights and relative biases large enough that any wrong input shows."""
     torch.manual_seed(seed)
-    values = dict(vocab_size=VOCAB, d_model=32, num_layers=2, num_heads=4, ffn_dim=64, max_position_embeddings=96,
-                  dropout=0.0, attention_dropout=0.0, init_std=0.2, pad_token_id=TOK.pad, bos_token_id=TOK.sos,
-                  eos_token_id=TOK.eos, mask_token_id=TOK.mask, pseudo_token_id=TOK.pseudo)
+    values = dict(
+        vocab_size=VOCAB,
+        d_model=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=64,
+        max_position_embeddings=96,
+        dropout=0.0,
+        attention_dropout=0.0,
+        init_std=0.2,
+        pad_token_id=TOK.pad,
+        bos_token_id=TOK.sos,
+        eos_token_id=TOK.eos,
+        mask_token_id=TOK.mask,
+        pseudo_token_id=TOK.pseudo,
+    )
     values.update(overrides)
     model = UnilmModel(named_model_config("unilm-tiny", **values)).eval()
     if model.rel_pos_bias is not None:
@@ -72,8 +85,16 @@ def random_pmlm(seed: int, objective: str = "ae+par") -> dict:
 
 def paper_example() -> dict:
     """Figure 4: x2, x4, x5 masked, factorization order 4, 5 -> 2 (0-based positions 3, 4 then 1)."""
-    return build_pmlm_example(X, [], np.random.default_rng(0), TOK, steps=[[3, 4], [1]], add_special_tokens=False,
-                              mask_frac=1.0, random_frac=0.0)
+    return build_pmlm_example(
+        X,
+        [],
+        np.random.default_rng(0),
+        TOK,
+        steps=[[3, 4], [1]],
+        add_special_tokens=False,
+        mask_frac=1.0,
+        random_frac=0.0,
+    )
 
 
 def pmlm_roles(ex: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -94,8 +115,9 @@ def pmlm_roles(ex: dict) -> tuple[np.ndarray, np.ndarray]:
 def test_buckets_equal_t5(buckets, max_distance):
     relative = torch.arange(-300, 301)[None, :]
     ours = relative_position_bucket(relative, buckets, max_distance)
-    ref = T5Attention._relative_position_bucket(relative, bidirectional=True, num_buckets=buckets,
-                                                max_distance=max_distance)
+    ref = T5Attention._relative_position_bucket(
+        relative, bidirectional=True, num_buckets=buckets, max_distance=max_distance
+    )
     assert torch.equal(ours, ref)
     # every bucket is reached except "distance 0 to the right" (T5's bidirectional quirk)
     assert set(ours.flatten().tolist()) == set(range(buckets)) - {buckets // 2}
@@ -142,8 +164,13 @@ def influence(model: UnilmModel, ex: dict, query: int, attention_mask=None) -> t
     ids = torch.tensor(ex["input_ids"])[None]
     emb = model.embeddings.word_embeddings(ids).detach().requires_grad_()
     mask = torch.tensor(ex["attention_mask"] if attention_mask is None else attention_mask)[None]
-    states = model.hidden_states(ids, torch.tensor(ex["position_ids"])[None], torch.tensor(ex["token_type_ids"])[None],
-                                 mask, token_embeddings=emb)
+    states = model.hidden_states(
+        ids,
+        torch.tensor(ex["position_ids"])[None],
+        torch.tensor(ex["token_type_ids"])[None],
+        mask,
+        token_embeddings=emb,
+    )
     logits = model.lm_logits(states[0, query])
     direction = torch.randn(logits.shape, generator=torch.Generator().manual_seed(int(query)))
     (grad,) = torch.autograd.grad((logits * direction).sum(), emb)
@@ -179,12 +206,14 @@ def test_no_leak_by_gradients_with_kept_and_random_tokens_in_place(which):
     model = tiny_model(4)
     corruption = dict(mask_frac=0.0, random_frac=0.5)
     if which == "paper":
-        ex = build_pmlm_example(X, [], np.random.default_rng(0), TOK, steps=[[3, 4], [1]], add_special_tokens=False,
-                                **corruption)
+        ex = build_pmlm_example(
+            X, [], np.random.default_rng(0), TOK, steps=[[3, 4], [1]], add_special_tokens=False, **corruption
+        )
     else:
         r = np.random.default_rng(which)
-        ex = build_pmlm_example(r.integers(10, VOCAB, size=24), r.integers(10, VOCAB, size=12),
-                                example_rng(3, 0, which), TOK, **corruption)
+        ex = build_pmlm_example(
+            r.integers(10, VOCAB, size=24), r.integers(10, VOCAB, size=12), example_rng(3, 0, which), TOK, **corruption
+        )
     n, pos = ex["num_original"], ex["position_ids"]
     step, is_p = pmlm_roles(ex)
     in_place_step = np.zeros(n, dtype=np.int64)
@@ -236,8 +265,9 @@ def test_one_pass_equals_one_instance_per_step(which):
     # and the loss reads those logits: PAR NLL = −log p of the original at every [P]
     out = model(**batch_of([ex]))
     labels = torch.tensor(ex["par_labels"])
-    expected = torch.nn.functional.cross_entropy(one_pass[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX],
-                                                 reduction="sum")
+    expected = torch.nn.functional.cross_entropy(
+        one_pass[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX], reduction="sum"
+    )
     torch.testing.assert_close(out.metrics["par_nll_sum"], expected, atol=1e-4, rtol=1e-5)
     assert int(out.metrics["par_tokens"]) == int(is_p.sum())
 
@@ -380,19 +410,33 @@ def test_short_pretraining_lowers_held_out_ae_and_par_losses(data_dir, tmp_path)
     tokenizer = train_tokenizer(corpus, 1000)
     store = TokenStore.build(corpus, tokenizer, cache_dir=tmp_path / "cache", num_workers=1, progress=False)
     data = UnilmDataConfig(max_length=64, valid_fraction=0.05)
-    train_set, valid_set, info = prepare_unilm_data(store, unilm_tokens(tokenizer), data, seed=0,
-                                                    max_positions=64)
+    train_set, valid_set, info = prepare_unilm_data(store, unilm_tokens(tokenizer), data, seed=0, max_positions=64)
     assert info["train_chunks"] > 100 and len(valid_set) >= 16
     cfg = model_config_for_tokenizer(
-        named_model_config("unilm-tiny", d_model=64, num_layers=2, num_heads=4, ffn_dim=128,
-                           max_position_embeddings=64), tokenizer)
+        named_model_config(
+            "unilm-tiny", d_model=64, num_layers=2, num_heads=4, ffn_dim=128, max_position_embeddings=64
+        ),
+        tokenizer,
+    )
     torch.manual_seed(0)
     model = UnilmModel(cfg)
     before = evaluate(model, valid_set, 16, tokenizer.pad_id, max_batches=4)
-    train(model, TrainingInputs(train_set, tokenizer.pad_id),
-          TrainConfig(max_steps=100, batch_size=16, lr=2e-3, warmup_steps=10, eval_every=0, save_every=0,
-                      keep_checkpoints=0, progress=False),
-          tmp_path / "run", run=RunOptions(device="cpu"))
+    train(
+        model,
+        TrainingInputs(train_set, tokenizer.pad_id),
+        TrainConfig(
+            max_steps=100,
+            batch_size=16,
+            lr=2e-3,
+            warmup_steps=10,
+            eval_every=0,
+            save_every=0,
+            keep_checkpoints=0,
+            progress=False,
+        ),
+        tmp_path / "run",
+        run=RunOptions(device="cpu"),
+    )
     after = evaluate(model, valid_set, 16, tokenizer.pad_id, max_batches=4)
     # from ln(1000) = 6.9 nats (uniform) towards the unigram entropy (6.0 on this slice) and below
     for name in ("ae", "par"):

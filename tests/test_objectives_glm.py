@@ -133,8 +133,15 @@ def test_sentinel_ablation_uses_one_id_per_span_t5_style():
     sentinels = [901, 902, 903]
     ex = as_lists(
         build_blank_infilling_example(
-            X, PAPER_SPANS, None, TOK, shuffle=False, sentinel=True, sentinel_ids=sentinels,
-            add_cls=False, add_eos=False,
+            X,
+            PAPER_SPANS,
+            None,
+            TOK,
+            shuffle=False,
+            sentinel=True,
+            sentinel_ids=sentinels,
+            add_cls=False,
+            add_eos=False,
         )
     )
     assert ex["input_ids"] == [11, 12, 901, 14, 902, 901, 13, 902, 15, 16]
@@ -317,7 +324,7 @@ def test_sentence_and_document_objectives_use_their_mask_tokens():
     sep = int(inside["part_a_length"])
     part_a = inside["input_ids"][:sep].tolist()
     blank = part_a.index(TOK.gmask)
-    assert blank < sep - 1 and part_a[blank + 1:] == text[-(sep - 1 - blank):].tolist()  # text follows
+    assert blank < sep - 1 and part_a[blank + 1 :] == text[-(sep - 1 - blank) :].tolist()  # text follows
     assert (inside["position_ids"][sep:] == blank).all() and inside["labels"][-1] == TOK.eop
     assert reassemble(inside) == [CLS] + text.tolist()
 
@@ -462,7 +469,8 @@ def test_chunks_are_greedy_runs_of_whole_sentences_within_documents():
         got = sentence_chunks(lengths, store.document_offsets, documents, max_text)
         assert got.dtype == np.int64 and got.shape[1] == 2
         assert [tuple(r) for r in got.tolist()] == brute_force_chunks(
-            lengths.tolist(), store.document_offsets.tolist(), documents.tolist(), max_text)
+            lengths.tolist(), store.document_offsets.tolist(), documents.tolist(), max_text
+        )
 
 
 def worst_case_length(mode, n, ratio=0.15):
@@ -476,15 +484,21 @@ def worst_case_length(mode, n, ratio=0.15):
     k = max(1, int(ratio * n))  # sample_span_lengths stops at this many masked tokens
     spans = place_spans([1] * k, n, rng)  # so k one-token spans is the most spans it can draw
     worst = len(build_blank_infilling_example(text, spans, rng, TOK)["input_ids"])
-    drawn = [blank_example(text, np.random.default_rng(s), TOK, ratio=ratio, poisson_lambda=0.05)
-             for s in range(5)]
+    drawn = [blank_example(text, np.random.default_rng(s), TOK, ratio=ratio, poisson_lambda=0.05) for s in range(5)]
     assert max(len(ex["input_ids"]) for ex in drawn) <= worst
     return worst
 
 
-@pytest.mark.parametrize("task,long_mode", [("blank", "document"), ("sentence", "document"),
-                                            ("document", "document"), ("multitask", "document"),
-                                            ("multitask", "sentence")])
+@pytest.mark.parametrize(
+    "task,long_mode",
+    [
+        ("blank", "document"),
+        ("sentence", "document"),
+        ("document", "document"),
+        ("multitask", "document"),
+        ("multitask", "sentence"),
+    ],
+)
 def test_text_budget_is_the_largest_that_always_fits(task, long_mode):
     modes = {"multitask": ["blank", long_mode]}.get(task, [task])
     for max_length in list(range(6, 80)) + [128, 333, 512]:
@@ -516,7 +530,7 @@ def test_examples_fit_max_length_and_reassemble_their_chunk(task):
         first, count = chunks[index]
         start, end = store.sentence_offsets[first], store.sentence_offsets[first + count]
         assert tokens.tolist() == store.tokens[start:end].tolist() and len(tokens) <= max_text
-        assert [b - a for a, b in bounds] == store.sentence_lengths[first:first + count].tolist()
+        assert [b - a for a, b in bounds] == store.sentence_lengths[first : first + count].tolist()
         ex = examples.example(index, epoch=2)
         n = len(ex["input_ids"])
         assert n <= 64 and ex["position_ids"].max() < 64 and ex["block_position_ids"].max() < 64
@@ -536,8 +550,10 @@ def test_document_examples_follow_the_configured_gmask_end_prob():
     for end_prob in (1.0, 0.5, 0.0):
         data = GlmDataConfig(max_length=64, task="document", gmask_end_prob=end_prob)
         examples = GlmExamples(store, chunks, TOK, data, seed=1)
-        at_end = [ex["input_ids"][int(ex["part_a_length"]) - 1] == TOK.gmask
-                  for ex in (examples.example(i, epoch) for epoch in range(4) for i in range(len(examples)))]
+        at_end = [
+            ex["input_ids"][int(ex["part_a_length"]) - 1] == TOK.gmask
+            for ex in (examples.example(i, epoch) for epoch in range(4) for i in range(len(examples)))
+        ]
         share[end_prob] = np.mean(at_end)
     # a uniform start still ends the text by chance (1 in n - length + 1): P(end) = p + (1 - p) q
     q = share[0.0]
@@ -548,8 +564,9 @@ def test_document_examples_follow_the_configured_gmask_end_prob():
 def test_multitask_batch_hook_draws_one_mode_per_batch_half_the_time():
     store = random_store(2)
     data = GlmDataConfig(max_length=96, task="multitask", long_mode="document")
-    chunks = sentence_chunks(store.sentence_lengths, store.document_offsets, np.arange(store.num_documents),
-                        glm_text_budget(96, "multitask"))
+    chunks = sentence_chunks(
+        store.sentence_lengths, store.document_offsets, np.arange(store.num_documents), glm_text_budget(96, "multitask")
+    )
     examples = GlmExamples(store, chunks, TOK, data, seed=5)
     modes = []
     for batch_number in range(200):
@@ -574,8 +591,9 @@ def test_prepare_splits_by_documents_and_checks_the_budget():
     data = GlmDataConfig(max_length=80, task="multitask", valid_fraction=0.2, max_valid_documents=5)
     train, valid, info = prepare_glm_data(store, TOK, data, seed=7, max_positions=80)
     train_docs, valid_docs = store.split_documents(0.2, 7)
-    doc_of = lambda chunks: {int(np.searchsorted(store.document_offsets, s, side="right") - 1)  # noqa: E731
-                             for s, _ in chunks}
+    doc_of = lambda chunks: {  # noqa: E731
+        int(np.searchsorted(store.document_offsets, s, side="right") - 1) for s, _ in chunks
+    }
     assert doc_of(train.chunks) <= set(train_docs.tolist())
     assert doc_of(valid.chunks) <= set(valid_docs[:5].tolist())
     assert info["valid_documents"] == 5 and info["max_text"] == glm_text_budget(80, "multitask")

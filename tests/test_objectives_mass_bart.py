@@ -62,10 +62,10 @@ def test_mass_corrupts_the_span_80_10_10_and_nothing_else():
     for _ in range(300):
         start, end = mass_span(len(text), rng)
         ex = build_mass_example(text, (start, end), TOK, rng, POOL)
-        inside = ex["input_ids"][start + 1:end + 1]
+        inside = ex["input_ids"][start + 1 : end + 1]
         original = text[start:end]
         counts += [(inside == M).sum(), ((inside != M) & (inside != original)).sum(), (inside == original).sum()]
-        outside = np.r_[ex["input_ids"][1:start + 1], ex["input_ids"][end + 1:-1]]
+        outside = np.r_[ex["input_ids"][1 : start + 1], ex["input_ids"][end + 1 : -1]]
         assert outside.tolist() == np.r_[text[:start], text[end:]].tolist()
         assert ex["labels"].tolist() == original.tolist()
     assert np.all(np.abs(counts / counts.sum() - [0.8, 0.1, 0.1]) < 0.01), counts / counts.sum()
@@ -73,9 +73,20 @@ def test_mass_corrupts_the_span_80_10_10_and_nothing_else():
 
 def tiny_palm(copy: bool = False) -> PalmModel:
     torch.manual_seed(0)
-    cfg = PalmConfig(vocab_size=40, d_model=16, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2,
-                     decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
-                     dropout=0.0, attention_dropout=0.0, copy=copy)
+    cfg = PalmConfig(
+        vocab_size=40,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+        copy=copy,
+    )
     return PalmModel(cfg).double().eval()
 
 
@@ -87,8 +98,7 @@ def test_decoder_position_ids_are_the_positions_used(copy):
     source = torch.tensor([[2, 10, 11, 4, 4, 4, 4, 15, 3]])
     decoder, labels = torch.tensor([[11, 12, 13, 14]]), torch.tensor([[12, 13, 14, 15]])
     positions = torch.arange(5, 9)[None]
-    got = model(source, decoder_input_ids=decoder, labels=labels, decoder_position_ids=positions,
-                return_log_probs=True)
+    got = model(source, decoder_input_ids=decoder, labels=labels, decoder_position_ids=positions, return_log_probs=True)
     shifted = tiny_palm(copy)
     with torch.no_grad():
         weight = shifted.decoder.embed_positions.weight
@@ -148,7 +158,7 @@ def test_bart_permutes_sentences_and_the_decoder_reconstructs_the_original():
         assert sorted(source.tolist()) == text.tolist()  # ratio 0: nothing masked
         parts, i = [], 0
         while i < len(source):
-            key = next(k for k in sentences if tuple(source[i:i + len(k)].tolist()) == k)
+            key = next(k for k in sentences if tuple(source[i : i + len(k)].tolist()) == k)
             parts.append(sentences[key])
             i += len(key)
         order = "".join(parts)
@@ -175,7 +185,7 @@ def test_bart_infilling_statistics():
     assert abs(masked / (150 * n) - 0.3) < 0.002
     assert abs(masked / spans - 3.0) < 0.1
     counts = np.bincount(lengths, minlength=8)[:8] / len(lengths)
-    poisson = [math.exp(-3) * 3 ** k / math.factorial(k) for k in range(8)]
+    poisson = [math.exp(-3) * 3**k / math.factorial(k) for k in range(8)]
     assert np.all(np.abs(counts - poisson) < 0.015), counts
 
 
@@ -209,9 +219,26 @@ def corpus_and_tokenizer(tmp_path_factory):
 def test_pretrain_cli_runs_mass_and_bart_on_a_palm_model(objective, corpus_and_tokenizer, tmp_path, capsys):
     corpus, tok = corpus_and_tokenizer
     out = tmp_path / objective
-    args = ["pretrain", "--objective", objective, "--corpus", str(corpus), "--tokenizer", str(tok),
-            "--fragment-length", "64", "--max-steps", "2", "--batch-size", "4", "--eval-every", "0",
-            "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    args = [
+        "pretrain",
+        "--objective",
+        objective,
+        "--corpus",
+        str(corpus),
+        "--tokenizer",
+        str(tok),
+        "--fragment-length",
+        "64",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "0",
+        "--no-progress",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert main(args + ["--config", "palm-tiny", "--out", str(out)]) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["objective"] == objective and run["train_segments"] > 0
@@ -219,5 +246,5 @@ def test_pretrain_cli_runs_mass_and_bart_on_a_palm_model(objective, corpus_and_t
     assert model.config.family == "palm"
     capsys.readouterr()
     i = args.index("--fragment-length")
-    assert main(args[:i] + args[i + 2:] + ["--config", "glm-tiny", "--out", str(tmp_path / "glm")]) == 2
+    assert main(args[:i] + args[i + 2 :] + ["--config", "glm-tiny", "--out", str(tmp_path / "glm")]) == 2
     assert "needs a palm model" in capsys.readouterr().err

@@ -32,11 +32,11 @@ def wiki(data_dir, tmp_path_factory):
     corpus = tmp_path_factory.mktemp("palm_corpus") / "slice.txt"
     corpus.write_text(text, encoding="utf-8")
     tokenizer = train_tokenizer(corpus, 500, tmp_path_factory.mktemp("palm_tok"))
-    store = TokenStore.build(corpus, tokenizer, cache_dir=tmp_path_factory.mktemp("palm_cache"),
-                             num_workers=1, progress=False)
+    store = TokenStore.build(
+        corpus, tokenizer, cache_dir=tmp_path_factory.mktemp("palm_cache"), num_workers=1, progress=False
+    )
     assert store.num_documents >= 3, "the slice must span several documents"
-    tok = PalmTokens(cls=tokenizer.cls_id, sep=tokenizer.sep_id, mask=tokenizer.mask_id,
-                     decoder_start=tokenizer.cls_id)
+    tok = PalmTokens(cls=tokenizer.cls_id, sep=tokenizer.sep_id, mask=tokenizer.mask_id, decoder_start=tokenizer.cls_id)
     return store, tokenizer, tok
 
 
@@ -156,8 +156,7 @@ def test_windows_of_a_document_subset():
     source_max, target_max = fragment_budgets(500, 0.8)
     chosen = np.array([0, 5, 9, 20])
     windows = palm_windows(lengths, offsets, chosen, source_max, target_max)
-    assert windows.tolist() == [list(r) for r in brute_force_windows(lengths, offsets, chosen, source_max,
-                                                                       target_max)]
+    assert windows.tolist() == [list(r) for r in brute_force_windows(lengths, offsets, chosen, source_max, target_max)]
     assert {document_of(offsets, s) for s in windows[:, 0].tolist()} <= set(chosen.tolist())
 
 
@@ -170,8 +169,9 @@ def test_store_windows_match_brute_force(wiki, length):
     offsets = np.asarray(store.document_offsets)
     documents = np.arange(store.num_documents)
     windows = palm_windows(lengths, offsets, documents, source_max, target_max)
-    assert windows.tolist() == [list(r) for r in brute_force_windows(lengths, offsets, documents,
-                                                                       source_max, target_max)]
+    assert windows.tolist() == [
+        list(r) for r in brute_force_windows(lengths, offsets, documents, source_max, target_max)
+    ]
     check_window_invariants(lengths, offsets, windows, source_max, target_max)
     assert len(windows) > 100
 
@@ -182,8 +182,9 @@ def test_store_examples_are_consecutive_whole_sentences(wiki, length):
     and target are the document's consecutive whole sentences, re-read from the store here."""
     store, tokenizer, tok = wiki
     source_max, target_max = fragment_budgets(length, 0.8)
-    windows = palm_windows(store.sentence_lengths, store.document_offsets, np.arange(store.num_documents),
-                           source_max, target_max)
+    windows = palm_windows(
+        store.sentence_lengths, store.document_offsets, np.arange(store.num_documents), source_max, target_max
+    )
     examples = PalmExamples(store, windows, tok, "generation", replace_pool=tokenizer.replace_pool)
     assert len(examples) == len(windows)
     for i in range(len(examples)):
@@ -216,8 +217,9 @@ def test_mlm_masking_rates_on_the_store(wiki):
     a random non-special token / unchanged; [CLS]/[SEP] are never selected."""
     store, tokenizer, tok = wiki
     source_max, target_max = fragment_budgets(500, 0.8)
-    windows = palm_windows(store.sentence_lengths, store.document_offsets, np.arange(store.num_documents),
-                           source_max, target_max)
+    windows = palm_windows(
+        store.sentence_lengths, store.document_offsets, np.arange(store.num_documents), source_max, target_max
+    )
     examples = PalmExamples(store, windows, tok, "mlm", replace_pool=tokenizer.replace_pool, seed=3)
     special = set(tokenizer.special_ids.tolist())
     maskable = selected = masked = replaced = unchanged = 0
@@ -269,10 +271,17 @@ def test_mlm_examples_are_deterministic(wiki):
     """(seed, epoch, index) fixes an example; another epoch or seed masks differently."""
     store, tokenizer, tok = wiki
     source_max, target_max = fragment_budgets(500, 0.8)
-    windows = palm_windows(store.sentence_lengths, store.document_offsets, np.arange(store.num_documents),
-                           source_max, target_max)
-    make = lambda seed: PalmExamples(store, windows, tok, "generation+mlm",  # noqa: E731
-                                     replace_pool=tokenizer.replace_pool, seed=seed)
+    windows = palm_windows(
+        store.sentence_lengths, store.document_offsets, np.arange(store.num_documents), source_max, target_max
+    )
+    make = lambda seed: PalmExamples(  # noqa: E731
+        store,
+        windows,
+        tok,
+        "generation+mlm",
+        replace_pool=tokenizer.replace_pool,
+        seed=seed,
+    )
     a, b, other_seed = make(7), make(7), make(8)
     differ_epoch = differ_seed = 0
     for i in range(0, len(a), 7):
@@ -296,8 +305,9 @@ def test_generation_with_mlm_gives_the_copy_head_the_original_source(wiki):
     """The encoder reads the masked source; `copy_source_ids` is the unmasked `[CLS] x [SEP]`."""
     store, tokenizer, tok = wiki
     source_max, target_max = fragment_budgets(500, 0.8)
-    windows = palm_windows(store.sentence_lengths, store.document_offsets, np.arange(store.num_documents),
-                           source_max, target_max)
+    windows = palm_windows(
+        store.sentence_lengths, store.document_offsets, np.arange(store.num_documents), source_max, target_max
+    )
     examples = PalmExamples(store, windows, tok, "generation+mlm", replace_pool=tokenizer.replace_pool, seed=1)
     for i in range(0, len(examples), 11):
         ex = examples.example(i)
@@ -306,8 +316,9 @@ def test_generation_with_mlm_gives_the_copy_head_the_original_source(wiki):
         chosen = ex["mlm_labels"] != IGNORE_INDEX
         np.testing.assert_array_equal(ex["mlm_labels"][chosen], original[chosen])
         assert (ex["input_ids"][chosen] == tok.mask).any()
-    assert "copy_source_ids" not in PalmExamples(store, windows, tok, "generation",
-                                                 replace_pool=tokenizer.replace_pool).example(0)
+    assert "copy_source_ids" not in PalmExamples(
+        store, windows, tok, "generation", replace_pool=tokenizer.replace_pool
+    ).example(0)
 
 
 def test_copy_head_copies_a_masked_word_from_copy_source_ids():
@@ -319,16 +330,30 @@ def test_copy_head_copies_a_masked_word_from_copy_source_ids():
     from ctxlm.models.palm import PalmModel
 
     torch.manual_seed(0)
-    cfg = PalmConfig(vocab_size=40, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                     decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, dropout=0.0,
-                     attention_dropout=0.0, mask_token_id=4, copy=True)
+    cfg = PalmConfig(
+        vocab_size=40,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+        mask_token_id=4,
+        copy=True,
+    )
     model = PalmModel(cfg).double().eval()
     original = torch.tensor([[2, 10, 11, 30, 12, 3]])  # w = 30 at position 3
     masked = original.clone()
     masked[0, 3] = cfg.mask_token_id
     decoder, labels = torch.tensor([[2]]), torch.tensor([[30]])
-    new = model(masked, decoder_input_ids=decoder, labels=labels, copy_source_ids=original,
-                return_log_probs=True).log_probs[0, 0].exp()
+    new = (
+        model(masked, decoder_input_ids=decoder, labels=labels, copy_source_ids=original, return_log_probs=True)
+        .log_probs[0, 0]
+        .exp()
+    )
     old = model(masked, decoder_input_ids=decoder, labels=labels, return_log_probs=True).log_probs[0, 0].exp()
     moved = new[30] - old[30]
     assert moved > 1e-3

@@ -168,8 +168,16 @@ KEPT_IN_PLACE = np.array(
 
 
 def test_kept_tokens_in_place_are_hidden_from_their_own_and_earlier_steps():
-    ex = build_pmlm_example(X, [], np.random.default_rng(0), TOK, steps=[[3, 4], [1]], add_special_tokens=False,
-                            mask_frac=0.0, random_frac=0.0)
+    ex = build_pmlm_example(
+        X,
+        [],
+        np.random.default_rng(0),
+        TOK,
+        steps=[[3, 4], [1]],
+        add_special_tokens=False,
+        mask_frac=0.0,
+        random_frac=0.0,
+    )
     np.testing.assert_array_equal(ex["input_ids"][:6], X)  # all three kept
     np.testing.assert_array_equal(ex["ae_labels"][:6], [I, 12, I, 14, 15, I])  # still AE-predicted
     np.testing.assert_array_equal(ex["attention_mask"], KEPT_IN_PLACE)
@@ -231,9 +239,7 @@ def summary(samples, n):
     return ratio, blocks
 
 
-@pytest.mark.parametrize(
-    "n, count, ref_ratio, ref_blocks", [(512, 1200, 0.1525, 0.371), (64, 8000, 0.1732, 0.358)]
-)
+@pytest.mark.parametrize("n, count, ref_ratio, ref_blocks", [(512, 1200, 0.1525, 0.371), (64, 8000, 0.1732, 0.358)])
 def test_blockwise_masking_statistics(n, count, ref_ratio, ref_blocks):
     rng = np.random.default_rng(0)
     ours = [blockwise_masking(n, rng) for _ in range(count)]
@@ -270,10 +276,17 @@ class ScriptedRng:
 def test_blockwise_masking_follows_algorithm_1_step_by_step():
     # n=10: the target is 0.15 * 10 = 1.5 masked tokens.
     draws = [
-        8, 0.1, 4,  # p=8, block of 4: runs past the end (8..11) -> rejected
-        2, 0.9,  # p=2, single -> accepted: M_1 = {2}
-        2, 0.3, 2,  # p=2, block of 2: overlaps M_1 -> rejected (length drawn before the check)
-        5, 0.39, 2,  # p=5, block of 2 -> accepted: M_2 = {5, 6}; 3 >= 1.5, stop
+        8,
+        0.1,
+        4,  # p=8, block of 4: runs past the end (8..11) -> rejected
+        2,
+        0.9,  # p=2, single -> accepted: M_1 = {2}
+        2,
+        0.3,
+        2,  # p=2, block of 2: overlaps M_1 -> rejected (length drawn before the check)
+        5,
+        0.39,
+        2,  # p=5, block of 2 -> accepted: M_2 = {5, 6}; 3 >= 1.5, stop
     ]
     rng = ScriptedRng(draws)
     steps = blockwise_masking(10, rng)
@@ -338,8 +351,16 @@ def test_80_10_10_corruption():
 
 
 def test_ablation_ae_only():
-    ex = build_pmlm_example(X, [], np.random.default_rng(0), TOK, objective="ae", steps=[[3, 4], [1]],
-                            add_special_tokens=False, mask_frac=1.0)
+    ex = build_pmlm_example(
+        X,
+        [],
+        np.random.default_rng(0),
+        TOK,
+        objective="ae",
+        steps=[[3, 4], [1]],
+        add_special_tokens=False,
+        mask_frac=1.0,
+    )
     np.testing.assert_array_equal(ex["input_ids"], [11, 3, 13, 3, 3, 16])
     np.testing.assert_array_equal(ex["ae_labels"], [I, 12, I, 14, 15, I])
     np.testing.assert_array_equal(ex["par_labels"], [I] * 6)
@@ -347,11 +368,10 @@ def test_ablation_ae_only():
 
 
 def test_ablation_par_only():
-    full = build_pmlm_example(
-        X, [], np.random.default_rng(0), TOK, steps=[[3, 4], [1]], add_special_tokens=False
+    full = build_pmlm_example(X, [], np.random.default_rng(0), TOK, steps=[[3, 4], [1]], add_special_tokens=False)
+    par = build_pmlm_example(
+        X, [], np.random.default_rng(0), TOK, objective="par", steps=[[3, 4], [1]], add_special_tokens=False
     )
-    par = build_pmlm_example(X, [], np.random.default_rng(0), TOK, objective="par", steps=[[3, 4], [1]],
-                             add_special_tokens=False)
     for key in ("input_ids", "position_ids", "token_type_ids", "attention_mask", "par_labels"):
         np.testing.assert_array_equal(par[key], full[key])
     np.testing.assert_array_equal(par["ae_labels"], [I] * 12)
@@ -359,8 +379,16 @@ def test_ablation_par_only():
 
 @pytest.mark.parametrize("objective", ["ar", "ae+ar"])
 def test_ablation_autoregressive(objective):
-    ex = build_pmlm_example(X, [], np.random.default_rng(0), TOK, objective=objective, steps=[[3, 4], [1]],
-                            add_special_tokens=False, mask_frac=1.0)
+    ex = build_pmlm_example(
+        X,
+        [],
+        np.random.default_rng(0),
+        TOK,
+        objective=objective,
+        steps=[[3, 4], [1]],
+        add_special_tokens=False,
+        mask_frac=1.0,
+    )
     P = TOK.pseudo
     # Steps 4 -> 5 -> 2: the block {4, 5} split left to right in its place.
     np.testing.assert_array_equal(ex["input_ids"][6:], [P, 14, P, 15, P, 12])
@@ -464,8 +492,10 @@ class FakeStore:
 
 def random_documents(seed: int, count: int = 12) -> list[list[list[int]]]:
     r = np.random.default_rng(seed)
-    return [[list(r.integers(10, 1000, size=int(r.integers(1, 30)))) for _ in range(int(r.integers(1, 9)))]
-            for _ in range(count)]
+    return [
+        [list(r.integers(10, 1000, size=int(r.integers(1, 30)))) for _ in range(int(r.integers(1, 9)))]
+        for _ in range(count)
+    ]
 
 
 def test_sentence_chunks_by_hand():
@@ -487,12 +517,12 @@ def test_sentence_chunks_cover_every_fitting_sentence_once(seed):
     np.testing.assert_array_equal(np.sort(covered), np.flatnonzero(store.sentence_lengths <= budget))
     doc_of = np.searchsorted(store.document_offsets, np.arange(len(store.sentence_lengths)), side="right") - 1
     for first, count in rows:
-        assert store.sentence_lengths[first:first + count].sum() <= budget
-        assert len(set(doc_of[first:first + count])) == 1  # within one document, consecutive
+        assert store.sentence_lengths[first : first + count].sum() <= budget
+        assert len(set(doc_of[first : first + count])) == 1  # within one document, consecutive
         # greedy: the next sentence of the same document would not have fitted
         nxt = first + count
         if nxt < len(doc_of) and doc_of[nxt] == doc_of[first] and store.sentence_lengths[nxt] <= budget:
-            assert store.sentence_lengths[first:nxt + 1].sum() > budget
+            assert store.sentence_lengths[first : nxt + 1].sum() > budget
 
 
 def test_unilm_examples_layout_lengths_and_determinism():
@@ -506,7 +536,7 @@ def test_unilm_examples_layout_lengths_and_determinism():
     for index in range(len(train)):
         ex = train.example(index, epoch=0)
         first, count = train.chunks[index]
-        text = store.tokens[store.sentence_offsets[first]:store.sentence_offsets[first + count]]
+        text = store.tokens[store.sentence_offsets[first] : store.sentence_offsets[first + count]]
         n = int((ex["position_ids"] == np.arange(len(ex["position_ids"]))).cumprod().sum())  # in-place part
         assert n <= data.max_length and ex["position_ids"].max() < data.max_length
         ids = ex["input_ids"][:n].copy()
@@ -516,7 +546,7 @@ def test_unilm_examples_layout_lengths_and_determinism():
         assert ids[0] == TOK.sos and ids[-1] == TOK.eos and len(eos) in (1, 2)
         np.testing.assert_array_equal(np.delete(ids, [0, *eos]), text)  # whole chunk, in order
         if len(eos) == 2:  # S1 ends at a sentence boundary strictly inside the chunk
-            boundary = store.sentence_offsets[first + 1:first + count] - store.sentence_offsets[first]
+            boundary = store.sentence_offsets[first + 1 : first + count] - store.sentence_offsets[first]
             assert eos[0] - 1 in boundary
             segments = np.r_[np.zeros(eos[0] + 1), np.ones(n - eos[0] - 1)]
             np.testing.assert_array_equal(ex["token_type_ids"][:n], segments)

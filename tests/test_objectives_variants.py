@@ -32,8 +32,20 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_registry_names_and_settings_are_valid():
-    assert {"palm", "palm-nocopy", "palm-noae", "palm-noar", "mass", "bart", "glm", "glm-noshuffle", "unilm",
-            "unilm-ae", "unilm-par", "none"} <= set(PRETRAIN_VARIANTS)
+    assert {
+        "palm",
+        "palm-nocopy",
+        "palm-noae",
+        "palm-noar",
+        "mass",
+        "bart",
+        "glm",
+        "glm-noshuffle",
+        "unilm",
+        "unilm-ae",
+        "unilm-par",
+        "none",
+    } <= set(PRETRAIN_VARIANTS)
     for name, variant in PRETRAIN_VARIANTS.items():
         model_fields = {f.name for f in dataclasses.fields(get_family(variant.family).config)}
         assert set(variant.model) <= model_fields, name
@@ -46,8 +58,10 @@ def test_registry_names_and_settings_are_valid():
             assert stage.data.get("task", "blank") in GLM_TASKS
         assert variant.description
     # what the PALM rows of Table 6 leave out
-    stages = {name: [(s.objective, s.stage) for s in PRETRAIN_VARIANTS[name].stages]
-              for name in ("palm", "palm-nocopy", "palm-noae", "palm-noar", "none")}
+    stages = {
+        name: [(s.objective, s.stage) for s in PRETRAIN_VARIANTS[name].stages]
+        for name in ("palm", "palm-nocopy", "palm-noae", "palm-noar", "none")
+    }
     assert stages["palm"] == stages["palm-nocopy"] == [("palm", "mlm"), ("palm", "generation")]
     assert stages["palm-noae"] == [("palm", "generation")] and stages["palm-noar"] == [("palm", "mlm")]
     assert stages["none"] == []
@@ -58,9 +72,20 @@ def test_the_no_copy_variant_is_a_plain_bart():
     """`copy: false` leaves no copy parameter, and the model's scores are transformers' BART logits."""
     from ctxlm.models.hf import bart_from_palm
 
-    base = named_model_config("palm-tiny", vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=1,
-                              encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                              decoder_ffn_dim=64, max_position_embeddings=32, dropout=0.0, attention_dropout=0.0)
+    base = named_model_config(
+        "palm-tiny",
+        vocab_size=64,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     with_copy = build_model(dataclasses.replace(base, **PRETRAIN_VARIANTS["palm"].model))
     torch.manual_seed(0)
     no_copy = build_model(dataclasses.replace(base, **PRETRAIN_VARIANTS["palm-nocopy"].model)).eval()
@@ -83,17 +108,38 @@ def setting(tmp_path_factory):
     root = tmp_path_factory.mktemp("variants")
     corpus = wiki_slice(root / "wiki.txt", 400)
     tokenizer = train_tokenizer(corpus, 1000, root / "tok")
-    model = named_model_config("palm-tiny", d_model=32, encoder_layers=1, decoder_layers=1,
-                               encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                               decoder_ffn_dim=64, max_position_embeddings=256)
-    config = PretrainConfig(model=model, data=PalmDataConfig(fragment_length=256, max_valid_documents=2),
-                            train=TrainConfig(max_steps=2, batch_size=4, eval_every=0, eval_batches=1,
-                                              progress=False, lr=1e-3, warmup_steps=0))
+    model = named_model_config(
+        "palm-tiny",
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
+    )
+    config = PretrainConfig(
+        model=model,
+        data=PalmDataConfig(fragment_length=256, max_valid_documents=2),
+        train=TrainConfig(
+            max_steps=2, batch_size=4, eval_every=0, eval_batches=1, progress=False, lr=1e-3, warmup_steps=0
+        ),
+    )
     pairs = root / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"source": f"the city number {i} is large .", "target": f"city {i}"}) + "\n"
-                             for i in range(8)), encoding="utf-8")
-    return dict(root=root, corpus=CorpusSpec((corpus,), cache_dir=root / "cache"), tokenizer=tokenizer,
-                config=config, pairs=pairs)
+    pairs.write_text(
+        "".join(
+            json.dumps({"source": f"the city number {i} is large .", "target": f"city {i}"}) + "\n" for i in range(8)
+        ),
+        encoding="utf-8",
+    )
+    return dict(
+        root=root,
+        corpus=CorpusSpec((corpus,), cache_dir=root / "cache"),
+        tokenizer=tokenizer,
+        config=config,
+        pairs=pairs,
+    )
 
 
 def run_variant(setting, name):
@@ -104,9 +150,12 @@ def run_variant(setting, name):
 
 
 def finetune_recipe() -> FinetuneConfig:
-    return FinetuneConfig(task="seq2seq", max_source_tokens=24, max_target_tokens=8,
-                          train=TrainConfig(max_steps=2, batch_size=4, eval_every=0, progress=False,
-                                            select_metric=None, warmup_steps=0))
+    return FinetuneConfig(
+        task="seq2seq",
+        max_source_tokens=24,
+        max_target_tokens=8,
+        train=TrainConfig(max_steps=2, batch_size=4, eval_every=0, progress=False, select_metric=None, warmup_steps=0),
+    )
 
 
 def test_full_palm_runs_stage_1_then_stage_2_from_it(setting):
@@ -142,15 +191,22 @@ def test_no_pre_training_runs_nothing_and_fine_tunes_from_scratch(setting):
     out = setting["root"] / "none"
     assert pretrain_variant("none", setting["corpus"], out, setting["config"], tokenizer=setting["tokenizer"]) is None
     assert not out.exists()
-    result = finetune(setting["pairs"], None, setting["root"] / "none-ft", finetune_recipe(),
-                      scratch=ScratchModel(setting["config"].model, setting["tokenizer"]))
+    result = finetune(
+        setting["pairs"],
+        None,
+        setting["root"] / "none-ft",
+        finetune_recipe(),
+        scratch=ScratchModel(setting["config"].model, setting["tokenizer"]),
+    )
     assert result.step == 2
 
 
 def test_unknown_variant_or_family_is_a_one_line_error(setting):
     with pytest.raises(CtxlmError, match="unknown pre-training variant 'palm-nope'"):
-        pretrain_variant("palm-nope", setting["corpus"], setting["root"] / "x", setting["config"],
-                         tokenizer=setting["tokenizer"])
+        pretrain_variant(
+            "palm-nope", setting["corpus"], setting["root"] / "x", setting["config"], tokenizer=setting["tokenizer"]
+        )
     with pytest.raises(CtxlmError, match="needs a glm model config"):
-        pretrain_variant("glm", setting["corpus"], setting["root"] / "x", setting["config"],
-                         tokenizer=setting["tokenizer"])
+        pretrain_variant(
+            "glm", setting["corpus"], setting["root"] / "x", setting["config"], tokenizer=setting["tokenizer"]
+        )

@@ -21,8 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import ctxlm.official as official
-from ctxlm.checkpoint import (WEIGHTS_INDEX_NAME, WEIGHTS_NAME, build_model, load_model_dir, parse_size,
-                              save_model_dir)
+from ctxlm.checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, build_model, load_model_dir, parse_size, save_model_dir
 from ctxlm.cli import main
 from ctxlm.config_loading import model_config_from_dict, named_model_config
 from ctxlm.errors import CtxlmError
@@ -60,8 +59,9 @@ def write_fake(model, tokenizer, out_dir: Path) -> list[str]:
     return [f"wrote {out_dir / 'fake.safetensors'}"]
 
 
-FAKE_FORMAT = official.OfficialFormat(FAKE, "glm", "a safetensors file with ctxlm's names (tests)",
-                                      is_fake, read_fake, write_fake)
+FAKE_FORMAT = official.OfficialFormat(
+    FAKE, "glm", "a safetensors file with ctxlm's names (tests)", is_fake, read_fake, write_fake
+)
 
 
 @pytest.fixture
@@ -70,16 +70,20 @@ def fake_format(monkeypatch):
     monkeypatch.setattr(official, "FORMATS", {FAKE: FAKE_FORMAT})
 
 
-def write_release(directory: Path, config, dtype=torch.float32, seed: int = 0, drop: str | None = None,
-                  fused: bool = False) -> dict:
+def write_release(
+    directory: Path, config, dtype=torch.float32, seed: int = 0, drop: str | None = None, fused: bool = False
+) -> dict:
     """A fake release of `config`'s shapes with random weights (`fused`: q, k, v in one `query_key_value`
     per layer, as GLM's files hold them); returns its tensors under ctxlm's names."""
     directory.mkdir(parents=True, exist_ok=True)
     with official.parameters_on_meta():
         shapes = {name: tensor.shape for name, tensor in build_model(config).state_dict().items()}
     generator = torch.Generator().manual_seed(seed)
-    tensors = {name: (torch.randn(shape, generator=generator) * 0.02).to(dtype) for name, shape in shapes.items()
-               if name != drop}
+    tensors = {
+        name: (torch.randn(shape, generator=generator) * 0.02).to(dtype)
+        for name, shape in shapes.items()
+        if name != drop
+    }
     stored = dict(tensors)
     if fused:
         for name in [n for n in tensors if ".attention.q_proj." in n]:
@@ -219,9 +223,15 @@ def write_glm_hub(directory: Path, hidden: int, layers: int, rows: int, position
     from ctxlm.official.glm import layer_pairs
 
     directory.mkdir(parents=True, exist_ok=True)
-    config = dataclasses.replace(named_model_config("glm-tiny"), vocab_size=rows, d_model=hidden,
-                                 num_layers=layers, num_heads=hidden // 64, ffn_dim=4 * hidden,
-                                 max_position_embeddings=positions + 1)
+    config = dataclasses.replace(
+        named_model_config("glm-tiny"),
+        vocab_size=rows,
+        d_model=hidden,
+        num_layers=layers,
+        num_heads=hidden // 64,
+        ffn_dim=4 * hidden,
+        max_position_embeddings=positions + 1,
+    )
     with official.parameters_on_meta():
         shapes = {name: tensor.shape for name, tensor in build_model(config).state_dict().items()}
     generator = torch.Generator().manual_seed(0)
@@ -235,9 +245,18 @@ def write_glm_hub(directory: Path, hidden: int, layers: int, rows: int, position
             fused = torch.cat([weight(f"layers.{i}.attention.{p}_proj.{kind}") for p in "qkv"])
             state[f"glm.transformer.layers.{i}.attention.query_key_value.{kind}"] = fused
     save_file(state, str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(json.dumps({
-        "model_type": "glm", "num_layers": layers, "vocab_size": rows, "hidden_size": hidden,
-        "num_attention_heads": hidden // 64, "max_sequence_length": positions}))
+    (directory / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "glm",
+                "num_layers": layers,
+                "vocab_size": rows,
+                "hidden_size": hidden,
+                "num_attention_heads": hidden // 64,
+                "max_sequence_length": positions,
+            }
+        )
+    )
     return (directory / "model.safetensors").stat().st_size
 
 
@@ -249,9 +268,12 @@ def test_converting_holds_the_weights_once(tmp_path):  # 6-8 s here: not marked 
     built and loaded the ordinary way, a float32 model beside the file, 2.9×)."""
     size = write_glm_hub(tmp_path / "release", hidden=1024, layers=8, rows=30592, positions=512)
     assert 2 * 10**8 < size < 4 * 10**8
-    done = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(tmp_path / "release"), str(tmp_path / "out")],
-                          capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
-                                                               "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(ROOT), str(tmp_path / "release"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     measured = json.loads(done.stdout.strip().splitlines()[-1])
     growth = measured["peak"] - measured["before"]
@@ -320,7 +342,8 @@ def test_convert_flags_are_exclusive_and_checked(tmp_path, capsys):
     assert main(["convert", "--out", "o"]) == 2
     assert "give exactly one of --from-hf and --to-hf" in capsys.readouterr().err
     assert main(["convert", "--from-official", str(tmp_path), "--max-shard-size", "big", "--out", "o"]) == 2
-    assert capsys.readouterr().err.strip() == ("error: max_shard_size 'big': expected a positive size such as 5GB, "
-                                               "500MB or 2GiB")
+    assert capsys.readouterr().err.strip() == (
+        "error: max_shard_size 'big': expected a positive size such as 5GB, 500MB or 2GiB"
+    )
     assert main(["convert", "--to-official", str(tmp_path / "absent"), "--out", "o"]) == 2
     assert capsys.readouterr().err.strip() == f"error: --to-official {tmp_path / 'absent'}: no such file or directory"

@@ -46,16 +46,33 @@ def expected() -> dict[str, torch.Tensor]:
 
 def hub_config() -> dict:
     """config.json as the THUDM/glm-* hub repositories write it (configuration_glm.GLMConfig fields)."""
-    return {"architectures": ["GLMModel"], "model_type": "glm",
-            "auto_map": {"AutoConfig": "configuration_glm.GLMConfig",
-                         "AutoModelForSeq2SeqLM": "modeling_glm.GLMForConditionalGeneration"},
-            "num_layers": SHAPE["layers"], "vocab_size": SHAPE["rows"], "hidden_size": SHAPE["hidden"],
-            "num_attention_heads": SHAPE["heads"], "embedding_dropout_prob": 0.1, "attention_dropout_prob": 0.1,
-            "output_dropout_prob": 0.1, "max_sequence_length": SHAPE["max_sequence_length"],
-            "checkpoint_activations": False, "checkpoint_num_layers": 1, "parallel_output": True,
-            "relative_encoding": False, "block_position_encoding": True, "output_predict": True,
-            "spell_length": None, "spell_func": "lstm", "attention_scale": 1.0, "initializer_range": 0.02,
-            "pool_token": "cls"}
+    return {
+        "architectures": ["GLMModel"],
+        "model_type": "glm",
+        "auto_map": {
+            "AutoConfig": "configuration_glm.GLMConfig",
+            "AutoModelForSeq2SeqLM": "modeling_glm.GLMForConditionalGeneration",
+        },
+        "num_layers": SHAPE["layers"],
+        "vocab_size": SHAPE["rows"],
+        "hidden_size": SHAPE["hidden"],
+        "num_attention_heads": SHAPE["heads"],
+        "embedding_dropout_prob": 0.1,
+        "attention_dropout_prob": 0.1,
+        "output_dropout_prob": 0.1,
+        "max_sequence_length": SHAPE["max_sequence_length"],
+        "checkpoint_activations": False,
+        "checkpoint_num_layers": 1,
+        "parallel_output": True,
+        "relative_encoding": False,
+        "block_position_encoding": True,
+        "output_predict": True,
+        "spell_length": None,
+        "spell_func": "lstm",
+        "attention_scale": 1.0,
+        "initializer_range": 0.02,
+        "pool_token": "cls",
+    }
 
 
 def write_hub_dir(root: Path, state: dict, *, prefix: bool = False, weights: str = "bin") -> Path:
@@ -89,8 +106,13 @@ def write_megatron_dir(root: Path, state: dict, *, ranks: int = 1, tag: str = "r
     (root / "latest_checkpointed_iteration.txt").write_text(tag + "\n", encoding="utf-8")
     shards = split_model_parallel(state, ranks) if ranks > 1 else [state]
     for rank, shard in enumerate(shards):
-        checkpoint = {"iteration": 0, "module": shard, "random_rng_state": random.getstate(),
-                      "np_rng_state": np.random.get_state(), "torch_rng_state": torch.get_rng_state()}
+        checkpoint = {
+            "iteration": 0,
+            "module": shard,
+            "random_rng_state": random.getstate(),
+            "np_rng_state": np.random.get_state(),
+            "torch_rng_state": torch.get_rng_state(),
+        }
         torch.save(checkpoint, root / tag / f"mp_rank_{rank:02d}_model_states.pt")
     return root
 
@@ -105,11 +127,17 @@ def ctxlm_logits(model, name: str) -> torch.Tensor:
     inputs = batch(name)
     with torch.no_grad():
         if name == "blank":
-            hidden = model.hidden_states(inputs["input_ids"], inputs["position_ids"], inputs["block_position_ids"],
-                                         inputs["sep"])
+            hidden = model.hidden_states(
+                inputs["input_ids"], inputs["position_ids"], inputs["block_position_ids"], inputs["sep"]
+            )
         else:
-            hidden = model.hidden_states(inputs["input_ids"], inputs["position_ids"], inputs["block_position_ids"],
-                                         None, attention_mask=inputs["attention_matrix"])
+            hidden = model.hidden_states(
+                inputs["input_ids"],
+                inputs["position_ids"],
+                inputs["block_position_ids"],
+                None,
+                attention_mask=inputs["attention_matrix"],
+            )
         return model.output_logits(hidden)
 
 
@@ -122,8 +150,9 @@ def greedy_ids(model) -> list[list[int]]:
     """ctxlm's own decoding API (`start_decoding` / `decode_step` through `ctxlm.generation`), greedy."""
     prompts = batch("generation")
     steps = INPUTS["generation"]["steps"]
-    return generate(model, prompts["input_ids"], prompts["attention_mask"],
-                    GenerationConfig(num_beams=1, max_new_tokens=steps)).tokens
+    return generate(
+        model, prompts["input_ids"], prompts["attention_mask"], GenerationConfig(num_beams=1, max_new_tokens=steps)
+    ).tokens
 
 
 # ------------------------------------------------------------------------------------------ hub
@@ -138,7 +167,11 @@ def test_hub_logits_equal_the_hub_code(tmp_path, official_state, expected, prefi
     cfg = model.config
     assert (cfg.activation_function, cfg.max_position_embeddings, cfg.ffn_dim) == ("gelu", 17, 4 * SHAPE["hidden"])
     assert (cfg.sop_token_id, cfg.eop_token_id, cfg.smask_token_id, cfg.gmask_token_id) == (
-        RECORD["sop"], RECORD["eop"], None, None)
+        RECORD["sop"],
+        RECORD["eop"],
+        None,
+        None,
+    )
     assert tokenizer is not None and tokenizer.special_id("<|startofpiece|>") == RECORD["sop"]
     for name in ("blank", "matrix"):
         diff = max_real_row_diff(ctxlm_logits(model, name), expected[f"hub_{name}_logits"], name)
@@ -198,8 +231,16 @@ def test_megatron_needs_the_head_count_and_token_ids_for_unknown_shapes(tmp_path
         model_from_official(path, num_heads=4)
     with pytest.raises(CtxlmError, match="bos_token_id 101 is outside the 64 embedding rows"):
         model_from_official(path, num_heads=4, tokenizer="bert")
-    ids = dict(pad_token_id=0, bos_token_id=2, eos_token_id=3, mask_token_id=4, sop_token_id=56, eop_token_id=57,
-               smask_token_id=None, gmask_token_id=None)
+    ids = dict(
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        mask_token_id=4,
+        sop_token_id=56,
+        eop_token_id=57,
+        smask_token_id=None,
+        gmask_token_id=None,
+    )
     model, tokenizer, _ = model_from_official(path, num_heads=4, token_ids=ids)
     assert tokenizer is None and model.config.sop_token_id == 56
 
@@ -212,7 +253,7 @@ def test_megatron_merge_inverts_the_split(official_state):
     qkv = split_model_parallel(official_state, 2)[0]["transformer.layers.0.attention.query_key_value.weight"]
     h = SHAPE["hidden"]  # rank 0 holds the first half of q, then of k, then of v
     full = official_state["transformer.layers.0.attention.query_key_value.weight"]
-    assert torch.equal(qkv[h // 2:h], full[h:h + h // 2])
+    assert torch.equal(qkv[h // 2 : h], full[h : h + h // 2])
 
 
 # -------------------------------------------------------------------------------- round trip, errors
@@ -220,8 +261,17 @@ def native_glm(seed: int = 0):
     from ctxlm.checkpoint import build_model
 
     torch.manual_seed(seed)
-    config = GlmConfig(vocab_size=48, d_model=32, num_layers=2, num_heads=4, ffn_dim=128,
-                       max_position_embeddings=33, dropout=0.05, attention_dropout=0.0, init_std=0.2)
+    config = GlmConfig(
+        vocab_size=48,
+        d_model=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=128,
+        max_position_embeddings=33,
+        dropout=0.05,
+        attention_dropout=0.0,
+        init_std=0.2,
+    )
     return build_model(config).eval()
 
 
@@ -312,10 +362,12 @@ def test_layouts_cope_without_smask_and_gmask(tmp_path, official_state):
 
 
 # ------------------------------------------------------------------- BPE releases' tokenizers
-@pytest.mark.parametrize("kind, base, vocab_fixture", [("roberta", 50265, "roberta-vocab.json"),
-                                                        ("gpt2", 50257, "gpt2-vocab.json")])
-def test_bpe_releases_get_their_tokenizer_with_glm_tokens(tmp_path, official_state, data_dir, kind, base,
-                                                          vocab_fixture):
+@pytest.mark.parametrize(
+    "kind, base, vocab_fixture", [("roberta", 50265, "roberta-vocab.json"), ("gpt2", 50257, "gpt2-vocab.json")]
+)
+def test_bpe_releases_get_their_tokenizer_with_glm_tokens(
+    tmp_path, official_state, data_dir, kind, base, vocab_fixture
+):
     """glm-roberta-large and glm-10b directories (vocab.json + merges.txt, the files THUDM/GLM ships) convert
     with their release tokenizer: GLM's tokens at the release ids (THUDM's data_utils/tokenization.py), the
     config's special ids on those tokens, and the ids of THUDM's own tokenizer on corpus lines."""
@@ -373,22 +425,74 @@ def test_finetune_init_from_a_converted_release(tmp_path, official_state, data_d
         (tmp_path / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     recipe = load_finetune_config("gigaword")
     recipe.max_source_tokens, recipe.max_target_tokens = 10, 4
-    recipe.train = dataclasses.replace(recipe.train, batch_size=4, max_steps=2, warmup_steps=1, eval_every=2,
-                                       eval_batches=1, log_every=2, progress=False, save_every=2, keep_checkpoints=0,
-                                       early_stopping_patience=0)
+    recipe.train = dataclasses.replace(
+        recipe.train,
+        batch_size=4,
+        max_steps=2,
+        warmup_steps=1,
+        eval_every=2,
+        eval_batches=1,
+        log_every=2,
+        progress=False,
+        save_every=2,
+        keep_checkpoints=0,
+        early_stopping_patience=0,
+    )
     recipe.decoding = dataclasses.replace(recipe.decoding, num_beams=2, max_new_tokens=3)
-    result = finetune(tmp_path / "train.jsonl", tmp_path / "valid.jsonl", tmp_path / "seq2seq", recipe,
-                      init=tmp_path / "converted")
+    result = finetune(
+        tmp_path / "train.jsonl", tmp_path / "valid.jsonl", tmp_path / "seq2seq", recipe, init=tmp_path / "converted"
+    )
     assert result.step == 2
     valid = read_pairs("summarization", tmp_path / "valid.jsonl", limit=2)
     assert len(decode_pairs(tmp_path / "seq2seq", valid, max_source_tokens=10)) == 2
 
-    assert main(["finetune", "--task", "cloze", "--dataset", "superglue/RTE", "--data-dir", str(data_dir / "nlu"),
-                 "--init", str(tmp_path / "converted"), "--out", str(tmp_path / "rte"), "--max-steps", "1",
-                 "--eval-every", "1", "--warmup-steps", "0", "--max-length", "16", "--no-progress",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--task",
+                "cloze",
+                "--dataset",
+                "superglue/RTE",
+                "--data-dir",
+                str(data_dir / "nlu"),
+                "--init",
+                str(tmp_path / "converted"),
+                "--out",
+                str(tmp_path / "rte"),
+                "--max-steps",
+                "1",
+                "--eval-every",
+                "1",
+                "--warmup-steps",
+                "0",
+                "--max-length",
+                "16",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["infill", "--model", str(tmp_path / "converted"), "--text", "the cat [MASK] on the mat",
-                 "--beam", "1", "--max-length", "3", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "infill",
+                "--model",
+                str(tmp_path / "converted"),
+                "--text",
+                "the cat [MASK] on the mat",
+                "--beam",
+                "1",
+                "--max-length",
+                "3",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     filled = capsys.readouterr().out.strip().splitlines()[-1]
     assert "[MASK]" not in filled and filled.startswith("the cat")

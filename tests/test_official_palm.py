@@ -92,10 +92,18 @@ def until_eos(ids: list[int], eos: int = 2) -> list[int]:
 def test_log_probs_equal_the_official_code(tmp_path, head, heads, copy):
     model, tokenizer, report = model_from_official(write_release(tmp_path, head), family="palm")
     cfg = model.config
-    assert (cfg.decoder_attention_heads, cfg.copy, cfg.decoder_style, cfg.tie_decoder_embedding) \
-        == (heads, copy, "presumm", False)
-    assert (cfg.decoder_ffn_dim, cfg.encoder_ffn_dim, cfg.layer_norm_eps, cfg.decoder_layer_norm_eps) \
-        == (48, 64, 1e-5, 1e-6)
+    assert (cfg.decoder_attention_heads, cfg.copy, cfg.decoder_style, cfg.tie_decoder_embedding) == (
+        heads,
+        copy,
+        "presumm",
+        False,
+    )
+    assert (cfg.decoder_ffn_dim, cfg.encoder_ffn_dim, cfg.layer_norm_eps, cfg.decoder_layer_norm_eps) == (
+        48,
+        64,
+        1e-5,
+        1e-6,
+    )
     assert "format palm-alicemind" in report.notes
     ours, official = official_log_probs(model, head)
     assert ours.shape == official.shape and ours.shape[0] == 13
@@ -128,8 +136,9 @@ def test_beam_reordering_keeps_each_history(tmp_path):
         stepped = model.decode_step(state, second)
         histories = torch.stack([torch.zeros(6, dtype=torch.long), first[swap], second], dim=1)
         sources = src.repeat_interleave(2, dim=0)
-        forced = model(sources, sources.ne(1), decoder_input_ids=histories, labels=histories,
-                       return_log_probs=True).log_probs[:, -1]
+        forced = model(
+            sources, sources.ne(1), decoder_input_ids=histories, labels=histories, return_log_probs=True
+        ).log_probs[:, -1]
     assert (stepped - forced).abs().max().item() < 1e-5
     beams = generate(model, src, src.ne(1), GenerationConfig(num_beams=3, max_new_tokens=4))
     assert len(beams.tokens) == 3 and all(1 <= len(ids) <= 4 for ids in beams.tokens)
@@ -153,11 +162,19 @@ def test_a_directory_or_a_pt_with_roberta_dir(tmp_path):
     assert not is_alicemind(elsewhere)
     found = read_alicemind(elsewhere, roberta_dir=tmp_path / "release" / "roberta-base")
     assert found.config.decoder_attention_heads == 2
-    assert found.tokenizer is not None and (found.tokenizer.pad_id, found.tokenizer.cls_id, found.tokenizer.sep_id,
-                                            found.tokenizer.mask_id) == (1, 0, 2, 63)
+    assert found.tokenizer is not None and (
+        found.tokenizer.pad_id,
+        found.tokenizer.cls_id,
+        found.tokenizer.sep_id,
+        found.tokenizer.mask_id,
+    ) == (1, 0, 2, 63)
     assert found.generation.num_beams == 1 and found.generation.length_penalty_type == "gnmt"
-    assert read_alicemind(elsewhere, roberta_dir=tmp_path / "release" / "roberta-base", dec_heads=4) \
-        .config.decoder_attention_heads == 4
+    assert (
+        read_alicemind(
+            elsewhere, roberta_dir=tmp_path / "release" / "roberta-base", dec_heads=4
+        ).config.decoder_attention_heads
+        == 4
+    )
 
 
 def test_unrelated_paths_are_not_the_release(tmp_path):
@@ -213,20 +230,51 @@ def test_finetune_from_the_converted_release(tmp_path):
     converted, tokenizer = load_model_dir(tmp_path / "converted")
     ours, official = official_log_probs(converted.eval(), "pgen")
     assert (ours - official).abs().max().item() < 1e-5 and tokenizer.mask_id == 63
-    rows = [{"document": "the cat sat on a mat. a dog ran", "summary": "cat sat"},
-            {"document": "big rain fell all day in the old town", "summary": "rain fell"}] * 4
+    rows = [
+        {"document": "the cat sat on a mat. a dog ran", "summary": "cat sat"},
+        {"document": "big rain fell all day in the old town", "summary": "rain fell"},
+    ] * 4
     for name in ("train", "valid"):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "run"
-    assert main(["finetune", "--init", str(tmp_path / "converted"), "--train", str(tmp_path / "train.jsonl"),
-                 "--valid", str(tmp_path / "valid.jsonl"), "--out", str(out), "--max-steps", "3",
-                 "--batch-size", "4", "--task", "summarization", "--warmup-steps", "1",
-                 "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--init",
+                str(tmp_path / "converted"),
+                "--train",
+                str(tmp_path / "train.jsonl"),
+                "--valid",
+                str(tmp_path / "valid.jsonl"),
+                "--out",
+                str(out),
+                "--max-steps",
+                "3",
+                "--batch-size",
+                "4",
+                "--task",
+                "summarization",
+                "--warmup-steps",
+                "1",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     saved = json.loads((out / "config.json").read_text())
-    assert (saved["decoder_style"], saved["copy_head"], saved["tie_decoder_embedding"]) == ("presumm", "attention",
-                                                                                           False)
-    losses = [row["train/lm_loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
-              if "train/lm_loss" in row]
+    assert (saved["decoder_style"], saved["copy_head"], saved["tie_decoder_embedding"]) == (
+        "presumm",
+        "attention",
+        False,
+    )
+    losses = [
+        row["train/lm_loss"]
+        for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        if "train/lm_loss" in row
+    ]
     assert losses and all(0 < loss < 20 for loss in losses)
 
 
@@ -238,17 +286,33 @@ def test_the_release_architecture_is_not_exported_as_bart(tmp_path):
         bart_from_palm(model, drop_copy_head=True)
 
 
-@pytest.mark.parametrize("options, field", [(dict(decoder_style="fairseq"), "decoder_style"),
-                                            (dict(copy_head="pgen"), "copy_head"),
-                                            (dict(copy_head="attention"), "copy_head 'attention'"),
-                                            (dict(decoder_layer_norm_eps=1e-6), "decoder_layer_norm_eps")])
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        (dict(decoder_style="fairseq"), "decoder_style"),
+        (dict(copy_head="pgen"), "copy_head"),
+        (dict(copy_head="attention"), "copy_head 'attention'"),
+        (dict(decoder_layer_norm_eps=1e-6), "decoder_layer_norm_eps"),
+    ],
+)
 def test_release_options_are_checked(options, field):
     from ctxlm.families.palm import PalmConfig
     from ctxlm.models.palm import PalmModel
 
     with pytest.raises(CtxlmError, match=field):
-        PalmModel(PalmConfig(vocab_size=16, d_model=8, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                             decoder_attention_heads=2, encoder_ffn_dim=8, decoder_ffn_dim=8, **options))
+        PalmModel(
+            PalmConfig(
+                vocab_size=16,
+                d_model=8,
+                encoder_layers=1,
+                decoder_layers=1,
+                encoder_attention_heads=2,
+                decoder_attention_heads=2,
+                encoder_ffn_dim=8,
+                decoder_ffn_dim=8,
+                **options,
+            )
+        )
 
 
 def test_the_mlm_head_comes_from_roberta_base_when_it_has_one(tmp_path):
@@ -256,9 +320,14 @@ def test_the_mlm_head_comes_from_roberta_base_when_it_has_one(tmp_path):
     from safetensors.torch import save_file
 
     pt = write_release(tmp_path, "plain")
-    head = {"lm_head.dense.weight": torch.randn(32, 32), "lm_head.dense.bias": torch.randn(32),
-            "lm_head.layer_norm.weight": torch.randn(32), "lm_head.layer_norm.bias": torch.randn(32),
-            "lm_head.bias": torch.randn(64), "lm_head.decoder.weight": torch.randn(64, 32)}
+    head = {
+        "lm_head.dense.weight": torch.randn(32, 32),
+        "lm_head.dense.bias": torch.randn(32),
+        "lm_head.layer_norm.weight": torch.randn(32),
+        "lm_head.layer_norm.bias": torch.randn(32),
+        "lm_head.bias": torch.randn(64),
+        "lm_head.decoder.weight": torch.randn(64, 32),
+    }
     save_file(head, str(tmp_path / "roberta-base" / "model.safetensors"))
     found = read_alicemind(pt)
     assert torch.equal(found.tensors["mlm_head.dense.weight"], head["lm_head.dense.weight"])

@@ -23,10 +23,14 @@ from ctxlm.tokenization import train_tokenizer
 
 OFFICIAL = json.loads((ROOT / "tests/fixtures/official/recipes/official.json").read_text(encoding="utf-8"))
 GLM_TASKS = sorted(OFFICIAL["glm_superglue"])
-FIRST_LINES = {**{f"glm-superglue-{task}": "# GLM Table 1 (SuperGLUE dev)" for task in GLM_TASKS},
-               "unilm2-xsum": "# UniLMv2 Table 4 (XSum)", "unilm2-cnndm": "# UniLMv2 Table 4 (CNN/DailyMail)",
-               "unilm2-squad-qg": "# UniLMv2 Table 5", "palm-cnndm": "# PALM Table 3 (CNN/DailyMail)",
-               "palm-gigaword": "# PALM Table 3 (Gigaword)"}
+FIRST_LINES = {
+    **{f"glm-superglue-{task}": "# GLM Table 1 (SuperGLUE dev)" for task in GLM_TASKS},
+    "unilm2-xsum": "# UniLMv2 Table 4 (XSum)",
+    "unilm2-cnndm": "# UniLMv2 Table 4 (CNN/DailyMail)",
+    "unilm2-squad-qg": "# UniLMv2 Table 5",
+    "palm-cnndm": "# PALM Table 3 (CNN/DailyMail)",
+    "palm-gigaword": "# PALM Table 3 (Gigaword)",
+}
 
 
 def nlu_recipe(name: str, *flags: str):
@@ -56,8 +60,11 @@ def test_glm_superglue_recipe_is_the_official_script(task):
     assert nlu.max_length == args["seq-length"] and nlu.epochs == args["epochs"]
     assert train.lr == args["lr"] and train.batch_size * train.grad_accum == args["batch-size"] * official["gpus"]
     assert train.warmup_ratio == args["warmup"] and train.weight_decay == args["weight-decay"]
-    assert (train.adam_beta1, train.adam_beta2, train.adam_eps) == (args["adam-beta1"], args["adam-beta2"],
-                                                                    args["adam-eps"])
+    assert (train.adam_beta1, train.adam_beta2, train.adam_eps) == (
+        args["adam-beta1"],
+        args["adam-beta2"],
+        args["adam-eps"],
+    )
     assert train.clip_norm == args["clip-grad"] and train.seed == args["seed"]
     assert train.label_smoothing == args["label-smoothing"] and args["gradient-accumulation-steps"] == 1
     # what ctxlm cannot express is listed in the recipe's comments, with the official value
@@ -82,11 +89,18 @@ def test_unilm2_summarization_recipe_is_the_s2s_ft_readme_command(name, key):
     t = recipe.train
     assert t.lr == train["learning_rate"] and t.max_steps == train["num_training_steps"]
     assert t.batch_size == train["per_gpu_train_batch_size"]
-    assert t.batch_size * t.grad_accum == official["gpus"] * train["per_gpu_train_batch_size"] * train[
-        "gradient_accumulation_steps"]
+    assert (
+        t.batch_size * t.grad_accum
+        == official["gpus"] * train["per_gpu_train_batch_size"] * train["gradient_accumulation_steps"]
+    )
     assert t.warmup_steps == train["num_warmup_steps"] and t.warmup_ratio is None
     assert (t.label_smoothing, t.weight_decay, t.adam_eps, t.clip_norm, t.seed) == (
-        train["label_smoothing"], train["weight_decay"], train["adam_epsilon"], train["max_grad_norm"], train["seed"])
+        train["label_smoothing"],
+        train["weight_decay"],
+        train["adam_epsilon"],
+        train["max_grad_norm"],
+        train["seed"],
+    )
     d = recipe.decoding
     assert d.num_beams == decode["beam_size"] and d.max_new_tokens == decode["max_tgt_length"]
     assert d.min_new_tokens == decode["min_len"]
@@ -101,8 +115,10 @@ def test_unilm2_squad_qg_recipe_is_table_10():
     recipe = load_finetune_config("unilm2-squad-qg")
     t, d = recipe.train, recipe.decoding
     assert recipe.task == "qg" and recipe.epochs == paper["Epochs"]
-    assert (recipe.max_source_tokens, recipe.max_target_tokens) == (paper["Max input length"],
-                                                                    paper["Max output length"])
+    assert (recipe.max_source_tokens, recipe.max_target_tokens) == (
+        paper["Max input length"],
+        paper["Max output length"],
+    )
     assert t.lr == paper["Learning rate"] and t.batch_size * t.grad_accum == paper["Batch size"]
     assert t.warmup_ratio == paper["Warmup ratio"] and paper["Learning rate schedule"] == "Linear"
     assert (t.label_smoothing, t.weight_decay) == (paper["Label smoothing"], paper["Weight decay"])
@@ -115,8 +131,11 @@ def test_unilm2_squad_qg_recipe_is_table_10():
 def palm_common(recipe, optimizer_args: dict) -> None:
     t = recipe.train
     assert t.label_smoothing == optimizer_args["label_smoothing"] and t.seed == optimizer_args["seed"]
-    assert (t.adam_beta1, t.adam_beta2, t.adam_eps) == (optimizer_args["beta1"], optimizer_args["beta2"],
-                                                       OFFICIAL["palm"]["adam_eps"])
+    assert (t.adam_beta1, t.adam_beta2, t.adam_eps) == (
+        optimizer_args["beta1"],
+        optimizer_args["beta2"],
+        OFFICIAL["palm"]["adam_eps"],
+    )
     assert t.clip_norm == optimizer_args["max_grad_norm"] == 0 and t.weight_decay == 0
     paper = OFFICIAL["palm"]["paper"]
     assert t.lr == paper["lr"] and t.batch_size * t.grad_accum == paper["batch_size"]
@@ -188,8 +207,23 @@ def test_epochs_become_steps_and_clash_with_max_steps(tmp_path):
 
 
 def test_compare_asks_for_steps_with_an_epochs_recipe():
-    args = build_parser().parse_args(["compare", "--corpus", "c", "--tokenizer", "t", "--task", "glm-superglue-rte",
-                                      "--data-dir", "nlu", "--budget-tokens", "10", "--out", "o"])
+    args = build_parser().parse_args(
+        [
+            "compare",
+            "--corpus",
+            "c",
+            "--tokenizer",
+            "t",
+            "--task",
+            "glm-superglue-rte",
+            "--data-dir",
+            "nlu",
+            "--budget-tokens",
+            "10",
+            "--out",
+            "o",
+        ]
+    )
     with pytest.raises(CtxlmError, match="give --finetune-steps"):
         comparison_settings(vars(args))
     args.finetune_steps = 3
@@ -198,8 +232,10 @@ def test_compare_asks_for_steps_with_an_epochs_recipe():
 
 
 # ------------------------------------------------------------------------------ few-step runs
-TINY = {"glm": "model:\n  base: glm-tiny\n  d_model: 32\n  num_layers: 1\n  num_heads: 2\n  ffn_dim: 64\n",
-        "unilm": "model:\n  base: unilm-tiny\n  d_model: 32\n  num_layers: 1\n  num_heads: 2\n  ffn_dim: 64\n"}
+TINY = {
+    "glm": "model:\n  base: glm-tiny\n  d_model: 32\n  num_layers: 1\n  num_heads: 2\n  ffn_dim: 64\n",
+    "unilm": "model:\n  base: unilm-tiny\n  d_model: 32\n  num_layers: 1\n  num_heads: 2\n  ffn_dim: 64\n",
+}
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +244,9 @@ def tiny(data_dir, tmp_path_factory):
     rows = (data_dir / "summarization/gigaword/train.jsonl").read_text(encoding="utf-8").splitlines()[:8]
     (root / "giga.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
     (root / "giga.txt").write_text("".join(json.loads(r)["document"] + "\n\n" for r in rows), encoding="utf-8")
-    train_tokenizer([data_dir / "nlu/superglue/RTE/train.jsonl", root / "giga.txt"], 600, root / "tok",
-                    format="paragraphs")
+    train_tokenizer(
+        [data_dir / "nlu/superglue/RTE/train.jsonl", root / "giga.txt"], 600, root / "tok", format="paragraphs"
+    )
     for family, config in TINY.items():
         (root / f"{family}.yaml").write_text(config, encoding="utf-8")
     return root
@@ -223,17 +260,56 @@ def run_json(out: Path) -> dict:
 def test_cloze_finetune_with_a_glm_recipe(tiny, data_dir, tmp_path):
     """`finetune --recipe glm-superglue-rte` (the task from the recipe) with --max-steps 2; then a copy
     with epochs: 1 trains ⌈32 / 16⌉ = 2 steps on FewGLUE's 32 rows."""
-    common = ["--data-dir", str(data_dir / "nlu"), "--config", str(tiny / "glm.yaml"), "--tokenizer",
-              str(tiny / "tok"), "--max-length", "128", "--no-progress", "--device", "cpu"]
-    assert main(["finetune", "--recipe", "glm-superglue-rte", "--out", str(tmp_path / "rte"), "--max-steps", "2",
-                 "--eval-every", "2", *common]) == 0
+    common = [
+        "--data-dir",
+        str(data_dir / "nlu"),
+        "--config",
+        str(tiny / "glm.yaml"),
+        "--tokenizer",
+        str(tiny / "tok"),
+        "--max-length",
+        "128",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
+    assert (
+        main(
+            [
+                "finetune",
+                "--recipe",
+                "glm-superglue-rte",
+                "--out",
+                str(tmp_path / "rte"),
+                "--max-steps",
+                "2",
+                "--eval-every",
+                "2",
+                *common,
+            ]
+        )
+        == 0
+    )
     train = run_json(tmp_path / "rte")["train"]
     assert train["max_steps"] == 2 and train["lr"] == 1e-5 and train["warmup_ratio"] == 0.1
     assert train["weight_decay"] == 0.1 and train["seed"] == 1234
     one_epoch = yaml.safe_load(text("glm-superglue-rte")) | {"epochs": 1}
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(one_epoch), encoding="utf-8")
-    assert main(["finetune", "--recipe", str(tmp_path / "one.yaml"), "--out", str(tmp_path / "epoch"),
-                 "--eval-every", "2", *common]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--recipe",
+                str(tmp_path / "one.yaml"),
+                "--out",
+                str(tmp_path / "epoch"),
+                "--eval-every",
+                "2",
+                *common,
+            ]
+        )
+        == 0
+    )
     assert run_json(tmp_path / "epoch")["train"]["max_steps"] == 2
 
 
@@ -241,10 +317,38 @@ def test_cloze_finetune_with_a_glm_recipe(tiny, data_dir, tmp_path):
 def test_seq2seq_finetune_with_unilm2_recipes(tiny, tmp_path):
     """`finetune --recipe unilm2-xsum --max-steps 2` on a tiny UniLMv2; a copy of `unilm2-squad-qg` with
     epochs: 1 trains ⌈8 pairs / 4⌉ = 2 steps."""
-    common = ["--train", str(tiny / "giga.jsonl"), "--config", str(tiny / "unilm.yaml"), "--tokenizer",
-              str(tiny / "tok"), "--batch-size", "4", "--grad-accum", "1", "--no-progress", "--device", "cpu"]
-    assert main(["finetune", "--recipe", "unilm2-xsum", "--out", str(tmp_path / "xsum"), "--max-steps", "2",
-                 "--warmup-steps", "1", *common]) == 0
+    common = [
+        "--train",
+        str(tiny / "giga.jsonl"),
+        "--config",
+        str(tiny / "unilm.yaml"),
+        "--tokenizer",
+        str(tiny / "tok"),
+        "--batch-size",
+        "4",
+        "--grad-accum",
+        "1",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
+    assert (
+        main(
+            [
+                "finetune",
+                "--recipe",
+                "unilm2-xsum",
+                "--out",
+                str(tmp_path / "xsum"),
+                "--max-steps",
+                "2",
+                "--warmup-steps",
+                "1",
+                *common,
+            ]
+        )
+        == 0
+    )
     info = run_json(tmp_path / "xsum")
     assert info["train"]["max_steps"] == 2 and info["train"]["lr"] == 7e-5
     assert info["recipe"]["max_source_tokens"] == 720

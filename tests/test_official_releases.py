@@ -31,11 +31,15 @@ def official_paths(root: Path) -> dict[str, list[Path]]:
     glm_state = load_file(str(GLM_FIXTURES / "weights.safetensors"))
     palm_pt = write_palm_release(root / "palm", "pgen")
     return {
-        "glm-hub": [write_hub_dir(root / "hub-bin", glm_state),
-                    write_hub_dir(root / "hub-st", glm_state, prefix=True, weights="safetensors")],
+        "glm-hub": [
+            write_hub_dir(root / "hub-bin", glm_state),
+            write_hub_dir(root / "hub-st", glm_state, prefix=True, weights="safetensors"),
+        ],
         "glm-megatron": [(tracker := write_megatron_dir(root / "megatron", glm_state)), tracker / "release"],
-        "unilm-release": [write_unilm_release(root / "unilm-release", "rel32"),
-                          write_unilm_release(root / "unilm-named", "norel", named="unilm2-base-uncased")],
+        "unilm-release": [
+            write_unilm_release(root / "unilm-release", "rel32"),
+            write_unilm_release(root / "unilm-named", "norel", named="unilm2-base-uncased"),
+        ],
         "unilm-s2s-ft": [write_s2s_ft_dir(root / "s2s-ft", "rel32")],
         "palm-alicemind": [palm_pt, palm_pt.parent],
     }
@@ -63,11 +67,15 @@ def test_the_command_line_generates_with_and_finetunes_from_a_converted_release_
     from ctxlm.config import GenerationConfig
     from ctxlm.predict import Seq2SeqPredictor
 
-    releases = {"glm": write_hub_dir(tmp_path / "glm", load_file(str(GLM_FIXTURES / "weights.safetensors"))),
-                "unilm": write_unilm_release(tmp_path / "unilm", "rel32"),
-                "palm": write_palm_release(tmp_path / "palm", "pgen")}
-    rows = [{"document": "the cat sat on a mat", "summary": "cat sat"},
-            {"document": "rain fell all day", "summary": "rain fell"}] * 2
+    releases = {
+        "glm": write_hub_dir(tmp_path / "glm", load_file(str(GLM_FIXTURES / "weights.safetensors"))),
+        "unilm": write_unilm_release(tmp_path / "unilm", "rel32"),
+        "palm": write_palm_release(tmp_path / "palm", "pgen"),
+    }
+    rows = [
+        {"document": "the cat sat on a mat", "summary": "cat sat"},
+        {"document": "rain fell all day", "summary": "rain fell"},
+    ] * 2
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     for family, release in releases.items():
@@ -75,14 +83,57 @@ def test_the_command_line_generates_with_and_finetunes_from_a_converted_release_
         assert main(["convert", "--from-official", str(release), "--out", str(converted)]) == 0
         assert json.loads((converted / "config.json").read_text(encoding="utf-8"))["family"] == family
         capsys.readouterr()
-        assert main(["generate", "--model", str(converted), "--text", "the cat sat", "--max-length", "3",
-                     "--beam", "1", "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "generate",
+                    "--model",
+                    str(converted),
+                    "--text",
+                    "the cat sat",
+                    "--max-length",
+                    "3",
+                    "--beam",
+                    "1",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
         model, tokenizer = load_model_dir(converted)
         expected = Seq2SeqPredictor(model, tokenizer, "cpu").generate(
-            ["the cat sat"], dataclasses.replace(model.generation_config or GenerationConfig(), num_beams=1,
-                                                 max_new_tokens=3))
+            ["the cat sat"],
+            dataclasses.replace(model.generation_config or GenerationConfig(), num_beams=1, max_new_tokens=3),
+        )
         assert capsys.readouterr().out.splitlines() == expected and expected[0], family
-        assert main(["finetune", "--init", str(converted), "--task", "summarization", "--train", str(data),
-                     "--valid", str(data), "--out", str(run), "--max-steps", "1", "--batch-size", "2",
-                     "--warmup-steps", "1", "--eval-every", "1", "--no-progress", "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "finetune",
+                    "--init",
+                    str(converted),
+                    "--task",
+                    "summarization",
+                    "--train",
+                    str(data),
+                    "--valid",
+                    str(data),
+                    "--out",
+                    str(run),
+                    "--max-steps",
+                    "1",
+                    "--batch-size",
+                    "2",
+                    "--warmup-steps",
+                    "1",
+                    "--eval-every",
+                    "1",
+                    "--no-progress",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
         assert json.loads((run / "config.json").read_text(encoding="utf-8"))["family"] == family

@@ -31,12 +31,32 @@ def test_official_unilm_gpu_script_runs_at_a_tiny_size_on_the_cpu(data_dir, tmp_
     for split, rows in (("train", 16), ("valid", 30)):
         slice_rows(data_dir / "qg/squad_du2017" / f"{split}.jsonl", data / "qg/squad_du2017" / f"{split}.jsonl", rows)
     out, work = tmp_path / "out", tmp_path / "work"
-    env = {**os.environ, "CTXLM_DATA": str(data), "WORK": str(work), "REPORTS": str(out),
-           "CTXLM": f"{sys.executable} -m ctxlm", "PYTHON": sys.executable, "MAX_STEPS": "2", "BATCH": "4",
-           "EVAL_EVERY": "2", "SELECT_ROWS": "6", "EVAL_ROWS": "5", "BEAM": "1", "MAX_NEW": "4", "DECODE_BATCH": "4",
-           "DEVICE": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(["sh", str(ROOT / "reports/official/run-gpu.sh"), str(release)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "CTXLM_DATA": str(data),
+        "WORK": str(work),
+        "REPORTS": str(out),
+        "CTXLM": f"{sys.executable} -m ctxlm",
+        "PYTHON": sys.executable,
+        "MAX_STEPS": "2",
+        "BATCH": "4",
+        "EVAL_EVERY": "2",
+        "SELECT_ROWS": "6",
+        "EVAL_ROWS": "5",
+        "BEAM": "1",
+        "MAX_NEW": "4",
+        "DECODE_BATCH": "4",
+        "DEVICE": "cpu",
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        ["sh", str(ROOT / "reports/official/run-gpu.sh"), str(release)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     select = [json.loads(line) for line in (work / "select.jsonl").read_text().splitlines()]
     scored = [json.loads(line) for line in (work / "scored.jsonl").read_text().splitlines()]

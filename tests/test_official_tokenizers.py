@@ -23,15 +23,27 @@ import regex
 
 from ctxlm.errors import CtxlmError
 from ctxlm.tokenization import TextTokenizer
-from ctxlm.official.tokenizers import (GLM_BERT_TOKENS, GLM_GPT2_TOKENS, GLM_ROBERTA_TOKENS,
-                                       bert_wordpiece_tokenizer, gpt2_bpe_tokenizer, release_tokenizer,
-                                       roberta_bpe_tokenizer)
+from ctxlm.official.tokenizers import (
+    GLM_BERT_TOKENS,
+    GLM_GPT2_TOKENS,
+    GLM_ROBERTA_TOKENS,
+    bert_wordpiece_tokenizer,
+    gpt2_bpe_tokenizer,
+    release_tokenizer,
+    roberta_bpe_tokenizer,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures/official/tokenizers"
 EDGE_CASES = [  # what the corpus may lack: accents, CJK, controls, runs of spaces, numbers, contractions
-    "Crème brûlée, naïve façade — Ångström's ÉCOLE", "北京大学 in 東京 and 서울", "tab\there  two  spaces   three",
-    "they're we've I'd you'll 1,234.56 3rd", "control\x00char\ufffd and zero\u200bwidth", "  leading and trailing  ",
-    "a" * 120 + " supercalifragilisticexpialidocious", "emoji 🙂 and ﬁ ligature", "",
+    "Crème brûlée, naïve façade — Ångström's ÉCOLE",
+    "北京大学 in 東京 and 서울",
+    "tab\there  two  spaces   three",
+    "they're we've I'd you'll 1,234.56 3rd",
+    "control\x00char\ufffd and zero\u200bwidth",
+    "  leading and trailing  ",
+    "a" * 120 + " supercalifragilisticexpialidocious",
+    "emoji 🙂 and ﬁ ligature",
+    "",
 ]
 
 
@@ -136,9 +148,15 @@ def test_byte_level_bpe_matches_transformers_and_gpt2s_algorithm(release_files, 
     # own default, and GLM's CommandToken('MASK', ..., lstrip=True))
     options = {"mask_token": transformers.AddedToken("<mask>", lstrip=True, special=True)} if kind == "roberta" else {}
     reference = cls.from_pretrained(str(directory), **options)
-    reference.add_tokens([transformers.AddedToken(token, special=True, normalized=False,
-                                                  lstrip=token in ("[MASK]", "[gMASK]", "[sMASK]"))
-                          for token in added], special_tokens=True)
+    reference.add_tokens(
+        [
+            transformers.AddedToken(
+                token, special=True, normalized=False, lstrip=token in ("[MASK]", "[gMASK]", "[sMASK]")
+            )
+            for token in added
+        ],
+        special_tokens=True,
+    )
     for token, wanted in added.items():
         assert ours.token_to_id(token) == reference.convert_tokens_to_ids(token) == wanted
     vocab = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
@@ -174,8 +192,11 @@ def test_release_tokenizer_picks_by_files(release_files, tmp_path):
 
 def test_an_added_token_that_cannot_get_its_id_is_one_line(release_files):
     root, _ = release_files
-    with pytest.raises(CtxlmError, match=r"vocab.txt: <\|endofpiece\|> would get id 30523, the release gives it "
-                                         r"30600"):
+    with pytest.raises(
+        CtxlmError,
+        match=r"vocab.txt: <\|endofpiece\|> would get id 30523, the release gives it "
+        r"30600",
+    ):
         bert_wordpiece_tokenizer(root / "bert/vocab.txt", added={"<|startofpiece|>": 30522, "<|endofpiece|>": 30600})
 
 

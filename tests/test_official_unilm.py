@@ -35,8 +35,11 @@ def write_release(directory: Path, case: str, *, named: str | None = None, legac
     `<name>.bin`, `<name>-config.json`, `<name>-vocab.txt` files. Returns the path to load."""
     directory.mkdir(parents=True, exist_ok=True)
     state = load_file(FIXTURES / case / "release.safetensors")
-    weights, config, vocab = ((f"{named}.bin", f"{named}-config.json", f"{named}-vocab.txt") if named
-                              else ("pytorch_model.bin", "config.json", "vocab.txt"))
+    weights, config, vocab = (
+        (f"{named}.bin", f"{named}-config.json", f"{named}-vocab.txt")
+        if named
+        else ("pytorch_model.bin", "config.json", "vocab.txt")
+    )
     torch.save(state, directory / weights, _use_new_zipfile_serialization=not legacy)
     (directory / config).write_text((FIXTURES / case / "release-config.json").read_text())
     (directory / vocab).write_text("\n".join(INPUTS["vocab"]) + "\n")
@@ -62,22 +65,27 @@ def ctxlm_logits(model: UnilmModel) -> torch.Tensor:
     """Logits at the pseudo masks of ctxlm's seq2seq layout of the fixture batch, real targets only,
     row-major (as the official (B, T) rows under the target mask)."""
     cfg = model.eval().config
-    examples = [pair_example(cfg, s, t, INPUTS["max_source"], INPUTS["max_target"])
-                for s, t in zip(INPUTS["sources"], INPUTS["targets"])]
+    examples = [
+        pair_example(cfg, s, t, INPUTS["max_source"], INPUTS["max_target"])
+        for s, t in zip(INPUTS["sources"], INPUTS["targets"])
+    ]
     batch = collate(examples, cfg.pad_token_id)
     with torch.no_grad():
-        states = model.hidden_states(batch["input_ids"], batch["position_ids"], batch["token_type_ids"],
-                                     batch["attention_mask"])
+        states = model.hidden_states(
+            batch["input_ids"], batch["position_ids"], batch["token_type_ids"], batch["attention_mask"]
+        )
         return model.lm_logits(states[batch["labels"] != IGNORE_INDEX]).float()
 
 
 def ctxlm_greedy(model: UnilmModel, steps: int) -> list[list[int]]:
     """ctxlm's own greedy decoding (the path `Seq2SeqPredictor.generate` takes) of the fixture sources."""
-    batch = collate([prompt_example(model.config, s, INPUTS["max_source"]) for s in INPUTS["sources"]],
-                    model.config.pad_token_id)
+    batch = collate(
+        [prompt_example(model.config, s, INPUTS["max_source"]) for s in INPUTS["sources"]], model.config.pad_token_id
+    )
     ids = batch["input_ids"]
-    return generate(model, ids, ids.ne(model.config.pad_token_id),
-                    GenerationConfig(num_beams=1, max_new_tokens=steps)).tokens
+    return generate(
+        model, ids, ids.ne(model.config.pad_token_id), GenerationConfig(num_beams=1, max_new_tokens=steps)
+    ).tokens
 
 
 def official_greedy(case: str, eos: int, key: str = "greedy_ids") -> list[list[int]]:
@@ -150,8 +158,9 @@ def test_greedy_ids_equal_official_decoder(tmp_path, case):
     assert ctxlm_greedy(model, steps) == official
     # the same through the predictor, from text
     texts = [" ".join(INPUTS["vocab"][i] for i in source) for source in INPUTS["sources"]]
-    predicted = Seq2SeqPredictor(model, tokenizer, "cpu").generate(texts, GenerationConfig(num_beams=1,
-                                                                                           max_new_tokens=steps))
+    predicted = Seq2SeqPredictor(model, tokenizer, "cpu").generate(
+        texts, GenerationConfig(num_beams=1, max_new_tokens=steps)
+    )
     assert predicted == [tokenizer.decode(ids) for ids in official]
 
 
@@ -184,8 +193,12 @@ def test_config_fields_from_the_files(tmp_path):
 def test_defaults_unchanged():
     cfg = UnilmConfig()
     assert cfg.key_bias and cfg.relative_position_bias and cfg.layer_norm_eps == 1e-12
-    assert UnilmModel(UnilmConfig(vocab_size=20, d_model=8, num_layers=1, num_heads=2, ffn_dim=16)
-                      ).layers[0].self_attn.k_proj.bias is not None
+    assert (
+        UnilmModel(UnilmConfig(vocab_size=20, d_model=8, num_layers=1, num_heads=2, ffn_dim=16))
+        .layers[0]
+        .self_attn.k_proj.bias
+        is not None
+    )
 
 
 def test_bad_config_is_one_line_error(tmp_path):
@@ -280,24 +293,103 @@ def test_finetune_init_converted_release(tmp_path, data_dir):
     for split, rows in (("train", 8), ("valid", 4)):
         lines = (qg / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:rows]
         (tmp_path / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    assert main(["finetune", "--recipe", "squad_qg", "--train", str(tmp_path / "train.jsonl"), "--valid",
-                 str(tmp_path / "valid.jsonl"), "--out", str(tmp_path / "qg"), "--batch-size", "4", "--eval-every",
-                 "2", *common]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--recipe",
+                "squad_qg",
+                "--train",
+                str(tmp_path / "train.jsonl"),
+                "--valid",
+                str(tmp_path / "valid.jsonl"),
+                "--out",
+                str(tmp_path / "qg"),
+                "--batch-size",
+                "4",
+                "--eval-every",
+                "2",
+                *common,
+            ]
+        )
+        == 0
+    )
     model, _ = load_model_dir(tmp_path / "qg")
     assert isinstance(model, UnilmModel) and not model.config.key_bias
-    assert main(["finetune", "--task", "classify", "--dataset", "glue/MRPC", "--data-dir", str(data_dir / "nlu"),
-                 "--out", str(tmp_path / "mrpc"), "--train-limit", "8", "--valid-limit", "4", "--max-length", "48",
-                 "--batch-size", "4", *common]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--task",
+                "classify",
+                "--dataset",
+                "glue/MRPC",
+                "--data-dir",
+                str(data_dir / "nlu"),
+                "--out",
+                str(tmp_path / "mrpc"),
+                "--train-limit",
+                "8",
+                "--valid-limit",
+                "4",
+                "--max-length",
+                "48",
+                "--batch-size",
+                "4",
+                *common,
+            ]
+        )
+        == 0
+    )
     assert type(load_model_dir(tmp_path / "mrpc")[0]).__name__ == "UnilmClassifier"
     context = "w10 w11 w12 w13 w14 w15 w16 w17 w18 w19"
-    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
-        {"id": f"q{i}", "question": f"w2{i} w3{i}", "answers": [{"text": f"w1{i} w1{i + 1}",
-                                                             "answer_start": context.index(f"w1{i}")}]}
-        for i in range(4)]}]}]}
+    squad = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": context,
+                        "qas": [
+                            {
+                                "id": f"q{i}",
+                                "question": f"w2{i} w3{i}",
+                                "answers": [{"text": f"w1{i} w1{i + 1}", "answer_start": context.index(f"w1{i}")}],
+                            }
+                            for i in range(4)
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     (tmp_path / "squad.json").write_text(json.dumps(squad), encoding="utf-8")
-    assert main(["finetune", "--task", "squad", "--train", str(tmp_path / "squad.json"), "--valid",
-                 str(tmp_path / "squad.json"), "--out", str(tmp_path / "qa"), "--max-length", "32",
-                 "--max-query-length", "8", "--doc-stride", "16", "--batch-size", "2", *common]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--task",
+                "squad",
+                "--train",
+                str(tmp_path / "squad.json"),
+                "--valid",
+                str(tmp_path / "squad.json"),
+                "--out",
+                str(tmp_path / "qa"),
+                "--max-length",
+                "32",
+                "--max-query-length",
+                "8",
+                "--doc-stride",
+                "16",
+                "--batch-size",
+                "2",
+                *common,
+            ]
+        )
+        == 0
+    )
     assert type(load_model_dir(tmp_path / "qa")[0]).__name__ == "UnilmQuestionAnswering"
 
 
@@ -322,9 +414,30 @@ def test_pretrain_init_converted_release(tmp_path, data_dir):
 
     convert_from_official(write_release(tmp_path / "release", "rel32"), tmp_path / "init", family="unilm")
     (tmp_path / "c.yaml").write_text("model:\n  base: unilm-tiny\ndata:\n  max_length: 48\n", encoding="utf-8")
-    assert main(["pretrain", "--config", str(tmp_path / "c.yaml"), "--init", str(tmp_path / "init"), "--corpus",
-                 str(data_dir / "pretrain/wikipedia/sents_008.txt"), "--out", str(tmp_path / "run"), "--max-steps",
-                 "2", "--batch-size", "2", "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--device",
-                 "cpu"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                str(tmp_path / "c.yaml"),
+                "--init",
+                str(tmp_path / "init"),
+                "--corpus",
+                str(data_dir / "pretrain/wikipedia/sents_008.txt"),
+                "--out",
+                str(tmp_path / "run"),
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     model, _ = load_model_dir(tmp_path / "run")
     assert model.config.pseudo_token_id == INPUTS["vocab"].index("[MASK]") and model.config.vocab_size == 48

@@ -46,9 +46,21 @@ def randomize(model, seed=0, scale=0.3):
 
 
 def tiny_bart(seed=0, **overrides):
-    values = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                  decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
-                  dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, forced_eos_token_id=None)
+    values = dict(
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        forced_eos_token_id=None,
+    )
     values.update(overrides)
     return randomize(BartForConditionalGeneration(BartConfig(**values)), seed)
 
@@ -70,8 +82,12 @@ def bart_batch(seed=0):
 
 def hf_logits(bart, input_ids, attention_mask, decoder_input_ids, decoder_mask):
     with torch.no_grad():
-        return bart(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
-                    decoder_attention_mask=decoder_mask).logits
+        return bart(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_mask,
+        ).logits
 
 
 def palm_logits(model, input_ids, attention_mask, decoder_input_ids):
@@ -109,16 +125,32 @@ def test_palm_from_bart_logits_match(scale_embedding):
 def test_bart_from_palm_round_trip():
     """ctxlm → BART: transformers computes the same logits as ctxlm, and BART → ctxlm restores
     every weight."""
-    cfg = PalmConfig(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
-                     decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=64,
-                     dropout=0.0, attention_dropout=0.0, copy=False, pad_token_id=BART_PAD, bos_token_id=0,
-                     eos_token_id=2, decoder_start_token_id=2, mask_token_id=VOCAB - 1)
+    cfg = PalmConfig(
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        max_position_embeddings=64,
+        dropout=0.0,
+        attention_dropout=0.0,
+        copy=False,
+        pad_token_id=BART_PAD,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        mask_token_id=VOCAB - 1,
+    )
     model = randomize(PalmModel(cfg), seed=1)
     bart = bart_from_palm(model).eval()
     ids, mask, dec, dec_mask = bart_batch(seed=4)
     keep = dec_mask.bool()
-    torch.testing.assert_close(hf_logits(bart, ids, mask, dec, dec_mask)[keep],
-                               palm_logits(model, ids, mask, dec)[keep], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        hf_logits(bart, ids, mask, dec, dec_mask)[keep], palm_logits(model, ids, mask, dec)[keep], atol=1e-5, rtol=0
+    )
     back = palm_from_bart(bart, mask_token_id=VOCAB - 1)
     theirs = back.state_dict()
     for key, value in model.state_dict().items():
@@ -129,10 +161,23 @@ def test_bart_from_palm_round_trip():
 def test_bart_export_refuses_the_copy_head_unless_dropped():
     """A copy-head model does not export silently; with drop_copy_head the BART is the same
     model without the pointer-generator."""
-    cfg = PalmConfig(vocab_size=VOCAB, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                     decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
-                     dropout=0.0, attention_dropout=0.0, copy=True, pad_token_id=BART_PAD, eos_token_id=2,
-                     decoder_start_token_id=2)
+    cfg = PalmConfig(
+        vocab_size=VOCAB,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+        copy=True,
+        pad_token_id=BART_PAD,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+    )
     model = randomize(PalmModel(cfg), seed=2)
     with pytest.raises(CtxlmError, match="drop-copy-head"):
         bart_from_palm(model)
@@ -141,13 +186,24 @@ def test_bart_export_refuses_the_copy_head_unless_dropped():
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("pointer.")})
     ids, mask, dec, dec_mask = bart_batch(seed=5)
     keep = dec_mask.bool()
-    torch.testing.assert_close(hf_logits(bart, ids, mask, dec, dec_mask)[keep],
-                               palm_logits(plain.eval(), ids, mask, dec)[keep], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        hf_logits(bart, ids, mask, dec, dec_mask)[keep],
+        palm_logits(plain.eval(), ids, mask, dec)[keep],
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 # ----------------------------------------------------------------------------- BERT / RoBERTa → encoder
-ENCODER_SHAPE = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+ENCODER_SHAPE = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 ENCODERS = {
     "roberta": (RobertaConfig, RobertaModel, RobertaForMaskedLM, "roberta", dict(max_position_embeddings=34)),
     "bert": (BertConfig, BertModel, BertForMaskedLM, "bert", dict(max_position_embeddings=32, pad_token_id=0)),
@@ -193,10 +249,12 @@ def test_bert_mlm_head_uses_the_configured_activation():
     keep = mask.bool()
     with torch.no_grad():
         states = model.encode(ids, mask)
-        torch.testing.assert_close(states[keep], hf.bert(input_ids=ids, attention_mask=mask).last_hidden_state[keep],
-                                   atol=1e-4, rtol=0)
-        torch.testing.assert_close(model.mlm_logits(states)[keep], hf(input_ids=ids, attention_mask=mask).logits[keep],
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            states[keep], hf.bert(input_ids=ids, attention_mask=mask).last_hidden_state[keep], atol=1e-4, rtol=0
+        )
+        torch.testing.assert_close(
+            model.mlm_logits(states)[keep], hf(input_ids=ids, attention_mask=mask).logits[keep], atol=1e-4, rtol=0
+        )
 
 
 def test_encoder_checkpoint_uses_all_positions():
@@ -207,16 +265,29 @@ def test_encoder_checkpoint_uses_all_positions():
     ids = torch.randint(4, VOCAB, (1, 32), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     with torch.no_grad():
-        torch.testing.assert_close(model.encode(ids, mask), hf(input_ids=ids, attention_mask=mask).last_hidden_state,
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            model.encode(ids, mask), hf(input_ids=ids, attention_mask=mask).last_hidden_state, atol=1e-4, rtol=0
+        )
 
 
 # ----------------------------------------------------------------------------- ctxlm model directories
 def test_model_dir_round_trip(tmp_path):
     """save_model_dir / load_model_dir: the three files, the same state dict, the same outputs."""
-    cfg = PalmConfig(vocab_size=VOCAB, d_model=16, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2,
-                     decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
-                     dropout=0.0, attention_dropout=0.0, copy=True, pad_token_id=BART_PAD)
+    cfg = PalmConfig(
+        vocab_size=VOCAB,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+        copy=True,
+        pad_token_id=BART_PAD,
+    )
     model = randomize(PalmModel(cfg), seed=8)
     tokenizer = TextTokenizer(bart_tokenizer())
     save_model_dir(tmp_path / "model", model, tokenizer)

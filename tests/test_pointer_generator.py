@@ -76,8 +76,15 @@ def test_matches_hand_computation():
     pg = hand_module()
     s = torch.tensor([S_T], dtype=torch.float64)
     h = torch.tensor([H], dtype=torch.float64)
-    log_p = run(pg, s, h, torch.tensor([X]), torch.ones(1, 3), torch.tensor(EMB, dtype=torch.float64),
-                torch.tensor(LOGIT_BIAS, dtype=torch.float64))
+    log_p = run(
+        pg,
+        s,
+        h,
+        torch.tensor([X]),
+        torch.ones(1, 3),
+        torch.tensor(EMB, dtype=torch.float64),
+        torch.tensor(LOGIT_BIAS, dtype=torch.float64),
+    )
     assert log_p.shape == (1, 2, V)
     for t, state in enumerate(S_T):
         expected = hand_distribution(state)
@@ -140,8 +147,9 @@ def test_lambda_zero_is_the_copy_distribution():
     for i in range(b):
         real = [l for l in range(x.shape[1]) if mask[i, l]]
         for j in range(t):
-            e = torch.stack([pg.w_c @ torch.tanh(pg.W_m.weight @ h[i, l] + pg.W_s.weight @ s[i, j] + pg.W_s.bias)
-                             for l in real])
+            e = torch.stack(
+                [pg.w_c @ torch.tanh(pg.W_m.weight @ h[i, l] + pg.W_s.weight @ s[i, j] + pg.W_s.bias) for l in real]
+            )
             alpha = torch.softmax(e, 0)
             for a, l in zip(alpha, real):
                 p_c[i, j, x[i, l]] += a
@@ -187,8 +195,14 @@ def direct_scores(memory, query, w_c):
     """e_tl = w_c · tanh(memory_l + query_t), one (t, l) pair at a time."""
     b, s, _ = memory.shape
     t = query.shape[1]
-    return torch.stack([torch.stack([torch.stack([w_c @ torch.tanh(memory[i, l] + query[i, j]) for l in range(s)])
-                                     for j in range(t)]) for i in range(b)])
+    return torch.stack(
+        [
+            torch.stack(
+                [torch.stack([w_c @ torch.tanh(memory[i, l] + query[i, j]) for l in range(s)]) for j in range(t)]
+            )
+            for i in range(b)
+        ]
+    )
 
 
 @pytest.mark.parametrize("chunk_elements", [40, 120, 1 << 24])
@@ -197,8 +211,9 @@ def test_chunked_scores_equal_direct_evaluation(monkeypatch, chunk_elements):
     one target position, uneven chunks, and a single checkpointed chunk)."""
     monkeypatch.setattr(pointer_generator, "CHUNK_ELEMENTS", chunk_elements)
     g = torch.Generator().manual_seed(0)
-    memory, query, w_c = (torch.randn(shape, generator=g, dtype=torch.float64)
-                          for shape in [(2, 5, 4), (2, 7, 4), (4,)])
+    memory, query, w_c = (
+        torch.randn(shape, generator=g, dtype=torch.float64) for shape in [(2, 5, 4), (2, 7, 4), (4,)]
+    )
     weights = torch.randn(2, 7, 5, generator=g, dtype=torch.float64)
 
     def values_and_grads(fn):
@@ -228,8 +243,9 @@ def test_exp_form_is_eq_3():
     hand-written gradients equal eq. (3) evaluated directly and differentiated by autograd, in
     float64 (inputs up to the ±40 bound included)."""
     g = torch.Generator().manual_seed(1)
-    memory, query, w_c = (torch.randn(shape, generator=g, dtype=torch.float64) * 3
-                          for shape in [(2, 5, 4), (2, 7, 4), (4,)])
+    memory, query, w_c = (
+        torch.randn(shape, generator=g, dtype=torch.float64) * 3 for shape in [(2, 5, 4), (2, 7, 4), (4,)]
+    )
     memory[0, 0, 0], query[0, 0, 0], query[1, 1, 1] = 40.0, -39.5, -40.0  # cancel to tanh(0.5); saturate
     weights = torch.randn(2, 7, 5, generator=g, dtype=torch.float64)
     ref, ref_grads = values_and_grads(direct_scores, memory, query, w_c, weights)
@@ -261,6 +277,7 @@ def test_compiled_kernel_matches_the_direct_path(monkeypatch):
 
 def test_head_output_independent_of_chunk_size(monkeypatch):
     """The whole head gives the same log-probs and parameter gradients with tiny chunks."""
+
     def forward_backward():
         pg, s, h, x, mask, emb = random_case(5)
         log_p = run(pg, s, h, x, mask, emb)
@@ -283,9 +300,19 @@ def test_training_loss_at_the_labels_equals_the_full_mixture(smoothing):
     from ctxlm.models.palm import PalmModel
 
     torch.manual_seed(0)
-    cfg = PalmConfig(vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                     decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, dropout=0.0,
-                     attention_dropout=0.0, copy=True)
+    cfg = PalmConfig(
+        vocab_size=50,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+        copy=True,
+    )
     model = PalmModel(cfg).double().eval()
     source = torch.randint(5, 15, (3, 9))  # a narrow range: many repeated source tokens
     source[1, 6:] = cfg.pad_token_id

@@ -16,19 +16,37 @@ from ctxlm.tokenization import TextTokenizer
 from test_convert_hf import bert_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-SMALL = {"palm": dict(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                      decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32),
-         "glm": dict(d_model=16, num_layers=1, num_heads=2, ffn_dim=32),
-         "unilm": dict(d_model=16, num_layers=1, num_heads=2, ffn_dim=32)}
+SMALL = {
+    "palm": dict(
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+    ),
+    "glm": dict(d_model=16, num_layers=1, num_heads=2, ffn_dim=32),
+    "unilm": dict(d_model=16, num_layers=1, num_heads=2, ffn_dim=32),
+}
 
 
-@pytest.mark.parametrize("cls, build", [
-    (PalmModel, lambda: PalmModel(named_model_config("palm-tiny", vocab_size=40, **SMALL["palm"]))),
-    (GlmModel, lambda: GlmModel(named_model_config("glm-tiny", vocab_size=40, **SMALL["glm"]))),
-    (UnilmModel, lambda: UnilmModel(named_model_config("unilm-tiny", vocab_size=40, **SMALL["unilm"]))),
-    (UnilmClassifier, lambda: UnilmClassifier(named_model_config("unilm-tiny", vocab_size=40, **SMALL["unilm"]), 3)),
-    (GlmClozeModel, lambda: GlmClozeModel(named_model_config("glm-tiny", vocab_size=40, **SMALL["glm"]), task="RTE")),
-])
+@pytest.mark.parametrize(
+    "cls, build",
+    [
+        (PalmModel, lambda: PalmModel(named_model_config("palm-tiny", vocab_size=40, **SMALL["palm"]))),
+        (GlmModel, lambda: GlmModel(named_model_config("glm-tiny", vocab_size=40, **SMALL["glm"]))),
+        (UnilmModel, lambda: UnilmModel(named_model_config("unilm-tiny", vocab_size=40, **SMALL["unilm"]))),
+        (
+            UnilmClassifier,
+            lambda: UnilmClassifier(named_model_config("unilm-tiny", vocab_size=40, **SMALL["unilm"]), 3),
+        ),
+        (
+            GlmClozeModel,
+            lambda: GlmClozeModel(named_model_config("glm-tiny", vocab_size=40, **SMALL["glm"]), task="RTE"),
+        ),
+    ],
+)
 def test_save_pretrained_then_from_pretrained_gives_the_same_model(tmp_path, cls, build):
     torch.manual_seed(0)
     model = build()

@@ -18,14 +18,38 @@ import pytest
 from ctxlm.errors import CtxlmError
 from ctxlm.objectives.variants import PRETRAIN_VARIANTS
 from ctxlm.report import mean_score, write_comparison_report
-from ctxlm.report_plots import (GREYS, PANEL_LINES, by_family, interval_plot, loss_plot, low_resource_plot, panels,
-                                pretrain_panels, pyplot, score_plot, seed_band, variant_colours)
+from ctxlm.report_plots import (
+    GREYS,
+    PANEL_LINES,
+    by_family,
+    interval_plot,
+    loss_plot,
+    low_resource_plot,
+    panels,
+    pretrain_panels,
+    pyplot,
+    score_plot,
+    seed_band,
+    variant_colours,
+)
 
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.colors import to_rgb, to_rgba  # noqa: E402
 
-TWELVE = ["palm", "palm-nocopy", "palm-noae", "palm-noar", "mass", "bart", "glm", "glm-noshuffle", "unilm",
-          "unilm-ae", "unilm-par", "none"]  # reports/compare's run
+TWELVE = [
+    "palm",
+    "palm-nocopy",
+    "palm-noae",
+    "palm-noar",
+    "mass",
+    "bart",
+    "glm",
+    "glm-noshuffle",
+    "unilm",
+    "unilm-ae",
+    "unilm-par",
+    "none",
+]  # reports/compare's run
 
 
 @pytest.fixture
@@ -96,8 +120,9 @@ def test_seeds_logged_at_other_steps_are_interpolated_and_early_stops_drop_out()
     band = seed_band([[list(zip(a_steps, a))], [list(zip(b_steps, b))], [list(zip(c_steps, c))]])
     grid = np.arange(5, 101, 5)
     np.testing.assert_array_equal(band.steps, grid)
-    on_grid = np.stack([np.interp(grid, a_steps, a, left=np.nan), b,
-                        np.interp(grid, c_steps, c, left=np.nan, right=np.nan)])
+    on_grid = np.stack(
+        [np.interp(grid, a_steps, a, left=np.nan), b, np.interp(grid, c_steps, c, left=np.nan, right=np.nan)]
+    )
     np.testing.assert_allclose(band.mean, np.nanmean(on_grid, axis=0))
     np.testing.assert_allclose(band.low, np.nanmin(on_grid, axis=0))
     np.testing.assert_allclose(band.high, np.nanmax(on_grid, axis=0))
@@ -133,14 +158,23 @@ def test_stages_run_in_sequence_with_a_gap_and_near_equal_ends_are_cut_to_the_fi
 # ------------------------------------------------------------------------------------ panels
 def test_crowded_plots_split_by_family_into_panels_of_at_most_the_limit():
     assert panels(["palm", "none", "glm"]) == [("", ["palm", "none", "glm"])]
-    assert panels(TWELVE) == [("PALM family", ["palm", "palm-nocopy", "palm-noae", "palm-noar", "mass", "bart",
-                                               "none"]),
-                              ("GLM family", ["glm", "glm-noshuffle"]),
-                              ("UniLMv2 family", ["unilm", "unilm-ae", "unilm-par"])]
+    assert panels(TWELVE) == [
+        ("PALM family", ["palm", "palm-nocopy", "palm-noae", "palm-noar", "mass", "bart", "none"]),
+        ("GLM family", ["glm", "glm-noshuffle"]),
+        ("UniLMv2 family", ["unilm", "unilm-ae", "unilm-par"]),
+    ]
     split = panels(list(PRETRAIN_VARIANTS) + ["mystery"], limit=3)
-    assert [title for title, _ in split] == ["PALM family (1/3)", "PALM family (2/3)", "PALM family (3/3)",
-                                             "GLM family (1/2)", "GLM family (2/2)", "UniLMv2 family (1/3)",
-                                             "UniLMv2 family (2/3)", "UniLMv2 family (3/3)", "other"]
+    assert [title for title, _ in split] == [
+        "PALM family (1/3)",
+        "PALM family (2/3)",
+        "PALM family (3/3)",
+        "GLM family (1/2)",
+        "GLM family (2/2)",
+        "UniLMv2 family (1/3)",
+        "UniLMv2 family (2/3)",
+        "UniLMv2 family (3/3)",
+        "other",
+    ]
     assert [len(names) for _, names in split] == [2, 2, 3, 2, 2, 2, 2, 3, 1]
     for count in range(1, len(PRETRAIN_VARIANTS) + 1):
         names = list(PRETRAIN_VARIANTS)[:count]
@@ -148,8 +182,12 @@ def test_crowded_plots_split_by_family_into_panels_of_at_most_the_limit():
         assert sorted(n for _, members in shown for n in members) == sorted(names)
         assert max(len(members) for _, members in shown) <= PANEL_LINES
         assert all(len({PRETRAIN_VARIANTS[n].family for n in members}) == 1 for _, members in shown) or len(shown) == 1
-    assert by_family(["unilm", "x", "glm", "palm"]) == [("palm", ["palm"]), ("glm", ["glm"]), ("unilm", ["unilm"]),
-                                                         (None, ["x"])]
+    assert by_family(["unilm", "x", "glm", "palm"]) == [
+        ("palm", ["palm"]),
+        ("glm", ["glm"]),
+        ("unilm", ["unilm"]),
+        (None, ["x"]),
+    ]
 
 
 # ------------------------------------------------------------------------------------ the plots
@@ -212,8 +250,14 @@ def test_low_resource_curves_are_the_seed_mean_against_log_training_pairs(tmp_pa
 def test_low_resource_bands_are_the_two_level_intervals_and_the_baseline_follows_the_size(tmp_path, figures):
     points = {"palm": {1000: [30.0, 31.0, 32.0], 4000: [33.0, 34.0, 35.0]}}
     intervals = {"palm": {1000: (31.0, 29.5, 32.5), 4000: (34.0, 32.0, 36.0)}}
-    low_resource_plot(points, {"name": "unigram", "metrics": {}}, tmp_path / "low.png", "rougeL",
-                      intervals=intervals, baseline_by_size={1000: 20.0, 4000: 21.0})
+    low_resource_plot(
+        points,
+        {"name": "unigram", "metrics": {}},
+        tmp_path / "low.png",
+        "rougeL",
+        intervals=intervals,
+        baseline_by_size={1000: 20.0, 4000: 21.0},
+    )
     ax = figures[-1].axes[0]
     (band,) = ax.collections
     vertices = band.get_paths()[0].vertices
@@ -225,13 +269,20 @@ def test_low_resource_bands_are_the_two_level_intervals_and_the_baseline_follows
 def test_scores_are_points_with_cis_on_an_axis_fitted_to_the_data(tmp_path, figures):
     """Issue 33: the 28-32 range where the claims live is not squashed by an axis from 0."""
     rows = [("palm", 31.0, 30.2, 31.8), ("bart", 29.5, 28.9, 30.1)]
-    interval_plot([("1,000 pairs", rows), ("4,000 pairs", rows)], tmp_path / "scores.png", "rougeL",
-                  baseline={"name": "lead-8 words", "metrics": {"rougeL": 28.2}}, baselines=[28.2, 28.4])
+    interval_plot(
+        [("1,000 pairs", rows), ("4,000 pairs", rows)],
+        tmp_path / "scores.png",
+        "rougeL",
+        baseline={"name": "lead-8 words", "metrics": {"rougeL": 28.2}},
+        baselines=[28.2, 28.4],
+    )
     axes = figures[-1].axes
     low, high = axes[0].get_xlim()
     assert 27 < low < 28.2 and 31.8 < high < 33
     assert [line.get_xdata()[0] for ax in axes for line in ax.get_lines() if line.get_linestyle() == "--"] == [
-        28.2, 28.4]  # each panel's own baseline
+        28.2,
+        28.4,
+    ]  # each panel's own baseline
     caps = [c for c in axes[0].containers]
     assert len(caps) == 2  # an error bar per variant
 
@@ -257,8 +308,9 @@ def test_loss_curves_are_dotted_where_a_seed_had_stopped(tmp_path, figures):
     """Three seeds logged every 10 steps, one stopped at 50: the solid line is the three seeds' mean
     to 50, the dotted one the other two's from 50 on; a single seed draws no band."""
     rng = np.random.default_rng(6)
-    runs = [[[(s, float(v)) for s, v in zip(range(10, end + 1, 10), rng.normal(5, 1, end // 10))]]
-            for end in (100, 100, 50)]
+    runs = [
+        [[(s, float(v)) for s, v in zip(range(10, end + 1, 10), rng.normal(5, 1, end // 10))]] for end in (100, 100, 50)
+    ]
     loss_plot({"palm": runs, "none": runs[:1]}, tmp_path / "loss.png", "fine-tuning loss")
     figure = figures[-1]
     ax = figure.axes[0]
@@ -281,17 +333,29 @@ def synthetic_cells(out: Path, names: list[str], seeds: int = 2) -> list[dict]:
         runs = [(cell_dir / "pretrain" / stage, 40 + seed) for stage in stages] + [(cell_dir / "finetune", 30)]
         for run, steps in runs:
             run.mkdir(parents=True)
-            rows = [{"step": s, "loss": float(8 * np.exp(-s / 20) + rng.normal(4, 0.1))}
-                    for s in range(5, steps + 1, 5)]
+            rows = [
+                {"step": s, "loss": float(8 * np.exp(-s / 20) + rng.normal(4, 0.1))} for s in range(5, steps + 1, 5)
+            ]
             (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         score = float(rng.uniform(20, 32))
-        cells.append({"objective": name, "seed": seed, "family": PRETRAIN_VARIANTS[name].family, "parameters": 100,
-                      "stages": [{"stage": s, "steps": 40 + seed, "tokens": 10, "seconds": 1.0} for s in stages],
-                      "tokens_seen": 100, "pretrain_seconds": 1.0, "finetune_steps": 30, "finetune_seconds": 1.0,
-                      "score_seconds": 1.0, "metrics": {"rougeL": score},
-                      "finetune_curve": [[s, float(5 * np.exp(-s / 20) + rng.normal(3, 0.1))]
-                                         for s in range(10, 31, 10)],
-                      "example_stats": rng.normal(score, 3, (8, 1)).tolist(), "not_learning": {}})
+        cells.append(
+            {
+                "objective": name,
+                "seed": seed,
+                "family": PRETRAIN_VARIANTS[name].family,
+                "parameters": 100,
+                "stages": [{"stage": s, "steps": 40 + seed, "tokens": 10, "seconds": 1.0} for s in stages],
+                "tokens_seen": 100,
+                "pretrain_seconds": 1.0,
+                "finetune_steps": 30,
+                "finetune_seconds": 1.0,
+                "score_seconds": 1.0,
+                "metrics": {"rougeL": score},
+                "finetune_curve": [[s, float(5 * np.exp(-s / 20) + rng.normal(3, 0.1))] for s in range(10, 31, 10)],
+                "example_stats": rng.normal(score, 3, (8, 1)).tolist(),
+                "not_learning": {},
+            }
+        )
     return cells
 
 
@@ -300,8 +364,14 @@ def test_the_report_embeds_every_plot_and_each_variant_keeps_its_colour(tmp_path
     report.html; every variant one line (or bar) per plot, in its one colour, no panel over the limit."""
     cells = synthetic_cells(tmp_path, TWELVE)
     scoring = SimpleNamespace(primary="rougeL", statistic=mean_score, higher_is_better=True)
-    settings = {"recipe": {"task": "summarization", "train": {"max_steps": 30}}, "budget": {"tokens": 1000},
-                "corpus": ["wiki"], "train": "t.jsonl", "valid": "v.jsonl", "eval": "v.jsonl"}
+    settings = {
+        "recipe": {"task": "summarization", "train": {"max_steps": 30}},
+        "budget": {"tokens": 1000},
+        "corpus": ["wiki"],
+        "train": "t.jsonl",
+        "valid": "v.jsonl",
+        "eval": "v.jsonl",
+    }
     baseline = {"name": "lead-8 words", "metrics": {"rougeL": [28.0]}}
     write_comparison_report(tmp_path, cells, baseline, scoring, settings, resamples=20)
     markdown, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
@@ -322,11 +392,17 @@ def test_the_report_embeds_every_plot_and_each_variant_keeps_its_colour(tmp_path
     span = max(ends) - min(ends)
     assert ax.get_xlim() == pytest.approx((min(ends) - 0.08 * span, max(ends) + 0.08 * span))  # fitted, not from 0
     for figure, expected in zip(loss_figures, ([n for n in TWELVE if n != "none"], TWELVE)):
-        lines = [(line.get_label(), line.get_color()) for ax in figure.axes for line in ax.get_lines()
-                 if not line.get_label().startswith("_")]
+        lines = [
+            (line.get_label(), line.get_color())
+            for ax in figure.axes
+            for line in ax.get_lines()
+            if not line.get_label().startswith("_")
+        ]
         assert sorted(lines) == sorted((name, colours[name]) for name in expected)
-        assert max(sum(not line.get_label().startswith("_") for line in ax.get_lines()) for ax in figure.axes) \
+        assert (
+            max(sum(not line.get_label().startswith("_") for line in ax.get_lines()) for ax in figure.axes)
             <= PANEL_LINES
+        )
         assert "mean of 2 seeds, band: min-max over seeds" in figure.get_suptitle()
     palm = next(line for ax in loss_figures[0].axes for line in ax.get_lines() if line.get_label() == "palm")
     assert np.isnan(palm.get_ydata()).sum() == 1  # the gap between its two stages

@@ -19,8 +19,15 @@ from safetensors.torch import load_file, save_file
 import ctxlm.checkpoint
 import ctxlm.training
 from ctxlm.checkpoint import (
-    BEST_DIR, TRAINER_STATE_NAME, build_model, latest_checkpoint, list_checkpoints, load_model_dir,
-    load_trainer_state, read_manifest, write_manifest,
+    BEST_DIR,
+    TRAINER_STATE_NAME,
+    build_model,
+    latest_checkpoint,
+    list_checkpoints,
+    load_model_dir,
+    load_trainer_state,
+    read_manifest,
+    write_manifest,
 )
 from ctxlm.config import TrainConfig
 from ctxlm.config_loading import named_model_config
@@ -36,8 +43,17 @@ VOCAB = 60
 
 def tiny_model(**overrides):
     torch.manual_seed(0)
-    values = dict(vocab_size=VOCAB, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                  decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32)
+    values = dict(
+        vocab_size=VOCAB,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+    )
     config = named_model_config("palm-tiny", **{**values, **overrides})
     return build_model(config)
 
@@ -50,8 +66,18 @@ def pairs(model, n=48, seed=0):
 
 
 def config(**values) -> TrainConfig:
-    base = dict(max_steps=6, batch_size=4, lr=1e-2, warmup_steps=1, log_every=1, eval_every=0, eval_batches=2,
-                save_every=1, keep_checkpoints=0, progress=False)
+    base = dict(
+        max_steps=6,
+        batch_size=4,
+        lr=1e-2,
+        warmup_steps=1,
+        log_every=1,
+        eval_every=0,
+        eval_batches=2,
+        save_every=1,
+        keep_checkpoints=0,
+        progress=False,
+    )
     return TrainConfig(**{**base, **values})
 
 
@@ -92,8 +118,9 @@ def poison(model, bad_calls):
         out = forward(**batch)
         calls[0] += 1
         if calls[0] in bad_calls and model.training:
-            out = dataclasses.replace(out, loss=out.loss * float("nan"),
-                                      loss_sums={k: v * float("nan") for k, v in out.loss_sums.items()})
+            out = dataclasses.replace(
+                out, loss=out.loss * float("nan"), loss_sums={k: v * float("nan") for k, v in out.loss_sums.items()}
+            )
         return out
 
     model.forward = poisoned
@@ -157,9 +184,12 @@ def test_weights_that_turn_non_finite_are_not_saved(tmp_path):
 def test_a_new_run_refuses_a_folder_with_checkpoints_and_overwrite_clears_it(tmp_path):
     out = tmp_path / "run"
     run(out, config(max_steps=4))
-    with pytest.raises(CtxlmError, match=r"holds a run's checkpoints \(step-00000004\); continue it with --resume "
-                                         r"or start over with --overwrite "
-                                         r"\(in Python: resume=True or overwrite=True\)$"):
+    with pytest.raises(
+        CtxlmError,
+        match=r"holds a run's checkpoints \(step-00000004\); continue it with --resume "
+        r"or start over with --overwrite "
+        r"\(in Python: resume=True or overwrite=True\)$",
+    ):
         run(out, config(max_steps=2))
     run(out, config(max_steps=2, lr=1e-3), overwrite=True)
     assert [p.name for p in list_checkpoints(out)] == ["step-00000001", "step-00000002"]
@@ -185,8 +215,11 @@ def test_resume_refuses_settings_that_change_data_order_or_schedule(tmp_path, ch
     cut_after(out, 3)
     changed = config(**change)
     hint = r" \(or pass --allow-config-change\)" if allowed else ""
-    with pytest.raises(CtxlmError, match=rf"step-00000003: train config '{key}' was .*, now .*; resume with the "
-                                         rf"saved value{hint} or start over"):
+    with pytest.raises(
+        CtxlmError,
+        match=rf"step-00000003: train config '{key}' was .*, now .*; resume with the "
+        rf"saved value{hint} or start over",
+    ):
         run(out, changed, resume=True)
     if allowed:
         result = run(out, changed, resume=True, allow_config_change=True)
@@ -263,8 +296,11 @@ def test_a_failed_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, m
         return save(obj, path, *a, **k)
 
     monkeypatch.setattr(ctxlm.checkpoint.torch, "save", failing)
-    with pytest.raises(CtxlmError, match=rf"checkpoints/step-00000003: cannot write \({reason}\); the previous "
-                                         rf"copy is kept$"):
+    with pytest.raises(
+        CtxlmError,
+        match=rf"checkpoints/step-00000003: cannot write \({reason}\); the previous "
+        rf"copy is kept$",
+    ):
         run(out, config(keep_checkpoints=1))
     monkeypatch.setattr(ctxlm.checkpoint.torch, "save", save)
     assert [p.name for p in list_checkpoints(out)] == ["step-00000002"]
@@ -349,8 +385,11 @@ def test_weights_of_another_vocabulary_family_or_architecture_are_refused(tmp_pa
         load(tiny_model(vocab_size=80), out)  # the tokenizer grew
     with pytest.raises(CtxlmError, match=r"the checkpoint's decoder_layers is 1, the config says 2"):
         load(tiny_model(decoder_layers=2), out)
-    glm = build_model(named_model_config("glm-tiny", vocab_size=VOCAB, d_model=16, num_layers=1, num_heads=2,
-                                         ffn_dim=32, max_position_embeddings=32))
+    glm = build_model(
+        named_model_config(
+            "glm-tiny", vocab_size=VOCAB, d_model=16, num_layers=1, num_heads=2, ffn_dim=32, max_position_embeddings=32
+        )
+    )
     with pytest.raises(CtxlmError, match=r"a palm checkpoint cannot load into a glm model"):
         load(glm, out)
     load(tiny_model(dropout=0.0), out)  # dropout is no part of the architecture

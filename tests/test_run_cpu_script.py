@@ -18,8 +18,18 @@ from conftest import wiki_slice
 from test_run_gpu_script import TINY_MODEL, TINY_TRAIN, slice_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-PHASES = ("pretrain", "lr-gigaword", "lr-cornell", "gigaword-large", "gigaword-small", "cornell", "tokens-pretrain",
-          "tokens-gigaword", "tokens-cornell", "report")
+PHASES = (
+    "pretrain",
+    "lr-gigaword",
+    "lr-cornell",
+    "gigaword-large",
+    "gigaword-small",
+    "cornell",
+    "tokens-pretrain",
+    "tokens-gigaword",
+    "tokens-cornell",
+    "report",
+)
 
 
 def tiny_setup(data_dir: Path, tmp_path: Path) -> dict:
@@ -35,22 +45,39 @@ def tiny_setup(data_dir: Path, tmp_path: Path) -> dict:
     (tmp_path / "recipes").mkdir()
     for name in ("gigaword", "cornell"):
         recipe = yaml.safe_load((ROOT / "reports/compare/recipes" / f"{name}.yaml").read_text(encoding="utf-8"))
-        recipe.update(train={**recipe["train"], **TINY_TRAIN},
-                      decoding={**recipe["decoding"], "num_beams": 1, "max_new_tokens": 6})
+        recipe.update(
+            train={**recipe["train"], **TINY_TRAIN},
+            decoding={**recipe["decoding"], "num_beams": 1, "max_new_tokens": 6},
+        )
         (tmp_path / "recipes" / f"{name}.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    return {**os.environ, "CTXLM_DATA": str(data), "WORK": str(tmp_path / "work"), "REPORTS": str(tmp_path / "out"),
-            "CTXLM": f"{sys.executable} -m ctxlm", "PYTHON": sys.executable, "CONFIG": str(tmp_path / "config.yaml"),
-            "RECIPES": str(tmp_path / "recipes"), "FLOPS": "palm:1500", "SEEDS": "1", "PARALLEL": "2",
-            "VOCAB": "1000", "LR_GRID": "1e-3,3e-3", "SELECTION": "8", "OBJECTIVES": "palm,none",
-            "GIGAWORD_SIZES": "16,24", "CORNELL_SIZES": "16,24"}
+    return {
+        **os.environ,
+        "CTXLM_DATA": str(data),
+        "WORK": str(tmp_path / "work"),
+        "REPORTS": str(tmp_path / "out"),
+        "CTXLM": f"{sys.executable} -m ctxlm",
+        "PYTHON": sys.executable,
+        "CONFIG": str(tmp_path / "config.yaml"),
+        "RECIPES": str(tmp_path / "recipes"),
+        "FLOPS": "palm:1500",
+        "SEEDS": "1",
+        "PARALLEL": "2",
+        "VOCAB": "1000",
+        "LR_GRID": "1e-3,3e-3",
+        "SELECTION": "8",
+        "OBJECTIVES": "palm,none",
+        "GIGAWORD_SIZES": "16,24",
+        "CORNELL_SIZES": "16,24",
+    }
 
 
 @pytest.mark.slow
 def test_cpu_comparison_script_runs_every_phase_at_a_tiny_size(data_dir, tmp_path):
     env = tiny_setup(data_dir, tmp_path)
     for phase in PHASES:
-        done = subprocess.run(["sh", str(ROOT / "reports/compare/run.sh"), phase], env=env, capture_output=True,
-                              text=True, timeout=900)
+        done = subprocess.run(
+            ["sh", str(ROOT / "reports/compare/run.sh"), phase], env=env, capture_output=True, text=True, timeout=900
+        )
         assert done.returncode == 0, phase + done.stdout[-3000:] + done.stderr[-3000:]
     work, out = tmp_path / "work", tmp_path / "out"
     flops = json.loads((work / "pretrain/budget/flops.json").read_text())
@@ -64,12 +91,20 @@ def test_cpu_comparison_script_runs_every_phase_at_a_tiny_size(data_dir, tmp_pat
             assert choice["grid"] == [1e-3, 3e-3] and choice["train_pairs"] == 24 and choice["seed"] == 0
             for size in (16, 24):
                 for seed in (0,):
-                    cell = json.loads((work / f"{task}/train-{size}/cells/{objective}-seed{seed}/result.json")
-                                      .read_text())
-                    assert (cell["budget_view"], cell["train_pairs"], cell["finetune_lr"]) == \
-                        ("flops", size, choice["chosen"])
-        assert set(json.loads((work / f"{task}/train-16/baseline.json").read_text())) == \
-            {"name", "metrics", "example_stats", "predictions"}
+                    cell = json.loads(
+                        (work / f"{task}/train-{size}/cells/{objective}-seed{seed}/result.json").read_text()
+                    )
+                    assert (cell["budget_view"], cell["train_pairs"], cell["finetune_lr"]) == (
+                        "flops",
+                        size,
+                        choice["chosen"],
+                    )
+        assert set(json.loads((work / f"{task}/train-16/baseline.json").read_text())) == {
+            "name",
+            "metrics",
+            "example_stats",
+            "predictions",
+        }
         tokens_view = json.loads((work / f"{task}-tokens/train-24/cells/palm-seed0/result.json").read_text())
         assert tokens_view["budget_view"] == "tokens" and tokens_view["tokens_seen"] >= int((work / "T").read_text())
         assert not (work / f"{task}-tokens/train-24/cells/none-seed0").exists()

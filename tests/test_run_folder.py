@@ -36,9 +36,19 @@ def optimizer_imports():
     """The first optimizer of a process imports torch._dynamo (seconds); do it once, before forking."""
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
+
 def config(**values) -> TrainConfig:
-    base = dict(max_steps=6, batch_size=4, lr=1e-2, warmup_steps=1, log_every=1, eval_every=0, eval_batches=2,
-                save_every=1, progress=False)
+    base = dict(
+        max_steps=6,
+        batch_size=4,
+        lr=1e-2,
+        warmup_steps=1,
+        log_every=1,
+        eval_every=0,
+        eval_batches=2,
+        save_every=1,
+        progress=False,
+    )
     return TrainConfig(**{**base, **values})
 
 
@@ -79,8 +89,11 @@ def test_a_second_run_into_a_running_runs_folder_is_refused_until_the_first_is_k
         assert child.is_alive()
         assert (out / LOCK_NAME).read_text().strip() == str(child.pid)
         for kwargs in ({}, {"resume": True}, {"resume": "auto"}, {"overwrite": True}):
-            with pytest.raises(CtxlmError, match=rf"^{re.escape(str(out))} is in use by another run "
-                                                 rf"\(PID {child.pid}\); wait for it to end"):
+            with pytest.raises(
+                CtxlmError,
+                match=rf"^{re.escape(str(out))} is in use by another run "
+                rf"\(PID {child.pid}\); wait for it to end",
+            ):
                 run(out, config(max_steps=100_000, log_every=100_000), **kwargs)
             assert len(list_checkpoints(out)) >= 2  # --overwrite cleared nothing (the child keeps 2; 3 mid-write)
             assert metrics(out)[0]["step"] == 1
@@ -165,10 +178,16 @@ def test_resume_values_flags_and_errors(tmp_path, capsys):
         parse(base + ["--resume", "always"])
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ctxlm pretrain: error")]
-    assert errors in (["ctxlm pretrain: error: argument --resume: invalid choice: 'always' (choose from 'auto') "
-                       "(see ctxlm pretrain --help)"],
-                      ["ctxlm pretrain: error: argument --resume: invalid choice: 'always' (choose from auto) "
-                       "(see ctxlm pretrain --help)"])
+    assert errors in (
+        [
+            "ctxlm pretrain: error: argument --resume: invalid choice: 'always' (choose from 'auto') "
+            "(see ctxlm pretrain --help)"
+        ],
+        [
+            "ctxlm pretrain: error: argument --resume: invalid choice: 'always' (choose from auto) "
+            "(see ctxlm pretrain --help)"
+        ],
+    )
     with pytest.raises(CtxlmError, match=r"^resume must be True, False or 'auto', not 'yes'$"):
         run(tmp_path / "a", resume="yes")
     with pytest.raises(CtxlmError, match=r"--resume given but there is no checkpoint .* \(--resume auto starts"):
@@ -186,8 +205,10 @@ def test_a_warm_up_longer_than_the_run_warns_once_with_the_real_peak(tmp_path):
         warnings.simplefilter("always")
         run(tmp_path / "long", config(max_steps=4, warmup_steps=100, save_every=0))
     said = [str(w.message) for w in caught if "warmup" in str(w.message)]
-    assert said == ["warmup_steps 100 is longer than max_steps 4: the learning rate peaks at 0.0004, not lr 0.01 "
-                    "(lower --warmup-steps)"]
+    assert said == [
+        "warmup_steps 100 is longer than max_steps 4: the learning rate peaks at 0.0004, not lr 0.01 "
+        "(lower --warmup-steps)"
+    ]
     # the lr logged at step s is the one step s + 1 uses (LambdaLR after its step)
     applied = [row["lr"] for row in metrics(tmp_path / "long") if row["step"] < 4]
     assert max(applied) == pytest.approx(4e-4) == applied[-1]
@@ -205,13 +226,16 @@ def test_without_a_bar_a_line_every_log_step_and_each_validation(tmp_path, capsy
     err = capsys.readouterr().err.splitlines()
     rows = {row["step"]: row for row in metrics(out) if "loss" in row}
     assert sorted(rows) == [2, 4, 5]
-    expected = [f"step {s}/5: loss {rows[s]['loss']:.4f}, lr {rows[s]['lr']:.3g}, {rows[s]['tokens_per_s']:,.0f} "
-                f"tokens/s" for s in (2, 4, 5)]
+    expected = [
+        f"step {s}/5: loss {rows[s]['loss']:.4f}, lr {rows[s]['lr']:.3g}, {rows[s]['tokens_per_s']:,.0f} tokens/s"
+        for s in (2, 4, 5)
+    ]
     assert [line for line in err if "/5:" in line] == expected
     valid = {row["step"]: row for row in metrics(out) if "valid/lm_loss" in row}
     assert [line for line in err if "valid/lm_loss" in line] == [
         f"step {s}: valid/lm_loss {valid[s]['valid/lm_loss']:.4g}, valid/lm_ppl {valid[s]['valid/lm_ppl']:.4g}"
-        for s in (2, 4, 5)]
+        for s in (2, 4, 5)
+    ]
 
 
 # ------------------------------------------------------------------------------------ what a run leaves
@@ -280,18 +304,62 @@ def test_compare_stopped_by_sigterm_exits_0_and_says_how_to_continue(data_dir, t
         lines = (data_dir / "summarization/gigaword" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
         (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     model = yaml.safe_load(TINY_PALM_MODEL)
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({
-        **model, "train": dict(batch_size=4, lr=1e-3, warmup_steps=1, eval_every=0, eval_batches=1, log_every=1,
-                               save_every=1, progress=False),
-        "data": dict(fragment_length=64, valid_fraction=0.05, max_valid_documents=2)}))
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({
-        "task": "summarization", "max_source_tokens": 48, "max_target_tokens": 16,
-        "train": dict(batch_size=8, max_steps=3, progress=False), "decoding": dict(num_beams=1, max_new_tokens=6)}))
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                **model,
+                "train": dict(
+                    batch_size=4,
+                    lr=1e-3,
+                    warmup_steps=1,
+                    eval_every=0,
+                    eval_batches=1,
+                    log_every=1,
+                    save_every=1,
+                    progress=False,
+                ),
+                "data": dict(fragment_length=64, valid_fraction=0.05, max_valid_documents=2),
+            }
+        )
+    )
+    (tmp_path / "recipe.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "task": "summarization",
+                "max_source_tokens": 48,
+                "max_target_tokens": 16,
+                "train": dict(batch_size=8, max_steps=3, progress=False),
+                "decoding": dict(num_beams=1, max_new_tokens=6),
+            }
+        )
+    )
     out = tmp_path / "cmp"
-    argv = ["compare", "--corpus", str(corpus), "--tokenizer", str(tmp_path / "tok"), "--task",
-            str(tmp_path / "recipe.yaml"), "--train", str(tmp_path / "train.jsonl"), "--valid",
-            str(tmp_path / "valid.jsonl"), "--objectives", "palm-noae", "--config", str(tmp_path / "config.yaml"),
-            "--budget-tokens", "200000", "--seeds", "1", "--no-plots", "--resamples", "10", "--out", str(out)]
+    argv = [
+        "compare",
+        "--corpus",
+        str(corpus),
+        "--tokenizer",
+        str(tmp_path / "tok"),
+        "--task",
+        str(tmp_path / "recipe.yaml"),
+        "--train",
+        str(tmp_path / "train.jsonl"),
+        "--valid",
+        str(tmp_path / "valid.jsonl"),
+        "--objectives",
+        "palm-noae",
+        "--config",
+        str(tmp_path / "config.yaml"),
+        "--budget-tokens",
+        "200000",
+        "--seeds",
+        "1",
+        "--no-plots",
+        "--resamples",
+        "10",
+        "--out",
+        str(out),
+    ]
     capfd.readouterr()
     child = multiprocessing.get_context("fork").Process(target=_compare_in_child, args=(argv,))
     child.start()

@@ -18,10 +18,29 @@ import yaml
 from conftest import wiki_slice
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = dict(base="palm-tiny", d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                  decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128)
-TINY_TRAIN = dict(batch_size=4, max_steps=4, bf16=True, eval_every=2, eval_batches=1, save_every=0,
-                  keep_checkpoints=1, progress=False, select_metric="valid/lm_loss", early_stopping_patience=1)
+TINY_MODEL = dict(
+    base="palm-tiny",
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    max_position_embeddings=128,
+)
+TINY_TRAIN = dict(
+    batch_size=4,
+    max_steps=4,
+    bf16=True,
+    eval_every=2,
+    eval_batches=1,
+    save_every=0,
+    keep_checkpoints=1,
+    progress=False,
+    select_metric="valid/lm_loss",
+    early_stopping_patience=1,
+)
 
 
 def slice_rows(source: Path, target: Path, n: int) -> None:
@@ -51,13 +70,29 @@ def test_gpu_grid_script_runs_at_a_tiny_size_on_the_cpu(data_dir, tmp_path):
     (tmp_path / "recipes").mkdir()
     for name in ("gigaword", "squad_qg", "cornell"):
         tiny_recipe(tmp_path / "recipes" / f"{name}.yaml", name)
-    env = {**os.environ, "CTXLM_DATA": str(data), "WORK": str(tmp_path / "work"), "REPORTS": str(tmp_path / "out"),
-           "CTXLM": f"{sys.executable} -m ctxlm", "PYTHON": sys.executable, "CONFIG": str(tmp_path / "config.yaml"),
-           "RECIPES": str(tmp_path / "recipes"), "TOKENS": "1500", "SEEDS": "1", "PARALLEL": "2", "VOCAB": "1000",
-           "SIZES": "16,all,32", "SELECTION": "8", "GIGAWORD_EVAL": "4", "QG_EVAL": "4", "CORNELL_EVAL": "4",
-           "OBJECTIVES": "palm,none"}
-    done = subprocess.run(["sh", str(ROOT / "reports/compare/run-gpu.sh")], env=env, capture_output=True, text=True,
-                          timeout=900)
+    env = {
+        **os.environ,
+        "CTXLM_DATA": str(data),
+        "WORK": str(tmp_path / "work"),
+        "REPORTS": str(tmp_path / "out"),
+        "CTXLM": f"{sys.executable} -m ctxlm",
+        "PYTHON": sys.executable,
+        "CONFIG": str(tmp_path / "config.yaml"),
+        "RECIPES": str(tmp_path / "recipes"),
+        "TOKENS": "1500",
+        "SEEDS": "1",
+        "PARALLEL": "2",
+        "VOCAB": "1000",
+        "SIZES": "16,all,32",
+        "SELECTION": "8",
+        "GIGAWORD_EVAL": "4",
+        "QG_EVAL": "4",
+        "CORNELL_EVAL": "4",
+        "OBJECTIVES": "palm,none",
+    }
+    done = subprocess.run(
+        ["sh", str(ROOT / "reports/compare/run-gpu.sh")], env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "out"
     for task in ("gigaword", "cornell"):
@@ -67,15 +102,20 @@ def test_gpu_grid_script_runs_at_a_tiny_size_on_the_cpu(data_dir, tmp_path):
             table = json.loads((out / task / size / "table.json").read_text())
             assert [row["objective"] for row in table][:2] == ["palm", "none"]
     assert "| palm |" in (out / "squad_qg/report.md").read_text()
-    for task, folder in (("gigaword", "summarization/gigaword"), ("squad_qg", "qg/squad_du2017"),
-                         ("cornell", "dialog/cornell")):
+    for task, folder in (
+        ("gigaword", "summarization/gigaword"),
+        ("squad_qg", "qg/squad_du2017"),
+        ("cornell", "dialog/cornell"),
+    ):
         rows = (data / folder / "train.jsonl").read_text(encoding="utf-8").splitlines()
         selected = (tmp_path / "work" / f"{task}-select.jsonl").read_text(encoding="utf-8").splitlines()
         trained = (tmp_path / "work" / f"{task}-train.jsonl").read_text(encoding="utf-8").splitlines()
         assert selected == rows[-8:] and trained == rows[:-8]  # other rows of the file (SQuAD repeats some lines)
         settings = json.loads(next((tmp_path / "work" / task).glob("**/settings.json")).read_text())
-        assert (settings["valid"], settings["eval"]) == (str(tmp_path / "work" / f"{task}-select.jsonl"),
-                                                         str(data / folder / "valid.jsonl"))
+        assert (settings["valid"], settings["eval"]) == (
+            str(tmp_path / "work" / f"{task}-select.jsonl"),
+            str(data / folder / "valid.jsonl"),
+        )
     palm = json.loads((tmp_path / "work/gigaword/train-16/cells/palm-seed0/result.json").read_text())
     assert palm["finetune_best_step"] in (2, 4)  # early stopping on the validation loss picked a step
     run = json.loads((tmp_path / "work/pretrain/palm-seed0/2-palm-generation/run.json").read_text())

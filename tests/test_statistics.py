@@ -14,9 +14,21 @@ import pytest
 
 from ctxlm.errors import CtxlmError
 from ctxlm import statistics
-from ctxlm.statistics import (SharedResamples, corpus_bleu4, corpus_perplexity, format_p, holm, interval, mean_score,
-                              paired_bootstrap, resampled_differences, resampled_statistics, t_quantile, t_two_sided_p,
-                              two_level_bootstrap)
+from ctxlm.statistics import (
+    SharedResamples,
+    corpus_bleu4,
+    corpus_perplexity,
+    format_p,
+    holm,
+    interval,
+    mean_score,
+    paired_bootstrap,
+    resampled_differences,
+    resampled_statistics,
+    t_quantile,
+    t_two_sided_p,
+    two_level_bootstrap,
+)
 
 
 def exact_two_level(a: np.ndarray, b: np.ndarray, statistic=mean_score) -> np.ndarray:
@@ -46,8 +58,9 @@ def test_two_level_resamples_follow_the_exact_bootstrap_distribution():
     for q in np.quantile(exact, [0.025, 0.25, 0.5, 0.75, 0.975]):
         assert np.mean(sampled <= q) == pytest.approx(np.mean(exact <= q), abs=0.015)
     test = two_level_bootstrap(a, b, resamples=20_000)
-    assert (test.percentile_low, test.percentile_high) == pytest.approx(tuple(np.quantile(exact, [0.025, 0.975])),
-                                                                       abs=0.05 * exact.std())
+    assert (test.percentile_low, test.percentile_high) == pytest.approx(
+        tuple(np.quantile(exact, [0.025, 0.975])), abs=0.05 * exact.std()
+    )
     assert test.ci_low <= test.percentile_low and test.ci_high >= test.percentile_high  # the hull of both tests
     assert test.difference == pytest.approx(float((a - b).mean()))
     assert test.seed_differences == pytest.approx(tuple((a - b).mean(axis=(1, 2))))
@@ -62,7 +75,8 @@ def test_corpus_statistic_is_computed_on_the_pooled_drawn_rows():
     sampled = resampled_differences(a, b, corpus_perplexity, corpus_perplexity, 20_000, seed=2)
     assert sampled.mean() == pytest.approx(exact.mean(), abs=4 * exact.std() / np.sqrt(20_000))
     assert two_level_bootstrap(a, b, corpus_perplexity, resamples=100).difference == pytest.approx(
-        float(corpus_perplexity(a.reshape(1, 6, 2))[0] - corpus_perplexity(b.reshape(1, 6, 2))[0]))
+        float(corpus_perplexity(a.reshape(1, 6, 2))[0] - corpus_perplexity(b.reshape(1, 6, 2))[0])
+    )
 
 
 def test_both_systems_share_the_draws():
@@ -93,14 +107,18 @@ def test_systems_resampled_once_give_the_pairwise_tests():
     """SharedResamples draws once for every system: a test between two of them is the pairwise
     two-level bootstrap's (the same draws when one chunk holds them all), a baseline of one seed included."""
     rng = np.random.default_rng(3)
-    systems = {"palm": rng.normal(31, 5, (3, 30)), "bart": rng.normal(30, 5, (3, 30)), "baseline": rng.normal(
-        28, 5, (1, 30))}
+    systems = {
+        "palm": rng.normal(31, 5, (3, 30)),
+        "bart": rng.normal(30, 5, (3, 30)),
+        "baseline": rng.normal(28, 5, (1, 30)),
+    }
     shared = SharedResamples(systems, resamples=300)
     numbers = lambda r: [float(v) for v in np.hstack([x for x in dataclasses.astuple(r) if not isinstance(x, str)])]  # noqa: E731
     same = lambda x, y: numbers(x) == pytest.approx(numbers(y), rel=1e-12)  # noqa: E731
     assert same(shared.test("palm", "bart"), two_level_bootstrap(systems["palm"], systems["bart"], resamples=300))
-    assert same(shared.test("bart", "baseline"), two_level_bootstrap(systems["bart"], systems["baseline"],
-                                                                     resamples=300))
+    assert same(
+        shared.test("bart", "baseline"), two_level_bootstrap(systems["bart"], systems["baseline"], resamples=300)
+    )
     assert shared.test("palm").difference == pytest.approx(systems["palm"].mean())
 
 
@@ -146,8 +164,15 @@ def test_p_below_what_the_resamples_resolve_prints_as_less_than_one_over_b():
     assert format_p(None) == "—"
 
 
-def simulate(rng: np.random.Generator, runs: int, effect: float, seeds: int = 3, examples: int = 100,
-             seed_sd: float = 0.5, noise_sd: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+def simulate(
+    rng: np.random.Generator,
+    runs: int,
+    effect: float,
+    seeds: int = 3,
+    examples: int = 100,
+    seed_sd: float = 0.5,
+    noise_sd: float = 3.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-example scores of two systems in `runs` independent experiments: an example difficulty
     shared by both (so pairing matters), a seed offset per system and seed from N(0, seed_sd²), and
     per-example noise; system a is better by `effect`."""
@@ -161,10 +186,13 @@ def rejection_rates(a: np.ndarray, b: np.ndarray, resamples: int) -> dict[str, f
     two_level = [two_level_bootstrap(x, y, resamples=resamples, seed=i) for i, (x, y) in enumerate(zip(a, b))]
     for t in two_level:  # the verdict's two readings agree: p < 0.05 exactly when the interval excludes 0
         assert (t.p_value < 0.05) == (not t.ci_low <= 0 <= t.ci_high) or abs(t.p_value - 0.05) < 0.01, t
-    return {"used (bootstrap and seed t)": np.mean([t.p_value < 0.05 for t in two_level]),
-            "two-level percentile alone": np.mean([t.percentile_p < 0.05 for t in two_level]),
-            "examples only": np.mean([paired_bootstrap(x, y, resamples=resamples, seed=i).p_value < 0.05
-                                      for i, (x, y) in enumerate(zip(a, b))])}
+    return {
+        "used (bootstrap and seed t)": np.mean([t.p_value < 0.05 for t in two_level]),
+        "two-level percentile alone": np.mean([t.percentile_p < 0.05 for t in two_level]),
+        "examples only": np.mean(
+            [paired_bootstrap(x, y, resamples=resamples, seed=i).p_value < 0.05 for i, (x, y) in enumerate(zip(a, b))]
+        ),
+    }
 
 
 def test_false_positive_rate_is_near_alpha_with_seed_variance():

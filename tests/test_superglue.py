@@ -20,8 +20,13 @@ from ctxlm.data.superglue import (
 from ctxlm.errors import CtxlmError
 from ctxlm.metrics import binary_f1, macro_f1, squad_f1, squad_normalize
 
-VERBALIZERS = {"BoolQ": ["No", "Yes"], "CB": ["Yes", "No", "Maybe"], "RTE": ["Yes", "No"], "WiC": ["No", "Yes"],
-               "MultiRC": ["No", "Yes"]}
+VERBALIZERS = {
+    "BoolQ": ["No", "Yes"],
+    "CB": ["Yes", "No", "Maybe"],
+    "RTE": ["Yes", "No"],
+    "WiC": ["No", "Yes"],
+    "MultiRC": ["No", "Yes"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -94,26 +99,65 @@ def test_task_names_and_files(nlu):
 GOOD_RTE = {"premise": "A man sleeps.", "hypothesis": "A person rests.", "label": "entailment", "idx": 0}
 
 
-@pytest.mark.parametrize("task,line,bad,message", [
-    ("RTE", 2, "{not json", "invalid JSON"),
-    ("RTE", 2, json.dumps({"premise": "x", "label": "entailment"}), "missing field 'hypothesis'"),
-    ("RTE", 2, json.dumps({**GOOD_RTE, "label": "maybe"}), "field 'label' must be one of"),
-    ("RTE", 2, json.dumps({**GOOD_RTE, "premise": 3}), "field 'premise' must be str"),
-    ("RTE", 2, json.dumps([1, 2]), "expected a JSON object"),
-    ("COPA", 1, json.dumps({"premise": "p", "choice1": "a", "choice2": "b", "question": "why", "label": 0}),
-     "field 'question' must be 'cause' or 'effect'"),
-    ("WSC", 1, json.dumps({"text": "Tom saw Bill .", "label": True,
-                           "target": {"span1_text": "Tom", "span2_text": "he", "span1_index": 0, "span2_index": 2}}),
-     "span2_text 'he' is not the word"),
-    ("ReCoRD", 1, json.dumps({"passage": {"text": "Ann met Bob.", "entities": [{"start": 0, "end": 2}]},
-                              "qas": [{"query": "Bob met someone.", "answers": [{"text": "Ann"}], "idx": 1}]}),
-     "exactly one @placeholder"),
-    ("ReCoRD", 1, json.dumps({"passage": {"text": "Ann met Bob.", "entities": [{"start": 0, "end": 40}]},
-                              "qas": []}), "outside the passage"),
-    ("MultiRC", 1, json.dumps({"idx": 0, "passage": {"text": "t", "questions": [
-        {"question": "q?", "idx": 0, "answers": [{"text": "a", "idx": 0}]}]}}),
-     "answers\\[0\\]: missing field 'label'"),
-])
+@pytest.mark.parametrize(
+    "task,line,bad,message",
+    [
+        ("RTE", 2, "{not json", "invalid JSON"),
+        ("RTE", 2, json.dumps({"premise": "x", "label": "entailment"}), "missing field 'hypothesis'"),
+        ("RTE", 2, json.dumps({**GOOD_RTE, "label": "maybe"}), "field 'label' must be one of"),
+        ("RTE", 2, json.dumps({**GOOD_RTE, "premise": 3}), "field 'premise' must be str"),
+        ("RTE", 2, json.dumps([1, 2]), "expected a JSON object"),
+        (
+            "COPA",
+            1,
+            json.dumps({"premise": "p", "choice1": "a", "choice2": "b", "question": "why", "label": 0}),
+            "field 'question' must be 'cause' or 'effect'",
+        ),
+        (
+            "WSC",
+            1,
+            json.dumps(
+                {
+                    "text": "Tom saw Bill .",
+                    "label": True,
+                    "target": {"span1_text": "Tom", "span2_text": "he", "span1_index": 0, "span2_index": 2},
+                }
+            ),
+            "span2_text 'he' is not the word",
+        ),
+        (
+            "ReCoRD",
+            1,
+            json.dumps(
+                {
+                    "passage": {"text": "Ann met Bob.", "entities": [{"start": 0, "end": 2}]},
+                    "qas": [{"query": "Bob met someone.", "answers": [{"text": "Ann"}], "idx": 1}],
+                }
+            ),
+            "exactly one @placeholder",
+        ),
+        (
+            "ReCoRD",
+            1,
+            json.dumps({"passage": {"text": "Ann met Bob.", "entities": [{"start": 0, "end": 40}]}, "qas": []}),
+            "outside the passage",
+        ),
+        (
+            "MultiRC",
+            1,
+            json.dumps(
+                {
+                    "idx": 0,
+                    "passage": {
+                        "text": "t",
+                        "questions": [{"question": "q?", "idx": 0, "answers": [{"text": "a", "idx": 0}]}],
+                    },
+                }
+            ),
+            "answers\\[0\\]: missing field 'label'",
+        ),
+    ],
+)
 def test_malformed_rows_name_file_line_and_field(tmp_path, task, line, bad, message):
     path = tmp_path / "train.jsonl"
     lines = [json.dumps(GOOD_RTE)] * (line - 1) + [bad]
@@ -164,8 +208,9 @@ def test_multirc_f1a_over_options_and_em_per_question():
 def test_record_squad_f1_and_em():
     assert squad_normalize("The  Blues, Chelsea!") == "blues chelsea"
     assert squad_f1("Diego Costa", "Costa") == pytest.approx(2 * (1 / 2) * 1 / (1 / 2 + 1))
-    scores = record_scores(["Diego Costa", "the Blues", "Zouma"],
-                           [["Costa", "Diego Costa"], ["Chelsea"], ["Kurt Zouma"]])
+    scores = record_scores(
+        ["Diego Costa", "the Blues", "Zouma"], [["Costa", "Diego Costa"], ["Chelsea"], ["Kurt Zouma"]]
+    )
     assert scores["em"] == pytest.approx(1 / 3)
     assert scores["f1"] == pytest.approx((1.0 + 0.0 + 2 / 3) / 3)
 

@@ -22,8 +22,19 @@ from ctxlm.config_loading import named_model_config
 from ctxlm.data.glue import Row
 from ctxlm.errors import CtxlmError
 from ctxlm.report import mean_score
-from ctxlm.tasks import (TASKS, RunOptions, ScratchModel, Task, TaskData, evaluate, finetunable, finetune, get_task,
-                         register_task, train_config)
+from ctxlm.tasks import (
+    TASKS,
+    RunOptions,
+    ScratchModel,
+    Task,
+    TaskData,
+    evaluate,
+    finetunable,
+    finetune,
+    get_task,
+    register_task,
+    train_config,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -47,14 +58,20 @@ def public_functions():
             elif inspect.isclass(value):
                 for attribute, method in vars(value).items():
                     generated = attribute == "__init__" and dataclasses.is_dataclass(value)
-                    if inspect.isfunction(method) and (not attribute.startswith("_") or attribute == "__init__") \
-                            and not generated:
+                    if (
+                        inspect.isfunction(method)
+                        and (not attribute.startswith("_") or attribute == "__init__")
+                        and not generated
+                    ):
                         yield f"{module.__name__}.{name}.{attribute}", method
 
 
 def parameter_count(function) -> int:
-    return sum(1 for p in inspect.signature(function).parameters.values()
-               if p.name not in ("self", "cls") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+    return sum(
+        1
+        for p in inspect.signature(function).parameters.values()
+        if p.name not in ("self", "cls") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    )
 
 
 def test_no_public_function_takes_more_than_ten_parameters():
@@ -81,8 +98,17 @@ def test_builtin_tasks_are_registered_with_their_parts():
 
 # ------------------------------------------------------------------------------------ a toy task, in this file
 WORDS = ("the", "of", "and", "in", "a", "to", "was", "is", "for", "on")
-TOY_TRAIN = dict(batch_size=8, lr=1e-3, max_steps=6, warmup_steps=1, eval_every=0, log_every=1, save_every=0,
-                 keep_checkpoints=1, progress=False)
+TOY_TRAIN = dict(
+    batch_size=8,
+    lr=1e-3,
+    max_steps=6,
+    warmup_steps=1,
+    eval_every=0,
+    log_every=1,
+    save_every=0,
+    keep_checkpoints=1,
+    progress=False,
+)
 
 
 def toy_rows(split: str) -> list[Row]:
@@ -102,9 +128,15 @@ def finetune_toy(name, init, data: TaskData, out, train, run: RunOptions, model:
     from ctxlm.training import train as train_loop
 
     backbone, tokenizer = load_backbone(init, model.config, model.tokenizer)
-    examples = PairExamples(backbone.config, tokenizer, toy_rows("train")[:data.train_limit], 16, False)
-    return train_loop(UnilmClassifier(backbone, 2), TrainingInputs(examples, tokenizer.pad_id),
-                      train_config(train, TOY_TRAIN), out, tokenizer=tokenizer, run=run)
+    examples = PairExamples(backbone.config, tokenizer, toy_rows("train")[: data.train_limit], 16, False)
+    return train_loop(
+        UnilmClassifier(backbone, 2),
+        TrainingInputs(examples, tokenizer.pad_id),
+        train_config(train, TOY_TRAIN),
+        out,
+        tokenizer=tokenizer,
+        run=run,
+    )
 
 
 def predict_toy(model_dir, rows) -> list[int]:
@@ -119,7 +151,7 @@ def score_toy(predicted, rows) -> dict:
 
 
 def evaluate_toy(name, model_dir, data: TaskData, run: RunOptions) -> dict:
-    rows = toy_rows(data.split or "dev")[:data.limit]
+    rows = toy_rows(data.split or "dev")[: data.limit]
     return score_toy(predict_toy(model_dir, rows), rows)
 
 
@@ -137,8 +169,15 @@ class ToyComparison:
 
     def finetune(self, init, model_config, tokenizer, out_dir: Path, seed: int):
         run = RunOptions(resume=latest_checkpoint(out_dir) is not None, seed=seed, device="cpu")
-        return finetune("toy", init, TaskData(train_limit=self.train_limit), out_dir, self.train, run,
-                        ScratchModel(model_config, tokenizer))
+        return finetune(
+            "toy",
+            init,
+            TaskData(train_limit=self.train_limit),
+            out_dir,
+            self.train,
+            run,
+            ScratchModel(model_config, tokenizer),
+        )
 
     def predict(self, model_dir: Path) -> list[int]:
         return predict_toy(model_dir, self.rows)
@@ -158,9 +197,19 @@ class ToyComparison:
         return f"majority class {label} ({count}/{len(self.train_rows)})", predicted, self.metrics(predicted)
 
 
-TOY = Task(name="toy", family="unilm", readers=toy_rows, head="unilm-classifier", finetune=finetune_toy,
-           evaluate=evaluate_toy, predict=predict_toy, score=score_toy, primary_metric="accuracy",
-           baseline="majority class", comparison=ToyComparison)
+TOY = Task(
+    name="toy",
+    family="unilm",
+    readers=toy_rows,
+    head="unilm-classifier",
+    finetune=finetune_toy,
+    evaluate=evaluate_toy,
+    predict=predict_toy,
+    score=score_toy,
+    primary_metric="accuracy",
+    baseline="majority class",
+    comparison=ToyComparison,
+)
 
 
 @pytest.fixture
@@ -177,26 +226,54 @@ def toy_setup(data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("toy_task")
     corpus = wiki_slice(root / "wiki.txt", 300)
     train_tokenizer([corpus], 600, root / "tok")
-    (root / "config.yaml").write_text(yaml.safe_dump({"model": dict(
-        base="palm-tiny", d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64)}))
+    (root / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": dict(
+                    base="palm-tiny",
+                    d_model=32,
+                    encoder_layers=1,
+                    decoder_layers=1,
+                    encoder_attention_heads=2,
+                    decoder_attention_heads=2,
+                    encoder_ffn_dim=64,
+                    decoder_ffn_dim=64,
+                    max_position_embeddings=64,
+                )
+            }
+        )
+    )
     return root
 
 
 def test_a_toy_task_runs_through_finetune_evaluate_and_compare(toy_task, toy_setup, tmp_path):
     root = toy_setup
-    config = named_model_config("unilm-tiny", d_model=32, num_layers=1, num_heads=2, ffn_dim=64,
-                                max_position_embeddings=64)
-    result = finetune("toy", None, TaskData(train_limit=32), tmp_path / "toy", {"max_steps": 4},
-                      RunOptions(device="cpu", seed=3), ScratchModel(config, root / "tok"))
+    config = named_model_config(
+        "unilm-tiny", d_model=32, num_layers=1, num_heads=2, ffn_dim=64, max_position_embeddings=64
+    )
+    result = finetune(
+        "toy",
+        None,
+        TaskData(train_limit=32),
+        tmp_path / "toy",
+        {"max_steps": 4},
+        RunOptions(device="cpu", seed=3),
+        ScratchModel(config, root / "tok"),
+    )
     assert result.step == 4 and json.loads((tmp_path / "toy" / "run.json").read_text())["train"]["seed"] == 3
     scores = evaluate("toy", tmp_path / "toy", TaskData(limit=12))
     rows = toy_rows("dev")[:12]
     assert scores == score_toy(predict_toy(tmp_path / "toy", rows), rows) and 0 <= scores["accuracy"] <= 100
 
-    table = compare_nlu([root / "wiki.txt"], root / "tok", "toy", TaskData(dataset="toy", train_limit=32, limit=12),
-                        tmp_path / "cmp", ComparisonSpec(Budget(tokens=100), seeds=1, resamples=20, plots=False),
-                        config=str(root / "config.yaml"))
+    table = compare_nlu(
+        [root / "wiki.txt"],
+        root / "tok",
+        "toy",
+        TaskData(dataset="toy", train_limit=32, limit=12),
+        tmp_path / "cmp",
+        ComparisonSpec(Budget(tokens=100), seeds=1, resamples=20, plots=False),
+        config=str(root / "config.yaml"),
+    )
     cell = json.loads((tmp_path / "cmp/cells/none-seed0/result.json").read_text())
     assert cell["family"] == "unilm" and cell["stages"] == [] and cell["finetune_steps"] == TOY_TRAIN["max_steps"]
     assert cell["metrics"] == evaluate("toy", tmp_path / "cmp/cells/none-seed0/finetune", TaskData(limit=12))
@@ -224,7 +301,10 @@ def test_entry_points_do_not_branch_on_family_objective_task_or_stage_names():
     literal = rf"""["']({names})["']"""
     branch = re.compile(rf"""(==|!=|\bis|\bin)\s*\(?\s*{literal}|{literal}\s*(==|!=|\bin\b)""")
     root = Path(ctxlm.__file__).parent.parent
-    found = [f"{path}:{number}: {line.strip()}" for path in ENTRY_POINTS
-             for number, line in enumerate((root / path).read_text(encoding="utf-8").splitlines(), start=1)
-             if branch.search(line.split("#")[0])]
+    found = [
+        f"{path}:{number}: {line.strip()}"
+        for path in ENTRY_POINTS
+        for number, line in enumerate((root / path).read_text(encoding="utf-8").splitlines(), start=1)
+        if branch.search(line.split("#")[0])
+    ]
     assert found == []

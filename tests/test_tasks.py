@@ -40,10 +40,8 @@ def line_count(path: Path) -> int:
 # --------------------------------------------------------------------------- real shared files
 
 REAL_FILES = [  # (reader, task, file, source field, target field, has id)
-    (read_gigaword, "summarization", "summarization/gigaword/train.jsonl", "document", "summary",
-     False),
-    (read_gigaword, "summarization", "summarization/gigaword/valid.jsonl", "document", "summary",
-     False),
+    (read_gigaword, "summarization", "summarization/gigaword/train.jsonl", "document", "summary", False),
+    (read_gigaword, "summarization", "summarization/gigaword/valid.jsonl", "document", "summary", False),
     (read_cnndm, "summarization", "summarization/cnndm/dev.jsonl", "article", "highlights", True),
     (read_xsum, "summarization", "summarization/xsum/dev.jsonl", "document", "summary", True),
     (read_du2017_qg, "qg", "qg/squad_du2017/train.jsonl", "sentence", "question", False),
@@ -51,8 +49,9 @@ REAL_FILES = [  # (reader, task, file, source field, target field, has id)
 ]
 
 
-@pytest.mark.parametrize("reader, task, name, source_field, target_field, has_id", REAL_FILES,
-                         ids=[f[2] for f in REAL_FILES])
+@pytest.mark.parametrize(
+    "reader, task, name, source_field, target_field, has_id", REAL_FILES, ids=[f[2] for f in REAL_FILES]
+)
 def test_real_file_round_trips(data_dir, reader, task, name, source_field, target_field, has_id):
     path = data_dir / name
     rows = raw_rows(path)
@@ -97,6 +96,7 @@ def test_cnndm_extra_references(data_dir):
 
 # --------------------------------------------------------------------------- SQuAD 1.1 JSON
 
+
 def squad_document() -> dict:
     """A small SQuAD 1.1 file (dev-style: several answers for one question)."""
     c0 = "Super Bowl 50 was an American football game. The Denver Broncos won."
@@ -106,23 +106,50 @@ def squad_document() -> dict:
     def ans(context, text):
         return {"text": text, "answer_start": context.index(text)}
 
-    return {"version": "1.1", "data": [
-        {"title": "Super_Bowl_50", "paragraphs": [
-            {"context": c0, "qas": [
-                {"id": "56be4db0acb8001400a502ec", "question": "Which team won Super Bowl 50?",
-                 "answers": [ans(c0, "The Denver Broncos"), ans(c0, "Denver Broncos")]},
-                {"id": "56be4db0acb8001400a502ed", "question": "What sport is Super Bowl 50?",
-                 "answers": [ans(c0, "American football")]},
-            ]},
-        ]},
-        {"title": "Warsaw", "paragraphs": [
-            {"context": c1, "qas": [
-                {"id": "5733", "question": "Warsaw is the capital of which country?",
-                 "answers": [ans(c1, "Poland")]}]},
-            {"context": c2, "qas": [
-                {"id": "5734", "question": "What is the symbol of oxygen?", "answers": [ans(c2, "O")]}]},
-        ]},
-    ]}
+    return {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "Super_Bowl_50",
+                "paragraphs": [
+                    {
+                        "context": c0,
+                        "qas": [
+                            {
+                                "id": "56be4db0acb8001400a502ec",
+                                "question": "Which team won Super Bowl 50?",
+                                "answers": [ans(c0, "The Denver Broncos"), ans(c0, "Denver Broncos")],
+                            },
+                            {
+                                "id": "56be4db0acb8001400a502ed",
+                                "question": "What sport is Super Bowl 50?",
+                                "answers": [ans(c0, "American football")],
+                            },
+                        ],
+                    },
+                ],
+            },
+            {
+                "title": "Warsaw",
+                "paragraphs": [
+                    {
+                        "context": c1,
+                        "qas": [
+                            {
+                                "id": "5733",
+                                "question": "Warsaw is the capital of which country?",
+                                "answers": [ans(c1, "Poland")],
+                            }
+                        ],
+                    },
+                    {
+                        "context": c2,
+                        "qas": [{"id": "5734", "question": "What is the symbol of oxygen?", "answers": [ans(c2, "O")]}],
+                    },
+                ],
+            },
+        ],
+    }
 
 
 def write_json(path: Path, obj, indent=None) -> Path:
@@ -156,14 +183,18 @@ def test_squad_answer_span_mismatch_names_json_path_and_question(tmp_path):
     assert "question id 5734" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("edit, field_path", [
-    (lambda d: d["data"][0]["paragraphs"][0]["qas"][1].pop("question"),
-     "data[0].paragraphs[0].qas[1].question"),
-    (lambda d: d["data"][1]["paragraphs"][0].__setitem__("context", 7), "data[1].paragraphs[0].context"),
-    (lambda d: d["data"][0]["paragraphs"][0]["qas"][0].__setitem__("answers", []),
-     "data[0].paragraphs[0].qas[0].answers"),
-    (lambda d: d["data"][1].pop("paragraphs"), "data[1].paragraphs"),
-])
+@pytest.mark.parametrize(
+    "edit, field_path",
+    [
+        (lambda d: d["data"][0]["paragraphs"][0]["qas"][1].pop("question"), "data[0].paragraphs[0].qas[1].question"),
+        (lambda d: d["data"][1]["paragraphs"][0].__setitem__("context", 7), "data[1].paragraphs[0].context"),
+        (
+            lambda d: d["data"][0]["paragraphs"][0]["qas"][0].__setitem__("answers", []),
+            "data[0].paragraphs[0].qas[0].answers",
+        ),
+        (lambda d: d["data"][1].pop("paragraphs"), "data[1].paragraphs"),
+    ],
+)
 def test_squad_malformed(tmp_path, edit, field_path):
     doc = squad_document()
     edit(doc)
@@ -175,23 +206,37 @@ def test_squad_malformed(tmp_path, edit, field_path):
 # --------------------------------------------------------------------------- MS MARCO v2.1 NLG
 
 MARCO_ROWS = [  # (query_id, query, [(is_selected, passage_text)], wellFormedAnswers)
-    (1102432, "what is a cortex", [(0, "The cortex is an outer layer."),
-                                   (1, "Cerebral cortex is grey matter."),
-                                   (1, "Cortex means bark in Latin.")],
-     ["A cortex is the outer layer of an organ.", "The cortex is an outer layer."]),
-    (1102431, "why is the sky blue", [(0, "Rayleigh scattering."), (1, "Blue light scatters more.")],
-     "[]"),
-    (1102430, "how tall is everest", [(0, "Everest is 8,849 m tall."), (0, "It is in Nepal.")],
-     ["Mount Everest is 8,849 metres tall."]),
+    (
+        1102432,
+        "what is a cortex",
+        [
+            (0, "The cortex is an outer layer."),
+            (1, "Cerebral cortex is grey matter."),
+            (1, "Cortex means bark in Latin."),
+        ],
+        ["A cortex is the outer layer of an organ.", "The cortex is an outer layer."],
+    ),
+    (1102431, "why is the sky blue", [(0, "Rayleigh scattering."), (1, "Blue light scatters more.")], "[]"),
+    (
+        1102430,
+        "how tall is everest",
+        [(0, "Everest is 8,849 m tall."), (0, "It is in Nepal.")],
+        ["Mount Everest is 8,849 metres tall."],
+    ),
 ]
 
 
 def marco_row(query_id, query, passages, well_formed) -> dict:
-    return {"query": query, "query_id": query_id, "query_type": "DESCRIPTION",
-            "answers": ["an answer"],
-            "passages": [{"is_selected": s, "passage_text": t, "url": f"http://example.com/{i}"}
-                         for i, (s, t) in enumerate(passages)],
-            "wellFormedAnswers": well_formed}
+    return {
+        "query": query,
+        "query_id": query_id,
+        "query_type": "DESCRIPTION",
+        "answers": ["an answer"],
+        "passages": [
+            {"is_selected": s, "passage_text": t, "url": f"http://example.com/{i}"} for i, (s, t) in enumerate(passages)
+        ],
+        "wellFormedAnswers": well_formed,
+    }
 
 
 def marco_columns(rows) -> dict:
@@ -223,11 +268,18 @@ def test_marco_official_json(marco_json):
 
 def test_marco_selected_only_and_skip_unanswerable(marco_json):
     stats = {}
-    pairs = list(read_marco(marco_json, selected_only=True, passage_separator="\n",
-                            question_separator=" || ", skip_unanswerable=True, stats=stats))
+    pairs = list(
+        read_marco(
+            marco_json,
+            selected_only=True,
+            passage_separator="\n",
+            question_separator=" || ",
+            skip_unanswerable=True,
+            stats=stats,
+        )
+    )
     assert [p.id for p in pairs] == ["1102432", "1102430"]
-    assert pairs[0].source == ("Cerebral cortex is grey matter.\nCortex means bark in Latin."
-                               " || what is a cortex")
+    assert pairs[0].source == ("Cerebral cortex is grey matter.\nCortex means bark in Latin. || what is a cortex")
     # no passage selected: all of them
     assert pairs[1].source == "Everest is 8,849 m tall.\nIt is in Nepal. || how tall is everest"
     assert stats == {"rows": 3, "pairs": 2, "unanswerable": 1, "no_selected_passage": 1}
@@ -238,10 +290,14 @@ def test_marco_jsonl_variants_match_official(tmp_path, marco_json):
     jsonl = tmp_path / "marco.jsonl"
     write_jsonl(jsonl, rows)
     # HF datasets export: passages as parallel lists, [] for no well-formed answer
-    hf_rows = [dict(r, wellFormedAnswers=[] if r["wellFormedAnswers"] == "[]" else r["wellFormedAnswers"],
-                    passages={k: [p[k] for p in r["passages"]]
-                              for k in ("is_selected", "passage_text", "url")})
-               for r in rows]
+    hf_rows = [
+        dict(
+            r,
+            wellFormedAnswers=[] if r["wellFormedAnswers"] == "[]" else r["wellFormedAnswers"],
+            passages={k: [p[k] for p in r["passages"]] for k in ("is_selected", "passage_text", "url")},
+        )
+        for r in rows
+    ]
     hf = tmp_path / "marco_hf.jsonl"
     write_jsonl(hf, hf_rows)
     official = list(read_marco(marco_json))
@@ -269,8 +325,7 @@ def test_marco_malformed(tmp_path):
     with pytest.raises(CtxlmError, match=rf"^{path}:2: field 'wellFormedAnswers' must be an array"):
         list(read_marco(path))
     write_jsonl(path, rows[2:])
-    with pytest.raises(CtxlmError,
-                       match=rf"^{path}:1: field 'passages\[1\].is_selected' must be a number"):
+    with pytest.raises(CtxlmError, match=rf"^{path}:1: field 'passages\[1\].is_selected' must be a number"):
         list(read_marco(path))
 
 
@@ -279,13 +334,16 @@ def test_marco_malformed(tmp_path):
 GOOD = {"document": "an article .", "summary": "a summary"}
 
 
-@pytest.mark.parametrize("bad_line, message", [
-    ('{"document": "x", "summary": ', r"invalid JSON"),
-    ('{"document": "an article"}', r"field 'summary' missing"),
-    ('{"document": "x", "summary": 3}', r"field 'summary' must be a string, got number"),
-    ('{"document": "  ", "summary": "s"}', r"field 'document' is empty"),
-    ('["document", "summary"]', r"expected a JSON object, got array"),
-])
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ('{"document": "x", "summary": ', r"invalid JSON"),
+        ('{"document": "an article"}', r"field 'summary' missing"),
+        ('{"document": "x", "summary": 3}', r"field 'summary' must be a string, got number"),
+        ('{"document": "  ", "summary": "s"}', r"field 'document' is empty"),
+        ('["document", "summary"]', r"expected a JSON object, got array"),
+    ],
+)
 def test_malformed_row_names_file_line_and_field(tmp_path, bad_line, message):
     path = tmp_path / "train.jsonl"
     lines = [json.dumps(GOOD), "", bad_line, json.dumps(GOOD)]  # the bad row is on line 3
@@ -320,7 +378,8 @@ def test_write_and_read_jsonl_round_trip(tmp_path):
     assert write_jsonl(path, pairs) == 2
     assert list(read_jsonl(path)) == [
         {"source": "x", "target": "y", "id": "1", "references": ["y", "z"]},
-        {"source": "ü\nnewline", "target": None, "id": None, "references": []}]
+        {"source": "ü\nnewline", "target": None, "id": None, "references": []},
+    ]
     assert [Pair(r["source"], r["target"], r["id"], r["references"]) for r in read_jsonl(path)] == pairs
 
 
@@ -335,20 +394,24 @@ def test_pair_references_invariant():
 
 # --------------------------------------------------------------------------- registry
 
+
 def test_registry_errors(tmp_path):
     assert set(TASK_READERS) == {"summarization", "qg", "qa", "dialog", "seq2seq"}
-    with pytest.raises(CtxlmError, match="unknown task 'translation'; known tasks: dialog, qa, qg, "
-                                         "seq2seq, summarization"):
+    with pytest.raises(
+        CtxlmError, match="unknown task 'translation'; known tasks: dialog, qa, qg, seq2seq, summarization"
+    ):
         read_task("translation", tmp_path / "x.jsonl")
     path = tmp_path / "odd.jsonl"
     write_jsonl(path, [{"text": "a", "label": "b"}])
-    with pytest.raises(CtxlmError, match=rf"^{path}:1: unrecognised summarization layout: "
-                                         r"fields \['label', 'text'\]"):
+    with pytest.raises(
+        CtxlmError,
+        match=rf"^{path}:1: unrecognised summarization layout: "
+        r"fields \['label', 'text'\]",
+    ):
         read_task("summarization", path)
     write_jsonl(path, [GOOD])
     with pytest.raises(CtxlmError, match="option.* selected_only not accepted by read_xsum"):
         read_task("summarization", path, selected_only=True)
     squad = write_json(tmp_path / "not_squad.json", {"version": "1.1", "articles": []})
-    with pytest.raises(CtxlmError,
-                       match=r"unrecognised qg layout: top-level fields \['articles', 'version'\]"):
+    with pytest.raises(CtxlmError, match=r"unrecognised qg layout: top-level fields \['articles', 'version'\]"):
         read_task("qg", squad)

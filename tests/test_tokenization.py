@@ -9,8 +9,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from ctxlm.errors import CtxlmError
-from ctxlm.tokenization import (SENTINEL_TOKENS, SPECIAL_TOKENS, UNKNOWN_WORD_MARKER, TextTokenizer,
-                                train_tokenizer)
+from ctxlm.tokenization import SENTINEL_TOKENS, SPECIAL_TOKENS, UNKNOWN_WORD_MARKER, TextTokenizer, train_tokenizer
 
 SLICE_LINES = 400
 
@@ -59,8 +58,9 @@ def test_uncased_and_accents_stripped(trained):
     tokenizer, _ = trained
     assert tokenizer.encode("The LABOUR Party") == tokenizer.encode("the labour party")
     assert tokenizer.encode("Café Élite") == tokenizer.encode("cafe elite")
-    assert all(tokenizer.id_to_token(i) == tokenizer.id_to_token(i).lower()
-               for i in tokenizer.encode("The LABOUR Party"))
+    assert all(
+        tokenizer.id_to_token(i) == tokenizer.id_to_token(i).lower() for i in tokenizer.encode("The LABOUR Party")
+    )
 
 
 def test_rare_words_split_into_continuation_pieces(trained):

@@ -35,8 +35,13 @@ def test_family_defaults_are_complete_and_from_the_papers():
 def test_defaults_fill_only_what_the_user_did_not_set():
     train, applied = with_train_defaults(TrainConfig(max_steps=500), "unilm")
     assert applied == dict(lr=UNILM_LR, warmup_ratio=0.048, adam_beta2=0.98, adam_eps=1e-6)  # the rest as before
-    assert ((train.lr, train.adam_beta2, train.adam_eps, train.warmup(), train.max_steps)
-            == (UNILM_LR, .98, 1e-6, 24, 500))
+    assert (train.lr, train.adam_beta2, train.adam_eps, train.warmup(), train.max_steps) == (
+        UNILM_LR,
+        0.98,
+        1e-6,
+        24,
+        500,
+    )
     # values that differ from TrainConfig's defaults are the user's
     train, applied = with_train_defaults(TrainConfig(lr=1e-3, adam_beta2=0.995), "unilm")
     assert (train.lr, train.adam_beta2, train.adam_eps) == (1e-3, 0.995, 1e-6) and "lr" not in applied
@@ -102,8 +107,22 @@ def test_cli_flags_and_yaml_keys_are_the_users_even_at_trainconfig_defaults(tmp_
     corpus.write_text("one sentence .\n", encoding="utf-8")
     yaml = tmp_path / "u.yaml"
     yaml.write_text("model: unilm-tiny\ntrain:\n  adam_eps: 1.0e-8\n", encoding="utf-8")
-    assert main(["pretrain", "--corpus", str(corpus), "--config", str(yaml), "--out", str(tmp_path / "o"),
-                 "--adam-beta2", "0.999"]) == 2
+    assert (
+        main(
+            [
+                "pretrain",
+                "--corpus",
+                str(corpus),
+                "--config",
+                str(yaml),
+                "--out",
+                str(tmp_path / "o"),
+                "--adam-beta2",
+                "0.999",
+            ]
+        )
+        == 2
+    )
     assert seen["train_given"] == {"adam_beta2", "adam_eps"}
     train, applied = with_train_defaults(TrainConfig(), "unilm", seen["train_given"])
     assert (train.adam_beta2, train.adam_eps) == (0.999, 1e-8) and applied["lr"] == UNILM_LR
@@ -124,9 +143,12 @@ def test_compare_gives_each_family_its_defaults(tmp_path):
 
     tokenizer = train_tokenizer(wiki_slice(tmp_path / "wiki.txt", 300), 500, tmp_path / "tok")
     palm_train = TrainConfig(lr=2e-3, warmup_steps=50, batch_size=4, eval_every=0)
-    palm = PretrainConfig(model=named_model_config("palm-tiny", d_model=32, encoder_layers=1, decoder_layers=1,
-                                                   encoder_ffn_dim=64, decoder_ffn_dim=64),
-                          train=palm_train)
+    palm = PretrainConfig(
+        model=named_model_config(
+            "palm-tiny", d_model=32, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64
+        ),
+        train=palm_train,
+    )
     configs = family_configs(["glm", "palm", "unilm"], palm, tokenizer)
     assert configs["palm"].train == palm_train  # the given settings are PALM's
     for family in ("glm", "unilm"):
@@ -142,31 +164,51 @@ def test_pretrain_takes_the_defaults_of_the_models_shape(small_corpus, monkeypat
     from ctxlm.families.unilm import UnilmDataConfig
 
     seen = {}
-    monkeypatch.setattr(ctxlm.pretraining, "train",
-                        lambda model, examples, cfg, out_dir, **options: seen.update(cfg=cfg, **options))
+    monkeypatch.setattr(
+        ctxlm.pretraining, "train", lambda model, examples, cfg, out_dir, **options: seen.update(cfg=cfg, **options)
+    )
     corpus, tokenizer, root = small_corpus
-    deep = named_model_config("unilm-tiny", num_layers=12, d_model=32, num_heads=2, ffn_dim=64,
-                              max_position_embeddings=64)
-    config = PretrainConfig(model=deep, train=TrainConfig(max_steps=10, progress=False),
-                            data=UnilmDataConfig(max_length=64, valid_fraction=0.05))
-    ctxlm.pretraining.pretrain(CorpusSpec((corpus,), cache_dir=root / "cache"), root / "deep", config,
-                               objective="unilm", tokenizer=tokenizer)
+    deep = named_model_config(
+        "unilm-tiny", num_layers=12, d_model=32, num_heads=2, ffn_dim=64, max_position_embeddings=64
+    )
+    config = PretrainConfig(
+        model=deep,
+        train=TrainConfig(max_steps=10, progress=False),
+        data=UnilmDataConfig(max_length=64, valid_fraction=0.05),
+    )
+    ctxlm.pretraining.pretrain(
+        CorpusSpec((corpus,), cache_dir=root / "cache"), root / "deep", config, objective="unilm", tokenizer=tokenizer
+    )
     assert seen["cfg"].lr == seen["run_info"]["train_defaults"]["lr"] == UNILM_DEEP_LR
 
 
 STEPS = {"palm": 200, "glm": 200, "unilm": 400}  # UniLMv2 (post-LN, at its lower peak lr) learns slower
 LAYERS = dict(d_model=128, num_heads=2, ffn_dim=512, max_position_embeddings=128)
 SMALL = {  # family → (objective, named config, model overrides, data config)
-    "palm": ("palm", "palm-tiny", dict(d_model=128, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                                       decoder_attention_heads=2, encoder_ffn_dim=512, decoder_ffn_dim=512,
-                                       max_position_embeddings=128), {"fragment_length": 128}),
+    "palm": (
+        "palm",
+        "palm-tiny",
+        dict(
+            d_model=128,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=512,
+            decoder_ffn_dim=512,
+            max_position_embeddings=128,
+        ),
+        {"fragment_length": 128},
+    ),
     "glm": ("glm", "glm-tiny", dict(num_layers=2, **LAYERS), {"max_length": 64}),
     "unilm": ("unilm", "unilm-tiny", dict(num_layers=2, **LAYERS), {"max_length": 64}),
 }
 
 
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
-         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+    "quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+).split()
 
 
 def cycle_corpus(path, documents: int = 400, seed: int = 0):
@@ -207,13 +249,17 @@ def test_short_run_at_the_defaults_learns(family, small_corpus):
 
     corpus, tokenizer, root = small_corpus
     objective, named, model, data = SMALL[family]
-    config = PretrainConfig(model=named_model_config(named, **model),
-                            train=TrainConfig(max_steps=STEPS[family], batch_size=16, eval_every=0, eval_batches=4,
-                                              progress=False, save_every=0),
-                            data=default_data_config(family)(valid_fraction=0.05, **data))
+    config = PretrainConfig(
+        model=named_model_config(named, **model),
+        train=TrainConfig(
+            max_steps=STEPS[family], batch_size=16, eval_every=0, eval_batches=4, progress=False, save_every=0
+        ),
+        data=default_data_config(family)(valid_fraction=0.05, **data),
+    )
     out = root / family
-    result = pretrain(CorpusSpec((corpus,), cache_dir=root / "cache"), out, config, objective=objective,
-                      tokenizer=tokenizer)
+    result = pretrain(
+        CorpusSpec((corpus,), cache_dir=root / "cache"), out, config, objective=objective, tokenizer=tokenizer
+    )
     run = json.loads((out / "run.json").read_text())
     assert {k: run["train"][k] for k in OPTIMIZER_FIELDS} == train_defaults(family)
     assert set(run["train_defaults"]) <= set(OPTIMIZER_FIELDS) and "not_learning" not in run

@@ -33,20 +33,39 @@ def corpus(data_dir, tmp_path_factory) -> tuple[Path, Path]:
 
 
 def tiny_config(**train) -> PretrainConfig:
-    model = named_model_config("palm-tiny", d_model=32, encoder_layers=2, decoder_layers=2,
-                               encoder_attention_heads=2, decoder_attention_heads=2,
-                               encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128)
-    values = dict(batch_size=4, lr=1e-3, warmup_steps=2, log_every=2, eval_every=0, eval_batches=2,
-                  progress=False, keep_checkpoints=0)
+    model = named_model_config(
+        "palm-tiny",
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=128,
+    )
+    values = dict(
+        batch_size=4,
+        lr=1e-3,
+        warmup_steps=2,
+        log_every=2,
+        eval_every=0,
+        eval_batches=2,
+        progress=False,
+        keep_checkpoints=0,
+    )
     values.update(train)
-    return PretrainConfig(model=model, train=TrainConfig(**values),
-                          data=PalmDataConfig(fragment_length=96, valid_fraction=0.05))
+    return PretrainConfig(
+        model=model, train=TrainConfig(**values), data=PalmDataConfig(fragment_length=96, valid_fraction=0.05)
+    )
 
 
 def test_collate_pads_each_kind_of_field():
     """Labels pad with -100, ids with the pad id, boolean matrices with False in both dimensions."""
-    examples = [{"input_ids": np.array([5, 6, 7]), "labels": np.array([1]), "mask": np.ones((2, 2), bool)},
-                {"input_ids": np.array([8]), "labels": np.array([2, 3]), "mask": np.ones((3, 3), bool)}]
+    examples = [
+        {"input_ids": np.array([5, 6, 7]), "labels": np.array([1]), "mask": np.ones((2, 2), bool)},
+        {"input_ids": np.array([8]), "labels": np.array([2, 3]), "mask": np.ones((3, 3), bool)},
+    ]
     batch = collate(examples, pad_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[1, -100], [2, 3]]
@@ -110,21 +129,68 @@ def test_stage_two_starts_from_stage_one_and_generates(corpus, tmp_path):
         "  encoder_attention_heads: 2\n  decoder_attention_heads: 2\n  encoder_ffn_dim: 64\n"
         "  decoder_ffn_dim: 64\n  max_position_embeddings: 128\n"
         "train:\n  batch_size: 4\n  warmup_steps: 1\n  progress: false\n"
-        "data:\n  fragment_length: 96\n  valid_fraction: 0.05\n", encoding="utf-8")
+        "data:\n  fragment_length: 96\n  valid_fraction: 0.05\n",
+        encoding="utf-8",
+    )
     common = ["--corpus", str(path), "--max-steps", "3", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
-    assert main(["pretrain", "--stage", "mlm", "--config", str(config), "--tokenizer", str(tok),
-                 "--out", str(tmp_path / "s1"), *common]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--stage",
+                "mlm",
+                "--config",
+                str(config),
+                "--tokenizer",
+                str(tok),
+                "--out",
+                str(tmp_path / "s1"),
+                *common,
+            ]
+        )
+        == 0
+    )
     stage1 = json.loads((tmp_path / "s1/metrics.jsonl").read_text().splitlines()[-1])
     assert "valid/mlm_loss" in stage1
-    assert main(["pretrain", "--stage", "generation", "--config", str(config), "--init", str(tmp_path / "s1"),
-                 "--out", str(tmp_path / "s2"), *common]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--stage",
+                "generation",
+                "--config",
+                str(config),
+                "--init",
+                str(tmp_path / "s1"),
+                "--out",
+                str(tmp_path / "s2"),
+                *common,
+            ]
+        )
+        == 0
+    )
     s1, _ = load_model_dir(tmp_path / "s1")
     s2, tokenizer = load_model_dir(tmp_path / "s2")
     assert tokenizer is not None and s2.config == s1.config
     moved = [k for k, v in s2.state_dict().items() if not torch.equal(v, s1.state_dict()[k])]
     assert any(k.startswith("decoder.") for k in moved)
-    assert main(["generate", "--model", str(tmp_path / "s2"), "--text", "The river flows.", "--max-length", "5",
-                 "--device", "cpu", "--bf16"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tmp_path / "s2"),
+                "--text",
+                "The river flows.",
+                "--max-length",
+                "5",
+                "--device",
+                "cpu",
+                "--bf16",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.slow
@@ -147,8 +213,22 @@ def test_bad_corpus_is_a_one_line_error_naming_file_and_line(corpus, tmp_path, c
     _, tok = corpus
     bad = tmp_path / name
     bad.write_bytes(content)
-    code = main(["pretrain", "--corpus", str(bad), "--tokenizer", str(tok), "--out", str(tmp_path / "o"),
-                 "--cache-dir", str(tmp_path / "cache"), "--max-steps", "1", "--no-progress"])
+    code = main(
+        [
+            "pretrain",
+            "--corpus",
+            str(bad),
+            "--tokenizer",
+            str(tok),
+            "--out",
+            str(tmp_path / "o"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--max-steps",
+            "1",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
@@ -162,8 +242,9 @@ def test_config_typo_names_the_key_and_keeps_finished_checkpoints(corpus, tmp_pa
     checkpoints are untouched by the failed command."""
     path, tok = corpus
     out = tmp_path / "run"
-    pretrain(CorpusSpec((path,), cache_dir=tmp_path / "cache"), out, tiny_config(max_steps=2, save_every=2),
-             tokenizer=tok)
+    pretrain(
+        CorpusSpec((path,), cache_dir=tmp_path / "cache"), out, tiny_config(max_steps=2, save_every=2), tokenizer=tok
+    )
     before = sorted(p.name for p in (out / "checkpoints").iterdir())
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: palm-tiny\ntrain:\n  lerning_rate: 0.001\n", encoding="utf-8")

@@ -68,8 +68,10 @@ def test_training_pairs_fit_the_models_positions(family):
         def encode_batch(self, texts):
             return [[int(w) for w in text.split()] for text in texts]
 
-    pairs = [Pair(" ".join(map(str, range(10, 80))), " ".join(map(str, range(100, 130)))),  # 70 + 30 tokens
-             Pair("5 6 7", " ".join(map(str, range(100, 200))))]  # a target longer than the positions
+    pairs = [
+        Pair(" ".join(map(str, range(10, 80))), " ".join(map(str, range(100, 130)))),  # 70 + 30 tokens
+        Pair("5 6 7", " ".join(map(str, range(100, 200)))),
+    ]  # a target longer than the positions
     recipe = FinetuneConfig(task="summarization", max_source_tokens=96, max_target_tokens=128)
     examples = pair_examples(cfg, Words(), pairs, recipe)
     one_sequence = family != "palm"

@@ -40,8 +40,14 @@ def plain(h, w, b, labels, smoothing):
 def test_equals_the_plain_loss_in_float64(smoothing, chunk):
     hidden, weight, bias, labels = problem()
     ref = grads(lambda h, w, b: plain(h, w, b, labels, smoothing), hidden, weight, bias, torch.float64, True)
-    got = grads(lambda h, w, b: linear_cross_entropy(h, w, b, labels, smoothing, chunk), hidden, weight, bias,
-                torch.float64, True)
+    got = grads(
+        lambda h, w, b: linear_cross_entropy(h, w, b, labels, smoothing, chunk),
+        hidden,
+        weight,
+        bias,
+        torch.float64,
+        True,
+    )
     assert got[2] == ref[2] == (labels != IGNORE_INDEX).sum()
     for a, e in zip(got[:2] + got[3:], ref[:2] + ref[3:]):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
@@ -50,8 +56,9 @@ def test_equals_the_plain_loss_in_float64(smoothing, chunk):
 def test_float32_within_rounding_of_float64():
     hidden, weight, bias, labels = problem(rows=300, d=32, vocab=3001)
     ref = grads(lambda h, w, b: plain(h, w, b, labels, 0.1), hidden, weight, bias, torch.float64, False)
-    got = grads(lambda h, w, b: linear_cross_entropy(h, w, b, labels, 0.1, 64), hidden, weight, bias,
-                torch.float32, False)
+    got = grads(
+        lambda h, w, b: linear_cross_entropy(h, w, b, labels, 0.1, 64), hidden, weight, bias, torch.float32, False
+    )
     for a, e in zip(got[:2] + got[3:5], ref[:2] + ref[3:5]):
         torch.testing.assert_close(a.double(), e, rtol=2e-5, atol=1e-6)
 
@@ -74,8 +81,9 @@ def test_bf16_gradients_close_to_float64():
     hidden, weight, bias, labels = problem(rows=300, d=32, vocab=3001, ignored=0.0)
     ref = grads(lambda h, w, b: plain(h, w, b, labels, 0.0), hidden, weight, bias, torch.float64, False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = grads(lambda h, w, b: linear_cross_entropy(h, w, b, labels, 0.0, 64), hidden, weight, bias,
-                    torch.float32, False)
+        got = grads(
+            lambda h, w, b: linear_cross_entropy(h, w, b, labels, 0.0, 64), hidden, weight, bias, torch.float32, False
+        )
     for a, e in zip(got[3:5], ref[3:5]):
         assert a.dtype == torch.float32
         assert (a.double() - e).norm() / e.norm() < 2e-2  # bf16 logits and gradient: ~3 significant digits
@@ -99,13 +107,24 @@ def test_every_label_ignored():
 
 
 @settings(max_examples=25, deadline=None)
-@given(rows=st.integers(1, 20), vocab=st.integers(2, 40), chunk=st.integers(1, 25),
-       smoothing=st.sampled_from([0.0, 0.2]), seed=st.integers(0, 10_000))
+@given(
+    rows=st.integers(1, 20),
+    vocab=st.integers(2, 40),
+    chunk=st.integers(1, 25),
+    smoothing=st.sampled_from([0.0, 0.2]),
+    seed=st.integers(0, 10_000),
+)
 def test_fuzz_shapes_and_chunks(rows, vocab, chunk, smoothing, seed):
     hidden, weight, bias, labels = problem(rows=rows, d=4, vocab=vocab, seed=seed)
     ref = grads(lambda h, w, b: plain(h, w, b, labels, smoothing), hidden, weight, bias, torch.float64, True)
-    got = grads(lambda h, w, b: linear_cross_entropy(h, w, b, labels, smoothing, chunk), hidden, weight, bias,
-                torch.float64, True)
+    got = grads(
+        lambda h, w, b: linear_cross_entropy(h, w, b, labels, smoothing, chunk),
+        hidden,
+        weight,
+        bias,
+        torch.float64,
+        True,
+    )
     for a, e in zip(got[:2] + got[3:], ref[:2] + ref[3:]):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
 
@@ -114,8 +133,9 @@ def test_a_zero_bias_without_grad_is_skipped_exactly():
     hidden, weight, _, labels = problem()
     zero = torch.zeros(weight.shape[0], dtype=torch.float64)
     ref = grads(lambda h, w, b: plain(h, w, b, labels, 0.1), hidden, weight, zero, torch.float64, False)
-    got = grads(lambda h, w, b: linear_cross_entropy(h, w, b, labels, 0.1, 8), hidden, weight, zero,
-                torch.float64, False)
+    got = grads(
+        lambda h, w, b: linear_cross_entropy(h, w, b, labels, 0.1, 8), hidden, weight, zero, torch.float64, False
+    )
     for a, e in zip(got[:2] + got[3:5], ref[:2] + ref[3:5]):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
@@ -138,9 +158,20 @@ def test_a_compiled_model_trains_with_the_loss():
     from ctxlm.models.palm import PalmModel
 
     torch.manual_seed(0)
-    cfg = PalmConfig(vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=1,
-                     decoder_attention_heads=1, encoder_ffn_dim=32, decoder_ffn_dim=32, copy=False,
-                     max_position_embeddings=32, dropout=0.0, attention_dropout=0.0)
+    cfg = PalmConfig(
+        vocab_size=50,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=1,
+        decoder_attention_heads=1,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        copy=False,
+        max_position_embeddings=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     eager = PalmModel(cfg).train()
     compiled_model = PalmModel(cfg).train()
     compiled_model.load_state_dict(eager.state_dict())

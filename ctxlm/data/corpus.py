@@ -144,8 +144,9 @@ def iter_lines(path: str | Path, fallback_encoding: str | None = None) -> Iterat
         try:
             codecs.lookup(fallback_encoding)
         except (LookupError, ValueError):  # ValueError: a NUL in the name
-            raise CtxlmError(f"unknown fallback encoding '{fallback_encoding}' (--fallback-encoding; e.g. latin-1 "
-                             "or cp1252)") from None
+            raise CtxlmError(
+                f"unknown fallback encoding '{fallback_encoding}' (--fallback-encoding; e.g. latin-1 or cp1252)"
+            ) from None
     try:
         handle: BinaryIO = open(path, "rb")
     except OSError as error:
@@ -159,39 +160,38 @@ def iter_lines(path: str | Path, fallback_encoding: str | None = None) -> Iterat
                 return
             line_number += 1
             if len(raw) == _MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                raise CtxlmError(
-                    f"{where(path, line_number)}: line longer than {MAX_LINE_CHARS:,} characters"
-                )
+                raise CtxlmError(f"{where(path, line_number)}: line longer than {MAX_LINE_CHARS:,} characters")
             if b"\x00" in raw:
                 if wide_encoding(path) is not None:
                     raise not_utf8(path, where(path, line_number))
-                raise CtxlmError(
-                    f"{where(path, line_number)}: contains NUL bytes (binary file, not text)"
-                )
+                raise CtxlmError(f"{where(path, line_number)}: contains NUL bytes (binary file, not text)")
             text = _decode(raw, path, line_number, fallback_encoding, warned).rstrip("\r\n")
             if line_number == 1 and text.startswith("\ufeff"):
                 text = text[1:]
             if len(text) > MAX_LINE_CHARS:
-                raise CtxlmError(
-                    f"{where(path, line_number)}: line longer than {MAX_LINE_CHARS:,} characters"
-                )
+                raise CtxlmError(f"{where(path, line_number)}: line longer than {MAX_LINE_CHARS:,} characters")
             yield line_number, text, handle.tell()
 
 
-def _decode(raw: bytes, path: str | Path, line_number: int, fallback: str | None = None,
-            warned: set | None = None) -> str:
+def _decode(
+    raw: bytes, path: str | Path, line_number: int, fallback: str | None = None, warned: set | None = None
+) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
         if fallback is not None:
             if warned is not None and not warned:
                 warned.add(line_number)
-                warnings.warn(f"{where(path, line_number)}: not valid UTF-8; reading such lines as {fallback}",
-                              stacklevel=2)
+                warnings.warn(
+                    f"{where(path, line_number)}: not valid UTF-8; reading such lines as {fallback}", stacklevel=2
+                )
             return raw.decode(fallback, errors="replace")
         column = len(raw[: error.start].decode("utf-8", errors="replace")) + 1
-        raise not_utf8(path, where(path, line_number),
-                       f" (byte 0x{raw[error.start]:02x} at column {column}); re-encode the file as UTF-8") from None
+        raise not_utf8(
+            path,
+            where(path, line_number),
+            f" (byte 0x{raw[error.start]:02x} at column {column}); re-encode the file as UTF-8",
+        ) from None
 
 
 def detect_format(path: str | Path, fallback_encoding: str | None = None) -> str:
@@ -226,7 +226,9 @@ def resolve_format(path: str | Path, format: str = "auto", fallback_encoding: st
 
 
 def iter_blocks(
-    path: str | Path, format: str = "auto", text_field: str | None = None,
+    path: str | Path,
+    format: str = "auto",
+    text_field: str | None = None,
     fallback_encoding: str | None = None,
 ) -> Iterator[TextBlock]:
     """Stream the `TextBlock`s of one corpus file (see the module docstring for formats).
@@ -308,8 +310,10 @@ def _row_block(row, at: str, text_field: str | None, end_byte: int) -> TextBlock
         raise CtxlmError(f"{at}: row is not a JSON object (got {type(row).__name__})")
     field = text_field if text_field is not None else next((f for f in TEXT_FIELDS if f in row), None)
     if field is None:
-        raise CtxlmError(f"{at}: no text field (looked for {', '.join(TEXT_FIELDS)}; "
-                         f"found {', '.join(map(str, row)) or 'none'}; pass --text-field)")
+        raise CtxlmError(
+            f"{at}: no text field (looked for {', '.join(TEXT_FIELDS)}; "
+            f"found {', '.join(map(str, row)) or 'none'}; pass --text-field)"
+        )
     if field not in row:
         raise CtxlmError(f"{at}: field {field!r} missing")
     value = row[field]
@@ -339,8 +343,11 @@ def text_paragraphs(text: str) -> list[str]:
 
 
 def iter_documents(
-    path: str | Path, format: str = "auto", text_field: str | None = None,
-    fallback_encoding: str | None = None, stats: dict | None = None,
+    path: str | Path,
+    format: str = "auto",
+    text_field: str | None = None,
+    fallback_encoding: str | None = None,
+    stats: dict | None = None,
 ) -> Iterator[Document]:
     """Stream the documents (lists of sentences) of one corpus file; empty ones are skipped and
     counted in ``stats["empty_documents"]`` when a ``stats`` dict is given."""
@@ -385,9 +392,7 @@ def expand_corpus_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
                 if candidate.is_file() and _is_corpus_file(candidate.relative_to(path))
             )
             if not files:
-                raise CtxlmError(
-                    f"{path}: directory holds no corpus files ({', '.join(CORPUS_SUFFIXES)})"
-                )
+                raise CtxlmError(f"{path}: directory holds no corpus files ({', '.join(CORPUS_SUFFIXES)})")
             found.extend(files)
         else:
             raise CtxlmError(f"{path}: corpus path not found")

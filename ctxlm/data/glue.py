@@ -97,8 +97,10 @@ def read_sts(path: str | Path) -> list[Row]:
     rows = []
     for at, fields in _tsv_lines(path):
         if len(fields) < 7:
-            raise CtxlmError(f"{at}: expected at least 7 tab-separated fields (genre, filename, year, id, "
-                             f"score, sentence1, sentence2), got {len(fields)}")
+            raise CtxlmError(
+                f"{at}: expected at least 7 tab-separated fields (genre, filename, year, id, "
+                f"score, sentence1, sentence2), got {len(fields)}"
+            )
         try:
             score = float(fields[4])
         except ValueError:
@@ -177,15 +179,31 @@ class GlueDataset:
 
 DATASETS: dict[str, GlueDataset] = {
     "glue/MRPC": GlueDataset(
-        "glue/MRPC", {"train": "glue/MRPC/msr_paraphrase_train.txt", "dev": "glue/MRPC/msr_paraphrase_train.txt"},
-        read_mrpc, 2, ("accuracy", "f1"), ("not_paraphrase", "paraphrase"), holdout=MRPC_DEV_SIZE,
-        notes="dev = 408 rows held out of the train file by SHA-256 of the text"),
+        "glue/MRPC",
+        {"train": "glue/MRPC/msr_paraphrase_train.txt", "dev": "glue/MRPC/msr_paraphrase_train.txt"},
+        read_mrpc,
+        2,
+        ("accuracy", "f1"),
+        ("not_paraphrase", "paraphrase"),
+        holdout=MRPC_DEV_SIZE,
+        notes="dev = 408 rows held out of the train file by SHA-256 of the text",
+    ),
     "glue/STS-B": GlueDataset(
-        "glue/STS-B", {"train": "glue/STS-B/sts-train.tsv", "dev": "glue/STS-B/sts-dev.tsv"},
-        read_sts, 1, ("pearson", "spearman")),
+        "glue/STS-B",
+        {"train": "glue/STS-B/sts-train.tsv", "dev": "glue/STS-B/sts-dev.tsv"},
+        read_sts,
+        1,
+        ("pearson", "spearman"),
+    ),
     "superglue/RTE": GlueDataset(
-        "superglue/RTE", {"train": "superglue/RTE/train.jsonl", "dev": "superglue/RTE/dev32.jsonl"},
-        read_rte, 2, ("accuracy",), RTE_LABELS, notes="FewGLUE: 32 train / 32 dev rows"),
+        "superglue/RTE",
+        {"train": "superglue/RTE/train.jsonl", "dev": "superglue/RTE/dev32.jsonl"},
+        read_rte,
+        2,
+        ("accuracy",),
+        RTE_LABELS,
+        notes="FewGLUE: 32 train / 32 dev rows",
+    ),
 }
 
 

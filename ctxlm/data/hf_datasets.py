@@ -96,6 +96,7 @@ def open_dataset(source: str | Path) -> DatasetSource:
         except Exception as error:  # pyarrow raises ArrowInvalid and OSError subclasses
             raise CtxlmError(f"{path}: not a readable Parquet file ({error})") from None
         size, digest = _files_fingerprint([path])
+
         def batches():
             return (batch.to_pydict() for batch in parquet.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS))
 
@@ -110,8 +111,13 @@ def open_dataset(source: str | Path) -> DatasetSource:
     except (OSError, ValueError, FileNotFoundError) as error:
         raise CtxlmError(f"{path}: cannot read as a dataset ({str(error).splitlines()[0]})") from None
     size, digest = _files_fingerprint([f for f in (path.rglob("*") if path.is_dir() else [path]) if f.is_file()])
-    return DatasetSource(f"{path}:{split}" if split else str(path), dataset.num_rows, size,
-                         f"{digest}:{split}", _dataset_batches(dataset))
+    return DatasetSource(
+        f"{path}:{split}" if split else str(path),
+        dataset.num_rows,
+        size,
+        f"{digest}:{split}",
+        _dataset_batches(dataset),
+    )
 
 
 def _pick_split(splits, split: str | None, name: str):
@@ -123,7 +129,7 @@ def _pick_split(splits, split: str | None, name: str):
 
 
 def _open_hub(datasets, source: str) -> DatasetSource:
-    spec = source[len(HUB_PREFIX):]
+    spec = source[len(HUB_PREFIX) :]
     name, _, split = spec.partition(":")
     name, _, config = name.partition("#")
     try:
@@ -131,12 +137,15 @@ def _open_hub(datasets, source: str) -> DatasetSource:
     except Exception as error:  # offline, unknown dataset, bad split: datasets raises many kinds
         first = (str(error).splitlines() or [type(error).__name__])[0]
         if "reach" in first or type(error).__name__ in ("ConnectionError", "LocalEntryNotFoundError"):
-            raise CtxlmError(f"{source}: the Hugging Face hub cannot be reached (no network?) and the dataset is "
-                             "not in the datasets cache; save it with save_to_disk elsewhere and pass the "
-                             "directory") from None
+            raise CtxlmError(
+                f"{source}: the Hugging Face hub cannot be reached (no network?) and the dataset is "
+                "not in the datasets cache; save it with save_to_disk elsewhere and pass the "
+                "directory"
+            ) from None
         raise CtxlmError(f"{source}: cannot load ({first})") from None
-    return DatasetSource(source, dataset.num_rows, 0, f"{name}#{config}:{split}:{dataset._fingerprint}",
-                         _dataset_batches(dataset))
+    return DatasetSource(
+        source, dataset.num_rows, 0, f"{name}#{config}:{split}:{dataset._fingerprint}", _dataset_batches(dataset)
+    )
 
 
 def dataset_rows(source: str | Path) -> Iterator[tuple[str, dict]]:

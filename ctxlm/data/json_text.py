@@ -31,8 +31,11 @@ def parse_json(text: str, at: str) -> Any:
 def json_problem(error: ValueError | RecursionError) -> str:
     """A short description of why `json.loads` failed."""
     if isinstance(error, json.JSONDecodeError):
-        return f"{error.msg} at column {error.colno}" if error.lineno == 1 else \
-            f"{error.msg} at line {error.lineno} column {error.colno}"
+        return (
+            f"{error.msg} at column {error.colno}"
+            if error.lineno == 1
+            else f"{error.msg} at line {error.lineno} column {error.colno}"
+        )
     if isinstance(error, RecursionError):
         return "nested too deeply"
     return str(error).split(";")[0][:120]  # e.g. an integer of more than 4,300 digits
@@ -43,8 +46,9 @@ def check_no_surrogates(value: Any, text: str, at: str) -> None:
     if _SURROGATE_ESCAPE.search(text):
         field = surrogate_field(value)
         if field is not None:
-            raise CtxlmError(f"{at}: field '{field}' holds an unpaired surrogate escape (\\ud800-\\udfff), "
-                             "which is not text")
+            raise CtxlmError(
+                f"{at}: field '{field}' holds an unpaired surrogate escape (\\ud800-\\udfff), which is not text"
+            )
 
 
 def surrogate_field(value: Any) -> str | None:

@@ -36,8 +36,9 @@ def default_workers(device: torch.device) -> int:
     return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
 
 
-def micro_batch_loader(stream, pad_id: int, micro_batches: range, device: torch.device,
-                       workers: int | None = None, prefetch: int = 4) -> DataLoader:
+def micro_batch_loader(
+    stream, pad_id: int, micro_batches: range, device: torch.device, workers: int | None = None, prefetch: int = 4
+) -> DataLoader:
     """The given micro-batches, in order, built by `workers` processes (None: see
     `default_workers`) up to `prefetch` batches per worker ahead, in pinned memory on CUDA."""
     workers = default_workers(device) if workers is None else workers

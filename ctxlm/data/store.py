@@ -73,8 +73,14 @@ def token_dtype(vocab_size: int) -> np.dtype:
 class TokenStore:
     """A read-only view of a store directory (tokens memory-mapped)."""
 
-    def __init__(self, directory: Path, meta: dict, tokens: np.ndarray,
-                 sentence_offsets: np.ndarray, document_offsets: np.ndarray):
+    def __init__(
+        self,
+        directory: Path,
+        meta: dict,
+        tokens: np.ndarray,
+        sentence_offsets: np.ndarray,
+        document_offsets: np.ndarray,
+    ):
         """Use `TokenStore.open` or `TokenStore.build`."""
         self.directory = directory
         self.meta = meta
@@ -96,9 +102,7 @@ class TokenStore:
             raise CtxlmError(f"{meta_file}: unreadable ({error})") from None
         if not isinstance(meta, dict) or meta.get("version") != STORE_VERSION:
             found = meta.get("version") if isinstance(meta, dict) else None
-            raise CtxlmError(
-                f"{meta_file}: store version {found!r}, expected {STORE_VERSION}; rebuild the store"
-            )
+            raise CtxlmError(f"{meta_file}: store version {found!r}, expected {STORE_VERSION}; rebuild the store")
         try:
             dtype = np.dtype(meta["dtype"])
             num_tokens = int(meta["num_tokens"])
@@ -116,9 +120,7 @@ class TokenStore:
             and (directory / TOKENS_FILE).stat().st_size == num_tokens * dtype.itemsize
         )  # fmt: skip
         if not consistent:
-            raise CtxlmError(
-                f"{directory}: damaged token store (sizes disagree with {META_FILE}); rebuild it"
-            )
+            raise CtxlmError(f"{directory}: damaged token store (sizes disagree with {META_FILE}); rebuild it")
         return cls(directory, meta, tokens, sentence_offsets, document_offsets)
 
     @classmethod
@@ -210,9 +212,7 @@ class TokenStore:
         first, end = self.document_sentences(document)
         return [self.sentence(i) for i in range(first, end)]
 
-    def split_documents(
-        self, valid_fraction: float, seed: int, min_valid: int = 1
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def split_documents(self, valid_fraction: float, seed: int, min_valid: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Deterministic held-out split by whole documents: sorted ``(train_ids, valid_ids)``.
 
         Holds out ``round(valid_fraction * num_documents)`` documents, at least ``min_valid``
@@ -233,8 +233,10 @@ class TokenStore:
         return train_ids, valid_ids
 
     def __repr__(self) -> str:
-        return (f"TokenStore({str(self.directory)!r}, documents={self.num_documents}, "
-                f"sentences={self.num_sentences}, tokens={self.num_tokens})")
+        return (
+            f"TokenStore({str(self.directory)!r}, documents={self.num_documents}, "
+            f"sentences={self.num_sentences}, tokens={self.num_tokens})"
+        )
 
 
 def _source_record(path: Path, file_format: str) -> dict:
@@ -242,12 +244,12 @@ def _source_record(path: Path, file_format: str) -> dict:
         source = open_dataset(path)
         return {"path": str(path), "size": source.size, "mtime_ns": source.fingerprint, "format": file_format}
     stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "format": file_format}
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "format": file_format}
 
 
-def _cache_key(sources: list[dict], tokenizer: TextTokenizer, format: str, text_field: str | None,
-               fallback_encoding: str | None) -> str:
+def _cache_key(
+    sources: list[dict], tokenizer: TextTokenizer, format: str, text_field: str | None, fallback_encoding: str | None
+) -> str:
     fingerprint = {
         "version": STORE_VERSION,
         "files": [[s["path"], s["size"], s["mtime_ns"]] for s in sources],
@@ -364,9 +366,10 @@ def _write_store(
         open_document_sentences, open_document = 0, False
 
     total_bytes = sum(source["size"] for source in sources)
-    with open(directory / TOKENS_FILE, "wb") as tokens_file, tqdm(
-        total=total_bytes, unit="B", unit_scale=True, disable=not progress
-    ) as bar:
+    with (
+        open(directory / TOKENS_FILE, "wb") as tokens_file,
+        tqdm(total=total_bytes, unit="B", unit_scale=True, disable=not progress) as bar,
+    ):
         chunks = _split_chunks(sources, text_field, fallback_encoding, num_workers, bar)
         for index, blocks, sentences_per_block in chunks:
             if index != source_index:
@@ -398,9 +401,7 @@ def _write_store(
         raise CtxlmError("corpus yields no tokens (every sentence encodes to nothing)")
     starts = [(s["first_document"], s["first_sentence"]) for s in sources]
     starts.append((len(document_offsets) - 1, len(sentence_offsets) - 1))
-    for source, (first_document, first_sentence), (end_document, end_sentence) in zip(
-        sources, starts, starts[1:]
-    ):
+    for source, (first_document, first_sentence), (end_document, end_sentence) in zip(sources, starts, starts[1:]):
         source["documents"] = end_document - first_document
         source["sentences"] = end_sentence - first_sentence
     np.save(directory / SENTENCE_OFFSETS_FILE, np.frombuffer(sentence_offsets, dtype=np.int64))

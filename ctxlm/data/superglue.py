@@ -126,8 +126,14 @@ YES_NO = ("No", "Yes")
 def _boolq(row, at, training, rng):
     passage, question = _get(row, "passage", str, at), _get(row, "question", str, at)
     label = _label(row, [False, True], at, training)
-    parts = [(passage, True), (" Question: ", False), (question, True), ("? Answer: ", False), (MASK, False),
-             (".", False)]
+    parts = [
+        (passage, True),
+        (" Question: ", False),
+        (question, True),
+        ("? Answer: ", False),
+        (MASK, False),
+        (".", False),
+    ]
     return [_verbalized("BoolQ", parts, label, [False, True], YES_NO, at)]
 
 
@@ -135,8 +141,15 @@ def _entailment(task, labels, words):
     def read(row, at, training, rng):
         premise, hypothesis = _get(row, "premise", str, at), _get(row, "hypothesis", str, at)
         label = _label(row, labels, at, training)
-        parts = [('"', False), (remove_final_punc(hypothesis), True), ('" ? ', False), (MASK, False),
-                 (', "', False), (premise, True), ('"', False)]
+        parts = [
+            ('"', False),
+            (remove_final_punc(hypothesis), True),
+            ('" ? ', False),
+            (MASK, False),
+            (', "', False),
+            (premise, True),
+            ('"', False),
+        ]
         return [_verbalized(task, parts, label, labels, words, at)]
 
     return read
@@ -156,8 +169,17 @@ def _copa(row, at, training, rng):
             raise CtxlmError(f"{at}: field '{name}' has no text before its final punctuation")
 
     def example(first, second, gold):
-        parts = [('"', False), (first, False), ('" or "', False), (second, False), ('"? ', False),
-                 (remove_final_punc(premise), True), (joiner, False), (MASK, False), (".", False)]
+        parts = [
+            ('"', False),
+            (first, False),
+            ('" or "', False),
+            (second, False),
+            ('"? ', False),
+            (remove_final_punc(premise), True),
+            (joiner, False),
+            (MASK, False),
+            (".", False),
+        ]
         return ClozeExample("COPA", parts, [first, second], gold, label, source=at)
 
     examples = [example(choices[0], choices[1], (label,) if label is not None else ())]
@@ -170,20 +192,20 @@ def _wic(row, at, training, rng):
     word = _get(row, "word", str, at)
     first, second = _get(row, "sentence1", str, at), _get(row, "sentence2", str, at)
     label = _label(row, [False, True], at, training)
-    parts = [(f'"{first}" / "{second}"', True), (f' Similar sense of "{word}"? ', False), (MASK, False),
-             (".", False)]
+    parts = [(f'"{first}" / "{second}"', True), (f' Similar sense of "{word}"? ', False), (MASK, False), (".", False)]
     return [_verbalized("WiC", parts, label, [False, True], YES_NO, at)]
 
 
 # Words that do not start or make up a noun phrase (for WSC's candidate extraction).
-_FUNCTION_WORDS = set("""a an the this that these those his her hers their theirs my mine our ours your yours its
+_FUNCTION_WORDS = set(
+    """a an the this that these those his her hers their theirs my mine our ours your yours its
 he she it they them him we us i you me who whom which what when where why how there here then than so because
 but and or nor if while as of in on at to for with by from about into onto over under after before since until
 up down out off again is was are were be been being am do does did have has had will would can could shall
 should may might must not no yes very too also just only all any some each every both either neither one
-other another such own same few more most many much several""".split())
-_DETERMINERS = {"the", "a", "an", "this", "these", "those", "his", "her", "their", "my", "our", "your",
-                "its"}
+other another such own same few more most many much several""".split()
+)
+_DETERMINERS = {"the", "a", "an", "this", "these", "those", "his", "her", "their", "my", "our", "your", "its"}
 
 
 def wsc_noun_phrases(words: Sequence[str]) -> list[str]:
@@ -194,8 +216,13 @@ def wsc_noun_phrases(words: Sequence[str]) -> list[str]:
     clean = [w.strip(string.punctuation + "“”‘’") for w in words]
     phrases = []
     for i, (word, raw) in enumerate(zip(clean, words)):
-        if (word.lower() in _DETERMINERS and word == raw and i + 1 < len(clean) and clean[i + 1]
-                and clean[i + 1].lower() not in _FUNCTION_WORDS):
+        if (
+            word.lower() in _DETERMINERS
+            and word == raw
+            and i + 1 < len(clean)
+            and clean[i + 1]
+            and clean[i + 1].lower() not in _FUNCTION_WORDS
+        ):
             phrases.append(f"{word} {clean[i + 1]}")
     run: list[str] = []
     for word, raw in zip(clean, words):
@@ -235,15 +262,14 @@ def _wsc(row, at, training, rng, max_negatives: int = 9):
                 index += offset
                 break
     if 0 <= index < len(words) and words[index] != pronoun and words[index].startswith(pronoun):
-        words[index:index + 1] = [pronoun, words[index][len(pronoun):]]
+        words[index : index + 1] = [pronoun, words[index][len(pronoun) :]]
     if not (0 <= index < len(words) and words[index] == pronoun):
         raise CtxlmError(f"{at}: target.span2_text {pronoun!r} is not the word at span2_index {index}")
-    marked = words[:index] + [f"*{pronoun}*"] + words[index + 1:]
-    parts = [(" ".join(marked), True), (f" The pronoun '*{pronoun}*' refers to ", False), (MASK, False),
-             (".", False)]
+    marked = words[:index] + [f"*{pronoun}*"] + words[index + 1 :]
+    parts = [(" ".join(marked), True), (f" The pronoun '*{pronoun}*' refers to ", False), (MASK, False), (".", False)]
     seen = {_bare(span1), pronoun.lower()}
     negatives = []
-    for phrase in wsc_noun_phrases(words[:index] + words[index + 1:]):
+    for phrase in wsc_noun_phrases(words[:index] + words[index + 1 :]):
         if _bare(phrase) not in seen:
             seen.add(_bare(phrase))
             negatives.append(phrase)
@@ -268,9 +294,16 @@ def _multirc(row, at, training, rng):
             a_at = f"{q_at}.answers[{ai}]"
             answer = _get(answer_row, "text", str, a_at)
             label = _label(answer_row, [0, 1], a_at, training)
-            parts = [(remove_final_punc(text.rstrip()), True), (". Question: ", False),
-                     (remove_final_punc(question.rstrip()), False), ("? Is it ", False), (answer, False),
-                     ("? ", False), (MASK, False), (".", False)]
+            parts = [
+                (remove_final_punc(text.rstrip()), True),
+                (". Question: ", False),
+                (remove_final_punc(question.rstrip()), False),
+                ("? Is it ", False),
+                (answer, False),
+                ("? ", False),
+                (MASK, False),
+                (".", False),
+            ]
             examples.append(_verbalized("MultiRC", parts, label, [0, 1], YES_NO, at, group=group))
     return examples
 
@@ -284,7 +317,7 @@ def _record(row, at, training, rng, max_train_candidates: int = 10):
         start, end = _get(span, "start", int, e_at), _get(span, "end", int, e_at)
         if not 0 <= start <= end < len(text):
             raise CtxlmError(f"{e_at}: span ({start}, {end}) is outside the passage")
-        entities.append(text[start:end + 1])  # ReCoRD's `end` is inclusive
+        entities.append(text[start : end + 1])  # ReCoRD's `end` is inclusive
     entities = list(dict.fromkeys(entities))  # distinct, in order of first occurrence
     if not entities:
         raise CtxlmError(f"{at}: field 'passage.entities' is empty")
@@ -308,14 +341,33 @@ def _record(row, at, training, rng, max_train_candidates: int = 10):
             # THUDM/GLM: one example per correct answer, against at most 9 other entities
             others = [e for e in entities if e not in answers]
             for answer in answers:
-                negatives = [others[i] for i in rng.permutation(len(others))[:max_train_candidates - 1]]
-                examples.append(ClozeExample("ReCoRD", parts, [answer] + negatives, (0,), answer,
-                                             group=f"{row.get('idx', at)}-{qi}", answers=(answer,), source=at))
+                negatives = [others[i] for i in rng.permutation(len(others))[: max_train_candidates - 1]]
+                examples.append(
+                    ClozeExample(
+                        "ReCoRD",
+                        parts,
+                        [answer] + negatives,
+                        (0,),
+                        answer,
+                        group=f"{row.get('idx', at)}-{qi}",
+                        answers=(answer,),
+                        source=at,
+                    )
+                )
         else:
             gold = tuple(i for i, e in enumerate(entities) if e in answers)
-            examples.append(ClozeExample("ReCoRD", parts, list(entities), gold, None,
-                                         group=str(qa.get("idx", f"{row.get('idx', at)}-{qi}")),
-                                         answers=tuple(answers), source=at))
+            examples.append(
+                ClozeExample(
+                    "ReCoRD",
+                    parts,
+                    list(entities),
+                    gold,
+                    None,
+                    group=str(qa.get("idx", f"{row.get('idx', at)}-{qi}")),
+                    answers=tuple(answers),
+                    source=at,
+                )
+            )
     return examples
 
 
@@ -384,8 +436,7 @@ def multirc_scores(groups: Sequence[str], predictions: Sequence[int], references
     by_question = defaultdict(list)
     for group, p, r in zip(groups, predictions, references):
         by_question[group].append(p == r)
-    return {"f1a": binary_f1(predictions, references, 1),
-            "em": float(np.mean([all(v) for v in by_question.values()]))}
+    return {"f1a": binary_f1(predictions, references, 1), "em": float(np.mean([all(v) for v in by_question.values()]))}
 
 
 def record_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> dict[str, float]:

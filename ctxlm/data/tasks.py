@@ -69,8 +69,15 @@ class Pair:
 
 # ----------------------------------------------------------------------------- small helpers
 
-_JSON_TYPE = {dict: "object", list: "array", str: "string", int: "number", float: "number",
-              bool: "boolean", type(None): "null"}
+_JSON_TYPE = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
 
 def _json_type(value: Any) -> str:
@@ -86,8 +93,10 @@ def _fail(at: str, name: str, problem: str) -> NoReturn:
     raise CtxlmError(f"{at}: field '{name}' {problem}")
 
 
-FIELD_FLAGS = ("name your fields with --source-field and --target-field "
-               "(in a recipe YAML: reader: {source_field: ..., target_field: ...})")
+FIELD_FLAGS = (
+    "name your fields with --source-field and --target-field "
+    "(in a recipe YAML: reader: {source_field: ..., target_field: ...})"
+)
 
 
 def row_fields(row: Mapping, shown: int = 12) -> str:
@@ -109,8 +118,7 @@ def _get(obj: Mapping, key: str, kind: type | tuple[type, ...], at: str, name: s
     value = obj[key]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        _fail(at, name, f"must be {_an(' or '.join(_JSON_TYPE[k] for k in kinds))}, "
-                        f"got {_json_type(value)}")
+        _fail(at, name, f"must be {_an(' or '.join(_JSON_TYPE[k] for k in kinds))}, got {_json_type(value)}")
     return value
 
 
@@ -245,12 +253,19 @@ def read_jsonl_pairs(
         target = None
         if require_target or target_field in row:
             target = _get(row, target_field, str, at, target_field)
-        blank = [name for name, text in ((source_field, source), (target_field, target))
-                 if text is not None and not text.strip()]
+        blank = [
+            name
+            for name, text in ((source_field, source), (target_field, target))
+            if text is not None and not text.strip()
+        ]
         if blank:
             if not skip_empty:
-                _fail(at, blank[0], "is empty; skip such rows with --skip-empty (Python: skip_empty=True; a recipe: "
-                      "reader: {skip_empty: true})")
+                _fail(
+                    at,
+                    blank[0],
+                    "is empty; skip such rows with --skip-empty (Python: skip_empty=True; a recipe: "
+                    "reader: {skip_empty: true})",
+                )
             skipped += 1
             first_skipped = first_skipped or at
             _count(stats, "skipped_empty")
@@ -260,8 +275,7 @@ def read_jsonl_pairs(
             extra = _get(row, references_field, list, at, references_field)
             for i, text in enumerate(extra):
                 if not isinstance(text, str):
-                    _fail(at, f"{references_field}[{i}]",
-                          f"must be a string, got {_json_type(text)}")
+                    _fail(at, f"{references_field}[{i}]", f"must be a string, got {_json_type(text)}")
             references = (target, *extra)
         pair_id = None
         if id_field is not None and id_field in row:
@@ -269,26 +283,31 @@ def read_jsonl_pairs(
         _count(stats, "pairs")
         yield Pair(source, target, pair_id, references)
     if skipped:
-        log.warning("%s: skipped %d rows with an empty field (first at %s)",
-                    path, skipped, first_skipped)
+        log.warning("%s: skipped %d rows with an empty field (first at %s)", path, skipped, first_skipped)
 
 
-def read_gigaword(path: str | Path, *, require_target: bool = True, skip_empty: bool = False,
-                  stats: Stats | None = None) -> Iterator[Pair]:
+def read_gigaword(
+    path: str | Path, *, require_target: bool = True, skip_empty: bool = False, stats: Stats | None = None
+) -> Iterator[Pair]:
     """Gigaword headlines, JSONL `{document, summary}`: document -> summary."""
-    return read_jsonl_pairs(path, "document", "summary", require_target,
-                            skip_empty=skip_empty, stats=stats)
+    return read_jsonl_pairs(path, "document", "summary", require_target, skip_empty=skip_empty, stats=stats)
 
 
-def read_xsum(path: str | Path, *, require_target: bool = True, skip_empty: bool = False,
-              stats: Stats | None = None) -> Iterator[Pair]:
+def read_xsum(
+    path: str | Path, *, require_target: bool = True, skip_empty: bool = False, stats: Stats | None = None
+) -> Iterator[Pair]:
     """XSum, JSONL `{id, document, summary, ...}`: document -> summary, id kept."""
-    return read_jsonl_pairs(path, "document", "summary", require_target,
-                            skip_empty=skip_empty, stats=stats)
+    return read_jsonl_pairs(path, "document", "summary", require_target, skip_empty=skip_empty, stats=stats)
 
 
-def read_cnndm(path: str | Path, extra_references: bool = False, *, require_target: bool = True,
-               skip_empty: bool = False, stats: Stats | None = None) -> Iterator[Pair]:
+def read_cnndm(
+    path: str | Path,
+    extra_references: bool = False,
+    *,
+    require_target: bool = True,
+    skip_empty: bool = False,
+    stats: Stats | None = None,
+) -> Iterator[Pair]:
     """CNN/DailyMail, JSONL `{id, article, highlights, ...}`: article -> highlights, id kept.
 
     Highlights are kept verbatim, with whatever sentence separators the file has (newlines between
@@ -297,27 +316,33 @@ def read_cnndm(path: str | Path, extra_references: bool = False, *, require_targ
     present) follows the highlights in `Pair.references`; by default the highlights are the only
     reference, as in the standard CNN/DM evaluation.
     """
-    return read_jsonl_pairs(path, "article", "highlights", require_target,
-                            references_field="extra_references" if extra_references else None,
-                            skip_empty=skip_empty, stats=stats)
+    return read_jsonl_pairs(
+        path,
+        "article",
+        "highlights",
+        require_target,
+        references_field="extra_references" if extra_references else None,
+        skip_empty=skip_empty,
+        stats=stats,
+    )
 
 
-def read_du2017_qg(path: str | Path, *, require_target: bool = True, skip_empty: bool = False,
-                   stats: Stats | None = None) -> Iterator[Pair]:
+def read_du2017_qg(
+    path: str | Path, *, require_target: bool = True, skip_empty: bool = False, stats: Stats | None = None
+) -> Iterator[Pair]:
     """Du et al. 2017 sentence-level question generation, JSONL `{sentence, question}`."""
-    return read_jsonl_pairs(path, "sentence", "question", require_target,
-                            skip_empty=skip_empty, stats=stats)
+    return read_jsonl_pairs(path, "sentence", "question", require_target, skip_empty=skip_empty, stats=stats)
 
 
-def read_cornell(path: str | Path, *, require_target: bool = True, skip_empty: bool = False,
-                 stats: Stats | None = None) -> Iterator[Pair]:
+def read_cornell(
+    path: str | Path, *, require_target: bool = True, skip_empty: bool = False, stats: Stats | None = None
+) -> Iterator[Pair]:
     """Cornell Movie Dialogs, JSONL `{context, response}`: context -> response.
 
     The shared train/valid files hold a few rows with a blank context or response; read them with
     `skip_empty=True` to skip (and count) those rows instead of failing on the first.
     """
-    return read_jsonl_pairs(path, "context", "response", require_target,
-                            skip_empty=skip_empty, stats=stats)
+    return read_jsonl_pairs(path, "context", "response", require_target, skip_empty=skip_empty, stats=stats)
 
 
 # ----------------------------------------------------------------------------- SQuAD 1.1 JSON
@@ -341,8 +366,9 @@ def read_squad_qg(
     return _squad_pairs(_load_json_document(path), path, separator, answer_first, stats=stats)
 
 
-def _squad_pairs(document: Any, path: str | Path, separator: str = SEP, answer_first: bool = False,
-                 *, stats: Stats | None = None) -> Iterator[Pair]:
+def _squad_pairs(
+    document: Any, path: str | Path, separator: str = SEP, answer_first: bool = False, *, stats: Stats | None = None
+) -> Iterator[Pair]:
     """The pairs of an already parsed SQuAD document (see `read_squad_qg`)."""
     at = str(path)
     if not isinstance(document, dict):
@@ -383,12 +409,12 @@ def _check_span(context: str, answer: dict, at: str, name: str, question_id: str
     start = _get(answer, "answer_start", int, at, f"{name}.answer_start")
     if not text.strip():
         _fail(at, f"{name}.text", f"is empty (question id {question_id})")
-    if context[start:start + len(text)] != text:
-        _fail(at, name, f"answer_start {start} does not point at {text!r} in the context "
-                        f"(question id {question_id})")
+    if context[start : start + len(text)] != text:
+        _fail(at, name, f"answer_start {start} does not point at {text!r} in the context (question id {question_id})")
 
 
 # ----------------------------------------------------------------------------- MS MARCO v2.1 NLG
+
 
 def read_marco(
     path: str | Path,
@@ -450,16 +476,17 @@ def _marco_rows(path: str | Path) -> Iterator[tuple[str, dict, Label]]:
         yield where(path, 1), document, str
     else:
         found = sorted(document) if isinstance(document, dict) else _json_type(document)
-        raise CtxlmError(f"{path}: unrecognised MS MARCO layout: top-level fields {found}; "
-                         "expected columns query, passages, wellFormedAnswers, ...")
+        raise CtxlmError(
+            f"{path}: unrecognised MS MARCO layout: top-level fields {found}; "
+            "expected columns query, passages, wellFormedAnswers, ..."
+        )
 
 
 def _marco_columnar_rows(document: dict, at: str) -> Iterator[tuple[str, dict, Label]]:
     """Rows of the official column layout; labels are JSON paths such as `passages["17"]`."""
     for name, column in document.items():
         if not isinstance(column, dict):
-            _fail(at, name, "must be an object mapping row index to value, "
-                            f"got {_json_type(column)}")
+            _fail(at, name, f"must be an object mapping row index to value, got {_json_type(column)}")
     if "passages" not in document:
         _fail(at, "passages", "missing")
     for key in document["query"]:
@@ -472,8 +499,7 @@ def _marco_columnar_rows(document: dict, at: str) -> Iterator[tuple[str, dict, L
         yield at, row, lambda name, key=key: f'{name}["{key}"]'
 
 
-def _marco_passages(row: dict, at: str, name: str, selected_only: bool,
-                    stats: Stats | None) -> list[str]:
+def _marco_passages(row: dict, at: str, name: str, selected_only: bool, stats: Stats | None) -> list[str]:
     """Passage texts of one row (selected ones only if asked and any are selected)."""
     passages = row.get("passages")
     if passages is None:
@@ -530,8 +556,10 @@ def _check_options(reader: Reader, path: str | Path, options: dict[str, Any]) ->
     accepted = set(inspect.signature(reader).parameters) - {"path"}
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise CtxlmError(f"{path}: option(s) {', '.join(unknown)} not accepted by "
-                         f"{reader.__name__} (accepts: {', '.join(sorted(accepted))})")
+        raise CtxlmError(
+            f"{path}: option(s) {', '.join(unknown)} not accepted by "
+            f"{reader.__name__} (accepts: {', '.join(sorted(accepted))})"
+        )
 
 
 def _with_options(reader: Reader, path: str | Path, options: dict[str, Any]) -> Iterator[Pair]:
@@ -557,8 +585,11 @@ class Layout:
 
 GENERIC = Layout("source", "target", read_jsonl_pairs, "")
 TASK_LAYOUTS: dict[str, tuple[Layout, ...]] = {  # in the order tried
-    "summarization": (Layout("document", "summary", read_xsum, "Gigaword, XSum"),
-                      Layout("article", "highlights", read_cnndm, "CNN/DM"), GENERIC),
+    "summarization": (
+        Layout("document", "summary", read_xsum, "Gigaword, XSum"),
+        Layout("article", "highlights", read_cnndm, "CNN/DM"),
+        GENERIC,
+    ),
     "qg": (Layout("sentence", "question", read_du2017_qg, "Du et al. 2017"), GENERIC),
     "qa": (Layout("query", "wellFormedAnswers", read_marco, "MS MARCO", one_field=False), GENERIC),
     "dialog": (Layout("context", "response", read_cornell, "Cornell"), GENERIC),
@@ -602,8 +633,9 @@ def read_qg(path: str | Path, **options: Any) -> Iterator[Pair]:
         return _squad_pairs(document, path, **options)
     if document is not None and not (isinstance(document, dict) and set(document) & fields):
         found = sorted(document) if isinstance(document, dict) else _json_type(document)
-        raise CtxlmError(f"{path}: unrecognised qg layout: top-level fields {found}; "
-                         "expected a SQuAD document with 'data'")
+        raise CtxlmError(
+            f"{path}: unrecognised qg layout: top-level fields {found}; expected a SQuAD document with 'data'"
+        )
     return _by_first_row(path, "qg", options)
 
 

@@ -64,7 +64,6 @@ class Objective:
     stages: tuple[str, ...] = ()
     prepare_model: Ref = None  # function(model, stage): e.g. freeze what a stage does not train
 
-
     def options(self, data_config, stage: str, label_smoothing: float) -> dict:
         if self.loss_options is None:
             return {"label_smoothing": label_smoothing} if label_smoothing else {}
@@ -138,17 +137,21 @@ def register(family: Family) -> Family:
     """Add (or replace) a family, its objectives, heads and named configs."""
     unknown = set(family.train_defaults) - set(OPTIMIZER_FIELDS)
     if unknown:
-        raise CtxlmError(f"family '{family.name}': train_defaults may set {', '.join(OPTIMIZER_FIELDS)}, "
-                         f"not '{sorted(unknown)[0]}'")
+        raise CtxlmError(
+            f"family '{family.name}': train_defaults may set {', '.join(OPTIMIZER_FIELDS)}, not '{sorted(unknown)[0]}'"
+        )
     for objective in family.objectives:
         if objective.family != family.name:
-            raise CtxlmError(f"objective '{objective.name}' names family '{objective.family}', "
-                             f"registered under '{family.name}'")
+            raise CtxlmError(
+                f"objective '{objective.name}' names family '{objective.family}', registered under '{family.name}'"
+            )
         OBJECTIVES[objective.name] = objective
     data_config = getattr(family.config, "data_config", None)  # `PretrainConfig`'s default data (ModelConfig)
     if data_config is not None and family.objectives and data_config is not family.objectives[0].data_config:
-        raise CtxlmError(f"family '{family.name}': {family.config.__name__}.data_config is not its default "
-                         f"objective's ({family.objectives[0].data_config.__name__})")
+        raise CtxlmError(
+            f"family '{family.name}': {family.config.__name__}.data_config is not its default "
+            f"objective's ({family.objectives[0].data_config.__name__})"
+        )
     FAMILIES[family.name] = family
     HEADS.update(family.heads)
     for name, values in family.named_configs.items():
@@ -202,8 +205,6 @@ def default_objective(family: str) -> Objective:
     return objectives[0]
 
 
-
-
 def apply_family_flags(model_config, data_config, flags: Mapping[str, Any]):
     """`data_config` with each family's pre-training flags (`Family.config_flags`) among `flags`
     (flag dest → value; None and False: not given) applied; refused for a model of another family."""
@@ -225,8 +226,9 @@ def objective_options(flags: Mapping[str, Any], objective: str) -> dict[str, Any
             if flags.get(dest) is None:
                 continue
             if family.name != family_of:
-                raise CtxlmError(f"--{dest.replace('_', '-')} ({dest}) is a {family.name} option; the objective "
-                                 f"here is {objective}")
+                raise CtxlmError(
+                    f"--{dest.replace('_', '-')} ({dest}) is a {family.name} option; the objective here is {objective}"
+                )
             options[field_name] = flags[dest]
     return options
 

@@ -72,14 +72,20 @@ GLM_NAMED_CONFIGS = {
 }
 
 
-
 def prepare_glm(store, tokenizer, model_config, data: GlmDataConfig, stage: str, seed: int):
     from ..models.glm import glm_tokens
     from ..objectives.glm import prepare_glm_data
 
-    return PreparedData(*prepare_glm_data(store, glm_tokens(model_config), data, seed,
-                                          model_config.max_position_embeddings,
-                                          sentinel_ids=tokenizer.sentinel_ids or None))
+    return PreparedData(
+        *prepare_glm_data(
+            store,
+            glm_tokens(model_config),
+            data,
+            seed,
+            model_config.max_position_embeddings,
+            sentinel_ids=tokenizer.sentinel_ids or None,
+        )
+    )
 
 
 def pair_example(cfg, source, target, max_source: int, max_target: int) -> dict:
@@ -99,30 +105,39 @@ def prompt_example(cfg, source, max_source: int) -> dict:
 
 def apply_config_flags(data: GlmDataConfig, given: dict) -> GlmDataConfig:
     """The ablations `ctxlm pretrain --glm-no-shuffle` (Part B spans in text order) and `--glm-sentinel`."""
-    return dataclasses.replace(data, shuffle_spans=data.shuffle_spans and not given.get("glm_no_shuffle"),
-                               sentinel=data.sentinel or bool(given.get("glm_sentinel")))
+    return dataclasses.replace(
+        data,
+        shuffle_spans=data.shuffle_spans and not given.get("glm_no_shuffle"),
+        sentinel=data.sentinel or bool(given.get("glm_sentinel")),
+    )
 
 
-register(Family(
-    name="glm",
-    config=GlmConfig,
-    named_configs=GLM_NAMED_CONFIGS,
-    model="ctxlm.models.glm:GlmModel",
-    objectives=(Objective("glm", "glm", GlmDataConfig, prepare_glm),),
-    pair_example=pair_example,
-    prompt_example=prompt_example,
-    heads={"glm-cloze": "ctxlm.tasks.cloze:GlmClozeModel"},
-    from_hf={"bert": "ctxlm.models.hf_glm:glm_from_bert", "ctxlm-glm": "ctxlm.models.hf_glm:glm_from_export"},
-    to_hf="ctxlm.models.hf_glm:export_glm",
-    # THUDM/GLM's pre-training configs: Adam β (0.9, 0.98), ε 1e-6, weight decay 0.1 (config_block_*.json),
-    # warm-up 5% (ds_block_*.sh; their decay is cosine, ours linear). Peak lr: 1e-3 trains glm-tiny
-    # (reports/quality), where their 2e-4 (large) / 4e-4 (base) is for 335M / 110M models.
-    train_defaults=dict(lr=1e-3, warmup_ratio=0.05, weight_decay=0.1, adam_beta2=0.98, adam_eps=1e-6),
-    objective_flags={"glm_task": "task"},
-    config_flags=("glm_no_shuffle", "glm_sentinel"), apply_config_flags=apply_config_flags,
-    config_flags_error="--glm-no-shuffle and --glm-sentinel are GLM options",
-    flags={"glm_task": dict(choices=list(GLM_TASKS)),
-           "glm_no_shuffle": dict(action="store_true", help="GLM ablation: Part B spans in text order"),
-           "glm_sentinel": dict(action="store_true",
-                                help="GLM ablation: distinct sentinel tokens [S0] [S1] ... instead of one [MASK]")},
-))
+register(
+    Family(
+        name="glm",
+        config=GlmConfig,
+        named_configs=GLM_NAMED_CONFIGS,
+        model="ctxlm.models.glm:GlmModel",
+        objectives=(Objective("glm", "glm", GlmDataConfig, prepare_glm),),
+        pair_example=pair_example,
+        prompt_example=prompt_example,
+        heads={"glm-cloze": "ctxlm.tasks.cloze:GlmClozeModel"},
+        from_hf={"bert": "ctxlm.models.hf_glm:glm_from_bert", "ctxlm-glm": "ctxlm.models.hf_glm:glm_from_export"},
+        to_hf="ctxlm.models.hf_glm:export_glm",
+        # THUDM/GLM's pre-training configs: Adam β (0.9, 0.98), ε 1e-6, weight decay 0.1 (config_block_*.json),
+        # warm-up 5% (ds_block_*.sh; their decay is cosine, ours linear). Peak lr: 1e-3 trains glm-tiny
+        # (reports/quality), where their 2e-4 (large) / 4e-4 (base) is for 335M / 110M models.
+        train_defaults=dict(lr=1e-3, warmup_ratio=0.05, weight_decay=0.1, adam_beta2=0.98, adam_eps=1e-6),
+        objective_flags={"glm_task": "task"},
+        config_flags=("glm_no_shuffle", "glm_sentinel"),
+        apply_config_flags=apply_config_flags,
+        config_flags_error="--glm-no-shuffle and --glm-sentinel are GLM options",
+        flags={
+            "glm_task": dict(choices=list(GLM_TASKS)),
+            "glm_no_shuffle": dict(action="store_true", help="GLM ablation: Part B spans in text order"),
+            "glm_sentinel": dict(
+                action="store_true", help="GLM ablation: distinct sentinel tokens [S0] [S1] ... instead of one [MASK]"
+            ),
+        },
+    )
+)

@@ -77,35 +77,55 @@ class PalmConfig(ModelConfig):
 PALM_NAMED_CONFIGS = {
     # Trains on a laptop CPU in minutes (the demo and the tests use it).
     "palm-tiny": dict(
-        d_model=256, encoder_layers=4, decoder_layers=4,
-        encoder_attention_heads=4, decoder_attention_heads=4,
-        encoder_ffn_dim=1024, decoder_ffn_dim=1024, max_position_embeddings=512,
+        d_model=256,
+        encoder_layers=4,
+        decoder_layers=4,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=1024,
+        decoder_ffn_dim=1024,
+        max_position_embeddings=512,
     ),
     # `make demo`'s model: pre-trained and fine-tuned twice in about 16 minutes on two CPU cores.
     "palm-mini": dict(
-        d_model=128, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4,
-        encoder_ffn_dim=512, decoder_ffn_dim=512, max_position_embeddings=256,
+        d_model=128,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=512,
+        decoder_ffn_dim=512,
+        max_position_embeddings=256,
     ),
     # PALM (paper §3.1): 12-layer encoder, 12-layer decoder, 768 hidden, 3072 FFN, 12 heads.
     "palm-base": dict(
-        d_model=768, encoder_layers=12, decoder_layers=12,
-        encoder_attention_heads=12, decoder_attention_heads=12,
-        encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=512,
+        d_model=768,
+        encoder_layers=12,
+        decoder_layers=12,
+        encoder_attention_heads=12,
+        decoder_attention_heads=12,
+        encoder_ffn_dim=3072,
+        decoder_ffn_dim=3072,
+        max_position_embeddings=512,
     ),
     # PALM-large (paper §3.1): 24-layer encoder, 6-layer decoder, 1024 hidden, 16 heads.
     "palm-large": dict(
-        d_model=1024, encoder_layers=24, decoder_layers=6,
-        encoder_attention_heads=16, decoder_attention_heads=16,
-        encoder_ffn_dim=4096, decoder_ffn_dim=4096, max_position_embeddings=512,
+        d_model=1024,
+        encoder_layers=24,
+        decoder_layers=6,
+        encoder_attention_heads=16,
+        decoder_attention_heads=16,
+        encoder_ffn_dim=4096,
+        decoder_ffn_dim=4096,
+        max_position_embeddings=512,
     ),
 }
 
 
-
 def palm_config_tokens(cfg) -> PalmTokens:
-    return PalmTokens(cls=cfg.bos_token_id, sep=cfg.eos_token_id, mask=cfg.mask_token_id,
-                      decoder_start=cfg.decoder_start_token_id)
+    return PalmTokens(
+        cls=cfg.bos_token_id, sep=cfg.eos_token_id, mask=cfg.mask_token_id, decoder_start=cfg.decoder_start_token_id
+    )
 
 
 def pair_example(cfg, source, target, max_source: int, max_target: int) -> dict:
@@ -150,25 +170,40 @@ def apply_config_flags(data: PalmDataConfig, given: dict) -> PalmDataConfig:
     return dataclasses.replace(data, **given)
 
 
-register(Family(
-    name="palm",
-    config=PalmConfig,
-    named_configs=PALM_NAMED_CONFIGS,
-    model="ctxlm.models.palm:PalmModel",
-    objectives=(Objective("palm", "palm", PalmDataConfig, "ctxlm.families.palm_data:prepare_palm_objective",
-                          palm_loss_options, stages=("mlm", "generation"), prepare_model=prepare_stage),
-                # baselines on the same encoder-decoder (`objectives/mass.py`, `objectives/bart.py`)
-                Objective("mass", "palm", PalmDataConfig, "ctxlm.families.palm_data:prepare_mass_objective"),
-                Objective("bart", "palm", PalmDataConfig, "ctxlm.families.palm_data:prepare_bart_objective")),
-    pair_example=pair_example,
-    prompt_example=prompt_example,
-    from_hf={"bart": "ctxlm.models.hf:palm_from_bart_model", "bert": "ctxlm.models.hf:palm_from_encoder_model",
-             "roberta": "ctxlm.models.hf:palm_from_encoder_model"},
-    to_hf="ctxlm.models.hf:export_palm",
-    # PALM's fairseq scripts: Adam β (0.9, 0.999), ε 1e-8, weight decay 0.01 (TrainConfig's own). Peak lr
-    # 1e-3 trains palm-tiny better than 3e-4 (reports/quality); the paper's 1e-5 is for a RoBERTa-initialised
-    # 24+6-layer model. Warm-up: the paper's 10k steps is 1.25% of its run; 5% here, for short runs at 1e-3.
-    train_defaults=dict(lr=1e-3, warmup_ratio=0.05),
-    config_flags=("fragment_length", "mlm_weight"), apply_config_flags=apply_config_flags,
-    config_flags_error="--fragment-length and --mlm-weight are PALM-model options (palm, mass, bart)",
-))
+register(
+    Family(
+        name="palm",
+        config=PalmConfig,
+        named_configs=PALM_NAMED_CONFIGS,
+        model="ctxlm.models.palm:PalmModel",
+        objectives=(
+            Objective(
+                "palm",
+                "palm",
+                PalmDataConfig,
+                "ctxlm.families.palm_data:prepare_palm_objective",
+                palm_loss_options,
+                stages=("mlm", "generation"),
+                prepare_model=prepare_stage,
+            ),
+            # baselines on the same encoder-decoder (`objectives/mass.py`, `objectives/bart.py`)
+            Objective("mass", "palm", PalmDataConfig, "ctxlm.families.palm_data:prepare_mass_objective"),
+            Objective("bart", "palm", PalmDataConfig, "ctxlm.families.palm_data:prepare_bart_objective"),
+        ),
+        pair_example=pair_example,
+        prompt_example=prompt_example,
+        from_hf={
+            "bart": "ctxlm.models.hf:palm_from_bart_model",
+            "bert": "ctxlm.models.hf:palm_from_encoder_model",
+            "roberta": "ctxlm.models.hf:palm_from_encoder_model",
+        },
+        to_hf="ctxlm.models.hf:export_palm",
+        # PALM's fairseq scripts: Adam β (0.9, 0.999), ε 1e-8, weight decay 0.01 (TrainConfig's own). Peak lr
+        # 1e-3 trains palm-tiny better than 3e-4 (reports/quality); the paper's 1e-5 is for a RoBERTa-initialised
+        # 24+6-layer model. Warm-up: the paper's 10k steps is 1.25% of its run; 5% here, for short runs at 1e-3.
+        train_defaults=dict(lr=1e-3, warmup_ratio=0.05),
+        config_flags=("fragment_length", "mlm_weight"),
+        apply_config_flags=apply_config_flags,
+        config_flags_error="--fragment-length and --mlm-weight are PALM-model options (palm, mass, bart)",
+    )
+)

@@ -92,8 +92,14 @@ def shape_train_defaults(cfg) -> dict:
 def config_tokens(cfg):
     from ..objectives.unilm import UnilmTokens
 
-    return UnilmTokens(sos=cfg.bos_token_id, eos=cfg.eos_token_id, mask=cfg.mask_token_id,
-                       pseudo=cfg.pseudo_token_id, pad=cfg.pad_token_id, replace_pool=np.zeros(0, np.int64))
+    return UnilmTokens(
+        sos=cfg.bos_token_id,
+        eos=cfg.eos_token_id,
+        mask=cfg.mask_token_id,
+        pseudo=cfg.pseudo_token_id,
+        pad=cfg.pad_token_id,
+        replace_pool=np.zeros(0, np.int64),
+    )
 
 
 def pretraining_tokens(tokenizer, model_config):
@@ -103,15 +109,24 @@ def pretraining_tokens(tokenizer, model_config):
 
     if tokenizer.token_to_id("[P]") is not None:
         return unilm_tokens(tokenizer)
-    return UnilmTokens(sos=tokenizer.cls_id, eos=tokenizer.sep_id, mask=tokenizer.mask_id,
-                       pseudo=model_config.pseudo_token_id, pad=tokenizer.pad_id, replace_pool=tokenizer.replace_pool)
+    return UnilmTokens(
+        sos=tokenizer.cls_id,
+        eos=tokenizer.sep_id,
+        mask=tokenizer.mask_id,
+        pseudo=model_config.pseudo_token_id,
+        pad=tokenizer.pad_id,
+        replace_pool=tokenizer.replace_pool,
+    )
 
 
 def prepare_unilm(store, tokenizer, model_config, data: UnilmDataConfig, stage: str, seed: int):
     from ..objectives.unilm import prepare_unilm_data
 
-    return PreparedData(*prepare_unilm_data(store, pretraining_tokens(tokenizer, model_config), data, seed,
-                                            model_config.max_position_embeddings))
+    return PreparedData(
+        *prepare_unilm_data(
+            store, pretraining_tokens(tokenizer, model_config), data, seed, model_config.max_position_embeddings
+        )
+    )
 
 
 def pair_example(cfg, source, target, max_source: int, max_target: int) -> dict:
@@ -128,22 +143,26 @@ def prompt_example(cfg, source, max_source: int) -> dict:
     return build_seq2seq_prompt(source, config_tokens(cfg), max_source=max_source)
 
 
-register(Family(
-    name="unilm",
-    config=UnilmConfig,
-    named_configs=UNILM_NAMED_CONFIGS,
-    model="ctxlm.models.unilm:UnilmModel",
-    objectives=(Objective("unilm", "unilm", UnilmDataConfig, prepare_unilm),),
-    pair_example=pair_example,
-    prompt_example=prompt_example,
-    heads={"unilm-classifier": "ctxlm.models.unilm:UnilmClassifier",
-           "unilm-qa": "ctxlm.models.unilm:UnilmQuestionAnswering"},
-    from_hf={"bert": "ctxlm.models.hf_unilm:unilm_from_bert"},
-    to_hf="ctxlm.models.hf_unilm:export_unilm",
-    # the paper's appendix table (Adam β (0.9, 0.98), ε 1e-6, warm-up ratio 0.048, weight decay 0.01,
-    # linear decay); its peak lr (6e-4 at base) as measured at our sizes: see UNILM_LR and UNILM_DEEP_LR
-    train_defaults=dict(lr=UNILM_LR, warmup_ratio=0.048, weight_decay=0.01, adam_beta2=0.98, adam_eps=1e-6),
-    shape_train_defaults=shape_train_defaults,
-    objective_flags={"unilm_objective": "objective"},
-    flags={"unilm_objective": dict(choices=list(UNILM_OBJECTIVES))},
-))
+register(
+    Family(
+        name="unilm",
+        config=UnilmConfig,
+        named_configs=UNILM_NAMED_CONFIGS,
+        model="ctxlm.models.unilm:UnilmModel",
+        objectives=(Objective("unilm", "unilm", UnilmDataConfig, prepare_unilm),),
+        pair_example=pair_example,
+        prompt_example=prompt_example,
+        heads={
+            "unilm-classifier": "ctxlm.models.unilm:UnilmClassifier",
+            "unilm-qa": "ctxlm.models.unilm:UnilmQuestionAnswering",
+        },
+        from_hf={"bert": "ctxlm.models.hf_unilm:unilm_from_bert"},
+        to_hf="ctxlm.models.hf_unilm:export_unilm",
+        # the paper's appendix table (Adam β (0.9, 0.98), ε 1e-6, warm-up ratio 0.048, weight decay 0.01,
+        # linear decay); its peak lr (6e-4 at base) as measured at our sizes: see UNILM_LR and UNILM_DEEP_LR
+        train_defaults=dict(lr=UNILM_LR, warmup_ratio=0.048, weight_decay=0.01, adam_beta2=0.98, adam_eps=1e-6),
+        shape_train_defaults=shape_train_defaults,
+        objective_flags={"unilm_objective": "objective"},
+        flags={"unilm_objective": dict(choices=list(UNILM_OBJECTIVES))},
+    )
+)

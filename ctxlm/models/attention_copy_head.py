@@ -35,9 +35,16 @@ class AttentionCopyHead(nn.Module):
         nn.init.xavier_uniform_(self.prob_proj.weight)
         nn.init.zeros_(self.prob_proj.bias)
 
-    def forward(self, decoder_states: torch.Tensor, attention: torch.Tensor, encoder_states: torch.Tensor,
-                source_ids: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                weight_t: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        decoder_states: torch.Tensor,
+        attention: torch.Tensor,
+        encoder_states: torch.Tensor,
+        source_ids: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        weight_t: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """log P(y_t | y_<t, x) (B, T, V), float32. `attention` (B, T, S): the last decoder layer's
         cross-attention averaged over heads; `encoder_states` (B, S, d) and `source_ids` (B, S) have
         the rows of `decoder_states` (one per beam)."""
@@ -47,5 +54,6 @@ class AttentionCopyHead(nn.Module):
         copy = torch.zeros_like(gen).scatter_add_(2, index, attention)
         context = torch.matmul(attention, encoder_states.float())
         gate = self.prob_proj(torch.cat([context.to(decoder_states.dtype), decoder_states], dim=-1)).float()
-        return torch.logaddexp(F.logsigmoid(gate) + F.log_softmax(gen, dim=-1),
-                               F.logsigmoid(-gate) + F.log_softmax(copy, dim=-1))
+        return torch.logaddexp(
+            F.logsigmoid(gate) + F.log_softmax(gen, dim=-1), F.logsigmoid(-gate) + F.log_softmax(copy, dim=-1)
+        )

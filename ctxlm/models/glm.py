@@ -60,13 +60,21 @@ from .vocab_cross_entropy import linear_cross_entropy
 
 def glm_tokens(cfg: GlmConfig) -> GlmTokens:
     """The special-token ids of a GLM config, as the objectives take them."""
-    return GlmTokens(mask=cfg.mask_token_id, smask=cfg.smask_token_id, gmask=cfg.gmask_token_id,
-                     sop=cfg.sop_token_id, eop=cfg.eop_token_id, cls=cfg.bos_token_id,
-                     eos=cfg.eos_token_id, pad=cfg.pad_token_id)
+    return GlmTokens(
+        mask=cfg.mask_token_id,
+        smask=cfg.smask_token_id,
+        gmask=cfg.gmask_token_id,
+        sop=cfg.sop_token_id,
+        eop=cfg.eop_token_id,
+        cls=cfg.bos_token_id,
+        eos=cfg.eos_token_id,
+        pad=cfg.pad_token_id,
+    )
 
 
-def glm_attention_mask(part_a_length: torch.Tensor, length: int,
-                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def glm_attention_mask(
+    part_a_length: torch.Tensor, length: int, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """GLM's self-attention mask (Figure 2(d)), boolean (B, 1, T, T), True where a query may attend.
 
     Query q of example b sees key k if k < part_a_length[b] (all of Part A), or if q is in Part B and
@@ -186,8 +194,16 @@ class GlmModel(PretrainedMixin, nn.Module):
     def copyable(self, ids: torch.Tensor) -> torch.Tensor:
         """Whether the copy head may copy each token: all but GLM's special tokens and padding."""
         cfg = self.config
-        special = [cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.mask_token_id,
-                   cfg.sop_token_id, cfg.eop_token_id, cfg.smask_token_id, cfg.gmask_token_id]
+        special = [
+            cfg.pad_token_id,
+            cfg.bos_token_id,
+            cfg.eos_token_id,
+            cfg.mask_token_id,
+            cfg.sop_token_id,
+            cfg.eop_token_id,
+            cfg.smask_token_id,
+            cfg.gmask_token_id,
+        ]
         special = torch.tensor([i for i in special if i is not None], device=ids.device)
         return ~torch.isin(ids, special)
 
@@ -214,8 +230,9 @@ class GlmModel(PretrainedMixin, nn.Module):
             return F.log_softmax(self.output_logits(hidden).float(), dim=-1)
         return self.pointer(hidden, *copy_inputs, self.word_embeddings.weight)
 
-    def hidden_states(self, input_ids, position_ids, block_position_ids, part_a_length, attention_mask=None,
-                      inputs_embeds=None) -> torch.Tensor:
+    def hidden_states(
+        self, input_ids, position_ids, block_position_ids, part_a_length, attention_mask=None, inputs_embeds=None
+    ) -> torch.Tensor:
         """Final hidden states (B, T, d). `inputs_embeds` replaces the token embeddings.
 
         `attention_mask` is either (B, T) 1/0 key padding on top of GLM's mask from `part_a_length`,
@@ -223,15 +240,17 @@ class GlmModel(PretrainedMixin, nn.Module):
         length = input_ids.shape[1]
         if length > self.config.max_position_embeddings:
             # every position id of a GLM example is below its length (Part B reuses Part A's)
-            raise ValueError(f"sequence of {length} tokens exceeds max_position_embeddings "
-                             f"{self.config.max_position_embeddings}")
+            raise ValueError(
+                f"sequence of {length} tokens exceeds max_position_embeddings {self.config.max_position_embeddings}"
+            )
         x = self.embed(input_ids, position_ids, block_position_ids, inputs_embeds)
         if attention_mask is not None and attention_mask.dim() == 4:
             return self.run(x, explicit_attention_mask(attention_mask))
         return self.run(x, glm_attention_mask(part_a_length, length, attention_mask))
 
-    def log_probs(self, input_ids, position_ids, block_position_ids, part_a_length,
-                  attention_mask=None) -> torch.Tensor:
+    def log_probs(
+        self, input_ids, position_ids, block_position_ids, part_a_length, attention_mask=None
+    ) -> torch.Tensor:
         """log P(next token) at every position (B, T, V), float32 (with the copy head: eq. 7)."""
         h = self.hidden_states(input_ids, position_ids, block_position_ids, part_a_length, attention_mask)
         copy_inputs = None
@@ -239,8 +258,9 @@ class GlmModel(PretrainedMixin, nn.Module):
             copy_inputs = self.copy_inputs(h, input_ids, part_a_length, attention_mask)
         return self.next_token_log_probs(h, copy_inputs)
 
-    def label_log_probs(self, input_ids, position_ids, block_position_ids, part_a_length, labels,
-                        attention_mask=None) -> torch.Tensor:
+    def label_log_probs(
+        self, input_ids, position_ids, block_position_ids, part_a_length, labels, attention_mask=None
+    ) -> torch.Tensor:
         """log p(labels[b, t]) (B, T), float32, 0 where labels == IGNORE_INDEX; logits are computed
         at labelled positions only."""
         h = self.hidden_states(input_ids, position_ids, block_position_ids, part_a_length, attention_mask)
@@ -250,8 +270,7 @@ class GlmModel(PretrainedMixin, nn.Module):
             index, valid = select_positions(keep)
             queries, targets = gather_positions(h, index), gather_positions(labels, index)
             inputs = self.copy_inputs(h, input_ids, part_a_length, attention_mask)
-            log_p_y, _ = self.pointer.label_log_likelihood(queries, *inputs, self.word_embeddings.weight, None,
-                                                           targets)
+            log_p_y, _ = self.pointer.label_log_likelihood(queries, *inputs, self.word_embeddings.weight, None, targets)
             return out.scatter_(1, index, log_p_y.masked_fill(~valid, 0.0))
         log_probs = F.log_softmax(self.output_logits(h[keep]).float(), dim=-1)
         out[keep] = log_probs.gather(1, labels[keep][:, None]).squeeze(1)
@@ -262,8 +281,17 @@ class GlmModel(PretrainedMixin, nn.Module):
         """Labelled Part B tokens of a batch (the `lm_tokens` that `forward` reports)."""
         return label_counts(batch, {"lm": "labels"})
 
-    def forward(self, input_ids, position_ids, block_position_ids, part_a_length, labels=None,
-                attention_mask=None, label_smoothing: float = 0.0, **ignored) -> GlmOutput:
+    def forward(
+        self,
+        input_ids,
+        position_ids,
+        block_position_ids,
+        part_a_length,
+        labels=None,
+        attention_mask=None,
+        label_smoothing: float = 0.0,
+        **ignored,
+    ) -> GlmOutput:
         """Autoregressive blank infilling loss (§2.1): mean NLL of the Part B labels. Extra batch
         keys (`mask_position`, ...) are ignored."""
         h = self.hidden_states(input_ids, position_ids, block_position_ids, part_a_length, attention_mask)
@@ -272,13 +300,23 @@ class GlmModel(PretrainedMixin, nn.Module):
         if self.pointer is not None:  # eq. (7) at the labels, memory = Part A's copyable tokens
             queries, targets = gather_labelled(h, labels)
             loss_sum, nll_sum, count = copy_token_nll(
-                self.pointer, queries, *self.copy_memory(h, input_ids, part_a_length, attention_mask),
-                self.word_embeddings.weight, None, targets, label_smoothing)
+                self.pointer,
+                queries,
+                *self.copy_memory(h, input_ids, part_a_length, attention_mask),
+                self.word_embeddings.weight,
+                None,
+                targets,
+                label_smoothing,
+            )
         else:
             loss_sum, nll_sum, count = linear_cross_entropy(  # Part A has no labels: it costs nothing
-                h, self.word_embeddings.weight, None, labels, label_smoothing)
-        return GlmOutput(loss=batch_loss({"lm": loss_sum}, {"lm": count}),
-                         metrics={"lm_nll_sum": nll_sum, "lm_tokens": count}, loss_sums={"lm": loss_sum})
+                h, self.word_embeddings.weight, None, labels, label_smoothing
+            )
+        return GlmOutput(
+            loss=batch_loss({"lm": loss_sum}, {"lm": count}),
+            metrics={"lm_nll_sum": nll_sum, "lm_tokens": count},
+            loss_sums={"lm": loss_sum},
+        )
 
     # ----------------------------------------------------------------------------- decoding
     def blank_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -295,8 +333,16 @@ class GlmModel(PretrainedMixin, nn.Module):
             return torch.where(is_blank, index, input_ids.shape[1]).min(1).values
         return torch.where(is_blank, index, -1).max(1).values
 
-    def start_decoding(self, input_ids, attention_mask=None, *, num_beams: int = 1, max_length: int = 128,
-                       mask_positions=None, part_b: dict | None = None) -> GlmDecodingState:
+    def start_decoding(
+        self,
+        input_ids,
+        attention_mask=None,
+        *,
+        num_beams: int = 1,
+        max_length: int = 128,
+        mask_positions=None,
+        part_b: dict | None = None,
+    ) -> GlmDecodingState:
         """Encode Part A (`input_ids`, right-padded prompts) once into a KV cache, expanded to
         batch × num_beams rows; padding keys are never attended.
 
@@ -319,16 +365,19 @@ class GlmModel(PretrainedMixin, nn.Module):
         positions = torch.arange(t, device=device).expand(b, t)
         blocks = torch.zeros(b, t, dtype=torch.long, device=device)
         if part_b is not None:
-            extra = [torch.as_tensor(part_b[k], dtype=torch.long, device=device).expand(b, -1)
-                     for k in ("input_ids", "position_ids", "block_position_ids")]
+            extra = [
+                torch.as_tensor(part_b[k], dtype=torch.long, device=device).expand(b, -1)
+                for k in ("input_ids", "position_ids", "block_position_ids")
+            ]
             if extra[2].numel() and int(extra[2].max()) >= cfg.max_position_embeddings:
                 raise ValueError("part_b block positions exceed max_position_embeddings")
             ids, positions, blocks = (torch.cat([a, e], 1) for a, e in zip((ids, positions, blocks), extra))
             key_mask = torch.cat([key_mask, torch.ones_like(extra[0], dtype=torch.bool)], 1)
         width = ids.shape[1]
         x = self.embed(ids, positions, blocks)
-        cache = KVCache(cfg.num_layers, b, cfg.num_heads, cfg.d_model // cfg.num_heads, width + max_length,
-                        x.dtype, device)
+        cache = KVCache(
+            cfg.num_layers, b, cfg.num_heads, cfg.d_model // cfg.num_heads, width + max_length, x.dtype, device
+        )
         part_a = torch.full((b,), t, device=device)  # the padded prompt is all Part A
         h = self.run(x, glm_attention_mask(part_a, width, key_mask), cache)
         copy_inputs = None

@@ -81,15 +81,22 @@ def state_names(model) -> list[str]:
 
 # A BERT layer's modules under ctxlm's post-LN layer names (BART's) ↔ BERT's.
 BERT_LAYER_NAMES = {
-    "self_attn.q_proj": "attention.self.query", "self_attn.k_proj": "attention.self.key",
-    "self_attn.v_proj": "attention.self.value", "self_attn.out_proj": "attention.output.dense",
-    "self_attn_layer_norm": "attention.output.LayerNorm", "fc1": "intermediate.dense",
-    "fc2": "output.dense", "final_layer_norm": "output.LayerNorm",
+    "self_attn.q_proj": "attention.self.query",
+    "self_attn.k_proj": "attention.self.key",
+    "self_attn.v_proj": "attention.self.value",
+    "self_attn.out_proj": "attention.output.dense",
+    "self_attn_layer_norm": "attention.output.LayerNorm",
+    "fc1": "intermediate.dense",
+    "fc2": "output.dense",
+    "final_layer_norm": "output.LayerNorm",
 }
 # BERT's / RoBERTa's masked-LM head ↔ `MaskedLMHead`.
 MLM_HEAD_NAMES = {
-    "bert": {"dense": "cls.predictions.transform.dense", "layer_norm": "cls.predictions.transform.LayerNorm",
-             "bias": "cls.predictions.bias"},
+    "bert": {
+        "dense": "cls.predictions.transform.dense",
+        "layer_norm": "cls.predictions.transform.LayerNorm",
+        "bias": "cls.predictions.bias",
+    },
     "roberta": {"dense": "lm_head.dense", "layer_norm": "lm_head.layer_norm", "bias": "lm_head.bias"},
 }
 
@@ -104,8 +111,9 @@ def bert_prefix(state: dict) -> str:
 
 def bert_layer_pairs(ours: str, theirs: str) -> list[tuple[str, str]]:
     """(our name, BERT's name) of every weight and bias of one post-LN layer."""
-    return [(f"{ours}{a}.{kind}", f"{theirs}{b}.{kind}") for a, b in BERT_LAYER_NAMES.items()
-            for kind in ("weight", "bias")]
+    return [
+        (f"{ours}{a}.{kind}", f"{theirs}{b}.{kind}") for a, b in BERT_LAYER_NAMES.items() for kind in ("weight", "bias")
+    ]
 
 
 def mlm_head_pairs(state: dict, ours: str = "mlm_head.") -> list[tuple[str, str]]:
@@ -113,8 +121,9 @@ def mlm_head_pairs(state: dict, ours: str = "mlm_head.") -> list[tuple[str, str]
     names = next((n for n in MLM_HEAD_NAMES.values() if n["bias"] in state), None)
     if names is None:
         return []
-    pairs = [(f"{ours}{a}.{kind}", f"{names[a]}.{kind}") for a in ("dense", "layer_norm")
-             for kind in ("weight", "bias")]
+    pairs = [
+        (f"{ours}{a}.{kind}", f"{names[a]}.{kind}") for a in ("dense", "layer_norm") for kind in ("weight", "bias")
+    ]
     return pairs + [(f"{ours}bias", names["bias"])]
 
 
@@ -140,12 +149,20 @@ def bert_backbone_fields(hf_config, tokenizer) -> dict:
     its shape, dropout, activation and initialisation, with the vocabulary and the shared special
     ids of `tokenizer`."""
     return dict(
-        vocab_size=tokenizer.vocab_size, d_model=hf_config.hidden_size, num_layers=hf_config.num_hidden_layers,
-        num_heads=hf_config.num_attention_heads, ffn_dim=hf_config.intermediate_size,
-        max_position_embeddings=hf_config.max_position_embeddings, dropout=hf_config.hidden_dropout_prob,
-        attention_dropout=hf_config.attention_probs_dropout_prob, activation_function=hf_config.hidden_act,
-        layer_norm_eps=hf_config.layer_norm_eps, init_std=hf_config.initializer_range,
-        pad_token_id=hf_config.pad_token_id, bos_token_id=tokenizer.cls_id, eos_token_id=tokenizer.sep_id,
+        vocab_size=tokenizer.vocab_size,
+        d_model=hf_config.hidden_size,
+        num_layers=hf_config.num_hidden_layers,
+        num_heads=hf_config.num_attention_heads,
+        ffn_dim=hf_config.intermediate_size,
+        max_position_embeddings=hf_config.max_position_embeddings,
+        dropout=hf_config.hidden_dropout_prob,
+        attention_dropout=hf_config.attention_probs_dropout_prob,
+        activation_function=hf_config.hidden_act,
+        layer_norm_eps=hf_config.layer_norm_eps,
+        init_std=hf_config.initializer_range,
+        pad_token_id=hf_config.pad_token_id,
+        bos_token_id=tokenizer.cls_id,
+        eos_token_id=tokenizer.sep_id,
         mask_token_id=tokenizer.mask_id,
     )
 
@@ -163,11 +180,27 @@ def add_special_tokens(tokenizer, names: list[str]) -> tuple:
     ids = [extended.token_to_id(name) for name in missing]
     return extended, f"added tokens {' '.join(missing)} as ids {', '.join(map(str, ids))} (fresh embedding rows)"
 
+
 BART_FIELDS = [
-    "vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
-    "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings",
-    "dropout", "attention_dropout", "activation_dropout", "activation_function", "scale_embedding",
-    "init_std", "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id",
+    "vocab_size",
+    "d_model",
+    "encoder_layers",
+    "decoder_layers",
+    "encoder_attention_heads",
+    "decoder_attention_heads",
+    "encoder_ffn_dim",
+    "decoder_ffn_dim",
+    "max_position_embeddings",
+    "dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "activation_function",
+    "scale_embedding",
+    "init_std",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "decoder_start_token_id",
 ]
 
 
@@ -179,20 +212,37 @@ HF_DECODING_FIELDS = ("num_beams", "max_new_tokens", "min_new_tokens", "no_repea
 HF_BEAM_FIELDS = ("length_penalty", "early_stopping")  # written only for beam search
 HF_SAMPLING_FIELDS = ("top_k", "top_p", "temperature")  # written only for sampling
 # transformers settings ctxlm cannot follow, with the value that means "off"
-HF_UNFOLLOWED = {"forced_bos_token_id": None, "forced_eos_token_id": None, "repetition_penalty": 1.0,
-                 "num_beam_groups": 1, "diversity_penalty": 0.0, "bad_words_ids": None,
-                 "encoder_no_repeat_ngram_size": 0, "suppress_tokens": None, "begin_suppress_tokens": None}
+HF_UNFOLLOWED = {
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "repetition_penalty": 1.0,
+    "num_beam_groups": 1,
+    "diversity_penalty": 0.0,
+    "bad_words_ids": None,
+    "encoder_no_repeat_ngram_size": 0,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+}
 
 
 def hf_generation_values(cfg, model_config) -> dict:
     """transformers' generation_config.json values for ctxlm's decoding settings `cfg` (a
     `GenerationConfig`) and an encoder-decoder's special ids."""
-    names = HF_DECODING_FIELDS + (HF_BEAM_FIELDS if cfg.num_beams > 1 else ()) + \
-        (HF_SAMPLING_FIELDS if cfg.do_sample else ())
-    ids = {name: getattr(model_config, name) for name in ("decoder_start_token_id", "bos_token_id", "eos_token_id",
-                                                            "pad_token_id")}
-    return {**{name: getattr(cfg, name) for name in names}, **ids, "forced_bos_token_id": None,
-            "forced_eos_token_id": None}
+    names = (
+        HF_DECODING_FIELDS
+        + (HF_BEAM_FIELDS if cfg.num_beams > 1 else ())
+        + (HF_SAMPLING_FIELDS if cfg.do_sample else ())
+    )
+    ids = {
+        name: getattr(model_config, name)
+        for name in ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
+    }
+    return {
+        **{name: getattr(cfg, name) for name in names},
+        **ids,
+        "forced_bos_token_id": None,
+        "forced_eos_token_id": None,
+    }
 
 
 def ctxlm_only_settings(cfg) -> list[str]:
@@ -200,8 +250,10 @@ def ctxlm_only_settings(cfg) -> list[str]:
     it decodes as ctxlm does)."""
     unexpressed = []
     if cfg.length_penalty_type != "hf" and cfg.num_beams > 1:
-        unexpressed.append(f"length_penalty_type {cfg.length_penalty_type} (score / ((5 + len) / 6) ** "
-                           f"{cfg.length_penalty}; transformers divides by len ** {cfg.length_penalty})")
+        unexpressed.append(
+            f"length_penalty_type {cfg.length_penalty_type} (score / ((5 + len) / 6) ** "
+            f"{cfg.length_penalty}; transformers divides by len ** {cfg.length_penalty})"
+        )
     unexpressed += [f"{name} true" for name in ("block_subword_loops", "block_word_repeats") if getattr(cfg, name)]
     if cfg.do_sample and cfg.seed is not None:
         unexpressed.append(f"seed {cfg.seed} (transformers samples from torch's global generator)")
@@ -218,8 +270,11 @@ def generation_from_hf(values: dict, base, source: str) -> tuple:
     for length, new in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens")):
         if new not in found and isinstance(values.get(length), int):
             found[new] = max(values[length] - 1, 0)
-    notes = [f"{source}: ctxlm does not follow {key}={values[key]!r}" for key, off in HF_UNFOLLOWED.items()
-             if values.get(key, off) != off]
+    notes = [
+        f"{source}: ctxlm does not follow {key}={values[key]!r}"
+        for key, off in HF_UNFOLLOWED.items()
+        if values.get(key, off) != off
+    ]
     if not found:
         return None, notes
     merged = from_mapping(GenerationConfig, {**dataclasses.asdict(base or GenerationConfig()), **found}, source)
@@ -234,11 +289,15 @@ def decoding_note(cfg, generator: str | None) -> str:
         lines.append("- transformers' class here does not generate text.")
     else:
         unexpressed = ctxlm_only_settings(cfg)
-        lines.append(f"- `{HF_GENERATION_FILE}` holds ctxlm's decoding settings as `{generator}.generate` reads "
-                     "them (beams, lengths as new tokens, length penalty, n-gram blocking, early stopping, sampling, "
-                     "special ids).")
-        lines.append("- ctxlm's settings that transformers cannot express, so that its `generate` decodes without "
-                     "them: " + ("; ".join(unexpressed) if unexpressed else "none") + ".")
+        lines.append(
+            f"- `{HF_GENERATION_FILE}` holds ctxlm's decoding settings as `{generator}.generate` reads "
+            "them (beams, lengths as new tokens, length penalty, n-gram blocking, early stopping, sampling, "
+            "special ids)."
+        )
+        lines.append(
+            "- ctxlm's settings that transformers cannot express, so that its `generate` decodes without "
+            "them: " + ("; ".join(unexpressed) if unexpressed else "none") + "."
+        )
     lines.append("- `generation.json` holds all of ctxlm's settings; `ctxlm convert --from-hf` restores them exactly.")
     return "\n".join(lines) + "\n"
 
@@ -255,7 +314,9 @@ def palm_config_from_bart(hf_config, mask_token_id: int | None = None) -> PalmCo
 def bart_config_from_palm(cfg: PalmConfig):
     return transformers_module().BartConfig(
         **{name: getattr(cfg, name) for name in BART_FIELDS},
-        forced_eos_token_id=None, forced_bos_token_id=None, is_encoder_decoder=True,
+        forced_eos_token_id=None,
+        forced_bos_token_id=None,
+        is_encoder_decoder=True,
     )
 
 
@@ -280,44 +341,63 @@ def bart_from_palm(model: PalmModel, drop_copy_head: bool = False):
     unless `drop_copy_head` (the exported model then uses the plain tied softmax)."""
     cfg = model.config
     if cfg.decoder_style != "bart" or not cfg.tie_decoder_embedding or model.attention_copy is not None:
-        raise CtxlmError("this PALM has the AliceMind release's decoder (decoder_style, tie_decoder_embedding, "
-                         "copy_head), which transformers' BART cannot hold")
+        raise CtxlmError(
+            "this PALM has the AliceMind release's decoder (decoder_style, tie_decoder_embedding, "
+            "copy_head), which transformers' BART cannot hold"
+        )
     if model.pointer is not None and not drop_copy_head:
-        raise CtxlmError("this model has PALM's copy head, which BART cannot hold; pass --drop-copy-head "
-                         "to export without it (its outputs will differ)")
+        raise CtxlmError(
+            "this model has PALM's copy head, which BART cannot hold; pass --drop-copy-head "
+            "to export without it (its outputs will differ)"
+        )
     bart = transformers_module().BartForConditionalGeneration(bart_config_from_palm(model.config))
     state = {}
     for key, value in model.state_dict().items():
         if key.startswith(("pointer.", "mlm_head.")):
             continue
         state[key if key == "final_logits_bias" else f"model.{key}"] = value
-    state["lm_head.weight"] = state["model.encoder.embed_tokens.weight"] = \
-        state["model.decoder.embed_tokens.weight"] = state["model.shared.weight"]
+    state["lm_head.weight"] = state["model.encoder.embed_tokens.weight"] = state[
+        "model.decoder.embed_tokens.weight"
+    ] = state["model.shared.weight"]
     bart.load_state_dict(state, strict=True)
     return bart
 
 
 # ------------------------------------------------------------------------------ BERT / RoBERTa
-def palm_config_from_encoder(hf_config, *, decoder_layers: int | None = None, copy: bool = True,
-                             mask_token_id: int | None = None, bos_token_id: int | None = None,
-                             eos_token_id: int | None = None) -> PalmConfig:
+def palm_config_from_encoder(
+    hf_config,
+    *,
+    decoder_layers: int | None = None,
+    copy: bool = True,
+    mask_token_id: int | None = None,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+) -> PalmConfig:
     """A PALM config whose encoder has the shape of a BERT/RoBERTa config (decoder alike)."""
     roberta = hf_config.model_type in ("roberta", "xlm-roberta", "camembert")
     max_positions = hf_config.max_position_embeddings - (hf_config.pad_token_id + 1 if roberta else 0)
     bos = bos_token_id if bos_token_id is not None else (hf_config.bos_token_id if roberta else 101)
     eos = eos_token_id if eos_token_id is not None else (hf_config.eos_token_id if roberta else 102)
     return PalmConfig(
-        vocab_size=hf_config.vocab_size, d_model=hf_config.hidden_size,
+        vocab_size=hf_config.vocab_size,
+        d_model=hf_config.hidden_size,
         encoder_layers=hf_config.num_hidden_layers,
         decoder_layers=decoder_layers if decoder_layers is not None else hf_config.num_hidden_layers,
         encoder_attention_heads=hf_config.num_attention_heads,
         decoder_attention_heads=hf_config.num_attention_heads,
-        encoder_ffn_dim=hf_config.intermediate_size, decoder_ffn_dim=hf_config.intermediate_size,
-        max_position_embeddings=max_positions, dropout=hf_config.hidden_dropout_prob,
-        attention_dropout=hf_config.attention_probs_dropout_prob, activation_function=hf_config.hidden_act,
+        encoder_ffn_dim=hf_config.intermediate_size,
+        decoder_ffn_dim=hf_config.intermediate_size,
+        max_position_embeddings=max_positions,
+        dropout=hf_config.hidden_dropout_prob,
+        attention_dropout=hf_config.attention_probs_dropout_prob,
+        activation_function=hf_config.hidden_act,
         mlm_head_activation="gelu" if roberta else hf_config.hidden_act,
-        layer_norm_eps=hf_config.layer_norm_eps, copy=copy, pad_token_id=hf_config.pad_token_id,
-        bos_token_id=bos, eos_token_id=eos, decoder_start_token_id=bos,
+        layer_norm_eps=hf_config.layer_norm_eps,
+        copy=copy,
+        pad_token_id=hf_config.pad_token_id,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        decoder_start_token_id=bos,
         mask_token_id=mask_token_id if mask_token_id is not None else hf_config.vocab_size - 1,
     )
 
@@ -330,10 +410,11 @@ def load_encoder_from_bert(model: PalmModel, hf_model) -> list[str]:
     state = hf_model.state_dict()
     prefix = bert_prefix(state)
     cfg = model.config
-    if (hf_config.hidden_size, hf_config.num_hidden_layers) != (cfg.d_model, cfg.encoder_layers) \
-            or hf_config.vocab_size > cfg.vocab_size:
-        raise CtxlmError("encoder shape differs from the checkpoint's; build the config with "
-                         "palm_config_from_encoder")
+    if (hf_config.hidden_size, hf_config.num_hidden_layers) != (
+        cfg.d_model,
+        cfg.encoder_layers,
+    ) or hf_config.vocab_size > cfg.vocab_size:
+        raise CtxlmError("encoder shape differs from the checkpoint's; build the config with palm_config_from_encoder")
 
     def get(name):
         return state[prefix + name]
@@ -345,13 +426,20 @@ def load_encoder_from_bert(model: PalmModel, hf_model) -> list[str]:
         table.zero_()
         first = hf_config.pad_token_id + 1 if roberta else 0  # HF row of position 0
         n = min(table.shape[0] - LearnedPositions.offset, positions.shape[0] - first)
-        table[LearnedPositions.offset:LearnedPositions.offset + n].copy_(positions[first:first + n])
+        table[LearnedPositions.offset : LearnedPositions.offset + n].copy_(positions[first : first + n])
         model.encoder.layernorm_embedding.weight.copy_(get("embeddings.LayerNorm.weight"))
         model.encoder.layernorm_embedding.bias.copy_(get("embeddings.LayerNorm.bias"))
-    pairs = [pair for i in range(cfg.encoder_layers)
-             for pair in bert_layer_pairs(f"encoder.layers.{i}.", f"{prefix}encoder.layer.{i}.")]
-    return ["shared.weight", "encoder.embed_positions.weight", "encoder.layernorm_embedding.weight",
-            "encoder.layernorm_embedding.bias"] + copy_pairs(model, state, pairs + mlm_head_pairs(state))
+    pairs = [
+        pair
+        for i in range(cfg.encoder_layers)
+        for pair in bert_layer_pairs(f"encoder.layers.{i}.", f"{prefix}encoder.layer.{i}.")
+    ]
+    return [
+        "shared.weight",
+        "encoder.embed_positions.weight",
+        "encoder.layernorm_embedding.weight",
+        "encoder.layernorm_embedding.bias",
+    ] + copy_pairs(model, state, pairs + mlm_head_pairs(state))
 
 
 def palm_from_encoder_checkpoint(hf_model, **config_overrides) -> PalmModel:
@@ -368,8 +456,9 @@ def init_decoder_from_encoder(model: PalmModel) -> list[str]:
     cross-attention stays fresh. Returns the decoder names filled."""
     n = min(model.config.decoder_layers, model.config.encoder_layers)
     shared = ["embed_positions.weight", "layernorm_embedding.weight", "layernorm_embedding.bias"]
-    shared += [f"layers.{i}.{name}.{kind}" for i in range(n) for name in BERT_LAYER_NAMES
-               for kind in ("weight", "bias")]
+    shared += [
+        f"layers.{i}.{name}.{kind}" for i in range(n) for name in BERT_LAYER_NAMES for kind in ("weight", "bias")
+    ]
     state = model.state_dict()
     if model.config.decoder_ffn_dim != model.config.encoder_ffn_dim:
         raise CtxlmError("the decoder starts from the encoder only when their FFN sizes agree")
@@ -411,17 +500,18 @@ def palm_from_encoder_model(hf_dir: Path, tokenizer, *, config: PalmConfig | Non
 
 COPY_HEAD_NOTE = {
     "kept": "PALM's copy head (pointer-generator) is not in `model.safetensors`: transformers' BART has no copy "
-            "head. `BartForConditionalGeneration` here computes this model without it, so its predictions differ "
-            "from ctxlm's, which decode with the copy head. The copy head is saved in `ctxlm_extra.safetensors`; "
-            "`ctxlm convert --from-hf` restores it.",
+    "head. `BartForConditionalGeneration` here computes this model without it, so its predictions differ "
+    "from ctxlm's, which decode with the copy head. The copy head is saved in `ctxlm_extra.safetensors`; "
+    "`ctxlm convert --from-hf` restores it.",
     "dropped": "PALM's copy head (pointer-generator) was dropped (`--drop-copy-head`): transformers' BART has no "
-               "copy head. `BartForConditionalGeneration` here is this model without it, and its predictions "
-               "differ from those of the model with the copy head.",
+    "copy head. `BartForConditionalGeneration` here is this model without it, and its predictions "
+    "differ from those of the model with the copy head.",
 }
 
 
-def export_palm(model: PalmModel, tokenizer, out_dir: Path, *, drop_copy_head: bool = False,
-                generation=None) -> tuple[dict, list[str]]:
+def export_palm(
+    model: PalmModel, tokenizer, out_dir: Path, *, drop_copy_head: bool = False, generation=None
+) -> tuple[dict, list[str]]:
     """PALM → `BartForConditionalGeneration` in `out_dir`, decoding with `generation` (ctxlm's
     `GenerationConfig`, written as transformers' generation_config.json), and CTXLM_NOTE.md.
     Returns the tensors BART cannot hold (the copy head, the MLM head), which `ctxlm.convert`
@@ -433,15 +523,24 @@ def export_palm(model: PalmModel, tokenizer, out_dir: Path, *, drop_copy_head: b
         values["begin_suppress_tokens"] = [i for i in tokenizer.continuation_ids() if i < model.config.vocab_size]
     bart.generation_config = transformers_module().GenerationConfig(**values)
     bart.save_pretrained(out_dir)
-    extra = {name: tensor for name, tensor in model.state_dict().items()
-             if name.startswith(("pointer.", "mlm_head.")) and not (drop_copy_head and name.startswith("pointer."))}
+    extra = {
+        name: tensor
+        for name, tensor in model.state_dict().items()
+        if name.startswith(("pointer.", "mlm_head.")) and not (drop_copy_head and name.startswith("pointer."))
+    }
     notes, sections = [], []
     if model.pointer is not None:
-        notes.append("the copy head is left out (transformers' BART decodes without it)" if drop_copy_head else
-                     "the copy head is saved alongside; transformers' BART decodes without it (see CTXLM_NOTE.md)")
+        notes.append(
+            "the copy head is left out (transformers' BART decodes without it)"
+            if drop_copy_head
+            else "the copy head is saved alongside; transformers' BART decodes without it (see CTXLM_NOTE.md)"
+        )
         sections.append("## The copy head\n\n" + COPY_HEAD_NOTE["dropped" if drop_copy_head else "kept"] + "\n")
-    text = ("# Exported from ctxlm (PALM)\n\n`model.safetensors` is a `BartForConditionalGeneration`; what BART "
-            "cannot hold (the copy head, the MLM head) is in `ctxlm_extra.safetensors`.\n\n")
+    text = (
+        "# Exported from ctxlm (PALM)\n\n`model.safetensors` is a `BartForConditionalGeneration`; what BART "
+        "cannot hold (the copy head, the MLM head) is in `ctxlm_extra.safetensors`.\n\n"
+    )
     (Path(out_dir) / "CTXLM_NOTE.md").write_text(
-        text + "\n".join(sections + [decoding_note(generation, "BartForConditionalGeneration")]), encoding="utf-8")
+        text + "\n".join(sections + [decoding_note(generation, "BartForConditionalGeneration")]), encoding="utf-8"
+    )
     return extra, notes

@@ -33,10 +33,12 @@ from .hf import (
 )
 from .unilm import UnilmModel
 
-EMBEDDING_NAMES = [("embeddings.position_embeddings.weight", "embeddings.position_embeddings.weight"),
-                   ("embeddings.token_type_embeddings.weight", "embeddings.token_type_embeddings.weight"),
-                   ("embeddings.layer_norm.weight", "embeddings.LayerNorm.weight"),
-                   ("embeddings.layer_norm.bias", "embeddings.LayerNorm.bias")]
+EMBEDDING_NAMES = [
+    ("embeddings.position_embeddings.weight", "embeddings.position_embeddings.weight"),
+    ("embeddings.token_type_embeddings.weight", "embeddings.token_type_embeddings.weight"),
+    ("embeddings.layer_norm.weight", "embeddings.LayerNorm.weight"),
+    ("embeddings.layer_norm.bias", "embeddings.LayerNorm.bias"),
+]
 RELATIVE_TABLE = "rel_pos_bias.embedding.weight"
 MASK_NOTE = """# Exported from ctxlm (UniLMv2)
 
@@ -54,8 +56,11 @@ MASK_NOTE = """# Exported from ctxlm (UniLMv2)
 
 
 def unilm_config_from_bert(hf_config, tokenizer) -> UnilmConfig:
-    return UnilmConfig(**bert_backbone_fields(hf_config, tokenizer), type_vocab_size=hf_config.type_vocab_size,
-                       pseudo_token_id=tokenizer.special_id("[P]"))
+    return UnilmConfig(
+        **bert_backbone_fields(hf_config, tokenizer),
+        type_vocab_size=hf_config.type_vocab_size,
+        pseudo_token_id=tokenizer.special_id("[P]"),
+    )
 
 
 def bert_pairs(cfg: UnilmConfig, prefix: str) -> list[tuple[str, str]]:
@@ -75,8 +80,10 @@ def refuse_official_unilm(hf_dir: Path) -> None:
     except (OSError, ValueError):
         return
     if official:
-        raise CtxlmError(f"{config}: a microsoft/unilm UniLMv2 checkpoint (rel_pos_bins); convert it with "
-                         "`ctxlm convert --from-official`, which keeps its bias table and vocabulary")
+        raise CtxlmError(
+            f"{config}: a microsoft/unilm UniLMv2 checkpoint (rel_pos_bins); convert it with "
+            "`ctxlm convert --from-official`, which keeps its bias table and vocabulary"
+        )
 
 
 def unilm_from_bert(hf_dir: Path, tokenizer, *, config: UnilmConfig | None = None, decoder: str = "fresh"):
@@ -94,8 +101,9 @@ def unilm_from_bert(hf_dir: Path, tokenizer, *, config: UnilmConfig | None = Non
     state = hf.state_dict()
     prefix = bert_prefix(state)
     copy_rows(model.embeddings.word_embeddings.weight, state[prefix + "embeddings.word_embeddings.weight"])
-    mapped = ["embeddings.word_embeddings.weight"] + copy_pairs(model, state, bert_pairs(config, prefix)
-                                                                + mlm_head_pairs(state))
+    mapped = ["embeddings.word_embeddings.weight"] + copy_pairs(
+        model, state, bert_pairs(config, prefix) + mlm_head_pairs(state)
+    )
     if model.rel_pos_bias is not None:
         with torch.no_grad():
             model.rel_pos_bias.embedding.weight.zero_()
@@ -104,26 +112,39 @@ def unilm_from_bert(hf_dir: Path, tokenizer, *, config: UnilmConfig | None = Non
     return model, tokenizer, Conversion("bert", "unilm", mapped, fresh, notes)
 
 
-def export_unilm(model: UnilmModel, tokenizer, out_dir: Path, *, generation=None, drop_copy_head: bool = False,
-                 **_) -> tuple[dict, list[str]]:
+def export_unilm(
+    model: UnilmModel, tokenizer, out_dir: Path, *, generation=None, drop_copy_head: bool = False, **_
+) -> tuple[dict, list[str]]:
     """UniLMv2 → a `BertForMaskedLM` in `out_dir` (and a note on the bias table, the mask and the
     decoding settings `generation`); returns the relative-position table and the copy head
     (`copy: true`, unless `drop_copy_head`) for `ctxlm.convert` to save alongside."""
     transformers = transformers_module()
     cfg = model.config
-    bert = transformers.BertForMaskedLM(transformers.BertConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads, intermediate_size=cfg.ffn_dim, hidden_act=cfg.activation_function,
-        hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.attention_dropout,
-        max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
-        layer_norm_eps=cfg.layer_norm_eps, initializer_range=cfg.init_std, pad_token_id=cfg.pad_token_id))
+    bert = transformers.BertForMaskedLM(
+        transformers.BertConfig(
+            vocab_size=cfg.vocab_size,
+            hidden_size=cfg.d_model,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            intermediate_size=cfg.ffn_dim,
+            hidden_act=cfg.activation_function,
+            hidden_dropout_prob=cfg.dropout,
+            attention_probs_dropout_prob=cfg.attention_dropout,
+            max_position_embeddings=cfg.max_position_embeddings,
+            type_vocab_size=cfg.type_vocab_size,
+            layer_norm_eps=cfg.layer_norm_eps,
+            initializer_range=cfg.init_std,
+            pad_token_id=cfg.pad_token_id,
+        )
+    )
     ours = model.state_dict()
     pairs = bert_pairs(cfg, "bert.") + [("embeddings.word_embeddings.weight", "bert.embeddings.word_embeddings.weight")]
     pairs += mlm_head_pairs({"cls.predictions.bias": None})
     state = {theirs: ours[name] for name, theirs in pairs if name in ours}  # key_bias False: BERT's stays 0
     missing, unexpected = bert.load_state_dict(state, strict=False)
-    no_key_bias = not cfg.key_bias and all(key.endswith("attention.self.key.bias") for key in missing
-                                           if not key.startswith("cls.predictions.decoder."))
+    no_key_bias = not cfg.key_bias and all(
+        key.endswith("attention.self.key.bias") for key in missing if not key.startswith("cls.predictions.decoder.")
+    )
     if unexpected or (any(not key.startswith("cls.predictions.decoder.") for key in missing) and not no_key_bias):
         raise CtxlmError(f"BERT layout mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
     if no_key_bias:
@@ -139,6 +160,9 @@ def export_unilm(model: UnilmModel, tokenizer, out_dir: Path, *, generation=None
     if model.pointer is not None:  # ctxlm's copy head (models/unilm.py): no BERT counterpart
         if not drop_copy_head:
             extra.update({name: value for name, value in ours.items() if name.startswith("pointer.")})
-        notes.append("the copy head is left out (transformers' BERT decodes without it)" if drop_copy_head else
-                     "the copy head is saved alongside; transformers' BERT decodes without it")
+        notes.append(
+            "the copy head is left out (transformers' BERT decodes without it)"
+            if drop_copy_head
+            else "the copy head is saved alongside; transformers' BERT decodes without it"
+        )
     return extra, notes

@@ -40,8 +40,16 @@ class KVCache:
     filled prefix; the model calls `advance(t)` once per step after all layers ran.
     """
 
-    def __init__(self, num_layers: int, batch: int, heads: int, head_dim: int, max_length: int,
-                 dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        num_layers: int,
+        batch: int,
+        heads: int,
+        head_dim: int,
+        max_length: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
         shape = (batch, heads, max_length, head_dim)
         self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
@@ -53,8 +61,8 @@ class KVCache:
         end = self.length + k.shape[2]
         if end > self.max_length:
             raise RuntimeError(f"KV cache overflow: {end} > {self.max_length} positions")
-        self.keys[layer][:, :, self.length:end] = k
-        self.values[layer][:, :, self.length:end] = v
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def advance(self, t: int) -> None:
@@ -66,11 +74,12 @@ class KVCache:
         then swaps with the first, so a beam-search step allocates nothing."""
         rows = index.shape[0]
         if self._spare is None or self._spare[0][0].shape[0] != rows:
-            self._spare = tuple([b.new_empty((rows, *b.shape[1:])) for b in store]
-                                for store in (self.keys, self.values))
+            self._spare = tuple(
+                [b.new_empty((rows, *b.shape[1:])) for b in store] for store in (self.keys, self.values)
+            )
         for store, spare in zip((self.keys, self.values), self._spare):
             for i in range(len(store)):
-                torch.index_select(store[i][:, :, :self.length], 0, index, out=spare[i][:, :, :self.length])
+                torch.index_select(store[i][:, :, : self.length], 0, index, out=spare[i][:, :, : self.length])
                 store[i], spare[i] = spare[i], store[i]
 
 
@@ -96,8 +105,7 @@ class Attention(nn.Module):
     def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of `memory` (cross-attention computes them once per source), laid out
         contiguously as (batch, heads, keys, head_dim) for the attention kernel."""
-        return (self.split_heads(self.k_proj(memory)).contiguous(),
-                self.split_heads(self.v_proj(memory)).contiguous())
+        return (self.split_heads(self.k_proj(memory)).contiguous(), self.split_heads(self.v_proj(memory)).contiguous())
 
     def forward(
         self,
@@ -135,7 +143,11 @@ class Attention(nn.Module):
             out = attention_with_dropout(q, k, v, mask, is_causal and mask is None, self.dropout)
         else:
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                is_causal=is_causal and mask is None,
                 dropout_p=self.dropout if self.training else 0.0,
             )
         if group > 1:
@@ -159,8 +171,15 @@ class _PostLNBlock(nn.Module):
 
     def __init__(self, d_model, ffn_dim, *, dropout, activation_dropout, activation_name, eps):
         super().__init__()
-        add_feed_forward(self, d_model, ffn_dim, dropout=dropout, activation_dropout=activation_dropout,
-                         activation_name=activation_name, eps=eps)
+        add_feed_forward(
+            self,
+            d_model,
+            ffn_dim,
+            dropout=dropout,
+            activation_dropout=activation_dropout,
+            activation_name=activation_name,
+            eps=eps,
+        )
 
     def residual(self, x: torch.Tensor, h: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
         return norm(x + dropout(h, self.dropout, self.training))
@@ -173,10 +192,17 @@ class _PostLNBlock(nn.Module):
 class PostLNEncoderLayer(_PostLNBlock):
     """x = LN(x + SelfAttn(x)); x = LN(x + FFN(x)) — BART's encoder layer, and BERT's."""
 
-    def __init__(self, d_model, heads, ffn_dim, *, dropout, attention_dropout, activation_dropout,
-                 activation_name, eps):
-        super().__init__(d_model, ffn_dim, dropout=dropout, activation_dropout=activation_dropout,
-                         activation_name=activation_name, eps=eps)
+    def __init__(
+        self, d_model, heads, ffn_dim, *, dropout, attention_dropout, activation_dropout, activation_name, eps
+    ):
+        super().__init__(
+            d_model,
+            ffn_dim,
+            dropout=dropout,
+            activation_dropout=activation_dropout,
+            activation_name=activation_name,
+            eps=eps,
+        )
         self.self_attn = Attention(d_model, heads, attention_dropout)
         self.self_attn_layer_norm = nn.LayerNorm(d_model, eps=eps)
 
@@ -188,10 +214,17 @@ class PostLNEncoderLayer(_PostLNBlock):
 class PostLNDecoderLayer(_PostLNBlock):
     """BART's decoder layer: causal self-attention, cross-attention, FFN, each post-LN."""
 
-    def __init__(self, d_model, heads, ffn_dim, *, dropout, attention_dropout, activation_dropout,
-                 activation_name, eps):
-        super().__init__(d_model, ffn_dim, dropout=dropout, activation_dropout=activation_dropout,
-                         activation_name=activation_name, eps=eps)
+    def __init__(
+        self, d_model, heads, ffn_dim, *, dropout, attention_dropout, activation_dropout, activation_name, eps
+    ):
+        super().__init__(
+            d_model,
+            ffn_dim,
+            dropout=dropout,
+            activation_dropout=activation_dropout,
+            activation_name=activation_name,
+            eps=eps,
+        )
         self.self_attn = Attention(d_model, heads, attention_dropout)
         self.self_attn_layer_norm = nn.LayerNorm(d_model, eps=eps)
         self.encoder_attn = Attention(d_model, heads, attention_dropout)
@@ -227,8 +260,9 @@ class LearnedPositions(nn.Embedding):
 
     def forward(self, length: int, start: int = 0) -> torch.Tensor:
         if start + length > self.max_positions:
-            raise ValueError(f"sequence of {start + length} positions exceeds max_position_embeddings "
-                             f"{self.max_positions}")
+            raise ValueError(
+                f"sequence of {start + length} positions exceeds max_position_embeddings {self.max_positions}"
+            )
         positions = torch.arange(start, start + length, device=self.weight.device) + self.offset
         return super().forward(positions)
 
@@ -255,8 +289,9 @@ class MaskedLMHead(nn.Module):
         return linear_cross_entropy(self.transform(x), embedding, self.bias, labels, label_smoothing)
 
 
-def tied_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                weight_t: torch.Tensor | None = None) -> torch.Tensor:
+def tied_logits(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, weight_t: torch.Tensor | None = None
+) -> torch.Tensor:
     """x W^T + b over the vocabulary. Decoding passes `weight_t`, W^T stored contiguously (made once
     per `generate` call): with a few rows per step the product is bound by reading W, and the
     transposed layout reads it faster."""

@@ -46,9 +46,13 @@ from .vocab_cross_entropy import linear_cross_entropy
 
 
 def _layer_kwargs(cfg: PalmConfig) -> dict:
-    return dict(dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-                activation_dropout=cfg.activation_dropout, activation_name=cfg.activation_function,
-                eps=cfg.layer_norm_eps)
+    return dict(
+        dropout=cfg.dropout,
+        attention_dropout=cfg.attention_dropout,
+        activation_dropout=cfg.activation_dropout,
+        activation_name=cfg.activation_function,
+        eps=cfg.layer_norm_eps,
+    )
 
 
 class Encoder(nn.Module):
@@ -93,8 +97,10 @@ class Decoder(nn.Module):
         if position_ids is not None:
             positions = self.embed_positions
             if int(position_ids.max()) >= positions.max_positions:
-                raise ValueError(f"decoder position {int(position_ids.max())} exceeds max_position_embeddings "
-                                 f"{positions.max_positions}")
+                raise ValueError(
+                    f"decoder position {int(position_ids.max())} exceeds max_position_embeddings "
+                    f"{positions.max_positions}"
+                )
             x = token_embeddings + F.embedding(position_ids + positions.offset, positions.weight)
         else:
             start = cache.length if cache is not None else 0
@@ -102,8 +108,9 @@ class Decoder(nn.Module):
         x = dropout(self.layernorm_embedding(x), self.dropout, self.training)
         cross_mask = key_padding_mask(source_mask)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cross_kv if isinstance(cross_kv, torch.Tensor) else cross_kv[i], cross_mask, cache=cache,
-                      layer=i)
+            x = layer(
+                x, cross_kv if isinstance(cross_kv, torch.Tensor) else cross_kv[i], cross_mask, cache=cache, layer=i
+            )
         if cache is not None:
             cache.advance(token_embeddings.shape[1])
         return x
@@ -139,10 +146,12 @@ def check_release_options(cfg: PalmConfig) -> None:
         raise CtxlmError(f"PalmConfig.copy_head is '{cfg.copy_head}'; expected 'pointer' or 'attention'")
     if cfg.copy and cfg.copy_head == "attention" and cfg.decoder_style != "presumm":
         raise CtxlmError("PalmConfig.copy_head 'attention' reads the cross-attention of decoder_style 'presumm'")
-    if cfg.decoder_style == "bart" and (cfg.decoder_layer_norm_eps is not None
-                                        or cfg.decoder_activation_function is not None):
-        raise CtxlmError("PalmConfig.decoder_layer_norm_eps / decoder_activation_function apply to "
-                         "decoder_style 'presumm' only")
+    if cfg.decoder_style == "bart" and (
+        cfg.decoder_layer_norm_eps is not None or cfg.decoder_activation_function is not None
+    ):
+        raise CtxlmError(
+            "PalmConfig.decoder_layer_norm_eps / decoder_activation_function apply to decoder_style 'presumm' only"
+        )
 
 
 class PalmModel(PretrainedMixin, nn.Module):
@@ -199,27 +208,59 @@ class PalmModel(PretrainedMixin, nn.Module):
     def copies(self) -> bool:
         return self.pointer is not None or self.attention_copy is not None
 
-    def output_scores(self, decoder_states, encoder_states, source_ids, source_mask, copy_memory=None,
-                      embedding_t=None, attention=None):
+    def output_scores(
+        self,
+        decoder_states,
+        encoder_states,
+        source_ids,
+        source_mask,
+        copy_memory=None,
+        embedding_t=None,
+        attention=None,
+    ):
         """Next-token scores: logits of the output softmax (copy off, as transformers' BART) or the
         log-probabilities of a copy mixture (eq. 7, or the release's; `attention`: its decoder
         cross-attention, see `run_decoder`). Either is a valid input to cross-entropy and to a
         log-softmax. `embedding_t`: see `layers.tied_logits`."""
         if self.attention_copy is not None:
-            return self.attention_copy(decoder_states, attention, encoder_states, source_ids, self.output_embedding,
-                                       self.final_logits_bias[0], embedding_t)
+            return self.attention_copy(
+                decoder_states,
+                attention,
+                encoder_states,
+                source_ids,
+                self.output_embedding,
+                self.final_logits_bias[0],
+                embedding_t,
+            )
         if self.pointer is None:
             return tied_logits(decoder_states, self.output_embedding, self.final_logits_bias[0], embedding_t)
         if copy_memory is None:
             copy_memory = self.pointer.project_memory(encoder_states)
-        return self.pointer(decoder_states, encoder_states, copy_memory, source_ids, source_mask,
-                            self.output_embedding, self.final_logits_bias[0], embedding_t)
+        return self.pointer(
+            decoder_states,
+            encoder_states,
+            copy_memory,
+            source_ids,
+            source_mask,
+            self.output_embedding,
+            self.final_logits_bias[0],
+            embedding_t,
+        )
 
-    def output_log_probs(self, decoder_states, encoder_states, source_ids, source_mask, copy_memory=None,
-                         embedding_t=None, attention=None):
+    def output_log_probs(
+        self,
+        decoder_states,
+        encoder_states,
+        source_ids,
+        source_mask,
+        copy_memory=None,
+        embedding_t=None,
+        attention=None,
+    ):
         """log P(y_t | y_<t, x) over the vocabulary, float32."""
-        scores = self.output_scores(decoder_states, encoder_states, source_ids, source_mask, copy_memory,
-                                    embedding_t, attention)
+        scores = self.output_scores(
+            decoder_states, encoder_states, source_ids, source_mask, copy_memory, embedding_t, attention
+        )
         return scores.float() if self.copies else F.log_softmax(scores.float(), dim=-1)
 
     def logits(self, input_ids, decoder_input_ids, attention_mask=None) -> torch.Tensor:
@@ -232,8 +273,17 @@ class PalmModel(PretrainedMixin, nn.Module):
 
     def copy_loss(self, decoder_states, encoder_states, source_ids, source_mask, labels, label_smoothing=0.0):
         """`token_nll` of the eq. (7) mixture, computed at the labels (`label_log_likelihood`)."""
-        return copy_token_nll(self.pointer, decoder_states, encoder_states, source_ids, source_mask,
-                              self.output_embedding, self.final_logits_bias[0], labels, label_smoothing)
+        return copy_token_nll(
+            self.pointer,
+            decoder_states,
+            encoder_states,
+            source_ids,
+            source_mask,
+            self.output_embedding,
+            self.final_logits_bias[0],
+            labels,
+            label_smoothing,
+        )
 
     def mlm_logits(self, encoder_states: torch.Tensor) -> torch.Tensor:
         return self.mlm_head(encoder_states, self.shared.weight)
@@ -277,15 +327,14 @@ class PalmModel(PretrainedMixin, nn.Module):
         if labels is not None:
             if decoder_input_ids is None:
                 raise ValueError("labels need decoder_input_ids")
-            dec, attention = self.run_decoder(decoder_input_ids, enc, attention_mask,
-                                              position_ids=decoder_position_ids)
+            dec, attention = self.run_decoder(decoder_input_ids, enc, attention_mask, position_ids=decoder_position_ids)
             copied = input_ids if copy_source_ids is None else copy_source_ids
             if self.pointer is not None and not return_log_probs:  # PALM's mixture, at the labels only
-                lm_loss, lm_sum, lm_count = self.copy_loss(dec, enc, copied, attention_mask, labels,
-                                                           label_smoothing)
+                lm_loss, lm_sum, lm_count = self.copy_loss(dec, enc, copied, attention_mask, labels, label_smoothing)
             elif self.attention_copy is None and not return_log_probs:  # the softmax's loss without B×T×V logits
-                lm_loss, lm_sum, lm_count = linear_cross_entropy(dec, self.output_embedding,
-                                                                 self.final_logits_bias[0], labels, label_smoothing)
+                lm_loss, lm_sum, lm_count = linear_cross_entropy(
+                    dec, self.output_embedding, self.final_logits_bias[0], labels, label_smoothing
+                )
             else:  # the release's copy head builds its B×T×V mixture, as the official loss does
                 scores = self.output_scores(dec, enc, copied, attention_mask, attention=attention)
                 lm_loss, lm_sum, lm_count = token_nll(scores, labels, label_smoothing)
@@ -307,24 +356,41 @@ class PalmModel(PretrainedMixin, nn.Module):
             attention_mask = input_ids.ne(self.config.pad_token_id)
         enc = self.encode(input_ids, attention_mask)
         cfg = self.config
-        cache = KVCache(cfg.decoder_layers, enc.shape[0] * num_beams, cfg.decoder_attention_heads,
-                        cfg.d_model // cfg.decoder_attention_heads, max_length, enc.dtype, enc.device)
+        cache = KVCache(
+            cfg.decoder_layers,
+            enc.shape[0] * num_beams,
+            cfg.decoder_attention_heads,
+            cfg.d_model // cfg.decoder_attention_heads,
+            max_length,
+            enc.dtype,
+            enc.device,
+        )
         copy_inputs = None
         if self.pointer is not None:  # one query per beam row: expand the copy head's inputs once
-            copy_inputs = tuple(t.repeat_interleave(num_beams, dim=0) for t in
-                                (enc, input_ids, attention_mask, self.pointer.project_memory(enc)))
+            copy_inputs = tuple(
+                t.repeat_interleave(num_beams, dim=0)
+                for t in (enc, input_ids, attention_mask, self.pointer.project_memory(enc))
+            )
         elif self.attention_copy is not None:
             copy_inputs = tuple(t.repeat_interleave(num_beams, dim=0) for t in (enc, input_ids))
-        return DecodingState(cache, self.decoder.cross_kv(enc), enc, input_ids, attention_mask, copy_inputs,
-                             self.output_embedding.t().contiguous())
+        return DecodingState(
+            cache,
+            self.decoder.cross_kv(enc),
+            enc,
+            input_ids,
+            attention_mask,
+            copy_inputs,
+            self.output_embedding.t().contiguous(),
+        )
 
     def decode_step(self, state: DecodingState, tokens: torch.Tensor) -> torch.Tensor:
         """Feed `tokens` (N,) — one per row — and return log P of the next token (N, V)."""
         dec, attention = self.run_decoder(tokens[:, None], state.cross_kv, state.source_mask, state.cache)
         if self.attention_copy is not None:
             encoder_states, source_ids = state.copy_inputs
-            return self.output_log_probs(dec, encoder_states, source_ids, None, embedding_t=state.embedding_t,
-                                         attention=attention)[:, -1]
+            return self.output_log_probs(
+                dec, encoder_states, source_ids, None, embedding_t=state.embedding_t, attention=attention
+            )[:, -1]
         if self.pointer is None:
             return self.output_log_probs(dec, None, None, None, embedding_t=state.embedding_t)[:, -1]
         return self.output_log_probs(dec, *state.copy_inputs, embedding_t=state.embedding_t)[:, -1]

@@ -71,7 +71,7 @@ class _AdditiveScores(torch.autograd.Function):
         w = w_c.to(memory.dtype)
         out = memory.new_empty(memory.shape[0], query.shape[1], memory.shape[1])
         for i in range(0, query.shape[1], step):
-            out[:, i:i + step] = torch.tanh_(memory.unsqueeze(1) + query[:, i:i + step].unsqueeze(2)) @ w
+            out[:, i : i + step] = torch.tanh_(memory.unsqueeze(1) + query[:, i : i + step].unsqueeze(2)) @ w
         ctx.save_for_backward(memory, query, w_c)
         return out
 
@@ -86,12 +86,12 @@ class _AdditiveScores(torch.autograd.Function):
         grad_query = torch.empty_like(query)
         grad_w = torch.zeros(d, dtype=acc, device=w_c.device)
         for i in range(0, query.shape[1], step):
-            h = torch.tanh_(memory.unsqueeze(1) + query[:, i:i + step].unsqueeze(2))  # (B, Tc, S, d)
-            g = grad[:, i:i + step].unsqueeze(-1)
+            h = torch.tanh_(memory.unsqueeze(1) + query[:, i : i + step].unsqueeze(2))  # (B, Tc, S, d)
+            g = grad[:, i : i + step].unsqueeze(-1)
             grad_w += (h.reshape(-1, d).t() @ g.reshape(-1)).to(acc)
             h.mul_(h).neg_().add_(1).mul_(g).mul_(w)  # ∂e/∂(memory + query) = g · w · (1 − tanh²)
             grad_memory += h.sum(1, dtype=acc)
-            grad_query[:, i:i + step] = h.sum(2)
+            grad_query[:, i : i + step] = h.sum(2)
         return grad_memory.to(memory.dtype), grad_query, grad_w.to(w_c.dtype)
 
 
@@ -170,8 +170,10 @@ def _fused_applies(memory: torch.Tensor, query: torch.Tensor) -> bool:
     if _fused_usable is None:
         try:  # both kernels, before a training step depends on the backward one
             with torch.inference_mode(False), torch.enable_grad():
-                trial = [torch.rand(shape, device=memory.device, requires_grad=True)
-                         for shape in ((2, 3, 4), (2, 5, 4), (4,))]
+                trial = [
+                    torch.rand(shape, device=memory.device, requires_grad=True)
+                    for shape in ((2, 3, 4), (2, 5, 4), (4,))
+                ]
                 _FusedScores.apply(*trial).sum().backward()
             _fused_usable = True
         except Exception as error:  # no C++ compiler / Triton: the direct path
@@ -233,8 +235,18 @@ class PointerGenerator(nn.Module):
         empty = empty[:, None]
         return alpha, F.logsigmoid(gate).masked_fill(empty, 0.0), F.logsigmoid(-gate).masked_fill(empty, float("-inf"))
 
-    def label_log_likelihood(self, decoder_states, memory_states, projected, memory_ids, memory_mask, embedding,
-                             logits_bias, labels, smoothing: bool = False):
+    def label_log_likelihood(
+        self,
+        decoder_states,
+        memory_states,
+        projected,
+        memory_ids,
+        memory_mask,
+        embedding,
+        logits_bias,
+        labels,
+        smoothing: bool = False,
+    ):
         """log P(y_t) at the labels (B, T) and, if `smoothing`, the mean of log P over the vocabulary
         (B, T) — without a B×T×V mixture.
 
@@ -296,13 +308,30 @@ class PointerGenerator(nn.Module):
         )
 
 
-def copy_token_nll(pointer: PointerGenerator, decoder_states, memory_states, memory_ids, memory_mask, embedding,
-                   logits_bias, labels, label_smoothing: float = 0.0):
+def copy_token_nll(
+    pointer: PointerGenerator,
+    decoder_states,
+    memory_states,
+    memory_ids,
+    memory_mask,
+    embedding,
+    logits_bias,
+    labels,
+    label_smoothing: float = 0.0,
+):
     """`losses.token_nll` of the eq. (7) mixture, computed at the labels (`label_log_likelihood`):
     the (label-smoothed) loss sum, the detached NLL sum and the number of labels ≠ IGNORE_INDEX."""
     log_p_y, mean_log_p = pointer.label_log_likelihood(
-        decoder_states, memory_states, pointer.project_memory(memory_states), memory_ids, memory_mask,
-        embedding, logits_bias, labels, smoothing=label_smoothing > 0)
+        decoder_states,
+        memory_states,
+        pointer.project_memory(memory_states),
+        memory_ids,
+        memory_mask,
+        embedding,
+        logits_bias,
+        labels,
+        smoothing=label_smoothing > 0,
+    )
     keep = labels != IGNORE_INDEX
     count = keep.sum()
     nll = -log_p_y[keep]

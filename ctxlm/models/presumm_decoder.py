@@ -31,8 +31,9 @@ from .layers import Attention, KVCache, add_feed_forward, key_padding_mask
 def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """PreSumm's `PositionalEncoding` rows for `positions` (any shape) → (*positions.shape, dim), float32:
     row p is sin(p·w_i) on even and cos(p·w_i) on odd dimensions, w_i = 10000^(−2i/dim)."""
-    div_term = torch.exp(torch.arange(0, dim, 2, dtype=torch.float, device=positions.device)
-                         * -(math.log(10000.0) / dim))
+    div_term = torch.exp(
+        torch.arange(0, dim, 2, dtype=torch.float, device=positions.device) * -(math.log(10000.0) / dim)
+    )
     angles = positions.reshape(-1, 1).float() * div_term
     table = torch.zeros(angles.shape[0], dim, device=positions.device)
     table[:, 0::2] = torch.sin(angles)
@@ -40,8 +41,14 @@ def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return table.view(*positions.shape, dim)
 
 
-def attention_with_weights(attn: Attention, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
-                           mask: torch.Tensor, p: float, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_with_weights(
+    attn: Attention,
+    x: torch.Tensor,
+    kv: tuple[torch.Tensor, torch.Tensor],
+    mask: torch.Tensor,
+    p: float,
+    training: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`attn(x, kv=kv, mask=mask)` computed explicitly, with its attention probabilities averaged over
     heads (B, T, S), as `neural.py MultiHeadedAttention` returns them (before dropout). `kv` and `mask`
     may have one row per group of consecutive rows of `x` (the beams of a source)."""
@@ -61,15 +68,23 @@ def attention_with_weights(attn: Attention, x: torch.Tensor, kv: tuple[torch.Ten
 class PreLNDecoderLayer(nn.Module):
     """One layer of `PALM/models/decoder.py TransformerDecoderLayer` (see the module docstring)."""
 
-    def __init__(self, d_model, heads, ffn_dim, *, dropout, attention_dropout, activation_dropout,
-                 activation_name, eps):
+    def __init__(
+        self, d_model, heads, ffn_dim, *, dropout, attention_dropout, activation_dropout, activation_name, eps
+    ):
         super().__init__()
         self.self_attn = Attention(d_model, heads, attention_dropout)
         self.self_attn_layer_norm = nn.LayerNorm(d_model, eps=eps)
         self.encoder_attn = Attention(d_model, heads, attention_dropout)
         self.encoder_attn_layer_norm = nn.LayerNorm(d_model, eps=eps)
-        add_feed_forward(self, d_model, ffn_dim, dropout=dropout, activation_dropout=activation_dropout,
-                         activation_name=activation_name, eps=eps)
+        add_feed_forward(
+            self,
+            d_model,
+            ffn_dim,
+            dropout=dropout,
+            activation_dropout=activation_dropout,
+            activation_name=activation_name,
+            eps=eps,
+        )
 
     def forward(self, x, cross_kv, cross_mask, *, cache=None, layer=0, need_weights=False):
         """`cross_kv`: this layer's cross-attention keys and values, or the encoder states to project.
@@ -82,8 +97,9 @@ class PreLNDecoderLayer(nn.Module):
         query = self.encoder_attn_layer_norm(x)
         weights = None
         if need_weights:
-            h, weights = attention_with_weights(self.encoder_attn, query, cross_kv, cross_mask,
-                                                self.encoder_attn.dropout, self.training)
+            h, weights = attention_with_weights(
+                self.encoder_attn, query, cross_kv, cross_mask, self.encoder_attn.dropout, self.training
+            )
         else:
             h = self.encoder_attn(query, mask=cross_mask, kv=cross_kv)
         x = x + dropout(h, self.dropout, self.training)
@@ -101,9 +117,16 @@ class PresummDecoder(nn.Module):
         eps = cfg.decoder_layer_norm_eps if cfg.decoder_layer_norm_eps is not None else cfg.layer_norm_eps
         act = cfg.decoder_activation_function or cfg.activation_function
         self.layers = nn.ModuleList(
-            PreLNDecoderLayer(cfg.d_model, cfg.decoder_attention_heads, cfg.decoder_ffn_dim, dropout=cfg.dropout,
-                              attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
-                              activation_name=act, eps=eps)
+            PreLNDecoderLayer(
+                cfg.d_model,
+                cfg.decoder_attention_heads,
+                cfg.decoder_ffn_dim,
+                dropout=cfg.dropout,
+                attention_dropout=cfg.attention_dropout,
+                activation_dropout=cfg.activation_dropout,
+                activation_name=act,
+                eps=eps,
+            )
             for _ in range(cfg.decoder_layers)
         )
         self.layer_norm = nn.LayerNorm(cfg.d_model, eps=eps)
@@ -113,8 +136,15 @@ class PresummDecoder(nn.Module):
     def cross_kv(self, encoder_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [layer.encoder_attn.project_kv(encoder_states) for layer in self.layers]
 
-    def forward(self, token_embeddings, cross_kv, source_mask, cache: KVCache | None = None, position_ids=None,
-                need_attention: bool = False):
+    def forward(
+        self,
+        token_embeddings,
+        cross_kv,
+        source_mask,
+        cache: KVCache | None = None,
+        position_ids=None,
+        need_attention: bool = False,
+    ):
         """As `Decoder.forward`; with `need_attention`, returns (states, the last layer's cross-attention
         averaged over heads (B, T, S))."""
         if position_ids is None:
@@ -126,10 +156,15 @@ class PresummDecoder(nn.Module):
         weights = None
         for i, layer in enumerate(self.layers):
             last = need_attention and i == len(self.layers) - 1
-            x, weights = layer(x, cross_kv if isinstance(cross_kv, torch.Tensor) else cross_kv[i], cross_mask,
-                               cache=cache, layer=i, need_weights=last)
+            x, weights = layer(
+                x,
+                cross_kv if isinstance(cross_kv, torch.Tensor) else cross_kv[i],
+                cross_mask,
+                cache=cache,
+                layer=i,
+                need_weights=last,
+            )
         if cache is not None:
             cache.advance(token_embeddings.shape[1])
         x = self.layer_norm(x)
         return (x, weights) if need_attention else x
-

@@ -29,8 +29,9 @@ class PretrainedMixin:
     generation_config = None
 
     @classmethod
-    def from_pretrained(cls, source: str | Path, *, device: str | torch.device = "cpu",
-                        verify: bool | str | None = None):
+    def from_pretrained(
+        cls, source: str | Path, *, device: str | torch.device = "cpu", verify: bool | str | None = None
+    ):
         """The model saved in `source` (a ctxlm model directory, a training run's output, or a hub
         repo id), in eval mode; it must be of this class. Its files are checked against its
         manifest.json first (`verify`: "full", the default, "size" or "off"; `ctxlm.checkpoint.load_model_dir`)."""
@@ -41,13 +42,16 @@ class PretrainedMixin:
         directory = resolve_model_dir(hf_source_dir(source), verify)
         model, _ = load_model_dir(directory, with_tokenizer=False, device=device, verify=verify)
         if not isinstance(model, cls):
-            raise CtxlmError(f"{source}: holds a {type(model).__name__}, not a {cls.__name__} "
-                             f"(use {type(model).__name__}.from_pretrained or ctxlm.checkpoint.load_model_dir)")
+            raise CtxlmError(
+                f"{source}: holds a {type(model).__name__}, not a {cls.__name__} "
+                f"(use {type(model).__name__}.from_pretrained or ctxlm.checkpoint.load_model_dir)"
+            )
         model.generation_config = load_generation_config(directory)
         return model.eval()
 
-    def save_pretrained(self, directory: str | Path, tokenizer=None, generation_config=None,
-                        max_shard_size: int | str = "5GB") -> Path:
+    def save_pretrained(
+        self, directory: str | Path, tokenizer=None, generation_config=None, max_shard_size: int | str = "5GB"
+    ) -> Path:
         """Write a ctxlm model directory (with `tokenizer` when given; weights above `max_shard_size`
         as transformers' shards and index) and its decoding settings, `generation_config` or else the
         model's own (`generation.json`; none when neither is set); returns its path."""

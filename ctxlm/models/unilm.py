@@ -47,8 +47,9 @@ from .pretrained import PretrainedMixin
 
 
 # ------------------------------------------------------------------------------ relative position
-def relative_position_bucket(relative_position: torch.Tensor, num_buckets: int = 32,
-                             max_distance: int = 128) -> torch.Tensor:
+def relative_position_bucket(
+    relative_position: torch.Tensor, num_buckets: int = 32, max_distance: int = 128
+) -> torch.Tensor:
     """T5's bidirectional bucketing (Raffel et al., 2019; §4.1 "relative position bias").
 
     `relative_position` = key position − query position. Half of the buckets hold keys after the
@@ -151,16 +152,26 @@ class UnilmModel(PretrainedMixin, nn.Module):
         self.config = cfg
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(
-            PostLNEncoderLayer(cfg.d_model, cfg.num_heads, cfg.ffn_dim, dropout=cfg.dropout,
-                               attention_dropout=cfg.attention_dropout, activation_dropout=0.0,
-                               activation_name=cfg.activation_function, eps=cfg.layer_norm_eps)
+            PostLNEncoderLayer(
+                cfg.d_model,
+                cfg.num_heads,
+                cfg.ffn_dim,
+                dropout=cfg.dropout,
+                attention_dropout=cfg.attention_dropout,
+                activation_dropout=0.0,
+                activation_name=cfg.activation_function,
+                eps=cfg.layer_norm_eps,
+            )
             for _ in range(cfg.num_layers)
         )
         if not cfg.key_bias:  # the unilm2 release's fused qkv_linear: q and v biases only
             for layer in self.layers:
                 layer.self_attn.k_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.rel_pos_bias = (RelativePositionBias(cfg.relative_buckets, cfg.num_heads, cfg.relative_max_distance)
-                             if cfg.relative_position_bias else None)
+        self.rel_pos_bias = (
+            RelativePositionBias(cfg.relative_buckets, cfg.num_heads, cfg.relative_max_distance)
+            if cfg.relative_position_bias
+            else None
+        )
         self.mlm_head = MaskedLMHead(cfg.d_model, cfg.vocab_size, cfg.activation_function, cfg.layer_norm_eps)
         init_weights(self, cfg.init_std)
         self.pointer = None  # made last: the other weights are those of the same seed without copy
@@ -189,8 +200,9 @@ class UnilmModel(PretrainedMixin, nn.Module):
                 x = layer.feed_forward(layer.residual(x, h, layer.self_attn_layer_norm))
         return x
 
-    def hidden_states(self, input_ids, position_ids=None, token_type_ids=None, attention_mask=None,
-                      token_embeddings=None) -> torch.Tensor:
+    def hidden_states(
+        self, input_ids, position_ids=None, token_type_ids=None, attention_mask=None, token_embeddings=None
+    ) -> torch.Tensor:
         """H^L (B, L, d) of a whole layout. `attention_mask`: bool (B, L, L) from the objective, or a
         (B, L) key padding mask (bidirectional), or None (bidirectional over non-pad tokens)."""
         b, length = input_ids.shape
@@ -214,13 +226,14 @@ class UnilmModel(PretrainedMixin, nn.Module):
         """The copy head's memory: final states (B, S, d), ids (B, S) and mask (B, S) of the
         copyable tokens where `source` (B, L) is True, packed to the left."""
         cfg = self.config
-        special = torch.tensor([cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.mask_token_id,
-                                cfg.pseudo_token_id], device=input_ids.device)
+        special = torch.tensor(
+            [cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.mask_token_id, cfg.pseudo_token_id],
+            device=input_ids.device,
+        )
         index, valid = select_positions(source.bool() & ~torch.isin(input_ids, special))
         return gather_positions(states, index), gather_positions(input_ids, index), valid
 
-    def copy_lm_loss(self, states, input_ids, token_type_ids, labels, label_smoothing: float,
-                     return_log_probs: bool):
+    def copy_lm_loss(self, states, input_ids, token_type_ids, labels, label_smoothing: float, return_log_probs: bool):
         """The seq2seq loss with the copy head: `token_nll` of the eq. (7) mixture at the [P]s'
         labels, memory = the source segment (token type 0). Returns the loss sum, NLL sum, count and,
         if `return_log_probs`, log P (labelled tokens, V) in row-major order."""
@@ -232,8 +245,9 @@ class UnilmModel(PretrainedMixin, nn.Module):
         if not return_log_probs:
             return (*copy_token_nll(self.pointer, queries, *memory, embedding, bias, targets, label_smoothing), None)
         mem_states, ids, mask = memory
-        log_probs = self.pointer(queries, mem_states, self.pointer.project_memory(mem_states), ids, mask, embedding,
-                                 bias)
+        log_probs = self.pointer(
+            queries, mem_states, self.pointer.project_memory(mem_states), ids, mask, embedding, bias
+        )
         return (*token_nll(log_probs, targets, label_smoothing), log_probs[targets != IGNORE_INDEX])
 
     # ----------------------------------------------------------------------------- training
@@ -263,13 +277,17 @@ class UnilmModel(PretrainedMixin, nn.Module):
         sums: dict[str, torch.Tensor] = {}
         metrics: dict[str, torch.Tensor] = {}
         log_probs = None
-        for name, target, smoothing in (("ae", ae_labels, 0.0), ("par", par_labels, 0.0),
-                                        ("lm", labels, label_smoothing)):
+        for name, target, smoothing in (
+            ("ae", ae_labels, 0.0),
+            ("par", par_labels, 0.0),
+            ("lm", labels, label_smoothing),
+        ):
             if target is None:
                 continue
             if name == "lm" and self.pointer is not None:
                 sums[name], nll_sum, count, log_probs = self.copy_lm_loss(
-                    states, input_ids, token_type_ids, target, smoothing, return_log_probs)
+                    states, input_ids, token_type_ids, target, smoothing, return_log_probs
+                )
                 metrics[f"{name}_nll_sum"], metrics[f"{name}_tokens"] = nll_sum, count
                 continue
             keep = target != IGNORE_INDEX
@@ -278,8 +296,9 @@ class UnilmModel(PretrainedMixin, nn.Module):
                 sums[name], nll_sum, count = token_nll(logits, target[keep], smoothing)
                 log_probs = F.log_softmax(logits.float(), dim=-1)
             else:  # the loss without the logits
-                sums[name], nll_sum, count = self.mlm_head.loss(states[keep], self.embeddings.word_embeddings.weight,
-                                                                target[keep], smoothing)
+                sums[name], nll_sum, count = self.mlm_head.loss(
+                    states[keep], self.embeddings.word_embeddings.weight, target[keep], smoothing
+                )
             metrics[f"{name}_nll_sum"], metrics[f"{name}_tokens"] = nll_sum, count
         loss = batch_loss(sums, {name: metrics[f"{name}_tokens"] for name in sums})
         if loss is None:
@@ -301,8 +320,7 @@ class UnilmModel(PretrainedMixin, nn.Module):
         x = self.embeddings(input_ids, positions, torch.zeros_like(input_ids))
         cfg = self.config
         capacity = s + max_length + 1  # source, ≤ max_length − 1 targets, one [P]
-        cache = KVCache(cfg.num_layers, b, cfg.num_heads, cfg.d_model // cfg.num_heads, capacity,
-                        x.dtype, x.device)
+        cache = KVCache(cfg.num_layers, b, cfg.num_heads, cfg.d_model // cfg.num_heads, capacity, x.dtype, x.device)
         h = self.run_layers(x, self.attention_bias(mask, positions, positions), cache)
         cache.advance(s)
         key_positions = positions.new_zeros(b, capacity)
@@ -314,8 +332,9 @@ class UnilmModel(PretrainedMixin, nn.Module):
         copy_inputs = None
         if self.pointer is not None:  # one row per beam; `reorder` stays within a source, so never moves them
             states, ids, source_mask = self.copy_memory(h, input_ids, valid)
-            copy_inputs = tuple(value[rows] for value in
-                                (states, self.pointer.project_memory(states), ids, source_mask))
+            copy_inputs = tuple(
+                value[rows] for value in (states, self.pointer.project_memory(states), ids, source_mask)
+            )
         return DecodingState(cache, key_positions[rows], key_valid[rows], valid.sum(1)[rows], copy_inputs=copy_inputs)
 
     def decode_step(self, state: DecodingState, tokens: torch.Tensor) -> torch.Tensor:
@@ -331,8 +350,10 @@ class UnilmModel(PretrainedMixin, nn.Module):
         q = new.shape[1]
         query_positions = state.target_start[:, None] + torch.arange(t + 1 - q, t + 1, device=new.device)
         if int(query_positions.max()) >= cfg.max_position_embeddings:
-            raise ValueError(f"target position {int(query_positions.max())} exceeds max_position_embeddings "
-                             f"{cfg.max_position_embeddings}: shorten the source or max_new_tokens")
+            raise ValueError(
+                f"target position {int(query_positions.max())} exceeds max_position_embeddings "
+                f"{cfg.max_position_embeddings}: shorten the source or max_new_tokens"
+            )
         start, end = cache.length, cache.length + q
         state.key_positions[:, start:end] = query_positions
         state.key_valid[:, start:end] = True
@@ -344,8 +365,12 @@ class UnilmModel(PretrainedMixin, nn.Module):
         cache.advance(q - 1)  # keep the target token, drop the [P]
         state.step += 1
         if self.pointer is not None:  # eq. (7) at the [P]
-            return self.pointer(self.lm_states(x[:, -1:]), *state.copy_inputs, self.embeddings.word_embeddings.weight,
-                                self.mlm_head.bias)[:, -1]
+            return self.pointer(
+                self.lm_states(x[:, -1:]),
+                *state.copy_inputs,
+                self.embeddings.word_embeddings.weight,
+                self.mlm_head.bias,
+            )[:, -1]
         return F.log_softmax(self.lm_logits(x[:, -1]).float(), dim=-1)
 
     def reorder(self, state: DecodingState, index: torch.Tensor) -> None:
@@ -396,8 +421,9 @@ class UnilmClassifier(PretrainedMixin, nn.Module):
             return {"mse": torch.tensor(len(batch["labels"]), device=batch["labels"].device)}
         return label_counts(batch, {"cls": "labels"})
 
-    def forward(self, input_ids, position_ids=None, token_type_ids=None, attention_mask=None,
-                labels=None) -> UnilmOutput:
+    def forward(
+        self, input_ids, position_ids=None, token_type_ids=None, attention_mask=None, labels=None
+    ) -> UnilmOutput:
         states = self.unilm.hidden_states(input_ids, position_ids, token_type_ids, attention_mask)
         sos = states[:, 0]
         if self.pooler is not None:
@@ -413,8 +439,12 @@ class UnilmClassifier(PretrainedMixin, nn.Module):
             else:
                 sums["cls"], nll_sum, count = token_nll(logits, labels)
                 correct = (logits.argmax(-1) == labels).sum()  # IGNORE_INDEX labels never match
-                metrics = {"cls_nll_sum": nll_sum, "cls_tokens": count, "cls_accuracy_sum": correct.detach(),
-                           "cls_accuracy_count": count}
+                metrics = {
+                    "cls_nll_sum": nll_sum,
+                    "cls_tokens": count,
+                    "cls_accuracy_sum": correct.detach(),
+                    "cls_accuracy_count": count,
+                }
                 loss = batch_loss(sums, {"cls": count})
         return UnilmOutput(loss=loss, metrics=metrics, logits=logits, loss_sums=sums)
 
@@ -446,8 +476,16 @@ class UnilmQuestionAnswering(PretrainedMixin, nn.Module):
         both = torch.stack([batch["start_positions"], batch["end_positions"]])
         return {"qa": (both != IGNORE_INDEX).sum()}
 
-    def forward(self, input_ids, position_ids=None, token_type_ids=None, attention_mask=None,
-                answer_mask=None, start_positions=None, end_positions=None) -> UnilmOutput:
+    def forward(
+        self,
+        input_ids,
+        position_ids=None,
+        token_type_ids=None,
+        attention_mask=None,
+        answer_mask=None,
+        start_positions=None,
+        end_positions=None,
+    ) -> UnilmOutput:
         states = self.unilm.hidden_states(input_ids, position_ids, token_type_ids, attention_mask)
         logits = self.qa_outputs(states).float()  # (B, L, 2)
         if answer_mask is not None:

@@ -97,10 +97,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx.backpropagated = True
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         weight_dtype, bias_dtype = ctx.dtypes
-        return (grad_hidden.mul_(grad_loss.to(grad_hidden.dtype)) if ctx.needs_input_grad[0] else None,
-                grad_weight.mul_(grad_loss).to(weight_dtype) if ctx.needs_input_grad[1] else None,
-                grad_bias.mul_(grad_loss).to(bias_dtype) if grad_bias is not None else None,
-                None, None, None, None)
+        return (
+            grad_hidden.mul_(grad_loss.to(grad_hidden.dtype)) if ctx.needs_input_grad[0] else None,
+            grad_weight.mul_(grad_loss).to(weight_dtype) if ctx.needs_input_grad[1] else None,
+            grad_bias.mul_(grad_loss).to(bias_dtype) if grad_bias is not None else None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def _plain_cross_entropy(rows, weight, bias, target, label_smoothing):
@@ -111,8 +116,14 @@ def _plain_cross_entropy(rows, weight, bias, target, label_smoothing):
     return loss, F.cross_entropy(logits.detach(), target, reduction="sum")
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         labels: torch.Tensor, label_smoothing: float = 0.0, chunk_rows: int = CHUNK_ROWS):
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    label_smoothing: float = 0.0,
+    chunk_rows: int = CHUNK_ROWS,
+):
     """`token_nll(F.linear(hidden, weight, bias), labels, label_smoothing)` without the B×T×V logits:
     (the loss summed over labelled positions, the un-smoothed NLL sum (detached), the token count).
     `hidden` (..., d), `weight` (V, d), `labels` (...) with IGNORE_INDEX where no loss is taken."""
@@ -125,6 +136,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
         return (*_plain_cross_entropy(rows, weight, bias, target, label_smoothing), count)
     if bias is not None and not bias.requires_grad and hidden.device.type == "cpu" and not bias.any():
         bias = None  # a zero bias (BART's and PALM's final_logits_bias): saves a pass over the logits
-    loss, nll = _LinearCrossEntropy.apply(rows, weight, bias, target, float(label_smoothing), chunk_rows,
-                                          _compute_dtype(hidden))
+    loss, nll = _LinearCrossEntropy.apply(
+        rows, weight, bias, target, float(label_smoothing), chunk_rows, _compute_dtype(hidden)
+    )
     return loss, nll, count

@@ -33,11 +33,12 @@ Span = tuple[int, int]
 def permute_sentences(tokens: np.ndarray, bounds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The text with its sentences (`bounds`: offsets, 0 first, len(tokens) last) in a random order."""
     order = rng.permutation(len(bounds) - 1)
-    return np.concatenate([tokens[bounds[i]:bounds[i + 1]] for i in order]).astype(np.int64)
+    return np.concatenate([tokens[bounds[i] : bounds[i + 1]] for i in order]).astype(np.int64)
 
 
-def infilling_span_lengths(n: int, rng: np.random.Generator, ratio: float = 0.3,
-                           poisson_lambda: float = 3.0) -> list[int]:
+def infilling_span_lengths(
+    n: int, rng: np.random.Generator, ratio: float = 0.3, poisson_lambda: float = 3.0
+) -> list[int]:
     """Poisson(λ) span lengths summing to exactly `ceil(ratio · n)`, in a random order (module docstring)."""
     target = math.ceil(ratio * n - 1e-9)
     lengths: list[int] = []
@@ -69,8 +70,16 @@ def infill(tokens: np.ndarray, spans: list[Span], mask_id: int) -> np.ndarray:
     return np.concatenate(pieces).astype(np.int64)
 
 
-def build_bart_example(tokens, bounds, tok: PalmTokens, rng: np.random.Generator, *, ratio: float = 0.3,
-                       poisson_lambda: float = 3.0, permute: bool = True) -> dict[str, np.ndarray]:
+def build_bart_example(
+    tokens,
+    bounds,
+    tok: PalmTokens,
+    rng: np.random.Generator,
+    *,
+    ratio: float = 0.3,
+    poisson_lambda: float = 3.0,
+    permute: bool = True,
+) -> dict[str, np.ndarray]:
     """The BART example of a text with sentence offsets `bounds`. Draws: permutation, lengths, layout."""
     tokens = np.asarray(tokens, dtype=np.int64)
     shuffled = permute_sentences(tokens, np.asarray(bounds), rng) if permute else tokens
@@ -82,8 +91,17 @@ class BartExamples:
     """Index → BART example over a token store's sentence chunks; example `i` of epoch `e` is a pure
     function of (seed, e, i)."""
 
-    def __init__(self, store, chunks: np.ndarray, tok: PalmTokens, *, ratio: float = 0.3,
-                 poisson_lambda: float = 3.0, permute: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        store,
+        chunks: np.ndarray,
+        tok: PalmTokens,
+        *,
+        ratio: float = 0.3,
+        poisson_lambda: float = 3.0,
+        permute: bool = True,
+        seed: int = 0,
+    ):
         self.store, self.chunks, self.tok, self.seed = store, chunks, tok, seed
         self.options = dict(ratio=ratio, poisson_lambda=poisson_lambda, permute=permute)
 

@@ -35,13 +35,14 @@ def sentence_chunks(sentence_lengths: np.ndarray, document_offsets: np.ndarray, 
 def chunk_text(store, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The tokens of sentences `first .. first + count − 1` of a token store, and the sentence
     boundaries within them (`count + 1` offsets, 0 first)."""
-    offsets = np.asarray(store.sentence_offsets[int(first):int(first) + int(count) + 1], dtype=np.int64)
-    tokens = np.asarray(store.tokens[offsets[0]:offsets[-1]], dtype=np.int64)
+    offsets = np.asarray(store.sentence_offsets[int(first) : int(first) + int(count) + 1], dtype=np.int64)
+    tokens = np.asarray(store.tokens[offsets[0] : offsets[-1]], dtype=np.int64)
     return tokens, offsets - offsets[0]
 
 
-def skipped_sentences(sentence_lengths: np.ndarray, document_offsets: np.ndarray, documents, spans,
-                      budget: int) -> dict[str, int]:
+def skipped_sentences(
+    sentence_lengths: np.ndarray, document_offsets: np.ndarray, documents, spans, budget: int
+) -> dict[str, int]:
     """What a set of examples leaves out of `documents`: `long_sentences`, the sentences longer than
     `budget` tokens, and `sentences_in_no_example`, those no span covers (the long ones, and any
     others the windows cannot reach). `spans` are rows `(first_sentence, num_sentences)`."""
@@ -49,8 +50,10 @@ def skipped_sentences(sentence_lengths: np.ndarray, document_offsets: np.ndarray
     offsets = np.asarray(document_offsets, dtype=np.int64)
     starts, ends = offsets[docs], offsets[docs + 1]
     long = np.concatenate([[0], np.cumsum(np.asarray(sentence_lengths) > budget)])
-    return {"long_sentences": int((long[ends] - long[starts]).sum()),
-            "sentences_in_no_example": int((ends - starts).sum()) - _covered(np.asarray(spans, np.int64))}
+    return {
+        "long_sentences": int((long[ends] - long[starts]).sum()),
+        "sentences_in_no_example": int((ends - starts).sum()) - _covered(np.asarray(spans, np.int64)),
+    }
 
 
 def _covered(spans: np.ndarray) -> int:

@@ -279,9 +279,7 @@ def part_b_block(span_ids, mask_position: int, start_id: int, end_id: int) -> di
     }
 
 
-def _corrupt(
-    tokens: np.ndarray, spans: list[Span], blank_ids: list[int], *, cls: int | None, eos: int | None
-):
+def _corrupt(tokens: np.ndarray, spans: list[Span], blank_ids: list[int], *, cls: int | None, eos: int | None):
     """Part A: the text with span j replaced by the single token `blank_ids[j]`, optionally wrapped
     as `[CLS] ... [eos]`. Returns `(part_a, mask_positions)` (index of each blank in Part A)."""
     pieces: list[np.ndarray] = []
@@ -382,10 +380,7 @@ def build_blank_infilling_example(
         order = rng.permutation(len(spans))
     else:
         order = np.arange(len(spans))
-    blocks = [
-        part_b_block(tokens[spans[j][0] : spans[j][1]], mask_positions[j], start_ids[j], tok.eop)
-        for j in order
-    ]
+    blocks = [part_b_block(tokens[spans[j][0] : spans[j][1]], mask_positions[j], start_ids[j], tok.eop) for j in order]
     return _assemble(part_a, blocks)
 
 
@@ -447,8 +442,14 @@ def sentence_example(
 
 
 def document_example(
-    tokens, rng: np.random.Generator, tok: GlmTokens, *, low: float = 0.5, high: float = 1.0,
-    end_prob: float = 0.5, **opts
+    tokens,
+    rng: np.random.Generator,
+    tok: GlmTokens,
+    *,
+    low: float = 0.5,
+    high: float = 1.0,
+    end_prob: float = 0.5,
+    **opts,
 ) -> dict[str, np.ndarray]:
     """Document-level objective: one [gMASK] span covering 50-100% of the text, at the end with
     probability `end_prob`, elsewhere otherwise (`sample_document_span`, as THUDM/GLM).
@@ -474,9 +475,7 @@ def choose_multitask_mode(rng: np.random.Generator, long_mode: str = "document")
     `multitask_example`. Returns "blank" or `long_mode` with probability 1/2 each.
     """
     if long_mode not in ("document", "sentence"):
-        raise CtxlmError(
-            f"choose_multitask_mode: long_mode must be 'document' or 'sentence', got {long_mode!r}"
-        )
+        raise CtxlmError(f"choose_multitask_mode: long_mode must be 'document' or 'sentence', got {long_mode!r}")
     return "blank" if rng.random() < 0.5 else long_mode
 
 
@@ -530,9 +529,7 @@ def build_seq2seq_example(
     mask = tok.generation_mask if mask_id is None else int(mask_id)
     if max_source is not None:
         if max_source < 2:
-            raise CtxlmError(
-                f"build_seq2seq_example: max_source must be >= 2 ([CLS] and the mask), got {max_source}"
-            )
+            raise CtxlmError(f"build_seq2seq_example: max_source must be >= 2 ([CLS] and the mask), got {max_source}")
         source = source[: max_source - 2]
     part_a = np.concatenate([[tok.cls], source, [mask]]).astype(np.int64)
     mask_position = len(part_a) - 1
@@ -623,8 +620,9 @@ def build_cloze_candidates(
 GLM_TASKS = ("blank", "sentence", "document", "multitask")
 
 
-def glm_text_budget(max_length: int, task: str = "multitask", *, ratio: float = 0.15,
-                    long_mode: str = "document") -> int:
+def glm_text_budget(
+    max_length: int, task: str = "multitask", *, ratio: float = 0.15, long_mode: str = "document"
+) -> int:
     """The most text tokens a chunk may hold so that its example, Part A and Part B together, has at
     most `max_length` tokens whatever spans are drawn.
 
@@ -639,8 +637,9 @@ def glm_text_budget(max_length: int, task: str = "multitask", *, ratio: float = 
     """
     if task not in GLM_TASKS:
         raise CtxlmError(f"unknown GLM task {task!r} (choose from {', '.join(GLM_TASKS)})")
-    modes = {"blank": ["blank"], "sentence": ["sentence"], "document": ["document"],
-             "multitask": ["blank", long_mode]}[task]
+    modes = {"blank": ["blank"], "sentence": ["sentence"], "document": ["document"], "multitask": ["blank", long_mode]}[
+        task
+    ]
 
     def longest(mode: str, n: int) -> int:
         if mode == "document":
@@ -673,8 +672,9 @@ class GlmExamples:
     `sentinel_ids` are needed only for `data.sentinel` (the sentinel ablation).
     """
 
-    def __init__(self, store, chunks: np.ndarray, tok: GlmTokens, data, seed: int = 0,
-                 sentinel_ids: Sequence[int] | None = None):
+    def __init__(
+        self, store, chunks: np.ndarray, tok: GlmTokens, data, seed: int = 0, sentinel_ids: Sequence[int] | None = None
+    ):
         if data.task not in GLM_TASKS:
             raise CtxlmError(f"unknown GLM task {data.task!r} (choose from {', '.join(GLM_TASKS)})")
         if data.task == "multitask" and data.long_mode not in ("document", "sentence"):
@@ -690,8 +690,8 @@ class GlmExamples:
     def text(self, index: int) -> tuple[np.ndarray, list[Span]]:
         """The chunk's tokens and its sentences' `(start, end)` bounds within them."""
         first, count = (int(v) for v in self.chunks[index])
-        offsets = np.asarray(self.store.sentence_offsets[first:first + count + 1], dtype=np.int64)
-        tokens = np.asarray(self.store.tokens[offsets[0]:offsets[-1]], dtype=np.int64)
+        offsets = np.asarray(self.store.sentence_offsets[first : first + count + 1], dtype=np.int64)
+        tokens = np.asarray(self.store.tokens[offsets[0] : offsets[-1]], dtype=np.int64)
         bounds = offsets - offsets[0]
         return tokens, list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
@@ -699,8 +699,7 @@ class GlmExamples:
         if mode is None:
             mode = self.data.task
             if mode == "multitask":  # no batch to share a draw with: draw per example
-                mode = choose_multitask_mode(np.random.default_rng([self.seed, epoch, index, 1]),
-                                             self.data.long_mode)
+                mode = choose_multitask_mode(np.random.default_rng([self.seed, epoch, index, 1]), self.data.long_mode)
         tokens, bounds = self.text(index)
         rng = example_rng(self.seed, epoch, index)
         opts = dict(self.options)
@@ -722,8 +721,9 @@ class GlmExamples:
         return [self.example(int(i), epoch, mode) for i in indices]
 
 
-def prepare_glm_data(store, tok: GlmTokens, data, seed: int, max_positions: int | None = None,
-                     sentinel_ids: Sequence[int] | None = None):
+def prepare_glm_data(
+    store, tok: GlmTokens, data, seed: int, max_positions: int | None = None, sentinel_ids: Sequence[int] | None = None
+):
     """GLM examples of a token store, split by whole documents (`store.split_documents`).
 
     Returns `(train_examples, valid_examples, description)`. Chunks hold at most
@@ -731,22 +731,37 @@ def prepare_glm_data(store, tok: GlmTokens, data, seed: int, max_positions: int 
     must not exceed the model's `max_positions`.
     """
     if max_positions is not None and data.max_length > max_positions:
-        raise CtxlmError(f"GLM data.max_length {data.max_length} exceeds the model's "
-                         f"max_position_embeddings {max_positions}")
+        raise CtxlmError(
+            f"GLM data.max_length {data.max_length} exceeds the model's max_position_embeddings {max_positions}"
+        )
     max_text = glm_text_budget(data.max_length, data.task, ratio=data.mask_ratio, long_mode=data.long_mode)
     train_docs, valid_docs = store.split_documents(data.valid_fraction, seed)
     valid_docs = valid_docs[: data.max_valid_documents]
     lengths = store.sentence_lengths
-    chunks = {name: sentence_chunks(lengths, store.document_offsets, docs, max_text)
-              for name, docs in (("train", train_docs), ("valid", valid_docs))}
+    chunks = {
+        name: sentence_chunks(lengths, store.document_offsets, docs, max_text)
+        for name, docs in (("train", train_docs), ("valid", valid_docs))
+    }
     if len(chunks["train"]) == 0:
         raise CtxlmError(f"the corpus yields no GLM chunks of <= {max_text} tokens")
     make = lambda c: GlmExamples(store, c, tok, data, seed, sentinel_ids)  # noqa: E731
-    return make(chunks["train"]), make(chunks["valid"]), {
-        "objective": f"glm/{data.task}" + (f"+{data.long_mode}" if data.task == "multitask" else ""),
-        "max_length": data.max_length, "max_text": max_text,
-        "train_documents": len(train_docs), "valid_documents": len(valid_docs),
-        "train_chunks": len(chunks["train"]), "valid_chunks": len(chunks["valid"]),
-        "skipped": skipped_sentences(lengths, store.document_offsets, np.concatenate([train_docs, valid_docs]),
-                                     np.concatenate([chunks["train"], chunks["valid"]]), max_text),
-    }
+    return (
+        make(chunks["train"]),
+        make(chunks["valid"]),
+        {
+            "objective": f"glm/{data.task}" + (f"+{data.long_mode}" if data.task == "multitask" else ""),
+            "max_length": data.max_length,
+            "max_text": max_text,
+            "train_documents": len(train_docs),
+            "valid_documents": len(valid_docs),
+            "train_chunks": len(chunks["train"]),
+            "valid_chunks": len(chunks["valid"]),
+            "skipped": skipped_sentences(
+                lengths,
+                store.document_offsets,
+                np.concatenate([train_docs, valid_docs]),
+                np.concatenate([chunks["train"], chunks["valid"]]),
+                max_text,
+            ),
+        },
+    )

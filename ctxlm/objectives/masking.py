@@ -46,8 +46,9 @@ def bert_mask(
         return ids.copy(), np.full_like(ids, IGNORE_INDEX, dtype=np.int64)
     n_select = max(1, int(round(prob * len(candidates))))
     chosen = rng.choice(candidates, size=min(n_select, len(candidates)), replace=False)
-    return corrupt_positions(ids, chosen, rng, mask_id=mask_id, replace_pool=replace_pool, mask_frac=mask_frac,
-                             random_frac=random_frac)
+    return corrupt_positions(
+        ids, chosen, rng, mask_id=mask_id, replace_pool=replace_pool, mask_frac=mask_frac, random_frac=random_frac
+    )
 
 
 def corrupt_positions(

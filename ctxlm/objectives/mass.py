@@ -35,17 +35,30 @@ def mass_span(n: int, rng: np.random.Generator, ratio: float = 0.5) -> tuple[int
     return start, start + length
 
 
-def build_mass_example(text, span: tuple[int, int], tok: PalmTokens, rng: np.random.Generator,
-                       replace_pool: np.ndarray, mask_frac: float = 0.8,
-                       random_frac: float = 0.1) -> dict[str, np.ndarray]:
+def build_mass_example(
+    text,
+    span: tuple[int, int],
+    tok: PalmTokens,
+    rng: np.random.Generator,
+    replace_pool: np.ndarray,
+    mask_frac: float = 0.8,
+    random_frac: float = 0.1,
+) -> dict[str, np.ndarray]:
     """The MASS example of `text` with `span` (half-open, over the text) masked; module docstring."""
     ids = np.concatenate([[tok.cls], np.asarray(text, dtype=np.int64), [tok.sep]]).astype(np.int64)
     a, b = span[0] + 1, span[1] + 1  # in `ids`, after [CLS]
-    inputs, _ = corrupt_positions(ids, np.arange(a, b), rng, mask_id=tok.mask, replace_pool=replace_pool,
-                                  mask_frac=mask_frac, random_frac=random_frac)
+    inputs, _ = corrupt_positions(
+        ids,
+        np.arange(a, b),
+        rng,
+        mask_id=tok.mask,
+        replace_pool=replace_pool,
+        mask_frac=mask_frac,
+        random_frac=random_frac,
+    )
     return {
         "input_ids": inputs,
-        "decoder_input_ids": ids[a - 1:b - 1].copy(),
+        "decoder_input_ids": ids[a - 1 : b - 1].copy(),
         "decoder_position_ids": np.arange(a - 1, b - 1, dtype=np.int64),
         "labels": ids[a:b].copy(),
     }
@@ -55,8 +68,9 @@ class MassExamples:
     """Index → MASS example over a token store's sentence chunks (what the training loop reads).
     Example `i` of epoch `e` is a pure function of (seed, e, i): span first, then its corruption."""
 
-    def __init__(self, store, chunks: np.ndarray, tok: PalmTokens, *, replace_pool: np.ndarray,
-                 ratio: float = 0.5, seed: int = 0):
+    def __init__(
+        self, store, chunks: np.ndarray, tok: PalmTokens, *, replace_pool: np.ndarray, ratio: float = 0.5, seed: int = 0
+    ):
         self.store, self.chunks, self.tok, self.replace_pool = store, chunks, tok, replace_pool
         self.ratio, self.seed = ratio, seed
 

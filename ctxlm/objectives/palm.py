@@ -50,8 +50,9 @@ def fragment_budgets(fragment_length: int, source_ratio: float) -> tuple[int, in
     return source_max, target_max
 
 
-def palm_windows(sentence_lengths: np.ndarray, document_offsets: np.ndarray, documents: np.ndarray,
-                 source_max: int, target_max: int) -> np.ndarray:
+def palm_windows(
+    sentence_lengths: np.ndarray, document_offsets: np.ndarray, documents: np.ndarray, source_max: int, target_max: int
+) -> np.ndarray:
     """All fragments of the given documents: an int64 array of rows (first_sentence, n_source, n_target).
 
     `sentence_lengths[i]` is sentence i's token count; document d spans sentences
@@ -85,14 +86,16 @@ def build_palm_example(source: np.ndarray, target: np.ndarray, tok: PalmTokens) 
     }
 
 
-def build_mlm_example(source: np.ndarray, tok: PalmTokens, rng: np.random.Generator, replace_pool: np.ndarray,
-                      probability: float = 0.15) -> dict[str, np.ndarray]:
+def build_mlm_example(
+    source: np.ndarray, tok: PalmTokens, rng: np.random.Generator, replace_pool: np.ndarray, probability: float = 0.15
+) -> dict[str, np.ndarray]:
     """Stage 1: BERT-masked `[CLS] x [SEP]` (specials never masked) and the MLM labels."""
     ids = np.concatenate([[tok.cls], source, [tok.sep]]).astype(np.int64)
     maskable = np.ones(len(ids), dtype=bool)
     maskable[[0, -1]] = False
-    inputs, labels = bert_mask(ids, rng, mask_id=tok.mask, replace_pool=replace_pool, maskable=maskable,
-                               prob=probability)
+    inputs, labels = bert_mask(
+        ids, rng, mask_id=tok.mask, replace_pool=replace_pool, maskable=maskable, prob=probability
+    )
     return {"input_ids": inputs, "mlm_labels": labels}
 
 
@@ -104,8 +107,17 @@ class PalmExamples:
     Example `i` of epoch `e` is a pure function of (seed, e, i).
     """
 
-    def __init__(self, store, windows: np.ndarray, tok: PalmTokens, stage: str, *, replace_pool: np.ndarray,
-                 mlm_probability: float = 0.15, seed: int = 0):
+    def __init__(
+        self,
+        store,
+        windows: np.ndarray,
+        tok: PalmTokens,
+        stage: str,
+        *,
+        replace_pool: np.ndarray,
+        mlm_probability: float = 0.15,
+        seed: int = 0,
+    ):
         if stage not in ("mlm", "generation", "generation+mlm"):
             raise ValueError(f"unknown PALM stage '{stage}'")
         self.store, self.windows, self.tok, self.stage = store, windows, tok, stage
@@ -118,16 +130,17 @@ class PalmExamples:
         first, n_src, n_tgt = (int(v) for v in self.windows[index])
         offsets = self.store.sentence_offsets
         tokens = self.store.tokens
-        source = np.asarray(tokens[offsets[first]:offsets[first + n_src]], dtype=np.int64)
-        target = np.asarray(tokens[offsets[first + n_src]:offsets[first + n_src + n_tgt]], dtype=np.int64)
+        source = np.asarray(tokens[offsets[first] : offsets[first + n_src]], dtype=np.int64)
+        target = np.asarray(tokens[offsets[first + n_src] : offsets[first + n_src + n_tgt]], dtype=np.int64)
         return source, target
 
     def example(self, index: int, epoch: int = 0) -> dict[str, np.ndarray]:
         source, target = self.fragment(index)
         if self.stage == "generation":
             return build_palm_example(source, target, self.tok)
-        masked = build_mlm_example(source, self.tok, example_rng(self.seed, epoch, index), self.replace_pool,
-                                   self.mlm_probability)
+        masked = build_mlm_example(
+            source, self.tok, example_rng(self.seed, epoch, index), self.replace_pool, self.mlm_probability
+        )
         if self.stage == "mlm":
             return masked
         example = build_palm_example(source, target, self.tok)

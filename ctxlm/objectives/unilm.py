@@ -214,8 +214,9 @@ def appended_roles(num_original: int, step_layout: Sequence[int]) -> tuple[np.nd
     return np.concatenate(step), np.concatenate(pseudo)
 
 
-def pseudo_mask_attention(num_original: int, step_layout: Sequence[int],
-                          in_place_steps: np.ndarray | None = None) -> np.ndarray:
+def pseudo_mask_attention(
+    num_original: int, step_layout: Sequence[int], in_place_steps: np.ndarray | None = None
+) -> np.ndarray:
     """Figure 5's self-attention mask for `num_original` in-place tokens and the given steps.
 
     `step_layout[i]` is the number of positions of the (i+1)-th factorization step; the layout is
@@ -308,8 +309,13 @@ def build_pmlm_example(
         steps = single_token_steps(steps)
     masked = np.concatenate(steps) if steps else np.zeros(0, dtype=np.int64)
     inputs, ae_labels = corrupt_positions(
-        ids, masked, rng, mask_id=tok.mask, replace_pool=tok.replace_pool,
-        mask_frac=mask_frac, random_frac=random_frac,
+        ids,
+        masked,
+        rng,
+        mask_id=tok.mask,
+        replace_pool=tok.replace_pool,
+        mask_frac=mask_frac,
+        random_frac=random_frac,
     )
     if not objective.startswith("ae"):
         ae_labels[:] = IGNORE_INDEX
@@ -467,9 +473,14 @@ from ctxlm.objectives.masking import example_rng  # noqa: E402
 
 def unilm_tokens(tokenizer) -> UnilmTokens:
     """`UnilmTokens` of a `ctxlm.tokenization.TextTokenizer` ([CLS] = [SOS], [SEP] = [EOS], [P])."""
-    return UnilmTokens(sos=tokenizer.cls_id, eos=tokenizer.sep_id, mask=tokenizer.mask_id,
-                       pseudo=tokenizer.special_id("[P]"), pad=tokenizer.pad_id,
-                       replace_pool=tokenizer.replace_pool)
+    return UnilmTokens(
+        sos=tokenizer.cls_id,
+        eos=tokenizer.sep_id,
+        mask=tokenizer.mask_id,
+        pseudo=tokenizer.special_id("[P]"),
+        pad=tokenizer.pad_id,
+        replace_pool=tokenizer.replace_pool,
+    )
 
 
 class UnilmExamples:
@@ -499,8 +510,8 @@ class UnilmExamples:
         first, count = (int(v) for v in self.chunks[index])
         offsets, tokens = self.store.sentence_offsets, self.store.tokens
         split = first + (int(rng.integers(1, count)) if count > 1 else count)
-        a = np.asarray(tokens[offsets[first]:offsets[split]], dtype=np.int64)
-        b = np.asarray(tokens[offsets[split]:offsets[first + count]], dtype=np.int64)
+        a = np.asarray(tokens[offsets[first] : offsets[split]], dtype=np.int64)
+        b = np.asarray(tokens[offsets[split] : offsets[first + count]], dtype=np.int64)
         return a, b
 
     def example(self, index: int, epoch: int = 0) -> dict:
@@ -510,11 +521,18 @@ class UnilmExamples:
         # build_pmlm_example's default draws (Algorithm 1, then the order), with the configured
         # block_prob / max_block, then its corruption draws.
         _, _, maskable = _segments(a, b, self.tok, add_special_tokens=True)
-        blocks = blockwise_masking(len(maskable), rng, ratio=data.mask_ratio, block_prob=data.block_prob,
-                                   min_block=min(2, data.max_block), max_block=data.max_block,
-                                   maskable=maskable)
-        example = build_pmlm_example(a, b, rng, self.tok, objective=data.objective,
-                                     steps=factorization_order(blocks, rng))
+        blocks = blockwise_masking(
+            len(maskable),
+            rng,
+            ratio=data.mask_ratio,
+            block_prob=data.block_prob,
+            min_block=min(2, data.max_block),
+            max_block=data.max_block,
+            maskable=maskable,
+        )
+        example = build_pmlm_example(
+            a, b, rng, self.tok, objective=data.objective, steps=factorization_order(blocks, rng)
+        )
         del example["num_original"]  # the model needs only the arrays
         return example
 
@@ -525,22 +543,36 @@ def prepare_unilm_data(store, tok: UnilmTokens, data, seed: int, max_positions: 
     if data.max_length < 4:
         raise CtxlmError(f"data.max_length {data.max_length} leaves no room next to [SOS] [EOS] [EOS]")
     if max_positions is not None and data.max_length > max_positions:
-        raise CtxlmError(f"data.max_length {data.max_length} exceeds the model's max_position_embeddings "
-                         f"{max_positions}")
+        raise CtxlmError(
+            f"data.max_length {data.max_length} exceeds the model's max_position_embeddings {max_positions}"
+        )
     train_docs, valid_docs = store.split_documents(data.valid_fraction, seed)
     valid_docs = valid_docs[: data.max_valid_documents]
     budget = data.max_length - 3
-    chunks = {name: sentence_chunks(store.sentence_lengths, store.document_offsets, docs, budget)
-              for name, docs in (("train", train_docs), ("valid", valid_docs))}
+    chunks = {
+        name: sentence_chunks(store.sentence_lengths, store.document_offsets, docs, budget)
+        for name, docs in (("train", train_docs), ("valid", valid_docs))
+    }
     if len(chunks["train"]) == 0:
         raise CtxlmError(f"the corpus yields no UniLMv2 chunks of ≤ {budget} tokens (every sentence is longer)")
     train = UnilmExamples(store, chunks["train"], tok, data, seed)
     valid = UnilmExamples(store, chunks["valid"], tok, data, seed)
-    return train, valid, {
-        "objective": f"unilm/{data.objective}", "max_length": data.max_length,
-        "train_documents": len(train_docs), "valid_documents": len(valid_docs),
-        "train_chunks": len(chunks["train"]), "valid_chunks": len(chunks["valid"]),
-        "skipped": skipped_sentences(store.sentence_lengths, store.document_offsets,
-                                     np.concatenate([train_docs, valid_docs]),
-                                     np.concatenate([chunks["train"], chunks["valid"]]), budget),
-    }
+    return (
+        train,
+        valid,
+        {
+            "objective": f"unilm/{data.objective}",
+            "max_length": data.max_length,
+            "train_documents": len(train_docs),
+            "valid_documents": len(valid_docs),
+            "train_chunks": len(chunks["train"]),
+            "valid_chunks": len(chunks["valid"]),
+            "skipped": skipped_sentences(
+                store.sentence_lengths,
+                store.document_offsets,
+                np.concatenate([train_docs, valid_docs]),
+                np.concatenate([chunks["train"], chunks["valid"]]),
+                budget,
+            ),
+        },
+    )

@@ -39,44 +39,90 @@ class Variant:
 PALM_BOTH_STAGES = (Stage("palm", "mlm"), Stage("palm", "generation"))
 
 PRETRAIN_VARIANTS: dict[str, Variant] = {
-    "palm": Variant("palm", PALM_BOTH_STAGES, "PALM: stage 1 encoder MLM, then stage 2 continuation with the "
-                    "pointer-generator (Table 6 row 1; --stage mlm, then --stage generation --init STAGE1)"),
-    "palm-nocopy": Variant("palm", PALM_BOTH_STAGES, "PALM − pointer-generator: the plain tied softmax, a "
-                           "BART-shaped model (Table 6; --no-copy, or copy: false in the model config)",
-                           model={"copy": False}),
-    "palm-noae": Variant("palm", (Stage("palm", "generation"),), "PALM − autoencoding: no stage 1, stage 2 "
-                         "from scratch (Table 6; --stage generation without --init)"),
-    "palm-noar": Variant("palm", (Stage("palm", "mlm"),), "PALM − autoregression: stage 1 only, fine-tuning "
-                         "starts from it with an untrained decoder (Table 6; finetune --init STAGE1)"),
-    "none": Variant("palm", (), "no pre-training: fine-tune a fresh PALM model (Table 6 − pre-training; "
-                    "finetune --config palm-... --tokenizer T)"),
-    "mass": Variant("palm", (Stage("mass"),), "MASS on the PALM model: a 50% span masked in the encoder, "
-                    "predicted by the decoder (--objective mass)"),
-    "bart": Variant("palm", (Stage("bart"),), "BART on the PALM model: sentence permutation + Poisson(3) "
-                    "text infilling of 30%, the decoder reconstructs the original (--objective bart)"),
+    "palm": Variant(
+        "palm",
+        PALM_BOTH_STAGES,
+        "PALM: stage 1 encoder MLM, then stage 2 continuation with the "
+        "pointer-generator (Table 6 row 1; --stage mlm, then --stage generation --init STAGE1)",
+    ),
+    "palm-nocopy": Variant(
+        "palm",
+        PALM_BOTH_STAGES,
+        "PALM − pointer-generator: the plain tied softmax, a "
+        "BART-shaped model (Table 6; --no-copy, or copy: false in the model config)",
+        model={"copy": False},
+    ),
+    "palm-noae": Variant(
+        "palm",
+        (Stage("palm", "generation"),),
+        "PALM − autoencoding: no stage 1, stage 2 from scratch (Table 6; --stage generation without --init)",
+    ),
+    "palm-noar": Variant(
+        "palm",
+        (Stage("palm", "mlm"),),
+        "PALM − autoregression: stage 1 only, fine-tuning "
+        "starts from it with an untrained decoder (Table 6; finetune --init STAGE1)",
+    ),
+    "none": Variant(
+        "palm",
+        (),
+        "no pre-training: fine-tune a fresh PALM model (Table 6 − pre-training; "
+        "finetune --config palm-... --tokenizer T)",
+    ),
+    "mass": Variant(
+        "palm",
+        (Stage("mass"),),
+        "MASS on the PALM model: a 50% span masked in the encoder, predicted by the decoder (--objective mass)",
+    ),
+    "bart": Variant(
+        "palm",
+        (Stage("bart"),),
+        "BART on the PALM model: sentence permutation + Poisson(3) "
+        "text infilling of 30%, the decoder reconstructs the original (--objective bart)",
+    ),
     "glm": Variant("glm", (Stage("glm", data={"task": "blank"}),), "GLM blank infilling (--objective glm)"),
-    "glm-noshuffle": Variant("glm", (Stage("glm", data={"task": "blank", "shuffle_spans": False}),),
-                             "GLM − span shuffling: Part B in text order (--glm-no-shuffle)"),
-    "glm-sentinel": Variant("glm", (Stage("glm", data={"task": "blank", "sentinel": True}),),
-                            "GLM with sentinel tokens instead of one [MASK] (--glm-sentinel; the tokenizer "
-                            "needs sentinel tokens)"),
-    "unilm": Variant("unilm", (Stage("unilm", data={"objective": "ae+par"}),),
-                     "UniLMv2 AE + PAR (--objective unilm)"),
-    "unilm-ae": Variant("unilm", (Stage("unilm", data={"objective": "ae"}),),
-                        "UniLMv2 AE only (Table 6; --unilm-objective ae)"),
-    "unilm-par": Variant("unilm", (Stage("unilm", data={"objective": "par"}),),
-                         "UniLMv2 PAR only (Table 6; --unilm-objective par)"),
-    "unilm-ae-ar": Variant("unilm", (Stage("unilm", data={"objective": "ae+ar"}),),
-                           "UniLMv2 AE + AR, one token per step (Table 6; --unilm-objective ae+ar)"),
-    "unilm-ar": Variant("unilm", (Stage("unilm", data={"objective": "ar"}),),
-                        "UniLMv2 AR only (Table 6; --unilm-objective ar)"),
-    "glm-copy": Variant("glm", (Stage("glm", data={"task": "blank"}),), "GLM blank infilling with PALM's "
-                        "pointer-generator over Part A (ctxlm's extension; --copy, or copy: true)",
-                        model={"copy": True}),
-    "unilm-copy": Variant("unilm", (Stage("unilm", data={"objective": "ae+par"}),), "UniLMv2 AE + PAR with "
-                          "PALM's pointer-generator for seq2seq fine-tuning (ctxlm's extension; --copy, or copy: true)",
-                          model={"copy": True}),
-    "unilm-norelpos": Variant("unilm", (Stage("unilm", data={"objective": "ae+par"}),),
-                              "UniLMv2 − relative positions (Table 6; relative_position_bias: false)",
-                              model={"relative_position_bias": False}),
+    "glm-noshuffle": Variant(
+        "glm",
+        (Stage("glm", data={"task": "blank", "shuffle_spans": False}),),
+        "GLM − span shuffling: Part B in text order (--glm-no-shuffle)",
+    ),
+    "glm-sentinel": Variant(
+        "glm",
+        (Stage("glm", data={"task": "blank", "sentinel": True}),),
+        "GLM with sentinel tokens instead of one [MASK] (--glm-sentinel; the tokenizer needs sentinel tokens)",
+    ),
+    "unilm": Variant("unilm", (Stage("unilm", data={"objective": "ae+par"}),), "UniLMv2 AE + PAR (--objective unilm)"),
+    "unilm-ae": Variant(
+        "unilm", (Stage("unilm", data={"objective": "ae"}),), "UniLMv2 AE only (Table 6; --unilm-objective ae)"
+    ),
+    "unilm-par": Variant(
+        "unilm", (Stage("unilm", data={"objective": "par"}),), "UniLMv2 PAR only (Table 6; --unilm-objective par)"
+    ),
+    "unilm-ae-ar": Variant(
+        "unilm",
+        (Stage("unilm", data={"objective": "ae+ar"}),),
+        "UniLMv2 AE + AR, one token per step (Table 6; --unilm-objective ae+ar)",
+    ),
+    "unilm-ar": Variant(
+        "unilm", (Stage("unilm", data={"objective": "ar"}),), "UniLMv2 AR only (Table 6; --unilm-objective ar)"
+    ),
+    "glm-copy": Variant(
+        "glm",
+        (Stage("glm", data={"task": "blank"}),),
+        "GLM blank infilling with PALM's pointer-generator over Part A (ctxlm's extension; --copy, or copy: true)",
+        model={"copy": True},
+    ),
+    "unilm-copy": Variant(
+        "unilm",
+        (Stage("unilm", data={"objective": "ae+par"}),),
+        "UniLMv2 AE + PAR with "
+        "PALM's pointer-generator for seq2seq fine-tuning (ctxlm's extension; --copy, or copy: true)",
+        model={"copy": True},
+    ),
+    "unilm-norelpos": Variant(
+        "unilm",
+        (Stage("unilm", data={"objective": "ae+par"}),),
+        "UniLMv2 − relative positions (Table 6; relative_position_bias: false)",
+        model={"relative_position_bias": False},
+    ),
 }

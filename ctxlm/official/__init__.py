@@ -62,18 +62,43 @@ class OfficialFormat:
 FORMATS: dict[str, OfficialFormat] = {
     format.name: format
     for format in (
-        OfficialFormat("glm-hub", "glm", "THUDM/glm-* hub directory (config.json model_type 'glm')",
-                       "ctxlm.official.glm:is_hub", "ctxlm.official.glm:read_hub", "ctxlm.official.glm:write_hub"),
-        OfficialFormat("glm-megatron", "glm", "THUDM/GLM Megatron checkpoint (latest_checkpointed_iteration.txt, "
-                       "mp_rank_XX_model_states.pt)", "ctxlm.official.glm:is_megatron",
-                       "ctxlm.official.glm:read_megatron"),
-        OfficialFormat("unilm-s2s-ft", "unilm", "microsoft/unilm s2s-ft fine-tuned directory",
-                       "ctxlm.official.unilm:is_s2s_ft", "ctxlm.official.unilm:read_s2s_ft",
-                       "ctxlm.official.unilm:write_s2s_ft"),
-        OfficialFormat("unilm-release", "unilm", "microsoft/unilm unilm2-* release (fused qkv_linear)",
-                       "ctxlm.official.unilm:is_release", "ctxlm.official.unilm:read_release"),
-        OfficialFormat("palm-alicemind", "palm", "alibaba/AliceMind PALM .pt with its roberta-base/ folder",
-                       "ctxlm.official.palm:is_alicemind", "ctxlm.official.palm:read_alicemind"),
+        OfficialFormat(
+            "glm-hub",
+            "glm",
+            "THUDM/glm-* hub directory (config.json model_type 'glm')",
+            "ctxlm.official.glm:is_hub",
+            "ctxlm.official.glm:read_hub",
+            "ctxlm.official.glm:write_hub",
+        ),
+        OfficialFormat(
+            "glm-megatron",
+            "glm",
+            "THUDM/GLM Megatron checkpoint (latest_checkpointed_iteration.txt, mp_rank_XX_model_states.pt)",
+            "ctxlm.official.glm:is_megatron",
+            "ctxlm.official.glm:read_megatron",
+        ),
+        OfficialFormat(
+            "unilm-s2s-ft",
+            "unilm",
+            "microsoft/unilm s2s-ft fine-tuned directory",
+            "ctxlm.official.unilm:is_s2s_ft",
+            "ctxlm.official.unilm:read_s2s_ft",
+            "ctxlm.official.unilm:write_s2s_ft",
+        ),
+        OfficialFormat(
+            "unilm-release",
+            "unilm",
+            "microsoft/unilm unilm2-* release (fused qkv_linear)",
+            "ctxlm.official.unilm:is_release",
+            "ctxlm.official.unilm:read_release",
+        ),
+        OfficialFormat(
+            "palm-alicemind",
+            "palm",
+            "alibaba/AliceMind PALM .pt with its roberta-base/ folder",
+            "ctxlm.official.palm:is_alicemind",
+            "ctxlm.official.palm:read_alicemind",
+        ),
     )
 }
 
@@ -88,16 +113,19 @@ def detect_format(path: str | Path, *, family: str | None = None, format: str | 
         return FORMATS[format]
     tried = [spec for spec in FORMATS.values() if family is None or spec.family == family]
     if not tried:
-        raise CtxlmError(f"no official format of family '{family}' (families: "
-                         f"{', '.join(sorted({spec.family for spec in FORMATS.values()}))})")
+        raise CtxlmError(
+            f"no official format of family '{family}' (families: "
+            f"{', '.join(sorted({spec.family for spec in FORMATS.values()}))})"
+        )
     for spec in tried:
         if resolve(spec.detect)(path):
             return spec
     raise CtxlmError(f"{path}: in no known official format (tried {', '.join(spec.name for spec in tried)})")
 
 
-def read_official(source: str | Path, *, family: str | None = None, format: str | None = None,
-                  **options) -> tuple[OfficialFormat, OfficialCheckpoint]:
+def read_official(
+    source: str | Path, *, family: str | None = None, format: str | None = None, **options
+) -> tuple[OfficialFormat, OfficialCheckpoint]:
     """(the format, what its reader found) for a local path or a hub id."""
     from ..hub import hf_source_dir
 
@@ -147,8 +175,9 @@ def load_on_meta(model, tensors: Mapping[str, torch.Tensor], source: str):
     empty = [name for name, tensor in model.state_dict(keep_vars=True).items() if tensor.device.type == "meta"]
     if empty:
         more = f" and {len(empty) - 1} more tensors" if len(empty) > 1 else ""
-        raise CtxlmError(f"{source}: the checkpoint has no '{empty[0]}'{more} that the {model.config.family} "
-                         f"config needs")
+        raise CtxlmError(
+            f"{source}: the checkpoint has no '{empty[0]}'{more} that the {model.config.family} config needs"
+        )
     return model
 
 
@@ -177,8 +206,7 @@ def _tied_groups(model) -> list[list[str]]:
     return [group for group in names.values() if len(group) > 1]
 
 
-def model_from_official(source: str | Path, *, family: str | None = None, format: str | None = None,
-                        **options):
+def model_from_official(source: str | Path, *, family: str | None = None, format: str | None = None, **options):
     """(model in eval mode, tokenizer or None, `Conversion`) from an official release. The model is
     built on the meta device and takes the reader's tensors as they are (`load_on_meta`), so the
     weights are in memory once, in the checkpoint's dtype (glm-10b: ~20 GB bf16, no float32 copy beside).
@@ -191,14 +219,24 @@ def model_from_official(source: str | Path, *, family: str | None = None, format
         model = build_model(found.config)
     load_on_meta(model, found.tensors, source=str(source))
     model.generation_config = found.generation
-    report = Conversion(source=str(source), family=spec.family, mapped=sorted(found.tensors),
-                        notes=[f"format {spec.name}", *found.notes])
+    report = Conversion(
+        source=str(source),
+        family=spec.family,
+        mapped=sorted(found.tensors),
+        notes=[f"format {spec.name}", *found.notes],
+    )
     return model.eval(), found.tokenizer, report
 
 
-def convert_from_official(source: str | Path, out_dir: str | Path, *, family: str | None = None,
-                          format: str | None = None, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
-                          **options):
+def convert_from_official(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    family: str | None = None,
+    format: str | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    **options,
+):
     """An official release → a ctxlm model directory (with `conversion.json`; weights above
     `max_shard_size` sharded, as transformers). Returns the `Conversion`.
 
@@ -212,8 +250,9 @@ def convert_from_official(source: str | Path, out_dir: str | Path, *, family: st
     parse_size(max_shard_size)  # a bad size stops before the release is read
     model, tokenizer, report = model_from_official(source, family=family, format=format, **options)
     model.save_pretrained(out_dir, tokenizer, max_shard_size=max_shard_size)
-    (Path(out_dir) / "conversion.json").write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n",
-                                                   encoding="utf-8")
+    (Path(out_dir) / "conversion.json").write_text(
+        json.dumps(dataclasses.asdict(report), indent=2) + "\n", encoding="utf-8"
+    )
     return report
 
 
@@ -239,8 +278,9 @@ def convert_to_official(model_dir: str | Path, out_dir: str | Path, *, format: s
             raise CtxlmError(f"{model_dir}: {family} models have no official format to write")
         format = choices[0]
     if format not in choices:
-        raise CtxlmError(f"{model_dir}: a {family} model writes {', '.join(choices) or 'no official format'}, "
-                         f"not '{format}'")
+        raise CtxlmError(
+            f"{model_dir}: a {family} model writes {', '.join(choices) or 'no official format'}, not '{format}'"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return resolve(FORMATS[format].write)(model, tokenizer, out_dir)

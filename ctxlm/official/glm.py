@@ -30,8 +30,14 @@ from ..families.glm import GlmConfig
 from ..errors import CtxlmError
 from . import OfficialCheckpoint
 from .safe_pickle import safe_torch_load
-from .tokenizers import (GLM_BERT_TOKENS, GLM_GPT2_TOKENS, GLM_ROBERTA_TOKENS, bert_wordpiece_tokenizer,
-                         gpt2_bpe_tokenizer, roberta_bpe_tokenizer)
+from .tokenizers import (
+    GLM_BERT_TOKENS,
+    GLM_GPT2_TOKENS,
+    GLM_ROBERTA_TOKENS,
+    bert_wordpiece_tokenizer,
+    gpt2_bpe_tokenizer,
+    roberta_bpe_tokenizer,
+)
 
 TRACKER = "latest_checkpointed_iteration.txt"
 SHARD = re.compile(r"mp_rank_(\d+)_model_states\.pt")
@@ -40,12 +46,36 @@ RELEASE_HEADS = {768: 12, 1024: 16, 2048: 32, 4096: 64}  # glm-base, glm-large, 
 # The special tokens of each release tokenizer (THUDM/GLM data_utils/tokenization.py; hub tokenization_glm.py):
 # a spelling found in the vocabulary files, or an offset from the base vocabulary's size where GLM appends it.
 TOKEN_LAYOUTS = {
-    "bert": dict(pad_token_id="[PAD]", bos_token_id="[CLS]", eos_token_id="[SEP]", mask_token_id="[MASK]",
-                 sop_token_id=0, eop_token_id=1, smask_token_id=None, gmask_token_id=None),
-    "roberta": dict(pad_token_id="</s>", bos_token_id="<s>", eos_token_id="</s>", mask_token_id="<mask>",
-                    sop_token_id=0, eop_token_id=1, smask_token_id=None, gmask_token_id=None),
-    "gpt2": dict(pad_token_id="<|endoftext|>", bos_token_id=2, eos_token_id="<|endoftext|>", mask_token_id=3,
-                 sop_token_id=0, eop_token_id=1, gmask_token_id=6, smask_token_id=7),
+    "bert": dict(
+        pad_token_id="[PAD]",
+        bos_token_id="[CLS]",
+        eos_token_id="[SEP]",
+        mask_token_id="[MASK]",
+        sop_token_id=0,
+        eop_token_id=1,
+        smask_token_id=None,
+        gmask_token_id=None,
+    ),
+    "roberta": dict(
+        pad_token_id="</s>",
+        bos_token_id="<s>",
+        eos_token_id="</s>",
+        mask_token_id="<mask>",
+        sop_token_id=0,
+        eop_token_id=1,
+        smask_token_id=None,
+        gmask_token_id=None,
+    ),
+    "gpt2": dict(
+        pad_token_id="<|endoftext|>",
+        bos_token_id=2,
+        eos_token_id="<|endoftext|>",
+        mask_token_id=3,
+        sop_token_id=0,
+        eop_token_id=1,
+        gmask_token_id=6,
+        smask_token_id=7,
+    ),
 }
 BASE_VOCAB = {"bert": 30522, "roberta": 50265, "gpt2": 50257}  # when the directory has no vocabulary files
 RELEASE_TOKENS = {"bert": GLM_BERT_TOKENS, "roberta": GLM_ROBERTA_TOKENS, "gpt2": GLM_GPT2_TOKENS}
@@ -55,15 +85,25 @@ RELEASE_TOKENS = {"bert": GLM_BERT_TOKENS, "roberta": GLM_ROBERTA_TOKENS, "gpt2"
 def layer_pairs(num_layers: int) -> list[tuple[str, str]]:
     """(official name, ctxlm name) of every weight but the fused query_key_value."""
     pairs = [("word_embeddings.weight", "word_embeddings.weight")]
-    for name in ("position_embeddings.weight", "block_position_embeddings.weight", "final_layernorm.weight",
-                 "final_layernorm.bias"):
+    for name in (
+        "position_embeddings.weight",
+        "block_position_embeddings.weight",
+        "final_layernorm.weight",
+        "final_layernorm.bias",
+    ):
         pairs.append((f"transformer.{name}", name))
-    modules = {"input_layernorm": "input_layernorm", "post_attention_layernorm": "post_attention_layernorm",
-               "attention.dense": "attention.out_proj", "mlp.dense_h_to_4h": "fc1", "mlp.dense_4h_to_h": "fc2"}
+    modules = {
+        "input_layernorm": "input_layernorm",
+        "post_attention_layernorm": "post_attention_layernorm",
+        "attention.dense": "attention.out_proj",
+        "mlp.dense_h_to_4h": "fc1",
+        "mlp.dense_4h_to_h": "fc2",
+    }
     for i in range(num_layers):
         for theirs, ours in modules.items():
-            pairs += [(f"transformer.layers.{i}.{theirs}.{kind}", f"layers.{i}.{ours}.{kind}")
-                      for kind in ("weight", "bias")]
+            pairs += [
+                (f"transformer.layers.{i}.{theirs}.{kind}", f"layers.{i}.{ours}.{kind}") for kind in ("weight", "bias")
+            ]
     return pairs
 
 
@@ -77,7 +117,7 @@ def strip_prefix(state: dict, source: str) -> dict:
     `base_model_prefix`) or `model.` (THUDM's fine-tuning wrappers, train_utils.load_pretrained)."""
     for prefix in ("glm.", "model."):
         if f"{prefix}word_embeddings.weight" in state:
-            return {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state.items()}
+            return {key[len(prefix) :] if key.startswith(prefix) else key: value for key, value in state.items()}
     if "word_embeddings.weight" not in state:
         raise CtxlmError(f"{source}: no word_embeddings.weight (bare, 'glm.' or 'model.'): not a GLM state dict")
     return state
@@ -87,8 +127,9 @@ def unused_note(state: dict) -> list[str]:
     """A note naming the checkpoint's weights that ctxlm's GlmModel has no place for (a task head, ...)."""
     layers = count_layers(state)
     used = {theirs for theirs, _ in layer_pairs(layers)}
-    used |= {f"transformer.layers.{i}.attention.query_key_value.{kind}" for i in range(layers)
-             for kind in ("weight", "bias")}
+    used |= {
+        f"transformer.layers.{i}.attention.query_key_value.{kind}" for i in range(layers) for kind in ("weight", "bias")
+    }
     extra = sorted(set(state) - used)
     if not extra:
         return []
@@ -101,8 +142,10 @@ def to_ctxlm(state: dict, source: str) -> dict[str, torch.Tensor]:
         if ".relative" in key or "r_w_bias" in key:
             raise CtxlmError(f"{source}: '{key}': relative (Transformer-XL) encoding is not supported")
     if "transformer.block_position_embeddings.weight" not in state:
-        raise CtxlmError(f"{source}: no transformer.block_position_embeddings.weight: GLM without 2D positions "
-                         "(block_position_encoding false) is not supported")
+        raise CtxlmError(
+            f"{source}: no transformer.block_position_embeddings.weight: GLM without 2D positions "
+            "(block_position_encoding false) is not supported"
+        )
     layers = count_layers(state)
     tensors = {}
     for theirs, ours in layer_pairs(layers):
@@ -227,8 +270,10 @@ def token_ids(path: Path, vocab_rows: int, options: dict, source: str, saved: di
         kind = "bert"
     options = {**options, "token_ids": {**(saved or {}), **(options.get("token_ids") or {})}}
     if kind is None and not options["token_ids"]:
-        raise CtxlmError(f"{source}: no vocabulary files to take the special-token ids from; pass "
-                         "tokenizer='bert'|'roberta'|'gpt2' or token_ids={...}")
+        raise CtxlmError(
+            f"{source}: no vocabulary files to take the special-token ids from; pass "
+            "tokenizer='bert'|'roberta'|'gpt2' or token_ids={...}"
+        )
     if kind is not None and kind not in TOKEN_LAYOUTS:
         raise CtxlmError(f"{source}: unknown tokenizer '{kind}' (known: {', '.join(TOKEN_LAYOUTS)})")
     ids = release_token_ids(kind, vocab, source) if kind is not None else {}
@@ -253,13 +298,33 @@ def token_ids(path: Path, vocab_rows: int, options: dict, source: str, saved: di
     return ids, tokenizer, notes
 
 
-def glm_config(*, vocab_rows: int, hidden: int, layers: int, heads: int, positions: int, activation: str,
-               ids: dict, decode_blank: str = "first", **fields) -> GlmConfig:
+def glm_config(
+    *,
+    vocab_rows: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    positions: int,
+    activation: str,
+    ids: dict,
+    decode_blank: str = "first",
+    **fields,
+) -> GlmConfig:
     """The GlmConfig of a release: FFN 4h, LayerNorm eps 1e-5 (both hard-coded in THUDM's code); decoding
     fills the first blank, as both THUDM's generate_samples.py and the hub's build_inputs_for_generation do."""
-    return GlmConfig(vocab_size=vocab_rows, d_model=hidden, num_layers=layers, num_heads=heads, ffn_dim=4 * hidden,
-                     max_position_embeddings=positions, activation_function=activation, layer_norm_eps=1e-5,
-                     decode_blank=decode_blank, **ids, **fields)
+    return GlmConfig(
+        vocab_size=vocab_rows,
+        d_model=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        ffn_dim=4 * hidden,
+        max_position_embeddings=positions,
+        activation_function=activation,
+        layer_norm_eps=1e-5,
+        decode_blank=decode_blank,
+        **ids,
+        **fields,
+    )
 
 
 # ------------------------------------------------------------------------------------------ hub
@@ -273,8 +338,9 @@ def read_json(path: Path) -> dict:
 def is_hub(path: Path) -> bool:
     path = Path(path)
     try:
-        return path.is_dir() and json.loads((path / "config.json").read_text(encoding="utf-8")).get(
-            "model_type") == "glm"
+        return (
+            path.is_dir() and json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type") == "glm"
+        )
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         return False
 
@@ -299,8 +365,10 @@ def load_file_state(path: Path) -> dict[str, torch.Tensor]:
 
 def hub_state(path: Path) -> dict[str, torch.Tensor]:
     """The hub directory's weights: one file or the shards an `*.index.json` names."""
-    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
-                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+    for index_name, single in (
+        ("model.safetensors.index.json", "model.safetensors"),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
         if (path / index_name).is_file():
             weight_map = read_json(path / index_name).get("weight_map", {})
             state = {}
@@ -333,17 +401,26 @@ def read_hub(path: Path, **options) -> OfficialCheckpoint:
     rows, hidden = tensors["word_embeddings.weight"].shape
     saved = values.get("ctxlm") if isinstance(values.get("ctxlm"), dict) else {}
     ids, tokenizer, id_notes = token_ids(path, rows, options, str(path), saved.get("token_ids"))
-    config = glm_config(vocab_rows=rows, hidden=hidden, layers=values.get("num_layers", values.get(
-        "num_hidden_layers")), heads=values["num_attention_heads"],
-        positions=tensors["position_embeddings.weight"].shape[0], activation="gelu", ids=ids,
-        decode_blank=saved.get("decode_blank", "first"), dropout=float(values.get("output_dropout_prob", 0.1)),
+    config = glm_config(
+        vocab_rows=rows,
+        hidden=hidden,
+        layers=values.get("num_layers", values.get("num_hidden_layers")),
+        heads=values["num_attention_heads"],
+        positions=tensors["position_embeddings.weight"].shape[0],
+        activation="gelu",
+        ids=ids,
+        decode_blank=saved.get("decode_blank", "first"),
+        dropout=float(values.get("output_dropout_prob", 0.1)),
         attention_dropout=float(values.get("attention_dropout_prob", 0.1)),
-        init_std=float(values.get("initializer_range", 0.02)))
+        init_std=float(values.get("initializer_range", 0.02)),
+    )
     if hidden % config.num_heads:
         raise CtxlmError(f"{source}: hidden_size {hidden} is not divisible by num_attention_heads {config.num_heads}")
     if (config.num_layers, values["hidden_size"], values["vocab_size"]) != (count_layers(state), hidden, rows):
-        raise CtxlmError(f"{source}: num_layers / hidden_size / vocab_size disagree with the weights "
-                         f"({count_layers(state)} layers of {hidden}, {rows} rows)")
+        raise CtxlmError(
+            f"{source}: num_layers / hidden_size / vocab_size disagree with the weights "
+            f"({count_layers(state)} layers of {hidden}, {rows} rows)"
+        )
     return OfficialCheckpoint(config, tensors, tokenizer, None, notes + id_notes + unused_note(state))
 
 
@@ -355,32 +432,55 @@ def write_hub(model, tokenizer, out_dir: Path) -> list[str]:
     if cfg.family != "glm":
         raise CtxlmError(f"the GLM hub format holds GLM models, not {cfg.family}")
     if cfg.ffn_dim != 4 * cfg.d_model or cfg.layer_norm_eps != 1e-5 or cfg.activation_function != "gelu":
-        raise CtxlmError("the hub code hard-codes an FFN of 4 × d_model, LayerNorm eps 1e-5 and exact GELU; this "
-                         f"model has ffn_dim {cfg.ffn_dim}, eps {cfg.layer_norm_eps}, {cfg.activation_function}")
+        raise CtxlmError(
+            "the hub code hard-codes an FFN of 4 × d_model, LayerNorm eps 1e-5 and exact GELU; this "
+            f"model has ffn_dim {cfg.ffn_dim}, eps {cfg.layer_norm_eps}, {cfg.activation_function}"
+        )
     if model.pointer is not None:
         raise CtxlmError("the hub code has no copy head (GlmConfig.copy): convert a model without one")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {"architectures": ["GLMForConditionalGeneration"], "model_type": "glm",
-              "auto_map": {"AutoConfig": "configuration_glm.GLMConfig",
-                           "AutoModelForSeq2SeqLM": "modeling_glm.GLMForConditionalGeneration"},
-              "num_layers": cfg.num_layers, "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
-              "num_attention_heads": cfg.num_heads, "embedding_dropout_prob": cfg.dropout,
-              "attention_dropout_prob": cfg.attention_dropout, "output_dropout_prob": cfg.dropout,
-              "max_sequence_length": cfg.max_position_embeddings - 1, "checkpoint_activations": False,
-              "checkpoint_num_layers": 1, "parallel_output": True, "relative_encoding": False,
-              "block_position_encoding": True, "output_predict": True, "spell_length": None, "spell_func": "lstm",
-              "attention_scale": 1.0, "initializer_range": cfg.init_std, "pool_token": "cls",
-              "torch_dtype": "float32",
-              # not read by the hub code: the token ids and decoding rule ctxlm reads back (`read_hub`)
-              "ctxlm": {"token_ids": {field: getattr(cfg, field) for field in TOKEN_LAYOUTS["bert"]},
-                        "decode_blank": cfg.decode_blank}}
+    config = {
+        "architectures": ["GLMForConditionalGeneration"],
+        "model_type": "glm",
+        "auto_map": {
+            "AutoConfig": "configuration_glm.GLMConfig",
+            "AutoModelForSeq2SeqLM": "modeling_glm.GLMForConditionalGeneration",
+        },
+        "num_layers": cfg.num_layers,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "num_attention_heads": cfg.num_heads,
+        "embedding_dropout_prob": cfg.dropout,
+        "attention_dropout_prob": cfg.attention_dropout,
+        "output_dropout_prob": cfg.dropout,
+        "max_sequence_length": cfg.max_position_embeddings - 1,
+        "checkpoint_activations": False,
+        "checkpoint_num_layers": 1,
+        "parallel_output": True,
+        "relative_encoding": False,
+        "block_position_encoding": True,
+        "output_predict": True,
+        "spell_length": None,
+        "spell_func": "lstm",
+        "attention_scale": 1.0,
+        "initializer_range": cfg.init_std,
+        "pool_token": "cls",
+        "torch_dtype": "float32",
+        # not read by the hub code: the token ids and decoding rule ctxlm reads back (`read_hub`)
+        "ctxlm": {
+            "token_ids": {field: getattr(cfg, field) for field in TOKEN_LAYOUTS["bert"]},
+            "decode_blank": cfg.decode_blank,
+        },
+    }
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     state = {key: value.detach().to("cpu").contiguous().clone() for key, value in to_official(model).items()}
     torch.save(state, out_dir / "pytorch_model.bin")
-    notes = ["pytorch_model.bin with THUDM's unprefixed names; config.json names the hub remote code "
-             "(modeling_glm.py, configuration_glm.py), which is not copied: take it from a THUDM/glm-* repository",
-             f"max_sequence_length {cfg.max_position_embeddings - 1} (the tables hold one row more)"]
+    notes = [
+        "pytorch_model.bin with THUDM's unprefixed names; config.json names the hub remote code "
+        "(modeling_glm.py, configuration_glm.py), which is not copied: take it from a THUDM/glm-* repository",
+        f"max_sequence_length {cfg.max_position_embeddings - 1} (the tables hold one row more)",
+    ]
     if tokenizer is not None:
         tokenizer.save(out_dir)
         vocab = tokenizer.backend.get_vocab(with_added_tokens=False)
@@ -423,8 +523,9 @@ def read_megatron(path: Path, *, num_heads: int | None = None, **options) -> Off
     tag = tag_directory(path)
     if tag is None or not tag.is_dir():
         raise CtxlmError(f"{path}: {TRACKER} names '{tag.name if tag else ''}', which is no directory here")
-    files = sorted((p for p in tag.iterdir() if SHARD.fullmatch(p.name)), key=lambda p: int(SHARD.fullmatch(
-        p.name).group(1)))
+    files = sorted(
+        (p for p in tag.iterdir() if SHARD.fullmatch(p.name)), key=lambda p: int(SHARD.fullmatch(p.name).group(1))
+    )
     if not files or [int(SHARD.fullmatch(p.name).group(1)) for p in files] != list(range(len(files))):
         raise CtxlmError(f"{tag}: mp_rank_00_model_states.pt … are missing or not numbered from 00")
     shards = []
@@ -438,15 +539,25 @@ def read_megatron(path: Path, *, num_heads: int | None = None, **options) -> Off
     rows, hidden = tensors["word_embeddings.weight"].shape
     heads = num_heads if num_heads is not None else RELEASE_HEADS.get(hidden)
     if heads is None:
-        raise CtxlmError(f"{tag}: hidden size {hidden} matches no release; pass num_heads (the script's "
-                         "--num-attention-heads)")
+        raise CtxlmError(
+            f"{tag}: hidden size {hidden} matches no release; pass num_heads (the script's --num-attention-heads)"
+        )
     if hidden % heads:
         raise CtxlmError(f"{tag}: hidden size {hidden} is not divisible by num_heads {heads}")
     ids, tokenizer, id_notes = token_ids(path, rows, options, str(path))
-    config = glm_config(vocab_rows=rows, hidden=hidden, layers=count_layers(state), heads=heads,
-                        positions=tensors["position_embeddings.weight"].shape[0], activation="gelu_tanh", ids=ids)
-    notes = ["tanh-approximated GELU, as THUDM/GLM's gelu_impl", f"{heads} heads"
-             + (" (given)" if num_heads is not None else " (from the release shapes)")]
+    config = glm_config(
+        vocab_rows=rows,
+        hidden=hidden,
+        layers=count_layers(state),
+        heads=heads,
+        positions=tensors["position_embeddings.weight"].shape[0],
+        activation="gelu_tanh",
+        ids=ids,
+    )
+    notes = [
+        "tanh-approximated GELU, as THUDM/GLM's gelu_impl",
+        f"{heads} heads" + (" (given)" if num_heads is not None else " (from the release shapes)"),
+    ]
     if len(files) > 1:
         notes.append(f"{len(files)} model-parallel shards merged as change_mp.py does")
     return OfficialCheckpoint(config, tensors, tokenizer, None, notes + id_notes + unused_note(state))

@@ -36,12 +36,21 @@ from .tokenizers import roberta_bpe_tokenizer
 ROBERTA_DIR = "roberta-base"
 DEFAULT_DEC_HEADS = 8  # PALM/train.py: parser.add_argument("-dec_heads", default=8)
 # PreSumm's MultiHeadedAttention / TransformerDecoderLayer names → ctxlm's (BART's) layer names
-ATTENTION_NAMES = {"linear_query": "q_proj", "linear_keys": "k_proj", "linear_values": "v_proj",
-                   "final_linear": "out_proj"}
-DECODER_LAYER_NAMES = {"self_attn": "self_attn", "context_attn": "encoder_attn",
-                       "layer_norm_1": "self_attn_layer_norm", "layer_norm_2": "encoder_attn_layer_norm",
-                       "feed_forward.w_1": "fc1", "feed_forward.w_2": "fc2",
-                       "feed_forward.layer_norm": "final_layer_norm"}
+ATTENTION_NAMES = {
+    "linear_query": "q_proj",
+    "linear_keys": "k_proj",
+    "linear_values": "v_proj",
+    "final_linear": "out_proj",
+}
+DECODER_LAYER_NAMES = {
+    "self_attn": "self_attn",
+    "context_attn": "encoder_attn",
+    "layer_norm_1": "self_attn_layer_norm",
+    "layer_norm_2": "encoder_attn_layer_norm",
+    "feed_forward.w_1": "fc1",
+    "feed_forward.w_2": "fc2",
+    "feed_forward.layer_norm": "final_layer_norm",
+}
 
 
 def _release_files(path: Path, roberta_dir=None) -> tuple[Path, Path] | None:
@@ -106,9 +115,13 @@ def _lm_head(folder: Path, d_model: int, vocab_size: int, notes: list[str]) -> d
             return {f"mlm_head.{name}": state[f"lm_head.{name}"] for name in names}
     notes.append("MLM head fresh (the release has none)")
     generator = torch.Generator().manual_seed(0)
-    return {"mlm_head.dense.weight": torch.randn(d_model, d_model, generator=generator) * 0.02,
-            "mlm_head.dense.bias": torch.zeros(d_model), "mlm_head.layer_norm.weight": torch.ones(d_model),
-            "mlm_head.layer_norm.bias": torch.zeros(d_model), "mlm_head.bias": torch.zeros(vocab_size)}
+    return {
+        "mlm_head.dense.weight": torch.randn(d_model, d_model, generator=generator) * 0.02,
+        "mlm_head.dense.bias": torch.zeros(d_model),
+        "mlm_head.layer_norm.weight": torch.ones(d_model),
+        "mlm_head.layer_norm.bias": torch.zeros(d_model),
+        "mlm_head.bias": torch.zeros(vocab_size),
+    }
 
 
 def _encoder_tensors(state: dict, get, layers: int) -> dict[str, torch.Tensor]:
@@ -129,9 +142,11 @@ def _encoder_tensors(state: dict, get, layers: int) -> dict[str, torch.Tensor]:
 
 
 def _decoder_tensors(get, layers: int) -> dict[str, torch.Tensor]:
-    tensors = {"decoder.embed_tokens.weight": get("decoder.embeddings.weight"),
-               "decoder.layer_norm.weight": get("decoder.layer_norm.weight"),
-               "decoder.layer_norm.bias": get("decoder.layer_norm.bias")}
+    tensors = {
+        "decoder.embed_tokens.weight": get("decoder.embeddings.weight"),
+        "decoder.layer_norm.weight": get("decoder.layer_norm.weight"),
+        "decoder.layer_norm.bias": get("decoder.layer_norm.bias"),
+    }
     for i in range(layers):
         for theirs, ours in DECODER_LAYER_NAMES.items():
             inner = ATTENTION_NAMES.items() if theirs.endswith("attn") else [("", "")]
@@ -143,7 +158,7 @@ def _decoder_tensors(get, layers: int) -> dict[str, torch.Tensor]:
 
 
 def _count(state: dict, prefix: str) -> int:
-    return len({key[len(prefix):].split(".")[0] for key in state if key.startswith(prefix)})
+    return len({key[len(prefix) :].split(".")[0] for key in state if key.startswith(prefix)})
 
 
 def _generation(opt) -> GenerationConfig | None:
@@ -153,10 +168,14 @@ def _generation(opt) -> GenerationConfig | None:
     needed = ("beam_size", "min_length", "max_length", "alpha")
     if not all(isinstance(getattr(opt, key, None), (int, float)) for key in needed):
         return None
-    return GenerationConfig(num_beams=int(opt.beam_size), min_new_tokens=int(opt.min_length),
-                            max_new_tokens=int(opt.max_length), length_penalty=float(opt.alpha),
-                            length_penalty_type="gnmt",
-                            no_repeat_ngram_size=3 if getattr(opt, "block_trigram", False) is True else 0)
+    return GenerationConfig(
+        num_beams=int(opt.beam_size),
+        min_new_tokens=int(opt.min_length),
+        max_new_tokens=int(opt.max_length),
+        length_penalty=float(opt.alpha),
+        length_penalty_type="gnmt",
+        no_repeat_ngram_size=3 if getattr(opt, "block_trigram", False) is True else 0,
+    )
 
 
 def read_alicemind(path: Path, roberta_dir=None, dec_heads: int | None = None, **options):
@@ -170,8 +189,10 @@ def read_alicemind(path: Path, roberta_dir=None, dec_heads: int | None = None, *
     path = Path(path)
     found = _release_files(path, roberta_dir)
     if found is None:
-        raise CtxlmError(f"{path}: not an AliceMind PALM release (a .pt with {ROBERTA_DIR}/config.json beside it, "
-                         "or option roberta_dir)")
+        raise CtxlmError(
+            f"{path}: not an AliceMind PALM release (a .pt with {ROBERTA_DIR}/config.json beside it, "
+            "or option roberta_dir)"
+        )
     pt, folder = found
     checkpoint = safe_torch_load(pt)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
@@ -194,8 +215,10 @@ def read_alicemind(path: Path, roberta_dir=None, dec_heads: int | None = None, *
     encoder_layers = _count(state, "bert.model.encoder.layer.")
     decoder_layers = _count(state, "decoder.transformer_layers.")
     vocab_size, d_model = get("decoder.embeddings.weight").shape
-    if encoder_layers != roberta["num_hidden_layers"] or get("bert.model.embeddings.word_embeddings.weight").shape \
-            != (roberta["vocab_size"], roberta["hidden_size"]):
+    if encoder_layers != roberta["num_hidden_layers"] or get("bert.model.embeddings.word_embeddings.weight").shape != (
+        roberta["vocab_size"],
+        roberta["hidden_size"],
+    ):
         raise CtxlmError(f"{pt}: the encoder's weights do not match {folder / 'config.json'}")
     if d_model != roberta["hidden_size"]:
         raise CtxlmError(f"{pt}: decoder width {d_model} differs from the encoder's {roberta['hidden_size']}")
@@ -208,25 +231,40 @@ def read_alicemind(path: Path, roberta_dir=None, dec_heads: int | None = None, *
     positions = get("bert.model.embeddings.position_embeddings.weight").shape[0]
     pad = int(roberta.get("pad_token_id", 1))
     config = PalmConfig(
-        vocab_size=vocab_size, d_model=d_model, encoder_layers=encoder_layers, decoder_layers=decoder_layers,
-        encoder_attention_heads=roberta["num_attention_heads"], decoder_attention_heads=heads,
+        vocab_size=vocab_size,
+        d_model=d_model,
+        encoder_layers=encoder_layers,
+        decoder_layers=decoder_layers,
+        encoder_attention_heads=roberta["num_attention_heads"],
+        decoder_attention_heads=heads,
         encoder_ffn_dim=roberta["intermediate_size"],
         decoder_ffn_dim=get("decoder.transformer_layers.0.feed_forward.w_1.weight").shape[0],
         max_position_embeddings=positions - (pad + 1),  # RoBERTa's rows 0..pad are never read
         dropout=float(roberta.get("hidden_dropout_prob", 0.1)),
         attention_dropout=float(roberta.get("attention_probs_dropout_prob", 0.1)),
-        activation_function=roberta.get("hidden_act", "gelu"), mlm_head_activation="gelu",
+        activation_function=roberta.get("hidden_act", "gelu"),
+        mlm_head_activation="gelu",
         layer_norm_eps=float(roberta.get("layer_norm_eps", 1e-12)),  # BertConfig 2.1.1's default
-        copy=copy, copy_head="attention", pad_token_id=pad, bos_token_id=0, eos_token_id=2,
-        decoder_start_token_id=0, mask_token_id=vocab_size - 1,
-        decoder_style="presumm", decoder_layer_norm_eps=1e-6, decoder_activation_function="gelu_tanh",
+        copy=copy,
+        copy_head="attention",
+        pad_token_id=pad,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=0,
+        mask_token_id=vocab_size - 1,
+        decoder_style="presumm",
+        decoder_layer_norm_eps=1e-6,
+        decoder_activation_function="gelu_tanh",
         tie_decoder_embedding=False,
     )
     tokenizer = roberta_tokenizer(folder)
     if tokenizer is not None:
         config.bos_token_id = config.decoder_start_token_id = tokenizer.cls_id
-        config.eos_token_id, config.pad_token_id, config.mask_token_id = tokenizer.sep_id, tokenizer.pad_id, \
-            tokenizer.mask_id
+        config.eos_token_id, config.pad_token_id, config.mask_token_id = (
+            tokenizer.sep_id,
+            tokenizer.pad_id,
+            tokenizer.mask_id,
+        )
     tensors = _encoder_tensors(state, get, encoder_layers)
     tensors.update(_decoder_tensors(get, decoder_layers))
     tensors["final_logits_bias"] = get(head_prefix + "bias")[None]
@@ -234,7 +272,10 @@ def read_alicemind(path: Path, roberta_dir=None, dec_heads: int | None = None, *
         tensors["attention_copy.prob_proj.weight"] = get("generator.prob_proj.weight")
         tensors["attention_copy.prob_proj.bias"] = get("generator.prob_proj.bias")
     tensors.update(_lm_head(folder, d_model, vocab_size, notes))
-    notes.append(f"head: {'p_gen copy (CopyGenerator)' if copy else 'plain generator'}; "
-                 f"ignored: decoder.pos_emb.pe, decoder.transformer_layers.*.mask, bert.model.pooler.*")
-    return OfficialCheckpoint(config=config, tensors=tensors, tokenizer=tokenizer, generation=_generation(opt),
-                              notes=notes)
+    notes.append(
+        f"head: {'p_gen copy (CopyGenerator)' if copy else 'plain generator'}; "
+        f"ignored: decoder.pos_emb.pe, decoder.transformer_layers.*.mask, bert.model.pooler.*"
+    )
+    return OfficialCheckpoint(
+        config=config, tensors=tensors, tokenizer=tokenizer, generation=_generation(opt), notes=notes
+    )

@@ -55,9 +55,14 @@ ALLOWED = {
     ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
 }
 DTYPES = {name for name in dir(torch) if isinstance(getattr(torch, name, None), torch.dtype)}
-NUMPY = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-         ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-         ("numpy._core.multiarray", "scalar")}
+NUMPY = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+}
 
 
 def _numpy(module: str, name: str):
@@ -84,8 +89,9 @@ class SafeUnpickler(pickle.Unpickler):
         return _placeholder(module, name)
 
 
-safe_pickle_module = types.SimpleNamespace(Unpickler=SafeUnpickler, load=lambda f, **kw: SafeUnpickler(f, **kw).load(),
-                                           __name__="ctxlm.official.safe_pickle")
+safe_pickle_module = types.SimpleNamespace(
+    Unpickler=SafeUnpickler, load=lambda f, **kw: SafeUnpickler(f, **kw).load(), __name__="ctxlm.official.safe_pickle"
+)
 
 
 def safe_torch_load(path: str | Path, *, mmap: bool = True):

@@ -32,14 +32,23 @@ GLM_BERT_TOKENS = {"<|startofpiece|>": 30522, "<|endofpiece|>": 30523}
 # glm-roberta-large (RoBERTa's 50265): sop/eop after the vocabulary.
 GLM_ROBERTA_TOKENS = {"<|startofpiece|>": 50265, "<|endofpiece|>": 50266}
 # glm-10b (GPT-2's 50257, `--task-mask`): sop, eop, [CLS], [MASK], [SEP], [UNK], then [gMASK], [sMASK].
-GLM_GPT2_TOKENS = {"<|startofpiece|>": 50257, "<|endofpiece|>": 50258, "[CLS]": 50259, "[MASK]": 50260,
-                   "[SEP]": 50261, "[UNK]": 50262, "[gMASK]": 50263, "[sMASK]": 50264}
+GLM_GPT2_TOKENS = {
+    "<|startofpiece|>": 50257,
+    "<|endofpiece|>": 50258,
+    "[CLS]": 50259,
+    "[MASK]": 50260,
+    "[SEP]": 50261,
+    "[UNK]": 50262,
+    "[gMASK]": 50263,
+    "[sMASK]": 50264,
+}
 # The GLM code strips the space before these (CommandToken(..., lstrip=True)), as RoBERTa does before <mask>.
 LSTRIP_TOKENS = ("<mask>", "[MASK]", "[gMASK]", "[sMASK]")
 
 
-def bert_wordpiece_tokenizer(vocab_file: str | Path, lowercase: bool = True,
-                             added: Mapping[str, int] | None = None) -> TextTokenizer:
+def bert_wordpiece_tokenizer(
+    vocab_file: str | Path, lowercase: bool = True, added: Mapping[str, int] | None = None
+) -> TextTokenizer:
     """BERT's WordPiece from a `vocab.txt` (one piece a line, id = line number); uncased (`lowercase`)
     also strips accents, as BertTokenizer(do_lower_case=True) does; `added`: token → the id it must get."""
     vocab_file = Path(vocab_file)
@@ -51,10 +60,12 @@ def bert_wordpiece_tokenizer(vocab_file: str | Path, lowercase: bool = True,
         vocab[piece] = index  # as BertTokenizer's load_vocab: a repeated line keeps its last id (none repeat)
     if "[UNK]" not in vocab:
         raise CtxlmError(f"{vocab_file}: no [UNK] line (not a BERT vocab.txt)")
-    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##",
-                                           max_input_chars_per_word=100))
-    tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                      strip_accents=lowercase, lowercase=lowercase)
+    tokenizer = Tokenizer(
+        models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##", max_input_chars_per_word=100)
+    )
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
     return _with_special(tokenizer, [t for t in BERT_SPECIAL if t in vocab], added, vocab_file)
@@ -72,8 +83,9 @@ def gpt2_bpe_tokenizer(directory: str | Path, added: Mapping[str, int] | None = 
     return _byte_level_bpe(Path(directory), GPT2_SPECIAL, "<|endoftext|>", added)
 
 
-def release_tokenizer(directory: str | Path, added: Mapping[str, int] | None = None,
-                      lowercase: bool | None = None) -> TextTokenizer | None:
+def release_tokenizer(
+    directory: str | Path, added: Mapping[str, int] | None = None, lowercase: bool | None = None
+) -> TextTokenizer | None:
     """The tokenizer of a release directory, by the files it holds: `vocab.txt` → BERT WordPiece (uncased
     unless `lowercase=False` or `tokenizer_config.json` says `do_lower_case: false`); `vocab.json` +
     `merges.txt` → RoBERTa BPE when the vocabulary has <s> and <mask>, else GPT-2 BPE. None when the
@@ -91,8 +103,9 @@ def release_tokenizer(directory: str | Path, added: Mapping[str, int] | None = N
     return None
 
 
-def _byte_level_bpe(directory: Path, special: tuple[str, ...], unk: str,
-                    added: Mapping[str, int] | None) -> TextTokenizer:
+def _byte_level_bpe(
+    directory: Path, special: tuple[str, ...], unk: str, added: Mapping[str, int] | None
+) -> TextTokenizer:
     vocab_file, merges_file = directory / "vocab.json", directory / "merges.txt"
     vocab = _read_json(vocab_file)
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
@@ -115,8 +128,9 @@ def _byte_level_bpe(directory: Path, special: tuple[str, ...], unk: str,
     return _with_special(tokenizer, [t for t in special if t in vocab], added, vocab_file)
 
 
-def _with_special(tokenizer: Tokenizer, special: list[str], added: Mapping[str, int] | None,
-                  source: Path) -> TextTokenizer:
+def _with_special(
+    tokenizer: Tokenizer, special: list[str], added: Mapping[str, int] | None, source: Path
+) -> TextTokenizer:
     """`tokenizer` with its own special tokens kept whole and `added` appended in id order; each added
     token must land at its id (the next free one, or the one the vocabulary already gives it)."""
     tokenizer.add_special_tokens([_special(token) for token in special])
@@ -124,8 +138,10 @@ def _with_special(tokenizer: Tokenizer, special: list[str], added: Mapping[str, 
         tokenizer.add_special_tokens([_special(token)])
         got = tokenizer.token_to_id(token)
         if got != wanted:
-            raise CtxlmError(f"{source}: {token} would get id {got}, the release gives it {wanted} (the added "
-                             f"tokens must follow the {tokenizer.get_vocab_size(with_added_tokens=False)} pieces)")
+            raise CtxlmError(
+                f"{source}: {token} would get id {got}, the release gives it {wanted} (the added "
+                f"tokens must follow the {tokenizer.get_vocab_size(with_added_tokens=False)} pieces)"
+            )
     return TextTokenizer(tokenizer, source=str(source))
 
 

@@ -83,16 +83,20 @@ def find_files(path: Path) -> Files | None:
         config = path.with_name(f"{stem}-config.json")
         if not config.is_file():
             config = path.with_name(CONFIG_FILE)
-        vocab = next((v for v in (path.with_name(f"{stem}-vocab.txt"), path.with_name(VOCAB_FILE)) if v.is_file()),
-                     None)
+        vocab = next(
+            (v for v in (path.with_name(f"{stem}-vocab.txt"), path.with_name(VOCAB_FILE)) if v.is_file()), None
+        )
         return Files(path, config, vocab) if config.is_file() else None
     if not path.is_dir():
         return None
     if (path / WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file():
         vocab = path / VOCAB_FILE
         return Files(path / WEIGHTS_FILE, path / CONFIG_FILE, vocab if vocab.is_file() else None)
-    named = [config for config in sorted(path.glob("*-config.json"))
-             if (path / (config.name[: -len("-config.json")] + ".bin")).is_file()]
+    named = [
+        config
+        for config in sorted(path.glob("*-config.json"))
+        if (path / (config.name[: -len("-config.json")] + ".bin")).is_file()
+    ]
     if len(named) == 1:
         return find_files(path / (named[0].name[: -len("-config.json")] + ".bin"))
     return None
@@ -141,8 +145,11 @@ def is_release(path: Path) -> bool:
 
 def is_s2s_ft(path: Path) -> bool:
     found = _unilm_files(path)
-    return (found is not None and not any(key.endswith(RELEASE_KEY) for key in found[1])
-            and any(key in found[1] for key in S2S_FT_KEYS))
+    return (
+        found is not None
+        and not any(key.endswith(RELEASE_KEY) for key in found[1])
+        and any(key in found[1] for key in S2S_FT_KEYS)
+    )
 
 
 # ------------------------------------------------------------------------------ config and tokenizer
@@ -159,14 +166,19 @@ def special_ids(vocab: Path | None, vocab_size: int) -> dict[str, int]:
     for name, token_id in ids.items():
         if token_id >= vocab_size:
             raise CtxlmError(f"{vocab or 'config.json'}: {name} id {token_id} is outside vocab_size {vocab_size}")
-    return dict(pad_token_id=ids["[PAD]"], bos_token_id=ids["[CLS]"], eos_token_id=ids["[SEP]"],
-                mask_token_id=ids["[MASK]"], pseudo_token_id=ids["[MASK]"])
+    return dict(
+        pad_token_id=ids["[PAD]"],
+        bos_token_id=ids["[CLS]"],
+        eos_token_id=ids["[SEP]"],
+        mask_token_id=ids["[MASK]"],
+        pseudo_token_id=ids["[MASK]"],
+    )
 
 
-def unilm_config(values: dict, source: Path, vocab: Path | None, *, key_bias: bool,
-                 position_rows: int) -> UnilmConfig:
+def unilm_config(values: dict, source: Path, vocab: Path | None, *, key_bias: bool, position_rows: int) -> UnilmConfig:
     """ctxlm's config from s2s-ft's (`config.py BertForSeq2SeqConfig`: BertConfig + rel_pos_bins,
     max_rel_pos, source_type_id, target_type_id)."""
+
     def field(name, default=None):
         if name not in values and default is None:
             raise CtxlmError(f"{source}: no '{name}'")
@@ -176,8 +188,10 @@ def unilm_config(values: dict, source: Path, vocab: Path | None, *, key_bias: bo
     if act not in ACTIVATIONS:
         raise CtxlmError(f"{source}: hidden_act '{act}' is not one of {', '.join(ACTIVATIONS)}")
     if (field("source_type_id", 0), field("target_type_id", 1)) != (0, 1):
-        raise CtxlmError(f"{source}: source_type_id/target_type_id {values['source_type_id']}/"
-                         f"{values['target_type_id']}; ctxlm's layout gives the source type 0 and the target 1")
+        raise CtxlmError(
+            f"{source}: source_type_id/target_type_id {values['source_type_id']}/"
+            f"{values['target_type_id']}; ctxlm's layout gives the source type 0 and the target 1"
+        )
     if field("type_vocab_size", 2) < 2:
         raise CtxlmError(f"{source}: type_vocab_size {values['type_vocab_size']}; UniLMv2 needs 2 token types")
     bins, max_rel = int(field("rel_pos_bins", 0)), int(field("max_rel_pos", 0))
@@ -185,15 +199,24 @@ def unilm_config(values: dict, source: Path, vocab: Path | None, *, key_bias: bo
         raise CtxlmError(f"{source}: rel_pos_bins {bins} / max_rel_pos {max_rel} do not make T5 buckets")
     vocab_size = int(field("vocab_size"))
     return UnilmConfig(
-        vocab_size=vocab_size, d_model=int(field("hidden_size")), num_layers=int(field("num_hidden_layers")),
-        num_heads=int(field("num_attention_heads")), ffn_dim=int(field("intermediate_size")),
-        max_position_embeddings=position_rows, type_vocab_size=int(field("type_vocab_size", 2)),
+        vocab_size=vocab_size,
+        d_model=int(field("hidden_size")),
+        num_layers=int(field("num_hidden_layers")),
+        num_heads=int(field("num_attention_heads")),
+        ffn_dim=int(field("intermediate_size")),
+        max_position_embeddings=position_rows,
+        type_vocab_size=int(field("type_vocab_size", 2)),
         dropout=float(field("hidden_dropout_prob", 0.1)),
         attention_dropout=float(field("attention_probs_dropout_prob", 0.1)),
-        activation_function=ACTIVATIONS[act], layer_norm_eps=float(field("layer_norm_eps", 1e-12)),
+        activation_function=ACTIVATIONS[act],
+        layer_norm_eps=float(field("layer_norm_eps", 1e-12)),
         init_std=float(field("initializer_range", 0.02)),
-        relative_position_bias=bins > 0, relative_buckets=bins or 32, relative_max_distance=max_rel or 128,
-        key_bias=key_bias, **special_ids(vocab, vocab_size))
+        relative_position_bias=bins > 0,
+        relative_buckets=bins or 32,
+        relative_max_distance=max_rel or 128,
+        key_bias=key_bias,
+        **special_ids(vocab, vocab_size),
+    )
 
 
 # ------------------------------------------------------------------------------ reading
@@ -227,8 +250,9 @@ def map_tensors(state: dict, cfg: UnilmConfig, source: Path, *, fused: bool) -> 
         if fused:  # s2s-ft convert_state_dict.unilm_to_hf_bert: rows q, k, v; the key has no bias
             qkv = _take(state, attention + "qkv_linear.weight", source)
             if qkv.shape != (3 * d, d):
-                raise CtxlmError(f"{source}: '{attention}qkv_linear.weight' has shape {tuple(qkv.shape)}, "
-                                 f"expected {(3 * d, d)}")
+                raise CtxlmError(
+                    f"{source}: '{attention}qkv_linear.weight' has shape {tuple(qkv.shape)}, expected {(3 * d, d)}"
+                )
             for name, rows in zip("qkv", qkv.split(d, dim=0)):
                 tensors[f"{ours}self_attn.{name}_proj.weight"] = rows
             tensors[f"{ours}self_attn.q_proj.bias"] = _take(state, attention + "q_bias", source).view(-1)
@@ -247,8 +271,9 @@ def map_tensors(state: dict, cfg: UnilmConfig, source: Path, *, fused: bool) -> 
         raise CtxlmError(f"{source}: has '{table_key}' but the config's rel_pos_bins is 0")
     tied = state.pop("cls.predictions.decoder_weight", None)
     if tied is not None and not torch.equal(tied, tensors["embeddings.word_embeddings.weight"]):
-        raise CtxlmError(f"{source}: cls.predictions.decoder_weight differs from the word embeddings "
-                         "(s2s-ft ties them)")
+        raise CtxlmError(
+            f"{source}: cls.predictions.decoder_weight differs from the word embeddings (s2s-ft ties them)"
+        )
     return tensors, sorted(state)
 
 
@@ -265,8 +290,10 @@ def _read(path: Path, *, fused: bool, lowercase: bool | None) -> OfficialCheckpo
     tensors, unused = map_tensors(state, cfg, files.weights, fused=fused)
     notes = []
     if int(values.get("max_position_embeddings", positions.shape[0])) != positions.shape[0]:
-        notes.append(f"max_position_embeddings {positions.shape[0]} from the weights (the config says "
-                     f"{values['max_position_embeddings']})")
+        notes.append(
+            f"max_position_embeddings {positions.shape[0]} from the weights (the config says "
+            f"{values['max_position_embeddings']})"
+        )
     if unused:
         notes.append(f"unused keys: {', '.join(unused[:5])}{' …' if len(unused) > 5 else ''}")
     tokenizer = None
@@ -302,7 +329,8 @@ def s2s_ft_state(model) -> dict[str, torch.Tensor]:
             weight = ours[f"{own}self_attn.{name}_proj.weight"]
             state[f"{theirs}attention.self.{their_name}.weight"] = weight
             state[f"{theirs}attention.self.{their_name}.bias"] = ours.get(
-                f"{own}self_attn.{name}_proj.bias", torch.zeros(cfg.d_model, dtype=weight.dtype))
+                f"{own}self_attn.{name}_proj.bias", torch.zeros(cfg.d_model, dtype=weight.dtype)
+            )
         for their_name, our_name in LAYER_NAMES.items():
             for kind in ("weight", "bias"):
                 state[f"{theirs}{their_name}.{kind}"] = ours[f"{own}{our_name}.{kind}"]
@@ -318,14 +346,23 @@ def s2s_ft_config(cfg: UnilmConfig) -> dict:
         raise CtxlmError(f"activation_function '{cfg.activation_function}' has no s2s-ft name")
     return {
         "architectures": ["BertForSequenceToSequenceWithPseudoMask"],
-        "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads, "intermediate_size": cfg.ffn_dim, "hidden_act": act,
-        "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.attention_dropout,
-        "max_position_embeddings": cfg.max_position_embeddings, "type_vocab_size": cfg.type_vocab_size,
-        "initializer_range": cfg.init_std, "layer_norm_eps": cfg.layer_norm_eps,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.ffn_dim,
+        "hidden_act": act,
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "type_vocab_size": cfg.type_vocab_size,
+        "initializer_range": cfg.init_std,
+        "layer_norm_eps": cfg.layer_norm_eps,
         "rel_pos_bins": cfg.relative_buckets if cfg.relative_position_bias else 0,
         "max_rel_pos": cfg.relative_max_distance if cfg.relative_position_bias else 0,
-        "source_type_id": 0, "target_type_id": 1, "pad_token_id": cfg.pad_token_id,
+        "source_type_id": 0,
+        "target_type_id": 1,
+        "pad_token_id": cfg.pad_token_id,
     }
 
 
@@ -362,10 +399,13 @@ def write_s2s_ft(model, tokenizer, out_dir: Path) -> list[str]:
     else:
         notes.append("no tokenizer: no vocab.txt (pass s2s-ft --tokenizer_name)")
     if cfg.pseudo_token_id != cfg.mask_token_id:
-        notes.append(f"the model's pseudo token is id {cfg.pseudo_token_id}, not [MASK] {cfg.mask_token_id}: "
-                     "s2s-ft feeds [MASK] at the pseudo positions")
-    if cfg.bos_token_id != special_or(tokenizer, "[CLS]", cfg.bos_token_id) or \
-            cfg.eos_token_id != special_or(tokenizer, "[SEP]", cfg.eos_token_id):
+        notes.append(
+            f"the model's pseudo token is id {cfg.pseudo_token_id}, not [MASK] {cfg.mask_token_id}: "
+            "s2s-ft feeds [MASK] at the pseudo positions"
+        )
+    if cfg.bos_token_id != special_or(tokenizer, "[CLS]", cfg.bos_token_id) or cfg.eos_token_id != special_or(
+        tokenizer, "[SEP]", cfg.eos_token_id
+    ):
         notes.append("the model's start/end ids are not the vocabulary's [CLS]/[SEP], which s2s-ft uses")
     return notes
 

@@ -163,8 +163,15 @@ def need(task: str | None, values, *names: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ one entry point each
-def finetune(task: str | Task | None, init: str | Path | None, data: TaskData, out: str | Path,
-             train: Mapping | Any = None, run: RunOptions = RunOptions(), model: ScratchModel = ScratchModel()):
+def finetune(
+    task: str | Task | None,
+    init: str | Path | None,
+    data: TaskData,
+    out: str | Path,
+    train: Mapping | Any = None,
+    run: RunOptions = RunOptions(),
+    model: ScratchModel = ScratchModel(),
+):
     """Fine-tune `init` (a model directory; or `model`, a new model) on `task` with `data`, into `out`.
     `train`: a `TrainConfig`, or TrainConfig fields over the task's defaults. `task` None: the recipe's
     own (an NLU recipe's `task:`, e.g. glm-superglue-rte's cloze; else a seq2seq recipe's). Returns the
@@ -260,10 +267,15 @@ def nlu_options(task: str, recipe: str | None, flags: Mapping) -> tuple[NluOptio
     if options.task not in (None, task):
         raise CtxlmError(f"{recipe}: a recipe for --task {options.task}, not {task}")
     if options.epochs is not None and (not get_task(task).reads_epochs or "max_steps" in train):
-        raise CtxlmError(f"{recipe}: epochs is read by --task cloze without train: max_steps "
-                         f"(classify and squad count UniLMv2's Table 9 epochs)")
-    given = {f.name: flags.get(f.name) for f in dataclasses.fields(NluOptions)
-             if f.name != "task" and flags.get(f.name) is not None}
+        raise CtxlmError(
+            f"{recipe}: epochs is read by --task cloze without train: max_steps "
+            f"(classify and squad count UniLMv2's Table 9 epochs)"
+        )
+    given = {
+        f.name: flags.get(f.name)
+        for f in dataclasses.fields(NluOptions)
+        if f.name != "task" and flags.get(f.name) is not None
+    }
     check_values(NluOptions, given, lambda name: "--" + name.replace("_", "-"))
     return dataclasses.replace(options, task=task, **given), train
 

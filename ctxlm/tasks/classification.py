@@ -53,8 +53,14 @@ DEFAULT_MAX_LENGTH = 128
 # ------------------------------------------------------------------------------ inputs
 def tokens_of(cfg: UnilmConfig) -> UnilmTokens:
     """The special ids the layout needs, from the model config (filled from its tokenizer)."""
-    return UnilmTokens(sos=cfg.bos_token_id, eos=cfg.eos_token_id, mask=cfg.mask_token_id,
-                       pseudo=cfg.pseudo_token_id, pad=cfg.pad_token_id, replace_pool=np.zeros(0, np.int64))
+    return UnilmTokens(
+        sos=cfg.bos_token_id,
+        eos=cfg.eos_token_id,
+        mask=cfg.mask_token_id,
+        pseudo=cfg.pseudo_token_id,
+        pad=cfg.pad_token_id,
+        replace_pool=np.zeros(0, np.int64),
+    )
 
 
 def truncate_pair(a: Sequence[int], b: Sequence[int] | None, max_length: int) -> tuple[list[int], list[int] | None]:
@@ -85,8 +91,9 @@ def pair_input(a: Sequence[int], b: Sequence[int] | None, tok: UnilmTokens, max_
 class PairExamples:
     """Tokenized rows as training / evaluation examples (`ctxlm.training.Examples`)."""
 
-    def __init__(self, cfg: UnilmConfig, tokenizer: TextTokenizer, rows: Sequence[Row], max_length: int,
-                 regression: bool):
+    def __init__(
+        self, cfg: UnilmConfig, tokenizer: TextTokenizer, rows: Sequence[Row], max_length: int, regression: bool
+    ):
         self.tok, self.max_length, self.regression = tokens_of(cfg), max_length, regression
         self.a = tokenizer.encode_batch([row.text_a for row in rows])
         b = tokenizer.encode_batch([row.text_b or "" for row in rows])
@@ -111,23 +118,29 @@ def glue_metrics(dataset: str | GlueDataset, predictions: Sequence, labels: Sequ
 
 
 # ------------------------------------------------------------------------------ the model
-def load_backbone(init: str | Path | None, model_config: UnilmConfig | None = None,
-                  tokenizer: TextTokenizer | str | Path | None = None) -> tuple[UnilmModel, TextTokenizer]:
+def load_backbone(
+    init: str | Path | None,
+    model_config: UnilmConfig | None = None,
+    tokenizer: TextTokenizer | str | Path | None = None,
+) -> tuple[UnilmModel, TextTokenizer]:
     """The UniLMv2 encoder of model directory `init` (a plain model, or the backbone of a head
     model), or a new `model_config` model for `tokenizer` (the "no pre-training" baseline)."""
     if init is None and model_config is not None and getattr(model_config, "family", None) != "unilm":
-        raise CtxlmError(f"the NLU heads are UniLMv2's: --config must be a unilm config, not "
-                         f"{getattr(model_config, 'family', '?')}")
+        raise CtxlmError(
+            f"the NLU heads are UniLMv2's: --config must be a unilm config, not {getattr(model_config, 'family', '?')}"
+        )
     model, tokenizer = starting_model(None, False, init, model_config, tokenizer)
     backbone = model if isinstance(model, UnilmModel) else getattr(model, "unilm", None)
     if not isinstance(backbone, UnilmModel):
-        raise CtxlmError(f"{init}: a {model.config.family} model; the NLU heads are UniLMv2's (§3.4): "
-                         "give a unilm model")
+        raise CtxlmError(
+            f"{init}: a {model.config.family} model; the NLU heads are UniLMv2's (§3.4): give a unilm model"
+        )
     return backbone, tokenizer
 
 
-def epochs_train_config(num_train: int, num_valid: int, epochs: int, select_metric: str | None,
-                        overrides: Mapping | None = None) -> TrainConfig:
+def epochs_train_config(
+    num_train: int, num_valid: int, epochs: int, select_metric: str | None, overrides: Mapping | None = None
+) -> TrainConfig:
     """Table 9's settings (batch 32, lr 2e-5, 10% warm-up, weight decay 0.01) for `epochs` epochs of
     `num_train` examples, validated once an epoch on all `num_valid` dev examples, keeping the
     weights with the lowest `select_metric`; `overrides` (TrainConfig fields) win, and warm-up stays
@@ -136,16 +149,24 @@ def epochs_train_config(num_train: int, num_valid: int, epochs: int, select_metr
     batch_size = overrides.get("batch_size", 32)
     steps_per_epoch = max(1, num_train // (batch_size * overrides.get("grad_accum", 1)))
     max_steps = overrides.get("max_steps", epochs * steps_per_epoch)
-    values = dict(batch_size=batch_size, lr=2e-5, weight_decay=0.01, max_steps=max_steps,
-                  warmup_steps=max(1, round(0.1 * max_steps)), eval_every=steps_per_epoch,
-                  eval_batches=max(1, math.ceil(num_valid / batch_size)), log_every=min(50, steps_per_epoch),
-                  select_metric=select_metric if num_valid else None)
+    values = dict(
+        batch_size=batch_size,
+        lr=2e-5,
+        weight_decay=0.01,
+        max_steps=max_steps,
+        warmup_steps=max(1, round(0.1 * max_steps)),
+        eval_every=steps_per_epoch,
+        eval_batches=max(1, math.ceil(num_valid / batch_size)),
+        log_every=min(50, steps_per_epoch),
+        select_metric=select_metric if num_valid else None,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
 
-def glue_train_config(num_train: int, num_valid: int, regression: bool,
-                      overrides: Mapping | None = None) -> TrainConfig:
+def glue_train_config(
+    num_train: int, num_valid: int, regression: bool, overrides: Mapping | None = None
+) -> TrainConfig:
     """Table 9's GLUE settings: 10 epochs, selecting on the dev loss (regression: the dev MSE)."""
     return epochs_train_config(num_train, num_valid, 10, "valid/mse" if regression else "valid/cls_loss", overrides)
 
@@ -181,8 +202,8 @@ def finetune_classifier(
         backbone, tokenizer = load_backbone(init, scratch.config, scratch.tokenizer)
     max_length = min(max_length, backbone.config.max_position_embeddings)
 
-    train_rows = spec.read(data_dir, "train")[:data.train_limit]
-    valid_rows = spec.read(data_dir, "dev")[:data.valid_limit]
+    train_rows = spec.read(data_dir, "train")[: data.train_limit]
+    valid_rows = spec.read(data_dir, "dev")[: data.valid_limit]
     regression = spec.num_labels == 1
     train_examples = PairExamples(backbone.config, tokenizer, train_rows, max_length, regression)
     valid_examples = PairExamples(backbone.config, tokenizer, valid_rows, max_length, regression)
@@ -192,12 +213,30 @@ def finetune_classifier(
 
     torch.manual_seed(cfg.seed)  # the head's initialization
     model = UnilmClassifier(backbone, spec.num_labels, pooler=pooler)
-    task = {"dataset": spec.name, "max_length": max_length, "num_labels": spec.num_labels,
-            "label_names": list(spec.label_names)}
-    run_info = {"task": "classify", **task, "init": str(init) if init else None, "data_dir": str(data_dir),
-                "train_examples": len(train_rows), "valid_examples": len(valid_rows)}
-    result = train(model, TrainingInputs(train_examples, tokenizer.pad_id, valid_examples), cfg, out_dir,
-                   tokenizer=tokenizer, run_info=run_info, side_files={TASK_FILE: task}, run=run)
+    task = {
+        "dataset": spec.name,
+        "max_length": max_length,
+        "num_labels": spec.num_labels,
+        "label_names": list(spec.label_names),
+    }
+    run_info = {
+        "task": "classify",
+        **task,
+        "init": str(init) if init else None,
+        "data_dir": str(data_dir),
+        "train_examples": len(train_rows),
+        "valid_examples": len(valid_rows),
+    }
+    result = train(
+        model,
+        TrainingInputs(train_examples, tokenizer.pad_id, valid_examples),
+        cfg,
+        out_dir,
+        tokenizer=tokenizer,
+        run_info=run_info,
+        side_files={TASK_FILE: task},
+        run=run,
+    )
     if distributed_context()[0] == 0:
         scores = score_rows(model, tokenizer, spec, valid_rows, max_length, batch_size=cfg.batch_size)
         (out_dir / "eval_dev.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
@@ -214,8 +253,9 @@ def predict(model: UnilmClassifier, examples: PairExamples, batch_size: int = 32
     device = next(model.parameters()).device
     outputs = []
     for start in range(0, len(examples), batch_size):
-        batch = collate([examples.example(i) for i in range(start, min(len(examples), start + batch_size))],
-                        examples.tok.pad)
+        batch = collate(
+            [examples.example(i) for i in range(start, min(len(examples), start + batch_size))], examples.tok.pad
+        )
         batch.pop("labels")
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         outputs.append(logits[:, 0] if model.num_labels == 1 else logits.argmax(-1))
@@ -223,15 +263,30 @@ def predict(model: UnilmClassifier, examples: PairExamples, batch_size: int = 32
     return torch.cat(outputs).float().cpu().numpy()
 
 
-def score_rows(model: UnilmClassifier, tokenizer: TextTokenizer, spec: GlueDataset, rows: Sequence[Row],
-               max_length: int, batch_size: int = 32) -> dict[str, float]:
+def score_rows(
+    model: UnilmClassifier,
+    tokenizer: TextTokenizer,
+    spec: GlueDataset,
+    rows: Sequence[Row],
+    max_length: int,
+    batch_size: int = 32,
+) -> dict[str, float]:
     examples = PairExamples(model.config, tokenizer, rows, max_length, spec.num_labels == 1)
     return glue_metrics(spec, predict(model, examples, batch_size), [row.label for row in rows])
 
 
-def evaluate_classifier(model_dir: str | Path, dataset: str | None, data_dir: str | Path, split: str = "dev", *,
-                        batch_size: int = 32, limit: int | None = None, max_length: int | None = None,
-                        device: str | torch.device | None = "auto", bf16: bool = False) -> dict[str, float]:
+def evaluate_classifier(
+    model_dir: str | Path,
+    dataset: str | None,
+    data_dir: str | Path,
+    split: str = "dev",
+    *,
+    batch_size: int = 32,
+    limit: int | None = None,
+    max_length: int | None = None,
+    device: str | torch.device | None = "auto",
+    bf16: bool = False,
+) -> dict[str, float]:
     """GLUE metrics (×100) of a fine-tuned classifier on `dataset`'s `split` (dataset and max
     length default to those it was fine-tuned with, from classification.json; another dataset is
     scored with a warning). `device` and `bf16`: see `ctxlm.device`."""
@@ -245,8 +300,9 @@ def evaluate_classifier(model_dir: str | Path, dataset: str | None, data_dir: st
     model, tokenizer = load_model_dir(model_dir, device=device)
     model = for_inference(model, device, bf16)
     if not isinstance(model, UnilmClassifier):
-        raise CtxlmError(f"{model_dir}: not a classifier (no unilm-classifier head.json); fine-tune one with "
-                         f"--task classify")
+        raise CtxlmError(
+            f"{model_dir}: not a classifier (no unilm-classifier head.json); fine-tune one with --task classify"
+        )
     if model.num_labels != spec.num_labels:
         raise CtxlmError(f"{model_dir}: a {model.num_labels}-label head, but {spec.name} has {spec.num_labels}")
     if task.get("dataset") not in (None, spec.name):

@@ -54,21 +54,31 @@ from ..objectives.glm import build_cloze_candidates
 from ..training import TrainingInputs, TrainResult, collate, train
 from . import RunOptions, ScratchModel, TaskData
 
-__all__ = ["GlmClozeModel", "ClozeExamples", "cloze_loss", "score_candidates", "finetune_cloze", "evaluate_cloze",
-           "predict_cloze", "fit_parts"]
+__all__ = [
+    "GlmClozeModel",
+    "ClozeExamples",
+    "cloze_loss",
+    "score_candidates",
+    "finetune_cloze",
+    "evaluate_cloze",
+    "predict_cloze",
+    "fit_parts",
+]
 
 
 # ---------------------------------------------------------------------------------------- scoring
-def candidate_row_scores(glm: GlmModel, input_ids, position_ids, block_position_ids, part_a_length,
-                         labels) -> torch.Tensor:
+def candidate_row_scores(
+    glm: GlmModel, input_ids, position_ids, block_position_ids, part_a_length, labels
+) -> torch.Tensor:
     """log P(candidate | context) of each `build_cloze_candidates` row (N,): the sum of its label
     log-probabilities, all rows in one forward pass."""
     return glm.label_log_probs(input_ids, position_ids, block_position_ids, part_a_length, labels).sum(-1)
 
 
 @torch.no_grad()
-def score_candidates(model: GlmModel, examples: Sequence[dict[str, np.ndarray]], *,
-                     batch_size: int = 32) -> torch.Tensor:
+def score_candidates(
+    model: GlmModel, examples: Sequence[dict[str, np.ndarray]], *, batch_size: int = 32
+) -> torch.Tensor:
     """log P(candidate | context) of each example of `build_cloze_candidates` (GLM §2.3 / App. B:
     multi-token cloze answers), one forward pass per batch of `batch_size` examples. Returns a
     float32 tensor (len(examples),). Call `model.eval()` first."""
@@ -76,7 +86,7 @@ def score_candidates(model: GlmModel, examples: Sequence[dict[str, np.ndarray]],
     keys = ("input_ids", "position_ids", "block_position_ids", "part_a_length", "labels")
     scores = []
     for start in range(0, len(examples), batch_size):
-        chunk = [{k: e[k] for k in keys} for e in examples[start:start + batch_size]]
+        chunk = [{k: e[k] for k in keys} for e in examples[start : start + batch_size]]
         batch = {k: v.to(device) for k, v in collate(chunk, model.config.pad_token_id).items()}
         scores.append(candidate_row_scores(model, **batch))
     return torch.cat(scores) if scores else torch.zeros(0)
@@ -109,8 +119,14 @@ class GlmClozeModel(PretrainedMixin, nn.Module):
     (a new backbone) or a `GlmModel`. `task`, `max_length` (tokens of a row, Part B included) and
     `score_eop` (also score the closing [eop] of multi-token answers) are saved in `head.json`."""
 
-    def __init__(self, cfg_or_model: GlmConfig | GlmModel, *, task: str | None = None, max_length: int | None = None,
-                 score_eop: bool = False):
+    def __init__(
+        self,
+        cfg_or_model: GlmConfig | GlmModel,
+        *,
+        task: str | None = None,
+        max_length: int | None = None,
+        score_eop: bool = False,
+    ):
         super().__init__()
         if isinstance(cfg_or_model, GlmModel):
             self.glm = cfg_or_model
@@ -122,15 +138,25 @@ class GlmClozeModel(PretrainedMixin, nn.Module):
         self.task = task
         self.max_length = int(max_length or self.config.max_position_embeddings)
         if self.max_length > self.config.max_position_embeddings:
-            raise CtxlmError(f"cloze max_length {self.max_length} exceeds the model's max_position_embeddings "
-                             f"{self.config.max_position_embeddings}")
+            raise CtxlmError(
+                f"cloze max_length {self.max_length} exceeds the model's max_position_embeddings "
+                f"{self.config.max_position_embeddings}"
+            )
         self.score_eop = bool(score_eop)
 
     def head_config(self) -> dict:
         return {"type": "glm-cloze", "task": self.task, "max_length": self.max_length, "score_eop": self.score_eop}
 
-    def candidate_scores(self, input_ids, position_ids, block_position_ids, part_a_length, candidate_mask,
-                         labels=None, candidate_ids=None) -> torch.Tensor:
+    def candidate_scores(
+        self,
+        input_ids,
+        position_ids,
+        block_position_ids,
+        part_a_length,
+        candidate_mask,
+        labels=None,
+        candidate_ids=None,
+    ) -> torch.Tensor:
         """Scores (B, C) of a collated `ClozeExamples` batch: rows (B, R, T), R = 1 with
         `candidate_ids` (single-token answers) or R = C with `labels` (one row per candidate)."""
         b, r, t = input_ids.shape
@@ -144,8 +170,9 @@ class GlmClozeModel(PretrainedMixin, nn.Module):
             scores = log_probs.gather(1, candidate_ids)
         else:
             keep = candidate_mask.reshape(b * r)
-            rows = candidate_row_scores(self.glm, *(x[keep] for x in flat), part_a_length.reshape(b * r)[keep],
-                                        labels.reshape(b * r, t)[keep])
+            rows = candidate_row_scores(
+                self.glm, *(x[keep] for x in flat), part_a_length.reshape(b * r)[keep], labels.reshape(b * r, t)[keep]
+            )
             scores = rows.new_zeros(b * r).masked_scatter(keep, rows).view(b, r)
         return scores.masked_fill(~candidate_mask, float("-inf"))
 
@@ -153,17 +180,33 @@ class GlmClozeModel(PretrainedMixin, nn.Module):
         """Scored examples of a batch (those with a gold candidate), as `forward`'s `cls_tokens`."""
         return {"cls": batch["gold"].any(-1).sum()}
 
-    def forward(self, input_ids, position_ids, block_position_ids, part_a_length, candidate_mask, gold,
-                labels=None, candidate_ids=None, **ignored) -> ClozeOutput:
-        scores = self.candidate_scores(input_ids, position_ids, block_position_ids, part_a_length, candidate_mask,
-                                       labels, candidate_ids)
+    def forward(
+        self,
+        input_ids,
+        position_ids,
+        block_position_ids,
+        part_a_length,
+        candidate_mask,
+        gold,
+        labels=None,
+        candidate_ids=None,
+        **ignored,
+    ) -> ClozeOutput:
+        scores = self.candidate_scores(
+            input_ids, position_ids, block_position_ids, part_a_length, candidate_mask, labels, candidate_ids
+        )
         nll, has_gold = cloze_loss(scores, gold)
         count = has_gold.sum()
         wrong = (~gold.gather(1, scores.argmax(-1, keepdim=True)).squeeze(1)) & has_gold
-        metrics = {"cls_nll_sum": nll.sum().detach(), "cls_tokens": count.detach(),
-                   "cls_error_sum": wrong.sum().float(), "cls_error_count": count.detach()}
-        return ClozeOutput(loss=nll.sum() / count.clamp(min=1), metrics=metrics, scores=scores.detach(),
-                           loss_sums={"cls": nll.sum()})
+        metrics = {
+            "cls_nll_sum": nll.sum().detach(),
+            "cls_tokens": count.detach(),
+            "cls_error_sum": wrong.sum().float(),
+            "cls_error_count": count.detach(),
+        }
+        return ClozeOutput(
+            loss=nll.sum() / count.clamp(min=1), metrics=metrics, scores=scores.detach(), loss_sums={"cls": nll.sum()}
+        )
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -177,8 +220,10 @@ def fit_parts(parts: list[tuple[list[int], bool]], budget: int, source: str = ""
         lengths = [len(ids) if shortenable else 0 for ids, shortenable in parts]
         longest = int(np.argmax(lengths))
         if lengths[longest] == 0:
-            raise CtxlmError(f"{source}: the pattern's fixed text and the longest answer do not fit in the "
-                             f"cloze max_length ({excess} tokens too many)")
+            raise CtxlmError(
+                f"{source}: the pattern's fixed text and the longest answer do not fit in the "
+                f"cloze max_length ({excess} tokens too many)"
+            )
         cut = min(excess, max(1, lengths[longest] - sorted(lengths)[-2]))
         parts[longest] = (parts[longest][0][:-cut], True)
         excess -= cut
@@ -196,8 +241,16 @@ class ClozeExamples:
     pattern parts are cut (`fit_parts`) to leave room for [CLS], [eos] and the longest Part B.
     """
 
-    def __init__(self, examples: Sequence[ClozeExample], tokenizer, config: GlmConfig, max_length: int, *,
-                 single_token: bool | None = None, score_eop: bool = False):
+    def __init__(
+        self,
+        examples: Sequence[ClozeExample],
+        tokenizer,
+        config: GlmConfig,
+        max_length: int,
+        *,
+        single_token: bool | None = None,
+        score_eop: bool = False,
+    ):
         self.examples, self.tok, self.score_eop = list(examples), glm_tokens(config), score_eop
         self.pad = config.pad_token_id
         candidates = [[tokenizer.encode(" " + c) for c in e.candidates] for e in self.examples]
@@ -205,15 +258,18 @@ class ClozeExamples:
             if not ids or any(len(c) == 0 for c in ids):
                 raise CtxlmError(f"{e.source}: a candidate answer of {e.candidates} has no tokens")
         if single_token is None:
-            single_token = all(e.candidate_labels is not None for e in self.examples) and \
-                all(len(c) == 1 for ids in candidates for c in ids)
+            single_token = all(e.candidate_labels is not None for e in self.examples) and all(
+                len(c) == 1 for ids in candidates for c in ids
+            )
         self.single_token = single_token
         self.candidates = candidates
         self.contexts = []
         for e, ids in zip(self.examples, candidates):
             part_b = 1 if single_token else max(map(len, ids)) + int(score_eop)  # [sop] c1..c(k-1) (+ ck)
-            parts = [([self.tok.mask] if text == MASK else tokenizer.encode(text), shortenable)
-                     for text, shortenable in e.parts]
+            parts = [
+                ([self.tok.mask] if text == MASK else tokenizer.encode(text), shortenable)
+                for text, shortenable in e.parts
+            ]
             self.contexts.append(fit_parts(parts, max_length - 2 - part_b, e.source))  # [CLS], [eos]
 
     def __len__(self) -> int:
@@ -236,7 +292,7 @@ class ClozeExamples:
             fill = -100 if key == "labels" else self.pad
             out[key] = np.full((len(rows), width), fill, dtype=np.int64)
             for i, row in enumerate(rows):
-                out[key][i, :len(row[key])] = row[key]
+                out[key][i, : len(row[key])] = row[key]
         out["part_a_length"] = np.array([int(row["part_a_length"]) for row in rows], dtype=np.int64)
         return out
 
@@ -252,7 +308,7 @@ def predict_cloze(model: GlmClozeModel, examples: ClozeExamples, *, batch_size: 
         items = [examples.example(i) for i in range(start, min(len(examples), start + batch_size))]
         batch = {k: v.to(device) for k, v in collate(items, examples.pad).items()}
         scores = model.candidate_scores(**{k: v for k, v in batch.items() if k != "gold"}).float().cpu().numpy()
-        out.extend(row[:len(item["gold"])] for row, item in zip(scores, items))
+        out.extend(row[: len(item["gold"])] for row, item in zip(scores, items))
     model.train(was_training)
     return out
 
@@ -266,9 +322,18 @@ def _as_cloze_model(model, source) -> GlmClozeModel:
     raise CtxlmError(f"{source}: cloze tasks need a GLM model directory, got a {type(model).__name__}")
 
 
-def evaluate_cloze(model_dir: str | Path, dataset: str | None, data_dir: str | Path, split: str = "dev32", *,
-                   batch_size: int = 8, limit: int | None = None, max_length: int | None = None,
-                   device: str | torch.device | None = "auto", bf16: bool = False) -> dict:
+def evaluate_cloze(
+    model_dir: str | Path,
+    dataset: str | None,
+    data_dir: str | Path,
+    split: str = "dev32",
+    *,
+    batch_size: int = 8,
+    limit: int | None = None,
+    max_length: int | None = None,
+    device: str | torch.device | None = "auto",
+    bf16: bool = False,
+) -> dict:
     """SuperGLUE metrics (×100) of a model directory on one split (its first `limit` rows, when
     given): accuracy for every task, CB's macro-F1 (`f1`), MultiRC's `f1a` and `em`, ReCoRD's `f1`
     and `em`. A plain GLM directory is scored zero-shot; a model fine-tuned on another task (its
@@ -281,15 +346,19 @@ def evaluate_cloze(model_dir: str | Path, dataset: str | None, data_dir: str | P
     model = for_inference(_as_cloze_model(model, model_dir), device, bf16)
     if dataset is None:  # the task it was fine-tuned on, as classify's default
         if model.task is None:
-            raise CtxlmError(f"{model_dir}: a GLM without a cloze task in head.json (not fine-tuned with "
-                             "--task cloze); give --dataset superglue/<Task>")
+            raise CtxlmError(
+                f"{model_dir}: a GLM without a cloze task in head.json (not fine-tuned with "
+                "--task cloze); give --dataset superglue/<Task>"
+            )
         dataset = model.task
     if model.task is not None and model.task != task_name(dataset):
         warnings.warn(f"{model_dir}: fine-tuned on superglue/{model.task}, scored on superglue/{task_name(dataset)}")
     max_length = max_length or model.max_length
     if max_length > model.config.max_position_embeddings:
-        raise CtxlmError(f"--max-length {max_length} exceeds the model's max_position_embeddings "
-                         f"{model.config.max_position_embeddings}")
+        raise CtxlmError(
+            f"--max-length {max_length} exceeds the model's max_position_embeddings "
+            f"{model.config.max_position_embeddings}"
+        )
     rows = load_superglue(dataset, data_dir, split)[:limit]
     examples = ClozeExamples(rows, tokenizer, model.config, max_length, score_eop=model.score_eop)
     predicted = [int(np.argmax(s)) for s in predict_cloze(model, examples, batch_size=batch_size)]
@@ -301,10 +370,19 @@ def percent(metrics: dict[str, float]) -> dict[str, float]:
     return {k: 100 * v for k, v in metrics.items()}
 
 
-def finetune_cloze(init: str | Path | None, data: TaskData, out_dir: str | Path, train_config: TrainConfig, *,
-                   max_length: int | None = None, score_eop: bool = False, epochs: int | None = None,
-                   train_split: str = "train", run: RunOptions = RunOptions(),
-                   scratch: ScratchModel = ScratchModel()) -> TrainResult:
+def finetune_cloze(
+    init: str | Path | None,
+    data: TaskData,
+    out_dir: str | Path,
+    train_config: TrainConfig,
+    *,
+    max_length: int | None = None,
+    score_eop: bool = False,
+    epochs: int | None = None,
+    train_split: str = "train",
+    run: RunOptions = RunOptions(),
+    scratch: ScratchModel = ScratchModel(),
+) -> TrainResult:
     """Fine-tune a GLM on a SuperGLUE task as cloze questions with the one training loop.
 
     `init` is a GLM (or GLM cloze) model directory; or pass `scratch` (a model config and a tokenizer)
@@ -322,11 +400,17 @@ def finetune_cloze(init: str | Path | None, data: TaskData, out_dir: str | Path,
     task = task_name(data.dataset)
     model, tokenizer = starting_model(out_dir, run.resume, init, scratch.config, scratch.tokenizer)
     model = _as_cloze_model(model, init or out_dir)
-    model = GlmClozeModel(model.glm, task=task, max_length=max_length or model.max_length,
-                          score_eop=score_eop or model.score_eop)
+    model = GlmClozeModel(
+        model.glm, task=task, max_length=max_length or model.max_length, score_eop=score_eop or model.score_eop
+    )
 
-    make = lambda rows: ClozeExamples(rows, tokenizer, model.config, model.max_length,  # noqa: E731
-                                      score_eop=model.score_eop)
+    make = lambda rows: ClozeExamples(  # noqa: E731
+        rows,
+        tokenizer,
+        model.config,
+        model.max_length,
+        score_eop=model.score_eop,
+    )
     train_examples = make(load_superglue(task, data_dir, train_split, seed=train_config.seed))
     dev_rows = None
     if superglue_file(task, data_dir, dev_split).is_file():
@@ -342,15 +426,26 @@ def finetune_cloze(init: str | Path | None, data: TaskData, out_dir: str | Path,
         valid_examples = train_examples  # no dev file: select on the training loss
         if cfg.select_metric is None:
             cfg = dataclasses.replace(cfg, select_metric="valid/cls_loss")
-    run_info = {"task": f"cloze/{task}", "init": str(init) if init else None, "data_dir": str(data_dir),
-                "train_examples": len(train_examples), "single_token": train_examples.single_token,
-                "head": model.head_config()}
-    result = train(model, TrainingInputs(train_examples, tokenizer.pad_id, valid_examples), cfg, out_dir,
-                   tokenizer=tokenizer, run_info=run_info, run=run)
+    run_info = {
+        "task": f"cloze/{task}",
+        "init": str(init) if init else None,
+        "data_dir": str(data_dir),
+        "train_examples": len(train_examples),
+        "single_token": train_examples.single_token,
+        "head": model.head_config(),
+    }
+    result = train(
+        model,
+        TrainingInputs(train_examples, tokenizer.pad_id, valid_examples),
+        cfg,
+        out_dir,
+        tokenizer=tokenizer,
+        run_info=run_info,
+        run=run,
+    )
     if dev_rows is not None:
         predicted = [int(np.argmax(s)) for s in predict_cloze(model, valid_examples, batch_size=cfg.batch_size)]
         scores = {"examples": len(dev_rows), **percent(task_metrics(dev_rows, predicted))}
         (out_dir / f"eval_{dev_split}.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
-        result.final_metrics.update({f"{dev_split}/{k}": v for k, v in scores.items()
-                                     if isinstance(v, float)})
+        result.final_metrics.update({f"{dev_split}/{k}": v for k, v in scores.items() if isinstance(v, float)})
     return result

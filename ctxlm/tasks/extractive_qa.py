@@ -65,8 +65,10 @@ class QaSettings:
         if min(self.doc_stride, self.max_query_length, self.max_answer_length) < 1:
             raise CtxlmError("doc_stride, max_query_length and max_answer_length must be positive")
         if self.max_length - self.max_query_length - 3 < 1:
-            raise CtxlmError(f"max_length {self.max_length} leaves no room for the passage next to a "
-                             f"{self.max_query_length}-token question and 3 special tokens")
+            raise CtxlmError(
+                f"max_length {self.max_length} leaves no room for the passage next to a "
+                f"{self.max_query_length}-token question and 3 special tokens"
+            )
 
 
 # ------------------------------------------------------------------------------ SQuAD 1.1 JSON
@@ -130,9 +132,10 @@ def read_squad(path: str | Path) -> list[SquadQuestion]:
                     start = _field(answer, "answer_start", int, path, at_a)
                     if not text.strip():
                         raise CtxlmError(f"{path}: {at_a}.text is empty (id {qid})")
-                    if start < 0 or context[start:start + len(text)] != text:
-                        raise CtxlmError(f"{path}: {at_a}.answer_start {start} does not point at {text!r} in "
-                                         f"the context (id {qid})")
+                    if start < 0 or context[start : start + len(text)] != text:
+                        raise CtxlmError(
+                            f"{path}: {at_a}.answer_start {start} does not point at {text!r} in the context (id {qid})"
+                        )
                     spans.append((text, start))
                 questions.append(SquadQuestion(qid, question, context, tuple(spans)))
     if not questions:
@@ -167,15 +170,24 @@ class QaFeatures:
     dropped all its characters): `skipped` counts those questions, and with `training` they get no
     windows (BERT skips them too; all their windows would point at [SOS])."""
 
-    def __init__(self, cfg: UnilmConfig, tokenizer: TextTokenizer, questions: Sequence[SquadQuestion],
-                 settings: QaSettings = QaSettings(), training: bool = False):
+    def __init__(
+        self,
+        cfg: UnilmConfig,
+        tokenizer: TextTokenizer,
+        questions: Sequence[SquadQuestion],
+        settings: QaSettings = QaSettings(),
+        training: bool = False,
+    ):
         self.tok, self.questions, self.settings = tokens_of(cfg), list(questions), settings
-        self.question_ids = [ids[:settings.max_query_length]
-                             for ids in tokenizer.encode_batch([q.question for q in self.questions])]
+        self.question_ids = [
+            ids[: settings.max_query_length] for ids in tokenizer.encode_batch([q.question for q in self.questions])
+        ]
         contexts = list(dict.fromkeys(q.context for q in self.questions))
         encodings = tokenizer.backend.encode_batch(contexts, add_special_tokens=False)
-        passages = {c: (np.asarray(e.ids, np.int64), np.asarray(e.offsets, np.int64).reshape(-1, 2))
-                    for c, e in zip(contexts, encodings)}
+        passages = {
+            c: (np.asarray(e.ids, np.int64), np.asarray(e.offsets, np.int64).reshape(-1, 2))
+            for c, e in zip(contexts, encodings)
+        }
         self.passages = [passages[q.context] for q in self.questions]
         self.answer_tokens, rows, self.first_window = [], [], []
         for index, question in enumerate(self.questions):
@@ -213,7 +225,7 @@ class QaFeatures:
         n, passage_at = len(ids), len(question) + 2
         answer_mask = np.zeros(n, dtype=bool)
         answer_mask[0] = True  # [SOS]: the label of windows without the answer
-        answer_mask[passage_at:passage_at + len(passage)] = True
+        answer_mask[passage_at : passage_at + len(passage)] = True
         return {
             "input_ids": ids,
             "position_ids": np.arange(n, dtype=np.int64),
@@ -240,11 +252,15 @@ class QaFeatures:
     def span_text(self, question: int, first: int, last: int) -> str:
         """The original context between passage tokens `first` and `last` (inclusive)."""
         offsets = self.passages[question][1]
-        return self.questions[question].context[offsets[first, 0]:offsets[last, 1]]
+        return self.questions[question].context[offsets[first, 0] : offsets[last, 1]]
 
 
-def best_spans(features: QaFeatures, start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray],
-               max_answer_length: int | None = None) -> dict[str, str]:
+def best_spans(
+    features: QaFeatures,
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    max_answer_length: int | None = None,
+) -> dict[str, str]:
     """Question id → predicted answer text, from each feature's start / end scores over its input."""
     limit = max_answer_length or features.settings.max_answer_length
     best: dict[int, tuple[float, int, int]] = {}
@@ -254,8 +270,8 @@ def best_spans(features: QaFeatures, start_logits: Sequence[np.ndarray], end_log
         n = int(we - ws)
         if n == 0:  # a passage of no tokens
             continue
-        starts = np.asarray(start_logits[f], np.float64)[at:at + n]
-        ends = np.asarray(end_logits[f], np.float64)[at:at + n]
+        starts = np.asarray(start_logits[f], np.float64)[at : at + n]
+        ends = np.asarray(end_logits[f], np.float64)[at : at + n]
         i, j = np.indices((n, n))
         allowed = (j >= i) & (j - i < limit) & (owners[int(q)][ws:we] == f)[:, None]
         scores = np.where(allowed, starts[:, None] + ends[None, :], -np.inf)
@@ -263,8 +279,10 @@ def best_spans(features: QaFeatures, start_logits: Sequence[np.ndarray], end_log
         score = float(scores.flat[flat])
         if score > best.get(int(q), (-np.inf,))[0]:
             best[int(q)] = (score, int(ws) + flat // n, int(ws) + flat % n)
-    return {question.id: features.span_text(q, *best[q][1:]) if q in best else ""
-            for q, question in enumerate(features.questions)}
+    return {
+        question.id: features.span_text(q, *best[q][1:]) if q in best else ""
+        for q, question in enumerate(features.questions)
+    }
 
 
 @torch.no_grad()
@@ -334,9 +352,9 @@ def finetune_squad(
     if settings.max_length > backbone.config.max_position_embeddings:
         settings = dataclasses.replace(settings, max_length=backbone.config.max_position_embeddings)
 
-    train_questions = read_squad(train_file)[:data.train_limit]
+    train_questions = read_squad(train_file)[: data.train_limit]
     train_features = QaFeatures(backbone.config, tokenizer, train_questions, settings, training=True)
-    valid_questions = read_squad(valid_file)[:data.valid_limit] if valid_file is not None else []
+    valid_questions = read_squad(valid_file)[: data.valid_limit] if valid_file is not None else []
     valid_features = QaFeatures(backbone.config, tokenizer, valid_questions, settings) if valid_questions else None
     cfg = train_config or squad_train_config(len(train_features), len(valid_features or ()), train_overrides)
     if train_config is not None and train_overrides:
@@ -344,13 +362,26 @@ def finetune_squad(
 
     torch.manual_seed(cfg.seed)  # the head's initialization
     model = UnilmQuestionAnswering(backbone)
-    run_info = {"task": "squad", "init": str(init) if init else None, "train_file": str(train_file),
-                "valid_file": str(valid_file) if valid_file else None, "settings": dataclasses.asdict(settings),
-                "train_questions": len(train_questions), "train_windows": len(train_features),
-                "train_unmappable_answers": train_features.skipped}
-    result = train(model, TrainingInputs(train_features, tokenizer.pad_id, valid_features), cfg, out_dir,
-                   tokenizer=tokenizer, run_info=run_info, side_files={SETTINGS_FILE: dataclasses.asdict(settings)},
-                   run=run)
+    run_info = {
+        "task": "squad",
+        "init": str(init) if init else None,
+        "train_file": str(train_file),
+        "valid_file": str(valid_file) if valid_file else None,
+        "settings": dataclasses.asdict(settings),
+        "train_questions": len(train_questions),
+        "train_windows": len(train_features),
+        "train_unmappable_answers": train_features.skipped,
+    }
+    result = train(
+        model,
+        TrainingInputs(train_features, tokenizer.pad_id, valid_features),
+        cfg,
+        out_dir,
+        tokenizer=tokenizer,
+        run_info=run_info,
+        side_files={SETTINGS_FILE: dataclasses.asdict(settings)},
+        run=run,
+    )
     if valid_features is not None and distributed_context()[0] == 0:
         scores = squad_scores(predict_answers(model, valid_features, cfg.batch_size), valid_questions)
         (out_dir / "eval_dev.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
@@ -368,9 +399,17 @@ def load_settings(model_dir: str | Path) -> QaSettings:
         raise CtxlmError(f"{path}: invalid QA settings ({error})") from None
 
 
-def evaluate_squad(model_dir: str | Path, file: str | Path, *, batch_size: int = 32, limit: int | None = None,
-                   max_answer_length: int | None = None, predictions_out: str | Path | None = None,
-                   device: str | torch.device | None = "auto", bf16: bool = False) -> dict[str, float]:
+def evaluate_squad(
+    model_dir: str | Path,
+    file: str | Path,
+    *,
+    batch_size: int = 32,
+    limit: int | None = None,
+    max_answer_length: int | None = None,
+    predictions_out: str | Path | None = None,
+    device: str | torch.device | None = "auto",
+    bf16: bool = False,
+) -> dict[str, float]:
     """SQuAD v1.1 exact match and F1 (×100) of a fine-tuned QA model directory on a SQuAD 1.1 JSON
     file (its first `limit` questions). `predictions_out` gets {question id: answer} as JSON (the
     official script's prediction file). `device` and `bf16`: see `ctxlm.device`.
@@ -382,8 +421,9 @@ def evaluate_squad(model_dir: str | Path, file: str | Path, *, batch_size: int =
     model, tokenizer = load_model_dir(model_dir, device=device)
     model = for_inference(model, device, bf16)
     if not isinstance(model, UnilmQuestionAnswering):
-        raise CtxlmError(f"{model_dir}: not an extractive QA model (no unilm-qa head.json); fine-tune one with "
-                         f"--task squad")
+        raise CtxlmError(
+            f"{model_dir}: not an extractive QA model (no unilm-qa head.json); fine-tune one with --task squad"
+        )
     if tokenizer is None:
         raise CtxlmError(f"{model_dir}: the model directory has no tokenizer.json")
     settings = load_settings(model_dir)
@@ -392,7 +432,5 @@ def evaluate_squad(model_dir: str | Path, file: str | Path, *, batch_size: int =
     questions = read_squad(file)[:limit]
     predictions = predict_answers(model, QaFeatures(model.config, tokenizer, questions, settings), batch_size)
     if predictions_out is not None:
-        Path(predictions_out).write_text(json.dumps(predictions, indent=1, ensure_ascii=False) + "\n",
-                                         encoding="utf-8")
+        Path(predictions_out).write_text(json.dumps(predictions, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return squad_scores(predictions, questions)
-

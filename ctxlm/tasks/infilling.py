@@ -41,8 +41,17 @@ from ..generation import generate
 from ..models.glm import GlmModel, glm_tokens
 from ..objectives.glm import GlmTokens, build_infilling_prompt, part_b_block
 
-__all__ = ["infill", "merge_infilled", "encode_with_blanks", "fill_words", "infill_texts", "mask_words", "infill_bleu",
-           "evaluate_infilling", "BLANK"]
+__all__ = [
+    "infill",
+    "merge_infilled",
+    "encode_with_blanks",
+    "fill_words",
+    "infill_texts",
+    "mask_words",
+    "infill_bleu",
+    "evaluate_infilling",
+    "BLANK",
+]
 
 BLANK = "[MASK]"
 _BLANK_RE = re.compile(r"(\[MASK\]|\[sMASK\]|\[gMASK\])")
@@ -50,9 +59,17 @@ _BLANK_RE = re.compile(r"(\[MASK\]|\[sMASK\]|\[gMASK\])")
 
 # ---------------------------------------------------------------------------------------- decoding
 @torch.no_grad()
-def infill(model: GlmModel, ids_with_blanks: Sequence[int], cfg: GenerationConfig | None = None, *,
-           tok: GlmTokens | None = None, add_cls: bool = True, add_eos: bool = True,
-           max_tokens: Sequence[int] | None = None, continuation: torch.Tensor | None = None) -> list[list[int]]:
+def infill(
+    model: GlmModel,
+    ids_with_blanks: Sequence[int],
+    cfg: GenerationConfig | None = None,
+    *,
+    tok: GlmTokens | None = None,
+    add_cls: bool = True,
+    add_eos: bool = True,
+    max_tokens: Sequence[int] | None = None,
+    continuation: torch.Tensor | None = None,
+) -> list[list[int]]:
     """Fill every blank ([MASK], [sMASK] or [gMASK]) of one text, left to right (GLM §3.3).
 
     Part A is `[CLS] text [eos]` (`build_infilling_prompt`). Each blank is generated as its own Part B
@@ -66,8 +83,10 @@ def infill(model: GlmModel, ids_with_blanks: Sequence[int], cfg: GenerationConfi
     cfg = cfg or GenerationConfig()
     prompt = build_infilling_prompt(ids_with_blanks, tok, add_cls=add_cls, add_eos=add_eos)
     if len(prompt["input_ids"]) > model.config.max_position_embeddings:
-        raise CtxlmError(f"{len(prompt['input_ids'])} tokens with its special tokens, more than the model's "
-                         f"{model.config.max_position_embeddings} positions; shorten the text")
+        raise CtxlmError(
+            f"{len(prompt['input_ids'])} tokens with its special tokens, more than the model's "
+            f"{model.config.max_position_embeddings} positions; shorten the text"
+        )
     device = next(model.parameters()).device
     input_ids = torch.as_tensor(prompt["input_ids"], device=device)[None]
     blocks: list[dict[str, np.ndarray]] = []
@@ -78,10 +97,13 @@ def infill(model: GlmModel, ids_with_blanks: Sequence[int], cfg: GenerationConfi
             blank_cfg = dataclasses.replace(cfg, max_new_tokens=max_tokens[number] + 1)
         part_b = None
         if blocks:
-            part_b = {k: np.concatenate([blk[k] for blk in blocks])
-                      for k in ("input_ids", "position_ids", "block_position_ids")}
-        fill = generate(model, input_ids, None, blank_cfg, continuation=continuation, mask_positions=[mask_position],
-                        part_b=part_b).tokens[0]
+            part_b = {
+                k: np.concatenate([blk[k] for blk in blocks])
+                for k in ("input_ids", "position_ids", "block_position_ids")
+            }
+        fill = generate(
+            model, input_ids, None, blank_cfg, continuation=continuation, mask_positions=[mask_position], part_b=part_b
+        ).tokens[0]
         if fill and fill[-1] == tok.eop:
             fill = fill[:-1]
         fills.append(fill)
@@ -123,9 +145,14 @@ def encode_with_blanks(tokenizer, text: str, tok: GlmTokens, *, unk_marker: str 
     return ids
 
 
-_CONTRACTIONS = [(re.compile(r"n ' t\b"), "n't"), (re.compile(r"' (s|m|re|ll|ve|d)\b"), r"'\1"),
-                 (re.compile(r"` `"), "``"), (re.compile(r"' '"), "''"), (re.compile(r"\. \. \."), "..."),
-                 (re.compile(r"- -"), "--")]
+_CONTRACTIONS = [
+    (re.compile(r"n ' t\b"), "n't"),
+    (re.compile(r"' (s|m|re|ll|ve|d)\b"), r"'\1"),
+    (re.compile(r"` `"), "``"),
+    (re.compile(r"' '"), "''"),
+    (re.compile(r"\. \. \."), "..."),
+    (re.compile(r"- -"), "--"),
+]
 
 
 def fill_words(tokenizer, ids: Sequence[int], *, unk_marker: str = "[UNK]") -> str:
@@ -133,8 +160,11 @@ def fill_words(tokenizer, ids: Sequence[int], *, unk_marker: str = "[UNK]") -> s
     special tokens dropped, [UNK] written `unk_marker`, WordPieces ("##") joined, contractions
     rejoined. Tokenizers without "##" pieces fall back to `tokenizer.decode`."""
     special = set(int(i) for i in tokenizer.special_ids) - {tokenizer.unk_id}
-    pieces = [unk_marker if int(i) == tokenizer.unk_id else tokenizer.id_to_token(int(i))
-              for i in ids if int(i) not in special]
+    pieces = [
+        unk_marker if int(i) == tokenizer.unk_id else tokenizer.id_to_token(int(i))
+        for i in ids
+        if int(i) not in special
+    ]
     if type(tokenizer.backend.model).__name__ != "WordPiece":
         return " ".join(tokenizer.decode([i for i in ids if int(i) not in special]).split())
     words: list[str] = []
@@ -173,8 +203,14 @@ def _generation(model_dir, cfg: GenerationConfig | None) -> GenerationConfig:
     return cfg or load_generation_config(resolve_model_dir(model_dir)) or GenerationConfig()
 
 
-def infill_texts(model_dir: str | Path, texts: Sequence[str], generation_config: GenerationConfig | None = None, *,
-                 device: str | torch.device | None = "auto", bf16: bool = False) -> list[str]:
+def infill_texts(
+    model_dir: str | Path,
+    texts: Sequence[str],
+    generation_config: GenerationConfig | None = None,
+    *,
+    device: str | torch.device | None = "auto",
+    bf16: bool = False,
+) -> list[str]:
     """Fill the blanks (`[MASK]`, `[sMASK]`, `[gMASK]`) of each text: `ctxlm infill`. The text outside
     the blanks is kept as typed; each blank becomes its decoded fill. Decoding defaults to the
     model's `generation.json`, else `GenerationConfig()`. `device` and `bf16`: see `ctxlm.device`.
@@ -191,8 +227,13 @@ def infill_texts(model_dir: str | Path, texts: Sequence[str], generation_config:
         if len(pieces) == 1:
             raise CtxlmError(f"text {number}: no [MASK] (or [sMASK] / [gMASK]) blank to fill: {text[:60]!r}")
         try:
-            fills = infill(model, encode_with_blanks(tokenizer, text, tok), cfg, tok=tok,
-                           continuation=word_pieces(tokenizer, model))
+            fills = infill(
+                model,
+                encode_with_blanks(tokenizer, text, tok),
+                cfg,
+                tok=tok,
+                continuation=word_pieces(tokenizer, model),
+            )
         except CtxlmError as error:
             raise CtxlmError(f"text {number}: {error}") from None
         decoded = iter(tokenizer.decode(fill) for fill in fills)
@@ -232,11 +273,19 @@ def infill_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize="none", force=True).score)
 
 
-def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: float, seed: int = 0,
-                       limit: int | None = None, generation_config: GenerationConfig | None = None,
-                       device: str | torch.device | None = "auto", bf16: bool = False,
-                       output: str | Path | None = None,
-                       progress: bool = False) -> dict:
+def evaluate_infilling(
+    model_dir: str | Path,
+    path: str | Path,
+    *,
+    mask_ratio: float,
+    seed: int = 0,
+    limit: int | None = None,
+    generation_config: GenerationConfig | None = None,
+    device: str | torch.device | None = "auto",
+    bf16: bool = False,
+    output: str | Path | None = None,
+    progress: bool = False,
+) -> dict:
     """BLEU of a model's fills on a file of tokenized sentences (one a line; e.g. Yahoo Answers'
     `valid.txt`), masked with `mask_words` at `mask_ratio`. Line i's mask is drawn from
     `numpy.random.default_rng([seed, i])`, so a run is deterministic for a seed and `limit` (the
@@ -279,8 +328,10 @@ def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: f
                 raise CtxlmError(f"{where(path, number)}: the text holds a blank token of its own")
             lengths = [len(encode_with_blanks(tokenizer, " ".join(span), tok, unk_marker="_UNK")) for span in spans]
             try:
-                fills = iter(fill_words(tokenizer, fill, unk_marker="_UNK")
-                             for fill in infill(model, ids, cfg, tok=tok, max_tokens=lengths, continuation=pieces))
+                fills = iter(
+                    fill_words(tokenizer, fill, unk_marker="_UNK")
+                    for fill in infill(model, ids, cfg, tok=tok, max_tokens=lengths, continuation=pieces)
+                )
             except CtxlmError as error:
                 raise CtxlmError(f"{where(path, number)}: {error}") from None
             filled = [next(fills) if word == BLANK else word for word in masked]
@@ -290,9 +341,16 @@ def evaluate_infilling(model_dir: str | Path, path: str | Path, *, mask_ratio: f
         masked_words += sum(map(len, spans))
         words_total += len(words)
         if output is not None:
-            records.append({"line": number, "masked": " ".join(masked), "prediction": hypotheses[-1],
-                            "reference": references[-1]})
+            records.append(
+                {"line": number, "masked": " ".join(masked), "prediction": hypotheses[-1], "reference": references[-1]}
+            )
     if output is not None:
         Path(output).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return {"bleu": infill_bleu(hypotheses, references), "lines": len(references), "blanks": blanks,
-            "masked_words": masked_words, "words": words_total, "mask_ratio": mask_ratio}
+    return {
+        "bleu": infill_bleu(hypotheses, references),
+        "lines": len(references),
+        "blanks": blanks,
+        "masked_words": masked_words,
+        "words": words_total,
+        "mask_ratio": mask_ratio,
+    }

@@ -32,8 +32,9 @@ from . import RunOptions, ScratchModel
 class PairExamples:
     """Tokenized (source, target) pairs as training examples for a model family."""
 
-    def __init__(self, model_config, sources: list[list[int]], targets: list[list[int]], max_source: int,
-                 max_target: int):
+    def __init__(
+        self, model_config, sources: list[list[int]], targets: list[list[int]], max_source: int, max_target: int
+    ):
         self.config, self.sources, self.targets = model_config, sources, targets
         self.max_source, self.max_target = max_source, max_target
 
@@ -73,23 +74,32 @@ def truncation_counts(examples: PairExamples) -> dict[str, int]:
     sources longer than the source limit − 2 (two special tokens), targets longer than the target
     limit − 1 (the end token; a cut target keeps the limit's tokens and no end token)."""
     limits = [examples.limits(i) for i in range(len(examples))]
-    return {"examples": len(examples),
-            "sources_cut": sum(len(s) > m - 2 for s, (m, _) in zip(examples.sources, limits)),
-            "targets_cut": sum(len(t) >= m for t, (_, m) in zip(examples.targets, limits))}
+    return {
+        "examples": len(examples),
+        "sources_cut": sum(len(s) > m - 2 for s, (m, _) in zip(examples.sources, limits)),
+        "targets_cut": sum(len(t) >= m for t, (_, m) in zip(examples.targets, limits)),
+    }
 
 
 def report_truncation(name: str, counts: dict[str, int], recipe: FinetuneConfig) -> None:
     """One warning line when the limits cut anything (the counts also go to run.json)."""
     if counts["sources_cut"] or counts["targets_cut"]:
-        warnings.warn(f"{name}: {counts['sources_cut']:,} of {counts['examples']:,} sources cut to "
-                      f"max_source_tokens {recipe.max_source_tokens} (GLM, UniLMv2: or what the target's positions "
-                      f"leave), {counts['targets_cut']:,} targets cut to "
-                      f"max_target_tokens {recipe.max_target_tokens} (counts in run.json under 'truncated')",
-                      stacklevel=2)
+        warnings.warn(
+            f"{name}: {counts['sources_cut']:,} of {counts['examples']:,} sources cut to "
+            f"max_source_tokens {recipe.max_source_tokens} (GLM, UniLMv2: or what the target's positions "
+            f"leave), {counts['targets_cut']:,} targets cut to "
+            f"max_target_tokens {recipe.max_target_tokens} (counts in run.json under 'truncated')",
+            stacklevel=2,
+        )
 
 
-def starting_model(out_dir: str | Path, resume: bool, init: str | Path | None, model_config=None,
-                   tokenizer: TextTokenizer | str | Path | None = None):
+def starting_model(
+    out_dir: str | Path,
+    resume: bool,
+    init: str | Path | None,
+    model_config=None,
+    tokenizer: TextTokenizer | str | Path | None = None,
+):
     """(model, tokenizer) a fine-tuning run starts from: its newest checkpoint when resuming (the
     training loop then loads the weights), else the `init` model directory, else a new
     `model_config` model sized for `tokenizer` (training from scratch, the "− pre-training" row)."""
@@ -139,21 +149,43 @@ def finetune(
     if valid_examples is None and train_config.select_metric is not None:
         train_config = dataclasses.replace(train_config, select_metric=None, early_stopping_patience=0)
     loss_options = {"label_smoothing": train_config.label_smoothing} if train_config.label_smoothing else {}
-    run_info = {"task": recipe.task, "init": str(init) if init else None, "train_file": str(train_path),
-                "valid_file": str(valid_path) if valid_path else None, "train_examples": len(train_examples),
-                "recipe": dataclasses.asdict(recipe), "truncated": {}}
+    run_info = {
+        "task": recipe.task,
+        "init": str(init) if init else None,
+        "train_file": str(train_path),
+        "valid_file": str(valid_path) if valid_path else None,
+        "train_examples": len(train_examples),
+        "recipe": dataclasses.asdict(recipe),
+        "truncated": {},
+    }
     for name, examples in (("train", train_examples), ("valid", valid_examples)):
         if examples is not None:
             run_info["truncated"][name] = truncation_counts(examples)
             report_truncation(name, run_info["truncated"][name], recipe)
     inputs = TrainingInputs(train_examples, tokenizer.pad_id, valid_examples, loss_options)
-    return train(model, inputs, train_config, out_dir, tokenizer=tokenizer, run_info=run_info,
-                 side_files={GENERATION_FILE: dataclasses.asdict(recipe.decoding)}, run=run)
+    return train(
+        model,
+        inputs,
+        train_config,
+        out_dir,
+        tokenizer=tokenizer,
+        run_info=run_info,
+        side_files={GENERATION_FILE: dataclasses.asdict(recipe.decoding)},
+        run=run,
+    )
 
 
-def decode_pairs(model_dir: str | Path, pairs: Sequence[Pair], decoding: GenerationConfig | None = None,
-                 *, max_source_tokens: int | None = None, batch_size: int = 16, progress: bool = False,
-                 device: str | torch.device | None = "auto", bf16: bool = False) -> list[str]:
+def decode_pairs(
+    model_dir: str | Path,
+    pairs: Sequence[Pair],
+    decoding: GenerationConfig | None = None,
+    *,
+    max_source_tokens: int | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+    device: str | torch.device | None = "auto",
+    bf16: bool = False,
+) -> list[str]:
     """Predictions for the sources of `pairs` (decoding defaults to the model's generation.json)."""
     predictor = Seq2SeqPredictor.load(model_dir, device, bf16=bf16, max_source_tokens=max_source_tokens)
     return predictor.generate([p.source for p in pairs], decoding, batch_size=batch_size, progress=progress)
