@@ -373,7 +373,6 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     from .families import FAMILIES, NAMED_CONFIGS, OBJECTIVES, REFERENCE_FAMILY
     from .tasks import ScratchModel, finetunable
 
-    named_palm = ", ".join(name for name, values in NAMED_CONFIGS.items() if values["family"] == REFERENCE_FAMILY)
     parser = _Parser(
         prog="ctxlm", description="The `ctxlm` command line. Each verb parses its flags and calls one public function."
     )
@@ -526,31 +525,24 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
         ["path"],
         options={"path": dict(option="--tokenizer", dest="tokenizer", required=True)},
     )
-    p.add_argument(
-        "--task",
-        required=True,
-        help="the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML; or "
-        "an NLU task: cloze (GLM variants, FewGLUE), classify (UniLMv2 variants), or a YAML of their "
-        "options with task: and train: (as finetune's --recipe)",
+    add_signature_flags(
+        p, "ctxlm.compare:compare", ["recipe"], options={"recipe": dict(option="--task", dest="task", required=True)}
     )
     _add_task_data_flags(p, "train", "valid")
     _add_task_data_flags(p, "ref", options={"ref": dict(option="--eval", dest="eval")})
     add_field_flags(p, COMPARISON, ["objectives"])
-    p.add_argument(
-        "--config",
-        default="palm-tiny",
-        help=f"the PALM model and pre-training config (named: "
-        f"{named_palm}; or YAML); GLM and UniLMv2 are sized to its parameter count",
-    )
+    palm_configs = [name for name, values in NAMED_CONFIGS.items() if values["family"] == REFERENCE_FAMILY]
+    add_signature_flags(p, "ctxlm.compare:compare", ["config"], options={"config": dict(known=palm_configs)})
     budget = p.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--budget-minutes", type=float, help="pre-training wall time per objective")
-    budget.add_argument("--budget-tokens", type=int, help="pre-training tokens per objective")
-    budget.add_argument(
-        "--budget-flops",
-        type=_flops_budget,
-        help="pre-training FLOPs per objective (matmuls and attention, forward and backward, as "
-        "benchmarks count them): a number, or VARIANT:TOKENS, the FLOPs that variant trains on "
-        "that many tokens (e.g. palm:4000000)",
+    add_field_flags(
+        budget,
+        "ctxlm.compare:Budget",
+        ["minutes", "tokens", "flops"],
+        options={
+            "minutes": dict(option="--budget-minutes", dest="budget_minutes", type=float),
+            "tokens": dict(option="--budget-tokens", dest="budget_tokens", type=int),
+            "flops": dict(option="--budget-flops", dest="budget_flops", type=_flops_budget),
+        },
     )
     add_field_flags(
         p,
@@ -581,7 +573,7 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
         options={"plots": dict(option="--no-plots", dest="no_plots", action="store_true", default=False)},
     )
     _add_corpus_flags(p, "paths")
-    p.add_argument("--out", required=True, help="the comparison's folder (rerun to resume)")
+    add_signature_flags(p, "ctxlm.compare:compare", ["out_dir"], options={"out_dir": OUT})
     p.set_defaults(func=commands.get("compare"))
 
     p = verbs.add_parser(

@@ -174,8 +174,10 @@ class Budget:
     of them). `flops` is a number, or "VARIANT:TOKENS", the FLOPs that variant's stages train on that
     many tokens (e.g. "palm:4000000"; counted once, before the first cell: `Comparison.flop_budget`)."""
 
-    minutes: float | None = None
-    tokens: int | None = None
+    minutes: float | None = None  # pre-training wall time per objective
+    tokens: int | None = None  # pre-training tokens per objective
+    # pre-training FLOPs per objective (matmuls and attention, forward and backward, as benchmarks count them): a
+    # number, or VARIANT:TOKENS, the FLOPs that variant trains on that many tokens (e.g. palm:4000000)
     flops: float | str | None = None
 
     def __post_init__(self):
@@ -1063,7 +1065,16 @@ def compare(
     YAML file or `FinetuneConfig` (its task picks the scoring); `data` the files: `train`, `valid`
     (selects checkpoints and lrs), `ref` (the scored file, default `valid`), `train_limit` (for
     dialog PALM's 10K pairs by default) and `limit` (the scored pairs); `config` the PALM-family
-    pre-training config (named or YAML); `corpus` files or a `CorpusSpec` (read as `pretrain` does)."""
+    pre-training config (named or YAML); `corpus` files or a `CorpusSpec` (read as `pretrain` does).
+
+    Args:
+        recipe: the fine-tuning recipe: gigaword, squad_qg, cornell, or YAML; or an NLU task: cloze (GLM
+            variants, FewGLUE), classify (UniLMv2 variants), or a YAML of their options with task: and train: (as
+            finetune's --recipe; `compare_task` sends those to `compare_nlu`)
+        out_dir: the comparison's folder (rerun to resume)
+        config: the PALM model and pre-training config (a named config or YAML); GLM and UniLMv2 are sized to
+            its parameter count
+    """
     objectives = list(spec.objectives or DEFAULT_OBJECTIVES)
     check_run_options(objectives, spec.seeds, spec.plots)
     out_dir = Path(out_dir)
