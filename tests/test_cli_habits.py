@@ -79,10 +79,6 @@ def test_metric_lists_accept_commas(tmp_path, capsys):
     assert list(json.loads(capsys.readouterr().out.split("\n|")[0])) == ["rouge1", "rouge2", "rougeL"]
 
 
-def _nlu_options(args):
-    return nlu_options(args.task, args.recipe, vars(args))
-
-
 def test_nlu_recipe_yaml_under_flags(tmp_path):
     recipe = tmp_path / "mrpc.yaml"
     recipe.write_text(
@@ -91,15 +87,15 @@ def test_nlu_recipe_yaml_under_flags(tmp_path):
     args = build_parser().parse_args(
         ["finetune", "--task", "classify", "--recipe", str(recipe), "--out", "o", "--max-length", "64"]
     )
-    options, train = _nlu_options(args)
+    options, train = nlu_options(args.task, args.recipe, vars(args))
     assert (options.dataset, options.data_dir, options.max_length, options.pooler) == ("glue/MRPC", "nlu", 64, True)
     assert train == {"lr": 3.0e-5} and options.doc_stride == 128
     recipe.write_text("dataset: glue/MRPC\ntrain:\n  learning_rate: 1\n", encoding="utf-8")
     with pytest.raises(CtxlmError, match=r"mrpc.yaml: train: unknown key 'learning_rate'"):
-        _nlu_options(args)
+        nlu_options(args.task, args.recipe, vars(args))
     recipe.write_text("task: squad\n", encoding="utf-8")
     with pytest.raises(CtxlmError, match="a recipe for --task squad, not classify"):
-        _nlu_options(args)
+        nlu_options(args.task, args.recipe, vars(args))
 
 
 def test_provenance_names_versions_and_commit():

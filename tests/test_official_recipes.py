@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from ctxlm.cli import _nlu_options, build_parser, main
+from ctxlm.cli import build_parser, main
+from ctxlm.tasks import nlu_options
 from ctxlm.compare import comparison_settings
 from ctxlm.config import CLOZE_TRAIN, RECIPES_DIR, TrainConfig, load_finetune_config, steps_for_epochs
 from ctxlm.data.superglue import task_name
@@ -38,7 +39,7 @@ def nlu_recipe(name: str, *flags: str):
     NLU options and the TrainConfig over the cloze defaults."""
     args = build_parser().parse_args(["finetune", "--recipe", name, "--out", "o", *flags])
     args.task = args.task or _nlu_recipe_task(args.recipe)
-    nlu, train = _nlu_options(args)
+    nlu, train = nlu_options(args.task, args.recipe, vars(args))
     return nlu, TrainConfig(**{**CLOZE_TRAIN, **train})
 
 
@@ -181,10 +182,10 @@ def test_nlu_recipes_are_found_by_name_and_checked():
     assert nlu.max_length == 64 and nlu.epochs == 50  # a flag over the recipe's value
     args = build_parser().parse_args(["finetune", "--task", "classify", "--recipe", "glm-superglue-rte", "--out", "o"])
     with pytest.raises(CtxlmError, match="a recipe for --task cloze, not classify"):
-        _nlu_options(args)
+        nlu_options(args.task, args.recipe, vars(args))
     args = build_parser().parse_args(["finetune", "--task", "cloze", "--recipe", "glm-superglue-rtee", "--out", "o"])
     with pytest.raises(CtxlmError, match="unknown recipe 'glm-superglue-rtee' \\(did you mean 'glm-superglue-rte'"):
-        _nlu_options(args)
+        nlu_options(args.task, args.recipe, vars(args))
     assert _nlu_recipe_task("gigaword") is None and _nlu_recipe_task("unilm2-xsum") is None
     with pytest.raises(CtxlmError, match="a recipe for --task cloze .*, not a seq2seq recipe"):
         load_finetune_config("glm-superglue-rte")  # e.g. finetune --task summarization --recipe glm-superglue-rte
@@ -203,7 +204,7 @@ def test_epochs_become_steps_and_clash_with_max_steps(tmp_path):
     both.write_text("task: cloze\ndataset: superglue/RTE\nepochs: 2\ntrain:\n  max_steps: 5\n", encoding="utf-8")
     args = build_parser().parse_args(["finetune", "--task", "cloze", "--recipe", str(both), "--out", "o"])
     with pytest.raises(CtxlmError, match="epochs is read by --task cloze without train: max_steps"):
-        _nlu_options(args)
+        nlu_options(args.task, args.recipe, vars(args))
 
 
 def test_compare_asks_for_steps_with_an_epochs_recipe():
