@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CHECKPOINTS_DIR, build_model, latest_checkpoint, load_model_dir, read_head, read_model_config
-from .config import CLOZE_TRAIN, FinetuneConfig, PretrainConfig, TrainConfig, load_finetune_config
+from .config import CLOZE_TRAIN, FinetuneConfig, PretrainConfig, TrainConfig
 from .config_loading import default_data_config, load_pretrain_config, model_config_from_dict
 from .data.glue import get_dataset
 from .data.store import TokenStore
@@ -69,7 +69,7 @@ from .data.superglue import ClozeExample, load_superglue, read_superglue, superg
 from .data.tasks import Pair
 from .device import for_inference, resolve_device
 from .errors import CtxlmError
-from .tasks import ScratchModel, TaskData, get_task, registered, resolve
+from .tasks import ScratchModel, TaskData, get_task, registered, resolve, seq2seq_recipe
 from .tasks.seq2seq import finetune, read_pairs
 from .layouts import pair_example, pair_limits
 from .metrics import compute_metrics, lead_words, ptb_tokens
@@ -1078,7 +1078,7 @@ def compare(
     objectives = list(spec.objectives or DEFAULT_OBJECTIVES)
     check_run_options(objectives, spec.seeds, spec.plots)
     out_dir = Path(out_dir)
-    recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
+    recipe = seq2seq_recipe(recipe)
     if spec.finetune_steps is not None:
         recipe = dataclasses.replace(
             recipe, train=dataclasses.replace(recipe.train, max_steps=spec.finetune_steps), epochs=None
@@ -1200,7 +1200,7 @@ def compare_train_sizes(
         raise CtxlmError("give distinct training-set sizes, e.g. --train-limit 1000,4000,all")
     if any(limit is not None and limit < 1 for limit in train_limits):
         raise CtxlmError("a training-set size must be at least 1 pair (or all)")
-    recipe = recipe if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
+    recipe = seq2seq_recipe(recipe)
     total = len(read_pairs(recipe.task, data.train, recipe.reader))
     default = get_task(recipe.task).compare_train_limit
     sizes = {train_size_name(limit): min(limit or default or total, total) for limit in train_limits}

@@ -398,10 +398,6 @@ def load_finetune_config(spec: str | None) -> FinetuneConfig:
         return FinetuneConfig()
     path = recipe_path(spec)
     values = read_yaml(path)
-    if values.get("task") in ("cloze", "classify", "squad"):
-        raise CtxlmError(
-            f"{path}: a recipe for --task {values['task']} (finetune --recipe reads it), not a seq2seq recipe"
-        )
     train = values.pop("train", None) or {}
     decoding = values.pop("decoding", None) or {}
     config = from_mapping(FinetuneConfig, values, str(path))

@@ -14,7 +14,7 @@ import yaml
 
 from conftest import ROOT
 from ctxlm.cli import build_parser, main
-from ctxlm.tasks import nlu_options
+from ctxlm.tasks import nlu_options, seq2seq_recipe
 from ctxlm.compare import comparison_settings
 from ctxlm.config import CLOZE_TRAIN, RECIPES_DIR, TrainConfig, load_finetune_config, steps_for_epochs
 from ctxlm.data.superglue import task_name
@@ -188,7 +188,7 @@ def test_nlu_recipes_are_found_by_name_and_checked():
         nlu_options(args.task, args.recipe, vars(args))
     assert _nlu_recipe_task("gigaword") is None and _nlu_recipe_task("unilm2-xsum") is None
     with pytest.raises(CtxlmError, match="a recipe for --task cloze .*, not a seq2seq recipe"):
-        load_finetune_config("glm-superglue-rte")  # e.g. finetune --task summarization --recipe glm-superglue-rte
+        seq2seq_recipe("glm-superglue-rte")  # e.g. finetune --task summarization --recipe glm-superglue-rte
 
 
 def test_epochs_become_steps_and_clash_with_max_steps(tmp_path):

@@ -150,6 +150,21 @@ def get_task(name: str | Task | None) -> Task:
     return tasks[name or "seq2seq"]
 
 
+def seq2seq_recipe(spec):
+    """A seq2seq recipe (`FinetuneConfig`, a copy) from a name, YAML file or `FinetuneConfig`; the recipe of a
+    task that reads its own recipes (cloze, classify, squad: `Task.nlu_recipe`) is refused in one line."""
+    from ..config import FinetuneConfig, load_finetune_config, read_yaml, recipe_path
+
+    if isinstance(spec, FinetuneConfig):
+        return dataclasses.replace(spec)
+    task = read_yaml(recipe_path(spec)).get("task") if spec is not None else None
+    if isinstance(task, str) and task in registered() and registered()[task].nlu_recipe:
+        raise CtxlmError(
+            f"{recipe_path(spec)}: a recipe for --task {task} (finetune --recipe reads it), not a seq2seq recipe"
+        )
+    return load_finetune_config(spec)
+
+
 def finetunable() -> list[str]:
     """The tasks `finetune` takes (those with a fine-tuning function)."""
     return [name for name, task in registered().items() if task.finetune is not None]

@@ -8,7 +8,6 @@ or its fields, `RunOptions`, `ScratchModel`) into the task module's own function
 
 from __future__ import annotations
 
-import dataclasses
 from types import SimpleNamespace
 from typing import Mapping
 
@@ -31,11 +30,10 @@ def _config_and_overrides(train, recipe_train: dict):
 
 # ------------------------------------------------------------------------------------ seq2seq
 def finetune_seq2seq(name, init, data: TaskData, out, train, run: RunOptions, model: ScratchModel):
-    from ..config import FinetuneConfig, load_finetune_config
+    from . import seq2seq_recipe
     from .seq2seq import finetune
 
-    recipe = data.recipe
-    recipe = dataclasses.replace(recipe) if isinstance(recipe, FinetuneConfig) else load_finetune_config(recipe)
+    recipe = seq2seq_recipe(data.recipe)
     if name is not None:
         recipe.task = name
     recipe.reader = {
