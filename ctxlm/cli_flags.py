@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import importlib.util
 import inspect
 import re
@@ -24,6 +25,7 @@ def option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+@functools.cache
 def field_comments(cls) -> dict[str, str]:
     """Each field's comment in a dataclass's source: the comment lines right above it and the one
     after it on its line, joined (the one source of a config field's help, in code and in --help)."""
@@ -164,16 +166,23 @@ def function_source(ref: str) -> ast.FunctionDef:
     return _definition(ref)[0]
 
 
+@functools.cache
+def _module_tree(module: str) -> tuple[ast.Module, str]:
+    """(the parsed source, the source text) of `module`, read once per process (every parser build asks)."""
+    text = Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8")
+    return ast.parse(text), text
+
+
 def _definition(ref: str) -> tuple[Any, str]:
     """(the definition `ref` names, "module:Name" or "module:Class.name", its module's source text)."""
     module, _, qualname = ref.partition(":")
-    text = Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8")
-    node: Any = ast.parse(text)
+    node, text = _module_tree(module)
     for part in qualname.split("."):
         node = next(n for n in node.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part)
     return node, text
 
 
+@functools.cache  # a parser build asks for the same classes again and again; their sources do not change
 def dataclass_fields(cls) -> tuple[dict[str, str], dict[str, Any]]:
     """(each field's comment, the fields by name) of a dataclass, or of the dataclass "module:Class" read
     from its module's source without importing it (a module that imports torch): each field then has its
