@@ -153,12 +153,11 @@ def get_task(name: str | Task | None) -> Task:
 def seq2seq_recipe(spec):
     """A seq2seq recipe (`FinetuneConfig`, a copy) from a name, YAML file or `FinetuneConfig`; the recipe of a
     task that reads its own recipes (cloze, classify, squad: `Task.nlu_recipe`) is refused in one line."""
-    from ..config import FinetuneConfig, load_finetune_config, read_yaml, recipe_path
+    from ..config import FinetuneConfig, load_finetune_config, recipe_path
 
     if isinstance(spec, FinetuneConfig):
         return dataclasses.replace(spec)
-    task = read_yaml(recipe_path(spec)).get("task") if spec is not None else None
-    if isinstance(task, str) and task in registered() and registered()[task].nlu_recipe:
+    if spec is not None and (task := nlu_recipe_task(spec)) is not None:
         raise CtxlmError(
             f"{recipe_path(spec)}: a recipe for --task {task} (finetune --recipe reads it), not a seq2seq recipe"
         )
@@ -264,7 +263,7 @@ def nlu_recipe_task(spec: str | Path) -> str | None:
     from ..config import read_yaml, recipe_path
 
     task = read_yaml(recipe_path(spec)).get("task")
-    return task if task in registered() and registered()[task].nlu_recipe else None
+    return task if isinstance(task, str) and task in registered() and registered()[task].nlu_recipe else None
 
 
 def nlu_options(task: str, recipe: str | None, flags: Mapping) -> tuple[NluOptions, dict]:
