@@ -1,5 +1,7 @@
 """`make demo` (ctxlm.demo): a stage that SIGTERM stopped ends the demo instead of feeding the next."""
 
+import json
+
 import pytest
 
 import ctxlm.pretraining
@@ -70,3 +72,68 @@ def test_the_demo_trains_its_models_with_its_dropout(tmp_path, monkeypatch, flag
     )
     assert code == 130 and len(configs) == 1
     assert (configs[0].dropout, configs[0].attention_dropout, configs[0].d_model) == (dropout, dropout, 128)
+
+
+@pytest.mark.slow
+def test_the_demo_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch, capsys):
+    """`make demo`'s whole path (tokenizer, both pre-training stages, Table 1 continuations, Gigaword
+    fine-tuning of the pre-trained and the scratch model, decoding, ROUGE beside lead-8) with a tiny
+    model and a few steps each: the wiring `make demo` runs at palm-mini size, without its 18 minutes."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(
+        "".join(
+            f"Story {i} is about a river.\nIt flows north past the town.\nThe town sits on it.\n\n" for i in range(80)
+        ),
+        encoding="utf-8",
+    )
+    model = tmp_path / "model.yaml"
+    model.write_text(TINY_PALM_MODEL, encoding="utf-8")
+    gigaword = tmp_path / "gigaword"
+    gigaword.mkdir()
+    for name, count in (("train.jsonl", 24), ("valid.jsonl", 6)):
+        rows = (
+            json.dumps(
+                {"document": f"the river {i} flows north past the town on monday .", "summary": f"river {i} flows"}
+            )
+            for i in range(count)
+        )
+        (gigaword / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    monkeypatch.setenv("CTXLM_CACHE", str(tmp_path / "cache"))
+    steps = ["--mlm-steps", "2", "--generation-steps", "2", "--finetune-steps", "2", "--batch-size", "4"]
+    code = demo.main(
+        [
+            "--corpus",
+            str(corpus),
+            "--model",
+            str(model),
+            "--vocab-size",
+            "200",
+            "--fragment-length",
+            "40",
+            "--gigaword",
+            str(gigaword),
+            "--eval-pairs",
+            "4",
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            *steps,
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    for line in (
+        "[1/5] tokenizer",
+        "[2/5] stage 1",
+        "[3/5] stage 2",
+        "[4/5] pre-training results",
+        "Table 1, example 2",
+        "Gigaword validation (4 pairs)",
+        "pre-trained (PALM)",
+        "from scratch",
+        "the article's first 8 words",
+    ):
+        assert line in printed
+    assert (tmp_path / "out" / "stage2-generation" / "metrics.jsonl").is_file()
+    assert (tmp_path / "out" / "gigaword-scratch").is_dir() and "done in" in printed
