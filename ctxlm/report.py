@@ -489,10 +489,16 @@ def claim_tests(
 CLAIM_HEADER = ("claim", "Δ [95% CI]", "p (Holm)", "p (raw)", "seeds agree in sign", "verdict")
 
 
-def claim_table(tests: list[tuple[str, BootstrapResult, list[str]]], higher_is_better: bool) -> list[list[str]]:
+def claim_table(
+    tests: list[tuple[str, BootstrapResult, list[str]]],
+    higher_is_better: bool,
+    adjusted: Sequence[float | None] | None = None,
+) -> list[list[str]]:
     """Rows (`CLAIM_HEADER`) of (label, test, reasons not testable): Holm-adjusted p across the
-    testable claims (one family: the report's), the raw p, the per-seed signs and the verdict."""
-    adjusted = holm([None if untestable else test.p_value for _, test, untestable in tests])
+    testable claims (one family: the report's) unless `adjusted` gives each test's p adjusted over a
+    larger family, the raw p, the per-seed signs and the verdict."""
+    if adjusted is None:
+        adjusted = holm([None if untestable else test.p_value for _, test, untestable in tests])
     rows = []
     for (label, test, untestable), p in zip(tests, adjusted):
         seeds = ", ".join(format_signed(d, 2) for d in test.seed_differences)

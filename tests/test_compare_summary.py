@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ctxlm import statistics
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("compare_summarize", ROOT / "reports/compare/summarize.py")
 summarize = importlib.util.module_from_spec(SPEC)
@@ -195,7 +197,9 @@ def test_verdicts_follow_the_issues_rules(exported):
                 r"not testable at this scale \(mass is (indistinguishable from|worse than) the baseline", verdict
             ), verdict
     gigaword = markdown.split("## Cornell")[0]
-    verdicts = {row[0]: row[-1] for row in rows(gigaword, "4,000 pairs: ")}
+    verdicts = {}
+    for row in rows(gigaword, "4,000 pairs: "):  # the first table: matched FLOPs
+        verdicts.setdefault(row[0], row[-1])
     assert verdicts["4,000 pairs: pre-training helps (PALM Table 6): palm vs none"] == "supports"
     assert "≈ baseline" in gigaword or "< baseline" in gigaword
     assert "PALM Table 5's direction at each size" in gigaword
@@ -203,7 +207,37 @@ def test_verdicts_follow_the_issues_rules(exported):
     assert "| 1,000 | palm | 120, 120, 120 | 80, 80, 80 | 300 |" in gigaword
     assert "matched tokens (second view)" in gigaword
     assert rows(gigaword, "palm | 0 | 1-palm: ") and "| none | 0 | — |" in gigaword  # the learning check
-    assert rows(markdown, "gigaword | palm | 0.0001: 3.200, 0.0003: 3.100, 0.001: 3.300 | 0.0003")
+    assert rows(markdown, "gigaword | palm | 0.0001: 3.200, 0.0003: 3.100, 0.001: 3.300 | 0.0003 | 4,000 | 0 |  |")
+
+
+def test_holm_counts_every_claim_of_both_tasks_in_a_view(exported):
+    """PLAN.md registers one Holm family per view: every claim of both tasks at every size, testable
+    or not. The smallest raw p of the family is multiplied by the whole family's size m."""
+    data = summarize.load(exported[0])
+    for view in ("flops", "tokens"):
+        family = summarize.claim_tests_of_view(data, view, 400)
+        tests = [(task, i, test) for task, listed in family.items() for i, (_, test, _) in enumerate(listed)]
+        assert set(family) == {"gigaword", "cornell"}
+        m = len(tests)
+        assert m == {"flops": 12, "tokens": 6}[view]  # 3 claims x 2 sizes x 2 tasks; 3 x 1 x 2
+        task, i, smallest = min(tests, key=lambda t: t[2].p_value)
+        row = summarize.claim_rows_of_view(data, view, 400)[task][i]
+        assert row[2] == statistics.format_p(min(1.0, m * smallest.p_value), 400)
+
+
+def test_departures_are_read_from_the_run_log(exported, tmp_path):
+    data, _, root = exported
+    log = tmp_path / "run-log.md"
+    log.write_text(
+        "# log\n\n| a | b |\n\nDepartures so far:\n- one cell at a time,\n  on a shared machine.\n- a pause.\n",
+        encoding="utf-8",
+    )
+    markdown = summarize.summarize(data, root / "departures", resamples=200, draw=False, run_log=log).read_text(
+        encoding="utf-8"
+    )
+    tail = markdown.split("## Where the run departed from PLAN.md")[1]
+    assert "- one cell at a time, on a shared machine.\n\n- a pause." in tail
+    assert summarize.departures(tmp_path / "missing.md") == []
 
 
 def test_no_data_folder_is_a_one_line_error(tmp_path, capsys):
@@ -218,3 +252,10 @@ def test_the_committed_report_is_regenerated_from_the_committed_data(tmp_path):
         pytest.skip("reports/compare/data is not committed yet (the run has not happened)")
     regenerated = summarize.summarize(data, tmp_path)
     assert regenerated.read_text(encoding="utf-8") == (ROOT / "reports/compare/summary.md").read_text(encoding="utf-8")
+
+
+def test_an_lr_chosen_at_the_grids_edge_is_flagged():
+    grid = [3e-4, 1e-3, 3e-3]
+    assert summarize.grid_edge(3e-3, grid) == "the grid's largest: the best may lie beyond"
+    assert summarize.grid_edge(3e-4, grid) == "the grid's smallest: the best may lie beyond"
+    assert summarize.grid_edge(1e-3, grid) == "" and summarize.grid_edge(None, grid) == ""

@@ -234,15 +234,32 @@ def score_table(data: Data, task: str, view: str, scoring: Scoring, resamples: i
     return [f"{size:,} pairs" for size in sizes], rows, intervals
 
 
-def claims(data: Data, task: str, view: str, scoring: Scoring, resamples: int) -> list[list[str]]:
-    """Every claim at every size of one task and view, Holm-adjusted together (one report's claims)."""
-    tests = []
-    for size in data.sizes(task, view):
-        for claim, test, untestable in claim_tests(data.cells(task, view, size), data.baseline(task, view, size),
-                                                   scoring, scoring.kind, resamples,
-                                                   data.shared(task, view, size, scoring, resamples)):
-            tests.append((f"{size:,} pairs: {claim.text}: {claim.better} vs {claim.worse}", test, untestable))
-    return claim_table(tests, scoring.higher_is_better)
+def claim_tests_of_view(data: Data, view: str, resamples: int) -> dict[str, list[tuple[str, object, list[str]]]]:
+    """task → (label, test, reasons not testable) of every claim at every size of one view."""
+    family = {}
+    for task in data.tasks():
+        scoring, tests = data.scoring(task), []
+        for size in data.sizes(task, view):
+            for claim, test, untestable in claim_tests(data.cells(task, view, size), data.baseline(task, view, size),
+                                                       scoring, scoring.kind, resamples,
+                                                       data.shared(task, view, size, scoring, resamples)):
+                tests.append((f"{size:,} pairs: {claim.text}: {claim.better} vs {claim.worse}", test, untestable))
+        family[task] = tests
+    return family
+
+
+def claim_rows_of_view(data: Data, view: str, resamples: int) -> dict[str, list[list[str]]]:
+    """task → claim rows of one view, p adjusted by Holm over the view's whole family as PLAN.md
+    registers it: every claim of both tasks at every size (30 at matched FLOPs, 10 at matched tokens),
+    testable or not (a claim that cannot be tested still counts in m: the stricter reading)."""
+    family = claim_tests_of_view(data, view, resamples)
+    adjusted = iter(statistics.holm([test.p_value for tests in family.values() for _, test, _ in tests]))
+    return {task: claim_table(tests, data.scoring(task).higher_is_better, [next(adjusted) for _ in tests])
+            for task, tests in family.items()}
+
+
+def family_size(rows_by_task: dict[str, list]) -> int:
+    return sum(len(rows) for rows in rows_by_task.values())
 
 
 def convergence_rows(data: Data, task: str, view: str) -> list[list[str]]:
@@ -302,8 +319,34 @@ def lr_rows(data: Data) -> list[list[str]]:
                              for lr in record.get("grid", []))
             chosen, pairs = record.get("chosen"), record.get("train_pairs")
             rows.append([task, variant, grid, "—" if chosen is None else f"{float(chosen):g}",
-                         "—" if pairs is None else f"{pairs:,}", str(record.get("seed", "—"))])
+                         "—" if pairs is None else f"{pairs:,}", str(record.get("seed", "—")),
+                         grid_edge(chosen, record.get("grid", []))])
     return rows
+
+
+def grid_edge(chosen, grid) -> str:
+    """Whether the chosen lr is the grid's largest or smallest value (the best may lie beyond it)."""
+    values = sorted(float(lr) for lr in grid)
+    if chosen is None or len(values) < 2 or values[0] < float(chosen) < values[-1]:
+        return ""
+    return "the grid's " + ("largest" if float(chosen) == values[-1] else "smallest") + ": the best may lie beyond"
+
+
+def departures(run_log: Path) -> list[str]:
+    """The bullets under run-log.md's "Departures" line: where the run departed from PLAN.md."""
+    if not run_log.is_file():
+        return []
+    lines = run_log.read_text(encoding="utf-8").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Departures")), len(lines))
+    bullets: list[str] = []
+    for line in lines[start + 1:]:
+        if line.startswith("- "):
+            bullets.append(line[2:].strip())
+        elif line.startswith("  ") and bullets:
+            bullets[-1] += " " + line.strip()
+        elif line.strip():
+            break
+    return bullets
 
 
 # ------------------------------------------------------------------------------------ plots
@@ -340,8 +383,9 @@ def plots(data: Data, task: str, scoring: Scoring, intervals: dict, out: Path) -
 
 # ------------------------------------------------------------------------------------ the summary
 def summarize(data_dir: Path = DATA, out: Path = OUT, resamples: int = statistics.RESAMPLES,
-              draw: bool = True) -> Path:
-    """summary.md and report.html (and the PNGs) in `out`, from `data_dir` alone."""
+              draw: bool = True, run_log: Path = HERE / "run-log.md") -> Path:
+    """summary.md and report.html (and the PNGs) in `out`, from `data_dir` alone (and the
+    departures `run_log` lists)."""
     data = load(data_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = Report()
@@ -349,6 +393,7 @@ def summarize(data_dir: Path = DATA, out: Path = OUT, resamples: int = statistic
     report.paragraph(f"Generated by `python reports/compare/summarize.py` from {', '.join(FILES)} alone. Each "
                      f"interval and test: {resamples:,} two-level resamples (seeds, then examples within each "
                      f"drawn seed, the same draws for the systems compared; bootstrap seed 0). {statistics.METHOD}")
+    rows_by_view = {view: claim_rows_of_view(data, view, resamples) for view in ("flops", "tokens")}
     for task in data.tasks():
         scoring = data.scoring(task)
         direction = "higher" if scoring.higher_is_better else "lower"
@@ -365,11 +410,12 @@ def summarize(data_dir: Path = DATA, out: Path = OUT, resamples: int = statistic
                              "baseline), over seeds and examples, spans 0 (\"< baseline\": it lies on the worse "
                              "side): the variant does not beat the trivial baseline, and every claim it is part of "
                              "is not testable at this scale.")
-            rows = claims(data, task, view, scoring, resamples)
+            rows = rows_by_view[view][task]
             report.heading(f"The papers' claims, {title}", 3)
             report.table([CLAIM_HEADER[0], f"Δ {scoring.primary} [95% CI]", *CLAIM_HEADER[2:]], rows)
-            report.paragraph("The first variant minus the second over the seeds both ran; p adjusted by Holm-Bonferroni "
-                             "across this table's testable claims (every size: one report). \"supports\" / "
+            report.paragraph(f"The first variant minus the second over the seeds both ran; p adjusted by Holm-Bonferroni "
+                             f"across the {family_size(rows_by_view[view])} claims of this view (both tasks, every size, "
+                             "testable or not, as PLAN.md registers). \"supports\" / "
                              "\"contradicts\": adjusted p < 0.05 and the interval excludes 0; otherwise \"no "
                              "detectable difference\"; \"not testable at this scale\": a side does not beat the "
                              "baseline or a run it comes out of stayed at the unigram level.")
@@ -394,7 +440,13 @@ def summarize(data_dir: Path = DATA, out: Path = OUT, resamples: int = statistic
     lr = lr_rows(data)
     if lr:
         report.heading("Fine-tuning lr selection (one seed, the largest size, the selection split)")
-        report.table(["task", "variant", "lr: best held-out loss", "chosen", "pairs", "seed"], lr)
+        report.table(["task", "variant", "lr: best held-out loss", "chosen", "pairs", "seed", "note"], lr)
+    report.heading("Where the run departed from PLAN.md")
+    listed = departures(run_log)
+    report.paragraph(f"From {run_log.name}, which logs every phase as it ran." if listed else
+                     f"None logged ({run_log.name}).")
+    for departure in listed:
+        report.paragraph(f"- {departure}")
     summary = out / "summary.md"
     summary.write_text(report.markdown(), encoding="utf-8")
     if draw:
