@@ -11,9 +11,9 @@ from ctxlm.training import TrainResult
 from conftest import TINY_PALM_MODEL
 
 
-def test_sigterm_in_a_stage_stops_the_demo(tmp_path, monkeypatch, capsys):
-    """The training loop answers SIGTERM with a checkpoint and an `interrupted` result; the demo
-    used to go on to stage 2 from that half-trained stage 1. Now it stops there (exit status 130)."""
+def tiny_demo_args(tmp_path, monkeypatch) -> list[str]:
+    """The demo's flags for a 200-story corpus and the tiny PALM model, writing into tmp_path/out on
+    the CPU (the token store cached under tmp_path)."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(
         "".join(f"Story {i} is about a river.\nIt flows north.\nThe town sits on it.\n\n" for i in range(200)),
@@ -22,6 +22,12 @@ def test_sigterm_in_a_stage_stops_the_demo(tmp_path, monkeypatch, capsys):
     model = tmp_path / "model.yaml"
     model.write_text(TINY_PALM_MODEL, encoding="utf-8")
     monkeypatch.setenv("CTXLM_CACHE", str(tmp_path / "cache"))
+    return ["--corpus", str(corpus), "--model", str(model), "--out", str(tmp_path / "out"), "--device", "cpu"]
+
+
+def test_sigterm_in_a_stage_stops_the_demo(tmp_path, monkeypatch, capsys):
+    """The training loop answers SIGTERM with a checkpoint and an `interrupted` result; the demo
+    used to go on to stage 2 from that half-trained stage 1. Now it stops there (exit status 130)."""
     calls = []
 
     def stopped_pretraining(*args, **kwargs):
@@ -33,20 +39,7 @@ def test_sigterm_in_a_stage_stops_the_demo(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(ctxlm.pretraining, "pretrain", stopped_pretraining)
     monkeypatch.setattr(ctxlm.tasks.seq2seq, "finetune", no_finetuning)
-    code = demo.main(
-        [
-            "--corpus",
-            str(corpus),
-            "--model",
-            str(model),
-            "--vocab-size",
-            "300",
-            "--out",
-            str(tmp_path / "out"),
-            "--device",
-            "cpu",
-        ]
-    )
+    code = demo.main([*tiny_demo_args(tmp_path, monkeypatch), "--vocab-size", "300"])
     assert code == 130 and calls == ["mlm"]
     assert "stopped by a signal at step 3" in capsys.readouterr().err
 
@@ -79,15 +72,6 @@ def test_the_demo_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch, capsys):
     """`make demo`'s whole path (tokenizer, both pre-training stages, Table 1 continuations, Gigaword
     fine-tuning of the pre-trained and the scratch model, decoding, ROUGE beside lead-8) with a tiny
     model and a few steps each: the wiring `make demo` runs at palm-mini size, without its 18 minutes."""
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(
-        "".join(
-            f"Story {i} is about a river.\nIt flows north past the town.\nThe town sits on it.\n\n" for i in range(80)
-        ),
-        encoding="utf-8",
-    )
-    model = tmp_path / "model.yaml"
-    model.write_text(TINY_PALM_MODEL, encoding="utf-8")
     gigaword = tmp_path / "gigaword"
     gigaword.mkdir()
     for name, count in (("train.jsonl", 24), ("valid.jsonl", 6)):
@@ -98,26 +82,11 @@ def test_the_demo_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch, capsys):
             for i in range(count)
         )
         (gigaword / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
-    monkeypatch.setenv("CTXLM_CACHE", str(tmp_path / "cache"))
     steps = ["--mlm-steps", "2", "--generation-steps", "2", "--finetune-steps", "2", "--batch-size", "4"]
     code = demo.main(
         [
-            "--corpus",
-            str(corpus),
-            "--model",
-            str(model),
-            "--vocab-size",
-            "200",
-            "--fragment-length",
-            "40",
-            "--gigaword",
-            str(gigaword),
-            "--eval-pairs",
-            "4",
-            "--out",
-            str(tmp_path / "out"),
-            "--device",
-            "cpu",
+            *tiny_demo_args(tmp_path, monkeypatch),
+            *("--vocab-size", "200", "--fragment-length", "40", "--gigaword", str(gigaword), "--eval-pairs", "4"),
             *steps,
         ]
     )
