@@ -359,13 +359,14 @@ def distributed_context() -> tuple[int, int]:
 
 @dataclass
 class RunProgress:
-    """Where a run stands; saved in every checkpoint (plain ints and floats)."""
+    """Where a run stands; saved in every checkpoint (plain ints, floats and bools)."""
 
     step: int = 0  # optimizer steps taken (skipped ones included)
     micro_batch: int = 0  # micro-batches read by all ranks together (the data position)
     best_value: float = math.inf  # the best `select_metric` value so far
     best_step: int | None = None
     bad_evals: int = 0  # validations in a row without improvement
+    left_unigram_level: bool = False  # a validation's held-out loss has been below the unigram level
     skipped_steps: int = 0  # steps whose update was skipped (non-finite loss or gradient norm)
     bad_steps_in_a_row: int = 0
 
@@ -793,14 +794,15 @@ class TrainingRun:
                 raise CtxlmError(
                     f"select_metric '{cfg.select_metric}' is not among the validation metrics ({', '.join(values)})"
                 )
+            waits = bool(cfg.early_stopping_patience) and self.still_at_unigram_level(values)
             if values[cfg.select_metric] < progress.best_value:
                 progress.best_value, progress.best_step = values[cfg.select_metric], progress.step
                 progress.bad_evals = 0
                 model = self.writable_model()
                 if self.rank == 0:
                     atomic_directory(self.out_dir / BEST_DIR, lambda tmp: write_model_files(tmp, model, self.tokenizer))
-            elif not (cfg.early_stopping_patience and self.learning_check.at_unigram_level(values)):
-                progress.bad_evals += 1  # a run still at the unigram level has not started: patience waits
+            elif not waits:
+                progress.bad_evals += 1
             values["valid/best_step"] = progress.best_step
             stop = bool(cfg.early_stopping_patience and progress.bad_evals >= cfg.early_stopping_patience)
         if self.writer is not None:
@@ -812,6 +814,15 @@ class TrainingRun:
                 f"step {progress.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items() if v is not None)
             )  # best_step: None before a best
         return stop
+
+    def still_at_unigram_level(self, values: dict[str, Any]) -> bool:
+        """Whether early stopping waits out this validation: its held-out loss is at the targets'
+        unigram level (`LearningCheck.at_unigram_level`) and no validation before it was below, a slow
+        start and not convergence. Once the run has left the level every validation counts: a loss
+        back at the level later is over-fitting, which the patience is there to stop."""
+        at_level = self.learning_check.at_unigram_level(values)
+        self.progress.left_unigram_level |= not at_level
+        return at_level and not self.progress.left_unigram_level
 
     # -------------------------------------------------------------------------- saving
     def writable_model(self) -> nn.Module | None:
@@ -983,7 +994,7 @@ def train(
     With `cfg.select_metric` (e.g. "valid/lm_loss", lower is better) the best weights so far are
     kept in `out_dir/best/`, training stops after `cfg.early_stopping_patience` validations without
     improvement (when > 0; validations whose held-out loss is still at the targets' unigram level,
-    `LearningCheck.at_unigram_level`, do not count: a slow start is not convergence), and `out_dir`
+    before any was below it, do not count: a slow start is not convergence), and `out_dir`
     ends up holding the best weights (the last ones stay in `checkpoints/`). SIGTERM/SIGINT stop
     after the current step with a checkpoint (the result says `interrupted`). `side_files` (name →
     values, e.g. a fine-tuned model's generation.json) are written as JSON into `out_dir` once the run
