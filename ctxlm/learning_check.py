@@ -11,7 +11,7 @@ within `margin(H)` of H (or above it), it says so once: a one-line warning, a
 `{"step": N, "warning": "not_learning", ...}` row in metrics.jsonl and `"not_learning"` in run.json.
 A run that leaves the level after the warning (a slow start) says that once as well, and the record
 gets the step (`left_at_step`): such a run learned. Early stopping asks `at_unigram_level` of each
-validation that did not improve and does not count it while the run is still at the level.
+validation and does not count one that did not improve while the run has never been below the level.
 """
 
 from __future__ import annotations
