@@ -83,22 +83,23 @@ def test_every_recipe_loads_and_a_typo_is_named(tmp_path):
         load_finetune_config(str(bad))
 
 
+def finetune_with_scripted_losses(gigaword, out, monkeypatch, losses, recipe):
+    """Fine-tune the tiny model with `recipe` into `out`, each validation's held-out loss taken in
+    turn from `losses` (the model is not evaluated)."""
+    import ctxlm.training
+
+    scripted = iter(losses)
+    monkeypatch.setattr(ctxlm.training, "evaluate", lambda *a, **k: {"lm_loss": next(scripted)})
+    root, tokenizer = gigaword
+    scratch = ScratchModel(tiny_model(), tokenizer)
+    return finetune(root / "train.jsonl", root / "valid.jsonl", out, recipe, scratch=scratch)
+
+
 def test_best_weights_are_kept_and_early_stopping_stops(gigaword, tmp_path, monkeypatch):
     """Validation losses 0.5, 0.6 (scripted, far below the targets' unigram entropy): patience 1
     stops at the second validation, and the run directory holds the best (first-validated) weights."""
-    import ctxlm.training
-
-    scripted = iter([0.5, 0.6])
-    monkeypatch.setattr(ctxlm.training, "evaluate", lambda *a, **k: {"lm_loss": next(scripted)})
-    root, tokenizer = gigaword
     recipe = tiny_recipe(lr=0.0, max_steps=20, early_stopping_patience=1)
-    result = finetune(
-        root / "train.jsonl",
-        root / "valid.jsonl",
-        tmp_path / "run",
-        recipe,
-        scratch=ScratchModel(tiny_model(), tokenizer),
-    )
+    result = finetune_with_scripted_losses(gigaword, tmp_path / "run", monkeypatch, [0.5, 0.6], recipe)
     assert result.step == 4 and result.final_metrics["best_step"] == 2
     best = load_file(str(tmp_path / "run/best/model.safetensors"))
     final = load_file(str(tmp_path / "run/model.safetensors"))
@@ -112,11 +113,8 @@ def test_early_stopping_waits_while_the_loss_is_at_the_unigram_level(gigaword, t
     waits), then 0.5 and 0.6 (below the level, no improvement): the run stops at step 10 with best
     step 8, where without the rule it stopped at step 4. H (counted by the run from its training
     targets) lies between the two."""
-    import ctxlm.training
     from ctxlm.learning_check import LearningCheck, margin
 
-    scripted = iter([50.0, 50.0, 50.0, 0.5, 0.6])
-    monkeypatch.setattr(ctxlm.training, "evaluate", lambda *a, **k: {"lm_loss": next(scripted)})
     answers, real = [], LearningCheck.at_unigram_level
 
     def at_level(self, values):
@@ -124,14 +122,9 @@ def test_early_stopping_waits_while_the_loss_is_at_the_unigram_level(gigaword, t
         return answers[-1][0]
 
     monkeypatch.setattr(LearningCheck, "at_unigram_level", at_level)
-    root, tokenizer = gigaword
-    result = finetune(
-        root / "train.jsonl",
-        root / "valid.jsonl",
-        tmp_path / "run",
-        tiny_recipe(max_steps=20, early_stopping_patience=1),
-        scratch=ScratchModel(tiny_model(), tokenizer),
-    )
+    recipe = tiny_recipe(max_steps=20, early_stopping_patience=1)
+    losses = [50.0, 50.0, 50.0, 0.5, 0.6]
+    result = finetune_with_scripted_losses(gigaword, tmp_path / "run", monkeypatch, losses, recipe)
     assert result.step == 10 and result.final_metrics["best_step"] == 8
     assert [answer for answer, _ in answers] == [True, True, True, False, False]  # one answer a validation
     entropy = answers[0][1]
@@ -144,36 +137,16 @@ def test_early_stopping_counts_a_return_to_the_unigram_level(gigaword, tmp_path,
     step 200 to 8.0 and, uncounted, ran on to the 4,000-step cap). Scripted losses 0.5 (the best),
     then 50 from then on: patience 2 stops the run at step 6 with best step 2, where without the
     rule it ran to its cap of 20 steps."""
-    import ctxlm.training
-
-    scripted = iter([0.5] + [50.0] * 9)
-    monkeypatch.setattr(ctxlm.training, "evaluate", lambda *a, **k: {"lm_loss": next(scripted)})
-    root, tokenizer = gigaword
-    result = finetune(
-        root / "train.jsonl",
-        root / "valid.jsonl",
-        tmp_path / "run",
-        tiny_recipe(max_steps=20, early_stopping_patience=2),
-        scratch=ScratchModel(tiny_model(), tokenizer),
-    )
+    recipe = tiny_recipe(max_steps=20, early_stopping_patience=2)
+    result = finetune_with_scripted_losses(gigaword, tmp_path / "run", monkeypatch, [0.5] + [50.0] * 9, recipe)
     assert result.step == 6 and result.final_metrics["best_step"] == 2
 
 
 def test_best_step_is_the_lowest_validation_loss(gigaword, tmp_path, monkeypatch):
     """Validation losses 3, 1, 2, 4 (scripted) at steps 2, 4, 6, 8: the best step is 4 and the run
     directory ends up with step 4's weights, not the last ones."""
-    import ctxlm.training
-
-    scripted = iter([3.0, 1.0, 2.0, 4.0])
-    monkeypatch.setattr(ctxlm.training, "evaluate", lambda *a, **k: {"lm_loss": next(scripted)})
-    root, tokenizer = gigaword
-    result = finetune(
-        root / "train.jsonl",
-        root / "valid.jsonl",
-        tmp_path / "run",
-        tiny_recipe(max_steps=8),
-        scratch=ScratchModel(tiny_model(), tokenizer),
-    )
+    losses = [3.0, 1.0, 2.0, 4.0]
+    result = finetune_with_scripted_losses(gigaword, tmp_path / "run", monkeypatch, losses, tiny_recipe(max_steps=8))
     assert result.step == 8 and result.final_metrics["best_step"] == 4
     final = load_file(str(tmp_path / "run/model.safetensors"))
     at_4 = load_file(str(tmp_path / "run/checkpoints/step-00000004/model.safetensors"))
