@@ -918,5 +918,6 @@ def write_train_size_report(
             else {"name": baseline["objective"].removeprefix("baseline: "), "metrics": baseline["metrics"]}
         )
         title = f"{primary} against the training pairs"
-        report.image(low_resource_plot(points, line, out_dir / "train_sizes.png", primary), title)
+        path = low_resource_plot(points, line, out_dir / "train_sizes.png", primary, log_scale=primary == "perplexity")
+        report.image(path, title)
     report.write(out_dir, "train_sizes")

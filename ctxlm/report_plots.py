@@ -169,6 +169,15 @@ def _seed_count_text(counts: Sequence[int]) -> str:
     return f"{counts[0]} seed{'s' * (counts[0] != 1)}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds"
 
 
+def _log_axis(axis) -> None:
+    """A log-scale axis labelled in plain numbers at 1, 2 and 5 times the powers of 10."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _finish(plt, figure, axes, path: str | Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -331,13 +340,16 @@ def low_resource_plot(
     colours: Mapping[str, str] | None = None,
     intervals: Mapping[str, Mapping[int, tuple[float, float, float]]] | None = None,
     baseline_by_size: Mapping[int, float] | None = None,
+    log_scale: bool = False,
 ) -> Path:
     """`metric` against the number of training pairs (log scale; variant → {pairs: a score per
     seed}): the mean over seeds with the min-max band, or, with `intervals` (variant → {pairs:
     (estimate, low, high)}, the two-level bootstrap's), the estimate with its 95% CI band; a line per
     variant in its colour, the trivial baseline (`{"name", "metrics"}` or None) as a labelled
     horizontal line, or, with `baseline_by_size` (pairs → its value at that size: a baseline that
-    counts the training pairs), a dashed line through those; small multiples by family when crowded."""
+    counts the training pairs), a dashed line through those; small multiples by family when crowded.
+    `log_scale`: the metric's axis in log scale too (perplexity, whose log is the loss: a baseline
+    several times the models' values does not flatten their curves)."""
     plt = pyplot()
     for name, sizes in points.items():
         bad = [size for size in sizes if isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0]
@@ -378,8 +390,11 @@ def low_resource_plot(
                 label=f"baseline: {baseline['name']} ({reference:.2f})",
             )
         ax.set_title(panel_title, fontsize=10, loc="left")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(f"{metric} (log scale)" if log_scale else metric)
         ax.set_xscale("log")
+        if log_scale:
+            ax.set_yscale("log")
+            _log_axis(ax.yaxis)
     axes[-1].set_xticks(ticks, [f"{t:,.0f}" for t in ticks])
     axes[-1].minorticks_off()
     axes[-1].set_xlabel("training pairs (log scale)")
@@ -398,11 +413,12 @@ def interval_plot(
     higher_is_better: bool = True,
     colours: Mapping[str, str] | None = None,
     baselines: Sequence[float | None] | None = None,
+    log_scale: bool = False,
 ) -> Path:
     """Scores as points with their 95% CIs: a panel per (title, [(variant, estimate, low, high)]),
     a row per variant in its colour, the trivial baseline a labelled vertical line (`baselines`:
     each panel's own value, else `baseline`'s); the x axis fitted to the intervals and the
-    baselines (not from 0), shared by the panels."""
+    baselines (not from 0), shared by the panels; with `log_scale` (perplexity) fitted in log space."""
     plt = pyplot()
     names = list(dict.fromkeys(name for _, rows in panels_ for name, *_ in rows))
     colours = colours or variant_colours(names)
@@ -442,11 +458,16 @@ def interval_plot(
                 label=f"baseline: {(baseline or {}).get('name', 'trivial')}" if ax is axes[-1] else None,
             )
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
+        ax.set_xlabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better{', log scale' * log_scale})")
         ax.grid(alpha=0.3, axis="x")
+        if log_scale:
+            ax.set_xscale("log")
+            _log_axis(ax.xaxis)
     if edges:
-        span = (max(edges) - min(edges)) or 1.0
-        axes[0].set_xlim(min(edges) - 0.08 * span, max(edges) + 0.08 * span)
+        ends = np.log([min(edges), max(edges)]) if log_scale else np.array([min(edges), max(edges)])
+        span = (ends[1] - ends[0]) or 1.0
+        low, high = ends[0] - 0.08 * span, ends[1] + 0.08 * span
+        axes[0].set_xlim(*(np.exp([low, high]) if log_scale else (low, high)))
     axes[0].set_yticks(range(len(names)), names)
     axes[0].set_ylim(len(names) - 0.5, -0.5)
     figure.suptitle(f"{metric}: estimate and 95% CI over seeds and examples (two-level bootstrap)", fontsize=11)

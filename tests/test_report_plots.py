@@ -287,6 +287,34 @@ def test_scores_are_points_with_cis_on_an_axis_fitted_to_the_data(tmp_path, figu
     assert len(caps) == 2  # an error bar per variant
 
 
+def test_perplexity_is_drawn_in_log_scale_with_plain_number_ticks(tmp_path, figures):
+    """A unigram baseline of 523 beside models at 73-220: in log scale (log perplexity is the loss) the
+    models' differences keep their room; the axis is fitted in log space and labelled 100, 200, 500."""
+    rows = [("palm", 73.4, 70.9, 76.1), ("none", 203.2, 184.6, 221.9)]
+    interval_plot(
+        [("10,000 pairs", rows)],
+        tmp_path / "scores.png",
+        "perplexity",
+        baselines=[522.85],
+        higher_is_better=False,
+        log_scale=True,
+    )
+    ax = figures[-1].axes[0]
+    low, high = ax.get_xlim()
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "perplexity (lower is better, log scale)"
+    span = np.log(522.85) - np.log(70.9)
+    np.testing.assert_allclose(np.log([low, high]), [np.log(70.9) - 0.08 * span, np.log(522.85) + 0.08 * span])
+    figures[-1].canvas.draw()
+    labels = [tick.get_text() for tick in ax.get_xticklabels() if low <= tick.get_position()[0] <= high]
+    assert labels == ["100", "200", "500"]
+    points = {"palm": {1000: [148.0, 149.0, 147.5], 10000: [73.9, 73.4, 73.0]}}
+    low_resource_plot(
+        points, None, tmp_path / "low.png", "perplexity", baseline_by_size={1000: 522.85, 10000: 336.75}, log_scale=True
+    )
+    ax = figures[-1].axes[0]
+    assert ax.get_yscale() == "log" and ax.get_xscale() == "log" and ax.get_ylabel() == "perplexity (log scale)"
+
+
 def test_pre_training_has_a_panel_per_objective_with_its_unigram_level_against_tokens_and_flops(tmp_path, figures):
     stage = {"curve": [[1, 100, 7.0], [2, 200, 6.0]], "unigram_level": 6.5}
     runs = {"palm": [[stage, stage]] * 2, "bart": [[{**stage, "unigram_level": 4.0}]]}

@@ -367,16 +367,17 @@ def plots(data: Data, task: str, scoring: Scoring, intervals: dict, out: Path) -
                 for size in sizes]
     points = {v: {size: [c["metrics"][scoring.primary] for c in by_objective(data.cells(task, "flops", size))[v]]
                   for size in intervals[v]} for v in intervals}
+    log_scale = scoring.primary == "perplexity"  # exp(loss): in log scale the unigram baseline leaves room
     made = [(pretrain_panels(runs, out / f"{task}-pretrain.png", flops_per_token=ratio, colours=colours),
              "pre-training held-out loss per objective, with its unigram level"),
             (interval_plot(per_size, out / f"{task}-scores.png", scoring.primary, baseline=line,
                            higher_is_better=scoring.higher_is_better, colours=colours,
-                           baselines=[at_size.get(size) for size in sizes]),
+                           baselines=[at_size.get(size) for size in sizes], log_scale=log_scale),
              f"{scoring.primary} with 95% CIs at each size"),
             (loss_plot(finetune, out / f"{task}-finetune.png", f"fine-tuning held-out loss ({sizes[-1]:,} pairs)",
                        ylabel="held-out loss", colours=colours), "fine-tuning held-out loss"),
             (low_resource_plot(points, line, out / f"{task}-low-resource.png", scoring.primary, colours=colours,
-                               intervals=intervals, baseline_by_size=at_size),
+                               intervals=intervals, baseline_by_size=at_size, log_scale=log_scale),
              f"{scoring.primary} against the training pairs")]
     return made
 
