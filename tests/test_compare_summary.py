@@ -225,6 +225,27 @@ def test_holm_counts_every_claim_of_both_tasks_in_a_view(exported):
         assert row[2] == statistics.format_p(min(1.0, m * smallest.p_value), 400)
 
 
+def test_the_tokens_view_takes_none_from_the_flops_view(tmp_path):
+    """run.sh runs `none` once: it pre-trains nothing, so its cells are the same at either budget. The
+    tokens-matched view takes them from the FLOPs view at its size, and tests palm vs none as PLAN.md
+    registers (its 10 tokens-matched claims)."""
+    work = work_folder(tmp_path / "work")
+    for task in ("gigaword", "cornell"):
+        for folder in (work / f"{task}-tokens" / "train-4000" / "cells").glob("none-*"):
+            for path in sorted(folder.rglob("*"), reverse=True):
+                path.unlink()
+            folder.rmdir()
+    data = summarize.load(summarize.export(work, tmp_path / "data")[0].parent)
+    tokens = data.cells("gigaword", "tokens", 4000)
+    none = [r for r in tokens if r["objective"] == "none"]
+    assert [r["id"] for r in none] == [f"gigaword/flops/4000/none/{seed}" for seed in range(SEEDS)]
+    assert len(tokens) == len(VARIANTS) * SEEDS
+    family = summarize.claim_tests_of_view(data, "tokens", 200)
+    labels = [label for tests in family.values() for label, _, _ in tests]
+    assert sum(label.endswith(": palm vs none") for label in labels) == 2 and len(labels) == 6
+    assert not [r for r in data.cells("gigaword", "flops", 1000) if r["view"] != "flops"]  # the FLOPs view is its own
+
+
 def test_departures_are_read_from_the_run_log(exported, tmp_path):
     data, _, root = exported
     log = tmp_path / "run-log.md"

@@ -50,6 +50,7 @@ DATA, OUT = HERE / "data", HERE
 TASK_NAMES = {"gigaword": "Gigaword", "cornell": "Cornell Movie-Dialogs", "squad_qg": "SQuAD QG"}
 TASK_KINDS = {"gigaword": "summarization", "cornell": "dialog", "squad_qg": "qg"}  # without a settings.json
 DIGITS = 4
+NO_PRETRAINING = "none"  # the variant without pre-training (ctxlm.objectives.variants)
 FILES = ("cells.json.gz", "scores.json.gz", "lr.json.gz", "settings.json.gz")
 
 
@@ -161,8 +162,14 @@ class Data:
         return self.resampled[key]
 
     def cells(self, task: str, view: str, pairs: int) -> list[dict]:
-        return [r for r in self.records if r["kind"] == "cell" and (r["task"], r["view"], r["train_pairs"]) ==
-                (task, view, pairs)]
+        """A view's cells at one size. `none` pre-trains nothing, so its cells are the same at either
+        budget: run.sh runs them once (matched FLOPs), and the tokens-matched view takes them from
+        there at its size (PLAN.md's 10 tokens-matched claims count palm vs none)."""
+        found = [r for r in self.records if r["kind"] == "cell" and (r["task"], r["view"], r["train_pairs"]) ==
+                 (task, view, pairs)]
+        if view == "tokens" and found and not any(r["objective"] == NO_PRETRAINING for r in found):
+            found += [r for r in self.cells(task, "flops", pairs) if r["objective"] == NO_PRETRAINING]
+        return found
 
     def baseline(self, task: str, view: str, pairs: int) -> dict | None:
         return next((r for r in self.records if r["kind"] == "baseline" and (r["task"], r["view"],
@@ -410,7 +417,9 @@ def summarize(data_dir: Path = DATA, out: Path = OUT, resamples: int = statistic
             report.paragraph("Estimate [95% CI] over seeds and examples. \"≈ baseline\": the interval of (variant − "
                              "baseline), over seeds and examples, spans 0 (\"< baseline\": it lies on the worse "
                              "side): the variant does not beat the trivial baseline, and every claim it is part of "
-                             "is not testable at this scale.")
+                             "is not testable at this scale."
+                             + (f" `{NO_PRETRAINING}` pre-trains nothing: its cells are the matched-FLOPs view's at "
+                                "this size." if view == "tokens" else ""))
             rows = rows_by_view[view][task]
             report.heading(f"The papers' claims, {title}", 3)
             report.table([CLAIM_HEADER[0], f"Δ {scoring.primary} [95% CI]", *CLAIM_HEADER[2:]], rows)
