@@ -903,7 +903,7 @@ def write_train_size_report(
         ],
     )
     if plots:
-        from .report_plots import low_resource_plot
+        from .report_plots import log_scaled, low_resource_plot
 
         points = {
             objective: {
@@ -918,6 +918,6 @@ def write_train_size_report(
             else {"name": baseline["objective"].removeprefix("baseline: "), "metrics": baseline["metrics"]}
         )
         title = f"{primary} against the training pairs"
-        path = low_resource_plot(points, line, out_dir / "train_sizes.png", primary, log_scale=primary == "perplexity")
+        path = low_resource_plot(points, line, out_dir / "train_sizes.png", primary, log_scale=log_scaled(primary))
         report.image(path, title)
     report.write(out_dir, "train_sizes")

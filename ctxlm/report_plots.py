@@ -169,6 +169,12 @@ def _seed_count_text(counts: Sequence[int]) -> str:
     return f"{counts[0]} seed{'s' * (counts[0] != 1)}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds"
 
 
+def log_scaled(metric: str) -> bool:
+    """Whether `metric` is drawn in log scale: perplexity, whose log is the loss, so that a unigram
+    baseline several times the models' values leaves their differences room."""
+    return metric == "perplexity"
+
+
 def _log_axis(axis) -> None:
     """A log-scale axis labelled in plain numbers at 1, 2 and 5 times the powers of 10."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter

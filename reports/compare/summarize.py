@@ -43,7 +43,8 @@ from ctxlm import statistics
 from ctxlm.errors import CtxlmError
 from ctxlm.report import (CLAIM_HEADER, Report, against_baseline, baseline_relation, by_objective, claim_table,
                           claim_tests, counted_not_learning, shared_resamples)
-from ctxlm.report_plots import interval_plot, loss_plot, low_resource_plot, pretrain_panels, variant_colours
+from ctxlm.report_plots import (interval_plot, log_scaled, loss_plot, low_resource_plot, pretrain_panels,
+                                 variant_colours)
 
 HERE = Path(__file__).resolve().parent
 DATA, OUT = HERE / "data", HERE
@@ -374,7 +375,7 @@ def plots(data: Data, task: str, scoring: Scoring, intervals: dict, out: Path) -
                 for size in sizes]
     points = {v: {size: [c["metrics"][scoring.primary] for c in by_objective(data.cells(task, "flops", size))[v]]
                   for size in intervals[v]} for v in intervals}
-    log_scale = scoring.primary == "perplexity"  # exp(loss): in log scale the unigram baseline leaves room
+    log_scale = log_scaled(scoring.primary)
     made = [(pretrain_panels(runs, out / f"{task}-pretrain.png", flops_per_token=ratio, colours=colours),
              "pre-training held-out loss per objective, with its unigram level"),
             (interval_plot(per_size, out / f"{task}-scores.png", scoring.primary, baseline=line,
