@@ -33,7 +33,8 @@
 # cornell-large and cornell-small as one phase, `cornell` (212 min: over the 150 minutes PLAN.md
 # allows a phase; split since). Where both are known the wall time ran about a quarter over the cells'
 # halved sum (gigaword-large 92 min of cells, 115 of wall with a stop and a resume; gigaword-small 96
-# and 128 with four cells rerun); tokens-gigaword is the tightest fit:
+# and 128 with four cells rerun); tokens-gigaword is the tightest fit (its glm-copy and bart cells
+# ran three processes to two cores, which inflates their seconds):
 #
 #   phase            what                                                       measured
 #   pretrain         F, then 5 variants x 3 seeds pre-trained at F               ~58 min (cells)
@@ -56,7 +57,7 @@ SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$SELF")/../.."
 DATA=${CTXLM_DATA:-../shared/data}
 WORK=${WORK:-reports/compare/work}
-under 1 minS=${under 1 minS:-reports/compare}
+REPORTS=${REPORTS:-reports/compare}
 CTXLM=${CTXLM:-.venv/bin/ctxlm}
 PYTHON=${PYTHON:-.venv/bin/python}
 CONFIG=${CONFIG:-reports/compare/palm-mini.yaml}
@@ -70,7 +71,7 @@ SELECTION=${SELECTION:-1000}
 OBJECTIVES=${OBJECTIVES:-palm,mass,bart,glm-copy,unilm-copy,none}
 GIGAWORD_SIZES=${GIGAWORD_SIZES:-1000,4000,20000}  # the largest last: it chooses the lrs
 CORNELL_SIZES=${CORNELL_SIZES:-1000,4000,10000}
-SUMMARIZE=${SUMMARIZE:-"$PYTHON reports/compare/summarize.py export $WORK --data $under 1 minS/data && $PYTHON reports/compare/summarize.py --data $under 1 minS/data --out $under 1 minS"}
+SUMMARIZE=${SUMMARIZE:-"$PYTHON reports/compare/summarize.py export $WORK --data $REPORTS/data && $PYTHON reports/compare/summarize.py --data $REPORTS/data --out $REPORTS"}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 train_file() { case $1 in gigaword) echo $DATA/summarization/gigaword/train.jsonl;; cornell) echo $DATA/dialog/cornell/train.jsonl;; esac; }
@@ -159,14 +160,14 @@ report() {  # every task's reports from the finished cells, then the summary
     compare $task $(sizes $task) $OBJECTIVES $WORK/$task pretrain "--budget-flops $FLOPS" --no-plots \
       > $WORK/logs/report-$task.log
     token_view $task $(pretrained) >> $WORK/logs/report-$task.log
-    rm -rf $under 1 minS/$task $under 1 minS/$task-tokens && mkdir -p $under 1 minS/$task $under 1 minS/$task-tokens
-    cp $WORK/$task/train_sizes.md $under 1 minS/$task/
+    rm -rf $REPORTS/$task $REPORTS/$task-tokens && mkdir -p $REPORTS/$task $REPORTS/$task-tokens
+    cp $WORK/$task/train_sizes.md $REPORTS/$task/
     for size in $(sizes $task | tr , ' '); do
-      mkdir -p $under 1 minS/$task/train-$size
-      cp $WORK/$task/train-$size/report.md $WORK/$task/train-$size/table.json $under 1 minS/$task/train-$size/
+      mkdir -p $REPORTS/$task/train-$size
+      cp $WORK/$task/train-$size/report.md $WORK/$task/train-$size/table.json $REPORTS/$task/train-$size/
     done
     cp $WORK/$task-tokens/train-$(largest $task)/report.md $WORK/$task-tokens/train-$(largest $task)/table.json \
-      $under 1 minS/$task-tokens/
+      $REPORTS/$task-tokens/
   done
   sh -c "$SUMMARIZE"
 }
