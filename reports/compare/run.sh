@@ -78,6 +78,7 @@ train_file() { case $1 in gigaword) echo $DATA/summarization/gigaword/train.json
 valid_file() { case $1 in gigaword) echo $DATA/summarization/gigaword/valid.jsonl;; cornell) echo $DATA/dialog/cornell/valid.jsonl;; esac; }
 sizes() { case $1 in gigaword) echo $GIGAWORD_SIZES;; cornell) echo $CORNELL_SIZES;; esac; }
 largest() { sizes $1 | tr , '\n' | tail -n 1; }
+smaller() { sizes $1 | tr , '\n' | sed '$d'; }  # every size but the largest
 pretrained() { echo $OBJECTIVES | tr , '\n' | grep -vx none | paste -sd, -; }
 
 # compare TASK SIZE(S) OBJECTIVES OUT PRETRAIN-DIR BUDGET-FLAG [flags]: one comparison (several sizes: train-<N>/ each)
@@ -104,12 +105,8 @@ if [ "$1" = cell ]; then  # one objective's part of a phase: `sh run.sh cell PHA
     case $phase in
       pretrain) flop_view gigaword $(largest gigaword) $objective --pretrain-only;;
       lr-*) flop_view ${phase#lr-} $(largest ${phase#lr-}) $objective --seeds=1;;
-      gigaword-large) flop_view gigaword $(largest gigaword) $objective;;
-      gigaword-small) for size in $(sizes gigaword | tr , ' '); do
-                        [ $size = $(largest gigaword) ] || flop_view gigaword $size $objective; done;;
-      cornell-large) flop_view cornell $(largest cornell) $objective;;
-      cornell-small) for size in $(sizes cornell | tr , ' '); do
-                       [ $size = $(largest cornell) ] || flop_view cornell $size $objective; done;;
+      *-large) flop_view ${phase%-large} $(largest ${phase%-large}) $objective;;
+      *-small) for size in $(smaller ${phase%-small}); do flop_view ${phase%-small} $size $objective; done;;
       tokens-pretrain) token_view gigaword $objective --pretrain-only;;
       tokens-*) token_view ${phase#tokens-} $objective;;
     esac
